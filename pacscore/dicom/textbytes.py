@@ -5,7 +5,8 @@ Text that is not valid in its declared character set is common (a Latin-1
 the place of each bad byte, and writes a data set from its decoded values,
 so that any change to an object, even to one unrelated element, would lose
 those bytes for good.  ``decodeValues`` reads such text as Latin-1 instead
-(``textFits``), with one log line naming the object and the elements,
+(``textFits``), with one log line naming the object and the elements
+(or given to the caller, which logs one for many objects),
 and keeps the bytes of every text value that is not plain ASCII;
 ``originalBytes`` writes each of those a change left as it was in the bytes
 it was read in, unless its character set changed meanwhile (``ensureUnicode``
@@ -48,16 +49,23 @@ def _textVR(raw):
     return vr if vr in CUSTOMIZABLE_CHARSET_VR else None
 
 
-def decodeValues(dataset):
+def decodeValues(dataset, onUnfit=None):
     """Decode every value of ``dataset`` now, sequence items' too, not
-    lazily later; text not valid in its character set as Latin-1, logged."""
+    lazily later; text not valid in its character set as Latin-1, logged,
+    or given to ``onUnfit(object, elements)`` (texts naming the object and
+    its elements: a WADO-RS metadata answer logs one line for all)."""
     unfit = []
     _decode(dataset, _encodingsOf(dataset, [default_encoding]), unfit, "")
-    if unfit:
+    if not unfit:
+        return
+    described = (f"SOP Instance {dataset.get('SOPInstanceUID', '')}" if "SOPInstanceUID" in dataset
+                 else "A data set", ", ".join(unfit))
+    if onUnfit is not None:
+        onUnfit(*described)
+    else:
         log.warn("{object}: text not valid in its Specific Character Set, read as Latin-1 (its bytes are kept "
-                 "unless a change makes the object ISO_IR 192): {elements}",
-                 object=f"SOP Instance {dataset.get('SOPInstanceUID', '')}" if "SOPInstanceUID" in dataset
-                 else "A data set", elements=", ".join(unfit))
+                 "unless a change makes the object ISO_IR 192): {elements}", object=described[0],
+                 elements=described[1])
 
 
 def _decode(dataset, encodings, unfit, path):

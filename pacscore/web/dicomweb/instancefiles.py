@@ -117,7 +117,7 @@ def _readLittleEndian(path):
     return dataset
 
 
-def instanceMetadata(path, url):
+def instanceMetadata(path, url, onUnfit=None):
     """The DICOM JSON of the stored file ``path`` whose WADO-RS address is
     ``url``: every attribute but the bulk data (binary values over 1 KB and
     Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
@@ -125,11 +125,12 @@ def instanceMetadata(path, url):
     sequence items (an icon's pixels) stay inline: ``bulk/{tag}`` names a
     top-level attribute.  Binary values go little endian (``_readLittleEndian``).
     NKI compressed pixel data (7FDF,0010) is left out: its frames and Pixel
-    Data go expanded (``instanceFrames``)."""
+    Data go expanded (``instanceFrames``).  Text not valid in its character
+    set is read as Latin-1, logged or given to ``onUnfit`` (``decodeValues``)."""
     dataset = _readLittleEndian(path)
     if nkiStream(dataset) is not None:
         del dataset[NKI_PIXEL_DATA]
-    decodeValues(dataset)  # text not valid in its character set as Latin-1, as the index reads it
+    decodeValues(dataset, onUnfit)  # text not valid in its character set as Latin-1, as the index reads it
     syntax = _storedSyntax(dataset)
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)

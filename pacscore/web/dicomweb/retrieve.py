@@ -307,33 +307,42 @@ async def retrieveMetadata(archive, request, target, base):
 
 
 async def _metadataChunks(archive, found, base):
-    """The JSON array of the ``found`` objects' metadata, a batch a chunk."""
+    """The JSON array of the ``found`` objects' metadata, a batch a chunk;
+    one log line for the objects whose text is not valid in its character
+    set (``decodeValues``)."""
     opening = b"["
+    unfit = []  # (object, elements) of each
     for start in range(0, len(found), METADATA_BATCH):
         batch = [(path, instanceURL(base, instance)) for instance, path in found[start:start + METADATA_BATCH]]
         texts = await archive.workers.deferToWorker(_metadataTexts, archive.objectReader, archive.metadataCache,
-                                                    batch)
+                                                    batch, lambda *described: unfit.append(described))
         if texts:
             yield opening + b",".join(texts)
             opening = b","
+    if unfit:
+        log.warn("WADO-RS metadata: {count} objects with text not valid in their Specific Character Set, read as "
+                 "Latin-1, the first {object}: {elements}", count=len(unfit), object=unfit[0][0],
+                 elements=unfit[0][1])
     yield b"[]" if opening == b"[" else b"]"
 
 
-def _metadataTexts(reader, cache, batch):
+def _metadataTexts(reader, cache, batch, onUnfit):
     """In the I/O pool: the encoded DICOM JSON of each ``(path, url)`` of
     ``batch`` whose file can be read (by ``reader``'s ``onFile``), from
-    ``cache`` when it holds that of the same file."""
+    ``cache`` when it holds that of the same file; ``onUnfit`` as
+    ``instanceMetadata``'s."""
+    make = partial(_metadataText, onUnfit=onUnfit)
     texts = []
     for path, url in batch:
         try:
-            texts.append(reader.onFile(path, cache.metadata, url, _metadataText)[1])
+            texts.append(reader.onFile(path, cache.metadata, url, make)[1])
         except (OSError, DatasetError, InvalidDicomError, ValueError) as e:
             log.warn("WADO-RS metadata: {path} left out: it cannot be read: {error}", path=path, error=e)
     return texts
 
 
-def _metadataText(path, url):
-    return jsonBytes(instanceMetadata(path, url))
+def _metadataText(path, url, onUnfit):
+    return jsonBytes(instanceMetadata(path, url, onUnfit))
 
 
 def frameNumbers(text):

@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames, get_frame
 from pydicom.pixels import convert_color_space, pixel_array
@@ -40,7 +40,7 @@ from pacscore.web.dicomweb import instancefiles, retrieve
 from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
-from tests.pacscore.dicom.test_textbytes import writeInvalidTextObject
+from tests.pacscore.dicom.test_textbytes import BAD_NAME, writeInvalidTextObject
 from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
 from tests.pacscore.web.pages import PDF, encapsulatedPDF
@@ -239,7 +239,8 @@ class RetrieveTests(DicomWebTestCase):
         again, until one is changed (modifyimage), stored again or removed."""
         self.archive.metadataCache.clock = lambda: time.time_ns() + 10 ** 10  # every file written long ago
         made = []
-        self.patch(retrieve, "instanceMetadata", lambda path, url: made.append(path) or instanceMetadata(path, url))
+        self.patch(retrieve, "instanceMetadata",
+                   lambda path, url, onUnfit: made.append(path) or instanceMetadata(path, url, onUnfit))
         first, second = (image for image in self.corpus if image.seriesUID == self.corpus[0].seriesUID)
         series = f"/studies/{first.studyUID}/series/{first.seriesUID}/metadata"
 
@@ -687,6 +688,26 @@ class RetrieveTests(DicomWebTestCase):
             f.write(encodeFileMeta(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "1.2.3.4", "TEST")
                     + nkipixels.compressDataset(encodeDataset(dataset, syntax), syntax, mode))
         return self.added(dataset, path)
+
+    @defer.inlineCallbacks
+    def test_metadataOfTextNotValidInItsCharacterSetLoggedOnce(self):
+        """The metadata of a study whose objects hold text not valid in
+        their character set had a warning line for each object (200 for
+        200); it has one for the request, with the count and the first."""
+        study, series = generate_uid(), generate_uid()
+        uids = []
+        for number in range(1, 4):
+            dataset = makeDataset("BAD192", "", study, series, generate_uid(), 1, number, charset="ISO_IR 192")
+            dataset.add(DataElement(0x00100010, "PN", BAD_NAME))
+            yield self.stored(dataset, f"bad{number}.dcm")
+            uids.append(dataset.SOPInstanceUID)
+        with capturedLogs() as events:
+            found = yield self.fetch(f"/studies/{study}/metadata")
+        self.assertEqual(len(found.json()), 3)
+        lines = [formatEvent(event) for event in events if event["log_level"].name == "warn"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"^WADO-RS metadata: 3 objects with text not valid in their Specific Character "
+                                   r"Set, read as Latin-1, the first SOP Instance [0-9.]+: \(0010,0010\)$")
 
     @defer.inlineCallbacks
     def added(self, dataset, path):

@@ -1,6 +1,7 @@
 """``twistd -n pacs`` with its index on a real PostgreSQL server (PostGres = 1):
 the tests of tests.interop.databaseservers, and a database Conquest made."""
 
+import json
 import os
 import time
 
@@ -18,8 +19,9 @@ from tests.dbservers import PostgresServer, started
 from tests.interop.databaseservers import DatabaseCrash, IndexOnServer, selectFrom, serverIni
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, waitFor
-from tests.interop.test_find import PATIENT_ROOT, findscu
+from tests.interop.test_find import PATIENT_ROOT, STUDY_ROOT, findscu
 from tests.interop.test_forwarding import queued, writeImages
+from tests.interop.test_web import httpGet
 from tests.pacscore.db.test_query import defaultTableNames, shippedLayout
 
 
@@ -112,6 +114,12 @@ class DatabaseEncodingTests(unittest.TestCase):
         self.assertEqual(self.names(server, "Äneas*"), [("LATIN", "Äneas^Müller")])
         self.assertEqual(self.names(server, "Γιάννης*"), [])
         self.assertEqual(self.names(server, "*"), [("GREEK", "???????^?"), ("LATIN", "Äneas^Müller")])
+        for key in ("StudyDescription", "AccessionNumber", "PatientID"):  # failed with C000 and HTTP 503
+            matches, result = findscu(server, STUDY_ROOT, "STUDY", {"SpecificCharacterSet": "ISO_IR 192",
+                                                                     key: "Μελέτη*", "StudyInstanceUID": None})
+            self.assertEqual((key, result.returncode, matches), (key, 0, []), result.stdout + result.stderr)
+            status, _, body = httpGet(f"http://127.0.0.1:{server.webPort}/dicom-web/studies?{key}=%CE%9C%CE%B5")
+            self.assertEqual((key, status, json.loads(body)), (key, 200, []))
 
     def test_latin1NameInTheFileName(self):
         """FileNameSyntax = 0 puts the patient name in the file's path, which

@@ -42,6 +42,7 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_LIMIT = 72  # bytes of a password that bcrypt (and Apache) look at
 REMEMBERED = 1024  # verified passwords kept (as digests)
 HTPASSWD_COST = 5  # htpasswd -B's bcrypt cost when -C gives none
+MISSING = ()  # the stamp of a WebUsers file that is not there
 
 
 def readPasswordFile(path):
@@ -104,18 +105,25 @@ class PasswordFile:
         with self._lock:
             try:
                 stamp = self._stampNow()
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self._users = {}
-                    self._users = readPasswordFile(self.path)
-                    self.unknownUser = unknownUserHash(self._users)
-                    self.log.info("web: read {count} users from {path}", count=len(self._users), path=self.path)
-            except (OSError, ConfigError) as e:
-                if self._stamp is not None:
-                    self.log.error("web: WebUsers {path} cannot be used, so nobody can log in: {error}",
-                                   path=self.path, error=e)
-                self._stamp, self._users = None, {}
+            except OSError as e:
+                return self._unusable(MISSING, e)
+            if stamp != self._stamp:
+                try:
+                    users = readPasswordFile(self.path)
+                except (OSError, ConfigError) as e:
+                    return self._unusable(stamp, e)
+                self._stamp, self._users, self.unknownUser = stamp, users, unknownUserHash(users)
+                self.log.info("web: read {count} users from {path}", count=len(users), path=self.path)
             return self._users
+
+    def _unusable(self, stamp, error):
+        """No users, because of ``error``: logged when the file (its
+        ``stamp``) changed since it was last read or found unusable."""
+        if stamp != self._stamp:
+            self.log.error("web: WebUsers {path} cannot be used, so nobody can log in: {error}",
+                           path=self.path, error=error)
+        self._stamp, self._users = stamp, {}
+        return self._users
 
 
 @implementer(ICredentialsChecker)

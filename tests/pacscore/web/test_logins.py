@@ -120,6 +120,33 @@ class UnknownUserTimeTests(unittest.TestCase):
         self.assertLess(self.cpuTime("alice"), known / 10)
 
 
+class BrokenFileTests(unittest.TestCase):
+    """A WebUsers file made unusable is logged once per change, not at every login."""
+
+    def setUp(self):
+        self.path = self.mktemp()
+        htpasswd(self.path, "alice", "secret", create=True)
+        self.passwords = logins.PasswordFile(self.path)
+
+    def refusals(self, times):
+        with capturedLogs() as events:
+            for _ in range(times):
+                self.assertEqual(self.passwords.users(), {})
+        return sum("cannot be used, so nobody can log in" in formatEvent(e) for e in events)
+
+    def test_loggedOncePerChange(self):
+        with open(self.path, "a") as f:
+            f.write("erin:$apr1$abc$defghijklmnopqrstuvwx\n")
+        self.assertEqual(self.refusals(5), 1)
+        with open(self.path, "a") as f:
+            f.write("# still broken\n")
+        self.assertEqual(self.refusals(3), 1)
+        os.remove(self.path)
+        self.assertEqual(self.refusals(3), 1)
+        htpasswd(self.path, "alice", "secret", create=True)
+        self.assertEqual(sorted(self.passwords.users()), ["alice"])
+
+
 class GuardedSiteTests(DicomWebTestCase):
     """A site whose dicom.ini names a WebUsers file, made by htpasswd."""
 

@@ -76,8 +76,13 @@ def unknownUserHash(users):
     bcrypt salt of that cost (``$2b$12$...``; the cost is all the time
     depends on), which no password matches (it has no digest).  Made at
     once, not computed: cheap enough for the reactor."""
-    costs = [int(hashed[4:6]) for hashed in users.values() if hashed[4:6].isdigit()]
+    costs = [bcryptCost(hashed) for hashed in users.values()]
     return bcrypt.gensalt(max([cost for cost in costs if 4 <= cost <= 31], default=HTPASSWD_COST))
+
+
+def bcryptCost(hashed):
+    """The cost of the bcrypt hash or salt ``hashed`` (bytes), 0 when it names none."""
+    return int(hashed[4:6]) if hashed[4:6].isdigit() else 0
 
 
 class PasswordFile:
@@ -172,6 +177,8 @@ class PasswordFileChecker:
                 self._verified.move_to_end(digest)
                 return user
         if not bcrypt.checkpw(password, hashed):
+            if bcryptCost(hashed) < bcryptCost(self.passwords.unknownUser):
+                bcrypt.checkpw(password, self.passwords.unknownUser)  # as long as an unknown user takes
             raise error.UnauthorizedLogin("wrong password")
         with self._lock:
             self._verified[digest] = True

@@ -117,7 +117,17 @@ class UnknownUserTimeTests(unittest.TestCase):
             f.write(b"carol:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(12)) + b"\n")
         known, unknown = self.cpuTime("carol"), self.cpuTime("nosuchuser")
         self.assertGreater(unknown, known / 2)
-        self.assertLess(self.cpuTime("alice"), known / 10)
+
+    def test_aCheaperUsersWrongPasswordAsLongAsAnUnknownUser(self):
+        """In a file of mixed costs, a wrong password of a user at
+        htpasswd's cost 5 takes as long as an unknown user (the costliest
+        hash), so neither tells which users exist."""
+        with open(self.path, "ab") as f:
+            f.write(b"carol:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(12)) + b"\n")
+        cheap, unknown = self.cpuTime("alice"), self.cpuTime("nosuchuser")
+        self.assertGreater(cheap, unknown / 2)
+        self.assertLess(cheap, unknown * 2)
+        self.assertEqual(self.checker._check(b"alice", b"secret"), "alice")
 
 
 class BrokenFileTests(unittest.TestCase):

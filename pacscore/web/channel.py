@@ -21,10 +21,21 @@ seconds of the connection, or of the answer to the request before: a
 client sending a header line every few seconds (slowloris) is answered
 ``408 Request Timeout`` with a log line and cut off, as Apache's
 ``mod_reqtimeout`` does; an idle connection that began no request is
-closed without a word.  The site counts the connections
-(``connectionMade``, ``connectionLost``) against its limits.  Over TLS, a
+closed without a word.
+
+After such an answer the connection closes the way Apache's lingering
+close does: the answer is followed by the end of what the server sends
+(a FIN, over TLS a close_notify) while the rest of the request is read
+and dropped until the client closes too, ``lingerSeconds`` or
+``lingerBytes`` at most, then the connection is aborted.  A client that
+sends the whole body before it reads (python-requests) thus sees the
+answer, and a connection is not left half-closed, holding its slot.
+
+The site counts the connections (``connectionMade``,
+``connectionLost``) against its limits.  Over TLS, a
 failed handshake is logged with its cause (``pacscore.tls.tlsFailure``)."""
 
+from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.logger import Logger
 from twisted.web import http
 
@@ -34,16 +45,22 @@ from pacscore.web.answering import errorPage, reason
 
 SHOWN = 80  # characters of a long request line in the log
 HEAD_TIMEOUT = 30  # seconds for a request line and headers, as Apache's mod_reqtimeout allows at most
+LINGER_SECONDS = 10  # a refused request's rest is read and dropped this long at most
+LINGER_BYTES = 512 << 20  # and this much at most
 
 
 class PacsChannel(http.HTTPChannel):
 
     log = Logger()
     headTimeout = HEAD_TIMEOUT
+    lingerSeconds = LINGER_SECONDS
+    lingerBytes = LINGER_BYTES
     _refused = False  # answered and closing: what the client still sends is dropped
     _ended = False
     _headCall = None  # the head's deadline, while one is awaited
     _headBegun = False
+    _lingerCall = None  # the abort of a refused connection the client has not closed yet
+    _dropped = 0  # bytes read and dropped after a refusal
 
     def connectionMade(self):
         super().connectionMade()
@@ -51,13 +68,19 @@ class PacsChannel(http.HTTPChannel):
         self._awaitHead()
 
     def dataReceived(self, data):
-        if not self._refused:
+        if self._refused:
+            self._dropped += len(data)
+            if self._dropped > self.lingerBytes:
+                self.transport.abortConnection()
+        else:
             self._headBegun = self._headBegun or (self._headCall is not None and bool(data))
             super().dataReceived(data)
 
     def connectionLost(self, reason):
         self._ended = True
         self._stopHeadCall()
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
         warnOfTLSFailure(self.log, f"web: {getattr(self.transport.getPeer(), 'host', '?')} ", reason, self.transport)
         self.site.connectionClosed(self)
         super().connectionLost(reason)
@@ -176,4 +199,19 @@ class PacsChannel(http.HTTPChannel):
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n"
                              % (error.code, reason(error.code), answer.contentType.encode(), len(answer.body), headers)
                              + answer.body)
-        self.loseConnection()
+        self._closeLingering()
+
+    def _closeLingering(self):
+        """Close the connection after the answer, reading (and dropping)
+        what the client still sends until it closes too, ``lingerSeconds``
+        at most: a client blocked sending a body nobody reads never sees
+        the answer, and over TLS the close waits for the client's
+        close_notify, which nobody would read."""
+        self._lingerCall = self.callLater(self.lingerSeconds, self.transport.abortConnection)
+        self.paused = True  # the LineReceiver's: no more of what came with the refused part is parsed
+        self._networkProducer.resumeProducing()
+        if ITCPTransport.providedBy(self.transport) and not ISSLTransport.providedBy(self.transport):
+            self._networkProducer.unregisterProducer()
+            self.transport.loseWriteConnection()  # a FIN after the answer; the client's closes the connection
+        else:
+            self.loseConnection()

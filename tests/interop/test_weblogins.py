@@ -7,8 +7,10 @@ import base64
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
+import time
 import urllib.request
 
 import pydicom
@@ -17,8 +19,9 @@ from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 from twisted.trial import unittest
 
+from pacscore.testing.certificates import Authority
 from tests.interop.browser import renderedDOM
-from tests.interop.server import BIN, PacsServer
+from tests.interop.server import BIN, PacsServer, waitFor
 from tests.interop.test_dicomweb import viewerFromElsewhere
 from tests.interop.test_web import CT, httpGet, startWithSamples
 from tests.pacscore.web.test_logins import htpasswd
@@ -171,6 +174,86 @@ class WebLoginTests(unittest.TestCase):
         head = result.stdout.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
         self.assertEqual((result.returncode, head[0]), (0, "Status: 401 Unauthorized"), result.stderr)
         self.assertIn('WWW-Authenticate: basic realm="pacs WEBPACS", charset="UTF-8"', head)
+
+
+class EarlyRefusalTests(unittest.TestCase):
+    """A 401 or 403 from the headers reaches a client that sends the whole
+    body before it reads (python-requests), over HTTPS as over HTTP, and
+    the server's end of the connection closes when the client's does."""
+
+    BODY = bytes(20 << 20)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.mkdtemp(prefix="pacs-refusals-")
+        authority = Authority(os.path.join(cls.folder, "ca"), "hospital")
+        cls.authority = authority.certificate
+        identity = authority.issue("pacs", server=True)
+        cls.servers = {}
+        for scheme in ("https", "http"):
+            server = PacsServer(os.path.join(cls.folder, scheme), ini={
+                "WebUsers": "webusers", "WebWriters": USER, "DICOMwebStore": "1"})
+            if scheme == "https":
+                server.setIni(WebEndpoint=f"ssl:{server.webPort}:interface=127.0.0.1:privateKey={identity.key}:"
+                                          f"certKey={identity.certificate}")
+            htpasswd(os.path.join(server.workdir, "webusers"), USER, PASSWORD, create=True)
+            htpasswd(os.path.join(server.workdir, "webusers"), READER, READER_PASSWORD)
+            cls.servers[scheme] = server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for server in cls.servers.values():
+            server.stop()
+        shutil.rmtree(cls.folder, ignore_errors=True)
+
+    def stow(self, scheme, user, password):
+        """The answer to a 20 MB STOW as ``user``, and how long it took."""
+        started = time.monotonic()
+        answer = requests.post(f"{scheme}://127.0.0.1:{self.servers[scheme].webPort}/dicom-web/studies",
+                               data=self.BODY, auth=(user, password), verify=self.authority, timeout=30, headers={
+                                   "Content-Type": 'multipart/related; type="application/dicom"; boundary=XX'})
+        return answer, time.monotonic() - started
+
+    def serverConnections(self, scheme):
+        port = self.servers[scheme].webPort
+        return subprocess.run(["ss", "-Htn", f"( sport = :{port} )"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def assertAnsweredAndClosed(self, scheme, user, password, code, message):
+        answer, seconds = self.stow(scheme, user, password)
+        self.assertEqual(answer.status_code, code, answer.text)
+        self.assertIn(message, answer.text)
+        self.assertLess(seconds, 5)
+        waitFor(lambda: not self.serverConnections(scheme), timeout=5,
+                message=f"the {scheme} connection closed on the server (not left in CLOSE-WAIT)")
+
+    def test_notAWriter(self):
+        for scheme in self.servers:
+            self.assertAnsweredAndClosed(scheme, READER, READER_PASSWORD, 403,
+                                         f"user {READER} may not store over DICOMweb (WebWriters)")
+
+    def test_wrongPassword(self):
+        for scheme in self.servers:
+            self.assertAnsweredAndClosed(scheme, USER, "wrong", 401, "a login is needed")
+
+    def test_requestsInTheRefusedBodyNotAnswered(self):
+        """The requests a body refused at once (a 413 from the headers)
+        carries in the packet of its headers are dropped with it."""
+        login = b"Authorization: " + basic(READER, READER_PASSWORD).encode() + b"\r\n"
+        inner = b"GET /cgi-bin/dgate?mode=top HTTP/1.1\r\nHost: 127.0.0.1\r\n" + login + b"\r\n"
+        request = (b"GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n" + login
+                   + b"Content-Length: 65537\r\n\r\n" + 3 * inner)
+        for scheme, server in self.servers.items():
+            with socket.create_connection(("127.0.0.1", server.webPort), timeout=10) as connection:
+                if scheme == "https":
+                    connection = ssl.create_default_context(cafile=self.authority).wrap_socket(
+                        connection, server_hostname="127.0.0.1")
+                connection.sendall(request)
+                answer = b""
+                while data := connection.recv(65536):
+                    answer += data
+            self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
 
 
 class WebUsersStartUpTests(unittest.TestCase):

@@ -91,6 +91,7 @@ class SiteConnections(unittest.TestCase):
     """Connections to the site of a RunningArchive whose dicom.ini has ``ini``."""
 
     ini = {}
+    clock = None  # a task.Clock for the channels' timers (None: the reactor)
 
     def setUp(self):
         self.running = RunningArchive(self, ini=self.ini)
@@ -98,6 +99,8 @@ class SiteConnections(unittest.TestCase):
 
     def connect(self):
         channel = self.site.buildProtocol(CLIENT)
+        if self.clock is not None:
+            channel.callLater = self.clock.callLater
         transport = StringTransport(peerAddress=CLIENT)
         channel.makeConnection(transport)
         self.addCleanup(channel.connectionLost, connectionDone)
@@ -243,6 +246,54 @@ class LoginBodyTests(LoginSite):
         self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
 
 
+class LingeringCloseTests(LoginSite):
+    """After an answer from the headers (here a wrong login's 401, the body
+    paused while it was checked), what the client still sends is read and
+    dropped, so that a client sending the whole body before it reads sees
+    the answer; lingerSeconds or lingerBytes at most, then an abort."""
+
+    def setUp(self):
+        super().setUp()
+        self.clock = task.Clock()
+
+    @defer.inlineCallbacks
+    def refused(self):
+        channel, transport = self.connect()
+        channel.lingerBytes = 10000
+        channel.dataReceived(self.POST.replace(b"1000", b"200000000") + b"Authorization: "
+                             + basic("alice", "wrong").encode() + b"\r\n\r\n" + b"z" * 500)
+        self.assertEqual(transport.producerState, "paused")
+        yield until(transport.value)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
+        self.assertEqual((transport.producerState, transport.disconnecting), ("producing", True))
+        return channel, transport
+
+    @defer.inlineCallbacks
+    def test_abortedAfterLingerSeconds(self):
+        channel, transport = yield self.refused()
+        answer = transport.value()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + b"z" * 5000)
+        self.clock.advance(channel.lingerSeconds - 0.1)
+        self.assertEqual((transport.value(), transport.disconnected), (answer, False))
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    @defer.inlineCallbacks
+    def test_abortedAfterLingerBytes(self):
+        channel, transport = yield self.refused()
+        channel.dataReceived(b"z" * 10000)
+        self.assertFalse(transport.disconnected)
+        channel.dataReceived(b"z")
+        self.assertTrue(transport.disconnected)
+
+    @defer.inlineCallbacks
+    def test_closedByTheClient(self):
+        """The client closing first ends the lingering: no abort left to come."""
+        channel, transport = yield self.refused()
+        channel.connectionLost(connectionDone)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class RefusedBodyTests(SiteConnections):
     """An upload the headers show will be refused (WebReadOnly = 1,
     DICOMwebStore = 0) is answered 403 at once, none of its body spooled."""
@@ -324,14 +375,9 @@ class HeadDeadlineTests(SiteConnections):
     of the connection or the last answer (slowloris: a header line every
     10 s kept a connection for hours)."""
 
-    def connect(self):
+    def setUp(self):
+        super().setUp()
         self.clock = task.Clock()
-        channel = self.site.buildProtocol(CLIENT)
-        channel.callLater = self.clock.callLater
-        transport = StringTransport(peerAddress=CLIENT)
-        channel.makeConnection(transport)
-        self.addCleanup(channel.connectionLost, connectionDone)
-        return channel, transport
 
     def test_slowHeaders(self):
         channel, transport = self.connect()

@@ -938,13 +938,16 @@ class LuaRuntime:
         try:
             result = chunk()
         finally:
-            if unbind is None:
-                self._setupvalue(chunk, 1, outer)  # the same script, running around this run, keeps its globals
-            else:  # a kept environment, which the functions the chunk defined keep: the run around this
-                unbind()  # one (of the same environment) gets its Data and functions back
-            if outermost:
+            if outermost:  # first, so that unbind (Lua) runs past the limit of a run stopped by it
                 self._sethook()
-                self._endRun()
+            try:
+                if unbind is None:
+                    self._setupvalue(chunk, 1, outer)  # the same script, running around this run, keeps its globals
+                else:  # a kept environment, which the functions the chunk defined keep: the run around this
+                    unbind()  # one (of the same environment) gets its Data and functions back
+            finally:
+                if outermost:
+                    self._endRun()
         return result[0] if isinstance(result, tuple) else result
 
 

@@ -291,6 +291,22 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual([line.split("endassociation: ")[1] for line in log.splitlines() if "endassociation: " in line],
                          ["objects\t3", "objects\t1"])
 
+    def test_aRunStoppedByTheInstructionLimitLeavesTheRestOfItsAssociationAnonymized(self):
+        """An anonymizer stopped by LuaMaxInstructions on one object of an
+        association still anonymizes the objects sent after it."""
+        server = self.luaServer("scrub.lua", "if Data.PatientID == 'STOPME' then while true do end end\n"
+                                             "Data.PatientName = 'ANON^ANON'; Data.InstitutionName = 'SCRUBBED'\n",
+                                ini={"LuaMaxInstructions": "100000"})
+        paths = [self.image(f"s{n}.dcm", "STOPME" if n == 1 else f"SCRUB{n}", patientName="Real^Name")[1]
+                 for n in range(4)]
+        result = server.store(*paths)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        names = {ds.PatientID: (str(ds.PatientName), ds.InstitutionName) for ds in self.stored(server)}
+        self.assertEqual(names, {"SCRUB0": ("ANON^ANON", "SCRUBBED"), "STOPME": ("Real^Name", "General Hospital"),
+                                 "SCRUB2": ("ANON^ANON", "SCRUBBED"), "SCRUB3": ("ANON^ANON", "SCRUBBED")})
+        self.assertIn("ImportConverter0: Lua script failed: scrub.lua:1: script stopped after 100000 instructions",
+                      server.log())
+
     def test_aCopyArrivingDuringTheImportOfAnotherIsStoredAfterIt(self):
         """A second sender's copy of an object whose first copy is in a slow
         import converter that then rejects it waits, and is stored: its

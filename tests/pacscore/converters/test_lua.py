@@ -1349,6 +1349,23 @@ class AssociationGlobalsTests(unittest.TestCase):
         self.assertEqual((lines, outcome), (["P4"], Outcome.DESTROY))
         self.assertEqual(self.runOn("print(inner, Data.PatientID)", session, "P5")[0], ["P4\tP5"])
 
+    def test_aStoppedRunLeavesTheNextOneOfItsAssociationWhole(self):
+        """A run stopped by LuaMaxInstructions fails alone, at its script's
+        line: the next object of the association is converted again."""
+        session, ini = {}, "LuaMaxInstructions = 100000\n"
+        code = "if Data.PatientID == 'P2' then while true do end end; Data.PatientName = 'ANON^ANON'"
+        for patientID, expected in (("P1", Outcome.CONTINUE), ("P2", Outcome.STOP), ("P3", Outcome.CONTINUE)):
+            context = makeContext(ini=ini)
+            context.session = session
+            context.dataset.PatientID = patientID
+            outcome, _, messages = runLua(code, context)
+            self.assertEqual(outcome, expected, messages)
+            if expected is Outcome.STOP:
+                self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: script stopped after 100000 "
+                                            "instructions (LuaMaxInstructions)"])
+            else:
+                self.assertEqual((messages, str(context.dataset.PatientName)), ([], "ANON^ANON"))
+
     def test_associationsRunAtOnce(self):
         """Two associations' scripts in two threads each keep their own count."""
         sessions, results = ({}, {}), {}

@@ -768,6 +768,13 @@ def _byteOf(value):
     return value & 0xFF if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _scriptOn(handle, rule):
+    """``x:Script(rule)``: what ``script(x, rule)`` of the script running in
+    this thread gives (found so, not bound to a runtime: a state holding its
+    runtime would live until a cyclic garbage collection)."""
+    return LuaRuntime.running()._api.script(handle, rule)
+
+
 class LuaRuntime:
     """One Lua state with the sandbox set up: a thread's (``forThread()``)
     or an association's (``forContext``), whose runs keep their globals
@@ -783,9 +790,10 @@ class LuaRuntime:
         (self._compile, self._prepare, self._beginRun, self._sethook, self._endRun, self._wrapDataset,
          self._caselessIndex) = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
-            _writeFrom, _dumpTo, self._scriptOn, _pixels, _free)
+            _writeFrom, _dumpTo, _scriptOn, _pixels, _free)
         self._setmetatable = self.lua.globals().setmetatable
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
+        self._collectGarbage = self.lua.globals().collectgarbage
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._given = 0  # bytes the outermost run put into Python objects (charge)
         self._kept = self.lua.table() if persistent else None  # the environments that last (prepare)
@@ -814,6 +822,19 @@ class LuaRuntime:
             if runtime is None:
                 runtime = context.session["lua"] = cls(persistent=True)
         return runtime
+
+    @classmethod
+    def release(cls, session):
+        """At the end of the association of ``session``: its runtime taken
+        from it, and the garbage of its Lua state collected, which holds
+        Python objects of its runs holding the runtime, so that it is freed
+        at once, not by a cyclic garbage collection that does not see what
+        the state holds."""
+        with cls._sessionLock:
+            runtime = session.pop("lua", None)
+        if runtime is not None:
+            with runtime._turn:
+                runtime._collectGarbage()
 
     @classmethod
     def running(cls):
@@ -918,10 +939,6 @@ class LuaRuntime:
         if self._given > MAX_MEMORY:
             raise LuaApiError(f"script stopped: what it put into DICOM objects (or a page) passed "
                               f"{MAX_MEMORY >> 20} MB")
-
-    def _scriptOn(self, handle, rule):
-        """``x:Script(rule)``: what ``script(x, rule)`` of the script running gives."""
-        return self._api.script(handle, rule)
 
     def execute(self, chunk, globals, functions, printer, handle=None, unsafe=False,
                 maxInstructions=DEFAULT_MAX_INSTRUCTIONS, debugPrinter=None):

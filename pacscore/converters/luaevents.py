@@ -42,11 +42,12 @@ converter names ...) do not run here: start-up warns of those that are set.
 """
 
 from twisted.application import internet, service
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.config.unsupported import warnOfKeys
 from pacscore.converters.context import ConverterContext, Outcome
-from pacscore.converters.lua import LuaArguments, LuaInlineCommand
+from pacscore.converters.lua import LuaArguments, LuaInlineCommand, LuaRuntime
 from pacscore.dicom.commands import asDataset, fromDataset
 from pacscore.storage.space import Nightly
 
@@ -106,7 +107,8 @@ class LuaEvents(service.MultiService):
         None for an event without a script, which then costs nothing."""
         hooks = {"onAccepted": ("association", self.association), "onCommand": ("command", self.command),
                  "onClientError": ("clienterror", self.clientError), "onEnded": ("endassociation", self.ended)}
-        return {name: (hook if event in self.scripts else None) for name, (event, hook) in hooks.items()}
+        hooks = {name: (hook if event in self.scripts else None) for name, (event, hook) in hooks.items()}
+        return {**hooks, "onEnded": self.ended}  # which frees the association's Lua state as well
 
     def association(self, callingAE, calledAE, session=None):
         """An association (whose ``session`` its scripts share) was
@@ -126,8 +128,14 @@ class LuaEvents(service.MultiService):
         self.run("clienterror", callingAE, calledAE, command, session)
 
     def ended(self, callingAE, calledAE, session=None):
-        """An association ended: the ``endassociation`` script runs."""
-        self.run("endassociation", callingAE, calledAE, session=session)
+        """An association ended: the ``endassociation`` script runs, if set,
+        then the association's Lua state (converters' and scripts') is freed."""
+        ran = (self.run("endassociation", callingAE, calledAE, session=session) if "endassociation" in self.scripts
+               else defer.succeed(None))
+        if session is not None and "lua" in session:
+            ran.addCallback(lambda _: self.workers.deferToWorker(LuaRuntime.release, session))
+            ran.addErrback(lambda failure: self.log.failure("freeing an association's Lua state failed", failure))
+        return ran
 
     def run(self, event, callingAE="", calledAE="", command=None, session=None):
         """Deferred of the end of a run of ``event``'s script; it never fails

@@ -1,10 +1,12 @@
 """Tests for pacscore.converters.lua: the ``lua "..."`` and ``lua:file``
 converter commands, their sandbox and API, and etc/anonymize_script.lua."""
 
+import gc
 import os
 import shutil
 import threading
 import time
+import weakref
 from io import BytesIO
 from types import SimpleNamespace
 
@@ -1365,6 +1367,22 @@ class AssociationGlobalsTests(unittest.TestCase):
                                             "instructions (LuaMaxInstructions)"])
             else:
                 self.assertEqual((messages, str(context.dataset.PatientName)), ([], "ANON^ANON"))
+
+    def test_aReleasedSessionsLuaStateIsFreedAtOnce(self):
+        """The Lua state of an association released at its end is freed at
+        once, not by a later cyclic garbage collection, which does not see
+        what it holds; even one whose script used x:Script and kept Data."""
+        gc.disable()
+        self.addCleanup(gc.enable)
+        session = {}
+        for patientID in ("P1", "P2"):
+            self.runOn("big = string.rep('x', 1000000) .. Data.PatientID; seen = Data; Data:Script('nop')",
+                       session, patientID)
+        state = weakref.ref(session["lua"])
+        LuaRuntime.release(session)
+        self.assertEqual(session, {})
+        del session
+        self.assertIsNone(state())
 
     def test_associationsRunAtOnce(self):
         """Two associations' scripts in two threads each keep their own count."""

@@ -2,8 +2,10 @@
 nightly, background, association, command, clienterror and endassociation
 scripts."""
 
+import gc
 import os
 import time
+import weakref
 from types import SimpleNamespace
 
 from twisted.internet import defer, task
@@ -81,7 +83,7 @@ class LuaEventsTests(unittest.TestCase):
         self.assertEqual(self.lines(events.startService), [])
         self.assertEqual(events.services, [])
         self.assertEqual(events.associationHooks(),
-                         {"onAccepted": None, "onCommand": None, "onClientError": None, "onEnded": None})
+                         {"onAccepted": None, "onCommand": None, "onClientError": None, "onEnded": events.ended})
 
     def test_hooksOfTheScriptsSet(self):
         events = self.events("command = print(1)\nEndAssociation = print(2)\n")
@@ -162,6 +164,21 @@ class LuaEventsTests(unittest.TestCase):
                          ["[lua] endassociation: none\tnil"])
         self.assertEqual(self.lines(lambda: events.ended("SCU", "PACS", session=first)),
                          ["[lua] endassociation: accepted, command 48, error\tnil"])
+
+    def test_anEndedAssociationsLuaStateIsFreed(self):
+        """When an association ends, after its endassociation script (or
+        none), its Lua state is freed at once, with what it holds."""
+        gc.disable()
+        self.addCleanup(gc.enable)
+        for section in ("endassociation = print(#big)\n", ""):
+            events = self.events("association = big = string.rep('x', 1000000)\n" + section)
+            session = {}
+            self.lines(lambda: events.association("SCU", "PACS", session=session))
+            state = weakref.ref(session["lua"])
+            self.assertEqual(self.lines(lambda: events.ended("SCU", "PACS", session=session)),
+                             ["[lua] endassociation: 1000000"] if section else [])
+            self.assertEqual(session, {})
+            self.assertIsNone(state())
 
     def test_failuresAreLoggedAndBackgroundGoesOn(self):
         """Sandboxed and limited as converters; an error is logged, the next run comes."""

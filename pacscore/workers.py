@@ -8,7 +8,8 @@ Here workers take calls straight from one queue and report back with
 
 A worker about to wait for work that may need its own pool (a Lua
 converter's ``servercommand``, whose command may store objects or read
-files in that pool) waits in ``standInWhileWaiting()``: its pool gets
+files in that pool, or its association's Lua state, which such a
+converter holds meanwhile) waits in ``standInWhileWaiting()``: its pool gets
 another thread for the time of the wait, so that waiting workers never
 starve the pool of the threads their wait needs.
 """
@@ -152,6 +153,12 @@ def standInWhileWaiting():
     return contextlib.nullcontext() if pool is None else pool._standIn()
 
 
+def _timedOut(result, seconds):
+    """The result of a call ``addTimeout`` cancelled: a timeout, whatever
+    the call's cancellation made of it (a request's own failure)."""
+    return Failure(defer.TimeoutError(f"no answer within {seconds} s"))
+
+
 def blockingCallWithin(reactor, seconds, f, *args, **kwargs):
     """From a thread other than the reactor's: run ``f`` in the reactor and
     wait for its result (a Deferred's too) for at most ``seconds``; then its
@@ -162,7 +169,7 @@ def blockingCallWithin(reactor, seconds, f, *args, **kwargs):
 
     def call():
         d = defer.maybeDeferred(f, *args, **kwargs)
-        d.addTimeout(seconds, reactor)
+        d.addTimeout(seconds, reactor, onTimeoutCancel=_timedOut)
         d.addBoth(answers.put)
 
     reactor.callFromThread(call)

@@ -88,6 +88,7 @@ a page's output: ``LuaRuntime.charge``) at most as much again.  A
 failing script is logged and ends its line with ``stop``.
 """
 
+import contextlib
 import copy
 import functools
 import os
@@ -124,6 +125,7 @@ from pacscore.converters.uidmap import uidMapOf
 from pacscore.converters.variables import checksum
 from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
+from pacscore.workers import standInWhileWaiting
 
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 STORAGE = "Storage"  # Data.Storage: the device, not an element
@@ -833,7 +835,7 @@ class LuaRuntime:
         with cls._sessionLock:
             runtime = session.pop("lua", None)
         if runtime is not None:
-            with runtime._turn:
+            with runtime.turn():
                 runtime._collectGarbage()
 
     @classmethod
@@ -841,6 +843,20 @@ class LuaRuntime:
         """The runtime running a script in the calling thread (the thread's
         when none runs)."""
         return getattr(cls._perThread, "running", None) or cls.forThread()
+
+    @contextlib.contextmanager
+    def turn(self):
+        """The calling thread's turn to use the runtime, waited for while
+        another thread's run (of the same association) uses it: with a
+        stand-in in the waiting worker's pool, as that run may wait for work
+        of the pool (a server command)."""
+        if not self._turn.acquire(blocking=False):
+            with standInWhileWaiting():
+                self._turn.acquire()
+        try:
+            yield
+        finally:
+            self._turn.release()
 
     def compile(self, source):
         """The compiled chunk of inline code (``lua`` in Lua's messages;
@@ -922,7 +938,7 @@ class LuaRuntime:
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
                       "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal")}
-        with self._turn:
+        with self.turn():
             outer, self._api = self._api, api  # script('lua ...') runs one within another
             outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
             try:
@@ -1224,7 +1240,8 @@ class _LuaCommandBase:
         runtime = LuaRuntime.forContext(context)
         api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini), printer)
         try:
-            result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)
+            with runtime.turn():  # compiling uses the runtime too
+                result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
             raise LuaFailure(describeLuaError(e)) from e

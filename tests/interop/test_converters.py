@@ -266,6 +266,36 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual((log.count("LOOKUP-OK"), log.count("LOOKUP-FAILED")), (30, 0), log)
         self.assertEqual(len(self.stored(server)), 30)
 
+    def test_associationScriptsQueryingTheServerOfTenModalitiesAtOnce(self):
+        """Ten modalities storing at once, each association's [lua]
+        association script querying the server itself while its converters
+        wait for their turn in its Lua state: every query is answered and
+        every storescu done in seconds, not after LuaCommandTimeout."""
+        server = self.luaServer("count.lua", "k = (k or 0) + 1", ini={"LuaCommandTimeout": "60"}, start=False)
+        server.addNode(server.ae, server.port)
+        server.setIni("lua", association=f"if CallingAE ~= '{server.ae}' then local q = newdicomobject(); "
+                                         "q.PatientID = 'NOSUCH'; q.StudyInstanceUID = ''; "
+                                         f"local s, r = dicomquery('{server.ae}', 'STUDY', q); "
+                                         "print('AQUERY', CallingAE, s and #s, r) end")
+        server.start()
+        self.addCleanup(server.stop)
+        senders, started = [], time.monotonic()
+        for modality in range(10):
+            paths = [self.image(f"q{modality}-{n}.dcm", f"AQ{modality}")[1] for n in range(5)]
+            senders.append(subprocess.Popen([dcmtkTool("storescu"), "-aet", f"MODQ{modality}", "-aec", server.ae,
+                                             "127.0.0.1", str(server.port), *paths], env=dcmtkEnvironment(),
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            self.addCleanup(senders[-1].wait)
+        for process in senders:
+            output = process.communicate(timeout=300)[0]
+            self.assertEqual(process.returncode, 0, output)
+        self.assertLess(time.monotonic() - started, 30)
+        waitFor(lambda: server.log().count("AQUERY") == 10, message="ten association scripts")
+        log = server.log()
+        self.assertEqual(sorted(line.split("association: ")[1] for line in log.splitlines() if "AQUERY" in line),
+                         [f"AQUERY\tMODQ{modality}\t0\tnil" for modality in range(10)], log)
+        self.assertEqual(len(self.stored(server)), 50)
+
     def test_luaGlobalsLastForTheAssociation(self):
         """As in Conquest, one Lua state per association: its import
         converters count its objects and call the helpers its [lua]

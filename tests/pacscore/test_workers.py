@@ -130,6 +130,17 @@ class BlockingCallWithinTests(unittest.TestCase):
         self.assertEqual(str(error), "no answer within 0.1 s")
         self.assertEqual(cancelled, [True])
 
+    @inlineCallbacks
+    def test_timeoutIsTheReasonWhateverTheCancelledCallGives(self):
+        """A call whose cancellation fails it otherwise (a C-FIND's own
+        error, with no text) still ends in TimeoutError."""
+        def cancelled(d):
+            d.errback(ValueError(""))
+
+        waiting = threads.deferToThread(blockingCallWithin, reactor, 0.1, lambda: defer.Deferred(cancelled))
+        error = yield self.assertFailure(waiting, TimeoutError)
+        self.assertEqual(str(error), "no answer within 0.1 s")
+
     def test_reactorThatRunsNoMore(self):
         """The wait ends also when the reactor never runs the call."""
         class Stopped:

@@ -14,7 +14,7 @@ from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial import unittest
@@ -37,6 +37,7 @@ from pacscore.converters.uidmap import UIDMap
 from pacscore.db.index import Index
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.interfaces import IConverterCommand
+from pacscore.workers import WorkerPool
 from plugins import pacs_commands_dataset, pacs_commands_lua
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.converters.lines import registry
@@ -1383,6 +1384,29 @@ class AssociationGlobalsTests(unittest.TestCase):
         self.assertEqual(session, {})
         del session
         self.assertIsNone(state())
+
+    @inlineCallbacks
+    def test_aRunWaitingForItsAssociationsTurnLeavesItsPoolAWorker(self):
+        """A run waiting for another of its association, which waits for a
+        server command needing the pool they are in, is stood in for: the
+        command runs (not cancelled after LuaCommandTimeout), then both runs."""
+        pool = WorkerPool(reactor, 1, "lua-turn-pool")
+        pool.start()
+        self.addCleanup(pool.stop, 5)
+        session = {}
+        first, second = makeContext(), makeContext()
+        first.session = second.session = session
+        ran = []
+
+        def run(line, sandboxed):  # the second run waits for the first's turn before the command's work comes
+            ran.append(pool.deferToWorker(runLua, "Data.StudyDescription = 'second'", second))
+            return task.deferLater(reactor, 0.2, pool.deferToWorker, lambda: "answered")
+
+        first.services.serverCommands = ServerCommands(reactor, run, slots=1, timeout=5)
+        outcome = (yield pool.deferToWorker(runLua, "Data.StudyDescription = servercommand('x:')", first))[0]
+        self.assertEqual((outcome, (yield ran[0])[0]), (Outcome.CONTINUE, Outcome.CONTINUE))
+        self.assertEqual((first.dataset.get("StudyDescription"), second.dataset.get("StudyDescription")),
+                         ("answered", "second"))
 
     def test_associationsRunAtOnce(self):
         """Two associations' scripts in two threads each keep their own count."""

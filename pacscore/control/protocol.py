@@ -23,6 +23,7 @@ from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.protocols import basic, policies
 
+from pacscore.closing import closeWithin
 from pacscore.control.context import CommandError, ControlContext, notUTF8
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom.admission import AssociationLimits, LimitedFactory
@@ -73,6 +74,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self.finished = False
         self.started = False
         self.keepingAlive = None
+        self._closing = None  # the cut of the connection once answered (closeWithin)
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
@@ -84,6 +86,8 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
         self.setTimeout(None)
         self._stopKeepingAlive()
         self.finished = True
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
 
     def callLater(self, delay, f, *args, **kw):
         """The TimeoutMixin timer, on the factory's clock."""
@@ -154,7 +158,9 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 
     def finish(self, error=None, output=None):
         """The OUTPUT lines of ``output`` (text; bytes go as DATA), then
-        OK (or ``ERROR error``), and close."""
+        OK (or ``ERROR error``), and close (cut ``CLOSE_BOUND`` s later if
+        the peer has not taken it all, or over TLS never answers
+        close_notify)."""
         self.setTimeout(None)
         self._stopKeepingAlive()
         if isinstance(output, bytes):
@@ -171,7 +177,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             self._send(b"OUTPUT", line)
         self._send(b"OK" if error is None else b"ERROR", None if error is None else _oneLine(error))
         self.finished = True
-        self.transport.loseConnection()
+        self._closing = closeWithin(self.transport, self.factory.reactor)
 
 
 class ControlFactory(LimitedFactory, protocol.Factory):

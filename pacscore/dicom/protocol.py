@@ -26,6 +26,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pacscore.closing import closeWithin
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.admission import AssociationLimits
@@ -46,7 +47,6 @@ ASSOCIATION_PDU_LIMIT = 1 << 20
 STREAMED_DATASET = 1 << 20  # data sets larger than this are written as the transport drains
 WRITE_BATCH = 256 << 10     # bytes of PDUs handed to the transport at a time when streaming
 COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundreds)
-CLOSE_BOUND = 2  # seconds a closing connection's last PDU and close have before it is cut
 
 PENDING_STATUSES = (0xFF00, 0xFF01)
 MAY_BE_PENDING = frozenset({commands.C_FIND_RSP, commands.C_GET_RSP, commands.C_MOVE_RSP})
@@ -858,15 +858,6 @@ class DicomFactory(Factory):
     def associationClosed(self, protocol):
         self.active.discard(protocol)
         self.counters["associationsActive"] = len(self.active)
-
-
-def closeWithin(transport, clock):
-    """Close ``transport`` once what was written to it has gone out, or cut
-    it after ``CLOSE_BOUND`` s (a TLS peer that never completes the
-    handshake or never answers close_notify, a peer that reads nothing);
-    returns the call to cancel once the connection is lost."""
-    transport.loseConnection()
-    return clock.callLater(CLOSE_BOUND, transport.abortConnection)
 
 
 class _Refused(Protocol):

@@ -17,8 +17,11 @@ would take the bytes of all connections' unfinished frames past the factory's
 closes once they are written.  The protocol is its transport's streaming
 producer: while the transport's write buffer is full (the peer does not
 read its ACKs) no message is handled, so the queue fills and reading
-pauses; a peer that takes nothing for the idle timeout is cut off.  Over
-TLS, a failed handshake is logged with its cause
+pauses; a peer that takes nothing for the idle timeout is cut off.  A
+connection the listener closes (idle, refused, garbage) is cut if it is
+still there ``CLOSE_BOUND`` s later (``pacscore.closing``: a TLS peer that
+never answers close_notify would else keep its connection slot and its
+unfinished frame).  Over TLS, a failed handshake is logged with its cause
 (``pacscore.tls.warnOfTLSFailure``).
 """
 
@@ -31,6 +34,7 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from zope.interface import implementer
 
+from pacscore.closing import closeWithin
 from pacscore.dicom.admission import AssociationLimits, LimitedFactory
 from pacscore.hl7 import message
 from pacscore.tls import warnOfTLSFailure
@@ -77,6 +81,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._refused = None       # (start, why) of a refused frame, answered AR once the queue is done
         self._received = 0
         self._readClosed = False   # the peer half-closed: close once every ACK is written
+        self._closing = None       # the cut of a connection closing (closeWithin)
 
     # -- connection --------------------------------------------------------
 
@@ -95,6 +100,8 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def connectionLost(self, reason):
         self.connected = False
         self.setTimeout(None)
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
         warnOfTLSFailure(self.log, f"{self.peerName()}: HL7 ", reason, self.transport)
         dropped = len(self._queue) + self._busy
         self._queue.clear()
@@ -115,16 +122,16 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._close()
 
     def _close(self, abort=False):
-        """Close once the ACKs written are sent (or at once, ``abort``),
-        the producer unregistered first: a transport that paused it would
-        else wait for it."""
+        """Close once the ACKs written are sent, cut after ``CLOSE_BOUND`` s
+        (or at once, ``abort``), the producer unregistered first: a
+        transport that paused it would else wait for it."""
         if self._producing:
             self._producing = False
             self.transport.unregisterProducer()
         if abort:
             self.transport.abortConnection()
-        else:
-            self.transport.loseConnection()
+        elif self._closing is None:
+            self._closing = closeWithin(self.transport, self.factory.clock)
 
     # -- as the transport's producer ---------------------------------------
 

@@ -12,6 +12,7 @@ import subprocess
 
 from twisted.trial import unittest
 
+from pacscore.closing import CLOSE_BOUND
 from pacscore.testing.certificates import Authority
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.index import column
@@ -175,6 +176,34 @@ class TLSTests(unittest.TestCase):
                               r"certificate /CN=pacs\)")
         self.assertIn("web: 127.0.0.1 TLS failed: tlsv1 alert unknown ca (the peer refused our certificate /CN=pacs)",
                       log)
+
+
+    def test_hl7ConnectionClosedForIdlenessIsCutWithinABound(self):
+        """A TLS peer that sent part of a frame and then neither answers
+        the close_notify of the idle timeout nor closes is cut
+        ``CLOSE_BOUND`` s later: its connection slot and its bytes are
+        released (a sender after it has its message handled, not the
+        HL7MaxBufferedMB AR)."""
+        identity = self.serverIdentity
+        self.server = PacsServer(self.mktemp())
+        self.addCleanup(self.server.stop)
+        self.server.setIni(HL7Endpoint=f"ssl:{self.server.hl7Port}:interface=127.0.0.1:privateKey={identity.key}:"
+                                       f"certKey={identity.certificate}",
+                           TCPIPTimeOut="2", HL7MaxBufferedMB="1", HL7MaxMessageSize="1000000")
+        self.server.start()
+        anyServer = ssl.create_default_context()
+        anyServer.check_hostname, anyServer.verify_mode = False, ssl.CERT_NONE
+        held = anyServer.wrap_socket(socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=10))
+        self.addCleanup(held.close)
+        held.sendall(b"\x0bMSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|HELD|P|2.5\rNTE|" + b"x" * 900000)
+        waitFor(lambda: "no data for 2 s, closing the HL7 connection" in self.server.log(), timeout=20,
+                message="the idle timeout")
+        waitFor(lambda: "HL7 connection closed" in self.server.log(), timeout=4 + CLOSE_BOUND,
+                message="the held connection cut")
+        with anyServer.wrap_socket(socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=10)) as s:
+            s.sendall(b"\x0bMSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|LATER|P|2.5\rNTE|" + b"y" * 200000 + b"\x1c\r")
+            answer = s.recv(10000)
+        self.assertIn(b"MSA|AE|LATER|ORM\\S\\O01 without ORC or OBR segment", answer)  # handled
 
 
 class OutgoingTLSTests(unittest.TestCase):

@@ -13,6 +13,7 @@ from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
+from pacscore.closing import CLOSE_BOUND
 from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
                                      Reply, controlPortHint)
 from pacscore.control.context import CommandError
@@ -254,6 +255,25 @@ class ServerTests(unittest.TestCase):
         self.clock.advance(1)
         self.assertEqual(self.answer(transport), [f"ERROR no request within {self.factory.idleTimeout} s"])
         self.assertTrue(transport.disconnecting)
+
+    def test_aCloseNeverCompletedIsCutWithinABound(self):
+        """A peer that never lets the close complete (over TLS, one that
+        never answers close_notify) is cut CLOSE_BOUND s after the answer,
+        so it keeps no connection of ControlMaxConnections; one that closes
+        leaves nothing behind."""
+        protocol, transport = self.connect()
+        aborted = []
+        transport.abortConnection = lambda: aborted.append(True)
+        protocol.dataReceived(b"COMMAND --echo:x\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.clock.advance(CLOSE_BOUND - 0.1)
+        self.assertEqual(aborted, [])
+        self.clock.advance(0.1)
+        self.assertEqual(aborted, [True])
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"COMMAND --echo:x\r\n")
+        protocol.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_noTimeoutWhileACommandRuns(self):
         transport = self.request("COMMAND --slow:")

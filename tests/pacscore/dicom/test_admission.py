@@ -6,11 +6,12 @@ from twisted.logger import capturedLogs
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 
+from pacscore.closing import CLOSE_BOUND
 from pacscore.config.ini import DicomIni
 from pacscore.dicom import commands
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.dicom.negotiation import AcceptorPolicy
-from pacscore.dicom.protocol import CLOSE_BOUND, DicomServerFactory
+from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.certificates import Authority
 from tests.pacscore.dicom.requests import IMPLICIT, VERIFICATION, associateRQ

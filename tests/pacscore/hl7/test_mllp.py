@@ -7,6 +7,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.closing import CLOSE_BOUND
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.hl7.message import ack, parseMessage
 from pacscore.hl7.mllp import MLLPFactory, frame
@@ -244,6 +245,21 @@ class MLLPTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.logged("no data"),
                          ["10.0.0.7:40000: no data for 30 s, closing the HL7 connection"])
+
+    def test_aCloseNeverCompletedIsCutWithinABound(self):
+        """A connection the listener closes whose close never completes
+        (over TLS, a peer that never answers close_notify) is cut
+        CLOSE_BOUND s later, so its slot and its unfinished frame go."""
+        self.connect(idleTimeout=30)
+        aborted = []
+        self.transport.abortConnection = lambda: aborted.append(True)
+        self.protocol.dataReceived(b"\x0b" + hl7("M1"))
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+        self.clock.advance(CLOSE_BOUND)
+        self.assertEqual(aborted, [True])
+        self.protocol.connectionLost(connectionDone)
+        self.assertEqual((self.factory.buffered, self.factory.limits.open), (0, 0))
 
     def test_noTimeoutWhileTheHandlerWorks(self):
         handler = RecordingHandler(deferred=True)

@@ -17,7 +17,8 @@ would take the bytes of all connections' unfinished frames past the factory's
 closes once they are written.  The protocol is its transport's streaming
 producer: while the transport's write buffer is full (the peer does not
 read its ACKs) no message is handled, so the queue fills and reading
-pauses; a peer that takes nothing for the idle timeout is cut off.  A
+pauses; a peer that takes nothing for the idle timeout is cut off (one
+whose ACKs leave the write buffer, however slowly, is not: ``unsent``).  A
 connection the listener closes (idle, refused, garbage) is cut if it is
 still there ``CLOSE_BOUND`` s later (``pacscore.closing``: a TLS peer that
 never answers close_notify would else keep its connection slot and its
@@ -25,7 +26,10 @@ unfinished frame).  Over TLS, a failed handshake is logged with its cause
 (``pacscore.tls.warnOfTLSFailure``).
 """
 
+import fcntl
 import math
+import struct
+import termios
 from collections import deque
 
 from twisted.internet import defer, protocol
@@ -60,6 +64,23 @@ def frame(data):
     return START_BLOCK + data + END_BLOCK + b"\r"
 
 
+def unsent(transport):
+    """Bytes written to ``transport`` that its peer has not taken yet: in
+    the write buffer of Twisted's TCP transport (under the TLS layer if
+    any) and in its socket's send queue (``SIOCOUTQ``); None where that is
+    not known.  Twisted resumes its producer only once the buffer is empty,
+    and the socket takes more of it only once half its queue is free: this
+    tells a peer reading slowly from one reading nothing."""
+    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
+        transport = transport.transport
+    try:
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        queued, = struct.unpack("i", fcntl.ioctl(transport.getHandle().fileno(), termios.TIOCOUTQ, b"\0" * 4))
+    except (AttributeError, OSError):
+        return None
+    return buffered + queued
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     """One MLLP connection; the factory gives ``handler``, ``maxMessageSize``,
@@ -77,6 +98,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._draining = False     # _processQueue is on the stack
         self._readPaused = False
         self._writePaused = False  # the transport's write buffer is full
+        self._unsent = None        # unsent(transport) when last seen paused
         self._producing = False    # registered as the transport's producer
         self._refused = None       # (start, why) of a refused frame, answered AR once the queue is done
         self._received = 0
@@ -138,6 +160,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
     def pauseProducing(self):
         """The write buffer is full: handle nothing until it drains."""
         self._writePaused = True
+        self._unsent = unsent(self.transport)
 
     def resumeProducing(self):
         self._writePaused = False
@@ -158,9 +181,14 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         if self._busy:       # we are the slow side, not the peer
             self.setTimeout(self.timeOut)
             return
-        if self._writePaused:  # its ACKs would never be written
-            self.log.info("{peer}: the peer took none of its HL7 ACKs for {timeout} s, closing the connection",
-                          peer=self.peerName(), timeout=self.timeOut)
+        if self._writePaused:
+            left, self._unsent = self._unsent, unsent(self.transport)
+            if self._unsent is not None and left is not None and self._unsent < left:
+                self.setTimeout(self.timeOut)  # it reads its ACKs, slowly
+                return
+            self.log.info("{peer}: the peer took nothing of its HL7 ACKs for {timeout} s{waiting}, cutting the "
+                          "connection", peer=self.peerName(), timeout=self.timeOut,
+                          waiting="" if self._unsent is None else f" ({self._unsent} bytes of them waiting)")
             self._close(abort=True)
             return
         self.log.info("{peer}: no data for {timeout} s, closing the HL7 connection",

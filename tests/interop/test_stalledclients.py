@@ -1,11 +1,13 @@
 """Web clients that stop reading a download (WADO-RS, WADO-URI, a zip) midway,
 against the running server: each is cut off once it has taken nothing for
 TCPIPTimeOut seconds, with a log line naming it and the URI, its
-connection and the files of its answer closed."""
+connection and the files of its answer closed.  An HL7 sender reading
+its ACKs slowly is not cut off."""
 
 import os
 import re
 import socket
+import threading
 import time
 
 from twisted.trial import unittest
@@ -68,3 +70,46 @@ class StalledDownloadTests(unittest.TestCase):
             except ConnectionResetError:
                 pass
             self.assertLess(received, 20 << 20, uri)  # cut short, never all sent
+
+
+class SlowHL7ReaderTests(unittest.TestCase):
+
+    def setUp(self):
+        self.server = PacsServer(self.mktemp(), ini={"TCPIPTimeOut": str(TIMEOUT)})
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def test_aSenderReadingItsAcksSlowlyIsNotCutOff(self):
+        """A sender flooding frames that reads its ACKs, but far slower
+        than they are made (4000 bytes a second: the server's write buffer
+        does not drain within TCPIPTimeOut), is served on, not cut off as
+        one that takes none; once it stops reading, it is."""
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", self.server.hl7Port))
+        client.settimeout(10)
+        flooding = threading.Event()
+        flooding.set()
+
+        def flood():
+            try:
+                while flooding.is_set():
+                    client.sendall(b"\x0bX\x1c\r" * 16384)
+            except OSError:  # cut off, or closed at the end of the test
+                pass
+
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        self.addCleanup(sender.join, 10)
+        self.addCleanup(flooding.clear)
+        read = 0
+        for _ in range(4 * TIMEOUT):
+            time.sleep(1)
+            data = client.recv(4000)
+            self.assertNotEqual(data, b"", f"cut off after {read} bytes of ACKs")
+            read += len(data)
+        self.assertNotIn("of its HL7 ACKs", self.server.log())
+        line = re.compile(rf"127\.0\.0\.1:\d+: the peer took nothing of its HL7 ACKs for {TIMEOUT} s "
+                          r"\(\d+ bytes of them waiting\), cutting the connection")
+        waitFor(lambda: line.search(self.server.log()), timeout=4 * TIMEOUT, message="the sender cut off once idle")

@@ -359,7 +359,7 @@ class MLLPTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnected)  # aborted: its unread ACKs are never written
         self.assertIsNone(self.transport.producer)
         self.assertEqual(self.logged("took"),
-                         ["10.0.0.7:40000: the peer took none of its HL7 ACKs for 30 s, closing the connection"])
+                         ["10.0.0.7:40000: the peer took nothing of its HL7 ACKs for 30 s, cutting the connection"])
 
     def test_closingUnregistersTheProducer(self):
         """A transport closes only once its producer is unregistered (when

@@ -1,16 +1,65 @@
 """Closing a connection within a bound: ``closeWithin`` closes it once what
 was written to it has gone out and cuts it if it is still there
-``CLOSE_BOUND`` s later.  A TLS close waits for the peer's close_notify (or
-its close), and a peer that sends neither would else keep the connection,
-and all the server holds for it, for as long as it likes."""
+``CLOSE_BOUND`` s after its peer last took any of it.  A TLS close waits
+for the peer's close_notify (or its close), and a peer that sends neither,
+or reads nothing, would else keep the connection, and all the server holds
+for it, for as long as it likes; a peer still taking a large answer is not
+cut for being slow.  ``unsent`` tells what a peer has not taken yet."""
 
-CLOSE_BOUND = 2  # seconds a closing connection's last bytes and close have before it is cut
+import fcntl
+import struct
+import termios
+
+CLOSE_BOUND = 2  # seconds a closing connection's peer has to take more of it, or its close, before it is cut
+
+
+def unsent(transport):
+    """Bytes written to ``transport`` that its peer has not taken yet: in
+    the write buffer of Twisted's TCP transport (under the TLS layer if
+    any) and in its socket's send queue (``SIOCOUTQ``); None where that is
+    not known.  Twisted resumes its producer only once the buffer is empty,
+    and the socket takes more of it only once half its queue is free: this
+    tells a peer reading slowly from one reading nothing."""
+    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
+        transport = transport.transport
+    try:
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        queued, = struct.unpack("i", fcntl.ioctl(transport.getHandle().fileno(), termios.TIOCOUTQ, b"\0" * 4))
+    except (AttributeError, OSError):
+        return None
+    return buffered + queued
+
+
+class _Cut:
+    """The abort ``closeWithin`` arms, put off while the peer takes more of
+    what was written (``active``/``cancel`` as an IDelayedCall's)."""
+
+    def __init__(self, transport, clock):
+        self.transport = transport
+        self.clock = clock
+        self.left = unsent(transport)
+        self.call = clock.callLater(CLOSE_BOUND, self._due)
+
+    def _due(self):
+        left = unsent(self.transport)
+        if left and self.left is not None and left < self.left:
+            self.left = left
+            self.call = self.clock.callLater(CLOSE_BOUND, self._due)
+        else:
+            self.transport.abortConnection()
+
+    def active(self):
+        return self.call.active()
+
+    def cancel(self):
+        self.call.cancel()
 
 
 def closeWithin(transport, clock):
     """Close ``transport`` once what was written to it has gone out, or cut
-    it after ``CLOSE_BOUND`` s (a TLS peer that never completes the
-    handshake or never answers close_notify, a peer that reads nothing);
-    returns the call to cancel once the connection is lost."""
+    it ``CLOSE_BOUND`` s after its peer last took any of it (a TLS peer
+    that never completes the handshake or never answers close_notify, a
+    peer that reads nothing); returns the cut to cancel once the connection
+    is lost."""
     transport.loseConnection()
-    return clock.callLater(CLOSE_BOUND, transport.abortConnection)
+    return _Cut(transport, clock)

@@ -26,10 +26,7 @@ unfinished frame).  Over TLS, a failed handshake is logged with its cause
 (``pacscore.tls.warnOfTLSFailure``).
 """
 
-import fcntl
 import math
-import struct
-import termios
 from collections import deque
 
 from twisted.internet import defer, protocol
@@ -38,7 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from zope.interface import implementer
 
-from pacscore.closing import closeWithin
+from pacscore.closing import closeWithin, unsent
 from pacscore.dicom.admission import AssociationLimits, LimitedFactory
 from pacscore.hl7 import message
 from pacscore.tls import warnOfTLSFailure
@@ -62,23 +59,6 @@ DEFAULT_BUFFERED_MB = 64  # HL7MaxBufferedMB
 def frame(data):
     """``data`` in an MLLP block."""
     return START_BLOCK + data + END_BLOCK + b"\r"
-
-
-def unsent(transport):
-    """Bytes written to ``transport`` that its peer has not taken yet: in
-    the write buffer of Twisted's TCP transport (under the TLS layer if
-    any) and in its socket's send queue (``SIOCOUTQ``); None where that is
-    not known.  Twisted resumes its producer only once the buffer is empty,
-    and the socket takes more of it only once half its queue is free: this
-    tells a peer reading slowly from one reading nothing."""
-    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
-        transport = transport.transport
-    try:
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        queued, = struct.unpack("i", fcntl.ioctl(transport.getHandle().fileno(), termios.TIOCOUTQ, b"\0" * 4))
-    except (AttributeError, OSError):
-        return None
-    return buffered + queued
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

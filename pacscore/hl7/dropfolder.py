@@ -8,10 +8,13 @@ file moves to ``processed/`` when every message was accepted (AA) or to
 ``failed/`` otherwise, with a log line per file saying why; a message not
 applied for a reason that is not its own (the database failing) leaves its
 file where it is and stops the scan, so that file and the newer ones are
-applied, in order, at the next scans; the file is first written anew with
-only that message and those after it (the ones before it refused go to
-``failed/``), so that none is applied twice.  Such a file is logged once,
-its failure logged and counted once by the intake, until it moves.  Files are
+applied, in order, at the next scans.  The file is never written: how far
+it got is kept in memory (``HeldFile``), so the next scans of the same
+unchanged file start from that message and none is applied twice; a file
+that changed (another inode, modification time or size) is a new file,
+applied from its first message.  Such a file is logged once, its failure
+logged and counted once by the intake (a new failure of it logged once
+more), until it moves.  Files are
 applied in the order they were last modified (names break ties), so an
 order's cancel written after it runs after it whatever its name.  Files whose
 name starts with a dot are left alone (write one, then rename it); a file is
@@ -30,18 +33,27 @@ again.
 
 import errno
 import os
+from typing import NamedTuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.hl7.message import splitMessages
-from pacscore.storage.devices import fsyncDirectory, removeFile
 
 PROCESSED = "processed"
 FAILED = "failed"
 HL7_FILE_LIMIT = 64 << 20
 UNTERMINATED_SCANS = 5
 SEGMENT_ENDS = (b"\r", b"\n", b"\x1c")
+
+
+class HeldFile(NamedTuple):
+    """How far a file held back by a failure that may pass got."""
+
+    identity: tuple  # (inode, mtime, size) of the file it was: a file that differs is a new one
+    start: int  # the index of its first message not applied
+    reason: str  # the failure that holds it, logged once
+    refused: tuple  # "message n: code text" of its messages before ``start`` not accepted
 
 
 class DropFolder:
@@ -56,7 +68,7 @@ class DropFolder:
         self.workers = workers
         self._unchanged = {}     # name -> ((mtime, size), how many scans in a row saw that)
         self._unmovable = set()  # (name, mtime, size) of applied files that could not be moved
-        self._held = set()  # names of the files held back by a failure that may pass, logged once
+        self._held = {}  # name -> HeldFile of the files held back by a failure that may pass
         self._unlisted = None  # the errno of the last scan, which could not list the folder
 
     def prepare(self):
@@ -124,51 +136,52 @@ class DropFolder:
             if (name, modified, size) not in self._unmovable:
                 files.append((modified, name, scans))
         self._unmovable = {key for key in self._unmovable if key[0] in self._unchanged}
-        self._held &= self._unchanged.keys()
+        self._held = {name: held for name, held in self._held.items() if name in self._unchanged}
         return [(name, scans) for _, name, scans in sorted(files)]
 
     @defer.inlineCallbacks
     def applyFile(self, name, scans=UNTERMINATED_SCANS):
-        """Apply one file of the folder and move it; fires with the list
-        of ``Outcome``s of its messages (None when the file, seen unchanged
-        by ``scans`` scans, may not be complete yet, or one of its messages
-        may be applied later (``Outcome.retry``): it is left as it is)."""
+        """Apply one file of the folder (from its first message not applied
+        when it is held, ``HeldFile``) and move it; fires with the list of
+        ``Outcome``s of the messages applied (None when the file, seen
+        unchanged by ``scans`` scans, may not be complete yet, or one of its
+        messages may be applied later (``Outcome.retry``): it is left as it
+        is)."""
         path = os.path.join(self.path, name)
         try:
-            messages, ended, state = yield self.workers.deferToWorker(_readFile, path, scans < UNTERMINATED_SCANS)
+            messages, ended, identity = yield self.workers.deferToWorker(_readFile, path, scans < UNTERMINATED_SCANS)
         except OSError as e:
             if e.errno != errno.EFBIG:
                 self.log.error("HL7 drop folder: cannot read {path}: {error}", path=path, error=e)
                 return []
-            messages, ended, tooLarge = [], True, e.strerror
+            messages, ended, tooLarge, identity = [], True, e.strerror, None
             state = self._unchanged.get(name, (None,))[0]
         else:
-            tooLarge = None
+            tooLarge, state = None, identity[1:]
         if not ended:
             if scans < UNTERMINATED_SCANS:
                 return None
             self.log.warn("HL7 drop folder: {name} has not changed for {scans} scans but its last segment "
                           "has no end (CR, LF): applied as it is", name=name, scans=scans)
-        outcomes = yield applyMessages(self.intake, messages, again=name in self._held)
-        failed = [o for o in outcomes if o.code != "AA"]
-        if failed and failed[-1].retry:
-            if name not in self._held:
-                self._held.add(name)
-                self.log.warn("HL7 drop folder: {name} stays for the next scan: message {number}: {code} {text}",
-                              name=name, number=len(outcomes), code=failed[-1].code, text=failed[-1].text)
-            if len(outcomes) > 1:
-                yield self._keepRest(name, messages, outcomes, state, scans)
+        held = self._held.get(name)
+        if held is None or held.identity != identity:
+            held = HeldFile(identity, 0, None, ())
+        outcomes = yield applyMessages(self.intake, messages[held.start:], again=held.reason is not None)
+        refused = held.refused + tuple(f"message {number}: {o.code} {o.text}"
+                                       for number, o in enumerate(outcomes, held.start + 1)
+                                       if o.code != "AA" and not o.retry)
+        if outcomes and outcomes[-1].retry:
+            self._hold(name, held, outcomes, refused)
             return None
-        self._held.discard(name)
+        self._held.pop(name, None)
         if tooLarge:
             target, why = FAILED, tooLarge
-        elif not outcomes:
+        elif not messages:
             target, why = FAILED, "no HL7 message (no MSH segment) in the file"
-        elif failed:
-            target = FAILED
-            why = "; ".join(f"message {outcomes.index(o) + 1}: {o.code} {o.text}" for o in failed)
+        elif refused:
+            target, why = FAILED, "; ".join(refused)
         else:
-            target, why = PROCESSED, f"{len(outcomes)} message(s) applied"
+            target, why = PROCESSED, f"{len(messages)} message(s) applied"
         try:
             moved = yield self.workers.deferToWorker(_moveInto, path, os.path.join(self.path, target))
         except OSError as e:
@@ -182,31 +195,23 @@ class DropFolder:
         log("HL7 drop folder: {name} -> {moved}: {why}", name=name, moved=moved, why=why)
         return outcomes
 
-    @defer.inlineCallbacks
-    def _keepRest(self, name, messages, outcomes, state, scans):
-        """After the file ``name`` (seen in ``state``) stopped at its last
-        ``outcomes`` (retry): write it anew with only the messages from
-        that one on, so that the next scans do not apply those before it
-        again, the ones refused of those into ``failed/``."""
-        stop = len(outcomes) - 1
-        refused = [(number, raw, outcome) for number, (raw, outcome) in enumerate(zip(messages, outcomes), 1)
-                   if outcome.code != "AA"]
-        try:
-            kept = yield self.workers.deferToWorker(
-                _keepMessages, os.path.join(self.path, name), state, messages[stop:],
-                [raw for _, raw, _ in refused[:-1]], os.path.join(self.path, FAILED))
-        except OSError as e:
-            self.log.error("HL7 drop folder: {name} cannot be written without its {stop} message(s) applied or "
-                           "refused ({error}): the next scan applies them again", name=name, stop=stop, error=e)
-            return
-        if kept is None:
-            return  # changed since it was read: taken as it is now when it settles
-        newState, moved = kept
-        self._unchanged[name] = (newState, scans)
-        why = "; ".join(f"message {number}: {outcome.code} {outcome.text}" for number, _, outcome in refused[:-1])
-        self.log.info("HL7 drop folder: {name} now holds message {first} on, messages 1 to {stop} taken out of it"
-                      "{refusedOnes}", name=name, first=stop + 1, stop=stop,
-                      refusedOnes=f" (the refused ones -> {moved}: {why})" if moved else "")
+    def _hold(self, name, held, outcomes, refused):
+        """Keep in memory that the file ``name`` (``held`` before this
+        scan) stopped at its last ``outcomes`` (retry), ``refused`` those
+        before it not accepted; log the ones newly refused, and the
+        failure when it is new."""
+        stop = held.start + len(outcomes)
+        last = outcomes[-1]
+        reason = f"{last.code} {last.text}" + (f" ({last.cause})" if last.cause else "")
+        if refused[len(held.refused):]:
+            self.log.warn("HL7 drop folder: {name}: {refused}; not applied again while it is unchanged",
+                          name=name, refused="; ".join(refused[len(held.refused):]))
+        if reason != held.reason:
+            self.log.warn("HL7 drop folder: {name} stays for the next scan: message {number}: {reason}{kept}",
+                          name=name, number=stop, reason=reason,
+                          kept=f"; messages 1 to {stop - 1} are not applied again while it is unchanged"
+                          if stop > 1 else "")
+        self._held[name] = HeldFile(held.identity, stop - 1, reason, refused)
 
 
 @defer.inlineCallbacks
@@ -255,56 +260,21 @@ def _listFiles(path):
 
 def _readFile(path, mayWait):
     """In the I/O pool: ``(messages, whether the last segment has its end,
-    (mtime, size))`` of a drop folder file; no messages (not split for
-    nothing) when it has no end and ``mayWait`` for it."""
+    (inode, mtime, size))`` of a drop folder file; no messages (not split
+    for nothing) when it has no end and ``mayWait`` for it."""
     with open(path, "rb") as f:
         status = os.fstat(f.fileno())
         data = _readData(f)
     ended = data.rstrip(b" \t")[-1:] in SEGMENT_ENDS
     messages = splitMessages(data) if ended or not mayWait else []
-    return messages, ended, (status.st_mtime_ns, status.st_size)
+    return messages, ended, (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
-def _keepMessages(path, state, messages, refused, failedFolder):
-    """In the I/O pool: replace the drop folder file ``path``, unless it
-    changed since ``state``, by one of ``messages`` only, atomically (a
-    dot file of the same folder synced, then renamed over it) and with its
-    modification time (its place in the order), after writing ``refused``
-    (if any) into ``failedFolder`` under its name; ``((mtime, size), the
-    path of the refused ones or None)``, or None when it changed."""
-    status = os.stat(path)
-    if (status.st_mtime_ns, status.st_size) != state:
-        return None
-    folder, base = os.path.split(path)
-    moved = None
-    if refused:
-        moved = _moveInto(_writeSynced(os.path.join(folder, f".{base}.refused"), refused), failedFolder, base)
-    temporary = _writeSynced(os.path.join(folder, f".{base}.rest"), messages)
-    os.utime(temporary, ns=(status.st_atime_ns, status.st_mtime_ns))
-    os.replace(temporary, path)
-    fsyncDirectory(folder)
-    return (status.st_mtime_ns, os.stat(path).st_size), moved
-
-
-def _writeSynced(path, messages):
-    """In the I/O pool: ``path``, written with ``messages`` (a segment a
-    line) and synced to disk; removed when that fails."""
-    try:
-        with open(path, "wb") as f:
-            f.write(b"".join(raw.replace(b"\r", b"\n") + b"\n" for raw in messages))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError:
-        removeFile(path)
-        raise
-    return path
-
-
-def _moveInto(path, folder, base=None):
-    """Move ``path`` into ``folder`` (made when missing) as ``base`` (its
-    own name by default) without overwriting; the new path."""
+def _moveInto(path, folder):
+    """Move ``path`` into ``folder`` (made when missing) without
+    overwriting; the new path."""
     os.makedirs(folder, exist_ok=True)
-    base = base or os.path.basename(path)
+    base = os.path.basename(path)
     target = os.path.join(folder, base)
     number = 1
     while os.path.exists(target):

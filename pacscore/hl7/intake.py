@@ -54,6 +54,7 @@ class Outcome(NamedTuple):
     text: str
     ack: bytes
     retry: bool = False  # an AR for a reason not the message's that may pass (the database): it may be applied later
+    cause: str = ""  # of a retry: the database's message, when it has one
 
 
 class WorklistIntake:
@@ -160,7 +161,7 @@ class WorklistIntake:
                               error=databaseMessage(failure.value))
             return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
                                          f"not applied, send it again later", APPLICATION_ERROR, retry=True,
-                                again=again)
+                                again=again, cause=databaseMessage(failure.value))
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
         return self._reject(message, f"worklist update failed ({failure.type.__name__}): not applied",
                             APPLICATION_ERROR)
@@ -171,12 +172,12 @@ class WorklistIntake:
         self.log.warn("HL7 {controlId} not applied (AE): {text}", controlId=message.controlId, text=text)
         return Outcome("AE", text, ack(message, "AE", text, refusal.code, application=self.application))
 
-    def _reject(self, message, text, code, retry=False, again=False):
+    def _reject(self, message, text, code, retry=False, again=False, cause=""):
         """The AR of ``message``, a ``Message`` or the ``Salvaged`` of one
-        (``retry``: for a reason that is not the message's; ``again`` too
-        before: not logged nor counted)."""
-        if again and retry:
-            return Outcome("AR", text, ack(message, "AR", text, code, application=self.application), retry)
-        self._count("hl7Errors")
-        self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=message.controlId or "?", text=text)
-        return Outcome("AR", text, ack(message, "AR", text, code, application=self.application), retry)
+        (``retry``: for a reason that is not the message's, the database's
+        ``cause``; ``again`` too before: not logged nor counted)."""
+        outcome = Outcome("AR", text, ack(message, "AR", text, code, application=self.application), retry, cause)
+        if not (again and retry):
+            self._count("hl7Errors")
+            self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=message.controlId or "?", text=text)
+        return outcome

@@ -201,7 +201,8 @@ class DropFolderOutageTests(unittest.TestCase):
         writeMessages(path, [orderMessage("R1", "A1", "P1", "First^A"), orderMessage("R2", "B2", "P2", "Second^B"),
                              orderMessage("R3", "C3", "P3", "Third^C")])
         os.replace(path, os.path.join(self.drop, "orders.hl7"))
-        waitFor(lambda: "orders.hl7 now holds message 2 on" in self.server.log(), message="A1 applied")
+        waitFor(lambda: "orders.hl7 stays for the next scan: message 2" in self.server.log(),
+                message="A1 applied")
         self.assertEqual(self.accessions(), ["A1"])
         cancel = os.path.join(self.server.workdir, "cancel.hl7")
         writeMessages(cancel, [orderMessage("K1", "A1", "P1", "First^A", control="CA")])

@@ -532,7 +532,7 @@ class DropFolderTests(IntakeTestCase):
         self.scans(3)
         self.assertEqual(sorted(os.listdir(self.path)), ["a_order.hl7", "b_cancel.hl7", FAILED, PROCESSED])
         self.assertIn("HL7 drop folder: a_order.hl7 stays for the next scan: message 1: AR worklist update "
-                      "failed (OperationalError): not applied, send it again later",
+                      "failed (OperationalError): not applied, send it again later (database is locked)",
                       [formatEvent(event) for event in logged])
         self.intake.items.apply = apply
         self.scans(1)
@@ -583,10 +583,11 @@ class DropFolderTests(IntakeTestCase):
     def test_aRetriedFileDoesNotApplyItsAppliedMessagesAgain(self):
         """A file stopped at its second message (the database failing) was
         applied again from its first at every scan: a cancel of the first
-        order received meanwhile was undone.  The file now keeps only the
-        messages not applied (written anew, its modification time kept),
-        and those refused before go to failed/: each order is applied once,
-        in the order the files were written."""
+        order received meanwhile was undone.  How far the file got is now
+        kept in memory: the next scans of the unchanged file start from the
+        message not applied, each order is applied once, in the order the
+        files were written, and the file, refused message and all, goes to
+        failed/ once its last message is applied."""
         self.drop("a.hl7", [orderMessage("M0", "ACC0", "P0", "Z^Z", control="XO"),
                             orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D"),
                             orderMessage("M3", "ACC3", "P3", "E^F")])
@@ -594,20 +595,69 @@ class DropFolderTests(IntakeTestCase):
         for name, seconds in (("a.hl7", 100), ("b.hl7", 101)):
             os.utime(os.path.join(self.path, name), (seconds, seconds))
         recover = self.failFor("ACC2")
+        logged = self.logged()
         self.scans()
         self.assertEqual(sorted(self.rows()), ["ACC1"])
-        self.assertEqual(self.controlIds("a.hl7"), ["M2", "M3"])
-        self.assertEqual(os.stat(os.path.join(self.path, "a.hl7")).st_mtime, 100)
-        self.assertEqual(self.controlIds(FAILED, "a.hl7"), ["M0"])
+        self.assertEqual(self.controlIds("a.hl7"), ["M0", "M1", "M2", "M3"])
+        self.assertIn("HL7 drop folder: a.hl7: message 1: AE ", formatEvent(logged[0]))
         self.assertEqual(self.process(orderMessage("M5", "ACC1", "P1", "A^B", control="CA")).code, "AA")
         self.scans(2)
         self.assertEqual(self.rows(), {})
         recover()
         self.scans(1)
         self.assertEqual(sorted(self.rows()), ["ACC2", "ACC3", "ACC4"])
-        self.assertEqual(sorted(os.listdir(os.path.join(self.path, PROCESSED))), ["a.hl7", "b.hl7"])
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), ["b.hl7"])
+        self.assertEqual(self.controlIds(FAILED, "a.hl7"), ["M0", "M1", "M2", "M3"])
+        self.assertIn("message 1: AE ", formatEvent(logged[-2]))
         self.assertEqual(sorted(os.listdir(self.path)), [FAILED, PROCESSED])
         self.assertEqual(self.counters["hl7Applied"], 5)
+
+    def test_aHeldFileIsNeverWritten(self):
+        """A held file was written anew without the messages applied: an
+        order the RIS wrote under the same name meanwhile was overwritten
+        and lost, the file's mode, owner and line ends changed, and on a
+        full disk its first messages were applied again at every scan.
+        The RIS's file is now left exactly as it is."""
+        raw = [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")]
+        path = os.path.join(self.path, "a.hl7")
+        with open(path, "wb") as f:
+            f.write(b"".join(message.replace(b"\n", b"\r") + b"\r\n" for message in raw))
+        os.chmod(path, 0o640)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.failFor("ACC2")
+        self.scans(4)
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+        self.assertEqual(sorted(os.listdir(self.path)), ["a.hl7", FAILED, PROCESSED])
+        self.assertEqual(self.counters["hl7Applied"], 1)
+
+    def test_aFileReplacedWhileHeldIsANewFile(self):
+        """A file written under the name of a held one is a file of its
+        own: applied from its first message, its failure logged (it
+        inherited the held state, so nothing was); and a held file whose
+        failure changes logs the new one, once."""
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
+        self.failFor("ACC2")
+        logged = self.logged()
+        self.scans(3)
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.process(orderMessage("M5", "ACC1", "P1", "A^B", control="CA"))
+        path = os.path.join(self.path, "a.hl7")
+        self.drop(".a.hl7", [orderMessage("M3", "ACC3", "P3", "E^F"), orderMessage("M4", "ACC2", "P2", "C^D")])
+        os.replace(os.path.join(self.path, ".a.hl7"), path)
+        self.scans(3)
+        self.assertEqual(sorted(self.rows()), ["ACC3"])
+        stays = [formatEvent(event) for event in logged if "stays" in formatEvent(event)]
+        self.assertEqual(len(stays), 2, stays)
+        self.intake.items.apply = lambda orders, forPeer: defer.fail(sqliteError("disk I/O error",
+                                                                                 sqlite3.SQLITE_IOERR))
+        self.scans(3)
+        stays = [formatEvent(event) for event in logged if "stays" in formatEvent(event)]
+        self.assertEqual(len(stays), 3, stays)
+        self.assertIn("disk I/O error", stays[-1])
 
     def test_aStuckFileIsLoggedAndCountedOnce(self):
         """A file held by a database failure logged its failure, its AR and
@@ -626,7 +676,7 @@ class DropFolderTests(IntakeTestCase):
                           "again later"])
         self.assertEqual([formatEvent(event) for event in logged],
                          ["HL7 drop folder: a.hl7 stays for the next scan: message 1: AR worklist update failed "
-                          "(OperationalError): not applied, send it again later"])
+                          "(OperationalError): not applied, send it again later (database is locked)"])
         recover()
         self.scans(1)
         self.assertEqual(sorted(self.rows()), ["ACC1"])

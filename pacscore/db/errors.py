@@ -6,16 +6,23 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from pacscore.db.filewatch import DatabaseFileLost
 
-DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # "database disk image is malformed", "file is not a database"
-# Failures that may pass (``isTransient``): SQLite's primary result codes busy, locked, full, I/O error, cannot open;
-SQLITE_TRANSIENT = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
-                    sqlite3.SQLITE_CANTOPEN)
-# PostgreSQL's SQLSTATE classes connection exception, transaction rollback (deadlock, serialization),
-# insufficient resources (disk full, out of memory, too many connections), operator intervention (shutdown);
-POSTGRESQL_TRANSIENT = ("08", "40", "53", "57")
-# MySQL's and MariaDB's error numbers: disk or table full, too many connections, shutdown, lock wait timeout,
-# deadlock, cannot connect, server gone away, connection lost, connection killed, disconnected when idle.
-MYSQL_TRANSIENT = frozenset((1021, 1114, 1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 1927, 4031))
+# The codes of the index database's drivers, by what they say: SQLite's primary result codes, PostgreSQL's
+# SQLSTATEs (a class of two characters stands for all of its codes), MySQL's and MariaDB's error numbers.
+# A damaged SQLite file: "database disk image is malformed", "file is not a database".
+DAMAGED = {"sqlite": (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)}
+# A full disk or table: SQLite's "database or disk is full", PostgreSQL's disk_full, MySQL's ER_DISK_FULL and
+# ER_RECORD_FILE_FULL ("The table ... is full").
+DISK_FULL = {"sqlite": (sqlite3.SQLITE_FULL,), "postgresql": ("53100",), "mysql": (1021, 1114)}
+# Failures that may pass (``isTransient``): SQLite busy, locked, full, I/O error, cannot open; PostgreSQL's
+# classes connection exception, invalid transaction state (a read-only database: a standby, maintenance),
+# transaction rollback (deadlock, serialization), insufficient resources (disk full, out of memory, too many
+# connections), operator intervention (shutdown); MySQL's disk or table full, too many connections, shutdown,
+# lock wait timeout, deadlock, cannot connect, server gone away, connection lost, connection killed,
+# disconnected when idle, read-only (--read-only, a READ ONLY transaction).
+TRANSIENT = {"sqlite": (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+                        sqlite3.SQLITE_CANTOPEN),
+             "postgresql": ("08", "25", "40", "53", "57"),
+             "mysql": (1021, 1114, 1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 1927, 4031, 1290, 1792)}
 
 
 class IndexTimeout(Exception):
@@ -35,32 +42,38 @@ def databaseMessage(error):
     return " ".join(str(getattr(error, "orig", None) or error).split())
 
 
+def hasCode(error, table):
+    """Whether ``error`` is SQLAlchemy's ``DBAPIError`` (of any class)
+    whose driver's code is one of ``table`` (driver: codes)."""
+    if not isinstance(error, DBAPIError) or error.orig is None:
+        return False
+    original = error.orig
+    if hasattr(original, "sqlite_errorcode"):
+        return original.sqlite_errorcode & 0xFF in table.get("sqlite", ())
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate:
+        return sqlstate in table.get("postgresql", ()) or sqlstate[:2] in table.get("postgresql", ())
+    code = original.args[0] if original.args else None  # MySQL's drivers: (code, message)
+    return code in table.get("mysql", ())
+
+
 def isDamaged(error):
     """Whether SQLAlchemy's ``error`` says that an SQLite file is damaged."""
-    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlite_errorcode", None) in DAMAGED
+    return hasCode(error, DAMAGED)
 
 
 def isTransient(error):
     """Whether ``error`` is a failure of the index database that may pass
     (a later attempt may succeed): SQLTimeOut, its file lost, a connection
-    refused or lost, SQLite locked, busy or full, or a PostgreSQL or MySQL
-    error of ``POSTGRESQL_TRANSIENT`` or ``MYSQL_TRANSIENT``.  Anything
-    else (a value the database refuses, a duplicate key, a bug) fails the
-    same way every time."""
+    refused or lost, or a driver's code of ``TRANSIENT`` (SQLite locked,
+    busy or full, PostgreSQL read-only or restarting...).  Anything else
+    (a value the database refuses, a duplicate key, a bug) fails the same
+    way every time."""
     if isinstance(error, (IndexTimeout, DatabaseFileLost, InterfaceError)):
         return True
-    if not isinstance(error, OperationalError):
-        return False
-    if error.connection_invalidated or whileConnecting(error):
+    if isinstance(error, OperationalError) and (error.connection_invalidated or whileConnecting(error)):
         return True
-    original = error.orig
-    if hasattr(original, "sqlite_errorcode"):
-        return original.sqlite_errorcode & 0xFF in SQLITE_TRANSIENT
-    sqlstate = getattr(original, "sqlstate", None)
-    if sqlstate:
-        return sqlstate[:2] in POSTGRESQL_TRANSIENT
-    code = original.args[0] if original.args else None  # MySQL's drivers: (code, message)
-    return code in MYSQL_TRANSIENT
+    return hasCode(error, TRANSIENT)
 
 
 def whileConnecting(error):

@@ -20,16 +20,12 @@ import shutil
 import stat
 import threading
 
-from sqlalchemy.exc import DBAPIError
-
+from pacscore.db.errors import DISK_FULL, hasCode
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 
 TEMP_FOLDER = ".pacs-tmp"
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 UNWRITABLE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
-SQLITE_FULL = 13  # "database or disk is full"
-POSTGRESQL_DISK_FULL = "53100"  # SQLSTATE disk_full
-MYSQL_FULL = (1021, 1114)  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table ... is full")
 COPY_CHUNK = 1 << 20
 
 _renaming = threading.Lock()  # copyFile: no older copy overwrites a newer one
@@ -114,15 +110,9 @@ def removeFile(path):
 
 def isDiskFull(error):
     """True when an OSError means the disk or quota is full, or the index
-    database's error (SQLAlchemy's ``DBAPIError``) that its disk or file is:
-    SQLite's SQLITE_FULL, PostgreSQL's disk_full, MySQL's 1021 and 1114."""
-    if isinstance(error, DBAPIError):
-        original = error.orig
-        code = original.args[0] if original.args else None  # MySQL's drivers: (code, message)
-        return ((getattr(original, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL
-                or getattr(original, "sqlstate", None) == POSTGRESQL_DISK_FULL
-                or code in MYSQL_FULL)
-    return isinstance(error, OSError) and error.errno in FULL_ERRNOS
+    database's error (SQLAlchemy's ``DBAPIError``) that its disk or file is
+    (``pacscore.db.errors.DISK_FULL``)."""
+    return hasCode(error, DISK_FULL) or isinstance(error, OSError) and error.errno in FULL_ERRNOS
 
 
 def isUnwritable(error):

@@ -5,7 +5,8 @@ import sqlite3
 import psycopg
 import pymysql
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (DataError, IntegrityError, InterfaceError, InternalError, OperationalError,
+                            ProgrammingError)
 from twisted.trial import unittest
 
 from pacscore.db.errors import IndexTimeout, isTransient
@@ -50,6 +51,17 @@ class TransientTests(unittest.TestCase):
                       InterfaceError("SELECT 1", {}, psycopg.InterfaceError("the connection is closed")),
                       OperationalError("SELECT 1", {}, pymysql.err.OperationalError(2013, "Lost connection")),
                       OperationalError("SELECT 1", {}, pymysql.err.OperationalError(1205, "Lock wait timeout"))):
+            self.assertTrue(isTransient(error), repr(error))
+
+    def test_aReadOnlyDatabaseMayPass(self):
+        """A database read-only for a while (a PostgreSQL standby during a
+        failover, default_transaction_read_only during maintenance; MySQL's
+        --read-only) was the message's own fault, its order sent to failed/:
+        psycopg raises SQLSTATE 25006 as an InternalError.  The driver's
+        code is now read whatever the exception class."""
+        for error in (postgresqlError("25006", InternalError), postgresqlError("25006"),
+                      InternalError("INSERT", {}, pymysql.err.InternalError(1290, "--read-only option")),
+                      OperationalError("INSERT", {}, pymysql.err.OperationalError(1792, "READ ONLY transaction"))):
             self.assertTrue(isTransient(error), repr(error))
 
     def test_failuresOfTheDataOrOfOurs(self):

@@ -51,6 +51,15 @@ class OptionsTests(unittest.TestCase):
         error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--workdir", "/no/such/folder"])
         self.assertIn("/no/such/folder", str(error))
 
+    def started(self, server):
+        """The Options of ``server``'s configuration parsed, and the lines
+        it logged (formatted)."""
+        options = Options()
+        with capturedLogs() as events:
+            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
+        self.addCleanup(options.archive.engine.dispose)
+        return options, [formatEvent(e) for e in events]
+
     def test_strayLineInDicomIniIgnored(self):
         """A stray word in dicom.ini: start-up goes on, with a warning
         naming the file and line, as Conquest ignores it."""
@@ -60,13 +69,10 @@ class OptionsTests(unittest.TestCase):
             f.write("\nstray\n")
         with open(path) as f:
             line = f.read().splitlines().index("stray") + 1
-        options = Options()
-        with capturedLogs() as events:
-            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
-        self.addCleanup(options.archive.engine.dispose)
+        options, lines = self.started(server)
         self.assertEqual(options.configuration.tcpPort, server.port)
         self.assertIn(f"{path}:{line}: 'stray' is no 'Key = value', [section] or comment: ignored, as Conquest "
-                      "ignores it", [formatEvent(e) for e in events])
+                      "ignores it", lines)
 
     def test_luaSectionWarnedOf(self):
         """Conquest's [lua] keys other than its event scripts (startup,
@@ -77,13 +83,10 @@ class OptionsTests(unittest.TestCase):
         for key, value in (("startup", "print('up')"), ("association", "dofile('lua/assoc.lua')"),
                            ("nightly", ""), ("ExportConverter", "x = 1")):
             server.setIni("lua", **{key: value})
-        options = Options()
-        with capturedLogs() as events:
-            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
-        self.addCleanup(options.archive.engine.dispose)
+        options, lines = self.started(server)
         path = os.path.join(server.workdir, "dicom.ini")
         line = options.configuration.ini.lineOf("ExportConverter", "lua")
-        self.assertEqual([formatEvent(e) for e in events if "[lua]" in formatEvent(e)],
+        self.assertEqual([line for line in lines if "[lua]" in line],
                          [f"{path}:{line}: [lua] ExportConverter: these Conquest Lua event scripts are not supported "
                           "here and do not run (startup, nightly, background, association, command, clienterror "
                           "and endassociation do)"])
@@ -97,15 +100,12 @@ class OptionsTests(unittest.TestCase):
         server = PacsServer(self.mktemp())
         server.setIni(DecompressNon16BitsJpeg="0", FileCompressMode="4", QueueSize="128", UseBuiltInJPEG="",
                       DemoCopy="/tmp/copies", IgnoreOutOfMemoryErrors="1")
-        options = Options()
-        with capturedLogs() as events:
-            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
-        self.addCleanup(options.archive.engine.dispose)
+        options, lines = self.started(server)
         path = os.path.join(server.workdir, "dicom.ini")
         ini = options.configuration.ini
         keys = sorted(["DecompressNon16BitsJpeg", "FileCompressMode", "DemoCopy", "IgnoreOutOfMemoryErrors"],
                       key=ini.lineOf)
-        self.assertEqual([formatEvent(e) for e in events if "no effect" in formatEvent(e)],
+        self.assertEqual([line for line in lines if "no effect" in line],
                          [f"{path}:{ini.lineOf(keys[0])}: {', '.join(keys)}: these Conquest keys have no effect "
                           "here (README: Conquest features not supported)"])
 
@@ -117,15 +117,12 @@ class OptionsTests(unittest.TestCase):
         server.setIni(RejectedImageConverter0="save to rejected_%o.dcm", MoveDeviceConverter0="nop x",
                       ArchiveConverter0="nop y", MergeSeriesConverter0="nop z", MergeStudiesConverter0="",
                       VirtualServerQueryConverter="nop q")
-        options = Options()
-        with capturedLogs() as events:
-            options.parseOptions(["--config", server.workdir, "--workdir", server.workdir])
-        self.addCleanup(options.archive.engine.dispose)
+        options, lines = self.started(server)
         path = os.path.join(server.workdir, "dicom.ini")
         ini = options.configuration.ini
         keys = sorted(["RejectedImageConverter0", "MoveDeviceConverter0", "ArchiveConverter0",
                        "MergeSeriesConverter0", "VirtualServerQueryConverter"], key=ini.lineOf)
-        self.assertEqual([formatEvent(e) for e in events if "do not run" in formatEvent(e)],
+        self.assertEqual([line for line in lines if "do not run" in line],
                          [f"{path}:{ini.lineOf(keys[0])}: {', '.join(keys)}: these Conquest converters do not run "
                           "here (README: Conquest features not supported)"])
 

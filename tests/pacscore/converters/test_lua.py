@@ -975,14 +975,20 @@ class ObjectTests(unittest.TestCase):
         self.assertTrue(context.changed)
         self.assertEqual([e.keyword for e in context.dataset], ["PatientName", "PatientID"])
 
-    def test_emptyDataWhereThereIsNoObject(self):
-        """Where there is no object (dgate --lua:, the [lua] scripts) Data
-        is an empty one, as Conquest's dummyddo: readdicom(path) fills it."""
+    def contextWithoutObject(self):
+        """A context with no object (dgate --lua:, the [lua] scripts) and
+        other.dcm, of ROE^JANE, to read."""
         other = Dataset()
         other.PatientName = "ROE^JANE"
         self.writeFile("other.dcm", other)
         context = self.context()
         context.dataset = None
+        return context
+
+    def test_emptyDataWhereThereIsNoObject(self):
+        """Where there is no object (dgate --lua:, the [lua] scripts) Data
+        is an empty one, as Conquest's dummyddo: readdicom(path) fills it."""
+        context = self.contextWithoutObject()
         outcome, _, messages = runLua(
             "print(type(Data), Data.PatientName); print(readdicom('other.dcm'), Data.PatientName)", context)
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: table\tnil", f"{KEY}: 1\tROE^JANE"]))
@@ -990,11 +996,7 @@ class ObjectTests(unittest.TestCase):
 
     def test_scriptRunsOnTheEmptyData(self):
         """script(rule) runs on that Data, as Data:Script(rule) does."""
-        other = Dataset()
-        other.PatientName = "ROE^JANE"
-        self.writeFile("other.dcm", other)
-        context = self.context()
-        context.dataset = None
+        context = self.contextWithoutObject()
         outcome, _, messages = runLua(
             "readdicom('other.dcm'); print(script('set 0010,0010 to \"DOE^JANE\"'), Data.PatientName)", context,
             commands=luaRegistry(pacs_commands_dataset.setCommand))

@@ -13,6 +13,24 @@ import termios
 CLOSE_BOUND = 2  # seconds a closing connection's peer has to take more of it, or its close, before it is cut
 
 
+def _tcpTransport(transport):
+    """Twisted's TCP transport of ``transport`` (under the TLS layer if any)."""
+    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
+        transport = transport.transport
+    return transport
+
+
+def buffered(transport):
+    """Bytes written to ``transport`` still in the write buffer of Twisted's
+    TCP transport (not yet handed to the socket); None where that is not
+    known."""
+    transport = _tcpTransport(transport)
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:
+        return None
+
+
 def unsent(transport):
     """Bytes written to ``transport`` that its peer has not taken yet: in
     the write buffer of Twisted's TCP transport (under the TLS layer if
@@ -20,14 +38,13 @@ def unsent(transport):
     not known.  Twisted resumes its producer only once the buffer is empty,
     and the socket takes more of it only once half its queue is free: this
     tells a peer reading slowly from one reading nothing."""
-    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
-        transport = transport.transport
+    inBuffer = buffered(transport)
     try:
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        queued, = struct.unpack("i", fcntl.ioctl(transport.getHandle().fileno(), termios.TIOCOUTQ, b"\0" * 4))
+        queued, = struct.unpack("i", fcntl.ioctl(_tcpTransport(transport).getHandle().fileno(), termios.TIOCOUTQ,
+                                                 b"\0" * 4))
     except (AttributeError, OSError):
         return None
-    return buffered + queued
+    return None if inBuffer is None else inBuffer + queued
 
 
 class _Cut:

@@ -39,6 +39,7 @@ from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.logger import Logger
 from twisted.web import http
 
+from pacscore.closing import buffered
 from pacscore.web.answers import WebError
 from pacscore.tls import warnOfTLSFailure
 from pacscore.web.answering import errorPage, reason
@@ -47,6 +48,7 @@ SHOWN = 80  # characters of a long request line in the log
 HEAD_TIMEOUT = 30  # seconds for a request line and headers, as Apache's mod_reqtimeout allows at most
 LINGER_SECONDS = 10  # a refused request's rest is read and dropped this long at most
 LINGER_BYTES = 512 << 20  # and this much at most
+ANSWER_WAIT = 0.01  # seconds between looks whether a refusal's answer has left the write buffer
 
 
 class PacsChannel(http.HTTPChannel):
@@ -60,6 +62,7 @@ class PacsChannel(http.HTTPChannel):
     _headCall = None  # the head's deadline, while one is awaited
     _headBegun = False
     _lingerCall = None  # the abort of a refused connection the client has not closed yet
+    _answerCall = None  # the next look whether its answer has left the write buffer (_readAfterAnswer)
     _dropped = 0  # bytes read and dropped after a refusal
 
     def connectionMade(self):
@@ -79,8 +82,9 @@ class PacsChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         self._ended = True
         self._stopHeadCall()
-        if self._lingerCall is not None and self._lingerCall.active():
-            self._lingerCall.cancel()
+        for call in (self._lingerCall, self._answerCall):
+            if call is not None and call.active():
+                call.cancel()
         warnOfTLSFailure(self.log, f"web: {getattr(self.transport.getPeer(), 'host', '?')} ", reason, self.transport)
         self.site.connectionClosed(self)
         super().connectionLost(reason)
@@ -209,9 +213,18 @@ class PacsChannel(http.HTTPChannel):
         close_notify, which nobody would read."""
         self._lingerCall = self.callLater(self.lingerSeconds, self.transport.abortConnection)
         self.paused = True  # the LineReceiver's: no more of what came with the refused part is parsed
-        self._networkProducer.resumeProducing()
+        self._readAfterAnswer()
         if ITCPTransport.providedBy(self.transport) and not ISSLTransport.providedBy(self.transport):
             self._networkProducer.unregisterProducer()
             self.transport.loseWriteConnection()  # a FIN after the answer; the client's closes the connection
         else:
             self.loseConnection()
+
+    def _readAfterAnswer(self):
+        """Read (and drop) what the client sends once the answer has left
+        Twisted's write buffer: the end of a client that half-closed after
+        its request, read before, would lose the answer."""
+        if buffered(self.transport):
+            self._answerCall = self.callLater(ANSWER_WAIT, self._readAfterAnswer)
+        else:
+            self._networkProducer.resumeProducing()

@@ -243,17 +243,36 @@ class EarlyRefusalTests(unittest.TestCase):
         inner = b"GET /cgi-bin/dgate?mode=top HTTP/1.1\r\nHost: 127.0.0.1\r\n" + login + b"\r\n"
         request = (b"GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n" + login
                    + b"Content-Length: 65537\r\n\r\n" + 3 * inner)
-        for scheme, server in self.servers.items():
-            with socket.create_connection(("127.0.0.1", server.webPort), timeout=10) as connection:
-                if scheme == "https":
-                    connection = ssl.create_default_context(cafile=self.authority).wrap_socket(
-                        connection, server_hostname="127.0.0.1")
-                connection.sendall(request)
-                answer = b""
-                while data := connection.recv(65536):
-                    answer += data
+        for scheme in self.servers:
+            answer = self.exchange(scheme, request)
             self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)
             self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+
+    def exchange(self, scheme, request, halfClose=False):
+        """All the server answers ``request`` (bytes) on a connection of its
+        own, the client's sending side shut after it when ``halfClose``."""
+        with socket.create_connection(("127.0.0.1", self.servers[scheme].webPort), timeout=10) as connection:
+            if scheme == "https":
+                connection = ssl.create_default_context(cafile=self.authority).wrap_socket(
+                    connection, server_hostname="127.0.0.1")
+            connection.sendall(request)
+            if halfClose:
+                connection.shutdown(socket.SHUT_WR)
+            answer = b""
+            while data := connection.recv(65536):
+                answer += data
+        return answer
+
+    def test_aClientThatHalfClosesGetsTheAnswer(self):
+        """A client that shuts its sending side after a small request
+        (socat, nc -N) gets the refusal, not an empty reply."""
+        for user, password, code in ((READER, READER_PASSWORD, b"403"), (USER, "wrong", b"401")):
+            request = (b"POST /dicom-web/studies HTTP/1.0\r\nAuthorization: " + basic(user, password).encode()
+                       + b'\r\nContent-Type: multipart/related; type="application/dicom"; boundary=XX\r\n'
+                       + b"Content-Length: 5\r\n\r\nhello")
+            for _ in range(5):
+                answer = self.exchange("http", request, halfClose=True)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 " + code), answer[:100])
 
 
 class WebUsersStartUpTests(unittest.TestCase):

@@ -795,6 +795,7 @@ class LuaRuntime:
             _writeFrom, _dumpTo, _scriptOn, _pixels, _free)
         self._setmetatable = self.lua.globals().setmetatable
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
+        self._gethook = self.lua.globals().debug.gethook
         self._collectGarbage = self.lua.globals().collectgarbage
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._given = 0  # bytes the outermost run put into Python objects (charge)
@@ -971,8 +972,10 @@ class LuaRuntime:
         try:
             result = chunk()
         finally:
-            if outermost:  # first, so that unbind (Lua) runs past the limit of a run stopped by it
-                self._sethook()
+            # the hook off first, so that unbind (Lua) runs past the limit of a run stopped by it; a
+            # run within another gives the hook back after (the runs share the budget)
+            hook = None if outermost else self._gethook()
+            self._sethook()
             try:
                 if unbind is None:
                     self._setupvalue(chunk, 1, outer)  # the same script, running around this run, keeps its globals
@@ -981,6 +984,8 @@ class LuaRuntime:
             finally:
                 if outermost:
                     self._endRun()
+                elif isinstance(hook, tuple) and hook[0] is not None:
+                    self._sethook(*hook)
         return result[0] if isinstance(result, tuple) else result
 
 

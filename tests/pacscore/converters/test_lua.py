@@ -1371,6 +1371,25 @@ class AssociationGlobalsTests(unittest.TestCase):
             else:
                 self.assertEqual((messages, str(context.dataset.PatientName)), ([], "ANON^ANON"))
 
+    def test_aStoppedRunWithinARunIsReportedAtItsLine(self):
+        """A run started by script('lua ...') and stopped by the limit is
+        reported at its own line, not in pacs's setup code (the run around
+        it, sharing its budget, stops too); the association goes on."""
+        session, ini = {}, "LuaMaxInstructions = 100000\n"
+        code = "if Data.PatientID == 'P2' then script('lua \"while true do end\"') end; Data.PatientName = 'ANON^ANON'"
+        for patientID in ("P1", "P2", "P3"):
+            context = makeContext(ini=ini)
+            context.session = session
+            context.dataset.PatientID = patientID
+            outcome, _, messages = runLua(code, context)
+            if patientID == "P2":
+                self.assertEqual(outcome, Outcome.STOP, messages)
+                self.assertEqual(messages[0], f"{KEY}: Lua script failed: lua:1: script stopped after 100000 "
+                                              "instructions (LuaMaxInstructions)")
+            else:
+                self.assertEqual((outcome, messages, str(context.dataset.PatientName)),
+                                 (Outcome.CONTINUE, [], "ANON^ANON"))
+
     def test_aReleasedSessionsLuaStateIsFreedAtOnce(self):
         """The Lua state of an association released at its end is freed at
         once, not by a later cyclic garbage collection, which does not see

@@ -103,12 +103,13 @@ class LuaEvents(service.MultiService):
 
     def associationHooks(self):
         """The DICOM server factory's callbacks of the association events
-        set (``onAccepted``, ``onCommand``, ``onClientError``, ``onEnded``);
-        None for an event without a script, which then costs nothing."""
+        set (``onAccepted``, ``onCommand``, ``onClientError``, ``onEnded``):
+        None for an event without a script, which then costs nothing, but
+        ``onEnded``, always set, as it frees the association's Lua state."""
         hooks = {"onAccepted": ("association", self.association), "onCommand": ("command", self.command),
-                 "onClientError": ("clienterror", self.clientError), "onEnded": ("endassociation", self.ended)}
+                 "onClientError": ("clienterror", self.clientError)}
         hooks = {name: (hook if event in self.scripts else None) for name, (event, hook) in hooks.items()}
-        return {**hooks, "onEnded": self.ended}  # which frees the association's Lua state as well
+        return {**hooks, "onEnded": self.ended}
 
     def association(self, callingAE, calledAE, session=None):
         """An association (whose ``session`` its scripts share) was
@@ -127,12 +128,14 @@ class LuaEvents(service.MultiService):
         """A request (``command``) was not served: the ``clienterror`` script runs."""
         self.run("clienterror", callingAE, calledAE, command, session)
 
-    def ended(self, callingAE, calledAE, session=None):
-        """An association ended: the ``endassociation`` script runs, if set,
-        then the association's Lua state (converters' and scripts') is freed."""
-        ran = (self.run("endassociation", callingAE, calledAE, session=session) if "endassociation" in self.scripts
-               else defer.succeed(None))
-        if session is not None and "lua" in session:
+    def ended(self, callingAE, calledAE, session=None, refused=False):
+        """An association ended: the ``endassociation`` script runs, if set
+        and the association was not aborted as a request was ``refused``,
+        then the association's Lua state (converters' and scripts', made
+        by any of them, that script too) is freed."""
+        ran = (self.run("endassociation", callingAE, calledAE, session=session)
+               if "endassociation" in self.scripts and not refused else defer.succeed(None))
+        if session is not None:
             ran.addCallback(lambda _: self.workers.deferToWorker(LuaRuntime.release, session))
             ran.addErrback(lambda failure: self.log.failure("freeing an association's Lua state failed", failure))
         return ran

@@ -683,8 +683,9 @@ class DicomServerProtocol(DicomProtocol):
         self._dropUnchecked()
         super().connectionLost(reason)
         onEnded = self.factory.onEnded
-        if onEnded is not None and self.association is not None and not self._commandRefused:
-            onEnded(self.association.callingAE, self.association.calledAE, session=self.session)
+        if onEnded is not None and self.association is not None:
+            onEnded(self.association.callingAE, self.association.calledAE, session=self.session,
+                    refused=self._commandRefused)
 
     def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER, closeNow=False):
         """Send an A-ABORT and wait for the peer to close; a peer that sent
@@ -894,8 +895,9 @@ class DicomServerFactory(DicomFactory):
     served when the Deferred it gives fires with the command to serve, or
     refused (no answer, the association aborted) when it fires with None;
     ``onClientError(callingAE, calledAE, command)`` of a request answered
-    as not served; ``onEnded(callingAE, calledAE)`` of the end of one
-    accepted, however it ended (but one onCommand refused)."""
+    as not served; ``onEnded(callingAE, calledAE, refused)`` of the end of
+    one accepted, however it ended (``refused`` True when onCommand refused
+    a request, which aborted it)."""
 
     protocol = DicomServerProtocol
 

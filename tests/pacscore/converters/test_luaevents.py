@@ -26,6 +26,24 @@ class InThisThread:
         return defer.maybeDeferred(f, *args)
 
 
+class Later:
+    """Workers that run each call when ``runAll`` is called, as a worker
+    thread runs it after the reactor's code that asked for it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def deferToWorker(self, f, *args):
+        d = defer.Deferred()
+        self.calls.append((d, f, args))
+        return d
+
+    def runAll(self):
+        while self.calls:
+            d, f, args = self.calls.pop(0)
+            defer.maybeDeferred(f, *args).chainDeferred(d)
+
+
 class LuaEventsTests(unittest.TestCase):
 
     def events(self, section, main=""):
@@ -179,6 +197,28 @@ class LuaEventsTests(unittest.TestCase):
                              ["[lua] endassociation: 1000000"] if section else [])
             self.assertEqual(session, {})
             self.assertIsNone(state())
+
+    def test_aStateOnlyEndassociationMadeIsFreed(self):
+        """An endassociation script that is the association's first Lua run
+        (no association nor command script) makes its Lua state: it is
+        freed after it too."""
+        events = self.events("endassociation = print(Association.Calling)\n")
+        events.workers = Later()
+        session = {}
+        self.assertEqual(self.lines(lambda: (events.ended("SCU", "PACS", session=session), events.workers.runAll())),
+                         ["[lua] endassociation: SCU"])
+        self.assertEqual(session, {})
+
+    def test_aRefusedAssociationsStateIsFreedWithoutEndassociation(self):
+        """An association aborted as its command script refused a request
+        runs no endassociation script (as Conquest), but its Lua state is
+        freed all the same."""
+        events = self.events("command = return 'reject'\nendassociation = print('ended')\n")
+        session = {}
+        self.lines(lambda: events.command("SCU", "PACS", {commands.COMMAND_FIELD: 0x0030}, session=session))
+        self.assertIn("lua", session)
+        self.assertEqual(self.lines(lambda: events.ended("SCU", "PACS", session=session, refused=True)), [])
+        self.assertEqual(session, {})
 
     def test_failuresAreLoggedAndBackgroundGoesOn(self):
         """Sandboxed and limited as converters; an error is logged, the next run comes."""

@@ -783,7 +783,8 @@ class AssociationHooksTests(ServerTestCase):
         self.checks, self.events, self.sessions = [], [], []
         self.factory.onCommand = self.onCommand
         self.factory.onClientError = lambda *event, session: self.record("clienterror", event, session)
-        self.factory.onEnded = lambda *event, session: self.record("ended", event, session)
+        self.factory.onEnded = lambda *event, session, refused=False: self.record(
+            "refused" if refused else "ended", event, session)
 
     def record(self, name, event, session):
         self.events.append((name, *event))
@@ -847,9 +848,9 @@ class AssociationHooksTests(ServerTestCase):
 
     def test_refusedRequestAbortsWithoutEnd(self):
         """A refused request gets no answer, its data set goes, the
-        association is aborted, and onEnded does not hear of it (as
-        Conquest runs no endassociation script then); the requests after it
-        are not served."""
+        association is aborted, and onEnded hears of it as refused (as
+        Conquest runs no endassociation script then, but its state is
+        freed); the requests after it are not served."""
         discarded = self.recordDiscarded()
         self.associate([(VERIFICATION, [IMPLICIT]), (CT_STORAGE, [IMPLICIT])])
         self.protocol.dataReceived(storeMessage(4) + message(1, echoRQ(messageId=5)))
@@ -859,7 +860,7 @@ class AssociationHooksTests(ServerTestCase):
         self.assertEqual(len(self.checks), 1, "the echo after it is not checked: the association ended")
         self.assertEqual(discarded, [4])
         self.protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.events, [])
+        self.assertEqual(self.events, [("refused", "SCU", "PACS")])
 
     def test_checkEndingAfterTheAbortServesNothing(self):
         self.associate()

@@ -102,12 +102,18 @@ def _change(connection, statement, index):
     return count
 
 
+def writeStatement(index, statement, shown):
+    """A Deferred of how many rows ``statement`` (its names quoted) changed,
+    run by ``index``'s writer in order with stores; CommandError with the
+    database's reason, which names the statement as ``shown``."""
+    return index.runWrite(_change, statement, index).addErrback(_failed, shown)
+
+
 class _Change(ControlCommand):
     """A statement changing an index table, run by the index writer."""
 
     def change(self, archive, statement):
-        d = archive.index.runWrite(_change, statementOf(archive, statement), archive.index)
-        d.addErrback(_failed, statement)
+        d = writeStatement(archive.index, statementOf(archive, statement), statement)
         return d.addCallback(lambda count: f"{count} record(s) {self.done}")
 
 

@@ -1,8 +1,9 @@
 """Conquest's Lua functions that reach the server's database, archive and
 settings, for ``LuaApi``:
 
-- ``sql(statement)``: runs any SQL statement on the index database; 1, or
-  nil and the reason;
+- ``sql(statement)``: runs any SQL statement on the index database, in
+  its writer as the control command ``deleterecord`` does (the index's
+  names quoted, its cached rows re-read); 1, or nil and the reason;
 - ``dicomdelete(query)``: deletes from the archive (files and index) the
   images that all the keys of the object ``query`` match, as Conquest's
   RemoveFromPACS (an image-level query); a query without a value, or
@@ -49,10 +50,9 @@ class AdminFunctions:
         if index is None:
             raise LuaAdminError("sql: there is no index database")
         try:
-            with index.engine.begin() as connection:
-                connection.exec_driver_sql(str(statement))
-        except Exception as e:  # any database error: the script hears why, the worker lives
-            return None, f"sql: {e}"
+            self._serverCommands("sql").sql(index, str(statement))
+        except ServerCommandError as e:
+            return None, str(e)
         return 1
 
     def dicomdelete(self, query):

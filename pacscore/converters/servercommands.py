@@ -1,8 +1,8 @@
 """``servercommand(text)`` for converters and the web's Lua pages: a
 control command (``name:arguments``, as the control port runs it) run in
 the reactor while the script's worker thread waits; likewise
-``dicomquery`` and ``dicommove`` (see ``dicomrequests``) and
-``dicomdelete``.
+``dicomquery`` and ``dicommove`` (see ``dicomrequests``), ``dicomdelete``
+and ``sql``.
 
 The wait is limited (``LuaCommandTimeout`` seconds): the command is then
 cancelled and the script told why.  A waiting worker's pool gets a
@@ -23,6 +23,7 @@ import threading
 
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
+from pacscore.control.queries import writeStatement
 from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
 from pacscore.converters.dicomrequests import DicomRequestError
 from pacscore.workers import blockingCallWithin, standInWhileWaiting
@@ -79,6 +80,12 @@ class ServerCommands:
         if self.deleteMatching is None:
             raise ServerCommandError("dicomdelete: there is no archive to delete from here")
         return self._call("dicomdelete", self.deleteMatching, keys)
+
+    def sql(self, index, statement):
+        """In a worker thread: ``statement`` run by ``index``'s writer, as
+        the control command ``deleterecord`` runs its own (see
+        ``pacscore.control.queries``)."""
+        return self._call("sql", writeStatement, index, index.quoteNames(statement), statement)
 
     def _requests(self):
         if self.requests is None:

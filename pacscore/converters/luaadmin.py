@@ -23,12 +23,10 @@ settings: a sandboxed script is refused them, as the control commands
 that change something (``LuaAllowUnsafe = 1`` allows them).
 """
 
+from pacscore.config.dicomsql import TABLES
 from pacscore.converters.servercommands import ServerCommandError
 from pacscore.debuglog import memoryInUse
 from pacscore.dicom.identifiers import datasetKeys, tagName
-
-_LEVELS = ("patient", "study", "series", "image", "worklist")
-
 
 class LuaAdminError(ValueError):
     """A script used one of these functions wrongly, or was refused it."""
@@ -65,7 +63,7 @@ class AdminFunctions:
         deleted = self.newdicomarray()
         if not any(key.value for key in keys):
             return deleted, "dicomdelete: the query has no value to select images by"
-        indexed = self._indexedTags()
+        indexed = self.context.services.configuration.layout.indexedTags()
         unheld = [key for key in keys if key.value and key.tag not in indexed]
         if unheld:
             return deleted, f"dicomdelete: the index holds no {tagName(unheld[0].tag)}: the query would select more"
@@ -77,19 +75,13 @@ class AdminFunctions:
             return deleted, "dicomdelete: no stored object matches the query"
         return deleted
 
-    def _indexedTags(self):
-        """The tags of the index's patient, study, series and image columns."""
-        layout = self.context.services.configuration.layout
-        return {column.group << 16 | column.element
-                for level in _LEVELS[:4] for column in getattr(layout, level)}
-
     def get_sqldef(self, level, number):
         """Conquest's ``get_sqldef``: see the module docstring."""
         layout = getattr(self.context.services.configuration, "layout", None)
         if layout is None or not all(isinstance(n, (int, float)) for n in (level, number)) \
-                or not 0 <= level < len(_LEVELS):
+                or not 0 <= level < len(TABLES):
             return ()
-        columns = getattr(layout, _LEVELS[int(level)])
+        columns = getattr(layout, TABLES[int(level)])
         if not 0 <= number < len(columns):
             return ()
         column = columns[int(number)]

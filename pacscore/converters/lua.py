@@ -912,9 +912,9 @@ class LuaRuntime:
         byName = {}
         for key, value in conquest + (items if unsafe else publicItems(items)):
             if value is not None:
-                byName.setdefault(key.lower(), (key, value))
+                byName.setdefault(key.lower(), value)
         table = self.lua.table_from({})  # empty: every name read through __index, every one set through __newindex
-        lowered = self.lua.table_from({name: value for name, (_, value) in byName.items()})
+        lowered = self.lua.table_from(byName)
         # by Lua's C function: no instruction of the script's LuaMaxInstructions spent on it
         self._setmetatable(table, self.lua.table_from({"__index": self._caselessIndex, "lowered": lowered}))
         return table
@@ -923,7 +923,8 @@ class LuaRuntime:
         """Run a compiled chunk for ``api`` (a ``LuaApi``), sandboxed unless
         ``api.unsafe``, and give the script's first return value.  Errors,
         also those of the Python functions the script calls, raise
-        ``lupa.LuaError``."""
+        ``lupa.LuaError``.  The caller holds the runtime's ``turn()``, which
+        compiling the chunk takes too."""
         context = api.context
         # no object here (dgate --lua:, the [lua] scripts): an empty one, as Conquest's dummyddo
         handle = api.data = (api.newdicomobject() if context.dataset is None
@@ -939,14 +940,13 @@ class LuaRuntime:
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
                       "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal")}
-        with self.turn():
-            outer, self._api = self._api, api  # script('lua ...') runs one within another
-            outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
-            try:
-                return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
-                                    api.debuglog)
-            finally:
-                self._api, self._perThread.running = outer, outerRuntime
+        outer, self._api = self._api, api  # script('lua ...') runs one within another
+        outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
+        try:
+            return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
+                                api.debuglog)
+        finally:
+            self._api, self._perThread.running = outer, outerRuntime
 
     def charge(self, size):
         """Count ``size`` bytes the script running puts into a Python object
@@ -1245,7 +1245,7 @@ class _LuaCommandBase:
         runtime = LuaRuntime.forContext(context)
         api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini), printer)
         try:
-            with runtime.turn():  # compiling uses the runtime too
+            with runtime.turn():  # compiling uses the runtime too, and run expects it taken
                 result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:

@@ -28,7 +28,6 @@ from pydicom.uid import ExplicitVRBigEndian
 _SIGNED = {1: False, 2: False, 4: True}  # sample size in bytes: signed, as Conquest reads them
 _MODES = {"getpixel": "pixel", "setpixel": "pixel", "getrow": "row", "setrow": "row",
           "getcolumn": "column", "setcolumn": "column", "getimage": "image", "setimage": "image"}
-NAMES = tuple(_MODES)
 
 
 class Layout(NamedTuple):

@@ -156,12 +156,13 @@ class WorklistIntake:
             return self._reject(message, f"database not available ({failure.value}): not applied, "
                                          f"send it again later", APPLICATION_ERROR, retry=True, again=again)
         if isTransient(failure.value):
+            cause = databaseMessage(failure.value)
             if not again:
                 self.log.warn("HL7 {controlId}: the database failed: {error}", controlId=message.controlId,
-                              error=databaseMessage(failure.value))
+                              error=cause)
             return self._reject(message, f"worklist update failed ({failure.type.__name__}): "
                                          f"not applied, send it again later", APPLICATION_ERROR, retry=True,
-                                again=again, cause=databaseMessage(failure.value))
+                                again=again, cause=cause)
         self.log.failure("HL7 {controlId}: applying the orders failed", failure, controlId=message.controlId)
         return self._reject(message, f"worklist update failed ({failure.type.__name__}): not applied",
                             APPLICATION_ERROR)

@@ -65,8 +65,7 @@ from pacscore.filelimit import openFileLimit
 from pacscore.hl7.dropfolder import DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
-from pacscore.hl7 import mllp
-from pacscore.hl7.mllp import MLLPFactory
+from pacscore.hl7.mllp import DEFAULT_BUFFERED_MB, MLLPFactory
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import durabilityFor
@@ -552,9 +551,7 @@ class Archive:
         """The protocol factory of the HL7 MLLP service, with the limits
         of ``HL7MaxConnections``, ``HL7MaxConnectionsPerPeer`` and ``HL7MaxBufferedMB``."""
         ini = self.configuration.ini
-        limits = AssociationLimits.fromIni(ini, openFileLimit(), mllp.LIMIT_KEYS, mllp.FILE_SHARE, mllp.PER_PEER,
-                                           mllp.DEFAULT_TOTAL)
         return MLLPFactory(self.hl7Intake.handle, maxMessageSize=self.hl7MaxMessageSize,
                            idleTimeout=self.idleTimeout, clock=self.reactor, counters=self.counters,
-                           application=self.aeTitle, limits=limits,
-                           maxBuffered=ini.getint("HL7MaxBufferedMB", mllp.DEFAULT_BUFFERED_MB) << 20)
+                           application=self.aeTitle, limits=MLLPFactory.limitsFromIni(ini),
+                           maxBuffered=ini.getint("HL7MaxBufferedMB", DEFAULT_BUFFERED_MB) << 20)

@@ -30,14 +30,12 @@ from pacscore.archive import Archive, StartupError
 from pacscore.config.errors import ConfigError
 from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
-from pacscore.control import protocol as controlProtocol
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop, quitGracePeriod
 from pacscore.db.drivers import namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
-from pacscore.dicom.admission import AssociationLimits
-from pacscore.filelimit import openFileLimit, raiseFileLimit
+from pacscore.filelimit import raiseFileLimit
 from pacscore.logfiles import logFiles
 from pacscore.reactorclock import useMonotonicClock
 from pacscore.stopsignals import StopSignals
@@ -312,11 +310,8 @@ def serviceTree(options):
     archive.endpoints = [listener.description for listener in listeners] + ([control.endpoint] if control else [])
     if control is not None:
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod, signals)
-        limits = AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), controlProtocol.LIMIT_KEYS,
-                                           controlProtocol.FILE_SHARE, controlProtocol.PER_PEER,
-                                           controlProtocol.DEFAULT_TOTAL)
         archive.controlPort = ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
-                                             stopInOrder, limits=limits)
+                                             stopInOrder, limits=ControlFactory.limitsFromIni(archive.configuration.ini))
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", "ControlEndpoint", control.endpoint),
                          archive.controlPort).setServiceParent(served)

@@ -26,15 +26,11 @@ from twisted.protocols import basic, policies
 from pacscore.closing import closeWithin
 from pacscore.control.context import CommandError, ControlContext, notUTF8
 from pacscore.control.registry import CommandRegistry
-from pacscore.dicom.admission import AssociationLimits, LimitedFactory
+from pacscore.dicom.admission import LimitedFactory
 
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
 KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
 MAX_OUTPUT_LINE = 1 << 24  # bytes of an OUTPUT line's text, the most dgate reads: a longer one fails the command
-LIMIT_KEYS = ("ControlMaxConnections", "ControlMaxConnectionsPerPeer")
-FILE_SHARE = 16  # ControlMaxConnections is at most the open-file limit / FILE_SHARE
-DEFAULT_TOTAL = 100  # ControlMaxConnections
-PER_PEER = 0  # ControlMaxConnectionsPerPeer: none (dgate on the server's machine comes from one address)
 
 
 class BadRequest(Exception):
@@ -197,6 +193,10 @@ class ControlFactory(LimitedFactory, protocol.Factory):
 
     protocol = ControlProtocol
     refusal = b"ERROR too many connections to the control port, try again later\r\n"
+    limitKeys = ("ControlMaxConnections", "ControlMaxConnectionsPerPeer")
+    fileShare = 16  # ControlMaxConnections is at most the open-file limit / fileShare
+    defaultTotal = 100  # ControlMaxConnections
+    perPeer = 0  # ControlMaxConnectionsPerPeer: none (dgate on the server's machine comes from one address)
     noisy = False
     idleTimeout = 30
     log = Logger()
@@ -210,7 +210,7 @@ class ControlFactory(LimitedFactory, protocol.Factory):
         self.requireSecret = requireSecret
         self.quit = quit
         self.commands = commands if commands is not None else CommandRegistry()
-        self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
+        self.limits = self.limitsOrNone(limits)
 
     def authorized(self, given):
         """Whether ``given`` (the AUTH line's secret, or None) lets a request in."""

@@ -15,6 +15,8 @@ from collections import Counter
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from pacscore.filelimit import openFileLimit
+
 DEFAULT_TOTAL = 1000
 DEFAULT_PER_PEER = 64
 KEYS = ("MaxAssociations", "MaxAssociationsPerPeer")
@@ -91,6 +93,20 @@ class LimitedFactory:
     ``opened`` and ``closed`` with their transport."""
 
     refusal = b""
+    limitKeys = KEYS            # the dicom.ini keys of the limits (total, per peer)
+    fileShare = 2               # the total is at most the open-file limit / fileShare
+    perPeer = DEFAULT_PER_PEER  # the limit per peer without its key
+    defaultTotal = DEFAULT_TOTAL  # the total without its key
+
+    @classmethod
+    def limitsFromIni(cls, ini):
+        """The AssociationLimits dicom.ini ``ini`` sets for this factory's connections."""
+        return AssociationLimits.fromIni(ini, openFileLimit(), cls.limitKeys, cls.fileShare, cls.perPeer,
+                                         cls.defaultTotal)
+
+    def limitsOrNone(self, limits):
+        """``limits``, or when None no limits (under this factory's keys)."""
+        return limits if limits is not None else AssociationLimits(keys=self.limitKeys)
 
     def buildProtocol(self, addr):
         if not self.limits.admits(getattr(addr, "host", None)):

@@ -36,7 +36,7 @@ from twisted.protocols import policies
 from zope.interface import implementer
 
 from pacscore.closing import closeWithin, unsent
-from pacscore.dicom.admission import AssociationLimits, LimitedFactory
+from pacscore.dicom.admission import LimitedFactory
 from pacscore.hl7 import message
 from pacscore.tls import warnOfTLSFailure
 
@@ -49,10 +49,6 @@ OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
 
 PAUSE_QUEUE_LENGTH = 16   # messages waiting for the handler before we stop reading
 SALVAGE_BYTES = 65536     # what a refused frame keeps to answer it (its MSH)
-LIMIT_KEYS = ("HL7MaxConnections", "HL7MaxConnectionsPerPeer")
-FILE_SHARE = 16           # HL7MaxConnections is at most the open-file limit / FILE_SHARE
-DEFAULT_TOTAL = 200       # HL7MaxConnections
-PER_PEER = 32             # HL7MaxConnectionsPerPeer
 DEFAULT_BUFFERED_MB = 64  # HL7MaxBufferedMB
 
 
@@ -353,6 +349,10 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
 
     protocol = MLLPProtocol
     noisy = False
+    limitKeys = ("HL7MaxConnections", "HL7MaxConnectionsPerPeer")
+    fileShare = 16      # HL7MaxConnections is at most the open-file limit / fileShare
+    defaultTotal = 200  # HL7MaxConnections
+    perPeer = 32        # HL7MaxConnectionsPerPeer
     log = Logger()
 
     def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None, counters=None,
@@ -365,7 +365,7 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
         self.maxBuffered = max(maxBuffered, maxMessageSize) if maxBuffered > 0 else math.inf
         self.buffered = 0            # bytes of all connections' unfinished frames
         self._bufferFullLogged = False
-        self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
+        self.limits = self.limitsOrNone(limits)
         self.idleTimeout = idleTimeout
         self.clock = clock
         self.counters = counters if counters is not None else {}

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.web import server, util
 
 from pacscore.config.errors import ConfigError
-from pacscore.dicom.admission import AssociationLimits, LimitedFactory
+from pacscore.dicom.admission import LimitedFactory
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
@@ -43,7 +43,6 @@ from pacscore.web.hostnames import HostNames, Misdirected
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
 from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
-from pacscore.filelimit import openFileLimit
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.requestbodies import CountedRequest, admittedBody, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
@@ -56,9 +55,6 @@ REQUEST_MODES = {**images.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"
-LIMIT_KEYS = ("WebMaxConnections", "WebMaxConnectionsPerPeer")
-FILE_SHARE = 4  # WebMaxConnections is at most the open-file limit / FILE_SHARE
-PER_PEER = 0  # WebMaxConnectionsPerPeer: none, as Apache (behind a reverse proxy or NAT all browsers share an address)
 
 log = Logger()
 
@@ -115,6 +111,9 @@ class PacsSite(LimitedFactory, server.Site):
     protocol = PacsChannel
     refusal = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %s\r\nContent-Length: 0\r\n"
                b"Connection: close\r\n\r\n" % RETRY_AFTER.encode())  # a connection over the limits
+    limitKeys = ("WebMaxConnections", "WebMaxConnectionsPerPeer")
+    fileShare = 4  # WebMaxConnections is at most the open-file limit / fileShare
+    perPeer = 0  # WebMaxConnectionsPerPeer: none, as Apache (behind a reverse proxy or NAT all browsers share an address)
 
     def __init__(self, root, origins, hosts, configuration, guard=None, uploads=0, limits=None, **kwargs):
         super().__init__(root, requestFactory=CountedRequest, **kwargs)
@@ -123,7 +122,7 @@ class PacsSite(LimitedFactory, server.Site):
         self.configuration = configuration
         self.guard = guard
         self.uploads = uploads
-        self.limits = limits if limits is not None else AssociationLimits(keys=LIMIT_KEYS)
+        self.limits = self.limitsOrNone(limits)
 
     def connectionOpened(self, channel):
         self.opened(channel.transport)
@@ -171,8 +170,7 @@ def webSite(archive):
     hosts = HostNames.fromIni(archive.configuration) if guardedRoot is root else None  # a login stops rebinding
     site = PacsSite(guardedRoot, AllowedOrigins.fromIni(archive.configuration), hosts, archive.configuration,
                     guard=None if guardedRoot is root else guardedRoot, uploads=uploadLimit(archive.configuration.ini),
-                    limits=AssociationLimits.fromIni(archive.configuration.ini, openFileLimit(), LIMIT_KEYS, FILE_SHARE,
-                                                    PER_PEER),
+                    limits=PacsSite.limitsFromIni(archive.configuration.ini),
                     timeout=archive.idleTimeout, logFormatter=accessLogLine,
                     parsePOSTFormSubmission=False)  # pacscore.web.forms reads forms
     site.displayTracebacks = False

@@ -41,7 +41,6 @@ from pacscore.db.query import IndexQuery
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.dicom import commands
-from pacscore.dicom.admission import AssociationLimits
 from pacscore.dicom.commitment import MAXIMUM_AGE, STORAGE_COMMITMENT, CommitmentService, PendingCommitments
 from pacscore.dicom.mpps import MPPS, MppsService, StepTable
 from pacscore.dicom.mppsforward import MppsForwarder, WaitingForwards
@@ -61,7 +60,6 @@ from pacscore.export.actions import LocalActions
 from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.queue import ExportQueue
 from pacscore.export.runner import ExportService
-from pacscore.filelimit import openFileLimit
 from pacscore.hl7.dropfolder import DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
@@ -539,7 +537,7 @@ class Archive:
             dimseTimeout=self.idleTimeout,  # a C-GET's C-STOREs to the requestor
             counters=self.counters,
             **self.luaEvents.associationHooks(),
-            limits=AssociationLimits.fromIni(self.configuration.ini, openFileLimit()))
+            limits=DicomServerFactory.limitsFromIni(self.configuration.ini))
         return self.dicomServerFactory
 
     def refreshAcceptorPolicy(self):

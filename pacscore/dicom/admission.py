@@ -5,8 +5,9 @@ uses (each held until ARTIM expires) could use up the server's open files,
 and then nobody could associate or use the web interface.  A connection
 over either limit is closed as soon as it is accepted, with a log line:
 one for each address until a connection ends, so that a flood of
-connections is no flood of log lines; on the DICOM service it is first
-answered with an A-ASSOCIATE-RJ, its A-ASSOCIATE-RQ left unread.  The web
+connections is no flood of log lines; it is first answered (on the DICOM
+service with an A-ASSOCIATE-RJ, its A-ASSOCIATE-RQ left unread) and its
+close bounded (``pacscore.closing``).  The web
 interface, the HL7 listener and the control port count their connections so
 too, against keys of their own (``LimitedFactory``)."""
 
@@ -15,6 +16,7 @@ from collections import Counter
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from pacscore.closing import closeWithin
 from pacscore.filelimit import openFileLimit
 
 DEFAULT_TOTAL = 1000
@@ -75,22 +77,32 @@ class AssociationLimits:
 
 
 class Refused(protocol.Protocol):
-    """A connection over the limits: sent ``answer`` (bytes) and closed at once."""
+    """A connection over the limits: sent ``answer`` (bytes), its own bytes
+    left unread, and closed: at once on TCP, within ``CLOSE_BOUND`` s of
+    ``clock`` on TLS (a TLS close waits for the peer's close_notify)."""
 
-    def __init__(self, answer=b""):
+    def __init__(self, answer, clock):
         self.answer = answer
+        self.clock = clock
+        self._closing = None
 
     def connectionMade(self):
         if self.answer:
             self.transport.write(self.answer)
-        self.transport.loseConnection()
+        self._closing = closeWithin(self.transport, self.clock)
+
+    def connectionLost(self, reason):
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
 
 
 class LimitedFactory:
     """A protocol factory mixin (before the factory class) holding at most
     ``limits`` (an AssociationLimits) connections: one over them gets
-    ``refusal`` and is closed (``Refused``); the factory's protocols call
-    ``opened`` and ``closed`` with their transport."""
+    ``refusal`` and is closed (``Refused``, on the factory's ``clock``, or
+    its ``reactor`` where it has no clock); the factory's protocols call
+    ``opened`` and ``closed`` with their transport.  ``buildProtocol`` never
+    gives None, which a TLS endpoint's wrapping factory would wrap."""
 
     refusal = b""
     limitKeys = KEYS            # the dicom.ini keys of the limits (total, per peer)
@@ -110,7 +122,7 @@ class LimitedFactory:
 
     def buildProtocol(self, addr):
         if not self.limits.admits(getattr(addr, "host", None)):
-            return Refused(self.refusal)
+            return Refused(self.refusal, getattr(self, "clock", None) or self.reactor)
         return super().buildProtocol(addr)
 
     def opened(self, transport):

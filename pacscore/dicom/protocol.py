@@ -29,7 +29,7 @@ from zope.interface import implementer
 from pacscore.closing import closeWithin
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
-from pacscore.dicom.admission import AssociationLimits
+from pacscore.dicom.admission import LimitedFactory
 from pacscore.dicom.negotiation import (
     PRESENTATION_LOCAL_LIMIT, REJECTED_TRANSIENT, SOURCE_PRESENTATION, AssociationRejected, negotiate)
 from pacscore.dicom.routing import refuse
@@ -861,34 +861,16 @@ class DicomFactory(Factory):
         self.counters["associationsActive"] = len(self.active)
 
 
-class _Refused(Protocol):
-    """A connection over the limits of associations: answered with an
-    A-ASSOCIATE-RJ as DCMTK does (rejected transient, local limit exceeded,
-    PS3.8 9.3.4: a requestor retries later, where a reset looks like a
-    crash) and closed, its A-ASSOCIATE-RQ left unread: at once on TCP,
-    within ``CLOSE_BOUND`` s on TLS."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self._closing = None
-
-    def connectionMade(self):
-        self.transport.write(LIMIT_REJECTION)
-        self._closing = closeWithin(self.transport, self.clock)
-
-    def connectionLost(self, reason):
-        if self._closing is not None and self._closing.active():
-            self._closing.cancel()
-
-
+# A connection over the limits of associations is answered with an A-ASSOCIATE-RJ as DCMTK does (rejected
+# transient, local limit exceeded, PS3.8 9.3.4: a requestor retries later, where a reset looks like a crash).
 LIMIT_REJECTION = AssociationRejected(
     "over the association limits", REJECTED_TRANSIENT, SOURCE_PRESENTATION, PRESENTATION_LOCAL_LIMIT).pdu
 
 
-class DicomServerFactory(DicomFactory):
+class DicomServerFactory(LimitedFactory, DicomFactory):
     """Accepts associations for one AE, as ``policy`` says, and no more
     connections at once than ``limits`` (an AssociationLimits; None: any
-    number) allow.  Its hooks (each None or a callable) hear of an
+    number) allow (one over them is answered ``LIMIT_REJECTION``).  Its hooks (each None or a callable) hear of an
     association's events, each given the protocol's ``session`` as well:
     ``onAccepted(callingAE, calledAE)`` of each one
     accepted; ``onCommand(callingAE, calledAE, command)`` of each request,
@@ -900,6 +882,7 @@ class DicomServerFactory(DicomFactory):
     a request, which aborted it)."""
 
     protocol = DicomServerProtocol
+    refusal = LIMIT_REJECTION
 
     def __init__(self, policy, services, sinks, clock, idleTimeout=300, artimTimeout=30, counters=None,
                  dimseTimeout=None, onAccepted=None, onCommand=None, onClientError=None, onEnded=None,
@@ -911,15 +894,7 @@ class DicomServerFactory(DicomFactory):
         self.onCommand = onCommand
         self.onClientError = onClientError
         self.onEnded = onEnded
-        self.limits = limits if limits is not None else AssociationLimits()
-
-    def buildProtocol(self, addr):
-        """A protocol for the connection from ``addr``; over the limits, a
-        ``_Refused`` that answers an A-ASSOCIATE-RJ and closes it (not
-        None, which a TLS endpoint's wrapping factory would wrap)."""
-        if not self.limits.admits(getattr(addr, "host", None)):
-            return _Refused(self.clock)
-        return super().buildProtocol(addr)
+        self.limits = self.limitsOrNone(limits)
 
     def associationOpened(self, protocol):
         super().associationOpened(protocol)

@@ -415,6 +415,23 @@ class MLLPLimitTests(unittest.TestCase):
             connection.connectionLost(connectionDone)
         self.assertEqual(self.factory.limits.open, 0)
 
+    def test_aRefusedConnectionIsCutWithinABound(self):
+        """A connection over the limits whose close never completes (over
+        TLS, a peer that never answers close_notify) is cut CLOSE_BOUND s
+        later, and one that closes in time is left alone."""
+        self.factory.limits = AssociationLimits(1, 0, self.factory.limitKeys)
+        self.open("192.0.2.7")
+        refused, transport = self.open("192.0.2.8")
+        aborted = []
+        transport.abortConnection = lambda: aborted.append(True)
+        self.assertTrue(transport.disconnecting)
+        self.clock.advance(CLOSE_BOUND)
+        self.assertEqual(aborted, [True])
+        held = self.clock.getDelayedCalls()
+        refused, transport = self.open("192.0.2.9")
+        refused.connectionLost(connectionDone)
+        self.assertEqual(self.clock.getDelayedCalls(), held)
+
     def test_bytesBufferedAcrossConnections(self):
         """A frame that would take the unfinished frames of all connections
         past the limit gets an AR (send it again later) and its connection

@@ -423,18 +423,20 @@ class ConnectionLimitTests(SiteConnections):
 
     ini = {"WebMaxConnections": "3", "WebMaxConnectionsPerPeer": "2"}
 
-    def assertUnavailable(self, transport):
+    def assertUnavailable(self, connection):
+        protocol, transport = connection
         self.assertEqual(transport.value(), b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
                                             b"Content-Length: 0\r\nConnection: close\r\n\r\n")
         self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(connectionDone)  # the close done: its bound is cancelled
 
     def test_limits(self):
         with capturedLogs() as events:
             first = [self.open("192.0.2.7") for _ in range(2)]
-            self.assertUnavailable(self.open("192.0.2.7")[1])
-            self.assertUnavailable(self.open("192.0.2.7")[1])  # logged once
+            self.assertUnavailable(self.open("192.0.2.7"))
+            self.assertUnavailable(self.open("192.0.2.7"))  # logged once
             other, _ = self.open("192.0.2.8")
-            self.assertUnavailable(self.open("192.0.2.9")[1])
+            self.assertUnavailable(self.open("192.0.2.9"))
         lines = [formatEvent(event) for event in events]
         self.assertEqual([line for line in lines if "closed at once" in line], [
             "192.0.2.7: connection closed at once: it has 2 connections open (WebMaxConnectionsPerPeer 2); "

@@ -13,6 +13,9 @@ DAMAGED = {"sqlite": (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)}
 # A full disk or table: SQLite's "database or disk is full", PostgreSQL's disk_full, MySQL's ER_DISK_FULL and
 # ER_RECORD_FILE_FULL ("The table ... is full").
 DISK_FULL = {"sqlite": (sqlite3.SQLITE_FULL,), "postgresql": ("53100",), "mysql": (1021, 1114)}
+# A database that does not exist on its server: PostgreSQL's invalid_catalog_name, MySQL's ER_BAD_DB_ERROR
+# ("Unknown database").
+NO_DATABASE = {"postgresql": ("3D000",), "mysql": (1049,)}
 # Failures that may pass (``isTransient``): SQLite busy, locked, full, I/O error, cannot open; PostgreSQL's
 # classes connection exception, invalid transaction state (a read-only database: a standby, maintenance),
 # transaction rollback (deadlock, serialization), insufficient resources (disk full, out of memory, too many

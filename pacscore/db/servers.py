@@ -31,13 +31,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pacscore.db.drivers import namesNoDatabase, redacted
+from pacscore.db.errors import NO_DATABASE, hasCode
 from pacscore.db.writer import DEFAULT_TIMEOUT
 
 KEEPALIVE_PROBES = 3
-# PostgreSQL's SQLSTATE invalid_catalog_name: psycopg has no SQLSTATE for an error
-# while connecting, only the server's message
-POSTGRESQL_NO_DATABASE = ("3D000", re.compile(r'database ".*" does not exist'))
-MYSQL_NO_DATABASE = 1049  # ER_BAD_DB_ERROR, "Unknown database"
+# libpq's message of a database that does not exist: psycopg has no SQLSTATE for an error while connecting
+NO_DATABASE_MESSAGE = re.compile(r'database ".*" does not exist')
 
 
 def keepaliveInterval(timeout):
@@ -88,12 +87,9 @@ class DatabaseServerDriver:
 
     def missingDatabase(self, error, url):
         """The advice for a SQLAlchemy ``error`` (from connecting to ``url``)
-        that says its database does not exist (PostgreSQL's SQLSTATE 3D000,
-        MySQL's error 1049), else None."""
-        orig = getattr(error, "orig", None)
-        sqlstate, message = POSTGRESQL_NO_DATABASE
-        if not (getattr(orig, "sqlstate", None) == sqlstate or message.search(str(orig))
-                or getattr(orig, "args", (None,))[:1] == (MYSQL_NO_DATABASE,)):
+        that says its database does not exist (``NO_DATABASE``, or libpq's
+        message), else None."""
+        if not (hasCode(error, NO_DATABASE) or NO_DATABASE_MESSAGE.search(str(getattr(error, "orig", None)))):
             return None
         return (f"the database {url.database} does not exist on the {self.label} server: create it "
                 f"({self.createCommand.format(database=url.database)}), or correct SQLServer in dicom.ini (or --db)")

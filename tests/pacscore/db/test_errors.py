@@ -10,6 +10,7 @@ from sqlalchemy.exc import (DataError, IntegrityError, InterfaceError, InternalE
 from twisted.trial import unittest
 
 from pacscore.db.errors import IndexTimeout, isTransient
+from pacscore.db.servers import DatabaseServerDriver
 
 
 def sqliteError(message, code, kind=OperationalError):
@@ -75,3 +76,26 @@ class TransientTests(unittest.TestCase):
                       postgresqlError("42P01", ProgrammingError), postgresqlError("22021", DataError),
                       OperationalError("SELECT 1", {}, pymysql.err.OperationalError(1054, "Unknown column"))):
             self.assertFalse(isTransient(error), repr(error))
+
+
+class MissingDatabaseTests(unittest.TestCase):
+    """DatabaseServerDriver.missingDatabase: which failures to connect say
+    that the database does not exist on its server."""
+
+    def missing(self, error):
+        driver = DatabaseServerDriver()
+        driver.label, driver.createCommand = "test", "createdb {database}"
+        return driver.missingDatabase(error, create_engine("postgresql://pacs@db/conquest").url)
+
+    def test_aDatabaseThatDoesNotExist(self):
+        for error in (postgresqlError("3D000"),
+                      OperationalError("connect", {}, psycopg.OperationalError(
+                          'connection failed: FATAL:  database "conquest" does not exist')),
+                      OperationalError("connect", {}, pymysql.err.OperationalError(1049, "Unknown database"))):
+            self.assertEqual(self.missing(error), "the database conquest does not exist on the test server: create "
+                             "it (createdb conquest), or correct SQLServer in dicom.ini (or --db)")
+
+    def test_otherFailures(self):
+        for error in (postgresqlError("08006"), sqliteError("database is locked", sqlite3.SQLITE_BUSY),
+                      OperationalError("connect", {}, pymysql.err.OperationalError(2003, "Can't connect"))):
+            self.assertIsNone(self.missing(error))

@@ -70,12 +70,6 @@ STEP_STATUSES = {"IP": STARTED, "CM": COMPLETED}  # order status (ORC-5) of an S
 FINISHED = frozenset((COMPLETED, DISCONTINUED))  # step statuses an SC never moves an item off
 
 
-def isUnfinished(status):
-    """Whether an SC may change an item of Scheduled Procedure Step Status
-    ``status``: not a COMPLETED or DISCONTINUED one."""
-    return status not in FINISHED
-
-
 class Marked(NamedTuple):
     """What ``markPerformed`` did: the accession numbers of the items it
     ``changed``, and ``{accession number: status}`` of those it ``kept``."""
@@ -96,7 +90,8 @@ class OrderRefused(Exception):
 class Applied(NamedTuple):
     """What applying one order did: ``action`` is inserted, updated,
     replaced, deleted, absent (a cancel or status change of nothing),
-    ``marked STATUS`` or ``unchanged (ORC-5 ...)`` (a status change)."""
+    ``marked STATUS``, ``kept STATUS (ORC-5 ...)`` or ``unchanged (ORC-5
+    ...)`` (a status change)."""
 
     control: str
     accessionNumber: str
@@ -227,9 +222,10 @@ class WorklistItems:
         status = STEP_STATUSES.get(order.orderStatus)
         if status is None or self.statusColumn is None:
             return Applied(order.control, accession, f"unchanged (ORC-5 {order.orderStatus!r})")
-        marked = self.markPerformed(connection, [accession], status, isUnfinished)
-        if marked.kept:
-            return Applied(order.control, accession, f"kept {marked.kept[accession]} (ORC-5 {order.orderStatus!r})")
+        current = existing[1]
+        if current in FINISHED:  # an SC never moves an item off COMPLETED or DISCONTINUED
+            return Applied(order.control, accession, f"kept {current} (ORC-5 {order.orderStatus!r})")
+        connection.execute(update(self.table).where(matching).values({self.statusColumn: status}))
         return Applied(order.control, accession, f"marked {status}")
 
     def markPerformed(self, connection, accessions, status, changeable=None, keep=()):

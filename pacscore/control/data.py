@@ -43,7 +43,7 @@ from pacscore.dicom.textbytes import decodeValues
 from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
-from pacscore.hl7.dropfolder import applyMessages, readMessages
+from pacscore.hl7.dropfolder import applyMessages, outcomeLines, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
@@ -321,8 +321,7 @@ class LoadHL7(AsyncControlCommand):
         outcomes = await applyMessages(archive.hl7Intake, messages)
         if not outcomes:
             raise CommandError(f"no HL7 message (no MSH segment) in {path}")
-        lines = [f"message {number}: {outcome.code} {outcome.text}"
-                 for number, outcome in enumerate(outcomes, 1)]
+        lines = outcomeLines(outcomes)
         if outcomes[-1].retry:
             raise CommandError(f"{lines[-1]}; {_notApplied(path, len(outcomes), len(messages))}")
         refused = [line for line, outcome in zip(lines, outcomes) if outcome.code != "AA"]

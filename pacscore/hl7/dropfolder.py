@@ -167,8 +167,7 @@ class DropFolder:
         if held is None or held.identity != identity:
             held = HeldFile(identity, 0, None, ())
         outcomes = yield applyMessages(self.intake, messages[held.start:], again=held.reason is not None)
-        refused = held.refused + tuple(f"message {number}: {o.code} {o.text}"
-                                       for number, o in enumerate(outcomes, held.start + 1)
+        refused = held.refused + tuple(line for line, o in zip(outcomeLines(outcomes, held.start + 1), outcomes)
                                        if o.code != "AA" and not o.retry)
         if outcomes and outcomes[-1].retry:
             self._hold(name, held, outcomes, refused)
@@ -227,6 +226,12 @@ def applyMessages(intake, messages, again=False):
         if outcome.retry:
             break
     return outcomes
+
+
+def outcomeLines(outcomes, first=1):
+    """``message N: CODE text`` of each Outcome of ``outcomes``, numbered
+    from ``first``."""
+    return [f"message {number}: {outcome.code} {outcome.text}" for number, outcome in enumerate(outcomes, first)]
 
 
 def _readData(file):

@@ -79,8 +79,9 @@ class DropFolder:
     @defer.inlineCallbacks
     def scan(self):
         """Apply the settled files of the folder, oldest first, up to the
-        first one held back (still changing or waiting for its last
-        segment's end): newer files wait with it, so that they run after it.
+        first one held back (still changing, waiting for its last segment's
+        end, or held by a failure that may pass): newer files wait with it,
+        so that they run after it.
         Fires when done and never fails (a TimerService would stop calling
         it)."""
         try:

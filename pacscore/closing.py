@@ -20,15 +20,20 @@ def _tcpTransport(transport):
     return transport
 
 
+def _inBuffer(tcp):
+    """Bytes in the write buffer of Twisted's TCP transport ``tcp``; None
+    where that is not known."""
+    try:
+        return len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen
+    except AttributeError:
+        return None
+
+
 def buffered(transport):
     """Bytes written to ``transport`` still in the write buffer of Twisted's
     TCP transport (not yet handed to the socket); None where that is not
     known."""
-    transport = _tcpTransport(transport)
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except AttributeError:
-        return None
+    return _inBuffer(_tcpTransport(transport))
 
 
 def unsent(transport):
@@ -38,10 +43,10 @@ def unsent(transport):
     not known.  Twisted resumes its producer only once the buffer is empty,
     and the socket takes more of it only once half its queue is free: this
     tells a peer reading slowly from one reading nothing."""
-    inBuffer = buffered(transport)
+    tcp = _tcpTransport(transport)
+    inBuffer = _inBuffer(tcp)
     try:
-        queued, = struct.unpack("i", fcntl.ioctl(_tcpTransport(transport).getHandle().fileno(), termios.TIOCOUTQ,
-                                                 b"\0" * 4))
+        queued, = struct.unpack("i", fcntl.ioctl(tcp.getHandle().fileno(), termios.TIOCOUTQ, b"\0" * 4))
     except (AttributeError, OSError):
         return None
     return None if inBuffer is None else inBuffer + queued

@@ -53,11 +53,11 @@ def hasCode(error, table):
     original = error.orig
     if hasattr(original, "sqlite_errorcode"):
         return original.sqlite_errorcode & 0xFF in table.get("sqlite", ())
+    code = original.args[0] if original.args else None
+    if isinstance(code, int):  # MySQL's drivers: (code, message), PyMySQL with a SQLSTATE of MySQL's own too
+        return code in table.get("mysql", ())
     sqlstate = getattr(original, "sqlstate", None)
-    if sqlstate:
-        return sqlstate in table.get("postgresql", ()) or sqlstate[:2] in table.get("postgresql", ())
-    code = original.args[0] if original.args else None  # MySQL's drivers: (code, message)
-    return code in table.get("mysql", ())
+    return bool(sqlstate) and (sqlstate in table.get("postgresql", ()) or sqlstate[:2] in table.get("postgresql", ()))
 
 
 def isDamaged(error):

@@ -9,7 +9,7 @@ from sqlalchemy.exc import (DataError, IntegrityError, InterfaceError, InternalE
                             ProgrammingError)
 from twisted.trial import unittest
 
-from pacscore.db.errors import IndexTimeout, isTransient
+from pacscore.db.errors import DISK_FULL, IndexTimeout, hasCode, isTransient
 from pacscore.db.servers import DatabaseServerDriver
 
 
@@ -65,6 +65,19 @@ class TransientTests(unittest.TestCase):
                       OperationalError("INSERT", {}, pymysql.err.OperationalError(1792, "READ ONLY transaction"))):
             self.assertTrue(isTransient(error), repr(error))
 
+    def test_aMySQLServersErrorWithItsSQLSTATE(self):
+        """PyMySQL gives a server's error the SQLSTATE of its error packet
+        too (MySQL's own, HY000 for most): the error number is what tells
+        it, not that SQLSTATE read as PostgreSQL's."""
+        def mysqlError(code, sqlstate, message, kind=pymysql.err.OperationalError):
+            return OperationalError("INSERT", {}, kind(code, message, sqlstate=sqlstate))
+        for error in (mysqlError(1205, "HY000", "Lock wait timeout"),
+                      mysqlError(1290, "HY000", "--read-only option", pymysql.err.InternalError),
+                      mysqlError(1040, "08004", "Too many connections")):
+            self.assertTrue(isTransient(error), repr(error))
+        self.assertFalse(isTransient(mysqlError(1406, "22001", "Data too long", pymysql.err.DataError)))
+        self.assertTrue(hasCode(mysqlError(1114, "HY000", "The table is full"), DISK_FULL))
+
     def test_failuresOfTheDataOrOfOurs(self):
         """What fails the same way every time is not transient: the data
         (an encoding, a value too long, a duplicate key) or a bug."""
@@ -91,7 +104,8 @@ class MissingDatabaseTests(unittest.TestCase):
         for error in (postgresqlError("3D000"),
                       OperationalError("connect", {}, psycopg.OperationalError(
                           'connection failed: FATAL:  database "conquest" does not exist')),
-                      OperationalError("connect", {}, pymysql.err.OperationalError(1049, "Unknown database"))):
+                      OperationalError("connect", {}, pymysql.err.OperationalError(1049, "Unknown database",
+                                                                           sqlstate="42000"))):
             self.assertEqual(self.missing(error), "the database conquest does not exist on the test server: create "
                              "it (createdb conquest), or correct SQLServer in dicom.ini (or --db)")
 

@@ -26,6 +26,10 @@ from tests.interop.test_dicomweb import viewerFromElsewhere
 from tests.interop.test_web import CT, httpGet, startWithSamples
 from tests.pacscore.web.test_logins import htpasswd
 
+# /proc/net/tcp's states of sockets that are no connection held (as ss leaves them out):
+# SYN_RECV, TIME_WAIT, CLOSE, LISTEN
+NOT_HELD = {"03", "06", "07", "0A"}
+
 USER, PASSWORD = "alice", "s\u00e9cret wonder"
 READER, READER_PASSWORD = "bob", "builder"
 
@@ -215,9 +219,12 @@ class EarlyRefusalTests(unittest.TestCase):
         return answer, time.monotonic() - started
 
     def serverConnections(self, scheme):
-        port = self.servers[scheme].webPort
-        return subprocess.run(["ss", "-Htn", f"( sport = :{port} )"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        """The connections the server holds on its web port, from
+        /proc/net/tcp (as ``ss -tn``): their local address and state."""
+        port = f"{self.servers[scheme].webPort:04X}"
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        return [(row[1], row[3]) for row in rows if row[1].endswith(":" + port) and row[3] not in NOT_HELD]
 
     def assertAnsweredAndClosed(self, scheme, user, password, code, message):
         answer, seconds = self.stow(scheme, user, password)

@@ -2,6 +2,8 @@
 connections at once, in all and from one address, over real sockets."""
 
 from twisted.internet import defer, endpoints, protocol, reactor, ssl, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
@@ -15,6 +17,16 @@ from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.certificates import Authority
 from tests.pacscore.dicom.requests import IMPLICIT, VERIFICATION, associateRQ
+
+
+def connectFrom(factory, host):
+    """A connection of ``factory`` from ``host`` over a StringTransport:
+    the protocol (a refusal's, past the limits) and its transport."""
+    address = IPv4Address("TCP", host, 40000)
+    connection = factory.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    connection.makeConnection(transport)
+    return connection, transport
 
 
 class Held(protocol.Protocol):

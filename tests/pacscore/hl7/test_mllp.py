@@ -11,6 +11,7 @@ from pacscore.closing import CLOSE_BOUND
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.hl7.message import ack, parseMessage
 from pacscore.hl7.mllp import MLLPFactory, frame
+from tests.pacscore.dicom.test_admission import connectFrom
 
 
 def hl7(controlId):
@@ -386,11 +387,8 @@ class MLLPLimitTests(unittest.TestCase):
                                    limits=AssociationLimits(3, 2, ("HL7MaxConnections", "HL7MaxConnectionsPerPeer")))
 
     def open(self, host):
-        address = IPv4Address("TCP", host, 40000)
-        protocol = self.factory.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        """A connection from ``host``: the protocol and its transport."""
+        return connectFrom(self.factory, host)
 
     def test_connectionLimits(self):
         with capturedLogs() as events:

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from pacscore.web.requestbodies import FORM_BODY, CountedRequest
 from pacscore.web.site import webSite
+from tests.pacscore.dicom.test_admission import connectFrom
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.test_logins import basic, htpasswd
 
@@ -108,11 +109,7 @@ class SiteConnections(unittest.TestCase):
 
     def open(self, host):
         """A connection from ``host``: the protocol and its transport."""
-        address = IPv4Address("TCP", host, 40000)
-        protocol = self.site.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return connectFrom(self.site, host)
 
     def send(self, *chunks):
         """What the site answers to ``chunks``, whether it closed the connection,

@@ -7,7 +7,8 @@ A form's fields join the query's in ``request.args`` (a form field replaces
 a query parameter of its name, as twisted.web does); uploaded files stay
 in the request's body file (twisted.web keeps large bodies in a temporary
 file), each an ``Upload`` in ``request.uploads``, so that an upload is
-never held in memory."""
+never held in memory.  A multipart form of more than ``DICOMwebMaxParts``
+parts is refused whole (413), as a STOW-RS body is."""
 
 import collections
 from typing import NamedTuple
@@ -15,7 +16,8 @@ from typing import NamedTuple
 from twisted.web.http import parse_qs
 
 from pacscore.web.answers import WebError
-from pacscore.web.dicomweb.multipart import PartFile, mediaType, splitParts
+from pacscore.web.dicomweb.multipart import PartFile, TooManyParts, mediaType, splitParts
+from pacscore.web.dicomweb.store import maxParts
 
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
@@ -34,10 +36,11 @@ class Upload(NamedTuple):
         return self.file.end - self.file.start
 
 
-def readForm(body, contentType):
+def readForm(body, contentType, most=0):
     """In the I/O pool: ``(fields, uploads)`` (``{bytes: [bytes]}``,
     ``{bytes: [Upload]}``) of the form in the open file ``body``; ValueError
-    when it is malformed or its fields are too large."""
+    when it is malformed or its fields are too large, TooManyParts when it
+    has more than ``most`` parts (0: any number)."""
     media = mediaType(contentType)
     if media.name == URLENCODED:
         body.seek(0)
@@ -49,7 +52,7 @@ def readForm(body, contentType):
     if not boundary:
         raise ValueError("a multipart/form-data body without a boundary")
     fields, uploads, size = collections.defaultdict(list), collections.defaultdict(list), 0
-    for part in splitParts(body, boundary):
+    for part in splitParts(body, boundary, most):
         disposition = mediaType(part.headers.get("content-disposition", ""))
         name = disposition.get("name").encode("latin-1")
         if disposition.name != "form-data" or not name:
@@ -68,14 +71,18 @@ def readForm(body, contentType):
 
 async def readPostedForm(archive, request):
     """Add the fields of a POSTed form to ``request.args`` and set
-    ``request.uploads`` (empty for anything else); a malformed form is a 400."""
+    ``request.uploads`` (empty for anything else); a malformed form is a
+    400, one of more than ``DICOMwebMaxParts`` parts a 413."""
     request.uploads = {}
     contentType = (request.getHeader(b"content-type") or b"").decode("latin-1")
     if request.method != b"POST" or request.content is None or mediaType(contentType).name not in (URLENCODED,
                                                                                                    MULTIPART):
         return
     try:
-        fields, request.uploads = await archive.workers.deferToWorker(readForm, request.content, contentType)
+        fields, request.uploads = await archive.workers.deferToWorker(readForm, request.content, contentType,
+                                                                      maxParts(archive.configuration.ini))
+    except TooManyParts as e:
+        raise WebError(413, f"the form cannot be read: {e} (DICOMwebMaxParts)") from e
     except ValueError as e:
         raise WebError(400, f"the form cannot be read: {e}") from e
     request.args.update(fields)

@@ -5,6 +5,7 @@ import io
 
 from pydicom.data import get_testdata_file
 from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.web.forms import readForm
@@ -64,3 +65,31 @@ class PostedFormTests(DicomWebTestCase):
         contentType, body = formBody({"mode": "querypatients"})
         found = yield self.fetch(f"{self.root}/cgi-bin/dgate?mode=top", b"POST", body=body, contentType=contentType)
         self.assertIn(b"patients</caption>", found.body)  # the form's mode replaced the address's
+
+
+class FormPartsCapTests(DicomWebTestCase):
+    """A multipart form takes at most ``DICOMwebMaxParts`` parts, as a
+    STOW-RS body does: a form of a million tiny parts is no million Uploads."""
+
+    ini = {"WebReadOnly": "0", "DICOMwebMaxParts": "3"}
+
+    @defer.inlineCallbacks
+    def test_tooManyPartsRefusedWhole(self):
+        """Four parts are a 413 with a log line, none of the files stored;
+        three are taken."""
+        with open(CT, "rb") as f:
+            ct = f.read()
+        url = f"{self.root}/cgi-bin/dgate?mode=addlocalfile"
+        files = len(self.running.files())
+        contentType, body = formBody({"mode": "addlocalfile", "filetoupload": [ct, b"x", b"y"]})
+        with capturedLogs() as events:
+            refused = yield self.fetch(url, b"POST", body=body, contentType=contentType)
+        self.assertEqual(refused.code, 413, refused.body)
+        self.assertIn(b"the form cannot be read: the body has more than 3 parts (DICOMwebMaxParts)", refused.body)
+        self.assertEqual(len(self.running.files()), files)
+        [line] = [formatEvent(event) for event in events if event.get("code") == 413]
+        self.assertIn("/cgi-bin/dgate?mode=addlocalfile: 413", line)
+        contentType, body = formBody({"mode": "addlocalfile", "filetoupload": [ct], "note": "three parts"})
+        uploaded = yield self.fetch(url, b"POST", body=body, contentType=contentType)
+        self.assertEqual(uploaded.code, 200, uploaded.body)
+        self.assertIn(b"stored as", uploaded.body)

@@ -287,8 +287,7 @@ def serviceTree(options):
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     raiseFileLimit()
     dicomFactory = archive.dicomFactory()
-    log.info("DICOM service: at most {total} connections at once, {perPeer} from one address",
-             total=dicomFactory.limits.total, perPeer=dicomFactory.limits.perPeer or "any number")
+    _logLimits("DICOM service", dicomFactory)
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
     listeners[0].listened = archive.listeningOn
@@ -300,7 +299,10 @@ def serviceTree(options):
         if description is None:
             description = archive.configuration.ini.get(key, default)
         if description.strip().lower() not in DISABLED:
-            listener = ListeningService(label, description, options.endpoint(option, key, description), makeFactory())
+            factory = makeFactory()
+            if factory is not dicomFactory:  # whose limits are logged above, once for both endpoints
+                _logLimits(label, factory)
+            listener = ListeningService(label, description, options.endpoint(option, key, description), factory)
             if option == "web" and not controlEndpoint.isLoopback(description):
                 listener.warning = _webWarning(description, archive.configuration.ini.get("WebUsers", "").strip())
             listeners.append(listener)
@@ -312,6 +314,7 @@ def serviceTree(options):
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod, signals)
         archive.controlPort = ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
                                              stopInOrder, limits=ControlFactory.limitsFromIni(archive.configuration.ini))
+        _logLimits("control port", archive.controlPort)
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", "ControlEndpoint", control.endpoint),
                          archive.controlPort).setServiceParent(served)
@@ -322,6 +325,11 @@ def serviceTree(options):
     dropFolder.clock = archive.reactor
     dropFolder.setServiceParent(served)
     return top
+
+
+def _logLimits(label, factory):
+    """Log the limits of the connections to the service ``label`` (its LimitedFactory ``factory``)."""
+    log.info("{label}: {limits}", label=label, limits=factory.limitsText())
 
 
 def _warnOfCertificates(listeners, tlsNodes):

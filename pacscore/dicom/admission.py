@@ -116,6 +116,11 @@ class LimitedFactory:
         return AssociationLimits.fromIni(ini, openFileLimit(), cls.limitKeys, cls.fileShare, cls.perPeer,
                                          cls.defaultTotal)
 
+    def limitsText(self):
+        """The limits of this factory's connections, as start-up logs them."""
+        return (f"at most {self.limits.total} connections at once, {self.limits.perPeer or 'any number'} "
+                "from one address")
+
     def limitsOrNone(self, limits):
         """``limits``, or when None no limits (under this factory's keys)."""
         return limits if limits is not None else AssociationLimits(keys=self.limitKeys)

@@ -373,6 +373,11 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
     def count(self, name):
         self.counters[name] = self.counters.get(name, 0) + 1
 
+    def limitsText(self):
+        """The connection limits and ``maxBuffered``, as start-up logs them."""
+        held = "any size" if self.maxBuffered == math.inf else f"at most {self.maxBuffered / (1 << 20):g} MB"
+        return f"{super().limitsText()}; unfinished messages of {held} in all"
+
     def warnBufferFull(self, log, peer):
         """Log a frame refused for ``maxBuffered``: the first since a frame was complete."""
         if not self._bufferFullLogged:

@@ -72,6 +72,10 @@ class FloodTests(unittest.TestCase):
         log = self.server.log()
         self.assertIn("open files: at most 1024 (raised from 256)", log)
         self.assertIn("DICOM service: at most 512 connections at once, 64 from one address", log)
+        self.assertIn("HL7 MLLP service: at most 64 connections at once, 32 from one address; unfinished messages "
+                      "of at most 64 MB in all", log)  # a sixteenth of the open-file limit
+        self.assertIn("control port: at most 64 connections at once, any number from one address", log)
+        self.assertIn("web interface: at most 256 connections at once, any number from one address", log)
 
     def test_floodFromOneAddress(self):
         """Its 65th connection on are closed at once; others associate as ever."""

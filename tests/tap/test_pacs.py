@@ -337,6 +337,27 @@ class ConfigurationValueTests(unittest.TestCase):
         self.addCleanup(options.archive.engine.dispose)
         return "\n".join(formatEvent(event) for event in events)
 
+    def test_connectionLimitsLogged(self):
+        """Start-up logs the connection limits of the HL7 listener (and the
+        memory of its unfinished messages), the control port and the web
+        interface, as it logs the DICOM service's; none of a service that is off."""
+        server, args = self.optionsFor(HL7MaxConnections="50", HL7MaxConnectionsPerPeer="5", HL7MaxBufferedMB="16",
+                                       ControlMaxConnections="20", WebMaxConnections="100",
+                                       WebMaxConnectionsPerPeer="8")
+        endpoints = ["--dicom", "tcp:0:interface=127.0.0.1", "--hl7", "tcp:0:interface=127.0.0.1",
+                     "--web", "tcp:0:interface=127.0.0.1", "--control", "tcp:0:interface=127.0.0.1"]
+        log = self.startUpLog(args + endpoints)
+        self.assertIn("HL7 MLLP service: at most 50 connections at once, 5 from one address; unfinished messages "
+                      "of at most 16 MB in all", log)
+        self.assertIn("control port: at most 20 connections at once, any number from one address", log)
+        self.assertIn("web interface: at most 100 connections at once, 8 from one address", log)
+        self.assertEqual(log.count("DICOM service: at most "), 1)
+        log = self.startUpLog(args + endpoints[:2] + ["--hl7", "off", "--web", "off", "--control", "off"])
+        self.assertIn("DICOM service: at most ", log)
+        self.assertNotIn("HL7 MLLP service: at most", log)
+        self.assertNotIn("web interface: at most", log)
+        self.assertNotIn("control port: at most", log)
+
     def test_certificatesOutOfDateWarnedOf(self):
         """Start-up warns of a TLS endpoint's or a [DICOMTLSNodes] line's
         certificate that has expired, naming the file and the subject."""

@@ -413,6 +413,17 @@ class MLLPLimitTests(unittest.TestCase):
             connection.connectionLost(connectionDone)
         self.assertEqual(self.factory.limits.open, 0)
 
+    def test_limitsText(self):
+        """What start-up logs of the limits: HL7MaxBufferedMB too (never
+        less than a message; 0: any size)."""
+        for maxMessageSize, maxBuffered, perPeer, text in (
+                (200, 64 << 20, 2, "2 from one address; unfinished messages of at most 64 MB"),
+                (3 << 19, 1 << 20, 0, "any number from one address; unfinished messages of at most 1.5 MB"),
+                (200, 0, 2, "2 from one address; unfinished messages of any size")):
+            factory = MLLPFactory(self.handler, clock=self.clock, maxMessageSize=maxMessageSize,
+                                  maxBuffered=maxBuffered, limits=AssociationLimits(3, perPeer))
+            self.assertEqual(factory.limitsText(), f"at most 3 connections at once, {text} in all")
+
     def test_aRefusedConnectionIsCutWithinABound(self):
         """A connection over the limits whose close never completes (over
         TLS, a peer that never answers close_notify) is cut CLOSE_BOUND s

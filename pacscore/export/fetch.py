@@ -7,8 +7,7 @@ the disk falls behind), then each part stored as a STOW-RS part is
 (import converters, IncomingCompression, on disk and in the index), the
 server's name as calling AE; a get the archive started itself
 (``preretrieve``) leaves the import and export converters out.  Objects that cannot be stored make the
-action a ``StowError`` (the queue retries it; what was stored stays); so
-does an answer of more than ``DICOMwebMaxParts`` parts, none of it stored."""
+action a ``StowError`` (the queue retries it; what was stored stays)."""
 
 import json
 import tempfile
@@ -21,7 +20,7 @@ from twisted.web.http import PotentialDataLoss
 
 from pacscore.export.stow import DicomWebClient, StowError
 from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.store import DICOM, Outcome, maxParts, storageOf, storePart
+from pacscore.web.dicomweb.store import DICOM, Outcome, storageOf, storePart
 
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 MOST_BEHIND = 4 << 20  # bytes received but not yet on disk before the connection pauses
@@ -156,13 +155,9 @@ class DicomWebFetcher(DicomWebClient):
         try:
             receiver = _BodyFile(workers, body)
             response.deliverBody(receiver)
-            most = maxParts(self.archive.configuration.ini)
             try:
                 await receiver.done
-                parts = await workers.deferToWorker(multipart.splitParts, body, boundary, most)
-            except multipart.TooManyParts as e:
-                raise StowError(f"{server.name} answered GET {url} with more than {most} parts (DICOMwebMaxParts): "
-                                "none of them stored") from e
+                parts = await workers.deferToWorker(multipart.splitParts, body, boundary)
             except Exception as e:
                 raise StowError(f"the answer of {server.name} to GET {url} broke off: {e!r}") from e
             storage = storageOf(self.archive)

@@ -11,7 +11,6 @@ from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
-from twisted.web import resource, server
 
 from pacscore.config.errors import ConfigError
 from pacscore.dicom import storeddata
@@ -22,7 +21,6 @@ from pacscore.export.queue import Action, Target
 from pacscore.export.stow import DicomWebServer, dicomWebServers
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus
-from pacscore.web.dicomweb import multipart
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.test_ownretrieves import CONVERTERS
@@ -197,26 +195,6 @@ class StowForwardTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("image")), 0)
 
 
-class ManyParts(resource.Resource):
-    """A DICOMweb server whose WADO-RS answers every GET with the Part-10
-    files ``paths``, one part each."""
-
-    isLeaf = True
-
-    def __init__(self, paths):
-        super().__init__()
-        self.paths = paths
-
-    def render_GET(self, request):
-        boundary = multipart.newBoundary()
-        request.setHeader(b"content-type", multipart.multipartType(boundary, "application/dicom").encode())
-        body = b""
-        for path in self.paths:
-            with open(path, "rb") as f:
-                body += multipart.partHeader(boundary, "application/dicom") + f.read() + multipart.CRLF
-        return body + multipart.closing(boundary)
-
-
 class FetchTests(unittest.TestCase):
     """``get`` from a DICOMweb server: one archive fetches from another's
     /dicom-web (behind a WebUsers login) into its own index and disk."""
@@ -273,25 +251,6 @@ class FetchTests(unittest.TestCase):
             converted = {pydicom.dcmread(path).StudyDescription == "CONVERTED" for path in self.local.files()}
             jobs = self.local.archive.exportQueue.dueJobs(1e12, 100)
             self.assertEqual((len(self.local.files()), converted, len(jobs)), (2, {expected[0]}, expected[1]))
-
-    @defer.inlineCallbacks
-    def test_tooManyPartsRefusedWhole(self):
-        """A WADO-RS answer of four objects where DICOMwebMaxParts lets three
-        come (a server's million parts are not all read): the get fails
-        naming the server and the key, none of them stored; three are stored."""
-        self.local = RunningArchive(self, ae="LOCAL", ini={"DICOMwebMaxParts": "3"})
-        image = self.corpus[0]
-        remote = ManyParts([other.path for other in self.corpus if other.studyUID == image.studyUID][:4])
-        listening = reactor.listenTCP(0, server.Site(remote), interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        forwarder = self.forwarder(f"http://127.0.0.1:{listening.getHost().port}/dicom-web")
-        error = yield self.assertFailure(self.get(forwarder, "STUDY", image), ForwardError)
-        self.assertIn("Cloud answered GET", str(error))
-        self.assertIn("with more than 3 parts (DICOMwebMaxParts): none of them stored", str(error))
-        self.assertEqual((yield self.local.count("image")), 0)
-        remote.paths = remote.paths[:3]
-        yield self.get(forwarder, "STUDY", image)
-        self.assertEqual((yield self.local.count("image")), 3)
 
     @defer.inlineCallbacks
     def test_refusals(self):

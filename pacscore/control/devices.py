@@ -158,7 +158,7 @@ class MoveDataToDevice(AsyncControlCommand):
         self.log.info("{peer}: movedatatodevice: {summary}", peer=context.peer, summary=summary)
         if moved < len(objects):
             raise CommandError(f"{moved} of {len(objects)} object(s) moved from {origin} to {target}, "
-                               f"{len(objects) - moved} not (gone or replaced: see the warnings)")
+                               f"{len(objects) - moved} not (gone, replaced or unreadable: see the warnings)")
         return summary
 
 

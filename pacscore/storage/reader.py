@@ -268,18 +268,33 @@ class ObjectReader:
         """In the I/O pool: ``path``, the file of a stored object (an
         ``IndexedPath``), when it reads to its end, else its mirror copy
         when that one does (logged); Damaged (or OSError) when neither."""
+        instance = getattr(path, "instance", None)
+        if instance is None:
+            return self._whole(path, None, None)
+        whole = self._whole(path, instance.deviceName, instance.objectFile)
+        return path if whole == path else IndexedPath(whole, instance)
+
+    def wholeFile(self, deviceName, objectFile):
+        """In the I/O pool: the path of the file an index row names (its
+        mirror copy when only that exists: ``path``) when it reads to its
+        end, else of its mirror copy when that one does (logged); Damaged
+        (or OSError) when neither."""
+        return self._whole(self.path(deviceName, objectFile), deviceName, objectFile)
+
+    def _whole(self, path, deviceName, objectFile):
+        """``intact`` of ``path``, the file of ``objectFile`` of ``deviceName``
+        (None: a file without a mirror copy)."""
         try:
             part10.checkFile(path)
             return path
         except DatasetError as e:
-            instance = getattr(path, "instance", None)
-            copy = None if instance is None else self._mirrorCopy(instance.deviceName, instance.objectFile, path)
+            copy = None if deviceName is None else self._mirrorCopy(deviceName, objectFile, path)
             if copy is None or part10.fileError(copy) is not None:
                 if isinstance(e, Damaged):
                     raise
                 raise Damaged(str(e)) from e
             self._readInstead(path, e, copy)
-            return IndexedPath(copy, instance)
+            return copy
 
     def _located(self, held, path, fd, size):
         """The ``StoredObject`` of the Instance ``held``, its file ``path``

@@ -9,12 +9,17 @@ stored) converts each object on its way to the target device; an object
 the codecs here cannot convert moves as it is, with a log line, as does a
 Conquest ".v2" file (no file meta to record another transfer syntax in).
 
-Each object is copied to the same relative name on the target, durably
+Each object is read as a retrieve reads it (``ObjectReader.wholeFile``):
+its file, or its mirror copy when that file is missing, cut short or
+damaged and the copy is whole; an object with no whole file is not moved
+(logged).  It is copied to the same relative name on the target, durably
 (``copyFile``), or, when a file of another SOP instance has that name
 there (a FileNameSyntax that does not name every instance apart), to a
-numbered one (``_1``, ``_2`` ... as a store gives); then its image row is
-pointed at the target and that name in the index writer, in order with stores; then the old file (and its mirror copy, a
-mirror of the target is not made: manual) is deleted.  A crash between two
+numbered one (``_1``, ``_2`` ... as a store gives), and from there to the
+target's mirror, when it has one (a mirror that cannot be written stops
+the move as the target would); then its image row is
+pointed at the target and that name in the index writer, in order with stores; then the old file and its
+mirror copy are deleted.  A crash between two
 steps leaves a copy too many, never an object without a file; a target
 that fills up (or a write that fails) in the middle of a batch ends the
 move after the objects copied so far.  An object stored anew while it
@@ -33,6 +38,9 @@ from pacscore.storage.devices import copyFile, identityOf, removeFile
 from pacscore.storage.attributes import DatasetError
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.storage.recompression import recompressedFile
+
+
+_GONE = "gone"  # the identity of a file that is not there
 
 
 class MoveStopped(Exception):
@@ -81,22 +89,60 @@ class DeviceMover:
         return len(moved)
 
     def _copy(self, objects, device):
-        """In a worker: copy each object to ``device``; ``(copied, error)``:
-        ``(object, (identity of the file copied, name on device))`` of those
-        copied, and the OSError that stopped the copying, or None."""
+        """In a worker: copy each object to ``device``, and to its mirror
+        when it has one; ``(copied, error)``: ``(object, (identity of its
+        file on its device, name on device))`` of those copied, and the
+        OSError that stopped the copying (the target or its mirror cannot
+        be written), or None."""
         copied = []
         for uid, deviceName, objectFile in objects:
+            source = self._source(deviceName, objectFile)
+            if source is None:
+                continue
+            path, identity = source
+            copy = None
             try:
-                copy = copyFile(self.reader.magPath(deviceName, objectFile), device, objectFile,
+                copy = copyFile(path, device, objectFile,
                                 convert=None if self.compression == "as" else self._recompressed, sopInstanceUID=uid)
+                if copy is not None:
+                    self._mirror(device, copy[1])
             except OSError as e:
+                if copy is not None:
+                    self._removeCopies(device, copy[1])
                 return copied, e
             if copy is None:
                 self.log.warn("{device}:{path} is gone or was replaced: not moved", device=deviceName,
                               path=objectFile)
             else:
-                copied.append(((uid, deviceName, objectFile), copy))
+                copied.append(((uid, deviceName, objectFile), (identity or copy[0], copy[1])))
         return copied, None
+
+    def _source(self, deviceName, objectFile):
+        """In a worker: ``(path, identity)``, the file of an object to copy,
+        as a retrieve reads it: its file on its MAG device when that reads
+        to its end, else its whole mirror copy (logged); ``identity`` that of
+        the file on its device (None when gone) when the mirror copy is
+        read, else None: the one copied.  None, logged, when neither can be
+        read."""
+        magPath = self.reader.magPath(deviceName, objectFile)
+        identity = identityOf(magPath)
+        try:
+            path = self.reader.wholeFile(deviceName, objectFile)
+        except FileNotFoundError:
+            self.log.warn("{device}:{path} is gone or was replaced: not moved", device=deviceName, path=objectFile)
+            return None
+        except (OSError, DatasetError) as e:
+            self.log.warn("{device}:{path} cannot be read ({error}), nor a whole mirror copy: not moved",
+                          device=deviceName, path=objectFile, error=e)
+            return None
+        return path, None if path == magPath else (identity or _GONE)
+
+    def _mirror(self, device, name):
+        """Copy the file ``name`` just copied to ``device`` to the mirror
+        of ``device``, if it has one, durably; OSError when it cannot be
+        written."""
+        if device.name in self.reader.mirrors.mirrored:
+            self.reader.mirrors.copy(device.name, name, device.absolute(name))
 
     def _recompressed(self, content):
         """A Part-10 file's bytes in the transfer syntax ArchiveCompression
@@ -114,7 +160,7 @@ class DeviceMover:
         is still the one copied; those moved."""
         moved = []
         for (uid, deviceName, objectFile), (identity, name) in copied:
-            if identityOf(self.reader.magPath(deviceName, objectFile)) != identity:
+            if (identityOf(self.reader.magPath(deviceName, objectFile)) or _GONE) != identity:
                 continue  # stored anew under the same name since it was copied
             if connection.execute(self._repoint, {"b_uid": uid, "b_from": deviceName, "b_file": objectFile,
                                                   "b_to": target, "b_name": name}).rowcount:
@@ -131,7 +177,12 @@ class DeviceMover:
             for path in self.reader.copies(deviceName, objectFile)[1:]:
                 removeFile(path)
         for _, (_, name) in stale:
-            removeFile(device.absolute(name))
+            self._removeCopies(device, name)
+
+    def _removeCopies(self, device, name):
+        """Delete the file ``name`` of ``device`` and its mirror copy."""
+        for path in self.reader.copies(device.name, name):
+            removeFile(path)
 
 
 def _removeIfSame(path, identity):

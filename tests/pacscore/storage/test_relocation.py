@@ -226,8 +226,8 @@ class DeviceMoveTests(unittest.TestCase):
     def test_moveDataThatLeavesObjectsFails(self):
         os.unlink(self.running.files()[0])
         error = yield self.assertFailure(self.running.run(MoveDataToDevice(), "MAG1,MAG0"), CommandError)
-        self.assertEqual(str(error), "11 of 12 object(s) moved from MAG0 to MAG1, 1 not (gone or replaced: "
-                                     "see the warnings)")
+        self.assertEqual(str(error), "11 of 12 object(s) moved from MAG0 to MAG1, 1 not (gone, replaced or "
+                                     "unreadable: see the warnings)")
 
     @defer.inlineCallbacks
     def test_badArguments(self):
@@ -303,3 +303,79 @@ class ArchiveCompressionTests(unittest.TestCase):
             for row in rows:
                 with open(mag1.absolute(row["ObjectFile"]), "rb") as f:
                     self.assertEqual(f.read(), contents[row["SOPInstanceUID"]])
+
+
+class MirroredMoveTests(unittest.TestCase):
+    """Moves between mirrored MAG devices: MAG0 mirrored on MIRROR0, MAG1
+    on MIRROR1."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={**TWO_DEVICES, "MIRRORDevices": "2", "MIRRORDevice0": "./mirror0/",
+                                                 "MIRRORDevice1": "./mirror1/"})
+        self.archive = self.running.archive
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        self.mag0, self.mag1 = self.archive.devices
+        self.mirrors = self.archive.mirrors
+        rows = yield DeviceMoveTests.rows(self)
+        self.uid, (_, self.objectFile) = sorted(rows.items())[0]
+        self.content = DeviceMoveTests.contents(self, self.mag0, self.objectFile)
+        for device, name in rows.values():  # as the export queue's MIRRORCOPY jobs copy them
+            self.mirrors.copy(device, name, self.mag0.absolute(name))
+
+    def mirrored(self, deviceName):
+        with open(self.mirrors.path(deviceName, self.objectFile), "rb") as f:
+            return f.read()
+
+    @defer.inlineCallbacks
+    def move(self):
+        moved = yield self.archive.deviceMover.move([(self.uid, "MAG0", self.objectFile)], "MAG1")
+        rows = yield DeviceMoveTests.rows(self)
+        return moved, rows[self.uid]
+
+    @defer.inlineCallbacks
+    def test_theTargetsMirrorGetsItsCopyBeforeTheOldOneGoes(self):
+        self.assertEqual((yield self.move()), (1, ("MAG1", self.objectFile)))
+        self.assertEqual(DeviceMoveTests.contents(self, self.mag1, self.objectFile), self.content)
+        self.assertEqual(self.mirrored("MAG1"), self.content)
+        self.assertFalse(os.path.exists(self.mirrors.path("MAG0", self.objectFile)))
+
+    @defer.inlineCallbacks
+    def test_aDamagedFileMovesFromItsWholeMirrorCopy(self):
+        with open(self.mag0.absolute(self.objectFile), "wb") as f:
+            f.write(self.content[:len(self.content) // 2])
+        with capturedLogs() as events:
+            self.assertEqual((yield self.move()), (1, ("MAG1", self.objectFile)))
+        self.assertEqual(DeviceMoveTests.contents(self, self.mag1, self.objectFile), self.content)
+        self.assertEqual(self.mirrored("MAG1"), self.content)
+        self.assertFalse(os.path.exists(self.mag0.absolute(self.objectFile)))
+        self.assertIn("its mirror copy", " ".join(formatEvent(e) for e in events))
+
+    @defer.inlineCallbacks
+    def test_aMissingFileMovesFromItsMirrorCopy(self):
+        os.unlink(self.mag0.absolute(self.objectFile))
+        self.assertEqual((yield self.move()), (1, ("MAG1", self.objectFile)))
+        self.assertEqual(DeviceMoveTests.contents(self, self.mag1, self.objectFile), self.content)
+        self.assertEqual(self.mirrored("MAG1"), self.content)
+        self.assertFalse(os.path.exists(self.mirrors.path("MAG0", self.objectFile)))
+
+    @defer.inlineCallbacks
+    def test_aDamagedFileWithoutAWholeCopyStays(self):
+        for path in (self.mag0.absolute(self.objectFile), self.mirrors.path("MAG0", self.objectFile)):
+            with open(path, "wb") as f:
+                f.write(self.content[:len(self.content) // 2])
+        with capturedLogs() as events:
+            self.assertEqual((yield self.move()), (0, ("MAG0", self.objectFile)))
+        self.assertTrue(os.path.exists(self.mirrors.path("MAG0", self.objectFile)))
+        self.assertFalse(os.path.exists(self.mag1.absolute(self.objectFile)))
+        self.assertIn("not moved", " ".join(formatEvent(e) for e in events))
+
+    @defer.inlineCallbacks
+    def test_aTargetMirrorThatCannotBeWrittenStopsTheMoveKeepingTheOldCopies(self):
+        os.rename(self.mirrors.devices["MAG1"].path, self.mirrors.devices["MAG1"].path + ".away")
+        stopped = yield self.assertFailure(defer.ensureDeferred(
+            self.archive.deviceMover.move([(self.uid, "MAG0", self.objectFile)], "MAG1")), relocation.MoveStopped)
+        self.assertEqual(stopped.moved, 0)
+        self.assertEqual((yield DeviceMoveTests.rows(self))[self.uid], ("MAG0", self.objectFile))
+        self.assertEqual(self.mirrored("MAG0"), self.content)
+        self.assertFalse(os.path.exists(self.mag1.absolute(self.objectFile)))

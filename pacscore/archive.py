@@ -226,8 +226,10 @@ class Archive:
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers,
                                        compression=ini.get("ArchiveCompression", "as"),
                                        lossyQuality=configuration.lossyQuality)
+        choice = DeviceChoice.fromIni(self.devices, ini)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
-                                       sortTag=sortTag, mover=self.deviceMover)
+                                       sortTag=sortTag, mover=self.deviceMover,
+                                       spillover=self.devices[1:] if choice.spills else ())
         self.thresholdClean = ThresholdClean(self.spaceKeeper, max(threshold, 0) * MEGABYTE)
         self.nightlyCleanThreshold = max(ini.getint("NightlyCleanThreshold", 0), 0) * MEGABYTE
         self.nightlyMoveThreshold = max(ini.getint("NightlyMoveThreshold", 0), 0) * MEGABYTE
@@ -246,7 +248,7 @@ class Archive:
             mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
             spaceCheck=self.thresholdClean.checkFromThread, lossyQuality=configuration.lossyQuality,
-            compressionScripts=self.compressionScripts, choice=DeviceChoice.fromIni(self.devices, ini))
+            compressionScripts=self.compressionScripts, choice=choice)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters,
                                         inThread=self.inReactorPool)

@@ -57,11 +57,16 @@ class DeviceChoice:
         return cls(devices, max(ini.getint("MAGDeviceFullThreshHold", DEFAULT_FULL_THRESHOLD // MEGABYTE), 0)
                    * MEGABYTE)
 
+    @property
+    def spills(self):
+        """Whether objects go to another device than MAG0 when it has no room."""
+        return self.threshold > 0 and len(self.devices) > 1
+
     def check(self, size=0):
         """In an I/O thread, before an object of ``size`` bytes is written:
         the device it goes to, free space looked at again when a second has
         passed or a quarter of the threshold has been written since."""
-        if self.threshold <= 0 or len(self.devices) < 2:
+        if not self.spills:
             return self.current
         self._written += size  # a tally: one lost to a race only delays a look
         now = self.clock()
@@ -83,7 +88,7 @@ class DeviceChoice:
         until it has the threshold and ``size`` free, or takes files again;
         the device with room new objects go to now, or None when no other
         has room."""
-        if self.threshold <= 0 or len(self.devices) < 2:
+        if not self.spills:
             return None
         with self._looking:
             self._lookedAt, self._written = self.clock(), 0

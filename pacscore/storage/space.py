@@ -48,6 +48,7 @@ MEGABYTE = 1 << 20
 MARGIN = 5 * MEGABYTE  # Conquest: "until the free disk space is about 5 MB larger"
 MINUTE = 60  # seconds between two checks of the hour of a Nightly task
 HOUR = 3600
+RETRY = MINUTE  # seconds before a MAGDeviceThreshold clean-up that ended short is run again
 
 
 def freeSpace(path):
@@ -122,15 +123,17 @@ class CleanUpStart:
 class SpaceKeeper:
     """``device`` is MAG0; ``actions`` the archive's ``LocalActions``;
     ``mover`` its ``DeviceMover``; ``sortTag`` what LRUSort orders
-    patients by (``lruSortTag``)."""
+    patients by (``lruSortTag``); ``spillover`` the other MAG devices new
+    objects go to when MAG0 has no room (``MAGDeviceFullThreshHold``)."""
 
     log = Logger()
     freeSpace = staticmethod(freeSpace)
     wallClock = staticmethod(time.time)
     monotonic = staticmethod(time.monotonic)
 
-    def __init__(self, device, index, query, actions, workers, sortTag=None, mover=None):
+    def __init__(self, device, index, query, actions, workers, sortTag=None, mover=None, spillover=()):
         self.device = device
+        self.spillover = tuple(spillover)
         self.index = index
         self.query = query
         self.actions = actions
@@ -140,17 +143,18 @@ class SpaceKeeper:
         self.cleaning = None  # the Deferred of the clean-up under way, or None
 
     async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True, since=None,
-                        sparing=None):
+                        sparing=None, anywhere=False):
         """Delete patients (or, with ``moveTo``, move their objects on the
         device to that MAG device) until ``wanted`` bytes are free on the
-        device, calling ``report`` with a line for each; fires with the free
-        bytes (fewer than wanted when there was nobody left, or when
-        ``keepGoing()`` turned false: it is asked before each patient).
-        Patients with an object stored since ``since`` (a ``CleanUpStart``,
-        default: now), and the patient ``sparing`` (whose object is being
-        written), are left alone."""
+        device (with ``anywhere``: on it or one of ``spillover``, as
+        Conquest's LargestFreeMAG), calling ``report`` with a line for each;
+        fires with the free bytes (fewer than wanted when there was nobody
+        left, or when ``keepGoing()`` turned false: it is asked before each
+        patient).  Patients with an object stored since ``since`` (a
+        ``CleanUpStart``, default: now), and the patient ``sparing`` (whose
+        object is being written), are left alone."""
         since = self.cleanUpStart() if since is None else since
-        free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
+        free = await self.workers.deferToWorker(self._free, anywhere)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted or not keepGoing():
                 break
@@ -171,8 +175,24 @@ class SpaceKeeper:
             else:
                 count = await self.mover.move(here, moveTo)
                 report(f"moved patient {patientID}: {count} object(s) to {moveTo}")
-            free = await self.workers.deferToWorker(self.freeSpace, self.device.path)
+            free = await self.workers.deferToWorker(self._free, anywhere)
         return free
+
+    def _free(self, anywhere=False):
+        """In a worker: the free bytes of the device, or with ``anywhere``
+        the most that it or one of ``spillover`` has (one that cannot be
+        looked at counts for none)."""
+        free = self.freeSpace(self.device.path)
+        for device in self.spillover if anywhere else ():
+            try:
+                free = max(free, self.freeSpace(device.path))
+            except OSError:
+                pass
+        return free
+
+    def _where(self, anywhere):
+        """The devices ``_free`` looks at, for the log."""
+        return " or ".join(device.name for device in (self.device,) + (self.spillover if anywhere else ()))
 
     def cleanUpStart(self):
         """A ``CleanUpStart`` of now (any thread)."""
@@ -210,34 +230,42 @@ class SpaceKeeper:
         if await self.workers.deferToWorker(self.freeSpace, self.device.path) < threshold:
             await self.clean(threshold, reason, keepGoing)
 
-    def clean(self, threshold, reason, keepGoing=lambda: True, since=None, sparing=None):
+    def clean(self, threshold, reason, keepGoing=lambda: True, since=None, sparing=None, low=None, anywhere=False,
+              quiet=False):
         """Delete patients until ``threshold`` + 5 MB are free (or
         ``keepGoing()`` turns false), logged with ``reason`` (the dicom.ini
         key), sparing ``sparing`` and those with objects stored since
-        ``since`` (see ``makeSpace``); a Deferred.  One clean-up at a time: while one runs, this
-        returns a Deferred of its end."""
+        ``since``, free space counted ``anywhere`` or not (see
+        ``makeSpace``); ``low``: the device found low (default: the
+        device), for the log, whose warnings are info lines when ``quiet``.
+        A Deferred of the free bytes after (None when it failed).  One
+        clean-up at a time: while one runs, this returns a Deferred of its
+        end."""
         if self.cleaning is None:
             wanted = threshold + MARGIN
-            self.log.warn("less than {threshold} MB free on {device} ({reason}): deleting the least "
-                          "recently used patients", threshold=threshold // MEGABYTE, device=self.device.name,
-                          reason=reason)
+            warn = self.log.info if quiet else self.log.warn
+            warn("less than {threshold} MB free on {device} ({reason}): deleting the least recently used patients",
+                 threshold=threshold // MEGABYTE, device=(low or self.device).name, reason=reason)
             report = lambda line: self.log.info("{reason}: {line}", reason=reason, line=line)
             self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing, since=since,
-                                                                  sparing=sparing))
-            self.cleaning.addCallback(self._cleaned, wanted)
+                                                                  sparing=sparing, anywhere=anywhere))
+            self.cleaning.addCallback(self._cleaned, wanted, self._where(anywhere), quiet)
             self.cleaning.addErrback(lambda failure: self.log.failure("{reason} clean-up failed", failure,
                                                                       reason=reason))
             self.cleaning.addBoth(self._idle)
         done = defer.Deferred()
-        self.cleaning.addBoth(lambda result: (done.callback(None), result)[1])
+        self.cleaning.addBoth(lambda result: (done.callback(result), result)[1])
         return done
 
-    def _cleaned(self, free, wanted):
-        level = self.log.info if free >= wanted else self.log.warn
-        level("{free} MB free on {device} after the clean-up", free=free // MEGABYTE, device=self.device.name)
+    def _cleaned(self, free, wanted, where=None, quiet=False):
+        """Log the ``free`` bytes after a clean-up that wanted ``wanted``; ``free``."""
+        level = self.log.info if quiet or free >= wanted else self.log.warn
+        level("{free} MB free on {device} after the clean-up", free=free // MEGABYTE, device=where or self.device.name)
+        return free
 
-    def _idle(self, _):
+    def _idle(self, result):
         self.cleaning = None
+        return result
 
 
 class OneAtATime(service.Service):
@@ -269,29 +297,49 @@ class OneAtATime(service.Service):
 class ThresholdClean(OneAtATime):
     """Conquest's MAGDeviceThreshold while the service runs: the I/O thread
     about to write an object calls ``checkFromThread``, which starts a
-    clean-up of ``keeper`` (in the reactor) when its device has less than
-    ``threshold`` bytes free (0: off)."""
+    clean-up of ``keeper`` (in the reactor) when the device the object goes
+    to has less than ``threshold`` bytes free (0: off), as Conquest's
+    GetDevice; the clean-up ends once that or another device new objects
+    may go to has room (its PanicKillOff).  One that ended short of the
+    threshold (nobody left to delete, the disk filled by other files) is
+    not run again for ``RETRY`` seconds, and those of the same episode
+    (until one ends with room, or a check finds room) log no warning."""
 
     name = "MAGDeviceThreshold"
+    monotonic = staticmethod(time.monotonic)
 
     def __init__(self, keeper, threshold):
         self.keeper = keeper
         self.threshold = threshold
         self.checked = None  # when the check that started the clean-up was made (a CleanUpStart)
         self.writing = None  # the Patient ID of the object that check was made for
+        self.low = None  # the device that check found low
+        self.shortAt = None  # on the monotonic clock, when the last clean-up ended short; None: it did not
 
-    def checkFromThread(self, patientID=None):
-        """In an I/O thread, before an object of ``patientID`` is written."""
-        if self.running and self.threshold and self.keeper.freeSpace(self.keeper.device.path) < self.threshold:
+    def checkFromThread(self, patientID=None, device=None):
+        """In an I/O thread, before an object of ``patientID`` is written
+        on ``device`` (default: the keeper's, MAG0)."""
+        if not (self.running and self.threshold):
+            return
+        device = device or self.keeper.device
+        low = self.keeper.freeSpace(device.path) < self.threshold
+        if low or self.shortAt is not None:
             self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, self.keeper.cleanUpStart(),
-                                                       patientID)
+                                                       patientID, device if low else None)
 
-    def task(self, keepGoing):
-        return self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked, sparing=self.writing)
+    async def task(self, keepGoing):
+        free = await self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked, sparing=self.writing,
+                                       low=self.low, anywhere=True, quiet=self.shortAt is not None)
+        self.shortAt = self.monotonic() if free is None or free < self.threshold else None
 
-    def _cleanUnlessCleaning(self, checked, patientID):
-        if self.running and self.keeper.cleaning is None:
-            self.checked, self.writing = checked, patientID
+    def _cleanUnlessCleaning(self, checked, patientID, low):
+        """In the reactor: start a clean-up for a check that found ``low``
+        short of room (None: one found room, ending the episode)."""
+        if low is None:
+            self.shortAt = None
+        elif (self.running and self.keeper.cleaning is None
+              and (self.shortAt is None or self.monotonic() - self.shortAt >= RETRY)):
+            self.checked, self.writing, self.low = checked, patientID, low
             self._run()
 
 

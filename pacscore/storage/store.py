@@ -397,7 +397,7 @@ class ObjectStore:
         try:
             attrs = self._readAttributes(incoming, spool)
             if self.spaceCheck is not None:
-                self.spaceCheck(attrs.get(PATIENT_ID))
+                self.spaceCheck(attrs.get(PATIENT_ID), device)
             self._check(incoming, attrs)
             actions = []
             changed = self._amend(incoming, attrs, spool, actions, device)

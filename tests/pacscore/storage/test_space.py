@@ -9,10 +9,11 @@ import time
 
 from sqlalchemy import select
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
-from pacscore.storage.space import MEGABYTE, STUDY_DATE, Nightly, patientsInDeletionOrder, lruSortTag
+from pacscore.storage.space import MEGABYTE, RETRY, STUDY_DATE, Nightly, patientsInDeletionOrder, lruSortTag
 from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.control.running import RunningArchive
 
@@ -151,11 +152,93 @@ class ThresholdTests(unittest.TestCase):
         self.assertIsNone(self.keeper.cleaning)
         self.assertEqual(len(self.running.files()), 12)
 
+    @defer.inlineCallbacks
+    def test_aCleanUpThatFreesTooLittleIsNotRunAgainAtEachWrite(self):
+        """Once a clean-up ended short of the threshold (the disk filled by
+        something else), the writes that follow start none for a minute,
+        and the next one warns no more."""
+        self.cleaner.threshold = 20 * MEGABYTE
+        self.keeper.freeSpace = lambda path: 0
+        clock = [1000.0]
+        self.cleaner.monotonic = lambda: clock[0]
+        with capturedLogs() as events:
+            yield self.checkBeforeAWrite()
+            yield self.keeper.cleaning
+            self.assertEqual((yield self.running.count("patient")), 0)
+            started = len(events)
+            for _ in range(5):
+                yield self.checkBeforeAWrite()
+                self.assertIsNone(self.keeper.cleaning)
+            clock[0] += RETRY
+            yield self.checkBeforeAWrite()
+            self.assertIsNotNone(self.keeper.cleaning)
+            yield self.keeper.cleaning
+        warnings = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+        self.assertEqual(warnings, ["less than 20 MB free on MAG0 (MAGDeviceThreshold): deleting the least recently "
+                                    "used patients", "0 MB free on MAG0 after the clean-up"])
+        self.assertGreater(len(events), started)
+
     def test_fromDicomIni(self):
         self.assertEqual(RunningArchive(self, ini={"MAGDeviceThreshold": "300"}).archive.thresholdClean.threshold,
                          300 * MEGABYTE)
         ignored = RunningArchive(self, ini={"MAGDeviceThreshold": "300", "IgnoreMAGDeviceThreshHold": "1"})
         self.assertEqual(ignored.archive.thresholdClean.threshold, 0)
+
+
+
+class SpilloverThresholdTests(unittest.TestCase):
+    """MAGDeviceThreshold with MAG0 spilling over to MAG1
+    (MAGDeviceFullThreshHold), as Conquest's GetDevice: the device an
+    object goes to is the one checked, and a clean-up stops once a device
+    new objects may go to has room."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"MAGDevices": "2", "MAGDevice1": "./data1/",
+                                                 "MAGDeviceThreshold": "20"})
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        self.archive = self.running.archive
+        self.mag0, self.mag1 = self.archive.devices
+        self.keeper = self.archive.spaceKeeper
+        self.cleaner = self.archive.thresholdClean
+        self.cleaner.startService()
+        self.addCleanup(self.cleaner.stopService)
+        self.free = {self.mag0.path: 10 * MEGABYTE, self.mag1.path: 80000 * MEGABYTE}
+        self.keeper.freeSpace = lambda path: self.free[path]
+
+    def checkBeforeAWrite(self, device):
+        return self.archive.workers.deferToWorker(self.cleaner.checkFromThread, None, device)
+
+    @defer.inlineCallbacks
+    def test_anObjectForARoomyDeviceDeletesNothing(self):
+        """MAG0 is low, but the object goes to MAG1, which has room."""
+        yield self.checkBeforeAWrite(self.mag1)
+        self.assertIsNone(self.keeper.cleaning)
+        self.assertEqual((yield self.running.count("patient")), 3)
+
+    @defer.inlineCallbacks
+    def test_theCleanUpStopsOnceADeviceHasRoom(self):
+        """An object for MAG0, low: the clean-up finds MAG1 with room and
+        deletes nobody (Conquest's PanicKillOff and LargestFreeMAG)."""
+        yield self.checkBeforeAWrite(self.mag0)
+        yield self.keeper.cleaning
+        self.assertEqual((yield self.running.count("patient")), 3)
+
+    @defer.inlineCallbacks
+    def test_theCleanUpCountsTheDeviceWithoutSpillover(self):
+        """MAGDeviceFullThreshHold = 0 keeps every object on MAG0: MAG1's room does not end its clean-up."""
+        self.keeper.spillover = ()
+        self.keeper.freeSpace = lambda path: (10 + 4 * (12 - len(self.running.files()))) * MEGABYTE \
+            if path == self.mag0.path else self.free[path]
+        yield self.checkBeforeAWrite(self.mag0)
+        yield self.keeper.cleaning
+        self.assertEqual((yield self.running.count("patient")), 2)  # 26 MB free after the first
+
+    def test_spilloverFromDicomIni(self):
+        self.assertEqual(self.keeper.spillover, (self.mag1,))
+        single = RunningArchive(self, ini={"MAGDevices": "2", "MAGDevice1": "./data1/",
+                                           "MAGDeviceFullThreshHold": "0"})
+        self.assertEqual(single.archive.spaceKeeper.spillover, ())
 
 
 class LRUSortTests(unittest.TestCase):

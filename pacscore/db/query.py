@@ -165,6 +165,15 @@ class QueryKey(NamedTuple):
     emptyValueMatching: bool = False  # matches empty values only (its value is EMPTY_VALUE): see the module docstring
 
 
+def exactKey(tag, value):
+    """A key matching ``value`` exactly, as SQL's ``=``: the empty values
+    only when it is empty (Empty Value Matching), a ``*`` or ``?`` in it
+    as itself (``EXACT``)."""
+    if not value:
+        return QueryKey(tag, EXACT, EMPTY_VALUE, emptyValueMatching=True)
+    return QueryKey(tag, EXACT, value)
+
+
 class Instance(NamedTuple):
     """One stored object a C-MOVE/C-GET sends."""
 

@@ -40,7 +40,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.db.query import PATIENT_ID, QueryKey
+from pacscore.db.query import PATIENT_ID, exactKey
 from pacscore.storage.devices import isDiskFull
 from pacscore.storage.relocation import MoveStopped
 
@@ -158,10 +158,11 @@ class SpaceKeeper:
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted or not keepGoing():
                 break
-            if not patientID or any(c in patientID for c in "*?\\"):
-                continue  # would not select this patient alone
-            instances = await self.index.runQuery(self.query.instances, "IMAGE",
-                                                  [QueryKey(PATIENT_ID, "LO", patientID)])
+            if patientID is None or "\\" in patientID:  # would select other patients too (a list of IDs)
+                self.log.warn("patient {patientID!r} cannot be selected alone: not deleted or moved",
+                              patientID=patientID)
+                continue
+            instances = await self.index.runQuery(self.query.instances, "IMAGE", [exactKey(PATIENT_ID, patientID)])
             here = [(i.sopInstanceUID, i.deviceName, i.objectFile) for i in instances
                     if i.deviceName == self.device.name]
             if not here:

@@ -18,7 +18,7 @@ import re
 
 from pydicom.datadict import dictionary_VR
 
-from pacscore.db.query import EMPTY_VALUE, EXACT, QueryKey, columnNamed
+from pacscore.db.query import QueryKey, columnNamed, exactKey
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -74,7 +74,7 @@ def _termKey(columns, table, name, operator, value):
     column = columns.lookup(table, name)
     value = value.replace("''", "'")
     if not value:  # = '' or like '': as in SQL, the empty values only, not every one
-        return QueryKey(column.tag, EXACT, EMPTY_VALUE, emptyValueMatching=True)
+        return exactKey(column.tag, value)
     vr = _vr(column)
     if operator.lower() == "like":
         value = _likeToWildcards(value)
@@ -85,7 +85,7 @@ def _termKey(columns, table, name, operator, value):
                 return QueryKey(column.tag, vr, f"{prefix.ljust(8, '0')}-{prefix.ljust(8, '9')}")
             return QueryKey(column.tag, vr, dateMatch(value.strip("*")))
         return QueryKey(column.tag, vr, value)
-    return QueryKey(column.tag, EXACT, value)  # SQL's =: a "*" in a Patient ID is no wildcard
+    return exactKey(column.tag, value)  # SQL's =: a "*" in a Patient ID is no wildcard
 
 
 def parseQueryText(columns, text):

@@ -7,6 +7,7 @@ checks at 01:00."""
 import os
 import time
 
+import pydicom
 from sqlalchemy import select
 from twisted.internet import defer, task
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -443,3 +444,42 @@ class NightlyTests(unittest.TestCase):
         self.assertEqual(archive.spaceServices(), [archive.thresholdClean])
         [_, nightly] = RunningArchive(self, ini={"NightlyCleanThreshold": "300"}).archive.spaceServices()
         self.assertEqual((nightly.name, nightly.hour), ("NightlyCleanThreshold", 1))
+
+
+class UnusualPatientIDTests(unittest.TestCase):
+    """Patients whose ID is empty or holds ``*`` or ``?`` are deleted (and
+    moved) by their exact ID, as any other: never another patient whose ID
+    the wildcards would match, and never skipped."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=4, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=2)
+        self.ids = {"PAT0000": "", "PAT0001": "A*B", "PAT0002": "EMPTY?", "PAT0003": "AXB"}
+        for image in images:
+            ds = pydicom.dcmread(image.path)
+            ds.PatientID = self.ids[image.patientID]
+            ds.save_as(image.path)
+        yield self.running.store(images)
+        index = self.running.archive.index
+        image, patient = index.tables.image, index.tables.patient
+        yield index.runWrite(lambda connection: connection.execute(image.update().values(AccessTime=100)))
+        for accessed, patientID in enumerate(("", "A*B", "EMPTY?", "AXB")):
+            yield index.runWrite(lambda connection, p, t: connection.execute(
+                patient.update().where(patient.c.PatientID == p).values(AccessTime=t)), patientID, 100 + accessed)
+        self.keeper = self.running.archive.spaceKeeper
+        self.keeper.freeSpace = lambda path: (8 - len(self.running.files())) * MEGABYTE
+
+    @defer.inlineCallbacks
+    def test_deletedByTheirExactID(self):
+        lines = []
+        free = yield defer.ensureDeferred(self.keeper.makeSpace(6 * MEGABYTE, lines.append))
+        self.assertEqual(free, 6 * MEGABYTE)
+        self.assertEqual(lines, ["deleted patient : 2 object(s)", "deleted patient A*B: 2 object(s)",
+                                 "deleted patient EMPTY?: 2 object(s)"])
+        patient = self.running.archive.index.tables.patient
+        left = yield self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(patient.c.PatientID)).scalars().all())
+        self.assertEqual(left, ["AXB"])
+        self.assertEqual(len(self.running.files()), 2)

@@ -74,6 +74,7 @@ from pacscore.storage.patientids import PatientIDFixer
 from pacscore.storage.prefetcher import Prefetcher
 from pacscore.storage.reader import ObjectReader, currentInstance
 from pacscore.storage.regen import fileRecord, iterObjectFiles
+from pacscore.storage.movemarks import MoveMarks
 from pacscore.storage.relocation import DeviceMover
 from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, ThresholdClean, lruSortTag
 from pacscore.storage.store import ObjectStore
@@ -223,7 +224,8 @@ class Archive:
         # VirtualServerForN (C-FIND, C-MOVE/C-GET and DICOMweb), or None
         self.virtualServers = VirtualServers.fromConfiguration(configuration, self.aeTitle, reactor, self.index,
                                                                self.query, self.localActions)
-        self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers,
+        self.moveMarks = MoveMarks(self.index, time.time)
+        self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers, self.moveMarks,
                                        compression=ini.get("ArchiveCompression", "as"),
                                        lossyQuality=configuration.lossyQuality)
         choice = DeviceChoice.fromIni(self.devices, ini)
@@ -338,6 +340,8 @@ class Archive:
             self.interruptedRegens = self.index.interruptedRegens()
             self._checkMissingDevices(missing)
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
+            self.moveMarks.createTables()
+            self.moveMarks.recover(self.objectReader)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()

@@ -19,8 +19,10 @@ numbered one (``_1``, ``_2`` ... as a store gives), and from there to the
 target's mirror, when it has one (a mirror that cannot be written stops
 the move as the target would); then its image row is
 pointed at the target and that name in the index writer, in order with stores; then the old file and its
-mirror copy are deleted.  A crash between two
-steps leaves a copy too many, never an object without a file; a target
+mirror copy are deleted.  The objects are marked in the index before
+they are copied (``MoveMarks``), so a crash between two steps leaves a
+copy too many, never an object without a file, and the next start-up
+deletes that copy; a target
 that fills up (or a write that fails) in the middle of a batch ends the
 move after the objects copied so far.  An object stored anew while it
 moves (under the same name or another) keeps its new file: each step
@@ -55,18 +57,19 @@ class MoveStopped(Exception):
 
 class DeviceMover:
     """``devices``: the MAG devices; ``reader`` the archive's
-    ``ObjectReader`` (for the copies an object has); ``compression``:
-    ArchiveCompression."""
+    ``ObjectReader`` (for the copies an object has); ``marks`` its
+    ``MoveMarks``; ``compression``: ArchiveCompression."""
 
     log = Logger()
 
-    def __init__(self, devices, index, reader, workers, compression="as", lossyQuality=DEFAULT_QUALITY):
+    def __init__(self, devices, index, reader, workers, marks, compression="as", lossyQuality=DEFAULT_QUALITY):
         self.compression = compression.strip().lower() or "as"
         self.lossyQuality = lossyQuality
         self.devices = {device.name: device for device in devices}
         self.index = index
         self.reader = reader
         self.workers = workers
+        self.marks = marks
         image = index.tables.image
         self._repoint = (image.update()
                          .where(and_(index.imageKey == bindparam("b_uid"), image.c.DeviceName == bindparam("b_from"),
@@ -80,10 +83,12 @@ class DeviceMover:
         copied before it are moved, then MoveStopped is raised."""
         device = self.devices[target]
         objects = [o for o in objects if o[1] != target]
+        await self.index.runWrite(self.marks.add, objects, target)
         copied, copyError = await self.workers.deferToWorker(self._copy, objects, device)
         moved = await self.index.runWrite(self._repointRows, copied, target)
         stale = [o for o in copied if o not in moved]
         await self.workers.deferToWorker(self._remove, moved, stale, device)
+        await self.index.runWrite(self.marks.remove, objects, target)
         if copyError is not None:
             raise MoveStopped(len(moved), copyError)
         return len(moved)

@@ -379,3 +379,49 @@ class MirroredMoveTests(unittest.TestCase):
         self.assertEqual((yield DeviceMoveTests.rows(self))[self.uid], ("MAG0", self.objectFile))
         self.assertEqual(self.mirrored("MAG0"), self.content)
         self.assertFalse(os.path.exists(self.mag1.absolute(self.objectFile)))
+
+    @defer.inlineCallbacks
+    def restartAfterACrash(self, step):
+        """Have the move of the first object stop at ``step`` of the mover
+        (a crash there), then start the archive again: its log lines."""
+        def crash(*args):
+            raise RuntimeError("the server was killed")
+        self.patch(self.archive.deviceMover, step, crash)
+        yield self.assertFailure(defer.ensureDeferred(
+            self.archive.deviceMover.move([(self.uid, "MAG0", self.objectFile)], "MAG1")), RuntimeError)
+        yield self.running.stop()
+        with capturedLogs() as events:
+            self.running = RunningArchive(self, workdir=self.running.workdir)
+        self.archive = self.running.archive
+        return [formatEvent(e) for e in events if "move" in formatEvent(e)]
+
+    def copiesLeft(self):
+        return [os.path.exists(path) for path in (self.mag0.absolute(self.objectFile),
+                                                  self.mirrors.path("MAG0", self.objectFile),
+                                                  self.mag1.absolute(self.objectFile),
+                                                  self.mirrors.path("MAG1", self.objectFile))]
+
+    @defer.inlineCallbacks
+    def test_theCopiesOfAMoveCutShortBeforeTheRepointGoAtStartUp(self):
+        lines = yield self.restartAfterACrash("_repointRows")
+        self.assertEqual((yield DeviceMoveTests.rows(self))[self.uid], ("MAG0", self.objectFile))
+        self.assertEqual(self.copiesLeft(), [True, True, False, False])
+        self.assertEqual(len(lines), 3)
+        self.assertIn(f"removed {self.mag1.absolute(self.objectFile)}: a copy of {self.uid} that a move to MAG1 cut "
+                      "short by a stop left, which no image row names", lines)
+        self.assertEqual(lines[-1], "1 object(s) were moving between MAG devices when the server stopped: 2 copies "
+                                    "no image row names removed")
+
+    @defer.inlineCallbacks
+    def test_theOldCopiesOfAMoveCutShortAfterTheRepointGoAtStartUp(self):
+        yield self.restartAfterACrash("_remove")
+        self.assertEqual((yield DeviceMoveTests.rows(self))[self.uid], ("MAG1", self.objectFile))
+        self.assertEqual(self.copiesLeft(), [False, False, True, True])
+        self.assertEqual(DeviceMoveTests.contents(self, self.mag1, self.objectFile), self.content)
+
+    @defer.inlineCallbacks
+    def test_aMoveThatEndsLeavesNoMark(self):
+        yield self.move()
+        marks = self.archive.moveMarks.table
+        self.assertEqual((yield self.archive.index.runQuery(
+            lambda connection: connection.execute(marks.select()).all())), [])

@@ -63,24 +63,30 @@ class MoveMarks(OwnTable):
     def recover(self, reader):
         """At start-up (blocking): delete the copies the moves a crash cut
         short left that no image row names (``reader``: the archive's
-        ``ObjectReader``, for the devices and their mirrors), and every
-        mark; returns the paths deleted."""
+        ``ObjectReader``, for the devices and their mirrors), and their
+        marks; the marks of a device whose folder is not there (a disk not
+        mounted) are kept for the next start-up.  Returns the paths
+        deleted."""
         columns = self.table.c
         with self.index.engine.begin() as connection:
             marks = connection.execute(select(columns.SOPInstanceUID, columns.DeviceName, columns.ObjectFile,
                                               columns.TargetDevice)).all()
             if not marks:
                 return []
-            current = self.index.indexedFiles(connection, {mark.SOPInstanceUID for mark in marks})
+            present = [mark for mark in marks
+                       if _isThere(reader, mark.DeviceName) and _isThere(reader, mark.TargetDevice)]
+            current = self.index.indexedFiles(connection, {mark.SOPInstanceUID for mark in present})
             removed = []
-            for uid, deviceName, objectFile, target in marks:
+            for uid, deviceName, objectFile, target in present:
                 indexed = current.get(uid)
                 for device, name in [(deviceName, objectFile)] + _numberedNames(reader, target, objectFile):
                     if indexed is None or (device, name) != tuple(indexed):
                         removed += self._removeStray(reader, uid, device, name, target)
-            connection.execute(self.table.delete())
+                self.remove(connection, [(uid, deviceName, objectFile)], target)
         self.log.info("{count} object(s) were moving between MAG devices when the server stopped: {removed} copies "
-                      "no image row names removed", count=len(marks), removed=len(removed))
+                      "no image row names removed{kept}", count=len(marks), removed=len(removed),
+                      kept=f"; {len(marks) - len(present)} kept for the next start-up: their device is not there"
+                           if len(present) < len(marks) else "")
         return removed
 
     def _removeStray(self, reader, uid, device, name, target):
@@ -96,6 +102,12 @@ class MoveMarks(OwnTable):
             self.log.warn("removed {path}: a copy of {uid} that a move to {target} cut short by a stop left, "
                           "which no image row names", path=path, uid=uid, target=target)
         return stray
+
+
+def _isThere(reader, deviceName):
+    """Whether the folder of the MAG device ``deviceName`` is there."""
+    root = reader.roots.get(deviceName)
+    return root is not None and os.path.isdir(root)
 
 
 def _numberedNames(reader, target, objectFile):

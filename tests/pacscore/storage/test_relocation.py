@@ -425,3 +425,21 @@ class MirroredMoveTests(unittest.TestCase):
         marks = self.archive.moveMarks.table
         self.assertEqual((yield self.archive.index.runQuery(
             lambda connection: connection.execute(marks.select()).all())), [])
+
+    @defer.inlineCallbacks
+    def test_theMarksOfADeviceNotThereAreKept(self):
+        """MAG1's disk is not mounted at the start-up after the crash: its
+        copies cannot be looked at, so their marks wait for the next one."""
+        def crash(*args):
+            raise RuntimeError("the server was killed")
+        self.patch(self.archive.deviceMover, "_repointRows", crash)
+        yield self.assertFailure(defer.ensureDeferred(
+            self.archive.deviceMover.move([(self.uid, "MAG0", self.objectFile)], "MAG1")), RuntimeError)
+        yield self.running.stop()
+        os.rename(self.mag1.path, self.mag1.path + ".away")
+        removed = self.archive.moveMarks.recover(self.archive.objectReader)
+        self.assertEqual(removed, [])
+        os.rename(self.mag1.path + ".away", self.mag1.path)
+        self.assertEqual(self.archive.moveMarks.recover(self.archive.objectReader),
+                         [self.mag1.absolute(self.objectFile), self.mirrors.path("MAG1", self.objectFile)])
+        self.assertEqual(self.archive.moveMarks.recover(self.archive.objectReader), [])

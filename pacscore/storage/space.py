@@ -18,8 +18,10 @@ the same second (a fast ingest) can still make room.
 ``SpaceKeeper.makeSpace`` serves the control command ``makespace``.
 ``ThresholdClean`` (a service) is Conquest's ``MAGDeviceThreshold``
 (manual, dicom.ini): the I/O thread that is about to write an object calls
-its ``checkFromThread``; when MAG0 has less than the threshold free (in MB),
-patients are deleted until 5 MB more than the threshold is free.  That runs
+its ``checkFromThread``; when the device the object goes to has less than
+the threshold free (in MB), patients are deleted until 5 MB more than the
+threshold is free on MAG0 or, when objects spill over to other MAG
+devices, on one of them (Conquest's GetDevice and PanicKillOff).  That runs
 in the background, one clean-up at a time (``SpaceKeeper.clean``), so the
 object being written waits for nothing (if the disk is really full it gets
 A700, as without a threshold).  A threshold of 0, or

@@ -3,26 +3,35 @@
 Database drivers, converter commands and control commands all come from
 here rather than from ``twisted.plugin.getPlugins`` directly: a plugin
 that lacks what its interface asks for (``zope.interface.verify.verifyObject``)
-is left out with one log line naming it, and the archive goes on with the
-rest.
+or one named as a plugin found before it
+is, is left out with one log line naming it, and the archive goes on with
+the rest.  An object that several plugin modules hold (one imported by
+another) is one plugin.
 """
 
 from types import ModuleType
 
 from twisted.logger import Logger
-from twisted.plugin import getPlugins
+from twisted.plugin import getCache
 from zope.interface.exceptions import BrokenImplementation, BrokenMethodImplementation, Invalid
 from zope.interface.verify import verifyObject
 
 import plugins
 
 
-def _named(plugin):
+def named(plugin):
     """The dotted name of ``plugin``: the module or class it is, else its class."""
     if isinstance(plugin, ModuleType):
         return plugin.__name__
     kind = plugin if isinstance(plugin, type) else type(plugin)
     return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _where(plugin, module):
+    """``plugin`` named, with the plugin module holding it when that is not
+    where it is defined (a plugin module may import it)."""
+    name = named(plugin)
+    return name if name == module or name.startswith(module + ".") else f"{name} (in {module})"
 
 
 def _problem(error):
@@ -34,6 +43,11 @@ def _problem(error):
     return " ".join(str(error).split())
 
 
+def _key(plugin):
+    """What two plugins' names must not share: lower case, single spaces."""
+    return " ".join(plugin.name.lower().split())
+
+
 class PluginSet:
     """The plugins of ``package`` (a module object), by interface."""
 
@@ -43,21 +57,58 @@ class PluginSet:
         self.package = package
         self._providers = {}
 
-    def _usable(self, interface, plugin):
+    def _found(self, interface):
+        """``(plugin, its plugin module's name)`` for every object of the
+        package's plugin modules that provides ``interface``, in the order
+        ``getPlugins`` gives them (pacs's own plugin folder first)."""
+        for dropin in getCache(self.package).values():
+            for cached in dropin.plugins:
+                try:
+                    plugin = interface(cached, None)
+                except Exception:
+                    self.log.failure("plugin module {module} cannot be loaded; its plugins are not available",
+                                     module=dropin.moduleName)
+                    continue
+                if plugin is not None:
+                    yield plugin, dropin.moduleName
+
+    def _usable(self, interface, plugin, module):
         try:
             verifyObject(interface, plugin)
         except Invalid as e:
+            problems = [_problem(each) for each in getattr(e, "exceptions", [e])]
+        else:
+            problems = []
+        if problems:
             self.log.error("plugin {plugin} is not a usable {interface} ({problems}); it is not available",
-                           plugin=_named(plugin), interface=interface.__name__,
-                           problems=", ".join(_problem(each) for each in getattr(e, "exceptions", [e])))
-            return False
-        return True
+                           plugin=_where(plugin, module), interface=interface.__name__,
+                           problems=", ".join(problems))
+        return not problems
+
+    def _chosen(self, interface):
+        """``(plugin, its plugin module's name)`` of each plugin ``providing``
+        gives."""
+        chosen, seen = {}, set()
+        for plugin, module in self._found(interface):
+            if id(plugin) in seen:
+                continue
+            seen.add(id(plugin))
+            if not self._usable(interface, plugin, module):
+                continue
+            key = _key(plugin)
+            if key in chosen:
+                self.log.error("plugin {plugin} is an {interface} named {name!r} as {first} is; "
+                               "it is not available", plugin=_where(plugin, module),
+                               interface=interface.__name__, name=key, first=_where(*chosen[key]))
+                continue
+            chosen[key] = plugin, module
+        return chosen.values()
 
     def providing(self, interface):
-        """Every plugin that provides ``interface`` and has what it asks for."""
+        """Every plugin that provides ``interface``, has what it asks for
+        and has a name of its own."""
         if interface not in self._providers:
-            self._providers[interface] = [plugin for plugin in getPlugins(interface, self.package)
-                                          if self._usable(interface, plugin)]
+            self._providers[interface] = [plugin for plugin, _ in self._chosen(interface)]
         return self._providers[interface]
 
 

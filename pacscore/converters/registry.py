@@ -15,12 +15,7 @@ run as a program.
 import re
 
 from pacscore.interfaces import IConverterCommand
-from pacscore.pluginset import installed
-
-
-def _describe(command):
-    kind = type(command)
-    return f"{kind.__module__}.{kind.__qualname__}"
+from pacscore.pluginset import installed, named
 
 
 def _pattern(name):
@@ -41,7 +36,7 @@ class CommandRegistry:
             name = " ".join(command.name.lower().split())
             if name in self.commands:
                 raise ValueError(f"two converter commands are named {name!r}: "
-                                 f"{_describe(self.commands[name])} and {_describe(command)}")
+                                 f"{named(self.commands[name])} and {named(command)}")
             self.commands[name] = command
         self._patterns = [(_pattern(name), command)
                           for name, command in sorted(self.commands.items(), key=lambda item: -len(item[0]))]

@@ -73,3 +73,39 @@ class BrokenPluginTests(unittest.TestCase):
         self.assertNotIn("Traceback", server.log())
         status = server.dgate("--display_status:")
         self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
+
+    def test_clashingPluginsAreSkipped(self):
+        """A plugin module that imports a built-in command to reuse it does
+        not make it a second command, and a third-party converter command
+        or control command named as a built-in one is left out with one
+        line naming both: the server starts and the built-ins serve."""
+        server = self.serverWith({"wrapping": """
+            from plugins.pacs_commands_dataset import setCommand
+            @implementer(IPlugin, IConverterCommand)
+            class SetUpper:
+                name = "setupper"; scope = "IE"; condition = False
+                def parse(self, arguments, where): return setCommand.parse(arguments, where)
+                def run(self, parsed, context): return setCommand.run(parsed, context)
+            setUpper = SetUpper()
+            """, "zz_clashing": """
+            @implementer(IPlugin, IConverterCommand)
+            class Nop:
+                name = "nop"; scope = "IE"; condition = False
+                def parse(self, arguments, where): return arguments
+                def run(self, parsed, context): return None
+            nop = Nop()
+            @implementer(IPlugin, IControlCommand)
+            class Status:
+                name = "display_status"; usage = "--display_status:"
+                def run(self, arguments, context): return "not the built-in"
+            status = Status()
+            """})
+        for plugin, interface, name in (("plugins.zz_clashing.Nop", "IConverterCommand", "nop"),
+                                        ("plugins.zz_clashing.Status", "IControlCommand", "display_status")):
+            [line] = self.linesNaming(server, plugin)
+            self.assertIn(f"plugin {plugin} is an {interface} named {name!r} as ", line)
+            self.assertIn("; it is not available", line)
+        self.assertEqual(self.linesNaming(server, "SetCommand"), [])
+        status = server.dgate("--display_status:")
+        self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
+        self.assertNotIn("not the built-in", status.stdout)

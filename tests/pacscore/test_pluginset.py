@@ -40,23 +40,30 @@ good = Good()
 """
 
 
+def pluginPackage(testCase, **modules):
+    """A plugin package of ``modules`` (name: source after HEADER), imported,
+    gone again after ``testCase``."""
+    root = os.path.abspath(testCase.mktemp())
+    name = f"pacs_pluginset_test{next(_packages)}"
+    os.makedirs(os.path.join(root, name))
+    open(os.path.join(root, name, "__init__.py"), "w").close()
+    writePluginModules(os.path.join(root, name), modules)
+    sys.path.insert(0, root)
+    testCase.addCleanup(sys.path.remove, root)
+    testCase.addCleanup(lambda: [sys.modules.pop(key) for key in list(sys.modules)
+                                 if key == name or key.startswith(name + ".")])
+    return importlib.import_module(name)
+
+
+def errors(events):
+    """The formatted warnings and errors of the captured ``events``."""
+    return [formatEvent(event) for event in events if event["log_level"] >= LogLevel.warn]
+
+
 class PluginSetTests(unittest.TestCase):
 
     def package(self, **modules):
-        """A plugin package of ``modules`` (name: source after HEADER), imported."""
-        root = self.mktemp()
-        name = f"pacs_pluginset_test{next(_packages)}"
-        os.makedirs(os.path.join(root, name))
-        open(os.path.join(root, name, "__init__.py"), "w").close()
-        writePluginModules(os.path.join(root, name), modules)
-        sys.path.insert(0, os.path.abspath(root))
-        self.addCleanup(sys.path.remove, os.path.abspath(root))
-        self.addCleanup(lambda: [sys.modules.pop(key) for key in list(sys.modules)
-                                 if key == name or key.startswith(name + ".")])
-        return importlib.import_module(name)
-
-    def errors(self, events):
-        return [formatEvent(event) for event in events if event["log_level"] >= LogLevel.warn]
+        return pluginPackage(self, **modules)
 
     def test_incompletePluginIsLeftOut(self):
         """A plugin without name, parse and run is left out with one line
@@ -71,7 +78,7 @@ class PluginSetTests(unittest.TestCase):
         with capturedLogs() as events:
             self.assertEqual([command.name for command in plugins.providing(IConverterCommand)], ["good"])
             self.assertEqual([command.name for command in plugins.providing(IConverterCommand)], ["good"])
-        [line] = self.errors(events)
+        [line] = errors(events)
         self.assertIn(f"{package.__name__}.wrong.Wrong", line)
         self.assertIn("is not a usable IConverterCommand (no name, no parse, no run); it is not available", line)
 
@@ -87,7 +94,7 @@ class PluginSetTests(unittest.TestCase):
             """)
         with capturedLogs() as events:
             self.assertEqual(PluginSet(package).providing(IControlCommand), [])
-        [line] = self.errors(events)
+        [line] = errors(events)
         self.assertIn(f"{package.__name__}.control.Short is not a usable IControlCommand (run: ", line)
 
     def test_optionalAttributesAreOptional(self):
@@ -97,7 +104,7 @@ class PluginSetTests(unittest.TestCase):
         with capturedLogs() as events:
             [command] = PluginSet(package).providing(IConverterCommand)
         self.assertFalse(hasattr(command, "reachesOutside"))
-        self.assertEqual(self.errors(events), [])
+        self.assertEqual(errors(events), [])
 
     def test_readOnlyIsOptional(self):
         """A control command need not say whether it is readOnly (absent:
@@ -112,12 +119,13 @@ class PluginSetTests(unittest.TestCase):
         with capturedLogs() as events:
             [command] = PluginSet(package).providing(IControlCommand)
         self.assertFalse(hasattr(command, "readOnly"))
-        self.assertEqual(self.errors(events), [])
+        self.assertEqual(errors(events), [])
 
     def test_aClassOrModulePluginIsNamed(self):
         """A plugin that is a class (declared with ``@provider``) or a
         module (one that ``moduleProvides``, imported by a plugin module) is
-        named itself in the line, not as its type."""
+        named itself in the line, not as its type, with the plugin module
+        holding it when that is another."""
         package = self.package(modular="""
             from zope.interface import moduleProvides
             moduleProvides(IPlugin, IControlCommand)
@@ -135,7 +143,63 @@ class PluginSetTests(unittest.TestCase):
         with capturedLogs() as events:
             self.assertEqual(PluginSet(package).providing(IConverterCommand), [])
             self.assertEqual(PluginSet(package).providing(IControlCommand), [])
-        self.assertEqual(self.errors(events), [
+        self.assertEqual(errors(events), [
             f"plugin {package.__name__}.classy.Classy is not a usable IConverterCommand (no run); it is not available",
-            f"plugin {package.__name__}.modular is not a usable IControlCommand (no usage, no run); "
+            f"plugin {package.__name__}.modular (in {package.__name__}.importing) is not a usable "
+            f"IControlCommand (no usage, no run); "
             f"it is not available"])
+
+    def test_importedPluginIsOne(self):
+        """A plugin module that imports another's plugin (to reuse a
+        built-in command) holds the same object: it is one plugin, with no
+        line."""
+        package = self.package(good=GOOD, wrapping="""
+            from .good import good
+            @implementer(IPlugin, IConverterCommand)
+            class Wrapping:
+                name = "wrapping"; scope = "IE"; condition = False
+                def parse(self, arguments, where): return good.parse(arguments, where)
+                def run(self, arguments, context): return good.run(arguments, context)
+            wrapping = Wrapping()
+            """)
+        with capturedLogs() as events:
+            commands = PluginSet(package).providing(IConverterCommand)
+        self.assertEqual(sorted(command.name for command in commands), ["good", "wrapping"])
+        self.assertEqual(errors(events), [])
+
+    def test_sameNameLeftOut(self):
+        """Of two plugins of one interface with one name (in any case or
+        spacing), the one found later is left out with one line naming both;
+        the other is kept."""
+        control = """
+            @implementer(IPlugin, IControlCommand)
+            class {0}:
+                name = "{1}"; usage = "--good"
+                def run(self, arguments, context): return ""
+            good = {0}()
+            """
+        for interface, first, second in (
+                (IConverterCommand, GOOD, GOOD.replace("Good", "Again").replace('"good"', '" GOOD "')),
+                (IControlCommand, control.format("Good", "good"), control.format("Again", "Good"))):
+            package = self.package(a_first=first, b_second=second)
+            with capturedLogs() as events:
+                [kept] = PluginSet(package).providing(interface)
+            self.assertIs(kept, package.a_first.good)
+            self.assertEqual(errors(events), [
+                f"plugin {package.__name__}.b_second.Again is an {interface.__name__} named 'good' as "
+                f"{package.__name__}.a_first.Good is; it is not available"])
+
+    def test_sameNameInAnotherModuleIsNamed(self):
+        """Two objects of one class (held by two plugin modules) named
+        alike are told apart by the plugin modules holding them."""
+        package = self.package(a_first=GOOD, b_second="""
+            from .a_first import Good
+            again = Good()
+            """)
+        with capturedLogs() as events:
+            [kept] = PluginSet(package).providing(IConverterCommand)
+        self.assertIs(kept, package.a_first.good)
+        self.assertEqual(errors(events), [
+            f"plugin {package.__name__}.a_first.Good (in {package.__name__}.b_second) is an IConverterCommand "
+            f"named 'good' as {package.__name__}.a_first.Good is; it is not available"])
+

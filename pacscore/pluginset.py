@@ -3,7 +3,7 @@
 Database drivers, converter commands and control commands all come from
 here rather than from ``twisted.plugin.getPlugins`` directly: a plugin
 that lacks what its interface asks for (``zope.interface.verify.verifyObject``)
-or one named as a plugin found before it
+or whose ``name`` is not a word, or one named as a plugin found before it
 is, is left out with one log line naming it, and the archive goes on with
 the rest.  An object that several plugin modules hold (one imported by
 another) is one plugin.
@@ -78,7 +78,8 @@ class PluginSet:
         except Invalid as e:
             problems = [_problem(each) for each in getattr(e, "exceptions", [e])]
         else:
-            problems = []
+            name = plugin.name
+            problems = [] if isinstance(name, str) and name.strip() else [f"name {name!r} is not a word"]
         if problems:
             self.log.error("plugin {plugin} is not a usable {interface} ({problems}); it is not available",
                            plugin=_where(plugin, module), interface=interface.__name__,

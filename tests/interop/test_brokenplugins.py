@@ -34,6 +34,19 @@ INCOMPLETE = {
                 return ""
         nameless = Nameless()
         """,
+    # names that are not words: the driver's sorted before the others
+    "unnamed": """
+        from plugins.pacs_sqlite import SQLiteDriver
+        @implementer(IPlugin, IConverterCommand)
+        class Unnamed:
+            name = None; scope = "IE"; condition = False
+            def parse(self, arguments, where): return arguments
+            def run(self, parsed, context): return None
+        unnamed = Unnamed()
+        class Numbered(SQLiteDriver):
+            name = 5
+        numbered = Numbered()
+        """,
 }
 
 
@@ -60,13 +73,16 @@ class BrokenPluginTests(unittest.TestCase):
 
     def test_incompletePluginsAreSkipped(self):
         """A converter command, database driver and control command that
-        lack what their interface asks for are each named once, with what
-        is missing; the SQLite driver and the built-in commands serve."""
+        lack what their interface asks for, or whose name is not a word, are
+        each named once, with what is wrong; the SQLite driver and the
+        built-in commands serve."""
         server = self.serverWith(INCOMPLETE)
         for plugin, problem in (("plugins.wrong_command.Wrong", "IConverterCommand (no name, no condition, "
                                                                  "no parse, no run)"),
                                 ("plugins.wrong_driver.Half", "IDatabaseDriver (no description, "),
-                                ("plugins.wrong_control.Nameless", "IControlCommand (no name)")):
+                                ("plugins.wrong_control.Nameless", "IControlCommand (no name)"),
+                                ("plugins.unnamed.Unnamed", "IConverterCommand (name None is not a word)"),
+                                ("plugins.unnamed.Numbered", "IDatabaseDriver (name 5 is not a word)")):
             [line] = self.linesNaming(server, plugin)
             self.assertIn(f"is not a usable {problem}", line)
             self.assertIn("it is not available", line)

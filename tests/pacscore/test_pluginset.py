@@ -203,3 +203,18 @@ class PluginSetTests(unittest.TestCase):
             f"plugin {package.__name__}.a_first.Good (in {package.__name__}.b_second) is an IConverterCommand "
             f"named 'good' as {package.__name__}.a_first.Good is; it is not available"])
 
+    def test_nameNotAWord(self):
+        """A plugin whose name is not a string of some word (None, a number,
+        empty, blank) is left out with one line naming it; the good one is
+        kept."""
+        package = self.package(good=GOOD, names="""
+            from .good import Good
+            class Renamed(Good):
+                def __init__(self, name): self.name = name
+            none, number, empty, blank = Renamed(None), Renamed(5), Renamed(""), Renamed("  ")
+            """)
+        with capturedLogs() as events:
+            self.assertEqual(PluginSet(package).providing(IConverterCommand), [package.good.good])
+        self.assertEqual(sorted(errors(events)), sorted(
+            f"plugin {package.__name__}.names.Renamed is not a usable IConverterCommand (name {name!r} is not "
+            f"a word); it is not available" for name in (None, 5, "", "  ")))

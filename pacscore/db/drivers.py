@@ -4,8 +4,12 @@ checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini."""
 import os
 import re
 
+from twisted.logger import Logger
+
 from pacscore.interfaces import IDatabaseDriver
-from pacscore.pluginset import installed
+from pacscore.pluginset import installed, named
+
+log = Logger()
 
 
 def availableDrivers():
@@ -32,6 +36,16 @@ def namesNoDatabase(configuration):
     return server is not None and not server.strip()
 
 
+def _selects(driver, configuration):
+    """Whether ``driver`` is selected by the dicom.ini of ``configuration``;
+    a driver whose ``selectedBy`` fails is logged and is not."""
+    try:
+        return driver.selectedBy(configuration)
+    except Exception:
+        log.failure("plugin {plugin}: selectedBy failed; it is not available", plugin=named(driver))
+        return False
+
+
 def findDriver(description, configuration):
     """``(driver, description)`` for ``--db description``, or with None the
     first driver (by name) that the dicom.ini selects, with the description
@@ -40,7 +54,7 @@ def findDriver(description, configuration):
     names = ", ".join(d.name for d in drivers) or "none"
     if description is None:
         for driver in drivers:
-            if driver.selectedBy(configuration):
+            if _selects(driver, configuration):
                 return driver, driver.urlFromConfiguration(configuration)
         raise ValueError(f"dicom.ini selects no database driver (available: {names})")
     scheme = description.partition(":")[0]

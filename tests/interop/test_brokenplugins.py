@@ -125,3 +125,19 @@ class BrokenPluginTests(unittest.TestCase):
         status = server.dgate("--display_status:")
         self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
         self.assertNotIn("not the built-in", status.stdout)
+
+    def test_failingSelectedByIsSkipped(self):
+        """An installed driver whose selectedBy raises, sorted before the
+        SQLite one, is logged with its error and left out: the SQLite
+        driver that dicom.ini selects serves."""
+        server = self.serverWith({"failing_driver": """
+            from plugins.pacs_sqlite import SQLiteDriver
+            class Failing(SQLiteDriver):
+                name = "aaafailing"
+                def selectedBy(self, configuration): raise KeyError("AAAFailing")
+            failing = Failing()
+            """})
+        [line] = self.linesNaming(server, "plugins.failing_driver.Failing")
+        self.assertIn("plugin plugins.failing_driver.Failing: selectedBy failed; it is not available", line)
+        self.assertIn("KeyError: 'AAAFailing'", server.log())
+        self.assertEqual(len(self.linesNaming(server, "index: sqlite sqlite:")), 1)

@@ -1,11 +1,50 @@
-"""redacted: the password of a database or DICOMweb server URL hidden as
-urlsplit (which the STOW-RS forwarder uses) and SQLAlchemy read it."""
+"""findDriver: the driver dicom.ini selects among the installed ones, a
+broken one left out; redacted: the password of a database or DICOMweb
+server URL hidden as urlsplit (which the STOW-RS forwarder uses) and
+SQLAlchemy read it."""
 
+import textwrap
 from urllib.parse import urlsplit
 
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.db.drivers import redacted
+from pacscore.db import drivers
+from pacscore.db.drivers import findDriver, redacted
+from pacscore.pluginset import PluginSet
+from plugins.pacs_sqlite import sqliteDriver
+from tests.pacscore.test_pluginset import errors, pluginPackage
+from tests.plugins.test_sqlite_driver import FakeConfiguration
+
+
+class FindDriverTests(unittest.TestCase):
+
+    def installed(self, source):
+        """Make the installed plugins those of a plugin module of
+        ``source`` (after tests.pacscore.test_pluginset.HEADER), which
+        holds the built-in SQLite driver too."""
+        package = pluginPackage(self, drivers="from plugins.pacs_sqlite import SQLiteDriver, sqliteDriver\n"
+                                + textwrap.dedent(source))
+        self.patch(drivers, "installed", PluginSet(package))
+        return package
+
+    def test_failingSelectedByIsLeftOut(self):
+        """A driver whose selectedBy raises (a key it assumes dicom.ini has)
+        is logged once with the error and not chosen; the others are
+        tried."""
+        package = self.installed("""
+            class Bad(SQLiteDriver):
+                name = "aaabad"
+                def selectedBy(self, configuration): raise KeyError("AAABad")
+            bad = Bad()
+            """)
+        with capturedLogs() as events:
+            self.assertEqual(findDriver(None, FakeConfiguration("/srv/pacs"))[0], sqliteDriver)
+        self.assertEqual(errors(events), [
+            f"plugin {package.__name__}.drivers.Bad: selectedBy failed; it is not available"])
+        [event] = events
+        self.assertIsInstance(event["log_failure"].value, KeyError)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
 
 class RedactedTests(unittest.TestCase):

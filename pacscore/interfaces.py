@@ -12,8 +12,10 @@ class IDatabaseDriver(Interface):
     """A database back end for the index (SQLite, PostgreSQL, MySQL ...).
 
     Chosen by name, the way twisted.cred's ``--auth`` picks a checker: the
-    scheme of ``--db SCHEME:...`` or, without ``--db``, the first driver
-    whose ``selectedBy`` accepts the dicom.ini.
+    scheme of ``--db SCHEME:...`` or, without ``--db``, a driver whose
+    ``selectedBy`` accepts the dicom.ini: the built-in SQLite one, which
+    accepts every dicom.ini that asks for no other database, only when no
+    other driver does; of several others the first by name, logged.
     """
 
     name = Attribute("Scheme used in --db strings and logs, e.g. 'sqlite'.")
@@ -22,7 +24,8 @@ class IDatabaseDriver(Interface):
 
     def selectedBy(configuration):
         """True when this dicom.ini (a ``pacscore.config.loader.Configuration``)
-        asks for this driver, e.g. ``SQLite = 1`` or no other flag set."""
+        asks for this driver, e.g. with a key of its own (``PostGres = 1``);
+        it wins over the SQLite default, which accepts it too."""
 
     def urlFromConfiguration(configuration):
         """The ``--db`` string equivalent to the dicom.ini settings

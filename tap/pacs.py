@@ -18,6 +18,7 @@ children.
 """
 
 import os
+import sys
 from typing import NamedTuple
 
 from twisted.application import internet, service
@@ -32,7 +33,7 @@ from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
 from pacscore.control.shutdown import OrderlyStop, quitGracePeriod
-from pacscore.db.drivers import namesNoDatabase, redacted
+from pacscore.db.drivers import availableDrivers, namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
@@ -109,6 +110,12 @@ class Options(usage.Options):
          "Index database, SCHEME:ARGS, e.g. sqlite:./data/dbase/conquest.db3; overrides the "
          "SQLServer/SQLite/Postgres/MySQL keys of dicom.ini."],
     ]
+
+    def opt_help_db(self):
+        """List the database drivers --db can name, and exit."""
+        for driver in availableDrivers():
+            print(f"{driver.name}: {driver.description}")
+        sys.exit(0)
 
     def postOptions(self):
         workdir = os.path.abspath(self["workdir"] or os.getcwd())

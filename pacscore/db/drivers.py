@@ -1,15 +1,21 @@
 """Choosing the database driver plugin, as twisted.cred's strcred picks a
-checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini."""
+checker factory: by the scheme of ``--db SCHEME:...`` or by dicom.ini,
+where a driver the ini asks for wins over the SQLite default."""
 
 import os
 import re
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from pacscore.interfaces import IDatabaseDriver
 from pacscore.pluginset import installed, named
 
 log = Logger()
+
+FALLBACK = "sqlite"
+"""The driver that accepts every dicom.ini asking for no other database
+(Conquest's stock one has ``SQLite = 1``): used only when no other
+driver accepts it."""
 
 
 def availableDrivers():
@@ -48,15 +54,24 @@ def _selects(driver, configuration):
 
 def findDriver(description, configuration):
     """``(driver, description)`` for ``--db description``, or with None the
-    first driver (by name) that the dicom.ini selects, with the description
-    built from dicom.ini.  ``ValueError`` when nothing matches."""
+    driver that the dicom.ini selects, with the description built from
+    dicom.ini: the first by name of those that accept it, the fallback
+    only when no other does (logged when several accept).  ``ValueError``
+    when nothing matches."""
     drivers = availableDrivers()
     names = ", ".join(d.name for d in drivers) or "none"
     if description is None:
-        for driver in drivers:
-            if _selects(driver, configuration):
-                return driver, driver.urlFromConfiguration(configuration)
-        raise ValueError(f"dicom.ini selects no database driver (available: {names})")
+        accepting = [driver for driver in drivers if _selects(driver, configuration)]
+        preferred = [driver for driver in accepting if driver.name != FALLBACK] or accepting
+        if not preferred:
+            raise ValueError(f"dicom.ini selects no database driver (available: {names})")
+        driver = preferred[0]
+        if len(accepting) > 1:
+            log.emit(LogLevel.warn if len(preferred) > 1 else LogLevel.info,
+                     "the database drivers {accepting} accept dicom.ini: {driver} is used "
+                     "({fallback} only when no other does, else the first by name)",
+                     accepting=", ".join(d.name for d in accepting), driver=driver.name, fallback=FALLBACK)
+        return driver, driver.urlFromConfiguration(configuration)
     scheme = description.partition(":")[0]
     for driver in drivers:
         if driver.name == scheme:

@@ -1,6 +1,7 @@
 """``twistd pacs``: its options, its help, start-up errors."""
 
 import email
+import io
 import os
 import random
 import socket
@@ -27,7 +28,8 @@ from tap.pacs import ArchiveService, ListeningService, Options, ServiceTree
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer
 from tests.pacscore.control.running import RunningArchive
 
-OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db")
+OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db",
+           "--help-db")
 
 REFUSED = (usage.UsageError, SystemExit)  # how starting is refused
 
@@ -38,6 +40,17 @@ class OptionsTests(unittest.TestCase):
         text = str(Options())
         for option in OPTIONS:
             self.assertIn(option, text)
+
+    def test_helpDb(self):
+        """--help-db lists each driver --db can name with its description,
+        as IDatabaseDriver.description promises, and exits."""
+        output = io.StringIO()
+        self.patch(sys, "stdout", output)
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--help-db"])
+        self.assertEqual(error.code, 0)
+        lines = output.getvalue().splitlines()
+        self.assertIn("sqlite: SQLite file (embedded default): sqlite:PATH or sqlite:////abs/path", lines)
+        self.assertLessEqual({"mysql", "null", "postgresql", "sqlite"}, {line.partition(":")[0] for line in lines})
 
     def test_defaultsToPackagedConfiguration(self):
         workdir = self.mktemp()

@@ -6,7 +6,7 @@ SQLAlchemy read it."""
 import textwrap
 from urllib.parse import urlsplit
 
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db import drivers
@@ -45,6 +45,44 @@ class FindDriverTests(unittest.TestCase):
         [event] = events
         self.assertIsInstance(event["log_failure"].value, KeyError)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_askedForWinsOverSQLite(self):
+        """A driver that dicom.ini asks for with its own key is used rather
+        than the SQLite default, which accepts it too, whatever their names'
+        order; the line names both and the one used.  Without the key,
+        SQLite is used with no line."""
+        package = self.installed("""
+            class Z(SQLiteDriver):
+                name = "zsql"
+                def selectedBy(self, configuration): return configuration.ini.get("ZSQL") == "1"
+            z = Z()
+            """)
+        with capturedLogs() as events:
+            self.assertIs(findDriver(None, FakeConfiguration("/srv/pacs", ZSQL=1))[0], package.drivers.z)
+        self.assertEqual([formatEvent(event) for event in events], [
+            "the database drivers sqlite, zsql accept dicom.ini: zsql is used (sqlite only when no other does, "
+            "else the first by name)"])
+        self.assertEqual(events[0]["log_level"], LogLevel.info)
+        with capturedLogs() as events:
+            self.assertIs(findDriver(None, FakeConfiguration("/srv/pacs"))[0], sqliteDriver)
+        self.assertEqual(events, [])
+
+    def test_severalAskedForWarned(self):
+        """Of two drivers that dicom.ini asks for, the first by name is used,
+        with a warning naming them."""
+        package = self.installed("""
+            class Z(SQLiteDriver):
+                name = "zsql"
+                def selectedBy(self, configuration): return configuration.ini.get("ZSQL") == "1"
+            class Y(Z):
+                name = "ysql"
+            z, y = Z(), Y()
+            """)
+        with capturedLogs() as events:
+            self.assertIs(findDriver(None, FakeConfiguration("/srv/pacs", ZSQL=1))[0], package.drivers.y)
+        self.assertEqual(errors(events), [
+            "the database drivers sqlite, ysql, zsql accept dicom.ini: ysql is used (sqlite only when no other "
+            "does, else the first by name)"])
 
 
 class RedactedTests(unittest.TestCase):

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.external import ExternalProgram
+from pacscore.pluginset import named
 
 SCOPES = {"import": "I", "export": "E"}
 PROGRAM = ExternalProgram()  # an export statement naming no command runs it as a program
@@ -218,16 +219,27 @@ class _Parser:
             text = self.text[start:self.pos].strip()
             found = self.registry.lookup(text) or self.luaFile(text)
         if found is None and self.kind == "export":
-            where = Location(self.key, start + 1, self.registry, self.kind)
-            return Statement(PROGRAM, PROGRAM.parse(self.text[start:self.pos].strip(), where), start + 1)
+            return self.parsed(PROGRAM, self.text[start:self.pos].strip(), start)
         if found is None:
             word = re.match(r"[^\s;{}]+", self.text[start:]).group()
             self.error(start, f"unknown command {word!r}")
         command, arguments = found
         if SCOPES[self.kind] not in command.scope:
             self.error(start, f"'{command.name}' is not allowed in {self.kind} converters")
+        return self.parsed(command, arguments, start)
+
+    def parsed(self, command, arguments, start):
+        """The Statement of ``command`` at ``start`` with its ``parse`` of
+        ``arguments``; any exception but ConverterSyntaxError (a plugin's
+        bug) is reported as a syntax error naming the command's plugin."""
         where = Location(self.key, start + 1, self.registry, self.kind)
-        return Statement(command, command.parse(arguments, where), start + 1)
+        try:
+            return Statement(command, command.parse(arguments, where), start + 1)
+        except ConverterSyntaxError:
+            raise
+        except Exception as e:
+            self.error(start, f"converter command {command.name!r} ({named(command)}) failed to parse: "
+                              f"{type(e).__name__}: {e}")
 
     def luaFile(self, text):
         """``(lua: command, text)`` for a statement that names a Lua file,

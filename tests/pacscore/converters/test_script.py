@@ -164,5 +164,21 @@ class SyntaxErrorTests(unittest.TestCase):
             self.assertTrue(str(error).startswith(f"ImportConverter5, column {column}: "), (line, str(error)))
             self.assertIn(message, str(error), line)
 
+    def test_parseBug(self):
+        """A command whose parse raises anything but ConverterSyntaxError (a
+        plugin's bug) gives a syntax error naming the key, the column, the
+        command and its plugin, with the exception."""
+        @implementer(IConverterCommand)
+        class Buggy(Returning):
+            def parse(self, arguments, where):
+                raise self.make()
+
+        for exception in (ValueError("parse blew up"), KeyError("AE"), TypeError("no")):
+            error = self.assertRaises(ConverterSyntaxError, parseScript, "nop; buggy x", "ImportConverter0",
+                                      registry(Buggy("buggy", lambda: exception)), "import")
+            self.assertEqual(str(error), f"ImportConverter0, column 6: converter command 'buggy' ({__name__}."
+                                         f"SyntaxErrorTests.test_parseBug.<locals>.Buggy) failed to parse: "
+                                         f"{type(exception).__name__}: {exception}")
+
     def test_kind(self):
         self.assertRaises(ValueError, parseScript, "nop", "QueryConverter0", registry(), "query")

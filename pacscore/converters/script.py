@@ -22,6 +22,7 @@ refused: logged, and the line ends with STOP.
 """
 
 import re
+import reprlib
 from dataclasses import dataclass
 
 from twisted.internet.defer import maybeDeferred
@@ -72,21 +73,30 @@ class Statement:
 
     def evaluate(self, key, context):
         """What the command's ``run`` gives (an Outcome, a bool for
-        conditions). Raises _CommandFailed after logging its exception."""
+        conditions). Raises _CommandFailed after logging its exception, or
+        that it replaced ``context.dataset`` (put back: the data set is
+        changed in place)."""
         if context.sandboxed and getattr(self.command, "reachesOutside", False):
             self.log.error("{key}, column {column}: converter command {command!r} refused: sandboxed Lua "
                            "scripts cannot run programs or write files through script() (LuaAllowUnsafe = 1 "
                            "allows it)", key=key, column=self.column, command=self.command.name)
             raise _CommandFailed(self.command)
-        results = []
+        dataset, results = context.dataset, []
         maybeDeferred(self.command.run, self.arguments, context).addBoth(results.append)
         if not results:
             raise RuntimeError(f"{key}, column {self.column}: converter command {self.command.name!r} "
                                f"returned a Deferred that has not fired")
         result = results[0]
+        replacement, context.dataset = context.dataset, dataset
         if isinstance(result, Failure):
             self.log.failure("{key}, column {column}: converter command {command!r} failed", result,
                              LogLevel.error, key=key, column=self.column, command=self.command.name)
+            raise _CommandFailed(self.command)
+        if replacement is not dataset:
+            self.log.error("{key}, column {column}: converter command {command!r} failed: it replaced "
+                           "context.dataset with {replacement} instead of changing the data set in place",
+                           key=key, column=self.column, command=self.command.name,
+                           replacement=type(replacement).__name__ + " " + reprlib.repr(replacement))
             raise _CommandFailed(self.command)
         return result
 

@@ -1,7 +1,8 @@
 """Tests for pacscore.converters.script: parsing and running converter lines."""
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import capturedLogs
+from pydicom import Dataset
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -126,6 +127,30 @@ class RunTests(unittest.TestCase):
             self.assertIn(event["command"], ("explode", "failing", "test"))
             self.assertIsInstance(event["log_failure"].value, ValueError)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+
+    def test_replacedDataset(self):
+        """A command that replaces context.dataset (with anything: text, a
+        new Dataset) rather than changing it in place is logged naming it,
+        the data set is put back and the line ends, as when it raises."""
+        for replacement in ("not a dataset", None, Dataset()):
+            @implementer(IConverterCommand)
+            class Replacing(Returning):
+                def run(self, arguments, context):
+                    context.dataset = replacement
+                    context.changed = True
+
+            lineContext = context()
+            dataset = lineContext.dataset
+            script = parseScript("mark a; swap; mark b", "ImportConverter3",
+                                 registry(Replacing("swap", None)), "import")
+            with capturedLogs() as events:
+                self.assertEqual(script.run(lineContext), Outcome.STOP)
+            self.assertIs(lineContext.dataset, dataset)
+            self.assertEqual(lineContext.variables["x"], "a")
+            self.assertEqual([formatEvent(event) for event in events], [
+                "ImportConverter3, column 9: converter command 'swap' failed: it replaced context.dataset with "
+                f"{type(replacement).__name__} {replacement!r} instead of changing the data set in place"])
+            self.assertEqual(events[0]["log_level"], LogLevel.error)
 
     def test_execute(self):
         """``execute`` also tells which command ended the line."""

@@ -11,7 +11,12 @@ converter's ``servercommand``, whose command may store objects or read
 files in that pool, or its association's Lua state, which such a
 converter holds meanwhile) waits in ``standInWhileWaiting()``: its pool gets
 another thread for the time of the wait, so that waiting workers never
-starve the pool of the threads their wait needs.
+starve the pool of the threads their wait needs.  A worker about to run
+work that may last (an import converter line: a program, a sleep, a DICOM
+round trip) runs it in ``standInIfSlow()``: should it last longer than
+``SLOW_CALL`` seconds, the pool gets another thread until it ends (at most
+``SLOW_STAND_INS`` at once), so that one sender's slow converters do not
+hold the threads other senders' stores and the control port need.
 """
 
 import contextlib
@@ -28,6 +33,8 @@ _RETIRE = object()  # a stand-in's wait is over: one thread of the pool ends
 _current = threading.local()  # .pool: the WorkerPool of a worker thread
 STOP_GRACE = 60  # seconds a stop waits for calls under way
 _NO_REACTOR_GRACE = 1  # seconds past a blockingCallWithin's limit before giving up on a reactor that runs no more
+SLOW_CALL = 1  # seconds a call in standInIfSlow() runs before its pool gets a stand-in for it
+SLOW_STAND_INS = 32  # at most this many such stand-ins in a pool at once
 
 
 class WorkerPool:
@@ -47,6 +54,11 @@ class WorkerPool:
         self._standIns = itertools.count()
         self._busy = set()  # the names of the threads in a call
         self._busyLock = threading.Lock()  # workers change _busy while the reactor reads it
+        self._slowCalls = {}  # the standInIfSlow calls under way: token -> _SlowCall
+        self._slowLock = threading.Lock()  # guards _slowCalls, _slowStandIns and _watching
+        self._slowStandIns = 0  # threads started for them and not retired
+        self._watching = False  # _watchSlowCalls runs or is scheduled
+        self._slowWatch = None  # its next run, a DelayedCall of the reactor thread
         self.pending = 0
 
     def start(self):
@@ -64,6 +76,8 @@ class WorkerPool:
         ended, or after ``grace`` seconds with a warning: a call that never
         returns (a run-away script inside a C function, a hung file system)
         must not keep the server from stopping; the threads are daemons."""
+        if self._slowWatch is not None and self._slowWatch.active():
+            self._slowWatch.cancel()
         with self._threadsLock:
             threads, self._threads = self._threads, []
         for _ in threads:
@@ -115,6 +129,39 @@ class WorkerPool:
         finally:
             self._queue.put(_RETIRE)
 
+    @contextlib.contextmanager
+    def _standInIfSlow(self):
+        call = _SlowCall(self.reactor.seconds() + SLOW_CALL)
+        with self._slowLock:
+            self._slowCalls[id(call)] = call
+            watch, self._watching = not self._watching, True
+        if watch:
+            self.reactor.callFromThread(self._watchSlowCalls)
+        try:
+            yield
+        finally:
+            with self._slowLock:
+                del self._slowCalls[id(call)]
+                if call.stoodInFor:
+                    self._slowStandIns -= 1
+            if call.stoodInFor:
+                self._queue.put(_RETIRE)
+
+    def _watchSlowCalls(self):
+        """In the reactor thread, while standInIfSlow calls run: a stand-in
+        for each that has run SLOW_CALL seconds, up to SLOW_STAND_INS."""
+        now = self.reactor.seconds()
+        with self._slowLock:
+            due = [call for call in self._slowCalls.values() if not call.stoodInFor and call.deadline <= now]
+            due = due[:max(SLOW_STAND_INS - self._slowStandIns, 0)]
+            for call in due:
+                call.stoodInFor = True
+            self._slowStandIns += len(due)
+            self._watching = bool(self._slowCalls)
+        for _ in due:
+            self._startThread(f"{self.name}-standin-{next(self._standIns)}")
+        self._slowWatch = self.reactor.callLater(SLOW_CALL / 2, self._watchSlowCalls) if self._watching else None
+
     def _work(self):
         _current.pool = self
         thread = threading.current_thread()
@@ -151,6 +198,24 @@ def standInWhileWaiting():
     of no ``WorkerPool`` it does nothing."""
     pool = getattr(_current, "pool", None)
     return contextlib.nullcontext() if pool is None else pool._standIn()
+
+
+class _SlowCall:
+    """A standInIfSlow call: when it runs SLOW_CALL seconds (``deadline``,
+    the reactor's time) and whether its pool got a stand-in for it."""
+
+    def __init__(self, deadline):
+        self.deadline = deadline
+        self.stoodInFor = False
+
+
+def standInIfSlow():
+    """A context manager for a worker thread about to run work that may
+    last: should it run longer than ``SLOW_CALL`` seconds, its pool runs
+    one more thread until it ends (at most ``SLOW_STAND_INS`` such threads
+    at once).  In a thread of no ``WorkerPool`` it does nothing."""
+    pool = getattr(_current, "pool", None)
+    return contextlib.nullcontext() if pool is None else pool._standInIfSlow()
 
 
 def _timedOut(result, seconds):

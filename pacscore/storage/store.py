@@ -68,6 +68,7 @@ from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileM
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 from pacscore.storage.spool import Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
+from pacscore.workers import standInIfSlow
 
 # An object whose data set or pixels (decoded) are larger is stored as received, not compressed in memory on
 # arrival, which holds it two to three times over and takes minutes, past the sender's timeout.
@@ -643,7 +644,8 @@ class ObjectStore:
             if importers is not None:
                 self._converting[incoming.sopInstanceUID] = threading.get_ident()  # one store of a UID at a time
                 try:
-                    decision = importers.apply(incoming, attrs, data, transferSyntax)
+                    with standInIfSlow():  # a slow line must not hold the threads other stores need
+                        decision = importers.apply(incoming, attrs, data, transferSyntax)
                 finally:
                     del self._converting[incoming.sopInstanceUID]
                 if decision is not None:

@@ -233,6 +233,30 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("moved\ttrue", log)
         self.assertNotIn("Lua script failed", log)
 
+    def test_aSlowConverterOfOneSenderHoldsUpNoOther(self):
+        """Six objects of one sender whose converter line runs a slow
+        program (more than the archive's I/O threads) leave the threads
+        free for another sender: its store and a control command are
+        answered at once, while the slow ones are stored after."""
+        serverDir = os.path.join(self.workdir, "pacs")
+        server = PacsServer(serverDir, ini={"ImportConverters": "1",
+                                            "ImportConverter0": 'ifequal "%u","SLOWAE"; system sleep 12'})
+        server.start()
+        self.addCleanup(server.stop)
+        slow = [self.storing(server, self.image(f"slow{n}.dcm", f"SLOW{n}")[1], "SLOWAE") for n in range(6)]
+        time.sleep(3)  # their converters run
+        started = time.monotonic()
+        fast = self.storing(server, self.image("fast.dcm", "FAST")[1], "FASTAE")
+        output = fast.communicate(timeout=60)[0]
+        self.assertEqual(fast.returncode, 0, output)
+        self.assertEqual(server.dgate("--display_status:").returncode, 0)
+        self.assertLess(time.monotonic() - started, 6)
+        self.assertEqual([process.poll() for process in slow], [None] * 6, "the slow ones still converting")
+        for process in slow:
+            output = process.communicate(timeout=120)[0]
+            self.assertEqual(process.returncode, 0, output)
+        self.assertEqual(len(self.stored(server)), 7)
+
     def test_luaCommandsOfSixAssociationsAtOnce(self):
         """Six modalities storing at once through a converter that calls
         servercommand and dicomquery (on the server itself, whose C-FIND

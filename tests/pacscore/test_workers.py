@@ -10,7 +10,8 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.workers import WorkerPool, blockingCallWithin, standInWhileWaiting
+from pacscore import workers
+from pacscore.workers import SLOW_CALL, WorkerPool, blockingCallWithin, standInIfSlow, standInWhileWaiting
 
 
 class _ClockReactor(Clock):
@@ -18,6 +19,11 @@ class _ClockReactor(Clock):
 
     def callFromThread(self, f, *args, **kwargs):
         reactor.callFromThread(f, *args, **kwargs)
+
+
+def poolThreads(name):
+    """The threads of the pool called ``name``, stand-ins too."""
+    return [t for t in threading.enumerate() if t.name.startswith(name + "-") and not t.name.endswith("-join")]
 
 
 class StopTests(unittest.TestCase):
@@ -80,9 +86,6 @@ class StopTests(unittest.TestCase):
 class StandInTests(unittest.TestCase):
     """standInWhileWaiting: a worker waiting for work of its own pool."""
 
-    def poolThreads(self, name):
-        return [t for t in threading.enumerate() if t.name.startswith(name + "-") and not t.name.endswith("-join")]
-
     @inlineCallbacks
     def test_everyWaitingWorkerIsStoodInFor(self):
         """The two workers of a pool each wait for a call of that pool (as a
@@ -100,15 +103,95 @@ class StandInTests(unittest.TestCase):
 
         self.assertEqual((yield defer.gatherResults([pool.deferToWorker(waiter, n) for n in (1, 2)])), [10, 20])
         for _ in range(100):
-            if len(self.poolThreads("waiting-pool")) == 2:
+            if len(poolThreads("waiting-pool")) == 2:
                 break
             yield threads.deferToThread(time.sleep, 0.05)
-        self.assertEqual(len(self.poolThreads("waiting-pool")), 2)
+        self.assertEqual(len(poolThreads("waiting-pool")), 2)
 
     def test_outsideAPool(self):
         """In a thread of no pool it changes nothing."""
         with standInWhileWaiting():
-            self.assertEqual(self.poolThreads("waiting-pool"), [])
+            self.assertEqual(poolThreads("waiting-pool"), [])
+
+
+class SlowCallTests(unittest.TestCase):
+    """standInIfSlow: a call that lasts gets a stand-in, so that the pool's
+    other calls are not held up behind it."""
+
+    def slowPool(self, size, name):
+        """A started pool of ``size`` on a Clock, with ``run(release)``
+        making a call that lasts until the Event ``release`` is set."""
+        clock = _ClockReactor()
+        pool = WorkerPool(clock, size, name)
+        pool.start()
+        self.addCleanup(pool.stop, 5)
+        return clock, pool
+
+    def slowCall(self, pool, release):
+        def lasting():
+            with standInIfSlow():
+                release.wait(10)
+        return pool.deferToWorker(lasting)
+
+    @inlineCallbacks
+    def turn(self):
+        """Let the real reactor run what the workers handed it."""
+        yield threads.deferToThread(time.sleep, 0.1)
+
+    @inlineCallbacks
+    def test_slowCallIsStoodInFor(self):
+        """The only worker runs a slow call: after SLOW_CALL seconds another
+        thread runs the calls queued behind it, and ends after it."""
+        clock, pool = self.slowPool(1, "slow-pool")
+        release = threading.Event()
+        self.addCleanup(release.set)
+        slow = self.slowCall(pool, release)
+        quick = pool.deferToWorker(lambda: "quick")
+        yield self.turn()
+        self.assertNoResult(quick)
+        clock.advance(SLOW_CALL)
+        self.assertEqual((yield quick), "quick")
+        self.assertEqual(len(poolThreads("slow-pool")), 2)
+        release.set()
+        yield slow
+        for _ in range(100):
+            if len(poolThreads("slow-pool")) == 1:
+                break
+            yield self.turn()
+        self.assertEqual(len(poolThreads("slow-pool")), 1)
+        clock.advance(SLOW_CALL)
+        self.assertEqual(clock.getDelayedCalls(), [], "no watch once no slow call runs")
+
+    @inlineCallbacks
+    def test_quickCallGetsNoStandIn(self):
+        clock, pool = self.slowPool(1, "quick-pool")
+        release = threading.Event()
+        release.set()
+        yield self.slowCall(pool, release)
+        yield self.turn()
+        clock.advance(SLOW_CALL)
+        self.assertEqual(len(poolThreads("quick-pool")), 1)
+
+    @inlineCallbacks
+    def test_standInsAreCapped(self):
+        """At most SLOW_STAND_INS stand-ins run at once."""
+        self.patch(workers, "SLOW_STAND_INS", 1)
+        clock, pool = self.slowPool(2, "capped-pool")
+        release = threading.Event()
+        self.addCleanup(release.set)
+        slow = [self.slowCall(pool, release) for _ in range(3)]
+        yield self.turn()
+        clock.advance(SLOW_CALL)
+        yield self.turn()
+        clock.advance(SLOW_CALL)
+        yield self.turn()
+        self.assertEqual(len(poolThreads("capped-pool")), 3)
+        release.set()
+        yield defer.gatherResults(slow)
+
+    def test_outsideAPool(self):
+        with standInIfSlow():
+            self.assertEqual(poolThreads("slow-pool"), [])
 
 
 class BlockingCallWithinTests(unittest.TestCase):

@@ -11,7 +11,7 @@ another) is one plugin.
 
 from types import ModuleType
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.plugin import getCache
 from zope.interface.exceptions import BrokenImplementation, BrokenMethodImplementation, Invalid
 from zope.interface.verify import verifyObject
@@ -67,7 +67,7 @@ class PluginSet:
                     plugin = interface(cached, None)
                 except Exception:
                     self.log.failure("plugin module {module} cannot be loaded; its plugins are not available",
-                                     module=dropin.moduleName)
+                                     level=LogLevel.error, module=dropin.moduleName)
                     continue
                 if plugin is not None:
                     yield plugin, dropin.moduleName

@@ -48,7 +48,8 @@ def _selects(driver, configuration):
     try:
         return driver.selectedBy(configuration)
     except Exception:
-        log.failure("plugin {plugin}: selectedBy failed; it is not available", plugin=named(driver))
+        log.failure("plugin {plugin}: selectedBy failed; it is not available", level=LogLevel.error,
+                    plugin=named(driver))
         return False
 
 

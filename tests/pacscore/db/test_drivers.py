@@ -43,6 +43,7 @@ class FindDriverTests(unittest.TestCase):
         self.assertEqual(errors(events), [
             f"plugin {package.__name__}.drivers.Bad: selectedBy failed; it is not available"])
         [event] = events
+        self.assertEqual(event["log_level"], LogLevel.error)
         self.assertIsInstance(event["log_failure"].value, KeyError)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 

@@ -47,6 +47,20 @@ class FindDriverTests(unittest.TestCase):
         self.assertIsInstance(event["log_failure"].value, KeyError)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
+    def test_secondDriverOfANameIsLeftOut(self):
+        """A driver named as one found before it (in any case) is left out
+        with one line, as commands are, not used in its stead."""
+        package = self.installed("""
+            class Twin(SQLiteDriver):
+                name = "SQLite"
+            twin = Twin()
+            """)
+        with capturedLogs() as events:
+            self.assertEqual(findDriver("sqlite:x.db3", FakeConfiguration("/srv/pacs")), (sqliteDriver, "sqlite:x.db3"))
+        self.assertEqual(errors(events), [
+            f"plugin {package.__name__}.drivers.Twin is an IDatabaseDriver named 'sqlite' as "
+            f"plugins.pacs_sqlite.SQLiteDriver (in {package.__name__}.drivers) is; it is not available"])
+
     def test_askedForWinsOverSQLite(self):
         """A driver that dicom.ini asks for with its own key is used rather
         than the SQLite default, which accepts it too, whatever their names'

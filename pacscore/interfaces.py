@@ -81,7 +81,8 @@ class IConverterCommand(Interface):
         """Check and pre-parse ``arguments`` (the statement's text after the
         name, stripped; %-variables still unexpanded). ``where`` names the
         place for messages (``ImportConverter0, column 12``). Returns what
-        ``run`` gets; raises ``pacscore.converters.context.ConverterSyntaxError``."""
+        ``run`` gets; raises ``pacscore.converters.context.ConverterSyntaxError``
+        (any other exception is reported as one, naming the plugin)."""
 
     def run(arguments, context):
         """Carry the command out on ``context`` (a
@@ -89,8 +90,11 @@ class IConverterCommand(Interface):
         ``arguments``. Called in a worker thread, never in the reactor
         thread: blocking work (files, SQL, subprocesses, Lua) is fine here,
         and anything that needs the reactor goes through
-        ``context.blockingCallFromThread``. Returns an ``Outcome`` (or a bool
-        for a condition), or a Deferred that has already fired with one."""
+        ``context.blockingCallFromThread``. Changes ``context.dataset`` in
+        place: assigning another object to it fails the command, as raising
+        does (logged, the line ends as with ``stop``). Returns an ``Outcome``
+        (or a bool for a condition), or a Deferred that has already fired
+        with one."""
 
     # Optional (absent means False):
     #   reachesOutside: True for a command that runs a program or writes a

@@ -64,6 +64,7 @@ from pacscore.hl7.dropfolder import DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.mllp import DEFAULT_BUFFERED_MB, MLLPFactory
+from pacscore.keyedlocks import KeyedLocks
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import durabilityFor
@@ -220,6 +221,7 @@ class Archive:
             sortTag = lruSortTag(ini.get("LRUSort", ""))
         except ValueError as e:
             raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
+        self.objectChanges = KeyedLocks()  # per SOP Instance UID: the control commands' rewrites, one at a time
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
         # VirtualServerForN (C-FIND, C-MOVE/C-GET and DICOMweb), or None
         self.virtualServers = VirtualServers.fromConfiguration(configuration, self.aeTitle, reactor, self.index,

@@ -10,7 +10,8 @@ of the studies or series to merge), changes the data set in the I/O pool
 converters, as Conquest's own rewrites are not, nor WorkListMode and
 FixPhilips/FixKodak, which would undo the change) and only then removes the
 original, file and rows, so a failure never loses it; ``copypatid`` keeps
-it.  As in Conquest, a new Patient ID and a merge give the objects new
+it.  The changes of one SOP instance run one at a time, each from the row
+the index has for it then, so two at once never make it two objects.  As in Conquest, a new Patient ID and a merge give the objects new
 UIDs from the UID map:
 
 - ``modifypatid:patid,file`` / ``copypatid:patid,file``: the Patient ID,
@@ -71,21 +72,40 @@ async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
     """Store ``change`` of the stored object ``instance`` (see the module
     docstring; ``copy``: it gives new UIDs, see ``storeObject``); the new
     file as ``storedName`` gives it, or None when the change changed
-    nothing.  When the file of ``instance`` is gone, the object was
+    nothing.  The rewrites of one SOP instance run one at a time: each
+    starts from the row the index has for it then, so ObjectGone is raised
+    when another rewrite gave it new UIDs (or a delete removed it)
+    meanwhile.  When the file of ``instance`` is gone, the object was
     stored again meanwhile under another name: the file the index names
     now is changed instead, or ObjectGone is raised when there is none
-    (also when its row goes within a few seconds: a delete or another
-    rewrite removes the file first, then the row); a row still naming the
-    missing file then fails with the read error (or the device's folder
-    not there: a disk not mounted)."""
-    instance, (incoming, data, changed) = await _readStored(archive, instance, change, callingAE)
+    (also when its row goes within a few seconds: a delete removes the
+    file first, then the row); a row still naming the missing file then
+    fails with the read error (or the device's folder not there: a disk
+    not mounted).  Should the original's row be gone by the time the
+    changed copy is stored (a delete), the copy is removed again and
+    ObjectGone raised: an object never ends up in two places."""
+    return await archive.objectChanges.run(instance.sopInstanceUID, _rewrite, archive, instance, change,
+                                           callingAE, keep, copy)
+
+
+async def _rewrite(archive, instance, change, callingAE, keep, copy):
+    """``rewrite``, the rewrites of the SOP instance before it done."""
+    now = await _row(archive, instance)
+    if now is None:
+        raise ObjectGone(f"{storedName(instance.deviceName, instance.objectFile)} is no longer stored")
+    instance, (incoming, data, changed) = await _readStored(archive, now, change, callingAE)
     if not changed:
         return None
-    device, relative = await storeObject(archive, incoming, data, storedName(instance.deviceName, instance.objectFile),
-                                         copy)
+    old = storedName(instance.deviceName, instance.objectFile)
+    device, relative = await storeObject(archive, incoming, data, old, copy)
     if not keep and incoming.sopInstanceUID != instance.sopInstanceUID:
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
-        await archive.localActions.removeInstances([instance], files=not sameFile)
+        removal = await archive.localActions.removeInstances([instance], files=not sameFile)
+        if not removal.removed and not sameFile:
+            copies = await archive.index.runQuery(archive.query.instances, "IMAGE",
+                                                  [QueryKey(SOP_INSTANCE_UID, "UI", incoming.sopInstanceUID)])
+            await archive.localActions.removeInstances(copies)
+            raise ObjectGone(f"{old} was deleted or stored again while being changed: its changed copy is removed")
     return storedName(device, relative)
 
 
@@ -122,12 +142,18 @@ async def _settledRow(archive, instance):
     the row, so a missing file whose row is still there is usually one
     half removed."""
     for tries in range(SETTLE_TRIES, 0, -1):
-        now = await archive.index.runQuery(archive.query.instances, "IMAGE",
-                                           [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
-        if not now or (now[0].deviceName, now[0].objectFile) != (instance.deviceName, instance.objectFile):
+        now = await _row(archive, instance)
+        if now is None or (now.deviceName, now.objectFile) != (instance.deviceName, instance.objectFile):
             break
         if tries > 1:
             await task.deferLater(archive.reactor, SETTLE_DELAY, lambda: None)
+    return now
+
+
+async def _row(archive, instance):
+    """The index's ``Instance`` of the SOP instance of ``instance`` now, or None."""
+    now = await archive.index.runQuery(archive.query.instances, "IMAGE",
+                                       [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
     return now[0] if now else None
 
 

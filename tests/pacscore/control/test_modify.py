@@ -6,6 +6,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
+from pacscore.control.modify import ObjectGone
 from pacscore.db.query import STUDY_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
@@ -125,3 +126,75 @@ class MissingFileTests(unittest.TestCase):
             self.running.run(commands.modifyPatID, f"PNEW,MAG0:{instance.objectFile}"), CommandError)
         self.assertEqual(str(failure), f"cannot read {path}: No such file or directory")
         self.assertEqual(len((yield self.instances(self.first))), 2)
+
+
+class ConcurrentChangeTests(unittest.TestCase):
+    """Two changes of one stored object at once: the second waits for the
+    first and finds the object changed already; one object stays one."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.archive = self.running.archive
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=2, imagesPerSeries=2)
+        yield self.running.store(self.images)
+        self.instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+
+    def file(self, sopUID):
+        [instance] = [i for i in self.instances if i.sopInstanceUID == sopUID]
+        return f"MAG0:{instance.objectFile}"
+
+    @defer.inlineCallbacks
+    def assertOneWon(self, *runs):
+        """Of ``runs``, one succeeds and the other fails with the object
+        no longer stored; the archive holds as many images and files as before."""
+        results = yield defer.DeferredList(list(runs), consumeErrors=True)
+        failures = [result for ok, result in results if not ok]
+        self.assertEqual(len(failures), 1, results)
+        failures[0].trap(ObjectGone)
+        self.assertIn("is no longer stored", str(failures[0].value))
+        self.assertEqual((yield self.running.count("image")), len(self.images))
+        self.assertEqual(len(self.running.files()), len(self.images))
+        return results
+
+    @defer.inlineCallbacks
+    def test_twoModifyPatIDOfOneFile(self):
+        """modifypatid of one file to PZ1 and to PZ2 at once: only one of
+        them changes it (both did, the object then stored twice)."""
+        file = self.file(self.images[0].sopUID)
+        yield self.assertOneWon(self.running.run(commands.modifyPatID, f"PZ1,{file}"),
+                                self.running.run(commands.modifyPatID, f"PZ2,{file}"))
+
+    @defer.inlineCallbacks
+    def test_modifyPatIDDuringAMerge(self):
+        """modifypatid of an object of a series that mergeseries is merging:
+        the object ends up either merged or under the new patient, once."""
+        first, second = self.images[0].seriesUID, self.images[2].seriesUID
+        file = self.file(self.images[2].sopUID)
+        merge = self.running.run(commands.mergeSeries, f"{first},{second}")
+        change = self.running.run(commands.modifyPatID, f"PZ1,{file}")
+        results = yield defer.DeferredList([merge, change], consumeErrors=True)
+        self.assertEqual((yield self.running.count("image")), len(self.images))
+        self.assertEqual(len(self.running.files()), len(self.images), results)
+
+    @defer.inlineCallbacks
+    def test_deletedWhileBeingChanged(self):
+        """The object is deleted while modifypatid stores its changed copy:
+        the copy is removed again and the change fails (the copy stayed,
+        under the new patient)."""
+        from pacscore.control import modify
+        file = self.file(self.images[0].sopUID)
+        stored = modify.storeObject
+
+        @defer.inlineCallbacks
+        def deletedMeanwhile(*args):
+            result = yield defer.ensureDeferred(stored(*args))
+            yield self.running.run(data.deleteImageFile, file)
+            return result
+        self.patch(modify, "storeObject", deletedMeanwhile)
+        failure = yield self.assertFailure(self.running.run(commands.modifyPatID, f"PZ1,{file}"), ObjectGone)
+        self.assertEqual(str(failure), f"{file} was deleted or stored again while being changed: "
+                                       "its changed copy is removed")
+        self.assertEqual((yield self.running.count("image")), len(self.images) - 1)
+        self.assertEqual(len(self.running.files()), len(self.images) - 1)

@@ -341,6 +341,7 @@ class Archive:
             self.index.createTables(self.objectReader.characterSetOf)
             self.interruptedRegens = self.index.interruptedRegens()
             self._checkMissingDevices(missing)
+            self.localActions.finishInterrupted()  # first: the rows it removes are no lost stores
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
             self.moveMarks.createTables()
             self.moveMarks.recover(self.objectReader)

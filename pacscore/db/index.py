@@ -33,6 +33,7 @@ from twisted.python.threadpool import ThreadPool
 from pacscore.db.errors import DATABASE_FAILURES, IndexTimeout, databaseMessage
 from pacscore.db.peerqueries import PeerQuery
 from pacscore.db.pending import PendingFiles
+from pacscore.db.pendingdeletes import PendingDeletes
 from pacscore.db.rawsql import DEFAULT_TRUNCATE, IdentifierQuoter
 from pacscore.db.rawtext import adoptRawText
 from pacscore.db.regenmarks import RegenMarks
@@ -94,6 +95,7 @@ class Index:
         self.durability = durability or PerFileSync()
         self.pending = PendingFiles(self.metadata)
         self.regens = RegenMarks(self.metadata)
+        self.deletes = PendingDeletes(self.metadata)
         self._rebuilds = 0  # the regens re-entering files (``rebuilding``)
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,

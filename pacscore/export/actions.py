@@ -9,9 +9,10 @@ removed (SOP Instance UID, device and file name) and no file was stored
 under that name since: an object stored again meanwhile (under another
 name, or the same one after its removal) keeps its new row and file, and
 is counted kept; a file of another SOP instance given the freed name (a
-FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  A crash between the two leaves rows whose
-files are gone; the action is still queued then, runs again and removes
-them: the end state is the same.  ``process`` runs its command line (the
+FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  The objects are
+written to ``PacsDeletes`` before their files go, and taken out with their
+rows: a delete that a crash cut short is finished at the next start
+(``finishInterrupted``), so no row is left without its file.  ``process`` runs its command line (the
 ``by`` part, %-variables expanded and quoted as data when the converter
 ran) once the collect delay has passed; a non-zero exit status is a failure, retried.
 A command line that starts with a Lua file (``by x.lua text``) runs that
@@ -90,12 +91,34 @@ class LocalActions:
         name them and the series, study and patient rows left empty; fires
         with a ``Removal``."""
         if files:
+            await self.index.runWrite(self.index.deletes.write, instances)
             await self.workers.deferToWorker(self._removeFiles, instances)
         removed = await self.index.runWrite(self._deleteRows, instances, files)
         removal = Removal(removed, len(instances) - removed)
         if removal.kept:
             self.log.info("{kept} object(s) stored again while being removed are kept", kept=removal.kept)
         return removal
+
+    def finishInterrupted(self):
+        """At start-up, before the index writer starts: finish the deletes
+        that a stop cut short (``PendingDeletes``), files and rows; the
+        objects stored again under another name since keep their new row
+        and file.  A file that cannot be removed leaves them all as they
+        are, logged, for the next start."""
+        with self.index.engine.begin() as connection:
+            instances = self.index.deletes.left(connection)
+            if not instances:
+                return
+            try:
+                self._removeFiles(instances)
+            except OSError as e:
+                self.log.error("The delete(s) interrupted when the server stopped cannot be finished ({error}); "
+                               "tried again at the next start", error=e)
+                return
+            removed = self._deleteRows(connection, instances, True)
+            self.index.deletes.clear(connection)
+        self.log.info("Finished the delete(s) interrupted when the server stopped: {removed} object(s) removed",
+                      removed=removed)
 
     def _removeFiles(self, instances):
         for instance in instances:
@@ -139,6 +162,8 @@ class LocalActions:
             (0, {instance.patientID for instance in gone})) for key in sorted(keys)], self._lastStored)
         self.index.rebuildModalities(connection, studies)
         self.index.forgetCache()
+        if filesRemoved:
+            self.index.deletes.clear(connection, instances)
         return len(gone)
 
     def _lastStored(self, deviceName, objectFile):

@@ -54,6 +54,7 @@ class SyncIndex:
         self.tables = index.tables
         self.layout = index.layout
         self.quoteNames = index.quoteNames
+        self.deletes = index.deletes
 
     def runQuery(self, fn, *args, **kw):
         with self.engine.connect() as connection:

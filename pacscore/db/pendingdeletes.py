@@ -1,0 +1,51 @@
+"""The objects a delete is removing (``PacsDeletes``).
+
+A delete removes the files of its objects first, then their index rows
+(``LocalActions.removeInstances``).  A server killed between the two would
+leave rows whose files are gone, served to queries and failing retrieves.
+So the objects are written here, in a transaction of their own, before
+any file goes, and their entries removed in the transaction that removes
+their rows; at start-up an entry left over is a delete cut short, which
+the server finishes (``LocalActions.finishInterrupted``).
+"""
+
+from sqlalchemy import Column, String, Table, delete, insert, select
+
+from pacscore.db.filepaths import ObjectPath
+from pacscore.db.query import Instance
+from pacscore.db.records import SELECT_CHUNK
+from pacscore.db.schema import MYSQL_TABLE
+
+TABLE_NAME = "PacsDeletes"
+COLUMNS = ("SOPInstanceUID", "SOPClassUID", "DeviceName", "ObjectFile", "PatientID", "StudyInstanceUID",
+           "SeriesInstanceUID")  # in the order of Instance's fields
+
+
+class PendingDeletes:
+    """The ``PacsDeletes`` table of ``metadata``: one row per object being
+    removed, as its ``Instance``.  Every method runs in the caller's
+    ``connection`` (its transaction)."""
+
+    def __init__(self, metadata):
+        self.table = Table(TABLE_NAME, metadata,
+                           Column("SOPInstanceUID", String(64), index=True), Column("SOPClassUID", String(64)),
+                           Column("DeviceName", String(32)), Column("ObjectFile", ObjectPath(255)),
+                           Column("PatientID", String(64)), Column("StudyInstanceUID", String(64)),
+                           Column("SeriesInstanceUID", String(64)), **MYSQL_TABLE)
+
+    def write(self, connection, instances):
+        """Note ``instances`` (``Instance``s) as being removed."""
+        connection.execute(insert(self.table), [dict(zip(COLUMNS, instance)) for instance in instances])
+
+    def left(self, connection):
+        """The ``Instance``s of the entries there are (a delete cut short)."""
+        return [Instance(*row) for row in connection.execute(select(*(self.table.c[name] for name in COLUMNS)))]
+
+    def clear(self, connection, instances=None):
+        """Remove the entries of the SOP instances of ``instances``, or every entry."""
+        if instances is None:
+            connection.execute(delete(self.table))
+            return
+        uids, key = sorted({instance.sopInstanceUID for instance in instances}), self.table.c.SOPInstanceUID
+        for start in range(0, len(uids), SELECT_CHUNK):
+            connection.execute(delete(self.table).where(key.in_(uids[start:start + SELECT_CHUNK])))

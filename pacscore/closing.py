@@ -1,6 +1,7 @@
 """Closing a connection within a bound: ``closeWithin`` closes it once what
 was written to it has gone out and cuts it if it is still there
-``CLOSE_BOUND`` s after its peer last took any of it.  A TLS close waits
+``CLOSE_BOUND`` s after its peer last took any of it (or a longer bound
+the caller gives).  A TLS close waits
 for the peer's close_notify (or its close), and a peer that sends neither,
 or reads nothing, would else keep the connection, and all the server holds
 for it, for as long as it likes; a peer still taking a large answer is not
@@ -56,19 +57,25 @@ class _Cut:
     """The abort ``closeWithin`` arms, put off while the peer takes more of
     what was written (``active``/``cancel`` as an IDelayedCall's)."""
 
-    def __init__(self, transport, clock):
+    def __init__(self, transport, clock, stalled, onCut):
         self.transport = transport
         self.clock = clock
+        self.stalled = stalled
+        self.onCut = onCut
         self.left = unsent(transport)
+        self.since = clock.seconds()  # when the peer last took any of it
         self.call = clock.callLater(CLOSE_BOUND, self._due)
 
     def _due(self):
         left = unsent(self.transport)
         if left and self.left is not None and left < self.left:
-            self.left = left
+            self.left, self.since = left, self.clock.seconds()
+        if left and self.left is not None and self.clock.seconds() - self.since < self.stalled:
             self.call = self.clock.callLater(CLOSE_BOUND, self._due)
-        else:
-            self.transport.abortConnection()
+            return
+        if left and self.onCut is not None:
+            self.onCut(left, self.stalled)
+        self.transport.abortConnection()
 
     def active(self):
         return self.call.active()
@@ -77,11 +84,15 @@ class _Cut:
         self.call.cancel()
 
 
-def closeWithin(transport, clock):
+def closeWithin(transport, clock, stalled=CLOSE_BOUND, onCut=None):
     """Close ``transport`` once what was written to it has gone out, or cut
-    it ``CLOSE_BOUND`` s after its peer last took any of it (a TLS peer
-    that never completes the handshake or never answers close_notify, a
-    peer that reads nothing); returns the cut to cancel once the connection
-    is lost."""
+    it ``CLOSE_BOUND`` s after it has, or after its peer has taken none of
+    it for ``stalled`` s (a TLS peer that never completes the handshake or
+    never answers close_notify, a peer that reads nothing), first calling
+    ``onCut(bytes left, stalled)`` when some was left; returns the cut to
+    cancel once the connection is lost.  A peer reading a large answer
+    slowly takes none of it for seconds at a time (a loopback socket's
+    queue moves by 64 KB), or pauses: ``stalled`` longer than
+    ``CLOSE_BOUND`` spares it."""
     transport.loseConnection()
-    return _Cut(transport, clock)
+    return _Cut(transport, clock, stalled, onCut)

@@ -31,6 +31,7 @@ from pacscore.dicom.admission import LimitedFactory
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
 KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
 MAX_OUTPUT_LINE = 1 << 24  # bytes of an OUTPUT line's text, the most dgate reads: a longer one fails the command
+STALLED_READER_BOUND = 600  # seconds an answer's reader may take none of it (the idle timeout if longer) before a cut
 
 
 class BadRequest(Exception):
@@ -154,9 +155,11 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 
     def finish(self, error=None, output=None):
         """The OUTPUT lines of ``output`` (text; bytes go as DATA), then
-        OK (or ``ERROR error``), and close (cut ``CLOSE_BOUND`` s later if
-        the peer has not taken it all, or over TLS never answers
-        close_notify)."""
+        OK (or ``ERROR error``), and close (cut ``CLOSE_BOUND`` s after the
+        peer took it all if over TLS it never answers close_notify, or
+        once it has taken none of it for ``STALLED_READER_BOUND`` s: a
+        script reading a long listing a line at a time, or a pager, takes
+        none of it for many seconds)."""
         self.setTimeout(None)
         self._stopKeepingAlive()
         if isinstance(output, bytes):
@@ -173,7 +176,12 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             self._send(b"OUTPUT", line)
         self._send(b"OK" if error is None else b"ERROR", None if error is None else _oneLine(error))
         self.finished = True
-        self._closing = closeWithin(self.transport, self.factory.reactor)
+        self._closing = closeWithin(self.transport, self.factory.reactor,
+                                    max(STALLED_READER_BOUND, self.factory.idleTimeout), self._cut)
+
+    def _cut(self, left, seconds):
+        self.log.info("control: {peer}: connection cut: its peer took none of the {left} bytes still to send "
+                      "in {seconds} s", peer=self.peerName(), left=left, seconds=seconds)
 
 
 class ControlFactory(LimitedFactory, protocol.Factory):

@@ -47,6 +47,27 @@ class StatusTests(unittest.TestCase):
         self.assertIn("Images received=5, sent=0, forwarded=0", text.stdout)
         self.assertIn("Associations: 0 active, 1 since start", text.stdout)
 
+    def test_aPausedReaderGetsTheWholeAnswer(self):
+        """dgate piped into a reader that stops after the first line for
+        6 s (a pager, a script doing something slow with it), then reads
+        a line at a time: it gets all of a long answer (it was cut 2 s
+        after the server's socket stopped draining, dgate exiting 1
+        with 'the server closed the connection without an answer')."""
+        dgate = subprocess.Popen([os.path.join(BIN, "dgate"), f"-w{self.server.workdir}",
+                                  '--dolua:for i=1,200000 do print(string.rep("x", 90) .. i) end'],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(dgate.wait, 60)
+        self.addCleanup(dgate.stdout.close)
+        self.assertEqual(dgate.stdout.readline(), "x" * 90 + "1\n")
+        time.sleep(6)
+        lines = 1
+        for line in dgate.stdout:
+            lines += 1
+            if lines % 20000 == 0:
+                time.sleep(1)
+        self.assertEqual((lines, dgate.wait(60), dgate.stderr.read()), (200000, 0, ""))
+        self.assertNotIn("connection cut", self.server.log())
+
     def test_readerThatGoesAway(self):
         """Piped into ``head -1``, dgate prints no traceback and blames no
         server: the rest of its output is dropped and it exits 0."""

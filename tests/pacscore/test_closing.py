@@ -72,3 +72,22 @@ class CloseWithinTests(unittest.TestCase):
         closeWithin(transport, self.clock)
         self.clock.advance(CLOSE_BOUND)
         self.assertTrue(transport.aborted)
+
+    def test_aLongerStalledBound(self):
+        """With a ``stalled`` bound, a peer that takes none of what is left
+        is cut only that many seconds after it last took some, with
+        ``onCut`` told first; one that took it all (over TLS, never
+        answering close_notify) still CLOSE_BOUND s after."""
+        cuts = []
+        self.transport._tempDataLen = 1000
+        closeWithin(self.transport, self.clock, 60, lambda *cut: cuts.append(cut))
+        self.clock.pump([CLOSE_BOUND] * 29)
+        self.assertFalse(self.transport.aborted)
+        self.clock.pump([CLOSE_BOUND])
+        self.assertTrue(self.transport.aborted)
+        self.assertEqual(cuts, [(1000, 60)])
+        transport = BufferedTransport(self)
+        closeWithin(transport, self.clock, 60, cuts.append)
+        self.clock.advance(CLOSE_BOUND)
+        self.assertTrue(transport.aborted)
+        self.assertEqual(len(cuts), 1)

@@ -17,11 +17,13 @@ from pacscore.closing import CLOSE_BOUND
 from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
                                      Reply, controlPortHint)
 from pacscore.control.context import CommandError
-from pacscore.control.protocol import KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, BadRequest, ControlFactory, parseCommand
+from pacscore.control.protocol import (KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, STALLED_READER_BOUND, BadRequest,
+                                      ControlFactory, parseCommand)
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom import pdu
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.interfaces import IControlCommand
+from tests.pacscore.test_closing import BufferedTransport
 
 
 @implementer(IControlCommand)
@@ -274,6 +276,29 @@ class ServerTests(unittest.TestCase):
         protocol.dataReceived(b"COMMAND --echo:x\r\n")
         protocol.connectionLost(Failure(error.ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_aSlowReaderIsNotCut(self):
+        """A large answer read slowly, or not at all for a while (a reader
+        paused as less pauses): its peer takes none of it for many seconds
+        on loopback, and is not cut (it was, CLOSE_BOUND s later, the answer
+        lost); one that takes nothing for STALLED_READER_BOUND s is, with a
+        log line."""
+        protocol = self.factory.buildProtocol(None)
+        transport = BufferedTransport(self)
+        protocol.makeConnection(transport)
+        for line in self.preamble:
+            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+        transport._tempDataLen = 100000
+        protocol.dataReceived(b"COMMAND --echo:x\r\n")
+        self.clock.pump([CLOSE_BOUND] * 5)
+        transport._tempDataLen = 90000
+        self.clock.pump([CLOSE_BOUND] * (STALLED_READER_BOUND // CLOSE_BOUND - 1))
+        self.assertFalse(transport.aborted)
+        with capturedLogs() as events:
+            self.clock.pump([CLOSE_BOUND] * 2)
+        self.assertTrue(transport.aborted)
+        self.assertIn(f"control: 192.168.1.1:54321: connection cut: its peer took none of the 90000 bytes "
+                      f"still to send in {STALLED_READER_BOUND} s", [formatEvent(event) for event in events])
 
     def test_noTimeoutWhileACommandRuns(self):
         transport = self.request("COMMAND --slow:")

@@ -251,13 +251,15 @@ class SeriesLister(_Listing):
 
 class ImageLister(_Listing):
     name = "imagelister"
-    usage = "--imagelister:srv|pat|ser|fmt|file  List files in a series"
+    usage = "--imagelister:srv|pat|ser|fmt|file  List files in a series (empty: of the patient, or all)"
     fieldCount = 5
     columns = (SOP, INSTANCE_NUMBER, SOP_CLASS, SERIES, PATIENT)
 
     async def rows(self, source, selection):
+        """The images of the series, or with an empty one of the patient,
+        or with neither every image, as in Conquest."""
         patientID, series = selection
-        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uidValue(series, "series UID"))]
+        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uidValue(series, "series UID"))] if series.strip() else []
         if patientID.strip():
             keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
         if isinstance(source, LocalIndex):

@@ -118,6 +118,18 @@ class DatabaseCommandTests(unittest.TestCase):
         yield self.assertFailure(self.command(commands.imageLister, "|PAT*|1.2|%s|"), CommandError)
 
     @defer.inlineCallbacks
+    def test_imagelisterWithoutASeries(self):
+        """An empty series lists every image of the patient, or with no
+        patient either every image, as Conquest's scripts use it
+        (``--imagelister:local|||%s|files.txt``); it said 'no series UID given'."""
+        everything = yield self.command(commands.imageLister, "local|||%0.0s%s|")
+        self.assertEqual(sorted(everything.split("\n")), sorted(image.sopUID for image in self.images))
+        patientID = self.images[4].patientID
+        ofPatient = yield self.command(commands.imageLister, f"|{patientID}||%0.0s%s|")
+        self.assertEqual(sorted(ofPatient.split("\n")),
+                         sorted(image.sopUID for image in self.images if image.patientID == patientID))
+
+    @defer.inlineCallbacks
     def test_listersRefuseWhatIsNoUID(self):
         for command, arguments in ((commands.seriesLister, "(local)|PAT0000|\U0001f600|"),
                                    (commands.imageLister, "|PAT0000|1.2.\u0663|"),

@@ -58,7 +58,7 @@ def outputPath(context, text):
                            "(LuaAllowUnsafe = 1 allows it)")
     archive = context.archive
     path = archive.configuration.resolvePath(text)
-    if inFolders(path, ownFolders(archive)) or os.path.realpath(path) in _ownFiles(archive):
+    if inFolders(path, ownFolders(archive)) or isOneOf(path, _ownFiles(archive)):
         raise CommandError(f"{path} is one of the archive's own files (configuration, index, logs, "
                            "WebUsers, MAG or mirror device, HL7 drop folder)")
     return path
@@ -69,9 +69,28 @@ def inputPath(archive, text):
     file a command may read; CommandError for the index database's files
     (opening one in the server would drop SQLite's locks on it)."""
     path = archive.configuration.resolvePath(text)
-    if os.path.realpath(path) in archive.databaseFiles:
+    if isOneOf(path, archive.databaseFiles):
         raise CommandError(f"{path} is the archive's index database, not a file to read")
     return path
+
+
+def isOneOf(path, files):
+    """Whether ``path`` is one of ``files`` (real paths): by its real path,
+    or, when it exists, as the same file (device and inode: a hard link)."""
+    real = os.path.realpath(path)
+    if real in files:
+        return True
+    try:
+        status = os.stat(real)
+    except OSError:
+        return False
+    for file in files:
+        try:
+            if os.path.samestat(status, os.stat(file)):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def inFolders(path, folders):

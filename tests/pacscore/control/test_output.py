@@ -41,6 +41,24 @@ class OwnFilesTests(unittest.TestCase):
         self.assertEqual({path: os.path.getsize(path) for path in before}, before)
 
     @defer.inlineCallbacks
+    def test_hardLinksToOwnFilesRefused(self):
+        """A hard link to dicom.ini or the index database (cp -al, a
+        backup) is the same file: not written through (dicom.ini got the
+        listing), nor the database opened."""
+        workdir = self.running.configuration.workdir
+        database = os.path.join(workdir, "data", "dbase", "conquest.db3")
+        before = {path: os.path.getsize(path) for path in (self.running.configuration.iniPath, database)}
+        os.link(self.running.configuration.iniPath, os.path.join(workdir, "hlini"))
+        os.link(database, os.path.join(workdir, "hldb"))
+        for name in ("hlini", "hldb"):
+            error = yield self.assertFailure(self.running.run(Query(), f"DICOMPatients|PatientID||%s|{name}"),
+                                             CommandError)
+            self.assertIn("is one of the archive's own files", str(error))
+        error = yield self.assertFailure(self.running.run(DumpHeader(), "hldb"), CommandError)
+        self.assertIn("is the archive's index database, not a file to read", str(error))
+        self.assertEqual({path: os.path.getsize(path) for path in before}, before)
+
+    @defer.inlineCallbacks
     def test_filesTheArchiveUsesRefused(self):
         """Not only the configuration, index and MAG devices: the mirror
         devices, the WebUsers file, the log files, the HL7 drop folder, the

@@ -51,8 +51,9 @@ class GetAmaps(ControlCommand):
 
 class PutAmap(ControlCommand):
     """Replaces entry ``index``, or adds one after the last when ``index``
-    is the number of entries.  Lookups take the first match, so an AE that
-    an earlier wildcard entry (``S*``) matches must replace an entry."""
+    is the number of entries or more (Conquest's scripts put 99).  Lookups
+    take the first match, so an AE that an earlier wildcard entry (``S*``)
+    matches must replace an entry."""
 
     name = "put_amap"
     usage = "--put_amap:index,AE,ip,port,compression  Write entry in memory for ACRNEMA.MAP"
@@ -63,8 +64,9 @@ class PutAmap(ControlCommand):
             raise CommandError(f"usage: {self.usage}")
         checkUTF8(ae, host, port, compression)
         node = Node(ae, host, port, compression.strip() or "un")
+        acrNemaMap = context.archive.configuration.acrNemaMap
         try:
-            context.archive.configuration.acrNemaMap.put(number(index, "index"), node)
+            acrNemaMap.put(min(number(index, "index"), len(acrNemaMap.nodes)), node)
         except (IndexError, ValueError) as e:
             raise CommandError(str(e)) from e
         return ""

@@ -60,11 +60,21 @@ class AcrNemaMapCommandTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_putAmapRefusals(self):
-        for arguments in ("4,FAR,127.0.0.1,104", "0,BAD,127.0.0.1,port", "0,ONLYAE", "x,A,h,1",
+        for arguments in ("0,BAD,127.0.0.1,port", "0,ONLYAE", "x,A,h,1",
                           "3,AE#1,127.0.0.1,104,un", "\u00b2,A,h,1", "3,M\udcfc,127.0.0.1,104",
                           "3,A,h\udcfc,104"):
             yield self.assertFailure(self.running.run(commands.putAmap, arguments), CommandError)
         self.assertEqual(len(self.map.nodes), 3)
+
+    @defer.inlineCallbacks
+    def test_putAmapPastTheEndAppends(self):
+        """An index past the last entry adds the node after it, as Conquest's
+        scripts rely on (put_amap:99,testserver,...); it was refused."""
+        yield self.running.run(commands.putAmap, "99,TESTSERVER,127.0.0.1,4433")
+        yield self.running.run(commands.putAmap, "4,FAR,127.0.0.1,104")
+        self.assertEqual(len(self.map.nodes), 5)
+        self.assertEqual([n.ae for n in self.map.nodes][-2:], ["TESTSERVER", "FAR"])
+        self.assertEqual(self.map.nodes[-2].port, "4433")
 
     @defer.inlineCallbacks
     def test_deleteAmap(self):

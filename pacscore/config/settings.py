@@ -22,13 +22,14 @@ INTEGER_KEYS = (
     "MaxFileNameLength", "MaximumCommitmentAge", "MaximumDelayedFetchForwardRetries", "MaximumExportRetries",
     "NightlyCleanThreshold", "NightlyMoveThreshold", "PadAEWithZeros", "Prefetcher", "QIDOMaxResults",
     "QuitGracePeriod", "RetryDelay", "SQLTimeOut", "StorageFailedErrorCode", "TCPIPTimeOut", "TCPPort",
-    "TruncateFieldNames", "WEBPush", "WebMaxConnections", "WebMaxConnectionsPerPeer", "WebMaxRenders",
+    "TruncateFieldNames", "VirtualServerTimeout", "WEBPush", "WebMaxConnections", "WebMaxConnectionsPerPeer", "WebMaxRenders",
     "WebMaxUploadMB", "WebReadOnly", "WorkListMode", "WorkListReturnsISO_IR_100",
 )
 """The main section's keys the server reads with ``DicomIni.getint``."""
 
 MINIMUMS = {
     "HL7DropFolderInterval": 1,  # 0 would scan without a pause, taking files as they are written
+    "VirtualServerTimeout": 1,  # 0 would give a virtual server no time to answer
 }
 """The least value of some of ``INTEGER_KEYS``."""
 

@@ -25,8 +25,15 @@ RetrieveConverter0) or sent by the client, holds a mask whose bit N stands
 for VirtualServerForN; the element is taken out before the request is
 answered (``takeServerMask``).
 
-An archive that cannot be reached, or fails a request, is logged and left
-out: clients get what the others and this one hold.  The objects it
+The archives are asked at once (C-FIND; a retrieve asks them one after
+the other, so that an object two of them hold is moved here once), each
+wait bounded by ``VirtualServerTimeout`` (10 s): connecting, the
+A-ASSOCIATE-AC and each response.  An archive that cannot be reached, or
+fails a request, is logged and left out: clients get what the others and
+this one hold.  One that could not be reached, or whose association
+failed (a timeout, an abort), is held off for ``FailHoldOff`` seconds
+(60), as the export queue holds a destination off: the requests of that
+time leave it out at once, logged, instead of each waiting on it again.  The objects it
 listed that did not arrive (a C-MOVE that failed partway) are ``lost``:
 the retrieve counts them as failed sub-operations; those that did arrive
 are deleted again as any fetched (``CacheVirtualData = 0``).
@@ -51,17 +58,20 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
-from pacscore.dicom.client import associateNode
+from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
+from pacscore.dicom.protocol import AssociationLost
+from pacscore.holdoff import HoldOff
 from pacscore.storage.patientids import kodakToNKI, nkiToKodak
 
 SUCCESS = 0x0000
 WARNING = 0xB000
 MAX_SERVERS = 10
 UIDS_PER_MOVE = 64
+TIMEOUT = 10  # VirtualServerTimeout's default, seconds
 SERVER_MASK = 0x99990802  # Conquest's control element: bit N asks VirtualServerForN
 
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
@@ -186,7 +196,7 @@ class VirtualServers:
     log = Logger()
 
     def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, actions, cache=True,
-                 connectTimeout=30, dimseTimeout=300, endpointFor=None, titleStyle=PLAIN_TITLES):
+                 timeout=TIMEOUT, failHoldOff=60, endpointFor=None, titleStyle=PLAIN_TITLES):
         self.servers = list(servers)
         self.acrNemaMap = acrNemaMap
         self.aeTitle = aeTitle
@@ -195,8 +205,8 @@ class VirtualServers:
         self.query = query
         self.actions = actions
         self.cache = cache
-        self.connectTimeout = connectTimeout
-        self.dimseTimeout = dimseTimeout
+        self.timeout = timeout  # VirtualServerTimeout: connecting, the A-ASSOCIATE-AC, each response
+        self.heldOff = HoldOff(reactor, failHoldOff)  # AE titles of the archives that failed (FailHoldOff)
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
 
@@ -211,15 +221,16 @@ class VirtualServers:
             if configuration.acrNemaMap.lookup(server.ae) is None:
                 cls.log.warn("VirtualServerFor: {ae} is not in acrnema.map: it will not be asked", ae=server.ae)
         return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
-                   cache=ini.getint("CacheVirtualData", 1) != 0, dimseTimeout=configuration.tcpipTimeout,
+                   cache=ini.getint("CacheVirtualData", 1) != 0, timeout=ini.getint("VirtualServerTimeout", TIMEOUT),
+                   failHoldOff=ini.getint("FailHoldOff", 60),
                    titleStyle=TitleStyle.fromIni(ini))
 
     async def _associate(self, server, contexts):
         node = self.acrNemaMap.lookup(server.ae)
         if node is None:
             raise VirtualServerError(f"{server.ae} is not in acrnema.map")
-        protocol = await associateNode(self.reactor, node, self.aeTitle, contexts, self.connectTimeout,
-                                       self.dimseTimeout, self.endpointFor, self.titleStyle)
+        protocol = await associateNode(self.reactor, node, self.aeTitle, contexts, self.timeout, self.timeout,
+                                       self.endpointFor, self.titleStyle)
         return KodakPatientIDs(protocol) if server.fixKodak else protocol
 
     def _inThread(self, function, *args):
@@ -246,25 +257,52 @@ class VirtualServers:
         return [server for server in self.servers
                 if (mask is None or mask >> server.number & 1) and server.ae.strip().upper() != callingAE]
 
+    def _asked(self, mask, callingAE, request):
+        """The servers ``chosen`` that are not held off; those that are are
+        logged as left out of ``request``."""
+        asked = []
+        for server in self.chosen(mask, callingAE):
+            remaining = self.heldOff.remaining(server.ae)
+            if remaining:
+                self.log.info("virtual server {ae}: left out of the {request}, held off for another {seconds:.0f} s "
+                              "after it failed (FailHoldOff)", ae=server.ae, request=request, seconds=remaining)
+            else:
+                asked.append(server)
+        return asked
+
+    def _failed(self, server, error, leftOut):
+        """Log that ``server`` failed with ``error`` (``leftOut`` says what
+        the request goes without), holding it off when it could not be
+        reached or its association failed."""
+        unreachable = isinstance(error, (NodeUnreachable, AssociationLost))
+        if unreachable:
+            self.heldOff.hold(server.ae)
+        self.log.warn("virtual server {ae}: {leftOut}: {error}{holding}", ae=server.ae, leftOut=leftOut, error=error,
+                      holding=f"; holding it off for {self.heldOff.seconds} s (FailHoldOff)" if unreachable else "")
+
     async def find(self, sopClass, identifier, mask=None, callingAE=None):
         """The matches of the listed archives (those of ``mask``, but not
-        ``callingAE``: ``chosen``) for a C-FIND ``identifier`` (a Dataset)
-        on ``sopClass``, in their order, one per entity."""
+        ``callingAE``: ``chosen``, nor those held off) for a C-FIND
+        ``identifier`` (a Dataset) on ``sopClass``, asked at once, in their
+        order, one per entity."""
         keyword = UNIQUE_KEYS.get(_text(identifier, "QueryRetrieveLevel").upper())
         if keyword and keyword not in identifier:
             identifier = copy.deepcopy(identifier)  # the level's unique key tells their matches apart
             setattr(identifier, keyword, "")
-        found = []
-        for server in self.chosen(mask, callingAE):
-            try:
-                protocol = await self._associate(server, [(sopClass, list(UNCOMPRESSED))])
-                found += await _releasing(protocol, self._find(protocol, sopClass, identifier))
-            except defer.CancelledError:
-                raise
-            except Exception as e:
-                self.log.warn("virtual server {ae}: C-FIND failed, its matches are left out: {error}",
-                              ae=server.ae, error=e)
-        return found
+        answers = await _together([self._findOn(server, sopClass, identifier)
+                                   for server in self._asked(mask, callingAE, "C-FIND")])
+        return [match for matches in answers for match in matches]
+
+    async def _findOn(self, server, sopClass, identifier):
+        """The matches of one archive; none when it fails (``_failed``)."""
+        try:
+            protocol = await self._associate(server, [(sopClass, list(UNCOMPRESSED))])
+            return await _releasing(protocol, self._find(protocol, sopClass, identifier))
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            self._failed(server, e, "C-FIND failed, its matches are left out")
+            return []
 
     def merge(self, local, remote, level, syntax, keep=None):
         """Our encoded matches ``local`` (with the computed keys of the
@@ -299,7 +337,7 @@ class VirtualServers:
 
     async def fetch(self, sopClass, identifier, mask=None, callingAE=None, onPending=None):
         """Move here what the listed archives (those of ``mask``, but not
-        ``callingAE``: ``chosen``) hold of a retrieve ``identifier`` (a
+        ``callingAE``: ``chosen``, nor those held off) hold of a retrieve ``identifier`` (a
         Dataset) on ``sopClass`` and this archive does not: their
         ``Fetched``.  ``onPending(count)`` hears of each of their pending
         C-MOVE responses, ``count`` the objects being fetched.  Cancelled,
@@ -313,14 +351,13 @@ class VirtualServers:
         arrived, lost = [], []
         fetching = []  # the SOP Instance UIDs of the objects asked for, to release if cancelled
         try:
-            for server in self.chosen(mask, callingAE):
+            for server in self._asked(mask, callingAE, "retrieve"):
                 try:
                     fetched = await self._fetchFrom(server, findClass, moveClass, level, keys, fetching, onPending)
                 except defer.CancelledError:
                     raise
                 except Exception as e:
-                    self.log.warn("virtual server {ae}: its objects are left out of the retrieve: {error}",
-                                  ae=server.ae, error=e)
+                    self._failed(server, e, "its objects are left out of the retrieve")
                     continue
                 arrived += fetched.arrived
                 lost += fetched.lost
@@ -474,6 +511,15 @@ class KodakPatientIDs:
 
     def move(self, sopClassUID, identifier, destination, onPending=None):
         return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)
+
+
+async def _together(work):
+    """The results of the coroutines ``work``, run at once, in their
+    order; cancelled, every one of them is."""
+    try:
+        return await defer.gatherResults([defer.ensureDeferred(coroutine) for coroutine in work], consumeErrors=True)
+    except defer.FirstError as e:
+        e.subFailure.raiseException()
 
 
 async def _cancelling(protocol, sopClass, request):

@@ -95,6 +95,7 @@ from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
 from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf, retryLimitKey
 from pacscore.export.spool import discard, isSpooled, spoolFolder
+from pacscore.holdoff import HoldOff
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import STOP_GRACE, WorkerPool
 
@@ -175,14 +176,13 @@ class ExportService(service.Service):
         self.reactor = reactor
         self.scripts = scripts
         self.io = io
-        self.failHoldOff = failHoldOff
+        self.heldOff = HoldOff(reactor, failHoldOff)  # lanes held off after a failed action (FailHoldOff)
         self.gracePeriod = gracePeriod  # seconds a stop waits for the forwards under way
         self.pollTimeout = pollTimeout  # seconds a stop waits for a poll (SQLTimeOut of a database server)
         self.counters = services.counters
         self._jobLanes = set()  # the lines (converters) whose jobs are under way
         self._jobsLeftBehind = False  # a stop went on without the jobs under way
         self._busyLanes = set()
-        self._heldUntil = {}
         self._polling = None
         self._again = False
         self._pollBackoff = None  # while the polls fail: seconds the loop waits before the next
@@ -391,7 +391,7 @@ class ExportService(service.Service):
         if jobs and self.running:  # a full poll may have left due jobs: their lanes poll again as they end
             self._startLanes(jobs, attrgetter("converter"), self._jobLanes,
                              partial(self._runJobLane, again=len(jobs) == limit), "export jobs")
-        held = {lane for lane, until in self._heldUntil.items() if until > now}
+        held = self.heldOff.held()
         actions = await self.io.deferToWorker(self.queue.due, self._wallClock(), self.batch,
                                               self._busyLanes | held)
         if not self.running:  # stopping: the actions stay queued
@@ -549,7 +549,7 @@ class ExportService(service.Service):
                     continue
                 except Exception as e:
                     await self._failed(action, e)
-                    self._heldUntil[lane] = self.reactor.seconds() + self.failHoldOff
+                    self.heldOff.hold(lane)
                     break
                 removals.add([action])
                 if action.action == "forward":
@@ -619,7 +619,7 @@ class ExportService(service.Service):
                             "is in the table; dgate --retryforwards puts it back)" if giveUp else
                       f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
                       f"; will retry, holding {'local actions' if local else action.destination} off "
-                      f"for {self.failHoldOff} s")
+                      f"for {self.heldOff.seconds} s")
 
     def _perform(self, action, found):
         if action.action == "forward":
@@ -631,10 +631,7 @@ class ExportService(service.Service):
     def retryFailed(self, destination=None):
         """Failed actions (and jobs) of ``destination`` (None: all) back in
         the queue, held-off lanes released; a Deferred of how many."""
-        if destination is None:
-            self._heldUntil.clear()
-        else:
-            self._heldUntil.pop(destination, None)
+        self.heldOff.release(destination)
         d = self.queue.retryFailed(destination)
         d.addCallback(lambda count: (self.kick(), count)[1])
         return d

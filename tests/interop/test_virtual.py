@@ -3,7 +3,8 @@ in front of BACKEND.  DCMTK's findscu on FRONT sees both archives merged
 (one match per entity), getscu and movescu on FRONT get BACKEND's objects,
 which FRONT fetches (and keeps, unless CacheVirtualData = 0), over DICOM
 and WADO-RS; with BACKEND
-down, FRONT answers with its own; in front of an archive of Kodak Patient
+down, FRONT answers with its own, and with BACKEND hung (the association
+never accepted, or a C-FIND never answered) in time, then at once; in front of an archive of Kodak Patient
 IDs (,FIXKODAK) the IDs are translated both ways; in front of DCMTK's
 dcmqrscp, which wants strictly hierarchical queries, FRONT still finds a
 study's objects."""
@@ -11,10 +12,15 @@ study's objects."""
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 
 import pydicom
 from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus, makeDataset
@@ -225,6 +231,66 @@ class VirtualServerTests(unittest.TestCase):
         image = self.byPatient[self.both][0]
         expected = {i.sopUID for i in self.byPatient[self.both] if i.seriesUID == image.seriesUID}
         self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)
+
+
+class HungBackendTests(unittest.TestCase):
+    """FRONT in front of two archives that hang: HUNG accepts the
+    association but never answers the C-FIND, SILENT takes the connection
+    but never answers the A-ASSOCIATE-RQ.  A client with a 20 s DIMSE
+    timeout gets FRONT's matches (both asked at once, each waited for
+    VirtualServerTimeout, 10 s); the next requests leave them out at once
+    (held off for FailHoldOff)."""
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="pacs-virtual-hung-")
+        self.addCleanup(shutil.rmtree, self.workdir, True)
+        released = threading.Event()
+        hung = AE("HUNG")
+        hung.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+
+        def neverAnswer(event):
+            released.wait(120)
+            yield 0, None
+        server = hung.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, neverAnswer)])
+        self.addCleanup(server.shutdown)
+        self.addCleanup(released.set)
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        self.addCleanup(silent.close)
+        self.front = PacsServer(os.path.join(self.workdir, "front"), ae="FRONT")
+        self.front.addNode("HUNG", server.server_address[1])
+        self.front.addNode("SILENT", silent.getsockname()[1])
+        self.front.setIni(VirtualServerFor0="HUNG", VirtualServerFor1="SILENT")
+        self.front.start()
+        self.addCleanup(self.front.stop)
+        self.images = generateCorpus(os.path.join(self.workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=2)
+        self.assertEqual(self.front.store(*(i.path for i in self.images)).returncode, 0)
+
+    def find(self):
+        started = time.monotonic()
+        matches, result = findscu(self.front, "-S", "STUDY", {"PatientID": self.images[0].patientID,
+                                                              "StudyInstanceUID": None}, "-td", "20")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual([str(m.StudyInstanceUID) for m in matches], [self.images[0].studyUID])
+        return time.monotonic() - started
+
+    def test_hungArchivesAreWaitedForBrieflyThenHeldOff(self):
+        self.assertLess(self.find(), 15)
+        log = self.front.log()
+        self.assertIn("virtual server HUNG: C-FIND failed, its matches are left out: ", log)
+        self.assertIn("virtual server SILENT: C-FIND failed, its matches are left out: cannot associate with SILENT",
+                      log)
+        self.assertIn("; holding it off for 60 s (FailHoldOff)", log)
+        self.assertLess(self.find(), 5)
+        self.assertIn("virtual server HUNG: left out of the C-FIND, held off for another", self.front.log())
+        self.assertIn("virtual server SILENT: left out of the C-FIND, held off for another", self.front.log())
+        started = time.monotonic()
+        received = getObjects(self.front, self.workdir, "STUDY", {"StudyInstanceUID": self.images[0].studyUID})
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual({ds.SOPInstanceUID for ds in received}, {i.sopUID for i in self.images})
+        self.assertIn("virtual server SILENT: left out of the retrieve, held off for another", self.front.log())
 
 
 class KodakBackendTests(unittest.TestCase):

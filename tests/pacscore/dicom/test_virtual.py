@@ -6,11 +6,13 @@ from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
 from pacscore.dicom import commands
+from pacscore.dicom.client import NodeUnreachable
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
@@ -35,7 +37,7 @@ def study(uid, patientID="P1", retrieveAE=None):
 class VirtualServerTests(unittest.TestCase):
 
     def servers(self, *servers):
-        return VirtualServers(servers, None, "FRONT", None, None, None, None)
+        return VirtualServers(servers, None, "FRONT", Clock(), None, None, None)
 
     def test_serversFromDicomIni(self):
         ini = DicomIni.fromString("VirtualServerFor0 = PACS1\nVirtualServerFor2 = PACS2,FIXKODAK\n"
@@ -63,10 +65,9 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual([s.ae for s in chosen(None, "VIEWER")], ["BACK", "OTHER"])
 
     def test_aCancelledFindCancelsTheArchivesAtOnce(self):
-        """A C-FIND cancelled (our requestor's C-CANCEL) while an archive
-        answers: it is sent a C-CANCEL, the association is released
-        without waiting for it, no other archive is asked, and nothing is
-        logged as a failure."""
+        """A C-FIND cancelled (our requestor's C-CANCEL) while the archives
+        answer: each is sent a C-CANCEL, their associations are released
+        without waiting for them, and nothing is logged as a failure."""
         busy = BusyArchive()
         servers = self.servers(VirtualServer("SLOW", number=0), VirtualServer("OTHER", number=1))
         asked = []
@@ -80,8 +81,72 @@ class VirtualServerTests(unittest.TestCase):
             self.assertNoResult(finding)
             finding.cancel()
             self.failureResultOf(finding, defer.CancelledError)
-        self.assertEqual((asked, busy.cancelled, busy.releasing), (["SLOW"], [STUDY_ROOT_FIND], 1))
+        self.assertEqual((asked, busy.cancelled, busy.releasing), (["SLOW", "OTHER"], [STUDY_ROOT_FIND] * 2, 2))
         self.assertEqual(events, [])
+
+    def test_theArchivesAreAskedAtOnce(self):
+        """A C-FIND goes to every archive before any answers (a slow one
+        does not hold the others' questions back); the matches come in
+        the archives' order, whichever answers first."""
+        servers = self.servers(VirtualServer("SLOW", number=0), VirtualServer("FAST", number=1))
+        answers = {"SLOW": defer.Deferred(), "FAST": defer.Deferred()}
+        asked = []
+
+        class Archive:
+            def __init__(self, ae):
+                self.ae = ae
+
+            def findMatches(self, sopClass, identifier, inThread, adjust=None):
+                asked.append(self.ae)
+                return answers[self.ae]
+
+            def release(self):
+                return defer.succeed(None)
+
+        async def associate(server, contexts):
+            return Archive(server.ae)
+        servers._associate = associate
+        finding = defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study("")))
+        self.assertEqual(asked, ["SLOW", "FAST"])
+        answers["FAST"].callback((0, [study("2")]))
+        self.assertNoResult(finding)
+        answers["SLOW"].callback((0, [study("1")]))
+        self.assertEqual([ds.StudyInstanceUID for ds in self.successResultOf(finding)], ["1", "2"])
+
+    def test_anUnreachableArchiveIsHeldOff(self):
+        """An archive that could not be reached is held off for
+        FailHoldOff: the requests of that time leave it out at once,
+        logged, and go to the others; it is asked again after.  One that
+        refused a request (a failure status) is not held off."""
+        servers = VirtualServers([VirtualServer("DOWN", number=0), VirtualServer("UP", number=1)], None, "FRONT",
+                                 Clock(), None, None, None, failHoldOff=60)
+        asked = []
+
+        async def associate(server, contexts):
+            asked.append(server.ae)
+            if server.ae == "DOWN":
+                raise NodeUnreachable("cannot associate with DOWN at 127.0.0.1:104: DOWN did not answer the "
+                                      "A-ASSOCIATE-RQ within 10 s")
+            return Answering(0xA700 if len(asked) == 2 else 0)
+        servers._associate = associate
+        with capturedLogs() as events:
+            self.assertEqual(self.successResultOf(defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study("")))),
+                             [])
+            servers.reactor.advance(59)
+            self.assertEqual(len(self.successResultOf(defer.ensureDeferred(
+                servers.find(STUDY_ROOT_FIND, study(""))))), 1)
+            self.assertEqual(self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"), mask=1))),
+                             Fetched([], []))
+            servers.reactor.advance(1)
+            self.successResultOf(defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study(""))))
+        self.assertEqual(asked, ["DOWN", "UP", "UP", "DOWN", "UP"])
+        self.assertEqual([formatEvent(e) for e in events][:4], [
+            "virtual server DOWN: C-FIND failed, its matches are left out: cannot associate with DOWN at "
+            "127.0.0.1:104: DOWN did not answer the A-ASSOCIATE-RQ within 10 s; holding it off for 60 s (FailHoldOff)",
+            "virtual server UP: C-FIND failed, its matches are left out: C-FIND ended with status 0xA700",
+            "virtual server DOWN: left out of the C-FIND, held off for another 1 s after it failed (FailHoldOff)",
+            "virtual server DOWN: left out of the retrieve, held off for another 1 s after it failed (FailHoldOff)",
+        ])
 
     def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
         """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
@@ -91,7 +156,7 @@ class VirtualServerTests(unittest.TestCase):
         archive = FetchingArchive()
         busy = BusyArchive()
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
-        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), archive, archive.query, archive,
                                  cache=False)
         pending = []
 
@@ -274,7 +339,7 @@ class VirtualServerTests(unittest.TestCase):
         UIDs), the second C-MOVE failing after 3 of its objects came: the
         67 here are fetched (``release`` deletes them), the 3 others lost."""
         archive = FetchingArchive()
-        servers = VirtualServers([VirtualServer("B")], None, "FRONT", None, archive, archive.query, archive,
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), archive, archive.query, archive,
                                  cache=False)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)]
 
@@ -285,7 +350,7 @@ class VirtualServerTests(unittest.TestCase):
             return archive
         servers._remoteImages, servers._associate = remoteImages, associate
         with capturedLogs() as events:
-            fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+            fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"), mask=1)))
             self.successResultOf(defer.ensureDeferred(servers.release(fetched.arrived)))
         uids = [image.sopInstanceUID for image in images]
         self.assertEqual(fetched, Fetched(uids[:67], uids[67:]))
@@ -294,6 +359,20 @@ class VirtualServerTests(unittest.TestCase):
             "virtual server B: 67 of 70 object(s) fetched, the others are left out of the retrieve: C-MOVE to "
             "FRONT ended with status 0xA801 (3 sub-operations failed)",
             "67 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+
+
+class Answering:
+    """An archive that answers each C-FIND with ``status`` and, on success,
+    one match."""
+
+    def __init__(self, status):
+        self.status = status
+
+    def findMatches(self, sopClass, identifier, inThread, adjust=None):
+        return defer.succeed((self.status, [study("1")] if self.status == 0 else []))
+
+    def release(self):
+        return defer.succeed(None)
 
 
 class BusyArchive:

@@ -261,6 +261,19 @@ def _hasWildcard(key):
     return "*" in key.value or "?" in key.value
 
 
+def patientAsStudy(identifier, request):
+    """A Study Root retrieve at PATIENT level (``identifier``, a Dataset,
+    and its ``request``), as Orthanc retrieves a patient, as the STUDY
+    retrieve by Patient ID alone that selects the same objects
+    (``retrieveKeys``): ``identifier`` is set to STUDY level, and its
+    ``request`` returned.  Raises BadIdentifier (A900) without a Patient
+    ID to select by."""
+    if not _namedBy(request, ("PATIENT",)):
+        raise BadIdentifier("PATIENT retrieve in Study Root needs PatientID", IDENTIFIER_DOES_NOT_MATCH)
+    identifier.QueryRetrieveLevel = "STUDY"
+    return request._replace(level="STUDY")
+
+
 def retrieveKeys(request, modelLevels):
     """``(selecting, ignored)``: the keys of a retrieve ``request`` in a
     model of ``modelLevels`` that select what it moves, and the others,

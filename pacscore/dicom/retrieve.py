@@ -52,7 +52,7 @@ from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
 from pacscore.dicom.datasets import IdentifierError, encodeDataset
 from pacscore.dicom.find import DESTROYED, cancelledWith, convertIdentifier, readIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, retrieveKeys, tagName
+from pacscore.dicom.identifiers import BadIdentifier, patientAsStudy, retrieveKeys, tagName
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
@@ -275,8 +275,13 @@ class RetrieveService:
                               operation=self.operation, key=self.requestHook.script.key)
                 return respond(SUCCESS, Progress(0))
             levels = modelOf(sopClass).levels
-            identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax, levels,
+            taken = levels if "PATIENT" in levels else ("PATIENT",) + levels  # Study Root: see patientAsStudy
+            identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax, taken,
                                                                          matching=False)
+            if request.level not in levels:
+                request = patientAsStudy(identifier, request)
+                self.log.info("{peer}: {operation} at PATIENT level in Study Root taken as a STUDY retrieve by "
+                              "Patient ID", peer=peer, operation=self.operation)
             selecting = self._selectingKeys(peer, request, levels)
             self._check(protocol, command)
             lost = []

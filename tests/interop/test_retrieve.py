@@ -219,6 +219,26 @@ class RetrieveTests(unittest.TestCase):
         self.assertMoved(result)
         self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
 
+    def test_patientLevelInStudyRootByPatientID(self):
+        """Orthanc retrieves a patient with a Study Root C-MOVE at PATIENT
+        level: with a Patient ID it is taken as the STUDY-level retrieve by
+        Patient ID (C-MOVE and C-GET alike), with a log line; without one it
+        is still refused."""
+        self.storescp.reset()
+        result = movescu(self.server, "STORESCP", "PATIENT", {"PatientID": "PAT0004"})
+        self.assertMoved(result)
+        self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0004")))
+        self.assertIn("C-MOVE at PATIENT level in Study Root taken as a STUDY retrieve by Patient ID",
+                      self.server.log())
+        received = getObjects(self.server, self.workdir, "PATIENT", {"PatientID": "PAT0004"})
+        self.assertEqual({ds.SOPInstanceUID for ds in received}, set(CORPUS.sopUIDs(patientID="PAT0004")))
+        self.storescp.reset()
+        for keys in ({"PatientID": ""}, {"PatientID": "*"}, {"PatientName": "PAT0004"}):
+            result = movescu(self.server, "STORESCP", "PATIENT", keys)
+            self.assertIn("Received Final Move Response (Error: DataSetDoesNotMatchSOPClass)", result.stderr, keys)
+        self.assertEqual(self.receivedBy(self.storescp), set())
+        self.assertIn("C-MOVE refused: PATIENT retrieve in Study Root needs PatientID", self.server.log())
+
     def test_wildcardsAboveTheUIDsDoNotRefuse(self):
         """A retrieve naming its study or series by UID, with the Patient ID
         (or a Study Instance UID above a Series Instance UID) of the

@@ -381,6 +381,20 @@ class RetrieveKeysTests(unittest.TestCase):
         self.assertEqual(self.selecting(ALL_LEVELS, "STUDY", PatientID="P1", StudyInstanceUID="1.2"),
                          ([0x00100020, 0x0020000D], []))
 
+    def test_patientLevelInStudyRootByPatientID(self):
+        """A Study Root retrieve at PATIENT level (Orthanc's for a patient)
+        with a Patient ID is the STUDY retrieve by Patient ID alone; without
+        one (or with a universal one) it is refused."""
+        dataset = identifier(QueryRetrieveLevel="PATIENT", PatientID="P1")
+        request = identifiers.patientAsStudy(dataset, self.request("PATIENT", PatientID="P1"))
+        self.assertEqual((request.level, dataset.QueryRetrieveLevel), ("STUDY", "STUDY"))
+        self.assertEqual(self.selecting(STUDY_ROOT, request.level, PatientID="P1"), ([0x00100020], []))
+        for keys in ({"PatientID": ""}, {"PatientID": "*"}, {"PatientName": "N"}):
+            with self.assertRaises(BadIdentifier) as raised:
+                identifiers.patientAsStudy(identifier(QueryRetrieveLevel="PATIENT", **keys),
+                                           self.request("PATIENT", **keys))
+            self.assertEqual(raised.exception.status, IDENTIFIER_DOES_NOT_MATCH, keys)
+
     def test_errorCommentsFit(self):
         """A refusal's message, the Error Comment, fits LO's 64 characters,
         and so names the level's unique key in the model (Study Root: no

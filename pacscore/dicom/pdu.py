@@ -35,6 +35,11 @@ REASON_INVALID_PARAMETER = 6
 
 SOURCE_SERVICE_USER = 0
 SOURCE_SERVICE_PROVIDER = 2
+ABORT_REASONS = {
+    REASON_NOT_SPECIFIED: "reason not specified", REASON_UNRECOGNIZED_PDU: "unrecognized PDU",
+    REASON_UNEXPECTED_PDU: "unexpected PDU", REASON_UNRECOGNIZED_PARAMETER: "unrecognized PDU parameter",
+    REASON_UNEXPECTED_PARAMETER: "unexpected PDU parameter", REASON_INVALID_PARAMETER: "invalid PDU parameter value",
+}
 
 
 class PDUError(Exception):
@@ -216,6 +221,18 @@ def pieceSize(maxPDULength, batch):
 def encodeSimplePDU(pduType, body=b"\x00\x00\x00\x00"):
     """A-RELEASE-RQ/RP: a header and four reserved bytes."""
     return _HEADER.pack(pduType, len(body)) + body
+
+
+def describeAbort(body):
+    """What the body of a peer's A-ABORT says: whether its application (the
+    service user: it chose to end the association) or its DICOM layer (the
+    service provider, with a reason) aborted."""
+    source, reason = (body[2], body[3]) if len(body) >= 4 else (None, None)
+    if source == SOURCE_SERVICE_USER:
+        return "A-ABORT from the peer's service user"
+    if source == SOURCE_SERVICE_PROVIDER:
+        return f"A-ABORT from the peer's service provider: {ABORT_REASONS.get(reason, f'reason {reason}')}"
+    return f"A-ABORT, source {source}"
 
 
 def encodeAbort(source, reason):

@@ -241,7 +241,9 @@ class DicomProtocol(Protocol, TimeoutMixin):
 
     def _pduReceived(self, pduType, body):
         if pduType == pdu.A_ABORT:
-            self.log.info("{peer}: association aborted by peer", peer=self.peerName())
+            abort = pdu.describeAbort(body)
+            self.log.info("{peer}: association aborted by peer ({abort})", peer=self.peerName(), abort=abort)
+            self._failRequests(AssociationLost(f"{self.peerName()} aborted the association ({abort})"))
             self._closeNow()
         elif pduType == pdu.P_DATA_TF and self.state in (ESTABLISHED, AWAITING_RELEASE_RP):
             self._pdataReceived(body)

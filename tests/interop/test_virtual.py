@@ -25,7 +25,7 @@ from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column
-from tests.interop.peers import DcmqrscpServer, StorescpServer
+from tests.interop.peers import DcmqrscpServer, OrthancServer, StorescpServer
 from tests.interop.server import PacsServer, dcmtk
 from tests.interop.test_find import findscu
 from tests.interop.test_retrieve import getObjects, getSeries, movescu
@@ -291,6 +291,30 @@ class HungBackendTests(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 5)
         self.assertEqual({ds.SOPInstanceUID for ds in received}, {i.sopUID for i in self.images})
         self.assertIn("virtual server SILENT: left out of the retrieve, held off for another", self.front.log())
+
+
+class RefusingBackendTests(unittest.TestCase):
+    """FRONT in front of an Orthanc that does not know FRONT's AE title
+    (not in its DicomModalities): it aborts FRONT's association at the
+    C-FIND, and FRONT's log line says so, naming the A-ABORT, so that an
+    administrator looks at Orthanc's configuration."""
+
+    def test_theAbortIsNamed(self):
+        workdir = tempfile.mkdtemp(prefix="pacs-virtual-refusing-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        orthanc = OrthancServer(os.path.join(workdir, "orthanc"), config={
+            "DicomAlwaysAllowFind": False, "DicomAlwaysAllowGet": False, "DicomAlwaysAllowMove": False})
+        front = PacsServer(os.path.join(workdir, "front"), ae="FRONT")
+        front.addNode("ORTHANC", orthanc.port)
+        front.setIni(VirtualServerFor0="ORTHANC")
+        for server in (orthanc, front):
+            server.start()
+            self.addCleanup(server.stop)
+        matches, result = findscu(front, "-S", "STUDY", {"PatientID": "NOBODY", "StudyInstanceUID": None})
+        self.assertEqual((matches, result.returncode), ([], 0), result.stderr)
+        self.assertRegex(front.log(), r"virtual server ORTHANC: C-FIND failed, its matches are left out: "
+                                      r"ORTHANC@127\.0\.0\.1:\d+ aborted the association \(A-ABORT from the peer's "
+                                      r"service user\); holding it off for 60 s \(FailHoldOff\)")
 
 
 class KodakBackendTests(unittest.TestCase):

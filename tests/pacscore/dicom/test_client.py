@@ -129,6 +129,27 @@ class ClientTests(unittest.TestCase):
         failure.trap(AssociationRefused)
         self.assertIn("called AE title not recognized", str(failure.value))
 
+    def test_abortedRequestSaysWhoAborted(self):
+        """A peer that aborts the association while our request waits (as
+        Orthanc does with a C-FIND from an AE title it does not know): the
+        request fails naming the A-ABORT, its source and, from the service
+        provider, its reason, not as an association that merely ended."""
+        for source, reason, expected in (
+                (pdu.SOURCE_SERVICE_USER, 0, "A-ABORT from the peer's service user"),
+                (pdu.SOURCE_SERVICE_PROVIDER, pdu.REASON_UNEXPECTED_PDU,
+                 "A-ABORT from the peer's service provider: unexpected PDU")):
+            self.server.services[commands.C_FIND_RQ] = Silent()
+            association = self.connect([(STUDY_FIND, [IMPLICIT])])
+            finding = association.find(STUDY_FIND, Dataset())
+            self.pump.flush()
+            with capturedLogs() as events:
+                self.serverProtocol.transport.write(pdu.encodeAbort(source, reason))
+                self.pump.flush()
+            failure = self.failureResultOf(finding, AssociationLost)
+            self.assertIn(f"aborted the association ({expected})", str(failure.value))
+            self.assertIn(f"association aborted by peer ({expected})", [formatEvent(e).split(": ", 1)[-1]
+                                                                          for e in events])
+
     def test_tooSmallMaximumLength(self):
         """An acceptor limiting us to PDUs that hold almost nothing: the
         association is aborted and fails, instead of a message split into

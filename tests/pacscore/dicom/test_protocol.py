@@ -706,7 +706,8 @@ class ProtocolTests(ServerTestCase):
         with capturedLogs() as events:
             self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
             self.protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual([formatEvent(event) for event in events], ["SCU@127.0.0.1:40000: association aborted by peer"])
+        self.assertEqual([formatEvent(event) for event in events], ["SCU@127.0.0.1:40000: association aborted by peer "
+                                                                  "(A-ABORT from the peer's service user)"])
 
     def test_unsupportedOperation(self):
         self.associate()

@@ -25,18 +25,19 @@ RetrieveConverter0) or sent by the client, holds a mask whose bit N stands
 for VirtualServerForN; the element is taken out before the request is
 answered (``takeServerMask``).
 
-The archives are asked at once (C-FIND; a retrieve asks them one after
-the other, so that an object two of them hold is moved here once), each
-wait bounded by ``VirtualServerTimeout`` (10 s): connecting, the
-A-ASSOCIATE-AC and each response.  An archive that cannot be reached, or
-fails a request, is logged and left out: clients get what the others and
-this one hold.  One that could not be reached, or whose association
-failed (a timeout, an abort), is held off for ``FailHoldOff`` seconds
-(60), as the export queue holds a destination off: the requests of that
-time leave it out at once, logged, instead of each waiting on it again.  The objects it
-listed that did not arrive (a C-MOVE that failed partway) are ``lost``:
-the retrieve counts them as failed sub-operations; those that did arrive
-are deleted again as any fetched (``CacheVirtualData = 0``).
+The archives are asked at once, each wait bounded by
+``VirtualServerTimeout`` (10 s): connecting, the A-ASSOCIATE-AC and each
+response.  An object two of them hold and this one does not is moved
+here from the first to list it.  An archive that cannot be reached, or
+fails a request, is logged and left out: clients get what the others
+and this one hold.  The objects it listed that did not arrive (a C-MOVE
+that failed partway) are ``lost``: the retrieve counts them as failed
+sub-operations; those that did arrive are deleted again as any fetched
+(``CacheVirtualData = 0``).  One that could not be reached, or whose
+association failed (a timeout, an abort), is held off for
+``FailHoldOff`` seconds (60), as the export queue holds a destination
+off: the requests of that time leave it out at once, logged, instead of
+each waiting on it again.
 
 ``,FIXKODAK`` after an AE title (Conquest 1.4.12) names an archive that
 keeps Kodak's 8-digit Patient IDs: what goes to it (C-FIND and C-MOVE
@@ -339,33 +340,25 @@ class VirtualServers:
         """Move here what the listed archives (those of ``mask``, but not
         ``callingAE``: ``chosen``, nor those held off) hold of a retrieve ``identifier`` (a
         Dataset) on ``sopClass`` and this archive does not: their
-        ``Fetched``.  ``onPending(count)`` hears of each of their pending
-        C-MOVE responses, ``count`` the objects being fetched.  Cancelled,
-        the C-MOVE under way is C-CANCELled and what arrived is released."""
+        ``Fetched``, asked at once.  ``onPending(count)`` hears of each of
+        their pending C-MOVE responses, ``count`` the objects being fetched.
+        Cancelled, the C-MOVEs under way are C-CANCELled and what arrived is
+        released."""
         findClass, moveClass = _rootClasses(sopClass)
         level = _text(identifier, "QueryRetrieveLevel").upper()
         keys = {}
         for keyword in UNIQUE_KEYS.values():
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
-        arrived, lost = [], []
         fetching = []  # the SOP Instance UIDs of the objects asked for, to release if cancelled
         try:
-            for server in self._asked(mask, callingAE, "retrieve"):
-                try:
-                    fetched = await self._fetchFrom(server, findClass, moveClass, level, keys, fetching, onPending)
-                except defer.CancelledError:
-                    raise
-                except Exception as e:
-                    self._failed(server, e, "its objects are left out of the retrieve")
-                    continue
-                arrived += fetched.arrived
-                lost += fetched.lost
+            results = await _together([self._fetchOn(server, findClass, moveClass, level, keys, fetching, onPending)
+                                       for server in self._asked(mask, callingAE, "retrieve")])
         except defer.CancelledError:
             await self.release(fetching)
             raise
-        here = set(arrived)  # another archive may have sent what one failed to
-        return Fetched(arrived, list(dict.fromkeys(uid for uid in lost if uid not in here)))
+        return Fetched([uid for fetched in results for uid in fetched.arrived],
+                       [uid for fetched in results for uid in fetched.lost])
 
     async def _remoteImages(self, protocol, findClass, level, keys):
         """The ``RemoteImage``s an archive holds of a retrieve at ``level``
@@ -399,6 +392,16 @@ class VirtualServers:
             found = below
         return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
 
+    async def _fetchOn(self, server, findClass, moveClass, level, keys, fetching, onPending):
+        """``_fetchFrom``; nothing when the archive fails (``_failed``)."""
+        try:
+            return await self._fetchFrom(server, findClass, moveClass, level, keys, fetching, onPending)
+        except defer.CancelledError:
+            raise
+        except Exception as e:
+            self._failed(server, e, "its objects are left out of the retrieve")
+            return Fetched([], [])
+
     async def _fetchFrom(self, server, findClass, moveClass, level, keys, fetching, onPending):
         """The ``Fetched`` of one archive: what arrived of the objects it
         listed, even when one of its C-MOVEs failed (the objects of the
@@ -422,13 +425,14 @@ class VirtualServers:
 
     async def _bring(self, protocol, findClass, moveClass, level, keys, server, fetching, onPending):
         """``(missing, error)``: the ``RemoteImage``s of the retrieve the
-        archive holds and this one does not, moved here (their SOP Instance
-        UIDs added to ``fetching``), and the error of the C-MOVE that
-        failed (None)."""
+        archive holds and this one does not, nor another archive moves here
+        (``fetching``), moved here (their SOP Instance UIDs added to
+        ``fetching``), and the error of the C-MOVE that failed (None)."""
         images = {image.sopInstanceUID: image
                   for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
         known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
-        missing = [image for uid, image in images.items() if uid not in known]
+        taken = set(fetching)
+        missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
         fetching += [image.sopInstanceUID for image in missing]
         progress = None if onPending is None else lambda command: onPending(len(fetching))
         try:

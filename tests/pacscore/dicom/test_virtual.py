@@ -334,6 +334,43 @@ class VirtualServerTests(unittest.TestCase):
                           request.SeriesInstanceUID, list(request.SOPInstanceUID)),
                          ("IMAGE", "P1", "1", "1.1", ["1.1.1", "1.1.2"]))
 
+    def test_theArchivesAreAskedAtOnceForARetrieve(self):
+        """A retrieve asks every archive which objects it holds before any
+        answers (a slow one does not hold the others back); an object two
+        of them list is moved here once, from the first to list it."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("A", number=0), VirtualServer("B", number=1)], None, "FRONT",
+                                 Clock(), index, index.query, index)
+        listing = {"A": defer.Deferred(), "B": defer.Deferred()}
+        moved = []
+
+        class Archive:
+            def __init__(self, ae):
+                self.ae = ae
+
+            def move(self, sopClass, identifier, destination, onPending=None):
+                uids = identifier.SOPInstanceUID
+                uids = [uids] if isinstance(uids, str) else list(uids)
+                moved.append((self.ae, uids))
+                index.here += uids
+                return defer.succeed(({commands.STATUS: 0}, None))
+
+            def release(self):
+                return defer.succeed(None)
+
+        async def associate(server, contexts):
+            return Archive(server.ae)
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return await listing[protocol.ae]
+        servers._remoteImages, servers._associate = remoteImages, associate
+        fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)]
+        listing["B"].callback(images[2:])
+        listing["A"].callback(images[1:3])
+        self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.1", "1.1.2", "1.1.3"], []))
+        self.assertEqual(moved, [("B", ["1.1.2", "1.1.3"]), ("A", ["1.1.1"])])
+
     def test_failedMoveReleasesWhatArrivedAndListsTheRest(self):
         """CacheVirtualData = 0, 70 objects to fetch (C-MOVEs of 64 and 6
         UIDs), the second C-MOVE failing after 3 of its objects came: the

@@ -77,7 +77,7 @@ from pacscore.storage.reader import ObjectReader, currentInstance
 from pacscore.storage.regen import fileRecord, iterObjectFiles
 from pacscore.storage.movemarks import MoveMarks
 from pacscore.storage.relocation import DeviceMover
-from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, ThresholdClean, lruSortTag
+from pacscore.storage.space import MEGABYTE, Nightly, SpaceKeeper, ThresholdClean
 from pacscore.storage.store import ObjectStore
 from pacscore.storage.worklistmode import WorklistAmender
 from pacscore.web.dicomweb.metadatacache import MetadataCache
@@ -217,10 +217,6 @@ class Archive:
             maximumAge=ini.getint("MaximumCommitmentAge", MAXIMUM_AGE), dimseTimeout=self.idleTimeout,
             titleStyle=self.titleStyle)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
-        try:
-            sortTag = lruSortTag(ini.get("LRUSort", ""))
-        except ValueError as e:
-            raise ConfigError(configuration.iniPath, ini.lineOf("LRUSort"), str(e)) from e
         self.objectChanges = KeyedLocks()  # per SOP Instance UID: the control commands' rewrites, one at a time
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
         # VirtualServerForN (C-FIND, C-MOVE/C-GET and DICOMweb), or None
@@ -232,19 +228,12 @@ class Archive:
                                        lossyQuality=configuration.lossyQuality)
         choice = DeviceChoice.fromIni(self.devices, ini)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
-                                       sortTag=sortTag, mover=self.deviceMover,
+                                       sortTag=configuration.lruSortTag, mover=self.deviceMover,
                                        spillover=self.devices[1:] if choice.spills else ())
         self.thresholdClean = ThresholdClean(self.spaceKeeper, max(threshold, 0) * MEGABYTE)
         self.nightlyCleanThreshold = max(ini.getint("NightlyCleanThreshold", 0), 0) * MEGABYTE
         self.nightlyMoveThreshold = max(ini.getint("NightlyMoveThreshold", 0), 0) * MEGABYTE
-        self.nightlyMoveTarget = ini.get("NightlyMoveTarget", "").strip().upper()
-        targets = [device.name for device in self.devices[1:]]
-        if self.nightlyMoveThreshold and self.nightlyMoveTarget not in targets:
-            raise ConfigError(configuration.iniPath,
-                              ini.lineOf("NightlyMoveTarget") or ini.lineOf("NightlyMoveThreshold"),
-                              f"NightlyMoveTarget = {self.nightlyMoveTarget or '(none)'}: NightlyMoveThreshold "
-                              f"moves patients from MAG0 to another MAG device "
-                              f"({', '.join(targets) or 'there is none'})")
+        self.nightlyMoveTarget = configuration.nightlyMoveTarget
         self.objectStore = ObjectStore(
             self.devices[0], self.namer, self.index, configuration.layout.indexedTags(),
             self.workers, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, amenders=amenders,

@@ -22,13 +22,15 @@ import sys
 from typing import NamedTuple
 
 from twisted.application import internet, service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet import reactor as globalReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
 from pacscore.archive import Archive, StartupError
 from pacscore.config.errors import ConfigError
+from pacscore.config.listeners import DISABLED, serverEndpoint
 from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.protocol import ControlFactory
@@ -52,7 +54,6 @@ WEB_WITHOUT_LOGIN = ("the web interface has no login: whoever reaches it can see
                      "authenticates")
 WEB_PASSWORDS_IN_CLEAR = ("the web interface asks for WebUsers passwords over plain HTTP, where anyone on the way can "
                           "read them: serve it on an ssl: endpoint")
-DISABLED = ("off", "none", "")
 
 log = Logger()
 
@@ -139,13 +140,11 @@ class Options(usage.Options):
         the dicom.ini ``key`` gave; an unusable one raises ValueError naming
         the option, or ConfigError naming the line."""
         try:
-            return endpoints.serverFromString(self.reactor, description)
-        except Exception as e:  # strports parsers raise TypeError, ValueError, KeyError ...
-            problem = f"{description!r} is not a usable endpoint ({e})"
+            return serverEndpoint(self.reactor, description)
+        except ValueError as e:
             if self[option] is not None:
-                raise ValueError(f"--{option} {problem}") from e
-            raise ConfigError(self.configuration.iniPath, self.configuration.ini.lineOf(key),
-                              f"{key}: {problem}") from e
+                raise ValueError(f"--{option} {e}") from e
+            raise ConfigError(self.configuration.iniPath, self.configuration.ini.lineOf(key), f"{key}: {e}") from e
 
     def _controlSettings(self):
         """The ``ControlSettings`` of the control port, or None when it is off."""
@@ -255,6 +254,14 @@ class ListeningService(internet.StreamServerEndpointService):
         self.label = label
         self.description = description
         self._raiseSynchronously = True
+
+    def privilegedStartService(self):
+        try:
+            internet.StreamServerEndpointService.privilegedStartService(self)
+        except CannotListenError as e:  # a port in use, or one the server may not bind
+            self.log.critical("cannot listen: {label} on {description}: {error}", label=self.label,
+                              description=self.description, error=e)
+            raise SystemExit(f"twistd: cannot listen: {self.label} on {self.description}: {e}") from None
 
     def startService(self):
         internet.StreamServerEndpointService.startService(self)

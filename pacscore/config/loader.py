@@ -23,6 +23,8 @@ from pacscore.config.settings import checkSettings
 from pacscore.config.soplist import SopList
 from pacscore.db.rawsql import DEFAULT_TRUNCATE
 from pacscore.db.writer import DEFAULT_TIMEOUT
+from pacscore.export.forwarder import forwardAssociationLevel
+from pacscore.storage.space import lruSortTag
 from pacscore.tls import ClientTLS
 
 TLS_NODES = "DICOMTLSNodes"
@@ -71,6 +73,37 @@ class Configuration:
         if error is not None:
             raise ConfigError(self.iniPath, self.ini.lineOf("UIDPrefix"), error)
         return value or None
+
+    @property
+    def lruSortTag(self):
+        """The tag Conquest's ``LRUSort`` orders patients by (None: AccessTime alone)."""
+        return self._valueOf("LRUSort", lruSortTag)
+
+    @property
+    def forwardAssociationLevel(self):
+        """ForwardAssociationLevel, in upper case (IMAGE when missing)."""
+        return self._valueOf("ForwardAssociationLevel", forwardAssociationLevel)
+
+    @property
+    def nightlyMoveTarget(self):
+        """NightlyMoveTarget, in upper case; ConfigError when NightlyMoveThreshold
+        is set and it names no MAG device but MAG0."""
+        target = self.ini.get("NightlyMoveTarget", "").strip().upper()
+        targets = [name for name, _ in self.magDevices[1:]]
+        if self.ini.getint("NightlyMoveThreshold", 0) > 0 and target not in targets:
+            line = self.ini.lineOf("NightlyMoveTarget") or self.ini.lineOf("NightlyMoveThreshold")
+            raise ConfigError(self.iniPath, line,
+                              f"NightlyMoveTarget = {target or '(none)'}: NightlyMoveThreshold moves patients from "
+                              f"MAG0 to another MAG device ({', '.join(targets) or 'there is none'})")
+        return target
+
+    def _valueOf(self, key, read):
+        """``read(value)`` of dicom.ini's ``key`` ("" when missing); ConfigError,
+        naming the line, for the ValueError it raises."""
+        try:
+            return read(self.ini.get(key, ""))
+        except ValueError as e:
+            raise ConfigError(self.iniPath, self.ini.lineOf(key), str(e)) from e
 
     @property
     def tcpPort(self):
@@ -146,8 +179,8 @@ class Configuration:
 
     @property
     def sqlTimeout(self):
-        """SQLTimeOut: seconds the index database may take to answer (None: no limit)."""
-        return self.ini.getint("SQLTimeOut", DEFAULT_TIMEOUT) or None
+        """SQLTimeOut: seconds the index database may take to answer (None: no limit, for 0 or less)."""
+        return _limit(self.ini.getint("SQLTimeOut", DEFAULT_TIMEOUT))
 
     @property
     def storageFailedErrorCode(self):

@@ -3,11 +3,17 @@
 start would refuse: every key the server reads as a number (those read at
 each use too, such as ``LuaMaxInstructions`` and ``ImportExportDragAndDrop``,
 which would otherwise fail each use) and the least value some of them
-take (``MINIMUMS``), UIDPrefix, and the MAG and mirror
-devices.  ``loadConfiguration`` makes them at start-up.
+take (``MINIMUMS``), UIDPrefix, the MAG and mirror
+devices, LRUSort, NightlyMoveTarget, ForwardAssociationLevel, the
+endpoints to listen on (``pacscore.config.listeners``: parsed, their port
+in range), the WebUsers file and WebAllowOrigins.  ``loadConfiguration``
+makes them at start-up.
 """
 
 from pacscore.config.errors import ConfigError
+from pacscore.config.listeners import checkEndpoints
+from pacscore.web.logins import passwordFile
+from pacscore.web.sharing import AllowedOrigins
 
 INTEGER_KEYS = (
     "ARTIMTimeOut", "CacheVirtualData", "ControlMaxConnections", "ControlMaxConnectionsPerPeer", "DICOMwebMaxParts",
@@ -42,5 +48,9 @@ def checkSettings(configuration):
         value = ini.getint(key, None)
         if value is not None and value < MINIMUMS.get(key, value):
             raise ConfigError(ini.path, ini.lineOf(key), f"{key} must be at least {MINIMUMS[key]}, not {value}")
-    for setting in ("uidPrefix", "magDevices", "mirrorDevices"):  # each raises ConfigError for a bad value
+    for setting in ("uidPrefix", "magDevices", "mirrorDevices", "lruSortTag", "nightlyMoveTarget",
+                    "forwardAssociationLevel"):  # each raises ConfigError for a bad value
         getattr(configuration, setting)
+    checkEndpoints(configuration)
+    passwordFile(configuration)
+    AllowedOrigins.fromIni(configuration)

@@ -70,6 +70,15 @@ from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing
 
 ASSOCIATION_LEVELS = ("GLOBAL", "SOPCLASS") + LEVELS
+
+
+def forwardAssociationLevel(value):
+    """``value``, a ForwardAssociationLevel, in upper case (empty: IMAGE);
+    ValueError for one that is not of ``ASSOCIATION_LEVELS``."""
+    level = value.strip().upper() or "IMAGE"
+    if level not in ASSOCIATION_LEVELS:
+        raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, not {level!r}")
+    return level
 _HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+):([0-9]{1,5})")  # forward to 10.0.0.5:104
 SUCCESS = 0x0000
 
@@ -172,10 +181,7 @@ class Forwarder:
                  connectTimeout=30, dimseTimeout=300, endpointFor=None, lossyQuality=DEFAULT_QUALITY,
                  compressionScripts=None, titleStyle=PLAIN_TITLES, dicomWebServers=None, stow=None, fetcher=None,
                  ownRetrieves=None):
-        associationLevel = associationLevel.strip().upper() or "IMAGE"
-        if associationLevel not in ASSOCIATION_LEVELS:
-            raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, "
-                             f"not {associationLevel!r}")
+        associationLevel = forwardAssociationLevel(associationLevel)
         self.reactor = reactor
         self.acrNemaMap = acrNemaMap
         self.aeTitle = aeTitle
@@ -213,7 +219,7 @@ class Forwarder:
         ini = configuration.ini
         return cls(reactor, configuration.acrNemaMap, aeTitle, index, query, reader, workers,
                    compressionScripts=compressionScripts,
-                   associationLevel=ini.get("ForwardAssociationLevel", "IMAGE") or "IMAGE",
+                   associationLevel=configuration.forwardAssociationLevel,
                    closeDelay=ini.getint("ForwardAssociationCloseDelay", 5),
                    refreshDelay=ini.getint("ForwardAssociationRefreshDelay", 3600),
                    release=ini.getint("ForwardAssociationRelease", 1) != 0,

@@ -70,6 +70,19 @@ def readPasswordFile(path):
     return users
 
 
+def passwordFile(configuration):
+    """The ``PasswordFile`` dicom.ini's ``WebUsers`` names, or None when it
+    names none; ConfigError, naming the line, when it cannot be read."""
+    name = configuration.ini.get("WebUsers", "").strip()
+    if not name:
+        return None
+    try:
+        return PasswordFile(configuration.pathSetting("WebUsers"))
+    except OSError as e:
+        raise ConfigError(configuration.iniPath, configuration.ini.lineOf("WebUsers"),
+                          f"WebUsers {name}: {e.strerror or e}") from e
+
+
 def unknownUserHash(users):
     """What to check an unknown user's password against so that it takes
     as long as the costliest hash of ``users`` (``{user: hash}``) would: a

@@ -30,7 +30,6 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web import server, util
 
-from pacscore.config.errors import ConfigError
 from pacscore.dicom.admission import LimitedFactory
 from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
@@ -42,7 +41,7 @@ from pacscore.web.dicomweb.resource import DicomWebResource, allowed
 from pacscore.web.hostnames import HostNames, Misdirected
 from pacscore.web.html import SCRIPT
 from pacscore.web.forms import readPostedForm
-from pacscore.web.logins import PasswordFile, accessLogLine, guarded, webWriters
+from pacscore.web.logins import accessLogLine, guarded, passwordFile, webWriters
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.requestbodies import CountedRequest, admittedBody, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
@@ -181,17 +180,12 @@ def webSite(archive):
 def _withLogins(root, archive):
     """``root`` guarded by the ``WebUsers`` file of dicom.ini, or as it is without one."""
     configuration = archive.configuration
-    name = configuration.ini.get("WebUsers", "").strip()
-    if not name:
+    passwords = passwordFile(configuration)
+    if passwords is None:
         if webWriters(configuration.ini):
             log.warn("WebWriters lists users but WebUsers is not set: nobody logs in, so the web pages change "
                      "nothing")
         return root
-    try:
-        passwords = PasswordFile(configuration.pathSetting("WebUsers"))
-    except OSError as e:
-        raise ConfigError(configuration.iniPath, configuration.ini.lineOf("WebUsers"),
-                          f"WebUsers {name}: {e.strerror or e}") from e
     # bcrypt in the reactor's thread pool: a flood of bad logins must not hold up the I/O pool's stores
     checkInThread = partial(threads.deferToThreadPool, archive.reactor, archive.reactor.getThreadPool())
     return guarded(root, passwords, checkInThread, f"pacs {archive.aeTitle}")

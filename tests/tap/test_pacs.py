@@ -200,7 +200,22 @@ class TwistdTests(unittest.TestCase):
                                  server.workdir, "--dicom", f"tcp:{server.port}:interface=127.0.0.1",
                                  cwd=server.workdir)
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("Address already in use", result.stdout + result.stderr)
+        output = result.stdout + result.stderr
+        self.assertIn(f"twistd: cannot listen: DICOM service PACS on tcp:{server.port}:interface=127.0.0.1: ", output)
+        self.assertIn("Address already in use", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_portOutOfRangeStopsStartupWithoutTraceback(self):
+        server = PacsServer(self.mktemp())
+        server.setIni(HL7Endpoint="tcp:99999:interface=127.0.0.1")
+        result = self.twistd("-n", "--pidfile=", "pacs", "--config", server.workdir, "--workdir", server.workdir,
+                             "--dicom", f"tcp:{server.port}:interface=127.0.0.1", cwd=server.workdir)
+        self.assertEqual(result.returncode, 1)
+        output = result.stdout + result.stderr
+        self.assertIn("twistd: configuration error: ", output)
+        self.assertIn("HL7Endpoint: 'tcp:99999:interface=127.0.0.1' is not a usable endpoint (port 99999 is not "
+                      "from 0 to 65535)", output)
+        self.assertNotIn("Traceback", output)
 
 
 class RegularInstallTests(unittest.TestCase):
@@ -266,6 +281,25 @@ class ConfigurationValueTests(unittest.TestCase):
 
     def test_badEndpointOption(self):
         self.assertIn("--dicom 'tcp:x:y:z' is not a usable endpoint", self.refusal(["--dicom", "tcp:x:y:z"]))
+        self.assertIn("--hl7 'tcp:70000' is not a usable endpoint (port 70000 is not from 0 to 65535)",
+                      self.refusal(["--hl7", "tcp:70000"]))
+
+    def test_portOutOfRange(self):
+        for key, value in (("TCPPort", "70000"), ("TCPPort", "-5"), ("WebEndpoint", "tcp:99999"),
+                           ("DICOMTLSEndpoint", "tcp:port=65536")):
+            error = self.refusal(**{key: value})
+            self.assertIn("dicom.ini:", error)
+            self.assertIn(f"{key}: ", error)
+            self.assertIn("is not from 0 to 65535", error)
+
+    def test_badForwardAssociationLevel(self):
+        """Named with its line, without the options' help."""
+        server, args = self.optionsFor(ForwardAssociationLevel="FOO")
+        error = str(self.assertRaises(SystemExit, Options().parseOptions, args))
+        self.assertIn("twistd: configuration error: ", error)
+        self.assertIn("dicom.ini:", error)
+        self.assertIn("ForwardAssociationLevel must be one of GLOBAL, SOPCLASS, PATIENT, STUDY, SERIES, IMAGE, "
+                      "not 'FOO'", error)
 
     def test_indexFolderCannotBeMade(self):
         blocker = os.path.abspath(self.mktemp())

@@ -48,6 +48,13 @@ class CheckSettingsTests(unittest.TestCase):
             self.assertRegex(str(error), rf"dicom\.ini:3: HL7DropFolderInterval must be at least 1, not {value}$")
         self.assertEqual(self.load("HL7DropFolderInterval = 1\n").ini.getint("HL7DropFolderInterval", None), 1)
 
+    def test_negativeSQLTimeOutIsNoLimit(self):
+        """SQLTimeOut of 0 or less is no limit, as ARTIMTimeOut's is (a
+        negative one made the index writer's watchdog fail at start)."""
+        for value in ("0", "-5"):
+            self.assertIsNone(self.load(f"SQLTimeOut = {value}\n").sqlTimeout)
+        self.assertEqual(self.load("SQLTimeOut = 7\n").sqlTimeout, 7)
+
     def test_goodValuesLoad(self):
         configuration = self.load("LuaMaxInstructions = 5000\nImportExportDragAndDrop = 1\n")
         self.assertEqual(configuration.ini.getint("LuaMaxInstructions", None), 5000)

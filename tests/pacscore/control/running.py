@@ -14,16 +14,20 @@ from pacscore.config.loader import loadConfiguration
 from pacscore.control.context import ControlContext
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.server import PacsServer
+from tests.pacscore.web.htpasswd import writeUsers
 
 
 class RunningArchive:
     """``archive``, ``context`` (progress lines in ``progress``) and
     ``run(command, arguments)``; stopped by ``stop`` or the test case's
     cleanup.  ``ini``: dicom.ini keys to set first; ``workdir``: the
-    working folder of an earlier one, started again."""
+    working folder of an earlier one, started again; ``webUsers``: the
+    ``{user: password}`` of the WebUsers file ``ini`` names, written first."""
 
-    def __init__(self, testCase, ae="PACS", listen=False, ini=None, workdir=None):
+    def __init__(self, testCase, ae="PACS", listen=False, ini=None, workdir=None, webUsers=None):
         self.workdir = workdir or PacsServer(testCase.mktemp(), ae=ae, ini=ini).workdir
+        if webUsers:
+            writeUsers(os.path.join(self.workdir, ini["WebUsers"]), webUsers)
         self.configuration = loadConfiguration(self.workdir, self.workdir)
         self.archive = Archive(self.configuration, reactor)
         factory = self.archive.dicomFactory()

@@ -211,7 +211,18 @@ class DicomIniCommandTests(unittest.TestCase):
                                   ("MaxAssociations,lots", "MaxAssociations must be an integer"),
                                   ("TCPPort,notaport", "TCPPort must be an integer"),
                                   ("MAGDevice0,d:\\dicomserver\\data\\", "is a Windows path"),
-                                  ("UIDPrefix,1.2.abc", "is not a UID root")):
+                                  ("UIDPrefix,1.2.abc", "is not a UID root"),
+                                  ("WebEndpoint,bogus", "WebEndpoint: 'bogus' is not a usable endpoint"),
+                                  ("TCPPort,99999", "TCPPort: 'tcp:99999' is not a usable endpoint (port 99999 is "
+                                                    "not from 0 to 65535)"),
+                                  ("HL7Endpoint,tcp:-1", "port -1 is not from 0 to 65535"),
+                                  ("ControlEndpoint,tcp:port=70000:interface=127.0.0.1", "port 70000 is not"),
+                                  ("LRUSort,Foo", "LRUSort = Foo: expected StudyDate, PatientBir or AccessTime"),
+                                  ("NightlyMoveThreshold,100", "NightlyMoveTarget = MAG1: NightlyMoveThreshold "
+                                                               "moves patients from MAG0 to another MAG device"),
+                                  ("WebUsers,nosuch.htpasswd", "WebUsers nosuch.htpasswd: No such file"),
+                                  ("WebAllowOrigins,foo", "WebAllowOrigins: 'foo' is not an origin"),
+                                  ("ForwardAssociationLevel,FOO", "ForwardAssociationLevel must be one of GLOBAL")):
             error = yield self.assertFailure(self.running.run(commands.putParam, arguments), CommandError)
             self.assertIn(f"{arguments.split(',')[0]} not changed: the server would not start with it", str(error))
             self.assertIn(reason, str(error))
@@ -228,9 +239,11 @@ class DicomIniCommandTests(unittest.TestCase):
         """read_ini of a dicom.ini the server could not use keeps the running
         configuration, a live UIDPrefix too."""
         yield self.running.run(commands.putParam, "UIDPrefix,1.2.3.4")
-        lines = self.ini.toString()
+        lines, before = self.ini.toString(), Path(self.path).read_bytes()
         for key, value in (("UIDPrefix", "1.2.826.0.1.3680043.2.135.730956.43877812.999999999999999999999999"),
-                           ("LuaMaxInstructions", "10,000,000")):
+                           ("LuaMaxInstructions", "10,000,000"), ("LRUSort", "Foo"),
+                           ("HL7Endpoint", "tcp:99999")):
+            Path(self.path).write_bytes(before)
             onDisk = DicomIni.fromFile(self.path)
             onDisk.set(key, value)
             onDisk.write()

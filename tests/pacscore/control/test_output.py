@@ -18,6 +18,7 @@ from pacscore.testing.certificates import Authority
 from pacscore.testing.corpus import generateCorpus
 from tests.interop.server import PacsServer
 from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.web.htpasswd import writeUsers
 
 
 class OwnFilesTests(unittest.TestCase):
@@ -64,16 +65,19 @@ class OwnFilesTests(unittest.TestCase):
         devices, the WebUsers file, the log files, the HL7 drop folder, the
         scripts and an endpoint's key files, and with a configuration folder
         of its own (not the working folder) anything in it."""
-        running = RunningArchive(self, ini={"MIRRORDevices": "1", "MIRRORDevice0": "./mirror/",
-                                            "WebUsers": "./webusers", "HL7DropFolder": "./hl7in/",
-                                            "WebEndpoint": "ssl:8443:privateKey=web.key:certKey=web.crt"})
+        server = PacsServer(self.mktemp(), ini={"MIRRORDevices": "1", "MIRRORDevice0": "./mirror/",
+                                                "WebUsers": "./webusers", "HL7DropFolder": "./hl7in/"})
+        web = Authority(server.workdir, "hospital").issue("web", server=True)
+        server.setIni(WebEndpoint=f"ssl:8443:privateKey={web.key}:certKey={web.certificate}")
+        writeUsers(os.path.join(server.workdir, "webusers"), {"alice": "secret"})
+        running = RunningArchive(self, workdir=server.workdir)
         workdir = running.configuration.workdir
         for name in ("anonymize_script.lua", "webusers"):
             with open(os.path.join(workdir, name), "w") as f:
                 f.write("kept\n")
         os.makedirs(os.path.join(workdir, "conf"))
         own = ["mirror/PAT1/x.dcm", "webusers", "PacsTrouble.log", "PacsUser.log", "anonymize_script.lua",
-               "hl7in/a.hl7", "web.key", "web.crt"]
+               "hl7in/a.hl7", "web.key", "web.pem"]
         for path in own:
             error = yield self.assertFailure(running.run(DisplayStatus(), path), CommandError)
             self.assertIn("is one of the archive's own files", str(error))

@@ -26,7 +26,6 @@ from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.test_ownretrieves import CONVERTERS
 from tests.pacscore.export.fixtures import failingFor
 from tests.pacscore.export.test_forwarder import damageBitsStored
-from tests.pacscore.web.test_logins import htpasswd
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -67,8 +66,7 @@ class StowForwardTests(unittest.TestCase):
         self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=2, imagesPerSeries=3)
         yield self.source.store(self.corpus)
-        self.destination = RunningArchive(self, ae="CLOUD", ini={"WebUsers": "webusers"})
-        htpasswd(os.path.join(self.destination.workdir, "webusers"), "router", "s3cret", create=True)
+        self.destination = RunningArchive(self, ae="CLOUD", ini={"WebUsers": "webusers"}, webUsers={"router": "s3cret"})
         listening = reactor.listenTCP(0, webSite(self.destination.archive), interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         self.url = f"http://127.0.0.1:{listening.getHost().port}/dicom-web"
@@ -201,8 +199,7 @@ class FetchTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.cloud = RunningArchive(self, ae="CLOUD", ini={"WebUsers": "webusers"})
-        htpasswd(os.path.join(self.cloud.workdir, "webusers"), "router", "s3cret", create=True)
+        self.cloud = RunningArchive(self, ae="CLOUD", ini={"WebUsers": "webusers"}, webUsers={"router": "s3cret"})
         self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
                                      seriesPerStudy=2, imagesPerSeries=2)
         yield self.cloud.store(self.corpus)

@@ -68,11 +68,12 @@ class WebTestCase(unittest.TestCase):
 
     ae = "PACS"
     ini = None
+    webUsers = None  # {user: password} of the WebUsers file ini names
     corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.running = RunningArchive(self, ae=self.ae, ini=self.ini)
+        self.running = RunningArchive(self, ae=self.ae, ini=self.ini, webUsers=self.webUsers)
         self.corpus = generateCorpus(os.path.abspath(self.mktemp()), **self.corpusShape)
         yield self.running.store(self.corpus)
         self.resource = dgate(self.running)

@@ -2,7 +2,6 @@
 than twisted.web takes gets a 414 or 431 and a log line naming the client,
 not a connection closed without a word."""
 
-import os
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
@@ -15,7 +14,7 @@ from pacscore.web.requestbodies import FORM_BODY, CountedRequest
 from pacscore.web.site import webSite
 from tests.pacscore.dicom.test_admission import connectFrom
 from tests.pacscore.control.running import RunningArchive
-from tests.pacscore.web.test_logins import basic, htpasswd
+from tests.pacscore.web.test_logins import basic
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 51234)
 
@@ -197,8 +196,7 @@ class LoginSite(SiteConnections):
     POST = b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
 
     def setUp(self):
-        self.running = RunningArchive(self, ini=self.ini)
-        htpasswd(os.path.join(self.running.workdir, "webusers"), "alice", "secret", create=True)
+        self.running = RunningArchive(self, ini=self.ini, webUsers={"alice": "secret"})
         self.site = webSite(self.running.archive)
 
 

@@ -2,7 +2,6 @@
 answers only requests naming its own host names (DNS rebinding), over
 real HTTP."""
 
-import os
 import socket
 from urllib.parse import urlencode
 
@@ -13,7 +12,6 @@ from twisted.trial import unittest
 from pacscore.web.forms import URLENCODED
 from pacscore.web.hostnames import HostNames
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
-from tests.pacscore.web.test_logins import htpasswd
 from tests.pacscore.web.test_sharing import VIEWER
 
 FOREIGN = ("evil.example", "pacs.example.evil.example", "localhost.evil.example", "127.0.0.1.evil.example",
@@ -93,10 +91,7 @@ class WithLoginsTests(HostTestCase):
     """With WebUsers a rebound page has no credentials: any host name may be asked for."""
 
     ini = {"WebUsers": "webusers", "WebAllowOrigins": VIEWER}
-
-    def site(self):
-        htpasswd(os.path.join(self.running.workdir, "webusers"), "alice", "secret", create=True)
-        return super().site()
+    webUsers = {"alice": "secret"}
 
     @defer.inlineCallbacks
     def test_anyHostLogsIn(self):

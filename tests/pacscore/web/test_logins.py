@@ -3,7 +3,6 @@ htpasswd, and a site guarded by them, over real HTTP."""
 
 import base64
 import os
-import subprocess
 import threading
 import time
 
@@ -20,18 +19,13 @@ from twisted.web.test.requesthelper import DummyRequest
 from pacscore.config.errors import ConfigError
 from pacscore.web import logins
 from pacscore.web.logins import readPasswordFile
-from pacscore.web.site import webSite
+from tests.interop.server import PacsServer
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.dicomweb.client import STOW_TYPE, DicomWebTestCase, stowBody
+from tests.pacscore.web.htpasswd import htpasswd
 
 
 CT = get_testdata_file("CT_small.dcm")
-
-
-def htpasswd(path, user, password, create=False):
-    """Add ``user`` to the htpasswd file ``path`` as Apache's tool does (bcrypt)."""
-    subprocess.run(["htpasswd", "-bB" + ("c" if create else ""), path, user, password], check=True,
-                   capture_output=True)
 
 
 def basic(user, password):
@@ -84,14 +78,14 @@ class PasswordFileTests(unittest.TestCase):
         self.assertRaisesRegex(ConfigError, ":1: not UTF-8", readPasswordFile, self.path)
 
     def test_unusableFileStopsStartUp(self):
-        """webSite: a missing or wrong WebUsers file is a ConfigError naming dicom.ini's line or the file's."""
-        running = RunningArchive(self, ini={"WebUsers": "missing-users"})
+        """A missing or wrong WebUsers file is a ConfigError naming dicom.ini's line or the file's."""
+        workdir = PacsServer(self.mktemp(), ini={"WebUsers": "missing-users"}).workdir
         self.assertRaisesRegex(ConfigError, r"dicom\.ini:\d+: WebUsers missing-users: No such file",
-                               webSite, running.archive)
-        with open(os.path.join(running.workdir, "missing-users"), "w") as f:
+                               RunningArchive, self, workdir=workdir)
+        with open(os.path.join(workdir, "missing-users"), "w") as f:
             f.write("alice:plain\n")
         self.assertRaisesRegex(ConfigError, "missing-users:1: the password of alice is not a bcrypt hash",
-                               webSite, running.archive)
+                               RunningArchive, self, workdir=workdir)
 
 
 class UnknownUserTimeTests(unittest.TestCase):
@@ -162,11 +156,11 @@ class GuardedSiteTests(DicomWebTestCase):
 
     corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 2}
     ini = {"WebUsers": "webusers", "WebAllowOrigins": "*", "ImportConverters": "1", "ImportConverter0": 'set 0008,1010 to "%u"'}
+    webUsers = {"alice": "secret"}
     PAGES = ("/cgi-bin/dgate?mode=top", "/dicom-web/studies", "/wado?requestType=WADO")
 
     def site(self):
         self.users = os.path.join(self.running.workdir, "webusers")
-        htpasswd(self.users, "alice", "secret", create=True)
         return super().site()
 
     def get(self, path, user=None, password=None, headers=(), **more):

@@ -5,7 +5,6 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
-from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 
@@ -148,6 +147,5 @@ class BadOriginsTests(unittest.TestCase):
     def test_notAnOrigin(self):
         """An entry that is no origin stops the start naming dicom.ini's line."""
         for entry in ("viewer.example.org", "https://viewer.example.org/ohif", "ftp://x", "https://x:port"):
-            running = RunningArchive(self, ini={"WebAllowOrigins": f"http://localhost {entry}"})
             self.assertRaisesRegex(ConfigError, rf"dicom\.ini:\d+: WebAllowOrigins: '{entry}' is not an origin",
-                                   webSite, running.archive)
+                                   RunningArchive, self, ini={"WebAllowOrigins": f"http://localhost {entry}"})

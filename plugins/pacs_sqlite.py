@@ -106,13 +106,13 @@ class SQLiteDriver:
         # Conquest's dicom.ini (and the one in etc/) has; an empty SQLServer
         # selects the NULL driver.
         return not namesNoDatabase(configuration) and not any(
-            configuration.ini.get(key, "0").strip() == "1" for key in ("PostGres", "MySQL"))
+            configuration.ini.getint(key, 0) == 1 for key in ("PostGres", "MySQL"))
 
     def urlFromConfiguration(self, configuration):
         path = configuration.pathSetting("SQLServer", self.defaultPath)
         ini = configuration.ini
         value = ini.get("SQLServer", "").strip()
-        if not value or ini.get("SQLite", "0").strip() == "1":
+        if not value or ini.getint("SQLite", 0) == 1:
             return "sqlite:" + path
         where = f"{configuration.iniPath}:{ini.lineOf('SQLServer')}"
         if value.endswith(("/", "\\")) or os.path.isdir(path):

@@ -28,7 +28,7 @@ class LuaFileRefused(ValueError):
 def unsafeAllowed(ini):
     """dicom.ini's ``LuaAllowUnsafe = 1``: scripts get the whole standard
     library and every file."""
-    return ini is not None and ini.get("LuaAllowUnsafe", "0").strip() == "1"
+    return ini is not None and ini.getint("LuaAllowUnsafe", 0) == 1
 
 
 def luaFilePath(context, name):

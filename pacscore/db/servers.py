@@ -64,7 +64,7 @@ class DatabaseServerDriver:
     connectTimeout = 10  # seconds: a server that does not answer fails the store instead of stalling it
 
     def selectedBy(self, configuration):
-        return configuration.ini.get(self.flag, "0").strip() == "1" and not namesNoDatabase(configuration)
+        return configuration.ini.getint(self.flag, 0) == 1 and not namesNoDatabase(configuration)
 
     def urlFromConfiguration(self, configuration):
         ini = configuration.ini

@@ -64,7 +64,7 @@ AC_ITEMS = 74  # where the items of an A-ASSOCIATE-AC PDU begin
 class TitleStyle(NamedTuple):
     """How our A-ASSOCIATE-RQ and -AC write AE titles: Conquest's
     PadAEWithZeros = 1 pads both with NULs instead of spaces, SendUpperCaseAE
-    (any value but empty or 0) sends the called AE title of our requests in
+    (any number but 0) sends the called AE title of our requests in
     upper case."""
 
     zeroPadded: bool = False
@@ -73,7 +73,7 @@ class TitleStyle(NamedTuple):
     @classmethod
     def fromIni(cls, ini):
         return cls(ini.getint("PadAEWithZeros", 0) == 1,
-                   ini.get("SendUpperCaseAE", "").strip() not in ("", "0"))
+                   ini.getint("SendUpperCaseAE", 0) != 0)
 
     def calledAE(self, ae):
         return ae.upper() if self.upperCaseCalled else ae

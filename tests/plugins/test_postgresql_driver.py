@@ -2,10 +2,12 @@
 Conquest's dicom.ini keys, and its engine on the test run's real server."""
 
 from sqlalchemy import text
+from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import IPlugin, getPlugins
 from twisted.trial import unittest
 
 import plugins
+from pacscore.config.errors import ConfigError
 from pacscore.db.drivers import findDriver, redacted
 from pacscore.interfaces import IDatabaseDriver
 from plugins.pacs_postgresql import postgresqlDriver
@@ -26,6 +28,18 @@ class PostgreSQLDriverTests(unittest.TestCase):
         self.assertTrue(postgresqlDriver.selectedBy(FakeConfiguration(".", postgres=" 1 ")))
         self.assertFalse(postgresqlDriver.selectedBy(FakeConfiguration(".", PostGres="0")))
         self.assertFalse(postgresqlDriver.selectedBy(FakeConfiguration(".")))
+
+    def test_flagReadAsConquestReadsIt(self):
+        """A comment after the 1 (Conquest's atoi) leaves PostgreSQL chosen,
+        with the warning any number with a comment gets; a flag that is no
+        number stops the start rather than pick SQLite."""
+        with capturedLogs() as events:
+            self.assertTrue(postgresqlDriver.selectedBy(FakeConfiguration(".", PostGres="1 # use PostgreSQL")))
+        self.assertIn("PostGres = '1 # use PostgreSQL' read as 1, as Conquest reads it",
+                      [formatEvent(event) for event in events][-1])
+        self.assertTrue(postgresqlDriver.selectedBy(FakeConfiguration(".", PostGres="1 ; main index")))
+        self.assertFalse(postgresqlDriver.selectedBy(FakeConfiguration(".", PostGres="0 ; off")))
+        self.assertRaises(ConfigError, postgresqlDriver.selectedBy, FakeConfiguration(".", PostGres="yes"))
 
     def test_chosenFromDicomIni(self):
         configuration = FakeConfiguration(".", PostGres="1", SQLHost="db.example:5433", SQLServer="pacsdb",

@@ -52,6 +52,9 @@ class PluginTests(unittest.TestCase):
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1", SQLite="1")))
         self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", mysql="1", SQLite="0")))
+        self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", Postgres="1 # use PostgreSQL",
+                                                                   SQLServer="conquest")))
+        self.assertFalse(sqliteDriver.selectedBy(FakeConfiguration(".", MySQL="1 ; main index")))
 
     def test_urlFromConfiguration(self):
         configuration = FakeConfiguration("/srv/pacs", SQLServer="db/x.db3")

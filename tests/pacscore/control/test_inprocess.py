@@ -24,7 +24,7 @@ class SandboxedCommandTests(unittest.TestCase):
     def setUp(self):
         self.running = RunningArchive(self, ini={
             "ControlSecret": "s3cret", "Password": "dbpass", "LuaAllowUnsafe": "0",
-            "PostGres": "postgresql://pacs:urlpass@db.example/pacs"})
+            "SQLHost": "postgresql://pacs:urlpass@db.example/pacs"})
         self.archive = self.running.archive
         self.commands = CommandRegistry()
 
@@ -60,7 +60,7 @@ class SandboxedCommandTests(unittest.TestCase):
             error = yield self.assertFailure(self.output(f"get_param:{key}"), CommandError)
             self.assertEqual(str(error), f"--get_param failed: {key} is a secret: sandboxed Lua scripts "
                                          "cannot read it")
-        self.assertEqual((yield self.output("get_param:PostGres")), "postgresql://pacs:***@db.example/pacs")
+        self.assertEqual((yield self.output("get_param:SQLHost")), "postgresql://pacs:***@db.example/pacs")
         listing = yield self.output("get_ini:")
         self.assertNotIn("s3cret", listing)
         self.assertNotIn("dbpass", listing)

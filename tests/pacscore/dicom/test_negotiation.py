@@ -178,7 +178,9 @@ class TitleStyleTests(unittest.TestCase):
 
     def test_fromIni(self):
         for keys, expected in (({}, (False, False)), ({"PadAEWithZeros": "1"}, (True, False)),
-                               ({"SendUpperCaseAE": "1"}, (False, True)), ({"SendUpperCaseAE": "0"}, (False, False))):
+                               ({"SendUpperCaseAE": "1"}, (False, True)), ({"SendUpperCaseAE": "0"}, (False, False)),
+                               ({"SendUpperCaseAE": "0 ; off"}, (False, False)),
+                               ({"SendUpperCaseAE": "1 # on"}, (False, True))):
             ini = DicomIni.fromString("".join(f"{key} = {value}\n" for key, value in keys.items()))
             self.assertEqual(tuple(TitleStyle.fromIni(ini)), expected)
 

@@ -38,6 +38,7 @@ INTEGER_KEYS = (
 
 MINIMUMS = {
     "HL7DropFolderInterval": 1,  # 0 would scan without a pause, taking files as they are written
+    "LuaCommandTimeout": 1,  # less would fail each command a script asks for, though it runs
     "VirtualServerTimeout": 1,  # 0 would give a virtual server no time to answer
 }
 """The least value of some of ``INTEGER_KEYS``."""

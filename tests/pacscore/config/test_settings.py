@@ -48,6 +48,14 @@ class CheckSettingsTests(unittest.TestCase):
             self.assertRegex(str(error), rf"dicom\.ini:3: HL7DropFolderInterval must be at least 1, not {value}$")
         self.assertEqual(self.load("HL7DropFolderInterval = 1\n").ini.getint("HL7DropFolderInterval", None), 1)
 
+    def test_luaCommandTimeoutBelowOneStopsStartUp(self):
+        """A LuaCommandTimeout below 1 made every servercommand, dicomquery
+        and dicommove of a script fail, though the command ran."""
+        for value in ("0", "-1", "-5"):
+            error = self.assertRaises(ConfigError, self.load, f"LuaCommandTimeout = {value}\n")
+            self.assertRegex(str(error), rf"dicom\.ini:3: LuaCommandTimeout must be at least 1, not {value}$")
+        self.assertEqual(self.load("LuaCommandTimeout = 1\n").ini.getint("LuaCommandTimeout", None), 1)
+
     def test_negativeSQLTimeOutIsNoLimit(self):
         """SQLTimeOut of 0 or less is no limit, as ARTIMTimeOut's is (a
         negative one made the index writer's watchdog fail at start)."""

@@ -22,6 +22,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.config.settings import checkSettings
 from pacscore.config.soplist import SopList
 from pacscore.db.rawsql import DEFAULT_TRUNCATE
+from pacscore.dicom.commands import PROCESSING_FAILURE, STORE_FAILURES, isStoreFailure
 from pacscore.db.writer import DEFAULT_TIMEOUT
 from pacscore.export.forwarder import forwardAssociationLevel
 from pacscore.storage.space import lruSortTag
@@ -184,7 +185,15 @@ class Configuration:
 
     @property
     def storageFailedErrorCode(self):
-        return self.ini.getint("StorageFailedErrorCode", 272)
+        """StorageFailedErrorCode, the status of a C-STORE that failed;
+        ConfigError when it is not a Failure status (``isStoreFailure``);
+        Conquest's default is 272, Processing failure."""
+        code = self.ini.getint("StorageFailedErrorCode", PROCESSING_FAILURE)
+        if not isStoreFailure(code):
+            raise ConfigError(self.iniPath, self.ini.lineOf("StorageFailedErrorCode"),
+                              f"StorageFailedErrorCode = {code}: not a Failure status of a C-STORE "
+                              f"({STORE_FAILURES})")
+        return code
 
     @property
     def lossyQuality(self):

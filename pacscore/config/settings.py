@@ -4,7 +4,7 @@ start would refuse: every key the server reads as a number (those read at
 each use too, such as ``LuaMaxInstructions`` and ``ImportExportDragAndDrop``,
 which would otherwise fail each use) and the least value some of them
 take (``MINIMUMS``), UIDPrefix, the MAG and mirror
-devices, LRUSort, NightlyMoveTarget, ForwardAssociationLevel, the
+devices, LRUSort, NightlyMoveTarget, ForwardAssociationLevel, StorageFailedErrorCode, the
 endpoints to listen on (``pacscore.config.listeners``: parsed, their port
 in range), the WebUsers file and WebAllowOrigins.  ``loadConfiguration``
 makes them at start-up.
@@ -53,7 +53,7 @@ def checkSettings(configuration):
         if value is not None and value < MINIMUMS.get(key, value):
             raise ConfigError(ini.path, ini.lineOf(key), f"{key} must be at least {MINIMUMS[key]}, not {value}")
     for setting in ("uidPrefix", "magDevices", "mirrorDevices", "lruSortTag", "nightlyMoveTarget",
-                    "forwardAssociationLevel"):  # each raises ConfigError for a bad value
+                    "forwardAssociationLevel", "storageFailedErrorCode"):  # each raises ConfigError for a bad value
         getattr(configuration, setting)
     checkEndpoints(configuration)
     passwordFile(configuration)

@@ -56,6 +56,19 @@ class CheckSettingsTests(unittest.TestCase):
             self.assertRegex(str(error), rf"dicom\.ini:3: LuaCommandTimeout must be at least 1, not {value}$")
         self.assertEqual(self.load("LuaCommandTimeout = 1\n").ini.getint("LuaCommandTimeout", None), 1)
 
+    def test_storageFailedErrorCodeIsAFailureStatus(self):
+        """A code that is Success (0), a Warning (0xB000) or no 16-bit
+        status stops start-up: a refused object must not be answered
+        Success, nor fail the answer itself."""
+        for value in ("0", "45056", "70000", "-1", "65535"):
+            error = self.assertRaises(ConfigError, self.load, f"StorageFailedErrorCode = {value}\n")
+            self.assertRegex(str(error), rf"dicom\.ini:3: StorageFailedErrorCode = {value}: not a Failure status "
+                                         r"of a C-STORE \(0x0110, 0x0122, 0x0124, 0xA7xx, 0xA9xx or 0xCxxx\)$")
+        for value, code in (("272", 0x0110), ("290", 0x0122), ("292", 0x0124), ("42752", 0xA700), ("43264", 0xA900),
+                            ("49152", 0xC000), ("53247", 0xCFFF)):
+            self.assertEqual(self.load(f"StorageFailedErrorCode = {value}\n").storageFailedErrorCode, code)
+        self.assertEqual(self.load("").storageFailedErrorCode, 0x0110)
+
     def test_negativeSQLTimeOutIsNoLimit(self):
         """SQLTimeOut of 0 or less is no limit, as ARTIMTimeOut's is (a
         negative one made the index writer's watchdog fail at start)."""

@@ -223,7 +223,8 @@ class DicomIniCommandTests(unittest.TestCase):
                                   ("WebUsers,nosuch.htpasswd", "WebUsers nosuch.htpasswd: No such file"),
                                   ("WebAllowOrigins,foo", "WebAllowOrigins: 'foo' is not an origin"),
                                   ("ForwardAssociationLevel,FOO", "ForwardAssociationLevel must be one of GLOBAL"),
-                                  ("LuaCommandTimeout,-5", "LuaCommandTimeout must be at least 1, not -5")):
+                                  ("LuaCommandTimeout,-5", "LuaCommandTimeout must be at least 1, not -5"),
+                                  ("StorageFailedErrorCode,0", "StorageFailedErrorCode = 0: not a Failure status")):
             error = yield self.assertFailure(self.running.run(commands.putParam, arguments), CommandError)
             self.assertIn(f"{arguments.split(',')[0]} not changed: the server would not start with it", str(error))
             self.assertIn(reason, str(error))

@@ -228,9 +228,10 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             self.log.warn("{peer}: discarding bytes outside an MLLP frame: {sample!r}",
                           peer=self.peerName(), sample=bytes(garbage[:32]))
         self._garbage += len(garbage)
-        if self._garbage > self.factory.maxMessageSize:
+        limit = min(self.factory.maxMessageSize, self.factory.maxBuffered)
+        if self._garbage > limit:
             self.log.warn("{peer}: more than {limit} bytes without an MLLP start byte, closing",
-                          peer=self.peerName(), limit=self.factory.maxMessageSize)
+                          peer=self.peerName(), limit=limit)
             self._close()
 
     def _keep(self, chunk):
@@ -338,7 +339,8 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
     the ACK (bytes, unframed) for the message ``raw``; at most ``limits``
     (an AssociationLimits; None: any number) connections at once, their
     unfinished frames holding at most ``maxBuffered`` bytes in all (never
-    less than ``maxMessageSize``; 0: any number).
+    less than ``maxMessageSize``; 0: any number), each at most
+    ``maxMessageSize`` bytes (0 or less: any number, within ``maxBuffered``).
 
     ``counters`` counts ``hl7Messages`` (frames received), ``hl7Errors``
     (handler failures, oversized frames, runs of bytes outside frames) and
@@ -361,7 +363,7 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
             from twisted.internet import reactor as clock
         self.handler = handler
         self.application = application
-        self.maxMessageSize = maxMessageSize
+        self.maxMessageSize = maxMessageSize if maxMessageSize > 0 else math.inf
         self.maxBuffered = max(maxBuffered, maxMessageSize) if maxBuffered > 0 else math.inf
         self.buffered = 0            # bytes of all connections' unfinished frames
         self._bufferFullLogged = False
@@ -374,9 +376,10 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def limitsText(self):
-        """The connection limits and ``maxBuffered``, as start-up logs them."""
+        """The connection limits, ``maxBuffered`` and ``maxMessageSize``, as start-up logs them."""
         held = "any size" if self.maxBuffered == math.inf else f"at most {self.maxBuffered / (1 << 20):g} MB"
-        return f"{super().limitsText()}; unfinished messages of {held} in all"
+        each = "of any size within that" if self.maxMessageSize == math.inf else f"at most {self.maxMessageSize} bytes"
+        return f"{super().limitsText()}; unfinished messages of {held} in all, each {each}"
 
     def warnBufferFull(self, log, peer):
         """Log a frame refused for ``maxBuffered``: the first since a frame was complete."""

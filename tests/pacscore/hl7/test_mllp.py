@@ -208,6 +208,21 @@ class MLLPTests(unittest.TestCase):
         self.protocol.dataReceived(frame(hl7("M1")))
         self.assertEqual(self.handler.received, [])
 
+    def test_noMessageSizeLimit(self):
+        """HL7MaxMessageSize 0 (or less) is no limit, as the other limit
+        keys' 0 is (it refused every message): a message is then bounded by
+        HL7MaxBufferedMB alone, and so is a run of bytes outside frames."""
+        for maxMessageSize in (0, -1):
+            self.connect(maxMessageSize=maxMessageSize, maxBuffered=300)
+            self.protocol.dataReceived(frame(hl7("M1") + b"\rNTE|1||" + b"x" * 200))
+            self.assertEqual(self.acks(), [("AA", "M1")])
+            self.protocol.dataReceived(frame(hl7("BIG") + b"\rNTE|1||" + b"x" * 300))
+            self.assertEqual(self.acks(), [("AA", "M1"), ("AR", "BIG")])
+            self.assertTrue(self.transport.disconnecting)
+            self.connect(maxMessageSize=maxMessageSize, maxBuffered=300)
+            self.protocol.dataReceived(b"x" * 301)
+            self.assertTrue(self.transport.disconnecting)
+
     def test_oversizeFrame(self):
         """An oversized message gets an AR naming our AE title and the connection closes."""
         self.connect(maxMessageSize=200, application="PACSAE")
@@ -414,15 +429,21 @@ class MLLPLimitTests(unittest.TestCase):
         self.assertEqual(self.factory.limits.open, 0)
 
     def test_limitsText(self):
-        """What start-up logs of the limits: HL7MaxBufferedMB too (never
-        less than a message; 0: any size)."""
+        """What start-up logs of the limits: HL7MaxBufferedMB (never less
+        than a message; 0: any size) and HL7MaxMessageSize (0: any size) too."""
         for maxMessageSize, maxBuffered, perPeer, text in (
-                (200, 64 << 20, 2, "2 from one address; unfinished messages of at most 64 MB"),
-                (3 << 19, 1 << 20, 0, "any number from one address; unfinished messages of at most 1.5 MB"),
-                (200, 0, 2, "2 from one address; unfinished messages of any size")):
+                (200, 64 << 20, 2, "2 from one address; unfinished messages of at most 64 MB in all, each at most "
+                                   "200 bytes"),
+                (3 << 19, 1 << 20, 0, "any number from one address; unfinished messages of at most 1.5 MB in all, "
+                                      "each at most 1572864 bytes"),
+                (200, 0, 2, "2 from one address; unfinished messages of any size in all, each at most 200 bytes"),
+                (0, 64 << 20, 2, "2 from one address; unfinished messages of at most 64 MB in all, each of any size "
+                                 "within that"),
+                (-1, 0, 2, "2 from one address; unfinished messages of any size in all, each of any size within "
+                           "that")):
             factory = MLLPFactory(self.handler, clock=self.clock, maxMessageSize=maxMessageSize,
                                   maxBuffered=maxBuffered, limits=AssociationLimits(3, perPeer))
-            self.assertEqual(factory.limitsText(), f"at most 3 connections at once, {text} in all")
+            self.assertEqual(factory.limitsText(), f"at most 3 connections at once, {text}")
 
     def test_aRefusedConnectionIsCutWithinABound(self):
         """A connection over the limits whose close never completes (over

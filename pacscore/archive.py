@@ -149,6 +149,8 @@ class Archive:
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
         self.droppedFileCompression = self._compressionCode(configuration.ini, "DroppedFileCompression")
+        archiveCompression = self._compressionCode(configuration.ini, "ArchiveCompression", "as",
+                                                   "objects move to another device as they are")
         self._warnOfUnencodableCodes(configuration)
         self.tcpPort = configuration.tcpPort  # until the DICOM service listens (listeningOn)
         self.endpoints = []  # the descriptions of the listeners serving, as ``twistd pacs`` records them
@@ -224,7 +226,7 @@ class Archive:
                                                                self.query, self.localActions)
         self.moveMarks = MoveMarks(self.index, time.time)
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers, self.moveMarks,
-                                       compression=ini.get("ArchiveCompression", "as"),
+                                       compression=archiveCompression,
                                        lossyQuality=configuration.lossyQuality)
         choice = DeviceChoice.fromIni(self.devices, ini)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
@@ -289,13 +291,13 @@ class Archive:
             return durability, self.driver.deferSync
         return durability, None
 
-    def _compressionCode(self, ini, key):
-        """The Conquest compression code of ``key`` ("un", Conquest's default,
-        when it is missing); a code not supported here is logged (objects are
-        then stored as received)."""
-        code = ini.get(key, "un").strip().lower()
+    def _compressionCode(self, ini, key, default="un", instead="objects are stored as received"):
+        """The Conquest compression code of ``key`` (``default``, Conquest's,
+        when it is missing); a code not supported here is logged, saying
+        what is done ``instead``."""
+        code = ini.get(key, default).strip().lower()
         if not isSupportedCode(code):
-            self.log.warn("{key} = {code}: not supported here, objects are stored as received", key=key, code=code)
+            self.log.warn("{key} = {code}: not supported here, {instead}", key=key, code=code, instead=instead)
         return code
 
     def _warnOfUnencodableCodes(self, configuration):

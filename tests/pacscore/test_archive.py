@@ -54,6 +54,19 @@ class UnencodableCodeTests(unittest.TestCase):
                                                                     "ArchiveCompression = j7"])
         self.assertEqual(self.warnings({"IncomingCompression": "j2"}, [("VIEWER", "jl")]), [])
 
+    def test_codesThatMeanNothingWarnedOf(self):
+        """A code that means nothing (zz) gets one warning at start-up, for
+        ArchiveCompression as for the two other keys."""
+        server = PacsServer(self.mktemp(), ini={"IncomingCompression": "zz", "DroppedFileCompression": "j9",
+                                                "ArchiveCompression": "Zz"})
+        with capturedLogs() as events:
+            archive = Archive(loadConfiguration(server.workdir, server.workdir), reactor)
+        self.addCleanup(archive.engine.dispose)
+        self.assertEqual([formatEvent(e) for e in events if "not supported here" in formatEvent(e)],
+                         ["IncomingCompression = zz: not supported here, objects are stored as received",
+                          "DroppedFileCompression = j9: not supported here, objects are stored as received",
+                          "ArchiveCompression = zz: not supported here, objects move to another device as they are"])
+
 
 class HL7ListenerTests(unittest.TestCase):
 

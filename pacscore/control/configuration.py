@@ -19,7 +19,7 @@ the commands say so.  These are live, used the next time they are needed:
 - ``ControlSecret``: the secret the control port asks of the next command
   (one bound to anything but loopback cannot be left without);
 - ``LuaAllowUnsafe``, ``LuaMaxInstructions``: read each time a Lua
-  converter runs;
+  converter runs, ``LuaFileFolder`` at each file a sandboxed script opens;
 - ``ImportExportDragAndDrop``: read by each ``addimagefile``;
 - ``WebReadOnly``, ``WebWriters``, ``WEBPush``, ``DICOMwebStore``,
   ``DICOMwebMaxParts``, ``QIDOMaxResults`` (and the ``[webdefaults]`` and scripted page sections,
@@ -62,8 +62,8 @@ def _applyControlSecret(archive, value):
         archive.controlPort.secret = value or None
 
 
-READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "ImportExportDragAndDrop", "WebReadOnly", "WebWriters",
-                  "WEBPush", "DICOMwebStore", "DICOMwebMaxParts", "QIDOMaxResults")
+READ_WHEN_USED = ("LuaAllowUnsafe", "LuaMaxInstructions", "LuaFileFolder", "ImportExportDragAndDrop", "WebReadOnly",
+                  "WebWriters", "WEBPush", "DICOMwebStore", "DICOMwebMaxParts", "QIDOMaxResults")
 APPLIED_AT_ONCE = {"UIDPrefix": _applyUIDPrefix, "ControlSecret": _applyControlSecret}
 LIVE_KEYS = {key.lower() for key in (*READ_WHEN_USED, *APPLIED_AT_ONCE)}
 

@@ -233,7 +233,8 @@ class DicomIniCommandTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_keysReadAtUseNeedNoRestart(self):
-        for arguments in ("ImportExportDragAndDrop,1", "QIDOMaxResults,10", "DICOMwebStore,0", "WebWriters,ann"):
+        for arguments in ("ImportExportDragAndDrop,1", "QIDOMaxResults,10", "DICOMwebStore,0", "WebWriters,ann",
+                          "LuaFileFolder,lf", "LuaFileFolder,"):
             self.assertEqual((yield self.running.run(commands.putParam, arguments)), "")
 
     @defer.inlineCallbacks

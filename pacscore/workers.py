@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 _STOP = object()
 _RETIRE = object()  # a stand-in's wait is over: one thread of the pool ends
+_RETIRE_SLOW = object()  # a slow call's stand-in is no longer needed: one thread ends and leaves its place
 _current = threading.local()  # .pool: the WorkerPool of a worker thread
 STOP_GRACE = 60  # seconds a stop waits for calls under way
 _NO_REACTOR_GRACE = 1  # seconds past a blockingCallWithin's limit before giving up on a reactor that runs no more
@@ -56,7 +57,7 @@ class WorkerPool:
         self._busyLock = threading.Lock()  # workers change _busy while the reactor reads it
         self._slowCalls = {}  # the standInIfSlow calls under way: token -> _SlowCall
         self._slowLock = threading.Lock()  # guards _slowCalls, _slowStandIns and _watching
-        self._slowStandIns = 0  # threads started for them and not retired
+        self._slowStandIns = 0  # threads started for them and not ended yet
         self._watching = False  # _watchSlowCalls runs or is scheduled
         self._slowWatch = None  # its next run, a DelayedCall of the reactor thread
         self.pending = 0
@@ -142,10 +143,8 @@ class WorkerPool:
         finally:
             with self._slowLock:
                 del self._slowCalls[id(call)]
-                if call.stoodInFor:
-                    self._slowStandIns -= 1
             if call.stoodInFor:
-                self._queue.put(_RETIRE)
+                self._queue.put(_RETIRE_SLOW)
 
     def _watchSlowCalls(self):
         """In the reactor thread, while standInIfSlow calls run: a stand-in
@@ -167,7 +166,10 @@ class WorkerPool:
         thread = threading.current_thread()
         name = thread.name
         while (call := self._queue.get()) is not _STOP:
-            if call is _RETIRE:
+            if call is _RETIRE or call is _RETIRE_SLOW:
+                if call is _RETIRE_SLOW:  # only now: the place is free once the thread ends, not behind a backlog
+                    with self._slowLock:
+                        self._slowStandIns -= 1
                 with self._threadsLock:
                     if thread in self._threads:
                         self._threads.remove(thread)

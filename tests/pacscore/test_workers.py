@@ -189,6 +189,45 @@ class SlowCallTests(unittest.TestCase):
         release.set()
         yield defer.gatherResults(slow)
 
+    @inlineCallbacks
+    def test_standInsStayCappedWithABacklog(self):
+        """With more slow calls queued than the pool's threads and
+        SLOW_STAND_INS, a slow call that ends lets its thread go on to the
+        next one, but the pool does not start another stand-in for it: it
+        never runs more than its size and SLOW_STAND_INS threads."""
+        size, cap = 2, workers.SLOW_STAND_INS
+        clock, pool = self.slowPool(size, "backlog-pool")
+        releases = [threading.Event() for _ in range(size + cap + 20)]
+        self.addCleanup(lambda: [release.set() for release in releases])
+        started, startedLock = [], threading.Lock()
+
+        def lasting(release):
+            with startedLock:
+                started.append(release)
+            with standInIfSlow():
+                release.wait(10)
+
+        slow = [pool.deferToWorker(lasting, release) for release in releases]
+        for _ in range(cap):  # each stand-in's first call gets one in turn
+            yield self.turn()
+            clock.advance(SLOW_CALL)
+            if len(started) == size + cap:
+                break
+        yield self.turn()
+        self.assertEqual(len(poolThreads("backlog-pool")), size + cap)
+        for ended in range(10):
+            started[ended].set()
+            for _ in range(100):
+                if len(started) > size + cap + ended:
+                    break
+                yield self.turn()
+            clock.advance(SLOW_CALL)
+            yield self.turn()
+            self.assertEqual(len(poolThreads("backlog-pool")), size + cap)
+        for release in releases:
+            release.set()
+        yield defer.gatherResults(slow)
+
     def test_outsideAPool(self):
         with standInIfSlow():
             self.assertEqual(poolThreads("slow-pool"), [])

@@ -5,8 +5,10 @@ here rather than from ``twisted.plugin.getPlugins`` directly: a plugin
 that lacks what its interface asks for (``zope.interface.verify.verifyObject``)
 or whose ``name`` is not a word, or one named as a plugin found before it
 is, is left out with one log line naming it, and the archive goes on with
-the rest.  An object that several plugin modules hold (one imported by
-another) is one plugin.
+the rest.  pacs's own plugin modules (``pacs_*``) are looked at first, then
+the others by module name, whatever order a dropin.cache lists them in (a
+non-editable install puts them all in one folder).  An object that several
+plugin modules hold (one imported by another) is one plugin.
 """
 
 from types import ModuleType
@@ -43,6 +45,13 @@ def _problem(error):
     return " ".join(str(error).split())
 
 
+def _order(dropin):
+    """Where a plugin module comes in the search: pacs's own (``pacs_*``)
+    first, then the others, each by name."""
+    module = dropin.moduleName.rpartition(".")[2]
+    return not module.startswith("pacs_"), module
+
+
 def _key(plugin):
     """What two plugins' names must not share: lower case, single spaces."""
     return " ".join(plugin.name.lower().split())
@@ -59,9 +68,9 @@ class PluginSet:
 
     def _found(self, interface):
         """``(plugin, its plugin module's name)`` for every object of the
-        package's plugin modules that provides ``interface``, in the order
-        ``getPlugins`` gives them (pacs's own plugin folder first)."""
-        for dropin in getCache(self.package).values():
+        package's plugin modules that provides ``interface``, pacs's own
+        modules first, then the others by name (see ``_order``)."""
+        for dropin in sorted(getCache(self.package).values(), key=_order):
             for cached in dropin.plugins:
                 try:
                     plugin = interface(cached, None)

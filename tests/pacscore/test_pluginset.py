@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.plugin import getCache
 from twisted.trial import unittest
 
 from pacscore.interfaces import IControlCommand, IConverterCommand
@@ -202,6 +203,46 @@ class PluginSetTests(unittest.TestCase):
         self.assertEqual(errors(events), [
             f"plugin {package.__name__}.a_first.Good (in {package.__name__}.b_second) is an IConverterCommand "
             f"named 'good' as {package.__name__}.a_first.Good is; it is not available"])
+
+    def sharedFolder(self, cached, added):
+        """A plugin package whose one folder holds pacs's own modules and
+        others (as a non-editable install's ``site-packages/plugins``):
+        ``cached`` (name: source) written and in a dropin.cache first when
+        there are any, then ``added``, unknown to that cache."""
+        package = self.package(**cached)
+        if cached:
+            getCache(package)
+            self.assertTrue(os.path.exists(os.path.join(package.__path__[0], "dropin.cache")))
+        writePluginModules(package.__path__[0], added)
+        return package
+
+    def test_pacsOwnPluginWinsWhateverTheCache(self):
+        """A third-party module named to sort before pacs's own
+        (``pacs_*``) does not replace a built-in plugin of the same name,
+        whether the dropin.cache is built anew or lists it first: the
+        built-in is kept, and the line names both."""
+        third = GOOD.replace("Good", "Third")
+        for cached, added in (({}, {"mypackage_plugins": third, "pacs_commands": GOOD}),
+                              ({"mypackage_plugins": third}, {"pacs_commands": GOOD})):
+            package = self.sharedFolder(cached, added)
+            self.assertEqual(list(getCache(package)), ["mypackage_plugins", "pacs_commands"])
+            with capturedLogs() as events:
+                [kept] = PluginSet(package).providing(IConverterCommand)
+            self.assertEqual(type(kept).__module__, f"{package.__name__}.pacs_commands")
+            self.assertEqual(errors(events), [
+                f"plugin {package.__name__}.mypackage_plugins.Third is an IConverterCommand named 'good' as "
+                f"{package.__name__}.pacs_commands.Good is; it is not available"])
+
+    def test_othersAreTakenByModuleName(self):
+        """Of two plugins named alike, neither pacs's own, the one in the
+        module first by name is kept, whatever order the dropin.cache lists
+        their modules in."""
+        package = self.sharedFolder({"z_old": GOOD.replace("Good", "Old")}, {"a_new": GOOD})
+        self.assertEqual(list(getCache(package)), ["z_old", "a_new"])
+        with capturedLogs() as events:
+            [kept] = PluginSet(package).providing(IConverterCommand)
+        self.assertIs(kept, package.a_new.good)
+        self.assertEqual(len(errors(events)), 1)
 
     def test_nameNotAWord(self):
         """A plugin whose name is not a string of some word (None, a number,

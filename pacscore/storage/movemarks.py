@@ -7,8 +7,9 @@ new copies are deleted, as ``PendingFiles`` marks the files of stores.  A
 mark left by a crash is checked at the next start-up (``recover``, before
 the index writer starts): every copy of its object, on the device it left
 or under its name (or a numbered one) on the target, that holds its SOP
-instance but is not the file its image row names now (or any, the object
-deleted meanwhile) is deleted with its mirror copy, and logged; so a later
+instance but is not the file its image row names now nor its mirror copy
+(compared as files: two devices may name one folder), or any, the object
+deleted meanwhile, is deleted with its mirror copy, and logged; so a later
 ``dgate -r`` does not index it again (bringing back a deleted patient, or
 pointing a row at the stray copy).
 """
@@ -20,7 +21,7 @@ from twisted.logger import Logger
 
 from pacscore.db.filepaths import ObjectPath
 from pacscore.db.schema import MYSQL_TABLE, OwnTable
-from pacscore.storage.devices import removeFile
+from pacscore.storage.devices import identityOf, removeFile
 from pacscore.storage.placing import MAX_NAME_SUFFIX, holdsInstance
 
 
@@ -79,9 +80,10 @@ class MoveMarks(OwnTable):
             removed = []
             for uid, deviceName, objectFile, target in present:
                 indexed = current.get(uid)
+                kept = set() if indexed is None else _identities(reader, *indexed)
                 for device, name in [(deviceName, objectFile)] + _numberedNames(reader, target, objectFile):
                     if indexed is None or (device, name) != tuple(indexed):
-                        removed += self._removeStray(reader, uid, device, name, target)
+                        removed += self._removeStray(reader, uid, device, name, target, kept)
                 self.remove(connection, [(uid, deviceName, objectFile)], target)
         self.log.info("{count} object(s) were moving between MAG devices when the server stopped: {removed} copies "
                       "no image row names removed{kept}", count=len(marks), removed=len(removed),
@@ -89,14 +91,15 @@ class MoveMarks(OwnTable):
                            if len(present) < len(marks) else "")
         return removed
 
-    def _removeStray(self, reader, uid, device, name, target):
+    def _removeStray(self, reader, uid, device, name, target, kept):
         """Delete the copies of ``name`` of ``device`` (its file, its
-        mirror copy) that hold SOP instance ``uid``; the paths deleted."""
+        mirror copy) that hold SOP instance ``uid`` and are none of the
+        files ``kept`` (their ``identityOf``); the paths deleted."""
         try:
             paths = reader.copies(device, name)
         except OSError:  # a device no longer configured
             return []
-        stray = [path for path in paths if holdsInstance(path, uid)]
+        stray = [path for path in paths if holdsInstance(path, uid) and identityOf(path) not in kept]
         for path in stray:
             removeFile(path)
             self.log.warn("removed {path}: a copy of {uid} that a move to {target} cut short by a stop left, "
@@ -108,6 +111,16 @@ def _isThere(reader, deviceName):
     """Whether the folder of the MAG device ``deviceName`` is there."""
     root = reader.roots.get(deviceName)
     return root is not None and os.path.isdir(root)
+
+
+def _identities(reader, deviceName, objectFile):
+    """The ``identityOf`` of each copy there is of the file an image row
+    names (on its device, on its mirror)."""
+    try:
+        paths = reader.copies(deviceName, objectFile)
+    except OSError:  # a device no longer configured
+        return set()
+    return {identityOf(path) for path in paths} - {None}
 
 
 def _numberedNames(reader, target, objectFile):

@@ -4,6 +4,7 @@ moves and the control commands movedatatodevice and renamedevice."""
 
 import errno
 import os
+import shutil
 
 import pydicom
 from twisted.internet import defer
@@ -443,3 +444,27 @@ class MirroredMoveTests(unittest.TestCase):
         self.assertEqual(self.archive.moveMarks.recover(self.archive.objectReader),
                          [self.mag1.absolute(self.objectFile), self.mirrors.path("MAG1", self.objectFile)])
         self.assertEqual(self.archive.moveMarks.recover(self.archive.objectReader), [])
+
+
+class OneFolderTwoDevicesTests(unittest.TestCase):
+    """MAG0 and MAG1 are one folder (MAG1 a symbolic link to MAG0's)."""
+
+    @defer.inlineCallbacks
+    def test_theStartUpCleanUpKeepsTheIndexedFileUnderTheOtherName(self):
+        """A move from MAG0 to MAG1 cut short: each object's copy "on MAG1"
+        is the file its row names on MAG0, and stays at start-up."""
+        running = RunningArchive(self, ini=TWO_DEVICES)
+        archive = running.archive
+        yield running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        mag0, mag1 = archive.devices
+        rows = yield DeviceMoveTests.rows(self=running)
+        yield archive.index.runWrite(archive.moveMarks.add, [(uid, device, name) for uid, (device, name)
+                                                             in rows.items()], "MAG1")
+        yield running.stop()
+        shutil.rmtree(mag1.path)
+        os.symlink(mag0.path, mag1.path)
+        with capturedLogs() as events:
+            RunningArchive(self, workdir=running.workdir)
+        self.assertIn(f"{len(rows)} object(s) were moving between MAG devices when the server stopped: 0 copies no "
+                      "image row names removed", [formatEvent(e) for e in events])
+        self.assertTrue(all(os.path.exists(mag0.absolute(name)) for _, name in rows.values()))

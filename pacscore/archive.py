@@ -65,7 +65,7 @@ from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
 from pacscore.hl7.mllp import DEFAULT_BUFFERED_MB, MLLPFactory
 from pacscore.keyedlocks import KeyedLocks
-from pacscore.storage.devices import MagDevice
+from pacscore.storage.devices import MagDevice, isAbsent
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.durability import durabilityFor
 from pacscore.storage.filenames import FileNamer
@@ -326,6 +326,7 @@ class Archive:
         ``StartupError`` when a folder or the index database cannot be used."""
         self.startTime, self.startedAt = time.time(), self.reactor.seconds()
         missing = [device for device in self.devices if not os.path.isdir(device.path)]
+        absent = [device.name for device in self.devices if isAbsent(device)]  # before any folder is made
         self._prepareFolders([device for device in self.devices if device not in missing] +
                              [self.mirrors, self.hl7DropFolder])
         try:
@@ -335,7 +336,7 @@ class Archive:
             self.localActions.finishInterrupted()  # first: the rows it removes are no lost stores
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
             self.moveMarks.createTables()
-            self.moveMarks.recover(self.objectReader)
+            self.moveMarks.recover(self.objectReader, absent)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()

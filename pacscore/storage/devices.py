@@ -226,6 +226,18 @@ def checkPresent(device):
                                 f"or restart pacs to take the folder as it is now", device.path)
 
 
+def isAbsent(device):
+    """Before it is prepared (at start-up): whether the folder of
+    ``device`` is not there (``checkPresent``), or is empty: a folder pacs
+    has used holds its temporary folder, so an empty one is a mount point
+    whose disk is not mounted (or a device pacs never used)."""
+    try:
+        checkPresent(device)
+        return not os.listdir(device.path)
+    except OSError:
+        return True
+
+
 def checkWritable(device):
     """OSError when ``device`` takes no new file: not there
     (``checkPresent``), its file system read-only (EROFS), or its folder not

@@ -61,13 +61,13 @@ class MoveMarks(OwnTable):
                 [{"b_uid": uid, "b_from": deviceName, "b_file": objectFile, "b_to": target}
                  for uid, deviceName, objectFile in objects])
 
-    def recover(self, reader):
+    def recover(self, reader, absent=()):
         """At start-up (blocking): delete the copies the moves a crash cut
         short left that no image row names (``reader``: the archive's
         ``ObjectReader``, for the devices and their mirrors), and their
-        marks; the marks of a device whose folder is not there (a disk not
-        mounted) are kept for the next start-up.  Returns the paths
-        deleted."""
+        marks; the marks of a device named in ``absent`` (not there before
+        start-up made any folder: ``isAbsent``) or no longer configured are
+        kept for the next start-up.  Returns the paths deleted."""
         columns = self.table.c
         with self.index.engine.begin() as connection:
             marks = connection.execute(select(columns.SOPInstanceUID, columns.DeviceName, columns.ObjectFile,
@@ -75,7 +75,7 @@ class MoveMarks(OwnTable):
             if not marks:
                 return []
             present = [mark for mark in marks
-                       if _isThere(reader, mark.DeviceName) and _isThere(reader, mark.TargetDevice)]
+                       if {mark.DeviceName, mark.TargetDevice} <= set(reader.roots) - set(absent)]
             current = self.index.indexedFiles(connection, {mark.SOPInstanceUID for mark in present})
             removed = []
             for uid, deviceName, objectFile, target in present:
@@ -105,12 +105,6 @@ class MoveMarks(OwnTable):
             self.log.warn("removed {path}: a copy of {uid} that a move to {target} cut short by a stop left, "
                           "which no image row names", path=path, uid=uid, target=target)
         return stray
-
-
-def _isThere(reader, deviceName):
-    """Whether the folder of the MAG device ``deviceName`` is there."""
-    root = reader.roots.get(deviceName)
-    return root is not None and os.path.isdir(root)
 
 
 def _identities(reader, deviceName, objectFile):

@@ -428,9 +428,11 @@ class MirroredMoveTests(unittest.TestCase):
             lambda connection: connection.execute(marks.select()).all())), [])
 
     @defer.inlineCallbacks
-    def test_theMarksOfADeviceNotThereAreKept(self):
-        """MAG1's disk is not mounted at the start-up after the crash: its
-        copies cannot be looked at, so their marks wait for the next one."""
+    def restartWithoutMAG1(self, unmounted):
+        """A move to MAG1 cut short before the repoint; the next start-up
+        finds MAG1's folder gone or, with ``unmounted``, empty (a mount
+        point whose disk is not mounted): its marks are kept, and its
+        copies go at the start-up after, MAG1 there again."""
         def crash(*args):
             raise RuntimeError("the server was killed")
         self.patch(self.archive.deviceMover, "_repointRows", crash)
@@ -438,12 +440,27 @@ class MirroredMoveTests(unittest.TestCase):
             self.archive.deviceMover.move([(self.uid, "MAG0", self.objectFile)], "MAG1")), RuntimeError)
         yield self.running.stop()
         os.rename(self.mag1.path, self.mag1.path + ".away")
-        removed = self.archive.moveMarks.recover(self.archive.objectReader)
-        self.assertEqual(removed, [])
+        if unmounted:
+            os.mkdir(self.mag1.path)
+        with capturedLogs() as events:
+            running = RunningArchive(self, workdir=self.running.workdir)
+        self.assertIn("1 object(s) were moving between MAG devices when the server stopped: 0 copies no image row "
+                      "names removed; 1 kept for the next start-up: their device is not there",
+                      [formatEvent(e) for e in events])
+        yield running.stop()
+        shutil.rmtree(self.mag1.path)
         os.rename(self.mag1.path + ".away", self.mag1.path)
-        self.assertEqual(self.archive.moveMarks.recover(self.archive.objectReader),
-                         [self.mag1.absolute(self.objectFile), self.mirrors.path("MAG1", self.objectFile)])
-        self.assertEqual(self.archive.moveMarks.recover(self.archive.objectReader), [])
+        with capturedLogs() as events:
+            self.running = RunningArchive(self, workdir=self.running.workdir)
+        self.assertIn("1 object(s) were moving between MAG devices when the server stopped: 2 copies no image row "
+                      "names removed", [formatEvent(e) for e in events])
+        self.assertEqual(self.copiesLeft(), [True, True, False, False])
+
+    def test_goneFolderKeepsItsMarksAtStartUp(self):
+        return self.restartWithoutMAG1(unmounted=False)
+
+    def test_emptyFolderKeepsItsMarksAtStartUp(self):
+        return self.restartWithoutMAG1(unmounted=True)
 
 
 class OneFolderTwoDevicesTests(unittest.TestCase):

@@ -21,7 +21,8 @@ the same second (a fast ingest) can still make room.
 its ``checkFromThread``; when the device the object goes to has less than
 the threshold free (in MB), patients are deleted until 5 MB more than the
 threshold is free on MAG0 or, when objects spill over to other MAG
-devices, on one of them (Conquest's GetDevice and PanicKillOff).  That runs
+devices, on one of them (Conquest's GetDevice and PanicKillOff; while one
+has the threshold free, none starts).  That runs
 in the background, one clean-up at a time (``SpaceKeeper.clean``), so the
 object being written waits for nothing (if the disk is really full it gets
 A700, as without a threshold).  A threshold of 0, or
@@ -156,7 +157,9 @@ class SpaceKeeper:
         ``CleanUpStart``, default: now), and the patient ``sparing`` (whose
         object is being written), are left alone."""
         since = self.cleanUpStart() if since is None else since
-        free = await self.workers.deferToWorker(self._free, anywhere)
+        free = await self.workers.deferToWorker(self.freeBytes, anywhere)
+        if free >= wanted:
+            return free
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted or not keepGoing():
                 break
@@ -178,10 +181,10 @@ class SpaceKeeper:
             else:
                 count = await self.mover.move(here, moveTo)
                 report(f"moved patient {patientID}: {count} object(s) to {moveTo}")
-            free = await self.workers.deferToWorker(self._free, anywhere)
+            free = await self.workers.deferToWorker(self.freeBytes, anywhere)
         return free
 
-    def _free(self, anywhere=False):
+    def freeBytes(self, anywhere=False):
         """In a worker: the free bytes of the device, or with ``anywhere``
         the most that it or one of ``spillover`` has (one that cannot be
         looked at counts for none)."""
@@ -194,7 +197,7 @@ class SpaceKeeper:
         return free
 
     def _where(self, anywhere):
-        """The devices ``_free`` looks at, for the log."""
+        """The devices ``freeBytes`` looks at, for the log."""
         return " or ".join(device.name for device in (self.device,) + (self.spillover if anywhere else ()))
 
     def cleanUpStart(self):
@@ -302,8 +305,8 @@ class ThresholdClean(OneAtATime):
     about to write an object calls ``checkFromThread``, which starts a
     clean-up of ``keeper`` (in the reactor) when the device the object goes
     to has less than ``threshold`` bytes free (0: off), as Conquest's
-    GetDevice; the clean-up ends once that or another device new objects
-    may go to has room (its PanicKillOff).  One that ended short of the
+    GetDevice, unless another device new objects may go to has room; the
+    clean-up ends once one of them has (its PanicKillOff).  One that ended short of the
     threshold (nobody left to delete, the disk filled by other files) is
     not run again for ``RETRY`` seconds, and those of the same episode
     (until one ends with room, or a check finds room) log no warning."""
@@ -325,7 +328,8 @@ class ThresholdClean(OneAtATime):
         if not (self.running and self.threshold):
             return
         device = device or self.keeper.device
-        low = self.keeper.freeSpace(device.path) < self.threshold
+        low = (self.keeper.freeSpace(device.path) < self.threshold
+               and self.keeper.freeBytes(anywhere=True) < self.threshold)  # room on a device objects may go to
         if low or self.shortAt is not None:
             self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, self.keeper.cleanUpStart(),
                                                        patientID, device if low else None)

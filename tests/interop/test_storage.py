@@ -790,6 +790,25 @@ class MagDeviceThresholdTests(SmallDiskTestCase):
                          set(storedFiles(self.mount)))
 
 
+class ThresholdWithSpilloverTests(SmallDiskTestCase):
+    """MAGDeviceThreshold = 40 above MAGDeviceFullThreshHold = 20, MAG0 a
+    60 MB disk spilling over to MAG1: 80 objects of 0.5 MB take MAG0 below
+    40 MB free, but MAG1 has room, so nothing is cleaned nor logged."""
+
+    size = "60m"
+    ini = {"MAGDeviceThreshold": "40", "MAGDeviceFullThreshHold": "20", "MAGDevices": "2",
+           "MAGDevice1": "./data1/"}
+
+    def test_theBandBetweenTheThresholdsLogsNothing(self):
+        images = generateCorpus(self.mktemp(), patients=8, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=10, rows=512, columns=512)
+        for patient in sorted({image.patientID for image in images}):
+            self.server.store(*[i.path for i in images if i.patientID == patient])
+        self.assertLess(shutil.disk_usage(self.mount).free, 40 * 1024 * 1024)
+        self.assertEqual(len(column(self.server.database, "DICOMImages", "SOPInstanceUID")), 80)
+        self.assertNotIn("MAGDeviceThreshold", self.server.log())
+
+
 class PatientIDFixTests(ServerTestCase):
     """FixPhilips and FixKodak: leading zeros stripped from incoming Patient
     IDs, in the stored file, its name and the index."""

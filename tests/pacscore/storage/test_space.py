@@ -14,6 +14,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
+from pacscore.storage import space
 from pacscore.storage.space import MEGABYTE, RETRY, STUDY_DATE, Nightly, patientsInDeletionOrder, lruSortTag
 from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.control.running import RunningArchive
@@ -218,12 +219,23 @@ class SpilloverThresholdTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("patient")), 3)
 
     @defer.inlineCallbacks
-    def test_theCleanUpStopsOnceADeviceHasRoom(self):
-        """An object for MAG0, low: the clean-up finds MAG1 with room and
-        deletes nobody (Conquest's PanicKillOff and LargestFreeMAG)."""
-        yield self.checkBeforeAWrite(self.mag0)
-        yield self.keeper.cleaning
+    def test_noCleanUpWhileADeviceHasRoom(self):
+        """Objects for MAG0, low but above MAGDeviceFullThreshHold: MAG1
+        has room, so no clean-up starts, nor is anything logged (Conquest's
+        PanicKillOff and LargestFreeMAG)."""
+        with capturedLogs() as events:
+            for _ in range(3):
+                yield self.checkBeforeAWrite(self.mag0)
+                self.assertIsNone(self.keeper.cleaning)
+        self.assertEqual([formatEvent(e) for e in events], [])
         self.assertEqual((yield self.running.count("patient")), 3)
+
+    @defer.inlineCallbacks
+    def test_aCleanUpWithRoomListsNoPatient(self):
+        """A clean-up that finds room at once ends before listing the patients."""
+        self.patch(space, "patientsInDeletionOrder", lambda *args: self.fail("patients listed"))
+        self.assertEqual((yield self.keeper.clean(20 * MEGABYTE, self.cleaner.name, anywhere=True)),
+                         80000 * MEGABYTE)
 
     @defer.inlineCallbacks
     def test_theCleanUpCountsTheDeviceWithoutSpillover(self):

@@ -308,7 +308,8 @@ class ThresholdClean(OneAtATime):
     GetDevice, unless another device new objects may go to has room; the
     clean-up ends once one of them has (its PanicKillOff).  One that ended short of the
     threshold (nobody left to delete, the disk filled by other files) is
-    not run again for ``RETRY`` seconds, and those of the same episode
+    not run again for ``RETRY`` seconds, unless the free space falls
+    ``MARGIN`` below what it ended with, and those of the same episode
     (until one ends with room, or a check finds room) log no warning."""
 
     name = "MAGDeviceThreshold"
@@ -321,6 +322,7 @@ class ThresholdClean(OneAtATime):
         self.writing = None  # the Patient ID of the object that check was made for
         self.low = None  # the device that check found low
         self.shortAt = None  # on the monotonic clock, when the last clean-up ended short; None: it did not
+        self.shortFree = None  # the free bytes it ended with (None: it failed)
 
     def checkFromThread(self, patientID=None, device=None):
         """In an I/O thread, before an object of ``patientID`` is written
@@ -328,26 +330,37 @@ class ThresholdClean(OneAtATime):
         if not (self.running and self.threshold):
             return
         device = device or self.keeper.device
-        low = (self.keeper.freeSpace(device.path) < self.threshold
-               and self.keeper.freeBytes(anywhere=True) < self.threshold)  # room on a device objects may go to
+        free = self.keeper.freeSpace(device.path)
+        if free < self.threshold:
+            free = self.keeper.freeBytes(anywhere=True)  # room on another device objects may go to will do
+        low = free < self.threshold
         if low or self.shortAt is not None:
             self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, self.keeper.cleanUpStart(),
-                                                       patientID, device if low else None)
+                                                       patientID, device if low else None, free)
 
     async def task(self, keepGoing):
         free = await self.keeper.clean(self.threshold, self.name, keepGoing, since=self.checked, sparing=self.writing,
                                        low=self.low, anywhere=True, quiet=self.shortAt is not None)
-        self.shortAt = self.monotonic() if free is None or free < self.threshold else None
+        short = free is None or free < self.threshold
+        self.shortAt, self.shortFree = (self.monotonic(), free) if short else (None, None)
 
-    def _cleanUnlessCleaning(self, checked, patientID, low):
+    def _cleanUnlessCleaning(self, checked, patientID, low, free):
         """In the reactor: start a clean-up for a check that found ``low``
-        short of room (None: one found room, ending the episode)."""
+        short of room, ``free`` bytes (None: one found room, ending the
+        episode)."""
         if low is None:
             self.shortAt = None
-        elif (self.running and self.keeper.cleaning is None
-              and (self.shortAt is None or self.monotonic() - self.shortAt >= RETRY)):
+        elif self.running and self.keeper.cleaning is None and (self.shortAt is None or self._retryDue(free)):
             self.checked, self.writing, self.low = checked, patientID, low
             self._run()
+
+    def _retryDue(self, free):
+        """Whether a clean-up may run again after one that ended short:
+        ``RETRY`` seconds later, or at once when a check finds ``free``
+        ``MARGIN`` below what that one ended with (objects stored since,
+        whose patients, spared then or new, may go now)."""
+        return (self.monotonic() - self.shortAt >= RETRY
+                or self.shortFree is not None and free <= self.shortFree - MARGIN)
 
 
 class Nightly(OneAtATime):

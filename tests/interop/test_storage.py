@@ -790,6 +790,29 @@ class MagDeviceThresholdTests(SmallDiskTestCase):
                          set(storedFiles(self.mount)))
 
 
+class ThresholdAfterAShortCleanUpTests(SmallDiskTestCase):
+    """MAGDeviceThreshold = 30 on a 40 MB MAG0: patients X (28 objects of
+    0.5 MB), Y (20) and Z (60) sent one after the other.  The clean-up
+    while X is written ends short (X is spared); the disk filling as Y and
+    Z come runs the next at once, not a minute later: X, then Y, go, and
+    every object of Z is stored."""
+
+    size = "40m"
+    ini = {"MAGDeviceThreshold": "30"}
+
+    def test_theDiskFillingRunsTheCleanUpAgain(self):
+        images = generateCorpus(self.mktemp(), patients=3, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=60, rows=512, columns=512)
+        for patient, count in (("PAT0000", 28), ("PAT0001", 20), ("PAT0002", 60)):
+            self.server.store(*[i.path for i in images if i.patientID == patient][:count])
+        self.assertNotIn("0xA700", self.server.log())
+        deadline = time.monotonic() + 30  # the rows of Y go after its files
+        while set(stored := column(self.server.database, "DICOMImages", "ImagePat")) != {"PAT0002"} \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(stored, ["PAT0002"] * 60)
+
+
 class ThresholdWithSpilloverTests(SmallDiskTestCase):
     """MAGDeviceThreshold = 40 above MAGDeviceFullThreshHold = 20, MAG0 a
     60 MB disk spilling over to MAG1: 80 objects of 0.5 MB take MAG0 below

@@ -180,6 +180,30 @@ class ThresholdTests(unittest.TestCase):
                                     "used patients", "0 MB free on MAG0 after the clean-up"])
         self.assertGreater(len(events), started)
 
+    @defer.inlineCallbacks
+    def test_aCleanUpThatEndedShortRunsAgainOnceTheDiskFills(self):
+        """A clean-up ended short, 9 MB free, nobody left; then new patients
+        are stored: a check that finds 4 MB less free starts none, one that
+        finds 5 MB (MARGIN) less starts one at once, before the minute is
+        up, and it deletes them."""
+        self.cleaner.threshold = 10 * MEGABYTE
+        free = [9 * MEGABYTE]
+        self.keeper.freeSpace = lambda path: free[0]
+        self.cleaner.monotonic = lambda: 1000.0
+        yield self.checkBeforeAWrite()
+        yield self.keeper.cleaning
+        self.assertEqual((yield self.running.count("patient")), 0)
+        yield self.running.store(generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                                seriesPerStudy=1, imagesPerSeries=2))
+        free[0] = 5 * MEGABYTE
+        yield self.checkBeforeAWrite()
+        self.assertIsNone(self.keeper.cleaning)
+        free[0] = 4 * MEGABYTE
+        yield self.checkBeforeAWrite("PAT0001")
+        self.assertIsNotNone(self.keeper.cleaning)
+        yield self.keeper.cleaning
+        self.assertEqual((yield self.patientsLeft()), ["PAT0001"])
+
     def test_fromDicomIni(self):
         self.assertEqual(RunningArchive(self, ini={"MAGDeviceThreshold": "300"}).archive.thresholdClean.threshold,
                          300 * MEGABYTE)

@@ -7,8 +7,9 @@
 service tree, so that any configuration error stops start-up with a message,
 not a traceback.  ``makeService`` returns that tree (a ``ServiceTree``):
 the TroubleLog and UserLog files (``pacscore.logfiles``) and the error
-mail, which stop only after all the others have stopped, then the handler
-of a stop signal while stopping (``pacscore.stopsignals``), the DICOM
+mail, which stop only after all the others have stopped, then the lock of
+the working folder (``pacscore.workfolderlock``, taken first of all while
+the options are read), the handler of a stop signal while stopping (``pacscore.stopsignals``), the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -45,6 +46,7 @@ from pacscore.stopsignals import StopSignals
 from pacscore.tls import certificateFiles, validityWarnings
 from pacscore.web import DEFAULT_WEB_ENDPOINT
 from pacscore.web.site import webSite
+from pacscore.workfolderlock import LockError, WorkFolderLock
 
 
 DEFAULT_HL7_ENDPOINT = "tcp:2575:interface=127.0.0.1"
@@ -122,7 +124,18 @@ class Options(usage.Options):
         workdir = os.path.abspath(self["workdir"] or os.getcwd())
         if not os.path.isdir(workdir):
             raise usage.UsageError(f"--workdir {workdir}: no such folder")
+        self.lock = WorkFolderLock(workdir)
         try:
+            self._build(workdir)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, workdir):
+        """The lock of the working folder (first: a second server must touch
+        nothing of the first's), the configuration, Archive and service tree."""
+        try:
+            self.lock.acquire()
             self.configuration = loadConfiguration(self["config"], workdir)
             self.archive = Archive(self.configuration, self.reactor, dbDescription=self["db"],
                                    aeTitle=self["ae"])
@@ -130,7 +143,7 @@ class Options(usage.Options):
             self.services = serviceTree(self)
         except ConfigError as e:  # the operator's files, not the command line: no usage text
             raise SystemExit(f"twistd: configuration error: {e}") from None
-        except StartupError as e:
+        except (StartupError, LockError) as e:
             raise SystemExit(f"twistd: cannot start: {e}") from None
         except ValueError as e:
             raise usage.UsageError(str(e))
@@ -295,6 +308,7 @@ def serviceTree(options):
         observers.append(errorMail)
     top = ServiceTree(observers)
     served = top.served
+    options.lock.setServiceParent(served)
     signals = StopSignals(archive.reactor)
     signals.setServiceParent(served)
     ArchiveService(archive).setServiceParent(served)

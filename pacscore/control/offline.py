@@ -1,6 +1,7 @@
 """The ``dgate`` options that work on the working folder's configuration
 without a server (-i, -r, -d, -m, -k, -f?, -j/-n; -i and -r refuse while
-it runs, see ``checkNoServer``): imported only for them,
+it runs, see ``checkNoServer``, and hold the working folder's lock, as a
+server does, while they run): imported only for them,
 so that sending a ``--command`` does not load the index, storage and
 pydicom modules."""
 
@@ -20,6 +21,7 @@ from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.recompression import recompressedFile
 from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceFolders
+from pacscore.workfolderlock import LockError, WorkFolderLock
 
 
 class OfflineError(Exception):
@@ -146,8 +148,15 @@ def offline(actions, configuration, out):
     tables to be rebuilt under a running server)."""
     for action, _ in actions:
         checkNoServer(action, configuration)
-    for action, argument in actions:
-        try:
+    lock = WorkFolderLock(configuration.workdir)  # a server whose control port is off or not yet up, a dgate -r
+    try:
+        for action, argument in actions:
+            if action in REBUILDS:
+                lock.acquire()
             OFFLINE[action](configuration, out, *([argument] if argument else []))
-        except (OSError, SQLAlchemyError) as e:
-            raise OfflineError(f"-{action} failed: {getattr(e, 'orig', None) or e}") from e
+    except LockError as e:
+        raise OfflineError(f"-{action}: {e}") from e
+    except (OSError, SQLAlchemyError) as e:
+        raise OfflineError(f"-{action} failed: {getattr(e, 'orig', None) or e}") from e
+    finally:
+        lock.release()

@@ -24,8 +24,9 @@ from pacscore.logfiles import logFiles, userEvents
 from pacscore.storage.space import MEGABYTE, Nightly, ThresholdClean
 from pacscore.testing.certificates import Authority
 from pacscore.testing.mutations import mutated
+from pacscore.workfolderlock import WorkFolderLock
 from tap.pacs import ArchiveService, ListeningService, Options, ServiceTree
-from tests.interop.server import BIN, CONFIG_FILES, PacsServer
+from tests.interop.server import BIN, CONFIG_FILES, PacsServer, freePort
 from tests.pacscore.control.running import RunningArchive
 
 OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db",
@@ -190,6 +191,37 @@ class TwistdTests(unittest.TestCase):
         output = result.stdout + result.stderr
         self.assertIn(f"twistd: cannot start: {blocker}/data: Not a directory", output)
         self.assertNotIn("Traceback", output)
+
+    def test_aSecondServerInTheWorkingFolderIsRefused(self):
+        """A second pacs on the working folder of a running one is refused
+        in one line naming the folder and the running pid, and touches
+        nothing of the first's (its temporary files stay)."""
+        server = PacsServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        temporary = set(os.listdir(os.path.join(server.dataDir, ".pacs-tmp")))
+        result = self.twistd("-n", "--pidfile=", "pacs", "--config", server.workdir, "--workdir", server.workdir,
+                             "--dicom", f"tcp:{freePort()}:interface=127.0.0.1", "--hl7", "off", "--web", "off",
+                             "--control", "off", cwd=server.workdir)
+        self.assertEqual(result.returncode, 1)
+        output = result.stdout + result.stderr
+        self.assertIn(f"twistd: cannot start: the working folder {server.workdir} is in use by pacs pid "
+                      f"{server.process.pid} (which holds pacs.lock there): stop it first", output)
+        self.assertNotIn("Traceback", output)
+        self.assertLessEqual(temporary, set(os.listdir(os.path.join(server.dataDir, ".pacs-tmp"))))
+        self.assertEqual(server.echo().returncode, 0)
+
+    def test_dgateRegenRespectsTheLock(self):
+        """dgate -r refuses while the working folder is locked, even when no
+        control port answers (a server whose port is off or not yet up)."""
+        server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "off"})
+        lock = WorkFolderLock(server.workdir)
+        lock.acquire()
+        self.addCleanup(lock.release)
+        result = server.dgate("-r")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"dgate: -r: the working folder {server.workdir} is in use by pacs pid {os.getpid()}",
+                      result.stderr)
+        self.assertFalse(os.path.exists(server.database))
 
     def test_portInUseStopsStartup(self):
         server = PacsServer(self.mktemp())
@@ -381,6 +413,7 @@ class ConfigurationValueTests(unittest.TestCase):
         options = Options()
         with capturedLogs() as events:
             options.parseOptions(args)
+        options.lock.release()  # of the working folder, which the next start-up of the test takes
         self.addCleanup(options.archive.engine.dispose)
         return "\n".join(formatEvent(event) for event in events)
 

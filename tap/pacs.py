@@ -60,6 +60,14 @@ WEB_PASSWORDS_IN_CLEAR = ("the web interface asks for WebUsers passwords over pl
 log = Logger()
 
 
+class CannotStart(SystemExit, Exception):
+    """Start-up refused once twistd starts the services, with the message
+    for the console: an Exception, so that twistd (which catches no
+    other) tells the launcher of its daemon and removes the pid file,
+    and a SystemExit, so that the interpreter then exits 1 with the
+    message alone, not a traceback."""
+
+
 class ControlSettings(NamedTuple):
     """The control port: ControlEndpoint, ControlSecret (clients must give
     it when set), whether it must be set, and QuitGracePeriod (seconds)."""
@@ -234,7 +242,7 @@ class ArchiveService(service.MultiService):
             self.archive.startup()
         except StartupError as e:
             self.log.critical("cannot start: {problem}", problem=e)
-            raise SystemExit(f"twistd: cannot start: {e}") from None
+            raise CannotStart(f"twistd: cannot start: {e}") from None
         serverLog.debugLevel = self.archive.debugLevel
         self.log.info("index: {driver} {db}", driver=self.archive.driver.name, db=redacted(self.archive.dbDescription))
         if not getattr(self.archive.driver, "keepsIndex", True):

@@ -10,6 +10,7 @@ import sys
 import time
 from email import policy
 
+from pydicom.data import get_testdata_file
 from sqlalchemy import select
 from twisted.application import service
 from twisted.internet import defer, task
@@ -191,6 +192,28 @@ class TwistdTests(unittest.TestCase):
         output = result.stdout + result.stderr
         self.assertIn(f"twistd: cannot start: {blocker}/data: Not a directory", output)
         self.assertNotIn("Traceback", output)
+
+    def test_aDaemonThatCannotStartTellsItsLauncher(self):
+        """Daemonized (no -n), a start refused once the services start (the
+        folder of MAG0 missing while the index holds objects on it) ends
+        the launching twistd with status 1 and the reason, and leaves no
+        pid file."""
+        server = PacsServer(self.mktemp())
+        disk = os.path.join(server.workdir, "mnt", "disk1")
+        server.setIni(MAGDevice0=disk + "/")
+        server.start()
+        self.assertEqual(server.store(get_testdata_file("CT_small.dcm")).returncode, 0)
+        server.stop()
+        os.rename(disk, disk + ".away")
+        pidFile = os.path.join(server.workdir, "twistd.pid")
+        result = self.twistd(f"--pidfile={pidFile}", f"--logfile={server.logPath}", "pacs", "--config",
+                             server.workdir, "--workdir", server.workdir, "--dicom",
+                             f"tcp:{server.port}:interface=127.0.0.1", cwd=server.workdir)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("An error has occurred", result.stderr)
+        self.assertIn("cannot start: the folder of MAG0 is missing", result.stderr)
+        self.assertFalse(os.path.exists(pidFile))
+        self.assertIn(f"cannot start: the folder of MAG0 is missing but the index holds objects on it", server.log())
 
     def test_aSecondServerInTheWorkingFolderIsRefused(self):
         """A second pacs on the working folder of a running one is refused

@@ -442,7 +442,9 @@ class Archive:
             self.mppsForwarder.resume()
 
     def shutdown(self):
-        """Stop the pools after the services stopped; returns a Deferred."""
+        """Stop the pools after the services stopped, then close the index
+        (SQLite then checkpoints its write-ahead log into the database file
+        and removes it); returns a Deferred."""
         self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
@@ -451,6 +453,8 @@ class Archive:
                                 + ([self.moves.stop()] if self.moves is not None else []))
         d.addCallback(lambda _: self.index.stop())  # which commits them
         d.addCallback(lambda _: self.durability.close())
+        d.addCallback(lambda _: self.inReactorPool(self.engine.dispose))
+        d.addCallback(lambda _: self.log.info("index closed"))
         return d
 
     def exportService(self):

@@ -280,6 +280,24 @@ class CorpusTests(ServerTestCase):
         self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
 
 
+class CleanStopTests(ServerTestCase):
+
+    def test_theIndexFileAloneHoldsEveryRowAfterACleanStop(self):
+        """A clean stop closes the index: SQLite checkpoints its write-ahead
+        log into conquest.db3 and removes it, so the .db3 alone (what a
+        backup of a stopped Conquest copies) holds every stored object."""
+        images = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=4)
+        self.assertEqual(self.server.store(*[image.path for image in images]).returncode, 0)
+        self.server.stop()
+        database = self.server.database
+        self.assertFalse(os.path.exists(database + "-wal"))
+        self.assertFalse(os.path.exists(database + "-shm"))
+        copy = os.path.join(self.mktemp() + ".db3")
+        shutil.copy(database, copy)
+        with closing(sqlite3.connect(copy)) as connection:
+            self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 4)
+
+
 class CompressionTests(ServerTestCase):
     """Conquest's stored compression (manual 7.7): IncomingCompression for
     C-STOREs, overridden by the ``~xx`` of the called AE title, and

@@ -19,6 +19,7 @@ children.
 """
 
 import os
+import pwd
 import sys
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet import reactor as globalReactor
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.util import runAsEffectiveUser
 
 from pacscore.archive import Archive, StartupError
 from pacscore.config.errors import ConfigError
@@ -142,11 +144,12 @@ class Options(usage.Options):
     def _build(self, workdir):
         """The lock of the working folder (first: a second server must touch
         nothing of the first's), the configuration, Archive and service tree."""
+        user = serverUser(self.parent)  # who makes the lock file, the index and its folder
         try:
-            self.lock.acquire()
+            runAsEffectiveUser(*user, self.lock.acquire)
             self.configuration = loadConfiguration(self["config"], workdir)
-            self.archive = Archive(self.configuration, self.reactor, dbDescription=self["db"],
-                                   aeTitle=self["ae"])
+            self.archive = runAsEffectiveUser(*user, Archive, self.configuration, self.reactor,
+                                              dbDescription=self["db"], aeTitle=self["ae"])
             self.control = self._controlSettings()
             self.services = serviceTree(self)
         except ConfigError as e:  # the operator's files, not the command line: no usage text
@@ -298,6 +301,22 @@ class ListeningService(internet.StreamServerEndpointService):
             self.log.warn("{label} on {description}: {warning}", label=self.label, description=self.description,
                           warning=self.warning)
         return port
+
+
+def serverUser(twistdOptions):
+    """``(uid, gid)`` of the user the server runs as once twistd has started
+    its services: that of ``--uid``/``--gid`` when pacs starts as root
+    (the gid of the uid's user when only ``--uid`` is given, as twistd
+    does), else pacs's own."""
+    uid, gid = os.geteuid(), os.getegid()
+    if twistdOptions is None or uid != 0:
+        return uid, gid
+    if twistdOptions.get("uid") is not None:
+        uid = twistdOptions["uid"]
+        gid = pwd.getpwuid(uid).pw_gid
+    if twistdOptions.get("gid") is not None:
+        gid = twistdOptions["gid"]
+    return uid, gid
 
 
 def makeService(options):

@@ -3,6 +3,7 @@
 import email
 import io
 import os
+import pwd
 import random
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from pacscore.testing.certificates import Authority
 from pacscore.testing.mutations import mutated
 from pacscore.workfolderlock import WorkFolderLock
 from tap.pacs import ArchiveService, ListeningService, Options, ServiceTree
-from tests.interop.server import BIN, CONFIG_FILES, PacsServer, freePort
+from tests.interop.server import BIN, CONFIG_FILES, PacsServer, freePort, waitFor
 from tests.pacscore.control.running import RunningArchive
 
 OPTIONS = ("--config", "--workdir", "--dicom", "--dicom-tls", "--hl7", "--web", "--control", "--ae", "--db",
@@ -213,7 +214,27 @@ class TwistdTests(unittest.TestCase):
         self.assertIn("An error has occurred", result.stderr)
         self.assertIn("cannot start: the folder of MAG0 is missing", result.stderr)
         self.assertFalse(os.path.exists(pidFile))
-        self.assertIn(f"cannot start: the folder of MAG0 is missing but the index holds objects on it", server.log())
+        self.assertIn("cannot start: the folder of MAG0 is missing but the index holds objects on it", server.log())
+
+    def test_theFilesAreMadeByTheUserOfUid(self):
+        """With --uid/--gid (as root: nobody; else the user running the
+        tests), the server starts in a fresh working folder of that user,
+        and the lock file, the index, its folder and the MAG device's are
+        that user's."""
+        server = PacsServer(self.mktemp())
+        user = pwd.getpwnam("nobody") if os.getuid() == 0 else pwd.getpwuid(os.getuid())
+        os.chmod(os.path.dirname(server.workdir), 0o755)  # trial's mktemp makes it 0700
+        os.chown(server.workdir, user.pw_uid, user.pw_gid)
+        command = server.command()
+        command[1:1] = [f"--uid={user.pw_uid}", f"--gid={user.pw_gid}"]
+        process = subprocess.Popen(command, cwd=server.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        server.process = process
+        self.addCleanup(server.stop)
+        waitFor(lambda: "control port listening on" in server.log() or process.poll() is not None, timeout=60)
+        self.assertIsNone(process.poll(), server.log())
+        for path in ("pacs.lock", "data", "data/.pacs-tmp", "data/dbase", "data/dbase/conquest.db3"):
+            status = os.stat(os.path.join(server.workdir, path))
+            self.assertEqual((status.st_uid, status.st_gid), (user.pw_uid, user.pw_gid), path)
 
     def test_aSecondServerInTheWorkingFolderIsRefused(self):
         """A second pacs on the working folder of a running one is refused

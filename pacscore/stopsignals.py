@@ -3,7 +3,9 @@ stopping (a second Ctrl-C, an impatient operator or supervisor script, a
 SIGTERM after ``dgate --quit:``) is one log line, 'already stopping': the
 reactor's own handler would call ``reactor.stop`` again, whose
 ``ReactorNotRunning`` twisted logs as a critical error, which the
-TroubleLog and the error mail then carry as a failure."""
+TroubleLog and the error mail then carry as a failure.  SIGQUIT, whose
+default action would end the server at once and dump its core, stops it
+as SIGTERM does."""
 
 import signal
 
@@ -15,7 +17,8 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREA
 
 class StopSignals(service.Service):
     """Once the reactor runs, stands in front of its handlers of
-    ``SIGNALS`` (those twistd installed, not a debugger's): the first
+    ``SIGNALS`` (those twistd installed, not a debugger's), and SIGQUIT
+    (then the reactor's SIGTERM handler's): the first
     signal goes on to the reactor's handler, which stops it (and twistd
     then exits by that signal); one after it, or after a stop begun
     otherwise (``stopping`` set: the services stopping, ``dgate --quit:``'s
@@ -42,6 +45,10 @@ class StopSignals(service.Service):
             if getattr(handler, "__self__", None) is self.reactor:
                 self.handlers[number] = handler
                 signal.signal(number, self._received)
+        stop = self.handlers.get(getattr(signal, "SIGTERM", None))
+        if stop is not None and hasattr(signal, "SIGQUIT"):
+            self.handlers[signal.SIGQUIT] = lambda number, frame: stop(signal.SIGTERM, frame)
+            signal.signal(signal.SIGQUIT, self._received)
 
     def _received(self, number, frame):
         """The signal handler (in the reactor's thread, between two of its
@@ -51,4 +58,7 @@ class StopSignals(service.Service):
                                         signal=signal.Signals(number).name)
         else:
             self.stopping = True
+            if number == getattr(signal, "SIGQUIT", None):
+                self.reactor.callFromThread(self.log.info, "{signal}: stopping as at SIGTERM",
+                                            signal=signal.Signals(number).name)
             self.handlers[number](number, frame)

@@ -9,7 +9,8 @@ not a traceback.  ``makeService`` returns that tree (a ``ServiceTree``):
 the TroubleLog and UserLog files (``pacscore.logfiles``) and the error
 mail, which stop only after all the others have stopped, then the lock of
 the working folder (``pacscore.workfolderlock``, taken first of all while
-the options are read), the handler of a stop signal while stopping (``pacscore.stopsignals``), the DICOM
+the options are read), the handler of SIGHUP (``pacscore.hangup``), the
+handler of a stop signal while stopping (``pacscore.stopsignals``), the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -18,6 +19,7 @@ and nightly clean/move services and the ``[lua]`` event scripts as its
 children.
 """
 
+import functools
 import os
 import pwd
 import sys
@@ -36,12 +38,15 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.listeners import DISABLED, serverEndpoint
 from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
+from pacscore.control.inprocess import commandOutput
 from pacscore.control.protocol import ControlFactory
+from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.control.shutdown import OrderlyStop, quitGracePeriod
 from pacscore.db.drivers import availableDrivers, namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
 from pacscore.filelimit import raiseFileLimit
+from pacscore.hangup import Hangup
 from pacscore.logfiles import logFiles
 from pacscore.reactorclock import useMonotonicClock
 from pacscore.stopsignals import StopSignals
@@ -338,6 +343,8 @@ def serviceTree(options):
     options.lock.setServiceParent(served)
     signals = StopSignals(archive.reactor)
     signals.setServiceParent(served)
+    Hangup(archive.reactor, functools.partial(commandOutput, archive, ControlCommands(), "--read_ini:",
+                                              peer="SIGHUP")).setServiceParent(served)
     ArchiveService(archive).setServiceParent(served)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
     raiseFileLimit()

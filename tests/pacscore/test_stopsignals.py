@@ -33,6 +33,7 @@ class StopSignalsTests(unittest.TestCase):
         self.reactor = SignalledReactor()
         self.addCleanup(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, self.reactor.sigTerm))
         self.addCleanup(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
+        self.addCleanup(signal.signal, signal.SIGQUIT, signal.getsignal(signal.SIGQUIT))
         self.service = StopSignals(self.reactor)
         self.service.startService()
 
@@ -59,3 +60,12 @@ class StopSignalsTests(unittest.TestCase):
     def test_otherHandlersLeftAlone(self):
         """A handler not the reactor's (a debugger's SIGINT) stays."""
         self.assertNotIsInstance(getattr(signal.getsignal(signal.SIGINT), "__self__", None), StopSignals)
+
+    def test_sigquitStopsAsSigterm(self):
+        """SIGQUIT (whose default ends the process with a core dump) goes
+        to the reactor's SIGTERM handler as a SIGTERM, with a log line."""
+        with capturedLogs() as events:
+            signal.getsignal(signal.SIGQUIT)(signal.SIGQUIT, None)
+        self.assertEqual([formatEvent(event) for event in events], ["SIGQUIT: stopping as at SIGTERM"])
+        self.assertEqual(self.reactor.received, [signal.SIGTERM])
+        self.assertEqual(self.signal(), ["SIGTERM while stopping: already stopping"])

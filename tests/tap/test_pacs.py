@@ -5,6 +5,7 @@ import io
 import os
 import pwd
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -235,6 +236,24 @@ class TwistdTests(unittest.TestCase):
         for path in ("pacs.lock", "data", "data/.pacs-tmp", "data/dbase", "data/dbase/conquest.db3"):
             status = os.stat(os.path.join(server.workdir, path))
             self.assertEqual((status.st_uid, status.st_gid), (user.pw_uid, user.pw_gid), path)
+
+    def test_sighupReopensTheLogAndRereadsDicomIniAndSigquitStops(self):
+        """SIGHUP (logrotate's postrotate after it renamed the log file)
+        reopens twistd's log file and re-reads dicom.ini, and the server
+        goes on; SIGQUIT then stops it cleanly, as SIGTERM does."""
+        server = PacsServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        os.rename(server.logPath, server.logPath + ".1")
+        server.setIni(WebReadOnly="0")
+        server.process.send_signal(signal.SIGHUP)
+        waitFor(lambda: "parameter(s) changed" in server.log(), timeout=30)
+        self.assertIn(f"SIGHUP: {server.logPath} reopened, re-reading dicom.ini", server.log())
+        self.assertIn(f"SIGHUP: 1 parameter(s) changed in {server.workdir}/dicom.ini", server.log())
+        self.assertEqual(server.echo().returncode, 0)
+        server.process.send_signal(signal.SIGQUIT)
+        self.assertEqual(server.process.wait(30), -signal.SIGTERM)
+        self.assertIn("SIGQUIT: stopping as at SIGTERM", server.log())
+        self.assertIn("Server Shut Down.", server.log())
 
     def test_aSecondServerInTheWorkingFolderIsRefused(self):
         """A second pacs on the working folder of a running one is refused

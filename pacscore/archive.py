@@ -325,7 +325,10 @@ class Archive:
         crash leftovers are gone, the tables exist, the pools run.
         ``StartupError`` when a folder or the index database cannot be used."""
         self.startTime, self.startedAt = time.time(), self.reactor.seconds()
-        missing = [device for device in self.devices if not os.path.isdir(device.path)]
+        for device in self.devices:
+            if os.path.exists(device.path) and not os.path.isdir(device.path):
+                raise StartupError(f"{device.name}: {device.path} is not a folder")
+        missing = [device for device in self.devices if not os.path.exists(device.path)]
         absent = [device.name for device in self.devices if isAbsent(device)]  # before any folder is made
         self._prepareFolders([device for device in self.devices if device not in missing] +
                              [self.mirrors, self.hl7DropFolder])

@@ -68,6 +68,23 @@ class UnencodableCodeTests(unittest.TestCase):
                           "ArchiveCompression = zz: not supported here, objects move to another device as they are"])
 
 
+class MagDeviceFolderTests(unittest.TestCase):
+
+    def test_aFileIsNoFolderToMake(self):
+        """A MAG device that names a file is refused in one line, without
+        first saying its folder is made."""
+        server = PacsServer(self.mktemp())
+        path = os.path.join(server.workdir, "passwd")
+        open(path, "w").close()
+        server.setIni(MAGDevice0=path)
+        archive = Archive(loadConfiguration(server.workdir, server.workdir), reactor)
+        self.addCleanup(archive.engine.dispose)
+        with capturedLogs() as events:
+            error = self.assertRaises(StartupError, archive.startup)
+        self.assertEqual(str(error), f"MAG0: {path} is not a folder")
+        self.assertEqual([formatEvent(e) for e in events if "made now" in formatEvent(e)], [])
+
+
 class HL7ListenerTests(unittest.TestCase):
 
     def test_listenerAcksNameTheAETitle(self):

@@ -20,6 +20,7 @@ children.
 """
 
 import functools
+import importlib.metadata
 import os
 import pwd
 import sys
@@ -246,6 +247,7 @@ class ArchiveService(service.MultiService):
         archive.luaEvents.setServiceParent(self)
 
     def startService(self):
+        self.log.info("pacs {version}", version=installedVersion())
         try:
             self.archive.startup()
         except StartupError as e:
@@ -306,6 +308,14 @@ class ListeningService(internet.StreamServerEndpointService):
             self.log.warn("{label} on {description}: {warning}", label=self.label, description=self.description,
                           warning=self.warning)
         return port
+
+
+def installedVersion():
+    """The version of the installed pacs distribution (its metadata)."""
+    try:
+        return importlib.metadata.version("pacs")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "(not installed)"
 
 
 def serverUser(twistdOptions):

@@ -1,6 +1,7 @@
 """``twistd pacs``: its options, its help, start-up errors."""
 
 import email
+import importlib.metadata
 import io
 import os
 import pwd
@@ -254,6 +255,11 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(server.process.wait(30), -signal.SIGTERM)
         self.assertIn("SIGQUIT: stopping as at SIGTERM", server.log())
         self.assertIn("Server Shut Down.", server.log())
+
+    def test_theVersionIsLogged(self):
+        server = PacsServer(self.mktemp()).start()
+        self.addCleanup(server.stop)
+        self.assertIn(f"[tap.pacs.ArchiveService#info] pacs {importlib.metadata.version('pacs')}\n", server.log())
 
     def test_aSecondServerInTheWorkingFolderIsRefused(self):
         """A second pacs on the working folder of a running one is refused

@@ -292,7 +292,7 @@ class ListeningService(internet.StreamServerEndpointService):
         except CannotListenError as e:  # a port in use, or one the server may not bind
             self.log.critical("cannot listen: {label} on {description}: {error}", label=self.label,
                               description=self.description, error=e)
-            raise SystemExit(f"twistd: cannot listen: {self.label} on {self.description}: {e}") from None
+            raise CannotStart(f"twistd: cannot listen: {self.label} on {self.description}: {e}") from None
 
     def startService(self):
         internet.StreamServerEndpointService.startService(self)

@@ -56,5 +56,6 @@ def checkSettings(configuration):
                     "forwardAssociationLevel", "storageFailedErrorCode"):  # each raises ConfigError for a bad value
         getattr(configuration, setting)
     checkEndpoints(configuration)
-    passwordFile(configuration)
+    if configuration.ini.get("WebEndpoint", "").strip().lower() not in ("off", "none"):  # a standby's copy
+        passwordFile(configuration)
     AllowedOrigins.fromIni(configuration)

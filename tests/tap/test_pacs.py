@@ -306,6 +306,21 @@ class TwistdTests(unittest.TestCase):
         self.assertIn("Address already in use", output)
         self.assertNotIn("Traceback", output)
 
+    def test_aDaemonWhosePortIsInUseTellsItsLauncher(self):
+        """Daemonized (no -n), a port in use ends the launching twistd with
+        status 1 and the reason, and leaves no pid file."""
+        server = PacsServer(self.mktemp())
+        pidFile = os.path.join(server.workdir, "twistd.pid")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", server.port))
+            s.listen()
+            result = self.twistd(f"--pidfile={pidFile}", f"--logfile={server.logPath}", "pacs", "--config",
+                                 server.workdir, "--workdir", server.workdir, "--dicom",
+                                 f"tcp:{server.port}:interface=127.0.0.1", cwd=server.workdir)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("cannot listen", result.stderr)
+        self.assertFalse(os.path.exists(pidFile))
+
     def test_portOutOfRangeStopsStartupWithoutTraceback(self):
         server = PacsServer(self.mktemp())
         server.setIni(HL7Endpoint="tcp:99999:interface=127.0.0.1")

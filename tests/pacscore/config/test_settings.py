@@ -69,6 +69,15 @@ class CheckSettingsTests(unittest.TestCase):
             self.assertEqual(self.load(f"StorageFailedErrorCode = {value}\n").storageFailedErrorCode, code)
         self.assertEqual(self.load("").storageFailedErrorCode, 0x0110)
 
+    def test_webUsersCheckedOnlyWithTheWebOn(self):
+        """A WebUsers file that is not there stops start-up while the web
+        interface is served, and not with WebEndpoint = off (a standby host
+        with a copy of dicom.ini and no password file)."""
+        missing = os.path.join(self.folder, "nosuch.htpasswd")
+        error = self.assertRaises(ConfigError, self.load, f"WebUsers = {missing}\n")
+        self.assertIn("WebUsers", str(error))
+        self.load(f"WebUsers = {missing}\nWebEndpoint = off\n")
+
     def test_negativeSQLTimeOutIsNoLimit(self):
         """SQLTimeOut of 0 or less is no limit, as ARTIMTimeOut's is (a
         negative one made the index writer's watchdog fail at start)."""

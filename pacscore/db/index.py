@@ -485,6 +485,7 @@ class Index:
 
     def _upsertInWriter(self, connection, records):
         results = self._writerUpserter().upsertImages(connection, records, entered=bool(self._rebuilds))
+        self.deletes.clear(connection, [record.attrs[self._levels[3].keyTag] for record in records])
         if self.durability.flushesAfterCommit:
             self.pending.mark(connection, records, results)
         if self.afterUpsert is not None:

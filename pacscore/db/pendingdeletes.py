@@ -6,7 +6,9 @@ leave rows whose files are gone, served to queries and failing retrieves.
 So the objects are written here, in a transaction of their own, before
 any file goes, and their entries removed in the transaction that removes
 their rows; at start-up an entry left over is a delete cut short, which
-the server finishes (``LocalActions.finishInterrupted``).
+the server finishes (``LocalActions.finishInterrupted``).  A store of a SOP
+instance takes its entries out in the transaction of its row: the object
+stored again is not the one the delete was removing.
 """
 
 from sqlalchemy import Column, String, Table, delete, insert, select
@@ -41,11 +43,11 @@ class PendingDeletes:
         """The ``Instance``s of the entries there are (a delete cut short)."""
         return [Instance(*row) for row in connection.execute(select(*(self.table.c[name] for name in COLUMNS)))]
 
-    def clear(self, connection, instances=None):
-        """Remove the entries of the SOP instances of ``instances``, or every entry."""
-        if instances is None:
+    def clear(self, connection, sopInstanceUIDs=None):
+        """Remove the entries of the SOP instances ``sopInstanceUIDs``, or every entry."""
+        if sopInstanceUIDs is None:
             connection.execute(delete(self.table))
             return
-        uids, key = sorted({instance.sopInstanceUID for instance in instances}), self.table.c.SOPInstanceUID
+        uids, key = sorted(set(sopInstanceUIDs)), self.table.c.SOPInstanceUID
         for start in range(0, len(uids), SELECT_CHUNK):
             connection.execute(delete(self.table).where(key.in_(uids[start:start + SELECT_CHUNK])))

@@ -34,7 +34,7 @@ from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import removeFile
-from pacscore.storage.placing import holdsInstance
+from pacscore.storage.placing import heldInstance, holdsInstance
 from pacscore.storage.regen import fileRecord
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
@@ -101,21 +101,24 @@ class LocalActions:
 
     def finishInterrupted(self):
         """At start-up, before the index writer starts: finish the deletes
-        that a stop cut short (``PendingDeletes``), files and rows; the
-        objects stored again under another name since keep their new row
-        and file.  A file that cannot be removed leaves them all as they
-        are, logged, for the next start."""
+        that a stop cut short (``PendingDeletes``), files and rows.  Only
+        the rows that still name the file as the delete saw it go, and their
+        files unless another SOP instance was stored under the freed name
+        since; an object stored again took its entry out (``Index``).  A
+        file that cannot be removed leaves them all as they are, logged,
+        for the next start."""
         with self.index.engine.begin() as connection:
             instances = self.index.deletes.left(connection)
             if not instances:
                 return
+            standing = self._stillNamed(connection, instances)
             try:
-                self._removeFiles(instances)
+                self._removeFiles([instance for instance in standing if not self._heldByAnother(instance)])
             except OSError as e:
                 self.log.error("The delete(s) interrupted when the server stopped cannot be finished ({error}); "
                                "tried again at the next start", error=e)
                 return
-            removed = self._deleteRows(connection, instances, True)
+            removed = self._deleteRows(connection, standing, False)
             self.index.deletes.clear(connection)
         self.log.info("Finished the delete(s) interrupted when the server stopped: {removed} object(s) removed",
                       removed=removed)
@@ -136,19 +139,10 @@ class LocalActions:
         again of their series'; how many image rows went."""
         tables = self.query.tables
         image = tables[3]
-        columns = image.table.c
         candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
-        gone = []
-        for chunk in _chunks(candidates):
-            uids = [instance.sopInstanceUID for instance in chunk]
-            named = set(connection.execute(select(image.key, columns.DeviceName, columns.ObjectFile)
-                                           .where(image.key.in_(uids))).all())
-            matching = [instance for instance in chunk
-                        if (instance.sopInstanceUID, instance.deviceName, instance.objectFile) in named]
-            if matching:
-                connection.execute(image.table.delete().where(
-                    image.key.in_([instance.sopInstanceUID for instance in matching])))
-            gone += matching
+        gone = self._stillNamed(connection, candidates)
+        for chunk in _chunks([instance.sopInstanceUID for instance in gone]):
+            connection.execute(image.table.delete().where(image.key.in_(chunk)))
         for level, keys in ((2, [instance.seriesInstanceUID for instance in gone]),
                             (1, [instance.studyInstanceUID for instance in gone]),
                             (0, [instance.patientID for instance in gone])):
@@ -163,8 +157,20 @@ class LocalActions:
         self.index.rebuildModalities(connection, studies)
         self.index.forgetCache()
         if filesRemoved:
-            self.index.deletes.clear(connection, instances)
+            self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
         return len(gone)
+
+    def _stillNamed(self, connection, instances):
+        """Those of ``instances`` whose image row still names their file
+        (SOP Instance UID, device and file name)."""
+        image = self.query.tables[3]
+        columns = image.table.c
+        named = set()
+        for chunk in _chunks([instance.sopInstanceUID for instance in instances]):
+            named.update(connection.execute(select(image.key, columns.DeviceName, columns.ObjectFile)
+                                            .where(image.key.in_(chunk))).all())
+        return [instance for instance in instances
+                if (instance.sopInstanceUID, instance.deviceName, instance.objectFile) in named]
 
     def _lastStored(self, deviceName, objectFile):
         """The ``ImageRecord`` of the stored file ``objectFile`` on
@@ -185,6 +191,15 @@ class LocalActions:
         except OSError:
             return False
         return holdsInstance(path, instance.sopInstanceUID)
+
+    def _heldByAnother(self, instance):
+        """True when the file at the name of ``instance`` holds another SOP
+        instance: given the freed name since."""
+        try:
+            held = heldInstance(self.reader.magPath(instance.deviceName, instance.objectFile))
+        except OSError:
+            return False
+        return held not in (None, instance.sopInstanceUID)
 
     async def process(self, action):
         command = action.filters.get("by", "")

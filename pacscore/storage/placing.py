@@ -63,8 +63,13 @@ def _holds(target, sopInstanceUID, temporary):
 def holdsInstance(path, sopInstanceUID):
     """Whether the file at ``path`` is there and holds SOP instance
     ``sopInstanceUID`` (not when it cannot be read as DICOM)."""
+    return heldInstance(path) == sopInstanceUID
+
+
+def heldInstance(path):
+    """The SOP Instance UID the file at ``path`` holds, or None when it is
+    not there or cannot be read as DICOM."""
     try:
-        stored = readFileAttributes(path, (SOP_INSTANCE_UID,))[1].get(SOP_INSTANCE_UID)
+        return readFileAttributes(path, (SOP_INSTANCE_UID,))[1].get(SOP_INSTANCE_UID)
     except (DatasetError, OSError):
-        return False
-    return stored == sopInstanceUID
+        return None

@@ -4,11 +4,15 @@ delete interrupted by a crash."""
 import os
 from types import SimpleNamespace
 
+import pydicom
+from pydicom.uid import generate_uid
+from sqlalchemy import select
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
+from pacscore.control.data import AddImageFile
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.registry import CommandRegistry
 from pacscore.export.actions import LocalActions
@@ -65,6 +69,28 @@ class InterruptedDeleteTests(unittest.TestCase):
     """A delete cut short (the server killed) after some of its files went:
     the next start finishes it, so no row is left without its file."""
 
+    def killedWhileRemoving(self, running, share):
+        """Make the next delete of ``running`` remove the files of the first
+        ``share`` of its objects, then die (``Crashed``)."""
+        actions = running.archive.localActions
+        removeFiles = actions._removeFiles
+
+        def killed(instances):
+            removeFiles(instances[:int(len(instances) * share)])
+            raise Crashed()
+        actions._removeFiles = killed
+
+    @defer.inlineCallbacks
+    def restarted(self, running):
+        """Stop ``running`` and start it again: the new one and the lines it
+        logged at start-up, after checking none calls a store lost."""
+        yield running.stop()
+        with capturedLogs() as events:
+            again = RunningArchive(self, workdir=running.workdir)
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual([line for line in lines if "never acknowledged" in line], [])
+        return again, lines
+
     @defer.inlineCallbacks
     def test_finishedAtTheNextStart(self):
         """deletepatient killed half way through the files: the restart
@@ -75,20 +101,55 @@ class InterruptedDeleteTests(unittest.TestCase):
         images = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
                                 seriesPerStudy=2, imagesPerSeries=3)
         yield running.store(images)
-        actions = running.archive.localActions
-        removeFiles = actions._removeFiles
-
-        def killedHalfWay(instances):
-            removeFiles(instances[:len(instances) // 2])
-            raise Crashed()
-        actions._removeFiles = killedHalfWay
+        self.killedWhileRemoving(running, 0.5)
         yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
-        yield running.stop()
-        with capturedLogs() as events:
-            again = RunningArchive(self, workdir=running.workdir)
+        again, lines = yield self.restarted(running)
         self.assertEqual((yield again.count("image")), 6)
         self.assertEqual((yield again.count("patient")), 1)
         self.assertEqual(len(again.files()), 6)
-        lines = [formatEvent(event) for event in events]
         self.assertIn("Finished the delete(s) interrupted when the server stopped: 6 object(s) removed", lines)
-        self.assertEqual([line for line in lines if "never acknowledged" in line], [])
+
+    @defer.inlineCallbacks
+    def test_anObjectStoredAgainUnderItsNameIsKept(self):
+        """FileNameSyntax 8 (%id\\%sopuid.dcm): an object whose file the
+        delete removed, stored again (acknowledged) before the kill, keeps
+        its row and file at the restart; the others go."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=4)
+        yield running.store(images)
+        self.killedWhileRemoving(running, 1)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        yield running.store(images[:1])
+        self.assertEqual(len(running.files()), 1)
+        again, lines = yield self.restarted(running)
+        self.assertEqual((yield again.count("image")), 1)
+        [kept] = again.files()
+        self.assertEqual(os.path.basename(kept), images[0].sopUID + ".dcm")
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 3 object(s) removed", lines)
+
+    @defer.inlineCallbacks
+    def test_anotherObjectGivenTheFreedNameIsKept(self):
+        """A FileNameSyntax without %sopuid: another SOP instance stored
+        (acknowledged) under the name whose file the delete removed keeps
+        its row and file at the restart, not called a lost store; the
+        deleted object's row goes."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "%id\\%series_%imagenum.dcm"})
+        folder = os.path.abspath(self.mktemp())
+        images = generateCorpus(folder, patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=2)
+        yield running.store(images)
+        [first, second] = running.files()
+        self.killedWhileRemoving(running, 1)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        other = pydicom.dcmread(images[0].path)
+        other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        other.save_as(os.path.join(folder, "other.dcm"), enforce_file_format=True)
+        yield running.run(AddImageFile(), os.path.join(folder, "other.dcm"))
+        self.assertEqual(running.files(), [first])
+        again, lines = yield self.restarted(running)
+        self.assertEqual(again.files(), [first])
+        self.assertEqual(pydicom.dcmread(first).SOPInstanceUID, other.SOPInstanceUID)
+        uids = yield again.archive.index.runQuery(
+            lambda connection: connection.execute(select(again.archive.index.tables.image.c.SOPInstanceUID))
+            .scalars().all())
+        self.assertEqual(uids, [other.SOPInstanceUID])

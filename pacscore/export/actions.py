@@ -89,10 +89,17 @@ class LocalActions:
         """Remove the files of ``instances`` (``IndexQuery`` ``Instance``s;
         with ``files=False`` they stay), then the index rows that still
         name them and the series, study and patient rows left empty; fires
-        with a ``Removal``."""
+        with a ``Removal``.  A file that cannot be removed fails it, once
+        the rows of the files that went are removed and the others left as
+        they are, none of them left to the next start (``PendingDeletes``);
+        a failure removing the rows leaves them to it, as every file went."""
         if files:
             await self.index.runWrite(self.index.deletes.write, instances)
-            await self.workers.deferToWorker(self._removeFiles, instances)
+            try:
+                await self.workers.deferToWorker(self._removeFiles, instances)
+            except OSError:
+                await self.index.runWrite(self._deleteRows, instances, files)  # the rows of files kept stay
+                raise
         removed = await self.index.runWrite(self._deleteRows, instances, files)
         removal = Removal(removed, len(instances) - removed)
         if removal.kept:

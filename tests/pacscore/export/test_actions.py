@@ -15,9 +15,11 @@ from pacscore.config.ini import DicomIni
 from pacscore.control.data import AddImageFile
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.registry import CommandRegistry
+from pacscore.export import actions
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
+from pacscore.storage.devices import removeFile as realRemoveFile
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
 from tests.pacscore.control.running import RunningArchive
@@ -153,3 +155,36 @@ class InterruptedDeleteTests(unittest.TestCase):
             lambda connection: connection.execute(select(again.archive.index.tables.image.c.SOPInstanceUID))
             .scalars().all())
         self.assertEqual(uids, [other.SOPInstanceUID])
+
+
+class FailedDeleteTests(unittest.TestCase):
+    """A delete that fails while the server runs is not carried out at a
+    later start."""
+
+    @defer.inlineCallbacks
+    def test_aFileThatCannotBeRemovedLeavesNothingForTheNextStart(self):
+        """deletepatient of 3 objects whose second file cannot be removed
+        fails: the row of the file that went goes, the other two objects
+        stay as they are, and stay at the next start (the admin was told the
+        delete failed)."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=3)
+        yield running.store(images)
+        stuck = images[1].sopUID + ".dcm"
+
+        def removeFile(path):
+            if path.endswith(stuck):
+                raise PermissionError(1, "Operation not permitted", path)
+            realRemoveFile(path)
+        self.patch(actions, "removeFile", removeFile)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), PermissionError)
+        self.assertEqual((yield running.count("image")), 2)
+        self.assertEqual(len(running.files()), 2)
+        self.patch(actions, "removeFile", realRemoveFile)
+        yield running.stop()
+        with capturedLogs() as events:
+            again = RunningArchive(self, workdir=running.workdir)
+        self.assertEqual((yield again.count("image")), 2)
+        self.assertEqual(len(again.files()), 2)
+        self.assertEqual([event for event in events if "interrupted" in formatEvent(event)], [])

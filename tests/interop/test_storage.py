@@ -928,6 +928,54 @@ class DeletedIndexTests(ServerTestCase):
         self.assertEqual(self.server.echo().returncode, 0)
 
 
+class InterruptedDeleteTests(unittest.TestCase):
+    """A server killed while a delete had removed the file of an object X
+    (its PacsDeletes entry written, its row still there), after storescu
+    stored, and had acknowledged, an object under the freed name: the
+    restart keeps it, row and file (it removed both)."""
+
+    def killedAfterAStoreUnderAFreedName(self, fileNameSyntax, sameObject):
+        """The SOP Instance UID of the object stored under X's name, and the
+        log of the restarted server, after checking the object is there."""
+        server = PacsServer(self.mktemp(), ini={"FileNameSyntax": fileNameSyntax})
+        self.addCleanup(server.stop)
+        server.start()
+        folder = self.mktemp()
+        images = generateCorpus(folder, patients=1, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=2)
+        self.assertEqual(server.store(*(image.path for image in images)).returncode, 0)
+        x = images[0]
+        with closing(sqlite3.connect(server.database)) as outside, outside:  # as LocalActions.removeInstances
+            outside.execute("INSERT INTO PacsDeletes SELECT SOPInstanceUID, SOPClassUID, DeviceName, ObjectFile, "
+                            "'', '', '' FROM DICOMImages WHERE SOPInstanceUID = ?", (x.sopUID,))
+            [name] = outside.execute("SELECT ObjectFile FROM DICOMImages WHERE SOPInstanceUID = ?", (x.sopUID,))
+        path = os.path.join(server.dataDir, *name[0].split("/"))
+        os.unlink(path)
+        stored = pydicom.dcmread(x.path)
+        if not sameObject:
+            stored.SOPInstanceUID = stored.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        again = os.path.join(folder, "again.dcm")
+        stored.save_as(again, enforce_file_format=True)
+        self.assertEqual(server.store(again).returncode, 0)
+        server.kill()
+        server.start()
+        self.assertEqual(pydicom.dcmread(path).SOPInstanceUID, stored.SOPInstanceUID)
+        self.assertIn(stored.SOPInstanceUID, column(server.database, "DICOMImages", "SOPInstanceUID"))
+        self.assertNotIn("never acknowledged", server.log())
+        return server
+
+    def test_theObjectStoredAgainUnderItsName(self):
+        """FileNameSyntax 8 (%id\\%studyuid\\%seriesuid\\%sopuid.dcm): X stored again."""
+        server = self.killedAfterAStoreUnderAFreedName("8", sameObject=True)
+        self.assertEqual(len(column(server.database, "DICOMImages", "SOPInstanceUID")), 2)
+
+    def test_anotherObjectGivenTheFreedName(self):
+        """A FileNameSyntax without %sopuid: another SOP instance; X's row goes."""
+        server = self.killedAfterAStoreUnderAFreedName("%id\\%series_%imagenum.dcm", sameObject=False)
+        self.assertEqual(len(column(server.database, "DICOMImages", "SOPInstanceUID")), 2)
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 1 object(s) removed",
+                      server.log())
+
+
 class OutsideDeleteTests(ServerTestCase):
     """Rows deleted behind the server's back (sqlite3 here; another pacs
     sharing the database file, dgate --deletepatient: on it): the next

@@ -31,7 +31,7 @@ from pacscore.dicom.admission import LimitedFactory
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
 KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
 MAX_OUTPUT_LINE = 1 << 24  # bytes of an OUTPUT line's text, the most dgate reads: a longer one fails the command
-STALLED_READER_BOUND = 600  # seconds an answer's reader may take none of it (the idle timeout if longer) before a cut
+STALLED_READER_BOUND = 60  # seconds an answer's reader may take none of it (the idle timeout if longer) before a cut
 
 
 class BadRequest(Exception):

@@ -300,6 +300,27 @@ class ServerTests(unittest.TestCase):
         self.assertIn(f"control: 192.168.1.1:54321: connection cut: its peer took none of the 90000 bytes "
                       f"still to send in {STALLED_READER_BOUND} s", [formatEvent(event) for event in events])
 
+    def test_aReaderTakingNothingForAMinuteIsCut(self):
+        """Within a minute of taking none of its answer, a reader is cut
+        and logged (ControlMaxConnections clients reading nothing held the
+        port 10 minutes); one that pauses 40 s, then takes a byte, is not."""
+        protocol = self.factory.buildProtocol(None)
+        transport = BufferedTransport(self)
+        protocol.makeConnection(transport)
+        for line in self.preamble:
+            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+        transport._tempDataLen = 100000
+        protocol.dataReceived(b"COMMAND --echo:x\r\n")
+        self.clock.pump([CLOSE_BOUND] * 20)
+        transport._tempDataLen = 99999
+        self.clock.pump([CLOSE_BOUND] * 29)
+        self.assertFalse(transport.aborted)
+        with capturedLogs() as events:
+            self.clock.pump([CLOSE_BOUND] * 2)
+        self.assertTrue(transport.aborted)
+        self.assertIn("control: 192.168.1.1:54321: connection cut: its peer took none of the 99999 bytes "
+                      "still to send in 60 s", [formatEvent(event) for event in events])
+
     def test_noTimeoutWhileACommandRuns(self):
         transport = self.request("COMMAND --slow:")
         self.clock.advance(self.factory.idleTimeout * 10)

@@ -277,12 +277,9 @@ class ServerTests(unittest.TestCase):
         protocol.connectionLost(Failure(error.ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_aSlowReaderIsNotCut(self):
-        """A large answer read slowly, or not at all for a while (a reader
-        paused as less pauses): its peer takes none of it for many seconds
-        on loopback, and is not cut (it was, CLOSE_BOUND s later, the answer
-        lost); one that takes nothing for STALLED_READER_BOUND s is, with a
-        log line."""
+    def answerUnread(self):
+        """The transport of a connection whose command was answered with
+        100000 bytes its peer has not taken yet."""
         protocol = self.factory.buildProtocol(None)
         transport = BufferedTransport(self)
         protocol.makeConnection(transport)
@@ -290,6 +287,15 @@ class ServerTests(unittest.TestCase):
             protocol.dataReceived(line.encode("utf-8") + b"\r\n")
         transport._tempDataLen = 100000
         protocol.dataReceived(b"COMMAND --echo:x\r\n")
+        return transport
+
+    def test_aSlowReaderIsNotCut(self):
+        """A large answer read slowly, or not at all for a while (a reader
+        paused as less pauses): its peer takes none of it for many seconds
+        on loopback, and is not cut (it was, CLOSE_BOUND s later, the answer
+        lost); one that takes nothing for STALLED_READER_BOUND s is, with a
+        log line."""
+        transport = self.answerUnread()
         self.clock.pump([CLOSE_BOUND] * 5)
         transport._tempDataLen = 90000
         self.clock.pump([CLOSE_BOUND] * (STALLED_READER_BOUND // CLOSE_BOUND - 1))
@@ -304,13 +310,7 @@ class ServerTests(unittest.TestCase):
         """Within a minute of taking none of its answer, a reader is cut
         and logged (ControlMaxConnections clients reading nothing held the
         port 10 minutes); one that pauses 40 s, then takes a byte, is not."""
-        protocol = self.factory.buildProtocol(None)
-        transport = BufferedTransport(self)
-        protocol.makeConnection(transport)
-        for line in self.preamble:
-            protocol.dataReceived(line.encode("utf-8") + b"\r\n")
-        transport._tempDataLen = 100000
-        protocol.dataReceived(b"COMMAND --echo:x\r\n")
+        transport = self.answerUnread()
         self.clock.pump([CLOSE_BOUND] * 20)
         transport._tempDataLen = 99999
         self.clock.pump([CLOSE_BOUND] * 29)

@@ -105,22 +105,24 @@ class DicomClientProtocol(DicomProtocol):
                                      commands.COMMAND_DATASET_TYPE: commands.NO_DATASET})
         return d.addCallback(_status)
 
-    def find(self, sopClassUID, identifier, onMatch=None):
+    def find(self, sopClassUID, identifier, onMatch=None, timeout=None):
         """C-FIND: ``identifier`` is a pydicom Dataset (or encoded bytes);
-        each match goes to ``onMatch(bytes, transferSyntax)`` as it arrives.
-        Fires with the final status."""
+        each match goes to ``onMatch(bytes, transferSyntax)`` as it arrives;
+        ``timeout``, the seconds the peer may take for each response (None:
+        the association's DIMSE timeout).  Fires with the final status."""
         d = self._query(commands.C_FIND_RQ, sopClassUID, identifier,
-                        onPending=None if onMatch is None else self._matchCallback(sopClassUID, onMatch))
+                        onPending=None if onMatch is None else self._matchCallback(sopClassUID, onMatch),
+                        timeout=timeout)
         return d.addCallback(_status)
 
-    def findMatches(self, sopClassUID, identifier, inThread, adjust=None, most=None):
+    def findMatches(self, sopClassUID, identifier, inThread, adjust=None, most=None, timeout=None):
         """C-FIND collecting its matches: fires with ``(status, [Dataset])``,
         the matches decoded (and passed through ``adjust(dataset)``) by
         ``inThread(function, *args)`` (a thread pool's Deferred-returning
         runner) once the final response has come; fails with
         IdentifierError when one cannot be decoded.  With ``most``, the
         C-FIND is cancelled (C-CANCEL) once that many came, and any more
-        the archive sends are left out."""
+        the archive sends are left out; ``timeout`` as for ``find``."""
         received = []
 
         def collect(data, syntax):
@@ -131,7 +133,7 @@ class DicomClientProtocol(DicomProtocol):
 
         def decoded(status):
             return inThread(_decodeMatches, received, adjust).addCallback(lambda matches: (status, matches))
-        return self.find(sopClassUID, identifier, collect).addCallback(decoded)
+        return self.find(sopClassUID, identifier, collect, timeout).addCallback(decoded)
 
     def _matchCallback(self, sopClassUID, onMatch):
         _, syntax = self.contextFor(sopClassUID)
@@ -154,7 +156,7 @@ class DicomClientProtocol(DicomProtocol):
         factory's C-STORE service.  Fires like ``move``."""
         return self._query(commands.C_GET_RQ, sopClassUID, identifier, _progress(onPending))
 
-    def _query(self, field, sopClassUID, identifier, onPending, extra=None, messageID=None):
+    def _query(self, field, sopClassUID, identifier, onPending, extra=None, messageID=None, timeout=None):
         try:
             contextId, syntax = self.contextFor(sopClassUID)
         except NoContext:
@@ -165,7 +167,7 @@ class DicomClientProtocol(DicomProtocol):
         command = {commands.COMMAND_FIELD: field, commands.AFFECTED_SOP_CLASS_UID: sopClassUID,
                    commands.PRIORITY: PRIORITY_MEDIUM, commands.MESSAGE_ID: self.lastMessageID,
                    **(extra or {})}
-        return self.request(contextId, command, identifier, onPending)
+        return self.request(contextId, command, identifier, onPending, timeout=timeout)
 
     def cancelLast(self, sopClassUID):
         """C-CANCEL the last C-FIND/C-MOVE/C-GET sent (``lastMessageID``)."""

@@ -80,12 +80,13 @@ class _Message:
 class _Request:
     """A request we sent, waiting for its final response."""
 
-    __slots__ = ("deferred", "onPending", "timer", "responseField", "yieldsToRelease")
+    __slots__ = ("deferred", "onPending", "timer", "timeout", "responseField", "yieldsToRelease")
 
-    def __init__(self, onPending, responseField, yieldsToRelease=False):
+    def __init__(self, onPending, responseField, yieldsToRelease=False, timeout=None):
         self.deferred = defer.Deferred()
         self.onPending = onPending
         self.timer = None
+        self.timeout = timeout  # seconds the peer may stay silent (None: no limit)
         self.responseField = responseField  # the command field its responses must have
         self.yieldsToRelease = yieldsToRelease  # a release the peer asks for fails it rather than waits
 
@@ -398,16 +399,16 @@ class DicomProtocol(Protocol, TimeoutMixin):
             self._nextMessageID = self._nextMessageID % 0xFFFF + 1
         return self._nextMessageID
 
-    def request(self, contextId, command, dataset=None, onPending=None, yieldsToRelease=False):
+    def request(self, contextId, command, dataset=None, onPending=None, yieldsToRelease=False, timeout=None):
         """Send a request; a Deferred fires with ``(command, dataset bytes
         or None)`` of its final response.  Pending responses (status
         FF00/FF01) go to ``onPending(command, dataset)`` as they arrive.
         The Message ID is assigned here when ``command`` has none.  Fails
         with ``AssociationLost`` if the association ends first, or with
         ``DIMSETimeout`` (and an A-ABORT) when the peer stays silent for
-        the factory's ``dimseTimeout`` once the request is sent (while it is
-        being sent, the timeout counts the time the peer takes nothing of
-        it).  A release the peer asks for waits
+        ``timeout`` seconds (None: the factory's ``dimseTimeout``) once the
+        request is sent (while it is being sent, the timeout counts the
+        time the peer takes nothing of it).  A release the peer asks for waits
         for the response unless ``yieldsToRelease``: then the request fails
         (``AssociationLost``) and the association is released."""
         if self.state != ESTABLISHED:
@@ -416,7 +417,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
         command = dict(command)
         messageID = command.setdefault(commands.MESSAGE_ID, self.nextMessageID())
         pending = self._requests[messageID] = _Request(onPending, command[commands.COMMAND_FIELD] | 0x8000,
-                                                       yieldsToRelease)
+                                                       yieldsToRelease,
+                                                       self.factory.dimseTimeout if timeout is None else timeout)
         self._armTimer(messageID, pending)
         self.sendMessage(contextId, command, dataset)
         return pending.deferred
@@ -430,19 +432,17 @@ class DicomProtocol(Protocol, TimeoutMixin):
     def _armTimer(self, messageID, pending):
         if pending.timer is not None and pending.timer.active():
             pending.timer.cancel()
-        timeout = self.factory.dimseTimeout
-        if timeout:
-            pending.timer = self.factory.clock.callLater(timeout, self._dimseTimedOut, messageID)
+        if pending.timeout:
+            pending.timer = self.factory.clock.callLater(pending.timeout, self._dimseTimedOut, messageID)
 
     def _dimseTimedOut(self, messageID):
         pending = self._requests.pop(messageID, None)
         if pending is None:
             return
         self.log.warn("{peer}: no response to message {id} within {timeout} s, aborting",
-                      peer=self.peerName(), id=messageID, timeout=self.factory.dimseTimeout)
+                      peer=self.peerName(), id=messageID, timeout=pending.timeout)
         self.abort(pdu.REASON_NOT_SPECIFIED)  # first: who sees the timeout sees the association gone
-        pending.deferred.errback(DIMSETimeout(
-            f"{self.peerName()} did not answer within {self.factory.dimseTimeout} s"))
+        pending.deferred.errback(DIMSETimeout(f"{self.peerName()} did not answer within {pending.timeout} s"))
 
     def _responseReceived(self, command, dataset):
         messageID = command.get(commands.MESSAGE_ID_RESPONDED_TO)

@@ -27,7 +27,9 @@ answered (``takeServerMask``).
 
 The archives are asked at once, each wait bounded by
 ``VirtualServerTimeout`` (10 s): connecting, the A-ASSOCIATE-AC and each
-response.  An object two of them hold and this one does not is moved
+C-FIND response; a C-MOVE's responses, which come one per object sent
+(a large object on a slow link takes long), are waited for as any
+association's, ``TCPIPTimeOut`` (300 s).  An object two of them hold and this one does not is moved
 here from the first to list it.  An archive that cannot be reached, or
 fails a request, is logged and left out: clients get what the others
 and this one hold.  The objects it listed that did not arrive (a C-MOVE
@@ -197,7 +199,7 @@ class VirtualServers:
     log = Logger()
 
     def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, actions, cache=True,
-                 timeout=TIMEOUT, failHoldOff=60, endpointFor=None, titleStyle=PLAIN_TITLES):
+                 timeout=TIMEOUT, failHoldOff=60, endpointFor=None, titleStyle=PLAIN_TITLES, dimseTimeout=300):
         self.servers = list(servers)
         self.acrNemaMap = acrNemaMap
         self.aeTitle = aeTitle
@@ -206,7 +208,8 @@ class VirtualServers:
         self.query = query
         self.actions = actions
         self.cache = cache
-        self.timeout = timeout  # VirtualServerTimeout: connecting, the A-ASSOCIATE-AC, each response
+        self.timeout = timeout  # VirtualServerTimeout: connecting, the A-ASSOCIATE-AC, each C-FIND response
+        self.dimseTimeout = dimseTimeout  # TCPIPTimeOut: each C-MOVE response (None: no limit)
         self.heldOff = HoldOff(reactor, failHoldOff)  # AE titles of the archives that failed (FailHoldOff)
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
@@ -224,13 +227,13 @@ class VirtualServers:
         return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
                    cache=ini.getint("CacheVirtualData", 1) != 0, timeout=ini.getint("VirtualServerTimeout", TIMEOUT),
                    failHoldOff=ini.getint("FailHoldOff", 60),
-                   titleStyle=TitleStyle.fromIni(ini))
+                   titleStyle=TitleStyle.fromIni(ini), dimseTimeout=configuration.tcpipTimeout)
 
     async def _associate(self, server, contexts):
         node = self.acrNemaMap.lookup(server.ae)
         if node is None:
             raise VirtualServerError(f"{server.ae} is not in acrnema.map")
-        protocol = await associateNode(self.reactor, node, self.aeTitle, contexts, self.timeout, self.timeout,
+        protocol = await associateNode(self.reactor, node, self.aeTitle, contexts, self.timeout, self.dimseTimeout,
                                        self.endpointFor, self.titleStyle)
         return KodakPatientIDs(protocol) if server.fixKodak else protocol
 
@@ -240,8 +243,8 @@ class VirtualServers:
     async def _find(self, protocol, sopClass, identifier):
         """The matches (Datasets) of one C-FIND on an open association;
         cancelled, it C-CANCELs it (``_cancelling``)."""
-        status, matches = await _cancelling(protocol, sopClass, protocol.findMatches(sopClass, identifier,
-                                                                                   self._inThread))
+        status, matches = await _cancelling(protocol, sopClass, protocol.findMatches(
+            sopClass, identifier, self._inThread, timeout=self.timeout))
         if status != SUCCESS:
             raise VirtualServerError(f"C-FIND ended with status 0x{status:04X}")
         return matches
@@ -509,9 +512,9 @@ class KodakPatientIDs:
     def __getattr__(self, name):  # release, abortAssociation ...
         return getattr(self.protocol, name)
 
-    def findMatches(self, sopClassUID, identifier, inThread):
+    def findMatches(self, sopClassUID, identifier, inThread, timeout=None):
         return self.protocol.findMatches(sopClassUID, _withPatientID(identifier, nkiToKodak), inThread,
-                                         lambda match: _withPatientID(match, kodakToNKI))
+                                         lambda match: _withPatientID(match, kodakToNKI), timeout=timeout)
 
     def move(self, sopClassUID, identifier, destination, onPending=None):
         return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)

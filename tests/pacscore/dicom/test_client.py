@@ -32,9 +32,10 @@ class Finder:
     """A C-FIND service answering with ``matches`` pending responses, one
     per clock tick, stopping when cancelled."""
 
-    def __init__(self, clock, matches):
+    def __init__(self, clock, matches, interval=1):
         self.clock = clock
         self.matches = matches
+        self.interval = interval  # seconds between the matches
         self.identifiers = []
 
     @defer.inlineCallbacks
@@ -49,7 +50,7 @@ class Finder:
             match.PatientID = f"P{n}"
             protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0xFF00),
                                  encodeDataset(match, syntax))
-            yield task.deferLater(self.clock, 1, lambda: None)
+            yield task.deferLater(self.clock, self.interval, lambda: None)
         protocol.sendMessage(contextId, commands.response(command, commands.C_FIND_RSP, 0))
 
 
@@ -236,6 +237,28 @@ class ClientTests(unittest.TestCase):
         failure = self.settle(d)
         failure.trap(DIMSETimeout)
         self.assertEqual(states, ["Sta13"])
+
+    def test_aRequestsOwnTimeout(self):
+        """A request given a timeout of its own (a virtual server's C-FIND,
+        VirtualServerTimeout) times out by it; the others of the
+        association (a virtual server's C-MOVE, whose pending responses
+        come one per object sent) wait the association's DIMSE timeout
+        (TCPIPTimeOut) between responses."""
+        self.finder.interval = 20
+        association = self.connect([(STUDY_FIND, [IMPLICIT])], dimseTimeout=300)
+        matches = []
+        ending = association.find(STUDY_FIND, Dataset(), lambda data, syntax: matches.append(data))
+        for _ in range(10):
+            self.pump.flush()
+            self.clock.advance(10)
+        self.assertEqual((self.successResultOf(ending), len(matches)), (0, 3))
+        with capturedLogs() as events:
+            ending = association.find(STUDY_FIND, Dataset(), timeout=10)
+            for _ in range(3):
+                self.pump.flush()
+                self.clock.advance(5)
+        self.failureResultOf(ending, DIMSETimeout)
+        self.assertIn("within 10 s, aborting", formatEvent(events[0]))
 
     def test_responseOfAnotherKindIgnored(self):
         """A C-STORE answered with a C-ECHO-RSP has not been answered (a

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from pacscore.config.ini import DicomIni
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable
+from pacscore.dicom import virtual
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
@@ -96,7 +97,7 @@ class VirtualServerTests(unittest.TestCase):
             def __init__(self, ae):
                 self.ae = ae
 
-            def findMatches(self, sopClass, identifier, inThread, adjust=None):
+            def findMatches(self, sopClass, identifier, inThread, timeout=None):
                 asked.append(self.ae)
                 return answers[self.ae]
 
@@ -148,6 +149,27 @@ class VirtualServerTests(unittest.TestCase):
             "virtual server DOWN: left out of the retrieve, held off for another 1 s after it failed (FailHoldOff)",
         ])
 
+    def test_onlyConnectingAndTheFindsWaitVirtualServerTimeout(self):
+        """Connecting, the A-ASSOCIATE-AC and each C-FIND response are
+        waited for VirtualServerTimeout; the C-MOVE's pending responses,
+        one per object sent (a 52 MB object on a slow link takes more than
+        10 s), TCPIPTimeOut, the association's DIMSE timeout."""
+        associated, timeouts = [], []
+
+        class Archive(Answering):
+            def findMatches(self, sopClass, identifier, inThread, timeout=None):
+                timeouts.append(timeout)
+                return super().findMatches(sopClass, identifier, inThread)
+
+        async def associateNode(reactor, node, callingAE, contexts, connectTimeout, dimseTimeout, *args):
+            associated.append((connectTimeout, dimseTimeout))
+            return Archive(0)
+        self.patch(virtual, "associateNode", associateNode)
+        servers = VirtualServers([VirtualServer("B")], SimpleNamespace(lookup=lambda ae: object()), "FRONT", Clock(),
+                                 None, None, None, timeout=10, dimseTimeout=300)
+        self.assertEqual(len(self.successResultOf(defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study(""))))), 1)
+        self.assertEqual((associated, timeouts), ([(10, 300)], [10]))
+
     def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
         """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
         runs (its pending responses heard with the objects being fetched):
@@ -184,7 +206,7 @@ class VirtualServerTests(unittest.TestCase):
             def __init__(self):
                 self.sent, self.released = [], False
 
-            def findMatches(self, sopClass, identifier, inThread, adjust):
+            def findMatches(self, sopClass, identifier, inThread, adjust, timeout=None):
                 self.sent.append(identifier)
                 return defer.succeed((0, [adjust(study("1.1", patientID)) for patientID in ("01234567", "PAT9")]))
 
@@ -405,7 +427,7 @@ class Answering:
     def __init__(self, status):
         self.status = status
 
-    def findMatches(self, sopClass, identifier, inThread, adjust=None):
+    def findMatches(self, sopClass, identifier, inThread, timeout=None):
         return defer.succeed((self.status, [study("1")] if self.status == 0 else []))
 
     def release(self):
@@ -419,7 +441,7 @@ class BusyArchive:
     def __init__(self):
         self.cancelled, self.releasing = [], 0
 
-    def findMatches(self, sopClass, identifier, inThread, adjust=None):
+    def findMatches(self, sopClass, identifier, inThread, timeout=None):
         return defer.Deferred()
 
     def move(self, sopClass, identifier, destination, onPending=None):

@@ -305,7 +305,8 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
     """``associate`` with the AE, host and port of an acrnema.map ``node``
     (``endpointFor(host, port)``: a client endpoint instead of TCP;
     ``roles`` as for ``associate``); any failure is a ``NodeUnreachable``
-    naming the node."""
+    naming the node.  Cancelled, it fails with ``CancelledError``, as the
+    cancel is no failure of the node."""
     endpoint = nodeEndpoint(reactor, node, connectTimeout) if endpointFor is None else endpointFor(node.host,
                                                                                                    int(node.port))
     try:
@@ -313,8 +314,10 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
                                connectTimeout=connectTimeout, artimTimeout=connectTimeout,
                                artimSetting="the connect timeout",
                                dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
+    except defer.CancelledError:
+        raise
     except Exception as e:
-        raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
+        raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {str(e) or repr(e)}") from e
 
 
 async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attempts, retryDelay, connectTimeout=30,

@@ -281,7 +281,8 @@ class VirtualServers:
         unreachable = isinstance(error, (NodeUnreachable, AssociationLost))
         if unreachable:
             self.heldOff.hold(server.ae)
-        self.log.warn("virtual server {ae}: {leftOut}: {error}{holding}", ae=server.ae, leftOut=leftOut, error=error,
+        self.log.warn("virtual server {ae}: {leftOut}: {error}{holding}", ae=server.ae, leftOut=leftOut,
+                      error=str(error) or repr(error),
                       holding=f"; holding it off for {self.heldOff.seconds} s (FailHoldOff)" if unreachable else "")
 
     async def find(self, sopClass, identifier, mask=None, callingAE=None):

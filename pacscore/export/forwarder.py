@@ -548,9 +548,9 @@ class Forwarder:
         self._opening.add(opening)
         try:
             return await opening
-        except NodeUnreachable as e:
-            self._checkInterrupted()  # (also an opening cancelled by interrupt(): associateNode wraps that too)
-            raise ForwardError(str(e)) from e
+        except (NodeUnreachable, defer.CancelledError) as e:
+            self._checkInterrupted()  # (the CancelledError: an opening cancelled by interrupt())
+            raise ForwardError(str(e) or repr(e)) from e
         finally:
             self._opening.discard(opening)
 

@@ -170,6 +170,44 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(len(self.successResultOf(defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study(""))))), 1)
         self.assertEqual((associated, timeouts), ([(10, 300)], [10]))
 
+    def connecting(self, connect):
+        """Virtual servers A and B (a real ``associateNode``) whose
+        connections go to ``connect(factory)``, the endpoints' ``connect``."""
+        node = SimpleNamespace(ae="A", host="127.0.0.1", port=104, tls=None)
+        return VirtualServers([VirtualServer("A", number=0), VirtualServer("B", number=1)],
+                              SimpleNamespace(lookup=lambda ae: node), "FRONT",
+                              Clock(), None, None, None, endpointFor=lambda host, port: SimpleNamespace(connect=connect))
+
+    def test_aCancelWhileAssociatingHoldsNothingOff(self):
+        """A request cancelled (its requestor's C-CANCEL, or its association
+        ending) while the archives have not accepted the association yet
+        is cancelled, and no archive is held off nor logged as failed: the
+        next request asks them again."""
+        connections = []
+
+        def connect(factory):
+            connections.append(defer.Deferred())
+            return connections[-1]
+        servers = self.connecting(connect)
+        with capturedLogs() as events:
+            for request in (servers.find(STUDY_ROOT_FIND, study("")), servers.fetch(STUDY_ROOT_MOVE, study("1"))):
+                asking = defer.ensureDeferred(request)
+                asking.cancel()
+                self.failureResultOf(asking, defer.CancelledError)
+        self.assertEqual((len(connections), servers.heldOff.remaining("A"), servers.heldOff.remaining("B")), (4, 0, 0))
+        self.assertEqual([formatEvent(e) for e in events], [])
+
+    def test_aFailureWithoutAMessageIsNamed(self):
+        """The log line of an archive that failed names the error even when
+        it says nothing (str() empty)."""
+        servers = self.connecting(lambda factory: defer.fail(OSError()))
+        servers.servers = servers.servers[:1]
+        with capturedLogs() as events:
+            self.assertEqual(self.successResultOf(defer.ensureDeferred(servers.find(STUDY_ROOT_FIND, study("")))), [])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "virtual server A: C-FIND failed, its matches are left out: cannot associate with A at 127.0.0.1:104: "
+            "OSError(); holding it off for 60 s (FailHoldOff)"])
+
     def test_aCancelledFetchCancelsTheMoveAndReleasesWhatArrived(self):
         """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
         runs (its pending responses heard with the objects being fetched):

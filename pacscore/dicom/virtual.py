@@ -29,11 +29,13 @@ The archives are asked at once, each wait bounded by
 ``VirtualServerTimeout`` (10 s): connecting, the A-ASSOCIATE-AC and each
 C-FIND response; a C-MOVE's responses, which come one per object sent
 (a large object on a slow link takes long), are waited for as any
-association's, ``TCPIPTimeOut`` (300 s).  An object two of them hold and this one does not is moved
-here from the first to list it.  An archive that cannot be reached, or
-fails a request, is logged and left out: clients get what the others
-and this one hold.  The objects it listed that did not arrive (a C-MOVE
-that failed partway) are ``lost``: the retrieve counts them as failed
+association's, ``TCPIPTimeOut`` (300 s).  An object two of them hold and
+this one does not is moved here from the first to list it; those it
+failed to send are asked after, in turn, of the others that listed them
+(``_askAgain``).  An archive that cannot be reached, or fails a request,
+is logged and left out: clients get what the others and this one hold.
+The objects it listed that did not arrive (a C-MOVE that failed partway)
+and no other sent are ``lost``: the retrieve counts them as failed
 sub-operations; those that did arrive are deleted again as any fetched
 (``CacheVirtualData = 0``).  One that could not be reached, or whose
 association failed (a timeout, an abort), is held off for
@@ -355,14 +357,31 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         fetching = []  # the SOP Instance UIDs of the objects asked for, to release if cancelled
+        asked = self._asked(mask, callingAE, "retrieve")
         try:
-            results = await _together([self._fetchOn(server, findClass, moveClass, level, keys, fetching, onPending)
-                                       for server in self._asked(mask, callingAE, "retrieve")])
+            results = await _together([self._fetchOn(server, findClass, moveClass, fetching, onPending,
+                                                     self._listed(findClass, level, keys, fetching))
+                                       for server in asked])
+            return await self._askAgain(asked, results, findClass, moveClass, fetching, onPending)
         except defer.CancelledError:
             await self.release(fetching)
             raise
-        return Fetched([uid for fetched in results for uid in fetched.arrived],
-                       [uid for fetched in results for uid in fetched.lost])
+
+    async def _askAgain(self, asked, results, findClass, moveClass, fetching, onPending):
+        """The ``Fetched`` of a retrieve whose archives ``asked`` fetched
+        ``results`` (``_fetchFrom``'s) at once, the objects one of them
+        failed to send (a failure status, a timeout, an abort) asked after,
+        in turn, of the others that listed them and sent all they had to."""
+        arrived = [uid for fetched, _ in results for uid in fetched.arrived]
+        lost = {uid: None for fetched, _ in results for uid in fetched.lost}  # a set, in order
+        for server, (fetched, others) in zip(asked, results):
+            images = [image for image in others if image.sopInstanceUID in lost]
+            if images and not fetched.lost:
+                again, _ = await self._fetchOn(server, findClass, moveClass, fetching, onPending, _given(images))
+                arrived += again.arrived
+                for uid in again.arrived:
+                    del lost[uid]
+        return Fetched(arrived, list(lost))
 
     async def _remoteImages(self, protocol, findClass, level, keys):
         """The ``RemoteImage``s an archive holds of a retrieve at ``level``
@@ -396,48 +415,59 @@ class VirtualServers:
             found = below
         return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
 
-    async def _fetchOn(self, server, findClass, moveClass, level, keys, fetching, onPending):
+    async def _fetchOn(self, server, findClass, moveClass, fetching, onPending, choose):
         """``_fetchFrom``; nothing when the archive fails (``_failed``)."""
         try:
-            return await self._fetchFrom(server, findClass, moveClass, level, keys, fetching, onPending)
+            return await self._fetchFrom(server, findClass, moveClass, fetching, onPending, choose)
         except defer.CancelledError:
             raise
         except Exception as e:
             self._failed(server, e, "its objects are left out of the retrieve")
-            return Fetched([], [])
+            return Fetched([], []), []
 
-    async def _fetchFrom(self, server, findClass, moveClass, level, keys, fetching, onPending):
-        """The ``Fetched`` of one archive: what arrived of the objects it
-        listed, even when one of its C-MOVEs failed (the objects of the
-        C-MOVEs before, and those of the failed one that came first, are
-        here all the same, and ``release`` must see them).  The SOP
-        Instance UIDs it asks for are added to ``fetching``."""
+    async def _fetchFrom(self, server, findClass, moveClass, fetching, onPending, choose):
+        """``(Fetched, others)`` of one archive: what arrived of the objects
+        ``choose(protocol)`` gave it to send (``_listed``, ``_given``),
+        even when one of its C-MOVEs failed (the objects of the C-MOVEs
+        before, and those of the failed one that came first, are here all
+        the same, and ``release`` must see them); ``others``, the
+        ``RemoteImage``s it listed that another archive was to send."""
         protocol = await self._associate(server, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
-        missing, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, level, keys,
-                                                                server, fetching, onPending))
+        missing, others, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, choose,
+                                                                        server, fetching, onPending))
         uids = [image.sopInstanceUID for image in missing]
         here = {instance.sopInstanceUID for instance in await self._instancesOf(uids)}
         fetched = Fetched([uid for uid in uids if uid in here], [uid for uid in uids if uid not in here])
         if fetched.lost:
             self.log.warn("virtual server {ae}: {count} of {total} object(s) fetched, the others are left out of "
-                          "the retrieve: {error}", ae=server.ae, count=len(fetched.arrived), total=len(uids),
-                          error=error or "they did not arrive")
+                          "the retrieve unless another archive that listed them sends them: {error}", ae=server.ae,
+                          count=len(fetched.arrived), total=len(uids), error=error or "they did not arrive")
         elif uids:
             self.log.info("virtual server {ae}: {count} object(s) fetched", ae=server.ae, count=len(uids))
-        return fetched
+        return fetched, others
 
-    async def _bring(self, protocol, findClass, moveClass, level, keys, server, fetching, onPending):
-        """``(missing, error)``: the ``RemoteImage``s of the retrieve the
-        archive holds and this one does not, nor another archive moves here
-        (``fetching``), moved here (their SOP Instance UIDs added to
-        ``fetching``), and the error of the C-MOVE that failed (None)."""
-        images = {image.sopInstanceUID: image
-                  for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
-        known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
-        taken = set(fetching)
-        missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
-        fetching += [image.sopInstanceUID for image in missing]
+    def _listed(self, findClass, level, keys, fetching):
+        """A ``choose`` of ``_fetchFrom`` for the first pass of a retrieve:
+        ``(missing, others)``, the ``RemoteImage``s of the retrieve the
+        archive holds and this one does not, those that no other archive
+        moves here yet (``fetching``, which they are added to) and the
+        others."""
+        async def choose(protocol):
+            images = {image.sopInstanceUID: image
+                      for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
+            known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
+            taken = set(fetching)
+            missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
+            fetching.extend(image.sopInstanceUID for image in missing)
+            return missing, [image for uid, image in images.items() if uid not in known and uid in taken]
+        return choose
+
+    async def _bring(self, protocol, findClass, moveClass, choose, server, fetching, onPending):
+        """``(missing, others, error)``: the ``RemoteImage``s
+        ``choose(protocol)`` gives, moved here, those it leaves to other
+        archives, and the error of the C-MOVE that failed (None)."""
+        missing, others = await choose(protocol)
         progress = None if onPending is None else lambda command: onPending(len(fetching))
         try:
             for identifier in self._moves(server, findClass, missing):
@@ -445,8 +475,8 @@ class VirtualServers:
         except defer.CancelledError:
             raise
         except Exception as e:
-            return missing, e
-        return missing, None
+            return missing, others, e
+        return missing, others, None
 
     def _moves(self, server, findClass, missing):
         """The C-MOVE identifiers that bring ``missing`` here."""
@@ -519,6 +549,14 @@ class KodakPatientIDs:
 
     def move(self, sopClassUID, identifier, destination, onPending=None):
         return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)
+
+
+def _given(images):
+    """A ``choose`` of ``VirtualServers._fetchFrom`` for the objects
+    another archive failed to send: ``images``, none left to others."""
+    async def choose(protocol):
+        return images, []
+    return choose
 
 
 async def _together(work):

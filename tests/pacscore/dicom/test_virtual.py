@@ -15,6 +15,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable
 from pacscore.dicom import virtual
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.protocol import AssociationLost
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
 from pacscore.dicom.virtual import (
@@ -431,6 +432,58 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.1", "1.1.2", "1.1.3"], []))
         self.assertEqual(moved, [("B", ["1.1.2", "1.1.3"]), ("A", ["1.1.1"])])
 
+    def test_whatOneFailedToSendIsAskedOfTheOthersThatListedIt(self):
+        """The objects the archive that listed them first failed to send
+        (a failure status, a timeout, an abort) are asked, after, of the
+        other archives that listed them, in turn (not of one whose own
+        C-MOVE failed); those none sent are lost."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer(ae, number=n) for n, ae in enumerate("ABC")], None, "FRONT",
+                                 Clock(), index, index.query, index)
+        listing = {ae: defer.Deferred() for ae in "ABC"}
+        moved = []
+
+        class Archive:
+            def __init__(self, ae):
+                self.ae = ae
+
+            def move(self, sopClass, identifier, destination, onPending=None):
+                uids = identifier.SOPInstanceUID
+                uids = [uids] if isinstance(uids, str) else list(uids)
+                moved.append((self.ae, uids))
+                if self.ae == "A":
+                    index.here += uids[:1]
+                    return defer.succeed(({commands.STATUS: 0xC000, commands.FAILED_SUBOPERATIONS: 3}, None))
+                if self.ae == "B":
+                    return defer.fail(AssociationLost("B aborted the association"))
+                index.here += uids
+                return defer.succeed(({commands.STATUS: 0}, None))
+
+            def release(self):
+                return defer.succeed(None)
+
+        async def associate(server, contexts):
+            return Archive(server.ae)
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return await listing[protocol.ae]
+        servers._remoteImages, servers._associate = remoteImages, associate
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(5)]
+        uids = [image.sopInstanceUID for image in images]
+        with capturedLogs() as events:
+            fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
+            listing["A"].callback(images[:4])
+            listing["B"].callback(images[1:])
+            listing["C"].callback(images[2:3])
+            self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.0", "1.1.2"], ["1.1.1", "1.1.3", "1.1.4"]))
+        self.assertEqual(moved, [("A", uids[:4]), ("B", uids[4:]), ("C", uids[2:3])])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "virtual server A: 1 of 4 object(s) fetched, the others are left out of the retrieve unless another "
+            "archive that listed them sends them: C-MOVE to FRONT ended with status 0xC000 (3 sub-operations failed)",
+            "virtual server B: 0 of 1 object(s) fetched, the others are left out of the retrieve unless another "
+            "archive that listed them sends them: B aborted the association",
+            "virtual server C: 1 object(s) fetched"])
+
     def test_failedMoveReleasesWhatArrivedAndListsTheRest(self):
         """CacheVirtualData = 0, 70 objects to fetch (C-MOVEs of 64 and 6
         UIDs), the second C-MOVE failing after 3 of its objects came: the
@@ -453,8 +506,8 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(fetched, Fetched(uids[:67], uids[67:]))
         self.assertEqual(archive.removed, uids[:67])
         self.assertEqual([formatEvent(e) for e in events], [
-            "virtual server B: 67 of 70 object(s) fetched, the others are left out of the retrieve: C-MOVE to "
-            "FRONT ended with status 0xA801 (3 sub-operations failed)",
+            "virtual server B: 67 of 70 object(s) fetched, the others are left out of the retrieve unless another "
+            "archive that listed them sends them: C-MOVE to FRONT ended with status 0xA801 (3 sub-operations failed)",
             "67 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
 
 

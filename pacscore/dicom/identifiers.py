@@ -265,13 +265,20 @@ def patientAsStudy(identifier, request):
     """A Study Root retrieve at PATIENT level (``identifier``, a Dataset,
     and its ``request``), as Orthanc retrieves a patient, as the STUDY
     retrieve by Patient ID alone that selects the same objects
-    (``retrieveKeys``): ``identifier`` is set to STUDY level, and its
-    ``request`` returned.  Raises BadIdentifier (A900) without a Patient
-    ID to select by."""
+    (``retrieveKeys``), the whole patient as in Patient Root:
+    ``identifier`` is set to STUDY level without the unique keys below
+    PATIENT level (a Study Instance UID selects nothing at PATIENT level),
+    and ``(request, ignored)`` returned, its ``request`` without them and
+    the keywords of those that held values.  Raises BadIdentifier (A900)
+    without a Patient ID to select by."""
     if not _namedBy(request, ("PATIENT",)):
         raise BadIdentifier("PATIENT retrieve in Study Root needs PatientID", IDENTIFIER_DOES_NOT_MATCH)
+    below = {UNIQUE_KEYS[level][0] for level in ("STUDY", "SERIES", "IMAGE")}
+    ignored = [keyword_for_tag(key.tag) for key in request.keys if key.tag in below and valuesOf(key)]
+    for tag in below & set(identifier.keys()):
+        del identifier[tag]
     identifier.QueryRetrieveLevel = "STUDY"
-    return request._replace(level="STUDY")
+    return request._replace(level="STUDY", keys=[key for key in request.keys if key.tag not in below]), ignored
 
 
 def retrieveKeys(request, modelLevels):

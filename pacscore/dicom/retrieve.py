@@ -279,9 +279,10 @@ class RetrieveService:
             identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax, taken,
                                                                          matching=False)
             if request.level not in levels:
-                request = patientAsStudy(identifier, request)
+                request, ignored = patientAsStudy(identifier, request)
                 self.log.info("{peer}: {operation} at PATIENT level in Study Root taken as a STUDY retrieve by "
-                              "Patient ID", peer=peer, operation=self.operation)
+                              "Patient ID{ignoring}", peer=peer, operation=self.operation,
+                              ignoring=f", ignoring {', '.join(ignored)} as Patient Root does" if ignored else "")
             selecting = self._selectingKeys(peer, request, levels)
             self._check(protocol, command)
             lost = []

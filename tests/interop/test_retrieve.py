@@ -239,6 +239,22 @@ class RetrieveTests(unittest.TestCase):
         self.assertEqual(self.receivedBy(self.storescp), set())
         self.assertIn("C-MOVE refused: PATIENT retrieve in Study Root needs PatientID", self.server.log())
 
+    def test_patientLevelInStudyRootNamingAStudyMovesThePatient(self):
+        """A Study Root PATIENT retrieve that names one of the patient's
+        studies too moves the whole patient, as the same keys in Patient
+        Root do (C-MOVE and C-GET alike): the Study Instance UID is
+        ignored, and the log line says so."""
+        keys = {"PatientID": "PAT0001", "StudyInstanceUID": CORPUS.study("ACC0002").uid}
+        for model in ("-S", "-P"):
+            self.storescp.reset()
+            result = movescu(self.server, "STORESCP", "PATIENT", keys, model=model)
+            self.assertMoved(result)
+            self.assertEqual(self.receivedBy(self.storescp), set(CORPUS.sopUIDs(patientID="PAT0001")), model)
+        self.assertIn("C-MOVE at PATIENT level in Study Root taken as a STUDY retrieve by Patient ID, ignoring "
+                      "StudyInstanceUID as Patient Root does", self.server.log())
+        received = getObjects(self.server, self.workdir, "PATIENT", keys)
+        self.assertEqual({ds.SOPInstanceUID for ds in received}, set(CORPUS.sopUIDs(patientID="PAT0001")))
+
     def test_wildcardsAboveTheUIDsDoNotRefuse(self):
         """A retrieve naming its study or series by UID, with the Patient ID
         (or a Study Instance UID above a Series Instance UID) of the

@@ -386,14 +386,27 @@ class RetrieveKeysTests(unittest.TestCase):
         with a Patient ID is the STUDY retrieve by Patient ID alone; without
         one (or with a universal one) it is refused."""
         dataset = identifier(QueryRetrieveLevel="PATIENT", PatientID="P1")
-        request = identifiers.patientAsStudy(dataset, self.request("PATIENT", PatientID="P1"))
-        self.assertEqual((request.level, dataset.QueryRetrieveLevel), ("STUDY", "STUDY"))
+        request, ignored = identifiers.patientAsStudy(dataset, self.request("PATIENT", PatientID="P1"))
+        self.assertEqual((request.level, dataset.QueryRetrieveLevel, ignored), ("STUDY", "STUDY", []))
         self.assertEqual(self.selecting(STUDY_ROOT, request.level, PatientID="P1"), ([0x00100020], []))
         for keys in ({"PatientID": ""}, {"PatientID": "*"}, {"PatientName": "N"}):
             with self.assertRaises(BadIdentifier) as raised:
                 identifiers.patientAsStudy(identifier(QueryRetrieveLevel="PATIENT", **keys),
                                            self.request("PATIENT", **keys))
             self.assertEqual(raised.exception.status, IDENTIFIER_DOES_NOT_MATCH, keys)
+
+    def test_patientLevelInStudyRootMovesTheWholePatient(self):
+        """A Study Root retrieve at PATIENT level that names a study (or a
+        series, an object) too selects the whole patient, as in Patient
+        Root: the keys below PATIENT level are taken out of the identifier
+        and the request, and named."""
+        keys = {"PatientID": "P1", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "", "StudyDate": "20200101"}
+        dataset = identifier(QueryRetrieveLevel="PATIENT", **keys)
+        request, ignored = identifiers.patientAsStudy(dataset, self.request("PATIENT", **keys))
+        self.assertEqual((ignored, "StudyInstanceUID" in dataset, "SeriesInstanceUID" in dataset),
+                         (["StudyInstanceUID"], False, False))
+        selecting, _ = identifiers.retrieveKeys(request, STUDY_ROOT)
+        self.assertEqual([key.tag for key in selecting], [0x00100020])
 
     def test_errorCommentsFit(self):
         """A refusal's message, the Error Comment, fits LO's 64 characters,

@@ -177,7 +177,7 @@ class ReportTests(unittest.TestCase):
             self.patch(commitment, f.__name__, run)
         for f in (commitment.eventReport, commitment.encodeDataset):
             recording(f)
-        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None,
+        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None, deletes=None,
                                           quoteNames=None))
         pending = PendingCommitments(index, lambda: 1000.0)
         pending.createTables()
@@ -228,7 +228,7 @@ class RetryTests(unittest.TestCase):
         seconds old: then one error line, and it is forgotten."""
         clock = task.Clock()
         clock.advance(1000)
-        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None,
+        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None, deletes=None,
                                           quoteNames=None))
         pending = PendingCommitments(index, clock.seconds)
         pending.createTables()

@@ -34,7 +34,7 @@ from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import removeFile
-from pacscore.storage.placing import heldInstance, holdsInstance
+from pacscore.storage.placing import heldInstance
 from pacscore.storage.regen import fileRecord
 
 CHUNK = 500  # UIDs per IN (...): SQLite's variable limit
@@ -125,7 +125,7 @@ class LocalActions:
                 self.log.error("The delete(s) interrupted when the server stopped cannot be finished ({error}); "
                                "tried again at the next start", error=e)
                 return
-            removed = self._deleteRows(connection, standing, False)
+            removed = self._deleteNamed(connection, standing)
             self.index.deletes.clear(connection)
         self.log.info("Finished the delete(s) interrupted when the server stopped: {removed} object(s) removed",
                       removed=removed)
@@ -144,10 +144,18 @@ class LocalActions:
         attributes the index keeps, in the writer's thread: a store between
         could otherwise be undone) and the studies' modalities are made
         again of their series'; how many image rows went."""
+        candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
+        removed = self._deleteNamed(connection, self._stillNamed(connection, candidates))
+        if filesRemoved:
+            self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
+        return removed
+
+    def _deleteNamed(self, connection, gone):
+        """The image rows of ``gone`` (that ``_stillNamed`` found), then the
+        parents left empty, the values of those left and the studies'
+        modalities, as ``_deleteRows`` tells; how many image rows went."""
         tables = self.query.tables
         image = tables[3]
-        candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
-        gone = self._stillNamed(connection, candidates)
         for chunk in _chunks([instance.sopInstanceUID for instance in gone]):
             connection.execute(image.table.delete().where(image.key.in_(chunk)))
         for level, keys in ((2, [instance.seriesInstanceUID for instance in gone]),
@@ -163,8 +171,6 @@ class LocalActions:
             (0, {instance.patientID for instance in gone})) for key in sorted(keys)], self._lastStored)
         self.index.rebuildModalities(connection, studies)
         self.index.forgetCache()
-        if filesRemoved:
-            self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
         return len(gone)
 
     def _stillNamed(self, connection, instances):
@@ -193,20 +199,20 @@ class LocalActions:
         """True when the file at the name of ``instance`` holds its SOP
         instance again after ``_removeFiles``: the object was stored anew
         under it (another instance given the freed name is not it)."""
-        try:
-            path = self.reader.magPath(instance.deviceName, instance.objectFile)
-        except OSError:
-            return False
-        return holdsInstance(path, instance.sopInstanceUID)
+        return self._heldAt(instance) == instance.sopInstanceUID
 
     def _heldByAnother(self, instance):
         """True when the file at the name of ``instance`` holds another SOP
         instance: given the freed name since."""
+        return self._heldAt(instance) not in (None, instance.sopInstanceUID)
+
+    def _heldAt(self, instance):
+        """The SOP Instance UID the file at the name of ``instance`` holds;
+        None when there is none, it does not read, or its device is gone."""
         try:
-            held = heldInstance(self.reader.magPath(instance.deviceName, instance.objectFile))
+            return heldInstance(self.reader.magPath(instance.deviceName, instance.objectFile))
         except OSError:
-            return False
-        return held not in (None, instance.sopInstanceUID)
+            return None
 
     async def process(self, action):
         command = action.filters.get("by", "")

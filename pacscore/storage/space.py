@@ -184,12 +184,16 @@ class SpaceKeeper:
             free = await self.workers.deferToWorker(self.freeBytes, anywhere)
         return free
 
-    def freeBytes(self, anywhere=False):
+    def freeBytes(self, anywhere=False, skip=None):
         """In a worker: the free bytes of the device, or with ``anywhere``
-        the most that it or one of ``spillover`` has (one that cannot be
-        looked at counts for none)."""
-        free = self.freeSpace(self.device.path)
+        the most that it or one of ``spillover`` has (one of these that
+        cannot be looked at counts for none); ``skip``: a device whose free
+        bytes the caller has just looked at, not looked at again (0 when it
+        is the only one)."""
+        free = 0 if self.device is skip else self.freeSpace(self.device.path)
         for device in self.spillover if anywhere else ():
+            if device is skip:
+                continue
             try:
                 free = max(free, self.freeSpace(device.path))
             except OSError:
@@ -332,7 +336,8 @@ class ThresholdClean(OneAtATime):
         device = device or self.keeper.device
         free = self.keeper.freeSpace(device.path)
         if free < self.threshold:
-            free = self.keeper.freeBytes(anywhere=True)  # room on another device objects may go to will do
+            # room on another device objects may go to will do
+            free = max(free, self.keeper.freeBytes(anywhere=True, skip=device))
         low = free < self.threshold
         if low or self.shortAt is not None:
             self.keeper.workers.reactor.callFromThread(self._cleanUnlessCleaning, self.keeper.cleanUpStart(),

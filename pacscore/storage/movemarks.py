@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from pacscore.db.filepaths import ObjectPath
 from pacscore.db.schema import MYSQL_TABLE, OwnTable
 from pacscore.storage.devices import identityOf, removeFile
-from pacscore.storage.placing import MAX_NAME_SUFFIX, holdsInstance
+from pacscore.storage.placing import holdsInstance, numberedNames
 
 
 def buildTable(metadata):
@@ -121,10 +121,8 @@ def _numberedNames(reader, target, objectFile):
     """``(target, name)`` of ``objectFile`` and its numbered names on the
     device ``target`` (as ``placeFile`` gives them), up to the first that
     has no file there nor on its mirror."""
-    base, extension = os.path.splitext(objectFile)
     names = []
-    for attempt in range(MAX_NAME_SUFFIX + 1):
-        name = f"{base}_{attempt}{extension}" if attempt else objectFile
+    for name in numberedNames(objectFile):
         try:
             paths = reader.copies(target, name)
         except OSError:  # a device no longer configured

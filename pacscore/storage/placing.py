@@ -19,14 +19,21 @@ def placeFile(temporary, device, relative, sopInstanceUID, makeFolders, folderCh
     given, or None when ``MAX_NAME_SUFFIX`` numbered names hold others.
     ``makeFolders`` and ``folderChanged`` (a folder path): what makes a new
     folder and a changed one durable."""
-    base, extension = os.path.splitext(relative)
-    for attempt in range(MAX_NAME_SUFFIX + 1):
-        name = f"{base}_{attempt}{extension}" if attempt else relative
+    for name in numberedNames(relative):
         target = device.absolute(name)
         if _claim(temporary, target, makeFolders) or _holds(target, sopInstanceUID, temporary):
             folderChanged(os.path.dirname(target))
             return name
     return None
+
+
+def numberedNames(relative):
+    """The names ``placeFile`` tries, in order: ``relative``, then
+    ``base_1.ext`` up to ``base_{MAX_NAME_SUFFIX}.ext``."""
+    yield relative
+    base, extension = os.path.splitext(relative)
+    for attempt in range(1, MAX_NAME_SUFFIX + 1):
+        yield f"{base}_{attempt}{extension}"
 
 
 def _claim(temporary, target, makeFolders, newFolder=False):

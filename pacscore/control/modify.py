@@ -102,8 +102,7 @@ async def _rewrite(archive, instance, change, callingAE, keep, copy):
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
         removal = await archive.localActions.removeInstances([instance], files=not sameFile)
         if not removal.removed and not sameFile:
-            copies = await archive.index.runQuery(archive.query.instances, "IMAGE",
-                                                  [QueryKey(SOP_INSTANCE_UID, "UI", incoming.sopInstanceUID)])
+            copies = await _rows(archive, incoming.sopInstanceUID)
             await archive.localActions.removeInstances(copies)
             raise ObjectGone(f"{old} was deleted or stored again while being changed: its changed copy is removed")
     return storedName(device, relative)
@@ -152,9 +151,13 @@ async def _settledRow(archive, instance):
 
 async def _row(archive, instance):
     """The index's ``Instance`` of the SOP instance of ``instance`` now, or None."""
-    now = await archive.index.runQuery(archive.query.instances, "IMAGE",
-                                       [QueryKey(SOP_INSTANCE_UID, "UI", instance.sopInstanceUID)])
-    return now[0] if now else None
+    rows = await _rows(archive, instance.sopInstanceUID)
+    return rows[0] if rows else None
+
+
+def _rows(archive, sopInstanceUID):
+    """The index's ``Instance``s of SOP instance ``sopInstanceUID`` now (a Deferred)."""
+    return archive.index.runQuery(archive.query.instances, "IMAGE", [QueryKey(SOP_INSTANCE_UID, "UI", sopInstanceUID)])
 
 
 class _FileCommand(AsyncControlCommand):

@@ -33,7 +33,6 @@ from pacscore.converters.lua import LuaFailure, runProcessScript
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.devices import removeFile
 from pacscore.storage.placing import heldInstance
 from pacscore.storage.regen import fileRecord
 
@@ -132,8 +131,7 @@ class LocalActions:
 
     def _removeFiles(self, instances):
         for instance in instances:
-            for path in self.reader.copies(instance.deviceName, instance.objectFile):
-                removeFile(path)
+            self.reader.removeCopies(instance.deviceName, instance.objectFile)
 
     def _deleteRows(self, connection, instances, filesRemoved):
         """In the index writer (ordered with stores): the image rows that

@@ -23,6 +23,7 @@ from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, S
                                Instance, QueryKey)
 from pacscore.storage import part10
 from pacscore.storage.attributes import SPECIFIC_CHARACTER_SET, DatasetError, readAttributes
+from pacscore.storage.devices import removeFile
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, Damaged, checkWhole, readFileMeta
 
@@ -180,6 +181,12 @@ class ObjectReader:
         its MAG device, on its mirror."""
         mirrored = self.mirrors.path(deviceName, objectFile)
         return [self.magPath(deviceName, objectFile)] + ([mirrored] if mirrored is not None else [])
+
+    def removeCopies(self, deviceName, objectFile):
+        """In the I/O pool: delete every copy (``copies``) of a file named
+        in the index; one already gone is no error."""
+        for path in self.copies(deviceName, objectFile):
+            removeFile(path)
 
     def fileError(self, deviceName, objectFile):
         """Why the file an index row names is unusable (missing, not Part-10,

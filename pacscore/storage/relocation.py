@@ -113,11 +113,10 @@ class DeviceMover:
                     self._mirror(device, copy[1])
             except OSError as e:
                 if copy is not None:
-                    self._removeCopies(device, copy[1])
+                    self.reader.removeCopies(device.name, copy[1])
                 return copied, e
             if copy is None:
-                self.log.warn("{device}:{path} is gone or was replaced: not moved", device=deviceName,
-                              path=objectFile)
+                self._notMoved(deviceName, objectFile)
             else:
                 copied.append(((uid, deviceName, objectFile), (identity or copy[0], copy[1])))
         return copied, None
@@ -134,13 +133,17 @@ class DeviceMover:
         try:
             path = self.reader.wholeFile(deviceName, objectFile)
         except FileNotFoundError:
-            self.log.warn("{device}:{path} is gone or was replaced: not moved", device=deviceName, path=objectFile)
+            self._notMoved(deviceName, objectFile)
             return None
         except (OSError, DatasetError) as e:
             self.log.warn("{device}:{path} cannot be read ({error}), nor a whole mirror copy: not moved",
                           device=deviceName, path=objectFile, error=e)
             return None
         return path, None if path == magPath else (identity or _GONE)
+
+    def _notMoved(self, deviceName, objectFile):
+        """Log that the file of an object to move went before it was copied."""
+        self.log.warn("{device}:{path} is gone or was replaced: not moved", device=deviceName, path=objectFile)
 
     def _mirror(self, device, name):
         """Copy the file ``name`` just copied to ``device`` to the mirror
@@ -182,12 +185,7 @@ class DeviceMover:
             for path in self.reader.copies(deviceName, objectFile)[1:]:
                 removeFile(path)
         for _, (_, name) in stale:
-            self._removeCopies(device, name)
-
-    def _removeCopies(self, device, name):
-        """Delete the file ``name`` of ``device`` and its mirror copy."""
-        for path in self.reader.copies(device.name, name):
-            removeFile(path)
+            self.reader.removeCopies(device.name, name)
 
 
 def _removeIfSame(path, identity):

@@ -15,10 +15,10 @@ from pacscore.config.ini import DicomIni
 from pacscore.control.data import AddImageFile
 from pacscore.converters.context import ConverterServices
 from pacscore.converters.registry import CommandRegistry
-from pacscore.export import actions
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
+from pacscore.storage import reader
 from pacscore.storage.devices import removeFile as realRemoveFile
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
@@ -177,11 +177,11 @@ class FailedDeleteTests(unittest.TestCase):
             if path.endswith(stuck):
                 raise PermissionError(1, "Operation not permitted", path)
             realRemoveFile(path)
-        self.patch(actions, "removeFile", removeFile)
+        self.patch(reader, "removeFile", removeFile)
         yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), PermissionError)
         self.assertEqual((yield running.count("image")), 2)
         self.assertEqual(len(running.files()), 2)
-        self.patch(actions, "removeFile", realRemoveFile)
+        self.patch(reader, "removeFile", realRemoveFile)
         yield running.stop()
         with capturedLogs() as events:
             again = RunningArchive(self, workdir=running.workdir)

@@ -68,11 +68,12 @@ class _Cut:
 
     def _due(self):
         left = unsent(self.transport)
-        if left and self.left is not None and left < self.left:
-            self.left, self.since = left, self.clock.seconds()
-        if left and self.left is not None and self.clock.seconds() - self.since < self.stalled:
-            self.call = self.clock.callLater(CLOSE_BOUND, self._due)
-            return
+        if left and self.left is not None:
+            if left < self.left:
+                self.left, self.since = left, self.clock.seconds()
+            if self.clock.seconds() - self.since < self.stalled:
+                self.call = self.clock.callLater(CLOSE_BOUND, self._due)
+                return
         if left and self.onCut is not None:
             self.onCut(left, self.stalled)
         self.transport.abortConnection()

@@ -55,10 +55,11 @@ class WorkerPool:
         self._standIns = itertools.count()
         self._busy = set()  # the names of the threads in a call
         self._busyLock = threading.Lock()  # workers change _busy while the reactor reads it
-        self._slowCalls = {}  # the standInIfSlow calls under way: token -> _SlowCall
-        self._slowLock = threading.Lock()  # guards _slowCalls, _slowStandIns and _watching
+        self._slowCalls = set()  # the standInIfSlow calls under way, _SlowCalls
+        self._slowLock = threading.Lock()  # guards _slowCalls, _slowStandIns, _watching and _stopped
         self._slowStandIns = 0  # threads started for them and not ended yet
         self._watching = False  # _watchSlowCalls runs or is scheduled
+        self._stopped = False  # stop() was called: no more stand-ins for slow calls
         self._slowWatch = None  # its next run, a DelayedCall of the reactor thread
         self.pending = 0
 
@@ -77,6 +78,8 @@ class WorkerPool:
         ended, or after ``grace`` seconds with a warning: a call that never
         returns (a run-away script inside a C function, a hung file system)
         must not keep the server from stopping; the threads are daemons."""
+        with self._slowLock:
+            self._stopped = True
         if self._slowWatch is not None and self._slowWatch.active():
             self._slowWatch.cancel()
         with self._threadsLock:
@@ -134,15 +137,16 @@ class WorkerPool:
     def _standInIfSlow(self):
         call = _SlowCall(self.reactor.seconds() + SLOW_CALL)
         with self._slowLock:
-            self._slowCalls[id(call)] = call
-            watch, self._watching = not self._watching, True
+            self._slowCalls.add(call)
+            watch = not (self._watching or self._stopped)
+            self._watching = self._watching or watch
         if watch:
             self.reactor.callFromThread(self._watchSlowCalls)
         try:
             yield
         finally:
             with self._slowLock:
-                del self._slowCalls[id(call)]
+                self._slowCalls.discard(call)
             if call.stoodInFor:
                 self._queue.put(_RETIRE_SLOW)
 
@@ -151,15 +155,19 @@ class WorkerPool:
         for each that has run SLOW_CALL seconds, up to SLOW_STAND_INS."""
         now = self.reactor.seconds()
         with self._slowLock:
-            due = [call for call in self._slowCalls.values() if not call.stoodInFor and call.deadline <= now]
-            due = due[:max(SLOW_STAND_INS - self._slowStandIns, 0)]
-            for call in due:
-                call.stoodInFor = True
-            self._slowStandIns += len(due)
-            self._watching = bool(self._slowCalls)
+            if self._stopped:
+                due, watching = [], False
+            else:
+                due = [call for call in self._slowCalls if not call.stoodInFor and call.deadline <= now]
+                due = due[:max(SLOW_STAND_INS - self._slowStandIns, 0)]
+                for call in due:
+                    call.stoodInFor = True
+                self._slowStandIns += len(due)
+                watching = bool(self._slowCalls)
+            self._watching = watching  # decided here: a call starting after the lock hands the reactor its own watch
         for _ in due:
             self._startThread(f"{self.name}-standin-{next(self._standIns)}")
-        self._slowWatch = self.reactor.callLater(SLOW_CALL / 2, self._watchSlowCalls) if self._watching else None
+        self._slowWatch = self.reactor.callLater(SLOW_CALL / 2, self._watchSlowCalls) if watching else None
 
     def _work(self):
         _current.pool = self

@@ -1,5 +1,6 @@
 """Tests for pacscore.workers: the worker pool and its stop, and blockingCallWithin."""
 
+import contextlib
 import re
 import threading
 import time
@@ -231,6 +232,73 @@ class SlowCallTests(unittest.TestCase):
     def test_outsideAPool(self):
         with standInIfSlow():
             self.assertEqual(poolThreads("slow-pool"), [])
+
+
+class _RecordingClock(Clock):
+    """A Clock keeping what workers hand the reactor, for the test to run."""
+
+    def __init__(self):
+        super().__init__()
+        self.handed = []
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.handed.append((f, args, kwargs))
+
+
+class _LockThen:
+    """A lock that runs ``then`` once, just after its first release: another
+    thread's turn between two statements of the one holding it."""
+
+    def __init__(self, then):
+        self._lock = threading.Lock()
+        self._then = then
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        self._lock.__exit__(*exc)
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+
+
+class SlowWatchTests(unittest.TestCase):
+    """The reactor's watch of the standInIfSlow calls: one loop at most,
+    and none once the pool stops."""
+
+    def watches(self, clock, pool):
+        """How many watch loops run or are scheduled."""
+        handed = [f for f, _, _ in clock.handed if f == pool._watchSlowCalls]
+        scheduled = [call for call in clock.getDelayedCalls() if call.func == pool._watchSlowCalls]
+        return len(handed) + len(scheduled)
+
+    def test_aCallStartingAsTheWatchEndsMakesOneLoop(self):
+        """A slow call that starts just as the watch finds none left (after
+        it let go of the lock, before it decides whether to run again) and
+        hands the reactor a new watch leaves one loop, not two."""
+        clock = _RecordingClock()
+        pool = WorkerPool(clock, 1, "watch-pool")
+        calls = contextlib.ExitStack()
+        self.addCleanup(calls.close)
+        with pool._standInIfSlow():
+            pass
+        clock.handed.clear()  # that watch runs now, finding no slow call
+        pool._slowLock = _LockThen(lambda: calls.enter_context(pool._standInIfSlow()))
+        pool._watchSlowCalls()
+        self.assertEqual(self.watches(clock, pool), 1)
+
+    def test_noStandInOnceStopped(self):
+        """The watch a slow call handed the reactor, run after the pool's
+        stop, starts no stand-in and no further watch."""
+        clock = _RecordingClock()
+        pool = WorkerPool(clock, 0, "stopped-pool")
+        with pool._standInIfSlow():
+            clock.advance(SLOW_CALL)
+            pool.stop()
+            pool._watchSlowCalls()
+        self.assertEqual(poolThreads("stopped-pool"), [])
+        self.assertEqual([call for call in clock.getDelayedCalls() if call.func == pool._watchSlowCalls], [])
 
 
 class BlockingCallWithinTests(unittest.TestCase):

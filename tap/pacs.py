@@ -165,16 +165,16 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e))
 
-    def endpoint(self, option, key, description):
+    def endpoint(self, option, description):
         """The server endpoint of ``description``, which ``--option`` or else
-        the dicom.ini ``key`` gave; an unusable one raises ValueError naming
-        the option, or ConfigError naming the line."""
+        dicom.ini or a built-in default gave; an unusable one raises
+        ValueError naming the option.  Only an option's can be unusable:
+        ``loadConfiguration`` refused any of dicom.ini's, naming the line
+        (``pacscore.config.listeners.checkEndpoints``)."""
         try:
             return serverEndpoint(self.reactor, description)
         except ValueError as e:
-            if self[option] is not None:
-                raise ValueError(f"--{option} {e}") from e
-            raise ConfigError(self.configuration.iniPath, self.configuration.ini.lineOf(key), f"{key}: {e}") from e
+            raise ValueError(f"--{option} {e}") from e
 
     def _controlSettings(self):
         """The ``ControlSettings`` of the control port, or None when it is off."""
@@ -361,7 +361,7 @@ def serviceTree(options):
     dicomFactory = archive.dicomFactory()
     _logLimits("DICOM service", dicomFactory)
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
-                                  options.endpoint("dicom", "TCPPort", dicom), dicomFactory)]
+                                  options.endpoint("dicom", dicom), dicomFactory)]
     listeners[0].listened = archive.listeningOn
     for label, option, key, default, makeFactory in (
             (f"DICOM service {archive.aeTitle}", "dicom-tls", "DICOMTLSEndpoint", "off", lambda: dicomFactory),
@@ -374,7 +374,7 @@ def serviceTree(options):
             factory = makeFactory()
             if factory is not dicomFactory:  # whose limits are logged above, once for both endpoints
                 _logLimits(label, factory)
-            listener = ListeningService(label, description, options.endpoint(option, key, description), factory)
+            listener = ListeningService(label, description, options.endpoint(option, description), factory)
             if option == "web" and not controlEndpoint.isLoopback(description):
                 listener.warning = _webWarning(description, archive.configuration.ini.get("WebUsers", "").strip())
             listeners.append(listener)
@@ -388,7 +388,7 @@ def serviceTree(options):
                                              stopInOrder, limits=ControlFactory.limitsFromIni(archive.configuration.ini))
         _logLimits("control port", archive.controlPort)
         ListeningService("control port", control.endpoint,
-                         options.endpoint("control", "ControlEndpoint", control.endpoint),
+                         options.endpoint("control", control.endpoint),
                          archive.controlPort).setServiceParent(served)
     _warnOfCertificates([(listener.label, listener.description) for listener in listeners]
                         + ([("control port", control.endpoint)] if control else []),

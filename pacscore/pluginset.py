@@ -52,7 +52,7 @@ def _order(dropin):
     return not module.startswith("pacs_"), module
 
 
-def _key(plugin):
+def pluginKey(plugin):
     """What two plugins' names must not share: lower case, single spaces."""
     return " ".join(plugin.name.lower().split())
 
@@ -105,7 +105,7 @@ class PluginSet:
             seen.add(id(plugin))
             if not self._usable(interface, plugin, module):
                 continue
-            key = _key(plugin)
+            key = pluginKey(plugin)
             if key in chosen:
                 self.log.error("plugin {plugin} is an {interface} named {name!r} as {first} is; "
                                "it is not available", plugin=_where(plugin, module),

@@ -15,7 +15,7 @@ run as a program.
 import re
 
 from pacscore.interfaces import IConverterCommand
-from pacscore.pluginset import installed, named
+from pacscore.pluginset import installed, named, pluginKey
 
 
 def _pattern(name):
@@ -26,14 +26,17 @@ def _pattern(name):
 
 class CommandRegistry:
     """The converter commands by name; ``commands`` (default: every
-    usable installed ``IConverterCommand`` plugin) is any iterable of them."""
+    usable installed ``IConverterCommand`` plugin) is any iterable of them.
+    Two of the same name raise ValueError, which only a ``commands`` given
+    can do: the installed plugins are already one a name (``PluginSet``
+    logs and leaves out the later ones)."""
 
     def __init__(self, commands=None):
         if commands is None:
             commands = installed.providing(IConverterCommand)
         self.commands = {}
         for command in commands:
-            name = " ".join(command.name.lower().split())
+            name = pluginKey(command)
             if name in self.commands:
                 raise ValueError(f"two converter commands are named {name!r}: "
                                  f"{named(self.commands[name])} and {named(command)}")

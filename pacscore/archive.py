@@ -181,7 +181,8 @@ class Archive:
         self.commands = CommandRegistry()
         self.converterRules = loadRules(ini, self.commands)
         # Lua's servercommand: import converters wait in this pool (with stand-ins) for commands that may need it
-        runCommand = functools.partial(commandOutput, self, ControlCommands(), peer="converter")
+        self.controlCommands = ControlCommands()  # the one registry of the control port, web pages, SIGHUP and Lua
+        runCommand = functools.partial(commandOutput, self, self.controlCommands, peer="converter")
         serverCommands = ServerCommands.fromIni(ini, reactor, runCommand, requests=DicomRequests(self),
                                                 deleteMatching=lambda keys: self.localActions.deleteMatching(keys))
         self.converterServices = ConverterServices(

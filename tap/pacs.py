@@ -9,8 +9,8 @@ not a traceback.  ``makeService`` returns that tree (a ``ServiceTree``):
 the TroubleLog and UserLog files (``pacscore.logfiles``) and the error
 mail, which stop only after all the others have stopped, then the lock of
 the working folder (``pacscore.workfolderlock``, taken first of all while
-the options are read), the handler of SIGHUP (``pacscore.hangup``), the
-handler of a stop signal while stopping (``pacscore.stopsignals``), the DICOM
+the options are read), the handler of a stop signal while stopping
+(``pacscore.stopsignals``), the handler of SIGHUP (``pacscore.hangup``), the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -41,7 +41,6 @@ from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.protocol import ControlFactory
-from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.control.shutdown import OrderlyStop, quitGracePeriod
 from pacscore.db.drivers import availableDrivers, namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
@@ -353,7 +352,7 @@ def serviceTree(options):
     options.lock.setServiceParent(served)
     signals = StopSignals(archive.reactor)
     signals.setServiceParent(served)
-    Hangup(archive.reactor, functools.partial(commandOutput, archive, ControlCommands(), "--read_ini:",
+    Hangup(archive.reactor, functools.partial(commandOutput, archive, archive.controlCommands, "--read_ini:",
                                               peer="SIGHUP")).setServiceParent(served)
     ArchiveService(archive).setServiceParent(served)
     dicom = options["dicom"] or f"tcp:{archive.tcpPort}"
@@ -385,7 +384,8 @@ def serviceTree(options):
     if control is not None:
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod, signals)
         archive.controlPort = ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
-                                             stopInOrder, limits=ControlFactory.limitsFromIni(archive.configuration.ini))
+                                             stopInOrder, commands=archive.controlCommands,
+                                             limits=ControlFactory.limitsFromIni(archive.configuration.ini))
         _logLimits("control port", archive.controlPort)
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", control.endpoint),

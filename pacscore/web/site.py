@@ -31,7 +31,6 @@ from twisted.logger import Logger
 from twisted.web import server, util
 
 from pacscore.dicom.admission import LimitedFactory
-from pacscore.control.registry import CommandRegistry
 from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError
@@ -154,7 +153,7 @@ class PacsSite(LimitedFactory, server.Site):
 def webSite(archive):
     """The ``server.Site`` of the web interface of ``archive``; ConfigError
     when its ``WebUsers`` file or ``WebAllowOrigins`` cannot be used."""
-    scripts = ScriptedPages(archive.configuration, CommandRegistry(), luaSlots=max(archive.workers.size // 2, 1))
+    scripts = ScriptedPages(archive.configuration, archive.controlCommands, luaSlots=max(archive.workers.size // 2, 1))
     dgate = DgateResource(archive, scripts)
     root = Folder()
     root.putChild(b"", util.Redirect(TOP))

@@ -8,9 +8,9 @@ dicom.ini refuse one the server could not listen on.
 from twisted.internet import endpoints
 
 from pacscore.config.errors import ConfigError
-from pacscore.control.endpoint import fields
+from pacscore.control.endpoint import TURNED_OFF, fields
 
-DISABLED = ("off", "none", "")  # an endpoint key's values that turn its service off
+DISABLED = TURNED_OFF + ("",)  # and empty: no endpoint to parse (and TLS, HL7 or web off; ControlEndpoint: its default)
 ENDPOINT_KEYS = ("DICOMTLSEndpoint", "HL7Endpoint", "WebEndpoint", "ControlEndpoint")
 PORT_KINDS = ("tcp", "tcp6", "ssl", "mtls")
 MAX_PORT = 65535

@@ -12,6 +12,7 @@ makes them at start-up.
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.listeners import checkEndpoints
+from pacscore.control.endpoint import TURNED_OFF
 from pacscore.web.logins import passwordFile
 from pacscore.web.sharing import AllowedOrigins
 
@@ -46,7 +47,8 @@ MINIMUMS = {
 
 def checkSettings(configuration):
     """ConfigError, naming the file, line and key, for the first value of
-    ``configuration``'s dicom.ini that the server cannot use."""
+    ``configuration``'s dicom.ini that the server cannot use.  What it
+    builds to check a value is thrown away: the server builds its own."""
     ini = configuration.ini
     for key in INTEGER_KEYS:
         value = ini.getint(key, None)
@@ -56,6 +58,8 @@ def checkSettings(configuration):
                     "forwardAssociationLevel", "storageFailedErrorCode"):  # each raises ConfigError for a bad value
         getattr(configuration, setting)
     checkEndpoints(configuration)
-    if configuration.ini.get("WebEndpoint", "").strip().lower() not in ("off", "none"):  # a standby's copy
+    # the WebUsers file unless WebEndpoint turns the web pages off (a standby's copy of dicom.ini may name a
+    # file it lacks); an absent WebEndpoint is the default endpoint, which is on: hence TURNED_OFF, not DISABLED
+    if configuration.ini.get("WebEndpoint", "").strip().lower() not in TURNED_OFF:
         passwordFile(configuration)
     AllowedOrigins.fromIni(configuration)

@@ -18,7 +18,7 @@ DEFAULT_PORT = 5679
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _WILDCARD = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 NETWORK_KINDS = ("tcp", "tcp6", "ssl")
-DISABLED = ("off", "none")  # ControlEndpoint values that turn the control port off
+TURNED_OFF = ("off", "none")  # an endpoint key's values that turn its service off (empty ControlEndpoint: default)
 
 
 def fields(description):
@@ -79,7 +79,7 @@ def controlDescription(ini):
     """The ``ControlEndpoint`` of ``ini`` (a dicom.ini; ``DEFAULT_ENDPOINT``
     when it names none), or None when it turns the control port off."""
     description = ini.get("ControlEndpoint", "") or DEFAULT_ENDPOINT
-    return None if description.strip().lower() in DISABLED else description
+    return None if description.strip().lower() in TURNED_OFF else description
 
 
 def clientTarget(description, folder, host=None, port=None):

@@ -10,6 +10,7 @@ pictures in it, the worklist and its HL7 intake, and the counters behind
 
 import functools
 import os
+import stat
 import time
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -326,11 +327,18 @@ class Archive:
         crash leftovers are gone, the tables exist, the pools run.
         ``StartupError`` when a folder or the index database cannot be used."""
         self.startTime, self.startedAt = time.time(), self.reactor.seconds()
+        missing, absent = [], []  # absent: found before any folder is made (isAbsent)
         for device in self.devices:
-            if os.path.exists(device.path) and not os.path.isdir(device.path):
+            try:
+                isFolder = stat.S_ISDIR(os.stat(device.path).st_mode)
+            except OSError:
+                missing.append(device)
+                absent.append(device.name)
+                continue
+            if not isFolder:
                 raise StartupError(f"{device.name}: {device.path} is not a folder")
-        missing = [device for device in self.devices if not os.path.exists(device.path)]
-        absent = [device.name for device in self.devices if isAbsent(device)]  # before any folder is made
+            if isAbsent(device):
+                absent.append(device.name)
         self._prepareFolders([device for device in self.devices if device not in missing] +
                              [self.mirrors, self.hl7DropFolder])
         try:

@@ -227,7 +227,7 @@ STORE_FAILURES = "0x0110, 0x0122, 0x0124, 0xA7xx, 0xA9xx or 0xCxxx"
 def isStoreFailure(status):
     """Whether ``status`` is a Failure status of a C-STORE (PS3.4 B.2.3:
     ``STORE_FAILURES``): not Success, a Warning, or no 16-bit number."""
-    return status in (PROCESSING_FAILURE, 0x0122, 0x0124) or status >> 8 in (0xA7, 0xA9) or status >> 12 == 0xC
+    return status in (PROCESSING_FAILURE, SOP_CLASS_NOT_SUPPORTED, NOT_AUTHORIZED) or status >> 8 in (0xA7, 0xA9) or status >> 12 == 0xC
 
 
 # PS3.7 C.4's failure statuses a C-STORE SCP answers alike to every retry of an object

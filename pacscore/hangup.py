@@ -29,17 +29,35 @@ class Hangup(service.Service):
         self.reactor.callFromThread(self.reload)
 
     def reload(self):
-        """Reopen twistd's log file, then re-read dicom.ini; a Deferred."""
+        """Reopen twistd's log file (or keep the old one, with a warning,
+        when it cannot be opened), then re-read dicom.ini; a Deferred."""
         logFile = twistdLogFile()
+        reopened = ""
         if logFile is not None:
-            logFile.reopen()
-        self.log.info("SIGHUP: {logFile}re-reading dicom.ini",
-                      logFile="" if logFile is None else f"{logFile.path} reopened, ")
+            try:
+                reopen(logFile)
+            except OSError as e:
+                self.log.warn("SIGHUP: cannot reopen {path} ({error}): still writing to the file open before; "
+                              "the log file must be writable by the user pacs runs as (--uid)",
+                              path=logFile.path, error=e.strerror)
+            else:
+                reopened = f"{logFile.path} reopened, "
+        self.log.info("SIGHUP: {reopened}re-reading dicom.ini", reopened=reopened)
         d = self.reread()
         d.addCallbacks(lambda text: self.log.info("SIGHUP: {result}", result=text),
                        lambda failure: self.log.error("SIGHUP: dicom.ini not re-read: {error}",
                                                       error=failure.getErrorMessage()))
         return d
+
+
+def reopen(logFile):
+    """Open ``logFile``'s path anew, then close the file it had open; an
+    ``OSError`` (twistd made it as root before ``--uid`` took effect, and
+    logrotate's ``create`` does too) leaves it writing to the old one.
+    (``LogFile.reopen`` closes first, and then has no file at all.)"""
+    old = logFile._file
+    logFile._openFile()
+    old.close()
 
 
 def twistdLogFile():

@@ -1,13 +1,28 @@
-"""SIGHUP, which logrotate's ``postrotate`` and ``systemctl reload`` send,
-and whose default action would end the server at once: pacs reopens
-twistd's ``--logfile`` (which logrotate has just renamed, creating a new
-one) and re-reads dicom.ini as ``dgate --read_ini:`` does, with a log line."""
+"""SIGHUP, which logrotate's ``postrotate`` and ``systemctl reload`` send
+to a server without a terminal, and whose default action would end it at
+once: pacs reopens twistd's ``--logfile`` (which logrotate has just
+renamed, creating a new one) and re-reads dicom.ini as ``dgate
+--read_ini:`` does, with a log line.  With a controlling terminal
+(``make run``, ``twistd -n`` in a shell) SIGHUP is the terminal hanging
+up, and stops pacs as SIGTERM does; ignored at start (``nohup``), it is
+left ignored."""
 
+import os
 import signal
 
 from twisted.application import service
 from twisted.logger import Logger
 from twisted.python.logfile import BaseLogFile
+
+
+def controllingTerminal():
+    """Whether this process has a controlling terminal (a daemonized
+    twistd and a systemd service have none)."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 class Hangup(service.Service):
@@ -16,17 +31,31 @@ class Hangup(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor, reread):
+    def __init__(self, reactor, reread, hasTerminal=controllingTerminal):
         self.reactor = reactor
         self.reread = reread
+        self.hasTerminal = hasTerminal
 
     def startService(self):
+        """Decide what SIGHUP does: nothing when it is ignored (``nohup``),
+        stop with a controlling terminal, else reload."""
         super().startService()
-        self.reactor.callWhenRunning(signal.signal, signal.SIGHUP, self._received)
+        if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+            return
+        handler = self._hungUp if self.hasTerminal() else self._received
+        self.reactor.callWhenRunning(signal.signal, signal.SIGHUP, handler)
 
     def _received(self, number, frame):
         """The signal handler (in the reactor's thread, between two of its steps)."""
         self.reactor.callFromThread(self.reload)
+
+    def _hungUp(self, number, frame):
+        """The signal handler with a controlling terminal: it hung up (its
+        window closed, its ssh session ended), so pacs stops as at SIGTERM
+        (through its handler then, ``StopSignals``') rather than run on
+        detached, holding its ports and the working folder's lock."""
+        self.reactor.callFromThread(self.log.info, "SIGHUP: the terminal hung up, stopping as at SIGTERM")
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame)
 
     def reload(self):
         """Reopen twistd's log file (or keep the old one, with a warning,

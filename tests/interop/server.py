@@ -123,10 +123,11 @@ class PacsServer:
                 "--config", self.workdir, "--workdir", self.workdir,
                 "--dicom", f"tcp:{self.port}:interface=127.0.0.1", *extra]
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, **popen):
+        """Start it (``popen``: more arguments of ``Popen``) and wait until it serves."""
         logStart = len(self.log())
         self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, env=self.env)
+                                        stderr=subprocess.STDOUT, env=self.env, **popen)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

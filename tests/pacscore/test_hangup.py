@@ -1,8 +1,9 @@
 """Tests for pacscore.hangup: SIGHUP reopens twistd's log file and
-re-reads dicom.ini."""
+re-reads dicom.ini, but stops a server in a terminal."""
 
 import builtins
 import os
+import signal
 
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
@@ -11,6 +12,49 @@ from twisted.trial import unittest
 
 from pacscore import hangup
 from pacscore.hangup import Hangup
+from tests.pacscore.test_stopsignals import SignalledReactor
+
+
+class StartTests(unittest.TestCase):
+    """What SIGHUP does is decided when the services start."""
+
+    def setUp(self):
+        self.reactor = SignalledReactor()
+        self.addCleanup(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, self.reactor.sigTerm))
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        self.patch(hangup, "twistdLogFile", lambda: None)
+        self.rereads = []
+
+    def started(self, hasTerminal):
+        Hangup(self.reactor, lambda: self.rereads.append(1) or defer.succeed("0 parameter(s) changed"),
+               hasTerminal=hasTerminal).startService()
+
+    def hangUp(self):
+        """Deliver SIGHUP to its handler now; the log lines meanwhile."""
+        with capturedLogs() as events:
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        return [formatEvent(event) for event in events]
+
+    def test_withATerminalSighupStopsAsSigterm(self):
+        """make run, twistd -n in a shell: the terminal hung up, and pacs
+        stops through the SIGTERM handler rather than run on detached."""
+        self.started(lambda: True)
+        self.assertEqual(self.hangUp(), ["SIGHUP: the terminal hung up, stopping as at SIGTERM"])
+        self.assertEqual(self.reactor.received, [signal.SIGTERM])
+        self.assertEqual(self.rereads, [])
+
+    def test_withoutATerminalSighupReloads(self):
+        """Daemonized, under systemd: logrotate's postrotate, systemctl reload."""
+        self.started(lambda: False)
+        self.assertEqual(self.hangUp(), ["SIGHUP: re-reading dicom.ini", "SIGHUP: 0 parameter(s) changed"])
+        self.assertEqual(self.reactor.received, [])
+        self.assertEqual(self.rereads, [1])
+
+    def test_anIgnoredSighupIsLeftIgnored(self):
+        """Started under nohup: it asked for SIGHUP to do nothing."""
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.started(lambda: self.fail("no terminal to look for"))
+        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
 
 
 class ReloadTests(unittest.TestCase):

@@ -1,6 +1,7 @@
 """``twistd pacs``: its options, its help, start-up errors."""
 
 import email
+import fcntl
 import importlib.metadata
 import io
 import os
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from email import policy
 
@@ -241,8 +243,9 @@ class TwistdTests(unittest.TestCase):
     def test_sighupReopensTheLogAndRereadsDicomIniAndSigquitStops(self):
         """SIGHUP (logrotate's postrotate after it renamed the log file)
         reopens twistd's log file and re-reads dicom.ini, and the server
-        goes on; SIGQUIT then stops it cleanly, as SIGTERM does."""
-        server = PacsServer(self.mktemp()).start()
+        goes on; SIGQUIT then stops it cleanly, as SIGTERM does.  (In a
+        session of its own, it has no terminal, as a daemon.)"""
+        server = PacsServer(self.mktemp()).start(start_new_session=True)
         self.addCleanup(server.stop)
         os.rename(server.logPath, server.logPath + ".1")
         server.setIni(WebReadOnly="0")
@@ -254,6 +257,21 @@ class TwistdTests(unittest.TestCase):
         server.process.send_signal(signal.SIGQUIT)
         self.assertEqual(server.process.wait(30), -signal.SIGTERM)
         self.assertIn("SIGQUIT: stopping as at SIGTERM", server.log())
+        self.assertIn("Server Shut Down.", server.log())
+
+    def test_aHungUpTerminalStopsTheServer(self):
+        """twistd -n in a terminal (make run) whose window is closed: the
+        kernel's SIGHUP stops it as SIGTERM does, rather than leave it
+        running detached with its ports and lock."""
+        primary, secondary = os.openpty()
+        self.addCleanup(os.close, secondary)
+        server = PacsServer(self.mktemp()).start(
+            start_new_session=True, stdin=secondary,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # its controlling terminal
+        self.addCleanup(server.stop)
+        os.close(primary)  # the terminal hangs up
+        self.assertEqual(server.process.wait(30), -signal.SIGTERM)
+        self.assertIn("SIGHUP: the terminal hung up, stopping as at SIGTERM", server.log())
         self.assertIn("Server Shut Down.", server.log())
 
     def test_theVersionIsLogged(self):

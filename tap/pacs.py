@@ -8,9 +8,9 @@ service tree, so that any configuration error stops start-up with a message,
 not a traceback.  ``makeService`` returns that tree (a ``ServiceTree``):
 the TroubleLog and UserLog files (``pacscore.logfiles``) and the error
 mail, which stop only after all the others have stopped, then the lock of
-the working folder (``pacscore.workfolderlock``, taken first of all while
-the options are read), the handler of a stop signal while stopping
-(``pacscore.stopsignals``), the handler of SIGHUP (``pacscore.hangup``), the DICOM
+the working folder (``pacscore.workfolderlock``, taken while the options
+are read, before anything is written), the handler of a stop signal while
+stopping (``pacscore.stopsignals``), the handler of SIGHUP (``pacscore.hangup``), the DICOM
 listener (and a second one, for TLS, when asked), the HL7 MLLP listener, the
 web interface and the control port (strports endpoints, so ``ssl:``, ``unix:`` and pacs's own
 ``mtls:`` work too), the HL7 drop folder's timer and the service that runs
@@ -139,20 +139,23 @@ class Options(usage.Options):
         workdir = os.path.abspath(self["workdir"] or os.getcwd())
         if not os.path.isdir(workdir):
             raise usage.UsageError(f"--workdir {workdir}: no such folder")
-        self.lock = WorkFolderLock(workdir)
+        self.lock = None
         try:
             self._build(workdir)
         except BaseException:
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release()
             raise
 
     def _build(self, workdir):
-        """The lock of the working folder (first: a second server must touch
-        nothing of the first's), the configuration, Archive and service tree."""
+        """The configuration (which writes nothing), the lock of the working
+        folder (before anything else: a second server must touch nothing of
+        the first's), Archive and service tree."""
         user = serverUser(self.parent)  # who makes the lock file, the index and its folder
         try:
-            runAsEffectiveUser(*user, self.lock.acquire)
             self.configuration = loadConfiguration(self["config"], workdir)
+            self.lock = WorkFolderLock.of(self.configuration)
+            runAsEffectiveUser(*user, self.lock.acquire)
             self.archive = runAsEffectiveUser(*user, Archive, self.configuration, self.reactor,
                                               dbDescription=self["db"], aeTitle=self["ae"])
             self.control = self._controlSettings()

@@ -148,7 +148,7 @@ def offline(actions, configuration, out):
     tables to be rebuilt under a running server)."""
     for action, _ in actions:
         checkNoServer(action, configuration)
-    lock = WorkFolderLock(configuration.workdir)  # a server whose control port is off or not yet up, a dgate -r
+    lock = WorkFolderLock.of(configuration)  # a server whose control port is off or not yet up, a dgate -r
     try:
         for action, argument in actions:
             if action in REBUILDS:

@@ -21,16 +21,17 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import LogLevel, Logger, capturedLogs, formatEvent, globalLogPublisher
 from twisted.python import usage
+from twisted.python.util import runAsEffectiveUser
 from twisted.trial import unittest
 
 from pacscore.config.ini import DicomIni
-from pacscore.config.loader import Configuration
+from pacscore.config.loader import Configuration, loadConfiguration
 from pacscore.errormail import ErrorMail
 from pacscore.logfiles import logFiles, userEvents
 from pacscore.storage.space import MEGABYTE, Nightly, ThresholdClean
 from pacscore.testing.certificates import Authority
 from pacscore.testing.mutations import mutated
-from pacscore.workfolderlock import WorkFolderLock
+from pacscore.workfolderlock import LockError, WorkFolderLock
 from tap.pacs import ArchiveService, ListeningService, Options, ServiceTree
 from tests.interop.server import BIN, CONFIG_FILES, PacsServer, freePort, waitFor
 from tests.pacscore.control.running import RunningArchive
@@ -309,6 +310,41 @@ class TwistdTests(unittest.TestCase):
         self.assertIn(f"dgate: -r: the working folder {server.workdir} is in use by pacs pid {os.getpid()}",
                       result.stderr)
         self.assertFalse(os.path.exists(server.database))
+
+    def test_aWorkingFolderTheServerMayNotWriteHasTheLockInMag0(self):
+        """A working folder the server may not write (--uid nobody in a
+        folder of root's; a read-only one; its data, index and logs
+        elsewhere): it starts with pacs.lock in the folder of MAG0, where
+        dgate -i/-r's lock, as the same user, finds it held (in this
+        process: nobody may not run the venv's dgate)."""
+        if os.getuid() != 0:
+            raise unittest.SkipTest("as root, to serve a folder of root's as nobody")
+        nobody = pwd.getpwnam("nobody")
+        server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "off"})
+        os.chmod(os.path.dirname(server.workdir), 0o755)  # trial's mktemp makes it 0700
+        writable = server.workdir + "-rw"
+        os.makedirs(os.path.join(writable, "data"))
+        for folder in (writable, os.path.join(writable, "data")):
+            os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+        server.setIni(MAGDevice0=f"{writable}/data/", SQLServer=f"{writable}/data/dbase/conquest.db3",
+                      HL7DropFolder=f"{writable}/hl7/", TroubleLog=f"{writable}/PacsTrouble.log",
+                      UserLog=f"{writable}/PacsUser.log")
+        command = server.command()
+        command[1:1] = [f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}"]
+        process = server.process = subprocess.Popen(command, cwd=server.workdir, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT)
+        self.addCleanup(server.stop)
+        waitFor(lambda: f"DICOM service {server.ae} listening on" in server.log() or process.poll() is not None,
+                timeout=60)
+        self.assertIsNone(process.poll(), server.log())
+        self.assertFalse(os.path.exists(os.path.join(server.workdir, "pacs.lock")))
+        with open(os.path.join(writable, "data", "pacs.lock")) as f:
+            self.assertEqual(f.read(), f"{process.pid}\n")
+        dgateLock = WorkFolderLock.of(loadConfiguration(server.workdir, server.workdir))
+        error = self.assertRaises(LockError, runAsEffectiveUser, nobody.pw_uid, nobody.pw_gid, dgateLock.acquire)
+        self.assertEqual(str(error), f"the working folder {server.workdir} is in use by pacs pid {process.pid} "
+                                     f"(which holds {writable}/data/pacs.lock): stop it first")
+        self.assertEqual(server.echo().returncode, 0)
 
     def test_portInUseStopsStartup(self):
         server = PacsServer(self.mktemp())

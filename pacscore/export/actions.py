@@ -7,7 +7,8 @@ values of the one stored last) through the index writer, so
 it is ordered with stores.  A row goes only while it still names the file
 removed (SOP Instance UID, device and file name) and no file was stored
 under that name since: an object stored again meanwhile (under another
-name, or the same one after its removal) keeps its new row and file, and
+name, or the same one: a file goes only while it is still the one the
+delete noted, its ``identityOf``) keeps its new row and file, and
 is counted kept; a file of another SOP instance given the freed name (a
 FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  The objects are
 written to ``PacsDeletes`` before their files go, and taken out with their
@@ -33,6 +34,7 @@ from pacscore.converters.lua import LuaFailure, runProcessScript
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.attributes import DatasetError
+from pacscore.storage.devices import identityOf
 from pacscore.storage.placing import heldInstance
 from pacscore.storage.regen import fileRecord
 
@@ -93,9 +95,9 @@ class LocalActions:
         they are, none of them left to the next start (``PendingDeletes``);
         a failure removing the rows leaves them to it, as every file went."""
         if files:
-            await self.index.runWrite(self.index.deletes.write, instances)
+            identities = await self.index.runWrite(self._journal, instances)
             try:
-                await self.workers.deferToWorker(self._removeFiles, instances)
+                await self.workers.deferToWorker(self._removeUnchanged, instances, identities)
             except OSError:
                 await self.index.runWrite(self._deleteRows, instances, files)  # the rows of files kept stay
                 raise
@@ -128,6 +130,28 @@ class LocalActions:
             self.index.deletes.clear(connection)
         self.log.info("Finished the delete(s) interrupted when the server stopped: {removed} object(s) removed",
                       removed=removed)
+
+    def _journal(self, connection, instances):
+        """In the index writer: note ``instances`` in ``PacsDeletes``; the
+        ``identityOf`` each file as they are noted.  A store of one of them
+        whose file comes after is upserted after: it takes the entry out."""
+        identities = [self._identityAt(instance) for instance in instances]
+        self.index.deletes.write(connection, instances)
+        return identities
+
+    def _identityAt(self, instance):
+        """``identityOf`` the file of ``instance``; None when its device is gone."""
+        try:
+            return identityOf(self.reader.magPath(instance.deviceName, instance.objectFile))
+        except OSError:
+            return None
+
+    def _removeUnchanged(self, instances, identities):
+        """The files of ``instances`` that are still the ones of
+        ``identities`` (``_journal``); one stored again under its name since
+        stays, with its row (``_storedAgain``)."""
+        for instance, identity in zip(instances, identities):
+            self.reader.removeCopiesIfSame(instance.deviceName, instance.objectFile, identity)
 
     def _removeFiles(self, instances):
         for instance in instances:

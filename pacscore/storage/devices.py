@@ -108,6 +108,26 @@ def removeFile(path):
         pass
 
 
+def removeIfSame(path, identity):
+    """Delete ``path`` if it is still the file of ``identity`` (``identityOf``);
+    a file stored there since stays (never overwritten: put back with a
+    link).  False when it stays."""
+    aside = f"{path}.moved-{os.getpid()}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True
+    if identityOf(aside) == identity:
+        os.unlink(aside)
+        return True
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass  # a newer object is there already
+    os.unlink(aside)
+    return False
+
+
 def isDiskFull(error):
     """True when an OSError means the disk or quota is full, or the index
     database's error (SQLAlchemy's ``DBAPIError``) that its disk or file is

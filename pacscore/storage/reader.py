@@ -23,7 +23,7 @@ from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, S
                                Instance, QueryKey)
 from pacscore.storage import part10
 from pacscore.storage.attributes import SPECIFIC_CHARACTER_SET, DatasetError, readAttributes
-from pacscore.storage.devices import removeFile
+from pacscore.storage.devices import removeFile, removeIfSame
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, Damaged, checkWhole, readFileMeta
 
@@ -187,6 +187,17 @@ class ObjectReader:
         in the index; one already gone is no error."""
         for path in self.copies(deviceName, objectFile):
             removeFile(path)
+
+    def removeCopiesIfSame(self, deviceName, objectFile, identity):
+        """As ``removeCopies``, while the file on its MAG device is still the
+        one of ``identity`` (``identityOf``); False when it was stored anew
+        since: it and its mirror copy stay."""
+        [path, *others] = self.copies(deviceName, objectFile)
+        if not removeIfSame(path, identity):
+            return False
+        for other in others:
+            removeFile(other)
+        return True
 
     def fileError(self, deviceName, objectFile):
         """Why the file an index row names is unusable (missing, not Part-10,

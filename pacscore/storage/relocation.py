@@ -30,13 +30,11 @@ checks that the file is still the one copied, and the copy
 on the target is deleted instead.
 """
 
-import os
-
 from sqlalchemy import and_, bindparam
 from twisted.logger import Logger
 
 from pacscore.codecs.transcode import TranscodeError
-from pacscore.storage.devices import copyFile, identityOf, removeFile
+from pacscore.storage.devices import copyFile, identityOf, removeFile, removeIfSame
 from pacscore.storage.attributes import DatasetError
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.storage.recompression import recompressedFile
@@ -181,26 +179,8 @@ class DeviceMover:
         anew since: set aside, checked, then deleted or put back) and their
         mirror copies, and the new copies of ``stale`` ones."""
         for (_, deviceName, objectFile), (identity, _) in moved:
-            _removeIfSame(self.reader.magPath(deviceName, objectFile), identity)
+            removeIfSame(self.reader.magPath(deviceName, objectFile), identity)
             for path in self.reader.copies(deviceName, objectFile)[1:]:
                 removeFile(path)
         for _, (_, name) in stale:
             self.reader.removeCopies(device.name, name)
-
-
-def _removeIfSame(path, identity):
-    """Delete ``path`` if it is still the file of ``identity``; a file
-    stored there since stays (never overwritten: put back with a link)."""
-    aside = f"{path}.moved-{os.getpid()}"
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    if identityOf(aside) == identity:
-        os.unlink(aside)
-        return
-    try:
-        os.link(aside, path)
-    except FileExistsError:
-        pass  # a newer object is there already
-    os.unlink(aside)

@@ -19,7 +19,7 @@ from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.storage import reader
-from pacscore.storage.devices import removeFile as realRemoveFile
+from pacscore.storage.devices import removeIfSame as realRemoveIfSame
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
 from tests.pacscore.control.running import RunningArchive
@@ -75,12 +75,28 @@ class InterruptedDeleteTests(unittest.TestCase):
         """Make the next delete of ``running`` remove the files of the first
         ``share`` of its objects, then die (``Crashed``)."""
         actions = running.archive.localActions
-        removeFiles = actions._removeFiles
+        removeFiles = actions._removeUnchanged
 
-        def killed(instances):
-            removeFiles(instances[:int(len(instances) * share)])
+        def killed(instances, identities):
+            removeFiles(instances[:int(len(instances) * share)], identities)
             raise Crashed()
-        actions._removeFiles = killed
+        actions._removeUnchanged = killed
+
+    def storedAgainBeforeTheRemoval(self, running, images, then=None):
+        """Make the next delete of ``running`` store ``images`` again (each
+        acknowledged) once it has noted its objects, before it removes
+        their files, then go on with ``then`` (the removal if None)."""
+        actions = running.archive.localActions
+        workers = actions.workers
+
+        class StoringFirst:
+            @defer.inlineCallbacks
+            def deferToWorker(self, f, *args):
+                actions.workers = workers
+                yield running.store(images)
+                result = yield workers.deferToWorker(then or f, *args)
+                return result
+        actions.workers = StoringFirst()
 
     @defer.inlineCallbacks
     def restarted(self, running):
@@ -131,6 +147,50 @@ class InterruptedDeleteTests(unittest.TestCase):
         self.assertIn("Finished the delete(s) interrupted when the server stopped: 3 object(s) removed", lines)
 
     @defer.inlineCallbacks
+    def test_anObjectStoredAgainBeforeItsFileGoesIsKept(self):
+        """FileNameSyntax 8: an object stored again under its name after
+        the delete noted it, before its file went, keeps the new file and
+        its row, counted kept; the others go."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=3)
+        yield running.store(images)
+        [stored] = [path for path in running.files() if path.endswith(images[0].sopUID + ".dcm")]
+        old = os.stat(stored).st_ino
+        self.storedAgainBeforeTheRemoval(running, images[:1])
+        with capturedLogs() as events:
+            yield running.run(data.deletePatient, images[0].patientID)
+        self.assertEqual(running.files(), [stored])
+        self.assertNotEqual(os.stat(stored).st_ino, old)
+        self.assertEqual((yield running.count("image")), 1)
+        self.assertIn("test: deletepatient:PAT0000: 2 object(s) removed from the server, 1 kept: stored again meanwhile",
+                      [formatEvent(event) for event in events])
+        self.assertEqual((yield running.archive.index.runQuery(
+            lambda connection: running.archive.index.deletes.left(connection))), [])
+
+    @defer.inlineCallbacks
+    def test_anObjectStoredAgainBeforeItsFileGoesIsKeptAtTheRestart(self):
+        """The same, the server killed once the files went: the restart
+        keeps the new file and its row."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=3)
+        yield running.store(images)
+        [stored] = [path for path in running.files() if path.endswith(images[0].sopUID + ".dcm")]
+        removeFiles = running.archive.localActions._removeUnchanged
+
+        def killed(*args):
+            removeFiles(*args)
+            raise Crashed()
+        self.storedAgainBeforeTheRemoval(running, images[:1], killed)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        again, lines = yield self.restarted(running)
+        self.assertEqual(again.files(), [stored])
+        self.assertEqual((yield again.count("image")), 1)
+        self.assertEqual(pydicom.dcmread(stored).SOPInstanceUID, images[0].sopUID)
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 2 object(s) removed", lines)
+
+    @defer.inlineCallbacks
     def test_anotherObjectGivenTheFreedNameIsKept(self):
         """A FileNameSyntax without %sopuid: another SOP instance stored
         (acknowledged) under the name whose file the delete removed keeps
@@ -173,15 +233,15 @@ class FailedDeleteTests(unittest.TestCase):
         yield running.store(images)
         stuck = images[1].sopUID + ".dcm"
 
-        def removeFile(path):
+        def removeIfSame(path, identity):
             if path.endswith(stuck):
                 raise PermissionError(1, "Operation not permitted", path)
-            realRemoveFile(path)
-        self.patch(reader, "removeFile", removeFile)
+            return realRemoveIfSame(path, identity)
+        self.patch(reader, "removeIfSame", removeIfSame)
         yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), PermissionError)
         self.assertEqual((yield running.count("image")), 2)
         self.assertEqual(len(running.files()), 2)
-        self.patch(reader, "removeFile", realRemoveFile)
+        self.patch(reader, "removeIfSame", realRemoveIfSame)
         yield running.stop()
         with capturedLogs() as events:
             again = RunningArchive(self, workdir=running.workdir)

@@ -15,7 +15,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.control.context import CommandError
 from pacscore.control.devices import MoveDataToDevice, RenameDevice, ImageReadTest
 from pacscore.storage import relocation
-from pacscore.storage.devices import identityOf
+from pacscore.storage.devices import identityOf, removeIfSame
 from pacscore.storage.space import MEGABYTE
 from tests.pacscore.control.running import RunningArchive
 
@@ -142,11 +142,11 @@ class DeviceMoveTests(unittest.TestCase):
         with open(path, "wb") as f:
             f.write(b"old")
         old = identityOf(path)
-        relocation._removeIfSame(path, old)
+        removeIfSame(path, old)
         self.assertFalse(os.path.exists(path))
         with open(path, "wb") as f:
             f.write(b"new")
-        relocation._removeIfSame(path, old)
+        removeIfSame(path, old)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"new")
         self.assertEqual([name for name in os.listdir(self.mag0.path) if "moved" in name], [])

@@ -339,7 +339,7 @@ class Archive:
                 raise StartupError(f"{device.name}: {device.path} is not a folder")
             if isAbsent(device):
                 absent.append(device.name)
-        self._prepareFolders([device for device in self.devices if device not in missing] +
+        self._prepareFolders([device for device in self.devices if device.name not in absent] +
                              [self.mirrors, self.hl7DropFolder])
         try:
             self.index.createTables(self.objectReader.characterSetOf)
@@ -349,6 +349,7 @@ class Archive:
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
             self.moveMarks.createTables()
             self.moveMarks.recover(self.objectReader, absent)
+            self._prepareAbsentDevices(absent, missing)
             self.exportQueue.createTables()
             self.procedureSteps.createTables()
             self.mppsForwards.createTables()
@@ -395,10 +396,10 @@ class Archive:
             raise StartupError.ofFolder(e) from e
 
     def _checkMissingDevices(self, missing):
-        """A MAG device whose folder is missing is made, unless the index
+        """A MAG device whose folder is missing stops start-up when the index
         holds objects on it (a volume not mounted) or its regeneration was
-        interrupted: then pacs does not start (they would be served as lost,
-        and regenerated away)."""
+        interrupted (they would be served as lost, and regenerated away);
+        otherwise it is made (``_prepareAbsentDevices``)."""
         names = [device.name for device in missing]
         inUse = sorted(set(self.index.devicesInUse(names)) | (set(names) & set(self.interruptedRegens)))
         if inUse:
@@ -407,10 +408,27 @@ class Archive:
                 f"was interrupted) "
                 f"({', '.join(device.path for device in missing if device.name in inUse)}): mount its volume, "
                 f"or, if its objects are gone for good, make the folder and run 'dgate -r'")
-        for device in missing:
-            self.log.warn("{device}: its folder {path} did not exist and is made now", device=device.name,
-                          path=device.path)
-        self._prepareFolders(missing)
+
+    def _prepareAbsentDevices(self, absent, missing):
+        """After ``MoveMarks.recover``: the MAG devices named in ``absent``
+        (``isAbsent``) prepared, those of ``missing`` made, but for the
+        devices whose move marks are kept, held back (``MagDevice.holdBack``):
+        written into, their empty folder would be taken for one in use at the
+        next start-up, and the marks dropped."""
+        awaited = self.moveMarks.devicesNamed()
+        for device in self.devices:
+            if device.name not in absent:
+                continue
+            if device.name in awaited:
+                device.holdBack()
+                self.log.warn("{device}: nothing goes to it until its folder {path} holds files again (its disk "
+                              "mounted): moves to or from it cut short wait for it", device=device.name,
+                              path=device.path)
+                continue
+            if device in missing:
+                self.log.warn("{device}: its folder {path} did not exist and is made now", device=device.name,
+                              path=device.path)
+            self._prepareFolders([device])
 
     def _warnOfUnindexedFiles(self):
         """An empty index beside MAG devices holding DICOM files was lost or

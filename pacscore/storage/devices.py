@@ -44,6 +44,8 @@ class MagDevice:
         self._refilling = threading.Lock()
         self._names = itertools.count()
         self.mountPoint = None  # the mount point the folder lies on once prepared, but "/"
+        self.heldBack = False  # not prepared: absent at start-up, move marks waiting for it (holdBack)
+        self._preparing = threading.Lock()
 
     def prepare(self):
         """Create the folders; remove objects left half-received by a crash
@@ -54,6 +56,26 @@ class MagDevice:
         for name in os.listdir(self.tempDir):
             os.unlink(os.path.join(self.tempDir, name))
         self.refillTemporaryFiles()
+
+    def holdBack(self):
+        """At start-up, instead of ``prepare``, for a device absent
+        (``isAbsent``) whose move marks are kept: nothing is written in its
+        folder (an empty mount point), so the next start-up finds it absent
+        again; ``checkPresent`` finds it not there until its folder is no
+        longer empty (its disk mounted again), and prepares it then."""
+        self.heldBack = True
+
+    def prepareIfBack(self):
+        """For ``checkPresent``, of a device held back: FileNotFoundError
+        while its folder is empty; prepared once it is not."""
+        with self._preparing:
+            if not self.heldBack:
+                return
+            if not os.listdir(self.path):
+                raise FileNotFoundError(errno.ENOENT, f"{self.name} is not there (a disk not mounted?): its folder "
+                                        f"is empty, and moves cut short wait for it", self.path)
+            self.prepare()
+            self.heldBack = False
 
     def takeTemporaryFile(self):
         """The path of an empty file in ``tempDir``, for this caller alone.
@@ -233,7 +255,8 @@ def checkPresent(device):
     """FileNotFoundError when the folder of ``device`` is not there, or the
     mount point it lay on when it was prepared is no longer one (its disk
     unmounted: what is written on the disk beneath would be hidden once the
-    disk is mounted again)."""
+    disk is mounted again), or it is held back and still empty
+    (``MagDevice.holdBack``)."""
     try:
         status = os.stat(device.path)
     except (FileNotFoundError, NotADirectoryError):
@@ -244,6 +267,8 @@ def checkPresent(device):
         raise FileNotFoundError(errno.ENOENT, f"{device.name} is not there (a disk not mounted?): "
                                 f"{device.mountPoint} is no longer a mount point; mount its disk there again, "
                                 f"or restart pacs to take the folder as it is now", device.path)
+    if device.heldBack:
+        device.prepareIfBack()
 
 
 def isAbsent(device):

@@ -91,6 +91,14 @@ class MoveMarks(OwnTable):
                            if len(present) < len(marks) else "")
         return removed
 
+    def devicesNamed(self):
+        """At start-up (blocking): the names of the devices the marks left
+        (those ``recover`` kept) name, left or targeted."""
+        columns = self.table.c
+        with self.index.engine.connect() as connection:
+            return {name for row in connection.execute(select(columns.DeviceName, columns.TargetDevice).distinct())
+                    for name in row}
+
     def _removeStray(self, reader, uid, device, name, target, kept):
         """Delete the copies of ``name`` of ``device`` (its file, its
         mirror copy) that hold SOP instance ``uid`` and are none of the

@@ -95,6 +95,24 @@ class PresentTests(unittest.TestCase):
         os.makedirs(device.tempDir)
         checkPresent(device)
 
+    def test_aDeviceHeldBackIsTakenOnceItsFolderHoldsFiles(self):
+        """A device held back at start-up (absent, move marks waiting for
+        it) is not there while its folder is empty, and nothing is written
+        in it; once its disk is mounted there again it is prepared."""
+        mountPoint = os.path.abspath(self.mktemp())
+        os.mkdir(mountPoint)
+        device = MagDevice("MAG1", mountPoint)
+        device.holdBack()
+        error = self.assertRaises(FileNotFoundError, checkPresent, device)
+        self.assertIn("MAG1 is not there (a disk not mounted?): its folder is empty", str(error))
+        self.assertEqual(os.listdir(mountPoint), [])
+        self.mount(mountPoint)
+        os.makedirs(device.tempDir)  # what pacs left on the disk
+        open(os.path.join(device.tempDir, "store-1-1.part"), "w").close()
+        checkPresent(device)
+        self.assertEqual(device.mountPoint, mountPoint)
+        self.assertEqual(len(os.listdir(device.tempDir)), device.reservoirSize)
+
     def test_mountPointOf(self):
         """The nearest mount point at or above, None for ``/``."""
         self.assertEqual(mountPointOf("/proc/self"), "/proc")

@@ -15,7 +15,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.control.context import CommandError
 from pacscore.control.devices import MoveDataToDevice, RenameDevice, ImageReadTest
 from pacscore.storage import relocation
-from pacscore.storage.devices import identityOf, removeIfSame
+from pacscore.storage.devices import checkPresent, identityOf, removeIfSame
 from pacscore.storage.space import MEGABYTE
 from tests.pacscore.control.running import RunningArchive
 
@@ -429,10 +429,11 @@ class MirroredMoveTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def restartWithoutMAG1(self, unmounted):
-        """A move to MAG1 cut short before the repoint; the next start-up
-        finds MAG1's folder gone or, with ``unmounted``, empty (a mount
-        point whose disk is not mounted): its marks are kept, and its
-        copies go at the start-up after, MAG1 there again."""
+        """A move to MAG1 cut short before the repoint; the next start-ups
+        find MAG1's folder gone or, with ``unmounted``, empty (a mount
+        point whose disk is not mounted): its marks are kept, nothing is
+        written there (no object goes to it), and its copies go at the
+        start-up after MAG1 is there again."""
         def crash(*args):
             raise RuntimeError("the server was killed")
         self.patch(self.archive.deviceMover, "_repointRows", crash)
@@ -442,13 +443,18 @@ class MirroredMoveTests(unittest.TestCase):
         os.rename(self.mag1.path, self.mag1.path + ".away")
         if unmounted:
             os.mkdir(self.mag1.path)
-        with capturedLogs() as events:
-            running = RunningArchive(self, workdir=self.running.workdir)
-        self.assertIn("1 object(s) were moving between MAG devices when the server stopped: 0 copies no image row "
-                      "names removed; 1 kept for the next start-up: their device is not there",
-                      [formatEvent(e) for e in events])
-        yield running.stop()
-        shutil.rmtree(self.mag1.path)
+        for _ in range(2):
+            with capturedLogs() as events:
+                running = RunningArchive(self, workdir=self.running.workdir)
+            self.assertIn("1 object(s) were moving between MAG devices when the server stopped: 0 copies no image "
+                          "row names removed; 1 kept for the next start-up: their device is not there",
+                          [formatEvent(e) for e in events])
+            self.assertEqual(os.listdir(self.mag1.path) if unmounted else os.path.exists(self.mag1.path),
+                             [] if unmounted else False)
+            self.assertRaises(FileNotFoundError, checkPresent, running.archive.devices[1])
+            yield running.stop()
+        if unmounted:
+            os.rmdir(self.mag1.path)
         os.rename(self.mag1.path + ".away", self.mag1.path)
         with capturedLogs() as events:
             self.running = RunningArchive(self, workdir=self.running.workdir)

@@ -405,26 +405,10 @@ class VirtualServerTests(unittest.TestCase):
         listing = {"A": defer.Deferred(), "B": defer.Deferred()}
         moved = []
 
-        class Archive:
-            def __init__(self, ae):
-                self.ae = ae
-
-            def move(self, sopClass, identifier, destination, onPending=None):
-                uids = identifier.SOPInstanceUID
-                uids = [uids] if isinstance(uids, str) else list(uids)
-                moved.append((self.ae, uids))
-                index.here += uids
-                return defer.succeed(({commands.STATUS: 0}, None))
-
-            def release(self):
-                return defer.succeed(None)
-
-        async def associate(server, contexts):
-            return Archive(server.ae)
-
-        async def remoteImages(protocol, findClass, level, keys):
-            return await listing[protocol.ae]
-        servers._remoteImages, servers._associate = remoteImages, associate
+        def answer(ae, uids):
+            index.here += uids
+            return defer.succeed(({commands.STATUS: 0}, None))
+        answeredBy(servers, listing, moved, answer)
         fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)]
         listing["B"].callback(images[2:])
@@ -443,31 +427,15 @@ class VirtualServerTests(unittest.TestCase):
         listing = {ae: defer.Deferred() for ae in "ABC"}
         moved = []
 
-        class Archive:
-            def __init__(self, ae):
-                self.ae = ae
-
-            def move(self, sopClass, identifier, destination, onPending=None):
-                uids = identifier.SOPInstanceUID
-                uids = [uids] if isinstance(uids, str) else list(uids)
-                moved.append((self.ae, uids))
-                if self.ae == "A":
-                    index.here += uids[:1]
-                    return defer.succeed(({commands.STATUS: 0xC000, commands.FAILED_SUBOPERATIONS: 3}, None))
-                if self.ae == "B":
-                    return defer.fail(AssociationLost("B aborted the association"))
-                index.here += uids
-                return defer.succeed(({commands.STATUS: 0}, None))
-
-            def release(self):
-                return defer.succeed(None)
-
-        async def associate(server, contexts):
-            return Archive(server.ae)
-
-        async def remoteImages(protocol, findClass, level, keys):
-            return await listing[protocol.ae]
-        servers._remoteImages, servers._associate = remoteImages, associate
+        def answer(ae, uids):
+            if ae == "A":
+                index.here += uids[:1]
+                return defer.succeed(({commands.STATUS: 0xC000, commands.FAILED_SUBOPERATIONS: 3}, None))
+            if ae == "B":
+                return defer.fail(AssociationLost("B aborted the association"))
+            index.here += uids
+            return defer.succeed(({commands.STATUS: 0}, None))
+        answeredBy(servers, listing, moved, answer)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(5)]
         uids = [image.sopInstanceUID for image in images]
         with capturedLogs() as events:
@@ -580,3 +548,28 @@ def match(**values):
     for keyword, value in values.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def answeredBy(servers, listing, moved, answer):
+    """``servers`` ask their archives through stand-ins: an archive's
+    listing is ``listing[ae]`` (a Deferred), its C-MOVEs are recorded in
+    ``moved`` as (ae, uids) and answered by ``answer(ae, uids)``."""
+    class Archive:
+        def __init__(self, ae):
+            self.ae = ae
+
+        def move(self, sopClass, identifier, destination, onPending=None):
+            uids = identifier.SOPInstanceUID
+            uids = [uids] if isinstance(uids, str) else list(uids)
+            moved.append((self.ae, uids))
+            return answer(self.ae, uids)
+
+        def release(self):
+            return defer.succeed(None)
+
+    async def associate(server, contexts):
+        return Archive(server.ae)
+
+    async def remoteImages(protocol, findClass, level, keys):
+        return await listing[protocol.ae]
+    servers._remoteImages, servers._associate = remoteImages, associate

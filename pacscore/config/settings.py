@@ -11,8 +11,7 @@ makes them at start-up.
 """
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.listeners import checkEndpoints
-from pacscore.control.endpoint import TURNED_OFF
+from pacscore.config.listeners import DISABLED, checkEndpoints
 from pacscore.web.logins import passwordFile
 from pacscore.web.sharing import AllowedOrigins
 
@@ -59,7 +58,8 @@ def checkSettings(configuration):
         getattr(configuration, setting)
     checkEndpoints(configuration)
     # the WebUsers file unless WebEndpoint turns the web pages off (a standby's copy of dicom.ini may name a
-    # file it lacks); an absent WebEndpoint is the default endpoint, which is on: hence TURNED_OFF, not DISABLED
-    if configuration.ini.get("WebEndpoint", "").strip().lower() not in TURNED_OFF:
+    # file it lacks): off, none or empty; an absent WebEndpoint is the default endpoint, which is on
+    web = configuration.ini.get("WebEndpoint")
+    if web is None or web.strip().lower() not in DISABLED:
         passwordFile(configuration)
     AllowedOrigins.fromIni(configuration)

@@ -71,12 +71,13 @@ class CheckSettingsTests(unittest.TestCase):
 
     def test_webUsersCheckedOnlyWithTheWebOn(self):
         """A WebUsers file that is not there stops start-up while the web
-        interface is served, and not with WebEndpoint = off (a standby host
+        interface is served, and not with WebEndpoint = off or empty (a standby host
         with a copy of dicom.ini and no password file)."""
         missing = os.path.join(self.folder, "nosuch.htpasswd")
         error = self.assertRaises(ConfigError, self.load, f"WebUsers = {missing}\n")
         self.assertIn("WebUsers", str(error))
         self.load(f"WebUsers = {missing}\nWebEndpoint = off\n")
+        self.load(f"WebUsers = {missing}\nWebEndpoint =\n")  # empty: the web is off too
 
     def test_negativeSQLTimeOutIsNoLimit(self):
         """SQLTimeOut of 0 or less is no limit, as ARTIMTimeOut's is (a

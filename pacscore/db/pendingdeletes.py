@@ -40,8 +40,10 @@ class PendingDeletes:
         connection.execute(insert(self.table), [dict(zip(COLUMNS, instance)) for instance in instances])
 
     def left(self, connection):
-        """The ``Instance``s of the entries there are (a delete cut short)."""
-        return [Instance(*row) for row in connection.execute(select(*(self.table.c[name] for name in COLUMNS)))]
+        """The ``Instance``s of the entries there are (a delete cut short),
+        each once (two deletes of one object cut short both wrote it)."""
+        rows = connection.execute(select(*(self.table.c[name] for name in COLUMNS)).distinct())
+        return [Instance(*row) for row in rows]
 
     def clear(self, connection, sopInstanceUIDs=None):
         """Remove the entries of the SOP instances ``sopInstanceUIDs``, or every entry."""

@@ -110,6 +110,23 @@ class InterruptedDeleteTests(unittest.TestCase):
         return again, lines
 
     @defer.inlineCallbacks
+    def test_twoDeletesOfOnePatientCutShortAreFinishedOnce(self):
+        """Two deletes of one patient, both cut short before removing a
+        file, noted its objects twice: the restart removes each once and
+        counts it once."""
+        running = RunningArchive(self)
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=3)
+        yield running.store(images)
+        for _ in range(2):
+            self.killedWhileRemoving(running, 0)
+            yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        again, lines = yield self.restarted(running)
+        self.assertEqual((yield again.count("image")), 6)
+        self.assertEqual(len(again.files()), 6)
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 6 object(s) removed", lines)
+
+    @defer.inlineCallbacks
     def test_finishedAtTheNextStart(self):
         """deletepatient killed half way through the files: the restart
         removes the rest, files and rows, says so, and warns of no lost

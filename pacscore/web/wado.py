@@ -1,10 +1,12 @@
 """WADO-URI (PS3.18 section 6.2), as Conquest's dgate answers it:
 ``requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`` with
 
-- ``contentType``: a list in order of preference (``;q=`` ignored), the
-  first that fits the object answered (PS3.18 8.1.5), a 406 when none
+- ``contentType``: a list in order of preference (``;q=`` weighs them as
+  in an Accept header, q=0 refuses a type, ``multipart.acceptedRanges``),
+  the first that fits the object answered (PS3.18 8.1.5), a 406 when none
   does: ``image/jpeg``, ``image/gif``, ``image/png``, ``image/bmp``,
-  ``image/*`` and ``*/*`` (a JPEG) for objects with pixels (``*/*`` else
+  ``image/*`` and ``*/*`` (a JPEG, else the first of PNG, GIF and BMP
+  that a q=0 does not refuse) for objects with pixels (``*/*`` else
   ``application/dicom``), ``application/dicom``, ``text/html`` or
   ``text/plain`` (a header dump) for any, the type of the document an
   object encapsulates (``application/pdf``, ``text/xml`` ...: the
@@ -42,6 +44,7 @@ from pacscore.control.pictures import dicomFile
 from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.contents import contents
+from pacscore.web.dicomweb.multipart import Accepted, acceptedRanges
 from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
@@ -53,6 +56,8 @@ PICTURE_TYPES = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/gif": "gif", "i
 DICOM = "application/dicom"
 OTHER_TYPES = (DICOM, "text/html", "text/plain")  # of any object
 ANY = "*/*"  # a picture of an object with pixels, else DICOM
+WILDCARDS = (ANY, "image/*")  # a picture: the first of PICTURE_ORDER not refused (q=0)
+PICTURE_ORDER = ("image/jpeg", "image/png", "image/gif", "image/bmp")
 DEFAULT = "image/jpeg, application/dicom"  # without contentType: as ANY
 SYNTAX_CODES = {syntaxes[0]: code for code, syntaxes in reversed(CODE_SYNTAXES.items())}
 WHOLE = 0  # size: not shrunk
@@ -60,24 +65,37 @@ PICTURE_PARAMETERS = ("rows", "columns", "region", "windowCenter", "windowWidth"
 
 
 def _contentTypes(text):
-    """The content types of the list that pacs answers, in its order; a
-    406 when it names none."""
-    wanted = [part.split(";")[0].strip().lower() for part in (text or DEFAULT).split(",")]
-    known = [kind for kind in wanted if kind in PICTURE_TYPES or kind in OTHER_TYPES or kind in DOCUMENTS
-             or kind == ANY]
+    """The content types of the list that pacs answers, best first (by
+    ``q`` as in an Accept header, then in its order) as ``Accepted``
+    media ranges, those it gives q=0 its ``refused``; a 406 when it
+    names none (or refuses each)."""
+    accepted = acceptedRanges([text or DEFAULT], "contentType")
+    known = [media for media in accepted if media.name in PICTURE_TYPES or media.name in OTHER_TYPES
+             or media.name in DOCUMENTS or media.name == ANY]
     if not known:
         raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
-                            f"{', '.join(sorted({*PICTURE_TYPES, *OTHER_TYPES, *DOCUMENTS, ANY}))}")
-    return known
+                            f"{', '.join(sorted({*PICTURE_TYPES, *OTHER_TYPES, *DOCUMENTS, ANY}))}"
+                            f"{' (q=0 is not acceptable)' if accepted.refused else ''}")
+    return Accepted(known, accepted.refused)
+
+
+def _picture(wanted, media):
+    """The picture type the range ``media`` of the ``wanted`` content
+    types takes: the one it names, else (``image/*``, ``*/*``) the first
+    of PICTURE_ORDER that no narrower q=0 range refuses; None when each is."""
+    if media.name not in WILDCARDS:
+        return media.name
+    return next((kind for kind in PICTURE_ORDER if not wanted.refuses(kind, taken=media)), None)
 
 
 async def _contentType(archive, path, wanted, text):
-    """The first of the ``wanted`` content types that fits the stored
-    object ``path`` (a picture only of one with pixels, a document type
-    only of the document it encapsulates; what it holds read only when
-    that decides it); a 406 when none does."""
+    """The first of the ``wanted`` content types (``_contentTypes``) that
+    fits the stored object ``path`` (a picture only of one with pixels, a
+    document type only of the document it encapsulates; what it holds read
+    only when that decides it); a 406 when none does."""
     held = None
-    for kind in wanted:
+    for media in wanted:
+        kind = media.name
         if kind in OTHER_TYPES:
             return kind
         if held is None:
@@ -85,9 +103,9 @@ async def _contentType(archive, path, wanted, text):
         if kind in DOCUMENTS:
             if held.document == kind:
                 return kind
-        elif held.pixels:
-            return kind if kind in PICTURE_TYPES else "image/jpeg"
-        if kind == ANY:
+        elif held.pixels and (shown := _picture(wanted, media)) is not None:
+            return shown
+        if kind == ANY and not wanted.refuses(DICOM, taken=media):
             return DICOM
     holding = ("pixels" if held.pixels else "no pixels") + (f" and a {held.document} document" if held.document else "")
     raise WebError(406, f"cannot answer contentType {text!r}: the object holds {holding}")

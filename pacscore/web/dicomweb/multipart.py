@@ -84,19 +84,26 @@ class Accepted(list):
 
 
 def accepted(request):
-    """The Accepted media ranges of the request's Accept headers, best
-    first (by ``q``, then in the order given); ``*/*`` when it has none,
-    nothing when all it names are q=0.  The ``accept`` query parameter
-    (PS3.18 8.3.3.1) comes before the headers."""
+    """The Accepted media ranges of the request's Accept headers
+    (``acceptedRanges``).  The ``accept`` query parameter (PS3.18 8.3.3.1)
+    comes before the headers."""
     texts = [value.decode("latin-1") for value in request.args.get(b"accept", [])]
     texts += [value.decode("latin-1") for value in request.requestHeaders.getRawHeaders(b"accept", [])]
+    return acceptedRanges(texts)
+
+
+def acceptedRanges(texts, name="the Accept header"):
+    """The Accepted media ranges of the Accept ``texts`` (lists of media
+    ranges, as WADO-URI's ``contentType`` is too), best first (by ``q``,
+    then in the order given); ``*/*`` when they have none, nothing when
+    all they name are q=0.  A q that is no number is a 400 naming ``name``."""
     ranges, refused = [], []
     for position, part in enumerate(part for text in texts for part in _splitAccept(text)):
         media = mediaType(part)
         try:
             quality = float(media.parameters.pop("q", "1"))
         except ValueError:
-            raise WebError(400, f"the Accept header has a bad q value in {part!r}") from None
+            raise WebError(400, f"{name} has a bad q value in {part!r}") from None
         if quality > 0:
             ranges.append((-quality, position, media))
         else:

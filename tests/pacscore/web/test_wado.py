@@ -1,13 +1,15 @@
-"""Tests for pacscore.web.wado: a large object asked for anonymized is
-converted file to file and streamed, as it would be made in memory."""
+"""Tests for pacscore.web.wado: contentType weighed by its q values, and
+a large object asked for anonymized is converted file to file and
+streamed, as it would be made in memory."""
 
 from twisted.internet import defer
 
 from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
 from pacscore.dicom.storeddata import STREAMED_OBJECT
+from pacscore.web.answers import HTML
 from pacscore.web.objectstream import CHUNK
-from tests.pacscore.web.pages import WebTestCase, answered, getRequest
+from tests.pacscore.web.pages import WebTestCase, answered, get, getRequest
 
 STUDY, SERIES, SOP = "1.2.826.0.1.3680043.2.1125.8.1", "1.2.826.0.1.3680043.2.1125.8.2", "1.2.826.0.1.3680043.2.1125.8.3"
 
@@ -31,3 +33,31 @@ class AnonymizedTests(WebTestCase):
         self.assertNotIn(b"Big^Object", found.body)
         self.assertGreater(len(request.written), len(ds.PixelData) // CHUNK)
         self.assertLessEqual(max(map(len, request.written)), CHUNK)
+
+
+class ContentTypeTests(WebTestCase):
+
+    @defer.inlineCallbacks
+    def test_qValuesWeighTheTypes(self):
+        """contentType's q values order its types as an Accept header's do
+        (PS3.18 8.1.5: "relative degree of preference"), q=0 refusing one:
+        a wildcard takes a picture type it does not refuse, and a list that
+        refuses each type it names is a 406."""
+        image = self.corpus[0]
+        for contentType, kind in (("image/png;q=0.1,image/jpeg", "image/jpeg"),
+                                  ("image/png;q=0,image/jpeg", "image/jpeg"),
+                                  ("application/dicom;q=0.2,image/jpeg;q=0.9", "image/jpeg"),
+                                  ("image/gif;q=0.5, image/png", "image/png"),
+                                  ("*/*,image/jpeg;q=0", "image/png"),
+                                  ("image/*,image/jpeg;q=0,image/png;q=0", "image/gif"),
+                                  ("*/*,image/*;q=0", "application/dicom"),
+                                  ("image/jpeg;q=0", None), ("image/png;q=0,text/html;q=0", None),
+                                  ("*/*;q=0", None)):
+            answer = yield get(self.resource, requestType="WADO", studyUID=image.studyUID, seriesUID=image.seriesUID,
+                               objectUID=image.sopUID, contentType=contentType)
+            self.assertEqual((contentType, answer.code, answer.headers["content-type"]),
+                             (contentType, 200, kind) if kind else (contentType, 406, HTML))
+        answer = yield get(self.resource, requestType="WADO", studyUID=image.studyUID, seriesUID=image.seriesUID,
+                           objectUID=image.sopUID, contentType="image/png;q=x")
+        self.assertEqual(answer.code, 400)
+        self.assertIn(b"contentType has a bad q value", answer.body)

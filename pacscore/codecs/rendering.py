@@ -6,6 +6,8 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   RLE, NKI ...) and its samples reduced to Bits Stored (bits above High
   Bit, which lossless streams keep, masked off; signed ones sign-extended);
   colour made RGB, palette colour looked up;
+- cut to a ``region`` (WADO-URI's fractions of the frame, or DICOMweb's
+  SourceRegion in pixels), clamped to the frame;
 - shrunk to ``size`` pixels at most across by keeping every f-th pixel of
   every f-th row, f the smallest whole factor that does it (never enlarged);
 - grey values windowed: ``level``/``window`` in modality units (the
@@ -29,6 +31,8 @@ too (``encapsulatedframes``), not shown partly filled, and so is a frame
 whose codestream header describes another image than the object does
 (``codestreamheader``), which the decoder would allocate.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 from pydicom.dataset import FileMetaDataset
@@ -240,10 +244,27 @@ def _grey(ds, pixels, level, window, function=None):
     return grey
 
 
+class SourceRegion(NamedTuple):
+    """A region of a frame in pixels, as DICOMweb's ``viewport`` names it
+    (PS3.18 8.3.5.1.3: sx, sy, sw, sh): its left column and top row (from
+    0), its width and height (at least 1); what lies beyond the frame is
+    left out."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
 def _cropped(pixels, region):
-    """The part of ``pixels`` that ``region`` = (x-min, y-min, x-max, y-max),
-    fractions of the width and height, covers (at least one pixel)."""
+    """The part of ``pixels`` that ``region`` covers (at least one pixel):
+    a SourceRegion, or (x-min, y-min, x-max, y-max) fractions of the width
+    and height, as WADO-URI names it."""
     rows, columns = pixels.shape[:2]
+    if isinstance(region, SourceRegion):
+        left, top = min(region.x, columns - 1), min(region.y, rows - 1)
+        right, bottom = min(region.x + region.width, columns), min(region.y + region.height, rows)
+        return pixels[top:bottom, left:right]
     xmin, ymin, xmax, ymax = region
     left, top = min(int(xmin * columns), columns - 1), min(int(ymin * rows), rows - 1)
     right, bottom = max(round(xmax * columns), left + 1), max(round(ymax * rows), top + 1)
@@ -254,7 +275,7 @@ def renderFrame(data, syntax, size=0, level=0, window=0, frame=0, region=None, f
     """The 8-bit pixels of ``frame`` of the data set ``data`` (bytes in
     ``syntax``) for display: (rows, columns) grey or (rows, columns, 3)
     RGB uint8, only the ``region`` (x-min, y-min, x-max, y-max fractions,
-    as WADO asks; None: all), at most ``size`` across (0: as large as it
+    as WADO-URI asks, or a SourceRegion in pixels; None: all), at most ``size`` across (0: as large as it
     is). See the module docstring. TranscodeError when it has no image to
     show."""
     data = nkipixels.withPlainPixels(data, syntax)

@@ -75,7 +75,8 @@ async def picture(archive, request, path, graphic, size, level, window, frame, r
     """An Answer to ``request`` with the picture of a stored file; ``frame``
     from 0, named in a MissingFrame (422) as the request counts frames, from
     ``firstFrame``; ``quality`` (1-100) that of a JPEG, Conquest's 95 when
-    None; ``viewport`` (width, height) it is scaled to fit; ``function``
+    None; ``region`` the part of the frame shown (``renderFile``);
+    ``viewport`` (width, height) it is scaled to fit; ``function``
     the VOI LUT function of ``level``/``window`` (``renderFile``). Pictures of
     every page (slices, WADO-URI, WADO-RS rendered and thumbnails) take
     their turn in ``archive.webRenders``; one whose client left while it

@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
 from pacscore.codecs.compression import AS_STORED_CODE
-from pacscore.codecs.rendering import LARGEST_FIT, LINEAR, WINDOW_FUNCTIONS
+from pacscore.codecs.rendering import LARGEST_FIT, LINEAR, WINDOW_FUNCTIONS, SourceRegion
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.models import STUDY_ROOT_MOVE
@@ -459,17 +459,20 @@ def _argument(request, name):
     return values[-1].decode("utf-8", "replace").strip() if values else ""
 
 
-def _numbers(request, name, count):
-    """The first ``count`` numbers of the comma-separated parameter ``name`` (0 when not given)."""
+def _numbers(request, name, *counts):
+    """The numbers of the comma-separated parameter ``name``, as many as
+    one of ``counts`` says (``counts[0]`` zeros when not given); a 400 for
+    any other count or a part that is no number, never a part ignored."""
     text = _argument(request, name)
     if not text:
-        return [0] * count
+        return [0] * counts[0]
     try:
-        numbers = [round(float(part)) for part in text.split(",")[:count]]
+        numbers = [round(float(part)) for part in text.split(",")]
     except (ValueError, OverflowError):
         numbers = []
-    if len(numbers) < count:
-        raise WebError(400, f"{name} must be {count} numbers separated by commas, not {text!r}")
+    if len(numbers) not in counts:
+        raise WebError(400, f"{name} must be {' or '.join(map(str, counts))} numbers separated by commas, "
+                            f"not {text!r}")
     return numbers
 
 
@@ -507,12 +510,30 @@ def _pictureKind(accepted):
     raise WebError(406, f"pacs renders pictures as {', '.join(PICTURES)}")
 
 
-async def _rendered(archive, request, path, frame, size):
-    kind = _pictureKind(multipart.accepted(request))
-    width, height = _numbers(request, "viewport", 2)
+def _viewport(request):
+    """``(width, height, source)`` of the ``viewport`` parameter (PS3.18
+    8.3.5.1.3: vw,vh[,sx,sy,sw,sh]): the largest size of the picture (0:
+    not bounding) and the SourceRegion of the frame shown (None: all)."""
+    numbers = _numbers(request, "viewport", 2, 6)
+    width, height = numbers[:2]
     if not (0 <= width <= LARGEST_FIT and 0 <= height <= LARGEST_FIT):
         raise WebError(400, f"viewport must be a width and height from 0 to {LARGEST_FIT}, not "
                             f"{_argument(request, 'viewport')!r}")
+    if len(numbers) == 2:
+        return width, height, None
+    source = SourceRegion(*numbers[2:])
+    if source.x < 0 or source.y < 0 or source.width == 0 or source.height == 0:
+        raise WebError(400, f"the viewport's source region must start at 0 or beyond and be at least a pixel wide "
+                            f"and high, not {_argument(request, 'viewport')!r}")
+    if source.width < 0 or source.height < 0:
+        raise WebError(400, f"pacs does not flip pictures (a negative source width or height): "
+                            f"viewport={_argument(request, 'viewport')}")
+    return width, height, source
+
+
+async def _rendered(archive, request, path, frame, size):
+    kind = _pictureKind(multipart.accepted(request))
+    width, height, source = _viewport(request)
     center, window, function = _window(request)
     quality = _numbers(request, "quality", 1)[0] if _argument(request, "quality") else None
     if quality is not None and not 1 <= quality <= 100:
@@ -520,14 +541,15 @@ async def _rendered(archive, request, path, frame, size):
     viewport = (width, height) if width or height else None
     try:
         return await picture(archive, request, path, kind, 0 if viewport else size, center, window, frame,
-                             quality=quality, viewport=viewport, function=function)
+                             source, quality, viewport, function=function)
     except MissingFrame as e:  # frames/{n} is a resource of the path, as for the frames themselves
         raise WebError(404, e.message) from e
 
 
 async def retrieveRendered(archive, request, target, base):
     """An instance (or one of its frames) as a picture: ``viewport`` =
-    width,height (the largest size), ``window`` = center,width[,function],
+    width,height[,sx,sy,sw,sh] (the largest size, and the region of the
+    frame shown, in pixels, scaled to fit it), ``window`` = center,width[,function],
     ``quality`` (1-100, of a JPEG).  A study or series as the picture of
     its first instance that can be shown, as Orthanc answers them (PS3.18
     10.4.1 has them a multipart of every instance's)."""

@@ -18,7 +18,6 @@ from pydicom.multival import MultiValue
 from twisted.logger import Logger
 
 from pacscore.storage.codeextensions import withoutEscapes
-from pacscore.web.answers import Answer
 from pacscore.web.dicomweb.rawvalues import rawValues
 
 log = Logger()
@@ -179,8 +178,3 @@ def jsonBytes(value):
     """The JSON text of ``value`` (DICOM JSON objects), encoded; made in a
     worker thread for long answers."""
     return json.dumps(value, allow_nan=False).encode("utf-8")
-
-
-def jsonAnswer(body, headers=(), status=200):
-    """An Answer with the encoded DICOM JSON ``body``."""
-    return Answer(body, DICOM_JSON, tuple(headers), status)

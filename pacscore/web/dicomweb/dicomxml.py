@@ -1,9 +1,12 @@
 """DICOM XML (PS3.19 A.1, the Native DICOM Model) for the answers of
-STOW-RS to clients that ask for ``application/dicom+xml``: made from the
-DICOM JSON object of the answer's data set (``dicomjson.jsonDataset``),
-each attribute a ``DicomAttribute`` (tag, VR, keyword) holding numbered
-``Value``s, ``Item``s of a sequence or ``PersonName``s."""
+STOW-RS, QIDO-RS and WADO-RS metadata to clients that ask for
+``application/dicom+xml`` (``metadataform``): made from the DICOM JSON
+object of the answer's data set (``dicomjson.jsonDataset``), each
+attribute a ``DicomAttribute`` (tag, VR, keyword) holding numbered
+``Value``s, ``Item``s of a sequence or ``PersonName``s, or its binary
+value as ``InlineBinary`` (base64) or a ``BulkData`` uri."""
 
+import re
 from xml.etree import ElementTree
 
 from pydicom.datadict import keyword_for_tag
@@ -11,6 +14,7 @@ from pydicom.datadict import keyword_for_tag
 DICOM_XML = "application/dicom+xml"
 NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 PERSON_NAME_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def xmlBytes(found):
@@ -29,6 +33,10 @@ def _addAttributes(parent, found):
         for number, value in enumerate(attribute.get("Value", ()), 1):
             if value is not None:
                 _addValue(element, attribute["vr"], str(number), value)
+        if "InlineBinary" in attribute:
+            ElementTree.SubElement(element, "InlineBinary").text = attribute["InlineBinary"]
+        if "BulkDataURI" in attribute:
+            ElementTree.SubElement(element, "BulkData", uri=attribute["BulkDataURI"])
 
 
 def _addValue(element, vr, number, value):
@@ -42,6 +50,13 @@ def _addValue(element, vr, number, value):
             groupElement = ElementTree.SubElement(name, group)
             for component, part in zip(PERSON_NAME_COMPONENTS, text.split("^")):
                 if part:
-                    ElementTree.SubElement(groupElement, component).text = part
+                    ElementTree.SubElement(groupElement, component).text = _xmlText(part)
     else:
-        ElementTree.SubElement(element, "Value", number=number).text = str(value)
+        ElementTree.SubElement(element, "Value", number=number).text = _xmlText(str(value))
+
+
+def _xmlText(text):
+    """``text`` with the control characters XML 1.0 cannot hold (stored
+    values may have them, DICOM JSON escapes them) as U+FFFD, so that the
+    document stays well formed."""
+    return _NOT_XML.sub("\ufffd", text)

@@ -21,8 +21,6 @@ from urllib.parse import quote
 from pacscore.dicom.uids import isUID
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import WebError, notAllowed
-from pacscore.web.dicomweb import multipart
-from pacscore.web.dicomweb.dicomjson import JSON_TYPES
 from pacscore.web.dicomweb.retrieve import (
     retrieveBulk, retrieveFrames, retrieveInstances, retrieveMetadata, retrieveRendered, retrieveThumbnail)
 from pacscore.web.dicomweb.search import search
@@ -73,7 +71,6 @@ ROUTES = {
     INSTANCE + "/bulk/{tag}": {"GET": retrieveBulk},
 }
 _PATTERNS = [(pattern.split("/"), methods) for pattern, methods in ROUTES.items()]
-JSON_ANSWERS = {"retrieveMetadata", "search"}  # STOW-RS chooses its own (store.answerType)
 
 
 def route(segments):
@@ -108,18 +105,6 @@ def _segments(request):
     while segments and not segments[-1]:
         segments.pop()
     return segments
-
-
-def _handlerName(handler):
-    return getattr(handler, "func", handler).__name__
-
-
-def jsonType(request):
-    """The JSON media type the Accept header takes; WebError 406 when none."""
-    kind = multipart.preferredType(request, JSON_TYPES)
-    if kind is None:
-        raise WebError(406, f"pacs answers this as {' or '.join(JSON_TYPES)}")
-    return kind
 
 
 def _authority(request):
@@ -164,9 +149,7 @@ class DicomWebResource(AnsweringResource):
         handler = methods.get("GET" if method == "HEAD" else method)  # HEAD: GET's headers, no body
         if handler is None:
             raise notAllowed(method, allowed(methods))
-        contentType = jsonType(request) if _handlerName(handler) in JSON_ANSWERS else None
-        found = await handler(self.archive, request, target, baseURL(request))
-        return found._replace(contentType=contentType) if contentType else found
+        return await handler(self.archive, request, target, baseURL(request))
 
     def render_OPTIONS(self, request):
         try:

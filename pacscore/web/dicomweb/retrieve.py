@@ -1,9 +1,10 @@
 """WADO-RS (PS3.18 section 10.4): a study, series or instance as
 ``multipart/related; type="application/dicom"`` (Part-10 objects made one
-by one as the client takes them), its ``metadata`` (DICOM JSON), an
-instance's ``frames/{list}`` and ``bulk/{tag}`` data, and ``rendered`` and
-``thumbnail`` pictures (an instance's ``rendered`` the document it
-encapsulates, a PDF say, when the Accept header takes its type).
+by one as the client takes them), its ``metadata`` (DICOM JSON, or DICOM
+XML as ``metadataform`` says), an instance's ``frames/{list}`` and
+``bulk/{tag}`` data, and ``rendered`` and ``thumbnail`` pictures (an
+instance's ``rendered`` the document it encapsulates, a PDF say, when the
+Accept header takes its type).
 
 The Accept header chooses the transfer syntax: ``transfer-syntax=*`` sends
 objects and frames as stored (NKI-compressed pixels expanded; an object
@@ -37,10 +38,11 @@ from pacscore.dicom.uids import isUID
 from pacscore.web.answers import StreamAnswer, WebError
 from pacscore.web.dicomweb import multipart
 from pacscore.storage.attributes import DatasetError
-from pacscore.web.dicomweb.dicomjson import DICOM_JSON, jsonBytes
+from pacscore.web.dicomweb.dicomjson import jsonBytes
 from pacscore.web.dicomweb.instancefiles import (
     FRAME_TYPES, OCTET_STREAM, PIXEL_DATA, NoSuchAttribute, NoSuchFrame, bulkValue, frameSyntax,
     instanceFrames, instanceMetadata)
+from pacscore.web.dicomweb.metadataform import metadataForm
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.contents import contents
 from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf
@@ -294,48 +296,50 @@ class Unsendable:
 
 
 async def retrieveMetadata(archive, request, target, base):
-    """The DICOM JSON of every object ``target`` names, streamed: its files
+    """The DICOM JSON (or DICOM XML, as the Accept header asks:
+    ``metadataForm``) of every object ``target`` names, streamed: its files
     read and converted ``METADATA_BATCH`` at a time in the I/O pool, so
     that the answer starts after the first batch and memory holds one
     batch, whatever the size of the study (files whose metadata
     ``archive.metadataCache`` holds are not read again; that cache holds up
     to 64 MB besides); one that cannot be read is left out, with a log
     line."""
+    form = metadataForm(request)
     found, fetched = await storedInstances(archive, target)
-    return StreamAnswer(_metadataChunks(archive, found, base), DICOM_JSON,
+    return StreamAnswer(_metadataChunks(archive, found, base, form), form.contentType,
                         release=lambda: released(archive, fetched))
 
 
-async def _metadataChunks(archive, found, base):
-    """The JSON array of the ``found`` objects' metadata, a batch a chunk;
-    one log line for the objects whose text is not valid in its character
-    set (``decodeValues``)."""
-    opening = b"["
+async def _metadataChunks(archive, found, base, form):
+    """The ``found`` objects' metadata in the MetadataForm ``form``, a
+    batch a chunk; one log line for the objects whose text is not valid in
+    its character set (``decodeValues``)."""
+    sent = False
     unfit = []  # (object, elements) of each
     for start in range(0, len(found), METADATA_BATCH):
         batch = [(path, instanceURL(base, instance)) for instance, path in found[start:start + METADATA_BATCH]]
         texts = await archive.workers.deferToWorker(_metadataTexts, archive.objectReader, archive.metadataCache,
-                                                    batch, lambda *described: unfit.append(described))
+                                                    batch, lambda *described: unfit.append(described), form)
         if texts:
-            yield opening + b",".join(texts)
-            opening = b","
+            yield (form.separator if sent else form.opening) + form.separator.join(texts)
+            sent = True
     if unfit:
         log.warn("WADO-RS metadata: {count} objects with text not valid in their Specific Character Set, read as "
                  "Latin-1, the first {object}: {elements}", count=len(unfit), object=unfit[0][0],
                  elements=unfit[0][1])
-    yield b"[]" if opening == b"[" else b"]"
+    yield (b"" if sent else form.opening) + form.closing
 
 
-def _metadataTexts(reader, cache, batch, onUnfit):
-    """In the I/O pool: the encoded DICOM JSON of each ``(path, url)`` of
-    ``batch`` whose file can be read (by ``reader``'s ``onFile``), from
-    ``cache`` when it holds that of the same file; ``onUnfit`` as
-    ``instanceMetadata``'s."""
+def _metadataTexts(reader, cache, batch, onUnfit, form):
+    """In the I/O pool: the metadata, in the MetadataForm ``form``, of each
+    ``(path, url)`` of ``batch`` whose file can be read (by ``reader``'s
+    ``onFile``), its encoded DICOM JSON from ``cache`` when it holds that of
+    the same file; ``onUnfit`` as ``instanceMetadata``'s."""
     make = partial(_metadataText, onUnfit=onUnfit)
     texts = []
     for path, url in batch:
         try:
-            texts.append(reader.onFile(path, cache.metadata, url, make)[1])
+            texts.append(form.fromJSON(reader.onFile(path, cache.metadata, url, make)[1]))
         except (OSError, DatasetError, InvalidDicomError, ValueError) as e:
             log.warn("WADO-RS metadata: {path} left out: it cannot be read: {error}", path=path, error=e)
     return texts

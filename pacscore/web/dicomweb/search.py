@@ -1,5 +1,6 @@
 """QIDO-RS (PS3.18 section 10.6): searches for studies, series and
-instances in the index, answered in DICOM JSON (``application/dicom+json``).
+instances in the index, answered in DICOM JSON (``application/dicom+json``)
+or, when the Accept header asks for it, DICOM XML (``metadataform``).
 
 A search is a C-FIND on the index (``IndexQuery.find``, in a reader
 thread) with C-FIND's matching: ``{attribute}={value}`` (a keyword or
@@ -46,8 +47,9 @@ from pacscore.dicom.identifiers import (
     findIdentifier, tagName)
 from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.dicom.virtual import addComputed
-from pacscore.web.answers import WebError, notText
-from pacscore.web.dicomweb.dicomjson import jsonAnswer, jsonBytes, jsonDataset
+from pacscore.web.answers import Answer, WebError, notText
+from pacscore.web.dicomweb.dicomjson import jsonDataset
+from pacscore.web.dicomweb.metadataform import metadataForm
 from pacscore.web.converting import convertedKeys, resultFilter
 from pacscore.web.logins import callingAE
 
@@ -286,15 +288,16 @@ def _page(items, offset, limit):
     return items[offset:] if limit is None else items[offset:offset + limit]
 
 
-def _matches(connection, query, level, keys, encoder, base, offset, limit):
-    """In a reader thread: the count of all matches and the encoded JSON
-    array of those from ``offset`` (at most ``limit``, None: all)."""
+def _matches(connection, query, level, keys, encoder, base, offset, limit, form):
+    """In a reader thread: the count of all matches and the answer (in the
+    MetadataForm ``form``) of those from ``offset`` (at most ``limit``,
+    None: all)."""
     total, answers = _localMatches(connection, query, level, keys, encoder, base, offset, limit)
-    return total, jsonBytes([jsonDataset(dataset) for dataset in answers])
+    return total, form.whole(jsonDataset(dataset) for dataset in answers)
 
 
-def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
-    """In a worker: the count and JSON array of our answers (with the
+def _withRemote(local, remote, level, base, aeTitle, offset, limit, form, keep=None):
+    """In a worker: the count and answer (in the MetadataForm ``form``) of our answers (with the
     computed keys of the virtual servers' answers of the same entity:
     ``addComputed``) then those of the virtual servers (Datasets) whose
     entity is new and that ``keep`` (QueryResultConverter0, as for ours)
@@ -322,14 +325,16 @@ def _withRemote(local, remote, level, base, aeTitle, offset, limit, keep=None):
                   for tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)}
         dataset.add_new(RETRIEVE_URL, "UR", retrieveURL(base, values, level))
         merged.append(dataset)
-    return len(merged), jsonBytes([jsonDataset(dataset) for dataset in _page(merged, offset, limit)])
+    return len(merged), form.whole(jsonDataset(dataset) for dataset in _page(merged, offset, limit))
 
 
 async def search(archive, request, target, base, level):
-    """The QIDO-RS answer at ``level`` (STUDY, SERIES, IMAGE) within ``target``."""
+    """The QIDO-RS answer at ``level`` (STUDY, SERIES, IMAGE) within
+    ``target``, in the media type the Accept header takes (``metadataForm``)."""
+    form = metadataForm(request)
     converted = await convertedKeys(archive, callingAE(request), level, searchKeys(archive, request, level, target))
     if converted is None:
-        return jsonAnswer(jsonBytes([]))
+        return Answer(form.whole([]), form.contentType)
     keys, mask = converted
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
@@ -342,14 +347,14 @@ async def search(archive, request, target, base, level):
     virtual = archive.virtualServers
     if virtual is None:
         total, answers = await archive.index.runQuery(_matches, archive.query, level, keys, encoder, base,
-                                                      offset, limit)
+                                                      offset, limit, form)
     else:
         _, local = await archive.index.runQuery(_localMatches, archive.query, level, keys, encoder, base)
         remote = await virtual.find(STUDY_ROOT_FIND, findIdentifier(level, keys), mask)
         total, answers = await archive.workers.deferToWorker(_withRemote, local, remote, level, base,
-                                                             archive.aeTitle, offset, limit, keep)
+                                                             archive.aeTitle, offset, limit, form, keep)
     warnings = []
     if limit is not None and offset + limit < total:
         warnings.append(CAPPED if capped else MORE)
     warnings += _parameterWarnings(archive.query, level, request)
-    return jsonAnswer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())
+    return Answer(answers, form.contentType, (("Warning", ", ".join(warnings)),) if warnings else ())

@@ -1,13 +1,15 @@
 """``DicomWebTestCase``: a RunningArchive holding a generated corpus, its
 web site listening on a free loopback port, and ``fetch`` through
 twisted.web's Agent, so that answers cross real HTTP (chunked streams,
-backpressure, cut connections); ``parts`` splits a multipart answer;
+backpressure, cut connections); ``parts`` splits a multipart answer,
+``xmlObjects`` reads its DICOM XML parts back as DICOM JSON;
 ``viewedColours`` shows a native colour frame as its metadata says."""
 
 import io
 import json
 import warnings
 from typing import NamedTuple
+from xml.etree import ElementTree
 
 import numpy as np
 from pydicom.pixels import convert_color_space
@@ -17,6 +19,7 @@ from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from pacscore.web.dicomweb import multipart
+from pacscore.web.dicomweb.dicomxml import DICOM_XML, NAMESPACE, PERSON_NAME_COMPONENTS
 from pacscore.web.site import webSite
 from tests.pacscore.web.pages import WebTestCase
 
@@ -39,6 +42,53 @@ class Fetched(NamedTuple):
         f = io.BytesIO(self.body)
         return [(part.headers.get("content-type"), self.body[part.start:part.end])
                 for part in multipart.splitParts(f, boundary)]
+
+    def xmlObjects(self):
+        """The DICOM JSON objects (values as text: ``asText``) of the
+        PS3.19 Native DICOM Model parts of a multipart DICOM XML answer."""
+        assert self.header("content-type").startswith(f'multipart/related; type="{DICOM_XML}"; boundary=')
+        parts = self.parts()
+        assert all(kind == DICOM_XML for kind, _ in parts), parts
+        return [_xmlObject(ElementTree.fromstring(content)) for _, content in parts]
+
+
+def _native(element):
+    """The name of an element of the Native DICOM Model."""
+    return element.tag.removeprefix(f"{{{NAMESPACE}}}")
+
+
+def _xmlObject(parent):
+    """The DICOM JSON object of the DicomAttributes of ``parent``, values as text."""
+    found = {}
+    for attribute in parent:
+        entry, values = {"vr": attribute.get("vr")}, {}
+        for child in attribute:
+            name, number = _native(child), int(child.get("number", 0))
+            if name == "Item":
+                values[number] = _xmlObject(child)
+            elif name == "PersonName":
+                values[number] = {_native(group): "^".join(
+                    next((c.text for c in group if _native(c) == component), "")
+                    for component in PERSON_NAME_COMPONENTS).rstrip("^") for group in child}
+            elif name == "Value":
+                values[number] = child.text
+            elif name == "InlineBinary":
+                entry["InlineBinary"] = child.text
+            elif name == "BulkData":
+                entry["BulkDataURI"] = child.get("uri")
+        if values:
+            entry["Value"] = [values.get(number) for number in range(1, max(values) + 1)]
+        found[attribute.get("tag")] = entry
+    return found
+
+
+def asText(value):
+    """A DICOM JSON value with its numbers as text, as DICOM XML holds them."""
+    if isinstance(value, dict):
+        return {name: asText(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [asText(inner) for inner in value]
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 class DicomWebTestCase(WebTestCase):

@@ -40,3 +40,15 @@ class NativeDicomModelTests(unittest.TestCase):
         self.assertEqual([(group.tag, [(c.tag, c.text) for c in group]) for group in first],
                          [(_name("Alphabetic"), [(_name("FamilyName"), "Zhang"), (_name("GivenName"), "XiaoDong")]),
                           (_name("Ideographic"), [(_name("FamilyName"), "张"), (_name("GivenName"), "小东")])])
+
+    def test_controlCharactersXMLCannotHold(self):
+        """A stored text with control characters XML 1.0 cannot hold (its
+        JSON escapes them) still makes a well-formed document: they are
+        U+FFFD there, tabs and line ends kept."""
+        dataset = Dataset()
+        dataset.add_new(0x00100010, "PN", "Doe\x01^Jane")
+        dataset.add_new(0x00204000, "LT", "line\r\nnext\tcolumn\x00\x1b\x0c")
+        root = ElementTree.fromstring(xmlBytes(jsonDataset(dataset)))
+        name, comments = root
+        self.assertEqual([part.text for group in name[0] for part in group], ["Doe\ufffd", "Jane"])
+        self.assertEqual(comments[0].text, "line\nnext\tcolumn\ufffd\ufffd\ufffd")

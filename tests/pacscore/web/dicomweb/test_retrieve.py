@@ -42,7 +42,7 @@ from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
 from tests.pacscore.dicom.test_textbytes import BAD_NAME, writeInvalidTextObject
 from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
-from tests.pacscore.web.dicomweb.client import DicomWebTestCase, viewedColours
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase, asText, viewedColours
 from tests.pacscore.web.pages import PDF, encapsulatedPDF
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
@@ -232,6 +232,37 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(len(series), 2)
         missing = yield self.fetch(self.instancePath(image) + "/bulk/00091001")
         self.assertEqual(missing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_metadataInDicomXML(self):
+        """Asked for multipart/related; type="application/dicom+xml"
+        (PS3.18 8.7.3), the metadata of each object is a part of DICOM XML
+        (PS3.19 A.1) holding what its DICOM JSON holds, bulk data as
+        BulkData uris and short binary values inline, streamed in the same
+        batches, from the metadata cache too; DICOM JSON stays the default."""
+        self.patch(retrieve, "METADATA_BATCH", 1)
+        image = self.corpus[2]
+        ds = makeDataset("INLINE1", "Inline^Value", "1.2.826.0.1.3680043.8.498.9", "1.2.826.0.1.3680043.8.498.9.1",
+                         "1.2.826.0.1.3680043.8.498.9.1.1", 1, 1)
+        ds.add_new(0x00290010, "LO", "PACS TESTS")
+        ds.add_new(0x00291010, "OB", b"\x00\x01")
+        inline = os.path.join(self.running.workdir, "inline.dcm")
+        ds.save_as(inline, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), inline)
+        inlinePath = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        xml = 'multipart/related; type="application/dicom+xml"'
+        for path in (inlinePath, self.instancePath(image), f"/studies/{image.studyUID}/series/{image.seriesUID}",
+                     f"/studies/{image.studyUID}"):
+            metadata = (yield self.fetch(path + "/metadata", accept="application/dicom+json")).json()
+            for attempt in ("read", "cached"):
+                found = yield self.fetch(path + "/metadata", accept=xml)
+                self.assertEqual((path, attempt, found.code), (path, attempt, 200))
+                self.assertEqual(found.xmlObjects(), asText(metadata), (path, attempt))
+        (first,) = (yield self.fetch(inlinePath + "/metadata", accept=xml)).xmlObjects()
+        self.assertEqual(first["00291010"], {"vr": "OB", "InlineBinary": "AAE="})
+        self.assertTrue(first["7FE00010"]["BulkDataURI"].endswith(f"{inlinePath}/bulk/7FE00010"))
+        found = yield self.fetch(self.instancePath(image) + "/metadata")
+        self.assertEqual(found.header("content-type"), "application/dicom+json")
 
     @defer.inlineCallbacks
     def test_metadataAskedAgain(self):

@@ -13,9 +13,11 @@ from twisted.trial import unittest
 
 from pacscore.control.data import AddImageFile
 from pacscore.testing.corpus import makeDataset
+from pacscore.web.dicomweb.dicomjson import DICOM_JSON
+from pacscore.web.dicomweb.metadataform import MetadataForm
 from pacscore.web.dicomweb.search import (
     CAPPED, LARGEST_NUMBER, LITERAL, MORE, NO_MULTIPLE_VALUE_MATCHING, _withRemote)
-from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase, asText
 
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -287,8 +289,29 @@ class SearchTests(DicomWebTestCase):
     def test_jsonTypes(self):
         found = yield self.fetch("/studies", accept="application/json")
         self.assertEqual(found.header("content-type"), "application/json")
-        refused = yield self.fetch("/studies", accept='multipart/related; type="application/dicom+xml"')
+        refused = yield self.fetch("/studies", accept="text/plain, application/dicom+json;q=0")
         self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
+    def test_dicomXML(self):
+        """Asked for multipart/related; type="application/dicom+xml"
+        (PS3.18 8.7.3), or application/dicom+xml, a search answers each
+        match as a part of DICOM XML (PS3.19 A.1) holding what its DICOM
+        JSON holds, at every level; no match is a multipart of no parts.
+        DICOM JSON stays the default."""
+        for path in ("/studies", "/series?Modality=CT", f"/studies/{self.corpus[0].studyUID}/instances",
+                     "/studies?includefield=all&limit=1"):
+            matches = (yield self.fetch(path)).json()
+            self.assertTrue(matches, path)
+            for accept in ('multipart/related; type="application/dicom+xml"', "application/dicom+xml",
+                           'application/dicom+json;q=0.5, multipart/related; type="application/dicom+xml"'):
+                found = yield self.fetch(path, accept=accept)
+                self.assertEqual((path, accept, found.code), (path, accept, 200))
+                self.assertEqual(found.xmlObjects(), asText(matches), (path, accept))
+        none = yield self.fetch("/studies?PatientID=NOBODY", accept='multipart/related; type="application/dicom+xml"')
+        self.assertEqual((none.code, none.xmlObjects()), (200, []))
+        found = yield self.fetch("/studies", accept="*/*")
+        self.assertEqual(found.header("content-type"), "application/dicom+json")
 
     @defer.inlineCallbacks
     def test_badRequests(self):
@@ -471,6 +494,6 @@ class RemoteMatchesTests(unittest.TestCase):
             match.StudyInstanceUID, match.PatientID = uid, patient
             remote.append(match)
         total, body = _withRemote([], remote, "STUDY", "http://pacs/dicom-web", "PACS", 0, None,
-                                  keep=lambda dataset: dataset.PatientID != "HIDDEN")
+                                  MetadataForm(DICOM_JSON), keep=lambda dataset: dataset.PatientID != "HIDDEN")
         self.assertEqual(total, 1)
         self.assertEqual([values(m, "00100020") for m in json.loads(body)], [["SHOWN"]])

@@ -28,7 +28,10 @@ In the same transaction, the worklist items of the step's scheduled steps
 (by the Accession Numbers of its Scheduled Step Attributes Sequence) get
 the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
-a (0040,0020) column (``WorklistItems.markPerformed``); a step discontinued
+a (0040,0020) column (``WorklistItems.markPerformed``); an item another step
+still IN PROGRESS performs is not made DISCONTINUED (IHE SWF: a scheduled
+step is discontinued only when none of its performed steps goes on), it
+stays STARTED, logged; a step discontinued
 because the wrong worklist entry was selected (reason DCM 110514) leaves
 its items SCHEDULED: their procedure was not performed; only those still
 STARTED, though, and not performed by another step still IN PROGRESS
@@ -346,16 +349,19 @@ class MppsService:
         ``uid`` marked and kept, and their new status.  Put back to
         SCHEDULED (a wrong entry selected) are only the items still STARTED
         that no other step IN PROGRESS performs: one another step
-        completed, discontinued or is performing keeps its status; a
-        COMPLETED item keeps it whatever the step."""
+        completed, discontinued or is performing keeps its status; made
+        DISCONTINUED only those no other step IN PROGRESS performs (IHE
+        SWF: a scheduled step is discontinued when none of its performed
+        steps goes on); a COMPLETED item keeps it whatever the step."""
         if self.worklist is None:
             return Marked([], {}), None
         itemStatus = scheduledStepStatus(dataset, status)
         accessions = scheduledAccessions(dataset)
-        if itemStatus != SCHEDULED:
+        if itemStatus not in (SCHEDULED, ITEM_DISCONTINUED):
             return self.worklist.markPerformed(connection, accessions, itemStatus, _isNotCompleted), itemStatus
         performed = self.steps.accessionsInProgress(connection, uid).intersection(accessions)
-        return self.worklist.markPerformed(connection, accessions, SCHEDULED, _isStarted, keep=performed), itemStatus
+        changeable = _isStarted if itemStatus == SCHEDULED else _isNotCompleted
+        return self.worklist.markPerformed(connection, accessions, itemStatus, changeable, keep=performed), itemStatus
 
     def _logMarked(self, uid, marked):
         (changed, kept), status = marked
@@ -364,8 +370,8 @@ class MppsService:
                           accessions=", ".join(changed), status=status)
         if kept:
             self.log.info("MPPS {uid}: worklist item(s) {kept} keep their status, not made {status} (a COMPLETED "
-                          "item stays so; only STARTED ones no other step in progress performs go back to "
-                          "SCHEDULED)", uid=uid, status=status,
+                          "item stays so; one another step in progress performs is neither discontinued nor put "
+                          "back to SCHEDULED; only STARTED ones go back to SCHEDULED)", uid=uid, status=status,
                           kept=", ".join(f"{accession} ({current or 'no status'})" for accession, current in kept.items()))
 
     async def _decode(self, protocol, contextId, dataset):

@@ -260,6 +260,24 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(self.set(wrongEntry(), first).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED"})
 
+    def test_aDiscontinuedStepLeavesAnItemAnotherStepPerforms(self):
+        """A step discontinued for an ordinary reason (DCM 110513) leaves its
+        item STARTED while another step IN PROGRESS performs it (it is not
+        put back on the worklist by a NW sent again, as a DISCONTINUED one
+        is); that step's end then gives the item its status."""
+        path = os.path.join(self.server.workdir, "orders.hl7")
+        writeMessages(path, [orderMessage("MSG1", "ACC-MPPS-1", "PATMPPS", "Mpps^Test", modality="CT")])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1")])
+        stopped, going = generate_uid(), generate_uid()
+        for uid in (stopped, going):
+            self.assertEqual(self.create(inProgress("ACC-MPPS-1"), uid).Status, 0x0000)
+        self.assertEqual(self.set(discontinued(("110513", "Discontinued for unspecified reason")), stopped).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "STARTED"})
+        self.assertIn(f"MPPS {stopped}: worklist item(s) ACC-MPPS-1 (STARTED) keep their status, not made "
+                      "DISCONTINUED", self.server.log())
+        self.assertEqual(self.set(completed(), going).Status, 0x0000)
+        self.assertEqual(self.statuses(), {"ACC-MPPS-1": "COMPLETED"})
+
     def test_wrongWorklistEntryIsScheduledAgain(self):
         """A step DISCONTINUED because the wrong worklist entry was selected
         (DCM 110514) leaves its item SCHEDULED: that procedure was not

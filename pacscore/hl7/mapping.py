@@ -28,7 +28,8 @@ break) a space and leading spaces go, trailing spaces go everywhere (PS3.5
 anything else empty); a timestamp that is no whole one of a real date
 and time (``00000000``, ``202403011099``, ``20240301T1030``:
 ``timestamps.localDateAndTime``) leaves its date and its time empty, with
-one log line.
+one log line; so does a valid one without a day (``1980``, ``198001``: HL7's
+reduced precision, which no DICOM date holds), its log line saying so.
 
 HL7's null values: a field the message leaves empty (or a segment it
 lacks) changes nothing, so a change order (XO) keeps what the column holds;
@@ -46,12 +47,13 @@ from twisted.logger import Logger
 from pacscore.db.records import Truncations, dictionaryVR
 from pacscore.db.worklistitems import STATUS_CONTROL, OrderRefused
 from pacscore.hl7.message import uniqueNumber
-from pacscore.hl7.timestamps import localDateAndTime
+from pacscore.hl7.timestamps import isReducedPrecision, localDateAndTime
 from pacscore.logvalues import shown
 
 ACCESSION_NUMBER = 0x00080050
 PATIENT_SEX = 0x00100040
 PN_GROUP_LENGTH = 64
+REDUCED_PRECISION = "has no day (an HL7 date of reduced precision, which a DICOM date cannot hold)"
 
 _SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))?")
 _NOTHING = ("", "---")
@@ -273,9 +275,10 @@ class WorklistMapping:
             invalid = {}  # (segment, field, timestamp) -> the columns it leaves empty
             values = {c.name: self._value(c, group, outside, message, invalid, parsed) for c in self._columns}
             for (segment, field, sent), names in invalid.items():
-                self.log.warn("HL7 {id}: {columns} left empty: {segment}.{field} {sent} is no valid date or time",
+                reason = (REDUCED_PRECISION if isReducedPrecision(sent) else "is no valid date or time")
+                self.log.warn("HL7 {id}: {columns} left empty: {segment}.{field} {sent} {reason}",
                               id=message.controlId, columns=", ".join(names), segment=segment, field=field,
-                              sent=shown(sent))
+                              sent=shown(sent), reason=reason)
             absent = frozenset(name for name, value in values.items() if value is None)
             values = {name: "" if value is None else value for name, value in values.items()}
             self.log.debug("HL7 {control} {id}: worklist values {values}",

@@ -12,6 +12,7 @@ from pacscore.dicom.datetimes import isDateTime, period
 
 _TIMESTAMP = re.compile(r"([0-9]{8})((?:[0-9]{2}){0,3})(\.[0-9]+)?(?:([+-])([0-9]{2})([0-9]{2}))?")
 _FRACTION = len(".FFFFFF")  # a TM's fraction holds up to 6 digits: HL7's longer ones are cut
+_REDUCED = re.compile(r"[0-9]{4}(?:0[1-9]|1[0-2])?(?:[+-][0-9]{4})?")  # YYYY[MM][+/-ZZZZ]
 
 
 def localDateAndTime(timestamp, convert=True):
@@ -45,3 +46,10 @@ def localDateAndTime(timestamp, convert=True):
     # offsets are whole minutes: the seconds (a leap second's 60 too) are the sent ones
     # the year in four digits: strftime's %Y gives 500, not 0500
     return f"{local.year:04d}{local:%m%d}", (local.strftime("%H%M") + time[4:])[:precision] + fraction
+
+
+def isReducedPrecision(timestamp):
+    """Whether an HL7 timestamp is a valid one of reduced precision without
+    a day (``YYYY`` or ``YYYYMM``, e.g. a birth date whose day is unknown),
+    which ``localDateAndTime`` does not take, as no DICOM date holds it."""
+    return _REDUCED.fullmatch(timestamp.strip()) is not None

@@ -266,6 +266,21 @@ class ConversionTests(unittest.TestCase):
         self.assertIn("HL7 MSG00001: PatientBirthDate left empty: PID.7 '00000000' is no valid date or time",
                       [formatEvent(event) for event in logged])
 
+    def test_reducedPrecisionDatesLeftEmptySayingSo(self):
+        """A valid HL7 date of only a year, or a year and month (a birth
+        date whose day is unknown), is left empty, as a DICOM date cannot
+        hold it, and the log line says that rather than calling it invalid;
+        a month that is none is still no valid date."""
+        birthDate = column("PatientBirthDate", "PID.7", tag=BIRTH_DATE, length=8, dicomType="DT_DATE")
+        logged = []
+        self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+        for sent in ("198001", "1980", "198012+0100", "198013"):
+            self.assertEqual(mapOne(birthDate, segment("PID", {7: sent})), "", sent)
+        self.assertEqual([formatEvent(event) for event in logged if "left empty" in formatEvent(event)], [
+            f"HL7 MSG00001: PatientBirthDate left empty: PID.7 {sent!r} has no day (an HL7 date of reduced precision, "
+            "which a DICOM date cannot hold)" for sent in ("198001", "1980", "198012+0100")] + [
+            "HL7 MSG00001: PatientBirthDate left empty: PID.7 '198013' is no valid date or time"])
+
     def test_dateOfTheFirstComponent(self):
         """A TS with a degree of precision (v2.3 TS ``value^precision``) still gives its date."""
         self.assertEqual(mapOne(column("D", "OBR.7.DATE"), obr(when="202612011030^M")), "20261201")

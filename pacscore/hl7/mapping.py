@@ -3,7 +3,11 @@
 Each WorkList column's seventh field names where its value comes from:
 ``---`` nowhere, ``*AN`` a new accession number, ``*UI`` a new UID,
 ``SEQ.N`` field N of segment SEQ, ``SEQ.N.M`` its component M (zero-based),
-``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp;
+``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp,
+several of them joined by ``|`` the first one the message sends
+(``OBR.7.DATE|TQ1.7.DATE``: OBR-7 of an ORM, TQ1-7 of an OMI that leaves
+OBR-7 empty; ``IPC.3|*UI``: the RIS's Study Instance UID, a new one when
+it sends none; a generated value only last);
 a moment, whose field gives both a date and a time column (OBR-7), in
 the server's local time when it carries an offset from UTC, any other
 date (PID-7's birth date) the calendar date as written.
@@ -58,6 +62,7 @@ REDUCED_PRECISION = "has no day (an HL7 date of reduced precision, which a DICOM
 _SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))?")
 _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
+ALTERNATIVES = "|"  # between the sources of a column, the first sent one giving its value
 _CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f]")
 _PN_DELIMITERS = re.compile(r"[\^=]")
 TEXT_VRS = frozenset({"LT", "ST", "UT"})   # the VRs that may hold a backslash and line breaks
@@ -108,6 +113,26 @@ def parseSource(text):
     return _Field(segment, int(field), part)
 
 
+def parseSources(text):
+    """The sources of a column, ``SOURCE[|SOURCE...]`` (``parseSource``)
+    in the order they are tried: ``()`` for none; ValueError if one is
+    malformed or none (``---``), or a generated one is not the last (those
+    after it would never be read)."""
+    alternatives = (text or "").split(ALTERNATIVES)
+    if len(alternatives) == 1:
+        source = parseSource(text)
+        return () if source is None else (source,)
+    try:
+        sources = tuple(parseSource(alternative) for alternative in alternatives)
+    except ValueError as e:
+        raise ValueError(f"bad HL7 sources {text!r}: {e}") from None
+    if None in sources:
+        raise ValueError(f"bad HL7 sources {text!r}: each of those joined by {ALTERNATIVES} must be one")
+    if any(source in _GENERATED for source in sources[:-1]):
+        raise ValueError(f"bad HL7 sources {text!r}: a generated value (*AN, *UI) can only be the last")
+    return sources
+
+
 def columnVR(column):
     """The VR of the column's tag, "" when the dictionary does not know it."""
     return dictionaryVR(column.tag)
@@ -134,21 +159,21 @@ def _timestampPart(timestamp, isTime, convert, parsed):
 
 
 class _Column:
-    """A WorkList column with its parsed source."""
+    """A WorkList column with its parsed sources."""
 
-    __slots__ = ("name", "length", "source", "isDate", "isPersonName", "isText", "isSex", "isMulti", "isMoment")
+    __slots__ = ("name", "length", "sources", "isDate", "isPersonName", "isText", "isSex", "isMulti", "moments")
 
-    def __init__(self, column, source):
+    def __init__(self, column, sources):
         vr = columnVR(column)
         self.name = column.name
         self.length = column.length
-        self.source = source
+        self.sources = sources
         self.isDate = column.dicomType == "DT_DATE"
         self.isPersonName = vr == "PN"
         self.isText = vr in TEXT_VRS
         self.isSex = column.tag == PATIENT_SEX
         self.isMulti = column.dicomType == "DT_MSTR"  # each repetition of its field a value
-        self.isMoment = False  # a part of a moment (its field's date and time both mapped): converted to local time
+        self.moments = frozenset()  # its sources part of a moment (the field's date and time both mapped): local time
 
     def valid(self, value):
         """``value`` made a valid value of the column's VR (not cut yet)."""
@@ -186,6 +211,18 @@ class _Column:
             value = value[:self.length].rstrip("^= " if self.isPersonName else " ")
             length = self.length
         return value, length
+
+
+def _sending(source, group, outside):
+    """The segment that sends the field of ``source`` (a ``_Field``) for an
+    order ``group``: its own or one before the orders (PID, PV1), the other
+    one of ORC and OBR for an order number; None when none sends it."""
+    segment = group.get(source.segment) or outside.get(source.segment)
+    if segment is None or not segment.field(source.field):
+        segment = group.get(ORDER_NUMBERS.get((source.segment, source.field)))
+        if segment is None or not segment.field(source.field):
+            return None
+    return segment
 
 
 def _identifier(group, field):
@@ -242,26 +279,29 @@ class WorklistMapping:
             if column.isSequenceMarker:
                 continue
             try:
-                source = parseSource(column.hl7)
+                sources = parseSources(column.hl7)
             except ValueError as e:
                 raise ValueError(f"WorkList column {column.name!r}: {e}") from None
             if self.accessionColumn is None and column.tag == ACCESSION_NUMBER:
                 self.accessionColumn = column.name
-            if source is not None:
-                self._columns.append(_Column(column, source))
-        sources = {column.source for column in self._columns}
+            if sources:
+                self._columns.append(_Column(column, sources))
+        mapped = {source for column in self._columns for source in column.sources}
         for column in self._columns:
-            source = column.source
-            column.isMoment = (isinstance(source, _Field) and source.part in ("DATE", "TIME")
-                               and {source._replace(part="DATE"), source._replace(part="TIME")} <= sources)
-        self.generatedColumns = frozenset(c.name for c in self._columns if c.source in _GENERATED)
+            column.moments = frozenset(
+                source for source in column.sources if isinstance(source, _Field) and source.part in ("DATE", "TIME")
+                and {source._replace(part="DATE"), source._replace(part="TIME")} <= mapped)
+        self.generatedColumns = frozenset(c.name for c in self._columns if c.sources[-1] in _GENERATED)
 
     def generated(self, name):
         """A new value for the ``*AN`` or ``*UI`` column ``name``; None for another column."""
         for column in self._columns:
-            if column.name == name and column.source in _GENERATED:
-                return self.newAccessionNumber() if column.source == "*AN" else self.newUID()
+            if column.name == name and column.sources[-1] in _GENERATED:
+                return self._generate(column.sources[-1])
         return None
+
+    def _generate(self, source):
+        return self.newAccessionNumber() if source == "*AN" else self.newUID()
 
     def items(self, message):
         """One ``OrderItem`` per OBR (with the ORC before it), or per ORC
@@ -288,19 +328,20 @@ class WorklistMapping:
         return items
 
     def _value(self, column, group, outside, message, invalid, parsed):
-        source = column.source
-        if source == "*AN":
-            return self.newAccessionNumber()
-        if source == "*UI":
-            return self.newUID()
-        segment = group.get(source.segment) or outside.get(source.segment)
-        if segment is None or not segment.field(source.field):
-            segment = group.get(ORDER_NUMBERS.get((source.segment, source.field)))
-            if segment is None or not segment.field(source.field):
-                return None  # not sent: HL7 says to leave it as it is
+        """The value of ``column`` from the first of its sources the message
+        sends; None when it sends none (HL7 says to leave it as it is)."""
+        for source in column.sources:
+            if source in _GENERATED:
+                return self._generate(source)
+            segment = _sending(source, group, outside)
+            if segment is not None:
+                return self._fieldValue(column, source, segment, message, invalid, parsed)
+        return None
+
+    def _fieldValue(self, column, source, segment, message, invalid, parsed):
         repetitions = segment.repetitions(source.field) if column.isMulti else 1
         values = [value for repetition in range(repetitions)
-                  if (value := self._repetitionValue(column, segment, repetition, invalid, parsed))]
+                  if (value := self._repetitionValue(column, source, segment, repetition, invalid, parsed))]
         kept = column.fitting(values)
         if len(kept) < len(values):
             self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped} of "
@@ -317,16 +358,16 @@ class WorklistMapping:
             self.truncations.report(self.log, column.name, length, value)
         return cut
 
-    def _repetitionValue(self, column, segment, repetition, invalid, parsed):
-        """The valid value of ``column`` from one repetition of its field in
-        ``segment``; a date or time of a timestamp that is none (``localDateAndTime``)
-        is empty, its column added to ``invalid`` (see ``items``)."""
-        source = column.source
+    def _repetitionValue(self, column, source, segment, repetition, invalid, parsed):
+        """The valid value of ``column`` from one repetition of the field of
+        its ``source`` in ``segment``; a date or time of a timestamp that is
+        none (``localDateAndTime``) is empty, its column added to ``invalid``
+        (see ``items``)."""
         if source.part in ("DATE", "TIME") or column.isDate and source.part is None:
             sent = segment.value(source.field, 0, repetition)  # v2.3's TS: its degree of precision after it
-            value = _timestampPart(sent, source.part == "TIME", column.isMoment, parsed)
+            value = _timestampPart(sent, source.part == "TIME", source in column.moments, parsed)
         elif source.part is None:
-            sent = value = self._wholeField(column, segment, repetition)
+            sent = value = self._wholeField(source, column, segment, repetition)
         else:
             sent = value = segment.value(source.field, source.part, repetition)
             if column.isPersonName:
@@ -339,10 +380,9 @@ class WorklistMapping:
         return column.valid(value)
 
     @staticmethod
-    def _wholeField(column, segment, repetition):
-        """The components of one repetition of the field joined by ^, or as
-        a DICOM PN for PN columns."""
-        source = column.source
+    def _wholeField(source, column, segment, repetition):
+        """The components of one repetition of the field of ``source``
+        joined by ^, or as a DICOM PN for PN columns."""
         components = segment.components(source.field, repetition)
         if column.isPersonName:
             if (source.segment, source.field) in XCN_FIELDS:

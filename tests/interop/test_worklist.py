@@ -145,6 +145,26 @@ class WorklistTests(unittest.TestCase):
                           item.ScheduledStationAETitle, item.ScheduledStationName),
                          ("CT", "20261202", "093000", "AA2", "A2"))
 
+    def test_anOMIOrderAtItsTQ1StartWithItsStudyUID(self):
+        """An OMI^O23 (HL7 v2.5, IHE RAD-4), its start in TQ1-7 and OBR-7
+        empty, is found by a query for its day and answers the Study Instance
+        UID the order filler assigned in IPC-3 (the default dicom.sql)."""
+        uid = generate_uid()
+        message = orderMessage("OMI1", "ACC1101", "PAT11", "Omi^Test", start="", messageType="OMI^O23^OMI_O23")
+        segments = message.split(b"\r")
+        segments.insert(4, b"TQ1|1||||||20261208103000")  # after the ORC
+        segments.append(f"IPC|ACC1101|RP1|{uid}|SPS1|CT".encode())
+        path = os.path.join(self.workdir, "omi.hl7")
+        writeMessages(path, [b"\r".join(segments)])
+        self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "OMI1")])
+        writeMessages(path, [orderMessage("OMI2", "ACC1101", "PAT11", "Omi^Test", control="CA")])
+        self.addCleanup(self.server.sendHL7, path)
+        matches = worklistFind(self.server, ["AccessionNumber", "StudyInstanceUID"],
+                               sequenceKeys=["ScheduledProcedureStepStartDate=20261208",
+                                             "ScheduledProcedureStepStartTime"])
+        self.assertEqual([(m.AccessionNumber, m.StudyInstanceUID, m[SPS][0].ScheduledProcedureStepStartTime)
+                          for m in matches], [("ACC1101", uid, "103000")])
+
     def test_namesInLatin1AndUTF8(self):
         names = {m.AccessionNumber: (str(m.PatientName), m.SpecificCharacterSet) for m in self.everything()}
         self.assertEqual(names["ACC1001"], ("Müller^Hans", "ISO_IR 100"))

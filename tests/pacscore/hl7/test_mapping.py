@@ -92,6 +92,34 @@ class SourceTests(unittest.TestCase):
             self.assertIn("'Broken'", str(error), text)
             self.assertIn(repr(text), str(error), text)
 
+    def test_alternatives(self):
+        """Sources joined by | give the value of the first one the message
+        sends: an ORM's OBR-7 or, when OBR-7 is empty, an OMI's TQ1-7 (a
+        moment converted as OBR-7 is), the RIS's Study Instance UID in IPC-3
+        or a new one."""
+        numbers = itertools.count(1)
+        columns = [column("StartDate", "OBR.7.DATE|TQ1.7.DATE", dicomType="DT_DATE"),
+                   column("StartTime", "OBR.7.TIME | TQ1.7.TIME", dicomType="DT_TIME"),
+                   column("StudyInstanceUID", "IPC.3|*UI", tag=STUDY_UID, dicomType="DT_UI"),
+                   column("Station", "OBR.24|PV1.3.1")]
+        mapping = WorklistMapping(columns, newUID=lambda: f"1.2.3.{next(numbers)}")
+        self.assertEqual(mapping.generatedColumns, frozenset({"StudyInstanceUID"}))
+        omi = message(PID, orc(), segment("TQ1", {1: "1", 7: "20261201080000+0000"}), obr(when="", station=""),
+                      segment("IPC", {1: "ACC100", 2: "RP1", 3: "1.2.840.99.1", 4: "SPS1", 5: "CT"}))
+        orm = message(PID, PV1, orc(), segment("TQ1", {1: "1", 7: "20261205120000"}), obr(when="202612011030"))
+        inZone(self, "Europe/Berlin")
+        self.assertEqual([item.values for item in mapping.items(omi)], [
+            {"StartDate": "20261201", "StartTime": "090000", "StudyInstanceUID": "1.2.840.99.1", "Station": ""}])
+        self.assertEqual([item.values for item in mapping.items(orm)], [
+            {"StartDate": "20261201", "StartTime": "1030", "StudyInstanceUID": "1.2.3.1", "Station": "CTSTATION1"}])
+        self.assertEqual(mapping.items(message(orc("XO"), obr(when="", station="")))[0].absent,
+                         frozenset({"StartDate", "StartTime", "Station"}))
+
+    def test_malformedAlternatives(self):
+        for text in ["OBR.7|", "|OBR.7", "OBR.7|---", "OBR.7||TQ1.7", "*UI|IPC.3", "OBR.7|PID"]:
+            error = self.assertRaises(ValueError, WorklistMapping, [column("Broken", text)])
+            self.assertIn(repr(text), str(error), text)
+
     def test_generated(self):
         numbers = itertools.count(1)
         columns = [column("AccessionNumber", "*AN", tag=(0x0008, 0x0050), length=16),
@@ -551,7 +579,8 @@ class DefaultLayoutTests(unittest.TestCase):
         worklist = DatabaseLayout.fromFile("etc/dicom.sql").worklist
         self.mapping = WorklistMapping(worklist, newAccessionNumber=lambda: GENERATED["*AN"],
                                        newUID=lambda: GENERATED["*UI"])
-        self.generated = {c.name: GENERATED[c.hl7] for c in worklist if c.hl7 in GENERATED}
+        self.generated = {c.name: GENERATED[c.hl7.split("|")[-1]] for c in worklist
+                          if c.hl7.split("|")[-1] in GENERATED}
         self.expected = {**self.mapped, **self.generated}
 
     def test_layout(self):
@@ -565,6 +594,16 @@ class DefaultLayoutTests(unittest.TestCase):
     def test_utf8(self):
         self.assertEqual(self.mapping.items(parseMessage(encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8"))),
                          [OrderItem("NW", self.expected)])
+
+    def test_omi(self):
+        """An OMI^O23 (HL7 v2.5, IHE RAD-4) gives its start in TQ1-7, OBR-7
+        empty, and the Study Instance UID the order filler assigned in IPC-3:
+        the item is scheduled then and keeps that UID."""
+        segments = [PID, PV1, orc(), segment("TQ1", {1: "1", 7: "202612071030"}), obr(when=""),
+                    segment("IPC", {1: "ACC100", 2: "RP1", 3: "1.2.840.99.7.1", 4: "SPS1", 5: "CT"})]
+        text = "\r".join([msh(messageType="OMI^O23^OMI_O23")] + segments) + "\r"
+        self.assertEqual(self.mapping.items(parseMessage(encoded(text, "8859/1"))), [OrderItem("NW", {
+            **self.expected, "StartDate": "20261207", "StartTime": "1030", "StudyInstanceUID": "1.2.840.99.7.1"})])
 
     def test_columnLengths(self):
         order = obr(service="CT123^CT HEAD WITH CONTRAST", station="CT-STATION-NORTH-2")

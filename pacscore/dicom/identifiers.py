@@ -39,7 +39,7 @@ from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf, withEmptyValueMatching
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
-from pacscore.dicom.charsetterms import convert_encodings
+from pacscore.dicom.charsetterms import codeExtensionTerms, convert_encodings
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
@@ -73,9 +73,6 @@ MAX_VALUES = 500
 MAX_VALUE_LENGTH = 1024
 MAX_TOTAL_VALUES = 20000
 _PN_DELIMITERS = {0x5C, 0x3D, 0x5E}  # "\\", "=", "^": each component decoded on its own
-# Multi-byte ISO 2022 sets, which code extensions invoke after value 1 (the
-# default repertoire when empty) and never name as value 1 (PS3.3 C.12.1.1.2).
-_MULTI_BYTE_SETS = frozenset(("ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58"))
 _ESCAPE = re.compile(rb"\x1b([\x20-\x2f]+)[\x30-\x7e]")
 _MULTI_BYTE_G0 = (b"$", b"$(")  # the intermediate bytes designating a multi-byte set to G0
 
@@ -322,9 +319,7 @@ def _requestedTerms(requested):
     with (a multi-byte set named alone gets the empty value 1 it needs), or
     None: an unknown term, or a term not of ISO 2022 among several."""
     terms = [term.strip() for term in requested.split("\\")]
-    terms = terms[:1] + [term for term in terms[1:] if term]
-    if terms[0] in _MULTI_BYTE_SETS:
-        terms.insert(0, "")
+    terms = codeExtensionTerms(terms[:1] + [term for term in terms[1:] if term])
     if not any(terms) or not all(term in python_encoding for term in terms if term):
         return None
     if len(terms) > 1 and not all(term.startswith("ISO 2022 ") for term in terms if term):

@@ -11,6 +11,10 @@ and keeps the bytes of every text value that is not plain ASCII;
 ``originalBytes`` writes each of those a change left as it was in the bytes
 it was read in, unless its character set changed meanwhile (``ensureUnicode``
 made the object ISO_IR 192: its text is then written anew, in UTF-8).
+A multi-byte set named as value 1 (``ISO 2022 IR 87`` alone, which devices
+send) is read, and text is written, as the code extension it is
+(``codeExtensionTerms``): pydicom would take it for value 1 and fail on a
+person's name with an empty component.  The (0008,0005) stays as it is.
 """
 
 import copy
@@ -19,10 +23,12 @@ from contextlib import contextmanager
 from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, convert_raw_data_element
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_PN, write_text
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from twisted.logger import Logger
 
-from pacscore.dicom.charsetterms import convert_encodings
+from pacscore.dicom.charsetterms import codeExtensionTerms, convert_encodings
 from pacscore.storage.codeextensions import LATIN_1, notPlain, textFits
 
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -31,10 +37,16 @@ _READ = "pacs_text_read"  # attribute of a decoded Dataset: {tag: (bytes, value 
 log = Logger()
 
 
-def _encodingsOf(dataset, inherited):
-    """The Python encodings of ``dataset``'s own (0008,0005), else ``inherited``."""
+def _encodingsOf(dataset, inherited, extended=True):
+    """The Python encodings of ``dataset``'s own (0008,0005), else
+    ``inherited``; a multi-byte set named as value 1 as the code extension
+    it is (``codeExtensionTerms``), unless not ``extended`` (as pydicom
+    writes text)."""
     element = dataset.get(SPECIFIC_CHARACTER_SET)
-    return convert_encodings(element.value) if element is not None and element.value else inherited
+    if element is None or not element.value:
+        return inherited
+    terms = [term.strip() for term in ([element.value] if isinstance(element.value, str) else element.value)]
+    return convert_encodings(codeExtensionTerms(terms) if extended else terms)
 
 
 def _textVR(raw):
@@ -53,7 +65,8 @@ def decodeValues(dataset, onUnfit=None):
     """Decode every value of ``dataset`` now, sequence items' too, not
     lazily later; text not valid in its character set as Latin-1, logged,
     or given to ``onUnfit(object, elements)`` (texts naming the object and
-    its elements: a WADO-RS metadata answer logs one line for all)."""
+    its elements: a WADO-RS metadata answer logs one line for all).
+    A ValueError names a value pydicom cannot decode."""
     unfit = []
     _decode(dataset, _encodingsOf(dataset, [default_encoding]), unfit, "")
     if not unfit:
@@ -71,49 +84,73 @@ def decodeValues(dataset, onUnfit=None):
 def _decode(dataset, encodings, unfit, path):
     read = {}
     for tag in list(dataset.keys()):
-        raw = dataset.get_item(tag)
-        vr = _textVR(raw) if raw.is_raw else None
-        if vr is not None and raw.value and notPlain(raw.value):
-            fits = textFits(raw.value, encodings)
-            if not fits:
-                unfit.append(f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})")
-            element = convert_raw_data_element(raw._replace(VR=vr), encoding=encodings if fits else [LATIN_1],
-                                               ds=dataset)
-            dataset[tag] = element
-            read[tag] = (raw.value, copy.deepcopy(element.value), encodings)
-            continue
-        element = dataset[tag]
+        place = f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})"
+        try:
+            element = _decodeElement(dataset, tag, encodings, unfit, place, read)
+        except Exception as e:  # pydicom fails in any way (an IndexError, a BytesLengthException ...)
+            raise ValueError(f"{place} cannot be decoded: {e or type(e).__name__}") from e
         if element.VR == "SQ":
             for number, item in enumerate(element.value or ()):
-                _decode(item, _encodingsOf(item, encodings), unfit,
-                        f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x}).{number}\\")
+                _decode(item, _encodingsOf(item, encodings), unfit, f"{place}.{number}\\")
     if read:
         setattr(dataset, _READ, read)
 
 
-def _unchanged(dataset, encodings):
+def _decodeElement(dataset, tag, encodings, unfit, place, read):
+    """Element ``tag`` of ``dataset`` decoded; its text in ``encodings``,
+    or, not valid in them, as Latin-1 (``place`` in ``unfit``)."""
+    raw = dataset.get_item(tag)
+    vr = _textVR(raw) if raw.is_raw else None
+    if vr is None or not raw.value:
+        return dataset[tag]
+    kept = notPlain(raw.value)
+    fits = not kept or textFits(raw.value, encodings)
+    if not fits:
+        unfit.append(place)
+    element = convert_raw_data_element(raw._replace(VR=vr), encoding=encodings if fits else [LATIN_1], ds=dataset)
+    dataset[tag] = element
+    if kept:
+        read[tag] = (raw.value, copy.deepcopy(element.value), encodings)
+    return element
+
+
+def _encoded(element, encodings):
+    """The bytes of the text ``element`` in ``encodings``, as pydicom writes them."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    (write_PN if element.VR == "PN" else write_text)(fp, element, encodings)
+    return fp.getvalue()
+
+
+def _textBytes(dataset, encodings, written):
     """``(dataset, element)`` of every text value ``decodeValues`` kept the
-    bytes of that is as it was read, in the same character set."""
+    bytes of that is as it was read, in the same character set; and, where
+    pydicom would write text in other ``written`` encodings (a multi-byte
+    set named as value 1), of every other text value in ``encodings``."""
     read = getattr(dataset, _READ, {})
     for tag in list(dataset.keys()):
         element = dataset.get_item(tag)
         if element.is_raw:
             continue
-        if tag in read:
-            raw, value, readIn = read[tag]
-            if element.value == value and encodings == readIn:
-                yield dataset, DataElement(tag, element.VR, raw)
+        raw, value, readIn = read.get(tag, (None, None, None))
+        if raw is not None and element.value == value and encodings == readIn:
+            yield dataset, DataElement(tag, element.VR, raw)
         elif element.VR == "SQ":
             for item in element.value or ():
-                yield from _unchanged(item, _encodingsOf(item, encodings))
+                yield from _textBytes(item, _encodingsOf(item, encodings), _encodingsOf(item, written, False))
+        elif encodings != written and element.VR in CUSTOMIZABLE_CHARSET_VR and element.value:
+            yield dataset, DataElement(tag, element.VR, _encoded(element, encodings))
 
 
 @contextmanager
 def originalBytes(dataset):
     """While it lasts, the text values of ``dataset`` a change left as they
-    were are their bytes as read (see ``decodeValues``)."""
+    were are their bytes as read (see ``decodeValues``), and those of an
+    object naming a multi-byte set as value 1 their bytes in the code
+    extension (``_textBytes``)."""
     swapped = [(holder, holder.get_item(element.tag), element)
-               for holder, element in _unchanged(dataset, _encodingsOf(dataset, [default_encoding]))]
+               for holder, element in _textBytes(dataset, _encodingsOf(dataset, [default_encoding]),
+                                                 _encodingsOf(dataset, [default_encoding], False))]
     for holder, _, element in swapped:
         holder[element.tag] = element
     try:

@@ -24,6 +24,7 @@ from pacscore.storage.store import IncomingObject
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.converters.test_dataset import PROCESSOR
+from tests.pacscore.dicom.test_textbytes import JIS_NAME, withValue1JIS
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -156,6 +157,20 @@ class ImportActionsTests(unittest.TestCase):
         decision = self.apply(['set 0008,0080 to "Klinik"'], dataset=dataset)
         self.assertIn(b"Ung\xfcltig^Namen", decision.data)
         self.assertEqual(decodeDataset(decision.data, EXPLICIT).InstitutionName, "Klinik")
+
+    def test_multiByteSetAsValue1(self):
+        """An object naming ``ISO 2022 IR 87`` alone in (0008,0005), with a
+        name holding an empty component, was refused by any line, even a
+        ``nop`` ('refused with status 0xC000: undecodable data set: string
+        index out of range'); it is read, and a change keeps its (0008,0005)
+        and the bytes of its names."""
+        dataset = makeDataset("PAT1", "", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        withValue1JIS(dataset)
+        self.assertIsNone(self.apply(["nop %V0010,0010 %V0008,0090"], dataset=dataset))
+        decision = self.apply(['set 0008,0080 to "Klinik"'], dataset=dataset)
+        for raw in (b"ISO 2022 IR 87", JIS_NAME, b"^^^^", b"DOE^JOHN^^^", b"Klinik"):
+            self.assertIn(raw, decision.data)
+        self.assertEqual(str(decodeDataset(decision.data, EXPLICIT).PatientName), "Yamada^Tarou=山田^太郎")
 
     def test_noActionsNoDecision(self):
         self.assertIsNone(self.apply(["nop nothing to do"]))

@@ -4,7 +4,7 @@ import random
 import warnings
 from io import BytesIO
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
@@ -72,6 +72,18 @@ class ReadRequestTests(unittest.TestCase):
         ds[0x00100010] = RawDataElement(BaseTag(0x00100010), "PN", len(key), key, 0, False, True)
         request = decodedRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
         self.assertEqual(request.keys, [QueryKey(0x00100010, "PN", "*王*")])
+
+    def test_multiByteSetAloneAsValue1(self):
+        """A key with an empty component under ``ISO 2022 IR 87`` alone was
+        refused ('C-FIND refused: undecodable data set: string index out of
+        range'); it is read as under ``\\ISO 2022 IR 87``."""
+        ds = identifier(SpecificCharacterSet="ISO 2022 IR 87", QueryRetrieveLevel="STUDY", PatientID="")
+        ds.add(DataElement(0x00100010, "PN", b"^Tarou"))
+        ds.add(DataElement(0x00080090, "PN", b"\x1b$B;3ED\x1b(B^"))
+        request = decodedRequest(encodeDataset(ds, EXPLICIT), EXPLICIT, ALL_LEVELS)
+        self.assertEqual(request.characterSet, "ISO 2022 IR 87")
+        self.assertEqual(request.keys, [QueryKey(0x00080090, "PN", "山田^"), QueryKey(0x00100010, "PN", "^Tarou"),
+                                        QueryKey(0x00100020, "LO", "")])
 
     def test_privateKeyOfAColumnInImplicitVR(self):
         """A key of a private tag a dicom.sql column holds arrives without

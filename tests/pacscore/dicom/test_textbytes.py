@@ -1,6 +1,7 @@
 """Tests for pacscore.dicom.textbytes: a change to a decoded data set keeps
-the bytes of the text it does not change, and text not valid in its
-declared character set reads as Latin-1, not as U+FFFD."""
+the bytes of the text it does not change, text not valid in its
+declared character set reads as Latin-1, not as U+FFFD, and a multi-byte
+set named as value 1 of (0008,0005) reads as the code extension it is."""
 
 from io import BytesIO
 
@@ -12,12 +13,14 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.converters.elements import assign
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.testing.corpus import makeDataset
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
 BAD_NAME = b"Ung\xfcltig^Namen"  # Latin-1, in an object that says ISO_IR 192
+JIS_NAME = b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"  # Yamada^Tarou=山田^太郎 in ISO 2022 JP
+JIS_X_0212_NAME = b"Doe^John=\x1b$(D0!\x1b(B^\x1b$(D0\"\x1b(B"  # Doe^John=丂^丄 (ISO 2022 IR 159)
 
 
 def encoded(syntax=EXPLICIT, charset="ISO_IR 192", name=BAD_NAME):
@@ -41,6 +44,20 @@ def writeInvalidTextObject(path):
     ds.add(DataElement(0x00100010, "PN", BAD_NAME))
     ds.save_as(path, enforce_file_format=True)
     return ds.SOPInstanceUID
+
+
+def withValue1JIS(ds, charset="ISO 2022 IR 87", name=JIS_NAME):
+    """``ds`` naming the multi-byte set ``charset`` alone in its (0008,0005),
+    as devices send it (PS3.3 C.12.1.1.2 wants ``\\ISO 2022 IR 87``), with
+    ``name`` for Patient Name and names with empty components: the
+    Referring Physician ``^^^^``, an item's Patient Name ``DOE^JOHN^^^``."""
+    ds.SpecificCharacterSet = charset
+    ds.add(DataElement(0x00100010, "PN", name))
+    ds.add(DataElement(0x00080090, "PN", b"^^^^"))
+    item = Dataset()
+    item.add(DataElement(0x00100010, "PN", b"DOE^JOHN^^^"))
+    ds.ReferencedPatientSequence = [item]
+    return ds
 
 
 def rawValues(data, syntax=EXPLICIT):
@@ -104,3 +121,38 @@ class TextBytesTests(unittest.TestCase):
         ds = decodeDataset(encoded(charset="ISO_IR 100", name="Müller^Jörgi".encode("latin-1")), EXPLICIT)
         self.assertEqual(str(ds.PatientName), "Müller^Jörgi")
         self.assertEqual(self.warnings(), [])
+
+
+class CodeExtensionTests(unittest.TestCase):
+    """A multi-byte set named as value 1 of (0008,0005), which pydicom takes
+    for value 1 and failed on with any name holding an empty component
+    ('undecodable data set: string index out of range': the object
+    refused by an import converter, a C-FIND refused, WADO-RS metadata a
+    500), reads and writes as the code extension it is."""
+
+    def test_readAsItsCodeExtension(self):
+        for charset, name, text in (("ISO 2022 IR 87", JIS_NAME, "Yamada^Tarou=山田^太郎"),
+                                    ("ISO 2022 IR 159", JIS_X_0212_NAME, "Doe^John=丂^丄")):
+            ds = decodeDataset(encodeDataset(withValue1JIS(Dataset(), charset, name), EXPLICIT), EXPLICIT)
+            self.assertEqual((str(ds.PatientName), str(ds.ReferringPhysicianName),
+                              str(ds.ReferencedPatientSequence[0].PatientName)),
+                             (text, "^^^^", "DOE^JOHN^^^"), charset)
+            self.assertEqual(ds.SpecificCharacterSet, charset)
+
+    def test_aChangeKeepsTheCharacterSetAndTheBytes(self):
+        """The object keeps its (0008,0005) and the bytes of its names; a
+        changed name with empty components is written too."""
+        ds = decodeDataset(encodeDataset(withValue1JIS(Dataset()), EXPLICIT), EXPLICIT)
+        assign(ds, 0x00080080, "Klinik")
+        ds.ReferringPhysicianName = "^Neu^^"
+        raw = read_dataset(BytesIO(encodeDataset(ds, EXPLICIT)), False, True)
+        self.assertEqual((raw.get_item(0x00080005).value, raw.get_item(0x00100010).value,
+                          raw.get_item(0x00080090).value, raw.ReferencedPatientSequence[0].get_item(0x00100010).value,
+                          raw.get_item(0x00080080).value),
+                         (b"ISO 2022 IR 87", JIS_NAME, b"^Neu^^", b"DOE^JOHN^^^ ", b"Klinik"))
+
+    def test_aValuePydicomCannotDecodeIsNamed(self):
+        """A value pydicom fails on (an FD of 6 bytes) is a ValueError naming it."""
+        data = b"\x08\x00\x05\x00CS\x0e\x00ISO 2022 IR 87" + b"\x18\x00\x50\x10FD\x06\x00" + bytes(6)
+        with self.assertRaisesRegex(IdentifierError, r"^undecodable data set: \(0018,1050\) cannot be decoded: "):
+            decodeDataset(data, EXPLICIT)

@@ -40,7 +40,7 @@ from pacscore.web.dicomweb import instancefiles, retrieve
 from pacscore.web.dicomweb.resource import Target
 from pacscore.web.dicomweb.instancefiles import instanceMetadata
 from plugins.pacs_control_modify import modifyImage
-from tests.pacscore.dicom.test_textbytes import BAD_NAME, writeInvalidTextObject
+from tests.pacscore.dicom.test_textbytes import BAD_NAME, withValue1JIS, writeInvalidTextObject
 from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, asText, viewedColours
 from tests.pacscore.web.pages import PDF, encapsulatedPDF
@@ -1210,6 +1210,34 @@ class MetadataTextTests(unittest.TestCase):
         with capturedLogs():
             found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
         self.assertEqual(found["00100010"], {"vr": "PN", "Value": [{"Alphabetic": "Ungültig^Namen"}]})
+
+    def test_multiByteSetAsValue1(self):
+        """An object naming ``ISO 2022 IR 87`` alone in (0008,0005), with a
+        name holding an empty component, made its study's metadata a 500
+        (``IndexError: string index out of range``); its names are read as
+        under ``\\ISO 2022 IR 87``, its (0008,0005) as stored."""
+        path = self.mktemp()
+        withValue1JIS(makeDataset("JIS1", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)).save_as(path, enforce_file_format=True)
+        found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+        self.assertEqual((found["00080005"]["Value"], found["00100010"]["Value"], found["00080090"]["Value"]),
+                         (["ISO 2022 IR 87"], [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}],
+                          [{"Alphabetic": "^^^^"}]))
+
+    def test_aValuePydicomCannotDecodeIsAValueError(self):
+        """A value pydicom fails on (an FD of 6 bytes) made the metadata a
+        500 with a traceback; it is a ValueError naming it, which leaves
+        the object out of the answer with a log line."""
+        path = self.mktemp()
+        dataset = makeDataset("BADFD", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
+        dataset.EffectiveEchoTime = 1.0
+        dataset.save_as(path, enforce_file_format=True)
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data.replace(b"\x18\x00\x82\x90FD\x08\x00" + struct.pack("<d", 1.0),
+                                 b"\x18\x00\x82\x90FD\x06\x00" + bytes(6)))
+        with self.assertRaisesRegex(ValueError, r"^\(0018,9082\) cannot be decoded: "):
+            instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
 
 
 class StoredAgainTests(DicomWebTestCase):

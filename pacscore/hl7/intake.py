@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from pacscore.db.errors import IndexTimeout, databaseMessage, isTransient
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
-from pacscore.hl7.message import HL7Error, ack, isVersion2, parseMessage, salvage
+from pacscore.hl7.message import HL7Error, Message, ack, isVersion2, parseMessage, salvage
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
 WITHOUT_TRIGGER_EVENT = "ORM"  # HL7 v2.1's MSH-9 holds only the message type: ORM is ORM^O01
@@ -99,6 +99,10 @@ class WorklistIntake:
 
     def _apply(self, read, forPeer, again):
         message, orders, error = read
+        if isinstance(message, Message) and not message.charsetKnown and not again:
+            self.log.warn("HL7 {controlId}: character set {charset!r} (MSH-18) is not one pacs knows: its text is "
+                          "read as without MSH-18, as {codec}", controlId=message.controlId, charset=message.charset,
+                          codec=message.encoding)
         if isinstance(error, OrderRefused):
             return self._error(message, error)
         if error is not None:

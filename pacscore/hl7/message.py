@@ -44,13 +44,30 @@ CHARSETS = {
     "ISO IR6": "ascii",
     "UNICODE": "utf-8",
     "UNICODE UTF-8": "utf-8",
-    "UTF-8": "utf-8",
     "GB 18030-2000": "gb18030",
     "KS X 1001": "euc_kr",
     "BIG-5": "big5",
     **ISO2022,
 }
-_ISO8859 = re.compile(r"8859/(\d{1,2})")
+# ISO-IR registration numbers (as in "ISO IR6", "ISO IR87", and DICOM's
+# "ISO_IR 100") -> codec: the ISO 8859 parts, ASCII, JIS X 0208/0212, UTF-8.
+_ISO_IR = {6: "ascii", 87: ISO2022["ISO IR87"], 159: ISO2022["ISO IR159"], 192: "utf-8",
+           **{number: f"iso8859-{part}" for number, part in ((100, 1), (101, 2), (109, 3), (110, 4), (144, 5),
+                                                              (127, 6), (126, 7), (138, 8), (148, 9), (157, 10),
+                                                              (179, 13), (199, 14), (203, 15), (226, 16))}}
+# Other usual spellings of the character sets of table 0211 (IANA names,
+# DICOM's, other separators or none; the name in upper case, its blanks
+# collapsed) -> the codec of the groups of their match.
+_SPELLINGS = (
+    (re.compile(r"(?:ISO[ _-]?)?8859[/ _-]?(\d{1,2})"), lambda part: f"iso8859-{int(part)}"),
+    (re.compile(r"ISO[ _-]?IR[ _-]?(\d{1,3})"), lambda number: _ISO_IR.get(int(number))),
+    (re.compile(r"(?:UNICODE[ _-]?)?UTF[ _-]?8"), lambda: "utf-8"),
+    (re.compile(r"(?:US[ _-]?)?ASCII"), lambda: "ascii"),
+    (re.compile(r"(?:WINDOWS|CP)[ _-]?(125[0-8])"), lambda page: f"cp{page}"),
+    (re.compile(r"GB[ _-]?18030(?:[ _-]?\d{4})?"), lambda: "gb18030"),
+    (re.compile(r"KS[ _-]?X[ _-]?1001(?:[ _:-]?\d{4})?|EUC[ _-]?KR"), lambda: "euc_kr"),
+    (re.compile(r"BIG[ _-]?5"), lambda: "big5"),
+)
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
@@ -80,10 +97,14 @@ class HL7Error(ValueError):
 
 def charsetCodec(charset):
     """The Python codec for an MSH-18 value (its repetitions joined by
-    ``~``: an empty first one is ASCII); HL7Error (207) if we have none.
+    ``~``: an empty first one is ASCII); None when it names a character set
+    pacs does not know (its text is then read as without MSH-18); HL7Error
+    (207) for character sets pacs knows but cannot read together.
     Alternate character sets are only known as ISO 2022 extensions of ASCII."""
     names = [" ".join(name.upper().split()) for name in charset.split("~")]
     codecs_ = {_charsetCodec(name) if name else "ascii" for name in names}
+    if None in codecs_:
+        return None
     if len(codecs_) == 1:
         return codecs_.pop()
     if codecs_ - {"ascii"} <= set(ISO2022.values()):
@@ -92,23 +113,28 @@ def charsetCodec(charset):
 
 
 def _charsetCodec(name):
-    if name in CHARSETS:
-        return CHARSETS[name]
-    match = _ISO8859.fullmatch(name)
-    if match:
-        codec = f"iso8859-{match.group(1)}"
-        try:
-            codecs.lookup(codec)
-        except LookupError:
-            pass
-        else:
-            return codec
-    raise HL7Error(f"unsupported character set {name!r} in MSH-18", 207)
+    """The codec of one MSH-18 name (upper case, blanks collapsed): table
+    0211's, or a usual other spelling of one (``_SPELLINGS``); None when
+    pacs knows none."""
+    codec = CHARSETS.get(name)
+    for pattern, codecOf in _SPELLINGS if codec is None else ():
+        match = pattern.fullmatch(name)
+        if match:
+            codec = codecOf(*match.groups())
+            break
+    if codec is None:
+        return None
+    try:
+        codecs.lookup(codec)
+    except LookupError:  # 8859/12: no such part
+        return None
+    return codec
 
 
 class Delimiters(NamedTuple):
     """MSH-1 and MSH-2 of a message, and the codec its text is in (for
-    ``\\X..\\``; None when MSH-18 names none: UTF-8, else Latin-1)."""
+    ``\\X..\\``; None when MSH-18 names none, or one pacs does not know:
+    ASCII, else UTF-8, else Latin-1)."""
 
     field: str = "|"
     component: str = "^"
@@ -252,10 +278,11 @@ def _text(delimiters, raw):
 class Message:
     """A parsed HL7 v2 message (see ``parseMessage``)."""
 
-    def __init__(self, raw, charset, encoding, segments):
+    def __init__(self, raw, charset, encoding, segments, charsetKnown=True):
         self.raw = raw
         self.charset = charset
         self.encoding = encoding
+        self.charsetKnown = charsetKnown  # False: MSH-18 names one pacs does not know, its text guessed
         self.segments = segments
         msh = segments[0]
         self.controlId = msh.value(10, 0)
@@ -315,12 +342,12 @@ def decodeUndeclared(raw):
     return raw.decode("latin-1"), "latin-1"
 
 
-def _decode(raw, charset):
-    """``(text, codec)`` of the message in the character set MSH-18 names
-    (guessed by ``decodeUndeclared`` when it names none)."""
-    if not charset:
+def _decode(raw, charset, codec):
+    """``(text, codec)`` of the message in ``codec``, that of the character
+    set MSH-18 names (guessed by ``decodeUndeclared`` when it names none,
+    or one pacs does not know: None)."""
+    if codec is None:
         return decodeUndeclared(raw)
-    codec = charsetCodec(charset)
     try:
         return raw.decode(codec), codec
     except UnicodeDecodeError as e:
@@ -355,15 +382,16 @@ def parseMessage(raw):
     if len({separator, component, repetition, escape, subcomponent}) < 5:
         raise HL7Error(f"MSH-2 {encodingCharacters!r} does not give four distinct delimiters", 102)
     charset = _mshCharset(msh, fieldSeparator, repetition.encode("ascii"))
-    text, codec = _decode(b"\r".join(lines), charset)
-    delimiters = Delimiters(separator, component, repetition, escape, subcomponent, codec if charset else None)
+    declared = charsetCodec(charset) if charset else None
+    text, codec = _decode(b"\r".join(lines), charset, declared)
+    delimiters = Delimiters(separator, component, repetition, escape, subcomponent, declared)
     segments = []
     for line in text.split("\r"):
         fields = line.split(separator)
         if not segments:
             fields = ["MSH", separator] + fields[1:]
         segments.append(Segment(fields, delimiters))
-    message = Message(raw, charset, codec, segments)
+    message = Message(raw, charset, codec, segments, charsetKnown=declared is not None or not charset)
     if not message.messageType:
         raise HL7Error("MSH-9 (message type) is missing", 101)
     if not message.controlId:
@@ -461,7 +489,7 @@ def salvage(raw):
     repetition = encodingCharacters[1:2] or b"~"
     charset = _mshCharset(msh, fieldSeparator, repetition)
     try:
-        codec = charsetCodec(charset) if charset else "latin-1"
+        codec = (charsetCodec(charset) if charset else None) or "latin-1"
     except HL7Error:  # not repeated in the ACK: the sender could not read it either
         codec, charset = "latin-1", ""
 

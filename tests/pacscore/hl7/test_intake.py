@@ -123,6 +123,18 @@ class WorklistIntakeTests(IntakeTestCase):
             self.process(orderMessage("M3", "ACC3", "PAT3", "One^Step"))
         self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
 
+    def test_unknownCharsetWarned(self):
+        """An order whose MSH-18 names no character set pacs knows is
+        applied, its text read as without MSH-18, with a warning."""
+        message = orderMessage("M1", "ACC1", "PAT1", "Müller^Hans", charset="8859/1")
+        with capturedLogs() as events:
+            outcome = self.process(message.replace(b"|8859/1\r", b"|LATIN ONE\r"))
+        self.assertEqual(outcome.code, "AA")
+        self.assertEqual(self.rows()["ACC1"].PatientName, "Müller^Hans")
+        [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(warning, "HL7 M1: character set 'LATIN ONE' (MSH-18) is not one pacs knows: its text is "
+                                  "read as without MSH-18, as latin-1")
+
     def test_handleGivesTheAckBytes(self):
         ack = self.successResultOf(self.intake.handle(orderMessage("M1", "ACC1", "PAT1", "A^B")))
         self.assertIn(b"MSA|AA|M1", ack)

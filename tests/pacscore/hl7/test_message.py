@@ -202,11 +202,35 @@ class ParseTests(unittest.TestCase):
             self.assertEqual(error.code, 102)
             self.assertIn(charset, str(error))
 
-    def test_unknownCharset(self):
-        error = self.assertRaises(HL7Error, parseMessage, msh(charset="KLINGON").encode("ascii"))
-        self.assertEqual(error.code, 207)
-        self.assertIn("unsupported character set 'KLINGON' in MSH-18", str(error))
-        self.assertRaises(HL7Error, charsetCodec, "8859/99")
+    def test_usualSpellingsOfTheCharsets(self):
+        """MSH-18 ``ISO-8859-1`` (the IANA name) or ``ISO IR100`` refused the
+        order (AR: 'unsupported character set 'ISO-8859-1' in MSH-18'); the
+        usual other spellings of table 0211's character sets are read as it."""
+        cases = [("ISO-8859-1", "iso8859-1"), ("iso8859-1", "iso8859-1"), ("ISO 8859/1", "iso8859-1"),
+                 ("ISO_8859-1", "iso8859-1"), ("ISO IR100", "iso8859-1"), ("ISO_IR 100", "iso8859-1"),
+                 ("ISO-IR 100", "iso8859-1"), ("ISO IR 101", "iso8859-2"), ("ISO-8859-2", "iso8859-2"),
+                 ("ISO-8859-15", "iso8859-15"), ("ISO_IR 203", "iso8859-15"), ("ISO_IR 144", "iso8859-5"),
+                 ("UTF8", "utf-8"), ("UNICODE UTF8", "utf-8"), ("ISO_IR 192", "utf-8"),
+                 ("windows-1252", "cp1252"), ("CP1250", "cp1250"), ("GB18030", "gb18030"), ("BIG5", "big5"),
+                 ("EUC-KR", "euc_kr"), ("US-ASCII", "ascii"), ("ISO_IR 6", "ascii")]
+        for charset, codec in cases:
+            text = {"ascii": "Mueller", "iso8859-5": "Мюллер", "big5": "吜么", "euc_kr": "김민"}.get(codec, "Müller")
+            message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec))
+            self.assertEqual((message.charset, message.encoding, message.charsetKnown), (charset, codec, True))
+            self.assertEqual(message.value("PID", 5), text, charset)
+            self.assertEqual(parseMessage(ack(message, "AA")).charset, charset)
+
+    def test_unknownCharsetIsReadAsWithoutOne(self):
+        """MSH-18 naming no character set pacs knows (Conquest reads none)
+        is read as a message without MSH-18 (ASCII, else UTF-8, else
+        Latin-1), not refused; the ACK repeats it."""
+        for charset in ("KLINGON", "8859/99", "UNICODE UTF-16"):
+            for text, codec in (("Mueller", "ascii"), ("Müller", "utf-8"), ("Müller", "latin-1")):
+                message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec))
+                self.assertEqual((message.charset, message.encoding, message.charsetKnown), (charset, codec, False))
+                self.assertEqual(message.value("PID", 5), text)
+                self.assertEqual(parseMessage(ack(message, "AE", text)).value("MSA", 3), text)
+        self.assertIsNone(charsetCodec("8859/99"))
         self.assertEqual(charsetCodec("8859/5"), "iso8859-5")
 
     def test_unusableMessages(self):
@@ -383,9 +407,11 @@ class AckTests(unittest.TestCase):
         self.assertEqual(reply.value("MSH", 9), "ACK^A01^ACK")
 
     def test_unsupportedCharsetNotRepeated(self):
-        reply = self.parseAck(ack(salvage(msh(charset="KLINGON").encode("ascii")), "AR", "charset", 207))
-        self.assertEqual(reply.value("MSA", 1), "AR")
-        self.assertEqual(reply.value("MSH", 18), "")
+        """A combination pacs cannot read is not repeated; a name it does
+        not know is, as in the ACK of a message parsed."""
+        for charset, repeated in (("8859/1~ISO IR87", ""), ("KLINGON", "KLINGON")):
+            reply = self.parseAck(ack(salvage(msh(charset=charset).encode("ascii")), "AR", "charset", 207))
+            self.assertEqual((reply.value("MSA", 1), reply.value("MSH", 18)), ("AR", repeated))
 
     def test_salvageNeverRaises(self):
         for raw in [None, b"", b"garbage", b"MSH", b"MSH|", b"MSH|^~\\&|\xff|||||||\xff\xfe|||||||KLINGON",

@@ -5,7 +5,10 @@ the byte stream into messages, hands them one at a time, in order, to the
 factory's handler and writes each ACK (framed) before the next message is
 handed on.  Bytes outside a frame are discarded, blanks (the line feed
 Windows senders put after ``0x1C 0x0D``) silently, others with a warning
-counted in ``hl7Errors``; a start byte inside a
+counted in ``hl7Errors``; a connection whose first line is an HTTP request
+line (``POST / HTTP/1.1``: a browser's page posting an MLLP frame as its
+body, a cross-protocol request) is closed at that line, nothing after it
+applied; a start byte inside a
 frame starts a new one, the unfinished one discarded unanswered (a sender
 that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
@@ -27,6 +30,7 @@ unfinished frame).  Over TLS, a failed handshake is logged with its cause
 """
 
 import math
+import re
 from collections import deque
 
 from twisted.internet import defer, protocol
@@ -44,6 +48,8 @@ START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
 CARRIAGE_RETURN = 0x0D
 BLANKS = b" \t\r\n"  # skipped silently between frames
+HTTP_REQUEST_LINE = re.compile(rb"[A-Z]+ \S+ HTTP/\d\.\d\r?\n")  # a browser's first line
+HEAD_BYTES = 8192  # bytes before a connection's first frame looked at for an HTTP request line
 
 OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
 
@@ -69,6 +75,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._buffer = bytearray()
         self._garbage = 0          # bytes of the current run outside a frame
         self._garbageLogged = False  # the current run had bytes other than blanks, logged
+        self._head = b""           # the bytes before the first frame while its first line is unknown; then None
         self._queue = deque()      # complete messages waiting for the handler
         self._busy = False         # the handler is working on a message
         self._draining = False     # _processQueue is on the stack
@@ -196,6 +203,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                     return
                 self._garbage = 0
                 self._garbageLogged = False
+                self._head = None
                 self._state = INSIDE
                 position = start + 1
             elif self._state == INSIDE:
@@ -222,6 +230,13 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                 self._state = OUTSIDE
 
     def _discard(self, garbage):
+        line = self._httpRequestLine(garbage)
+        if line is not None:
+            self.factory.count("hl7Errors")
+            self.log.warn("{peer}: an HTTP request on the HL7 port (a browser?), closing: {line!r}",
+                          peer=self.peerName(), line=line[:80])
+            self._close()
+            return
         if not self._garbageLogged and garbage.strip(BLANKS):
             self._garbageLogged = True
             self.factory.count("hl7Errors")
@@ -233,6 +248,17 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             self.log.warn("{peer}: more than {limit} bytes without an MLLP start byte, closing",
                           peer=self.peerName(), limit=limit)
             self._close()
+
+    def _httpRequestLine(self, garbage):
+        """The HTTP request line the connection starts with, once its first
+        line is in (``garbage`` the next bytes before its first frame); None
+        while it is not, or if it is another line."""
+        if self._head is None:
+            return None
+        head = (self._head + garbage[:HEAD_BYTES + 1]).lstrip(BLANKS)
+        self._head = None if b"\n" in head or len(head) > HEAD_BYTES else head
+        match = HTTP_REQUEST_LINE.match(head)
+        return None if match is None else bytes(match.group().rstrip(BLANKS))
 
     def _keep(self, chunk):
         """Add ``chunk`` to the frame, or refuse the frame: whether it was added."""

@@ -1,6 +1,6 @@
 """The MLLP listener, driven through a StringTransport with a task.Clock."""
 
-from twisted.internet import defer, task
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
@@ -11,11 +11,18 @@ from pacscore.closing import CLOSE_BOUND
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.hl7.message import ack, parseMessage
 from pacscore.hl7.mllp import MLLPFactory, frame
-from tests.pacscore.dicom.test_admission import connectFrom
+from tests.pacscore.dicom.test_admission import Held, connectFrom
 
 
 def hl7(controlId):
     return f"MSH|^~\\&|RIS|H|PACS|R|20261201||ORM^O01|{controlId}|P|2.5\rPID|1||4711".encode("ascii")
+
+
+def browserPost(message):
+    """What a browser sends for a page's fetch() POSTing ``message`` in an MLLP frame to the HL7 port."""
+    body = frame(message)
+    return (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:2575\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
 
 class RecordingHandler:
@@ -159,6 +166,34 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
         self.assertEqual(len(self.logged("discarding bytes outside an MLLP frame")), 2)
         self.assertFalse(self.transport.disconnecting)
+
+    def test_anHTTPRequestIsClosedAtItsFirstLine(self):
+        """A browser's page posting an MLLP frame as its body (fetch with
+        mode no-cors, a cross-protocol request): the connection is closed at
+        the request line, the frame never handled, in one piece or byte by
+        byte."""
+        data = browserPost(hl7("M1"))
+        for chunks in ([data], [data[i:i + 1] for i in range(len(data))]):
+            self.connect()
+            for chunk in chunks:
+                self.protocol.dataReceived(chunk)
+            self.assertEqual(self.handler.received, [])
+            self.assertEqual(self.transport.value(), b"")
+            self.assertTrue(self.transport.disconnecting)
+            self.assertEqual(self.logged("HTTP"), ["10.0.0.7:40000: an HTTP request on the HL7 port (a browser?), "
+                                                   "closing: b'POST / HTTP/1.1'"])
+            self.assertEqual(self.factory.counters["hl7Errors"], 1 + (len(chunks) > 1))
+
+    def test_onlyTheFirstLineIsTakenForAnHTTPRequest(self):
+        """A line of other bytes before the first frame (an HTTP-like line
+        after it), blanks, or an HTTP-like line after a frame, are noise as
+        before."""
+        for noise in (b"hello\r\nPOST / HTTP/1.1\r\n", b"\r\n\n \x00"):
+            self.connect()
+            self.protocol.dataReceived(noise + frame(hl7("M1")) + b"GET / HTTP/1.1\r\n" + frame(hl7("M2")))
+            self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])
+            self.assertFalse(self.transport.disconnecting)
+            self.assertEqual(self.logged("HTTP request"), [])
 
     def test_blanksBetweenFramesAreSkippedSilently(self):
         """A line feed after 0x1C 0x0D (Windows senders), and blanks, are no
@@ -490,3 +525,19 @@ class MLLPLimitTests(unittest.TestCase):
         one.dataReceived(b"\x0b" + b"z" * 150)
         one.connectionLost(connectionDone)
         self.assertEqual(self.factory.buffered, 0)
+
+class BrowserOverTCPTests(unittest.TestCase):
+    """The HL7 port on a socket, as a browser's page reaches it."""
+
+    @defer.inlineCallbacks
+    def test_aBrowsersPostIsClosedUnapplied(self):
+        """The request and its MLLP body in one write: the server closes the
+        connection, answering nothing, the message never handled."""
+        handler = RecordingHandler()
+        port = reactor.listenTCP(0, MLLPFactory(handler), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        browser = yield endpoints.connectProtocol(
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Held())
+        browser.transport.write(browserPost(hl7("M1")))
+        yield browser.lost.addTimeout(10, reactor)
+        self.assertEqual((handler.received, browser.received), ([], b""))

@@ -16,7 +16,7 @@ from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.dicom.textbytes import decodeValues, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-    PIXEL_DATA, deflated, inflated, walkDataset)
+    MAX_NESTING, PIXEL_DATA, deflated, inflated, walkDataset)
 
 
 class IdentifierError(ValueError):
@@ -55,8 +55,18 @@ def decodePeerDataset(data, transferSyntax):
     """``decodeDataset`` of a small data set a peer sent (an identifier, a
     C-FIND match, an N-ACTION or N-CREATE data set), inflated to at most
     ``MEMORY_LIMIT`` bytes, so that it cannot fill the memory.  Slow for a
-    big one: call it in a worker thread."""
-    return decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
+    big one: call it in a worker thread.  Sequences nested more than
+    ``MAX_NESTING`` deep are an ``IdentifierError``, as they are in a stored
+    object (its walk does not descend defined-length sequences, which DCMTK
+    sends, and what reads a data set recurses per level)."""
+    dataset = decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
+    items = [dataset]
+    for _ in range(MAX_NESTING + 2):  # level by level, never recursing; as many levels as a stored object's walk takes
+        sequences = [element for parent in items for element in parent if element.VR == "SQ"]
+        if not sequences:
+            return dataset
+        items = [item for sequence in sequences for item in sequence.value]
+    raise IdentifierError(f"sequences nested more than {MAX_NESTING} deep")
 
 
 def encodeDataset(dataset, transferSyntax):

@@ -1,6 +1,8 @@
 """Data sets between bytes and pydicom: a deflated one is inflated whole,
-or, as a peer's small data set is, no further than its limit."""
+or, as a peer's small data set is, no further than its limit; a peer's
+sequences nest no deeper than a stored object's."""
 
+import struct
 import zlib
 
 from twisted.trial import unittest
@@ -8,9 +10,22 @@ from twisted.trial import unittest
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
 from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.storage.attributes import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN as DEFLATED
+from pacscore.storage.attributes import EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT
+from pacscore.storage.attributes import IMPLICIT_VR_LITTLE_ENDIAN as IMPLICIT
 
 STUDY = b"\x08\x00\x52\x00CS\x06\x00STUDY "
 PATIENT_ID = b"\x10\x00\x20\x00LO\x02\x00* "
+
+
+def nestedSequences(depth, implicit=False):
+    """A STUDY identifier holding ``depth`` (0040,A730) sequences nested in
+    one another's items, all of defined length (as DCMTK sends them)."""
+    inner = b""
+    for _ in range(depth):
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+        vr = b"" if implicit else b"SQ\0\0"
+        inner = struct.pack("<HH", 0x0040, 0xA730) + vr + struct.pack("<I", len(item)) + item
+    return (struct.pack("<HHI", 0x0008, 0x0052, 6) + b"STUDY " if implicit else STUDY) + inner
 
 
 def deflatedWithZeros(size):
@@ -67,3 +82,21 @@ class DeflatedTests(unittest.TestCase):
     def test_truncatedRefused(self):
         with self.assertRaises(IdentifierError):
             decodeDataset(deflatedWithZeros(1000)[:-4], DEFLATED)
+
+
+class NestingTests(unittest.TestCase):
+
+    def test_nestedAsDeepAsAStoredObjectsDecoded(self):
+        self.assertEqual(decodePeerDataset(nestedSequences(65), EXPLICIT).QueryRetrieveLevel, "STUDY")
+
+    def test_deeperRefused(self):
+        """One level more, or 900 (which failed with a RecursionError where
+        the identifier was read), in either VR, is an IdentifierError naming
+        the nesting; a stored object's callers (decodeDataset) are not
+        bounded so."""
+        for depth in (66, 900):
+            for implicit, syntax in ((False, EXPLICIT), (True, IMPLICIT)):
+                with self.assertRaises(IdentifierError) as raised:
+                    decodePeerDataset(nestedSequences(depth, implicit), syntax)
+                self.assertEqual(str(raised.exception), "sequences nested more than 64 deep")
+        self.assertEqual(decodeDataset(nestedSequences(66), EXPLICIT).QueryRetrieveLevel, "STUDY")

@@ -1,5 +1,6 @@
-"""The C-FIND SCP when the index database fails: a failure status and one
-log line, no traceback; a C-CANCEL during the query."""
+"""The C-FIND SCP when the index database fails, or when an identifier
+nests sequences too deep: a failure status and one log line, no
+traceback; a C-CANCEL during the query."""
 
 import threading
 import time
@@ -10,11 +11,13 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.dicom.client import associate
+from pacscore.dicom.commands import STATUS
 from pacscore.dicom.find import CANCELLED, ENCODED
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, MatchEncoder
 from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
+from tests.pacscore.dicom.test_datasets import nestedSequences
 
 
 class IndexOutage:
@@ -105,6 +108,31 @@ class IndexOutageTests(unittest.TestCase):
         [line], tracebacks = outage.logged()
         self.assertIn("the index database: the index database did not answer within 0.2 s (SQLTimeOut)", line)
         self.assertEqual(tracebacks, [])
+
+
+class NestedIdentifierTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_tooDeepIsRefusedInOneLine(self):
+        """Sequences nested 900 deep in a C-FIND, C-MOVE or C-GET identifier:
+        a failure status and one warning line each, as a stored object
+        nested so is refused, not a RecursionError's traceback."""
+        running = RunningArchive(self, listen=True)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(uid, [IMPLICIT]) for uid in (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)])
+        self.addCleanup(client.release)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        identifier = nestedSequences(900, implicit=True)
+        statuses = [(yield client.find(STUDY_ROOT_FIND, identifier)),
+                    (yield client.move(STUDY_ROOT_MOVE, identifier, running.ae))[0][STATUS],
+                    (yield client.get(STUDY_ROOT_GET, identifier))[0][STATUS]]
+        self.assertEqual([status & 0xF000 in (0xA000, 0xC000) for status in statuses], [True] * 3, statuses)
+        refusals = [formatEvent(e) for e in events if "sequences nested" in formatEvent(e)]
+        self.assertEqual(len(refusals), 3, refusals)
+        self.assertEqual([e for e in events if e["log_level"].name in ("error", "critical") or "log_failure" in e],
+                         [])
 
 
 class CancelDuringQueryTests(unittest.TestCase):

@@ -12,7 +12,8 @@ A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 read and written, 0-based sequence items (``Data.Seq[#Data.Seq]`` appends
 a new one, as in Conquest) and ``Data.Seq.Name`` for item 0's
 element as in Conquest, an absent element nil, every value text as
-Conquest hands it (``Data.Rows == '512'``), ``Data:Delete(tag)`` or
+Conquest hands it (``Data.Rows == '512'``; its bytes in the object's
+character set: Lua strings are bytes, see ``luastrings``), ``Data:Delete(tag)`` or
 assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence;
 Conquest's ``Data:GetVR(group, element[, asText])``: the value's bytes as
 a table from index 0, or as a string when ``asText``, a sequence for a
@@ -97,7 +98,6 @@ import threading
 from typing import NamedTuple
 
 import lupa.lua54 as lupa
-from pydicom.charset import convert_encodings
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
@@ -118,6 +118,7 @@ from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
 from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
                                          writeLuaFile, writeLuaText)
 from pacscore.converters.luapixels import pixelCall
+from pacscore.converters.luastrings import ENCODING, dataCharset, encodingsOf, valueBytes
 from pacscore.converters.saving import readObject, wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
@@ -148,7 +149,7 @@ local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR
       scriptOn, pixels, freeObject = ...
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
-local byte, utf8len = string.byte, utf8.len
+local byte, find, utf8len = string.byte, string.find, utf8.len
 local getupvalue, setupvalue, sethook, min = debug.getupvalue, debug.setupvalue, debug.sethook, math.min
 local G = _G
 G.python = nil
@@ -195,9 +196,12 @@ local function byteTable(value)
   for i = 1, #value do bytes[i - 1] = byte(value, i) end
   return bytes
 end
--- SetVR's value for Python: text as it is, other bytes as a byte table
+-- SetVR's value for Python: text as it is, other bytes (and escapes, which
+-- Python reads in Data's character set: luastrings) as a byte table
 local function rawValue(value)
-  if type(value) == "string" and utf8len(value) == nil then return byteTable(value) end
+  if type(value) == "string" and (utf8len(value) == nil or find(value, "\27", 1, true)) then
+    return byteTable(value)
+  end
   return value
 end
 
@@ -532,7 +536,8 @@ def _element(handle, tag):
 def _getElement(handle, key):
     """The text of an element, numbers' too as Conquest's lua.cpp pushes
     every value as a string (``Data.Rows == '512'``,
-    ``tonumber(Data.Rows) > 100``), None when absent (nil, as in Conquest:
+    ``tonumber(Data.Rows) > 100``; the bytes of text in the object's
+    character set), None when absent (nil, as in Conquest:
     ``Data.X or 'default'``), or a ``_SequenceHandle`` for a sequence;
     ``Data.Storage`` is the device (MAGn) the object is (to be) kept on,
     when known."""
@@ -545,7 +550,7 @@ def _getElement(handle, key):
         return _SequenceHandle(handle.context, element.value)
     if element.VR in _BINARY_VRS:
         return bytes(element.value or b"")  # a bytearray: pixel data a setter wrote (luapixels)
-    return textOf(element)
+    return valueBytes(textOf(element), handle.context.dataset)
 
 
 def _setElement(handle, key, value):
@@ -638,10 +643,6 @@ def _groupElement(group, element):
     return (int(group) & 0xFFFF) << 16 | (int(element) & 0xFFFF)
 
 
-def _encodings(root):
-    return convert_encodings(root.get("SpecificCharacterSet") if root is not None else None)
-
-
 def _getVR(handle, group, element):
     """Conquest's GetVR: the element's value as its bytes (little endian,
     as encoded), a ``_SequenceHandle`` for a sequence, None when absent."""
@@ -654,7 +655,7 @@ def _getVR(handle, group, element):
         return bytes(found.value)
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, True
-    write_data_element(fp, found, _encodings(handle.context.dataset))
+    write_data_element(fp, found, encodingsOf(handle.context.dataset))
     return fp.getvalue()[8:]  # after the tag and length
 
 
@@ -675,7 +676,7 @@ def _setVR(handle, group, element, value):
         raw = _bytesOf(value)
         LuaRuntime.running().charge(len(raw))
         dataset[tag] = convert_raw_data_element(RawDataElement(tag, vr, len(raw), raw, 0, False, True),
-                                                encoding=_encodings(handle.context.dataset), ds=dataset)
+                                                encoding=encodingsOf(handle.context.dataset), ds=dataset)
     else:
         kind = lupa.lua_type(value) or type(value).__name__
         raise LuaApiError(f"SetVR wants a string, a table of bytes or a sequence, not a {kind}")
@@ -788,7 +789,7 @@ class LuaRuntime:
 
     def __init__(self, persistent=False):
         self.lua = lupa.LuaRuntime(register_eval=False, register_builtins=False, max_memory=MAX_MEMORY,
-                                   attribute_filter=_denyAttributes, unpack_returned_tuples=True)
+                                   attribute_filter=_denyAttributes, unpack_returned_tuples=True, encoding=ENCODING)
         (self._compile, self._prepare, self._beginRun, self._sethook, self._endRun, self._wrapDataset,
          self._caselessIndex) = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
@@ -943,8 +944,9 @@ class LuaRuntime:
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
         try:
-            return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
-                                api.debuglog)
+            with dataCharset(handle.dataset):
+                return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
+                                    api.debuglog)
         finally:
             self._api, self._perThread.running = outer, outerRuntime
 

@@ -424,6 +424,25 @@ class ImportConverterTests(unittest.TestCase):
         [stored] = self.stored(server)
         self.assertEqual((stored.get_item(0x00100010).value, stored.InstitutionName), (b"Ung\xfcltig^Namen", "Klinik"))
 
+    def test_aLuaInitialsScriptOnLatin1AndUTF8Names(self):
+        """string.sub of a name starting with a letter beyond ASCII cut the
+        Lua script short ('utf-8' codec can't decode byte 0xc3) and the
+        object was stored with its name: now cut to its first byte, as
+        Conquest does (Latin-1's 'Ö'; UTF-8's first byte, read as Latin-1)."""
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
+            "ImportConverters": "1",
+            "ImportConverter0": "lua \"Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'\""})
+        server.start()
+        self.addCleanup(server.stop)
+        for patientID, charset in (("LAT1", "ISO_IR 100"), ("UTF1", "ISO_IR 192")):
+            ds, path = self.image(f"{patientID}.dcm", patientID)
+            ds.SpecificCharacterSet, ds.PatientName = charset, "Öztürk^Ümit"
+            ds.save_as(path, enforce_file_format=True)
+            self.assertEqual(server.store(path).returncode, 0)
+        names = {ds.PatientID: str(ds.PatientName) for ds in self.stored(server)}
+        self.assertEqual(names, {"LAT1": "Ö^ANON", "UTF1": "\u00c3^ANON"})
+        self.assertNotIn("Lua script failed", server.log())
+
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
         server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
             "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})

@@ -28,6 +28,14 @@ class LuaChunkTests(unittest.TestCase):
         self.assertEqual(output, "table\tP1")
 
     @defer.inlineCallbacks
+    def test_bytesThatAreNoUTF8Print(self):
+        """print(string.char(255)) (which failed, 'utf-8' codec can't decode
+        byte 0xff, with a critical traceback in the server log): the empty
+        object's character set, the default, reads it."""
+        for command in (commands.lua, commands.dolua):
+            self.assertEqual((yield self.running.run(command, "print(string.char(255), 'é')")), "\u00ff\té")
+
+    @defer.inlineCallbacks
     def test_failuresAndRefusals(self):
         error = yield self.assertFailure(self.running.run(commands.lua, "print('before'); error('boom')"),
                                          CommandError)

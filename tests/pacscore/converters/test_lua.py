@@ -296,6 +296,48 @@ class DataTests(unittest.TestCase):
             self.assertEqual(messages, [f"{KEY}: Lua script failed: {message}"], code)
 
 
+class ByteStringTests(unittest.TestCase):
+    """Lua strings are bytes, as in Conquest: a value is its bytes in the
+    object's character set, and whatever bytes a script makes can be set
+    and printed."""
+
+    def latin1(self, charset="ISO_IR 100"):
+        dataset = patient()
+        dataset.SpecificCharacterSet = charset
+        dataset.PatientName = "Öztürk^Ümit"
+        return makeContext(dataset)
+
+    def test_byteFunctionsWorkOnTheValuesBytes(self):
+        """An initials script on an ISO_IR 100 name starting with Ö (which
+        failed: 'utf-8' codec can't decode byte 0xd6, and the object kept
+        its name): 'Ö' is one byte, set back as 'Ö'."""
+        code = ("print(#Data.PatientName, string.byte(Data.PatientName, 1), string.sub(Data.PatientName, 1, 1)); "
+                "Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'")
+        outcome, context, messages = runLua(code, self.latin1())
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 11\t214\tÖ"]))
+        self.assertEqual(str(context.dataset.PatientName), "Ö^ANON")
+
+    def test_aValueJoinedWithTheScriptsText(self):
+        """A value's bytes and the script's UTF-8 text each read as they are."""
+        outcome, context, _ = runLua("Data.PatientName = Data.PatientName .. ' Müller'", self.latin1())
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(str(context.dataset.PatientName), "Öztürk^Ümit Müller")
+
+    def test_partOfAUTF8CharacterIsLatin1(self):
+        """Half of a character of a UTF-8 object (ISO_IR 192) is no text in
+        it: read as Latin-1, as stored text is, and the script goes on."""
+        outcome, context, _ = runLua("Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'",
+                                     self.latin1("ISO_IR 192"))
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(str(context.dataset.PatientName), "\u00c3^ANON")
+
+    def test_anyBytesPrint(self):
+        """print of bytes that are no UTF-8 (a 'critical' traceback of
+        lupa's UnicodeDecodeError) prints them in the object's character set."""
+        outcome, _, messages = runLua("print(string.char(255), string.char(0xd6) .. 'z')")
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: \u00ff\t\u00d6z"]))
+
+
 class VRTests(unittest.TestCase):
     """Conquest's ``Data:GetVR(group, element[, asText])`` and
     ``Data:SetVR(group, element, value)`` (and getvr/setvr)."""

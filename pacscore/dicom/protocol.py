@@ -244,8 +244,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
         if pduType == pdu.A_ABORT:
             abort = pdu.describeAbort(body)
             self.log.info("{peer}: association aborted by peer ({abort})", peer=self.peerName(), abort=abort)
+            self._closeNow()  # first: who sees a request fail sees the association gone
             self._failRequests(AssociationLost(f"{self.peerName()} aborted the association ({abort})"))
-            self._closeNow()
         elif pduType == pdu.P_DATA_TF and self.state in (ESTABLISHED, AWAITING_RELEASE_RP):
             self._pdataReceived(body)
         else:
@@ -404,7 +404,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
         or None)`` of its final response.  Pending responses (status
         FF00/FF01) go to ``onPending(command, dataset)`` as they arrive.
         The Message ID is assigned here when ``command`` has none.  Fails
-        with ``AssociationLost`` if the association ends first, or with
+        with ``AssociationLost`` if the association ends first (``state``
+        no longer ``ESTABLISHED`` by the time it fails), or with
         ``DIMSETimeout`` (and an A-ABORT) when the peer stays silent for
         ``timeout`` seconds (None: the factory's ``dimseTimeout``) once the
         request is sent (while it is being sent, the timeout counts the
@@ -619,11 +620,11 @@ class DicomProtocol(Protocol, TimeoutMixin):
         if self.transport is None or self.state == AWAITING_CLOSE:
             return
         self.transport.write(pdu.encodeAbort(source, reason))
-        self._failRequests(AssociationLost(f"association with {self.peerName()} aborted"))
         if closeNow:
             self._closeNow()
         else:
             self._awaitClose()
+        self._failRequests(AssociationLost(f"association with {self.peerName()} aborted"))  # the state changed first
 
     def _awaitClose(self):
         self.state = AWAITING_CLOSE
@@ -808,10 +809,10 @@ class DicomServerProtocol(DicomProtocol):
     def _releaseWhenIdle(self):
         if self.busy or self.state != ESTABLISHED:
             return
-        self._failRequests(AssociationLost(f"{self.peerName()} released the association first"), onlyYielding=True)
         self.log.info("{peer}: association released", peer=self.peerName())
         self.transport.write(pdu.encodeSimplePDU(pdu.A_RELEASE_RP))
         self._awaitClose()
+        self._failRequests(AssociationLost(f"{self.peerName()} released the association first"), onlyYielding=True)
 
     def _artimExpired(self):
         if self.state == AWAITING_ASSOCIATE:

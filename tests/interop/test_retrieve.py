@@ -645,6 +645,48 @@ class SubOperationPriorityTests(unittest.TestCase):
         self.assertEqual((final.Status, self.priorities), (0, [1]))
 
 
+class AbortingDestinationTests(unittest.TestCase):
+    """A C-MOVE destination (pynetdicom) that A-ABORTs the association on
+    the first C-STORE it is sent and takes every object after: that object
+    alone fails; the next goes on a new association with the others."""
+
+    def setUp(self):
+        self.stored = []
+        self.abortedOn = []
+        destination = AE(ae_title="ABORTSCP")
+        destination.add_supported_context(CT_STORAGE)
+        port = freePort()
+        self.addCleanup(destination.start_server(("127.0.0.1", port), block=False,
+                                                 evt_handlers=[(evt.EVT_C_STORE, self.received)]).shutdown)
+        self.server = PacsServer(self.mktemp())
+        self.server.addNode("ABORTSCP", port)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.images = generateCorpus(os.path.join(self.server.workdir, "corpus"), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=4, rows=16, columns=16)
+        self.assertEqual(self.server.store(*[image.path for image in self.images]).returncode, 0)
+
+    def received(self, event):
+        uid = event.request.AffectedSOPInstanceUID
+        if not self.abortedOn:
+            self.abortedOn.append(uid)
+            event.assoc.abort()
+            return 0xC000
+        self.stored.append(uid)
+        return 0x0000
+
+    def test_move(self):
+        association = moveAssociation(self.server)
+        self.addCleanup(association.release)
+        *_, (final, identifier) = association.send_c_move(studyKeys(self.images[0].studyUID), "ABORTSCP",
+                                                          STUDY_ROOT_MOVE)
+        self.assertEqual((final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations),
+                         (0xB000, 3, 1))
+        self.assertEqual(identifier.FailedSOPInstanceUIDList, self.abortedOn[0])
+        self.assertEqual(sorted(self.stored + self.abortedOn), sorted(image.sopUID for image in self.images))
+        self.assertNotIn("no association with", self.server.log())
+
+
 class CancelAndLoadTests(unittest.TestCase):
     """C-CANCEL of a C-MOVE, parallel retrieves, bounded memory."""
 

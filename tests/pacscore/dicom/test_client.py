@@ -61,6 +61,23 @@ class Silent:
         return defer.Deferred()
 
 
+class AbortingOnce:
+    """A C-STORE service that A-ABORTs the association on the first object
+    it is sent (as a destination that cannot take it) and takes the others."""
+
+    def __init__(self):
+        self.aborted = False
+        self.received = []
+
+    def handle(self, protocol, contextId, command, dataset):
+        if not self.aborted:
+            self.aborted = True
+            protocol.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
+            return
+        self.received.append(command[commands.AFFECTED_SOP_INSTANCE_UID])
+        protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, 0))
+
+
 class ClientTests(unittest.TestCase):
 
     def setUp(self):

@@ -686,6 +686,26 @@ class ProtocolTests(ServerTestCase):
         self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0))
         self.assertTrue(self.transport.disconnecting)
 
+    def test_aRequestFailedByTheEndSeesTheAssociationGone(self):
+        """A request of ours (a C-GET's C-STORE) failed by the peer's
+        A-ABORT, by ours, or (one that yields to a release, a storage
+        commitment report) by the peer's release finds the association no
+        longer established when its failure is handled: what it does next
+        (a retrieve's next object, a release, another request) does not
+        take the association for still up."""
+        store = {commands.COMMAND_FIELD: commands.C_STORE_RQ, commands.AFFECTED_SOP_CLASS_UID: CT_STORAGE,
+                 commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3", commands.PRIORITY: 0}
+        for end in (lambda: self.protocol.dataReceived(pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, 0)),
+                    lambda: self.protocol.abort(),
+                    lambda: self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))):
+            self.protocol, self.transport = self.connect()
+            self.associate([(CT_STORAGE, [IMPLICIT])])
+            seen = []
+            self.protocol.request(1, store, b"\x08\x00\x18\x00\x06\x00\x00\x001.2.3\x00",
+                                  yieldsToRelease=True).addErrback(lambda failure: seen.append(self.protocol.state))
+            end()
+            self.assertEqual(seen, ["Sta13"])
+
     def test_connectionLostWithoutReleaseOrAbortLogged(self):
         """A connection that ends with the association established, neither
         released nor aborted (an A-P-ABORT, PS3.8 7.4), is a warning naming

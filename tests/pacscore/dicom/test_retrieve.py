@@ -35,9 +35,10 @@ from pacscore.storage.reader import Missing, ObjectReader, StoredObject
 from tests.pacscore.codecs.test_transcode import split
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import recordDecodes
+from tests.pacscore.dicom.test_client import AbortingOnce
 from tests.pacscore.dicom.test_find import IndexOutage, maskedIdentifier
 from tests.pacscore.dicom.test_storeddata import ENCAPSULATED, RLE, pixelAttributes
-from tests.pacscore.export.fixtures import SyncWorkers
+from tests.pacscore.export.fixtures import Acceptor, SyncWorkers, settle
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -668,6 +669,57 @@ class ReassociationTests(unittest.TestCase):
         self.assertFalse(cancelled)
         self.assertEqual((first.sent, second.sent), (["1.2.3.0", "1.2.3.1"], ["1.2.3.2", "1.2.3.3", "1.2.3.4"]))
         self.assertEqual((progress.completed, progress.failed, targets), (5, 0, [first, second]))
+
+
+class PeerAbortTests(unittest.TestCase):
+    """A peer's A-ABORT while it has an object (our associations over
+    iosim) fails that object only: a C-MOVE sends the next one on a new
+    association to the destination, a C-GET (the requestor gone) sends
+    no more, nor counts the next one failed."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.store = AbortingOnce()
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: self.store})
+        self.located = storedObjects(self, CT, 4)
+
+    def associate(self, located, **keys):
+        return defer.ensureDeferred(associate(self.clock, "127.0.0.1", 104, "PACS", "DEST",
+                                              contextsFor(located, "as"), endpoint=self.acceptor, **keys))
+
+    def send(self, service, requestor, target, command):
+        progress = Progress(len(self.located))
+        with capturedLogs() as events:
+            cancelled = settle(self, defer.ensureDeferred(service._send(
+                requestor, command, [target], "as", self.located, progress, lambda *args, **kwargs: None)),
+                self.acceptor, self.clock)
+        self.assertFalse(cancelled)
+        return progress, [formatEvent(e) for e in events if e["log_level"].name == "warn"]
+
+    def test_moveGoesOnWithTheNextObjectOnANewAssociation(self):
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", self.clock, None)
+
+        async def reopen(protocol, command, left):
+            return await self.associate(left), "as"
+        service._open = reopen
+        first = settle(self, self.associate(self.located), self.acceptor, self.clock)
+        progress, warnings = self.send(service, Requestor(), first, {commands.MOVE_DESTINATION: "DEST"})
+        self.assertEqual((progress.completed, progress.failed, self.store.received, self.acceptor.associations),
+                         (3, 1, ["1.2.3.1", "1.2.3.2", "1.2.3.3"], 2))
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("C-MOVE: C-STORE of 1.2.3.0 to DEST@", warnings[0])
+
+    def test_getSendsNoMoreOnceTheRequestorAborts(self):
+        service = GetService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", self.clock)
+        settle(self, self.associate(self.located, services={commands.C_STORE_RQ: self.store},
+                                    roles={CT: (False, True)}), self.acceptor, self.clock)
+        requestor = self.acceptor.pumps[0].server  # our acceptor, sending the C-GET's objects back
+        self.assertIn(CT, requestor.association.rolesAsSCU)
+        progress, warnings = self.send(service, requestor, _ReturnPath(requestor), {})
+        self.assertEqual((progress.completed, progress.failed, progress.remaining, self.store.received),
+                         (0, 1, 3, []))
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("C-GET: C-STORE of 1.2.3.0 to ", warnings[0])
 
 
 class RenamingHook:

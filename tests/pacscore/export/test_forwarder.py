@@ -24,7 +24,7 @@ from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted, Refu
 from pacscore.export.queue import Action, Target
 from tests.pacscore.export.fixtures import (
     EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, failingFor, settle)
-from tests.pacscore.dicom.test_client import Silent
+from tests.pacscore.dicom.test_client import AbortingOnce, Silent
 
 class TcpTransport(StringTransport):
     """A StringTransport standing in for TCP (TCP_NODELAY is set on it)."""
@@ -322,6 +322,20 @@ class ForwarderTests(unittest.TestCase):
         self.acceptor.flush()
         self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
 
+    def test_aDestinationThatAbortsIsNotAbortedBack(self):
+        """A destination that A-ABORTs the association on a C-STORE: the
+        forward fails (to be retried) naming the abort, and pacs, finding
+        the association gone, sends no A-ABORT of its own back."""
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: AbortingOnce()})
+        forwarder = self.forwarder(associationLevel="GLOBAL")
+        aborted = self.released(forwarder)
+        failure = self.forward(forwarder, imageAction("", level="STUDY"))
+        failure.trap(ForwardError)
+        self.assertIn("C-STORE of 1.2.3.1.0 failed: DEST@", str(failure.value))
+        self.assertIn("aborted the association (A-ABORT from the peer's service user)", str(failure.value))
+        self.acceptor.flush()
+        self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
+
     def test_statusesThatRefuseForGoodLeaveTheObjectOut(self):
         """A9xx (Data Set does not match SOP Class), Cxxx (Cannot
         understand) and PS3.7 C.4's general refusals (0122 SOP class not
@@ -375,8 +389,9 @@ class ForwarderTests(unittest.TestCase):
 
     def test_anInterruptAbortsACStoreStillUnanswered(self):
         """A destination that leaves a C-STORE unanswered: ``interrupt``
-        aborts its association at once (not after TCPIPTimeOut), and the
-        forward fails with Interrupted (stays queued, no attempt counted)."""
+        aborts its association at once (not after TCPIPTimeOut), with
+        nothing after the A-ABORT (no A-RELEASE-RQ), and the forward fails
+        with Interrupted (stays queued, no attempt counted)."""
         self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: Silent()})
         forwarder = self.forwarder(dimseTimeout=300)
         d = defer.ensureDeferred(forwarder.forward(imageAction("", level="STUDY")))
@@ -385,6 +400,8 @@ class ForwarderTests(unittest.TestCase):
             self.clock.advance(1)
         self.assertNoResult(d)
         forwarder.interrupt()
+        self.assertEqual(b"".join(self.acceptor.pumps[0].clientIO.stream),
+                         pdu.encodeAbort(pdu.SOURCE_SERVICE_USER, pdu.REASON_NOT_SPECIFIED))
         self.acceptor.flush()
         self.failureResultOf(d, Interrupted)
         self.acceptor.flush()

@@ -54,6 +54,12 @@ class Column:
         return _DICOM_TYPE_VRS.get(self.dicomType, "LO")
 
     @property
+    def foldsCase(self) -> bool:
+        """True for DT_ISTR, Conquest's "case insensitive query string": keys
+        match it case-insensitively (pacscore.db.query)."""
+        return self.dicomType == "DT_ISTR"
+
+    @property
     def isSequenceMarker(self) -> bool:
         """True for DT_STARTSEQUENCE / DT_ENDSEQUENCE lines (descriptive only)."""
         return self.dicomType in ("DT_STARTSEQUENCE", "DT_ENDSEQUENCE")

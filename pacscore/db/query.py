@@ -50,6 +50,9 @@ Matching per key, by the request's VR:
   a thousand ORs);
 - dicom.sql ``DT_MSTR`` columns (stored joined by ``\\``) match a value
   equal to the whole stored text or to any one of its parts;
+- dicom.sql ``DT_ISTR`` columns match case-insensitively, wildcards or not,
+  as Conquest's ``UPPER(column)`` does (since 2017; a key as with
+  ``foldCase``, at every level, in the worklist too);
 - a text value (LO, SH ...) longer than its column is cut to the column's
   width before it is compared, as a stored one was cut (``cutToColumn``),
   and so is the literal start of one with wildcards when it fills the
@@ -282,6 +285,7 @@ class _Resolved(NamedTuple):
     index: int           # table the column belongs to
     column: object       # the SQLAlchemy column
     isMulti: bool        # dicom.sql DT_MSTR
+    foldCase: bool       # dicom.sql DT_ISTR: matched case-insensitively
 
 
 class _Statement:
@@ -346,7 +350,7 @@ class _Statement:
         found = self.tables[index].byTag.get(tag)
         if found is None:
             return None
-        return _Resolved(index, found[0], found[1].dicomType == "DT_MSTR")
+        return _Resolved(index, found[0], found[1].dicomType == "DT_MSTR", found[1].foldsCase)
 
     def use(self, index, condition=False):
         self.top = min(self.top, index)
@@ -378,7 +382,7 @@ class _Statement:
             column = self.offIndex(column)
         candidates = self.dateTimeKeys is not None and key.vr == "DT" and not key.emptyValueMatching
         condition = matchCondition(column, key, resolved.isMulti, prefixRange=self.dialect == "sqlite",
-                                   dateTimeCandidates=candidates)
+                                   dateTimeCandidates=candidates, foldCase=resolved.foldCase)
         if condition is not None:
             self.conditions.append(condition)
             self.use(resolved.index, condition=True)
@@ -426,7 +430,8 @@ class _Statement:
             if resolved is None:
                 return False
             column = aliases[target].c[resolved.column.name]
-            conditions.append(matchCondition(self.offIndex(column), key, resolved.isMulti))
+            conditions.append(matchCondition(self.offIndex(column), key, resolved.isMulti,
+                                             foldCase=resolved.foldCase))
         self.conditions.append(select(literal_column("1")).select_from(clause)
                                .where(link == outer, *conditions).exists())
         return True
@@ -643,9 +648,11 @@ def withEmptyValueMatching(keys):
             for key in keys]
 
 
-def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandidates=False):
+def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandidates=False, foldCase=False):
     """The SQL condition of one key on ``column``, or None (matches all).
 
+    ``foldCase``: ``column`` is matched case-insensitively (a dicom.sql
+    ``DT_ISTR`` one, ``Column.foldsCase``), as a key with ``foldCase`` is.
     ``prefixRange`` (SQLite): ASCII PN values with a literal prefix also
     get ``lower(column) >= prefix AND lower(column) < next(prefix)``, which
     SQLite looks up in the ``lower(PatientName)`` index (its LIKE
@@ -659,6 +666,8 @@ def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandid
         return None
     if key.emptyValueMatching:
         return or_(column == "", column.is_(None))
+    if foldCase:
+        key = key._replace(foldCase=True)
     length = None if isMulti else getattr(column.type, "length", None)
     values = valuesOf(key, length)
     if values is None:

@@ -10,8 +10,9 @@ the object lives (``DeviceName`` ``MAG0`` + ``ObjectFile`` relative path).
 Indexes (what pacscore.db.query relies on): unique on each key, plain on
 each link, on the usual search columns and on every PatientID column
 (SeriesPat, ImagePat), and on ``lower(PatientName)`` for case-insensitive
-name matching (SQLite and PostgreSQL only; on MySQL and MariaDB every text
-column compares byte for byte, utf8mb4_bin).
+name matching, and on ``lower(column)`` of a ``DT_ISTR`` column (matched
+case-insensitively) that has one of the others (SQLite and PostgreSQL only;
+on MySQL and MariaDB every text column compares byte for byte, utf8mb4_bin).
 """
 
 from typing import NamedTuple
@@ -106,14 +107,17 @@ def _indexes(level, tableName, names, tags=()):
             + [Index(f"ix_{tableName}_{n}", n) for n in plain])
 
 
-def _foldedIndexes(table, names):
-    """``ix_<table>_<column>_lower`` on ``lower(column)`` for CASE_FOLDED names."""
-    for name in CASE_FOLDED:
-        if name in names:
-            label = f"{name}_lower"
-            Index(f"ix_{table.name}_{label}", func.lower(table.c[name]).label(label),
-                  postgresql_ops={label: "text_pattern_ops"}, info={"dialects": CASE_FOLDED_DIALECTS}
-                  ).ddl_if(dialect=CASE_FOLDED_DIALECTS)
+def _foldedIndexes(table, columns):
+    """``ix_<table>_<column>_lower`` on ``lower(column)`` for the CASE_FOLDED
+    ``columns`` (dicom.sql's) and the ``DT_ISTR`` ones (matched so too,
+    ``Column.foldsCase``) that have an index already."""
+    indexed = {column.name for index in table.indexes for column in index.columns}
+    for name in dict.fromkeys(c.name for c in columns
+                              if c.name in CASE_FOLDED or c.foldsCase and c.name in indexed):
+        label = f"{name}_lower"
+        Index(f"ix_{table.name}_{label}", func.lower(table.c[name]).label(label),
+              postgresql_ops={label: "text_pattern_ops"}, info={"dialects": CASE_FOLDED_DIALECTS}
+              ).ddl_if(dialect=CASE_FOLDED_DIALECTS)
 
 
 def buildTable(level, columns, tableName, metadata):
@@ -131,7 +135,7 @@ def buildTable(level, columns, tableName, metadata):
     names = [c.name for c in dicom]
     table = Table(tableName, metadata, *sqlColumns,
                   *_indexes(level, tableName, names, [c.tag for c in dicom]), **MYSQL_TABLE)
-    _foldedIndexes(table, names)
+    _foldedIndexes(table, dicom)
     return table
 
 

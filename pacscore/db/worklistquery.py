@@ -7,8 +7,8 @@ Step Sequence item come flattened, as the table holds one scheduled
 procedure step per row (its sequence markers are descriptive only).
 
 Each key matches as in the Q/R C-FIND (``pacscore.db.query.matchCondition``:
-wildcards, DA/TM ranges, UID lists, case-insensitive person names, several
-values).  Scheduled Procedure Step Start Date (0040,0002) and Start Time
+wildcards, DA/TM ranges, UID lists, case-insensitive person names and
+``DT_ISTR`` columns, several values).  Scheduled Procedure Step Start Date (0040,0002) and Start Time
 (0040,0003) match independently of each other: combined date-time matching
 needs the extended negotiation of PS3.4 C.2.2.2.5, which is not offered.
 Keys whose tag has no column impose no condition: ``unmatchedKeys`` names
@@ -56,7 +56,8 @@ class WorklistQuery:
             if found is None:
                 continue
             column, layout = found
-            condition = matchCondition(column, key, layout.dicomType == "DT_MSTR", prefixRange)
+            condition = matchCondition(column, key, layout.dicomType == "DT_MSTR", prefixRange,
+                                       foldCase=layout.foldsCase)
             if condition is not None:
                 conditions.append(condition)
         tags = list(self.byTag)

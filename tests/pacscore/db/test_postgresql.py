@@ -60,28 +60,36 @@ class FilterTests(OnPostgreSQL, test_queue.FilterTests):  # replaces casesOn's
         self.assertFalse(self.queue.filterMatches("1.2.3.1.1", "Rows = 512"))  # text = integer: refused, no match
 
 
-class PersonNamePlanTests(OnPostgreSQL, test_query.ArchiveTestCase):
-    """PostgreSQL searches the lower(PatientName) indexes for a PN key,
-    non-ASCII ones too (EXPLAIN, sequential scans off so that the few rows
-    here do not make a scan the cheaper plan)."""
+class Plans(OnPostgreSQL):
+    """EXPLAIN, sequential scans off so that the few rows here do not make
+    a scan the cheaper plan."""
 
     def plan(self, statement, parameters):
         with self.engine.connect() as connection:
             connection.exec_driver_sql("SET enable_seqscan = off")
             return "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
 
-    def patientPlan(self, value):
+    def foundWithPlan(self, level, key):
+        """The unique keys ``key`` finds at ``level``, and the plan of its statement."""
         statements = []
 
         def listener(conn, cursor, statement, parameters, *rest):
             statements.append((statement, parameters))
         event.listen(self.engine, "before_cursor_execute", listener)
         try:
-            found = self.keysOf("PATIENT", test_query.K(test_query.PATIENT_NAME, "PN", value))
+            found = self.keysOf(level, key)
         finally:
             event.remove(self.engine, "before_cursor_execute", listener)
         [(statement, parameters)] = statements
         return found, self.plan(statement, parameters)
+
+
+class PersonNamePlanTests(Plans, test_query.ArchiveTestCase):
+    """PostgreSQL searches the lower(PatientName) indexes for a PN key,
+    non-ASCII ones too."""
+
+    def patientPlan(self, value):
+        return self.foundWithPlan("PATIENT", test_query.K(test_query.PATIENT_NAME, "PN", value))
 
     def test_nonAsciiNames(self):
         for value in ("Müller^Jürgen", "MÜLLER*", "müller^j*", "DOE^JOHN", "doe^j*"):
@@ -98,6 +106,20 @@ class PersonNamePlanTests(OnPostgreSQL, test_query.ArchiveTestCase):
         plan = self.plan(str(compiled), compiled.params)
         self.assertIn("ix_DICOMWorkList_PatientName_lower", plan)
         self.assertNotIn("Seq Scan", plan)
+
+
+class CaseInsensitiveColumnPlanTests(Plans, test_query.ArchiveTestCase):
+    """PostgreSQL searches the lower(AccessionNumber) index of a DT_ISTR
+    AccessionNumber, for an exact key and a wildcard one."""
+
+    makeLayout = test_query.CaseInsensitiveColumnTests.makeLayout
+
+    def test_lowerIndex(self):
+        for value, expected in (("Acc2", ["1.2"]), ("acc*", ["1.1", "1.2", "5.1"])):
+            found, plan = self.foundWithPlan("STUDY", test_query.K(test_query.ACCESSION, "SH", value))
+            self.assertEqual(found, expected, value)
+            self.assertIn("ix_DICOMStudies_AccessionNumber_lower", plan, value)
+            self.assertNotIn("Seq Scan", plan, value)
 
 
 class DatabaseEncodingTests(unittest.TestCase):

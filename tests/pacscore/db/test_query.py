@@ -797,6 +797,63 @@ class MultiValuedColumnTests(ArchiveTestCase):
                          [{STUDY_UID: "1.1", MODALITIES_IN_STUDY: "MR\\CT"}])
 
 
+class CaseInsensitiveColumnTests(ArchiveTestCase):
+    """dicom.sql DT_ISTR columns (Conquest's "case insensitive query
+    string", here StudyDescription and AccessionNumber) match whatever the
+    case, wildcards or not, as Conquest's UPPER(column) = / LIKE 'KEY'."""
+
+    def makeLayout(self):
+        layout = shippedLayout()
+        folded = [replace(column, dicomType="DT_ISTR") if column.tag in (STUDY_DESCRIPTION, ACCESSION) else column
+                  for column in layout.study]
+        return replace(layout, study=folded)
+
+    def test_anyCase(self):
+        for value, expected in (("mr knee", ["1.2"]), ("Mr Knee", ["1.2"]), ("MR KNEE", ["1.2"]),
+                                ("mr*", ["1.2"]), ("*Knee", ["1.2"]), ("*c?est", ["5.1"]),
+                                ("ct head\\DX chest", ["1.1", "5.1"]), ("*xdonex", ["4.1"]),
+                                ("100% _DONE_", ["2.1"]), ("100% _DONE", []), ("mr", [])):
+            self.assertMatches("STUDY", K(STUDY_DESCRIPTION, "LO", value), expected)
+        self.assertMatches("STUDY", K(ACCESSION, "SH", "acc?"), ["1.1", "1.2", "5.1"])
+
+    def test_atEveryLevelAndBelow(self):
+        """The column of an upper table (joined), and of a lower level (QIDO-RS's EXISTS)."""
+        self.assertMatches("IMAGE", K(STUDY_DESCRIPTION, "LO", "mr knee"), ["1.2.1.1"])
+        self.assertMatches("SERIES", [K(STUDY_UID, "UI", "1.1"), K(ACCESSION, "SH", "acc1")], ["1.1.1", "1.1.2"])
+        with self.engine.connect() as connection:
+            found = self.query.find(connection, "PATIENT", [K(STUDY_DESCRIPTION, "LO", "ct HEAD")], below=True)
+        self.assertEqual([match[PATIENT_ID] for match in found], ["PAT1"])
+
+    def test_answeredAsStored(self):
+        self.assertEqual(self.find("STUDY", K(STUDY_UID, "UI"), K(STUDY_DESCRIPTION, "LO", "mr knee")),
+                         [{STUDY_UID: "1.2", STUDY_DESCRIPTION: "MR KNEE"}])
+
+    def test_otherColumnsStayCaseSensitive(self):
+        self.assertMatches("SERIES", K(MODALITY, "CS", "ct"), [])
+        self.assertMatches("STUDY", K(PATIENT_ID, "LO", "pat1"), [])
+
+    def test_lowerIndexOfAnIndexedColumn(self):
+        """AccessionNumber has an index, so it gets one on lower(AccessionNumber)
+        too, which an exact key looks up; StudyDescription has none."""
+        names = {index.name for index in self.index.tables.study.indexes}
+        self.assertIn("ix_DICOMStudies_AccessionNumber_lower", names)
+        self.assertNotIn("ix_DICOMStudies_StudyDescription_lower", names)
+        if self.engine.dialect.name != "sqlite":
+            return
+        executed = []
+
+        def listener(conn, cursor, statement, parameters, *rest):
+            executed.append((statement, parameters))
+        event.listen(self.engine, "before_cursor_execute", listener)
+        self.addCleanup(event.remove, self.engine, "before_cursor_execute", listener)
+        for value, expected in (("Acc2", ["1.2"]), ("acc*", ["1.1", "1.2", "5.1"])):
+            self.assertMatches("STUDY", K(ACCESSION, "SH", value), expected)
+            with self.engine.connect() as connection:
+                plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + executed[-1][0], executed[-1][1]))
+            self.assertIn("ix_DICOMStudies_AccessionNumber_lower", plan, value)
+
+
 class DateTimeTests(ArchiveTestCase):
     """DT matching, on a layout with AcquisitionDateTime in DICOMImages."""
 

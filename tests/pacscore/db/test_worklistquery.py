@@ -3,6 +3,7 @@ dicom.sql *WorkList* table, built from the shipped etc/dicom.sql in an
 in-memory SQLite database."""
 
 import os
+from dataclasses import replace
 
 from sqlalchemy import MetaData, event, insert
 from twisted.trial import unittest
@@ -152,6 +153,18 @@ class WorklistQueryTests(unittest.TestCase):
         self.assertMatches(K(PATIENT_NAME, "PN", "mül*"), ["ACC3"])
         self.assertMatches(K(PATIENT_NAME, "PN", "*太郎"), ["ACC4"])
         self.assertMatches(K(PATIENT_NAME, "PN", "o'brien*"), ["ACC6"])
+
+    def test_caseInsensitiveColumn(self):
+        """A DT_ISTR column (here Scheduled Procedure Step Description)
+        matches whatever the case, as in the Q/R C-FIND; the others do not."""
+        self.assertMatches(K(STEP_DESCRIPTION, "LO", "ct exam"), [])
+        columns = [replace(column, dicomType="DT_ISTR") if column.tag == STEP_DESCRIPTION else column
+                   for column in self.layout.worklist]
+        self.query = WorklistQuery(self.query.table, columns)
+        self.assertMatches(K(STEP_DESCRIPTION, "LO", "ct exam"), ["ACC1", "ACC3", "ACC5"])
+        self.assertMatches(K(STEP_DESCRIPTION, "LO", "M? EXAM"), ["ACC2", "ACC6"])
+        self.assertMatches(K(STEP_DESCRIPTION, "LO", "us*"), ["ACC4"])
+        self.assertMatches(K(MODALITY, "CS", "us"), [])
 
     def test_accessionNumber(self):
         self.assertMatches(K(ACCESSION, "SH", "ACC3"), ["ACC3"])

@@ -84,6 +84,7 @@ import math
 import re
 from typing import NamedTuple
 
+from pydicom.datadict import dictionary_VR
 from pydicom.tag import Tag
 from sqlalchemy import Boolean, LargeBinary, String, and_, case, cast, func, literal, literal_column, or_, select
 from sqlalchemy.ext.compiler import compiles
@@ -96,12 +97,12 @@ from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.repertoire import HeldText, holds
-from pacscore.db.sqlfunctions import distinctValues, textLength
+from pacscore.db.sqlfunctions import distinctValues, numericValue, textLength
 from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
 
 __all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
-           "hasValuesToMatch", "unpaddedValues", "valuesOf", "withEmptyValueMatching"]
+           "hasValuesToMatch", "numberKey", "unpaddedValues", "valuesOf", "withEmptyValueMatching"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -142,7 +143,8 @@ _KEYS_PER_STATEMENT = 500
 # VRs whose values may contain a backslash (no value multiplicity).
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
 _RANGE_VRS = frozenset(("DA", "TM", "DT"))
-_CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))  # text a key may hold more of than its column
+_CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))
+NUMBER_VRS = frozenset(("IS", "DS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"))  # sorted as numbers  # text a key may hold more of than its column
 _ESCAPE = "\\"
 _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
 _WILDCARD = re.compile("[*?]")
@@ -175,6 +177,15 @@ def exactKey(tag, value):
     if not value:
         return QueryKey(tag, EXACT, EMPTY_VALUE, emptyValueMatching=True)
     return QueryKey(tag, EXACT, value)
+
+
+class SortBy(NamedTuple):
+    """The order a C-FIND asks for (``IndexQuery.requestedSort``)."""
+
+    tag: int          # the attribute of the column sorted by
+    numeric: bool     # its values sorted as numbers
+    descending: bool
+    order: list       # [(table index, expression, descending)]: find's sortBy
 
 
 class Instance(NamedTuple):
@@ -230,7 +241,7 @@ def _isUniversal(value):
     return not value.strip(" \0").strip("*")
 
 
-def _numberKey(text):
+def numberKey(text):
     """Sort key: numbers numerically, before anything else as text."""
     try:
         number = float(text)
@@ -980,21 +991,47 @@ class IndexQuery:
         """``[(table index, column, descending)]``; bad names are logged and dropped."""
         result = []
         for item in text.split(","):
-            words = item.split()
-            if not words:
+            if not item.split():
                 continue
-            descending = False
-            if len(words) == 2 and words[1].upper() in ("ASC", "DESC"):
-                descending = words[1].upper() == "DESC"
-                words = words[:1]
-            found = self._sortColumn(level, words[0]) if len(words) == 1 else None
-            if isinstance(found, str) or found is None:
+            found = self._sortItem(level, item)
+            if isinstance(found, str):
                 self.log.warn("Ignoring {name!r} in the {queryLevel} query sort order: {reason}",
-                              name=item.strip(), queryLevel=levelName,
-                              reason=found or "expected Table.Column [ASC|DESC]")
+                              name=item.strip(), queryLevel=levelName, reason=found)
                 continue
-            result.append((*found, descending))
+            result.append(found)
         return result
+
+    def _sortItem(self, level, item):
+        """``(table index, column, descending)`` of one ``[Table.]Column
+        [ASC|DESC]``, or a reason why it is not usable at ``level``."""
+        words = item.split()
+        descending = False
+        if len(words) == 2 and words[1].upper() in ("ASC", "DESC"):
+            descending = words.pop().upper() == "DESC"
+        found = self._sortColumn(level, words[0]) if len(words) == 1 else "expected Table.Column [ASC|DESC]"
+        return found if isinstance(found, str) else (*found, descending)
+
+    def requestedSort(self, level, text):
+        """The ``SortBy`` of the order a C-FIND at ``level`` asks for by
+        Conquest's (9999,0C00) element, ``text`` a ``[Table.]Column
+        [ASC|DESC]`` of the level's table or one above (as a
+        ``*QuerySortOrder`` item): a column of numbers (its attribute's VR
+        IS, DS, US ...) by their value, as Conquest sorts its ``...Number``
+        columns.  Raises ValueError naming what makes ``text`` unusable."""
+        found = self._sortItem(levelIndex(level), text)
+        if isinstance(found, str):
+            raise ValueError(found)
+        table, column, descending = found
+        tag = next((tag for tag, (each, _) in self.tables[table].byTag.items() if each is column), None)
+        if tag is None:
+            raise ValueError("not a dicom.sql column")
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:  # a private tag: its column's
+            vr = self.columnVRs[tag]
+        numeric = vr in NUMBER_VRS
+        expressions = [numericValue(column), column] if numeric else [column]
+        return SortBy(tag, numeric, descending, [(table, expression, descending) for expression in expressions])
 
     def _sortColumn(self, level, name):
         """``(table index, column)`` or a reason why ``name`` is not usable."""
@@ -1015,10 +1052,11 @@ class IndexQuery:
 
     # -- queries ---------------------------------------------------------
 
-    def find(self, connection, level, keys, limit=None, offset=0, below=False, counts=False):
+    def find(self, connection, level, keys, limit=None, offset=0, below=False, counts=False, sortBy=None):
         """C-FIND at ``level``: one ``{tag: value}`` per matching entity (the
         first ``limit`` of them in the sort order, None: all, after the
-        first ``offset``, which the database skips); ``below``: keys of the
+        first ``offset``, which the database skips; ``sortBy``, an order of
+        ``requestedSort``, instead of the level's ``*QuerySortOrder``); ``below``: keys of the
         levels below match too, as an entity holding a match (QIDO-RS),
         with no value answered; ``counts``: the counts are computed even
         without computed fields (QIDO-RS must answer them)."""
@@ -1041,7 +1079,7 @@ class IndexQuery:
         statement.addBelowMatches()
         outputs.setdefault(table.keyTag, (table.key, None))
         orderBy = []
-        for index, column, descending in self.sortOrders[level]:
+        for index, column, descending in sortBy or self.sortOrders[level]:
             statement.use(index)
             orderBy.append(column.desc() if descending else column)
         tags = list(outputs)
@@ -1130,6 +1168,6 @@ class IndexQuery:
                  .where(*statement.conditions))
         rows = [["" if value is None else str(value) for value in row]
                 for row in connection.execute(query)]
-        rows.sort(key=lambda r: (r[5], r[6], _numberKey(r[7]), r[0]))
+        rows.sort(key=lambda r: (r[5], r[6], numberKey(r[7]), r[0]))
         return [Instance(sop, sopClass, device, path, patient, study, series)
                 for sop, device, path, sopClass, patient, study, series, _ in rows]

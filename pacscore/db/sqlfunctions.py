@@ -4,11 +4,14 @@ the distinct values of a column over the rows of a query joined by ``,``
 (SQLite's and MySQL's ``group_concat(DISTINCT ...)``, PostgreSQL's
 ``string_agg(DISTINCT ..., ',')``; NULL over no rows), ``trimTrailing(text,
 character)``, SQL ``text`` without the ``character``s it ends with
-(``rtrim``, on MySQL ``TRIM(TRAILING ... FROM ...)``), and ``textLength(text)``,
+(``rtrim``, on MySQL ``TRIM(TRAILING ... FROM ...)``), ``textLength(text)``,
 its length in characters (``length``, on MySQL, whose ``length`` counts
-bytes, ``CHAR_LENGTH``)."""
+bytes, ``CHAR_LENGTH``), and ``numericValue(text)``, the number a text
+column holds, to sort by (SQLite's ``CAST ... AS REAL`` and MySQL's
+``+ 0.0``, 0 for text that is no number; on PostgreSQL, whose ``CAST``
+fails on such text, NULL for it)."""
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Float, Integer, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -31,3 +34,7 @@ distinctValues = dialectFunction("distinctValues", String(), "group_concat(DISTI
                                  postgresql="string_agg(DISTINCT {args}, ',')")
 trimTrailing = dialectFunction("trimTrailing", String(), "rtrim({args})", mysql="TRIM(TRAILING {1} FROM {0})")
 textLength = dialectFunction("textLength", Integer(), "length({args})", mysql="CHAR_LENGTH({args})")
+numericValue = dialectFunction(
+    "numericValue", Float(), "CAST({0} AS REAL)", mysql="({0} + 0.0)",
+    postgresql="CASE WHEN {0} ~ '^ *[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)? *$' "
+               "THEN CAST({0} AS DOUBLE PRECISION) END")

@@ -21,8 +21,9 @@ from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset
 from pacscore.dicom.identifiers import (
-    UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, readRequest, tagName)
+    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, readRequest, tagName)
 from pacscore.dicom.models import modelOf
+from pacscore.dicom.paging import SORT, pageOf, takePage, withSortKey
 from pacscore.dicom.protocol import AWAITING_CLOSE
 from pacscore.dicom.timing import timed
 from pacscore.dicom.virtual import takeServerMask
@@ -164,41 +165,66 @@ class FindService:
             identifier, request, mask = await threads.deferToThreadPool(
                 self.clock, self.clock.getThreadPool(), readIdentifier, data, syntax, modelOf(sopClass).levels,
                 self.query.columnVRs)
+            sortBy = self._requestedSort(request)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
+        if sortBy is not None:
+            request = withSortKey(identifier, request, sortBy.tag, self.query.columnVRs[sortBy.tag])
         encoder = MatchEncoder(request, self.retrieveAE, syntax, keep)
         unmatched = []
-        matches = timed(self.index.queryForPeer(self._matches, request, unmatched), self.counters,
+        # with virtual servers, the page is cut of the answers merged with theirs (_merged)
+        page = request.page if self.virtual is None else None
+        matches = timed(self.index.queryForPeer(self._matches, request, unmatched, sortBy, page), self.counters,
                         "queryTime").addCallback(self._prefetching, encoder)
         if self.virtual is not None:
             matches = defer.ensureDeferred(self._withVirtualServers(matches, sopClass, identifier, syntax, request,
-                                                                    keep, mask, protocol.association.callingAE))
+                                                                    keep, mask, protocol.association.callingAE,
+                                                                    sortBy))
         await answerFind(protocol, contextId, command, matches,
                          self.clock, self.log, f"C-FIND {modelOf(sopClass).name} at {request.level} level",
                          unmatched)
 
-    async def _withVirtualServers(self, matches, sopClass, identifier, syntax, request, keep, mask, callingAE):
+    def _requestedSort(self, request):
+        """The ``SortBy`` of the sort column of ``request``'s page (Conquest's
+        (9999,0C00)), None without one.  Raises ``BadIdentifier`` (A900)
+        for a column the level's tables lack."""
+        if request.page is None or not request.page.sort:
+            return None
+        try:
+            return self.query.requestedSort(request.level, request.page.sort)
+        except ValueError as e:
+            raise BadIdentifier(f"{tagName(SORT)} {request.page.sort[:64]!r}: {e} at {request.level} level",
+                                IDENTIFIER_DOES_NOT_MATCH) from e
+
+    async def _withVirtualServers(self, matches, sopClass, identifier, syntax, request, keep, mask, callingAE,
+                                  sortBy):
         """Our matches, then the new ones of the virtual servers (of
-        ``mask``, but not the requestor ``callingAE``)."""
+        ``mask``, but not the requestor ``callingAE``): of the request's
+        page, those sorted by ``sortBy`` (``paging.pageOf``)."""
         local = await matches
         remote = await self.virtual.find(sopClass, identifier, mask, callingAE)
         return await threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), self._merged,
-                                               local, remote, request.level, syntax, keep)
+                                               local, remote, request, syntax, keep, sortBy)
 
-    def _merged(self, local, remote, level, syntax, keep):
+    def _merged(self, local, remote, request, syntax, keep, sortBy):
         """In a worker: every one of our matches (``local``, StreamedMatches)
-        encoded, then merged with those of the virtual servers."""
-        return self.virtual.merge(local.encoded(local.rows), remote, level, syntax, keep)
+        encoded, then merged with those of the virtual servers; of a
+        request with a page, that page of them."""
+        merged = self.virtual.merge(local.encoded(local.rows), remote, request.level, syntax, keep)
+        return merged if request.page is None else pageOf(merged, request.page, sortBy, syntax)
 
-    def _matches(self, connection, request, unmatched):
-        """In a reader thread: the matching rows, and the one patient they
-        are about when there is a prefetcher; the tags of the keys it could
-        not match go into ``unmatched``."""
+    def _matches(self, connection, request, unmatched, sortBy=None, page=None):
+        """In a reader thread: the matching rows (in the order of
+        ``sortBy``, those of ``page``, pacscore.dicom.paging), and the one
+        patient they are about when there is a prefetcher; the tags of the
+        keys it could not match go into ``unmatched``."""
         unmatched.extend(self.query.unmatchedKeys(connection, request.level, request.keys))
-        rows = self.query.find(connection, request.level, request.keys)
+        limit, offset = (None, 0) if page is None else (page.limit, page.offset)
+        rows = self.query.find(connection, request.level, request.keys, limit, offset,
+                               sortBy=None if sortBy is None else sortBy.order)
         patient = None if self.prefetcher is None else queriedPatient(request.keys, rows)
         return rows, patient
 
@@ -280,12 +306,14 @@ def _describe(encoded, transferSyntax):
 def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True):
     """In a worker (a big identifier decodes for seconds): ``(identifier,
     request, mask)`` of an identifier's bytes, decoded once: the Dataset
-    without its virtual server mask, its ``Request`` (``readRequest``, of
-    keys ``matching`` or not) and the mask (``takeServerMask``).  Raises
-    ``BadIdentifier``."""
+    without its virtual server mask and Conquest's paging elements, its
+    ``Request`` (``readRequest``, of keys ``matching`` or not, its ``page``
+    that of those elements, ``takePage``) and the mask (``takeServerMask``).
+    Raises ``BadIdentifier``."""
     identifier = decodeIdentifier(data, transferSyntax)
     mask = takeServerMask(identifier)
-    return identifier, readRequest(identifier, transferSyntax, levels, columnVRs, matching), mask
+    page = takePage(identifier)
+    return identifier, readRequest(identifier, transferSyntax, levels, columnVRs, matching)._replace(page=page), mask
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):

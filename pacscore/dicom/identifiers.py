@@ -83,6 +83,7 @@ class Request(NamedTuple):
     level: str
     keys: list            # QueryKey for every attribute (matching or universal)
     characterSet: str     # the request's (0008,0005), "" when absent
+    page: object = None   # pacscore.dicom.paging.Page: Conquest's sort, limit and offset, None without
 
 
 class BadIdentifier(ValueError):

@@ -65,6 +65,7 @@ from pacscore.dicom import commands
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
 from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
+from pacscore.dicom.paging import controlText
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, modelOf)
@@ -137,9 +138,8 @@ def takeServerMask(identifier):
     if element is None:
         return None
     del identifier[SERVER_MASK]
-    value = element.value.decode("ascii", "replace") if isinstance(element.value, bytes) else str(element.value)
     try:
-        return int(value.strip(" \x00"))
+        return int(controlText(element))
     except ValueError:
         return None
 

@@ -47,6 +47,12 @@ def findscu(server, model, level, keys, *options, encoding="utf-8", read=pydicom
     return matches, result
 
 
+def asBytes(text):
+    """A ``-k`` value of ``text`` for an element findscu's dictionary lacks
+    (Conquest's 9999 group), which it sends as UN bytes written in hex."""
+    return "\\".join(f"{byte:02x}" for byte in text.encode("ascii"))
+
+
 class FindTests(unittest.TestCase):
     """One server with the Q/R corpus for all the tests of the class."""
 
@@ -266,6 +272,33 @@ class FindTests(unittest.TestCase):
         self.assertNotIn("Warning", result.stdout + result.stderr)
         self.assertEqual([(m.AccessionNumber, "TimezoneOffsetFromUTC" in m) for m in matches], [("ACC0002", False)])
         self.assertIn("keys not matched, answered 0xFF01: (0032,4000)", self.server.log())
+
+    def test_conquestSortLimitAndOffset(self):
+        """Conquest's (9999,0C00) sort column, (9999,0C01) limit and (9999,0C02)
+        offset: a page of the studies in date order, the attribute sorted by
+        answered; the elements are no keys (0xFF00, not 0xFF01 as before) and
+        none is answered; a column the level lacks, or a limit that is no
+        number, is refused (A900)."""
+        dates = sorted(study.date for patient in CORPUS.patients for study in patient.studies)
+        page = {"StudyInstanceUID": None, "(9999,0c00)": asBytes("StudyDate"), "(9999,0c01)": asBytes("3"),
+                "(9999,0c02)": asBytes("2")}
+        matches, result = findscu(self.server, STUDY_ROOT, "STUDY", page, "-v")
+        self.assertEqual([m.StudyDate for m in matches], dates[2:5])
+        self.assertNotIn("Warning", result.stdout + result.stderr)
+        self.assertEqual([tag for m in matches for tag in m.keys() if tag.group == 0x9999], [])
+        matches = self.find(STUDY_ROOT, "STUDY", {"StudyDate": None, "(9999,0c00)": asBytes("StudyDate DESC"),
+                                                  "(9999,0c01)": asBytes("2")}, "-xi")
+        self.assertEqual([m.StudyDate for m in matches], dates[::-1][:2])
+        images = self.find(STUDY_ROOT, "IMAGE", {"SeriesInstanceUID": CORPUS.series[0].uid, "InstanceNumber": None,
+                                                 "(9999,0c00)": asBytes("ImageNumber DESC")})
+        self.assertEqual([str(m.InstanceNumber) for m in images], ["3", "2", "1"])
+        self.assertEqual(len(self.find(PATIENT_ROOT, "PATIENT", {"(9999,0c01)": asBytes("2")})), 2)
+        for element, value, refusal in (("(9999,0c00)", "Modality", "(9999,0C00) 'Modality': no such column"),
+                                        ("(9999,0c01)", "three", "(9999,0C01) 'three' is no number")):
+            matches, result = findscu(self.server, STUDY_ROOT, "STUDY", {element: asBytes(value)}, "-v")
+            self.assertEqual(matches, [])
+            self.assertIn("(Error: DataSetDoesNotMatchSOPClass)", result.stdout + result.stderr)
+            self.assertIn(f"C-FIND refused: {refusal}", self.server.log())
 
     def test_unmatchedPrivateKeyInImplicitVR(self):
         """A private key of no dicom.sql column, with a value (with its

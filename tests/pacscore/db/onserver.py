@@ -12,7 +12,8 @@ SERVER_TESTS = (
     test_pending.PendingFilesTests, test_direct.DirectStatementTests, test_worklistitems.WorklistItemsTests,
     test_query.TagMappingTests, test_query.ParentTableJoinTests, test_query.MatchingTests,
     test_query.PersonNameTests, test_query.CaseInsensitiveColumnTests, test_query.MultiValuedColumnTests,
-    test_query.DateTimeTests, test_query.DateTimePagingTests, test_query.ComputedFieldTests, test_query.SortOrderTests, test_query.InstancesTests,
+    test_query.DateTimeTests, test_query.DateTimePagingTests, test_query.ComputedFieldTests, test_query.SortOrderTests,
+    test_query.RequestedSortTests, test_query.InstancesTests,
     test_queue.JobTests, test_queue.FilterTests, test_queue.ActionTests, test_uidmap.UIDMapTests)
 
 

@@ -1204,6 +1204,58 @@ class SortOrderTests(ArchiveTestCase):
         self.assertEqual(self.keysOf("SERIES", query=query), sorted(SERIES))
 
 
+class RequestedSortTests(ArchiveTestCase):
+    """Conquest's (9999,0C00) sort column of a C-FIND (IndexQuery.requestedSort),
+    with the limit (9999,0C01) and offset (9999,0C02) that find takes."""
+
+    def sorted(self, level, text, *keys, **options):
+        sortBy = self.query.requestedSort(level, text)
+        with self.engine.connect() as connection:
+            found = self.query.find(connection, level, list(keys), sortBy=sortBy.order, **options)
+        tag = (PATIENT_ID, STUDY_UID, SERIES_UID, SOP_UID)[LEVELS.index(level)]
+        return [match[tag] for match in found]
+
+    def test_aColumnOfTheLevel(self):
+        byDate = ["3.1", "5.1", "1.2", "1.1", "4.1", "2.1"]  # the empty date first, equal dates by key
+        self.assertEqual(self.sorted("STUDY", "StudyDate"), byDate)
+        self.assertEqual(self.sorted("STUDY", "studydate asc"), byDate)
+        self.assertEqual(self.sorted("STUDY", "StudyDate DESC"), ["2.1", "1.1", "4.1", "1.2", "5.1", "3.1"])
+        self.assertEqual(self.sorted("STUDY", "DICOMStudies.StudyTi"), ["3.1", "4.1", "1.1", "5.1", "2.1", "1.2"])
+
+    def test_aPageOfTheOrder(self):
+        self.assertEqual(self.sorted("STUDY", "StudyDate", limit=3), ["3.1", "5.1", "1.2"])
+        self.assertEqual(self.sorted("STUDY", "StudyDate", limit=3, offset=2), ["1.2", "1.1", "4.1"])
+        self.assertEqual(self.sorted("STUDY", "StudyDate", K(STUDY_DATE, "DA", "2024*"), offset=1), ["4.1", "2.1"])
+
+    def test_aColumnOfALevelAbove(self):
+        """Conquest's own sample sorts studies by a study column; a patient's
+        sorts them by the patient (their birth dates here)."""
+        self.assertEqual(self.sorted("STUDY", "DICOMPatients.PatientBirthDate DESC"),
+                         ["5.1", "4.1", "1.1", "1.2", "2.1", "3.1"])
+        self.assertEqual(self.sorted("SERIES", "StudyDate", K(SERIES_UID, "UI", "1.1.1\\1.2.1\\5.1.1")),
+                         ["5.1.1", "1.2.1", "1.1.1"])
+
+    def test_numbersByTheirValue(self):
+        """IS columns (ImageNumber, SeriesNumber) sort 1, 2, 10, not 1, 10, 2,
+        as Conquest sorts its Number columns; other text as text."""
+        images = K(SERIES_UID, "UI", "1.1.1")
+        self.assertEqual(self.sorted("IMAGE", "ImageNumber", images), ["1.1.1.3", "1.1.1.2", "1.1.1.1"])
+        self.assertEqual(self.sorted("IMAGE", "ImageNumber desc", images), ["1.1.1.1", "1.1.1.2", "1.1.1.3"])
+        self.assertEqual(self.query.requestedSort("IMAGE", "ImageNumber").tag, IMAGE_NUMBER)
+        self.assertTrue(self.query.requestedSort("SERIES", "SeriesNumber").numeric)
+        self.assertFalse(self.query.requestedSort("SERIES", "Modality").numeric)
+
+    def test_unusableColumns(self):
+        for level, asked, reason in (("STUDY", "Modality", "no such column"),
+                                    ("STUDY", "DICOMSeries.Modality", "the table is not part of this query level"),
+                                    ("STUDY", "Nonsense", "no such column"),
+                                    ("STUDY", "StudyDate; DROP TABLE DICOMStudies", "expected Table.Column"),
+                                    ("IMAGE", "DeviceName", "not a dicom.sql column")):
+            with self.assertRaises(ValueError, msg=asked) as raised:
+                self.query.requestedSort(level, asked)
+            self.assertIn(reason, str(raised.exception))
+
+
 class InstancesTests(ArchiveTestCase):
     """instances(): what a C-MOVE/C-GET sends."""
 

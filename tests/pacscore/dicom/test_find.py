@@ -142,7 +142,7 @@ class CancelDuringQueryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         running = RunningArchive(self, listen=True)
-        running.archive.query.find = lambda connection, *args: connection.exec_driver_sql(
+        running.archive.query.find = lambda connection, *args, **kw: connection.exec_driver_sql(
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000000) "
             "SELECT count(*) FROM c").all() and []
         self.client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
@@ -187,7 +187,7 @@ class StreamingTests(unittest.TestCase):
     def test_firstAnswerBeforeTheLastIsEncoded(self):
         rows = [{0x0020000D: f"1.2.3.{n}"} for n in range(1000)]
         running = RunningArchive(self, listen=True)
-        running.archive.query.find = lambda connection, *args: rows
+        running.archive.query.find = lambda connection, *args, **kw: rows
         encoded = []
         encode = MatchEncoder.encode
         self.patch(MatchEncoder, "encode", lambda encoder, row: encoded.append(row) or encode(encoder, row))
@@ -206,7 +206,7 @@ class StreamingTests(unittest.TestCase):
         rest of the rows never encoded."""
         rows = [{0x0020000D: f"1.2.3.{n}"} for n in range(3000)]
         running = RunningArchive(self, listen=True)
-        running.archive.query.find = lambda connection, *args: rows
+        running.archive.query.find = lambda connection, *args, **kw: rows
         client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
                                  [(STUDY_ROOT_FIND, [IMPLICIT])])
         self.addCleanup(client.release)
@@ -226,7 +226,7 @@ class StreamingTests(unittest.TestCase):
         one info line, no error, no traceback."""
         rows = [{0x0020000D: f"1.2.3.{n}"} for n in range(3 * ENCODED)]
         running = RunningArchive(self, listen=True)
-        running.archive.query.find = lambda connection, *args: rows
+        running.archive.query.find = lambda connection, *args, **kw: rows
         aborted = threading.Event()
         self.addCleanup(aborted.set)
         encode = MatchEncoder.encode

@@ -4,7 +4,10 @@ file as it is when it is in the syntax asked for (or when the compression
 code asked for leaves it so), a large one converted file to file into a
 little endian syntax, else made whole with the syntax's compression
 code (which refuses compressed pixels whose frames are too large to
-decode before decoding them: ``transcode.checkFrameSize``).  Never a
+decode before decoding them: ``transcode.checkFrameSize``).  A file sent
+as it is stays open (in a ``StoredData``) until it is sent or the client
+goes, as a retrieve's large objects do: the object goes whole as it was
+when it started even when it is stored again meanwhile.  Never a
 file cut short or damaged:
 each caller checks the file once (``intactFile``) and passes on the one
 it returns."""
@@ -13,10 +16,10 @@ import io
 
 from pacscore.codecs.compression import mayChange
 from pacscore.control.pictures import dicomFile
+from pacscore.dicom.storeddata import closeIfStored
 from pacscore.storage.part10 import readFileMeta
-from pacscore.web.answers import WebError
-from pacscore.web.dicomweb.instancefiles import fileChunk, startAsStored, startConverted
-from pacscore.web.objects import onCurrentFile, onFile
+from pacscore.web.dicomweb.instancefiles import startAsStored, startConverted
+from pacscore.web.objects import onCurrentFile, onFile, shownFrom
 
 AS_STORED = "*"  # the transfer syntax that means: as stored
 CHUNK = 1 << 20
@@ -37,9 +40,9 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     ``quality``, None: LossyQuality). ``change(dataset)``, when given,
     changes it first (never sent as stored then)."""
     if not change:
-        read, started = await onCurrentFile(archive, path, startAsStored, wanted, CHUNK)
+        read, started = await onCurrentFile(archive, path, startAsStored, wanted, CHUNK, archive.workers.deferToWorker)
         if started is not None:
-            return _asStored(archive, read, started)
+            return _asStored(read, started)
     if code is None:
         return None
     if wanted != AS_STORED:
@@ -49,15 +52,15 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     syntax, data = await onFile(archive, path, _partObject, code, quality or archive.configuration.lossyQuality,
                                 change)
     if wanted in (AS_STORED, syntax):
-        return syntax, _fileChunks(archive, path, data, len(data))
+        return syntax, _fileChunks(path, data)
     return None
 
 
 async def unchangedStream(archive, path, code):
     """``(transfer syntax, chunks)`` of a stored object read 1 MB at a time
     when the compression ``code`` leaves it as it is, else None."""
-    read, started = await onCurrentFile(archive, path, _startUnchanged, code)
-    return None if started is None else _asStored(archive, read, started)
+    read, started = await onCurrentFile(archive, path, _startUnchanged, code, archive.workers.deferToWorker)
+    return None if started is None else _asStored(read, started)
 
 
 async def intactFile(archive, path):
@@ -68,30 +71,38 @@ async def intactFile(archive, path):
     return await onFile(archive, path, archive.objectReader.intact)
 
 
-def _startUnchanged(path, code):
-    """In the I/O pool: ``startAsStored`` of a file that ``code`` leaves as it is, else None."""
-    started = startAsStored(path, AS_STORED, CHUNK)
-    return None if started is None or mayChange(None, started[0], code) else started
+def _startUnchanged(path, code, deferToWorker):
+    """In the I/O pool: ``startAsStored`` of a file that ``code`` leaves as
+    it is, else None (the file closed)."""
+    started = startAsStored(path, AS_STORED, CHUNK, deferToWorker)
+    if started is not None and mayChange(None, started[0], code):
+        started[2].close()
+        return None
+    return started
 
 
-def _asStored(archive, path, started):
+def _asStored(path, started):
     """``(transfer syntax, chunks)`` of what ``startAsStored`` started on
-    the file ``path``: the rest read from that file, never from another
-    one the object is stored in later."""
-    syntax, first, size = started
-    return syntax, _fileChunks(archive, str(path), first, size)
+    the file ``path``: the rest read from the file it opened, never from
+    another one the object is stored in later."""
+    syntax, first, stored = started
+    return syntax, _fileChunks(path, first, stored)
 
 
-async def _fileChunks(archive, path, first, size):
-    """``first``, then the rest of the ``size`` bytes of the file ``path``."""
-    yield first
-    offset = len(first)
-    while offset < size:
-        chunk = await onFile(archive, path, fileChunk, offset, min(CHUNK, size - offset))
-        if not chunk:
-            raise WebError(500, f"the stored file ended after {offset} of {size} bytes")
-        yield chunk
-        offset += len(chunk)
+async def _fileChunks(path, first, stored=None):
+    """``first``, then the rest of the open file of the StoredData
+    ``stored`` (the stored file ``path``), if any, read in the I/O pool a
+    chunk at a time; it is closed at the end or when the client goes. A
+    read that fails (the file cut short) is Unreadable (logged)."""
+    try:
+        yield first
+        offset = len(first)
+        while stored is not None and offset < len(stored):
+            chunk = await shownFrom(path, stored.read(offset, min(CHUNK, len(stored) - offset)))
+            yield chunk
+            offset += len(chunk)
+    finally:
+        closeIfStored(stored)
 
 
 async def _convertedChunks(header, converted):

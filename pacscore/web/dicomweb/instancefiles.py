@@ -29,7 +29,7 @@ from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStre
 from pacscore.codecs.transcode import (
     _UNDEFINED_LENGTH, TranscodeError, _atPixelData, checkFrameSize, codedPrecision, pixelDataHeader,
     swapBytes)
-from pacscore.dicom.storeddata import STREAMED_OBJECT, openDataset
+from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, openDataset
 from pacscore.dicom.textbytes import decodeValues
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
@@ -53,20 +53,28 @@ class NoSuchAttribute(LookupError):
     """A bulk data attribute the object does not have."""
 
 
-def startAsStored(path, wanted, size):
-    """``(transfer syntax, first bytes, file size)`` of the stored file when
-    it can be sent as it is in ``wanted`` (a syntax or ``*``): a Part-10
+def startAsStored(path, wanted, size, deferToWorker):
+    """``(transfer syntax, first bytes, StoredData)`` of the stored file
+    when it can be sent as it is in ``wanted`` (a syntax or ``*``): a Part-10
     file whose meta names that syntax, its data set's (``sendsAsItIs``: a
     preamble and DICM, which a ``.v2`` beginning with group 0002 elements
     lacks), that holds no NKI pixel data (7FDF,0010); the first bytes are
-    at most ``size`` of them.  None when it cannot."""
-    with openRegularFile(path) as f:
+    at most ``size`` of them, the StoredData the whole file, left open (its
+    reads run with ``deferToWorker``): the rest goes from it even when the
+    object is stored again meanwhile.  None (the file closed) when it
+    cannot."""
+    f = openRegularFile(path)
+    try:
         syntax, meta, offset = readFileMeta(f)
         if (not sendsAsItIs(f, syntax, meta) or wanted not in ("*", syntax)
                 or NKI_PIXEL_DATA in readAttributes(f, syntax, {NKI_PIXEL_DATA})):
+            f.close()
             return None
         f.seek(0)
-        return syntax, f.read(size), os.fstat(f.fileno()).st_size
+        return syntax, f.read(size), StoredData(f, 0, os.fstat(f.fileno()).st_size, deferToWorker)
+    except BaseException:
+        f.close()
+        raise
 
 
 def startConverted(path, wanted, deferToWorker, change=None):
@@ -90,13 +98,6 @@ def startConverted(path, wanted, deferToWorker, change=None):
         stored.close()
     converted.file.seek(0)
     return fileMetaOf(converted.file, wanted), converted
-
-
-def fileChunk(path, offset, size):
-    """Up to ``size`` bytes of the file ``path`` from ``offset``."""
-    with openRegularFile(path) as f:
-        f.seek(offset)
-        return f.read(size)
 
 
 def _read(path, pixels):

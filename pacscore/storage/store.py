@@ -52,6 +52,7 @@ from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, withPlainPixels
 from pacscore.codecs.syntaxes import isCompressed
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.converters.awaitingobjects import awaitedMove
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.index import ImageRecord, InconsistentLink, NotReentered
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.sinks import DiscardingSink
@@ -194,7 +195,7 @@ class ObjectStore:
         self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
         self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
         self._converting = {}  # SOP Instance UID: the ident of the worker thread running its import converters
-        self._unindexed = {}  # SOP Instance UID: (device name, name) of its file left unindexed, for regen
+        self._unindexed = {}  # SOP Instance UID: [(device name, name)] of its files left unindexed, for regen
         self._recordings = ()  # the sets recordingWrites gives out, each growing with the files stores write
         self._textWarnings = FirstWarned(TEXT_WARNING_PERIOD)  # of text read as Latin-1, by peer (_warnOfText)
 
@@ -353,31 +354,47 @@ class ObjectStore:
         self.index.storeFromThread(record, indexed)
 
     def _replaceUnindexed(self, uid, current, unindexed):
-        """Remove the file an earlier store of ``uid`` left unindexed (its
-        index failed, the file kept for regen) unless it is ``current``,
-        ``(device name, name)`` of the file just stored, which takes its
-        place when ``unindexed`` too: a sender resending an object the index
-        failed on leaves one copy of it, not one per attempt.  When
-        ``unindexed``, the file stays if an image row names it (indexed
-        since: regen, --addimagefile, or a commit reported failed that went
-        through).  A Deferred."""
-        earlier = self._unindexed.pop(uid, None)
+        """Remove the files earlier stores of ``uid`` left unindexed (their
+        index failed, the files kept for regen) but ``current``, ``(device
+        name, name)`` of the file just stored, which takes their place when
+        ``unindexed`` too: a sender resending an object the index failed on
+        leaves one copy of it, not one per attempt.  When ``unindexed``, a
+        file stays if an image row names it (indexed since: regen,
+        --addimagefile, or a commit reported failed that went through); when
+        the index cannot say (the database down), they all stay, still
+        known, for a later store of ``uid`` to remove.  A Deferred."""
+        earlier = [copy for copy in self._unindexed.pop(uid, ()) if copy != current]
         if unindexed:
-            self._unindexed[uid] = current
-        if earlier is None or earlier == current:
+            self._unindexed[uid] = [current]
+        if not earlier:
             return defer.succeed(None)
-        deviceName, name = earlier
-        path = self.devicesByName[deviceName].absolute(name)
 
         def remove(indexed):
-            if tuple(indexed.get(uid, ())) == earlier:
-                self.log.info("kept {path}: a copy of {uid} the index failed on, indexed since", path=path, uid=uid)
-                return None
-            return self.workers.deferToWorker(removeFile, path).addCallback(
-                lambda _: self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since",
-                                        path=path, uid=uid))
+            return defer.gatherResults([self._removeUnindexed(uid, copy, indexed) for copy in earlier])
+
+        def keep(failure):
+            self._unindexed.setdefault(uid, []).extend(earlier)
+            if not failure.check(*DATABASE_FAILURES):
+                self.log.failure("kept {count} earlier file(s) of {uid}: the index could not be asked about them",
+                                 failure, count=len(earlier), uid=uid)
+                return
+            self.log.warn("kept {count} earlier file(s) of {uid} the index failed on: the index database cannot say "
+                          "whether they are indexed since ({error}); a later store of it removes them",
+                          count=len(earlier), uid=uid, error=databaseMessage(failure.value))
         indexed = self.index.runQuery(self.index.indexedFiles, [uid]) if unindexed else defer.succeed({})
-        return indexed.addCallback(remove).addErrback(
+        return indexed.addCallbacks(remove, keep)
+
+    def _removeUnindexed(self, uid, copy, indexed):
+        """Remove ``copy``, ``(device name, name)`` of a file a store of
+        ``uid`` left unindexed, unless ``indexed`` (``Index.indexedFiles``)
+        names it.  A Deferred."""
+        path = self.devicesByName[copy[0]].absolute(copy[1])
+        if tuple(indexed.get(uid, ())) == copy:
+            self.log.info("kept {path}: a copy of {uid} the index failed on, indexed since", path=path, uid=uid)
+            return defer.succeed(None)
+        return self.workers.deferToWorker(removeFile, path).addCallbacks(
+            lambda _: self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since",
+                                    path=path, uid=uid),
             lambda f: self.log.failure("could not remove {path}", f, path=path))
 
     def _writeFile(self, incoming, spool):

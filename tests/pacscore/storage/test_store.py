@@ -16,8 +16,9 @@ from io import BytesIO
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
+from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -977,6 +978,32 @@ class ObjectStoreTests(unittest.TestCase):
         _, relative = yield self.store.store(*self.receive(data, uid))
         yield self.drainWorkers()
         self.assertEqual(self.storedFiles(), [relative])
+
+    @defer.inlineCallbacks
+    def test_resendsWhileTheIndexDatabaseIsDownLeaveOneCopy(self):
+        """Resends while the index database is down (the store and the
+        question whether an earlier copy is indexed since both fail) keep
+        their copies known, logged in one line each: the store once it is
+        back leaves one file, not one per attempt."""
+        data = datasetBytes("CT_small.dcm")
+        uid = CT_SMALL_UID
+        self.moveToItsOwnDevice()
+        storeFromThread, runQuery = self.index.storeFromThread, self.index.runQuery
+        down = OperationalError("SELECT", {}, Exception("connection failed: Connection refused"))
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(onResult, False, Failure(down))
+        self.index.runQuery = lambda *args: defer.fail(down)
+        logged = []
+        self.store.log = Logger(observer=logged.append)
+        for attempt in range(3):
+            yield self.assertFailure(self.store.store(*self.receive(data, uid)), OperationalError)
+            yield self.drainWorkers()
+        self.assertEqual(len(self.storedFiles()), 3)
+        self.index.storeFromThread, self.index.runQuery = storeFromThread, runQuery
+        _, relative = yield self.store.store(*self.receive(data, uid))
+        yield self.drainWorkers()
+        self.assertEqual(self.storedFiles(), [relative])
+        self.assertEqual([event["log_level"] for event in logged if "kept" in event["log_format"]],
+                         [LogLevel.warn, LogLevel.warn])
 
     @defer.inlineCallbacks
     def test_aFileIndexedSinceIsNotRemovedByAResend(self):

@@ -248,10 +248,19 @@ class ControlFactory(LimitedFactory, protocol.Factory):
         d.addErrback(self._notAnswered, connection, name)
 
     def _failed(self, failure, connection, name):
+        """Answer the ERROR of a command that failed: a CommandError logged
+        in one line, a failure of the index database (down, locked) in one
+        error line, with its message only, anything else with its traceback."""
+        # not at the top: dgate's client takes this module's constants, and starts without SQLAlchemy
+        from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
         error = notUTF8(failure.value) or failure.value
         if isinstance(error, CommandError):
             self.log.info("control: {peer}: --{command} failed: {error}", peer=connection.peerName(),
                           command=name, error=error)
+        elif isinstance(error, DATABASE_FAILURES):
+            error = CommandError(f"the index database failed: {databaseMessage(error)}")
+            self.log.error("control: {peer}: --{command} failed: {error}", peer=connection.peerName(),
+                           command=name, error=error)
         else:
             self.log.failure("control: {peer}: --{command} raised an unexpected error", failure,
                              peer=connection.peerName(), command=name)

@@ -3,11 +3,13 @@ iosim with a task.Clock: requests, streamed answers, secrets, failures, and
 several clients at once."""
 
 import os
+import sqlite3
+from types import SimpleNamespace
 
 from twisted.internet import defer, error, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -17,12 +19,14 @@ from pacscore.closing import CLOSE_BOUND
 from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
                                      Reply, controlPortHint)
 from pacscore.control.context import CommandError
+from pacscore.control.deletes import DeletePatient
 from pacscore.control.protocol import (KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, STALLED_READER_BOUND, BadRequest,
                                       ControlFactory, parseCommand)
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom import pdu
 from pacscore.dicom.admission import AssociationLimits
 from pacscore.interfaces import IControlCommand
+from tests.pacscore.db.test_errors import sqliteError
 from tests.pacscore.test_closing import BufferedTransport
 
 
@@ -364,6 +368,23 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(self.answer(transport), ["ERROR division by zero"])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertEqual(self.answer(self.request("COMMAND --echo:still here"))[0], "OUTPUT still here")
+
+    def test_aDeleteWhileTheDatabaseIsDownIsOneErrorLine(self):
+        """--deletepatient while the index database is down (the query that
+        selects its objects fails) answers ERROR with the database's
+        message, logged in one error line, without a traceback."""
+        down = sqliteError("unable to open database file", sqlite3.SQLITE_CANTOPEN)
+        archive = SimpleNamespace(index=SimpleNamespace(runQuery=lambda *args: defer.fail(down)),
+                                  query=SimpleNamespace(instances=None))
+        factory = ControlFactory(archive, self.clock, commands=CommandRegistry([DeletePatient()]))
+        with capturedLogs() as events:
+            transport = self.request("COMMAND --deletepatient:DP3", factory=factory)
+        self.assertEqual(self.answer(transport), ["ERROR the index database failed: unable to open database file"])
+        failed = [event for event in events if "failed" in formatEvent(event)]
+        self.assertEqual([(event["log_level"], formatEvent(event)) for event in failed],
+                         [(LogLevel.error, "control: 10.1.2.3:40000: --deletepatient failed: the index database "
+                                           "failed: unable to open database file")])
+        self.assertNotIn("log_failure", failed[0])
 
     def test_clientGoneBeforeTheAnswer(self):
         protocol, transport = self.connect()

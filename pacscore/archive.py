@@ -474,18 +474,32 @@ class Archive:
     def shutdown(self):
         """Stop the pools after the services stopped, then close the index
         (SQLite then checkpoints its write-ahead log into the database file
-        and removes it); returns a Deferred."""
+        and removes it); returns a Deferred.  The stores under way end
+        first, with the index and the I/O pool still running: the copies
+        they replace are removed (in the pool) once they are committed."""
         self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
-        d = defer.gatherResults([self.workers.stop(self.quitGracePeriod),  # objects being written reach the index,
+        deadline = self.reactor.seconds() + self.quitGracePeriod  # one grace period for the stores and the pools
+        d = defer.gatherResults([self._storesEnded(),
                                  self.luaChunks.stop(self.quitGracePeriod)]
                                 + ([self.moves.stop()] if self.moves is not None else []))
-        d.addCallback(lambda _: self.index.stop())  # which commits them
+        # what else was queued runs, in what is left of it
+        d.addCallback(lambda _: self.workers.stop(max(deadline - self.reactor.seconds(), 0)))
+        d.addCallback(lambda _: self.index.stop())  # which commits it
         d.addCallback(lambda _: self.durability.close())
         d.addCallback(lambda _: self.inReactorPool(self.engine.dispose))
         d.addCallback(lambda _: self.log.info("index closed"))
         return d
+
+    def _storesEnded(self):
+        """``ObjectStore.storesEnded``, or QuitGracePeriod seconds (logged):
+        the stop then goes on, and a copy a store still under way replaces
+        may stay."""
+        ended = self.objectStore.storesEnded().addTimeout(self.quitGracePeriod, self.reactor)
+        return ended.addErrback(lambda failure: failure.trap(defer.TimeoutError) and self.log.warn(
+            "stopping after {grace} s (QuitGracePeriod) with stores still under way: a copy one replaces may "
+            "stay on disk", grace=self.quitGracePeriod))
 
     def exportService(self):
         """The service running the export queue (export converters, forwards)."""

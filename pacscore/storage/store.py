@@ -295,6 +295,16 @@ class ObjectStore:
         if isUnwritable(error):
             raise DeviceUnwritable(device, error) from error
 
+    def storesEnded(self):
+        """A Deferred firing once every store begun so far has ended: its
+        file written, indexed or refused, and the copy it replaced removed
+        (a later store of a SOP instance ends after the earlier ones).
+        Cancelling it (a time limit) leaves the stores alone."""
+        ended = defer.Deferred()
+        defer.DeferredList(list(self._storing.values())).addCallback(
+            lambda _: None if ended.called else ended.callback(None))
+        return ended
+
     def _stored(self, result, uid, ended):
         """The outcome of a store of ``uid``: ``ended`` fires once the copy
         it replaced (if any) is removed."""

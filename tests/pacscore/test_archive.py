@@ -1,12 +1,13 @@
-"""Tests for pacscore.archive: what start-up tells of the configuration."""
+"""Tests for pacscore.archive: what start-up tells of the configuration, and what a stop finishes."""
 
 import os
 import sqlite3
 from contextlib import closing
 
+from pydicom.uid import CTImageStorage
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
@@ -17,12 +18,16 @@ from pacscore import archive as archiveModule
 from pacscore.archive import Archive, StartupError
 from pacscore.config.loader import loadConfiguration
 from pacscore.hl7.message import parseMessage
+from pacscore.storage.part10 import readFileMeta
+from pacscore.storage.store import IncomingObject
+from pacscore.testing.corpus import generateCorpus
 from plugins.pacs_mysql import mysqlDriver
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import mariadbServer, postgresServer
 from tests.interop.databaseservers import serverIni
 from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
+from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.db.test_index import makeConquestDatabase
 
 
@@ -305,3 +310,31 @@ class CarryOverTests(unittest.TestCase):
         with closing(sqlite3.connect(server.database)) as db:
             self.assertEqual([db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                               for table in ("PacsForwards", "DICOMWorkList")], [0, 0])
+
+
+class ShutdownTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_aCopyReplacedByAStoreUnderWayAtTheStopIsRemoved(self):
+        """An object stored again, its store still under way when the stop
+        begins (its index row committed by the stop), replaces the earlier
+        copy: that file goes before the I/O pool stops, not left on disk
+        with no row naming it."""
+        running = RunningArchive(self)
+        image, = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=1)
+        yield running.store([image])
+        earlier, = running.files()
+        with open(image.path, "rb") as f:
+            syntax, _, offset = readFileMeta(f)
+            f.seek(offset)
+            data = f.read()
+        store = running.archive.objectStore
+        incoming = IncomingObject(CTImageStorage, image.sopUID, syntax, "MODALITY", running.ae)
+        spool = store.spool(incoming)
+        spool.write(data)
+        stored = store.store(incoming, spool)
+        yield running.stop()
+        device, relative = yield stored
+        self.assertNotIn(earlier, running.files())
+        self.assertEqual(running.files(), [running.archive.devices[0].absolute(relative)])

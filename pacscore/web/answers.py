@@ -3,9 +3,10 @@ or ``StreamAnswer`` (the
 chunks of an asynchronous iterator, each made as the client takes the
 last), ``WebError`` (an HTTP error status with a message for the user and the log),
 and ``Parameters``, a request's query parameters with the ``[webdefaults]``
-of dicom.ini behind them."""
+of dicom.ini behind them (``queryArgs`` reads them from the query)."""
 
 from typing import NamedTuple
+from urllib.parse import unquote_to_bytes
 
 from pacscore.web.html import page
 
@@ -76,6 +77,25 @@ def notText(name):
     """The WebError 400 of a request whose parameter ``name`` is not UTF-8
     text (PS3.18 8.3.4.1 asks it of QIDO too)."""
     return WebError(400, f"the parameter {name} must be UTF-8 text")
+
+
+def queryArgs(request):
+    """The parameters of the request's query ({bytes: [bytes]}, blank
+    values kept) split at ``&`` alone, as a URL's query is (PS3.18, and
+    Conquest's CGI); ``request.args`` when its URI has no query.
+    twisted.web's ``request.args`` splits at ``;`` too, which cuts a list
+    of media types at its first parameter: ``contentType=image/png;q=0,image/jpeg``
+    would be ``image/png`` and a parameter ``q``."""
+    path, question, query = request.uri.partition(b"?")
+    if not question:
+        return request.args
+    args = {}
+    for item in query.split(b"&"):
+        name, equals, value = item.partition(b"=")
+        if equals:
+            args.setdefault(unquote_to_bytes(name.replace(b"+", b" ")), []).append(
+                unquote_to_bytes(value.replace(b"+", b" ")))
+    return args
 
 
 class Parameters:

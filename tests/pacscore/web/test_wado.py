@@ -9,7 +9,7 @@ from pacscore.control.pictures import dicomFile
 from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.web.answers import HTML
 from pacscore.web.objectstream import CHUNK
-from tests.pacscore.web.pages import WebTestCase, answered, get, getRequest
+from tests.pacscore.web.pages import WebTestCase, answered, get, getQuery, getRequest
 
 STUDY, SERIES, SOP = "1.2.826.0.1.3680043.2.1125.8.1", "1.2.826.0.1.3680043.2.1125.8.2", "1.2.826.0.1.3680043.2.1125.8.3"
 
@@ -61,3 +61,17 @@ class ContentTypeTests(WebTestCase):
                            objectUID=image.sopUID, contentType="image/png;q=x")
         self.assertEqual(answer.code, 400)
         self.assertIn(b"contentType has a bad q value", answer.body)
+
+    @defer.inlineCallbacks
+    def test_qValuesInTheURL(self):
+        """contentType's ``;q=`` counts when its ``;`` is not percent-encoded,
+        as a browser or curl sends it: a query is split at ``&`` alone."""
+        image = self.corpus[0]
+        base = (f"requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}"
+                f"&objectUID={image.sopUID}&contentType=").encode()
+        jpeg = yield getQuery(self.resource, base + b"image/png;q=0,image/jpeg")
+        self.assertEqual((jpeg.code, jpeg.body[:2]), (200, b"\xff\xd8"))
+        weighed = yield getQuery(self.resource, base + b"application/dicom;q=0.2,image/jpeg;q=0.9")
+        self.assertEqual((weighed.code, weighed.body[:2]), (200, b"\xff\xd8"))
+        self.assertEqual((yield getQuery(self.resource, base + b"image/jpeg;q=0")).code, 406)
+        self.assertEqual((yield getQuery(self.resource, base + b"image/png;q=abc")).code, 400)

@@ -1050,6 +1050,17 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual((metadata.code, metadata.header("content-type")), (200, "application/json"))
 
     @defer.inlineCallbacks
+    def test_acceptParameterWithItsQValuesInTheURL(self):
+        """The ``accept`` query parameter keeps its q values when its ``;``
+        is not percent-encoded, as a browser or curl sends it (a query is
+        split at ``&`` alone): the PNG it gives q=0 is refused."""
+        path = self.instancePath(self.corpus[0])
+        picture = yield self.fetch(path + "/rendered?accept=image/png;q=0,image/jpeg")
+        self.assertEqual((picture.code, picture.header("content-type")), (200, "image/jpeg"))
+        refused = yield self.fetch(path + "/rendered?accept=image/png;q=0")
+        self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
     def test_zeroQualityOfFrames(self):
         """A q=0 range refuses frames and pixel bulk data that a wider range
         would take, as it does objects."""

@@ -247,13 +247,13 @@ def _grey(ds, pixels, level, window, function=None):
 class SourceRegion(NamedTuple):
     """A region of a frame in pixels, as DICOMweb's ``viewport`` names it
     (PS3.18 8.3.5.1.3: sx, sy, sw, sh): its left column and top row (from
-    0), its width and height (at least 1); what lies beyond the frame is
-    left out."""
+    0), its width and height (at least 1; None: to the frame's edge); what
+    lies beyond the frame is left out."""
 
     x: int
     y: int
-    width: int
-    height: int
+    width: int = None
+    height: int = None
 
 
 def _cropped(pixels, region):
@@ -263,7 +263,8 @@ def _cropped(pixels, region):
     rows, columns = pixels.shape[:2]
     if isinstance(region, SourceRegion):
         left, top = min(region.x, columns - 1), min(region.y, rows - 1)
-        right, bottom = min(region.x + region.width, columns), min(region.y + region.height, rows)
+        right = columns if region.width is None else min(region.x + region.width, columns)
+        bottom = rows if region.height is None else min(region.y + region.height, rows)
         return pixels[top:bottom, left:right]
     xmin, ymin, xmax, ymax = region
     left, top = min(int(xmin * columns), columns - 1), min(int(ymin * rows), rows - 1)

@@ -463,15 +463,17 @@ def _argument(request, name):
     return values[-1].decode("utf-8", "replace").strip() if values else ""
 
 
-def _numbers(request, name, *counts):
+def _numbers(request, name, *counts, optional=()):
     """The numbers of the comma-separated parameter ``name``, as many as
-    one of ``counts`` says (``counts[0]`` zeros when not given); a 400 for
-    any other count or a part that is no number, never a part ignored."""
+    one of ``counts`` says (``counts[0]`` zeros when not given), None for
+    an empty part at a position in ``optional``; a 400 for any other count
+    or a part that is no number, never a part ignored."""
     text = _argument(request, name)
     if not text:
         return [0] * counts[0]
     try:
-        numbers = [round(float(part)) for part in text.split(",")]
+        numbers = [None if position in optional and not part.strip() else round(float(part))
+                   for position, part in enumerate(text.split(","))]
     except (ValueError, OverflowError):
         numbers = []
     if len(numbers) not in counts:
@@ -517,19 +519,22 @@ def _pictureKind(accepted):
 def _viewport(request):
     """``(width, height, source)`` of the ``viewport`` parameter (PS3.18
     8.3.5.1.3: vw,vh[,sx,sy,sw,sh]): the largest size of the picture (0:
-    not bounding) and the SourceRegion of the frame shown (None: all)."""
-    numbers = _numbers(request, "viewport", 2, 6)
+    not bounding) and the SourceRegion of the frame shown (None: all); a
+    source part left empty is its default: sx and sy 0, sw and sh to the
+    edge of the frame."""
+    numbers = _numbers(request, "viewport", 2, 6, optional=range(2, 6))
     width, height = numbers[:2]
     if not (0 <= width <= LARGEST_FIT and 0 <= height <= LARGEST_FIT):
         raise WebError(400, f"viewport must be a width and height from 0 to {LARGEST_FIT}, not "
                             f"{_argument(request, 'viewport')!r}")
     if len(numbers) == 2:
         return width, height, None
-    source = SourceRegion(*numbers[2:])
+    x, y, sw, sh = numbers[2:]
+    source = SourceRegion(x or 0, y or 0, sw, sh)
     if source.x < 0 or source.y < 0 or source.width == 0 or source.height == 0:
         raise WebError(400, f"the viewport's source region must start at 0 or beyond and be at least a pixel wide "
                             f"and high, not {_argument(request, 'viewport')!r}")
-    if source.width < 0 or source.height < 0:
+    if (source.width or 0) < 0 or (source.height or 0) < 0:
         raise WebError(400, f"pacs does not flip pictures (a negative source width or height): "
                             f"viewport={_argument(request, 'viewport')}")
     return width, height, source

@@ -1152,6 +1152,23 @@ class RetrieveTests(DicomWebTestCase):
                 self.assertEqual((viewport, resource, refused.code), (viewport, resource, 400))
 
     @defer.inlineCallbacks
+    def test_viewportSourceDefaults(self):
+        """A source part of the viewport left empty is its default (PS3.18
+        8.3.5.1.3: sx and sy 0, sw and sh to the edge of the image); an
+        empty width or height of the viewport is still a 400."""
+        path = self.instancePath(self.corpus[0])  # 64 x 64
+        whole = yield self.fetch(f"{path}/rendered?window=2048,4096", accept="image/png")
+        pixels = np.asarray(Image.open(io.BytesIO(whole.body)))
+        for viewport, region in (("64,64,,,,", pixels), ("0,0,60,40,,", pixels[40:, 60:]),
+                                 ("0,0,,,16,16", pixels[:16, :16]), ("0,0,,8,,", pixels[8:])):
+            shown = yield self.fetch(f"{path}/rendered?window=2048,4096&viewport={viewport}", accept="image/png")
+            self.assertEqual((viewport, shown.code), (viewport, 200))
+            self.assertEqual(np.asarray(Image.open(io.BytesIO(shown.body))).tolist(), region.tolist(), viewport)
+        for viewport in ("64,,,,,", ",64,,,,"):
+            refused = yield self.fetch(f"{path}/rendered?viewport={viewport}", accept="image/png")
+            self.assertEqual((viewport, refused.code), (viewport, 400))
+
+    @defer.inlineCallbacks
     def seriesFiles(self, image):
         """``[(SOP Instance UID, path)]`` of the files of ``image``'s series, in the order WADO-RS sends them."""
         found, _ = yield retrieve.storedInstances(self.archive, Target(image.studyUID, image.seriesUID))

@@ -248,12 +248,21 @@ class SourceRegion(NamedTuple):
     """A region of a frame in pixels, as DICOMweb's ``viewport`` names it
     (PS3.18 8.3.5.1.3: sx, sy, sw, sh): its left column and top row (from
     0), its width and height (at least 1; None: to the frame's edge); what
-    lies beyond the frame is left out."""
+    lies beyond the frame is left out, a region that starts beyond it is
+    RegionOutsideFrame."""
 
     x: int
     y: int
     width: int = None
     height: int = None
+
+
+class RegionOutsideFrame(TranscodeError):
+    """A SourceRegion that starts beyond the frame (``columns`` x ``rows``): nothing of it is there to show."""
+
+    def __init__(self, region, columns, rows):
+        super().__init__(f"the region from column {region.x}, row {region.y} lies outside the frame of "
+                         f"{columns} x {rows} pixels")
 
 
 def _cropped(pixels, region):
@@ -262,10 +271,11 @@ def _cropped(pixels, region):
     and height, as WADO-URI names it."""
     rows, columns = pixels.shape[:2]
     if isinstance(region, SourceRegion):
-        left, top = min(region.x, columns - 1), min(region.y, rows - 1)
+        if region.x >= columns or region.y >= rows:
+            raise RegionOutsideFrame(region, columns, rows)
         right = columns if region.width is None else min(region.x + region.width, columns)
         bottom = rows if region.height is None else min(region.y + region.height, rows)
-        return pixels[top:bottom, left:right]
+        return pixels[region.y:bottom, region.x:right]
     xmin, ymin, xmax, ymax = region
     left, top = min(int(xmin * columns), columns - 1), min(int(ymin * rows), rows - 1)
     right, bottom = max(round(xmax * columns), left + 1), max(round(ymax * rows), top + 1)

@@ -8,7 +8,7 @@ import errno
 from pydicom.errors import InvalidDicomError
 from twisted.logger import Logger
 
-from pacscore.codecs.rendering import FrameOutOfRange
+from pacscore.codecs.rendering import FrameOutOfRange, RegionOutsideFrame
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import IdentifierError
@@ -100,7 +100,7 @@ async def onCurrentFile(archive, path, work, *args, firstFrame=1):
     damaged: Damaged, as ``ObjectReader.intact`` finds it) Unreadable, a
     500; one that cannot be shown a 422, CannotShow (the path goes to the
     log only), one without the frame asked for MissingFrame, the frame
-    named as counted from ``firstFrame``."""
+    named as counted from ``firstFrame``, a region beyond the frame a 400."""
     return await shownFrom(path, archive.workers.deferToWorker(archive.objectReader.onFile, path, work, *args),
                            firstFrame)
 
@@ -117,6 +117,8 @@ async def shownFrom(path, working, firstFrame=1):
         raise _unreadable(path, 500, e) from e
     except FrameOutOfRange as e:
         raise MissingFrame(e.frames, e.frame, firstFrame) from e
+    except RegionOutsideFrame as e:  # what the request asks for, not the object: a 400
+        raise WebError(400, f"the region asked for is not in the image: {e}") from e
     except (DatasetError, IdentifierError, InvalidDicomError, TranscodeError, ValueError,
             NotImplementedError, RuntimeError) as e:  # the last two: pixel data pydicom cannot decode
         log.info("web: {path} cannot be shown: {error}", path=path, error=e)

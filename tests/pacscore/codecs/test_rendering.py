@@ -9,7 +9,8 @@ from twisted.trial import unittest
 from pacscore.codecs import jpeglossless as jpegll
 from pacscore.codecs import jpeglossy, nkipixels, rendering
 from pacscore.codecs.rendering import (
-    LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, SourceRegion, _grey, renderFile, renderFrame)
+    LINEAR, LINEAR_EXACT, SIGMOID, FrameOutOfRange, RegionOutsideFrame, SourceRegion, _grey, renderFile,
+    renderFrame)
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS,
     JPEG_LS_NEAR_LOSSLESS)
@@ -189,12 +190,16 @@ class WindowTests(unittest.TestCase):
 
 class GeometryTests(unittest.TestCase):
 
-    def test_regionToTheEdge(self):
-        """A SourceRegion without a width or height goes to the frame's edge."""
+    def test_regionToTheEdgeAndOutside(self):
+        """A SourceRegion without a width or height goes to the frame's
+        edge; one that starts beyond the frame is RegionOutsideFrame."""
         array = ramp(rows=6, columns=10, high=200)
         ds = dataset(array, 8)
         self.assertEqual(render(ds, region=SourceRegion(7, 2)).tolist(), array[0, 2:, 7:].tolist())
         self.assertEqual(render(ds, region=SourceRegion(9, 5, 3, 3)).tolist(), array[0, 5:, 9:].tolist())
+        for region in (SourceRegion(10, 0, 5, 5), SourceRegion(0, 6), SourceRegion(100, 100, 5, 5)):
+            error = self.assertRaises(RegionOutsideFrame, render, ds, region=region)
+            self.assertIn("lies outside the frame of 10 x 6 pixels", str(error))
 
     def test_shrunkByAWholeFactor(self):
         array = ramp(rows=300, columns=200)

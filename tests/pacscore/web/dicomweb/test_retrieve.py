@@ -1152,10 +1152,12 @@ class RetrieveTests(DicomWebTestCase):
                 self.assertEqual((viewport, resource, refused.code), (viewport, resource, 400))
 
     @defer.inlineCallbacks
-    def test_viewportSourceDefaults(self):
+    def test_viewportSourceDefaultsAndOutside(self):
         """A source part of the viewport left empty is its default (PS3.18
         8.3.5.1.3: sx and sy 0, sw and sh to the edge of the image); an
-        empty width or height of the viewport is still a 400."""
+        empty width or height of the viewport is still a 400, and so is a
+        region that starts beyond the image, which holds nothing of it (not
+        its last pixel blown up)."""
         path = self.instancePath(self.corpus[0])  # 64 x 64
         whole = yield self.fetch(f"{path}/rendered?window=2048,4096", accept="image/png")
         pixels = np.asarray(Image.open(io.BytesIO(whole.body)))
@@ -1164,9 +1166,11 @@ class RetrieveTests(DicomWebTestCase):
             shown = yield self.fetch(f"{path}/rendered?window=2048,4096&viewport={viewport}", accept="image/png")
             self.assertEqual((viewport, shown.code), (viewport, 200))
             self.assertEqual(np.asarray(Image.open(io.BytesIO(shown.body))).tolist(), region.tolist(), viewport)
-        for viewport in ("64,,,,,", ",64,,,,"):
+        for viewport in ("64,,,,,", ",64,,,,", "256,256,100,100,5,5", "256,256,64,0,5,5", "256,256,0,64,,"):
             refused = yield self.fetch(f"{path}/rendered?viewport={viewport}", accept="image/png")
             self.assertEqual((viewport, refused.code), (viewport, 400))
+        outside = yield self.fetch(f"{path}/rendered?viewport=256,256,100,100,5,5")
+        self.assertIn(b"is not in the image", outside.body)
 
     @defer.inlineCallbacks
     def seriesFiles(self, image):

@@ -19,7 +19,8 @@ Conquest's ``To8bitMonochromeOrRGB`` makes them for ``convert_to_gif``,
   Window Center and Width;
   with none, 8-bit data as it is, fewer bits (1-bit masks) scaled up to
   0..255 and wider data stretched from its smallest to its largest value
-  (Conquest uses fixed ranges there); MONOCHROME1 inverted. Colour is not
+  in the whole frame (a region or a smaller picture of it too, so they
+  keep its brightness; Conquest uses fixed ranges there); MONOCHROME1 inverted. Colour is not
   windowed.
 
 A frame of more than ``transcode.LARGEST_FRAME`` samples (Rows x Columns x
@@ -217,10 +218,12 @@ def _voiLookedUp(ds, values, signed):
     return _lookedUp(table, first, values)
 
 
-def _grey(ds, pixels, level, window, function=None):
+def _grey(ds, pixels, level, window, function=None, frame=None):
     """Grey ``pixels`` through the Modality LUT and a VOI transform into
     0..255: the window asked for, else the object's VOI LUT (preferred, as
-    pydicom's ``apply_voi_lut`` does), else its window."""
+    pydicom's ``apply_voi_lut`` does), else its window, else the range of
+    the whole ``frame`` they were cut from (``pixels`` when None), so that
+    a region or a smaller picture of it keeps its brightness."""
     values, signed = _modalityValues(ds, pixels)
     lookedUp = None if window else _voiLookedUp(ds, values, signed)
     if lookedUp is not None:
@@ -229,12 +232,14 @@ def _grey(ds, pixels, level, window, function=None):
         if not window:
             level, window = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
         bits = int(ds.get("BitsStored") or 8)
-        if window and level is not None:
+        windowing = window and level is not None
+        whole = values if windowing or frame is None else _modalityValues(ds, frame)[0]
+        if windowing:
             _windowed(values, level, window, function)
-        elif bits <= 8 and values.min() >= 0:  # 8 bits as they are, fewer (1-bit masks) scaled up
+        elif bits <= 8 and whole.min() >= 0:  # 8 bits as they are, fewer (1-bit masks) scaled up
             values *= 255 / (2 ** bits - 1)
         else:
-            low, high = values.min(), values.max()
+            low, high = whole.min(), whole.max()
             values -= low
             values *= 255 / max(high - low, 1)
     np.rint(values, out=values)
@@ -338,13 +343,11 @@ def _pixelOptions(f, ds, syntax):
     return options
 
 
-def _shown(ds, pixels, size, level, window, region, function=None):
-    """The frame ``pixels`` of ``ds`` as renderFrame gives it."""
-    if region is not None:
-        pixels = _cropped(pixels, region)
-    pixels = _shrunk(pixels, size)
+def _shown(ds, frame, size, level, window, region, function=None):
+    """The ``frame`` (its pixels) of ``ds`` as renderFrame gives it."""
+    pixels = _shrunk(frame if region is None else _cropped(frame, region), size)
     if pixels.ndim == 3:
         if pixels.dtype != np.uint8:
             pixels = (pixels >> (int(ds.get("BitsStored") or 16) - 8)).astype(np.uint8)
         return np.ascontiguousarray(pixels)
-    return _grey(ds, pixels, level, window, function)
+    return _grey(ds, pixels, level, window, function, None if pixels.shape == frame.shape else frame)

@@ -187,6 +187,21 @@ class WindowTests(unittest.TestCase):
         expected = np.clip(np.rint((values - 40 + 200) * 255 / 400), 0, 255)
         self.assertLessEqual(np.abs(grey[:4, :512] - expected).max(), 1)
 
+    def test_aRegionKeepsTheFramesRange(self):
+        """Without a window, a region (DICOMweb's in pixels, WADO-URI's in
+        fractions) or a smaller picture is stretched on the whole frame's
+        range, not its own: zooming keeps the brightness."""
+        array = ramp(rows=8, high=3900) + 100
+        whole = render(dataset(array, 12))
+        self.assertEqual(render(dataset(array, 12), region=SourceRegion(10, 2, 20, 4)).tolist(),
+                         whole[2:6, 10:30].tolist())
+        self.assertEqual(render(dataset(array, 12), region=(0.5, 0, 1, 1)).tolist(), whole[:, 128:].tolist())
+        self.assertEqual(render(dataset(array, 12), size=128).tolist(), whole[::2, ::2].tolist())
+        signed = dataset(array - 2000, 12)
+        signed.PixelRepresentation = 1
+        self.assertEqual(render(signed, region=SourceRegion(200, 0, 56, 8)).tolist(),
+                         render(signed)[:, 200:].tolist(), "a region of values all above 0 of a frame with negatives")
+
 
 class GeometryTests(unittest.TestCase):
 

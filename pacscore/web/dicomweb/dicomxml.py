@@ -18,10 +18,14 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def xmlBytes(found):
-    """The encoded NativeDicomModel document of the DICOM JSON object ``found``."""
+    """The encoded NativeDicomModel document of the DICOM JSON object
+    ``found``; a carriage return of a text (a report's CR LF) written
+    ``&#13;``, as a parser would read it raw as a line feed (XML 1.0 2.11,
+    end-of-line handling) and ElementTree does not escape it in text (a
+    raw one comes from nothing else: it escapes attributes')."""
     root = ElementTree.Element("NativeDicomModel", xmlns=NAMESPACE)
     _addAttributes(root, found)
-    return ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True)
+    return ElementTree.tostring(root, encoding="UTF-8", xml_declaration=True).replace(b"\r", b"&#13;")
 
 
 def _addAttributes(parent, found):

@@ -2,6 +2,7 @@
 PS3.19 A.1 Native DICOM Model documents."""
 
 import unittest
+from xml.dom import minidom
 from xml.etree import ElementTree
 
 from pydicom.dataset import Dataset
@@ -44,11 +45,14 @@ class NativeDicomModelTests(unittest.TestCase):
     def test_controlCharactersXMLCannotHold(self):
         """A stored text with control characters XML 1.0 cannot hold (its
         JSON escapes them) still makes a well-formed document: they are
-        U+FFFD there, tabs and line ends kept."""
+        U+FFFD there, tabs and line ends kept (a carriage return too, which
+        a parser reads as a line feed when it comes raw)."""
         dataset = Dataset()
         dataset.add_new(0x00100010, "PN", "Doe\x01^Jane")
-        dataset.add_new(0x00204000, "LT", "line\r\nnext\tcolumn\x00\x1b\x0c")
-        root = ElementTree.fromstring(xmlBytes(jsonDataset(dataset)))
-        name, comments = root
+        dataset.add_new(0x00204000, "LT", "line\r\nnext\tcolumn\x00\x1b\x0c\rlast\n")
+        text = xmlBytes(jsonDataset(dataset))
+        name, comments = ElementTree.fromstring(text)
         self.assertEqual([part.text for group in name[0] for part in group], ["Doe\ufffd", "Jane"])
-        self.assertEqual(comments[0].text, "line\nnext\tcolumn\ufffd\ufffd\ufffd")
+        expected = "line\r\nnext\tcolumn\ufffd\ufffd\ufffd\rlast\n"
+        self.assertEqual(comments[0].text, expected)
+        self.assertEqual(minidom.parseString(text).getElementsByTagName("Value")[0].firstChild.data, expected)

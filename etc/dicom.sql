@@ -123,9 +123,9 @@
     { 0x0010, 0x2000, "MedicalAlerts", 64, SQL_C_CHAR, DT_STR, "---" },
     { 0x0010, 0x2110, "ContrastAllergies", 64, SQL_C_CHAR, DT_STR, "---" },
 # pacs: sources joined by | give the first one an order sends: the Study Instance UID an OMI^O23
-# order filler assigns (IPC-3), else a new one; the start an ORM sends in OBR-7, else the one an
+# order filler assigns (IPC-3's first component, the EI's identifier), else a new one; the start an ORM sends in OBR-7, else the one an
 # OMI^O23 sends in TQ1-7 (Conquest reads such a list as no source, the column left empty)
-    { 0x0020, 0x000d, "StudyInstanceUID", 64, SQL_C_CHAR, DT_UI, "IPC.3|*UI" },
+    { 0x0020, 0x000d, "StudyInstanceUID", 64, SQL_C_CHAR, DT_UI, "IPC.3.0|*UI" },
     { 0x0032, 0x1032, "ReqPhysician", 64, SQL_C_CHAR, DT_STR, "OBR.16" },
     { 0x0032, 0x1060, "ReqProcDescription", 16, SQL_C_CHAR, DT_STR, "OBR.4.1" },
     { 0x0040, 0x0100, "-----", 0, SQL_C_CHAR, DT_STARTSEQUENCE, "---" },

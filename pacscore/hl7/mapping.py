@@ -6,8 +6,10 @@ Each WorkList column's seventh field names where its value comes from:
 ``SEQ.N.DATE`` / ``SEQ.N.TIME`` the date or time part of a timestamp,
 several of them joined by ``|`` the first one the message sends
 (``OBR.7.DATE|TQ1.7.DATE``: OBR-7 of an ORM, TQ1-7 of an OMI that leaves
-OBR-7 empty; ``IPC.3|*UI``: the RIS's Study Instance UID, a new one when
-it sends none; a generated value only last);
+OBR-7 empty; ``IPC.3.0|*UI``: the RIS's Study Instance UID, the first
+component of IPC-3's EI, a new one when it sends none; a generated value
+only last; a source that names a component is sent when that component
+is, not any other of its field);
 a moment, whose field gives both a date and a time column (OBR-7), in
 the server's local time when it carries an offset from UTC, any other
 date (PID-7's birth date) the calendar date as written.
@@ -225,6 +227,19 @@ def _sending(source, group, outside):
     return segment
 
 
+def _sendsComponent(segment, source):
+    """Whether the field of ``source`` that ``segment`` sends holds the
+    component ``source`` names, when it names one (an IPC-3 of ``^RIS``
+    holds no ``IPC.3.0``): not empty in a repetition, HL7's null ``""``
+    held (it clears)."""
+    if not isinstance(source.part, int):
+        return True
+    d = segment.delimiters
+    return any(len(parts := repetition.split(d.component)) > source.part
+               and parts[source.part].split(d.subcomponent, 1)[0]
+               for repetition in segment.field(source.field).split(d.repetition))
+
+
 def _identifier(group, field):
     """ORC-``field`` of an order ``group``, an ID: without the trailing
     blanks HL7 makes optional, in upper case; empty without an ORC."""
@@ -329,14 +344,24 @@ class WorklistMapping:
 
     def _value(self, column, group, outside, message, invalid, parsed):
         """The value of ``column`` from the first of its sources the message
-        sends; None when it sends none (HL7 says to leave it as it is)."""
+        sends (the component a source names: ``IPC.3.0|*UI`` of an IPC-3
+        ``^RIS`` generates), else the empty one of the first whose field it
+        sends without that component (the field sent, it clears the column,
+        as a source alone does); None when it sends none (HL7 says to leave
+        it as it is)."""
+        withoutComponent = None
         for source in column.sources:
             if source in _GENERATED:
                 return self._generate(source)
             segment = _sending(source, group, outside)
-            if segment is not None:
+            if segment is None:
+                continue
+            if _sendsComponent(segment, source):
                 return self._fieldValue(column, source, segment, message, invalid, parsed)
-        return None
+            if withoutComponent is None:
+                withoutComponent = (source, segment)
+        return None if withoutComponent is None else self._fieldValue(column, *withoutComponent, message, invalid,
+                                                                      parsed)
 
     def _fieldValue(self, column, source, segment, message, invalid, parsed):
         repetitions = segment.repetitions(source.field) if column.isMulti else 1

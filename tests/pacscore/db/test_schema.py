@@ -96,7 +96,7 @@ def conquestLayout():
             (0x0010, 0x2000, "MedicalAlerts", 64, C, "DT_STR", "---"),
             (0x0010, 0x2110, "ContrastAllergies", 64, C, "DT_STR", "---"),
             # Conquest's file has "---"; pacs takes an OMI's (IPC-3) or generates the UID a worklist item needs
-            (0x0020, 0x000D, "StudyInstanceUID", 64, C, "DT_UI", "IPC.3|*UI"),
+            (0x0020, 0x000D, "StudyInstanceUID", 64, C, "DT_UI", "IPC.3.0|*UI"),
             (0x0032, 0x1032, "ReqPhysician", 64, C, "DT_STR", "OBR.16"),
             (0x0032, 0x1060, "ReqProcDescription", 16, C, "DT_STR", "OBR.4.1"),
             (0x0040, 0x0100, "-----", 0, C, "DT_STARTSEQUENCE", "---"),

@@ -115,6 +115,29 @@ class SourceTests(unittest.TestCase):
         self.assertEqual(mapping.items(message(orc("XO"), obr(when="", station="")))[0].absent,
                          frozenset({"StartDate", "StartTime", "Station"}))
 
+    def test_alternativeByItsComponent(self):
+        """A source naming a component is sent when that component is, not
+        when another of its field is: IPC-3 of ``^RIS`` (no identifier)
+        gives a new Study Instance UID, not an empty one, and OBR-4 of
+        ``^CT Head`` the patient's name; ``""`` there is sent (it clears),
+        and so is a field without the component when no other source is."""
+        numbers = itertools.count(1)
+        mapping = WorklistMapping([column("StudyInstanceUID", "IPC.3.0|*UI", tag=STUDY_UID, dicomType="DT_UI"),
+                                   column("Described", "OBR.4.0|PID.5")], newUID=lambda: f"1.2.3.{next(numbers)}")
+
+        def mapped(ipc3, obr4):
+            ipc = segment("IPC", {1: "ACC100", 2: "RP1", 3: ipc3, 4: "SPS1", 5: "CT"})
+            return mapping.items(message(PID, orc(), obr(service=obr4), ipc))[0].values
+
+        self.assertEqual(mapped("^RIS", "^CT Head"), {"StudyInstanceUID": "1.2.3.1", "Described": "Müller^Hans^^^Dr"})
+        self.assertEqual(mapped("1.2.840.99.2^RIS^1.2.3^ISO", "CT1^CT Head"),
+                         {"StudyInstanceUID": "1.2.840.99.2", "Described": "CT1"})
+        self.assertEqual(mapped('""^RIS', '""'), {"StudyInstanceUID": "", "Described": ""})
+        self.assertEqual(mapped("&1.2.840.99.3^RIS", "&sub^CT Head")["StudyInstanceUID"], "1.2.3.2",
+                         "a component's first subcomponent")
+        alone = WorklistMapping([column("Described", "OBR.4.0|PID.40")]).items(message(PID, orc(), obr(service="^CT")))
+        self.assertEqual((alone[0].values, alone[0].absent), ({"Described": ""}, frozenset()))
+
     def test_malformedAlternatives(self):
         for text in ["OBR.7|", "|OBR.7", "OBR.7|---", "OBR.7||TQ1.7", "*UI|IPC.3", "OBR.7|PID"]:
             error = self.assertRaises(ValueError, WorklistMapping, [column("Broken", text)])
@@ -599,11 +622,13 @@ class DefaultLayoutTests(unittest.TestCase):
         """An OMI^O23 (HL7 v2.5, IHE RAD-4) gives its start in TQ1-7, OBR-7
         empty, and the Study Instance UID the order filler assigned in IPC-3:
         the item is scheduled then and keeps that UID."""
-        segments = [PID, PV1, orc(), segment("TQ1", {1: "1", 7: "202612071030"}), obr(when=""),
-                    segment("IPC", {1: "ACC100", 2: "RP1", 3: "1.2.840.99.7.1", 4: "SPS1", 5: "CT"})]
-        text = "\r".join([msh(messageType="OMI^O23^OMI_O23")] + segments) + "\r"
-        self.assertEqual(self.mapping.items(parseMessage(encoded(text, "8859/1"))), [OrderItem("NW", {
-            **self.expected, "StartDate": "20261207", "StartTime": "1030", "StudyInstanceUID": "1.2.840.99.7.1"})])
+        for ipc3 in ("1.2.840.99.7.1", "1.2.840.99.7.1^RIS^1.2.3^ISO"):  # an EI with its namespace, as v2.5 allows
+            segments = [PID, PV1, orc(), segment("TQ1", {1: "1", 7: "202612071030"}), obr(when=""),
+                        segment("IPC", {1: "ACC100", 2: "RP1", 3: ipc3, 4: "SPS1", 5: "CT"})]
+            text = "\r".join([msh(messageType="OMI^O23^OMI_O23")] + segments) + "\r"
+            self.assertEqual(self.mapping.items(parseMessage(encoded(text, "8859/1"))), [OrderItem("NW", {
+                **self.expected, "StartDate": "20261207", "StartTime": "1030", "StudyInstanceUID": "1.2.840.99.7.1"})],
+                ipc3)
 
     def test_columnLengths(self):
         order = obr(service="CT123^CT HEAD WITH CONTRAST", station="CT-STATION-NORTH-2")

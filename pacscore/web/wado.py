@@ -67,16 +67,23 @@ PICTURE_PARAMETERS = ("rows", "columns", "region", "windowCenter", "windowWidth"
 def _contentTypes(text):
     """The content types of the list that pacs answers, best first (by
     ``q`` as in an Accept header, then in its order) as ``Accepted``
-    media ranges, those it gives q=0 its ``refused``; a 406 when it
-    names none (or refuses each)."""
+    media ranges, those it gives q=0 its ``refused`` (``image/jpg`` read
+    as the ``image/jpeg`` it names, a type refused so not taken by another
+    of its ranges); a 406 when it names none (or refuses each)."""
     accepted = acceptedRanges([text or DEFAULT], "contentType")
-    known = [media for media in accepted if media.name in PICTURE_TYPES or media.name in OTHER_TYPES
-             or media.name in DOCUMENTS or media.name == ANY]
+    refused = [_jpeg(media) for media in accepted.refused]
+    known = [media for media in map(_jpeg, accepted) if media not in refused and (
+             media.name in PICTURE_TYPES or media.name in OTHER_TYPES or media.name in DOCUMENTS or media.name == ANY)]
     if not known:
         raise WebError(406, f"cannot answer contentType {text!r}: pacs answers "
                             f"{', '.join(sorted({*PICTURE_TYPES, *OTHER_TYPES, *DOCUMENTS, ANY}))}"
-                            f"{' (q=0 is not acceptable)' if accepted.refused else ''}")
-    return Accepted(known, accepted.refused)
+                            f"{' (q=0 is not acceptable)' if refused else ''}")
+    return Accepted(known, refused)
+
+
+def _jpeg(media):
+    """The media range ``media``, ``image/jpeg`` when it is the ``image/jpg`` clients write for it."""
+    return media._replace(name="image/jpeg") if media.name == "image/jpg" else media
 
 
 def _picture(wanted, media):

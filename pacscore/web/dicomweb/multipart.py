@@ -10,6 +10,7 @@ from typing import NamedTuple
 from pacscore.web.answers import WebError
 
 CRLF = b"\r\n"
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 _PARAMETER = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 SCAN_CHUNK = 1 << 20
 
@@ -96,14 +97,16 @@ def acceptedRanges(texts, name="the Accept header"):
     """The Accepted media ranges of the Accept ``texts`` (lists of media
     ranges, as WADO-URI's ``contentType`` is too), best first (by ``q``,
     then in the order given); ``*/*`` when they have none, nothing when
-    all they name are q=0.  A q that is no number is a 400 naming ``name``."""
+    all they name are q=0.  A q that is not RFC 9110's qvalue (0 to 1, at
+    most three decimals: no ``nan``, ``-1``, ``2`` or ``1_0``) is a 400 naming ``name``."""
     ranges, refused = [], []
     for position, part in enumerate(part for text in texts for part in _splitAccept(text)):
         media = mediaType(part)
-        try:
-            quality = float(media.parameters.pop("q", "1"))
-        except ValueError:
-            raise WebError(400, f"{name} has a bad q value in {part!r}") from None
+        text = media.parameters.pop("q", "1")
+        if not _QVALUE.fullmatch(text):
+            raise WebError(400, f"{name} has a bad q value in {part!r}: a q is from 0 to 1, "
+                                "with at most three decimals")
+        quality = float(text)
         if quality > 0:
             ranges.append((-quality, position, media))
         else:

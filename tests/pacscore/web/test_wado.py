@@ -42,7 +42,9 @@ class ContentTypeTests(WebTestCase):
         """contentType's q values order its types as an Accept header's do
         (PS3.18 8.1.5: "relative degree of preference"), q=0 refusing one:
         a wildcard takes a picture type it does not refuse, and a list that
-        refuses each type it names is a 406."""
+        refuses each type it names is a 406; ``image/jpg`` is ``image/jpeg``,
+        refused with it; a q other than RFC 9110's (0 to 1, three decimals)
+        is a 400."""
         image = self.corpus[0]
         for contentType, kind in (("image/png;q=0.1,image/jpeg", "image/jpeg"),
                                   ("image/png;q=0,image/jpeg", "image/jpeg"),
@@ -52,7 +54,10 @@ class ContentTypeTests(WebTestCase):
                                   ("image/*,image/jpeg;q=0,image/png;q=0", "image/gif"),
                                   ("*/*,image/*;q=0", "application/dicom"),
                                   ("image/jpeg;q=0", None), ("image/png;q=0,text/html;q=0", None),
-                                  ("*/*;q=0", None)):
+                                  ("*/*;q=0", None),
+                                  ("image/jpg;q=0.5,image/jpeg;q=0,image/png;q=0.4", "image/png"),
+                                  ("image/jpg", "image/jpeg"), ("*/*,image/jpg;q=0", "image/png"),
+                                  ("image/jpg;q=0", None)):
             answer = yield get(self.resource, requestType="WADO", studyUID=image.studyUID, seriesUID=image.seriesUID,
                                objectUID=image.sopUID, contentType=contentType)
             self.assertEqual((contentType, answer.code, answer.headers["content-type"]),
@@ -61,6 +66,11 @@ class ContentTypeTests(WebTestCase):
                            objectUID=image.sopUID, contentType="image/png;q=x")
         self.assertEqual(answer.code, 400)
         self.assertIn(b"contentType has a bad q value", answer.body)
+        for contentType in ("image/png;q=nan,image/jpeg", "image/png;q=-1,image/jpeg", "image/png;q=2,image/jpeg",
+                            "image/jpeg;q=0.1,image/png;q=inf", "image/gif;q=1_0,image/jpeg;q=5"):
+            answer = yield get(self.resource, requestType="WADO", studyUID=image.studyUID, seriesUID=image.seriesUID,
+                               objectUID=image.sopUID, contentType=contentType)
+            self.assertEqual((contentType, answer.code), (contentType, 400))
 
     @defer.inlineCallbacks
     def test_qValuesInTheURL(self):

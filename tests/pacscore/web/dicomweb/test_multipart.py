@@ -61,7 +61,15 @@ class AcceptTests(unittest.TestCase):
         self.assertEqual([m.name for m in found], ["image/gif", "image/png"])
 
     def test_badQuality(self):
-        self.assertRaises(WebError, multipart.accepted, requestAccepting("image/png;q=x"))
+        """A q is RFC 9110's qvalue: 0 to 1 with at most three decimals;
+        anything else (that Python's float() would read too) is a 400."""
+        for q in ("x", "nan", "inf", "-1", "2", "1_0", "1.5", "0.0001", "1.001", "+0.5", "", ".5", "1e-1"):
+            error = self.assertRaises(WebError, multipart.accepted, requestAccepting(f"image/png;q={q}, image/jpeg"))
+            self.assertEqual((q, error.code), (q, 400))
+        for q, kept in (("0", ["image/jpeg"]), ("0.", ["image/jpeg"]), ("0.001", ["image/jpeg", "image/png"]),
+                        ("1.000", ["image/png", "image/jpeg"]), ("1", ["image/png", "image/jpeg"])):
+            found = multipart.accepted(requestAccepting(f"image/png;q={q}, image/jpeg;q=0.5"))
+            self.assertEqual((q, [m.name for m in found]), (q, kept))
 
 
 def body(boundary, *parts, preamble=b"", epilogue=b""):

@@ -4,11 +4,14 @@
 DICOM XML, ``multipart/related; type="application/dicom+xml"`` with one
 ``application/dicom+xml`` part (the Native DICOM Model of PS3.19 A.1,
 ``dicomxml``) per match or instance, made from its DICOM JSON;
-``application/dicom+xml`` alone is taken for it too, as Orthanc takes it."""
+``application/dicom+xml`` alone is taken for it too, as Orthanc takes it.
+A search without a match is ``[]`` in DICOM JSON, a 204 No Content in
+DICOM XML (a multipart holds at least one part, RFC 2046 5.1.1; PS3.18
+8.3.4.4.1 answers a search without match so)."""
 
 import json
 
-from pacscore.web.answers import WebError
+from pacscore.web.answers import Answer, WebError
 from pacscore.web.dicomweb import multipart
 from pacscore.web.dicomweb.dicomjson import JSON_TYPES, jsonBytes
 from pacscore.web.dicomweb.dicomxml import DICOM_XML, xmlBytes
@@ -42,8 +45,19 @@ class MetadataForm:
         return self.encoded(json.loads(text)) if self.xml else text
 
     def whole(self, objects):
-        """The answer of the DICOM JSON ``objects``."""
-        return self.opening + self.separator.join(self.encoded(found) for found in objects) + self.closing
+        """The answer of the DICOM JSON ``objects``; None in DICOM XML when
+        there are none (no multipart to write: ``answer``)."""
+        parts = [self.encoded(found) for found in objects]
+        if self.xml and not parts:
+            return None
+        return self.opening + self.separator.join(parts) + self.closing
+
+    def answer(self, body, headers=()):
+        """The Answer of a search whose answer is ``body`` (``whole``'s): a
+        204 No Content, with ``headers``, for None."""
+        if body is None:
+            return Answer(b"", self.contentType, headers, 204)
+        return Answer(body, self.contentType, headers)
 
 
 def metadataForm(request):

@@ -47,7 +47,7 @@ from pacscore.dicom.identifiers import (
     findIdentifier, tagName)
 from pacscore.dicom.models import STUDY_ROOT_FIND
 from pacscore.dicom.virtual import addComputed
-from pacscore.web.answers import Answer, WebError, notText
+from pacscore.web.answers import WebError, notText
 from pacscore.web.dicomweb.dicomjson import jsonDataset
 from pacscore.web.dicomweb.metadataform import metadataForm
 from pacscore.web.converting import convertedKeys, resultFilter
@@ -334,7 +334,7 @@ async def search(archive, request, target, base, level):
     form = metadataForm(request)
     converted = await convertedKeys(archive, callingAE(request), level, searchKeys(archive, request, level, target))
     if converted is None:
-        return Answer(form.whole([]), form.contentType)
+        return form.answer(form.whole([]))
     keys, mask = converted
     offset = _number(request, "offset", 0)
     limit = _number(request, "limit", None)
@@ -357,4 +357,4 @@ async def search(archive, request, target, base, level):
     if limit is not None and offset + limit < total:
         warnings.append(CAPPED if capped else MORE)
     warnings += _parameterWarnings(archive.query, level, request)
-    return Answer(answers, form.contentType, (("Warning", ", ".join(warnings)),) if warnings else ())
+    return form.answer(answers, (("Warning", ", ".join(warnings)),) if warnings else ())

@@ -297,8 +297,9 @@ class SearchTests(DicomWebTestCase):
         """Asked for multipart/related; type="application/dicom+xml"
         (PS3.18 8.7.3), or application/dicom+xml, a search answers each
         match as a part of DICOM XML (PS3.19 A.1) holding what its DICOM
-        JSON holds, at every level; no match is a multipart of no parts.
-        DICOM JSON stays the default."""
+        JSON holds, at every level; no match, or a page beyond the last, is
+        a 204 No Content (a multipart holds at least one part), where DICOM
+        JSON answers []. DICOM JSON stays the default."""
         for path in ("/studies", "/series?Modality=CT", f"/studies/{self.corpus[0].studyUID}/instances",
                      "/studies?includefield=all&limit=1"):
             matches = (yield self.fetch(path)).json()
@@ -308,8 +309,11 @@ class SearchTests(DicomWebTestCase):
                 found = yield self.fetch(path, accept=accept)
                 self.assertEqual((path, accept, found.code), (path, accept, 200))
                 self.assertEqual(found.xmlObjects(), asText(matches), (path, accept))
-        none = yield self.fetch("/studies?PatientID=NOBODY", accept='multipart/related; type="application/dicom+xml"')
-        self.assertEqual((none.code, none.xmlObjects()), (200, []))
+        for path in ("/studies?PatientID=NOBODY", "/studies?offset=100"):
+            none = yield self.fetch(path, accept='multipart/related; type="application/dicom+xml"')
+            self.assertEqual((path, none.code, none.body), (path, 204, b""))
+            none = yield self.fetch(path, accept="application/dicom+json")
+            self.assertEqual((path, none.code, none.json()), (path, 200, []))
         found = yield self.fetch("/studies", accept="*/*")
         self.assertEqual(found.header("content-type"), "application/dicom+json")
 

@@ -12,8 +12,8 @@ A script sees ``Data`` (the object's data set: ``Data.PatientName``,
 read and written, 0-based sequence items (``Data.Seq[#Data.Seq]`` appends
 a new one, as in Conquest) and ``Data.Seq.Name`` for item 0's
 element as in Conquest, an absent element nil, every value text as
-Conquest hands it (``Data.Rows == '512'``; its bytes in the object's
-character set: Lua strings are bytes, see ``luastrings``), ``Data:Delete(tag)`` or
+Conquest hands it (``Data.Rows == '512'``; UTF-8 text, see
+``luastrings``), ``Data:Delete(tag)`` or
 assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence;
 Conquest's ``Data:GetVR(group, element[, asText])``: the value's bytes as
 a table from index 0, or as a string when ``asText``, a sequence for a
@@ -118,12 +118,13 @@ from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
 from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
                                          writeLuaFile, writeLuaText)
 from pacscore.converters.luapixels import pixelCall
-from pacscore.converters.luastrings import ENCODING, dataCharset, encodingsOf, valueBytes
+from pacscore.converters.luastrings import ENCODING
 from pacscore.converters.saving import readObject, wholeObject
 from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.converters.variables import checksum
+from pacscore.dicom.textbytes import encodingsOf
 from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
 from pacscore.workers import standInWhileWaiting
@@ -149,7 +150,7 @@ local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR
       scriptOn, pixels, freeObject = ...
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
-local byte, find, utf8len = string.byte, string.find, utf8.len
+local byte, utf8len = string.byte, utf8.len
 local getupvalue, setupvalue, sethook, min = debug.getupvalue, debug.setupvalue, debug.sethook, math.min
 local G = _G
 G.python = nil
@@ -196,12 +197,9 @@ local function byteTable(value)
   for i = 1, #value do bytes[i - 1] = byte(value, i) end
   return bytes
 end
--- SetVR's value for Python: text as it is, other bytes (and escapes, which
--- Python reads in Data's character set: luastrings) as a byte table
+-- SetVR's value for Python: text as it is, other bytes as a byte table
 local function rawValue(value)
-  if type(value) == "string" and (utf8len(value) == nil or find(value, "\27", 1, true)) then
-    return byteTable(value)
-  end
+  if type(value) == "string" and utf8len(value) == nil then return byteTable(value) end
   return value
 end
 
@@ -536,8 +534,7 @@ def _element(handle, tag):
 def _getElement(handle, key):
     """The text of an element, numbers' too as Conquest's lua.cpp pushes
     every value as a string (``Data.Rows == '512'``,
-    ``tonumber(Data.Rows) > 100``; the bytes of text in the object's
-    character set), None when absent (nil, as in Conquest:
+    ``tonumber(Data.Rows) > 100``), None when absent (nil, as in Conquest:
     ``Data.X or 'default'``), or a ``_SequenceHandle`` for a sequence;
     ``Data.Storage`` is the device (MAGn) the object is (to be) kept on,
     when known."""
@@ -550,7 +547,7 @@ def _getElement(handle, key):
         return _SequenceHandle(handle.context, element.value)
     if element.VR in _BINARY_VRS:
         return bytes(element.value or b"")  # a bytearray: pixel data a setter wrote (luapixels)
-    return valueBytes(textOf(element), handle.context.dataset)
+    return textOf(element)
 
 
 def _setElement(handle, key, value):
@@ -944,9 +941,8 @@ class LuaRuntime:
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
         try:
-            with dataCharset(handle.dataset):
-                return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
-                                    api.debuglog)
+            return self.execute(chunk, globals, functions, api.print, handle, api.unsafe, maxInstructions,
+                                api.debuglog)
         finally:
             self._api, self._perThread.running = outer, outerRuntime
 

@@ -1,88 +1,39 @@
-"""Lua strings are bytes, as in Conquest: how they cross into Python text and back.
+"""How Lua strings cross into Python text: no string fails to.
 
-A Data value goes to a script as its bytes in the object's Specific
-Character Set (``valueBytes``: 'Öztürk' of an ISO_IR 100 object is 6 bytes,
-``string.sub(name, 1, 1)`` the one of 'Ö'), as Conquest hands it.  lupa
-turns every Lua string a Python function gets (a value set, a ``print``, an
-argument) into text with the ``ENCODING`` codec registered here: UTF-8 (the
-script's own text) where the bytes are that and hold no ISO 2022 escape,
-else read in the character set of the object the script running in the
-thread has as Data (``dataCharset``), as stored text is (``textOrLatin1``,
-Latin-1 where they are not valid in it); in a character set of single bytes,
-only the bytes that are not UTF-8 (a value joined with the script's text).
-No string fails to cross: lupa's own UTF-8 codec failed a script on any
-other byte (``'utf-8' codec can't decode byte 0xd6``).  Python text goes to
-Lua as UTF-8, its surrogate escapes (a file name's bytes) as the bytes they
-stand for.
+A Data value goes to a script as its text in UTF-8, whatever the object's
+Specific Character Set, so that comparisons, ``string.find``/``gsub`` and
+joins with the script's own text (UTF-8, as the dicom.ini line or the .lua
+file is read) work in every character set; unlike Conquest's raw bytes,
+byte functions (``#``, ``string.sub``, ``string.byte``) count UTF-8 bytes:
+'Öztürk' is 8 of them (the ``utf8`` library counts characters).  lupa turns
+every Lua string a Python function gets (a value set, a ``print``, an
+argument) into text with the ``ENCODING`` codec registered here: UTF-8 where
+the bytes are that, each byte that is not as Latin-1 (half a character that
+``string.sub`` cut off, ``string.char(255)``), so the script goes on where
+lupa's own UTF-8 codec failed it (``'utf-8' codec can't decode byte
+0xc3``).  Python text goes to Lua as UTF-8, its surrogate escapes (a file
+name's bytes) as the bytes they stand for.  GetVR and SetVR are byte-level
+(``lua``).
 """
 
 import codecs
-import contextlib
-import threading
 
-from pydicom.charset import encode_string
-
-from pacscore.dicom.charsetterms import convert_encodings
-from pacscore.storage.codeextensions import textOrLatin1
+from pacscore.storage.codeextensions import LATIN_1
 
 ENCODING = "pacs_lua_strings"  # lupa's encoding (LuaRuntime(encoding=...))
 
-# Python's names of the character sets of characters of more than a byte
-_MULTIBYTE = frozenset({"utf-8", "gb18030", "gbk", "euc_kr", "gb2312", "iso2022_jp", "iso2022_jp_2"})
-_running = threading.local()  # .dataset: the running script's Data
-
-
-@contextlib.contextmanager
-def dataCharset(dataset):
-    """Lua strings read in this thread in the Specific Character Set
-    ``dataset`` has as they are read, while the block runs a script with
-    ``dataset`` as Data."""
-    outer, _running.dataset = getattr(_running, "dataset", None), dataset
-    try:
-        yield
-    finally:
-        _running.dataset = outer
-
-
-def encodingsOf(root):
-    """Python's encodings of the Specific Character Set of the data set ``root`` (None: the default)."""
-    return convert_encodings(None if root is None else root.get("SpecificCharacterSet"))
-
-
-def valueBytes(text, root):
-    """A value's ``text`` for Lua: its bytes in the character set of ``root``,
-    the top level data set (ASCII text as it is)."""
-    if text.isascii() and "\x1b" not in text:
-        return text
-    return encode_string(text, encodingsOf(root))
-
 
 def _decode(raw, errors="strict"):
+    """``raw`` as UTF-8 but for the bytes that are not, as Latin-1."""
     raw = bytes(raw)
-    if raw.isascii() and b"\x1b" not in raw:
-        return raw.decode("ascii"), len(raw)
-    encodings = encodingsOf(getattr(_running, "dataset", None))
-    if b"\x1b" in raw:
-        return textOrLatin1(raw, encodings, set()), len(raw)
-    if codecs.lookup(encodings[0]).name not in _MULTIBYTE:
-        return _mixed(raw, encodings[0]), len(raw)
-    try:
-        return raw.decode("utf-8"), len(raw)
-    except UnicodeDecodeError:
-        return textOrLatin1(raw, encodings, set()), len(raw)
-
-
-def _mixed(raw, encoding):
-    """``raw`` as UTF-8 but for the bytes that are not, in the single byte
-    ``encoding`` (a value of a Latin-1 object joined with the script's text)."""
     parts, start = [], 0
     while True:
         try:
             parts.append(raw[start:].decode("utf-8"))
-            return "".join(parts)
+            return "".join(parts), len(raw)
         except UnicodeDecodeError as e:
             parts.append(raw[start:start + e.start].decode("utf-8"))
-            parts.append(textOrLatin1(raw[start + e.start:start + e.end], [encoding], set()))
+            parts.append(raw[start + e.start:start + e.end].decode(LATIN_1))
             start += e.end
 
 

@@ -49,6 +49,12 @@ def _encodingsOf(dataset, inherited, extended=True):
     return convert_encodings(codeExtensionTerms(terms) if extended else terms)
 
 
+def encodingsOf(dataset):
+    """The Python encodings of the text of the top level data set
+    ``dataset`` (the default when None), as ``decodeValues`` reads it."""
+    return [default_encoding] if dataset is None else _encodingsOf(dataset, [default_encoding])
+
+
 def _textVR(raw):
     """The VR of the RawDataElement ``raw`` when it is one of text in the
     Specific Character Set, else None."""

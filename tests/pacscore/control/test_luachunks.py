@@ -30,8 +30,8 @@ class LuaChunkTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_bytesThatAreNoUTF8Print(self):
         """print(string.char(255)) (which failed, 'utf-8' codec can't decode
-        byte 0xff, with a critical traceback in the server log): the empty
-        object's character set, the default, reads it."""
+        byte 0xff, with a critical traceback in the server log): such a
+        byte prints as Latin-1."""
         for command in (commands.lua, commands.dolua):
             self.assertEqual((yield self.running.run(command, "print(string.char(255), 'é')")), "\u00ff\té")
 

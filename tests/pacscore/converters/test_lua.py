@@ -296,46 +296,70 @@ class DataTests(unittest.TestCase):
             self.assertEqual(messages, [f"{KEY}: Lua script failed: {message}"], code)
 
 
-class ByteStringTests(unittest.TestCase):
-    """Lua strings are bytes, as in Conquest: a value is its bytes in the
-    object's character set, and whatever bytes a script makes can be set
-    and printed."""
+class LuaStringTests(unittest.TestCase):
+    """A value goes to Lua as UTF-8 text in every character set, so the
+    script's own (UTF-8) text compares, matches and joins with it; any
+    bytes a script makes cross back (UTF-8 where they are that, the others
+    as Latin-1), are set and printed."""
 
-    def latin1(self, charset="ISO_IR 100"):
+    def named(self, name="Öztürk^Ümit", charset="ISO_IR 100", **values):
         dataset = patient()
         dataset.SpecificCharacterSet = charset
-        dataset.PatientName = "Öztürk^Ümit"
+        dataset.PatientName = name
+        for keyword, value in values.items():
+            setattr(dataset, keyword, value)
         return makeContext(dataset)
 
-    def test_byteFunctionsWorkOnTheValuesBytes(self):
-        """An initials script on an ISO_IR 100 name starting with Ö (which
-        failed: 'utf-8' codec can't decode byte 0xd6, and the object kept
-        its name): 'Ö' is one byte, set back as 'Ö'."""
+    def test_byteFunctionsCountUTF8Bytes(self):
+        """An initials script on a name starting with Ö (which failed:
+        'utf-8' codec can't decode byte 0xc3, and the object kept its name)
+        cuts the first of Ö's two UTF-8 bytes, set as Latin-1's 'Ã': the name
+        is anonymised; utf8.offset cuts whole characters."""
         code = ("print(#Data.PatientName, string.byte(Data.PatientName, 1), string.sub(Data.PatientName, 1, 1)); "
-                "Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'")
-        outcome, context, messages = runLua(code, self.latin1())
-        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 11\t214\tÖ"]))
-        self.assertEqual(str(context.dataset.PatientName), "Ö^ANON")
+                "Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'; "
+                "Data.PatientID = string.sub(Data.OtherPatientIDs, 1, utf8.offset(Data.OtherPatientIDs, 2) - 1)")
+        for charset in ("ISO_IR 100", "ISO_IR 192"):
+            outcome, context, messages = runLua(code, self.named(charset=charset, OtherPatientIDs="Öz"))
+            self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 14\t195\t\u00c3"]), charset)
+            self.assertEqual((str(context.dataset.PatientName), context.dataset.PatientID), ("\u00c3^ANON", "Ö"))
 
     def test_aValueJoinedWithTheScriptsText(self):
-        """A value's bytes and the script's UTF-8 text each read as they are."""
-        outcome, context, _ = runLua("Data.PatientName = Data.PatientName .. ' Müller'", self.latin1())
-        self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(str(context.dataset.PatientName), "Öztürk^Ümit Müller")
+        """A value joined with the script's text, in a character set of
+        single bytes, GB18030 and ISO 2022 (which gave '胸部 (鍖垮悕)' and
+        '胸部 (å\\x8c¿å\\x90\\x8d)')."""
+        for charset in ("ISO_IR 100", "GB18030", "ISO 2022 IR 6\\ISO 2022 IR 87"):
+            context = self.named(charset=charset, StudyDescription="胸部")
+            outcome, context, _ = runLua("Data.StudyDescription = Data.StudyDescription .. ' (匿名)'; "
+                                         "Data.PatientName = Data.PatientName .. ' Müller'", context)
+            self.assertEqual(outcome, Outcome.CONTINUE, charset)
+            self.assertEqual((context.dataset.StudyDescription, str(context.dataset.PatientName)),
+                             ("胸部 (匿名)", "Öztürk^Ümit Müller"), charset)
 
-    def test_partOfAUTF8CharacterIsLatin1(self):
-        """Half of a character of a UTF-8 object (ISO_IR 192) is no text in
-        it: read as Latin-1, as stored text is, and the script goes on."""
-        outcome, context, _ = runLua("Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'",
-                                     self.latin1("ISO_IR 192"))
+    def test_multiByteValuesSetBackAsTheyAre(self):
+        """Data.PatientName = Data.PatientName in GB18030 turned 谢, whose
+        bytes D0 BB happen to be UTF-8, into л."""
+        outcome, context, _ = runLua("Data.PatientName = Data.PatientName; "
+                                     "Data.StudyDescription = string.sub(Data.StudyDescription, 1, 3) .. ' ANON'",
+                                     self.named("谢", "GB18030", StudyDescription="谢娜"))
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(str(context.dataset.PatientName), "\u00c3^ANON")
+        self.assertEqual((str(context.dataset.PatientName), context.dataset.StudyDescription), ("谢", "谢 ANON"))
+
+    def test_theScriptsLiteralsCompareAndMatch(self):
+        """== and gsub with text beyond ASCII in the script matched nothing
+        in an ISO_IR 100 object (its bytes were Latin-1, the script's UTF-8)."""
+        code = ("if Data.PatientName == 'Öztürk^Ümit' and string.find(Data.PatientName, 'Ümit', 1, true) then "
+                "Data.PatientID = 'MATCH' end; Data.PatientName = string.gsub(Data.PatientName, 'ü', 'ue')")
+        for name, charset in (("Öztürk^Ümit", "ISO_IR 100"), ("Öztürk^Ümit", "ISO_IR 192")):
+            outcome, context, _ = runLua(code, self.named(name, charset))
+            self.assertEqual(outcome, Outcome.CONTINUE, charset)
+            self.assertEqual((context.dataset.PatientID, str(context.dataset.PatientName)),
+                             ("MATCH", "Öztuerk^Ümit"), charset)
 
     def test_anyBytesPrint(self):
         """print of bytes that are no UTF-8 (a 'critical' traceback of
-        lupa's UnicodeDecodeError) prints them in the object's character set."""
-        outcome, _, messages = runLua("print(string.char(255), string.char(0xd6) .. 'z')")
-        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: \u00ff\t\u00d6z"]))
+        lupa's UnicodeDecodeError) prints them as Latin-1."""
+        outcome, _, messages = runLua("print(string.char(255), string.char(0xd6) .. 'z', 'é')")
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: \u00ff\t\u00d6z\té"]))
 
 
 class VRTests(unittest.TestCase):
@@ -377,6 +401,23 @@ class VRTests(unittest.TestCase):
         self.assertEqual((dataset["PixelData"].VR, dataset.PixelData), ("OB", b"\xff\x00\x01\x02"))
         self.assertEqual([item.SeriesInstanceUID for item in dataset.ReferencedImageSequence], ["9.9", "1.2.3.1"])
         self.assertEqual(dataset.ReferencedSeriesSequence[0].SeriesInstanceUID, "1.2.3.0")
+
+    def test_multiByteSetAloneAsValue1(self):
+        """An object naming ISO 2022 IR 87 alone has its text read and
+        written as the code extension it is: SetVR of 'DOE^JOHN^^^' failed
+        ('string index out of range'), and GetVR ended its Japanese text
+        with ESC $ B, where ESC ( B returns to ASCII; text joined to a value
+        stays out of its escapes."""
+        dataset = patient()
+        dataset.SpecificCharacterSet = "ISO 2022 IR 87"
+        dataset.PatientName, dataset.StudyDescription = "DOE^JOHN^^^", "検査"
+        outcome, context, messages = runLua(
+            "Data:SetVR(0x0008, 0x0090, Data:GetVR(0x0010, 0x0010, true)); "
+            "print(Data:GetVR(0x0008, 0x1030, true) == string.char(27) .. '$B8!::' .. string.char(27) .. '(B'); "
+            "Data.StudyDescription = Data.StudyDescription .. ' (anon)'", makeContext(dataset))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]))
+        self.assertEqual((str(context.dataset.ReferringPhysicianName), context.dataset.StudyDescription),
+                         ("DOE^JOHN^^^", "検査 (anon)"))
 
     def test_setVRRefusals(self):
         cases = [

@@ -5,10 +5,10 @@ the byte stream into messages, hands them one at a time, in order, to the
 factory's handler and writes each ACK (framed) before the next message is
 handed on.  Bytes outside a frame are discarded, blanks (the line feed
 Windows senders put after ``0x1C 0x0D``) silently, others with a warning
-counted in ``hl7Errors``; a connection whose first line is an HTTP request
-line (``POST / HTTP/1.1``: a browser's page posting an MLLP frame as its
-body, a cross-protocol request) is closed at that line, nothing after it
-applied; a start byte inside a
+counted in ``hl7Errors``; a connection that starts as an HTTP request
+(``POST / HTTP/1.1``: a browser's page posting an MLLP frame as its body, a
+cross-protocol request) is closed as soon as its method and the start of its
+target are in, however long its request line, nothing after it applied; a start byte inside a
 frame starts a new one, the unfinished one discarded unanswered (a sender
 that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
@@ -48,8 +48,9 @@ START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
 CARRIAGE_RETURN = 0x0D
 BLANKS = b" \t\r\n"  # skipped silently between frames
-HTTP_REQUEST_LINE = re.compile(rb"[A-Z]+ \S+ HTTP/\d\.\d\r?\n")  # a browser's first line
-HEAD_BYTES = 8192  # bytes before a connection's first frame looked at for an HTTP request line
+HTTP_METHOD = re.compile(rb"[A-Z][A-Z_-]{0,19}")  # POST, GET, OPTIONS, PROPFIND, VERSION-CONTROL
+HTTP_TARGETS = (b"/", b"http://", b"https://")  # how a request target starts: origin-form, absolute-form
+HEAD_BYTES = 80  # of a connection's first bytes, what is logged of an HTTP request
 
 OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
 
@@ -61,6 +62,22 @@ DEFAULT_BUFFERED_MB = 64  # HL7MaxBufferedMB
 def frame(data):
     """``data`` in an MLLP block."""
     return START_BLOCK + data + END_BLOCK + b"\r"
+
+
+def httpRequestStarts(head):
+    """Whether ``head``, the first bytes of a connection (leading blanks
+    taken off), start an HTTP request: a method, a space and the start of a
+    request target (``POST /``, ``GET http://``), as no MLLP sender starts;
+    None while too few bytes are in to tell."""
+    method, space, target = head.partition(b" ")
+    if not space:
+        return None if not method or HTTP_METHOD.fullmatch(method) else False
+    if not HTTP_METHOD.fullmatch(method):
+        return False
+    target = target[:len(HTTP_TARGETS[-1])].lower()
+    if any(target.startswith(start) for start in HTTP_TARGETS):
+        return True
+    return None if any(start.startswith(target) for start in HTTP_TARGETS) else False
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -75,7 +92,7 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
         self._buffer = bytearray()
         self._garbage = 0          # bytes of the current run outside a frame
         self._garbageLogged = False  # the current run had bytes other than blanks, logged
-        self._head = b""           # the bytes before the first frame while its first line is unknown; then None
+        self._head = b""           # the bytes before the first frame while whether they start an HTTP request is unknown; then None
         self._queue = deque()      # complete messages waiting for the handler
         self._busy = False         # the handler is working on a message
         self._draining = False     # _processQueue is on the stack
@@ -250,15 +267,17 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
             self._close()
 
     def _httpRequestLine(self, garbage):
-        """The HTTP request line the connection starts with, once its first
-        line is in (``garbage`` the next bytes before its first frame); None
-        while it is not, or if it is another line."""
+        """The first line, as far as it is in, of an HTTP request the
+        connection starts with (``garbage`` the next bytes before its first
+        frame), told by its start (``httpRequestStarts``): a request line of
+        any length is closed; None while its start is not in, or if it is
+        no HTTP request."""
         if self._head is None:
             return None
-        head = (self._head + garbage[:HEAD_BYTES + 1]).lstrip(BLANKS)
-        self._head = None if b"\n" in head or len(head) > HEAD_BYTES else head
-        match = HTTP_REQUEST_LINE.match(head)
-        return None if match is None else bytes(match.group().rstrip(BLANKS))
+        head = (self._head + garbage).lstrip(BLANKS)[:HEAD_BYTES]
+        starts = httpRequestStarts(head)
+        self._head = head if starts is None else None
+        return re.split(rb"[\r\n]", head, maxsplit=1)[0] if starts else None
 
     def _keep(self, chunk):
         """Add ``chunk`` to the frame, or refuse the frame: whether it was added."""

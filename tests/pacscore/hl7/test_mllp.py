@@ -18,11 +18,11 @@ def hl7(controlId):
     return f"MSH|^~\\&|RIS|H|PACS|R|20261201||ORM^O01|{controlId}|P|2.5\rPID|1||4711".encode("ascii")
 
 
-def browserPost(message):
-    """What a browser sends for a page's fetch() POSTing ``message`` in an MLLP frame to the HL7 port."""
+def browserPost(message, path=b"/"):
+    """What a browser sends for a page's fetch() POSTing ``message`` in an MLLP frame to ``path`` on the HL7 port."""
     body = frame(message)
-    return (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:2575\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    return (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:2575\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path, len(body))) + body
 
 
 class RecordingHandler:
@@ -180,15 +180,32 @@ class MLLPTests(unittest.TestCase):
             self.assertEqual(self.handler.received, [])
             self.assertEqual(self.transport.value(), b"")
             self.assertTrue(self.transport.disconnecting)
+            line = "POST / HTTP/1.1" if len(chunks) == 1 else "POST /"  # as far as it is in
             self.assertEqual(self.logged("HTTP"), ["10.0.0.7:40000: an HTTP request on the HL7 port (a browser?), "
-                                                   "closing: b'POST / HTTP/1.1'"])
+                                                   f"closing: b'{line}'"])
             self.assertEqual(self.factory.counters["hl7Errors"], 1 + (len(chunks) > 1))
+
+    def test_anHTTPRequestWithALongURLIsClosedAtItsStart(self):
+        """A request line longer than any head looked at (a 9000-byte path,
+        as fetch() sends it; or an absolute URL) is told by its method and
+        target's start: closed, its frame never handled, in one piece, in
+        pieces of 1000 bytes and byte by byte."""
+        for path in (b"/" + b"a" * 9000, b"http://pacs:2575/" + b"a" * 9000):
+            data = browserPost(hl7("M1"), path)
+            for size in (len(data), 1000, 1):
+                self.connect()
+                for start in range(0, len(data), size):
+                    self.protocol.dataReceived(data[start:start + size])
+                self.assertEqual(self.handler.received, [])
+                self.assertEqual(self.transport.value(), b"")
+                self.assertTrue(self.transport.disconnecting)
+                self.assertEqual(len(self.logged("an HTTP request on the HL7 port")), 1)
 
     def test_onlyTheFirstLineIsTakenForAnHTTPRequest(self):
         """A line of other bytes before the first frame (an HTTP-like line
         after it), blanks, or an HTTP-like line after a frame, are noise as
         before."""
-        for noise in (b"hello\r\nPOST / HTTP/1.1\r\n", b"\r\n\n \x00"):
+        for noise in (b"hello\r\nPOST / HTTP/1.1\r\n", b"\r\n\n \x00", b"POST\r\n", b"OK done", b"GET x"):
             self.connect()
             self.protocol.dataReceived(noise + frame(hl7("M1")) + b"GET / HTTP/1.1\r\n" + frame(hl7("M2")))
             self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])

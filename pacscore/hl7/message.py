@@ -50,8 +50,10 @@ CHARSETS = {
     **ISO2022,
 }
 # ISO-IR registration numbers (as in "ISO IR6", "ISO IR87", and DICOM's
-# "ISO_IR 100") -> codec: the ISO 8859 parts, ASCII, JIS X 0208/0212, UTF-8.
-_ISO_IR = {6: "ascii", 87: ISO2022["ISO IR87"], 159: ISO2022["ISO IR159"], 192: "utf-8",
+# "ISO_IR 100", "ISO 2022 IR 87") -> codec: the ISO 8859 parts, ASCII,
+# JIS X 0208/0212, Thai (TIS 620), UTF-8.  Another number (ISO IR14 and
+# ISO IR13, JIS X 0201) names a character set pacs cannot read: refused.
+_ISO_IR = {6: "ascii", 87: ISO2022["ISO IR87"], 159: ISO2022["ISO IR159"], 166: "tis-620", 192: "utf-8",
            **{number: f"iso8859-{part}" for number, part in ((100, 1), (101, 2), (109, 3), (110, 4), (144, 5),
                                                               (127, 6), (126, 7), (138, 8), (148, 9), (157, 10),
                                                               (179, 13), (199, 14), (203, 15), (226, 16))}}
@@ -60,7 +62,7 @@ _ISO_IR = {6: "ascii", 87: ISO2022["ISO IR87"], 159: ISO2022["ISO IR159"], 192: 
 # collapsed) -> the codec of the groups of their match.
 _SPELLINGS = (
     (re.compile(r"(?:ISO[ _-]?)?8859[/ _-]?(\d{1,2})"), lambda part: f"iso8859-{int(part)}"),
-    (re.compile(r"ISO[ _-]?IR[ _-]?(\d{1,3})"), lambda number: _ISO_IR.get(int(number))),
+    (re.compile(r"ISO[ _-]?(?:2022[ _-]?)?IR[ _-]?(\d{1,3})"), lambda number: _ISO_IR.get(int(number), UNREADABLE)),
     (re.compile(r"(?:UNICODE[ _-]?)?UTF[ _-]?8"), lambda: "utf-8"),
     (re.compile(r"(?:US[ _-]?)?ASCII"), lambda: "ascii"),
     (re.compile(r"(?:WINDOWS|CP)[ _-]?(125[0-8])"), lambda page: f"cp{page}"),
@@ -68,6 +70,8 @@ _SPELLINGS = (
     (re.compile(r"KS[ _-]?X[ _-]?1001(?:[ _:-]?\d{4})?|EUC[ _-]?KR"), lambda: "euc_kr"),
     (re.compile(r"BIG[ _-]?5"), lambda: "big5"),
 )
+UNREADABLE = ""  # the codec of a character set pacs knows but cannot read
+ESC = b"\x1b"  # starts an ISO 2022 escape sequence: read only in ISO2022's codecs
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
@@ -98,11 +102,14 @@ class HL7Error(ValueError):
 def charsetCodec(charset):
     """The Python codec for an MSH-18 value (its repetitions joined by
     ``~``: an empty first one is ASCII); None when it names a character set
-    pacs does not know (its text is then read as without MSH-18); HL7Error
-    (207) for character sets pacs knows but cannot read together.
+    pacs does not know (its text is then read as without MSH-18, if ASCII or
+    UTF-8); HL7Error (207) for character sets pacs knows but cannot read
+    (JIS X 0201: ISO IR14) or not together.
     Alternate character sets are only known as ISO 2022 extensions of ASCII."""
     names = [" ".join(name.upper().split()) for name in charset.split("~")]
     codecs_ = {_charsetCodec(name) if name else "ascii" for name in names}
+    if UNREADABLE in codecs_:
+        raise HL7Error(f"unsupported character set {charset!r} in MSH-18", 207)
     if None in codecs_:
         return None
     if len(codecs_) == 1:
@@ -115,15 +122,15 @@ def charsetCodec(charset):
 def _charsetCodec(name):
     """The codec of one MSH-18 name (upper case, blanks collapsed): table
     0211's, or a usual other spelling of one (``_SPELLINGS``); None when
-    pacs knows none."""
+    pacs knows none, ``UNREADABLE`` for an ISO-IR number it cannot read."""
     codec = CHARSETS.get(name)
     for pattern, codecOf in _SPELLINGS if codec is None else ():
         match = pattern.fullmatch(name)
         if match:
             codec = codecOf(*match.groups())
             break
-    if codec is None:
-        return None
+    if not codec:
+        return codec
     try:
         codecs.lookup(codec)
     except LookupError:  # 8859/12: no such part
@@ -345,9 +352,19 @@ def decodeUndeclared(raw):
 def _decode(raw, charset, codec):
     """``(text, codec)`` of the message in ``codec``, that of the character
     set MSH-18 names (guessed by ``decodeUndeclared`` when it names none,
-    or one pacs does not know: None)."""
+    or one pacs does not know: None).  Text in a character set pacs does
+    not know is read only where that cannot be wrong, as ASCII or UTF-8
+    without ISO 2022 escapes; an ISO 2022 escape in another codec than
+    ISO2022's is no text either (JIS read as ASCII would keep its escapes)."""
     if codec is None:
-        return decodeUndeclared(raw)
+        text, guess = decodeUndeclared(raw)
+        if charset and (guess == "latin-1" or ESC in raw):
+            raise HL7Error(f"unsupported character set {charset!r} in MSH-18 (its text is not ASCII or UTF-8 "
+                           f"without ISO 2022 escapes)", 207)
+        return text, guess
+    if codec not in ISO2022.values() and ESC in raw:
+        raise HL7Error(f"byte 0x1b (an ISO 2022 escape) at offset {raw.index(ESC)} is not valid in character "
+                       f"set {charset!r} (MSH-18)", 102)
     try:
         return raw.decode(codec), codec
     except UnicodeDecodeError as e:
@@ -489,9 +506,14 @@ def salvage(raw):
     repetition = encodingCharacters[1:2] or b"~"
     charset = _mshCharset(msh, fieldSeparator, repetition)
     try:
-        codec = (charsetCodec(charset) if charset else None) or "latin-1"
+        codec = charsetCodec(charset) if charset else None
     except HL7Error:  # not repeated in the ACK: the sender could not read it either
-        codec, charset = "latin-1", ""
+        codec, charset = None, ""
+    if codec is None and charset:  # a name pacs does not know: repeated where parseMessage reads its text
+        guess = decodeUndeclared(raw)[1]
+        charset = "" if guess == "latin-1" or ESC in raw else charset
+        codec = "utf-8" if charset else None
+    codec = codec or "latin-1"
 
     def components(number):
         index = number - 1

@@ -125,15 +125,21 @@ class WorklistIntakeTests(IntakeTestCase):
 
     def test_unknownCharsetWarned(self):
         """An order whose MSH-18 names no character set pacs knows is
-        applied, its text read as without MSH-18, with a warning."""
-        message = orderMessage("M1", "ACC1", "PAT1", "Müller^Hans", charset="8859/1")
+        applied, its text read as without MSH-18, with a warning, where it
+        is ASCII or UTF-8; its Latin-1 bytes (a guess) are refused (AR)."""
+        message = orderMessage("M1", "ACC1", "PAT1", "Müller^Hans", charset="UNICODE UTF-8")
         with capturedLogs() as events:
-            outcome = self.process(message.replace(b"|8859/1\r", b"|LATIN ONE\r"))
+            outcome = self.process(message.replace(b"|UNICODE UTF-8\r", b"|LATIN ONE\r"))
         self.assertEqual(outcome.code, "AA")
         self.assertEqual(self.rows()["ACC1"].PatientName, "Müller^Hans")
         [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(warning, "HL7 M1: character set 'LATIN ONE' (MSH-18) is not one pacs knows: its text is "
-                                  "read as without MSH-18, as latin-1")
+                                  "read as without MSH-18, as utf-8")
+        message = orderMessage("M2", "ACC2", "PAT2", "Müller^Hans", charset="8859/1")
+        outcome = self.process(message.replace(b"|8859/1\r", b"|LATIN ONE\r"))
+        self.assertEqual(outcome.code, "AR")
+        self.assertIn(b"unsupported character set 'LATIN ONE' in MSH-18", outcome.ack)
+        self.assertNotIn("ACC2", self.rows())
 
     def test_handleGivesTheAckBytes(self):
         ack = self.successResultOf(self.intake.handle(orderMessage("M1", "ACC1", "PAT1", "A^B")))

@@ -222,16 +222,46 @@ class ParseTests(unittest.TestCase):
 
     def test_unknownCharsetIsReadAsWithoutOne(self):
         """MSH-18 naming no character set pacs knows (Conquest reads none)
-        is read as a message without MSH-18 (ASCII, else UTF-8, else
-        Latin-1), not refused; the ACK repeats it."""
+        is read as a message without MSH-18 where that cannot be wrong, as
+        ASCII or UTF-8, not refused; the ACK repeats it.  Other bytes
+        (Latin-1 is a guess) and ISO 2022 escapes are refused (207)."""
         for charset in ("KLINGON", "8859/99", "UNICODE UTF-16"):
-            for text, codec in (("Mueller", "ascii"), ("Müller", "utf-8"), ("Müller", "latin-1")):
+            for text, codec in (("Mueller", "ascii"), ("Müller", "utf-8")):
                 message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec))
                 self.assertEqual((message.charset, message.encoding, message.charsetKnown), (charset, codec, False))
                 self.assertEqual(message.value("PID", 5), text)
                 self.assertEqual(parseMessage(ack(message, "AE", text)).value("MSA", 3), text)
+            for raw in ("Müller".encode("latin-1"), "山田".encode("iso2022_jp"), "ﾔﾏﾀﾞ".encode("shift_jis")):
+                error = self.assertRaises(HL7Error, parseMessage,
+                                          f"{msh(charset=charset)}\rPID|1||||".encode("ascii") + raw)
+                self.assertEqual(error.code, 207)
+                self.assertIn(f"unsupported character set {charset!r} in MSH-18", str(error))
         self.assertIsNone(charsetCodec("8859/99"))
         self.assertEqual(charsetCodec("8859/5"), "iso8859-5")
+
+    def test_iso2022SpellingsAndJISX0201(self):
+        """DICOM's spellings of ISO 2022 (``ISO 2022 IR 87``) were read as
+        ASCII with their escapes kept in the names, table 0211's ``ISO IR14``
+        (JIS X 0201) as Latin-1: the Japanese ones are now read as
+        ``ISO IR87``, the others as their ISO-IR number; JIS X 0201, which
+        pacs does not read, is refused (207) as before, and an ISO 2022
+        escape in a character set without them too (102)."""
+        name = "山田^太郎"
+        for charset in ("ISO 2022 IR 87", "ISO 2022 IR 6~ISO 2022 IR 87", "~ISO 2022 IR 87", "ISO 2022 IR 159"):
+            message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: name})]).encode("iso2022_jp"))
+            self.assertEqual(message.value("PID", 5), name, charset)
+        for charset, text, codec in (("ISO 2022 IR 100", "Müller", "iso8859-1"), ("ISO IR 166", "สมชาย", "tis-620")):
+            message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec))
+            self.assertEqual((message.encoding, message.value("PID", 5)), (codec, text))
+        for charset in ("ISO IR14", "ISO IR13", "ISO_IR 13", "ISO 2022 IR 13", "8859/1~ISO IR14"):
+            error = self.assertRaises(HL7Error, parseMessage,
+                                      f"{msh(charset=charset)}\rPID|1||||".encode("ascii") + "ﾔﾏﾀﾞ".encode("shift_jis"))
+            self.assertEqual((error.code, str(error)), (207, f"unsupported character set {charset!r} in MSH-18"))
+        for charset in ("8859/1", "ISO 2022 IR 100", "UNICODE UTF-8", "ISO IR6"):
+            error = self.assertRaises(HL7Error, parseMessage,
+                                      f"{msh(charset=charset)}\rPID|1||||".encode("ascii") + name.encode("iso2022_jp"))
+            self.assertEqual(error.code, 102)
+            self.assertIn("byte 0x1b (an ISO 2022 escape) at offset", str(error))
 
     def test_unusableMessages(self):
         cases = [

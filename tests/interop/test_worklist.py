@@ -178,9 +178,13 @@ class WorklistTests(unittest.TestCase):
                     + order(93, "ACC9999", "PATX", "Nobody^Here", "", "CT", "20261202100000", "", "",
                             control="XO").replace(b"\r", b"\n") + b"\n"
                     + b"MSH|^~\\&|RIS|HOSPITAL|PACS|HOSPITAL|20261202||ORM^O01|BAD3|P|2.3.1||||||KLINGON\n"
+                    + b"MSH|^~\\&|RIS|HOSPITAL|PACS|HOSPITAL|20261202||ORM^O01|BAD4|P|2.3.1||||||KLINGON\n"
+                    + "PID|1||PATX||Müller^Hans\n".encode("latin-1")
                     + order(94, *ORDERS[4]).replace(b"\r", b"\n"))
+        # KLINGON, a name pacs does not know, is read where its text is ASCII
+        # (BAD3, then no order in it: AE), refused where it is not (BAD4: AR)
         self.assertEqual(acks(self.server.sendHL7(path)),
-                         [("AR", "BAD1"), ("AE", "MSG93"), ("AR", "BAD3"), ("AA", "MSG94")])
+                         [("AR", "BAD1"), ("AE", "MSG93"), ("AE", "BAD3"), ("AR", "BAD4"), ("AA", "MSG94")])
         self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC1005"])), ["ACC1005"])
         self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC9999"])), [])
         self.assertIn("HL7 BAD1 rejected (AR)", self.server.log())

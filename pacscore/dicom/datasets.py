@@ -8,6 +8,7 @@ change (``textbytes``).
 
 from io import BytesIO
 
+from pydicom.datadict import dictionary_VR
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
@@ -30,13 +31,16 @@ def _encoding(transferSyntax):
     return False, transferSyntax != EXPLICIT_VR_BIG_ENDIAN
 
 
-def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None):
+def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None, boundNesting=False):
     """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are
     not one. ``stopBeforePixels``: only the elements before Pixel Data (a
     stored object's attributes, without reading or checking its pixels).
     A deflated one is inflated whole (a stored object, whatever its size),
     or, given ``maxInflated``, one that inflates to more is an
-    ``IdentifierError`` found before more is inflated (``decodePeerDataset``)."""
+    ``IdentifierError`` found before more is inflated (``decodePeerDataset``).
+    ``boundNesting``: sequences nested more than ``MAX_NESTING`` deep are an
+    ``IdentifierError`` found before the values are decoded (which recurses
+    per level: ``_checkNesting``)."""
     try:
         if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             data, transferSyntax = inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN
@@ -45,8 +49,12 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None
         implicit, little = _encoding(transferSyntax)
         stop = (lambda tag, vr, length: tag >= PIXEL_DATA) if stopBeforePixels else None
         dataset = read_dataset(BytesIO(bytes(data)), implicit, little, stop_when=stop)
+        if boundNesting:
+            _checkNesting(dataset)
         decodeValues(dataset)
         return dataset
+    except IdentifierError:
+        raise
     except Exception as e:
         raise IdentifierError(f"undecodable data set: {e}") from e
 
@@ -59,14 +67,34 @@ def decodePeerDataset(data, transferSyntax):
     ``MAX_NESTING`` deep are an ``IdentifierError``, as they are in a stored
     object (its walk does not descend defined-length sequences, which DCMTK
     sends, and what reads a data set recurses per level)."""
-    dataset = decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT)
+    return decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT, boundNesting=True)
+
+
+def _checkNesting(dataset):
+    """``IdentifierError`` if sequences in ``dataset``, as ``read_dataset``
+    gives it (its elements raw, each sequence's items read as it is taken),
+    nest more than ``MAX_NESTING`` deep: level by level, never recursing; as
+    many levels as a stored object's walk takes.  Only the sequences are
+    taken: the other values stay raw, for ``decodeValues``."""
     items = [dataset]
-    for _ in range(MAX_NESTING + 2):  # level by level, never recursing; as many levels as a stored object's walk takes
-        sequences = [element for parent in items for element in parent if element.VR == "SQ"]
+    for _ in range(MAX_NESTING + 2):
+        sequences = [parent[tag] for parent in items for tag in parent.keys() if _isSequence(parent.get_item(tag))]
         if not sequences:
-            return dataset
-        items = [item for sequence in sequences for item in sequence.value]
+            return
+        items = [item for sequence in sequences for item in sequence.value or ()]
     raise IdentifierError(f"sequences nested more than {MAX_NESTING} deep")
+
+
+def _isSequence(element):
+    """Whether ``element``, raw or not, is a sequence (an implicit VR or UN
+    one by its tag, as pydicom reads it)."""
+    vr = element.VR
+    if element.is_raw and vr in (None, "UN"):
+        try:
+            vr = dictionary_VR(element.tag)
+        except KeyError:
+            return False
+    return vr == "SQ"
 
 
 def encodeDataset(dataset, transferSyntax):

@@ -91,10 +91,12 @@ class NestingTests(unittest.TestCase):
 
     def test_deeperRefused(self):
         """One level more, or 900 (which failed with a RecursionError where
-        the identifier was read), in either VR, is an IdentifierError naming
-        the nesting; a stored object's callers (decodeDataset) are not
-        bounded so."""
-        for depth in (66, 900):
+        the identifier was read), or 1000 and more (whose values' decoding
+        hit the recursion limit before the nesting was checked: a 13,847
+        character error of element paths), in either VR, is an
+        IdentifierError naming the nesting; a stored object's callers
+        (decodeDataset) are not bounded so."""
+        for depth in (66, 900, 1000, 5000):
             for implicit, syntax in ((False, EXPLICIT), (True, IMPLICIT)):
                 with self.assertRaises(IdentifierError) as raised:
                     decodePeerDataset(nestedSequences(depth, implicit), syntax)

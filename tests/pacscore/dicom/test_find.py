@@ -114,9 +114,10 @@ class NestedIdentifierTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_tooDeepIsRefusedInOneLine(self):
-        """Sequences nested 900 deep in a C-FIND, C-MOVE or C-GET identifier:
-        a failure status and one warning line each, as a stored object
-        nested so is refused, not a RecursionError's traceback."""
+        """Sequences nested 1000 deep in a C-FIND, C-MOVE or C-GET identifier:
+        a failure status and one short warning line each, as a stored object
+        nested so is refused, not a RecursionError's traceback nor a line of
+        1000 element paths."""
         running = RunningArchive(self, listen=True)
         client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
                                  [(uid, [IMPLICIT]) for uid in (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)])
@@ -124,13 +125,14 @@ class NestedIdentifierTests(unittest.TestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        identifier = nestedSequences(900, implicit=True)
+        identifier = nestedSequences(1000, implicit=True)
         statuses = [(yield client.find(STUDY_ROOT_FIND, identifier)),
                     (yield client.move(STUDY_ROOT_MOVE, identifier, running.ae))[0][STATUS],
                     (yield client.get(STUDY_ROOT_GET, identifier))[0][STATUS]]
         self.assertEqual([status & 0xF000 in (0xA000, 0xC000) for status in statuses], [True] * 3, statuses)
-        refusals = [formatEvent(e) for e in events if "sequences nested" in formatEvent(e)]
-        self.assertEqual(len(refusals), 3, refusals)
+        refusals = [formatEvent(e) for e in events if "sequences nested more than 64 deep" in formatEvent(e)]
+        self.assertEqual(len(refusals), 3, [formatEvent(e)[:300] for e in events])
+        self.assertEqual([len(refusal) < 200 for refusal in refusals], [True] * 3, refusals)
         self.assertEqual([e for e in events if e["log_level"].name in ("error", "critical") or "log_failure" in e],
                          [])
 

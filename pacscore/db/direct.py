@@ -77,11 +77,12 @@ def _processed(row, keys, processors):
 
 
 class DirectKeyList:
-    """The rows of ``statement`` (a Core select) whose ``column`` holds one
-    of a list of keys, in statements of ``chunk`` keys at most: for each
-    number of keys a ``DirectStatement`` of ``column = ?`` or ``column IN
-    (?, ?, ...)``, made at its first use (an expanding IN would take
-    SQLAlchemy's execute path, several times what a few keys' SELECT costs)."""
+    """The rows of ``statement`` (a Core select; or a delete, ``execute``)
+    whose ``column`` holds one of a list of keys, in statements of ``chunk``
+    keys at most: for each number of keys a ``DirectStatement`` of ``column
+    = ?`` or ``column IN (?, ?, ...)``, made at its first use (an expanding
+    IN would take SQLAlchemy's execute path, several times what a few keys'
+    statement costs)."""
 
     def __init__(self, statement, column, chunk):
         self.statement = statement
@@ -92,6 +93,16 @@ class DirectKeyList:
     def rows(self, connection, keys):
         """The rows (tuples) of ``keys`` (a list)."""
         rows = []
+        for result in self._results(connection, keys):
+            rows += result
+        return rows
+
+    def execute(self, connection, keys):
+        """Run the statement (a delete) for ``keys`` (a list); how many rows it matched."""
+        return sum(self._results(connection, keys))
+
+    def _results(self, connection, keys):
+        """What the statement of each chunk of ``keys`` gives (``DirectStatement.execute``)."""
         for start in range(0, len(keys), self.chunk):
             part = keys[start:start + self.chunk]
             entry = self._bySize.get(len(part))
@@ -101,5 +112,4 @@ class DirectKeyList:
                          else self.column.in_([bindparam(name) for name in names]))
                 entry = self._bySize[len(part)] = (DirectStatement(self.statement.where(where)), names)
             statement, names = entry
-            rows += statement.execute(connection, dict(zip(names, part)))
-        return rows
+            yield statement.execute(connection, dict(zip(names, part)))

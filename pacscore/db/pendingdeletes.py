@@ -13,6 +13,7 @@ stored again is not the one the delete was removing.
 
 from sqlalchemy import Column, String, Table, delete, insert, select
 
+from pacscore.db.direct import DirectKeyList
 from pacscore.db.filepaths import ObjectPath
 from pacscore.db.query import Instance
 from pacscore.db.records import SELECT_CHUNK
@@ -34,6 +35,8 @@ class PendingDeletes:
                            Column("DeviceName", String(32)), Column("ObjectFile", ObjectPath(255)),
                            Column("PatientID", String(64)), Column("StudyInstanceUID", String(64)),
                            Column("SeriesInstanceUID", String(64)), **MYSQL_TABLE)
+        # run by every store's transaction, where SQLAlchemy's expanding IN cost more than the rest of its SQL
+        self._deleteKeys = DirectKeyList(delete(self.table), self.table.c.SOPInstanceUID, SELECT_CHUNK)
 
     def write(self, connection, instances):
         """Note ``instances`` (``Instance``s) as being removed."""
@@ -50,6 +53,4 @@ class PendingDeletes:
         if sopInstanceUIDs is None:
             connection.execute(delete(self.table))
             return
-        uids, key = sorted(set(sopInstanceUIDs)), self.table.c.SOPInstanceUID
-        for start in range(0, len(uids), SELECT_CHUNK):
-            connection.execute(delete(self.table).where(key.in_(uids[start:start + SELECT_CHUNK])))
+        self._deleteKeys.execute(connection, sorted(set(sopInstanceUIDs)))

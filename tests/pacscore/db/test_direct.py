@@ -4,8 +4,8 @@ where the direct one would change what happens."""
 
 from unittest import mock
 
-from sqlalchemy import (Column, DateTime, Integer, MetaData, String, Table, bindparam, event, insert, select,
-                        update)
+from sqlalchemy import (Column, DateTime, Integer, MetaData, String, Table, bindparam, delete, event, insert,
+                        select, update)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from twisted.trial import unittest
@@ -114,6 +114,17 @@ class DirectStatementTests(unittest.TestCase):
             self.assertEqual(byKeys.rows(connection, ["b"]), [("b", 1)])
             self.assertEqual(byKeys.rows(connection, []), [])
         self.assertEqual(len(statements), 4)
+
+    def test_keyListDeletesDirectly(self):
+        """DirectKeyList of a delete: the rows of the keys removed, in
+        statements of ``chunk`` keys at most, on the DBAPI cursor; how many."""
+        with self.engine.begin() as connection:
+            connection.execute(insert(self.table), [{"Key": key, "Name": key.upper(), "Count": 0} for key in "abcde"])
+        byKeys = DirectKeyList(delete(self.table), self.table.c.Key, chunk=2)
+        with self.engine.begin() as connection, self.direct():
+            self.assertEqual(byKeys.execute(connection, ["e", "zz", "a", "c", "yy"]), 3)
+            self.assertEqual(byKeys.execute(connection, []), 0)
+        self.assertEqual(self.rows(), [("b", "B", 0, "plain"), ("d", "D", 0, "plain")])
 
     def test_expandingGoesThroughSQLAlchemy(self):
         with self.engine.begin() as connection:

@@ -9,6 +9,7 @@ import threading
 import time
 
 from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor, task
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -405,3 +406,23 @@ class QueryTimeoutTests(unittest.TestCase):
     def test_peerQueryFailsInTime(self):
         error = yield self.assertFailure(self.index.queryForPeer(self.slow), IndexTimeout)
         self.assertEqual(str(error), "the index database did not answer within 0.3 s (SQLTimeOut)")
+
+
+class DirectStoreTests(unittest.TestCase):
+    """The statements of a store's transaction (``Index._upsertInWriter``)
+    run on the DBAPI cursor (``pacscore.db.direct``): SQLAlchemy's execute
+    path costs the writer, where an ingest waits, more than the SQL."""
+
+    def setUp(self):
+        self.index = Index(sqliteEngine(self), conquestLayout(), TABLE_NAMES, reactor=reactor)
+        self.index.createTables()
+        self.index.start()
+        self.addCleanup(self.index.stop)
+
+    @defer.inlineCallbacks
+    def test_aStoreOfAKnownSeriesRunsDirectly(self):
+        yield self.index.store(makeRecord("1.2.3.1.1"))  # the first makes the patient, study and series rows
+        executed = []
+        self.patch(Connection, "execute", lambda connection, statement, *rest: executed.append(str(statement)))
+        yield defer.gatherResults([self.index.store(makeRecord("1.2.3.1.2")), self.index.store(makeRecord("1.2.3.1.3"))])
+        self.assertEqual(executed, [])

@@ -59,7 +59,7 @@ missing or unreadable; Data takes no compressed object) and
 converter is the whole stored object), ``x:Dump(path)`` (its elements
 as text, as ``dump_header`` shows them) and ``dofile(path)`` (runs a Lua
 file with the script's globals), files as ``luafiles`` allows:
-any with ``LuaAllowUnsafe`` (Lua's own ``dofile``), else only those in
+any with ``LuaAllowUnsafe`` (``dofile`` too), else only those in
 ``LuaFileFolder``; ``writeheader([x,] path)`` (``x:Dump``),
 ``x:free()`` (``deletedicomobject(x)``: empties an object the script made),
 Conquest's pixel functions (``getpixel`` ..., ``x:GetPixel`` ...: see
@@ -334,8 +334,9 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug, k
   local before = kept and copy(env)
   for k, v in pairs(globals) do env[k] = v end
   for k, f in pairs(functions) do env[k] = guard(f, 2) end
-  -- sandboxed dofile(name): a Lua file as luafiles allows, run with the script's globals
-  if not unsafe and functions.luasource ~= nil then
+  -- dofile(name): a Lua file as luafiles allows (any file when unsafe), run
+  -- with the script's globals, as Conquest's scripts share one global table
+  if functions.luasource ~= nil then
     local luasource = guard(functions.luasource, 3)
     env.dofile = function(name)
       local loaded, reason = load(luasource(name), "@" .. tostring(name), "t", env)
@@ -1097,7 +1098,7 @@ class LuaApi(AdminFunctions):
         return checksum(str(text))
 
     def luasource(self, name):
-        """The text of the Lua file ``name``, for a sandboxed ``dofile``."""
+        """The text of the Lua file ``name``, for ``dofile``."""
         return readLuaText(self.context, name)
 
     def newdicomobject(self):

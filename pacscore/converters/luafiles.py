@@ -1,6 +1,6 @@
 """Where Lua converters may read and write DICOM files (``readdicom``,
 ``x:Read``, ``x:Write``, ``writedicom``) and text files (``x:Dump``), and
-read Lua files (a sandboxed script's ``dofile``).
+read Lua files (``dofile``).
 
 With ``LuaAllowUnsafe = 1`` a script reaches any file, relative names in
 the working folder (as ``save to``).  Sandboxed, only the files under
@@ -63,7 +63,7 @@ def readLuaFile(context, name):
 
 
 def readLuaText(context, name):
-    """The text of the Lua file ``name`` (a sandboxed ``dofile``);
+    """The text of the Lua file ``name`` (``dofile``);
     LuaFileRefused, also when it cannot be read."""
     path = luaFilePath(context, name)
     try:

@@ -858,6 +858,19 @@ class FileTests(unittest.TestCase):
         outcome, _, messages = runLua("dofile('tag.lua')", context)
         self.assertEqual(messages, [f"{KEY}: Lua script failed: tag.lua:2: unexpected symbol near <eof>"])
 
+    def test_unsafeDofile(self):
+        """With LuaAllowUnsafe = 1, dofile runs any file with the script's
+        globals too: an anonymiser file changes Data, a function it defines
+        sees Data when called later, and its print goes to the log."""
+        self.write("Data.PatientName = 'ANONYMOUS'; Data.PatientID = 'ANON' .. crc(Data.PatientID)\n"
+                   "function tag() Data.StudyDescription = 'tagged' end\nprint('helper ran')\n", 1000)
+        context = makeContext(configDir=self.folder, ini="LuaAllowUnsafe = 1\n")
+        outcome, _, messages = runLua(f"dofile('{self.path}'); tag()", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: helper ran"]))
+        self.assertEqual((str(context.dataset.PatientName), context.dataset.StudyDescription),
+                         ("ANONYMOUS", "tagged"))
+        self.assertRegex(context.dataset.PatientID, r"^ANON\d+$")
+
     def test_aScriptRunningItselfKeepsItsGlobals(self):
         """A script that runs its own file again (``script('lua:...')``,
         ``x:Script('lua:...')``) goes on with its own globals and Data,

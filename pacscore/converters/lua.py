@@ -92,6 +92,7 @@ failing script is logged and ends its line with ``stop``.
 import contextlib
 import copy
 import functools
+import inspect
 import os
 import re
 import threading
@@ -964,7 +965,8 @@ class LuaRuntime:
         (``debuglog`` to ``debugPrinter``, when given) and ``Data`` the data
         set ``handle`` (None: none); the first value the script returns."""
         outer, unbind = self._prepare(chunk, unsafe, self.lua.table_from(globals), handle, printer,
-                                      self.lua.table_from(functions), debugPrinter, self._kept)
+                                      self.lua.table_from({name: _luaFunction(name, f) for name, f in functions.items()}),
+                                      debugPrinter, self._kept)
         outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
         if outermost:
             self._given = 0
@@ -986,6 +988,27 @@ class LuaRuntime:
                 elif isinstance(hook, tuple) and hook[0] is not None:
                     self._sethook(*hook)
         return result[0] if isinstance(result, tuple) else result
+
+
+@functools.lru_cache(maxsize=None)
+def _requiredArguments(function):
+    """The names of the arguments ``function`` cannot do without."""
+    return tuple(parameter.name for parameter in inspect.signature(function).parameters.values()
+                 if parameter.default is parameter.empty and parameter.kind == parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _luaFunction(name, method):
+    """The Python ``method`` as the Lua function ``name``: an argument it
+    needs that is nil or not given is a Lua error naming it, never the
+    text 'None' (a file or checksum of that name)."""
+    required = _requiredArguments(getattr(method, "__func__", method))[1 if inspect.ismethod(method) else 0:]
+
+    def call(*args):
+        for number, argument in enumerate(required):
+            if number >= len(args) or args[number] is None:
+                raise LuaApiError(f"{name}: argument {number + 1} ({argument}) is nil")
+        return method(*args)
+    return call
 
 
 def _datasetOf(value, name):
@@ -1085,13 +1108,14 @@ class LuaApi(AdminFunctions):
         """A new UID (under UIDPrefix)."""
         return uidMapOf(self.context.services).newUID()
 
-    def changeuid(self, uid):
-        """The new UID standing for ``uid`` (made and kept in UIDMODS the first time)."""
-        return uidMapOf(self.context.services).newFor(str(uid))
+    def changeuid(self, uid=None):
+        """The new UID standing for ``uid`` (made and kept in UIDMODS the
+        first time); nil for nil, as in Conquest."""
+        return None if uid is None else uidMapOf(self.context.services).newFor(str(uid))
 
-    def changeuidback(self, uid):
-        """The original UID ``uid`` replaced, or nil."""
-        return uidMapOf(self.context.services).oldFor(str(uid))
+    def changeuidback(self, uid=None):
+        """The original UID ``uid`` replaced, or nil (also for nil)."""
+        return None if uid is None else uidMapOf(self.context.services).oldFor(str(uid))
 
     def crc(self, text):
         """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal."""

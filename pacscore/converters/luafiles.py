@@ -33,7 +33,9 @@ def unsafeAllowed(ini):
 
 def luaFilePath(context, name):
     """The file a script's ``name`` stands for; LuaFileRefused when the
-    script may not reach it."""
+    script may not reach it, or gave no name (nil)."""
+    if name is None:
+        raise LuaFileRefused("a file name is wanted, not nil")
     name = str(name)
     configuration = context.services.configuration
     ini = getattr(configuration, "ini", None)

@@ -455,6 +455,22 @@ class GlobalsTests(unittest.TestCase):
         self.assertEqual(messages, [f"{KEY}: SENDER\tARCHIVE\tARCHIVE\tnil\t{prefix}\ttrue\t{prefix}\t"
                                     f"1.2.3\tnil\t891568578"])
 
+    def test_nilArguments(self):
+        """changeuid(nil) and changeuidback(nil) are nil, as in Conquest, and
+        record nothing; a function needing an argument given nil (or none)
+        fails naming it, never taking the text 'None'."""
+        uidMap = UIDMap(prefix="1.2.826.0.1.3680043.9.7")
+        context = makeContext(uidMap=uidMap)
+        outcome, _, messages = runLua("local x = newdicomobject(); x.FrameOfReferenceUID = changeuid(x.FrameOfReferenceUID); "
+                                      "print(x.FrameOfReferenceUID, changeuid(nil), changeuidback(nil), changeuidback())",
+                                      context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: nil\tnil\tnil\tnil"]))
+        self.assertIsNone(uidMap.lookup("None"))
+        for call, reason in (("crc, nil", "crc: argument 1 (text) is nil"), ("crc", "crc: argument 1 (text) is nil"),
+                             ("servercommand", "servercommand: argument 1 (text) is nil"),
+                             ("dicomquery, 'AE', nil, newdicomobject()", "dicomquery: argument 2 (level) is nil")):
+            self.assertEqual(runLua(f"print(pcall({call}))")[2], [f"{KEY}: false\t{reason}"], call)
+
     def test_conquestConfigurationItems(self):
         """Global holds Conquest's BaseDir (the working folder, with its
         slash), ConfigFile and RootConfig, every name found whatever its
@@ -822,6 +838,18 @@ class FileTests(unittest.TestCase):
         with open(self.path, "w") as f:
             f.write(text)
         os.utime(self.path, (mtime, mtime))
+
+    def test_noFileNameIsNoFile(self):
+        """readdicom, writedicom, x:Write, x:Dump and writeheader with no
+        file name (nil) fail saying so; nothing is written (no file 'None')."""
+        lf = os.path.join(self.folder, "lf")
+        context = makeContext(configDir=self.folder, ini="LuaFileFolder = lf\n")
+        for call in ("writedicom()", "writedicom(nil)", "newdicomobject():Write()", "Data:Dump(nil)",
+                     "writeheader()", "readdicom()", "Data:Write(Data.StudyID)"):
+            outcome, _, messages = runLua(call, context)
+            self.assertEqual((outcome, messages),
+                             (Outcome.STOP, [f"{KEY}: Lua script failed: lua:1: a file name is wanted, not nil"]), call)
+        self.assertFalse(os.path.exists(lf) and os.listdir(lf))
 
     def test_relativeToConfigurationFolder(self):
         self.write("Data.StudyDescription = 'one'\nreturn 'destroy'\n", 1000)

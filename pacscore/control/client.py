@@ -96,10 +96,14 @@ class ControlClientProtocol(basic.LineReceiver, policies.TimeoutMixin):
     def connectionMade(self):
         """Send the request; the bytes of an argument that are not UTF-8 (a
         file name, as the command line gives it: surrogate escapes) go as
-        they are. Should that fail, ``finished`` fails and the connection is
-        dropped, rather than the request never sent and never answered."""
+        they are; a request of several lines (a ``--dolua:`` chunk) as its
+        lines, all but the last in ``LINE`` lines. Should that fail,
+        ``finished`` fails and the connection is dropped, rather than the
+        request never sent and never answered."""
         self.setTimeout(ANSWER_TIMEOUT)
-        lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"COMMAND {self.request}"]
+        *lines, last = [line.rstrip("\r") for line in self.request.split("\n")]
+        lines = ([f"AUTH {self.secret}"] if self.secret else []) + [f"LINE {line}" for line in lines] + [
+            f"COMMAND {last}"]
         request = "".join(line + "\r\n" for line in lines)
         self._guarded(lambda: self.transport.write(request.encode("utf-8", "surrogateescape")),
                       "sending the request failed")

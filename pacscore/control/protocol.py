@@ -2,7 +2,10 @@
 
 One request per connection. The client sends lines (CRLF or LF; UTF-8, but
 the bytes of a file name that are not UTF-8 are taken as they are), optionally
-``AUTH <secret>``, then ``COMMAND --name:arguments``; the server answers
+``AUTH <secret>``, then ``COMMAND --name:arguments``; a request of several
+lines (a ``--dolua:`` chunk) comes as a ``LINE <text>`` line for each line
+but its last, which ``COMMAND`` brings, the lines joined with LF (at most
+``MAX_LENGTH`` bytes in all); the server answers
 ``PROGRESS <text>`` lines while the command works (and a ``KEEPALIVE``
 line every ``KEEPALIVE_INTERVAL`` seconds, so that a client can tell a
 long command from a server that went silent), one ``OUTPUT <line>``
@@ -35,7 +38,7 @@ STALLED_READER_BOUND = 60  # seconds an answer's reader may take none of it (the
 
 
 class BadRequest(Exception):
-    """A request line that is not ``AUTH ...`` or ``COMMAND --name[:args]``."""
+    """A request line that is not ``AUTH ...``, ``LINE ...`` or ``COMMAND --name[:args]``."""
 
 
 def parseCommand(text):
@@ -68,6 +71,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 
     def __init__(self):
         self.secret = None
+        self.lines = []  # the LINE lines of a request of several lines
         self.finished = False
         self.started = False
         self.keepingAlive = None
@@ -111,13 +115,17 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             verb, _, rest = text.partition(" ")
             if verb == "AUTH":
                 self.secret = rest
-            elif verb == "COMMAND":
-                self.started = True
-                self.setTimeout(None)
-                self._keepAlive()
-                self.factory.execute(self, *parseCommand(rest))
+            elif verb in ("LINE", "COMMAND"):
+                self.lines.append(rest)
+                if sum(len(line) + 1 for line in self.lines) > self.MAX_LENGTH:
+                    raise BadRequest(f"request longer than {self.MAX_LENGTH} bytes")
+                if verb == "COMMAND":
+                    self.started = True
+                    self.setTimeout(None)
+                    self._keepAlive()
+                    self.factory.execute(self, *parseCommand("\n".join(self.lines)))
             else:
-                raise BadRequest(f"expected AUTH or COMMAND, got {verb[:32]!r}")
+                raise BadRequest(f"expected AUTH, LINE or COMMAND, got {verb[:32]!r}")
         except BadRequest as e:
             self.log.warn("control: {peer}: bad request: {error}", peer=self.peerName(), error=e)
             self.finish(f"bad request: {e}")

@@ -874,6 +874,14 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual((result.returncode, result.stdout), (1, "half\n"), result.stderr)
         self.assertIn("stopped here", result.stderr)
 
+    def test_aLuaChunkOfSeveralLines(self):
+        """dgate --dolua: and --lua: with a chunk of several lines (as
+        "$(cat script.lua)" gives it) run all of it, not its first line."""
+        self.assertEqual(self.dgate("--dolua:x = 1\nprint('line two ran', x)"), ["line two ran\t1"])
+        result = self.server.dgate("--lua:print('one')\nerror('boom')")
+        self.assertEqual((result.returncode, result.stdout), (1, "one\n"), result.stderr)
+        self.assertIn("boom", result.stderr)
+
     def test_regendirThenRegendev(self):
         before = snapshot(self.server.database)
         folders = {os.path.dirname(row["ObjectFile"]) for row in before["DICOMImages"] if row["ImagePat"] == "REGEN1"}

@@ -204,7 +204,7 @@ class ServerTests(unittest.TestCase):
     def test_badRequest(self):
         transport = self.request("HELLO there")
         self.assertEqual(len(self.answer(transport)), 1)
-        self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request: expected AUTH or COMMAND"))
+        self.assertTrue(self.answer(transport)[0].startswith("ERROR bad request: expected AUTH, LINE or COMMAND"))
         self.assertTrue(transport.disconnecting)
 
     def test_nothingRunsAfterABadRequest(self):
@@ -243,6 +243,18 @@ class ServerTests(unittest.TestCase):
         protocol.dataReceived(b"COMMAND --echo:" + b"x" * protocol.MAX_LENGTH)
         self.assertEqual(self.answer(transport), [f"ERROR request line longer than {protocol.MAX_LENGTH} bytes"])
         self.assertTrue(transport.disconnecting)
+
+    def test_linesOfARequest(self):
+        """LINE lines come before COMMAND, which ends the request; all of
+        them are bounded as one line is."""
+        transport = self.request("LINE --echo:one", "LINE ", "COMMAND three")
+        self.assertEqual(self.answer(transport), ["OUTPUT one", "OUTPUT ", "OUTPUT three",
+                                                  "OUTPUT from 10.1.2.3:40000", "OK"])
+        protocol, transport = self.connect()
+        half = "x" * (protocol.MAX_LENGTH // 2)
+        with capturedLogs():
+            protocol.dataReceived(f"LINE --echo:{half}\r\nCOMMAND {half}\r\n".encode())
+        self.assertEqual(self.answer(transport), [f"ERROR bad request: request longer than {protocol.MAX_LENGTH} bytes"])
 
     def test_bytesAfterTheCommandAreIgnored(self):
         protocol, transport = self.connect()
@@ -504,6 +516,13 @@ class ClientTests(unittest.TestCase):
         client, pump, output, progress = self.send("--echo:one")
         self.assertEqual(self.successResultOf(client.finished), Reply(True, ""))
         self.assertEqual(output[0], "one")
+
+    def test_aRequestOfSeveralLines(self):
+        """A --dolua: chunk of several lines reaches the command whole (its
+        first line was all that ran); CRLF line ends come as LF."""
+        client, pump, output, progress = self.send("--echo:x = 1\r\nprint('two', x)\n\nend")
+        self.assertEqual(self.successResultOf(client.finished), Reply(True, ""))
+        self.assertEqual(output, ["x = 1", "print('two', x)", "", "end", "from ?:"])
 
     def test_progressBeforeTheEnd(self):
         client, pump, output, progress = self.send("--slow:")

@@ -458,11 +458,22 @@ def _denyAttributes(obj, name, isSetting):
     raise LuaAccessDenied(f"Python attributes are not accessible from Lua (tried {name!r})")
 
 
+def _shown(value):
+    """A value a script gave, for a message: as Lua writes it, or its kind."""
+    if value is None or isinstance(value, bool):
+        return {None: "nil", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return repr(value) if isinstance(value, str) else f"a {lupa.lua_type(value) or 'value'}"
+
+
 def _tagOf(key):
-    if isinstance(key, int):
+    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= 0xFFFFFFFF:
         return key
-    match = _TAG.fullmatch(str(key).strip())
-    tag = int(match.group(1) + match.group(2), 16) if match else tag_for_keyword(str(key))
+    if not isinstance(key, str):
+        raise LuaApiError(f"unknown DICOM attribute {_shown(key)}: a keyword or gggg,eeee is wanted")
+    match = _TAG.fullmatch(key.strip())
+    tag = int(match.group(1) + match.group(2), 16) if match else tag_for_keyword(key)
     if tag is None:
         raise LuaApiError(f"unknown DICOM attribute {key!r}")
     return tag
@@ -621,7 +632,7 @@ def _sequenceItem(handle, index, create):
     if isinstance(index, float) and index.is_integer():
         index = int(index)
     if not isinstance(index, int):
-        raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {index!r}")
+        raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {_shown(index)}")
     if index == len(handle.sequence):
         LuaRuntime.running().charge(ITEM_SIZE)
         handle.sequence.append(Dataset())
@@ -638,7 +649,7 @@ def _sequenceLength(handle):
 def _groupElement(group, element):
     """The tag of a GetVR/SetVR group and element number."""
     if not all(isinstance(number, (int, float)) and not isinstance(number, bool) for number in (group, element)):
-        raise LuaApiError(f"a group and an element number are wanted, not {group!r}, {element!r}")
+        raise LuaApiError(f"a group and an element number are wanted, not {_shown(group)}, {_shown(element)}")
     return (int(group) & 0xFFFF) << 16 | (int(element) & 0xFFFF)
 
 
@@ -991,23 +1002,31 @@ class LuaRuntime:
 
 
 @functools.lru_cache(maxsize=None)
-def _requiredArguments(function):
-    """The names of the arguments ``function`` cannot do without."""
-    return tuple(parameter.name for parameter in inspect.signature(function).parameters.values()
-                 if parameter.default is parameter.empty and parameter.kind == parameter.POSITIONAL_OR_KEYWORD)
+def _arguments(function):
+    """The names of the arguments ``function`` cannot do without, and how
+    many it takes (None: any number)."""
+    parameters = inspect.signature(function).parameters.values()
+    required = tuple(parameter.name for parameter in parameters
+                     if parameter.default is parameter.empty and parameter.kind == parameter.POSITIONAL_OR_KEYWORD)
+    if any(parameter.kind == parameter.VAR_POSITIONAL for parameter in parameters):
+        return required, None
+    return required, sum(parameter.kind == parameter.POSITIONAL_OR_KEYWORD for parameter in parameters)
 
 
 def _luaFunction(name, method):
     """The Python ``method`` as the Lua function ``name``: an argument it
     needs that is nil or not given is a Lua error naming it, never the
-    text 'None' (a file or checksum of that name)."""
-    required = _requiredArguments(getattr(method, "__func__", method))[1 if inspect.ismethod(method) else 0:]
+    text 'None' (a file or checksum of that name); arguments past those
+    it takes are ignored, as Lua's and Conquest's functions do."""
+    required, most = _arguments(getattr(method, "__func__", method))
+    if inspect.ismethod(method):  # self
+        required, most = required[1:], None if most is None else most - 1
 
     def call(*args):
         for number, argument in enumerate(required):
             if number >= len(args) or args[number] is None:
                 raise LuaApiError(f"{name}: argument {number + 1} ({argument}) is nil")
-        return method(*args)
+        return method(*args[:most])
     return call
 
 
@@ -1108,10 +1127,14 @@ class LuaApi(AdminFunctions):
         """A new UID (under UIDPrefix)."""
         return uidMapOf(self.context.services).newUID()
 
-    def changeuid(self, uid=None):
+    def changeuid(self, uid=None, to=None):
         """The new UID standing for ``uid`` (made and kept in UIDMODS the
-        first time); nil for nil, as in Conquest."""
-        return None if uid is None else uidMapOf(self.context.services).newFor(str(uid))
+        first time); ``changeuid(uid, to)``: ``to`` is, unless ``uid`` was
+        given another before (Conquest's ChangeUIDTo); nil for nil, as in
+        Conquest."""
+        if uid is None:
+            return None
+        return uidMapOf(self.context.services).newFor(str(uid), given=None if to is None else str(to))
 
     def changeuidback(self, uid=None):
         """The original UID ``uid`` replaced, or nil (also for nil)."""

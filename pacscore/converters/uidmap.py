@@ -193,15 +193,16 @@ class UIDMap:
         for a prefix pydicom cannot make UIDs with."""
         return generate_uid(self.prefix)
 
-    def newFor(self, old, modType="", stage=""):
+    def newFor(self, old, modType="", stage="", given=None):
         """The new UID standing for ``old`` (made for the target ``stage``,
-        when given: another stage gets another), made and recorded (with
-        ``modType``, e.g. the element's keyword) the first time."""
+        when given: another stage gets another), made (or ``given``, as
+        Conquest's ChangeUIDTo) and recorded (with ``modType``, e.g. the
+        element's keyword) the first time."""
         pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
             new = pairs.known(key)
             if new is None:
-                new = pairs.insert(key, self.newUID(), modType)
+                new = pairs.insert(key, given or self.newUID(), modType)
                 pairs.remember(key, new)
             return new
 

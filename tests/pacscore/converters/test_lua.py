@@ -424,7 +424,7 @@ class VRTests(unittest.TestCase):
             ("Data:SetVR(0x0010, 0x0010, true)",
              "lua:1: SetVR wants a string, a table of bytes or a sequence, not a bool"),
             ("Data:SetVR(0x0008, 0x1140, 'x')", "lua:1: (0008,1140) is a sequence: SetVR wants a sequence for it"),
-            ("Data:GetVR('PatientName')", "lua:1: a group and an element number are wanted, not 'PatientName', None"),
+            ("Data:GetVR('PatientName')", "lua:1: a group and an element number are wanted, not 'PatientName', nil"),
         ]
         for code, message in cases:
             outcome, context, messages = runLua(code)
@@ -470,6 +470,25 @@ class GlobalsTests(unittest.TestCase):
                              ("servercommand", "servercommand: argument 1 (text) is nil"),
                              ("dicomquery, 'AE', nil, newdicomobject()", "dicomquery: argument 2 (level) is nil")):
             self.assertEqual(runLua(f"print(pcall({call}))")[2], [f"{KEY}: false\t{reason}"], call)
+
+    def test_changeuidTo(self):
+        """changeuid(uid, to), Conquest's ChangeUIDTo: records uid -> to and
+        gives to (changeuidback(to) is uid); a uid given a UID before keeps
+        it. Arguments past those a function takes are ignored, and wrong
+        ones get messages naming no Python internals."""
+        context = makeContext(uidMap=UIDMap(prefix="1.2.826.0.1.3680043.9.7"))
+        outcome, _, messages = runLua(
+            "print(changeuid('1.2.3.99', '1.2.3.100'), changeuidback('1.2.3.100'), changeuid('1.2.3.99'), "
+            "changeuid('1.2.3.99', '1.2.3.101'), crc('abc', 'extra'), type(genuid(1)), type(newdicomobject(1))); "
+            "print(pcall(function() return Data[-1] end)); print(pcall(function() return Data[{}] end)); "
+            "print(pcall(getvr, Data)); print(pcall(function() return Data.ReferencedSeriesSequence[{}] end))", context)
+        self.assertEqual(outcome, Outcome.CONTINUE)
+        self.assertEqual(messages, [
+            f"{KEY}: 1.2.3.100\t1.2.3.99\t1.2.3.100\t1.2.3.100\t891568578\tstring\ttable",
+            f"{KEY}: false\tlua:1: unknown DICOM attribute -1: a keyword or gggg,eeee is wanted",
+            f"{KEY}: false\tlua:1: unknown DICOM attribute a table: a keyword or gggg,eeee is wanted",
+            f"{KEY}: false\ta group and an element number are wanted, not nil, nil",
+            f"{KEY}: false\tlua:1: a sequence is indexed by item number (from 0) or element name, not a table"])
 
     def test_conquestConfigurationItems(self):
         """Global holds Conquest's BaseDir (the working folder, with its

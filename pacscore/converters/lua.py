@@ -346,6 +346,9 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug, k
     end
   end
   env.luasource = nil
+  if unsafe then
+    env.loadstring = function(source, name) return load(source, name, "bt", env) end
+  end
   -- Global.Key = value: Conquest's put_param and read_ini (luaadmin); read back as set
   if functions.setglobal ~= nil and env.Global ~= nil then
     local setglobal = guard(functions.setglobal, 3)
@@ -418,6 +421,13 @@ local function beginRun(limit)
   end
   return true
 end
+
+-- Lua 5.1's names that Conquest's scripts use (Conquest runs Lua 5.1), in
+-- the library tables sandboxes copy; loadstring only where load is (prepare)
+G.table.getn = function(t) return #t end
+G.math.mod = math.fmod
+G.string.gfind = string.gmatch
+G.unpack = unpack
 
 -- rep of an empty string (and separator) loops in C as many times as asked,
 -- where no count hook runs; the string table's own, as s:rep(...) finds it there
@@ -507,11 +517,14 @@ class _ObjectContext:
 
 
 class _SequenceHandle:
-    """What a Lua sequence proxy stands for."""
+    """What a Lua sequence proxy stands for; ``growing``: reading item N of
+    N items appends one (False for an answer, such as dicomquery's, whose
+    items past the last are nil: ipairs over it ends)."""
 
-    def __init__(self, context, sequence):
+    def __init__(self, context, sequence, growing=True):
         self.context = context
         self.sequence = sequence
+        self.growing = growing
 
 
 def _kindOf(value):
@@ -633,7 +646,7 @@ def _sequenceItem(handle, index, create):
         index = int(index)
     if not isinstance(index, int):
         raise LuaApiError(f"a sequence is indexed by item number (from 0) or element name, not {_shown(index)}")
-    if index == len(handle.sequence):
+    if index == len(handle.sequence) and handle.growing:
         LuaRuntime.running().charge(ITEM_SIZE)
         handle.sequence.append(Dataset())
         handle.context.changed = True
@@ -1178,7 +1191,7 @@ class LuaApi(AdminFunctions):
         objects; when it failed, an empty array and the reason."""
         commands = self._serverCommands("dicomquery")
         identifier = _datasetOf(query, "dicomquery")
-        matches = _SequenceHandle(_ObjectContext(self.context.services, None), Sequence())
+        matches = _SequenceHandle(_ObjectContext(self.context.services, None), Sequence(), growing=False)
         try:
             matches.sequence.extend(commands.find(str(ae), str(level), identifier))
         except ServerCommandError as e:

@@ -578,6 +578,41 @@ class GlobalsTests(unittest.TestCase):
                                     "'forward' command"])
 
 
+class Lua51NamesTests(unittest.TestCase):
+    """The Lua 5.1 names Conquest's scripts use (Conquest runs Lua 5.1,
+    pacs 5.4), sandboxed and not; loadstring only where load is."""
+
+    def names(self, code, ini=""):
+        outcome, _, messages = runLua(code, makeContext(ini=ini))
+        self.assertEqual(outcome, Outcome.CONTINUE, messages)
+        return messages
+
+    def test_tableGetn(self):
+        for ini in ("", "LuaAllowUnsafe = 1\n"):
+            self.assertEqual(self.names("print(table.getn({1, 2, 3}))", ini), [f"{KEY}: 3"], ini)
+
+    def test_unpack(self):
+        for ini in ("", "LuaAllowUnsafe = 1\n"):
+            self.assertEqual(self.names("print(unpack({1, 'b'}))", ini), [f"{KEY}: 1\tb"], ini)
+
+    def test_mathMod(self):
+        for ini in ("", "LuaAllowUnsafe = 1\n"):
+            self.assertEqual(self.names("print(math.mod(7, 3), math.mod(-7, 3))", ini), [f"{KEY}: 1\t-1"], ini)
+
+    def test_stringGfind(self):
+        for ini in ("", "LuaAllowUnsafe = 1\n"):
+            self.assertEqual(self.names("local t = {} for w in string.gfind('a,b', '%a') do t[#t + 1] = w end "
+                                        "for w in ('c'):gfind('%a') do t[#t + 1] = w end print(table.concat(t))", ini),
+                             [f"{KEY}: abc"], ini)
+
+    def test_loadstring(self):
+        """Unsafe, loadstring's chunk runs with the script's globals (Data);
+        sandboxed, as load, there is none."""
+        self.assertEqual(self.names("loadstring('Data.PatientID = \\'X\\'')(); print(Data.PatientID)",
+                                    "LuaAllowUnsafe = 1\n"), [f"{KEY}: X"])
+        self.assertEqual(self.names("print(loadstring, load)"), [f"{KEY}: nil\tnil"])
+
+
 class ConquestFunctionTests(unittest.TestCase):
     """debuglog, get_amap, dictionary, Data.Storage, x:Dump and x:Script,
     as Conquest's lua/overview.lua uses them."""
@@ -702,7 +737,7 @@ class SandboxTests(unittest.TestCase):
     def test_allowUnsafe(self):
         _, _, messages = runLua(self.probe, makeContext(ini="LuaAllowUnsafe = 1\n"))
         self.assertEqual(messages, [f"{KEY}: table\tfunction\tfunction\tfunction\tfunction\ttable"
-                                    "\ttable\tnil\tnumber\tfunction\tfunction\tfunction\txx\t7\tnil\t2"])
+                                    "\ttable\tnil\tnumber\tfunction\tfunction\tfunction\txx\t7\tfunction\t2"])
 
     def test_unsafeScriptCanUseIo(self):
         folder = os.path.abspath(self.mktemp())
@@ -1299,6 +1334,18 @@ class ServerCommandTests(unittest.TestCase):
                                           ("move", "REMOTE", "DEST", "1.2.2", True),
                                           ("move", "DOWN", "DEST", "1.2.2", False)])
         self.assertFalse(context.changed)
+
+    @inlineCallbacks
+    def test_ipairsOverMatchesEnds(self):
+        """ipairs over dicomquery's matches ends after the last (it ran
+        until LuaMaxInstructions, reading item #r appended one): past the
+        last item, one is nil and none is added."""
+        context = makeContext(ini="LuaMaxInstructions = 100000\n")
+        context.services.serverCommands = ServerCommands(reactor, None, slots=1, requests=RecordingRequests())
+        outcome, _, messages = yield threads.deferToThread(
+            runLua, "local q = newdicomobject(); q.PatientID = '1'; local r = dicomquery('REMOTE', 'STUDY', q); "
+                    "local n = 0; for i, match in ipairs(r) do n = n + 1 end; print(n, tostring(r[2]), #r)", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 1\tnil\t2"]))
 
     def test_queryWantsAnObject(self):
         context = makeContext()

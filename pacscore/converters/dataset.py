@@ -4,7 +4,8 @@
 
 ``set`` and ``setifempty`` take ``TARGET to "value"`` or ``TARGET if
 "value"`` (``if``: only when the expanded value is not empty).  TARGET is
-a variable ``x``, ``y`` or ``z``, a tag ``gggg,eeee``, or (``set`` only) an
+a variable ``x``, ``y`` or ``z``, a tag ``gggg,eeee`` or DICOM keyword
+(``set PatientName to "A^B"``, as Conquest's Lua runs ``Data.X = v``), or (``set`` only) an
 element in a sequence item: ``gggg,eeee.N\\gggg,eeee`` (item N, created
 when missing) or ``gggg,eeee.*\\gggg,eeee`` (a new item appended); a file
 meta element (group 0002) is refused when the line is parsed.
@@ -18,6 +19,7 @@ alone.
 import re
 from typing import NamedTuple
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from twisted.logger import Logger
@@ -80,6 +82,11 @@ def parseTarget(text, where, inSequences):
         item = match.group(2)
         target = Target(tag=parseTag(match.group(3)), sequence=parseTag(match.group(1)),
                         item=item if item == APPEND else int(item))
+    elif text.isidentifier():  # a DICOM keyword, as Conquest's Lua sets Data.X: 'set X to "v"'
+        tag = tag_for_keyword(text)
+        if tag is None:
+            raise ConverterSyntaxError(f"{where}: not a tag (gggg,eeee) nor a DICOM keyword: {text!r}")
+        target = Target(tag=tag)
     else:
         target = Target(tag=parseTagArgument(text, where))
     refusal = metaRefusal(target.tag)

@@ -128,6 +128,25 @@ class SetTests(unittest.TestCase):
         self.assertEqual(context.dataset[0x00101001].VR, "PN")
         self.assertTrue(context.changed)
 
+    def test_keyword(self):
+        """A DICOM keyword names the element as gggg,eeee does (Conquest's
+        Lua runs Data.X = v as 'set X to "v"'); x, y and z stay variables,
+        a word that is no keyword is refused saying so, and a keyword of
+        the file meta refused as its tag is."""
+        context = makeContext(variables={})
+        run(commands.setCommand, 'PatientName to "A^B"', context)
+        run(commands.setIfEmptyCommand, 'StudyDescription to "head"', context)
+        run(commands.setCommand, 'x to "%V0010,0010"', context)
+        self.assertEqual((str(context.dataset.PatientName), context.dataset.StudyDescription), ("A^B", "head"))
+        self.assertEqual(context.variables["x"], "A^B")
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            commands.setCommand.parse('PatientNme to "A^B"', "ImportConverter0, column 1")
+        self.assertEqual(str(raised.exception),
+                         "ImportConverter0, column 1: not a tag (gggg,eeee) nor a DICOM keyword: 'PatientNme'")
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            commands.setCommand.parse('TransferSyntaxUID to "1.2"', "ImportConverter0, column 1")
+        self.assertIn("(0002,0010) is a file meta element", str(raised.exception))
+
     def test_replaces(self):
         context = makeContext()
         run(commands.setCommand, '0010,0010 to "%V0010,0010^"', context)

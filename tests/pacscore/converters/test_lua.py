@@ -666,6 +666,14 @@ class ConquestFunctionTests(unittest.TestCase):
         self.assertIn("sandboxed Lua scripts reach no file without LuaFileFolder",
                       runLua("Data:Dump('x.txt')")[2][0])
 
+    def test_scriptSetsByKeyword(self):
+        """script('set PatientName to ...'), as Conquest's scripts write it."""
+        outcome, context, messages = runLua("local q = string.char(34); print(script('set PatientName to ' .. q .. "
+                                            "'X^Y' .. q))",
+                                            commands=luaRegistry(pacs_commands_dataset.setCommand))
+        self.assertEqual((outcome, messages, str(context.dataset.PatientName)),
+                         (Outcome.CONTINUE, [f"{KEY}: continue"], "X^Y"))
+
     def test_scriptOnAnObject(self):
         """x:Script(rule) and script(x, rule) run a line on x, whose destroy
         is not Data's; Data:Script(rule) is script(rule)."""

@@ -112,7 +112,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from pacscore.config.ini import MAIN_SECTION
-from pacscore.config.secrets import publicItems
+from pacscore.config.secrets import isSecret, publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
 from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
@@ -125,6 +125,7 @@ from pacscore.converters.script import parseScript
 from pacscore.converters.servercommands import ServerCommandError
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.converters.variables import checksum
+from pacscore.db.drivers import redacted
 from pacscore.dicom.textbytes import encodingsOf
 from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
@@ -963,7 +964,7 @@ class LuaRuntime:
         functions = {name: getattr(api, name) for name in
                      ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
-                      "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal")}
+                      "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal", "gpps")}
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
         try:
@@ -1041,6 +1042,16 @@ def _luaFunction(name, method):
                 raise LuaApiError(f"{name}: argument {number + 1} ({argument}) is nil")
         return method(*args[:most])
     return call
+
+
+def iniValue(ini, section, key, default, unsafe):
+    """Conquest's ``gpps(section, key[, default])``: the dicom.ini value, or
+    ``default``; for a sandboxed script (not ``unsafe``) a secret is absent
+    and a URL's password hidden."""
+    value = None if ini is None else ini.get(str(key), None, str(section))
+    if value is None or (not unsafe and isSecret(str(key))):
+        return default
+    return value if unsafe else redacted(value)
 
 
 def _datasetOf(value, name):
@@ -1135,6 +1146,11 @@ class LuaApi(AdminFunctions):
             tag = tag_for_keyword(str(group))
             return () if tag is None else (tag >> 16, tag & 0xFFFF)
         return keyword_for_tag(_groupElement(group, element)) or ()
+
+    def gpps(self, section, key, default=""):
+        """Conquest's ``gpps``, as web pages have it (``iniValue``)."""
+        return iniValue(getattr(self.context.services.configuration, "ini", None), section, key, default,
+                        self.unsafe)
 
     def genuid(self):
         """A new UID (under UIDPrefix)."""

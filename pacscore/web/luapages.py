@@ -33,13 +33,11 @@ import re
 import lupa.lua54 as lupa
 from twisted.logger import Logger
 
-from pacscore.config.secrets import isSecret
 from pacscore.converters.lua import (
     DEFAULT_MAX_INSTRUCTIONS, LuaAccessDenied, LuaApiError, LuaRuntime, LuaScriptError, describeLuaError,
-    selectRows)
+    iniValue, selectRows)
 from pacscore.converters.luafiles import unsafeAllowed
 from pacscore.converters.servercommands import ServerCommandError
-from pacscore.db.drivers import redacted
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.control.inprocess import commandOutput
 
@@ -84,12 +82,8 @@ class _PageApi:
         return self.runtime.table(selectRows(self.archive.index, tableName, fields, where, order))
 
     def gpps(self, section, key, default=""):
-        """A dicom.ini value; for a sandboxed page a secret is absent and a
-        URL's password hidden."""
-        value = self.archive.configuration.ini.get(str(key), None, str(section))
-        if value is None or (not self.unsafe and isSecret(str(key))):
-            return default
-        return value if self.unsafe else redacted(value)
+        """A dicom.ini value (``iniValue``)."""
+        return iniValue(self.archive.configuration.ini, section, key, default, self.unsafe)
 
 
 def _run(archive, commands, parameters, variables, path, name):

@@ -674,6 +674,17 @@ class ConquestFunctionTests(unittest.TestCase):
         self.assertEqual((outcome, messages, str(context.dataset.PatientName)),
                          (Outcome.CONTINUE, [f"{KEY}: continue"], "X^Y"))
 
+    def test_gpps(self):
+        """gpps(section, key[, default]) in converter scripts, as on web
+        pages: a dicom.ini value, the default when absent; sandboxed, a
+        secret gives the default."""
+        ini = "MyACRNema = ARCHIVE\nControlSecret = s3cret\n[lua]\nmine = 42\n"
+        code = "print(gpps('sscscp', 'MyACRNema'), gpps('lua', 'mine'), gpps('lua', 'none', 'dflt'), " \
+               "gpps('sscscp', 'ControlSecret', 'hidden'))"
+        self.assertEqual(runLua(code, makeContext(ini=ini))[2], [f"{KEY}: ARCHIVE\t42\tdflt\thidden"])
+        self.assertEqual(runLua(code, makeContext(ini="LuaAllowUnsafe = 1\n" + ini))[2],
+                         [f"{KEY}: ARCHIVE\t42\tdflt\ts3cret"])
+
     def test_scriptOnAnObject(self):
         """x:Script(rule) and script(x, rule) run a line on x, whose destroy
         is not Data's; Data:Script(rule) is script(rule)."""

@@ -143,8 +143,8 @@ _KEYS_PER_STATEMENT = 500
 # VRs whose values may contain a backslash (no value multiplicity).
 UNSPLIT_VRS = frozenset(("LT", "ST", "UT", "UR"))
 _RANGE_VRS = frozenset(("DA", "TM", "DT"))
-_CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))
-NUMBER_VRS = frozenset(("IS", "DS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"))  # sorted as numbers  # text a key may hold more of than its column
+_CUT_VRS = frozenset(("PN", "LO", "SH", "UC", "LT", "ST", "UT"))  # text a key may hold more of than its column
+NUMBER_VRS = frozenset(("IS", "DS", "US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"))  # sorted as numbers
 _ESCAPE = "\\"
 _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
 _WILDCARD = re.compile("[*?]")

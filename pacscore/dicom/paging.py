@@ -23,6 +23,7 @@ from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.identifiers import IDENTIFIER_DOES_NOT_MATCH, BadIdentifier, answerVR, tagName
 
 SORT, LIMIT, OFFSET = 0x99990C00, 0x99990C01, 0x99990C02
+MOST = 2**63 - 1  # the largest count every database takes for LIMIT and OFFSET (a signed 64-bit integer)
 
 
 class Page(NamedTuple):
@@ -43,7 +44,8 @@ def takePage(identifier):
     """The ``Page`` the control elements of ``identifier`` (a Dataset) ask
     for, the elements removed from it; None without any (an empty one asks
     for nothing).  Raises ``BadIdentifier`` (A900) for a limit or offset
-    that is no whole number."""
+    that is no whole number; one above ``MOST`` is ``MOST`` (all answers,
+    or none left after the offset)."""
     texts = {}
     for tag in (SORT, LIMIT, OFFSET):
         element = identifier.get(tag)
@@ -61,7 +63,8 @@ def _count(texts, tag):
         return None
     if not (text.isascii() and text.isdigit()):
         raise BadIdentifier(f"{tagName(tag)} {text[:64]!r} is no number of answers", IDENTIFIER_DOES_NOT_MATCH)
-    return int(text)
+    digits = text.lstrip("0")
+    return MOST if len(digits) > len(str(MOST)) else min(int(digits or "0"), MOST)
 
 
 def withSortKey(identifier, request, tag, columnVR):

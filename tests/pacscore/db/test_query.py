@@ -18,6 +18,7 @@ from pacscore.db.index import ImageRecord, Index
 from pacscore.db import query as querymodule
 from pacscore.db.query import LEVELS, IndexQuery, Instance, QueryKey
 from pacscore.db.rawtext import RAW_LEFT
+from pacscore.dicom.paging import MOST
 from tests.pacscore.db.test_writer import sqliteEngine
 from tests.timezones import inZone
 
@@ -1226,6 +1227,12 @@ class RequestedSortTests(ArchiveTestCase):
         self.assertEqual(self.sorted("STUDY", "StudyDate", limit=3), ["3.1", "5.1", "1.2"])
         self.assertEqual(self.sorted("STUDY", "StudyDate", limit=3, offset=2), ["1.2", "1.1", "4.1"])
         self.assertEqual(self.sorted("STUDY", "StudyDate", K(STUDY_DATE, "DA", "2024*"), offset=1), ["4.1", "2.1"])
+
+    def test_theMostCounts(self):
+        """paging.MOST, which a C-FIND's larger counts become, as limit and
+        offset: every answer, and none after skipping that many."""
+        self.assertEqual(self.sorted("STUDY", "StudyDate", limit=MOST), ["3.1", "5.1", "1.2", "1.1", "4.1", "2.1"])
+        self.assertEqual(self.sorted("STUDY", "StudyDate", limit=MOST, offset=MOST), [])
 
     def test_aColumnOfALevelAbove(self):
         """Conquest's own sample sorts studies by a study column; a patient's

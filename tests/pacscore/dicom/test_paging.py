@@ -9,7 +9,7 @@ from pacscore.db.query import QueryKey, SortBy
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.find import readIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, Request
-from pacscore.dicom.paging import LIMIT, OFFSET, SORT, Page, pageOf, takePage, withSortKey
+from pacscore.dicom.paging import LIMIT, MOST, OFFSET, SORT, Page, pageOf, takePage, withSortKey
 
 STUDY_DATE, SERIES_NUMBER = 0x00080020, 0x00200011
 
@@ -55,6 +55,17 @@ class TakePageTests(unittest.TestCase):
                 takePage(request)
             self.assertEqual(raised.exception.status, 0xA900)
             self.assertIn("(9999,0C01)", str(raised.exception))
+
+    def test_countsAboveTheDatabasesAreItsMost(self):
+        """SQLite failed on a LIMIT or OFFSET above 2**63 - 1 ('Python int too large
+        to convert to SQLite INTEGER', C000 and a traceback); such a count is the
+        most the databases take (RequestedSortTests.test_theMostCounts)."""
+        for value, count in (("99999999999999999999", MOST), ("9223372036854775808", MOST), (str(MOST), MOST),
+                             ("9" * 5000, MOST), ("0" * 5000 + "7", 7), ("000", 0)):
+            request = study("1.1")
+            request.add_new(LIMIT, "LO", value)
+            request.add_new(OFFSET, "UN", value.encode())
+            self.assertEqual(takePage(request), Page("", count, count), msg=value[:30])
 
     def test_noKeysOfTheRequest(self):
         """read as a C-FIND's identifier, the elements are its page, none of its keys

@@ -40,10 +40,11 @@ def controlText(element):
     return value.strip(" \x00")
 
 
-def takePage(identifier):
+def takePage(identifier, read=True):
     """The ``Page`` the control elements of ``identifier`` (a Dataset) ask
     for, the elements removed from it; None without any (an empty one asks
-    for nothing).  Raises ``BadIdentifier`` (A900) for a limit or offset
+    for nothing), or when not ``read`` (a retrieve's, which ignores them,
+    as Conquest does, their values unread).  Raises ``BadIdentifier`` (A900) for a limit or offset
     that is no whole number; one above ``MOST`` is ``MOST`` (all answers,
     or none left after the offset)."""
     texts = {}
@@ -52,7 +53,7 @@ def takePage(identifier):
         if element is not None:
             del identifier[tag]
             texts[tag] = "" if element.value is None else controlText(element)
-    if not texts:
+    if not texts or not read:
         return None
     return Page(texts.get(SORT, ""), _count(texts, LIMIT), _count(texts, OFFSET) or 0)
 

@@ -74,11 +74,23 @@ class TakePageTests(unittest.TestCase):
         request.add_new(SORT, "LO", "StudyDate")
         request.add_new(LIMIT, "LO", "3")
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            identifier, read, mask = readIdentifier(encodeDataset(request, syntax), syntax, ("STUDY",))
+            identifier, read, mask = readIdentifier(encodeDataset(request, syntax), syntax, ("STUDY",), paging=True)
             self.assertEqual(read.page, Page("StudyDate", 3, 0))
             self.assertEqual([key.tag for key in read.keys], [0x0020000D])
             self.assertNotIn(SORT, identifier)
             self.assertNotIn(LIMIT, identifier)
+
+    def test_takenOutUnreadForTheOthers(self):
+        """read as a retrieve's or a web search's identifier (paging off), the
+        elements are taken out, their values unread: no page, no refusal."""
+        request = study("1.1")
+        request.add_new(SORT, "LO", "Modality")
+        request.add_new(LIMIT, "LO", "three")
+        identifier, read, mask = readIdentifier(encodeDataset(request, ExplicitVRLittleEndian),
+                                                ExplicitVRLittleEndian, ("STUDY",), matching=False)
+        self.assertIsNone(read.page)
+        self.assertEqual([key.tag for key in read.keys], [0x0020000D])
+        self.assertEqual(identifier, study("1.1"))
 
 
 class WithSortKeyTests(unittest.TestCase):

@@ -895,6 +895,44 @@ class NonUniqueKeysTests(unittest.TestCase):
                       [formatEvent(event).split(": ", 1)[-1] for event in events])
 
 
+class PagingElementsTests(unittest.TestCase):
+    """Conquest's C-FIND paging elements (9999,0C00-0C02) in a C-MOVE's or
+    C-GET's identifier (a client reusing its C-FIND's) are ignored, as before
+    pacs read them for C-FIND: never a page, never a refusal."""
+
+    @staticmethod
+    def paged(identifier, limit):
+        identifier.add_new(0x99990C00, "LO", "Modality")  # no STUDY column: refused by a C-FIND
+        identifier.add_new(0x99990C01, "LO", limit)
+        return identifier
+
+    @defer.inlineCallbacks
+    def test_move(self):
+        running = RunningArchive(self, listen=True)
+        running.know(running)  # the C-MOVE destination: itself
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=2)
+        yield running.store(images)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae, [(STUDY_ROOT_MOVE, [IMPLICIT])])
+        self.addCleanup(client.release)
+        for limit in ("three", "1"):
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.StudyInstanceUID = images[0].studyUID
+            command, _ = yield client.move(STUDY_ROOT_MOVE, self.paged(identifier, limit), running.ae)
+            self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS)],
+                             [SUCCESS, 2], limit)
+
+    @defer.inlineCallbacks
+    def test_get(self):
+        running = RunningArchive(self, listen=True)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(STUDY_ROOT_GET, [IMPLICIT])])
+        self.addCleanup(client.release)
+        command, _ = yield client.get(STUDY_ROOT_GET, self.paged(maskedIdentifier(), "three"))
+        self.assertEqual(command[commands.STATUS], SUCCESS)
+
+
 class IndexOutageTests(unittest.TestCase):
     """An index database that cannot be searched: C-MOVE and C-GET answer
     A701 (out of resources: unable to calculate the number of matches,

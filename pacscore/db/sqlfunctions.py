@@ -7,9 +7,15 @@ character)``, SQL ``text`` without the ``character``s it ends with
 (``rtrim``, on MySQL ``TRIM(TRAILING ... FROM ...)``), ``textLength(text)``,
 its length in characters (``length``, on MySQL, whose ``length`` counts
 bytes, ``CHAR_LENGTH``), and ``numericValue(text)``, the number a text
-column holds, to sort by (SQLite's ``CAST ... AS REAL`` and MySQL's
-``+ 0.0``, 0 for text that is no number; on PostgreSQL, whose ``CAST``
-fails on such text, NULL for it)."""
+column holds, to sort by: SQLite's ``CAST ... AS REAL``, the number its
+text starts with (``12abc``: 12), 0 for text that starts with none and for
+NULL; so MySQL's ``+ 0.0``, and PostgreSQL's ``NUMERIC`` of the number the
+text starts with, an exponent of at most 3 digits (its ``CAST`` fails on
+other text, ``DOUBLE PRECISION``'s on ``1e999`` too; ``1e1000`` is 1
+there, infinite on SQLite).  ``numberIn(text)`` is the same number in
+Python (the order of answers merged with those of virtual servers)."""
+
+import re
 
 from sqlalchemy import Float, Integer, String
 from sqlalchemy.ext.compiler import compiles
@@ -35,6 +41,14 @@ distinctValues = dialectFunction("distinctValues", String(), "group_concat(DISTI
 trimTrailing = dialectFunction("trimTrailing", String(), "rtrim({args})", mysql="TRIM(TRAILING {1} FROM {0})")
 textLength = dialectFunction("textLength", Integer(), "length({args})", mysql="CHAR_LENGTH({args})")
 numericValue = dialectFunction(
-    "numericValue", Float(), "CAST({0} AS REAL)", mysql="({0} + 0.0)",
-    postgresql="CASE WHEN {0} ~ '^ *[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)? *$' "
-               "THEN CAST({0} AS DOUBLE PRECISION) END")
+    "numericValue", Float(), "COALESCE(CAST({0} AS REAL), 0.0)", mysql="COALESCE({0} + 0.0, 0.0)",
+    postgresql="COALESCE(CAST(substring({0} from '^[[:space:]]*([-+]?(?:[0-9]+[.]?[0-9]*|[.][0-9]+)"
+               "(?:[eE][-+]?[0-9]{{1,3}}(?![0-9]))?)') AS NUMERIC), 0)")
+_LEADING_NUMBER = re.compile(r"[ \t\n\v\f\r]*([-+]?(?:[0-9]+[.]?[0-9]*|[.][0-9]+)(?:[eE][-+]?[0-9]+)?)")
+
+
+def numberIn(text):
+    """The number ``numericValue`` gives for ``text`` (None too), as SQLite's
+    CAST: the number it starts with (infinite when too large), else 0."""
+    match = _LEADING_NUMBER.match(text or "")
+    return float(match.group(1)) if match else 0.0

@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 from pydicom.multival import MultiValue
 
-from pacscore.db.query import QueryKey, numberKey
+from pacscore.db.query import QueryKey
+from pacscore.db.sqlfunctions import numberIn
 from pacscore.dicom.datasets import decodeDataset
 from pacscore.dicom.identifiers import IDENTIFIER_DOES_NOT_MATCH, BadIdentifier, answerVR, tagName
 
@@ -84,8 +85,10 @@ def withSortKey(identifier, request, tag, columnVR):
 def pageOf(matches, page, sortBy, transferSyntax):
     """In a worker: of the encoded answers ``matches`` (ours, then those
     only virtual servers gave), those of ``page``: sorted by ``sortBy``
-    (``IndexQuery.requestedSort``; None: left in their order), stably (ours
-    first among equal values, as the index sorted them), then cut."""
+    (``IndexQuery.requestedSort``; None: left in their order), in the
+    index's order (numbers by ``numberIn``, as ``numericValue`` in SQL, then
+    by their text), stably (ours first among equal values, as the index
+    sorted them), then cut."""
     matches = list(matches)
     if sortBy is not None:
         values = {id(match): _sortValue(decodeDataset(match, transferSyntax).get(sortBy.tag), sortBy.numeric)
@@ -98,4 +101,4 @@ def pageOf(matches, page, sortBy, transferSyntax):
 def _sortValue(element, numeric):
     value = "" if element is None or element.value is None else element.value
     text = "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
-    return numberKey(text) if numeric else text
+    return (numberIn(text), text) if numeric else text

@@ -1252,6 +1252,24 @@ class RequestedSortTests(ArchiveTestCase):
         self.assertTrue(self.query.requestedSort("SERIES", "SeriesNumber").numeric)
         self.assertFalse(self.query.requestedSort("SERIES", "Modality").numeric)
 
+    def test_emptyAndOtherTextAmongNumbers(self):
+        """One order on every database, SQLite's (and paging.pageOf's,
+        PageOfTests.test_emptyAndOtherTextAmongNumbers): by the number a value
+        starts with, 0 for none (empty, text), then by the text; 1e999 (out of
+        the range of PostgreSQL's DOUBLE PRECISION, which failed the query) is
+        the largest.  SQLite put '' first as 0 and PostgreSQL last as NULL."""
+        patient, studyAttrs = STUDIES["1.1"]
+        numbers = {"9.1": "3", "9.2": "", "9.3": "-1", "9.4": "x", "9.5": "1e999", "9.6": "12abc", "9.7": " 2"}
+        self.index.storeMany([ImageRecord({PATIENT_ID: patient, **PATIENTS[patient], STUDY_UID: "1.1", **studyAttrs,
+                                           SERIES_UID: "1.1.9", MODALITY: "OT", SERIES_NUMBER: "9",
+                                           SOP_UID: sop, SOP_CLASS: SC, IMAGE_NUMBER: number},
+                                          "MAG0", f"{patient}/{sop}.dcm") for sop, number in numbers.items()])
+        images = K(SERIES_UID, "UI", "1.1.9")
+        ascending = ["9.3", "9.2", "9.4", "9.7", "9.1", "9.6", "9.5"]
+        self.assertEqual(self.sorted("IMAGE", "ImageNumber", images), ascending)
+        self.assertEqual(self.sorted("IMAGE", "ImageNumber DESC", images), ascending[::-1])
+        self.assertEqual(self.sorted("IMAGE", "ImageNumber", images, limit=3, offset=1), ascending[1:4])
+
     def test_unusableColumns(self):
         for level, asked, reason in (("STUDY", "Modality", "no such column"),
                                     ("STUDY", "DICOMSeries.Modality", "the table is not part of this query level"),

@@ -127,3 +127,29 @@ class PageOfTests(unittest.TestCase):
         self.assertEqual(self.uids(pageOf(merged, Page("SeriesNumber DESC", 3), byNumber, ExplicitVRLittleEndian)),
                          ["1.1", "9.2", "1.2"])
         self.assertEqual(self.uids(pageOf(merged, Page("", 1, 3), None, ExplicitVRLittleEndian)), ["9.2"])
+
+    def test_emptyAndOtherTextAmongNumbers(self):
+        """The index's order (RequestedSortTests.test_emptyAndOtherTextAmongNumbers):
+        by the number a value starts with, 0 for none, then by the text; it
+        put the empty and other text after every number here."""
+        ours = [("1.3", "-1"), ("1.4", "x"), ("1.1", "3")]  # as the index sorted them
+        theirs = [("9.2", ""), ("9.7", " 2"), ("9.6", "12abc")]
+        merged = self.withNumbers(*ours, *theirs)
+        ascending = ["1.3", "9.2", "1.4", "9.7", "1.1", "9.6"]
+        for descending, expected in ((False, ascending), (True, ascending[::-1])):
+            byNumber = SortBy(SERIES_NUMBER, True, descending, [])
+            self.assertEqual(self.uids(pageOf(merged, Page("SeriesNumber"), byNumber, ExplicitVRLittleEndian)),
+                             expected)
+            self.assertEqual(self.uids(pageOf(merged, Page("SeriesNumber", 3, 1), byNumber, ExplicitVRLittleEndian)),
+                             expected[1:4])
+
+    @staticmethod
+    def withNumbers(*studies):
+        """Answers whose SeriesNumber (IS) holds any text, as its column may."""
+        answers = []
+        for uid, number in studies:
+            answer = study(uid)
+            answer.add_new(SERIES_NUMBER, "LO", number)
+            answers.append(encodeDataset(answer, ExplicitVRLittleEndian).replace(b"\x20\x00\x11\x00LO",
+                                                                                  b"\x20\x00\x11\x00IS"))
+        return answers

@@ -586,8 +586,18 @@ def _personNameConditions(column, values, prefixRange, foldCase, length=None):
     if cut:
         condition = or_(condition, and_(textLength(column) == length,
                                         _anyOf(_textConditions(named, "PN", cut, False, prefixRange, foldCase))))
-    prefixes = _widestPrefixes(_namePrefix(value) for value in values + cut)
-    ascii = all(value.isascii() for value in values + cut)
+    return _withIndexedStarts(column, condition, [_namePrefix(value) for value in values + cut],
+                              all(value.isascii() for value in values + cut), prefixRange)
+
+
+def _withIndexedStarts(column, condition, prefixes, ascii, prefixRange):
+    """``condition``, whose matches on ``column`` all start with one of
+    ``prefixes`` (in the case ``lower()`` gives both), and that start, which
+    ``lower(column)`` indexes hold: a ``LIKE`` of the prefix lower-cased (a
+    non-ASCII one by the server's ``lower()``); on SQLite (``prefixRange``)
+    a range, for ASCII values only (``ascii``: its lower() folds no other
+    letters).  ``condition`` alone when a prefix is empty."""
+    prefixes = _widestPrefixes(prefixes)
     if not all(prefixes) or prefixRange and not ascii:
         return condition
     lowered = func.lower(column)
@@ -664,9 +674,11 @@ def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandid
 
     ``foldCase``: ``column`` is matched case-insensitively (a dicom.sql
     ``DT_ISTR`` one, ``Column.foldsCase``), as a key with ``foldCase`` is.
-    ``prefixRange`` (SQLite): ASCII PN values with a literal prefix also
-    get ``lower(column) >= prefix AND lower(column) < next(prefix)``, which
-    SQLite looks up in the ``lower(PatientName)`` index (its LIKE
+    ``prefixRange`` (SQLite): ASCII PN values with a literal prefix, and
+    those of a single-valued ``foldCase`` column (DT_ISTR), also get
+    ``lower(column) >= prefix AND lower(column) < next(prefix)``, which
+    SQLite looks up in the ``lower(PatientName)`` index (or the DT_ISTR
+    column's ``lower(column)`` one, ``schema._foldedIndexes``; its LIKE
     optimization does not apply to expressions; PostgreSQL's does, with the
     text_pattern_ops index, and its ranges follow the collation).
     ``dateTimeCandidates``: a DT key's values (but wildcard ones) select
@@ -691,7 +703,11 @@ def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandid
         return _anyOf(_dateTimeConditions(column, key.vr, values))
     if key.vr == "PN" and not isMulti:
         return _personNameConditions(column, values, prefixRange, key.foldCase, length)
-    return _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
+    condition = _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
+    if not (prefixRange and key.foldCase) or isMulti:  # elsewhere lower(column) LIKE 'prefix%' is indexed
+        return condition
+    return _withIndexedStarts(column, condition, [_WILDCARD.split(value, maxsplit=1)[0] for value in values],
+                              all(value.isascii() for value in values), prefixRange)
 
 
 def _oneOf(target, values, fold=None):

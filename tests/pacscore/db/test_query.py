@@ -1444,3 +1444,21 @@ class QueryPlanTests(ArchiveTestCase):
                             "ix_DICOMSeries_StudyInstanceUID", "ix_DICOMImages_SeriesInstanceUID")
         self.assertSearches(self.plan("SERIES", K(SERIES_UID, "UI", "1.1.1"), instances=True),
                             "ix_DICOMImages_SeriesInstanceUID")
+
+
+class CaseInsensitiveColumnPlanTests(ArchiveTestCase):
+    """SQLite searches the lower(AccessionNumber) index of a DT_ISTR
+    AccessionNumber for an exact key and for one with a literal start
+    (which scanned the table: lower(column) LIKE is no range SQLite looks
+    up), as for PatientName; one that starts with a wildcard scans."""
+
+    makeLayout = CaseInsensitiveColumnTests.makeLayout
+    plan, assertSearches = QueryPlanTests.plan, QueryPlanTests.assertSearches
+
+    def test_lowerIndex(self):
+        for value, expected in (("Acc2", ["1.2"]), ("acc*", ["1.1", "1.2", "5.1"]), ("A_?", ["2.1"]),
+                                ("ax1\\a%*", ["3.1", "4.1"]), ("Kiss*", [])):
+            key = K(ACCESSION, "SH", value)
+            self.assertMatches("STUDY", key, expected)
+            self.assertSearches(self.plan("STUDY", key), "ix_DICOMStudies_AccessionNumber_lower")
+        self.assertTrue([line for line in self.plan("STUDY", K(ACCESSION, "SH", "*c1")) if line.startswith("SCAN")])

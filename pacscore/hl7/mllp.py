@@ -7,8 +7,8 @@ handed on.  Bytes outside a frame are discarded, blanks (the line feed
 Windows senders put after ``0x1C 0x0D``) silently, others with a warning
 counted in ``hl7Errors``; a connection that starts as an HTTP request
 (``POST / HTTP/1.1``: a browser's page posting an MLLP frame as its body, a
-cross-protocol request) is closed as soon as its method and the start of its
-target are in, however long its request line, nothing after it applied; a start byte inside a
+cross-protocol request) is closed as soon as its method, a space and the
+first byte of its target are in, however long its request line, nothing after it applied; a start byte inside a
 frame starts a new one, the unfinished one discarded unanswered (a sender
 that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
@@ -49,7 +49,6 @@ END_BLOCK = b"\x1c"
 CARRIAGE_RETURN = 0x0D
 BLANKS = b" \t\r\n"  # skipped silently between frames
 HTTP_METHOD = re.compile(rb"[A-Z][A-Z_-]{0,19}")  # POST, GET, OPTIONS, PROPFIND, VERSION-CONTROL
-HTTP_TARGETS = (b"/", b"http://", b"https://")  # how a request target starts: origin-form, absolute-form
 HEAD_BYTES = 80  # of a connection's first bytes, what is logged of an HTTP request
 
 OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
@@ -66,18 +65,16 @@ def frame(data):
 
 def httpRequestStarts(head):
     """Whether ``head``, the first bytes of a connection (leading blanks
-    taken off), start an HTTP request: a method, a space and the start of a
-    request target (``POST /``, ``GET http://``), as no MLLP sender starts;
-    None while too few bytes are in to tell."""
+    taken off), start an HTTP request: a method, a space and the first byte
+    of a request target, any of its forms (``POST /``, ``GET http://``,
+    ``OPTIONS *``, ``CONNECT pacs:2575``), as no MLLP sender starts; None
+    while too few bytes are in to tell."""
     method, space, target = head.partition(b" ")
     if not space:
         return None if not method or HTTP_METHOD.fullmatch(method) else False
     if not HTTP_METHOD.fullmatch(method):
         return False
-    target = target[:len(HTTP_TARGETS[-1])].lower()
-    if any(target.startswith(start) for start in HTTP_TARGETS):
-        return True
-    return None if any(start.startswith(target) for start in HTTP_TARGETS) else False
+    return 0x21 <= target[0] <= 0x7E if target else None
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

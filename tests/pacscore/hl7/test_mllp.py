@@ -201,11 +201,28 @@ class MLLPTests(unittest.TestCase):
                 self.assertTrue(self.transport.disconnecting)
                 self.assertEqual(len(self.logged("an HTTP request on the HL7 port")), 1)
 
+    def test_everyFormOfRequestTargetIsClosedAtItsStart(self):
+        """The asterisk form (OPTIONS *), the authority form (CONNECT
+        host:port) and a bare target (GET x) are closed, their frame never
+        handled, as soon as the target's first byte is in: whole, and byte
+        by byte without their line end."""
+        for line in (b"OPTIONS * HTTP/1.1", b"CONNECT pacs:2575 HTTP/1.1", b"GET x HTTP/1.1"):
+            data = line + b"\r\nHost: x\r\n\r\n" + frame(hl7("M1"))
+            for chunks in ([data], [data[i:i + 1] for i in range(line.index(b" ") + 2)]):
+                self.connect()
+                for chunk in chunks:
+                    self.protocol.dataReceived(chunk)
+                self.assertEqual(self.handler.received, [])
+                self.assertEqual(self.transport.value(), b"")
+                self.assertTrue(self.transport.disconnecting, line)
+                self.assertEqual(len(self.logged("an HTTP request on the HL7 port")), 1)
+
     def test_onlyTheFirstLineIsTakenForAnHTTPRequest(self):
         """A line of other bytes before the first frame (an HTTP-like line
-        after it), blanks, or an HTTP-like line after a frame, are noise as
-        before."""
-        for noise in (b"hello\r\nPOST / HTTP/1.1\r\n", b"\r\n\n \x00", b"POST\r\n", b"OK done", b"GET x"):
+        after it), blanks, a method alone or with a blank after its space,
+        or an HTTP-like line after a frame, are noise as before."""
+        for noise in (b"hello\r\nPOST / HTTP/1.1\r\n", b"\r\n\n \x00", b"POST\r\n", b"POST \r\n",
+                      b"ok done", b"Get x"):
             self.connect()
             self.protocol.dataReceived(noise + frame(hl7("M1")) + b"GET / HTTP/1.1\r\n" + frame(hl7("M2")))
             self.assertEqual(self.acks(), [("AA", "M1"), ("AA", "M2")])

@@ -49,11 +49,18 @@ CHARSETS = {
     "BIG-5": "big5",
     **ISO2022,
 }
+# JIS X 0201 (ISO IR13, ISO IR14): ASCII but for 0x5C and 0x7E (HL7's
+# escape and repetition, read as ASCII), and half-width katakana 0xA1-0xDF;
+# shift_jis's single bytes, its others (_NOT_JISX0201) refused.
+JISX0201 = "shift_jis"
+_NOT_JISX0201 = re.compile(rb"[\x80-\xa0\xe0-\xff]")
 # ISO-IR registration numbers (as in "ISO IR6", "ISO IR87", and DICOM's
 # "ISO_IR 100", "ISO 2022 IR 87") -> codec: the ISO 8859 parts, ASCII,
-# JIS X 0208/0212, Thai (TIS 620), UTF-8.  Another number (ISO IR14 and
-# ISO IR13, JIS X 0201) names a character set pacs cannot read: refused.
-_ISO_IR = {6: "ascii", 87: ISO2022["ISO IR87"], 159: ISO2022["ISO IR159"], 166: "tis-620", 192: "utf-8",
+# JIS X 0201, JIS X 0208/0212, GB 2312, KS X 1001 (as table 0211's
+# "KS X 1001"), Thai (TIS 620), UTF-8.  Another number is a name pacs does
+# not know.
+_ISO_IR = {6: "ascii", 13: JISX0201, 14: JISX0201, 58: "gb2312", 87: ISO2022["ISO IR87"],
+           149: CHARSETS["KS X 1001"], 159: ISO2022["ISO IR159"], 166: "tis-620", 192: "utf-8",
            **{number: f"iso8859-{part}" for number, part in ((100, 1), (101, 2), (109, 3), (110, 4), (144, 5),
                                                               (127, 6), (126, 7), (138, 8), (148, 9), (157, 10),
                                                               (179, 13), (199, 14), (203, 15), (226, 16))}}
@@ -62,7 +69,7 @@ _ISO_IR = {6: "ascii", 87: ISO2022["ISO IR87"], 159: ISO2022["ISO IR159"], 166: 
 # collapsed) -> the codec of the groups of their match.
 _SPELLINGS = (
     (re.compile(r"(?:ISO[ _-]?)?8859[/ _-]?(\d{1,2})"), lambda part: f"iso8859-{int(part)}"),
-    (re.compile(r"ISO[ _-]?(?:2022[ _-]?)?IR[ _-]?(\d{1,3})"), lambda number: _ISO_IR.get(int(number), UNREADABLE)),
+    (re.compile(r"ISO[ _-]?(?:2022[ _-]?)?IR[ _-]?(\d{1,3})"), lambda number: _ISO_IR.get(int(number))),
     (re.compile(r"(?:UNICODE[ _-]?)?UTF[ _-]?8"), lambda: "utf-8"),
     (re.compile(r"(?:US[ _-]?)?ASCII"), lambda: "ascii"),
     (re.compile(r"(?:WINDOWS|CP)[ _-]?(125[0-8])"), lambda page: f"cp{page}"),
@@ -70,7 +77,6 @@ _SPELLINGS = (
     (re.compile(r"KS[ _-]?X[ _-]?1001(?:[ _:-]?\d{4})?|EUC[ _-]?KR"), lambda: "euc_kr"),
     (re.compile(r"BIG[ _-]?5"), lambda: "big5"),
 )
-UNREADABLE = ""  # the codec of a character set pacs knows but cannot read
 ESC = b"\x1b"  # starts an ISO 2022 escape sequence: read only in ISO2022's codecs
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -103,13 +109,10 @@ def charsetCodec(charset):
     """The Python codec for an MSH-18 value (its repetitions joined by
     ``~``: an empty first one is ASCII); None when it names a character set
     pacs does not know (its text is then read as without MSH-18, if ASCII or
-    UTF-8); HL7Error (207) for character sets pacs knows but cannot read
-    (JIS X 0201: ISO IR14) or not together.
+    UTF-8); HL7Error (207) for character sets pacs cannot read together.
     Alternate character sets are only known as ISO 2022 extensions of ASCII."""
     names = [" ".join(name.upper().split()) for name in charset.split("~")]
     codecs_ = {_charsetCodec(name) if name else "ascii" for name in names}
-    if UNREADABLE in codecs_:
-        raise HL7Error(f"unsupported character set {charset!r} in MSH-18", 207)
     if None in codecs_:
         return None
     if len(codecs_) == 1:
@@ -122,7 +125,7 @@ def charsetCodec(charset):
 def _charsetCodec(name):
     """The codec of one MSH-18 name (upper case, blanks collapsed): table
     0211's, or a usual other spelling of one (``_SPELLINGS``); None when
-    pacs knows none, ``UNREADABLE`` for an ISO-IR number it cannot read."""
+    pacs knows none."""
     codec = CHARSETS.get(name)
     for pattern, codecOf in _SPELLINGS if codec is None else ():
         match = pattern.fullmatch(name)
@@ -363,13 +366,22 @@ def _decode(raw, charset, codec):
                            f"without ISO 2022 escapes)", 207)
         return text, guess
     if codec not in ISO2022.values() and ESC in raw:
-        raise HL7Error(f"byte 0x1b (an ISO 2022 escape) at offset {raw.index(ESC)} is not valid in character "
-                       f"set {charset!r} (MSH-18)", 102)
+        raise _invalidByte(raw, raw.index(ESC), charset)
+    other = _NOT_JISX0201.search(raw) if codec == JISX0201 else None
+    if other:  # a byte of a two-byte Shift JIS character: no JIS X 0201
+        raise _invalidByte(raw, other.start(), charset)
     try:
         return raw.decode(codec), codec
     except UnicodeDecodeError as e:
-        raise HL7Error(f"byte {raw[e.start]:#04x} at offset {e.start} is not valid in "
-                       f"character set {charset!r} (MSH-18)", 102) from None
+        raise _invalidByte(raw, e.start, charset) from None
+
+
+def _invalidByte(raw, offset, charset):
+    """The HL7Error (102) of the byte at ``offset`` of ``raw``, not valid in
+    the character set MSH-18 names."""
+    why = " (an ISO 2022 escape)" if raw[offset:offset + 1] == ESC else ""
+    return HL7Error(f"byte {raw[offset]:#04x}{why} at offset {offset} is not valid in "
+                    f"character set {charset!r} (MSH-18)", 102)
 
 
 def parseMessage(raw):

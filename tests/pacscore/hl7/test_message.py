@@ -225,7 +225,7 @@ class ParseTests(unittest.TestCase):
         is read as a message without MSH-18 where that cannot be wrong, as
         ASCII or UTF-8, not refused; the ACK repeats it.  Other bytes
         (Latin-1 is a guess) and ISO 2022 escapes are refused (207)."""
-        for charset in ("KLINGON", "8859/99", "UNICODE UTF-16"):
+        for charset in ("KLINGON", "8859/99", "UNICODE UTF-16", "ISO IR 42", "ISO 2022 IR 42"):
             for text, codec in (("Mueller", "ascii"), ("Müller", "utf-8")):
                 message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec))
                 self.assertEqual((message.charset, message.encoding, message.charsetKnown), (charset, codec, False))
@@ -243,9 +243,8 @@ class ParseTests(unittest.TestCase):
         """DICOM's spellings of ISO 2022 (``ISO 2022 IR 87``) were read as
         ASCII with their escapes kept in the names, table 0211's ``ISO IR14``
         (JIS X 0201) as Latin-1: the Japanese ones are now read as
-        ``ISO IR87``, the others as their ISO-IR number; JIS X 0201, which
-        pacs does not read, is refused (207) as before, and an ISO 2022
-        escape in a character set without them too (102)."""
+        ``ISO IR87``, the others as their ISO-IR number; an ISO 2022 escape
+        in a character set without them is refused (102)."""
         name = "山田^太郎"
         for charset in ("ISO 2022 IR 87", "ISO 2022 IR 6~ISO 2022 IR 87", "~ISO 2022 IR 87", "ISO 2022 IR 159"):
             message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: name})]).encode("iso2022_jp"))
@@ -253,15 +252,37 @@ class ParseTests(unittest.TestCase):
         for charset, text, codec in (("ISO 2022 IR 100", "Müller", "iso8859-1"), ("ISO IR 166", "สมชาย", "tis-620")):
             message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: text})]).encode(codec))
             self.assertEqual((message.encoding, message.value("PID", 5)), (codec, text))
-        for charset in ("ISO IR14", "ISO IR13", "ISO_IR 13", "ISO 2022 IR 13", "8859/1~ISO IR14"):
-            error = self.assertRaises(HL7Error, parseMessage,
-                                      f"{msh(charset=charset)}\rPID|1||||".encode("ascii") + "ﾔﾏﾀﾞ".encode("shift_jis"))
-            self.assertEqual((error.code, str(error)), (207, f"unsupported character set {charset!r} in MSH-18"))
         for charset in ("8859/1", "ISO 2022 IR 100", "UNICODE UTF-8", "ISO IR6"):
             error = self.assertRaises(HL7Error, parseMessage,
                                       f"{msh(charset=charset)}\rPID|1||||".encode("ascii") + name.encode("iso2022_jp"))
             self.assertEqual(error.code, 102)
             self.assertIn("byte 0x1b (an ISO 2022 escape) at offset", str(error))
+
+    def test_koreanChineseAndJISX0201ByISOIRNumber(self):
+        """``ISO 2022 IR 149`` and ``ISO 2022 IR 58`` (DICOM's Korean and
+        Chinese) were refused (207) even for ASCII text, and JIS X 0201
+        (``ISO IR14``, ``ISO IR13``) whatever its text: KS X 1001 is read as
+        table 0211's ``KS X 1001`` is, GB 2312 as itself, JIS X 0201 as
+        ASCII and half-width katakana; a byte of a two-byte Shift JIS
+        character is no JIS X 0201 (102), and JIS X 0201 with another set
+        is a combination pacs does not read (207)."""
+        for charsets, text, codec in (
+                (("ISO 2022 IR 149", "ISO IR149", "ISO_IR 149"), "홍길동", "euc_kr"),
+                (("ISO 2022 IR 58", "ISO IR 58", "ISO IR58"), "张^伟", "gb2312"),
+                (("ISO IR14", "ISO IR13", "ISO_IR 13", "ISO 2022 IR 13"), "ﾔﾏﾀﾞ^ﾀﾛｳ", "shift_jis")):
+            for charset in charsets:
+                for value in ("DOE^JOHN", text):
+                    message = parseMessage("\r".join([msh(charset=charset), segment("PID", {5: value})]).encode(codec))
+                    self.assertEqual((message.encoding, message.charsetKnown, message.value("PID", 5)),
+                                     (codec, True, value), charset)
+                    self.assertEqual(parseMessage(ack(message, "AE", value)).value("MSA", 3), value)
+        raw = f"{msh(charset='ISO IR13')}\rPID|1||||".encode("ascii")
+        error = self.assertRaises(HL7Error, parseMessage, raw + "山田".encode("shift_jis"))
+        self.assertEqual((error.code, str(error)),
+                         (102, f"byte 0x8e at offset {len(raw)} is not valid in character set 'ISO IR13' (MSH-18)"))
+        error = self.assertRaises(HL7Error, parseMessage, f"{msh(charset='8859/1~ISO IR14')}\rPID|1".encode("ascii"))
+        self.assertEqual((error.code, str(error)),
+                         (207, "unsupported combination of character sets '8859/1~ISO IR14' in MSH-18"))
 
     def test_unusableMessages(self):
         cases = [

@@ -16,10 +16,11 @@ Conquest hands it (``Data.Rows == '512'``; UTF-8 text, see
 ``luastrings``), ``Data:Delete(tag)`` or
 assigning nil deletes, ``Data.Seq = {}`` makes an empty sequence;
 Conquest's ``Data:GetVR(group, element[, asText])``: the value's bytes as
-a table from index 0, or as a string when ``asText``, a sequence for a
-sequence, nil when absent; ``Data:SetVR(group, element, value)``: a
-string's or such a table's bytes, made with the dictionary's VR when
-absent, or copies of a sequence's items; ``getvr(object, ...)`` and
+a table from index 0, or as a string when ``asText`` (a text VR's text, as
+``Data.X``), a sequence for a sequence, nil when absent;
+``Data:SetVR(group, element, value)``: such a table's bytes, a string's
+(a text VR's text, as ``Data.X = value``), made with the dictionary's VR
+when absent, or copies of a sequence's items; ``getvr(object, ...)`` and
 ``setvr(object, ...)`` the same; export Data's pixel data read from the
 stored file when asked for),
 ``Data.Storage`` (the device, MAGn: read and set as ``storage MAGn`` in
@@ -126,6 +127,7 @@ from pacscore.converters.servercommands import ServerCommandError
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.converters.variables import checksum
 from pacscore.db.drivers import redacted
+from pacscore.dicom.identifiers import TEXT_VRS
 from pacscore.dicom.textbytes import encodingsOf
 from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
@@ -199,7 +201,7 @@ local function byteTable(value)
   for i = 1, #value do bytes[i - 1] = byte(value, i) end
   return bytes
 end
--- SetVR's value for Python: text as it is, other bytes as a byte table
+-- SetVR's value for Python: text (UTF-8) as it is, other bytes as a byte table
 local function rawValue(value)
   if type(value) == "string" and utf8len(value) == nil then return byteTable(value) end
   return value
@@ -228,7 +230,7 @@ end
 local methods = {
   Delete = function(self, key) setElement(self, key, nil) end,
   GetVR = function(self, group, element, asText)
-    local value = getVR(self, group, element)
+    local value = getVR(self, group, element, asText and true or false)
     if type(value) == "string" and not asText then return byteTable(value) end
     return value
   end,
@@ -667,14 +669,19 @@ def _groupElement(group, element):
     return (int(group) & 0xFFFF) << 16 | (int(element) & 0xFFFF)
 
 
-def _getVR(handle, group, element):
+def _getVR(handle, group, element, asText=False):
     """Conquest's GetVR: the element's value as its bytes (little endian,
-    as encoded), a ``_SequenceHandle`` for a sequence, None when absent."""
+    as encoded in the object's character set), a ``_SequenceHandle`` for a
+    sequence, None when absent; ``asText``, the value of a text VR
+    (``TEXT_VRS``) as its text, as ``Data.X`` gives it (UTF-8 in Lua), so
+    the two mix."""
     found = _element(handle, _groupElement(group, element))
     if found is None:
         return None
     if found.VR == "SQ":
         return _SequenceHandle(handle.context, found.value)
+    if asText and found.VR in TEXT_VRS:
+        return textOf(found)
     if isinstance(found.value, (bytes, bytearray)):  # a bytearray: pixel data a setter wrote (luapixels)
         return bytes(found.value)
     fp = DicomBytesIO()
@@ -685,9 +692,12 @@ def _getVR(handle, group, element):
 
 def _setVR(handle, group, element, value):
     """Conquest's SetVR: the element (made with the VR the dictionary gives
-    when absent) gets the bytes of ``value`` (text, or a Lua table of
-    bytes from index 0 to its length, as GetVR gives); a sequence gets
-    copies of the items of another one."""
+    when absent) gets the bytes of ``value``, a Lua table of bytes from
+    index 0 to its length (as GetVR gives) or a string; a string for a text
+    VR (``TEXT_VRS``) is text, set as ``Data.X = value`` sets it (in the
+    object's character set, or the object made ISO_IR 192 for text beyond
+    ASCII: ``assign``); a sequence gets copies of the items of another
+    one."""
     tag = _checkedTag(_groupElement(group, element))
     dataset = handle.dataset
     vr = vrOf(tag, dataset)
@@ -696,6 +706,9 @@ def _setVR(handle, group, element, value):
         dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in value.sequence])
     elif vr == "SQ":
         raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
+    elif isinstance(value, str) and vr in TEXT_VRS:
+        LuaRuntime.running().charge(len(value))
+        assign(dataset, tag, value, root=handle.context.dataset)
     elif isinstance(value, str) or lupa.lua_type(value) == "table":
         raw = _bytesOf(value)
         LuaRuntime.running().charge(len(raw))

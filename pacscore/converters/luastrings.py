@@ -12,8 +12,9 @@ the bytes are that, each byte that is not as Latin-1 (half a character that
 ``string.sub`` cut off, ``string.char(255)``), so the script goes on where
 lupa's own UTF-8 codec failed it (``'utf-8' codec can't decode byte
 0xc3``).  Python text goes to Lua as UTF-8, its surrogate escapes (a file
-name's bytes) as the bytes they stand for.  GetVR and SetVR are byte-level
-(``lua``).
+name's bytes) as the bytes they stand for.  GetVR's byte tables are the
+value's bytes in the object's character set, its text and SetVR's strings
+for text VRs text as Data's values are (``lua``).
 """
 
 import codecs

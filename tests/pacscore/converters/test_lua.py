@@ -35,7 +35,7 @@ from pacscore.converters.servercommands import ServerCommands
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
 from pacscore.db.index import Index
-from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.interfaces import IConverterCommand
 from pacscore.workers import WorkerPool
 from plugins import pacs_commands_dataset, pacs_commands_lua
@@ -367,8 +367,9 @@ class VRTests(unittest.TestCase):
     ``Data:SetVR(group, element, value)`` (and getvr/setvr)."""
 
     def test_getVR(self):
-        """A table of the value's bytes from index 0, its bytes as a string
-        when asked, a sequence as a sequence, nil when absent."""
+        """A table of the value's bytes from index 0, as a string when
+        asked (a text VR's text, as Data.X: PatientID's '123 ' as '123'), a
+        sequence as a sequence, nil when absent."""
         dataset = patient()
         dataset.PixelData = b"\xff\x00\x01\x02"
         outcome, _, messages = runLua(
@@ -378,13 +379,14 @@ class VRTests(unittest.TestCase):
             "local pixels = Data:GetVR(0x7fe0, 0x0010); print(pixels[0], pixels[3], #Data:GetVR(0x7fe0, 0x0010, true)); "
             "local s = Data:GetVR(0x0008, 0x1115); print(#s, s[1].SeriesInstanceUID)", makeContext(dataset))
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(messages, [f"{KEY}: 1\t0\t2\tnil", f"{KEY}: DOE^JOHN\tORIGINAL\\PRIMARY\t123 \tnil",
+        self.assertEqual(messages, [f"{KEY}: 1\t0\t2\tnil", f"{KEY}: DOE^JOHN\tORIGINAL\\PRIMARY\t123\tnil",
                                     f"{KEY}: 255\t2\t4", f"{KEY}: 2\t1.2.3.1"])
 
     def test_setVR(self):
-        """Text, a byte table (as GetVR gives), bytes that are no UTF-8;
-        an absent element is made with the dictionary's VR; a sequence
-        gets copies of another's items."""
+        """Text (for a text VR as Data.X sets it: 'CT head ' as it is), a
+        byte table (as GetVR gives), bytes that are no UTF-8; an absent
+        element is made with the dictionary's VR; a sequence gets copies of
+        another's items."""
         outcome, context, _ = runLua(
             "Data:SetVR(0x0010, 0x0020, 'X9'); Data:SetVR(0x0028, 0x0011, {[0] = 0, 1}); "
             "Data:SetVR(0x0028, 0x0010, Data:GetVR(0x0028, 0x0011)); "
@@ -396,7 +398,7 @@ class VRTests(unittest.TestCase):
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertTrue(context.changed)
         self.assertEqual((dataset.PatientID, dataset.Columns, dataset.Rows), ("X9", 256, 256))
-        self.assertEqual((dataset["StudyDescription"].VR, dataset.StudyDescription), ("LO", "CT head"))
+        self.assertEqual((dataset["StudyDescription"].VR, dataset.StudyDescription), ("LO", "CT head "))
         self.assertEqual((dataset["SliceThickness"].VR, float(dataset.SliceThickness)), ("DS", 2.5))
         self.assertEqual((dataset["PixelData"].VR, dataset.PixelData), ("OB", b"\xff\x00\x01\x02"))
         self.assertEqual([item.SeriesInstanceUID for item in dataset.ReferencedImageSequence], ["9.9", "1.2.3.1"])
@@ -413,11 +415,36 @@ class VRTests(unittest.TestCase):
         dataset.PatientName, dataset.StudyDescription = "DOE^JOHN^^^", "検査"
         outcome, context, messages = runLua(
             "Data:SetVR(0x0008, 0x0090, Data:GetVR(0x0010, 0x0010, true)); "
-            "print(Data:GetVR(0x0008, 0x1030, true) == string.char(27) .. '$B8!::' .. string.char(27) .. '(B'); "
+            "local b = Data:GetVR(0x0008, 0x1030); "
+            "print(string.char(table.unpack(b, 0, #b)) == string.char(27) .. '$B8!::' .. string.char(27) .. '(B'); "
             "Data.StudyDescription = Data.StudyDescription .. ' (anon)'", makeContext(dataset))
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]))
         self.assertEqual((str(context.dataset.ReferringPhysicianName), context.dataset.StudyDescription),
                          ("DOE^JOHN^^^", "検査 (anon)"))
+
+    def test_textOfGetVRAndSetVRMixesWithDataX(self):
+        """GetVR(g, e, true) and SetVR of a string on a text VR are text
+        as Data.X is (UTF-8 in Lua): a value read one way and set the
+        other was stored as its UTF-8 bytes read in the object's character
+        set ('Ã\\x96ztÃ¼rk' for Öztürk, '璋㈠' for 谢娜), and GetVR's text
+        was not Data.X's; a byte table (GetVR without true) stays the
+        value's bytes in the object's character set, set back as they are."""
+        for charset, name in (("ISO_IR 100", "Öztürk^Ümit"), ("GB18030", "谢娜"),
+                              ("ISO 2022 IR 6\\ISO 2022 IR 87", "山田^太郎"), ("ISO 2022 IR 87", "山田^太郎")):
+            dataset = patient()
+            dataset.SpecificCharacterSet, dataset.PatientName = charset, name
+            dataset = decodeDataset(encodeDataset(dataset, ImplicitVRLittleEndian), ImplicitVRLittleEndian)  # as read
+            outcome, context, messages = runLua(
+                "setvr(Data, 0x0010, 0x1001, getvr(Data, 0x0010, 0x0010)); "
+                "print(Data:GetVR(0x0010, 0x0010, true) == Data.PatientName); "
+                "Data:SetVR(0x0008, 0x1030, Data.PatientName); "
+                "Data.SeriesDescription = Data:GetVR(0x0010, 0x0010, true); "
+                "Data:SetVR(0x0008, 0x0090, Data:GetVR(0x0010, 0x0010, true) .. ' (ref)')", makeContext(dataset))
+            self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: true"]), charset)
+            stored = decodeDataset(encodeDataset(context.dataset, ImplicitVRLittleEndian), ImplicitVRLittleEndian)
+            self.assertEqual([str(stored.PatientName), stored.StudyDescription, stored.SeriesDescription,
+                              str(stored.OtherPatientNames), str(stored.ReferringPhysicianName)],
+                             [name, name, name, name, f"{name} (ref)"], charset)
 
     def test_setVRRefusals(self):
         cases = [

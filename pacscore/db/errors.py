@@ -35,8 +35,18 @@ class IndexTimeout(Exception):
         super().__init__(f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
 
 
-# The index database failing (down, locked, damaged, hung, its file lost), not a bug of ours: one log line.
-DATABASE_FAILURES = (SQLAlchemyError, IndexTimeout, DatabaseFileLost)
+class ValueTooLarge(Exception):
+    """A value larger than the index database's server takes in one
+    statement (MySQL's max_allowed_packet: it drops the connection on it)."""
+
+    def __init__(self, size, limit):
+        super().__init__(f"{size} bytes, more than the database server's max_allowed_packet of {limit} bytes "
+                         "takes in one statement")
+
+
+# The index database failing (down, locked, damaged, hung, its file lost, a value too large for it), not a bug of
+# ours: one log line.
+DATABASE_FAILURES = (SQLAlchemyError, IndexTimeout, DatabaseFileLost, ValueTooLarge)
 
 
 def databaseMessage(error):

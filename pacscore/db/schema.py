@@ -20,6 +20,7 @@ from typing import NamedTuple
 from sqlalchemy import Column, Double, Float, Index, Integer, LargeBinary, MetaData, String, Table, func, inspect
 from sqlalchemy.dialects import mysql
 
+from pacscore.db.errors import ValueTooLarge
 from pacscore.db.filepaths import ObjectPath
 
 LEVELS = ("patient", "study", "series", "image")
@@ -42,6 +43,21 @@ CASE_FOLDED_DIALECTS = ("sqlite", "postgresql")
 MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 # Whole data sets and reference lists: MySQL's BLOB stops at 64 KB.
 LARGE_BINARY = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")
+STATEMENT_OVERHEAD = 4096  # bytes of a statement besides its LARGE_BINARY value, at most
+ESCAPED = (b"\0", b"\n", b"\r", b"\x1a", b"'", b'"', b"\\")  # sent as two bytes in a MySQL statement
+
+
+def checkFits(connection, value):
+    """Before writing ``value`` (bytes) to a LARGE_BINARY column: on
+    MySQL/MariaDB, ValueTooLarge when the statement would be larger than the
+    server's max_allowed_packet (the server drops the connection on it;
+    the driver sends the value with each byte of ``ESCAPED`` doubled)."""
+    if connection.dialect.name != "mysql":
+        return
+    size = len(value) + sum(value.count(byte) for byte in ESCAPED) + STATEMENT_OVERHEAD
+    limit = connection.exec_driver_sql("SELECT @@max_allowed_packet").scalar()
+    if size > limit:
+        raise ValueTooLarge(size, limit)
 
 
 class OwnTable:

@@ -110,12 +110,14 @@ class BatchRunner:
         order; the successful ones are committed.  A connection the
         database server dropped (its idle timeout, a restart) is replaced and
         the requests run again on the new one, once.  When the connection
-        cannot be opened, or is lost again, they all fail at once (not one
-        by one, each waiting on the server again), and for ``holdOff``
-        seconds after a failed connect every request fails at once with its
-        error, logged once: the writer thread goes on with the next batch.
-        Any other error has each request run alone, so that only those the
-        database refuses fail."""
+        cannot be opened they all fail at once (not one by one, each waiting
+        on the server again), and for ``holdOff`` seconds after a failed
+        connect every request fails at once with its error, logged once: the
+        writer thread goes on with the next batch.  Any other error, and a
+        connection lost again (MySQL drops it on a statement larger than its
+        max_allowed_packet), has each request run alone, each once more on a
+        new connection after a loss, so that only those the database
+        refuses fail."""
         if time.monotonic() < self._unreachableUntil:
             return [(False, self._unreachable)] * len(requests)
         try:
@@ -140,11 +142,16 @@ class BatchRunner:
                               "the writes go again on a new one", error=error.orig)
                 self.closeConnection()
                 return self.run(requests, reconnected=True)
-            if lost or len(requests) == 1:
-                return [(False, Failure())] * len(requests)
-            self.log.warn("Batch of {count} writes failed ({error}); retrying each alone",
-                          count=len(requests), error=error)
-            return [result for request in requests for result in self.run([request])]
+            if len(requests) == 1:
+                return [(False, Failure())]
+            if lost:
+                self.log.warn("the database server dropped the index writer's connection again ({error}), on "
+                              "one of a batch of {count} writes (a statement larger than MySQL's "
+                              "max_allowed_packet?); retrying each alone", count=len(requests), error=error.orig)
+            else:
+                self.log.warn("Batch of {count} writes failed ({error}); retrying each alone",
+                              count=len(requests), error=error)
+            return [result for request in requests for result in self.run([request], reconnected)]
         return results
 
 

@@ -37,7 +37,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
-from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
+from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable, checkFits
 from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, INVALID_OBJECT_INSTANCE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE,
@@ -217,11 +218,13 @@ class PendingCommitments(OwnTable):
         return (table.c.TransactionUID == transaction) & (table.c.CallingAE == requestor)
 
     def add(self, connection, transaction, requestor, references):
-        """In the writer (which may run it twice): record a request."""
+        """In the writer (which may run it twice): record a request;
+        ValueTooLarge when its references do not fit in a statement."""
+        refs = json.dumps(references).encode()
+        checkFits(connection, refs)
         connection.execute(self.table.delete().where(self._row(transaction, requestor)))
         connection.execute(self.table.insert().values(
-            TransactionUID=transaction, CallingAE=requestor, Received=self.clock(),
-            Refs=json.dumps(references).encode()))
+            TransactionUID=transaction, CallingAE=requestor, Received=self.clock(), Refs=refs))
 
     def remove(self, connection, transaction, requestor):
         """In the writer: forget a request whose report was taken."""
@@ -281,9 +284,14 @@ class CommitmentService:
         requestor = protocol.association.callingAE
         try:
             await self.index.runWrite(self.pending.add, transaction, requestor, references)
-        except Exception:
-            self.log.failure("storage commitment {transaction} from {ae}: the request could not be recorded",
-                             transaction=transaction, ae=requestor)
+        except Exception as e:
+            if isinstance(e, DATABASE_FAILURES):  # the database's failure, not a bug of ours: one line
+                self.log.error("storage commitment {transaction} from {ae}: the request ({count} references) could "
+                               "not be recorded: {error}", transaction=transaction, ae=requestor,
+                               count=len(references), error=databaseMessage(e))
+            else:
+                self.log.failure("storage commitment {transaction} from {ae}: the request could not be recorded",
+                                 transaction=transaction, ae=requestor)
             protocol.sendMessage(contextId, self._response(command, PROCESSING_FAILURE, {
                 commands.ERROR_COMMENT: "the request could not be recorded"}))
             return

@@ -51,7 +51,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
+from pacscore.db.errors import ValueTooLarge
+from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable, checkFits
 from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked
 from pacscore.db.worklistitems import COMPLETED as ITEM_COMPLETED
 from pacscore.db.worklistitems import DISCONTINUED as ITEM_DISCONTINUED
@@ -205,6 +206,19 @@ def stepStatus(dataset, required):
     return status
 
 
+def storedData(connection, dataset):
+    """In the writer: ``dataset`` encoded for the Dataset column;
+    StepRefused (0x0110) when it is larger than the index database takes in
+    one statement."""
+    data = encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN)
+    try:
+        checkFits(connection, data)
+    except ValueTooLarge as e:
+        raise StepRefused("the data set is too large for the index database", PROCESSING_FAILURE,
+                          detail=str(e)) from e
+    return data
+
+
 class StepTable(OwnTable):
     """The ``PacsMPPS`` table of the index database (``index``)."""
 
@@ -218,7 +232,7 @@ class StepTable(OwnTable):
         now = self.clock()
         connection.execute(table.insert().values(
             SOPInstanceUID=uid, Status=IN_PROGRESS, CallingAE=callingAE[:16], Created=now, Updated=now,
-            Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN), **shownValues(dataset)))
+            Dataset=storedData(connection, dataset), **shownValues(dataset)))
 
     def update(self, connection, uid, changes):
         """In the writer: apply the attributes of ``changes`` to the step
@@ -240,8 +254,7 @@ class StepTable(OwnTable):
         status = stepStatus(dataset, required=True)
         checkFinal(dataset, status)
         connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
-            Status=status, Updated=self.clock(), Dataset=encodeDataset(dataset, EXPLICIT_VR_LITTLE_ENDIAN),
-            **shownValues(dataset)))
+            Status=status, Updated=self.clock(), Dataset=storedData(connection, dataset), **shownValues(dataset)))
         return dataset, status
 
     def accessionsInProgress(self, connection, besides):

@@ -317,10 +317,39 @@ class DroppedConnectionTests(unittest.TestCase):
 
         yield self.assertFailure(writer.submit(alwaysDropped, ["c"]), OperationalError)
         self.assertEqual(failing[0], 2, "tried once more, not for ever")
-        failing[0] = 0
-        results = writer.runner.run([(alwaysDropped, "d"), (alwaysDropped, "e"), (alwaysDropped, "f")])
-        self.assertEqual([ok for ok, _ in results], [False] * 3)
-        self.assertEqual(failing[0], 2, "a batch on a connection lost again fails at once, not each alone")
+
+    def test_aWriteThatAlwaysDropsTheConnectionFailsAlone(self):
+        """MySQL drops the connection on a statement larger than its
+        max_allowed_packet (a storage commitment request of 50,000
+        references), on the new connection too: that write fails alone, the
+        others of its batch (other associations' C-STOREs, refused 0x0110)
+        are committed, each alone on a new connection, with one warning."""
+        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
+        self.addCleanup(engine.dispose)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+        runner = BatchRunner(engine, lambda: None)
+        self.addCleanup(runner.closeConnection)
+        failing = [0]
+
+        def insert(connection, items):
+            connection.exec_driver_sql("INSERT INTO t VALUES (?)", [(item,) for item in items])
+            return items
+
+        def tooLarge(connection, items):
+            failing[0] += 1
+            connection.invalidate()
+            raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+
+        with capturedLogs() as events:
+            results = runner.run([(insert, "d"), (tooLarge, "e"), (insert, "f"), (insert, "g")])
+        self.assertEqual([ok for ok, _ in results], [True, False, True, True])
+        results[1][1].trap(OperationalError)
+        self.assertEqual(failing[0], 3, "the batch, once more, then alone once")
+        with engine.connect() as connection:
+            self.assertEqual(sorted(connection.exec_driver_sql("SELECT x FROM t").scalars()), ["d", "f", "g"])
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.info, LogLevel.warn])
+        self.assertIn("max_allowed_packet", formatEvent(events[1]))
 
 
 class DeadlineTests(unittest.TestCase):

@@ -24,6 +24,8 @@ from pacscore.dicom.datasets import encodeDataset
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
+from plugins.pacs_mysql import mysqlDriver
+from tests.dbservers import mariadbServer
 from tests.pacscore.dicom.requests import commitmentRequest, recordDecodes
 from tests.pacscore.export.fixtures import SyncIndex
 from tests.pacscore.storage.test_mirror import dicomBytes
@@ -255,3 +257,36 @@ class RetryTests(unittest.TestCase):
                       "(MaximumCommitmentAge); given up", messages[-1])
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(index.runWrite(pending.requests).result, [])
+
+
+class TooLargeTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_aRequestLargerThanMySQLTakesIsRefusedInOneLine(self):
+        """A request whose references are more than MySQL's
+        max_allowed_packet takes in one statement (15,000 on a 1 MB
+        server) broke the writer's connection twice and was answered 0x0110
+        with a critical traceback: it is refused before it is sent, 0x0110
+        with one error line naming the limit, and nothing recorded."""
+        server = mariadbServer()
+        limit = server.sql("SELECT @@GLOBAL.max_allowed_packet").strip()
+        server.sql("SET GLOBAL max_allowed_packet = 1048576")
+        self.addCleanup(server.sql, f"SET GLOBAL max_allowed_packet = {limit}")
+        index = SyncIndex(SimpleNamespace(engine=server.newEngine(mysqlDriver, self), tables=None, layout=None,
+                                          deletes=None, quoteNames=None))
+        pending = PendingCommitments(index, lambda: 1000.0)
+        pending.createTables()
+        service = CommitmentService(pending, None, None, None, "PACS", {}, reactor)
+        sent = []
+        protocol = SimpleNamespace(association=SimpleNamespace(callingAE="MODALITY"),
+                                   sendMessage=lambda contextId, command: sent.append(command))
+        references = [(CT, f"1.2.826.0.1.3680043.2.1125.{n}.{n}.{n}.{n}") for n in range(15000)]
+        with capturedLogs() as events:
+            yield service._accept(protocol, 1, actionCommand(), EXPLICIT_VR_LITTLE_ENDIAN, "1.2.3", references)
+        self.assertEqual([response[commands.STATUS] for response in sent], [PROCESSING_FAILURE])
+        self.assertEqual(len(events), 1)
+        self.assertNotIn("log_failure", events[0])
+        self.assertIn("storage commitment 1.2.3 from MODALITY: the request (15000 references) could not be "
+                      "recorded: ", formatEvent(events[0]))
+        self.assertIn("max_allowed_packet of 1048576 bytes", formatEvent(events[0]))
+        self.assertEqual((yield index.runWrite(pending.requests)), [])

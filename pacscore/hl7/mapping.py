@@ -227,17 +227,19 @@ def _sending(source, group, outside):
     return segment
 
 
-def _sendsComponent(segment, source):
+def _sendsComponent(segment, source, everyRepetition):
     """Whether the field of ``source`` that ``segment`` sends holds the
     component ``source`` names, when it names one (an IPC-3 of ``^RIS``
-    holds no ``IPC.3.0``): not empty in a repetition, HL7's null ``""``
-    held (it clears)."""
+    holds no ``IPC.3.0``): not empty in a repetition that is read (the
+    first, or any with ``everyRepetition``: a multi-valued column), HL7's
+    null ``""`` held (it clears)."""
     if not isinstance(source.part, int):
         return True
     d = segment.delimiters
+    repetitions = segment.field(source.field).split(d.repetition)
     return any(len(parts := repetition.split(d.component)) > source.part
                and parts[source.part].split(d.subcomponent, 1)[0]
-               for repetition in segment.field(source.field).split(d.repetition))
+               for repetition in (repetitions if everyRepetition else repetitions[:1]))
 
 
 def _identifier(group, field):
@@ -356,7 +358,7 @@ class WorklistMapping:
             segment = _sending(source, group, outside)
             if segment is None:
                 continue
-            if _sendsComponent(segment, source):
+            if _sendsComponent(segment, source, column.isMulti):
                 return self._fieldValue(column, source, segment, message, invalid, parsed)
             if withoutComponent is None:
                 withoutComponent = (source, segment)

@@ -138,6 +138,29 @@ class SourceTests(unittest.TestCase):
         alone = WorklistMapping([column("Described", "OBR.4.0|PID.40")]).items(message(PID, orc(), obr(service="^CT")))
         self.assertEqual((alone[0].values, alone[0].absent), ({"Described": ""}, frozenset()))
 
+    def test_alternativeByTheComponentOfTheRepetitionsRead(self):
+        """A single-valued column reads a field's first repetition only, so
+        a component a later one holds does not make its source sent:
+        IPC-3 of ``^RIS~1.2.840.99.7^RIS`` gives a new Study Instance UID
+        and OBR-4 of ``^CT Head~CT2^x`` the patient's name, not empty
+        values; a multi-valued column reads every repetition, so one that
+        holds the component is enough."""
+        numbers = itertools.count(1)
+        mapping = WorklistMapping([column("StudyInstanceUID", "IPC.3.0|*UI", tag=STUDY_UID, dicomType="DT_UI"),
+                                   column("Described", "OBR.4.0|PID.5")], newUID=lambda: f"1.2.3.{next(numbers)}")
+
+        def mapped(ipc3, obr4):
+            ipc = segment("IPC", {1: "ACC100", 2: "RP1", 3: ipc3, 4: "SPS1", 5: "CT"})
+            return mapping.items(message(PID, orc(), obr(service=obr4), ipc))[0].values
+
+        self.assertEqual(mapped("^RIS~1.2.840.99.7^RIS", "^CT Head~CT2^x"),
+                         {"StudyInstanceUID": "1.2.3.1", "Described": "Müller^Hans^^^Dr"})
+        self.assertEqual(mapped("~1.2.840.99.7", "~CT2"), {"StudyInstanceUID": "1.2.3.2", "Described": "Müller^Hans^^^Dr"})
+        self.assertEqual(mapped("1.2.840.99.8^RIS~^RIS", "CT1^CT Head~^x"),
+                         {"StudyInstanceUID": "1.2.840.99.8", "Described": "CT1"})
+        multi = WorklistMapping([column("Codes", "OBR.4.0|PID.5", dicomType="DT_MSTR")])
+        self.assertEqual(multi.items(message(PID, orc(), obr(service="^CT Head~CT2^x")))[0].values, {"Codes": "CT2"})
+
     def test_malformedAlternatives(self):
         for text in ["OBR.7|", "|OBR.7", "OBR.7|---", "OBR.7||TQ1.7", "*UI|IPC.3", "OBR.7|PID"]:
             error = self.assertRaises(ValueError, WorklistMapping, [column("Broken", text)])

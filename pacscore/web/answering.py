@@ -70,14 +70,16 @@ class AnsweringResource(resource.Resource):
             if isinstance(answer, StreamAnswer):
                 return defer.ensureDeferred(_doneWith(answer))
             return
-        request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
+        if answer.contentType is not None:
+            request.setHeader(b"Content-Type", answer.contentType.encode("utf-8"))
         for name, value in answer.headers:
             request.setHeader(name.encode("utf-8"), value.encode("utf-8"))
         request.setResponseCode(answer.status, reason(answer.status))
         if isinstance(answer, StreamAnswer):
             return defer.ensureDeferred(self._stream(answer, request, finished))
-        request.setHeader(b"Content-Length", str(len(answer.body)).encode())
-        request.write(answer.body)
+        if answer.status not in http.NO_BODY_CODES:  # a 204 or 304 has no body, nor a length (RFC 9110 8.6)
+            request.setHeader(b"Content-Length", str(len(answer.body)).encode())
+            request.write(answer.body)
         request.finish()
 
     async def _stream(self, answer, request, finished):

@@ -26,7 +26,7 @@ def utf8ContentType(contentType):
 
 class Answer(NamedTuple):
     body: bytes
-    contentType: str
+    contentType: str | None  # None: no Content-Type (a 204's)
     headers: tuple = ()
     status: int = 200
 

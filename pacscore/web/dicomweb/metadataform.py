@@ -54,9 +54,10 @@ class MetadataForm:
 
     def answer(self, body, headers=()):
         """The Answer of a search whose answer is ``body`` (``whole``'s): a
-        204 No Content, with ``headers``, for None."""
+        204 No Content, with ``headers`` and no Content-Type (there is no
+        multipart), for None."""
         if body is None:
-            return Answer(b"", self.contentType, headers, 204)
+            return Answer(b"", None, headers, 204)
         return Answer(body, self.contentType, headers)
 
 

@@ -3,11 +3,13 @@ study of two series of two images."""
 
 import json
 import os
+import socket
+from urllib.parse import urlsplit
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
@@ -298,7 +300,9 @@ class SearchTests(DicomWebTestCase):
         (PS3.18 8.7.3), or application/dicom+xml, a search answers each
         match as a part of DICOM XML (PS3.19 A.1) holding what its DICOM
         JSON holds, at every level; no match, or a page beyond the last, is
-        a 204 No Content (a multipart holds at least one part), where DICOM
+        a 204 No Content (a multipart holds at least one part) without a
+        Content-Length (RFC 9110 8.6) or a Content-Type naming a boundary,
+        to a GET and a HEAD, asked by Accept or by ``accept=``, where DICOM
         JSON answers []. DICOM JSON stays the default."""
         for path in ("/studies", "/series?Modality=CT", f"/studies/{self.corpus[0].studyUID}/instances",
                      "/studies?includefield=all&limit=1"):
@@ -310,12 +314,29 @@ class SearchTests(DicomWebTestCase):
                 self.assertEqual((path, accept, found.code), (path, accept, 200))
                 self.assertEqual(found.xmlObjects(), asText(matches), (path, accept))
         for path in ("/studies?PatientID=NOBODY", "/studies?offset=100"):
-            none = yield self.fetch(path, accept='multipart/related; type="application/dicom+xml"')
-            self.assertEqual((path, none.code, none.body), (path, 204, b""))
+            for method in ("GET", "HEAD"):
+                for asked, accept in ((path, 'multipart/related; type="application/dicom+xml"'),
+                                      (path + '&accept=multipart/related;type=%22application/dicom%2Bxml%22', None)):
+                    answered = yield threads.deferToThread(self.rawAnswer, method, asked, accept)
+                    head, _, body = answered.partition(b"\r\n\r\n")
+                    status, *lines = head.decode("latin-1").split("\r\n")
+                    names = {line.partition(":")[0].lower() for line in lines}
+                    self.assertEqual((asked, method, status, body, names & {"content-length", "content-type"}),
+                                     (asked, method, "HTTP/1.1 204 No Content", b"", set()))
             none = yield self.fetch(path, accept="application/dicom+json")
             self.assertEqual((path, none.code, none.json()), (path, 200, []))
         found = yield self.fetch("/studies", accept="*/*")
         self.assertEqual(found.header("content-type"), "application/dicom+json")
+
+    def rawAnswer(self, method, path, accept):
+        """The bytes of the answer to ``method`` of ``path`` (under
+        /dicom-web) as they come, its headers as sent (twisted's client
+        takes Content-Length out of them)."""
+        accepting = f"Accept: {accept}\r\n" if accept else ""
+        with socket.create_connection(("127.0.0.1", urlsplit(self.base).port), timeout=30) as s:
+            s.sendall(f"{method} /dicom-web{path} HTTP/1.1\r\nHost: localhost\r\n{accepting}"
+                      "Connection: close\r\n\r\n".encode())
+            return b"".join(iter(lambda: s.recv(65536), b""))
 
     @defer.inlineCallbacks
     def test_badRequests(self):

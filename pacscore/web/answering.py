@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
-from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowed, queryArgs
+from pacscore.web.answers import HTML, Answer, StreamAnswer, WebError, notAllowed
 from pacscore.web.html import Markup, page
 from pacscore.pacing import Pacer
 
@@ -47,9 +47,7 @@ class AnsweringResource(resource.Resource):
     render_POST = render_GET
 
     def _answerWith(self, answer, request):
-        """Answer ``request`` with what the coroutine ``answer(request)`` makes
-        of it, its parameters read from its query split at ``&`` alone (``queryArgs``)."""
-        request.args = queryArgs(request)
+        """Answer ``request`` with what the coroutine ``answer(request)`` makes of it."""
         finished = request.answerEnded = []  # sent, or the client gone: see clientLeft
         request.notifyFinish().addBoth(finished.append)
         d = defer.ensureDeferred(answer(request))

@@ -79,16 +79,15 @@ def notText(name):
     return WebError(400, f"the parameter {name} must be UTF-8 text")
 
 
-def queryArgs(request):
-    """The parameters of the request's query ({bytes: [bytes]}, blank
-    values kept) split at ``&`` alone, as a URL's query is (PS3.18, and
-    Conquest's CGI); ``request.args`` when its URI has no query.
-    twisted.web's ``request.args`` splits at ``;`` too, which cuts a list
-    of media types at its first parameter: ``contentType=image/png;q=0,image/jpeg``
-    would be ``image/png`` and a parameter ``q``."""
-    path, question, query = request.uri.partition(b"?")
-    if not question:
-        return request.args
+def queryArgs(uri):
+    """The parameters of the query of ``uri`` (a request's path and query,
+    bytes) ({bytes: [bytes]}, blank values kept) split at ``&`` alone, as
+    a URL's query is (PS3.18, and Conquest's CGI).  twisted.web's
+    ``request.args`` splits at ``;`` too, which cuts a list of media types
+    at its first parameter: ``contentType=image/png;q=0,image/jpeg`` would
+    be ``image/png`` and a parameter ``q``; the site's requests get these
+    instead (``pacscore.web.site.PacsRequest``)."""
+    query = uri.partition(b"?")[2]
     args = {}
     for item in query.split(b"&"):
         name, equals, value = item.partition(b"=")

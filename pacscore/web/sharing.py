@@ -18,9 +18,8 @@ resource.  Pages of the web interface itself are never shared.
 import re
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from twisted.web.http import parse_qs
-
 from pacscore.config.errors import ConfigError
+from pacscore.web.answers import queryArgs
 
 KEY = "WebAllowOrigins"
 ANY = "*"
@@ -94,9 +93,9 @@ class AllowedOrigins:
         path and query, bytes) when it is one that may be shared, else
         none: the channel's own answers (401, 413, 408) give them for the
         request line read before ``request`` has it."""
-        path, _, query = uri.partition(b"?")
+        path = uri.partition(b"?")[0]
         first = unquote_to_bytes(path.split(b"/")[1]) if path.count(b"/") else b""
-        if first in SHARED or (first == b"cgi-bin" and asksForWado(parse_qs(query, keep_blank_values=True))):
+        if first in SHARED or (first == b"cgi-bin" and asksForWado(queryArgs(uri))):
             return self.headers(request)
         return []
 

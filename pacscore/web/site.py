@@ -33,7 +33,7 @@ from twisted.web import server, util
 from pacscore.dicom.admission import LimitedFactory
 from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
 from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
-from pacscore.web.answers import Parameters, WebError
+from pacscore.web.answers import Parameters, WebError, queryArgs
 from pacscore.web.channel import PacsChannel
 from pacscore.web.crossorigin import refuseCrossOrigin
 from pacscore.web.dicomweb.resource import DicomWebResource, allowed
@@ -95,6 +95,16 @@ class DgateResource(AnsweringResource):
         return await handler(self.archive, parameters)
 
 
+class PacsRequest(CountedRequest):
+    """A request of the site, its parameters (``args``) those of its query
+    split at ``&`` alone (``queryArgs``) before any resource, a CORS
+    preflight's too, reads them."""
+
+    def process(self):
+        self.args = queryArgs(self.uri)
+        super().process()
+
+
 class PacsSite(LimitedFactory, server.Site):
     """The web interface's site, on PacsChannel (a 414 for a request line
     too long): before any resource (the login too) sees a request, one
@@ -114,7 +124,7 @@ class PacsSite(LimitedFactory, server.Site):
     perPeer = 0  # WebMaxConnectionsPerPeer: none, as Apache (behind a reverse proxy or NAT all browsers share an address)
 
     def __init__(self, root, origins, hosts, configuration, guard=None, uploads=0, limits=None, **kwargs):
-        super().__init__(root, requestFactory=CountedRequest, **kwargs)
+        super().__init__(root, requestFactory=PacsRequest, **kwargs)
         self.origins = origins
         self.hosts = hosts
         self.configuration = configuration

@@ -13,12 +13,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import numpy as np
 from twisted.internet import defer
 from twisted.trial import unittest
-from twisted.web.http import parse_qs
 from twisted.web.test.requesthelper import DummyRequest
 
 from pacscore.control.data import AddImageFile
 from pacscore.control.registry import CommandRegistry
 from pacscore.testing.corpus import generateCorpus, makeDataset
+from pacscore.web.answers import queryArgs
 from pacscore.web.forms import URLENCODED
 from pacscore.web.scripted import ScriptedPages
 from pacscore.web.site import DgateResource
@@ -112,12 +112,12 @@ class Answered(NamedTuple):
 
 @defer.inlineCallbacks
 def getQuery(resource, query):
-    """GET with the query string ``query`` (bytes) as it came, parsed as twisted.web parses it."""
+    """GET with the query string ``query`` (bytes) as it came, parsed as the site parses it (``PacsRequest``)."""
     request = Request([])
     request.method = b"GET"
     request.uri = b"/cgi-bin/dgate?" + query
     request.path = b"/cgi-bin/dgate"
-    request.args = parse_qs(query, 1)
+    request.args = queryArgs(request.uri)
     finished = request.notifyFinish()
     resource.render(request)
     yield finished

@@ -97,6 +97,22 @@ class ListedOriginsTests(SharingTestCase):
             self.assertEqual(answer, (204, None, "Origin", None))
 
     @defer.inlineCallbacks
+    def test_preflightReadsTheQueryAsItsRequest(self):
+        """dgate's query is split at ``&`` alone for the CORS preflight too:
+        ``requestType=WADO;x=1`` asks for no WADO (its requestType is
+        ``WADO;x=1``), so neither its preflight nor its request is shared,
+        and the preflight is refused as a page's OPTIONS is; with ``&``
+        both are WADO's."""
+        path = "/cgi-bin/dgate?requestType=WADO;x=1"
+        self.assertEqual((yield self.cors(path, VIEWER, b"OPTIONS", PREFLIGHT))[:2], (405, None))
+        found = yield self.fetch(self.root + path, headers=[("origin", VIEWER)])
+        self.assertEqual((found.code, found.header("content-type"), found.header("access-control-allow-origin")),
+                         (200, "text/html; charset=utf-8", None))
+        path = "/cgi-bin/dgate?x=1;y=2&requestType=WADO"
+        self.assertEqual((yield self.cors(path, VIEWER, b"OPTIONS", PREFLIGHT))[:2], (204, VIEWER))
+        self.assertEqual((yield self.cors(path, VIEWER))[:2], (400, VIEWER))
+
+    @defer.inlineCallbacks
     def test_pagesNotShared(self):
         """The web interface's own pages are not DICOMweb or WADO: never shared."""
         for path in ("/cgi-bin/dgate?mode=querypatients", "/metrics"):

@@ -6,7 +6,7 @@ and ``Parameters``, a request's query parameters with the ``[webdefaults]``
 of dicom.ini behind them (``queryArgs`` reads them from the query)."""
 
 from typing import NamedTuple
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qs
 
 from pacscore.web.html import page
 
@@ -81,20 +81,18 @@ def notText(name):
 
 def queryArgs(uri):
     """The parameters of the query of ``uri`` (a request's path and query,
-    bytes) ({bytes: [bytes]}, blank values kept) split at ``&`` alone, as
-    a URL's query is (PS3.18, and Conquest's CGI).  twisted.web's
-    ``request.args`` splits at ``;`` too, which cuts a list of media types
-    at its first parameter: ``contentType=image/png;q=0,image/jpeg`` would
-    be ``image/png`` and a parameter ``q``; the site's requests get these
-    instead (``pacscore.web.site.PacsRequest``)."""
-    query = uri.partition(b"?")[2]
-    args = {}
-    for item in query.split(b"&"):
-        name, equals, value = item.partition(b"=")
-        if equals:
-            args.setdefault(unquote_to_bytes(name.replace(b"+", b" ")), []).append(
-                unquote_to_bytes(value.replace(b"+", b" ")))
-    return args
+    bytes) ({bytes: [bytes]}, blank values kept, a name without ``=`` too,
+    as Conquest's CGI keeps it) split at ``&`` alone, as a URL's query is
+    (PS3.18, and Conquest's CGI).  twisted.web's ``request.args`` splits
+    at ``;`` too, which cuts a list of media types at its first parameter:
+    ``contentType=image/png;q=0,image/jpeg`` would be ``image/png`` and a
+    parameter ``q``; the site's requests get these instead
+    (``pacscore.web.site.PacsRequest``).  The query goes through Latin-1,
+    which keeps every byte, a %-escaped one too, as it is (``parse_qs`` of
+    bytes takes ASCII alone: ``%C3%BC`` would raise)."""
+    query = uri.partition(b"?")[2].decode("latin-1")
+    return {name.encode("latin-1"): [value.encode("latin-1") for value in values]
+            for name, values in parse_qs(query, keep_blank_values=True, separator="&", encoding="latin-1").items()}
 
 
 class Parameters:

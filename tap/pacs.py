@@ -41,7 +41,7 @@ from pacscore.config.loader import TLS_NODES, loadConfiguration
 from pacscore.control import endpoint as controlEndpoint
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.protocol import ControlFactory
-from pacscore.control.shutdown import OrderlyStop, quitGracePeriod
+from pacscore.control.shutdown import AbortAssociations, OrderlyStop, quitGracePeriod
 from pacscore.db.drivers import availableDrivers, namesNoDatabase, redacted
 from pacscore.debuglog import serverLog
 from pacscore.errormail import ErrorMail
@@ -204,8 +204,7 @@ class ServiceTree(service.MultiService):
     in that order, and stops them in reverse, each once the one after it
     has finished stopping (MultiService would stop them all at once): so
     the observers still get what the others log while they stop (the
-    C-STOREs answered during QuitGracePeriod, a forward or retrieve
-    that fails), and the log files what the error mail logs of its last
+    C-STOREs that end then, a forward or retrieve that fails), and the log files what the error mail logs of its last
     mail."""
 
     log = Logger()
@@ -362,6 +361,8 @@ def serviceTree(options):
     raiseFileLimit()
     dicomFactory = archive.dicomFactory()
     _logLimits("DICOM service", dicomFactory)
+    # stopped after the listeners (added after it), before the archive
+    AbortAssociations(dicomFactory).setServiceParent(served)
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", dicom), dicomFactory)]
     listeners[0].listened = archive.listeningOn

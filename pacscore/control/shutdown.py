@@ -1,18 +1,54 @@
-"""Stopping the server in order, for ``dgate --quit``.
+"""Stopping the server in order, for ``dgate --quit`` and at a stop signal.
 
-No new associations (the DICOM and HL7 listeners stop), the running ones
-finish or, after the grace period (``QuitGracePeriod``), are aborted; then
-the reactor stops and twistd stops the service tree in reverse order: the
-export queue, then the archive (pending index writes committed, pools
-ended). Success is answered only after a commit, so nothing acknowledged
-is lost. A stop signal meanwhile is one while stopping (``StopSignals``);
-when the reactor stops otherwise meanwhile, the stop is its.
+``dgate --quit``: no new associations (the DICOM and HL7 listeners stop),
+the running ones finish or, after the grace period (``QuitGracePeriod``),
+are aborted; then the reactor stops and twistd stops the service tree in
+reverse order: the listeners, the DICOM associations still running
+(``AbortAssociations``: none then), the export queue, then the archive
+(the stores under way end, pending index writes committed, pools ended).
+A stop signal (SIGTERM, SIGINT) stops the reactor at once: the same
+stop, whose associations are aborted as soon as the listeners stopped,
+so no store begins once the archive waits for those under way. Success
+is answered only after a commit, so nothing acknowledged is lost; an
+object not acknowledged is sent again by its sender. A stop signal
+meanwhile is one while stopping (``StopSignals``); when the reactor stops
+otherwise meanwhile, the stop is its.
 """
 
+from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 QUIT_GRACE_PERIOD = 30  # QuitGracePeriod's default: seconds a stop waits for running work
+
+
+def abortAll(associations):
+    """A-ABORT every association of the DICOM factory ``associations``
+    still running (its ``active`` set of protocols), and close its
+    connection once that is written: nothing more of it is served."""
+    for association in list(associations.active):
+        association.abort()
+        association.transport.loseConnection()
+
+
+class AbortAssociations(service.Service):
+    """Stopped after the listeners and before the archive: aborts the DICOM
+    associations still running (logged), so that no store begins while
+    the archive's stop waits for the stores under way (a store begun then
+    would leave the copy it replaces on disk).  A store whose data set was
+    wholly received still ends and is indexed; its answer is not sent."""
+
+    log = Logger()
+
+    def __init__(self, associations):
+        self.associations = associations
+
+    def stopService(self):
+        super().stopService()
+        if self.associations.active:
+            self.log.info("stopping: aborting {count} running association(s); their senders send again "
+                          "what was not acknowledged", count=len(self.associations.active))
+            abortAll(self.associations)
 
 
 def quitGracePeriod(ini):
@@ -69,8 +105,6 @@ class OrderlyStop:
         if self.running:
             self.log.warn("quit: aborting {count} association(s) still running after {grace} s",
                           count=self.running, grace=self.gracePeriod)
-            for association in list(self.associations.active):
-                association.abort()
-                association.transport.loseConnection()
+            abortAll(self.associations)
         self.log.info("quit: stopping the export queue and the archive")
         self.reactor.stop()

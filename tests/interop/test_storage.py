@@ -29,7 +29,7 @@ from pacscore.testing.tmpfs import mountTmpfs
 from tests.interop.index import column, rows, snapshot
 from tests.interop.peers import StorescpServer
 from tests.interop.test_find import STUDY_ROOT, findscu
-from tests.interop.server import PacsServer, acknowledgedBy, dcmtk, dcmtkTool, killWhenIndexed
+from tests.interop.server import PacsServer, acknowledged, acknowledgedBy, dcmtk, dcmtkTool, killWhenIndexed
 
 # transfer syntax -> (pydicom test file, storescu option proposing it)
 TRANSFER_SYNTAX_FILES = {
@@ -296,6 +296,49 @@ class CleanStopTests(ServerTestCase):
         shutil.copy(database, copy)
         with closing(sqlite3.connect(copy)) as connection:
             self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 4)
+
+    def test_sigtermDuringParallelStoresLeavesNoOrphans(self):
+        """SIGTERM while four associations store: they are aborted before
+        the archive waits for the stores under way, so none begins after
+        that wait, and the copy each replaced is removed: no file on disk
+        without an index row; every acknowledged object is indexed (review
+        d4, items 1 and 2)."""
+        stored = generateCorpus(self.mktemp(), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=100)
+        self.assertEqual(self.server.store(*[image.path for image in stored]).returncode, 0)
+        new = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=100)
+        # two send again what is stored (each store replaces a copy), two send new objects
+        chunks = [[image.path for image in stored]] * 2 + [[image.path for image in new[n::2]] for n in range(2)]
+        outputs = [open(self.mktemp(), "w+") for _ in chunks]
+        processes = [subprocess.Popen(
+            [dcmtkTool("storescu"), "-v", "-aec", "PACS", "127.0.0.1", str(self.server.port), *paths],
+            stdout=output, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TCP_NODELAY="1"))
+            for paths, output in zip(chunks, outputs)]
+
+        def answered():
+            return sum(open(output.name).read().count("Received Store Response") for output in outputs)
+        deadline = time.monotonic() + 30
+        while answered() < 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.server.stop()
+        for process in processes:
+            process.wait(timeout=60)
+        confirmed = set()
+        for output in outputs:
+            with output:
+                output.seek(0)
+                confirmed |= acknowledged(output.read())
+        self.assertLess(len(confirmed), 300, "the SIGTERM came before the end of the stores")
+        self.assertIn("stopping: aborting 4 running association(s)", self.server.log())
+        database = self.server.database
+        indexed = set(column(database, "DICOMImages", "ObjectFile"))
+        onDisk = {os.path.relpath(os.path.join(folder, name), self.server.dataDir)
+                  for folder, subfolders, files in os.walk(self.server.dataDir)
+                  if not os.path.relpath(folder, self.server.dataDir).startswith((".", "dbase"))
+                  for name in files if name.endswith(".dcm")}
+        self.assertEqual(onDisk - indexed, set(), "no file on disk without an index row")
+        self.assertLessEqual(confirmed, set(column(database, "DICOMImages", "SOPInstanceUID")),
+                             "every acknowledged object is indexed")
 
 
 class CompressionTests(ServerTestCase):

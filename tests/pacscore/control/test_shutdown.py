@@ -1,5 +1,6 @@
 """OrderlyStop with a task.Clock: listeners first, then the running
-associations finish or are aborted after the grace period, then the reactor stops."""
+associations finish or are aborted after the grace period, then the reactor
+stops; AbortAssociations aborts those still running when it stops."""
 
 from twisted.internet import defer, task
 from twisted.internet.error import ReactorNotRunning
@@ -7,7 +8,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from pacscore.control.shutdown import OrderlyStop
+from pacscore.control.shutdown import AbortAssociations, OrderlyStop
 from pacscore.stopsignals import StopSignals
 
 
@@ -128,3 +129,28 @@ class OrderlyStopTests(unittest.TestCase):
         self.assertEqual([e["log_format"] for e in events if e["log_level"].name == "critical"], [])
         self.assertFalse(any(a.aborted for a in running))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class AbortAssociationsTests(unittest.TestCase):
+
+    def test_abortsTheRunningAssociationsWhenItStops(self):
+        """At a stop signal (the services stopping), the associations still
+        running are aborted and their connections closed, in one line."""
+        factory = Factory(2)
+        running = list(factory.active)
+        aborting = AbortAssociations(factory)
+        aborting.startService()
+        self.assertFalse(any(a.aborted for a in running))
+        with capturedLogs() as events:
+            aborting.stopService()
+        self.assertTrue(all(a.aborted and a.transport.disconnecting for a in running))
+        self.assertEqual([e["log_format"].format(**e) for e in events],
+                         ["stopping: aborting 2 running association(s); their senders send again what was not "
+                          "acknowledged"])
+
+    def test_nothingToAbort(self):
+        aborting = AbortAssociations(Factory(0))
+        aborting.startService()
+        with capturedLogs() as events:
+            aborting.stopService()
+        self.assertEqual(events, [])

@@ -7,7 +7,9 @@ code (which refuses compressed pixels whose frames are too large to
 decode before decoding them: ``transcode.checkFrameSize``).  A file sent
 as it is stays open (in a ``StoredData``) until it is sent or the client
 goes, as a retrieve's large objects do: the object goes whole as it was
-when it started even when it is stored again meanwhile.  Never a
+when it started even when it is stored again meanwhile.  Its chunks
+(``FileChunks``) close it when they are closed, started or not (a HEAD,
+a stream refused before it starts).  Never a
 file cut short or damaged:
 each caller checks the file once (``intactFile``) and passes on the one
 it returns."""
@@ -48,7 +50,7 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
     if wanted != AS_STORED:
         converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker, change)
         if converted is not None:
-            return wanted, _convertedChunks(*converted)
+            return wanted, FileChunks(_convertedChunks(*converted), converted[1])
     syntax, data = await onFile(archive, path, _partObject, code, quality or archive.configuration.lossyQuality,
                                 change)
     if wanted in (AS_STORED, syntax):
@@ -86,7 +88,31 @@ def _asStored(path, started):
     the file ``path``: the rest read from the file it opened, never from
     another one the object is stored in later."""
     syntax, first, stored = started
-    return syntax, _fileChunks(path, first, stored)
+    return syntax, FileChunks(_fileChunks(path, first, stored), stored)
+
+
+class FileChunks:
+    """The ``chunks`` (an async generator) read from the open StoredData
+    ``stored``: its file is closed when they are closed (``aclose``),
+    whether or not they were started, where a generator closed before its
+    first chunk runs no ``finally`` and would leave it to the garbage
+    collector."""
+
+    def __init__(self, chunks, stored):
+        self.chunks = chunks
+        self.stored = stored
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        return self.chunks.__anext__()
+
+    async def aclose(self):
+        try:
+            await self.chunks.aclose()
+        finally:
+            closeIfStored(self.stored)
 
 
 async def _fileChunks(path, first, stored=None):

@@ -192,24 +192,29 @@ async def retrieveInstances(archive, request, target, base):
     boundary = multipart.newBoundary()
 
     async def parts():
-        for number in range(start, len(found)):
-            instance, path = found[number]
-            if number != start and unsendable.skips(instance):
-                continue
-            try:
-                made = first if number == start else await _objectChunks(archive, path, accepted, choices)
-            except Unreadable as e:
-                _leftOut(instance, e)
-                continue
-            if made is None:
-                unsendable.add(instance)
-                continue
-            syntax, chunks = made
-            yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}", instanceURL(base, instance))
-            async for chunk in chunks:
-                yield chunk
-            yield multipart.CRLF
-        yield multipart.closing(boundary)
+        chunks = first[1]  # closed however the answer ends: its file (or the first's, not started) with it
+        try:
+            for number in range(start, len(found)):
+                instance, path = found[number]
+                if number != start and unsendable.skips(instance):
+                    continue
+                try:
+                    made = first if number == start else await _objectChunks(archive, path, accepted, choices)
+                except Unreadable as e:
+                    _leftOut(instance, e)
+                    continue
+                if made is None:
+                    unsendable.add(instance)
+                    continue
+                syntax, chunks = made
+                yield multipart.partHeader(boundary, f"{DICOM}; transfer-syntax={syntax}",
+                                           instanceURL(base, instance))
+                async for chunk in chunks:
+                    yield chunk
+                yield multipart.CRLF
+            yield multipart.closing(boundary)
+        finally:
+            await chunks.aclose()
     return StreamAnswer(parts(), multipart.multipartType(boundary, DICOM),
                         release=lambda: released(archive, fetched))
 

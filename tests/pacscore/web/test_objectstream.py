@@ -1,6 +1,7 @@
 """Tests for pacscore.web.objectstream: a stored object sent as it is goes
 whole from the file that was open when it started, even when it is stored
-again (its file replaced) while it goes."""
+again (its file replaced) while it goes; its file is closed when its
+chunks are, started or not."""
 
 import os
 
@@ -33,6 +34,31 @@ class ReplacedMidStreamTests(WebTestCase):
         sent += yield defer.ensureDeferred(_rest(chunks))
         self.assertEqual(len(sent), -(-len(original) // CHUNK))
         self.assertTrue(b"".join(sent) == original, "not the object as it was when it started")
+
+
+class ClosedTests(WebTestCase):
+
+    @defer.inlineCallbacks
+    def test_chunksClosedBeforeTheFirstCloseTheFile(self):
+        """Chunks given up before they start (a stream refused, a HEAD)
+        close the file they opened, not the garbage collector later."""
+        stored, = self.running.files()
+        syntax, chunks = yield defer.ensureDeferred(objectStream(self.running.archive, stored, AS_STORED, None))
+        self.assertEqual(openCount(stored), 1)
+        yield defer.ensureDeferred(chunks.aclose())
+        self.assertEqual(openCount(stored), 0)
+
+
+def openCount(path):
+    """How many of this process's file descriptors are open on ``path``."""
+    folder = "/proc/self/fd"
+    count = 0
+    for fd in os.listdir(folder):
+        try:
+            count += os.path.realpath(os.readlink(os.path.join(folder, fd))) == os.path.realpath(path)
+        except OSError:  # the one listdir used, closed since
+            pass
+    return count
 
 
 async def _rest(chunks):

@@ -4,11 +4,13 @@ files gone or cut short left out of a study's answer."""
 
 import base64
 import copy
+import gc
 import io
 import os
 import struct
 import time
 import tracemalloc
+import warnings
 import zipfile
 
 import numpy as np
@@ -103,6 +105,25 @@ class RetrieveTests(DicomWebTestCase):
         refused = yield self.fetch(self.instancePath(image),
                                    accept='multipart/related; type="application/dicom"; transfer-syntax=1.2.3')
         self.assertEqual(refused.code, 406)
+
+    @defer.inlineCallbacks
+    def test_aHeadOrARefusedStreamClosesTheFile(self):
+        """A HEAD of an instance and of a study, and an object whose stored
+        syntax a q=0 range refuses (opened as stored, then sent in another),
+        close the files they opened themselves: the garbage collector finds
+        none open ('unclosed file' ResourceWarning)."""
+        image = self.corpus[0]
+        dicom = 'multipart/related; type="application/dicom"; transfer-syntax='
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for path in (self.instancePath(image), f"/studies/{image.studyUID}"):
+                found = yield self.fetch(path, method=b"HEAD")
+                self.assertEqual(found.code, 200)
+            refused = yield self.fetch(self.instancePath(image), accept=f"{dicom}*, {dicom}{EXPLICIT};q=0")
+            gc.collect()
+        ((kind, _),) = refused.parts()
+        self.assertEqual(kind, f"application/dicom; transfer-syntax={IMPLICIT}")
+        self.assertEqual([str(w.message) for w in caught if "unclosed file" in str(w.message)], [])
 
     @defer.inlineCallbacks
     def test_onlyASyntaxAskedFor(self):

@@ -5,7 +5,9 @@ the bytes of a file name that are not UTF-8 are taken as they are), optionally
 ``AUTH <secret>``, then ``COMMAND --name:arguments``; a request of several
 lines (a ``--dolua:`` chunk) comes as a ``LINE <text>`` line for each line
 but its last, which ``COMMAND`` brings, the lines joined with LF (at most
-``MAX_LENGTH`` bytes in all); the server answers
+``MAX_LENGTH`` bytes in all, counted as they come: a request growing past it
+is closed at once; behind a ControlSecret a ``LINE`` needs the ``AUTH`` line
+before it, as ``COMMAND`` does, and is refused alike); the server answers
 ``PROGRESS <text>`` lines while the command works (and a ``KEEPALIVE``
 line every ``KEEPALIVE_INTERVAL`` seconds, so that a client can tell a
 long command from a server that went silent), one ``OUTPUT <line>``
@@ -72,6 +74,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
     def __init__(self):
         self.secret = None
         self.lines = []  # the LINE lines of a request of several lines
+        self.length = 0  # their bytes, each with its LF
         self.finished = False
         self.started = False
         self.keepingAlive = None
@@ -116,9 +119,12 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             if verb == "AUTH":
                 self.secret = rest
             elif verb in ("LINE", "COMMAND"):
-                self.lines.append(rest)
-                if sum(len(line) + 1 for line in self.lines) > self.MAX_LENGTH:
+                if verb == "LINE" and not self.factory.authorized(self.secret):
+                    return self.factory.refuse(self, "a request of several lines")
+                self.length += len(rest.encode("utf-8", "surrogateescape")) + 1
+                if self.length > self.MAX_LENGTH:
                     raise BadRequest(f"request longer than {self.MAX_LENGTH} bytes")
+                self.lines.append(rest)
                 if verb == "COMMAND":
                     self.started = True
                     self.setTimeout(None)
@@ -235,14 +241,19 @@ class ControlFactory(LimitedFactory, protocol.Factory):
         return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
                                                      self.secret.encode("utf-8", "surrogateescape"))
 
+    def refuse(self, connection, what):
+        """Answer ``connection``, whose secret is missing or wrong, that
+        ``what`` (its command, or its first LINE) is refused, and log it."""
+        why = "missing" if connection.secret is None else "wrong"
+        self.log.warn("control: refused {what} from {peer}: {why} ControlSecret",
+                      what=what, peer=connection.peerName(), why=why)
+        connection.finish(f"refused: {why} secret")
+
     def execute(self, connection, name, arguments):
         """Run ``--name:arguments`` for ``connection`` and answer it."""
         peer = connection.peerName()
         if not self.authorized(connection.secret):
-            why = "missing" if connection.secret is None else "wrong"
-            self.log.warn("control: refused --{command} from {peer}: {why} ControlSecret",
-                          command=name, peer=peer, why=why)
-            return connection.finish(f"refused: {why} secret")
+            return self.refuse(connection, f"--{name}")
         command = self.commands.lookup(name)
         if command is None:
             self.log.info("control: {peer}: unknown command --{command}", peer=peer, command=name)

@@ -4,6 +4,7 @@ several clients at once."""
 
 import os
 import sqlite3
+import sys
 from types import SimpleNamespace
 
 from twisted.internet import defer, error, task
@@ -256,6 +257,37 @@ class ServerTests(unittest.TestCase):
             protocol.dataReceived(f"LINE --echo:{half}\r\nCOMMAND {half}\r\n".encode())
         self.assertEqual(self.answer(transport), [f"ERROR bad request: request longer than {protocol.MAX_LENGTH} bytes"])
 
+    def test_manyLinesOfARequestInLinearWork(self):
+        """100,000 empty LINE lines: each costs the same few steps (no
+        sum over the lines so far, which held the reactor for minutes), and
+        the request is closed as soon as it grows past MAX_LENGTH bytes."""
+        protocol, transport = self.connect()
+        count, steps = 100000, [0]
+
+        def tracer(frame, event, arg):
+            if frame.f_code.co_filename.endswith(os.path.join("control", "protocol.py")):
+                steps[0] += 1
+                if steps[0] > 30 * count:
+                    raise AssertionError("LINE lines take work growing faster than their number")
+                return tracer
+            return None
+        sys.settrace(tracer)
+        try:
+            with capturedLogs():
+                protocol.dataReceived(b"LINE \r\n" * count)
+        finally:
+            sys.settrace(None)
+        self.assertEqual(self.answer(transport), [f"ERROR bad request: request longer than {protocol.MAX_LENGTH} bytes"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_requestLengthCountsBytes(self):
+        """Three lines of 20,000 'é' are 120,000 bytes, not 60,000 characters."""
+        protocol, transport = self.connect()
+        with capturedLogs():
+            protocol.dataReceived(("LINE " + "é" * 20000 + "\r\n").encode() * 2 + b"COMMAND --echo:" +
+                                  "é".encode() * 20000 + b"\r\n")
+        self.assertEqual(self.answer(transport), [f"ERROR bad request: request longer than {protocol.MAX_LENGTH} bytes"])
+
     def test_bytesAfterTheCommandAreIgnored(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"COMMAND --slow:\r\n" + b"x" * (protocol.MAX_LENGTH + 10))
@@ -480,6 +512,15 @@ class SecretTests(ServerTests):
     def test_secretThatIsNotUTF8(self):
         answer, _ = self.refused(os.fsdecode(b"AUTH s3cr3\xfc"), "COMMAND --echo:x")
         self.assertEqual(answer, ["ERROR refused: wrong secret"])
+
+    def test_linesWithoutSecretRefusedAtTheFirst(self):
+        """A LINE is refused as a COMMAND is, before any line is kept."""
+        answer, log = self.refused("LINE --echo:x", "LINE y", "COMMAND z")
+        self.assertEqual(answer, ["ERROR refused: missing secret"])
+        self.assertIn("refused a request of several lines from 10.1.2.3:40000: missing ControlSecret", log)
+        answer, log = self.refused("AUTH s3cr3", "LINE --echo:x", "COMMAND z")
+        self.assertEqual(answer, ["ERROR refused: wrong secret"])
+        self.assertIn("wrong ControlSecret", log)
 
     def test_requiredSecretMustBeConfigured(self):
         self.assertRaises(ValueError, ControlFactory, object(), self.clock, requireSecret=True)

@@ -117,8 +117,8 @@ from pacscore.config.secrets import isSecret, publicItems
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
 from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
-from pacscore.converters.luafiles import (LuaFileRefused, luaFilePath, readLuaFile, readLuaText, unsafeAllowed,
-                                         writeLuaFile, writeLuaText)
+from pacscore.converters.luafiles import (LuaFileRefused, luaChunk, luaFilePath, readLuaFile, readLuaSource,
+                                         unsafeAllowed, writeLuaFile, writeLuaText)
 from pacscore.converters.luapixels import pixelCall
 from pacscore.converters.luastrings import ENCODING
 from pacscore.converters.saving import readObject, wholeObject
@@ -339,18 +339,20 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug, k
   for k, v in pairs(globals) do env[k] = v end
   for k, f in pairs(functions) do env[k] = guard(f, 2) end
   -- dofile(name): a Lua file as luafiles allows (any file when unsafe), run
-  -- with the script's globals, as Conquest's scripts share one global table
+  -- with the script's globals, as Conquest's scripts share one global table;
+  -- a precompiled chunk only when unsafe, as loadstring takes one
+  local chunkMode = unsafe and "bt" or "t"
   if functions.luasource ~= nil then
     local luasource = guard(functions.luasource, 3)
     env.dofile = function(name)
-      local loaded, reason = load(luasource(name), "@" .. tostring(name), "t", env)
+      local loaded, reason = load(luasource(name), "@" .. tostring(name), chunkMode, env)
       if loaded == nil then error(reason, 0) end
       return loaded()
     end
   end
   env.luasource = nil
   if unsafe then
-    env.loadstring = function(source, name) return load(source, name, "bt", env) end
+    env.loadstring = function(source, name) return load(source, name, chunkMode, env) end
   end
   -- Global.Key = value: Conquest's put_param and read_ini (luaadmin); read back as set
   if functions.setglobal ~= nil and env.Global ~= nil then
@@ -919,9 +921,9 @@ class LuaRuntime:
             cached = self._files.get(path)
             if cached is not None and cached[0] == version:
                 return cached[1]
-            with open(path, encoding="utf-8") as f:
-                source = f.read()
-        except (OSError, UnicodeError) as e:
+            with open(path, "rb") as f:
+                source = luaChunk(f.read())
+        except OSError as e:
             raise LuaScriptError(f"cannot read {path}: {e}") from e
         chunk = self._load(source, "@" + name)
         self._files[path] = (version, chunk)
@@ -1187,8 +1189,8 @@ class LuaApi(AdminFunctions):
         return checksum(str(text))
 
     def luasource(self, name):
-        """The text of the Lua file ``name``, for ``dofile``."""
-        return readLuaText(self.context, name)
+        """The bytes of the Lua file ``name``, for ``dofile`` (``luaChunk``)."""
+        return readLuaSource(self.context, name)
 
     def newdicomobject(self):
         """An empty object (Conquest's ``newdicomobject()``, ``DicomObject:new()``)."""

@@ -13,12 +13,14 @@ A file that is missing or holds no DICOM object is no error: the script
 gets nil and the reason, as Conquest's ``readdicom`` gives nothing.
 """
 
+import codecs
 import os
 
 from pacscore.converters.command import localPath
 from pacscore.converters.saving import readObject, writePart10
 
 FOLDER_KEY = "LuaFileFolder"
+BINARY_SIGNATURE = b"\x1b"  # the first byte of a precompiled chunk (LUA_SIGNATURE)
 
 
 class LuaFileRefused(ValueError):
@@ -64,15 +66,31 @@ def readLuaFile(context, name):
         return None, f"cannot read {name}: {e}"
 
 
-def readLuaText(context, name):
-    """The text of the Lua file ``name`` (``dofile``);
+def luaChunk(data):
+    """The bytes of a Lua file as ``luaL_loadfile`` (Lua's ``dofile``)
+    loads them: a UTF-8 byte order mark and a first line starting with
+    ``#`` (``#!/usr/bin/lua``) left out, that line's end kept so that line
+    numbers hold (not before a precompiled chunk); any other bytes as they
+    are (a Latin-1 or Windows-1252 file's text too)."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    if data.startswith(b"#"):
+        end = data.find(b"\n")
+        data = b"" if end < 0 else data[end:]
+        if data[1:2] == BINARY_SIGNATURE:
+            data = data[1:]
+    return data
+
+
+def readLuaSource(context, name):
+    """The bytes of the Lua file ``name`` (``dofile``), as ``luaChunk``;
     LuaFileRefused, also when it cannot be read."""
     path = luaFilePath(context, name)
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeError) as e:
-        raise LuaFileRefused(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
+        with open(path, "rb") as f:
+            return luaChunk(f.read())
+    except OSError as e:
+        raise LuaFileRefused(f"cannot read {name}: {e.strerror or e}") from None
 
 
 def writeLuaFile(context, dataset, name):

@@ -1,6 +1,7 @@
 """Tests for pacscore.converters.lua: the ``lua "..."`` and ``lua:file``
 converter commands, their sandbox and API, and etc/anonymize_script.lua."""
 
+import codecs
 import gc
 import os
 import shutil
@@ -10,6 +11,7 @@ import weakref
 from io import BytesIO
 from types import SimpleNamespace
 
+import lupa.lua54 as lupa
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
@@ -638,6 +640,8 @@ class Lua51NamesTests(unittest.TestCase):
         self.assertEqual(self.names("loadstring('Data.PatientID = \\'X\\'')(); print(Data.PatientID)",
                                     "LuaAllowUnsafe = 1\n"), [f"{KEY}: X"])
         self.assertEqual(self.names("print(loadstring, load)"), [f"{KEY}: nil\tnil"])
+        self.assertEqual(self.names("print(loadstring(string.dump(function() return 'bin ok' end))())",
+                                    "LuaAllowUnsafe = 1\n"), [f"{KEY}: bin ok"])
 
 
 class ConquestFunctionTests(unittest.TestCase):
@@ -998,6 +1002,38 @@ class FileTests(unittest.TestCase):
         self.assertEqual((str(context.dataset.PatientName), context.dataset.StudyDescription),
                          ("ANONYMOUS", "tagged"))
         self.assertRegex(context.dataset.PatientID, r"^ANON\d+$")
+
+    def test_dofileReadsTheFileAsLuaDoes(self):
+        """dofile loads a file's bytes as Lua's own dofile: a Latin-1
+        (Windows-1252) text, a UTF-8 byte order mark and a first '#' line
+        (line numbers kept) in both modes, a precompiled chunk only with
+        LuaAllowUnsafe = 1 (as loadstring takes one), and a lua: file alike."""
+        binary = lupa.LuaRuntime(encoding=None).eval("string.dump(load('x = \\'binary\\'; return #x'))")
+        files = {"latin1.lua": b"x = 'caf\xe9'; return #x", "bom.lua": codecs.BOM_UTF8 + b"x = 'bom'; return 3",
+                 "shebang.lua": b"#!/usr/bin/lua\nx = 'shebang'; return #x", "bin.luac": binary,
+                 "shebin.luac": b"#!/usr/bin/lua\n" + binary, "line.lua": b"#!/usr/bin/lua\n\nlocal x = = 1"}
+        for name, data in files.items():
+            with open(os.path.join(self.folder, "scripts", name), "wb") as f:
+                f.write(data)
+        runs = {"latin1.lua": "4", "bom.lua": "3", "shebang.lua": "7", "bin.luac": "6", "shebin.luac": "6"}
+        for ini, prefix in (("LuaAllowUnsafe = 1\n", "scripts/"), ("LuaFileFolder = scripts\n", "")):
+            for name, returned in runs.items():
+                context = makeContext(configDir=self.folder, ini=ini)
+                outcome, _, messages = runLua(f"print(dofile('{prefix}{name}'), x)", context)
+                if ini.startswith("LuaFileFolder") and name.endswith(".luac"):
+                    self.assertEqual(messages, [f"{KEY}: Lua script failed: attempt to load a binary chunk "
+                                                "(mode is 't')"], name)
+                    continue
+                value = {"latin1.lua": "caf\xe9", "bin.luac": "binary", "shebin.luac": "binary"}.get(name, name[:-4])
+                self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: {returned}\t{value}"]),
+                                 (ini, name))
+            outcome, _, messages = runLua(f"dofile('{prefix}line.lua')", makeContext(configDir=self.folder, ini=ini))
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: {prefix}line.lua:3: unexpected symbol near '='"])
+        with open(self.path, "wb") as f:
+            f.write(codecs.BOM_UTF8 + b"#!/usr/bin/lua\nData.StudyDescription = 'caf\xc3\xa9'\n")
+        context = makeContext(configDir=self.folder)
+        runLine("lua:scripts/tag.lua", context)
+        self.assertEqual(context.dataset.StudyDescription, "caf\xe9")
 
     def test_aScriptRunningItselfKeepsItsGlobals(self):
         """A script that runs its own file again (``script('lua:...')``,

@@ -146,6 +146,7 @@ _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
 _DS_LENGTH = 16  # characters a Decimal String holds
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
+_NOTHING = object()  # an argument a script did not give (crc())
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex).
@@ -345,6 +346,7 @@ local function prepare(chunk, unsafe, globals, dataset, log, functions, debug, k
   if functions.luasource ~= nil then
     local luasource = guard(functions.luasource, 3)
     env.dofile = function(name)
+      if name == nil then error("dofile: a file name is wanted, not nil", 2) end
       local loaded, reason = load(luasource(name), "@" .. tostring(name), chunkMode, env)
       if loaded == nil then error(reason, 0) end
       return loaded()
@@ -1044,9 +1046,10 @@ def _arguments(function):
 
 def _luaFunction(name, method):
     """The Python ``method`` as the Lua function ``name``: an argument it
-    needs that is nil or not given is a Lua error naming it, never the
-    text 'None' (a file or checksum of that name); arguments past those
-    it takes are ignored, as Lua's and Conquest's functions do."""
+    needs (one without a default: a function taking nil says so by its
+    default) that is nil or not given is a Lua error naming it, never the
+    text 'None' (an AE title or a statement of that name); arguments past
+    those it takes are ignored, as Lua's and Conquest's functions do."""
     required, most = _arguments(getattr(method, "__func__", method))
     if inspect.ismethod(method):  # self
         required, most = required[1:], None if most is None else most - 1
@@ -1144,9 +1147,9 @@ class LuaApi(AdminFunctions):
         finally:
             context.sandboxed = outer
 
-    def get_amap(self, index):
+    def get_amap(self, index=None):
         """Conquest's ``get_amap(n)``: acrnema.map's entry n (from 0) as AE,
-        host, port and compression; nothing past the last."""
+        host, port and compression; nothing past the last, nor for nil."""
         nodes = self.context.services.configuration.acrNemaMap.nodes
         if not isinstance(index, (int, float)) or isinstance(index, bool) or not 0 <= index < len(nodes):
             return ()
@@ -1184,9 +1187,13 @@ class LuaApi(AdminFunctions):
         """The original UID ``uid`` replaced, or nil (also for nil)."""
         return None if uid is None else uidMapOf(self.context.services).oldFor(str(uid))
 
-    def crc(self, text):
-        """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal."""
-        return checksum(str(text))
+    def crc(self, text=_NOTHING):
+        """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal;
+        nil's is the empty text's, as Conquest's (an absent element in an
+        anonymiser), and ``crc()`` is nil."""
+        if text is _NOTHING:
+            return None
+        return checksum("" if text is None else str(text))
 
     def luasource(self, name):
         """The bytes of the Lua file ``name``, for ``dofile`` (``luaChunk``)."""
@@ -1207,9 +1214,12 @@ class LuaApi(AdminFunctions):
             raise LuaApiError(f"{name}: there are no server commands here")
         return commands
 
-    def servercommand(self, text):
+    def servercommand(self, text=None):
         """The output of a control command (``name:arguments``; nil when it
-        has none, as in Conquest), or nil and the reason it failed."""
+        has none, as in Conquest), or nil and the reason it failed; nothing
+        for nil, as Conquest's."""
+        if text is None:
+            return ()
         commands = self._serverCommands("servercommand")
         try:
             return commands.fromThread(str(text), sandboxed=not self.unsafe) or None

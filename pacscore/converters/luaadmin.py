@@ -12,7 +12,8 @@ settings, for ``LuaApi``:
   Conquest's, with the reason when nothing was deleted;
 - ``get_sqldef(level, n)``: entry n (from 0) of dicom.sql's table at
   ``level`` (0 patient, 1 study, 2 series, 3 image, 4 worklist): group,
-  element, column, length, SQL type and DICOM type; nothing past the last;
+  element, column, length, SQL type and DICOM type; nothing past the last,
+  nor for a level or n that is no number (nil);
 - ``heapinfo()``: the memory of the script's Lua state and of the server;
 - ``Global.Key = value``: for a dicom.ini key, ``put_param`` then
   ``read_ini``, as Conquest's; ``Global.DebugLevel`` also sets the debug
@@ -75,7 +76,7 @@ class AdminFunctions:
             return deleted, "dicomdelete: no stored object matches the query"
         return deleted
 
-    def get_sqldef(self, level, number):
+    def get_sqldef(self, level=None, number=None):
         """Conquest's ``get_sqldef``: see the module docstring."""
         layout = getattr(self.context.services.configuration, "layout", None)
         if layout is None or not all(isinstance(n, (int, float)) for n in (level, number)) \

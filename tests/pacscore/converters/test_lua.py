@@ -495,10 +495,28 @@ class GlobalsTests(unittest.TestCase):
                                       context)
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: nil\tnil\tnil\tnil"]))
         self.assertIsNone(uidMap.lookup("None"))
-        for call, reason in (("crc, nil", "crc: argument 1 (text) is nil"), ("crc", "crc: argument 1 (text) is nil"),
-                             ("servercommand", "servercommand: argument 1 (text) is nil"),
-                             ("dicomquery, 'AE', nil, newdicomobject()", "dicomquery: argument 2 (level) is nil")):
+        for call, reason in (("dicomquery, 'AE', nil, newdicomobject()", "dicomquery: argument 2 (level) is nil"),
+                             ("forward", "forward: argument 1 (ae) is nil"), ("sql", "sql: argument 1 (statement) is nil"),
+                             ("dofile", "dofile: a file name is wanted, not nil"),
+                             ("dofile, nil", "dofile: a file name is wanted, not nil")):
             self.assertEqual(runLua(f"print(pcall({call}))")[2], [f"{KEY}: false\t{reason}"], call)
+
+    def test_nilWhereConquestTakesIt(self):
+        """Functions that take nil as Conquest's do: crc(nil) is the empty
+        text's checksum (an anonymiser of an object without the element
+        goes on, the object anonymised), crc() nil; servercommand(nil),
+        get_amap(nil) and get_sqldef(nil, 0) nothing."""
+        context = makeContext()
+        context.services.configuration.acrNemaMap = AcrNemaMap.fromString("ARCHIVE 127.0.0.1 5678 un\n")
+        context.services.configuration.layout = conquestLayout()
+        outcome, context, messages = runLua(
+            "Data.OtherPatientIDs = crc(Data.OtherPatientIDs); Data.PatientName = 'ANON'; "
+            "Data.PatientID = crc(Data.PatientID); "
+            "print(crc(nil), crc(), select('#', servercommand(nil)), select('#', get_amap(nil)), "
+            "select('#', get_amap()), select('#', get_sqldef(nil, 0)), select('#', get_sqldef(0)))", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: 0\tnil\t0\t0\t0\t0\t0"]))
+        self.assertEqual((str(context.dataset.PatientName), context.dataset.PatientID, context.dataset.OtherPatientIDs),
+                         ("ANON", "2286445522", "0"))
 
     def test_changeuidTo(self):
         """changeuid(uid, to), Conquest's ChangeUIDTo: records uid -> to and

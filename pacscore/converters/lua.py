@@ -1177,11 +1177,15 @@ class LuaApi(AdminFunctions):
     def changeuid(self, uid=None, to=None):
         """The new UID standing for ``uid`` (made and kept in UIDMODS the
         first time); ``changeuid(uid, to)``: ``to`` is, unless ``uid`` was
-        given another before (Conquest's ChangeUIDTo); nil for nil, as in
+        given another before (Conquest's ChangeUIDTo), an error when ``to``
+        is no UID or stands for another original; nil for nil, as in
         Conquest."""
         if uid is None:
             return None
-        return uidMapOf(self.context.services).newFor(str(uid), given=None if to is None else str(to))
+        try:
+            return uidMapOf(self.context.services).newFor(str(uid), given=None if to is None else str(to))
+        except ValueError as e:
+            raise LuaApiError(f"changeuid: {e}") from None
 
     def changeuidback(self, uid=None):
         """The original UID ``uid`` replaced, or nil (also for nil)."""

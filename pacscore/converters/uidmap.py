@@ -21,7 +21,7 @@ Synchronous and thread-safe: converter commands call it from worker threads.
 import threading
 import time
 
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
@@ -197,10 +197,19 @@ class UIDMap:
         """The new UID standing for ``old`` (made for the target ``stage``,
         when given: another stage gets another), made (or ``given``, as
         Conquest's ChangeUIDTo) and recorded (with ``modType``, e.g. the
-        element's keyword) the first time."""
+        element's keyword) the first time.  ValueError when ``given`` is to
+        be recorded but is no valid UID, or already stands for another
+        original (``oldFor`` would have two answers)."""
         pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
             new = pairs.known(key)
+            if new is None and given is not None:
+                if not UID(given).is_valid:
+                    raise ValueError(f"{given!r} is not a UID (digits and dots, no leading zeros, "
+                                     "at most 64 characters)")
+                other = self._uids.known(given, byNew=True) or self._stages.known(given, byNew=True)
+                if other is not None:
+                    raise ValueError(f"{given} already stands for {other}")
             if new is None:
                 new = pairs.insert(key, given or self.newUID(), modType)
                 pairs.remember(key, new)

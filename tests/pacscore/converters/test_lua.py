@@ -537,6 +537,21 @@ class GlobalsTests(unittest.TestCase):
             f"{KEY}: false\ta group and an element number are wanted, not nil, nil",
             f"{KEY}: false\tlua:1: a sequence is indexed by item number (from 0) or element name, not a table"])
 
+    def test_changeuidToWantsAUIDOfItsOwn(self):
+        """changeuid(uid, to) fails for a to that is no UID (nothing
+        recorded) or that stands for another original, so changeuidback
+        keeps one answer."""
+        context = makeContext(uidMap=UIDMap(prefix="1.2.826.0.1.3680043.9.7"))
+        outcome, _, messages = runLua(
+            "print(changeuid('1.2.3.1', '1.2.3.99')); print(pcall(changeuid, '1.2.3.2', '1.2.3.99')); "
+            "print(pcall(changeuid, '1.2.3.5', 'not a uid')); print(pcall(changeuid, '1.2.3.5', '1.02.3')); "
+            "print(changeuidback('1.2.3.99'), changeuidback('not a uid'))", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [
+            f"{KEY}: 1.2.3.99", f"{KEY}: false\tchangeuid: 1.2.3.99 already stands for 1.2.3.1",
+            f"{KEY}: false\tchangeuid: 'not a uid' is not a UID (digits and dots, no leading zeros, at most 64 characters)",
+            f"{KEY}: false\tchangeuid: '1.02.3' is not a UID (digits and dots, no leading zeros, at most 64 characters)",
+            f"{KEY}: 1.2.3.1\tnil"]))
+
     def test_conquestConfigurationItems(self):
         """Global holds Conquest's BaseDir (the working folder, with its
         slash), ConfigFile and RootConfig, every name found whatever its

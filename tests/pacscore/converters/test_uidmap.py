@@ -1,5 +1,6 @@
 """Tests for pacscore.converters.uidmap: anonymized UIDs kept in UIDMODS."""
 
+import re
 import threading
 
 from pydicom.uid import UID
@@ -83,6 +84,26 @@ class UIDMapTests(unittest.TestCase):
         again = UIDMap(engine)
         self.assertEqual((again.mergedInto("1.2.4"), again.lookup("1.2.4")), ("1.2.3", None))
         self.assertEqual(again.newFor("1.2.8"), "2.25.8")
+
+    def test_givenUID(self):
+        """A UID given for an original (changeuid(uid, to)) is recorded when
+        it is a valid UID that stands for no other original (so oldFor keeps
+        one answer, in this process and after a restart); else ValueError,
+        nothing recorded. An original given one before keeps it."""
+        self.assertEqual(self.uidMap.newFor("1.2.3.1", given="1.2.3.99"), "1.2.3.99")
+        self.assertEqual(self.uidMap.newFor("1.2.3.1", given="1.2.3.98"), "1.2.3.99")
+        made = self.uidMap.newFor("1.2.3.3")
+        for given, reason in (("1.2.3.99", "1.2.3.99 already stands for 1.2.3.1"),
+                              (made, f"{made} already stands for 1.2.3.3"),
+                              ("not a uid at all " + "9" * 60, "is not a UID"), ("1" * 65, "is not a UID"),
+                              ("1.02.3", "is not a UID"), ("1..2", "is not a UID"), ("", "is not a UID")):
+            with self.assertRaisesRegex(ValueError, re.escape(reason)):
+                self.uidMap.newFor("1.2.3.2", given=given)
+        self.assertIsNone(self.uidMap.lookup("1.2.3.2"))
+        self.assertEqual((self.uidMap.oldFor("1.2.3.99"), UIDMap(self.engine).oldFor("1.2.3.99")),
+                         ("1.2.3.1", "1.2.3.1"))
+        stage = self.uidMap.newFor("1.2.3.4", stage="x")
+        self.assertRaises(ValueError, UIDMap(self.engine).newFor, "1.2.3.5", given=stage)
 
     def test_survivesRestart(self):
         """A new map on the same database (an existing table) knows the pairs."""

@@ -19,7 +19,7 @@ alone.
 import re
 from typing import NamedTuple
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import repeater_has_keyword, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from twisted.logger import Logger
@@ -83,9 +83,13 @@ def parseTarget(text, where, inSequences):
         target = Target(tag=parseTag(match.group(3)), sequence=parseTag(match.group(1)),
                         item=item if item == APPEND else int(item))
     elif text.isidentifier():  # a DICOM keyword, as Conquest's Lua sets Data.X: 'set X to "v"'
-        tag = tag_for_keyword(text)
+        tag = tag_for_keyword(text)  # spelt as the standard does: Conquest's dictionary lookup is strcmp
+        if tag is None and repeater_has_keyword(text):  # which overlay or curve group it is the name cannot say
+            raise ConverterSyntaxError(f"{where}: {text} is an element of repeating groups (60xx or 50xx): "
+                                       "name it by its tag, such as 6000,3000")
         if tag is None:
-            raise ConverterSyntaxError(f"{where}: not a tag (gggg,eeee) nor a DICOM keyword: {text!r}")
+            raise ConverterSyntaxError(f"{where}: not a tag (gggg,eeee) nor a DICOM keyword (spelt with "
+                                       f"its case): {text!r}")
         target = Target(tag=tag)
     else:
         target = Target(tag=parseTagArgument(text, where))

@@ -141,11 +141,28 @@ class SetTests(unittest.TestCase):
         self.assertEqual(context.variables["x"], "A^B")
         with self.assertRaises(ConverterSyntaxError) as raised:
             commands.setCommand.parse('PatientNme to "A^B"', "ImportConverter0, column 1")
-        self.assertEqual(str(raised.exception),
-                         "ImportConverter0, column 1: not a tag (gggg,eeee) nor a DICOM keyword: 'PatientNme'")
+        self.assertEqual(str(raised.exception), "ImportConverter0, column 1: not a tag (gggg,eeee) nor a DICOM "
+                                                "keyword (spelt with its case): 'PatientNme'")
         with self.assertRaises(ConverterSyntaxError) as raised:
             commands.setCommand.parse('TransferSyntaxUID to "1.2"', "ImportConverter0, column 1")
         self.assertIn("(0002,0010) is a file meta element", str(raised.exception))
+
+    def test_keywordsOfRepeatingGroupsAndCase(self):
+        """A keyword is spelt as the standard spells it (Conquest's dictionary
+        lookup is case-sensitive): 'patientname' is refused, saying so; the
+        keyword of an element of the overlay or curve groups (60xx, 50xx)
+        names no one group, and its refusal says to give the tag, which sets it."""
+        for keyword in ("OverlayData", "CurveData", "OverlayRows"):
+            with self.assertRaises(ConverterSyntaxError) as raised:
+                commands.setCommand.parse(f'{keyword} to "1"', "ImportConverter0, column 1")
+            self.assertEqual(str(raised.exception), f"ImportConverter0, column 1: {keyword} is an element of "
+                                                    "repeating groups (60xx or 50xx): name it by its tag, such as 6000,3000")
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            commands.setCommand.parse('patientname to "A^B"', "ImportConverter0, column 1")
+        self.assertIn("(spelt with its case): 'patientname'", str(raised.exception))
+        context = makeContext()
+        self.assertEqual(run(commands.setCommand, '6000,0022 to "overlay one"', context), Outcome.CONTINUE)
+        self.assertEqual(context.dataset[0x60000022].value, "overlay one")
 
     def test_replaces(self):
         context = makeContext()

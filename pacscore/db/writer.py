@@ -71,7 +71,10 @@ class BatchRunner:
     item (so a batch of images becomes one executemany).  ``onRollback()``
     runs after every rolled-back transaction, in the same thread (to drop
     caches of what the transaction wrote).  Batch functions must have no
-    side effects outside the database: a request may run twice.
+    side effects outside the database: a request may run more than once, at
+    most 2 + log2 of its batch's size times (12 in a batch of 1000): in the
+    batch, once more on a new connection, then in each half holding it
+    (``run``).
 
     Each thread keeps one connection open (checking a pooled connection out
     and back in for every batch costs more than a small batch's SQL);
@@ -81,6 +84,7 @@ class BatchRunner:
 
     log = Logger()
     holdOff = 5  # seconds after a failed connect during which requests fail at once
+    maxLostAlone = 3  # writes losing their connection alone before the rest of the batch fails at once
 
     def __init__(self, engine, onRollback, onConnect=None):
         self.engine = engine
@@ -105,7 +109,7 @@ class BatchRunner:
         if connection is not None:
             connection.close()
 
-    def run(self, requests, reconnected=False):
+    def run(self, requests):
         """``[(True, result) | (False, Failure)]``, one per request, in
         order; the successful ones are committed.  A connection the
         database server dropped (its idle timeout, a restart) is replaced and
@@ -113,11 +117,21 @@ class BatchRunner:
         cannot be opened they all fail at once (not one by one, each waiting
         on the server again), and for ``holdOff`` seconds after a failed
         connect every request fails at once with its error, logged once: the
-        writer thread goes on with the next batch.  Any other error, and a
-        connection lost again (MySQL drops it on a statement larger than its
-        max_allowed_packet), has each request run alone, each once more on a
-        new connection after a loss, so that only those the database
-        refuses fail."""
+        writer thread goes on with the next batch.  A connection lost again
+        (MySQL drops it on a statement larger than its max_allowed_packet)
+        has the batch run in halves, each on a new connection, a half lost
+        in halves again, so that a write that fits commits with its half;
+        after ``maxLostAlone`` writes lost their connection alone the rest
+        of the batch fails at once (a server that drops every connection is
+        not waited on for each write).  Any other error has each request run
+        alone, so that only those the database refuses fail."""
+        return self._run(requests, False, _Losses())
+
+    def _run(self, requests, reconnected, losses):
+        """``run`` on a connection lost once already when ``reconnected``;
+        ``losses``: those of ``run``'s batch."""
+        if len(losses.alone) >= self.maxLostAlone:
+            return [(False, losses.alone[-1])] * len(requests)
         if time.monotonic() < self._unreachableUntil:
             return [(False, self._unreachable)] * len(requests)
         try:
@@ -141,18 +155,36 @@ class BatchRunner:
                 self.log.info("the database server dropped the index writer's connection ({error}); "
                               "the writes go again on a new one", error=error.orig)
                 self.closeConnection()
-                return self.run(requests, reconnected=True)
+                return self._run(requests, True, losses)
             if len(requests) == 1:
-                return [(False, Failure())]
-            if lost:
-                self.log.warn("the database server dropped the index writer's connection again ({error}), on "
-                              "one of a batch of {count} writes (a statement larger than MySQL's "
-                              "max_allowed_packet?); retrying each alone", count=len(requests), error=error.orig)
-            else:
+                failure = Failure()
+                if lost:
+                    losses.alone.append(failure)
+                    if len(losses.alone) == self.maxLostAlone:
+                        self.log.error("the database server dropped the index writer's connection on {count} "
+                                       "writes alone ({error}): the other writes of their batch fail at once",
+                                       count=self.maxLostAlone, error=error.orig)
+                return [(False, failure)]
+            if not lost:
                 self.log.warn("Batch of {count} writes failed ({error}); retrying each alone",
                               count=len(requests), error=error)
-            return [result for request in requests for result in self.run([request], reconnected)]
+                return [result for request in requests for result in self._run([request], reconnected, losses)]
+            if not losses.halved:
+                losses.halved = True
+                self.log.warn("the database server dropped the index writer's connection again ({error}), on "
+                              "one of a batch of {count} writes (a statement larger than MySQL's "
+                              "max_allowed_packet?); retrying it in halves", count=len(requests), error=error.orig)
+            half = (len(requests) + 1) // 2
+            return [result for part in (requests[:half], requests[half:]) for result in self._run(part, True, losses)]
         return results
+
+
+class _Losses:
+    """The connections lost by the writes of one ``BatchRunner.run``."""
+
+    def __init__(self):
+        self.alone = []      # the Failures of the writes that lost one alone
+        self.halved = False  # the batch is being run in halves (warned once)
 
 
 class GroupCommitWriter:

@@ -323,7 +323,8 @@ class DroppedConnectionTests(unittest.TestCase):
         max_allowed_packet (a storage commitment request of 50,000
         references), on the new connection too: that write fails alone, the
         others of its batch (other associations' C-STOREs, refused 0x0110)
-        are committed, each alone on a new connection, with one warning."""
+        are committed with their half of it, on a new connection, with one
+        warning."""
         engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
         self.addCleanup(engine.dispose)
         with engine.begin() as connection:
@@ -345,11 +346,39 @@ class DroppedConnectionTests(unittest.TestCase):
             results = runner.run([(insert, "d"), (tooLarge, "e"), (insert, "f"), (insert, "g")])
         self.assertEqual([ok for ok, _ in results], [True, False, True, True])
         results[1][1].trap(OperationalError)
-        self.assertEqual(failing[0], 3, "the batch, once more, then alone once")
+        self.assertEqual(failing[0], 4, "the batch, once more, in its half, then alone once")
         with engine.connect() as connection:
             self.assertEqual(sorted(connection.exec_driver_sql("SELECT x FROM t").scalars()), ["d", "f", "g"])
         self.assertEqual([e["log_level"] for e in events], [LogLevel.info, LogLevel.warn])
         self.assertIn("max_allowed_packet", formatEvent(events[1]))
+
+
+    def test_aServerDroppingEveryConnectionFailsTheBatchSoon(self):
+        """A server that accepts connections but drops them (a crash loop, a
+        proxy before a dead backend) does not have each write of a batch
+        run alone on a new connection (200 writes: 202 connects, each
+        waiting on the server): the batch goes in halves and, after
+        maxLostAlone writes lost alone, the rest fails at once."""
+        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
+        self.addCleanup(engine.dispose)
+        connects = []
+        event.listen(engine, "do_connect", lambda *args: connects.append(1))
+        runner = BatchRunner(engine, lambda: None)
+        self.addCleanup(runner.closeConnection)
+
+        def dropped(connection, items):
+            connection.invalidate()
+            raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+
+        with capturedLogs() as events:
+            results = runner.run([(dropped, index) for index in range(200)])
+        self.assertEqual([ok for ok, _ in results], [False] * 200)
+        for _, failure in results:
+            failure.trap(OperationalError)
+        self.assertLessEqual(len(connects), 16,
+                             "the batch, once more, its halves down to maxLostAlone writes alone")
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.info, LogLevel.warn, LogLevel.error])
+        self.assertIn("the other writes of their batch fail at once", formatEvent(events[2]))
 
 
 class DeadlineTests(unittest.TestCase):

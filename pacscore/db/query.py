@@ -149,6 +149,8 @@ _ESCAPE = "\\"
 _PREFIX_END = re.compile("[*?=\u03a3\u03c3\u03c2]")  # wildcards, a group's end, Σ σ ς
 _WILDCARD = re.compile("[*?]")
 _FOLDED_FROM = {letter: character for character, letter in INTO_ASCII.items()}  # i: İ, s: ſ, k: K
+_MOST_INDEXED_STARTS = 8  # values of a DT_ISTR key given ranges on SQLite: those of more (a list of
+# accession numbers) cost SQLite more to check on every row than they save
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
 # OR as an operator SQLAlchemy does not flatten into one chain; OR's precedence,
 # so that its operands that are ORs keep their parentheses.
@@ -590,13 +592,15 @@ def _personNameConditions(column, values, prefixRange, foldCase, length=None):
                               all(value.isascii() for value in values + cut), prefixRange)
 
 
-def _withIndexedStarts(column, condition, prefixes, ascii, prefixRange):
+def _withIndexedStarts(column, condition, prefixes, ascii, prefixRange, indexed=None):
     """``condition``, whose matches on ``column`` all start with one of
-    ``prefixes`` (in the case ``lower()`` gives both), and that start, which
-    ``lower(column)`` indexes hold: a ``LIKE`` of the prefix lower-cased (a
-    non-ASCII one by the server's ``lower()``); on SQLite (``prefixRange``)
-    a range, for ASCII values only (``ascii``: its lower() folds no other
-    letters).  ``condition`` alone when a prefix is empty."""
+    ``prefixes`` (in the case ``lower()`` gives both) or hold ``indexed``
+    (when given: a condition on ``lower(column)`` its index looks up), and
+    that start, which ``lower(column)`` indexes hold: a ``LIKE`` of the
+    prefix lower-cased (a non-ASCII one by the server's ``lower()``); on
+    SQLite (``prefixRange``) a range, for ASCII values only (``ascii``: its
+    lower() folds no other letters).  ``condition`` alone when a prefix is
+    empty."""
     prefixes = _widestPrefixes(prefixes)
     if not all(prefixes) or prefixRange and not ascii:
         return condition
@@ -607,7 +611,7 @@ def _withIndexedStarts(column, condition, prefixes, ascii, prefixRange):
         starts = [lowered.like(escapeLike(prefix.lower()) + "%", escape=_ESCAPE) for prefix in prefixes]
     else:
         starts = [lowered.like(func.lower(_held(escapeLike(prefix) + "%")), escape=_ESCAPE) for prefix in prefixes]
-    return and_(_anyOf(starts), condition)
+    return and_(_anyOf(starts + ([indexed] if indexed is not None else [])), condition)
 
 
 def _sqliteSpellings(prefix):
@@ -675,7 +679,10 @@ def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandid
     ``foldCase``: ``column`` is matched case-insensitively (a dicom.sql
     ``DT_ISTR`` one, ``Column.foldsCase``), as a key with ``foldCase`` is.
     ``prefixRange`` (SQLite): ASCII PN values with a literal prefix, and
-    those of a single-valued ``foldCase`` column (DT_ISTR), also get
+    those of a single-valued ``foldCase`` column (DT_ISTR) that have
+    wildcards or a letter İ, ſ or K folds into (up to
+    ``_MOST_INDEXED_STARTS`` of them; the other exact ones are the
+    ``lower(column) IN`` its index looks up), also get
     ``lower(column) >= prefix AND lower(column) < next(prefix)``, which
     SQLite looks up in the ``lower(PatientName)`` index (or the DT_ISTR
     column's ``lower(column)`` one, ``schema._foldedIndexes``; its LIKE
@@ -706,8 +713,14 @@ def matchCondition(column, key, isMulti=False, prefixRange=False, dateTimeCandid
     condition = _anyOf(_textConditions(column, key.vr, values, isMulti, prefixRange, key.foldCase))
     if not (prefixRange and key.foldCase) or isMulti:  # elsewhere lower(column) LIKE 'prefix%' is indexed
         return condition
-    return _withIndexedStarts(column, condition, [_WILDCARD.split(value, maxsplit=1)[0] for value in values],
-                              all(value.isascii() for value in values), prefixRange)
+    # an exact value without a letter İ, ſ or K folds into is in the IN on lower(column), which its index looks up
+    ranged = [value for value in values if _hasWildcards(value) or _FOLDED_FROM.keys() & set(value.lower())]
+    if not ranged or len(ranged) > _MOST_INDEXED_STARTS:
+        return condition
+    plain = [value.lower() for value in values if value not in ranged]
+    return _withIndexedStarts(column, condition, [_literalStart(value) for value in ranged],
+                              all(value.isascii() for value in values), prefixRange,
+                              _oneOf(func.lower(column), plain) if plain else None)
 
 
 def _oneOf(target, values, fold=None):

@@ -1462,3 +1462,33 @@ class CaseInsensitiveColumnPlanTests(ArchiveTestCase):
             self.assertMatches("STUDY", key, expected)
             self.assertSearches(self.plan("STUDY", key), "ix_DICOMStudies_AccessionNumber_lower")
         self.assertTrue([line for line in self.plan("STUDY", K(ACCESSION, "SH", "*c1")) if line.startswith("SCAN")])
+
+    def test_manyValuesAreNoRangeEach(self):
+        """A key of many exact values (a list of accession numbers) is the
+        IN the lower(AccessionNumber) index looks up, with no range per
+        value too (1000 values went from 0.24 s to 7.1 s on SQLite, with 10
+        bound parameters a value instead of 2), and a key of many wildcard
+        values gets no ranges either; a few wildcard values still do."""
+        exact = "\\".join(["Acc2", "ACC1"] + [f"X{number:05}" for number in range(200)])
+        wildcards = "\\".join(["acc*"] + [f"X{number:05}*" for number in range(50)])
+        for value, expected, most in ((exact, ["1.1", "1.2"], 210), (wildcards, ["1.1", "1.2", "5.1"], 110),
+                                      ("Acc2\\ax1\\a%*\\KISS*", ["1.2", "3.1", "4.1"], 30)):
+            key = K(ACCESSION, "SH", value)
+            self.assertMatches("STUDY", key, expected)
+            parameters = self.parameters("STUDY", key)
+            self.assertLessEqual(len(parameters), most)
+        for value in (exact, "Acc2\\ax1\\a%*", "Acc2\\KISS*"):
+            self.assertSearches(self.plan("STUDY", K(ACCESSION, "SH", value)), "ix_DICOMStudies_AccessionNumber_lower")
+
+    def parameters(self, level, key):
+        """The bound parameters of the statement of a find of ``key``."""
+        statements = []
+
+        def listener(conn, cursor, statement, parameters, *rest):
+            statements.append(parameters)
+        event.listen(self.engine, "before_cursor_execute", listener)
+        try:
+            self.find(level, key)
+        finally:
+            event.remove(self.engine, "before_cursor_execute", listener)
+        return max(statements, key=len)

@@ -1059,7 +1059,8 @@ class IndexQuery:
         except KeyError:  # a private tag: its column's
             vr = self.columnVRs[tag]
         numeric = vr in NUMBER_VRS
-        expressions = [numericValue(column), column] if numeric else [column]
+        text = func.coalesce(column, "")  # NULL as '', where PostgreSQL puts it last, SQLite and MySQL first
+        expressions = [numericValue(column), text] if numeric else [text]
         return SortBy(tag, numeric, descending, [(table, expression, descending) for expression in expressions])
 
     def _sortColumn(self, level, name):

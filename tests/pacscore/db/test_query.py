@@ -29,7 +29,7 @@ STUDY_UID, STUDY_DATE, STUDY_TIME = 0x0020000D, 0x00080020, 0x00080030
 ACCESSION, STUDY_DESCRIPTION = 0x00080050, 0x00081030
 MODALITIES_IN_STUDY, SOP_CLASSES_IN_STUDY = 0x00080061, 0x00080062
 SERIES_UID, SERIES_NUMBER, MODALITY = 0x0020000E, 0x00200011, 0x00080060
-SOP_UID, SOP_CLASS, IMAGE_NUMBER = 0x00080018, 0x00080016, 0x00200013
+SOP_UID, SOP_CLASS, IMAGE_NUMBER, IMAGE_TIME = 0x00080018, 0x00080016, 0x00200013, 0x00080033
 IMAGE_TYPE, ECHO_NUMBERS, ACQ_DATE_TIME = 0x00080008, 0x00180086, 0x0008002A
 PATIENT_STUDIES, PATIENT_SERIES, PATIENT_INSTANCES = 0x00201200, 0x00201202, 0x00201204
 STUDY_SERIES, STUDY_INSTANCES, SERIES_INSTANCES = 0x00201206, 0x00201208, 0x00201209
@@ -1257,18 +1257,33 @@ class RequestedSortTests(ArchiveTestCase):
         PageOfTests.test_emptyAndOtherTextAmongNumbers): by the number a value
         starts with, 0 for none (empty, text), then by the text; 1e999 (out of
         the range of PostgreSQL's DOUBLE PRECISION, which failed the query) is
-        the largest.  SQLite put '' first as 0 and PostgreSQL last as NULL."""
+        the largest.  SQLite put '' first as 0 and PostgreSQL last as NULL.
+        A NULL (9.9's ImageNumber, as a database Conquest filled may hold;
+        pacs stores '') is '' as well, where PostgreSQL put it after the text
+        and SQLite and MySQL first; in a text column too (ImageTime, NULL
+        but for 9.1's and 9.2's '')."""
         patient, studyAttrs = STUDIES["1.1"]
-        numbers = {"9.1": "3", "9.2": "", "9.3": "-1", "9.4": "x", "9.5": "1e999", "9.6": "12abc", "9.7": " 2"}
+        numbers = {"9.1": "3", "9.2": "", "9.3": "-1", "9.4": "x", "9.5": "1e999", "9.6": "12abc", "9.7": " 2",
+                   "9.9": None}
         self.index.storeMany([ImageRecord({PATIENT_ID: patient, **PATIENTS[patient], STUDY_UID: "1.1", **studyAttrs,
                                            SERIES_UID: "1.1.9", MODALITY: "OT", SERIES_NUMBER: "9",
-                                           SOP_UID: sop, SOP_CLASS: SC, IMAGE_NUMBER: number},
+                                           SOP_UID: sop, SOP_CLASS: SC, IMAGE_NUMBER: number or "",
+                                           IMAGE_TIME: {"9.1": "120000"}.get(sop, "")},
                                           "MAG0", f"{patient}/{sop}.dcm") for sop, number in numbers.items()])
+        with self.engine.begin() as connection:
+            images = self.index.tables.image
+            connection.execute(update(images).where(images.c.SOPInstanceUID == "9.9").values(ImageNumber=None))
+            connection.execute(update(images).where(images.c.SOPInstanceUID.not_in(["9.1", "9.2"]))
+                               .values(ImageTime=None))
         images = K(SERIES_UID, "UI", "1.1.9")
-        ascending = ["9.3", "9.2", "9.4", "9.7", "9.1", "9.6", "9.5"]
+        ascending = ["9.3", "9.2", "9.9", "9.4", "9.7", "9.1", "9.6", "9.5"]  # '' and NULL equal: by key
         self.assertEqual(self.sorted("IMAGE", "ImageNumber", images), ascending)
-        self.assertEqual(self.sorted("IMAGE", "ImageNumber DESC", images), ascending[::-1])
+        self.assertEqual(self.sorted("IMAGE", "ImageNumber DESC", images),
+                         ["9.5", "9.6", "9.1", "9.7", "9.4", "9.2", "9.9", "9.3"])
         self.assertEqual(self.sorted("IMAGE", "ImageNumber", images, limit=3, offset=1), ascending[1:4])
+        self.assertEqual(self.sorted("IMAGE", "ImageTime", images),
+                         ["9.2", "9.3", "9.4", "9.5", "9.6", "9.7", "9.9", "9.1"])
+        self.assertEqual(self.sorted("IMAGE", "ImageTime DESC", images, limit=2), ["9.1", "9.2"])
 
     def test_unusableColumns(self):
         for level, asked, reason in (("STUDY", "Modality", "no such column"),

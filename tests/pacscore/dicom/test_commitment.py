@@ -24,10 +24,8 @@ from pacscore.dicom.datasets import encodeDataset
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
-from plugins.pacs_mysql import mysqlDriver
-from tests.dbservers import mariadbServer
 from tests.pacscore.dicom.requests import commitmentRequest, recordDecodes
-from tests.pacscore.export.fixtures import SyncIndex
+from tests.pacscore.export.fixtures import SyncIndex, smallPacketIndex
 from tests.pacscore.storage.test_mirror import dicomBytes
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -268,12 +266,7 @@ class TooLargeTests(unittest.TestCase):
         server) broke the writer's connection twice and was answered 0x0110
         with a critical traceback: it is refused before it is sent, 0x0110
         with one error line naming the limit, and nothing recorded."""
-        server = mariadbServer()
-        limit = server.sql("SELECT @@GLOBAL.max_allowed_packet").strip()
-        server.sql("SET GLOBAL max_allowed_packet = 1048576")
-        self.addCleanup(server.sql, f"SET GLOBAL max_allowed_packet = {limit}")
-        index = SyncIndex(SimpleNamespace(engine=server.newEngine(mysqlDriver, self), tables=None, layout=None,
-                                          deletes=None, quoteNames=None))
+        index = smallPacketIndex(self)
         pending = PendingCommitments(index, lambda: 1000.0)
         pending.createTables()
         service = CommitmentService(pending, None, None, None, "PACS", {}, reactor)

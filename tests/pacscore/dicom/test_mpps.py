@@ -11,10 +11,8 @@ from pacscore.dicom import commands
 from pacscore.dicom.commands import PROCESSING_FAILURE
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.mpps import MppsService, StepTable
-from plugins.pacs_mysql import mysqlDriver
-from tests.dbservers import mariadbServer
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
-from tests.pacscore.export.fixtures import SyncIndex
+from tests.pacscore.export.fixtures import smallPacketIndex
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 
@@ -43,12 +41,7 @@ class TooLargeTests(unittest.TestCase):
         server drop the writer's connection twice and failed with a
         traceback: it is refused before it is sent, 0x0110 with one
         warning naming the limit, and nothing recorded."""
-        server = mariadbServer()
-        limit = server.sql("SELECT @@GLOBAL.max_allowed_packet").strip()
-        server.sql("SET GLOBAL max_allowed_packet = 1048576")
-        self.addCleanup(server.sql, f"SET GLOBAL max_allowed_packet = {limit}")
-        index = SyncIndex(SimpleNamespace(engine=server.newEngine(mysqlDriver, self), tables=None, layout=None,
-                                          deletes=None, quoteNames=None))
+        index = smallPacketIndex(self)
         steps = StepTable(index, lambda: 1000.0)
         steps.createTables()
         step = Dataset()

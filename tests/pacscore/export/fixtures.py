@@ -3,6 +3,7 @@ folder, synchronous stand-ins for the thread pools, and a DICOM acceptor
 reached over twisted.test.iosim, a conversion that fails for one object."""
 
 import os
+from types import SimpleNamespace
 
 from twisted.internet import defer
 from twisted.test import iosim
@@ -16,6 +17,8 @@ from pacscore.dicom.protocol import DicomServerFactory
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.reader import ObjectReader
 from pacscore.testing.corpus import makeDataset
+from plugins.pacs_mysql import mysqlDriver
+from tests.dbservers import mariadbServer
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout, sqliteEngine
 from tests.pacscore.dicom.test_client import Recorder
 
@@ -72,6 +75,17 @@ class SyncIndex:
 
     def forgetCache(self):
         self.index.forgetCache()
+
+
+def smallPacketIndex(testCase, packet=1048576):
+    """A SyncIndex on the private MariaDB server whose max_allowed_packet
+    is ``packet`` bytes while ``testCase`` runs (set back after it)."""
+    server = mariadbServer()
+    limit = server.sql("SELECT @@GLOBAL.max_allowed_packet").strip()
+    server.sql(f"SET GLOBAL max_allowed_packet = {packet}")
+    testCase.addCleanup(server.sql, f"SET GLOBAL max_allowed_packet = {limit}")
+    return SyncIndex(SimpleNamespace(engine=server.newEngine(mysqlDriver, testCase), tables=None, layout=None,
+                                     deletes=None, quoteNames=None))
 
 
 class Archive:

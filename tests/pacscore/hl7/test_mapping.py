@@ -41,6 +41,21 @@ def mapOne(col, *segments):
     return items[0].values[col.name]
 
 
+def _studyUIDAndDescribed():
+    """The values an order maps to by a Study Instance UID from IPC-3's
+    first component, else a new one (1.2.3.1, 1.2.3.2 ...), and a
+    description from OBR-4's first component, else the patient's name,
+    given IPC-3 and OBR-4."""
+    numbers = itertools.count(1)
+    mapping = WorklistMapping([column("StudyInstanceUID", "IPC.3.0|*UI", tag=STUDY_UID, dicomType="DT_UI"),
+                               column("Described", "OBR.4.0|PID.5")], newUID=lambda: f"1.2.3.{next(numbers)}")
+
+    def mapped(ipc3, obr4):
+        ipc = segment("IPC", {1: "ACC100", 2: "RP1", 3: ipc3, 4: "SPS1", 5: "CT"})
+        return mapping.items(message(PID, orc(), obr(service=obr4), ipc))[0].values
+    return mapped
+
+
 class SourceTests(unittest.TestCase):
 
     def test_everySourceForm(self):
@@ -121,14 +136,7 @@ class SourceTests(unittest.TestCase):
         gives a new Study Instance UID, not an empty one, and OBR-4 of
         ``^CT Head`` the patient's name; ``""`` there is sent (it clears),
         and so is a field without the component when no other source is."""
-        numbers = itertools.count(1)
-        mapping = WorklistMapping([column("StudyInstanceUID", "IPC.3.0|*UI", tag=STUDY_UID, dicomType="DT_UI"),
-                                   column("Described", "OBR.4.0|PID.5")], newUID=lambda: f"1.2.3.{next(numbers)}")
-
-        def mapped(ipc3, obr4):
-            ipc = segment("IPC", {1: "ACC100", 2: "RP1", 3: ipc3, 4: "SPS1", 5: "CT"})
-            return mapping.items(message(PID, orc(), obr(service=obr4), ipc))[0].values
-
+        mapped = _studyUIDAndDescribed()
         self.assertEqual(mapped("^RIS", "^CT Head"), {"StudyInstanceUID": "1.2.3.1", "Described": "Müller^Hans^^^Dr"})
         self.assertEqual(mapped("1.2.840.99.2^RIS^1.2.3^ISO", "CT1^CT Head"),
                          {"StudyInstanceUID": "1.2.840.99.2", "Described": "CT1"})
@@ -145,14 +153,7 @@ class SourceTests(unittest.TestCase):
         and OBR-4 of ``^CT Head~CT2^x`` the patient's name, not empty
         values; a multi-valued column reads every repetition, so one that
         holds the component is enough."""
-        numbers = itertools.count(1)
-        mapping = WorklistMapping([column("StudyInstanceUID", "IPC.3.0|*UI", tag=STUDY_UID, dicomType="DT_UI"),
-                                   column("Described", "OBR.4.0|PID.5")], newUID=lambda: f"1.2.3.{next(numbers)}")
-
-        def mapped(ipc3, obr4):
-            ipc = segment("IPC", {1: "ACC100", 2: "RP1", 3: ipc3, 4: "SPS1", 5: "CT"})
-            return mapping.items(message(PID, orc(), obr(service=obr4), ipc))[0].values
-
+        mapped = _studyUIDAndDescribed()
         self.assertEqual(mapped("^RIS~1.2.840.99.7^RIS", "^CT Head~CT2^x"),
                          {"StudyInstanceUID": "1.2.3.1", "Described": "Müller^Hans^^^Dr"})
         self.assertEqual(mapped("~1.2.840.99.7", "~CT2"), {"StudyInstanceUID": "1.2.3.2", "Described": "Müller^Hans^^^Dr"})

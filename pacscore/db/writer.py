@@ -84,7 +84,7 @@ class BatchRunner:
 
     log = Logger()
     holdOff = 5  # seconds after a failed connect during which requests fail at once
-    maxLostAlone = 3  # writes losing their connection alone before the rest of the batch fails at once
+    maxLostAlone = 3  # writes losing their connection alone, none committing between, before the rest fail at once
 
     def __init__(self, engine, onRollback, onConnect=None):
         self.engine = engine
@@ -121,9 +121,10 @@ class BatchRunner:
         (MySQL drops it on a statement larger than its max_allowed_packet)
         has the batch run in halves, each on a new connection, a half lost
         in halves again, so that a write that fits commits with its half;
-        after ``maxLostAlone`` writes lost their connection alone the rest
-        of the batch fails at once (a server that drops every connection is
-        not waited on for each write).  Any other error has each request run
+        after ``maxLostAlone`` writes lost their connection alone with no
+        part of the batch committed in between, the rest of the batch fails
+        at once (a server that drops every connection is not waited on for
+        each write; oversized writes spread through a batch fail alone).  Any other error has each request run
         alone, so that only those the database refuses fail."""
         return self._run(requests, False, _Losses())
 
@@ -176,6 +177,7 @@ class BatchRunner:
                               "max_allowed_packet?); retrying it in halves", count=len(requests), error=error.orig)
             half = (len(requests) + 1) // 2
             return [result for part in (requests[:half], requests[half:]) for result in self._run(part, True, losses)]
+        losses.alone.clear()  # a part committed: the server does not drop every connection
         return results
 
 
@@ -183,7 +185,7 @@ class _Losses:
     """The connections lost by the writes of one ``BatchRunner.run``."""
 
     def __init__(self):
-        self.alone = []      # the Failures of the writes that lost one alone
+        self.alone = []      # the Failures of the writes that lost one alone since a part committed
         self.halved = False  # the batch is being run in halves (warned once)
 
 

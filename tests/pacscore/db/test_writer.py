@@ -380,6 +380,34 @@ class DroppedConnectionTests(unittest.TestCase):
         self.assertEqual([e["log_level"] for e in events], [LogLevel.info, LogLevel.warn, LogLevel.error])
         self.assertIn("the other writes of their batch fail at once", formatEvent(events[2]))
 
+    def test_oversizedWritesSpreadThroughABatchFailAlone(self):
+        """Three oversized writes (3, 5 and 7) in a batch of 40 of one
+        function each lose the connection alone, but the parts between them
+        commit: those losses are not a server dropping every connection, so
+        the 37 writes that fit are committed (not 5, the rest failing at
+        once after the third oversized one)."""
+        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
+        self.addCleanup(engine.dispose)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+        runner = BatchRunner(engine, lambda: None)
+        self.addCleanup(runner.closeConnection)
+
+        def insert(connection, items):
+            if {3, 5, 7} & set(items):
+                connection.invalidate()
+                raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+            connection.exec_driver_sql("INSERT INTO t VALUES (?)", [(item,) for item in items])
+            return items
+
+        with capturedLogs() as events:
+            results = runner.run([(insert, index) for index in range(40)])
+        self.assertEqual([index for index, (ok, _) in enumerate(results) if not ok], [3, 5, 7])
+        with engine.connect() as connection:
+            self.assertEqual(sorted(connection.exec_driver_sql("SELECT x FROM t").scalars()),
+                             [index for index in range(40) if index not in (3, 5, 7)])
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.info, LogLevel.warn])
+
 
 class DeadlineTests(unittest.TestCase):
     """With a ``timeout`` (SQLTimeOut), a timed write (a C-STORE's) the

@@ -19,14 +19,24 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from pacscore.dicom.protocol import AWAITING_CLOSE
+
 QUIT_GRACE_PERIOD = 30  # QuitGracePeriod's default: seconds a stop waits for running work
+
+
+def stillRunning(associations):
+    """The associations of the DICOM factory ``associations`` (its
+    ``active`` set of protocols) not already ending: those aborted or
+    released stay in it until their connection is closed."""
+    return [association for association in associations.active
+            if association.state != AWAITING_CLOSE and not association.transport.disconnecting]
 
 
 def abortAll(associations):
     """A-ABORT every association of the DICOM factory ``associations``
-    still running (its ``active`` set of protocols), and close its
-    connection once that is written: nothing more of it is served."""
-    for association in list(associations.active):
+    still running (``stillRunning``), and close its connection once that is
+    written: nothing more of it is served."""
+    for association in stillRunning(associations):
         association.abort()
         association.transport.loseConnection()
 
@@ -45,9 +55,10 @@ class AbortAssociations(service.Service):
 
     def stopService(self):
         super().stopService()
-        if self.associations.active:
+        running = len(stillRunning(self.associations))
+        if running:
             self.log.info("stopping: aborting {count} running association(s); their senders send again "
-                          "what was not acknowledged", count=len(self.associations.active))
+                          "what was not acknowledged", count=running)
             abortAll(self.associations)
 
 
@@ -102,9 +113,10 @@ class OrderlyStop:
         if self._reactorStopping:
             self.log.info("quit: the server is stopping already")
             return
-        if self.running:
+        running = len(stillRunning(self.associations))
+        if running:
             self.log.warn("quit: aborting {count} association(s) still running after {grace} s",
-                          count=self.running, grace=self.gracePeriod)
+                          count=running, grace=self.gracePeriod)
             abortAll(self.associations)
         self.log.info("quit: stopping the export queue and the archive")
         self.reactor.stop()

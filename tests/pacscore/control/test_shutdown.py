@@ -9,6 +9,7 @@ from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from pacscore.control.shutdown import AbortAssociations, OrderlyStop
+from pacscore.dicom.protocol import AWAITING_CLOSE, ESTABLISHED
 from pacscore.stopsignals import StopSignals
 
 
@@ -47,9 +48,11 @@ class Association:
         self.factory = factory
         self.transport = StringTransport()
         self.aborted = False
+        self.state = ESTABLISHED
 
     def abort(self):
         self.aborted = True
+        self.state = AWAITING_CLOSE
 
 
 class Factory:
@@ -147,6 +150,43 @@ class AbortAssociationsTests(unittest.TestCase):
         self.assertEqual([e["log_format"].format(**e) for e in events],
                          ["stopping: aborting 2 running association(s); their senders send again what was not "
                           "acknowledged"])
+
+    def test_whatTheQuitAbortedIsNotAbortedAgain(self):
+        """After dgate --quit:'s grace period, the associations OrderlyStop
+        aborted stay in the factory until their connections close, which
+        the stop signal's AbortAssociations then found again: 'aborting 1
+        running association(s)' twice for one.  Only the others (one here,
+        whose A-ABORT was not sent yet) are aborted and counted."""
+        factory = Factory(3)
+        ending, released, running = sorted(factory.active, key=id)
+        ending.abort()
+        ending.transport.loseConnection()
+        released.state = AWAITING_CLOSE  # A-RELEASE-RP sent, its peer closing
+        ending.aborted = released.aborted = False
+        aborting = AbortAssociations(factory)
+        aborting.startService()
+        with capturedLogs() as events:
+            aborting.stopService()
+        self.assertEqual([a.aborted for a in (ending, released, running)], [False, False, True])
+        self.assertEqual([e["log_format"].format(**e) for e in events],
+                         ["stopping: aborting 1 running association(s); their senders send again what was not "
+                          "acknowledged"])
+
+    def test_quitAbortsAndCountsOnlyTheRunning(self):
+        """OrderlyStop's abort after the grace period leaves out and does
+        not count an association already ending."""
+        clock = StoppingClock()
+        factory = Factory(2)
+        ending, running = sorted(factory.active, key=id)
+        ending.state = AWAITING_CLOSE
+        stop = OrderlyStop(clock, [], factory, gracePeriod=1)
+        with capturedLogs() as events:
+            stop()
+            clock.pump([stop.pollInterval] * 20)
+        self.assertTrue(clock.stopped)
+        self.assertEqual([ending.aborted, running.aborted], [False, True])
+        self.assertIn("quit: aborting 1 association(s) still running after 1 s",
+                      [e["log_format"].format(**e) for e in events])
 
     def test_nothingToAbort(self):
         aborting = AbortAssociations(Factory(0))

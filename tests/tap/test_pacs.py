@@ -218,7 +218,9 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("An error has occurred", result.stderr)
         self.assertIn("cannot start: the folder of MAG0 is missing", result.stderr)
-        self.assertFalse(os.path.exists(pidFile))
+        # The launcher returns once the daemon reports; the daemon removes
+        # its pid file as it exits, a moment later.
+        waitFor(lambda: not os.path.exists(pidFile), timeout=30, message="the refused daemon's pid file to go")
         self.assertIn("cannot start: the folder of MAG0 is missing but the index holds objects on it", server.log())
 
     def test_theFilesAreMadeByTheUserOfUid(self):

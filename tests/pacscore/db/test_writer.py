@@ -287,10 +287,35 @@ class DroppedConnectionTests(unittest.TestCase):
     (MariaDB's wait_timeout, a restart) is replaced and the write done on
     the new one: the first store after a quiet night was refused."""
 
-    @defer.inlineCallbacks
-    def test_writesGoAgainOnANewConnection(self):
+    def bareEngine(self, table=False):
+        """A plain SQLAlchemy engine on a new SQLite file, holding table
+        t (x) if asked."""
         engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
         self.addCleanup(engine.dispose)
+        if table:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("CREATE TABLE t (x)")
+        return engine
+
+    def batchRunner(self, engine):
+        runner = BatchRunner(engine, lambda: None)
+        self.addCleanup(runner.closeConnection)
+        return runner
+
+    @staticmethod
+    def dropConnection(connection):
+        """What a server dropping the connection mid-write does."""
+        connection.invalidate()
+        raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+
+    @staticmethod
+    def insert(connection, items):
+        connection.exec_driver_sql("INSERT INTO t VALUES (?)", [(item,) for item in items])
+        return items
+
+    @defer.inlineCallbacks
+    def test_writesGoAgainOnANewConnection(self):
+        engine = self.bareEngine()
         writer = GroupCommitWriter(engine, reactor)
         writer.start()
         self.addCleanup(writer.stop)
@@ -301,8 +326,7 @@ class DroppedConnectionTests(unittest.TestCase):
         def droppedOnce(connection, items):
             connections.append(connection)
             if len(connections) == 1:
-                connection.invalidate()
-                raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+                self.dropConnection(connection)
             return create(connection, items)
 
         self.assertEqual((yield writer.submit(droppedOnce, ["b"])), ["b"])
@@ -312,8 +336,7 @@ class DroppedConnectionTests(unittest.TestCase):
 
         def alwaysDropped(connection, items):
             failing[0] += 1
-            connection.invalidate()
-            raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+            self.dropConnection(connection)
 
         yield self.assertFailure(writer.submit(alwaysDropped, ["c"]), OperationalError)
         self.assertEqual(failing[0], 2, "tried once more, not for ever")
@@ -325,25 +348,16 @@ class DroppedConnectionTests(unittest.TestCase):
         others of its batch (other associations' C-STOREs, refused 0x0110)
         are committed with their half of it, on a new connection, with one
         warning."""
-        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
-        self.addCleanup(engine.dispose)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("CREATE TABLE t (x)")
-        runner = BatchRunner(engine, lambda: None)
-        self.addCleanup(runner.closeConnection)
+        engine = self.bareEngine(table=True)
+        runner = self.batchRunner(engine)
         failing = [0]
-
-        def insert(connection, items):
-            connection.exec_driver_sql("INSERT INTO t VALUES (?)", [(item,) for item in items])
-            return items
 
         def tooLarge(connection, items):
             failing[0] += 1
-            connection.invalidate()
-            raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+            self.dropConnection(connection)
 
         with capturedLogs() as events:
-            results = runner.run([(insert, "d"), (tooLarge, "e"), (insert, "f"), (insert, "g")])
+            results = runner.run([(self.insert, "d"), (tooLarge, "e"), (self.insert, "f"), (self.insert, "g")])
         self.assertEqual([ok for ok, _ in results], [True, False, True, True])
         results[1][1].trap(OperationalError)
         self.assertEqual(failing[0], 4, "the batch, once more, in its half, then alone once")
@@ -359,16 +373,13 @@ class DroppedConnectionTests(unittest.TestCase):
         run alone on a new connection (200 writes: 202 connects, each
         waiting on the server): the batch goes in halves and, after
         maxLostAlone writes lost alone, the rest fails at once."""
-        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
-        self.addCleanup(engine.dispose)
+        engine = self.bareEngine()
         connects = []
         event.listen(engine, "do_connect", lambda *args: connects.append(1))
-        runner = BatchRunner(engine, lambda: None)
-        self.addCleanup(runner.closeConnection)
+        runner = self.batchRunner(engine)
 
         def dropped(connection, items):
-            connection.invalidate()
-            raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
+            self.dropConnection(connection)
 
         with capturedLogs() as events:
             results = runner.run([(dropped, index) for index in range(200)])
@@ -386,19 +397,13 @@ class DroppedConnectionTests(unittest.TestCase):
         commit: those losses are not a server dropping every connection, so
         the 37 writes that fit are committed (not 5, the rest failing at
         once after the third oversized one)."""
-        engine = create_engine("sqlite:///" + os.path.abspath(self.mktemp()))
-        self.addCleanup(engine.dispose)
-        with engine.begin() as connection:
-            connection.exec_driver_sql("CREATE TABLE t (x)")
-        runner = BatchRunner(engine, lambda: None)
-        self.addCleanup(runner.closeConnection)
+        engine = self.bareEngine(table=True)
+        runner = self.batchRunner(engine)
 
         def insert(connection, items):
             if {3, 5, 7} & set(items):
-                connection.invalidate()
-                raise OperationalError("INSERT", {}, Exception("server has gone away"), connection_invalidated=True)
-            connection.exec_driver_sql("INSERT INTO t VALUES (?)", [(item,) for item in items])
-            return items
+                self.dropConnection(connection)
+            return self.insert(connection, items)
 
         with capturedLogs() as events:
             results = runner.run([(insert, index) for index in range(40)])

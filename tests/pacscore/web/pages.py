@@ -15,8 +15,11 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
+from pacscore.codecs import nkipixels
 from pacscore.control.data import AddImageFile
 from pacscore.control.registry import CommandRegistry
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.storage.part10 import encodeFileMeta
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from pacscore.web.answers import queryArgs
 from pacscore.web.forms import URLENCODED
@@ -55,6 +58,16 @@ def encapsulatedPDF(patientID, studyUID, seriesUID, sopUID):
     dataset.EncapsulatedDocument = PDF + b"\0"
     dataset.MIMETypeOfEncapsulatedDocument = "application/pdf"
     return dataset
+
+
+def nkiObject(dataset, syntax, mode, bare=False):
+    """The bytes of a file holding ``dataset`` in ``syntax``, its pixels NKI
+    compressed in ``mode`` (as Conquest's n1..n4): Part-10, or with
+    ``bare`` the data set alone, as Conquest writes a ``.v2``."""
+    data = nkipixels.compressDataset(encodeDataset(dataset, syntax), syntax, mode)
+    if bare:
+        return data
+    return encodeFileMeta(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "1.2.3.4", "TEST") + data
 
 
 def dgate(running, wadoOnly=False):

@@ -1,15 +1,18 @@
-"""Tests for pacscore.web.wado: contentType weighed by its q values, and
-a large object asked for anonymized is converted file to file and
-streamed, as it would be made in memory."""
+"""Tests for pacscore.web.wado: contentType weighed by its q values, a
+large object asked for anonymized is converted file to file and
+streamed, as it would be made in memory, and NKI compressed objects
+shown as pictures."""
 
+import pydicom
 from twisted.internet import defer
 
+from pacscore.codecs.syntaxes import IMPLICIT_VR_LITTLE_ENDIAN
 from pacscore.control.deidentification import basicProfile
 from pacscore.control.pictures import dicomFile
 from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.web.answers import HTML
 from pacscore.web.objectstream import CHUNK
-from tests.pacscore.web.pages import WebTestCase, answered, get, getQuery, getRequest
+from tests.pacscore.web.pages import WebTestCase, answered, get, getQuery, getRequest, nkiObject
 
 STUDY, SERIES, SOP = "1.2.826.0.1.3680043.2.1125.8.1", "1.2.826.0.1.3680043.2.1125.8.2", "1.2.826.0.1.3680043.2.1125.8.3"
 
@@ -85,3 +88,31 @@ class ContentTypeTests(WebTestCase):
         self.assertEqual((weighed.code, weighed.body[:2]), (200, b"\xff\xd8"))
         self.assertEqual((yield getQuery(self.resource, base + b"image/jpeg;q=0")).code, 406)
         self.assertEqual((yield getQuery(self.resource, base + b"image/png;q=abc")).code, 400)
+
+
+class NKITests(WebTestCase):
+
+    @defer.inlineCallbacks
+    def test_pictureOfAnNKICompressedObject(self):
+        """An object whose pixels are NKI compressed (Conquest's n1..n4 and
+        pacs's own IncomingCompression n4: (7FDF,0010), no Pixel Data), in
+        a Part-10 file or a bare .v2, has its picture, asked for and by
+        default, not a 406 ("the object holds no pixels") nor the DICOM
+        object; one whose (7FDF,0010) is no NKI stream (Elscint's) has none."""
+        image = self.corpus[0]
+        (stored,) = self.running.files()
+        dataset = pydicom.dcmread(stored)
+        wado = {"requestType": "WADO", "studyUID": image.studyUID, "seriesUID": image.seriesUID,
+                "objectUID": image.sopUID}
+        for bare in (False, True):
+            with open(stored, "wb") as f:
+                f.write(nkiObject(dataset, IMPLICIT_VR_LITTLE_ENDIAN, 2, bare))
+            for asked in ({"contentType": "image/jpeg"}, {}):
+                answer = yield get(self.resource, **wado, **asked)
+                self.assertEqual((bare, asked, answer.code, answer.headers["content-type"], answer.body[:2]),
+                                 (bare, asked, 200, "image/jpeg", b"\xff\xd8"), answer.body[:300])
+        del dataset.PixelData
+        dataset.add_new(0x7FDF0010, "OB", b"ELSCINT1" * 200)
+        dataset.save_as(stored, enforce_file_format=True)
+        answer = yield get(self.resource, **wado)
+        self.assertEqual((answer.code, answer.headers["content-type"]), (200, "application/dicom"))

@@ -99,6 +99,10 @@ RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
 # Our preference among the uncompressed syntaxes every peer must take one of.
 UNCOMPRESSED = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+# The syntax of a bare data set (Conquest's .v2, no file meta) by the
+# (implicit VR, little endian) pydicom found it encoded in (original_encoding).
+SYNTAX_OF_ENCODING = {(True, True): IMPLICIT_VR_LITTLE_ENDIAN, (False, True): EXPLICIT_VR_LITTLE_ENDIAN,
+                      (False, False): EXPLICIT_VR_BIG_ENDIAN}
 
 # Pixel data not encapsulated (PS3.5 A.1, A.2, A.3, A.5).
 NATIVE = frozenset({

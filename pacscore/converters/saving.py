@@ -25,11 +25,12 @@ import tempfile
 from pydicom import dcmread
 from pydicom.datadict import dictionary_has_tag
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import decompressDecoded
+from pacscore.codecs.syntaxes import SYNTAX_OF_ENCODING
 from pacscore.converters.command import TextCommand, filePath, luaScriptOf
 from pacscore.converters.context import Outcome
 from pacscore.converters.elements import applyAttributes
@@ -37,10 +38,6 @@ from pacscore.converters.shellquoting import shellCommand
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from pacscore.storage.part10 import encodeFileMeta
-
-
-_SYNTAX_OF_ENCODING = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
-                       (False, False): ExplicitVRBigEndian}
 
 
 def transferSyntaxOf(dataset):
@@ -87,7 +84,7 @@ def readObject(path, attributes=None):
     if attributes is not None:
         applyAttributes(dataset, attributes)
     if "TransferSyntaxUID" not in dataset.file_meta:  # a bare data set: as pydicom found it encoded
-        dataset.file_meta.TransferSyntaxUID = _SYNTAX_OF_ENCODING[dataset.original_encoding]
+        dataset.file_meta.TransferSyntaxUID = SYNTAX_OF_ENCODING[dataset.original_encoding]
     try:
         decompressDecoded(dataset)
     except NKIError as e:

@@ -20,7 +20,7 @@ from pydicom.tag import Tag
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
     JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
-    UNCOMPRESSED, isCompressed)
+    SYNTAX_OF_ENCODING, UNCOMPRESSED, isCompressed)
 from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import damagedFrames
@@ -308,8 +308,12 @@ def instanceFrames(path, numbers, choose):
 
 
 def _wholeDataset(path):
-    """The stored file ``path`` read with its Pixel Data, NKI compressed pixel data expanded."""
+    """The stored file ``path`` read with its Pixel Data, NKI compressed
+    pixel data expanded; a bare data set (Conquest's .v2) given the file
+    meta syntax it was read in (``SYNTAX_OF_ENCODING``)."""
     dataset = _read(path, pixels=True)
+    if not _storedSyntax(dataset):
+        dataset.file_meta.TransferSyntaxUID = SYNTAX_OF_ENCODING[dataset.original_encoding]
     _expandedNKI(dataset)
     return dataset
 

@@ -27,7 +27,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from twisted.logger import capturedLogs, formatEvent
 
-from pacscore.codecs import encapsulatedframes, filetranscode, nkipixels, syntaxes
+from pacscore.codecs import encapsulatedframes, filetranscode, syntaxes
 from pacscore.codecs import transcode as transcoding
 from pacscore.codecs.rendering import LARGEST_FIT
 from pacscore.codecs.transcode import transcode
@@ -35,7 +35,6 @@ from pacscore.control.data import AddImageFile
 from pacscore.db.query import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.storeddata import STREAMED_OBJECT
-from pacscore.storage.part10 import encodeFileMeta
 from pacscore.testing.corpus import makeDataset
 from pacscore.web import objectstream
 from pacscore.web.dicomweb import instancefiles, retrieve
@@ -45,7 +44,7 @@ from plugins.pacs_control_modify import modifyImage
 from tests.pacscore.dicom.test_textbytes import BAD_NAME, withValue1JIS, writeInvalidTextObject
 from tests.pacscore.codecs.test_transcode import asFile, cutShortDataset, overlaid, quietly
 from tests.pacscore.web.dicomweb.client import DicomWebTestCase, asText, viewedColours
-from tests.pacscore.web.pages import PDF, encapsulatedPDF
+from tests.pacscore.web.pages import PDF, encapsulatedPDF, nkiObject
 
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -731,15 +730,22 @@ class RetrieveTests(DicomWebTestCase):
         dataset.save_as(path, enforce_file_format=True)
         return self.added(dataset, path)
 
-    def storedNki(self, dataset, syntax, mode, name):
+    @defer.inlineCallbacks
+    def storedNki(self, dataset, syntax, mode, name, bare=False):
         """Store ``dataset`` in ``syntax``, NKI compressed in ``mode`` (as
         Conquest's n1..n4), as a Part-10 file named ``name``; its WADO-RS
-        path."""
+        path.  ``bare``: the stored file then made the data set alone, no
+        preamble nor file meta, as Conquest writes a ``.v2``."""
         path = os.path.join(self.running.workdir, name)
         with open(path, "wb") as f:
-            f.write(encodeFileMeta(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "1.2.3.4", "TEST")
-                    + nkipixels.compressDataset(encodeDataset(dataset, syntax), syntax, mode))
-        return self.added(dataset, path)
+            f.write(nkiObject(dataset, syntax, mode))
+        before = set(self.running.files())
+        found = yield self.added(dataset, path)
+        if bare:
+            (stored,) = set(self.running.files()) - before
+            with open(stored, "wb") as f:
+                f.write(nkiObject(dataset, syntax, mode, bare=True))
+        return found
 
     @defer.inlineCallbacks
     def test_metadataOfTextNotValidInItsCharacterSetLoggedOnce(self):
@@ -865,6 +871,29 @@ class RetrieveTests(DicomWebTestCase):
             (metadata,) = (yield self.fetch(path + "/metadata")).json()
             self.assertNotIn("7FDF0010", metadata)
             self.assertEqual(metadata["7FE00010"], {"vr": "OW", "BulkDataURI": f"{self.base}{path}/bulk/7FE00010"})
+
+    @defer.inlineCallbacks
+    def test_framesOfNKIObjectsInConquestV2(self):
+        """Conquest's ``.v2`` of an NKI compressed object (n1..n4 with a
+        .v2 FileNameSyntax: Implicit VR Little Endian, no file meta) has
+        its frames and Pixel Data's bulk data expanded as a Part-10 one
+        has, native and as stored, not a 500 (AttributeError:
+        'FileMetaDataset' object has no attribute 'TransferSyntaxUID');
+        JPEG frames asked for are a 406, as of any object stored native."""
+        original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds = copy.deepcopy(original)
+        ds.SOPInstanceUID = generate_uid()
+        path = yield self.storedNki(ds, IMPLICIT, 4, "nki.v2", bare=True)
+        for accept in (OCTETS, OCTETS + "; transfer-syntax=*"):
+            found = yield self.fetch(path + "/frames/1", accept=accept)
+            self.assertEqual((accept, found.code), (accept, 200), found.body)
+            ((kind, frame),) = found.parts()
+            self.assertEqual((kind, frame), (f"application/octet-stream; transfer-syntax={EXPLICIT}", original.PixelData))
+        bulk = yield self.fetch(path + "/bulk/7FE00010", accept=OCTETS)
+        self.assertEqual((bulk.code, b"".join(part for _, part in bulk.parts())), (200, original.PixelData))
+        found = yield self.fetch(path + "/frames/1", accept=f'multipart/related; type="image/jpeg"; '
+                                                            f'transfer-syntax={JPEG_LOSSLESS}')
+        self.assertEqual(found.code, 406, found.body)  # as for any object stored native
 
     @defer.inlineCallbacks
     def test_framesOfLargeNKIObjectsAreRefused(self):

@@ -23,6 +23,9 @@ It is closed after ``ForwardAssociationCloseDelay`` idle seconds (default
 idle seconds (default 3600).  A patient, study or series action is sent
 on one association whatever the level (the more general of the two
 counts).  ``ForwardAssociationRelease = 0`` aborts instead of releasing.
+The destination's address is looked up for each action: when ``put_amap``
+or ``read_amap`` moved it, the association kept open is closed after the
+C-STORE under way and the next object goes on one to the new address.
 
 The export queue's Forwarder registers the C-MOVEs of its gets in
 ``ownRetrieves`` (``pacscore.dicom.ownretrieves``), so what they bring in
@@ -166,6 +169,7 @@ class _Link:
         self.known = {}            # _Kind -> None: every kind sent (ordered)
         self.proposed = frozenset()
         self.compression = None    # the compression code the contexts were proposed for
+        self.address = None        # the node's (AE, host, port, TLS) it was opened to (_address)
         self.closeTimer = None
         self.lastUsed = None
 
@@ -376,17 +380,24 @@ class Forwarder:
         leftOut.append(error)
 
     async def _open(self, link, node, key, kind, compression):
-        """The association to send ``kind`` on, opened if need be."""
+        """The association to send ``kind`` on, opened if need be: another
+        one too when ``node``'s address is no longer the one it was opened to."""
         protocol = link.protocol
-        if (protocol is not None and protocol.state == ESTABLISHED and link.key == key
-                and kind in link.proposed and link.compression == compression):
-            return protocol
+        address = _address(node)
+        if protocol is not None and protocol.state == ESTABLISHED:
+            if link.address != address:
+                self.log.info("forward to {destination}: acrnema.map moved it from {old} to {new}: the association "
+                              "kept open is closed, another opened", destination=node.ae, old=_where(link.address),
+                              new=_where(address))
+            elif link.key == key and kind in link.proposed and link.compression == compression:
+                return protocol
         await self._close(link)
         contexts = contextsFor(list(link.known), compression)
         link.protocol = await self._associate(node, contexts)
         link.key = key
         link.proposed = frozenset(link.known)
         link.compression = compression
+        link.address = address
         return link.protocol
 
     async def _sendOne(self, protocol, destination, stored, compression):
@@ -591,6 +602,18 @@ def _failUnreadable(located):
     if unreadable:
         raise ForwardError(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
                            f"{unreadable[0].reason}")
+
+
+def _address(node):
+    """Where an acrnema.map ``node`` is reached: an association opened to
+    another address is not reused (``put_amap`` or ``read_amap`` moved it)."""
+    return node.ae, node.host, node.port, node.tls
+
+
+def _where(address):
+    """An ``_address`` as text: ``AE at host:port`` (``with TLS``)."""
+    ae, host, port, tls = address
+    return f"{ae} at {host}:{port}{' with TLS' if tls is not None else ''}"
 
 
 def _associationKey(level, instance):

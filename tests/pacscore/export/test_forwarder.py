@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial import unittest
 
-from pacscore.config.acrnema import AcrNemaMap
+from pacscore.config.acrnema import AcrNemaMap, Node
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration
 from pacscore.dicom import commands, pdu
@@ -209,6 +209,28 @@ class ForwarderTests(unittest.TestCase):
         self.forward(forwarder, imageAction("1.2.3.1.2", compression="jk"))
         self.assertEqual([syntax for _, _, syntax in self.acceptor.recorder.received],
                          [EXPLICIT, JPEG_2000_LOSSLESS, JPEG_2000_LOSSLESS])
+        self.assertEqual(self.acceptor.associations, 2)
+
+    def test_aDestinationMovedInAcrNemaMapGetsANewAssociation(self):
+        """ForwardAssociationLevel GLOBAL, DEST moved to another port by
+        ``put_amap`` while an association to it is kept open: the next
+        object goes on a new association to the new port, the old one
+        released, with a log line."""
+        forwarder, events, ports = self.forwarder(associationLevel="GLOBAL", closeDelay=5), [], []
+        forwarder.log = Logger(observer=events.append)
+        endpointFor = self.acceptor.endpointFor
+        forwarder.endpointFor = lambda host, port: ports.append(port) or endpointFor(host, port)
+        aborted = self.released(forwarder)
+        self.forward(forwarder, imageAction("1.2.3.1.0"))
+        forwarder.acrNemaMap.put(0, Node("DEST", "127.0.0.1", "106"))
+        self.forward(forwarder, imageAction("1.2.3.1.1"))
+        self.forward(forwarder, imageAction("1.2.3.1.2"))
+        self.assertEqual(ports, [104, 106])
+        self.acceptor.flush()
+        self.assertEqual((self.acceptor.openAssociations(), aborted), ([self.acceptor.clients[1]], []))
+        self.assertEqual(self.received(), ["1.2.3.1.0", "1.2.3.1.1", "1.2.3.1.2"])
+        self.assertIn("forward to DEST: acrnema.map moved it from DEST at 127.0.0.1:104 to DEST at 127.0.0.1:106: "
+                      "the association kept open is closed, another opened", [formatEvent(e) for e in events])
         self.assertEqual(self.acceptor.associations, 2)
 
     def test_anObjectThePeerDoesNotTakeIsLeftOutNotRetried(self):

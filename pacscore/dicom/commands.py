@@ -221,6 +221,17 @@ def isWarning(status):
     return status in (0x0001, 0x0107, 0x0116) or status & 0xF000 == 0xB000
 
 
+# PS3.4 B.2.3's C-STORE warnings and PS3.7 C.4's general ones (``isWarning``: the object was stored)
+STORE_WARNINGS = {0x0001: "requested optional attributes not supported", 0x0107: "attribute list error",
+                  0x0116: "attribute value out of range", 0xB000: "coercion of data elements",
+                  0xB006: "elements discarded", 0xB007: "data set does not match SOP class"}
+
+
+def storeWarning(status):
+    """The meaning of a C-STORE Warning ``status`` (``isWarning``)."""
+    return STORE_WARNINGS.get(status, "warning")
+
+
 STORE_FAILURES = "0x0110, 0x0122, 0x0124, 0xA7xx, 0xA9xx or 0xCxxx"
 
 

@@ -43,7 +43,9 @@ is one whose C-STORE is answered with a status the destination will answer
 every time (``RefusedForGood``: A9xx, Cxxx).  A C-STORE answered with
 another failure status (``Refused``: A7xx, out of resources) fails the
 forward (to be retried), its association released; with ``carryOn`` (a user's command)
-it is counted in ``Undelivered`` as a failed object and the rest goes.
+it is counted in ``Undelivered`` as a failed object and the rest goes.  One
+answered with a Warning status (``commands.isWarning``: Bxxx ...) was stored
+and counts as sent, with a warning line naming the status.
 """
 
 import re
@@ -84,11 +86,6 @@ def forwardAssociationLevel(value):
     return level
 _HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+):([0-9]{1,5})")  # forward to 10.0.0.5:104
 SUCCESS = 0x0000
-
-
-def isSuccess(status):
-    """C-STORE success or warning (``commands.isWarning``)."""
-    return status is not None and (status == SUCCESS or commands.isWarning(status))
 
 
 class ForwardError(Exception):
@@ -419,14 +416,20 @@ class Forwarder:
         finally:
             self._storing.discard(protocol)
         status = response.get(commands.STATUS)
-        if not isSuccess(status):
-            refusal = f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status 0x{status:04X}"
-            meaning = commands.storeRefusedForGood(status)
-            if meaning is None:
-                raise Refused(refusal)
-            comment = response.get(commands.ERROR_COMMENT)
-            raise RefusedForGood(f"{refusal} ({meaning}{f': {comment}' if comment else ''})")
-        return True
+        if status == SUCCESS:
+            return True
+        answer = f"{destination} answered the C-STORE of {stored.sopInstanceUID} with status 0x{status:04X}"
+        comment = response.get(commands.ERROR_COMMENT)
+        comment = f": {comment}" if comment else ""
+        if commands.isWarning(status):  # the object was stored
+            self.log.warn("forward to {destination}: {answer} ({meaning}{comment}), a warning: stored, counted as sent",
+                          destination=destination, answer=answer, meaning=commands.storeWarning(status),
+                          comment=comment)
+            return True
+        meaning = commands.storeRefusedForGood(status)
+        if meaning is None:
+            raise Refused(answer)
+        raise RefusedForGood(f"{answer} ({meaning}{comment})")
 
     async def _encode(self, stored, data, accepted, compression, destination):
         """``(syntax, data)`` to send ``stored`` in: the best one the peer

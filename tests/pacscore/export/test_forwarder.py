@@ -386,6 +386,33 @@ class ForwarderTests(unittest.TestCase):
                                                  f"no pixel data)")
             self.assertEqual(len(recorder.received), 5)
 
+    def test_aWarningStatusCountsAsSentWithALogLine(self):
+        """A C-STORE answered with a Warning status (PS3.4 B.2.3: B000
+        coercion, B007 data set does not match SOP class; PS3.7 C.4: 0107)
+        was stored: the object counts as sent, the action is done, and a
+        warning line names the status, its meaning, the object, the
+        destination and the Error Comment."""
+        warnings = {"1.2.3.1.0": (0xB000, None), "1.2.3.1.1": (0xB007, "no pixel data"), "1.2.3.1.2": (0x0107, None)}
+        recorder = Recorder()
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
+
+        def handle(protocol, contextId, command, dataset):
+            recorder.received.append((command, b"", None))
+            status, comment = warnings.get(command[commands.AFFECTED_SOP_INSTANCE_UID], (0, None))
+            protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status,
+                                                              {commands.ERROR_COMMENT: comment} if comment else None))
+        recorder.handle = handle
+        forwarder, events = self.forwarder(), []
+        forwarder.log = Logger(observer=events.append)
+        self.assertEqual(self.forward(forwarder, imageAction("", level="STUDY")), 5)
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events], [
+            (LogLevel.warn, "forward to DEST: DEST answered the C-STORE of 1.2.3.1.0 with status 0xB000 (coercion of "
+                            "data elements), a warning: stored, counted as sent"),
+            (LogLevel.warn, "forward to DEST: DEST answered the C-STORE of 1.2.3.1.1 with status 0xB007 (data set "
+                            "does not match SOP class: no pixel data), a warning: stored, counted as sent"),
+            (LogLevel.warn, "forward to DEST: DEST answered the C-STORE of 1.2.3.1.2 with status 0x0107 (attribute "
+                            "list error), a warning: stored, counted as sent")])
+
     def test_carryOnSendsTheRestAfterAFailureStatus(self):
         """With ``carryOn`` (a user's move command) an object answered A700
         is counted failed and the others go, on associations released."""

@@ -10,6 +10,8 @@ from pacscore.control import devices, maintenance
 
 regen = maintenance.Regen()
 regenDev = maintenance.RegenDev()
+regenDevice = maintenance.RegenDev(
+    "regendevice", "--regendevice:device  Re-generate database for single device (Conquest's dispatcher's spelling)")
 regenDir = maintenance.RegenDir()
 regenFile = maintenance.RegenFile()
 initializeTables = maintenance.InitializeTables()

@@ -162,6 +162,7 @@ COVERAGE = {
     "read_ini": _HERE + "ConfigurationCommandTests.test_readIni",
     "regen": _OTHER + "test_control_data.ControlDataTests.test_regenAfterLosingTheDatabase",
     "regendev": _HERE + "MaintenanceCommandTests.test_regendirThenRegendev",
+    "regendevice": _HERE + "MaintenanceCommandTests.test_regendirThenRegendev",
     "regendir": _HERE + "MaintenanceCommandTests.test_regendirThenRegendev",
     "regenfile": _HERE + "DataCommandTests.test_deleteFromTheDatabaseOnlyThenRegenfile",
     "retryforwards": _OTHER + "test_control.StatusTests.test_forwardQueue",
@@ -900,6 +901,9 @@ class MaintenanceCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual(result.stdout.splitlines(),
                          [f"{len(before['DICOMImages'])} file(s) indexed, 0 failed, 0 duplicate SOP instance(s)"])
         self.assertIn("MAG0", result.stderr, "progress lines")
+        self.assertEqual(snapshot(self.server.database), before)
+        self.assertEqual(self.dgate("--regendevice:MAG0"),
+                         [f"{len(before['DICOMImages'])} file(s) indexed, 0 failed, 0 duplicate SOP instance(s)"])
         self.assertEqual(snapshot(self.server.database), before)
 
     def test_testimages(self):

@@ -116,6 +116,15 @@ class MaintenanceTests(unittest.TestCase):
             yield self.assertFailure(self.running.run(command, arguments), CommandError)
 
     @defer.inlineCallbacks
+    def test_regendeviceIsRegendev(self):
+        """``regendevice`` is the spelling Conquest's control dispatcher
+        matches (the manual prints ``regendev``): dgate said 'unknown
+        command --regendevice'."""
+        yield self.running.run(commands.initializeTables)
+        self.assertIn("12 file(s) indexed", (yield self.running.run(commands.regenDevice, "MAG0")))
+        self.assertEqual((yield self.counts()), [3, 3, 6, 12])
+
+    @defer.inlineCallbacks
     def test_regenfileReentersOneFile(self):
         path = self.running.files()[0]
         yield self.running.run(data.deleteImageFromDB, path)

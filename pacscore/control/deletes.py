@@ -21,7 +21,7 @@ from pacscore.control.stored import exactValue, fileInstances, storedFile
 from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 
 STUDY_DATE = 0x00080020
-_DATE_RANGE = re.compile(r"^[0-9]{8}(-[0-9]{8})?$")
+_DATE_RANGE = re.compile(r"^([0-9]{8}(-([0-9]{8})?)?|-[0-9]{8})$")
 
 
 def patientKey(patientID):
@@ -33,10 +33,12 @@ def uidKey(tag, uid, what):
 
 
 def studyDates(text):
-    """``YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD``, checked."""
+    """``YYYYMMDD``, ``YYYYMMDD-YYYYMMDD`` or, as Conquest passes the date
+    on as a DA match, the open ``-YYYYMMDD`` (up to that day) and
+    ``YYYYMMDD-`` (from that day), checked."""
     text = text.strip()
     if not _DATE_RANGE.match(text):
-        raise CommandError(f"date {text!r}: expected YYYYMMDD or YYYYMMDD-YYYYMMDD")
+        raise CommandError(f"date {text!r}: expected YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD or YYYYMMDD-")
     return text
 
 

@@ -9,8 +9,9 @@ Root at PATIENT level, Study Root below).  A finder lists the entities one
 of whose searched attributes contains the text (case-insensitively: a
 ``*text*`` wildcard on each, the answers merged), and the studyfinder and
 seriesfinder also those whose date is in a text that is a date (as the
-manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd`` or
-``yyyymmdd-yyyymmdd``; those whose study or series UID is a text that is
+manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd``,
+``yyyymmdd-yyyymmdd``, ``-yyyymmdd`` or ``yyyymmdd-`` (as Conquest's
+PatientStudyFinder takes them); those whose study or series UID is a text that is
 a UID; for ``=text``, as Conquest's web pages chain the finders (the
 studyfinder given ``=PatientID``, the seriesfinder ``=StudyInstanceUID``),
 those whose patient ID, study or series UID is that text exactly (no
@@ -78,12 +79,16 @@ STUDY_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0])
 SERIES_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0])
 IDENTIFIERS = (PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)  # what ``=text`` matches exactly
 _DATE_TEXT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(-\d{8})?")
+_OPEN_RANGE = re.compile(r"-\d{8}|\d{8}-")
 
 
 def dateRange(text):
     """The DA range a finder's text stands for (``2004`` is all of 2004,
-    ``200408`` all of August, ``20040826-20040901`` as it is), or None when
+    ``200408`` all of August, ``20040826-20040901``, ``-20040901`` (up to
+    that day) and ``20040826-`` (from that day) as they are), or None when
     it is no date."""
+    if _OPEN_RANGE.fullmatch(text):
+        return text
     match = _DATE_TEXT.fullmatch(text)
     if match is None or (match.group(4) and not match.group(3)):
         return None

@@ -1,6 +1,7 @@
 """``grabimagesfromserver:AE,date`` (dgate ``-gAE,date``, manual appendix 6,
 "Communication options"): fetch from another archive what it holds of the
-studies of a date (or ``date-date`` range) and this archive does not.
+studies of a date (or a ``date-date``, ``-date`` or ``date-`` range, as
+``deletes.studyDates`` takes it) and this archive does not.
 
 The other archive (an AE of acrnema.map that knows ours) is asked with
 C-FINDs, Study Root, down the levels: the studies of the date, their

@@ -191,7 +191,7 @@ BAD_ARGUMENTS = (
     ("--delete_amap:999", "no entry 999 in {workdir}/acrnema.map"),
     ("--get_sqldef:bogus,0", "level must be one of patient, study, series, image, worklist (or 0-4), not 'bogus'"),
     ("--get_dic:-1", "index must be a number, not '-1'"),
-    ("--deletestudies:2024", "date '2024': expected YYYYMMDD or YYYYMMDD-YYYYMMDD"),
+    ("--deletestudies:2024", "date '2024': expected YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD or YYYYMMDD-"),
     ("--deleteseries:PAT*:1.2.3", "deleteseries: no stored object matches 'PAT*:1.2.3'"),  # the ID as written
     ("--deleteimagefile:/etc/hostname", "/etc/hostname is not on a MAG device (MAG0 = {workdir}/data)"),
     ("--deletesopfromdb:CFG,,,", "no SOP instance UID given"),

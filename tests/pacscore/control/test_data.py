@@ -402,6 +402,21 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("patient")), 0)
 
     @defer.inlineCallbacks
+    def test_deletestudiesByAnOpenRange(self):
+        """``-YYYYMMDD`` and ``YYYYMMDD-`` (Conquest's DeleteStudies takes
+        any DA match) were refused ('expected YYYYMMDD or
+        YYYYMMDD-YYYYMMDD'); a bare ``-`` (every study) still is."""
+        for text in ("-", "--20240102", "2024-"):
+            error = yield self.assertFailure(self.running.run(commands.deleteStudies, text), CommandError)
+            self.assertIn("expected YYYYMMDD", str(error))
+        yield self.assertFailure(self.running.run(commands.deleteStudies, "-20240101"), CommandError)
+        yield self.assertFailure(self.running.run(commands.deleteStudies, "20240103-"), CommandError)
+        self.assertEqual((yield self.running.count("patient")), 2)
+        self.assertEqual((yield self.running.run(commands.deleteStudies, "20240102-")),
+                         "8 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("patient")), 0)
+
+    @defer.inlineCallbacks
     def test_deleteimagefileByPathAndByDevice(self):
         rows = sorted((yield self.imageRows()))
         device = self.running.archive.devices[0]

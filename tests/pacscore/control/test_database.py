@@ -83,6 +83,20 @@ class DatabaseCommandTests(unittest.TestCase):
         self.assertEqual(sorted(series.split("\n")), ["PAT0000 Series 2", "PAT0001 Series 2", "PAT0002 Series 2"])
 
     @defer.inlineCallbacks
+    def test_openDateRanges(self):
+        """``-yyyymmdd`` lists what is up to that day, ``yyyymmdd-`` what is
+        from it (Conquest's PatientStudyFinder takes both); they listed
+        nothing (exit 0), searched only as text."""
+        studies = sorted(image.studyUID for image in self.images[::4])
+        for finder, fmt in ((commands.studyFinder, "%0.0s%0.0s%0.0s%0.0s%0.0s%s"),
+                            (commands.seriesFinder, "%0.0s%0.0s%0.0s%0.0s%0.0s%s%0.0s")):
+            for text in ("-20240102", "20240102-"):
+                found = yield self.command(finder, f"|{text}|{fmt}|")
+                self.assertEqual(sorted(set(found.split("\n"))), studies, (finder.name, text))
+            for text in ("-20240101", "20240103-"):
+                self.assertEqual((yield self.command(finder, f"|{text}|{fmt}|")), "", (finder.name, text))
+
+    @defer.inlineCallbacks
     def test_findersDrillDownAsConquestsPagesDo(self):
         """``=ID`` matches a patient ID, study or series UID exactly (the
         studyfinder gets ``=PatientID``, the seriesfinder ``=StudyUID`` from

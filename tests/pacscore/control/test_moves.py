@@ -119,6 +119,14 @@ class MoveTests(unittest.TestCase):
         self.assertEqual((yield self.destination.count("image")), 24)
 
     @defer.inlineCallbacks
+    def test_movestudiesByAnOpenRange(self):
+        """``-YYYYMMDD`` (up to that day) was refused: 'expected YYYYMMDD or YYYYMMDD-YYYYMMDD'."""
+        yield self.assertFailure(self.source.run(commands.moveStudies, "(local),DEST,20240103-"), CommandError)
+        self.assertEqual((yield self.source.run(commands.moveStudies, "(local),DEST,-20240102")),
+                         "24 object(s) sent to DEST")
+        self.assertEqual((yield self.destination.count("image")), 24)
+
+    @defer.inlineCallbacks
     def test_remoteMoveOfAStudy(self):
         study = self.images[6].studyUID
         output = yield self.destination.run(commands.moveStudy, f"ORIGIN,DEST,PAT0000:{study}")

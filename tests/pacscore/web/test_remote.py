@@ -102,7 +102,8 @@ class RemoteTests(unittest.TestCase):
     def test_seriesFinderSearches(self):
         """Without a study, the seriesfinder finds the series whose patient ID,
         name or description holds the text, or whose date is in it, as
-        ``dgate --seriesfinder:`` does; each row leads to its images and push page."""
+        ``dgate --seriesfinder:`` does (open ranges ``-yyyymmdd``, ``yyyymmdd-``
+        too); each row leads to its images and push page."""
         named = yield get(self.resource, mode="seriesfinder", dest="THERE", query="patient1")
         self.assertIn("<caption>2 series on THERE</caption>", named.text)
         self.assertEqual(named.text.count("<td>PAT0001</td>"), 2)
@@ -111,6 +112,9 @@ class RemoteTests(unittest.TestCase):
         self.assertEqual({described.text.count(f"<td>PAT000{p}</td>") for p in (0, 1)}, {1})
         dated = yield get(self.resource, mode="seriesfinder", dest="THERE", query="202401")
         self.assertIn("<caption>4 series on THERE</caption>", dated.text)
+        for openRange, count in (("-20240102", 4), ("20240102-", 4), ("-20240101", 0), ("20240103-", 0)):
+            dated = yield get(self.resource, mode="seriesfinder", dest="THERE", query=openRange)
+            self.assertIn(f"<caption>{count} series on THERE</caption>", dated.text)
         images = yield get(self.resource, described.links()[0])
         self.assertIn("<caption>2 images on THERE</caption>", images.text)
         studies = {image.studyUID for image in self.corpus}

@@ -10,6 +10,7 @@ import os
 import pydicom
 from sqlalchemy.exc import SQLAlchemyError
 
+from pacscore.codecs.syntaxes import SUPPORTED_CODES, isSupportedCode
 from pacscore.codecs.transcode import TranscodeError
 from pacscore.config.dicomsql import TABLES
 from pacscore.control.amap import nodeLine
@@ -104,8 +105,12 @@ def printUID(configuration, out, path):
 
 
 def recompressFile(configuration, out, argument):
-    """Convert a file in place (written to a temporary file, flushed, renamed)."""
+    """Convert a file in place (written to a temporary file, flushed,
+    renamed); OfflineError for an unknown compression code, which a server
+    takes as "as" (a typo would say "left as it is")."""
     code, path = argument.split(",", 1)
+    if not isSupportedCode(code):
+        raise OfflineError(f"-j/-n: {code!r} is not a compression code (one of {', '.join(sorted(SUPPORTED_CODES))})")
     path = configuration.resolvePath(path)
     with open(path, "rb") as f:
         content = f.read()

@@ -215,6 +215,20 @@ class CliTests(unittest.TestCase):
         self.assertEqual(self.dgate("-jc1")[0], 2)
         self.assertEqual(self.dgate("-nc")[0], 2)
 
+    def test_recompressionWithAnUnknownCodeRefused(self):
+        """-j*qq said 'left as it is' (exit 0), as for a file already in
+        the code's syntax: a typo could not be told apart; the file stays."""
+        path = os.path.abspath(self.mktemp())
+        makeDataset("P", "N^M", "1.2.3", "1.2.3.4", "1.2.3.4.5", 1, 1).save_as(path, enforce_file_format=True)
+        with open(path, "rb") as f:
+            before = f.read()
+        for option in ("-j*qq", "-j-zz", "-ncq"):
+            code, output = self.dgate(f"{option}{path}")
+            self.assertEqual(code, 1, output)
+            self.assertIn("is not a compression code (one of ", output)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
     def test_missingWorkdir(self):
         missing = os.path.abspath(self.mktemp())
         for action in ("-i", "-r", "--display_status:"):

@@ -17,7 +17,9 @@ studyfinder given ``=PatientID``, the seriesfinder ``=StudyInstanceUID``),
 those whose patient ID, study or series UID is that text exactly (no
 wildcards); an empty text lists all; the listers' study and series UIDs must be UIDs (digits and dots).
 Each entity is one row formatted with ``fmt`` (its values tab-separated
-without one), to ``file`` or the output.  The values, in order:
+without one), to ``file`` or the output.  The values, in order (the
+listers', given a ``fmt``, are Conquest's instead: see ``SeriesLister`` and
+``ImageLister``):
 
 - patientfinder: PatientID, PatientName, PatientBirthDate, PatientSex
   (searched: PatientID, PatientName);
@@ -27,10 +29,11 @@ without one), to ``file`` or the output.  The values, in order:
 - seriesfinder: PatientID, PatientName, SeriesDate, Modality,
   SeriesDescription, StudyInstanceUID, SeriesInstanceUID (searched:
   PatientID, PatientName, SeriesDescription);
-- serieslister (the series of a study): SeriesInstanceUID, SeriesNumber,
-  Modality, SeriesDescription, SeriesDate, StudyInstanceUID, PatientID;
-- imagelister (the images of a series): locally the file as
-  ``MAG0:relative/path``, SOPInstanceUID, SOPClassUID; remotely
+- serieslister (the series of a study), without a ``fmt``:
+  SeriesInstanceUID, SeriesNumber, Modality, SeriesDescription, SeriesDate,
+  StudyInstanceUID, PatientID;
+- imagelister (the images of a series), without a ``fmt``: locally the
+  file as ``MAG0:relative/path``, SOPInstanceUID, SOPClassUID; remotely
   SOPInstanceUID, InstanceNumber, SOPClassUID.
 """
 
@@ -47,7 +50,7 @@ from pacscore.control.context import CommandError
 from pacscore.control.output import deliverRows, pipeFields
 from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
-    PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
+    PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, numberKey)
 from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import findIdentifier
@@ -71,6 +74,7 @@ SERIES = (SERIES_INSTANCE_UID, "UI")
 SOP = (SOP_INSTANCE_UID, "UI")
 SOP_CLASS = (SOP_CLASS_UID, "UI")
 INSTANCE_NUMBER = (0x00200013, "IS")
+FRAMES = (0x00280008, "IS")
 UNIQUE = {"PATIENT": PATIENT_ID, "STUDY": STUDY_INSTANCE_UID, "SERIES": SERIES_INSTANCE_UID,
           "IMAGE": SOP_INSTANCE_UID}
 DATES = {"STUDY": STUDY_DATE[0], "SERIES": SERIES_DATE[0]}  # what a date-like text also searches
@@ -175,7 +179,7 @@ async def openSource(archive, server):
 
 
 class _Listing(ControlCommand):
-    """``srv|...|fmt|file``: subclasses give ``rows(source, fields)``."""
+    """``srv|...|fmt|file``: subclasses give ``rows(source, selection, fmt)``."""
 
     fieldCount = 4
     readOnly = True
@@ -188,10 +192,13 @@ class _Listing(ControlCommand):
     async def _list(self, context, server, selection, fmt, path):
         source = await openSource(context.archive, server)
         try:
-            rows = await self.rows(source, selection)
+            rows = await self.rows(source, selection, fmt)
         finally:
             await source.close()
-        return await deliverRows(context, fmt, rows, path)
+        return await self.deliver(context, fmt, rows, path)
+
+    def deliver(self, context, fmt, rows, path):
+        return deliverRows(context, fmt, rows, path)
 
 
 async def findContaining(source, level, columns, searched, text, fixed=(), most=None):
@@ -235,45 +242,135 @@ class Finder(_Listing):
         self.columns = columns
         self.searched = searched
 
-    async def rows(self, source, selection):
+    async def rows(self, source, selection, fmt):
         found = await findContaining(source, self.level, self.columns, self.searched, selection[0].strip())
         return [[match.get(tag, "") for tag, _ in self.columns] for match in found]
 
 
-class SeriesLister(_Listing):
+class _Lister(_Listing):
+    """serieslister and imagelister: without a ``fmt`` the ``listed`` rows
+    (pacs's listing), with one Conquest's: a first character among
+    ``prefixes`` picks the values (``conquestRows``) and is not printed,
+    ``?`` prints the number of entities once, and a format ending in ``*``
+    (or starting with ``$``) makes one line, the rows printed one after
+    the other (the imagelister leaves the ``*`` out after the last)."""
+
+    fieldCount = 5
+    prefixes = "?"
+    dropsLastStar = False
+
+    async def rows(self, source, selection, fmt):
+        if not fmt:
+            return await self.listed(source, selection)
+        rows = await self.conquestRows(source, selection, _prefix(fmt, self.prefixes))
+        return [[len(rows)]] if fmt.startswith("?") else rows
+
+    def deliver(self, context, fmt, rows, path):
+        prefix = _prefix(fmt, self.prefixes)
+        body = fmt[len(prefix):]
+        if not fmt or prefix == "?":
+            return deliverRows(context, body, rows, path)
+        starred = body.endswith("*")
+        return deliverRows(context, body, rows, path, together=starred or fmt.startswith("$"),
+                           lastFmt=body[:-1] if starred and self.dropsLastStar else None)
+
+
+def _prefix(fmt, prefixes):
+    """The first character of ``fmt`` when it is one of ``prefixes``, else ''."""
+    return fmt[0] if fmt and fmt[0] in prefixes else ""
+
+
+class SeriesLister(_Lister):
+    """With a format (Conquest's SeriesUIDLister) the values are the
+    SeriesInstanceUID and the series' position from 0 (a number)."""
+
     name = "serieslister"
     usage = "--serieslister:srv|pat|stu|fmt|file  List series in a study"
-    fieldCount = 5
     columns = (SERIES, SERIES_NUMBER, MODALITY, SERIES_DESCRIPTION, SERIES_DATE, STUDY, PATIENT)
 
-    async def rows(self, source, selection):
+    async def listed(self, source, selection):
+        return [[match.get(tag, "") for tag, _ in self.columns] for match in await self._find(source, selection)]
+
+    async def conquestRows(self, source, selection, prefix):
+        return [[match.get(SERIES_INSTANCE_UID, ""), n] for n, match in enumerate(await self._find(source, selection))]
+
+    def _find(self, source, selection):
         patientID, study = selection
         values = {STUDY_INSTANCE_UID: uidValue(study, "study UID"),
                   PATIENT_ID: exactValue(patientID, "patient ID") if patientID.strip() else ""}
-        keys = [QueryKey(tag, vr, values.get(tag, "")) for tag, vr in self.columns]
-        return [[match.get(tag, "") for tag, _ in self.columns] for match in await source.find("SERIES", keys)]
+        return source.find("SERIES", [QueryKey(tag, vr, values.get(tag, "")) for tag, vr in self.columns])
 
 
-class ImageLister(_Listing):
+class ImageLister(_Lister):
+    """With a format (Conquest's ImageFileLister) the images are in
+    InstanceNumber order and the values, ``n`` and ``n1`` their positions
+    from 0 and from 1 (as text): the file's absolute path, n, n1; after
+    ``#`` its device, its name there, n, n1; after ``@`` the same with
+    ``/`` for ``\\``; after ``:`` the patient ID (a space as ``%20``; the
+    image's, where Conquest prints the pat argument), the SOP Instance
+    UID, n, n1; after ``$`` the number of frames (0 when unknown).  The
+    formats that name files are for this archive's images only."""
+
     name = "imagelister"
     usage = "--imagelister:srv|pat|ser|fmt|file  List files in a series (empty: of the patient, or all)"
-    fieldCount = 5
     columns = (SOP, INSTANCE_NUMBER, SOP_CLASS, SERIES, PATIENT)
+    prefixes = "?#@:$"
+    dropsLastStar = True
 
-    async def rows(self, source, selection):
+    async def listed(self, source, selection):
         """The images of the series, or with an empty one of the patient,
         or with neither every image, as in Conquest."""
-        patientID, series = selection
-        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uidValue(series, "series UID"))] if series.strip() else []
-        if patientID.strip():
-            keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
+        keys = self._keys(selection)
         if isinstance(source, LocalIndex):
             archive = source.archive
             instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
             return [[storedName(i.deviceName, i.objectFile), i.sopInstanceUID, i.sopClassUID] for i in instances]
-        given = {key.tag: key.value for key in keys}
-        matches = await source.find("IMAGE", [QueryKey(tag, vr, given.get(tag, "")) for tag, vr in self.columns])
+        matches = await self._find(source, keys, self.columns)
         return [[match.get(tag, "") for tag, _ in self.columns[:3]] for match in matches]
+
+    async def conquestRows(self, source, selection, prefix):
+        keys = self._keys(selection)
+        if prefix in ("?", ":", "$"):
+            matches = await self._find(source, keys, self.columns + (FRAMES,))
+            matches.sort(key=lambda m: (m.get(SERIES_INSTANCE_UID, ""), numberKey(m.get(INSTANCE_NUMBER[0], "")),
+                                        m.get(SOP_INSTANCE_UID, "")))
+            if prefix == "$":
+                return [[_count(match.get(FRAMES[0], ""))] for match in matches]
+            return [[match.get(PATIENT_ID, "").replace(" ", "%20"), match.get(SOP_INSTANCE_UID, ""), str(n), str(n + 1)]
+                    for n, match in enumerate(matches)]
+        if not isinstance(source, LocalIndex):
+            raise CommandError("another archive's images have no files here: list them with a format starting "
+                               "with ':' (patient ID, SOP Instance UID), '$' (frames) or '?' (how many)")
+        archive = source.archive
+        try:
+            found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, "IMAGE", keys)
+        except OSError as e:  # a DeviceName that is no MAG device (any more)
+            raise CommandError(str(e)) from e
+        if prefix:
+            return [[i.deviceName, i.objectFile.replace("\\", "/") if prefix == "@" else i.objectFile,
+                     str(n), str(n + 1)] for n, (i, _) in enumerate(found)]
+        return [[str(path), str(n), str(n + 1)] for n, (_, path) in enumerate(found)]
+
+    @staticmethod
+    def _keys(selection):
+        patientID, series = selection
+        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uidValue(series, "series UID"))] if series.strip() else []
+        if patientID.strip():
+            keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
+        return keys
+
+    @staticmethod
+    def _find(source, keys, columns):
+        given = {key.tag: key.value for key in keys}
+        return source.find("IMAGE", [QueryKey(tag, vr, given.get(tag, "")) for tag, vr in columns])
+
+
+def _count(text):
+    """A number of frames as Conquest's atoi reads it: 0 when it is none."""
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 def patientFinder():

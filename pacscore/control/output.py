@@ -140,22 +140,34 @@ def _keyFiles(configuration, description):
     return [configuration.resolvePath(name) for name in names] + [os.path.abspath(name) for name in names]
 
 
-def deliverRows(context, fmt, rows, path):
+def deliverRows(context, fmt, rows, path, together=False, lastFmt=None):
     """``deliver`` of ``rows`` each made a line by ``fmt``, escaped for a web
     page's output (not a file); the lines made, and joined for the output,
     in the I/O pool (a listing may have millions); CommandError past
-    ``MAX_ANSWER`` bytes."""
+    ``MAX_ANSWER`` bytes.  With ``together`` the rows make one line (as
+    Conquest's listers print a format ending in ``*``, or starting with
+    ``$``, with no newline), the last row formatted by ``lastFmt`` when one
+    is given."""
     if path.strip():
-        return _toFile(context, path, lambda: _formatRows(fmt, rows, False))
-    return context.archive.workers.deferToWorker(lambda: "\n".join(_formatRows(fmt, rows, context.html)))
+        return _toFile(context, path, lambda: _formatRows(fmt, rows, False, together, lastFmt))
+    return context.archive.workers.deferToWorker(
+        lambda: "\n".join(_formatRows(fmt, rows, context.html, together, lastFmt)))
 
 
-def _formatRows(fmt, rows, html):
-    """In a worker: the lines of ``rows``."""
+def _formatRows(fmt, rows, html, together=False, lastFmt=None):
+    """In a worker: the lines of ``rows`` (see ``deliverRows``)."""
     form = Format(fmt) if fmt else None
     lines = AnswerLines("the listing makes", ": select fewer rows or a shorter format")
-    for row in rows:
-        lines.append(formatRow(form, row, html))
+    if not together:
+        for row in rows:
+            lines.append(formatRow(form, row, html))
+        return lines.lines
+    last = Format(lastFmt) if lastFmt is not None else form
+    pieces = AnswerLines("the listing makes", ": select fewer rows or a shorter format")
+    for n, row in enumerate(rows):
+        pieces.append(formatRow(last if n == len(rows) - 1 else form, row, html))
+    if pieces.lines:
+        lines.append("".join(pieces.lines))
     return lines.lines
 
 

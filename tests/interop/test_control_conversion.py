@@ -197,11 +197,11 @@ class PictureCommandTests(unittest.TestCase):
                       self.dgate(f"--convert_to_gif:other:{ct.SOPInstanceUID}", status=1))
 
     def test_storedFilesAsListed(self):
-        """A file name as imagelister prints it (``MAG0:relative``) names
+        """A file name as imagelister prints it with ``#%s:%s`` (``MAG0:relative``) names
         the stored file for the reading commands; it never leads out of
         its device."""
         ct = pydicom.dcmread(self.ct)
-        [name] = self.dgate(f"--imagelister:(local)|{ct.PatientID}|{ct.SeriesInstanceUID}|%s").splitlines()
+        [name] = self.dgate(f"--imagelister:(local)|{ct.PatientID}|{ct.SeriesInstanceUID}|#%s:%s").splitlines()
         self.assertTrue(name.startswith("MAG0:"), name)
         self.assertEqual(self.dgate(f"--count_frames:{name}"), "1")
         self.assertEqual(self.dgateBytes(f"--convert_to_jpg:{name},64"), self.dgateBytes(f"--convert_to_jpg:{self.ct},64"))

@@ -3,6 +3,7 @@ and (through C-FIND) on a second archive in the same reactor."""
 
 import os
 
+import pydicom
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -132,14 +133,64 @@ class DatabaseCommandTests(unittest.TestCase):
         yield self.assertFailure(self.command(commands.imageLister, "|PAT*|1.2|%s|"), CommandError)
 
     @defer.inlineCallbacks
+    def test_imagelisterFormatsAsConquests(self):
+        """A format lists the images as Conquest's ImageFileLister: absolute
+        file paths (they were ``MAG0:relative``), ``#``/``@`` device and
+        name, ``:`` patient ID and SOP UID, ``$`` frames, ``?`` the count,
+        with the positions from 0 and 1; a ``*`` at the end joins the rows
+        (left out after the last).  Prefixes were printed and ``%d`` refused."""
+        first, second = self.images[4], self.images[5]
+        listed = f"|{first.patientID}|{first.seriesUID}|"
+        paths = (yield self.command(commands.imageLister, listed + "%s|")).split("\n")
+        device = self.running.archive.devices[0]
+        self.assertEqual([pydicom.dcmread(path).SOPInstanceUID for path in paths], [first.sopUID, second.sopUID])
+        self.assertTrue(all(path.startswith(os.path.join(device.path, "")) for path in paths))
+        self.assertEqual((yield self.command(commands.imageLister, listed + "%s %s %s|")),
+                         f"{paths[0]} 0 1\n{paths[1]} 1 2")
+        self.assertEqual((yield self.command(commands.imageLister, listed + "%s*|")), f"{paths[0]}*{paths[1]}")
+        names = [os.path.relpath(path, device.path) for path in paths]
+        for prefix in "#@":
+            self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "%s:%s %s %s|")),
+                             f"MAG0:{names[0]} 0 1\nMAG0:{names[1]} 1 2")
+        self.assertEqual((yield self.command(commands.imageLister, listed + ":%s:%s,%s*|")),
+                         f"{first.patientID}:{first.sopUID},0*{first.patientID}:{second.sopUID},1")
+        image = self.running.archive.index.tables.image
+        yield self.running.archive.index.runWrite(lambda connection: connection.execute(
+            image.update().where(image.c.SOPInstanceUID == first.sopUID).values(NumberOfFrames="3")))
+        self.assertEqual((yield self.command(commands.imageLister, listed + "$%d frame(s) |")),
+                         "3 frame(s) 0 frame(s) ")
+        self.assertEqual((yield self.command(commands.imageLister, listed + "?%d image(s)|")), "2 image(s)")
+        written = os.path.abspath(self.mktemp())
+        yield self.command(commands.imageLister, listed + "%s|" + written)
+        with open(written) as f:
+            self.assertEqual(f.read(), f"{paths[0]}\n{paths[1]}\n")
+
+    @defer.inlineCallbacks
+    def test_serieslisterFormatsAsConquests(self):
+        """A format lists each series as Conquest's SeriesUIDLister: its UID
+        and its position (a number), ``?`` the count; a ``*`` at the end
+        joins them; ``%d`` was refused."""
+        image = self.images[4]
+        listed = f"|{image.patientID}|{image.studyUID}|"
+        rows = (yield self.command(commands.seriesLister, listed + "%s %d|")).split("\n")
+        self.assertEqual([row.split()[1] for row in rows], ["0", "1"])
+        self.assertEqual(sorted(row.split()[0] for row in rows), sorted({i.seriesUID for i in self.images[4:8]}))
+        uids = [row.split()[0] for row in rows]
+        self.assertEqual((yield self.command(commands.seriesLister, listed + "%s*|")), f"{uids[0]}*{uids[1]}*")
+        self.assertEqual((yield self.command(commands.seriesLister, listed + "?%d|")), "2")
+
+    @defer.inlineCallbacks
     def test_imagelisterWithoutASeries(self):
         """An empty series lists every image of the patient, or with no
         patient either every image, as Conquest's scripts use it
         (``--imagelister:local|||%s|files.txt``); it said 'no series UID given'."""
-        everything = yield self.command(commands.imageLister, "local|||%0.0s%s|")
+        everything = yield self.command(commands.imageLister, "local|||:%0.0s%s|")
         self.assertEqual(sorted(everything.split("\n")), sorted(image.sopUID for image in self.images))
+        files = (yield self.command(commands.imageLister, "local|||%s|")).split("\n")
+        self.assertEqual(len(files), len(self.images))
+        self.assertTrue(all(os.path.isabs(path) and os.path.exists(path) for path in files))
         patientID = self.images[4].patientID
-        ofPatient = yield self.command(commands.imageLister, f"|{patientID}||%0.0s%s|")
+        ofPatient = yield self.command(commands.imageLister, f"|{patientID}||:%0.0s%s|")
         self.assertEqual(sorted(ofPatient.split("\n")),
                          sorted(image.sopUID for image in self.images if image.patientID == patientID))
 
@@ -159,8 +210,13 @@ class DatabaseCommandTests(unittest.TestCase):
         image = self.images[0]
         series = yield asking.run(commands.seriesLister, f"LISTED||{image.studyUID}|%s|")
         self.assertEqual(sorted(series.split("\n")), sorted({i.seriesUID for i in self.images[:4]}))
-        sops = yield asking.run(commands.imageLister, f"LISTED|{image.patientID}|{image.seriesUID}|%s|")
-        self.assertEqual(sorted(sops.split("\n")), sorted([image.sopUID, self.images[1].sopUID]))
+        sops = yield asking.run(commands.imageLister, f"LISTED|{image.patientID}|{image.seriesUID}|:%0.0s%s|")
+        self.assertEqual(sops.split("\n"), [image.sopUID, self.images[1].sopUID])
+        self.assertEqual((yield asking.run(commands.imageLister, f"LISTED||{image.seriesUID}|$%d,*|")), "0,*0,")
+        self.assertEqual((yield asking.run(commands.imageLister, f"LISTED||{image.seriesUID}|?%d|")), "2")
+        error = yield self.assertFailure(asking.run(commands.imageLister, f"LISTED||{image.seriesUID}|%s|"),
+                                         CommandError)
+        self.assertIn("another archive's images have no files here", str(error))
         yield self.assertFailure(asking.run(commands.patientFinder, "NOWHERE|x||"), CommandError)
         error = yield self.assertFailure(asking.run(commands.seriesLister, "LISTED|PAT0000|\U0001f600|"), CommandError)
         self.assertIn("study UID '\U0001f600' is not a UID", str(error))

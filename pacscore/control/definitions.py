@@ -4,7 +4,8 @@ the database columns of dicom.sql, and ``get_dic``, the DICOM dictionary.
 ``get_sqldef:level,index,fmt``: ``level`` is patient, study, series, image
 or worklist (or 0-4 in that order); ``fmt`` takes group, element, column
 name, length, SQL type, DICOM type and the HL7 field (worklist; else '')
-and defaults to ``0x%04x 0x%04x %s %d %s %s``.
+and defaults to Conquest's ``0x%4.4x, 0x%4.4x %20s %4d %10s %12s``
+(``0x0010, 0x0020            PatientID   64 SQL_C_CHAR       DT_STR``).
 
 ``get_dic:index,fmt``: entry ``index`` of pydicom's data dictionary in tag
 order (repeating groups excluded); ``fmt`` takes group, element, VR and
@@ -19,7 +20,7 @@ from pacscore.config.dicomsql import TABLES
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.context import CommandError, formatted
 
-COLUMN_FORMAT = "0x%04x 0x%04x %s %d %s %s"
+COLUMN_FORMAT = "0x%4.4x, 0x%4.4x %20s %4d %10s %12s"  # Conquest's get_sqldef default
 DICTIONARY_FORMAT = "(%04x,%04x) %s %s"
 _TAGS = sorted(DicomDictionary)
 

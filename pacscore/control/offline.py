@@ -25,6 +25,9 @@ from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceF
 from pacscore.workfolderlock import LockError, WorkFolderLock
 
 
+_COLUMN_LISTING = "0x%04x 0x%04x %s %d %s %s"  # -k's columns (get_sqldef's default is Conquest's, padded)
+
+
 class OfflineError(Exception):
     """-i or -r could not be carried out."""
 
@@ -91,7 +94,7 @@ def listDatabase(configuration, out):
     for level in TABLES:
         out(f"{names[level]}:")
         for column in getattr(layout, level):
-            out(f"    {columnLine(column)} {column.hl7 or ''}".rstrip())
+            out(f"    {columnLine(column, _COLUMN_LISTING)} {column.hl7 or ''}".rstrip())
 
 
 def printUID(configuration, out, path):

@@ -519,8 +519,8 @@ class ConfigurationCommandTests(DgateMixin, unittest.TestCase):
                 self.assertLess(len(listed), tries)
         self.assertEqual(list(names), [])
         self.assertEqual(self.dgate("--get_sqldef:0,0", "--get_sqldef:image,20"),
-                         ["0x0010 0x0020 PatientID 64 SQL_C_CHAR DT_STR",
-                          "0x0020 0x000e SeriesInstanceUID 64 SQL_C_CHAR DT_UI"])
+                         ["0x0010, 0x0020            PatientID   64 SQL_C_CHAR       DT_STR",
+                          "0x0020, 0x000e    SeriesInstanceUID   64 SQL_C_CHAR        DT_UI"])
 
     def test_dictionaryAndChecksum(self):
         tags = sorted(DicomDictionary)

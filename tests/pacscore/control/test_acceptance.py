@@ -124,7 +124,7 @@ class DefinitionCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_getSqlDef(self):
         self.assertEqual((yield self.running.run(commands.getSqlDef, "patient,0")),
-                         "0x0010 0x0020 PatientID 64 SQL_C_CHAR DT_STR")
+                         "0x0010, 0x0020            PatientID   64 SQL_C_CHAR       DT_STR")
         self.assertEqual((yield self.running.run(commands.getSqlDef, "0,0,%x/%x/%s")), "10/20/PatientID")
         worklist = self.archive.configuration.layout.worklist
         line = yield self.running.run(commands.getSqlDef, "WORKLIST,0,%s %s %s %s %s %s %s")

@@ -14,8 +14,10 @@ manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd``,
 PatientStudyFinder takes them); those whose study or series UID is a text that is
 a UID; for ``=text``, as Conquest's web pages chain the finders (the
 studyfinder given ``=PatientID``, the seriesfinder ``=StudyInstanceUID``),
-those whose patient ID, study or series UID is that text exactly (no
-wildcards); an empty text lists all; the listers' study and series UIDs must be UIDs (digits and dots).
+those whose patient ID, study or series UID is that text exactly (a
+``*`` or ``?`` in it as itself: another archive, which a C-FIND cannot ask
+so, gets it as a wildcard and only its answers holding the text are kept);
+an empty text lists all; the listers' study and series UIDs must be UIDs (digits and dots).
 Each entity is one row formatted with ``fmt`` (its values tab-separated
 without one), to ``file`` or the output.  The values, in order (the
 listers', given a ``fmt``, are Conquest's instead: see ``SeriesLister`` and
@@ -50,7 +52,8 @@ from pacscore.control.context import CommandError
 from pacscore.control.output import deliverRows, pipeFields
 from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
-    PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, numberKey)
+    PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, exactKey,
+    numberKey)
 from pacscore.dicom.client import associate, nodeEndpoint
 from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import findIdentifier
@@ -201,36 +204,58 @@ class _Listing(ControlCommand):
         return deliverRows(context, fmt, rows, path)
 
 
-async def findContaining(source, level, columns, searched, text, fixed=(), most=None):
+class BadSearch(CommandError):
+    """A finder's text that cannot be searched for (the user's mistake,
+    not the archive's)."""
+
+
+async def findContaining(source, level, columns, searched, text, fixed=(), most=None, exact=None):
     """``[{tag: value}]`` of the ``columns`` ((tag, vr), ...) of the
     entities at ``level`` one of whose ``searched`` tags contains ``text``
     (all when it is empty), or whose study or series UID (``IDENTIFIERS``
     among the columns, not the patient ID) is ``text``, when that is a UID
     with a dot, or whose ID or UID, for ``=text``, is that text exactly;
-    each once, that also match the ``fixed`` keys; the first ``most`` of
+    each once, that also match the ``fixed`` keys and hold the values of
+    ``exact`` ({tag: value}, a column's) exactly; the first ``most`` of
     them (None: all; no more are read)."""
     unique = UNIQUE[level]
     identifiers = [tag for tag, _ in columns if tag in IDENTIFIERS]
     if text.startswith("="):
-        value = exactValue(text[1:], "ID or UID")
-        searches = [(tag, value, False) for tag in identifiers]
+        value = text[1:].strip()
+        if not value:
+            raise BadSearch("no ID or UID given after '='")
+        searches = [(tag, value, False, True) for tag in identifiers]
     else:
-        searches = [(tag, f"*{text}*", True) for tag in searched] if text else [(None, "", False)]
+        searches = [(tag, f"*{text}*", True, False) for tag in searched] if text else [(None, "", False, False)]
         if searched and isUID(text) and "." in text:
-            searches += [(tag, text, False) for tag in identifiers if tag != PATIENT_ID]
+            searches += [(tag, text, False, False) for tag in identifiers if tag != PATIENT_ID]
         dates = dateRange(text) if text and searched else None
         if dates is not None and DATES.get(level) in dict(columns):
-            searches.append((DATES[level], dates, False))
+            searches.append((DATES[level], dates, False, False))
     found = {}
-    for searchedTag, value, foldCase in searches:
+    for searchedTag, value, foldCase, exactly in searches:
         keys = {tag: QueryKey(tag, vr, value if tag == searchedTag else "", foldCase=foldCase and tag == searchedTag)
                 for tag, vr in columns}
         keys.update((key.tag, key) for key in fixed)
-        for match in await source.find(level, list(keys.values()), most):
-            found.setdefault(match.get(unique, ""), match)
+        held = {**(exact or {}), **({searchedTag: value} if exactly else {})}
+        keys.update((tag, _exactKey(source, tag, dict(columns)[tag], wanted)) for tag, wanted in held.items())
+        widened = not isinstance(source, LocalIndex) and any(c in v for v in held.values() for c in "*?")
+        for match in await source.find(level, list(keys.values()), None if widened else most):
+            if all(match.get(tag, "").strip() == wanted.strip() for tag, wanted in held.items()):
+                found.setdefault(match.get(unique, ""), match)
         if most is not None and len(found) >= most:
             break
     return list(found.values())[:most]
+
+
+def _exactKey(source, tag, vr, value):
+    """The key of ``source`` matching ``value`` exactly, as far as it can:
+    the index matches a ``*`` or ``?`` as itself (``exactKey``); a C-FIND
+    has no escape for them, so another archive gets the value as it is, a
+    wildcard then, and ``findContaining`` keeps the answers that hold it."""
+    if isinstance(source, LocalIndex):
+        return exactKey(tag, value)
+    return QueryKey(tag, vr, value)
 
 
 class Finder(_Listing):

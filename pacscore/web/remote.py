@@ -25,7 +25,7 @@ from pacscore.control.context import CommandError
 from pacscore.control.finders import (
     BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, PATIENT_SEARCHED, SERIES, SERIES_DATE,
     SERIES_DESCRIPTION, SERIES_NUMBER, SERIES_SEARCHED, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION,
-    STUDY_SEARCHED, findContaining, openSource)
+    STUDY_SEARCHED, BadSearch, findContaining, openSource)
 from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import (
     EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
@@ -52,13 +52,17 @@ def _server(archive, parameters):
     return dest
 
 
-async def _found(archive, server, level, columns, searched=(), text="", fixed=(), most=None):
+async def _found(archive, server, level, columns, searched=(), text="", fixed=(), most=None, exact=None):
+    """The matches of ``findContaining`` on ``server``: a 400 for a text
+    that cannot be searched, a 502 when the server cannot be asked."""
     try:
         source = await openSource(archive, server)
     except CommandError as e:
         raise WebError(502, str(e)) from e
     try:
-        return await findContaining(source, level, columns, searched, text, fixed, most)
+        return await findContaining(source, level, columns, searched, text, fixed, most, exact)
+    except BadSearch as e:
+        raise WebError(400, str(e)) from e
     except CommandError as e:
         raise WebError(502, str(e)) from e
     finally:
@@ -108,13 +112,13 @@ def _studiesOf(server, patientID):
 async def studyFinder(archive, parameters):
     server = _server(archive, parameters)
     patientID = parameters.get("patientid", None)  # given empty, or emptyid=1: the empty ID
-    exact = None if patientID is None else patientID.strip().replace("*", "").replace("?", "")
-    if exact == "" or parameters.get("emptyid").strip() == "1":  # asked with Empty Value Matching
-        fixed = [QueryKey(PATIENT_ID, "LO", EMPTY_VALUE, emptyValueMatching=True)]
-    else:
-        fixed = [] if exact is None else [QueryKey(PATIENT_ID, "LO", exact)]
+    fixed, exact = [], {}
+    if (patientID is not None and not patientID.strip()) or parameters.get("emptyid").strip() == "1":
+        fixed = [QueryKey(PATIENT_ID, "LO", EMPTY_VALUE, emptyValueMatching=True)]  # Empty Value Matching
+    elif patientID is not None:
+        exact = {PATIENT_ID: patientID}  # as written: "WILD*1" is a Patient ID, not WILD1's
     found = await _found(archive, server, "STUDY", STUDY_COLUMNS, STUDY_SEARCHED, parameters.get("query").strip(),
-                         fixed, askedRows(parameters))
+                         fixed, askedRows(parameters), exact)
     return await archive.workers.deferToWorker(_studiesPage, server, parameters, found, pushAllowed(archive))
 
 

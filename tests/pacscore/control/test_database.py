@@ -101,7 +101,8 @@ class DatabaseCommandTests(unittest.TestCase):
     def test_findersDrillDownAsConquestsPagesDo(self):
         """``=ID`` matches a patient ID, study or series UID exactly (the
         studyfinder gets ``=PatientID``, the seriesfinder ``=StudyUID`` from
-        the finder before); a text that is a UID is looked up as one too."""
+        the finder before), a ``*`` in it as itself; a text that is a UID is
+        looked up as one too."""
         image = self.images[4]
         self.assertEqual((yield self.command(commands.patientFinder, "|=PAT0001|%s|")), "PAT0001")
         self.assertEqual((yield self.command(commands.patientFinder, "|=PAT000|%s|")), "")
@@ -116,7 +117,8 @@ class DatabaseCommandTests(unittest.TestCase):
         found = yield self.command(commands.seriesFinder,
                                    f"|={image.seriesUID}|%0.0s%0.0s%0.0s%0.0s%0.0s%0.0s%s|")
         self.assertEqual(found, image.seriesUID)
-        yield self.assertFailure(self.command(commands.studyFinder, "|=PAT*|%s|"), CommandError)
+        self.assertEqual((yield self.command(commands.studyFinder, "|=PAT*|%s|")), "")  # a "*" is itself
+        yield self.assertFailure(self.command(commands.studyFinder, "|=|%s|"), CommandError)
 
     @defer.inlineCallbacks
     def test_serieslisterAndImagelister(self):

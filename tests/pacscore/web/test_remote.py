@@ -10,7 +10,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.control.data import AddImageFile
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import CorpusImage, generateCorpus, makeDataset
+from pydicom.uid import generate_uid
 from tests.pacscore.web.pages import dgate, get, post
 from tests.pacscore.control.running import RunningArchive
 
@@ -123,6 +124,33 @@ class RemoteTests(unittest.TestCase):
         yield self.here.store(self.corpus[:1])
         local = yield get(self.resource, mode="seriesfinder", dest="(local)", query="series 1")
         self.assertIn("<caption>1 series on (local)</caption>", local.text)
+
+    @defer.inlineCallbacks
+    def test_patientIDsHoldingWildcards(self):
+        """A Patient ID holding ``*`` or ``?`` is that patient's: its studies
+        are listed (and pushed) here and on another archive, whose C-FIND
+        matches it as a wildcard, not those of WILD1 or QAZ; Conquest's
+        ``query==ID`` alike, and ``query==`` with no ID is the user's 400."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        images = []
+        for number, patientID in enumerate(("WILD*1", "WILD1", "Q?Z", "QAZ")):
+            image = CorpusImage(os.path.join(folder, f"{number}.dcm"), patientID, *(generate_uid() for _ in range(3)))
+            makeDataset(patientID, f"Name^{number}", image.studyUID, image.seriesUID, image.sopUID, 1, 1).save_as(
+                image.path, enforce_file_format=True)
+            images.append(image)
+        yield self.here.store(images)
+        yield self.there.store(images)
+        for dest in ("(local)", "THERE"):
+            for image in images:
+                for asked in ({"patientid": image.patientID}, {"query": "=" + image.patientID}):
+                    page = yield get(self.resource, mode="studyfinder", dest=dest, **asked)
+                    self.assertIn(f"<caption>1 studies on {dest}</caption>", page.text, (dest, asked))
+                    self.assertIn(f"<td>{image.patientID}</td>", page.text, (dest, asked))
+                    self.assertIn(image.studyUID, page.text, (dest, asked))
+        empty = yield get(self.resource, mode="studyfinder", dest="(local)", query="=")
+        self.assertEqual(empty.code, 400, empty.text)
+        self.assertIn("no ID or UID given", empty.text)
 
     @defer.inlineCallbacks
     def test_refusals(self):

@@ -58,10 +58,11 @@ def _selection(archive, parameters):
         raise WebError(400, str(e)) from e
 
 
-async def _find(archive, parameters, level, shown, fixed=(), limit=None):
+async def _find(archive, parameters, level, shown, fixed=(), limit=None, sortBy=None):
     """``[{tag: value}]`` of the entities at ``level`` the request (and
     the keys ``fixed``) selects, with the ``shown`` ((tag, vr), ...)
-    values, after the query converters; the first ``limit`` (None: all)."""
+    values, after the query converters; the first ``limit`` (None: all)
+    in the order ``sortBy`` (``IndexQuery.find``'s; None: the index's)."""
     keys = {tag: QueryKey(tag, vr, "") for tag, vr in shown}
     for key in (*_selection(archive, parameters), *fixed):
         keys[key.tag] = key
@@ -70,11 +71,12 @@ async def _find(archive, parameters, level, shown, fixed=(), limit=None):
     if converted is None:
         return []
     keys, _ = converted
-    return await archive.index.runQuery(_kept, archive.query, level, keys, resultFilter(archive, caller), limit)
+    return await archive.index.runQuery(_kept, archive.query, level, keys, resultFilter(archive, caller), limit,
+                                        sortBy)
 
 
-def _kept(connection, query, level, keys, keep, limit):
-    return keptRows(query.find(connection, level, keys, limit), keys, keep)
+def _kept(connection, query, level, keys, keep, limit, sortBy):
+    return keptRows(query.find(connection, level, keys, limit, sortBy=sortBy), keys, keep)
 
 
 def _caption(what, found, parameters):
@@ -83,16 +85,18 @@ def _caption(what, found, parameters):
     return f"{counted(found, parameters)} {what}{where}{cutNote(found, parameters)}"
 
 
-async def _page(archive, parameters, level, shown, make, fixed=(), limit=None):
+async def _page(archive, parameters, level, shown, make, fixed=(), limit=None, sortBy=None):
     """The page ``make(archive, parameters, found)`` makes (in the I/O pool)
-    of the (first ``limit``) matches at ``level`` (of the keys ``fixed`` too) with the ``shown`` values."""
-    found = await _find(archive, parameters, level, shown, fixed, limit)
+    of the (first ``limit``, in the order ``sortBy``) matches at ``level``
+    (of the keys ``fixed`` too) with the ``shown`` values."""
+    found = await _find(archive, parameters, level, shown, fixed, limit, sortBy)
     return await archive.workers.deferToWorker(make, archive, parameters, found)
 
 
-async def _listPage(archive, parameters, level, shown, make):
-    """A list page: ``_page`` of the first ``max`` rows, and one more to tell that it was cut."""
-    return await _page(archive, parameters, level, shown, make, limit=askedRows(parameters))
+async def _listPage(archive, parameters, level, shown, make, sortBy=None):
+    """A list page: ``_page`` of the first ``max`` rows (in the order
+    ``sortBy``), and one more to tell that it was cut."""
+    return await _page(archive, parameters, level, shown, make, limit=askedRows(parameters), sortBy=sortBy)
 
 
 async def queryPatients(archive, parameters):
@@ -180,12 +184,20 @@ def _slice(match):
 
 
 async def queryAllImages(archive, parameters):
-    return await _listPage(archive, parameters, "IMAGE", IMAGE_VALUES, _imagesPage)
+    """The images by number, sorted so in the index before the list is cut
+    (the first ``max`` by number, not any ``max`` of them)."""
+    return await _listPage(archive, parameters, "IMAGE", IMAGE_VALUES, _imagesPage, _byNumberInIndex(archive.query))
+
+
+def _byNumberInIndex(query):
+    """``find``'s order of images by their number (as numbers, then as
+    text, a value that is none first), or None when dicom.sql has no column for it."""
+    held = query.tables[3].byTag.get(INSTANCE_NUMBER[0])
+    return None if held is None else query.requestedSort("IMAGE", held[0].name).order
 
 
 def _imagesPage(archive, parameters, found):
     size, graphic = parameters.get("size"), parameters.get("graphic")
-    found = sorted(found, key=_byInstanceNumber)
     rows = [[link(viewerURL(_slice(match), match, size=size, graphic=graphic),
                   match[INSTANCE_NUMBER[0]] or "(no number)"),
              match[SOP_INSTANCE_UID], match[SOP_CLASS[0]],

@@ -23,7 +23,9 @@ from pacscore.control.deletes import DeletePatient
 from pacscore.web.answers import HTML
 from pacscore.web.site import webSite
 from tests.pacscore.control.running import RunningArchive
+from pacscore.testing.corpus import makeDataset
 from pacscore.testing.mutations import mutated
+from pydicom.uid import generate_uid
 from tests.pacscore.web.pages import PDF, WebTestCase, dgate, encapsulatedPDF, get, getQuery
 
 CT = get_testdata_file("CT_small.dcm")
@@ -236,6 +238,23 @@ class BrowseTests(WebTestCase):
         self.assertEqual(made, ["_imagesPage"])
         page = yield get(self.resource, mode="queryseries", max="4")
         self.assertIn("<caption>4 series</caption>", page.text)
+
+    @defer.inlineCallbacks
+    def test_cutImageListKeepsTheLowestNumbers(self):
+        """A cut image list holds the first ``max`` images by number (sorted
+        so before the cut), whatever order they were stored in."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        study, series = generate_uid(), generate_uid()
+        for number in (9, 10, 11, 1, 2, 3):
+            path = os.path.join(folder, f"{number}.dcm")
+            makeDataset("ORDER", "Order^Patient", study, series, generate_uid(), 1, number).save_as(
+                path, enforce_file_format=True)
+            yield self.running.run(AddImageFile(), path)
+        for most, numbers in (("3", ["1", "2", "3"]), ("5", ["1", "2", "3", "9", "10"])):
+            page = yield get(self.resource, mode="queryallimages", patientidmatch="ORDER", max=most)
+            self.assertIn(f"<caption>more than {most} images", page.text)
+            self.assertEqual(re.findall(r'mode=sliceviewer[^"]*">([^<]*)</a>', page.text), numbers)
 
     @defer.inlineCallbacks
     def test_thumbnails(self):

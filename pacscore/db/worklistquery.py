@@ -49,6 +49,15 @@ class WorklistQuery:
         dicom.sql has no *WorkList* table, as before Conquest 1.4.9)."""
         if not self.byTag:
             return []
+        tags = list(self.byTag)
+        query = (select(*(self.byTag[tag][0].label(f"k{n}") for n, tag in enumerate(tags)))
+                 .where(*self.conditions(connection, keys))
+                 .order_by(*self.orderBy))
+        return [dict(zip(tags, ("" if value is None else value for value in row)))
+                for row in connection.execute(query)]
+
+    def conditions(self, connection, keys):
+        """The SQL conditions of the ``keys`` that a column matches."""
         prefixRange = connection.dialect.name == "sqlite"
         conditions = []
         for key in keys:
@@ -60,12 +69,7 @@ class WorklistQuery:
                                        foldCase=layout.foldsCase)
             if condition is not None:
                 conditions.append(condition)
-        tags = list(self.byTag)
-        query = (select(*(self.byTag[tag][0].label(f"k{n}") for n, tag in enumerate(tags)))
-                 .where(*conditions)
-                 .order_by(*self.orderBy))
-        return [dict(zip(tags, ("" if value is None else value for value in row)))
-                for row in connection.execute(query)]
+        return conditions
 
     def unmatchedKeys(self, keys):
         """The tags of ``keys`` with values to match that no column matches:

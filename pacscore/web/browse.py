@@ -330,6 +330,7 @@ async def top(archive, parameters):
         _form("querystudies", "Local studies", *who, ("studydatematch", "Study date")),
         _form("queryseries", "Local series", *who, ("studydatematch", "Study date")),
         _finderForm(archive),
+        _form("queryworklist", "Local worklist", *who, ("startdatematch", "Date")),
         uploadForm(archive, parameters),
         join(Markup("<p>"), link(url("queryworklist"), "Worklist"), " | ",
              link(url("querympps"), "Performed procedure steps"), " | ", link(url("showconfig"), "Configuration"),

@@ -46,11 +46,14 @@ def _vr(column):
 
 
 class ColumnNames:
-    """The columns of the four image-level tables by (table, column) name;
-    ``tableNames`` maps a level to its table (``Configuration.tableNames``)."""
+    """The columns of the four image-level tables (``worklist``: of the
+    WorkList table instead) by (table, column) name; ``tableNames`` maps a
+    level to its table (``Configuration.tableNames``)."""
 
-    def __init__(self, layout, tableNames):
-        self.tables = {tableNames[level].lower(): columns for level, columns in layout.levels()}
+    def __init__(self, layout, tableNames, worklist=False):
+        levels = [("worklist", layout.worklist)] if worklist else layout.levels()
+        self.tables = {tableNames[level].lower(): [column for column in columns if not column.isSequenceMarker]
+                       for level, columns in levels}
 
     def lookup(self, table, name):
         """The dicom.sql column ``name`` (maybe truncated: ``columnNamed``)

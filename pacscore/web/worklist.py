@@ -1,5 +1,9 @@
 """The modality worklist on the web (Conquest's CGI modes): ``queryworklist``
-lists the items; with ``WebReadOnly = 0`` also ``editrecord`` (an item, by
+lists the items by scheduled start date, time and accession number, those
+Conquest's ``query`` text (``pacscore.web.querytext``, over the WorkList
+columns) and its search fields select: ``patientidmatch`` and
+``patientnamematch`` within the ID or name, ``startdatematch`` a date or
+range as the lists' study date; the first ``max`` (``listcap``); with ``WebReadOnly = 0`` also ``editrecord`` (an item, by
 ``accession``, or Conquest's ``query=AccessionN = 'A1'``) and ``addrecord``
 (a new one) show a form whose button POSTs ``saverecord``, and
 ``deleterecord`` (POST) removes an item.
@@ -21,12 +25,16 @@ import re
 
 from sqlalchemy import select
 
+from pacscore.db.query import QueryKey
 from pacscore.db.worklistitems import OrderRefused
+from pacscore.db.worklistquery import START_DATE
 from pacscore.dicom.datetimes import isDate, isTime
 from pacscore.hl7.mapping import PATIENT_SEX, SEXES, TEXT_VRS, OrderItem, columnVR
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.web.edits import CHANGED_BY_POST, checkWritable, writable
 from pacscore.web.html import SCRIPT, Markup, join, link, table, text, url
+from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
+from pacscore.web.querytext import ColumnNames, QueryTextError, dateMatch, parseQueryText, searchKeys
 
 _CONQUEST_QUERY = re.compile(r"^\s*(?:\w+\.)?AccessionN\w*\s*=\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -52,10 +60,34 @@ def _rows(connection, worklistTable, limit, accessionColumn=None, accession=None
     return [dict(row._mapping) for row in connection.execute(query.limit(limit)).all()]
 
 
+def _selection(archive, parameters):
+    """The keys of the request's ``query`` text and search fields."""
+    configuration = archive.configuration
+    try:
+        keys = parseQueryText(ColumnNames(configuration.layout, configuration.tableNames, worklist=True),
+                              parameters.get("query"))
+        keys += searchKeys(parameters.get("patientidmatch"), parameters.get("patientnamematch"))
+        if parameters.get("startdatematch").strip():
+            keys.append(QueryKey(START_DATE, "DA", dateMatch(parameters.get("startdatematch"))))
+    except QueryTextError as e:
+        raise WebError(400, str(e)) from e
+    return keys
+
+
+def _selected(connection, worklistQuery, keys, limit):
+    """The rows the ``keys`` select, by start date, time and accession number, the first ``limit``."""
+    table = worklistQuery.table
+    query = (select(table).where(*worklistQuery.conditions(connection, keys))
+             .order_by(*worklistQuery.orderBy, *table.primary_key.columns).limit(limit))
+    return [dict(row._mapping) for row in connection.execute(query).all()]
+
+
 async def queryWorklist(archive, parameters):
     names = [column.name for column in _columns(archive)]
-    limit = parameters.number("max", 1000, low=1, high=100000)
-    found = await archive.index.runQuery(_rows, archive.index.tables.worklist, limit)
+    found = await archive.index.runQuery(_selected, archive.worklistQuery, _selection(archive, parameters),
+                                         askedRows(parameters))
+    caption = f"{counted(found, parameters)} worklist entries{cutNote(found, parameters)}"
+    found = shownRows(found, parameters)
     rows = [["" if row[name] is None else row[name] for name in names] for row in found]
     parts = []
     accession = archive.worklistItems.accessionColumn
@@ -64,7 +96,7 @@ async def queryWorklist(archive, parameters):
             row.insert(0, link(url("editrecord", accession=item[accession] or ""), "edit"))
         names.insert(0, "")
         parts.append(join(Markup("<p>"), link(url("addrecord"), "Add an item"), Markup("</p>")))
-    return htmlAnswer("worklist", table(f"{len(rows)} worklist entries", names, rows), *parts)
+    return htmlAnswer("worklist", table(caption, names, rows), *parts)
 
 
 def _accession(parameters):

@@ -120,7 +120,7 @@ class WebInterfaceTests(unittest.TestCase):
         dom = renderedDOM(self.base + "/")
         self.assertIn("DICOM server 'WEBPACS'", dom)
         self.assertIn("Images received=3", dom)
-        self.assertEqual(len(re.findall(r"<form ", dom)), 4)
+        self.assertEqual(len(re.findall(r"<form ", dom)), 5)  # local patients, studies, series, worklist; find on a server
         self.assertIn("<option>(local)</option><option>CONQUESTSRV1</option>", dom)
 
     def test_browseToEachImage(self):

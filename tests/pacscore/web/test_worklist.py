@@ -1,6 +1,8 @@
 """Tests for pacscore.web.worklist: listing the worklist, and with
 WebReadOnly = 0 adding, changing and deleting items as HL7 orders would."""
 
+import re
+
 from sqlalchemy import select
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -83,6 +85,34 @@ class WorklistPageTests(unittest.TestCase):
         self.assertIn("worklist item ACC2 inserted", renumbered.text)
         [after] = yield self.items()
         self.assertEqual((after["AccessionNumber"], after["StudyInstanceUID"]), ("ACC2", item["StudyInstanceUID"]))
+
+    @defer.inlineCallbacks
+    def test_listSelectedAndCut(self):
+        """As Conquest's worklist page, the list takes the top page's search
+        fields and a ``query`` text, lists by start date and time, and says
+        when ``max`` cut it."""
+        for accession, patientID, name, date in (("A3", "X3", "Third^Plain", "20261209"),
+                                                 ("A1", "X1", "First^Plain", "20261207"),
+                                                 ("A2", "X2", "Second^Other", "20261208")):
+            yield post(self.resource, mode="saverecord", **dict(
+                ITEM, AccessionNumber=accession, PatientID=patientID, PatientName=name, StartDate=date))
+        for asked, accessions in (({}, ["A1", "A2", "A3"]),
+                                  ({"patientidmatch": "x1"}, ["A1"]),
+                                  ({"patientnamematch": "plain"}, ["A1", "A3"]),
+                                  ({"startdatematch": "20261208-"}, ["A2", "A3"]),
+                                  ({"query": "PatientID = 'X2'"}, ["A2"]),
+                                  ({"query": "DICOMWorkList.StartDate like '2026120%'", "patientnamematch": "third"},
+                                   ["A3"])):
+            page = yield get(self.resource, mode="queryworklist", **asked)
+            self.assertIn(f"<caption>{len(accessions)} worklist entries</caption>", page.text, asked)
+            self.assertEqual(re.findall(r"<td>(A\d)</td>", page.text), accessions, asked)
+        cut = yield get(self.resource, mode="queryworklist", max="2")
+        self.assertIn("<caption>more than 2 worklist entries (the first 2 shown; max=N shows more)</caption>",
+                      cut.text)
+        self.assertEqual(re.findall(r"<td>(A\d)</td>", cut.text), ["A1", "A2"])
+        for asked in ({"query": "Nonsense = 'x'"}, {"startdatematch": "2026*"}):
+            refused = yield get(self.resource, mode="queryworklist", **asked)
+            self.assertEqual(refused.code, 400, asked)
 
     @defer.inlineCallbacks
     def test_refusals(self):

@@ -9,7 +9,8 @@ or a study or series date, as the control port's finders take it;
 ``patientid`` a patient (``emptyid=1`` the patient of the empty ID).  The seriesfinder lists the series of ``study``
 (patid:uid) when it is given, else those its ``query`` finds; the
 imagefinder (as ``dgate --imagelister:``; Conquest has no image finder)
-only lists the images of ``series`` (patid:uid).  Each row leads to the
+only lists the images of ``series`` (patid:uid), or of Conquest's
+``query==uid``.  Each row leads to the
 level below, and studies and series to their push page.
 
 ``studymover`` / ``seriesmover`` (``study`` / ``series`` = patid:uid,
@@ -169,9 +170,13 @@ def _seriesPage(server, parameters, found, push, patientID, study):
 
 async def imageFinder(archive, parameters):
     server = _server(archive, parameters)
-    if not parameters.get("series").strip():
-        raise WebError(400, "imagefinder lists the images of a series: give series=patid:uid")
-    patientID, series = entityReference(parameters, "series")
+    query = parameters.get("query").strip()
+    if parameters.get("series").strip():
+        patientID, series = entityReference(parameters, "series")
+    elif query.startswith("="):  # Conquest's seriesfinder links query==SeriesInstanceUID
+        patientID, series = "", uid(query[1:], "the series UID")
+    else:
+        raise WebError(400, "imagefinder lists the images of a series: give series=patid:uid (or query==uid)")
     found = await _found(archive, server, "IMAGE", IMAGE_COLUMNS, fixed=[QueryKey(SERIES_INSTANCE_UID, "UI", series)])
     rows = []
     for match in found:

@@ -98,6 +98,8 @@ class RemoteTests(unittest.TestCase):
         plans = yield get(self.resource, mode="imagefinder", series=f":{plan.SeriesInstanceUID}")
         self.assertEqual([link for link in plans.links() if "slice=" in link],
                          [f"/cgi-bin/dgate?mode=headerdump&slice=id00001%3A{plan.SOPInstanceUID}"])
+        conquests = yield get(self.resource, mode="imagefinder", dest="(local)", query=f"={plan.SeriesInstanceUID}")
+        self.assertEqual(conquests.text, plans.text)  # the link of Conquest's seriesfinder
 
     @defer.inlineCallbacks
     def test_seriesFinderSearches(self):

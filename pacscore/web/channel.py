@@ -6,7 +6,10 @@ as long, or the request line and header lines longer than that in all
 ``431 Request Header Fields Too Large``, each with an error page
 and a log line naming the client, where twisted.web closed the connection
 without a word (RFC 9110 15.5.15; Apache answers 414 above its
-``LimitRequestLine`` too).
+``LimitRequestLine`` too).  A request line whose target holds a byte
+that is not printable ASCII (a raw UTF-8 ``müller`` of a script or a
+hand-typed ``curl``, which browsers percent-encode) gets a 400 page saying
+so and a log line, where twisted.web answered a bare 400 and logged nothing.
 
 A request body is refused from the request's headers, before any of it is
 read (twisted.web spools any body to a temporary file first): ``413
@@ -179,9 +182,13 @@ class PacsChannel(http.HTTPChannel):
             self._refuse(self._path, WebError(431, f"a header line is longer than {self.MAX_LENGTH} bytes"))
 
     def lineReceived(self, line):
+        parts = line.split(b" ") if self._receivedHeaderSize == 0 else ()  # the request line's
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:  # twisted.web's bare 400
             self._refuse(self._path, WebError(431, "the request line and header lines are longer than "
                                                    f"{self.totalHeadersSize} bytes in all"))
+        elif len(parts) == 3 and any(byte < 0x21 or byte > 0x7E for byte in parts[1]):  # twisted.web's bare 400
+            self._refuse(parts[1], WebError(400, "the request's URL holds characters that are not printable "
+                                                 "ASCII: percent-encode them (UTF-8), 'ü' as %C3%BC"))
         else:
             super().lineReceived(line)
 

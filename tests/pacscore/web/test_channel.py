@@ -71,6 +71,19 @@ class LongLineTests(unittest.TestCase):
         [event] = [event for event in events if event.get("code") == 431]
         self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", path[:80].decode() + "..."))
 
+    def test_rawUTF8InTheRequestLine(self):
+        """A name searched for unescaped (curl, wget --no-iri): a 400 saying
+        what to do, the connection closed, a log line (twisted.web's bare
+        400 said nothing and logged nothing)."""
+        answer, closed, events = self.send("GET /cgi-bin/dgate?mode=querypatients&patientnamematch=müller HTTP/1.1\r\n"
+                                           "Host: 127.0.0.1\r\n\r\n".encode())
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:100])
+        self.assertIn(b"percent-encode them (UTF-8)", answer)
+        self.assertTrue(closed)
+        [event] = [event for event in events if event.get("code") == 400]
+        self.assertEqual((event["peer"], event["uri"]),
+                         ("192.0.2.7", "/cgi-bin/dgate?mode=querypatients&patientnamematch=müller"))
+
     def test_shortLinesAnswered(self):
         answer, closed, _ = self.send(b"GET /cgi-bin/dgate?mode=nothing&x=" + b"A" * 16000
                                       + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

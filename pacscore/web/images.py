@@ -1,6 +1,8 @@
 """One stored image on the web (Conquest's CGI modes): ``slice`` (the image
 as a picture: ``graphic`` gif, bmp, jpg or png, ``size``, ``lw`` =
-level/window[/frame]), ``dicom`` (the Part-10 file, downsized to ``dsize``
+level/window[/frame]; ``size`` is pixels, or, as Conquest's "size of viewer
+in pixels or %", ``N%``: the picture at its own size, which the slice
+viewer shows N% high, as Conquest's does), ``dicom`` (the Part-10 file, downsized to ``dsize``
 and in compression ``compress``, in its own syntax when the image cannot
 take that one, as a forward sends it; the stored file streamed when neither
 changes it), ``sliceviewer`` (a page showing the
@@ -25,11 +27,25 @@ PICTURES = {"gif": (gifImage, "image/gif"), "bmp": (bmpImage, "image/bmp"), "jpg
             "jpeg": (jpegImage, "image/jpeg"), "png": (pngImage, "image/png")}
 DEFAULT_GRAPHIC = "jpg"
 DEFAULT_SIZE = 512
+MOST_PERCENT = 1000  # of a size=N%
 MOST_FRAMES = 100000
 DICOM = "application/dicom"
 ROWS = (0x00280010, "US")  # kept by the index for objects with pixel data only
 CLIENT_LEFT = 499  # nginx's "client closed request": never sent, nobody is there
 log = Logger()
+
+
+def sliceSize(parameters):
+    """``(pixels, height)`` of the request's ``size``: the most pixels a
+    picture is shrunk to (0: its own size), and None, or for ``N%`` 0 and
+    the height ``N%`` a viewer page shows it at."""
+    text = parameters.get("size").strip()
+    if text.endswith("%"):
+        percent = text[:-1].strip()
+        if not (percent.isdigit() and 1 <= int(percent) <= MOST_PERCENT):
+            raise WebError(400, f"size must be pixels or a percentage from 1% to {MOST_PERCENT}%, not {text!r}")
+        return 0, f"{int(percent)}%"
+    return parameters.number("size", DEFAULT_SIZE), None
 
 
 def levelWindowFrame(text):
@@ -99,7 +115,7 @@ async def _slicePath(archive, parameters):
 
 async def slice_(archive, parameters, request):
     path = await _slicePath(archive, parameters)
-    return await picture(archive, request, path, parameters.get("graphic"), parameters.number("size", DEFAULT_SIZE),
+    return await picture(archive, request, path, parameters.get("graphic"), sliceSize(parameters)[0],
                          *levelWindowFrame(parameters.get("lw")), firstFrame=0)
 
 
@@ -138,10 +154,11 @@ def sliceParts(reference, parameters, mode, **hidden):
     form changing lw that asks for ``mode`` with ``hidden`` (name: value)
     again, links to its header and file."""
     level, window, frame = levelWindowFrame(parameters.get("lw"))
-    size, graphic = parameters.number("size", DEFAULT_SIZE), parameters.get("graphic")
+    pixels, height = sliceSize(parameters)
+    size, graphic = height or pixels, parameters.get("graphic")
     lw = f"{level}/{window}/{frame}"
     source = url("slice", slice=reference, size=size, graphic=graphic, lw=lw)
-    shown = image(source, f"slice {reference}", id="slice",
+    shown = image(source, f"slice {reference}", id="slice", **({"height": height} if height else {}),
                   onload="document.getElementById('shape').textContent = this.naturalWidth + ' x ' + "
                          "this.naturalHeight + ' pixels'",
                   onerror="document.getElementById('shape').textContent = 'the image cannot be shown'")

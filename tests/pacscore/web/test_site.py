@@ -362,6 +362,28 @@ class BrowseTests(WebTestCase):
         picture = yield get(resource, mode="slice", slice=f":{self.corpus[0].sopUID}", graphic="bmp")
         self.assertEqual(picture.headers["content-type"], "image/bmp")
 
+    @defer.inlineCallbacks
+    def test_sizeInPercent(self):
+        """Conquest's "size of viewer in pixels or %": ``size=N%`` (asked,
+        or [webdefaults]') is the picture at its own size, which the slice
+        viewer shows N% high; a percentage that is none is a 400."""
+        sop = self.corpus[0].sopUID
+        picture = yield get(self.resource, mode="slice", slice=f":{sop}", size="100%")
+        self.assertEqual((picture.code, Image.open(io.BytesIO(picture.body)).size), (200, (64, 64)))
+        self.running.configuration.ini.set("size", "50%", section="webdefaults")
+        resource = dgate(self.running)
+        viewer = yield get(resource, mode="sliceviewer", slice=f":{sop}")
+        self.assertEqual(viewer.code, 200, viewer.text)
+        [source] = viewer.images()
+        self.assertIn("size=50%25", source)
+        self.assertIn('height="50%"', viewer.text)
+        shown = yield get(resource, source)
+        self.assertEqual(Image.open(io.BytesIO(shown.body)).size, (64, 64))
+        for size in ("0%", "many%", "2000%"):
+            refused = yield get(self.resource, mode="slice", slice=f":{sop}", size=size)
+            self.assertEqual(refused.code, 400, size)
+            self.assertIn("size must be pixels or a percentage", refused.text)
+
     def test_siteRoutes(self):
         site = webSite(self.running.archive)
         root = site.resource

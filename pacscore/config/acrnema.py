@@ -131,7 +131,9 @@ def _formatNode(node):
 class AcrNemaMap(LineFile):
     """The parsed acrnema.map.  Edit it with ``put``/``delete``, not through
     ``nodes``.  ``tlsNodes``: ``{AE upper case: ClientTLS}`` of dicom.ini's
-    ``[DICOMTLSNodes]`` (set by the loader; kept when the file is read again)."""
+    ``[DICOMTLSNodes]`` in its order, an AE ending in ``*`` matching as in
+    this file (set by the loader and by ``read_ini``; kept when this file
+    is read again)."""
 
     tlsNodes = {}
     log = Logger()
@@ -169,18 +171,24 @@ class AcrNemaMap(LineFile):
             return None
         nodes = self.nodes
         for node in nodes:
+            rest = matchedRest(node.ae, ae)
+            if rest is None:
+                continue
             if node.ae.endswith("*"):
-                prefix = node.ae[:-1]
-                if ae[:len(prefix)].lower() == prefix.lower():
-                    rest = ae[len(prefix):]
-                    return self._withTLS(Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression))
-            elif node.ae.lower() == ae.lower():
-                node = next((same for same in nodes if same.ae == ae), node)
-                return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
+                return self._withTLS(Node(ae, _fill(node.host, rest), _fill(node.port, rest), node.compression))
+            node = next((same for same in nodes if same.ae == ae), node)
+            return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
         return None
 
     def _withTLS(self, node):
-        return replace(node, tls=self.tlsNodes.get(node.ae.upper()))
+        """``node`` with the TLS of the first ``tlsNodes`` key matching its AE."""
+        return replace(node, tls=next((tls for key, tls in self.tlsNodes.items()
+                                       if matchedRest(key, node.ae) is not None), None))
+
+    def reaches(self, pattern):
+        """Whether ``lookup`` finds some AE that ``pattern`` (an AE, or a
+        prefix ending in ``*``, as a ``[DICOMTLSNodes]`` key) matches."""
+        return any(_overlap(pattern, node.ae) for node in self.nodes)
 
     # -- editing
 
@@ -216,6 +224,25 @@ class AcrNemaMap(LineFile):
             self._rows[positions[index]] = _Row(old.keptComments(), None, old.head, old.tail)
         else:
             del self._rows[positions[index]]
+
+
+def matchedRest(pattern, ae):
+    """What of the AE ``ae`` a ``*`` ending ``pattern`` stands for ("" when
+    ``pattern`` is the AE itself), or None when ``pattern`` does not match
+    ``ae``; case-insensitively (the rule of the module docstring)."""
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return ae[len(prefix):] if ae[:len(prefix)].lower() == prefix.lower() else None
+    return "" if pattern.lower() == ae.lower() else None
+
+
+def _overlap(first, second):
+    """Whether some AE matches both patterns (``matchedRest``)."""
+    if first.endswith("*") and second.endswith("*"):
+        return matchedRest(first, second[:-1]) is not None or matchedRest(second, first[:-1]) is not None
+    if first.endswith("*"):
+        first, second = second, first
+    return matchedRest(second, first) is not None
 
 
 def _fill(pattern, rest):

@@ -331,7 +331,7 @@ def loadConfiguration(configPath=None, workdir=None):
     if maxFieldLength > 0:
         layout = layout.capped(maxFieldLength)
     acrNemaMap = AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders))
-    acrNemaMap.tlsNodes = _tlsNodes(ini, iniPath, workdir)
+    acrNemaMap.tlsNodes = tlsNodes(ini, iniPath, workdir, acrNemaMap)
     configuration = Configuration(
         ini=ini,
         acrNemaMap=acrNemaMap,
@@ -345,12 +345,17 @@ def loadConfiguration(configPath=None, workdir=None):
     return configuration
 
 
-def _tlsNodes(ini, iniPath, workdir):
+def tlsNodes(ini, iniPath, workdir, acrNemaMap):
     """``{AE: ClientTLS}`` of the ``[DICOMTLSNodes]`` section (file names
-    relative to ``workdir``); ConfigError naming the line of a bad one."""
+    relative to ``workdir``; an AE may end in ``*`` as in acrnema.map);
+    ConfigError naming the line of a bad one, and of one that matches
+    no AE of ``acrNemaMap``, so would never be used (a typo that would
+    leave its node in plain TCP)."""
     nodes = {}
     for ae, description in ini.items(TLS_NODES):
         try:
+            if not acrNemaMap.reaches(ae.strip()):
+                raise ValueError(f"no entry of {acrNemaMap.path} has this AE: the line would never be used")
             resolved = ":".join(_resolvedFile(part, workdir) for part in description.split(":"))
             nodes[ae.strip().upper()] = ClientTLS(resolved)
         except ValueError as e:

@@ -3,7 +3,7 @@ pacs``: ``DICOMTLSEndpoint`` beside the plain port, ``mtls:`` admitting only
 clients whose certificate the configured authority signed (refusing the
 others with a log line, and serving on), ``ssl:`` admitting any client;
 pacs as a TLS client of ``[DICOMTLSNodes]`` (forwards and C-MOVEs to
-storescp over TLS)."""
+storescp over TLS; never in plain TCP to a node a line names)."""
 
 import os
 import socket
@@ -204,6 +204,39 @@ class TLSTests(unittest.TestCase):
             s.sendall(b"\x0bMSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|LATER|P|2.5\rNTE|" + b"y" * 200000 + b"\x1c\r")
             answer = s.recv(10000)
         self.assertIn(b"MSA|AE|LATER|ORM\\S\\O01 without ORC or OBR segment", answer)  # handled
+
+
+class PlainNodeTests(unittest.TestCase):
+    """A node that ``[DICOMTLSNodes]`` names by a wildcard is never called
+    in plain TCP: a plain storescp standing in for it gets nothing of a
+    C-MOVE."""
+
+    def setUp(self):
+        folder = os.path.abspath(self.mktemp())
+        self.authority = Authority(os.path.join(folder, "hospital"), "hospital")
+        self.storescp = StorescpServer(os.path.join(folder, "storescp"), aet="SECURE1")
+        self.addCleanup(self.storescp.stop)
+        self.storescp.start()
+        self.images = generateCorpus(os.path.join(folder, "corpus"), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=1)
+        self.server = PacsServer(self.mktemp())
+        self.server.addNode("SECURE*", self.storescp.port)
+        self.addCleanup(self.server.stop)
+
+    def start(self):
+        self.server.start()
+        self.assertEqual(self.server.store(*[image.path for image in self.images]).returncode, 0)
+
+    def assertRefused(self):
+        moved = self.server.dgate(f"--movestudy:(local),SECURE1,:{self.images[0].studyUID}")
+        self.assertNotEqual(moved.returncode, 0)
+        self.assertIn("SECURE1 closed the connection during the TLS handshake", moved.stdout + moved.stderr)
+        self.assertEqual(self.storescp.files(), [])
+
+    def test_aWildcardLine(self):
+        self.server.setIni(section="DICOMTLSNodes", **{"SECURE*": f"caCerts={self.authority.certificate}"})
+        self.start()
+        self.assertRefused()
 
 
 class OutgoingTLSTests(unittest.TestCase):

@@ -115,6 +115,37 @@ class LookupTests(unittest.TestCase):
         self.assertEqual(self.amap.nodes[1], Node("V*", "*", "1234", "un"))
 
 
+class TLSNodesTests(unittest.TestCase):
+    """The ``[DICOMTLSNodes]`` keys (``tlsNodes``) match the AE ``lookup``
+    finds by the map's own rule, so that a node the admin declared
+    TLS-only is never called in plain TCP."""
+
+    def setUp(self):
+        self.amap = AcrNemaMap.fromString("SECUREPACS  10.0.0.1  104\nSECURE*  127.0.0.1  21112\n"
+                                          "V*  *  1234\n*  gateway  104\n")
+        self.pacs, self.secure = object(), object()
+
+    def test_aKeyEndingInAStarMatchesAsAMapEntryDoes(self):
+        self.amap.tlsNodes = {"SECURE*": self.secure}
+        self.assertIs(self.amap.lookup("SECURE1").tls, self.secure)
+        self.assertIs(self.amap.lookup("secure7").tls, self.secure)
+        self.assertIs(self.amap.lookup("SECUREPACS").tls, self.secure)
+        self.assertIsNone(self.amap.lookup("OTHER").tls)
+
+    def test_theFirstMatchingKeyWins(self):
+        self.amap.tlsNodes = {"SECUREPACS": self.pacs, "SECURE*": self.secure}
+        self.assertIs(self.amap.lookup("securepacs").tls, self.pacs)
+        self.assertIs(self.amap.lookup("SECURE2").tls, self.secure)
+
+    def test_reaches(self):
+        """Whether a key matches some AE the map finds: not a typo."""
+        amap = AcrNemaMap.fromString("SECUREPACS  10.0.0.1  104\nV*  *  1234\n")
+        for key in ("SECUREPACS", "securepacs", "SECURE*", "SECUREPACS*", "*", "V1", "VX*", "v*"):
+            self.assertTrue(amap.reaches(key), key)
+        for key in ("SECUREPAC", "SECUREPACSX", "SECUREPACSX*", "W*", "W1"):
+            self.assertFalse(amap.reaches(key), key)
+
+
 class MoreWordsTests(unittest.TestCase):
     """Conquest reads the first four words of a line (``sscanf("%s %s %s
     %s")``): a note after the compression code is ignored, with a warning."""

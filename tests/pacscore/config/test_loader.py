@@ -14,6 +14,7 @@ from pacscore.config.acrnema import Node
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
 from pacscore.config.loader import Configuration, defaultConfigDir, loadConfiguration
+from pacscore.testing.certificates import Authority
 
 AMAP = "CONQUESTSRV1  127.0.0.1  5678  un\n"
 SOPS = "Verification 1.2.840.10008.1.1 sop\nLittleEndianImplicit 1.2.840.10008.1.2 transfer\n"
@@ -178,6 +179,30 @@ class LoadTests(unittest.TestCase):
         writeFile(self.configDir, "acrnema.map", AMAP + "BROKEN 1.1.1.1\n")
         error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
         self.assertIn(os.path.join(self.configDir, "acrnema.map") + ":2:", str(error))
+
+    def test_tlsNodeKeysMatchAsAcrNemaMapEntries(self):
+        """A ``[DICOMTLSNodes]`` key ending in ``*`` applies to the AEs it
+        matches as an acrnema.map entry would."""
+        authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+        writeFile(self.configDir, "acrnema.map", AMAP + "SECURE*  127.0.0.1  21112\n")
+        with open(self.ini, "a") as f:
+            f.write(f"[DICOMTLSNodes]\nSECURE* = caCerts={authority.certificate}\n")
+        acrNemaMap = loadConfiguration(self.configDir, self.workdir).acrNemaMap
+        authorities = acrNemaMap.lookup("SECURE1").tls.authorities
+        self.assertEqual(authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
+        self.assertIsNone(acrNemaMap.lookup("CONQUESTSRV1").tls)
+
+    def test_tlsNodeMatchingNoAcrNemaMapEntryStopsStartUp(self):
+        """A key no acrnema.map AE matches (a typo) would leave its node
+        in plain TCP: start-up stops naming its line."""
+        authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+        writeFile(self.configDir, "acrnema.map", AMAP + "SECUREPACS  127.0.0.1  21112\n")
+        with open(self.ini, "a") as f:
+            f.write(f"[DICOMTLSNodes]\nSECUREPAC = caCerts={authority.certificate}\n")
+        error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
+        self.assertEqual(str(error), f"{self.ini}:8: [DICOMTLSNodes] SECUREPAC: no entry of "
+                                     f"{os.path.join(self.configDir, 'acrnema.map')} has this AE: the line "
+                                     "would never be used")
 
 
 class AccessorTests(unittest.TestCase):

@@ -25,7 +25,9 @@ the commands say so.  These are live, used the next time they are needed:
   ``DICOMwebMaxParts``, ``QIDOMaxResults`` (and the ``[webdefaults]`` and scripted page sections,
   which these commands do not edit): read by each web request;
 - the import converter lines, and the export lines while their numbers
-  stay (``converterlines``): used for the objects stored from then on.
+  stay (``converterlines``): used for the objects stored from then on;
+- the ``[DICOMTLSNodes]`` section, which ``read_ini`` reads again (its
+  node certificates too): used by the associations opened from then on.
 
 Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).  For a
@@ -41,6 +43,8 @@ import functools
 from twisted.internet import defer
 
 from pacscore.config.errors import ConfigError
+from pacscore.config.ini import MAIN_SECTION
+from pacscore.config.loader import TLS_NODES, tlsNodes
 from pacscore.config.secrets import isSecret, publicItems
 from pacscore.config.settings import checkSettings
 from pacscore.control.arguments import ControlCommand, fields, number
@@ -128,22 +132,25 @@ def _items(context):
     return publicItems(items) if context.secretsHiddenFrom else items
 
 
-def _usableRules(archive, refused, ini):
-    """The converter lines of ``ini``, dicom.ini as a command would leave
-    it (a ``ConverterRules``); CommandError saying ``refused`` when the
-    server could not use it: not start with it (a value it cannot use,
-    ``pacscore.config.settings``, or a converter line that does not parse),
-    or, its control port bound to anything but loopback, be left without
-    ControlSecret."""
+def _usable(archive, refused, ini):
+    """The converter lines (a ``ConverterRules``) and ``[DICOMTLSNodes]``
+    (``{AE: ClientTLS}``) of ``ini``, dicom.ini as a command would leave
+    it; CommandError saying ``refused`` when the server could not use it:
+    not start with it (a value it cannot use, ``pacscore.config.settings``,
+    a converter line that does not parse, or a ``[DICOMTLSNodes]`` line
+    ``tlsNodes`` refuses), or, its control port bound to anything but
+    loopback, be left without ControlSecret."""
+    configuration = archive.configuration
     try:
-        checkSettings(dataclasses.replace(archive.configuration, ini=ini))
+        checkSettings(dataclasses.replace(configuration, ini=ini))
         rules = loadRules(ini, archive.commands)
+        nodes = tlsNodes(ini, configuration.iniPath, configuration.workdir, configuration.acrNemaMap)
     except ConfigError as e:
         raise CommandError(f"{refused}: the server would not start with it: {e}") from None
     port = archive.controlPort
     if port is not None and port.requireSecret and not ini.get("ControlSecret", ""):
         raise CommandError(f"{refused}: the control port is not bound to loopback, it needs a ControlSecret")
-    return rules
+    return rules, nodes
 
 
 def _applied(archive, rules, keys):
@@ -161,7 +168,7 @@ def _applyAndSave(archive, key, edit):
     disk, then in dicom.ini in memory, and apply it to the running archive;
     a Deferred of "" or, for a key that needs a restart, the note saying
     so.  dicom.ini in memory, and so the running archive, only takes the
-    change once the file on disk, checked (``_usableRules``), is written:
+    change once the file on disk, checked (``_usable``), is written:
     a change refused or not saved changes nothing."""
     refused = f"{key} not changed"
     ini = archive.configuration.ini
@@ -178,7 +185,7 @@ def _applyAndSave(archive, key, edit):
                 rules = loadRules(edited, archive.commands)
             except ConfigError as e:  # its lines are not those of the file: named by key
                 raise CommandError(f"{refused}: {e.message}") from None
-        _usableRules(archive, refused, onDisk)
+        _usable(archive, refused, onDisk)
         return rules
 
     def apply(rules):
@@ -240,24 +247,32 @@ class ReadIni(ControlCommand):
 
 
 def _readIni(archive):
-    ini = archive.configuration.ini
-    before = _keyed(ini)
+    configuration = archive.configuration
+    ini = configuration.ini
+    before, tlsBefore = _keyed(ini), _keyed(ini, TLS_NODES)
 
-    def compare(rules):
-        after = _keyed(ini)
-        changed = [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after))
-                   if before.get(k) != after.get(k)]
+    def compare(checked):
+        rules, nodes = checked
+        configuration.acrNemaMap.tlsNodes = nodes
+        changed, tlsChanged = _changed(before, _keyed(ini)), _changed(tlsBefore, _keyed(ini, TLS_NODES))
         restart = _applied(archive, rules, changed)
-        lines = [f"{len(changed)} parameter(s) changed in {ini.path}"]
+        lines = [f"{len(changed) + len(tlsChanged)} parameter(s) changed in {ini.path}"]
+        if tlsChanged:
+            lines.append(f"applied at once: {', '.join(f'[{TLS_NODES}] {ae}' for ae in tlsChanged)}")
         return "\n".join(lines + ([_restartNote(restart)] if restart else []))
 
-    check = functools.partial(_usableRules, archive, f"{ini.path} not read")
+    check = functools.partial(_usable, archive, f"{ini.path} not read")
     return reload(archive, ini, check).addCallback(compare)
 
 
-def _keyed(ini):
-    """``{lower-case key: (key, value)}`` of the main section (first of equal keys wins)."""
+def _keyed(ini, section=MAIN_SECTION):
+    """``{lower-case key: (key, value)}`` of a section (first of equal keys wins)."""
     result = {}
-    for key, value in ini.items():
+    for key, value in ini.items(section):
         result.setdefault(key.lower(), (key, value))
     return result
+
+
+def _changed(before, after):
+    """The keys (as spelled) whose values differ between two ``_keyed``."""
+    return [after.get(k, before.get(k))[0] for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]

@@ -207,9 +207,9 @@ class TLSTests(unittest.TestCase):
 
 
 class PlainNodeTests(unittest.TestCase):
-    """A node that ``[DICOMTLSNodes]`` names by a wildcard is never called
-    in plain TCP: a plain storescp standing in for it gets nothing of a
-    C-MOVE."""
+    """A node that ``[DICOMTLSNodes]`` names by a wildcard, or names only
+    once ``dgate --read_ini:`` read it, is never called in plain TCP: a
+    plain storescp standing in for it gets nothing of a C-MOVE."""
 
     def setUp(self):
         folder = os.path.abspath(self.mktemp())
@@ -236,6 +236,14 @@ class PlainNodeTests(unittest.TestCase):
     def test_aWildcardLine(self):
         self.server.setIni(section="DICOMTLSNodes", **{"SECURE*": f"caCerts={self.authority.certificate}"})
         self.start()
+        self.assertRefused()
+
+    def test_aLineReadByReadIni(self):
+        self.start()
+        self.server.setIni(section="DICOMTLSNodes", SECURE1=f"caCerts={self.authority.certificate}")
+        read = self.server.dgate("--read_ini:")
+        self.assertEqual(read.returncode, 0, read.stdout + read.stderr)
+        self.assertIn("applied at once: [DICOMTLSNodes] SECURE1", read.stdout)
         self.assertRefused()
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from pacscore.config.acrnema import Node
 from pacscore.config.ini import DicomIni
+from pacscore.testing.certificates import Authority
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import ControlFactory
 from plugins import pacs_control_configuration as commands
@@ -159,6 +161,57 @@ class DicomIniCommandTests(unittest.TestCase):
         error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
         self.assertIn("dicom.ini", str(error))
         self.assertEqual(self.ini.get("TCPPort"), port)
+
+    def setTLSNode(self, ae, description):
+        """Put ``ae = description`` in dicom.ini's [DICOMTLSNodes] on disk."""
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set(ae, description, "DICOMTLSNodes")
+        onDisk.write()
+
+    @defer.inlineCallbacks
+    def test_readIniAppliesDICOMTLSNodes(self):
+        """A node added to [DICOMTLSNodes] goes over TLS from the read_ini
+        on, one removed in plain TCP, and both are reported."""
+        acrNemaMap = self.archive.configuration.acrNemaMap
+        acrNemaMap.put(len(acrNemaMap.nodes), Node("NEWTLS", "127.0.0.1", "21112"))
+        authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+        self.setTLSNode("NEWTLS", f"caCerts={authority.certificate}")
+        output = yield self.running.run(commands.readIni, "")
+        self.assertEqual(output, f"1 parameter(s) changed in {self.path}\napplied at once: [DICOMTLSNodes] NEWTLS")
+        authorities = acrNemaMap.lookup("NEWTLS").tls.authorities
+        self.assertEqual(authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.delete("NEWTLS", "DICOMTLSNodes")
+        onDisk.write()
+        output = yield self.running.run(commands.readIni, "")
+        self.assertEqual(output, f"1 parameter(s) changed in {self.path}\napplied at once: [DICOMTLSNodes] NEWTLS")
+        self.assertIsNone(acrNemaMap.lookup("NEWTLS").tls)
+
+    @defer.inlineCallbacks
+    def test_readIniRefusesADICOMTLSNodesLineStartUpWouldRefuse(self):
+        """A [DICOMTLSNodes] line that would stop the next start-up (a
+        missing file, an AE acrnema.map does not know) refuses the
+        read_ini naming it, keeping the lines in use."""
+        authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+        acrNemaMap = self.archive.configuration.acrNemaMap
+        acrNemaMap.put(len(acrNemaMap.nodes), Node("NEWTLS", "127.0.0.1", "21112"))
+        self.setTLSNode("NEWTLS", f"caCerts={authority.certificate}")
+        yield self.running.run(commands.readIni, "")
+        inUse = acrNemaMap.tlsNodes
+        for ae, description, problem in (
+                ("SBROKEN", "caCerts=/no/such.pem", "caCerts=/no/such.pem: No such file or directory"),
+                ("NOSUCHAE", f"caCerts={authority.certificate}",
+                 f"no entry of {acrNemaMap.path} has this AE: the line would never be used")):
+            self.setTLSNode(ae, description)
+            error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+            where = f"{self.path}:{DicomIni.fromFile(self.path).lineOf(ae, 'DICOMTLSNodes')}"
+            self.assertEqual(str(error), f"{self.path} not read: the server would not start with it: "
+                                         f"{where}: [DICOMTLSNodes] {ae}: {problem}")
+            self.assertIs(acrNemaMap.tlsNodes, inUse)
+            self.assertFalse(self.ini.has(ae, "DICOMTLSNodes"))
+            onDisk = DicomIni.fromFile(self.path)
+            onDisk.delete(ae, "DICOMTLSNodes")
+            onDisk.write()
 
     @defer.inlineCallbacks
     def test_readIniRefusesAConverterLineThatDoesNotParse(self):

@@ -28,6 +28,8 @@ import datetime
 import re
 import weakref
 
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import endpoints, ssl
@@ -39,12 +41,13 @@ from zope.interface import implementer
 _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 DEFAULT_KEY_FILE = "server.pem"   # Twisted's ssl: default privateKey
 
+INVALID_PURPOSE = 26  # X509_V_ERR_INVALID_PURPOSE
 # OpenSSL's X509_V_ERR_* codes a client certificate is refused for, most often
 _VERIFY_ERRORS = {
     2: "caCerts has this issuing authority but not the root above it", 9: "certificate is not yet valid", 10: "certificate has expired", 18: "self-signed certificate",
     19: "self-signed certificate in the chain", 20: "unable to get the issuer's certificate",
     21: "unable to verify the first certificate", 23: "certificate revoked",
-    26: "unsupported certificate purpose",
+    INVALID_PURPOSE: "unsupported certificate purpose",
 }
 # what OpenSSL says of bytes that are no TLS record (a plain DICOM, MLLP, web or control-port peer)
 _NOT_TLS = "wrong version number"
@@ -72,9 +75,10 @@ def _refusal(errno, certificate):
 
 def _outgoingRefusal(connection):
     """Why the certificate chain a node showed on the outgoing ``connection``
-    does not verify against its ``caCerts``, or None.  (Twisted sets its
-    own verify callback on client connections, so the chain is checked
-    again once the handshake failed.)"""
+    does not verify against its ``caCerts``, or is not for a TLS server,
+    or None.  (Twisted's own verify callback on client connections checks
+    the host name and keeps no reason, so the chain is checked again once
+    the handshake failed; an ``X509Store`` has no purpose to check.)"""
     authorities, chain = _authorities.get(connection), connection.get_peer_cert_chain()
     if authorities is None or not chain:
         return None
@@ -85,7 +89,20 @@ def _outgoingRefusal(connection):
         crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
     except crypto.X509StoreContextError as e:
         return _refusal(e.errors[0], e.certificate)
-    return None
+    return _purposeRefusal(chain[0])
+
+
+def _purposeRefusal(certificate):
+    """Why OpenSSL refuses a node's ``certificate`` (an ``X509``) for a TLS
+    server: its extended key usages, when it names some, lack serverAuth;
+    else None."""
+    try:
+        usages = certificate.to_cryptography().extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if ExtendedKeyUsageOID.SERVER_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
+        return None
+    return _refusal(INVALID_PURPOSE, certificate)
 
 
 def _subject(certificate):

@@ -41,17 +41,18 @@ class Authority:
         self.certificate = os.path.join(folder, f"{name}-ca.pem")
         _write(self.certificate, self._certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name, server=False, expired=False):
+    def issue(self, name, server=False, expired=False, usage=None):
         """An ``Identity`` with common name ``name``, for a TLS server (with
         ``localhost`` and 127.0.0.1 as its names) or a client; ``expired``:
-        valid until a month ago."""
+        valid until a month ago; ``usage``: its extended key usage (an
+        ``ExtendedKeyUsageOID``) when not that of a server or client."""
         key = ec.generate_private_key(ec.SECP256R1())
         builder = _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
                            self._certificate.subject, key.public_key(), expired)
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usage = usage or (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH)
         certificate = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(
             self._key, hashes.SHA256())
         identity = Identity(os.path.join(self.folder, f"{name}.key"), os.path.join(self.folder, f"{name}.pem"))

@@ -6,17 +6,20 @@ warning of a certificate out of its dates."""
 import datetime
 import os
 
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
-from twisted.internet import endpoints
+from twisted.internet import endpoints, protocol, ssl
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from pacscore.testing.certificates import Authority
-from pacscore.tls import securityOf, tlsFailure, validityWarnings
+from pacscore.tls import ClientTLS, securityOf, tlsFailure, validityWarnings
 
 
 class MutualTLSEndpointTests(unittest.TestCase):
@@ -105,6 +108,47 @@ class DescriptionTests(unittest.TestCase):
         """What OpenSSL says of an A-ASSOCIATE-RQ where a ClientHello should be comes with a hint."""
         self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "wrong version number")]))),
                          "wrong version number (the peer does not speak TLS on this port)")
+
+
+class OutgoingRefusalTests(unittest.TestCase):
+    """What ``tlsFailure`` says when a node's certificate is refused on an
+    association pacs opens (a real handshake, in memory)."""
+
+    def setUp(self):
+        self.authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+
+    def handshake(self, node):
+        """What ``tlsFailure`` says, when pacs's side of a handshake with a
+        node showing ``node`` (an ``Identity``) is lost."""
+        with open(node.key, "rb") as key, open(node.certificate, "rb") as certificate:
+            serverOptions = ssl.PrivateCertificate.loadPEM(key.read() + certificate.read()).options()
+        creator = ClientTLS(f"caCerts={self.authority.certificate}:hostname=localhost").creatorFor("127.0.0.1")
+        client = _Lost()
+        clientTLS = TLSMemoryBIOFactory(creator, True, protocol.Factory.forProtocol(lambda: client)).buildProtocol(None)
+        serverTLS = TLSMemoryBIOFactory(serverOptions, False, protocol.Factory.forProtocol(protocol.Protocol)
+                                        ).buildProtocol(None)
+        iosim.connect(serverTLS, iosim.makeFakeServer(serverTLS), clientTLS, iosim.makeFakeClient(clientTLS))
+        return client.failure
+
+    def test_anotherAuthority(self):
+        self.assertEqual(self.handshake(Authority(os.path.abspath(self.mktemp()), "evil").issue("evilscp", True)),
+                         "certificate verify failed (unable to get the issuer's certificate: /CN=evilscp)")
+
+    def test_aCertificateForAnotherPurpose(self):
+        """A node certificate for TLS clients only (extendedKeyUsage
+        clientAuth) is refused for its purpose, and said so."""
+        self.assertEqual(self.handshake(self.authority.issue("scp", True, usage=ExtendedKeyUsageOID.CLIENT_AUTH)),
+                         "certificate verify failed (unsupported certificate purpose: /CN=scp)")
+
+
+class _Lost(protocol.Protocol):
+    """Keeps what ``tlsFailure`` says of its connection's loss (its
+    transport's TLS connection is gone once ``connectionLost`` returns)."""
+
+    failure = None
+
+    def connectionLost(self, reason):
+        self.failure = tlsFailure(reason, self.transport)
 
 
 @implementer(ISSLTransport)

@@ -49,8 +49,9 @@ _VERIFY_ERRORS = {
     21: "unable to verify the first certificate", 23: "certificate revoked",
     INVALID_PURPOSE: "unsupported certificate purpose",
 }
-# what OpenSSL says of bytes that are no TLS record (a plain DICOM, MLLP, web or control-port peer)
-_NOT_TLS = "wrong version number"
+# what OpenSSL says of bytes that are no TLS record (a plain DICOM, MLLP, web or control-port peer;
+# OpenSSL 3 tells a plain HTTP request, or proxy CONNECT, apart)
+_NOT_TLS = ("wrong version number", "http request", "https proxy request")
 # TLS alerts a peer sends when it refuses the certificate we showed
 _OURS_REFUSED = re.compile(r"\balert (certificate (expired|revoked|unknown)|unknown ca|bad certificate|"
                            r"unsupported certificate)\b")
@@ -313,7 +314,7 @@ def tlsFailure(reason, transport=None):
         return None
     errors = reason.value.args[0] if reason.value.args and isinstance(reason.value.args[0], list) else []
     text = "; ".join(str(error[-1]) for error in errors if isinstance(error, tuple)) or str(reason.value)
-    if _NOT_TLS in text:
+    if any(notTLS in text for notTLS in _NOT_TLS):
         return f"{text} (the peer does not speak TLS on this port)"
     refusal = None
     if ISSLTransport.providedBy(transport):

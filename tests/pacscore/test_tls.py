@@ -109,6 +109,12 @@ class DescriptionTests(unittest.TestCase):
         self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", "wrong version number")]))),
                          "wrong version number (the peer does not speak TLS on this port)")
 
+    def test_plainHTTPOnTheHTTPSPort(self):
+        """OpenSSL 3 tells a plain HTTP request (or proxy CONNECT) apart: the same hint."""
+        for text in ("http request", "https proxy request"):
+            self.assertEqual(tlsFailure(Failure(SSL.Error([("SSL routines", "", text)]))),
+                             f"{text} (the peer does not speak TLS on this port)")
+
 
 class OutgoingRefusalTests(unittest.TestCase):
     """What ``tlsFailure`` says when a node's certificate is refused on an

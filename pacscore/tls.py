@@ -33,7 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import endpoints, ssl
-from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, ISSLTransport,
+from twisted.internet.interfaces import (IHandshakeListener, IOpenSSLClientConnectionCreator, ISSLTransport,
                                          IStreamServerEndpointStringParser)
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -289,6 +289,23 @@ class MutualTLSServerParser:
             raise ValueError("mtls: needs privateKey=FILE and caCerts=FILE (the authorities of client certificates)")
         options = mutualTLSOptions(privateKey, caCerts, certKey, extraCertChain)
         return endpoints.SSL4ServerEndpoint(reactor, int(port), options, backlog=int(backlog), interface=interface)
+
+
+@implementer(IHandshakeListener)
+class HandshakeListener:
+    """A protocol mix-in: ``handshaking`` says whether the TLS handshake
+    of its connection is still to complete (False over plain TCP), for
+    the line that cuts a peer that does not complete it."""
+
+    _handshakeDone = False
+
+    @property
+    def handshaking(self):
+        return not self._handshakeDone and ISSLTransport.providedBy(self.transport)
+
+    def handshakeCompleted(self):
+        """IHandshakeListener: the TLS handshake is done."""
+        self._handshakeDone = True
 
 
 def securityOf(transport):

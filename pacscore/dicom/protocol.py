@@ -19,7 +19,7 @@ and of the end.  The requestor is ``pacscore.dicom.client.DicomClientProtocol``.
 from collections import deque
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -35,7 +35,7 @@ from pacscore.dicom.negotiation import (
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData, closeIfStored
-from pacscore.tls import securityOf, warnOfTLSFailure
+from pacscore.tls import HandshakeListener, securityOf, warnOfTLSFailure
 
 AWAITING_ASSOCIATE = "Sta2"
 AWAITING_ASSOCIATE_AC = "Sta5"
@@ -91,8 +91,8 @@ class _Request:
         self.yieldsToRelease = yieldsToRelease  # a release the peer asks for fails it rather than waits
 
 
-@implementer(IPushProducer, IHandshakeListener)
-class DicomProtocol(Protocol, TimeoutMixin):
+@implementer(IPushProducer)
+class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
     """One association, either role, once established.
 
     The factory provides ``clock``, ``idleTimeout``, ``artimTimeout``,
@@ -128,13 +128,8 @@ class DicomProtocol(Protocol, TimeoutMixin):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.peer = self.transport.getPeer()
-        self.handshaking = ISSLTransport.providedBy(self.transport)  # a TLS handshake not yet completed
         self._framer = pdu.PDUFramer(self._maximumLength)
         self.factory.associationOpened(self)
-
-    def handshakeCompleted(self):
-        """IHandshakeListener: the TLS handshake is done."""
-        self.handshaking = False
 
     def connectionLost(self, reason):
         self.tlsFailure = warnOfTLSFailure(self.log, f"{self.peerName()}: ", reason, self.transport)

@@ -26,7 +26,8 @@ connection the listener closes (idle, refused, garbage) is cut if it is
 still there ``CLOSE_BOUND`` s later (``pacscore.closing``: a TLS peer that
 never answers close_notify would else keep its connection slot and its
 unfinished frame).  Over TLS, a failed handshake is logged with its cause
-(``pacscore.tls.warnOfTLSFailure``).
+(``pacscore.tls.warnOfTLSFailure``), and one the idle timeout cuts before
+it completed as such.
 """
 
 import math
@@ -42,7 +43,7 @@ from zope.interface import implementer
 from pacscore.closing import closeWithin, unsent
 from pacscore.dicom.admission import LimitedFactory
 from pacscore.hl7 import message
-from pacscore.tls import warnOfTLSFailure
+from pacscore.tls import HandshakeListener, warnOfTLSFailure
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -78,7 +79,7 @@ def httpRequestStarts(head):
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
+class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
     """One MLLP connection; the factory gives ``handler``, ``maxMessageSize``,
     ``idleTimeout``, ``clock`` and ``counters``."""
 
@@ -188,8 +189,12 @@ class MLLPProtocol(protocol.Protocol, policies.TimeoutMixin):
                           waiting="" if self._unsent is None else f" ({self._unsent} bytes of them waiting)")
             self._close(abort=True)
             return
-        self.log.info("{peer}: no data for {timeout} s, closing the HL7 connection",
-                      peer=self.peerName(), timeout=self.timeOut)
+        if self.handshaking:
+            self.log.warn("{peer}: no completed TLS handshake within {timeout} s, closing the HL7 connection",
+                          peer=self.peerName(), timeout=self.timeOut)
+        else:
+            self.log.info("{peer}: no data for {timeout} s, closing the HL7 connection",
+                          peer=self.peerName(), timeout=self.timeOut)
         self._close()
 
     # -- framing -----------------------------------------------------------

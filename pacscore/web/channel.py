@@ -24,7 +24,8 @@ seconds of the connection, or of the answer to the request before: a
 client sending a header line every few seconds (slowloris) is answered
 ``408 Request Timeout`` with a log line and cut off, as Apache's
 ``mod_reqtimeout`` does; an idle connection that began no request is
-closed without a word.
+closed without a word, but for one whose TLS handshake did not complete
+(logged, as DICOM's ARTIM logs it).
 
 After such an answer the connection closes the way Apache's lingering
 close does: the answer is followed by the end of what the server sends
@@ -44,7 +45,7 @@ from twisted.web import http
 
 from pacscore.closing import buffered
 from pacscore.web.answers import WebError
-from pacscore.tls import warnOfTLSFailure
+from pacscore.tls import HandshakeListener, warnOfTLSFailure
 from pacscore.web.answering import errorPage, reason
 
 SHOWN = 80  # characters of a long request line in the log
@@ -54,7 +55,7 @@ LINGER_BYTES = 512 << 20  # and this much at most
 ANSWER_WAIT = 0.01  # seconds between looks whether a refusal's answer has left the write buffer
 
 
-class PacsChannel(http.HTTPChannel):
+class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     log = Logger()
     headTimeout = HEAD_TIMEOUT
@@ -88,7 +89,7 @@ class PacsChannel(http.HTTPChannel):
         for call in (self._lingerCall, self._answerCall):
             if call is not None and call.active():
                 call.cancel()
-        warnOfTLSFailure(self.log, f"web: {getattr(self.transport.getPeer(), 'host', '?')} ", reason, self.transport)
+        warnOfTLSFailure(self.log, f"web: {self._peerHost()} ", reason, self.transport)
         self.site.connectionClosed(self)
         super().connectionLost(reason)
 
@@ -108,8 +109,14 @@ class PacsChannel(http.HTTPChannel):
         if self._headBegun:
             self._refuse(getattr(self, "_path", b""), WebError(
                 408, f"the request line and headers did not come within {self.headTimeout} s"))
-        else:
-            self.loseConnection()
+            return
+        if self.handshaking:
+            self.log.warn("web: {peer} no completed TLS handshake within {timeout} s, closing", peer=self._peerHost(),
+                          timeout=self.headTimeout)
+        self.loseConnection()
+
+    def _peerHost(self):
+        return getattr(self.transport.getPeer(), "host", "?")
 
     def requestDone(self, request):
         if self.persistent and not self._ended:

@@ -2,10 +2,12 @@
 
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
+from zope.interface import directlyProvides
 
 from pacscore.closing import CLOSE_BOUND
 from pacscore.dicom.admission import AssociationLimits
@@ -50,12 +52,14 @@ class MLLPTests(unittest.TestCase):
         self.handler = RecordingHandler()
         self.connect()
 
-    def connect(self, handler=None, **options):
+    def connect(self, handler=None, tls=False, **options):
         self.factory = MLLPFactory(handler or self.handler, clock=self.clock, **options)
         self.events = []
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 40000))
         self.protocol.log = Logger(observer=self.events.append)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 40000))
+        if tls:
+            directlyProvides(self.transport, ISSLTransport)
         self.transport.setTcpNoDelay = lambda enabled: setattr(self.transport, "noDelay", enabled)
         self.protocol.makeConnection(self.transport)
 
@@ -330,6 +334,15 @@ class MLLPTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.logged("no data"),
                          ["10.0.0.7:40000: no data for 30 s, closing the HL7 connection"])
+
+    def test_anUnfinishedTLSHandshakeIsSaidSo(self):
+        """Over TLS, the idle timeout cutting a peer whose handshake did
+        not complete (it sent no ClientHello, or half of one) says so."""
+        self.connect(idleTimeout=30, tls=True)
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.logged("closing the HL7 connection"),
+                         ["10.0.0.7:40000: no completed TLS handshake within 30 s, closing the HL7 connection"])
 
     def test_aCloseNeverCompletedIsCutWithinABound(self):
         """A connection the listener closes whose close never completes

@@ -5,10 +5,12 @@ not a connection closed without a word."""
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
+from zope.interface import directlyProvides
 
 from pacscore.web.requestbodies import FORM_BODY, CountedRequest
 from pacscore.web.site import webSite
@@ -110,11 +112,15 @@ class SiteConnections(unittest.TestCase):
         self.running = RunningArchive(self, ini=self.ini)
         self.site = webSite(self.running.archive)
 
-    def connect(self):
+    def connect(self, tls=False):
+        """A connection (over TLS, ``tls``): the channel and its transport."""
         channel = self.site.buildProtocol(CLIENT)
         if self.clock is not None:
             channel.callLater = self.clock.callLater
         transport = StringTransport(peerAddress=CLIENT)
+        if tls:
+            directlyProvides(transport, ISSLTransport)
+            transport.setTcpNoDelay = lambda enabled: None
         channel.makeConnection(transport)
         self.addCleanup(channel.connectionLost, connectionDone)
         return channel, transport
@@ -411,6 +417,23 @@ class HeadDeadlineTests(SiteConnections):
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
         self.assertEqual([event for event in events if "code" in event], [])
+
+    def test_anUnfinishedTLSHandshake(self):
+        """A TLS connection whose handshake did not complete (slowloris
+        on the HTTPS port) is closed with a line saying so; a silent one
+        whose handshake completed without one, as over plain TCP."""
+        channel, transport = self.connect(tls=True)
+        with capturedLogs() as events:
+            self.clock.advance(30)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([formatEvent(event) for event in events],
+                         ["web: 192.0.2.7 no completed TLS handshake within 30 s, closing"])
+        channel, transport = self.connect(tls=True)
+        channel.handshakeCompleted()
+        with capturedLogs() as events:
+            self.clock.advance(30)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([formatEvent(event) for event in events], [])
 
     def test_deadlineOfEachRequest(self):
         """The deadline stops with the headers and starts again after the answer (keep-alive)."""

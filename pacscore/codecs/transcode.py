@@ -37,7 +37,9 @@ goes in P-DATA:
   ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples),
   the lossy ones (4.50, 4.51) with ``jpeglossy.encodeDataset`` at the
   ``quality`` given (LossyQuality). Lossy results get Lossy Image
-  Compression "01" and their ratio and method appended. Colour data by plane (Planar Configuration 1) is
+  Compression "01" and their ratio and method appended (not JPEG-LS
+  near-lossless at NEAR 0, quality 91 and up: bit-exact, as
+  ``codedLossy`` reads it). Colour data by plane (Planar Configuration 1) is
   interleaved and YBR_FULL_422 expanded to YBR_FULL first, as the encoders
   want; RLE of more than 16 bits allocated (pydicom's encoder stops
   there) with ``widerle``. openjpeg (6 resolution levels) refuses images
@@ -565,7 +567,7 @@ def _compress(ds, target, quality):
     finally:
         del ds.file_meta
     method = _LOSSY_METHODS.get(target)
-    if method:
+    if method and not _lossless(target, options):  # JPEG-LS with NEAR 0 is bit-exact: never marked
         _markLossy(ds, before / max(len(ds.PixelData), 1), method)
 
 

@@ -575,6 +575,19 @@ class CompressTests(Checks, unittest.TestCase):
             newRatios, newMethods = lossyHistory(ds)
             self.assertEqual((newRatios[:-1], newMethods), (ratios, methods + ["ISO_15444_1"]), name)
 
+    def test_jpegLsNearZeroNotMarkedLossy(self):
+        """JPEG-LS near-lossless at a quality from 91 up codes NEAR 0, a
+        bit-exact stream (codedLossy says so): no Lossy Image Compression
+        01, which could never be taken back; below 91 it is marked."""
+        syntax, data, original = split("CT_small.dcm")
+        ds = asFile(quietly(transcode, data, syntax, JPEG_LS_NEAR_LOSSLESS, 95), JPEG_LS_NEAR_LOSSLESS, original)
+        self.assertFalse(codedLossy(JPEG_LS_NEAR_LOSSLESS, ds.PixelData))
+        self.assertEqual(ds.get("LossyImageCompression"), original.get("LossyImageCompression"))
+        self.assertEqual(lossyHistory(ds), lossyHistory(original))
+        self.assertSamePixels(ds, pixels(original), "CT_small.dcm")
+        lossy = asFile(quietly(transcode, data, syntax, JPEG_LS_NEAR_LOSSLESS, 70), JPEG_LS_NEAR_LOSSLESS, original)
+        self.assertEqual((lossy.LossyImageCompression, lossy.LossyImageCompressionMethod), ("01", "ISO_14495_1"))
+
     def test_jpegLS(self):
         """Round trip where an encoder (pyjpegls) is installed; a clear
         TranscodeError where none is (as here by default)."""

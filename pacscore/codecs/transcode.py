@@ -48,7 +48,10 @@ goes in P-DATA:
 * lossless means the stored words bit for bit: pixel data with bits set
   above High Bit (embedded overlays) is coded at Bits Allocated precision
   in a lossless syntax, as DCMTK's true lossless mode does (and up to 8
-  bits stored in 16 in JPEG-LS and JPEG 2000 always), and a stream
+  bits stored in 16 in JPEG-LS and JPEG 2000 always: in their lossy
+  modes Bits Stored then becomes 16, as lossy JPEG makes it the
+  precision coded, so that a bright sample the coding pushed above 255
+  stays bright), and a stream
   coded at a precision above Bits Stored (or in RLE, which codes whole
   words) is decoded at that precision, not masked to Bits Stored.
 * compressed -> another compressed: both of the above.
@@ -560,9 +563,9 @@ def _compress(ds, target, quality):
         elif target == RLE_LOSSLESS and isWide(ds):
             encodeWideRle(ds)
         else:
-            wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or _lossless(target, options)
-                                                and usesBitsAboveHighBit(ds))
-            with codecLock(target), _allBitsStored(ds) if wide else contextlib.nullcontext():
+            lossless = _lossless(target, options)
+            wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or lossless and usesBitsAboveHighBit(ds))
+            with codecLock(target), _allBitsStored(ds, lossless) if wide else contextlib.nullcontext():
                 compress(ds, target, generate_instance_uid=False, **options)
     finally:
         del ds.file_meta
@@ -587,16 +590,20 @@ def _narrowInWide(ds):
 
 
 @contextlib.contextmanager
-def _allBitsStored(ds):
+def _allBitsStored(ds, lossless):
     """``ds`` said to store all its Bits Allocated, for an encoder to code
     every bit (DCMTK's true lossless mode); its Bits Stored and High Bit
-    back afterwards."""
+    back afterwards when the coding is ``lossless``. A lossy one keeps
+    them at the precision coded, as lossy JPEG does (``jpeglossy``): its
+    error may push 255 of 8 bits stored to 256 or more, which a reader
+    masking to 8 bits would turn black."""
     bitsStored, highBit = ds.BitsStored, ds.HighBit
     ds.BitsStored, ds.HighBit = ds.BitsAllocated, ds.BitsAllocated - 1
     try:
         yield
     finally:
-        ds.BitsStored, ds.HighBit = bitsStored, highBit
+        if lossless:
+            ds.BitsStored, ds.HighBit = bitsStored, highBit
 
 
 def nearError(quality):

@@ -25,6 +25,7 @@ from pacscore.codecs import transcode as transcodeModule
 from pacscore.codecs.filetranscode import NotStreamed, transcodeFile
 from pacscore.codecs.jpeglossless import encodeFrame
 from pacscore.codecs.jpegmarkers import sequentialScansMended
+from pacscore.codecs.pixelframes import atBitsStored
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
@@ -1026,6 +1027,26 @@ class BitsAboveHighBitTests(unittest.TestCase):
                     transcodeFile(io.BytesIO(compressed), 0, len(compressed), via, EXPLICIT_VR_LITTLE_ENDIAN, out)
                     out.seek(0)
                     self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData)
+
+
+    def test_eightBitsInSixteenLossyKeepTheirWhite(self):
+        """8 bits stored in 16 coded lossy at 16 bits (JPEG 2000 at 95,
+        JPEG-LS with NEAR 3) may come back above 255: Bits Stored becomes
+        the precision coded, as lossy JPEG makes it, so that no word is
+        above it (255 read as 256 masked to 8 bits is black) and the
+        values stay within the coding's error."""
+        for signed in (False, True):
+            ds = image()
+            ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, int(signed)
+            values = np.where(np.arange(64 * 64) % 64 < 32, 255, np.arange(64 * 64) % 256) - (128 if signed else 0)
+            ds.PixelData = values.astype("<i2").tobytes()
+            data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+            for via, quality, error in ((JPEG_2000, 95, 8), (JPEG_LS_NEAR_LOSSLESS, 70, 3)):
+                compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, quality)
+                back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+                decoded = atBitsStored(pixels(back), back).astype(np.int64).ravel()
+                self.assertLessEqual(np.abs(decoded - values).max(), error, (signed, via))
+                self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 16, 15), (signed, via))
 
 
 class SequentialScansTests(Checks, unittest.TestCase):

@@ -34,7 +34,7 @@ import struct
 import numpy as np
 
 from pacscore.codecs.huffman import CATEGORY, SEGMENT, dhtSegment, extraBits, optimalTable, pack
-from pacscore.codecs.pixelframes import encapsulateFrames, nativeFrames
+from pacscore.codecs.pixelframes import encapsulateFrames, nativeFrames, signedValues
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 
 DEFAULT_QUALITY = 95  # Conquest's LossyQuality default
@@ -220,12 +220,6 @@ def encodeFrame(samples, precision, quality=DEFAULT_QUALITY, colour=False):
     ])
 
 
-def _signed(words, bitsStored):
-    """Stored words as the signed ``bitsStored``-bit values they hold."""
-    values = words.astype(np.int64) & ((1 << bitsStored) - 1)
-    return values - ((values >> (bitsStored - 1)) << bitsStored)
-
-
 def _shiftIntoRange(ds, frames):
     """``frames`` as unsigned 12-bit values, ``ds`` amended for the shift
     (see the module docstring); ValueError when they do not fit."""
@@ -233,7 +227,7 @@ def _shiftIntoRange(ds, frames):
         raise ValueError("signed colour samples, or over 12 bits, cannot go in lossy JPEG")
     bitsStored = ds.BitsStored
     signed = ds.get("PixelRepresentation") == 1
-    values = _signed(frames, bitsStored) if signed else frames.astype(np.int64) & ((1 << bitsStored) - 1)
+    values = signedValues(frames, bitsStored) if signed else frames.astype(np.int64) & ((1 << bitsStored) - 1)
     low, high = int(values.min()), int(values.max())
     if high - low >= 1 << _WIDE:
         raise ValueError(f"its pixel values span {low}..{high}, more than 12 bits can hold")

@@ -1,8 +1,8 @@
 """The native frames our JPEG encoders (``jpeglossless``, ``jpeglossy``)
-take from a data set, the encapsulated Pixel Data they put back, whether
-native pixel data holds bits above its High Bit, which a lossless codec
-must then code too, and decoded samples reduced to Bits Stored for
-display."""
+take from a data set, the signed values their words hold, the
+encapsulated Pixel Data they put back, whether native pixel data holds
+bits above its High Bit, which a lossless codec must then code too, and
+decoded samples reduced to Bits Stored for display."""
 
 import numpy as np
 from pydicom.dataset import FileMetaDataset
@@ -41,6 +41,12 @@ def nativeFrames(ds, codec):
         raise ValueError(f"Pixel Data has {len(ds.PixelData)} bytes, not the "
                          f"{count * dtype.itemsize} of {frames} frame(s) of {shape[1:]}")
     return np.frombuffer(ds.PixelData, dtype, count).reshape(shape)
+
+
+def signedValues(words, bitsStored):
+    """Stored words as the signed ``bitsStored``-bit values they hold."""
+    values = words.astype(np.int64) & ((1 << bitsStored) - 1)
+    return values - ((values >> (bitsStored - 1)) << bitsStored)
 
 
 def usesBitsAboveHighBit(ds):

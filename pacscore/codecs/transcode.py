@@ -33,7 +33,9 @@ goes in P-DATA:
   available here (``syntaxes.canEncode``): RLE, JPEG 2000 lossless and
   lossy (compression ratio 100 / ``quality`` at most, as Conquest asks of
   OpenJPEG: 95 is nearly lossless, 10 about 10:1), JPEG-LS (pyjpegls;
-  near-lossless with the NEAR ``nearError(quality)``); the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
+  near-lossless with the NEAR ``nearError(quality)``, refused with a log
+  line for signed values within NEAR of either end of their range, which
+  its error would wrap to the other end); the JPEG lossless syntaxes (4.57, 4.70) with our own encoder,
   ``jpeglossless.encodeDataset`` (8 or 16 bits allocated, 1 or 3 samples),
   the lossy ones (4.50, 4.51) with ``jpeglossy.encodeDataset`` at the
   ``quality`` given (LossyQuality). Lossy results get Lossy Image
@@ -94,7 +96,7 @@ from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
 from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
-from pacscore.codecs.pixelframes import usesBitsAboveHighBit
+from pacscore.codecs.pixelframes import nativeFrames, signedValues, usesBitsAboveHighBit
 from pacscore.codecs.widerle import encodeDataset as encodeWideRle
 from pacscore.codecs.widerle import isWide
 from pacscore.codecs.syntaxes import (
@@ -566,6 +568,8 @@ def _compress(ds, target, quality):
             lossless = _lossless(target, options)
             wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or lossless and usesBitsAboveHighBit(ds))
             with codecLock(target), _allBitsStored(ds, lossless) if wide else contextlib.nullcontext():
+                if target == JPEG_LS_NEAR_LOSSLESS and not lossless and ds.get("PixelRepresentation") == 1:
+                    _checkSignedNear(ds, options["jls_error"])
                 compress(ds, target, generate_instance_uid=False, **options)
     finally:
         del ds.file_meta
@@ -579,6 +583,23 @@ def _lossless(target, options):
     losslessly at a precision of Bits Stored (RLE codes whole words)."""
     return target in (JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS) or (
         target == JPEG_LS_NEAR_LOSSLESS and options["jls_error"] == 0)
+
+
+def _checkSignedNear(ds, near):
+    """_Problem, with a log line, when signed pixel values of ``ds`` lie
+    within ``near`` of the ends of their Bits Stored range: JPEG-LS codes
+    the words as unsigned samples, so its error would wrap the brightest
+    to the darkest (12 bits: 2047 -> -2048). pydicom's encoder checks this
+    for arrays only, not for the Pixel Data it is given here."""
+    precision = ds.BitsStored
+    values = signedValues(nativeFrames(ds, "JPEG-LS"), precision)
+    low, high = int(values.min()), int(values.max())
+    lowest, highest = near - (1 << (precision - 1)), (1 << (precision - 1)) - 1 - near
+    if low < lowest or high > highest:
+        reason = (f"its signed values span {low}..{high}, and JPEG-LS near-lossless (NEAR {near}) of "
+                  f"{precision} bits stored keeps only {lowest}..{highest} from wrapping to the other end")
+        log.info("{uid}: not coded in JPEG-LS near-lossless: {reason}", uid=ds.get("SOPInstanceUID"), reason=reason)
+        raise _Problem(reason)
 
 
 def _narrowInWide(ds):

@@ -6,9 +6,11 @@ from twisted.trial import unittest
 from pacscore.codecs import nkipixels
 from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, recode, recodedSyntaxes
 from pacscore.codecs.syntaxes import (
-    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1)
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1,
+    JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS)
 from pacscore.codecs.transcode import transcode
 from tests.pacscore.codecs.test_nkipixels import encode, sample
+from tests.pacscore.codecs.test_transcode import signedTwelveBits
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -30,6 +32,16 @@ class RecodeTests(unittest.TestCase):
         self.assertNotEqual(recode(self.plain, EXPLICIT, "j4", quality=20)[0], data)
         self.assertEqual(recode(self.plain, EXPLICIT, "j420")[0], recode(self.plain, EXPLICIT, "j4", quality=20)[0],
                          "the code's own quality")
+
+    def test_nearLosslessOfSignedValuesAtTheirEndsIsLossless(self):
+        """j770 (JPEG-LS with NEAR 3) of signed 12-bit pixels holding
+        2047, which it would wrap to -2048: j7's JPEG-LS lossless instead,
+        bit for bit."""
+        plain = encode(signedTwelveBits(), EXPLICIT)
+        self.assertEqual(recodedSyntaxes(EXPLICIT, "j7"), [JPEG_LS_NEAR_LOSSLESS, JPEG_LS_LOSSLESS])
+        data, syntax = recode(plain, EXPLICIT, "j770")
+        self.assertEqual(syntax, JPEG_LS_LOSSLESS)
+        self.assertEqual(transcode(data, syntax, EXPLICIT), plain)
 
     def test_nkiCodes(self):
         for code, mode in (("n1", 1), ("N2", 2), ("n3", 3), ("n4", 4), ("nj", 4)):

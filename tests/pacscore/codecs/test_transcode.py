@@ -159,6 +159,17 @@ def image(rows=64, columns=64, frames=1, samples=1, bits=16):
     return ds
 
 
+def signedTwelveBits(low=-2048, high=2047):
+    """A signed 12-bit image from ``low`` to ``high``, bright and dark
+    regions at these ends."""
+    ds = image()
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 1
+    column = np.arange(64 * 64) % 64
+    values = np.where(column < 16, high, np.where(column < 32, low, np.arange(64 * 64) % 4096 - 2048))
+    ds.PixelData = np.clip(values, low, high).astype("<i2").tobytes()
+    return ds
+
+
 class Checks:
     """Assertions the test cases share."""
 
@@ -575,6 +586,34 @@ class CompressTests(Checks, unittest.TestCase):
                         JPEG_2000, original)
             newRatios, newMethods = lossyHistory(ds)
             self.assertEqual((newRatios[:-1], newMethods), (ratios, methods + ["ISO_15444_1"]), name)
+
+    def test_jpegLsNearLosslessOfSignedValuesAtTheirEnds(self):
+        """JPEG-LS codes signed words as unsigned samples: with NEAR 3
+        (quality 70) a 12-bit 2047 would come back -2048. Values within
+        NEAR of either end are refused, with a log line; an image short of
+        them is coded, every pixel within NEAR. ``recode`` then takes j7's
+        lossless syntax (tests/pacscore/codecs/test_compression.py)."""
+        events = []
+        observer = transcodeModule.log.observer
+        transcodeModule.log.observer = events.append
+        self.addCleanup(setattr, transcodeModule.log, "observer", observer)
+
+        def nearLossless(ds):
+            return quietly(transcode, encode(ds, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN,
+                           JPEG_LS_NEAR_LOSSLESS, 70)
+
+        for low, high in ((-2048, 2047), (-2048, 2044), (-2045, 2047)):
+            with self.assertRaises(TranscodeError) as caught:
+                nearLossless(signedTwelveBits(low, high))
+            self.assertIn(f"span {low}..{high}, and JPEG-LS near-lossless (NEAR 3) of 12 bits stored keeps only "
+                          "-2045..2044", str(caught.exception))
+        self.assertEqual([event["uid"] for event in events], [image().SOPInstanceUID] * 3)
+        within = signedTwelveBits(-2045, 2044)
+        back = asFile(convert(nearLossless(within), JPEG_LS_NEAR_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN),
+                      EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(back.LossyImageCompression, "01")
+        decoded = atBitsStored(pixels(back), back).astype(np.int64)
+        self.assertLessEqual(np.abs(decoded - pixels(within)).max(), 3)
 
     def test_jpegLsNearZeroNotMarkedLossy(self):
         """JPEG-LS near-lossless at a quality from 91 up codes NEAR 0, a

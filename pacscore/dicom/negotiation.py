@@ -2,8 +2,10 @@
 
 Screens an A-ASSOCIATE-RQ from its bytes - the AE titles, the number of
 presentation contexts and of their transfer syntaxes, each context cut to
-the one transfer syntax it gets (the requestor's preferred one that we
-accept, so objects are stored as they arrive) - then decodes what is left
+the transfer syntax it gets (the requestor's preferred one that we
+accept, so objects are stored as they arrive; for a C-GET's storage
+context, which we only send on, its first uncompressed one if it proposed
+one, which every object can go in: ``_chosen``) - then decodes what is left
 with pynetdicom's PDU codec, checks the application context and the rest,
 and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
 builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
@@ -19,6 +21,7 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation)
 from pynetdicom.presentation import PresentationContext
 
+from pacscore.codecs.syntaxes import NATIVE
 from pacscore.dicom.pdu import PDUError
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -316,10 +319,29 @@ def _screened(body, policy, notes):
     return b"".join(kept), ids
 
 
+def _chosen(taken, sendsOnly):
+    """The transfer syntax a context is accepted in, of ``taken``, those
+    proposed that we take, in the requestor's order: its first, so that
+    objects are stored as they arrive; but for a context we only send on
+    (``sendsOnly``: a C-GET's storage context, the requestor taking the SCP
+    role and not the SCU one) its first uncompressed one when it proposed
+    one, as Orthanc chooses: such a syntax is fixed before any object is
+    known, every object can go in an uncompressed one, and a compressed one
+    would fail those its encoder cannot take (JPEG Baseline a 16-bit image,
+    JPEG lossless or RLE a 1-bit or float one, JPEG 2000 one under 32
+    pixels across). A requestor wanting objects compressed where they can
+    be proposes that syntax in a context of its own, as pacs does for a
+    C-MOVE (``retrieve.contextsFor``), and calls AE~xx (``retrieve.choices``)."""
+    if sendsOnly:
+        return next((syntax for syntax in taken if syntax in NATIVE), taken[0])
+    return taken[0]
+
+
 def _fewerSyntaxes(item, policy, contextId):
-    """A presentation context item with only the transfer syntax it is
-    accepted in (or the first proposed, named in a refusal), numbered
-    ``contextId``."""
+    """A presentation context item with only the transfer syntaxes it may
+    be accepted in (``_chosen``: the first we take, and the first
+    uncompressed one we take after it), or the first proposed, named in a
+    refusal, numbered ``contextId``."""
     others, syntaxes = [], []
     for subType, subItem in _items(item, 8, "a presentation context"):
         (syntaxes if subType == TRANSFER_SYNTAX_ITEM else others).append(subItem)
@@ -327,8 +349,10 @@ def _fewerSyntaxes(item, policy, contextId):
         raise AssociationRejected(f"presentation context {item[4]} proposes {len(syntaxes)} transfer syntaxes, "
                                   f"more than the {MAX_TRANSFER_SYNTAXES} taken",
                                   REJECTED_PERMANENT, SOURCE_USER, USER_NO_REASON)
-    chosen = next((ts for ts in syntaxes if policy.takesSyntax(_text(ts[4:]))), syntaxes[0] if syntaxes else b"")
-    value = bytes((contextId,)) + item[5:8] + b"".join(others) + chosen
+    taken = [ts for ts in syntaxes if policy.takesSyntax(_text(ts[4:]))]
+    uncompressed = [ts for ts in taken if _text(ts[4:]) in NATIVE][:1]
+    kept = list(dict.fromkeys(taken[:1] + uncompressed)) if taken else syntaxes[:1]
+    value = bytes((contextId,)) + item[5:8] + b"".join(others) + b"".join(kept)
     return item[:2] + len(value).to_bytes(2, "big") + value
 
 
@@ -426,7 +450,8 @@ def _negotiate(body, policy):
         result.abstract_syntax = rqContext.abstract_syntax
         abstract = str(rqContext.abstract_syntax)
         proposed = [str(ts) for ts in rqContext.transfer_syntax]
-        chosen = next((ts for ts in proposed if policy.takesSyntax(ts)), None)
+        taken = [ts for ts in proposed if policy.takesSyntax(ts)]
+        chosen = taken[0] if taken else None
         if abstract not in policy.abstractSyntaxes:
             result.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
         elif chosen is None:
@@ -438,6 +463,7 @@ def _negotiate(body, policy):
                 result.result = USER_REJECTION
             else:
                 result.result = ACCEPTANCE
+                chosen = _chosen(taken, sendsOnly=not scu)
                 contexts[contextId] = (abstract, chosen)
                 if abstract in proposedRoles:
                     replyRoles[abstract] = (bool(scu), acceptScp)

@@ -133,9 +133,9 @@ def choices(stored, accepted, compression):
     """The transfer syntaxes to send ``stored`` in, best first, given
     ``accepted`` (``{syntax: contextId}`` for its SOP class; None: any, as
     STOW-RS takes) that it can be converted to: those of ``proposals`` the
-    peer took, then the others it took (a C-GET's retriever chose the
-    syntaxes of the contexts it proposed: one listing JPEG Lossless before
-    Explicit VR Little Endian gets JPEG Lossless)."""
+    peer took, then the others it took (a C-GET's retriever that proposed
+    JPEG Lossless alone in its context gets JPEG Lossless; one that also
+    proposed an uncompressed syntax got that, ``negotiation._chosen``)."""
     source = stored.transferSyntax
     wanted = proposals(source, compression)
     if accepted is not None:

@@ -1,12 +1,17 @@
-"""``negotiate`` answering repeated A-ASSOCIATE-RQs from memory."""
+"""``negotiate`` answering repeated A-ASSOCIATE-RQs from memory, and the
+transfer syntax it chooses for a context we only send on."""
 
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from twisted.trial import unittest
 
 from pacscore.dicom import negotiation
 from pacscore.config.ini import DicomIni
 from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRejected, TitleStyle, negotiate
 from pacscore.dicom.pdu import PDUError
-from tests.pacscore.dicom.requests import CT_STORAGE, EXPLICIT, IMPLICIT, VERIFICATION, associateRQ
+from tests.pacscore.dicom.requests import (
+    CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, VERIFICATION, associateRQ)
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 
 
 def body(**kw):
@@ -221,3 +226,35 @@ class MalformedRequestTests(unittest.TestCase):
                                 transferSyntaxes={IMPLICIT})
         error = self.assertRaises(PDUError, negotiate, bytes(request), policy)
         self.assertIn("without an abstract syntax", str(error))
+
+
+class SendingContextTests(unittest.TestCase):
+    """A C-GET's storage context, on which we only send: its syntax is
+    fixed before any object is known."""
+
+    def setUp(self):
+        self.policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={CT_STORAGE: True},
+                                     transferSyntaxes={IMPLICIT, EXPLICIT, JPEG_BASELINE, JPEG_LOSSLESS})
+
+    def chosen(self, syntaxes, scu, scp=True):
+        association = negotiate(body(contexts=[(CT_STORAGE, syntaxes)], roles=[(CT_STORAGE, scu, scp)]), self.policy)
+        [(abstract, syntax)] = association.contexts.values()
+        [context] = negotiation._decodePDU(A_ASSOCIATE_AC, 0x02, association.acPDU[6:]).to_primitive(
+            ).presentation_context_definition_results_list
+        self.assertEqual(str(context.transfer_syntax[0]), syntax, "the A-ASSOCIATE-AC says the syntax chosen")
+        return syntax
+
+    def test_uncompressedWhenProposed(self):
+        """getscu +xy proposes JPEG Baseline, then the uncompressed ones:
+        Explicit VR Little Endian, which a 16-bit, 1-bit or float image
+        can go in (Orthanc chooses so), where JPEG Baseline would fail them."""
+        self.assertEqual(self.chosen([JPEG_BASELINE, EXPLICIT, IMPLICIT], scu=False), EXPLICIT)
+        self.assertEqual(self.chosen([JPEG_LOSSLESS, IMPLICIT, EXPLICIT], scu=False), IMPLICIT, "its order")
+
+    def test_compressedWhenOnlyThatIsProposed(self):
+        self.assertEqual(self.chosen([JPEG_LOSSLESS, "1.2.3"], scu=False), JPEG_LOSSLESS)
+
+    def test_theFirstWhereThePeerMaySendToo(self):
+        """The peer keeping the SCU role may store on it: its first, so
+        that objects are stored as they arrive."""
+        self.assertEqual(self.chosen([JPEG_BASELINE, EXPLICIT, IMPLICIT], scu=True), JPEG_BASELINE)

@@ -127,7 +127,7 @@ class ProtocolTests(ServerTestCase):
         ac = self.decodeAC(body)
         results = {c.context_id: (c.result, c.transfer_syntax) for c in ac.presentation_context}
         self.assertEqual(results[1], (0, IMPLICIT))
-        self.assertEqual(results[3], (0, JPEG_LOSSLESS), "the requestor's first choice is kept")
+        self.assertEqual(results[3], (0, EXPLICIT), "a context only we send on: its first uncompressed syntax")
         self.assertEqual(results[5][0], 4, "unsupported transfer syntax")
         self.assertEqual(results[7][0], 3, "unsupported abstract syntax")
         user = ac.user_information.to_primitive()

@@ -121,9 +121,8 @@ class ChoicesTests(unittest.TestCase):
         self.assertEqual(choices(stored(EXPLICIT), {MPEG2: 1}, "as"), [])
 
     def test_otherAcceptedSyntaxesConvertedTo(self):
-        """A C-GET's retriever chose JPEG Lossless, listed before Explicit
-        VR Little Endian in its context: objects go in it, whatever they
-        are stored in."""
+        """A C-GET's retriever proposed JPEG Lossless alone in its
+        context: objects go in it, whatever they are stored in."""
         self.assertEqual(choices(stored(EXPLICIT), {JPEG_LOSSLESS: 1}, "as"), [JPEG_LOSSLESS])
         self.assertEqual(choices(stored(J2K_LOSSLESS), {JPEG_LOSSLESS: 1}, None), [JPEG_LOSSLESS])
         self.assertEqual(choices(stored(EXPLICIT), {JPEG_LOSSLESS: 1, IMPLICIT: 3}, "as"), [IMPLICIT, JPEG_LOSSLESS])

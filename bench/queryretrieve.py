@@ -36,7 +36,8 @@ from pydicom.dataset import Dataset  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
 from pacscore.config.loader import loadConfiguration  # noqa: E402
-from pacscore.control.cli import openIndex  # noqa: E402
+from pacscore.control.offline import openIndex  # noqa: E402
+from pacscore.db.drivers import findDriver  # noqa: E402
 from pacscore.db.records import ImageRecord  # noqa: E402
 from pacscore.dicom.client import associate  # noqa: E402
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND  # noqa: E402
@@ -87,7 +88,7 @@ def storeInto(server, paths):
 
 def addSyntheticRows(server, count):
     configuration = loadConfiguration(server.workdir, server.workdir)
-    index, _ = openIndex(configuration)
+    index = openIndex(*findDriver(None, configuration), configuration)
     index.createTables()
     started = time.perf_counter()
     index.storeMany(syntheticRecords(count))

@@ -14,7 +14,9 @@ PROBE_TIMEOUT = 2
 def controlAddress(configuration):
     """``(address, label)`` of the control endpoint of ``configuration``
     (its dicom.ini; ``clientTarget`` in its working folder): a UNIX
-    socket's path, else ``(host, port)``; None when it is off."""
+    socket's path, else ``(host, port)``; None when it is off.
+    ValueError when it gives no address (``clientTarget``: port 0, no
+    socket path)."""
     description = controlDescription(configuration.ini)
     if description is None:
         return None
@@ -27,7 +29,8 @@ def controlAddress(configuration):
 
 def runningServer(configuration):
     """The label of the control endpoint of ``configuration`` when it
-    accepts a connection (its server runs), else None."""
+    accepts a connection (its server runs), else None; ValueError as
+    ``controlAddress``."""
     address = controlAddress(configuration)
     if address is None:
         return None

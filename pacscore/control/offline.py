@@ -137,10 +137,21 @@ def recompressFile(configuration, out, argument):
 REBUILDS = {"i": "--initializetables:", "r": "--regen:"}
 
 
-def checkNoServer(action, configuration):
+def checkNoServer(action, configuration, out):
     """OfflineError when ``action`` rebuilds the index tables and the
-    working folder's server is running: that would happen under it."""
-    if action in REBUILDS and (label := runningServer(configuration)) is not None:
+    working folder's server is running: that would happen under it.  A
+    ``ControlEndpoint`` that gives no address to ask (port 0: the server
+    listens on any free port) leaves it to the working folder's lock,
+    said in a line to ``out``."""
+    if action not in REBUILDS:
+        return
+    try:
+        label = runningServer(configuration)
+    except ValueError as e:
+        out(f"-{action}: ControlEndpoint gives no address to ask whether the server runs ({e}); "
+            f"the working folder's lock tells instead")
+        return
+    if label is not None:
         raise OfflineError(f"-{action}: the server of this working folder is running (its control port {label} "
                            f"answers); -{action} would drop and recreate the index tables under it: stop it first, "
                            f"or have it do so: dgate {REBUILDS[action]}")
@@ -155,7 +166,7 @@ def offline(actions, configuration, out):
     fails (the index cannot be opened or written, a file not read, the
     tables to be rebuilt under a running server)."""
     for action, _ in actions:
-        checkNoServer(action, configuration)
+        checkNoServer(action, configuration, out)
     lock = WorkFolderLock.of(configuration)  # a server whose control port is off or not yet up, a dgate -r
     try:
         for action, argument in actions:

@@ -17,6 +17,7 @@ from pacscore.control.cli import USAGE, main, parseArguments
 from pacscore.control.registry import CommandRegistry
 from pacscore.storage.regen import Regenerator
 from pacscore.testing.corpus import makeDataset
+from pacscore.workfolderlock import WorkFolderLock
 from tests.interop.server import BIN, PacsServer, freePort
 
 
@@ -314,6 +315,31 @@ class CliTests(unittest.TestCase):
                 self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 1)
         listening.close()
         self.assertEqual(self.dgate(f"-w{server.workdir}", "-r")[0], 0)
+
+    def test_tableRebuildsWithAControlPortOnAnyFreePort(self):
+        """A ControlEndpoint on port 0 (the server takes any free port, so no
+        client can ask it) has -r and -i rely on the working folder's lock
+        instead, said in one line: they run without a server, and are
+        refused, not a traceback, while one holds the lock."""
+        server = PacsServer(self.mktemp(), ini={"ControlEndpoint": "tcp:0:interface=127.0.0.1"})
+        os.makedirs(os.path.join(server.dataDir, "PAT1"))
+        makeDataset("PAT1", "Doe^John", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1, rows=4, columns=4).save_as(
+            os.path.join(server.dataDir, "PAT1", "1.dcm"), enforce_file_format=True)
+        unprobed = ("-r: ControlEndpoint gives no address to ask whether the server runs (port '0' is not a "
+                    "number from 1 to 65535); the working folder's lock tells instead")
+        code, output = self.dgate(f"-w{server.workdir}", "-r")
+        self.assertEqual(code, 0, output)
+        self.assertEqual(output.splitlines()[0], unprobed)
+        with sqlite3.connect(server.database) as connection:
+            self.assertEqual(connection.execute("SELECT count(*) FROM DICOMImages").fetchone()[0], 1)
+        lock = WorkFolderLock(server.workdir)
+        lock.acquire()
+        self.addCleanup(lock.release)
+        code, output = self.dgate(f"-w{server.workdir}", "-r")
+        self.assertEqual(code, 1)
+        self.assertEqual(output.splitlines(), [unprobed, f"dgate: -r: the working folder {server.workdir} is in use by "
+                                                         f"pacs pid {os.getpid()} (which holds pacs.lock there): "
+                                                         f"stop it first"])
 
     def test_regenerateReportsFileNamesThatAreNotUTF8(self):
         """A damaged file whose name is not UTF-8 is reported, its bytes

@@ -29,10 +29,14 @@ TRANSIENT = {"sqlite": (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLI
 
 
 class IndexTimeout(Exception):
-    """The index database did not answer within the time limit (SQLTimeOut)."""
+    """The index database did not answer within the time limit (SQLTimeOut);
+    ``queued``: the write was still waiting for the index writer, busy
+    with a longer write of this server (a delete, maintenance)."""
 
-    def __init__(self, seconds):
-        super().__init__(f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
+    def __init__(self, seconds, queued=False):
+        super().__init__(f"the index writer did not get to it within {seconds:g} s (SQLTimeOut): it was busy "
+                         f"with a longer write of this server (a delete, maintenance)" if queued else
+                         f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
 
 
 class ValueTooLarge(Exception):

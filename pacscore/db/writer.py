@@ -15,7 +15,11 @@ C-STORE's, which a peer waits on) not answered within it (a database
 server that hangs or cannot be reached: its thread waits on it) fails with
 ``IndexTimeout``, logged; what its thread does later is not answered
 again.  Other requests (maintenance, deletes) may run as long as they
-need.  ``stop`` waits as long at most.
+need: those that hold the writer long would starve the timed ones queued
+behind them, so deletes come in parts (``LocalActions.removeInstances``);
+a timed request failed while still queued behind such a request is
+logged as that, not as the database not answering.  ``stop`` waits as
+long at most.
 """
 
 import collections
@@ -42,7 +46,7 @@ class _Request:
     ``onResult(ok, value)`` once, in the reactor thread, unless it was
     failed at ``deadline`` (reactor seconds) already."""
 
-    __slots__ = ("onResult", "fn", "item", "deadline", "answered")
+    __slots__ = ("onResult", "fn", "item", "deadline", "answered", "taken")
 
     def __init__(self, onResult, fn, item, deadline):
         self.onResult = onResult
@@ -50,6 +54,7 @@ class _Request:
         self.item = item
         self.deadline = deadline
         self.answered = False
+        self.taken = False  # by a writer thread, into a batch
 
     def answer(self, ok, value):
         if not self.answered:
@@ -217,6 +222,7 @@ class GroupCommitWriter:
         self._committed = queue.SimpleQueue()  # (requests, results) for the flusher
         self._waiting = collections.deque()  # requests with a deadline, in order of it
         self._untimed = set()  # the others not answered yet: failed only when stop gives up
+        self._busyUntimed = set()  # the writer threads running a batch with one of them
         self._watchdog = task.LoopingCall(self._expire)
         self._watchdog.clock = reactor
         self._running = 0        # writer threads alive
@@ -287,11 +293,19 @@ class GroupCommitWriter:
             request = self._waiting.popleft()
             if not request.answered:
                 expired.append(request)
-        if expired:
+        queued = [request for request in expired if not request.taken] if self._busyUntimed else []
+        unanswered = [request for request in expired if request.taken or not self._busyUntimed]
+        if queued:
+            self.log.error("{count} writes failed: the index writer did not get to them within {timeout} s "
+                           "(SQLTimeOut), busy with a longer write of this server (a delete, maintenance)",
+                           timeout=self.timeout, count=len(queued))
+        if unanswered:
             self.log.error("the index database did not answer within {timeout} s (SQLTimeOut): "
-                           "{count} writes failed", timeout=self.timeout, count=len(expired))
-            failure = Failure(IndexTimeout(self.timeout))
-            for request in expired:
+                           "{count} writes failed", timeout=self.timeout, count=len(unanswered))
+        for requests, error in ((queued, IndexTimeout(self.timeout, queued=True)),
+                                (unanswered, IndexTimeout(self.timeout))):
+            failure = Failure(error)
+            for request in requests:
                 request.answer(False, failure)
 
     def _stopWithout(self):
@@ -305,8 +319,14 @@ class GroupCommitWriter:
         self._stopped(False)
 
     def _work(self):
+        thread = threading.get_ident()
         for batch in _batches(self._queue, self.maxBatch):
+            for request in batch:
+                request.taken = True
+            if any(request.deadline is None for request in batch):
+                self._busyUntimed.add(thread)
             self._committed.put((batch, self.runner.run([(r.fn, r.item) for r in batch])))
+            self._busyUntimed.discard(thread)
         self.runner.closeConnection()
         self.reactor.callFromThread(self._threadEnded)
 

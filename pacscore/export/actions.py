@@ -13,7 +13,9 @@ is counted kept; a file of another SOP instance given the freed name (a
 FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  The objects are
 written to ``PacsDeletes`` before their files go, and taken out with their
 rows: a delete that a crash cut short is finished at the next start
-(``finishInterrupted``), so no row is left without its file.  ``process`` runs its command line (the
+(``finishInterrupted``), so no row is left without its file.  A large
+delete goes in parts (``removalChunk`` objects a writer request), so that
+it does not hold the stores arriving meanwhile past their SQLTimeOut.  ``process`` runs its command line (the
 ``by`` part, %-variables expanded and quoted as data when the converter
 ran) once the collect delay has passed; a non-zero exit status is a failure, retried.
 A command line that starts with a Lua file (``by x.lua text``) runs that
@@ -59,6 +61,7 @@ class LocalActions:
 
     log = Logger()
     processTimeout = 3600
+    removalChunk = 500  # objects per index writer request of removeInstances: stores go between them
 
     def __init__(self, index, query, reader, workers, services=None):
         self.index = index
@@ -90,18 +93,44 @@ class LocalActions:
         """Remove the files of ``instances`` (``IndexQuery`` ``Instance``s;
         with ``files=False`` they stay), then the index rows that still
         name them and the series, study and patient rows left empty; fires
-        with a ``Removal``.  A file that cannot be removed fails it, once
-        the rows of the files that went are removed and the others left as
-        they are, none of them left to the next start (``PendingDeletes``);
-        a failure removing the rows leaves them to it, as every file went."""
+        with a ``Removal``.
+
+        The index writer is the stores' too: each of its requests here
+        handles ``removalChunk`` objects at most, so that the C-STOREs
+        arriving meanwhile are indexed between them, not failed after
+        ``SQLTimeOut`` behind a delete of a hundred thousand objects.  All
+        the objects are first noted in ``PacsDeletes`` (``_journal``), then
+        each part's files go and its rows, taking its entries out: a server
+        killed in between finishes what was noted at its next start
+        (``finishInterrupted``), so the files and rows of an object are
+        both there or both gone, and the delete run again removes what is
+        left.  An object stored again once noted (an entry taken out, its
+        file not the one noted) is kept; one stored anew into the series
+        or study being removed stays, with its parents.
+
+        A file that cannot be removed fails it, once the rows of the files
+        that went are removed and the others left as they are, none of
+        them left to the next start (their entries taken out); a failure
+        removing the rows leaves them to it."""
+        parts = list(_chunks(instances, self.removalChunk))
+        identities = []
         if files:
-            identities = await self.index.runWrite(self._journal, instances)
             try:
-                await self.workers.deferToWorker(self._removeUnchanged, instances, identities)
-            except OSError:
-                await self.index.runWrite(self._deleteRows, instances, files)  # the rows of files kept stay
+                for part in parts:
+                    identities.append(await self.index.runWrite(self._journal, part))
+            except Exception:
+                await self._unjournal(parts[:len(identities)])
                 raise
-        removed = await self.index.runWrite(self._deleteRows, instances, files)
+        removed = 0
+        for number, part in enumerate(parts):
+            if files:
+                try:
+                    await self.workers.deferToWorker(self._removeUnchanged, part, identities[number])
+                except OSError:
+                    await self.index.runWrite(self._deleteRows, part, files)  # the rows of files kept stay
+                    await self._unjournal(parts[number + 1:])
+                    raise
+            removed += await self.index.runWrite(self._deleteRows, part, files)
         removal = Removal(removed, len(instances) - removed)
         if removal.kept:
             self.log.info("{kept} object(s) stored again while being removed are kept", kept=removal.kept)
@@ -139,6 +168,17 @@ class LocalActions:
         self.index.deletes.write(connection, instances)
         return identities
 
+    async def _unjournal(self, parts):
+        """Take the ``PacsDeletes`` entries of the objects of ``parts``
+        (lists of ``Instance``s) out, a writer request each: a delete that
+        failed leaves them as they are."""
+        for part in parts:
+            await self.index.runWrite(self._forget, part)
+
+    def _forget(self, connection, instances):
+        """In the index writer: take the ``PacsDeletes`` entries of ``instances`` out."""
+        self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
+
     def _identityAt(self, instance):
         """``identityOf`` the file of ``instance``; None when its device is gone."""
         try:
@@ -169,7 +209,7 @@ class LocalActions:
         candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
         removed = self._deleteNamed(connection, self._stillNamed(connection, candidates))
         if filesRemoved:
-            self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
+            self._forget(connection, instances)
         return removed
 
     def _deleteNamed(self, connection, gone):
@@ -258,6 +298,6 @@ class LocalActions:
         return await self.workers.deferToWorker(self.reader.readAll, instances)
 
 
-def _chunks(values):
-    for start in range(0, len(values), CHUNK):
-        yield values[start:start + CHUNK]
+def _chunks(values, size=CHUNK):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
@@ -448,6 +448,29 @@ class DeadlineTests(unittest.TestCase):
                          [formatEvent(e) for e in events if e["log_level"] == LogLevel.error])
         self.release.set()  # the database is back: the next write is answered
         self.assertEqual((yield self.writer.submit(AfterCommitTests.create, "c")), "c")
+
+    @defer.inlineCallbacks
+    def test_aWriteQueuedBehindALongOneOfOursIsNotBlamedOnTheDatabase(self):
+        """A timed write that waited its SQLTimeOut behind a long write of
+        this server (a delete, maintenance: no peer waits on it), never
+        taken up, fails saying so: the database answered all it was asked."""
+        started = threading.Event()
+
+        def long(connection, items):
+            started.set()
+            return self.hang(connection, items)
+        delete = self.writer.submit(long, "a")
+        yield threads.deferToThread(started.wait, 5)
+        with capturedLogs() as events:
+            failure = yield self.assertFailure(self.writer.submit(AfterCommitTests.create, "b", timed=True),
+                                               IndexTimeout)
+        self.assertEqual(str(failure), "the index writer did not get to it within 0.5 s (SQLTimeOut): it was busy "
+                                       "with a longer write of this server (a delete, maintenance)")
+        self.assertEqual(["1 writes failed: the index writer did not get to them within 0.5 s (SQLTimeOut), busy "
+                          "with a longer write of this server (a delete, maintenance)"],
+                         [formatEvent(e) for e in events if e["log_level"] == LogLevel.error])
+        self.release.set()
+        self.assertEqual((yield delete), "a")
 
     @defer.inlineCallbacks
     def test_otherWritesRunAsLongAsTheyNeed(self):

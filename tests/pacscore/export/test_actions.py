@@ -20,6 +20,7 @@ from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.storage import reader
 from pacscore.storage.devices import removeIfSame as realRemoveIfSame
+from pacscore.storage.regen import fileRecord
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
 from tests.pacscore.control.running import RunningArchive
@@ -67,9 +68,8 @@ class Crashed(Exception):
     """The server killed while removing files."""
 
 
-class InterruptedDeleteTests(unittest.TestCase):
-    """A delete cut short (the server killed) after some of its files went:
-    the next start finishes it, so no row is left without its file."""
+class DeleteHelpers:
+    """What the tests of deletes cut short or stored into do to a ``RunningArchive``."""
 
     def killedWhileRemoving(self, running, share):
         """Make the next delete of ``running`` remove the files of the first
@@ -108,6 +108,11 @@ class InterruptedDeleteTests(unittest.TestCase):
         lines = [formatEvent(event) for event in events]
         self.assertEqual([line for line in lines if "never acknowledged" in line], [])
         return again, lines
+
+
+class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
+    """A delete cut short (the server killed) after some of its files went:
+    the next start finishes it, so no row is left without its file."""
 
     @defer.inlineCallbacks
     def test_twoDeletesOfOnePatientCutShortAreFinishedOnce(self):
@@ -234,20 +239,117 @@ class InterruptedDeleteTests(unittest.TestCase):
         self.assertEqual(uids, [other.SOPInstanceUID])
 
 
+class DeleteInPartsTests(DeleteHelpers, unittest.TestCase):
+    """A large delete goes through the index writer (the stores' too) in
+    parts of ``removalChunk`` objects: the C-STOREs arriving meanwhile are
+    indexed between them instead of failing after SQLTimeOut, and a kill
+    between two parts leaves each object's file and row both there or both
+    gone, the rest finished at the next start."""
+
+    @defer.inlineCallbacks
+    def deleting(self, running, images):
+        """Store ``images`` (one patient's) into ``running``, deleted in parts of 2."""
+        yield running.store(images)
+        running.archive.localActions.removalChunk = 2
+
+    @defer.inlineCallbacks
+    def test_aStoreDuringTheDeleteIsIndexedBeforeItEnds(self):
+        """A store submitted while the writer removes the rows of the first
+        part (as a C-STORE's would be) is committed before the delete ends,
+        which removes its objects and none of the new patient's."""
+        running = RunningArchive(self)
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=3)
+        yield self.deleting(running, images[:6])
+        actions, index = running.archive.localActions, running.archive.index
+        record = fileRecord(images[6].path, actions.query.columnVRs, "MAG0", "elsewhere.dcm")
+        order, stored, parts = [], defer.Deferred(), []
+        deleteRows = actions._deleteRows
+
+        def storingDuringTheFirst(connection, instances, filesRemoved):
+            if not parts:
+                index.storeFromThread(record, lambda ok, value: stored.callback(ok))
+            parts.append(len(instances))
+            return deleteRows(connection, instances, filesRemoved)
+        actions._deleteRows = storingDuringTheFirst
+        stored.addCallback(lambda ok: order.append(("stored", ok)))
+        output = yield running.run(data.deletePatient, images[0].patientID).addCallback(
+            lambda output: order.append("deleted") or output)
+        yield stored
+        self.assertEqual(order, [("stored", True), "deleted"])
+        self.assertEqual(parts, [2, 2, 2])
+        self.assertEqual(output, "6 object(s) removed from the server")
+        self.assertEqual((yield running.count("image")), 1)
+        self.assertEqual((yield running.count("patient")), 1)
+        self.assertEqual(running.files(), [])
+
+    @defer.inlineCallbacks
+    def test_killedBetweenPartsIsFinishedAtTheNextStart(self):
+        """Killed once the first part is removed, before the second's files
+        go: each object has its file and row or neither, and the restart
+        removes the rest, noted before any file went."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=3)
+        yield self.deleting(running, images)
+        actions = running.archive.localActions
+        removeFiles, removals = actions._removeUnchanged, []
+
+        def killedAtTheSecond(instances, identities):
+            removals.append(instances)
+            if len(removals) == 2:
+                raise Crashed()
+            removeFiles(instances, identities)
+        actions._removeUnchanged = killedAtTheSecond
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        uids = yield running.archive.index.runQuery(
+            lambda connection: connection.execute(select(running.archive.index.tables.image.c.SOPInstanceUID))
+            .scalars().all())
+        self.assertEqual(sorted(os.path.basename(path)[:-4] for path in running.files()), sorted(uids))
+        self.assertEqual(len(uids), 4)
+        again, lines = yield self.restarted(running)
+        self.assertEqual((yield again.count("image")), 0)
+        self.assertEqual(again.files(), [])
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 4 object(s) removed", lines)
+
+    @defer.inlineCallbacks
+    def test_anObjectOfALaterPartStoredAgainIsKept(self):
+        """An object stored again (acknowledged) after the delete noted its
+        objects, while it removes an earlier part, is kept, counted kept."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=1, imagesPerSeries=3)
+        yield self.deleting(running, images)
+        self.storedAgainBeforeTheRemoval(running, images[-1:])
+        output = yield running.run(data.deletePatient, images[0].patientID)
+        self.assertEqual(output, "2 object(s) removed from the server, 1 kept: stored again meanwhile")
+        self.assertEqual([os.path.basename(path) for path in running.files()], [images[-1].sopUID + ".dcm"])
+        self.assertEqual((yield running.count("image")), 1)
+
+
 class FailedDeleteTests(unittest.TestCase):
     """A delete that fails while the server runs is not carried out at a
     later start."""
 
-    @defer.inlineCallbacks
     def test_aFileThatCannotBeRemovedLeavesNothingForTheNextStart(self):
         """deletepatient of 3 objects whose second file cannot be removed
         fails: the row of the file that went goes, the other two objects
         stay as they are, and stay at the next start (the admin was told the
         delete failed)."""
+        return self.failingAtTheSecondFile(LocalActions.removalChunk)
+
+    def test_inPartsTheLaterPartsAreLeftAsTheyAre(self):
+        """The same, one object a part: the third, noted with the others
+        before any file went, is not removed at the next start either."""
+        return self.failingAtTheSecondFile(1)
+
+    @defer.inlineCallbacks
+    def failingAtTheSecondFile(self, removalChunk):
         running = RunningArchive(self, ini={"FileNameSyntax": "8"})
         images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
                                 seriesPerStudy=1, imagesPerSeries=3)
         yield running.store(images)
+        running.archive.localActions.removalChunk = removalChunk
         stuck = images[1].sopUID + ".dcm"
 
         def removeIfSame(path, identity):

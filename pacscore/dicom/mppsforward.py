@@ -222,5 +222,5 @@ class MppsForwarder:
         else:
             status = answers[-1]
             self.log.warn("MPPS {uid}: {ae} refused the forwarded {name} with status {status}", uid=uid, ae=ae,
-                          name=name, status="none" if status is None else f"0x{status:04X}")
+                          name=name, status=f"0x{status:04X}")
         return True

@@ -5,7 +5,8 @@ and the acceptor.
 machine (PS3.8 table 9-10) that requestor and acceptor share: P-DATA PDVs
 are reassembled into DIMSE messages; requests go to the service registered
 for their command, responses to the request they answer (matched by
-Message ID, with pending responses passed on as they come), C-CANCEL-RQ
+Message ID, with pending responses passed on as they come; one without a
+Status fails its request with ``NoStatus``, aborting), C-CANCEL-RQ
 marks the operation it names as cancelled.  Bad input of any kind ends in
 an A-ABORT and a log line, never an exception escaping ``dataReceived``.
 
@@ -64,6 +65,11 @@ class NoContext(Exception):
 
 class DIMSETimeout(AssociationLost):
     """No response to a request within the DIMSE timeout; the association is aborted."""
+
+
+class NoStatus(AssociationLost):
+    """A response without the Status every response carries (PS3.7 9.3,
+    (0000,0900) mandatory); refused, and the association is aborted."""
 
 
 class _Message:
@@ -458,6 +464,14 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         del self._requests[messageID]
         if pending.timer is not None and pending.timer.active():
             pending.timer.cancel()
+        if commands.STATUS not in command:  # neither success nor failure: its callers never see a status of None
+            name = commands.COMMAND_NAMES.get(field, hex(field))
+            self.log.warn("{peer}: {command} answers message {id} without a Status; refused, aborting",
+                          peer=self.peerName(), command=name, id=messageID)
+            self.abort(pdu.REASON_NOT_SPECIFIED)  # first: who sees the refusal sees the association gone
+            pending.deferred.errback(NoStatus(f"{self.peerName()} answered message {messageID} with a {name} "
+                                              f"without a Status"))
+            return
         pending.deferred.callback((command, dataset))
         self._operationsChanged()
 

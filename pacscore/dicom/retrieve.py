@@ -536,7 +536,7 @@ class RetrieveService:
         if status != SUCCESS:
             self.log.warn("{operation}: {peer} answered C-STORE of {uid} with status {status}",
                           operation=self.operation, peer=target.peerName(), uid=stored.sopInstanceUID,
-                          status="none" if status is None else f"0x{status:04X}")
+                          status=f"0x{status:04X}")
         return status
 
     # -- what C-MOVE and C-GET do differently ---------------------------------

@@ -41,8 +41,9 @@ retry would change nothing: it is left out, logged, the rest goes, and the
 forward then raises ``Undelivered`` saying what was sent and what not; so
 is one whose C-STORE is answered with a status the destination will answer
 every time (``RefusedForGood``: A9xx, Cxxx).  A C-STORE answered with
-another failure status (``Refused``: A7xx, out of resources) fails the
-forward (to be retried), its association released; with ``carryOn`` (a user's command)
+another failure status (``Refused``: A7xx, out of resources), or with
+none (``protocol.NoStatus``, its association aborted), fails the forward
+(to be retried), its association released; with ``carryOn`` (a user's command)
 it is counted in ``Undelivered`` as a failed object and the rest goes.  One
 answered with a Warning status (``commands.isWarning``: Bxxx ...) was stored
 and counts as sent, with a warning line naming the status.
@@ -64,7 +65,7 @@ from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
 from pacscore.dicom.datasets import IdentifierError
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
-from pacscore.dicom.protocol import ESTABLISHED
+from pacscore.dicom.protocol import ESTABLISHED, NoStatus
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
 from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.queue import LEVELS
@@ -410,6 +411,8 @@ class Forwarder:
         self._storing.add(protocol)
         try:
             response = await protocol.store(data, stored.sopClassUID, stored.sopInstanceUID, syntax)
+        except NoStatus as e:  # the object may well be stored: as a failure status, retried
+            raise Refused(f"{destination} answered the C-STORE of {stored.sopInstanceUID} without a Status") from e
         except Exception as e:
             self._checkInterrupted()  # its association aborted by interrupt()
             raise ForwardError(f"C-STORE of {stored.sopInstanceUID} failed: {e}") from e
@@ -550,7 +553,7 @@ class Forwarder:
         status = command.get(commands.STATUS)
         failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
         # B000 is "one or more failures or warnings" (PS3.4 C.4.2.1.4.1): with warnings only, all arrived.
-        if status != SUCCESS and not (status is not None and commands.isWarning(status) and failed == 0):
+        if status != SUCCESS and not (commands.isWarning(status) and failed == 0):
             raise ForwardError(f"C-MOVE from {source} to {destination} ended with status 0x{status:04X} "
                                f"({failed} sub-operations failed)")
 

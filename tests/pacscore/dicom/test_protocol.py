@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.negotiation import AcceptorPolicy
 from pacscore.dicom.protocol import (
-    ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory, DIMSETimeout)
+    ESTABLISHED, STREAMED_DATASET, WRITE_BATCH, DicomServerFactory, DIMSETimeout, NoStatus)
 from pacscore.dicom.routing import SopClassRouter
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData
@@ -370,6 +370,26 @@ class ProtocolTests(ServerTestCase):
         self.clock.advance(0.1)
         self.assertAborted(pdu.REASON_NOT_SPECIFIED)
         outcome[0].trap(DIMSETimeout)
+
+    def test_aResponseWithoutStatusIsRefused(self):
+        """A C-STORE-RSP without the Status PS3.7 makes mandatory (a C-GET's
+        sub-operation, a forward) says neither success nor failure: the
+        request fails with NoStatus, with a log line, and the association
+        is aborted, so that no caller ever formats a status of None."""
+        self.associate([(CT_STORAGE, [EXPLICIT])])
+        outcome = []
+        self.protocol.store(b"", CT_STORAGE, "1.2.3", EXPLICIT).addBoth(outcome.append)
+        [(contextId, request, _)] = readMessages(self.written())
+        response = commands.response(request, commands.C_STORE_RSP, 0)
+        del response[commands.STATUS]
+        with capturedLogs() as events:
+            self.protocol.dataReceived(message(contextId, response))
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+        outcome[0].trap(NoStatus)
+        self.assertEqual(str(outcome[0].value), "SCU@127.0.0.1:40000 answered message 1 with a C-STORE-RSP without a "
+                                                "Status")
+        self.assertIn("SCU@127.0.0.1:40000: C-STORE-RSP answers message 1 without a Status; refused, aborting",
+                      [formatEvent(e) for e in events])
 
     def test_pdusOfAtMostABatch(self):
         """A peer announcing the largest PDU length (or none) gets PDUs of

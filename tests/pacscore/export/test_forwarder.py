@@ -436,6 +436,35 @@ class ForwarderTests(unittest.TestCase):
         self.acceptor.flush()
         self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
 
+    def test_aCStoreResponseWithoutStatusIsARefusal(self):
+        """A destination answering the C-STORE of 1.2.3.1.0 without a
+        Status (the object may be stored or not): the forward is refused,
+        to be retried, with a reason saying so; with ``carryOn`` (dgate
+        --movestudy) that object counts as failed and the rest goes on a
+        new association, the one that answered so being aborted."""
+        for carryOn in (False, True):
+            recorder = Recorder()
+            self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: recorder})
+
+            def handle(protocol, contextId, command, dataset, recorder=recorder):
+                recorder.received.append((command, b"", None))
+                response = commands.response(command, commands.C_STORE_RSP, 0)
+                if command[commands.AFFECTED_SOP_INSTANCE_UID] == "1.2.3.1.0":
+                    del response[commands.STATUS]
+                protocol.sendMessage(contextId, response)
+            recorder.handle = handle
+            failure = self.forward(self.forwarder(associationLevel="GLOBAL"), imageAction("", level="STUDY"),
+                                   carryOn=carryOn)
+            reason = "DEST answered the C-STORE of 1.2.3.1.0 without a Status"
+            if carryOn:
+                failure.trap(Undelivered)
+                self.assertEqual(str(failure.value), f"4 object(s) sent to DEST, 1 failed, e.g. {reason}")
+                self.assertEqual((len(recorder.received), self.acceptor.associations), (5, 2))
+            else:
+                failure.trap(Refused)
+                self.assertEqual(str(failure.value), reason)
+                self.assertEqual(len(recorder.received), 1)
+
     def test_anInterruptAbortsACStoreStillUnanswered(self):
         """A destination that leaves a C-STORE unanswered: ``interrupt``
         aborts its association at once (not after TCPIPTimeOut), with
@@ -586,6 +615,23 @@ class GetTests(unittest.TestCase):
         failure = self.get("PATIENT")
         failure.trap(ForwardError)
         self.assertIn("0xA702", str(failure.value))
+
+    def test_aMoveResponseWithoutStatusFails(self):
+        """A final C-MOVE response without a Status: the get fails (to be
+        retried) saying so, instead of formatting a status of None."""
+        handle = self.mover.handle
+
+        def withoutStatus(protocol, contextId, command, dataset):
+            send = protocol.sendMessage
+            protocol.sendMessage = lambda contextId, response: send(
+                contextId, {tag: value for tag, value in response.items() if tag != commands.STATUS})
+            handle(protocol, contextId, command, dataset)
+            protocol.sendMessage = send
+        self.mover.handle = withoutStatus
+        failure = self.get("STUDY")
+        failure.trap(ForwardError)
+        self.assertRegex(str(failure.value), r"^retrieve from DEST failed: .* answered message 1 with a C-MOVE-RSP "
+                                             r"without a Status$")
 
     def test_moveWithWarningsOnlyIsDone(self):
         """B000 is "one or more failures or warnings" (PS3.4 C.4.2.1.4.1):

@@ -144,8 +144,10 @@ def instanceMetadata(path, url, onUnfit=None):
 
 
 def _storedSyntax(dataset):
-    """The transfer syntax UID the file meta of ``dataset`` names; "" without one."""
-    return str(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else ""
+    """The transfer syntax UID the file meta of ``dataset`` names; for a
+    bare data set (Conquest's .v2) the one it was read in (``SYNTAX_OF_ENCODING``)."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    return str(syntax) if syntax else SYNTAX_OF_ENCODING.get(dataset.original_encoding, "")
 
 
 def frameCount(dataset):
@@ -309,11 +311,10 @@ def instanceFrames(path, numbers, choose):
 
 def _wholeDataset(path):
     """The stored file ``path`` read with its Pixel Data, NKI compressed
-    pixel data expanded; a bare data set (Conquest's .v2) given the file
-    meta syntax it was read in (``SYNTAX_OF_ENCODING``)."""
+    pixel data expanded, its file meta naming the syntax it is stored in
+    (``_storedSyntax``), where pydicom's decoders look for it."""
     dataset = _read(path, pixels=True)
-    if not _storedSyntax(dataset):
-        dataset.file_meta.TransferSyntaxUID = SYNTAX_OF_ENCODING[dataset.original_encoding]
+    dataset.file_meta.TransferSyntaxUID = _storedSyntax(dataset)
     _expandedNKI(dataset)
     return dataset
 

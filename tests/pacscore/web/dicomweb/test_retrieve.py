@@ -891,6 +891,8 @@ class RetrieveTests(DicomWebTestCase):
             self.assertEqual((kind, frame), (f"application/octet-stream; transfer-syntax={EXPLICIT}", original.PixelData))
         bulk = yield self.fetch(path + "/bulk/7FE00010", accept=OCTETS)
         self.assertEqual((bulk.code, b"".join(part for _, part in bulk.parts())), (200, original.PixelData))
+        (metadata,) = (yield self.fetch(path + "/metadata")).json()
+        self.assertEqual((metadata["00083002"]["Value"], metadata["7FE00010"]["vr"]), ([IMPLICIT], "OW"))
         found = yield self.fetch(path + "/frames/1", accept=f'multipart/related; type="image/jpeg"; '
                                                             f'transfer-syntax={JPEG_LOSSLESS}')
         self.assertEqual(found.code, 406, found.body)  # as for any object stored native
@@ -1292,6 +1294,21 @@ class MetadataTextTests(unittest.TestCase):
         with capturedLogs():
             found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
         self.assertEqual(found["00100010"], {"vr": "PN", "Value": [{"Alphabetic": "Ungültig^Namen"}]})
+
+    def test_conquestV2NamesTheSyntaxItIsReadIn(self):
+        """A Conquest .v2 (the data set alone, no file meta; Implicit VR
+        Little Endian), NKI compressed or not, had metadata without an
+        Available Transfer Syntax UID and with its 16-bit Pixel Data called
+        OB, though its frames go as 16-bit words: it names the syntax it is
+        read in and OW, as a Part-10 file of it does."""
+        original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        for data in (encodeDataset(original, IMPLICIT), nkiObject(original, IMPLICIT, 4, bare=True)):
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(data)
+            found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+            self.assertEqual((found.get("00083002"), found["7FE00010"]["vr"]),
+                             ({"vr": "UI", "Value": [IMPLICIT]}, "OW"))
 
     def test_multiByteSetAsValue1(self):
         """An object naming ``ISO 2022 IR 87`` alone in (0008,0005), with a

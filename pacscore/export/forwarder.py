@@ -23,9 +23,10 @@ It is closed after ``ForwardAssociationCloseDelay`` idle seconds (default
 idle seconds (default 3600).  A patient, study or series action is sent
 on one association whatever the level (the more general of the two
 counts).  ``ForwardAssociationRelease = 0`` aborts instead of releasing.
-The destination's address is looked up for each action: when ``put_amap``
+The destination's address is looked up for each object: when ``put_amap``
 or ``read_amap`` moved it, the association kept open is closed after the
-C-STORE under way and the next object goes on one to the new address.
+C-STORE under way and the next object, of that action too, goes on one to
+the new address (in the compression its action started with).
 
 The export queue's Forwarder registers the C-MOVEs of its gets in
 ``ownRetrieves`` (``pacscore.dicom.ownretrieves``), so what they bring in
@@ -320,7 +321,7 @@ class Forwarder:
                                   destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
                     continue
                 self._checkInterrupted()
-                protocol = await self._open(link, node, _associationKey(level, instance),
+                protocol = await self._open(link, self._node(action.destination), _associationKey(level, instance),
                                             _Kind(stored.sopClassUID, stored.transferSyntax), compression)
                 self._checkInterrupted()
                 try:

@@ -233,6 +233,25 @@ class ForwarderTests(unittest.TestCase):
                       "the association kept open is closed, another opened", [formatEvent(e) for e in events])
         self.assertEqual(self.acceptor.associations, 2)
 
+    def test_aDestinationMovedDuringAnActionGetsItsNextObject(self):
+        """DEST moved by ``put_amap`` while a study action is being sent to
+        it: the address is looked up for each object, so the objects after
+        the move go on an association to the new port, not the rest of the
+        study to the old one."""
+        forwarder, ports, arrived = self.forwarder(associationLevel="GLOBAL"), [], []
+        endpointFor = self.acceptor.endpointFor
+        forwarder.endpointFor = lambda host, port: ports.append(port) or endpointFor(host, port)
+        handle = self.acceptor.recorder.handle
+        self.acceptor.recorder.handle = lambda protocol, contextId, command, dataset: (
+            arrived.append(ports[-1]), handle(protocol, contextId, command, dataset))
+
+        def moved(sent):
+            if sent == 2:
+                forwarder.acrNemaMap.put(0, Node("DEST", "127.0.0.1", "106"))
+        self.assertEqual(settle(self, defer.ensureDeferred(forwarder.forward(imageAction("", level="STUDY"), moved)),
+                                self.acceptor, self.clock), 5)
+        self.assertEqual((ports, arrived), ([104, 106], [104, 104, 106, 106, 106]))
+
     def test_anObjectThePeerDoesNotTakeIsLeftOutNotRetried(self):
         """DEST takes no MR: the MR object of a study is left out with a log
         line (retrying would change nothing), the others go, and the forward

@@ -11,9 +11,14 @@ retrieve's level, or the level below a key above it that the retrieve
 names, such as a Patient ID, down to IMAGE, each with the unique keys
 above it, as strictly hierarchical archives want) which of the objects it selects it
 holds that are not here, and moves them here (a C-MOVE to our AE title, which
-the other archive must know): by lists of SOP Instance UIDs or, when
-more than ``VirtualPerSeriesN`` objects are to be fetched (0, the
-default: never), whole series.  They are stored and indexed like
+the other archive must know): by lists of SOP Instance UIDs or, for a
+series more than ``VirtualPerSeriesN`` of whose objects are to be fetched
+(0, the default: never), the whole series, decided per series, as
+Conquest's VirtualServer2 does; but only a series none of whose objects
+is here (nor on its way from another archive): a series C-MOVE also sends
+those, and the store would replace what is here (a local correction) with
+the other archive's copy.  Conquest moves such a series whole all the same;
+pacs fetches only what it lacks.  They are stored and indexed like
 any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over; by default they stay,
 so the archive works as a DICOM cache.
@@ -449,10 +454,11 @@ class VirtualServers:
 
     def _listed(self, findClass, level, keys, fetching):
         """A ``choose`` of ``_fetchFrom`` for the first pass of a retrieve:
-        ``(missing, others)``, the ``RemoteImage``s of the retrieve the
-        archive holds and this one does not, those that no other archive
+        ``(missing, others, whole)``, the ``RemoteImage``s of the retrieve
+        the archive holds and this one does not, those that no other archive
         moves here yet (``fetching``, which they are added to) and the
-        others."""
+        others; ``whole``, the series (``RemoteImage[:3]``) that may be moved
+        whole (``_allMissing``)."""
         async def choose(protocol):
             images = {image.sopInstanceUID: image
                       for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
@@ -460,17 +466,18 @@ class VirtualServers:
             taken = set(fetching)
             missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
             fetching.extend(image.sopInstanceUID for image in missing)
-            return missing, [image for uid, image in images.items() if uid not in known and uid in taken]
+            others = [image for uid, image in images.items() if uid not in known and uid in taken]
+            return missing, others, _allMissing(images.values(), missing)
         return choose
 
     async def _bring(self, protocol, findClass, moveClass, choose, server, fetching, onPending):
         """``(missing, others, error)``: the ``RemoteImage``s
         ``choose(protocol)`` gives, moved here, those it leaves to other
         archives, and the error of the C-MOVE that failed (None)."""
-        missing, others = await choose(protocol)
+        missing, others, whole = await choose(protocol)
         progress = None if onPending is None else lambda command: onPending(len(fetching))
         try:
-            for identifier in self._moves(server, findClass, missing):
+            for identifier in self._moves(server, findClass, missing, whole):
                 await self._move(protocol, moveClass, identifier, progress)
         except defer.CancelledError:
             raise
@@ -478,13 +485,16 @@ class VirtualServers:
             return missing, others, e
         return missing, others, None
 
-    def _moves(self, server, findClass, missing):
-        """The C-MOVE identifiers that bring ``missing`` here."""
-        perSeries = 0 < server.perSeriesAbove < len(missing)
+    def _moves(self, server, findClass, missing, whole):
+        """The C-MOVE identifiers that bring ``missing`` here: per series,
+        a SERIES-level one when the series is one of ``whole`` and more than
+        ``VirtualPerSeriesN`` of its objects are missing, else lists of
+        UIDs."""
         bySeries = {}
         for image in missing:
             bySeries.setdefault(image[:3], []).append(image.sopInstanceUID)
         for (patientID, study, series), uids in bySeries.items():
+            perSeries = (patientID, study, series) in whole and 0 < server.perSeriesAbove < len(uids)
             chunks = [None] if perSeries else [uids[n:n + UIDS_PER_MOVE]
                                                       for n in range(0, len(uids), UIDS_PER_MOVE)]
             for chunk in chunks:
@@ -551,11 +561,22 @@ class KodakPatientIDs:
         return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)
 
 
+def _allMissing(listed, missing):
+    """The series (``RemoteImage[:3]``) of the ``RemoteImage``s ``missing``
+    none of whose ``listed`` ones is left out of it (here, or moved here by
+    another archive): those a SERIES-level C-MOVE may bring whole (for the
+    others it would also send what is here, replacing it)."""
+    uids = {image.sopInstanceUID for image in missing}
+    return ({image[:3] for image in missing}
+            - {image[:3] for image in listed if image.sopInstanceUID not in uids})
+
+
 def _given(images):
     """A ``choose`` of ``VirtualServers._fetchFrom`` for the objects
-    another archive failed to send: ``images``, none left to others."""
+    another archive failed to send: ``images`` by lists of UIDs, none left
+    to others."""
     async def choose(protocol):
-        return images, []
+        return images, [], frozenset()
     return choose
 
 

@@ -151,6 +151,34 @@ class VirtualServerTests(unittest.TestCase):
         self.assertFalse({i.sopUID for i in self.byPatient[self.there]}
                          & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
 
+    def test_wholeSeriesMovesLeaveWhatIsHereAsItIs(self):
+        """VirtualPerSeries0 = 1, FRONT holding a locally corrected copy
+        (ImageComments) of one image of a series of 3 BACKEND holds: a
+        STUDY C-MOVE fetches the 2 others of that series (by UID, not the
+        series, whose C-MOVE would replace the corrected copy) and the
+        other series whole; FRONT's file and the copy sent keep the
+        correction."""
+        self.viewer.start()
+        self.addCleanup(self.viewer.stop)
+        self.startFront(VirtualPerSeries0="1")
+        first = self.byPatient[self.there][0]
+        corrected = pydicom.dcmread(first.path)
+        corrected.ImageComments = "CORRECTED LOCALLY"
+        path = os.path.join(self.workdir, "corrected.dcm")
+        corrected.save_as(path, enforce_file_format=True)
+        self.assertEqual(self.front.store(path).returncode, 0)
+        result = movescu(self.front, DESTINATION, "STUDY", {"StudyInstanceUID": first.studyUID})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        received = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, self.viewer.files())}
+        self.assertEqual(set(received), {i.sopUID for i in self.byPatient[self.there]})
+        self.assertEqual(received[first.sopUID].get("ImageComments"), "CORRECTED LOCALLY")
+        self.assertIn("virtual server BACKEND: 5 object(s) fetched", self.front.log())
+        [stored] = [ds for ds in (pydicom.dcmread(os.path.join(folder, name), stop_before_pixels=True)
+                                  for folder, _, names in os.walk(self.front.dataDir) for name in names
+                                  if name.endswith(".dcm"))
+                    if ds.SOPInstanceUID == first.sopUID]
+        self.assertEqual(stored.get("ImageComments"), "CORRECTED LOCALLY")
+
     def test_retrieveByPatientIDFetchesThatPatientOnly(self):
         """A Study Root C-MOVE at STUDY level and a C-GET at SERIES level
         named by Patient ID alone fetch that patient's objects, not every

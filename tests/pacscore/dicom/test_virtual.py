@@ -319,22 +319,43 @@ class VirtualServerTests(unittest.TestCase):
     def test_movesByListsOfUIDs(self):
         missing = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)] + [RemoteImage("P1", "1", "1.2",
                                                                                                  "1.2.1")]
-        moves = list(self.servers()._moves(VirtualServer("B"), STUDY_ROOT_FIND, missing))
+        moves = list(self.servers()._moves(VirtualServer("B"), STUDY_ROOT_FIND, missing, {("P1", "1", "1.1")}))
         self.assertEqual([(m.QueryRetrieveLevel, m.SeriesInstanceUID, m["SOPInstanceUID"].VM) for m in moves],
                          [("IMAGE", "1.1", 64), ("IMAGE", "1.1", 6), ("IMAGE", "1.2", 1)])
         self.assertNotIn("PatientID", moves[0])
-        [patientRoot] = self.servers()._moves(VirtualServer("B"), PATIENT_ROOT_FIND, missing[-1:])
+        [patientRoot] = self.servers()._moves(VirtualServer("B"), PATIENT_ROOT_FIND, missing[-1:], set())
         self.assertEqual((patientRoot.PatientID, patientRoot.StudyInstanceUID, patientRoot.SOPInstanceUID),
                          ("P1", "1", "1.2.1"))
 
     def test_movesWholeSeriesPastVirtualPerSeries(self):
+        """Per series: one more than VirtualPerSeriesN of whose objects are
+        missing, and that may be moved whole, is moved at SERIES level."""
         missing = [RemoteImage("P1", "1", "1.1", "1.1.1"), RemoteImage("P1", "1", "1.1", "1.1.2"),
                    RemoteImage("P1", "1", "1.2", "1.2.1")]
-        moves = list(self.servers()._moves(VirtualServer("B", 2), STUDY_ROOT_FIND, missing))
+        whole = {("P1", "1", "1.1"), ("P1", "1", "1.2")}
+        moves = list(self.servers()._moves(VirtualServer("B", 1), STUDY_ROOT_FIND, missing, whole))
         self.assertEqual([(m.QueryRetrieveLevel, m.SeriesInstanceUID, "SOPInstanceUID" in m) for m in moves],
-                         [("SERIES", "1.1", False), ("SERIES", "1.2", False)])
-        moves = list(self.servers()._moves(VirtualServer("B", 3), STUDY_ROOT_FIND, missing))
+                         [("SERIES", "1.1", False), ("IMAGE", "1.2", True)])
+        moves = list(self.servers()._moves(VirtualServer("B", 2), STUDY_ROOT_FIND, missing, whole))
         self.assertEqual([m.QueryRetrieveLevel for m in moves], ["IMAGE", "IMAGE"])
+        partlyHere = whole - {("P1", "1", "1.1")}
+        moves = list(self.servers()._moves(VirtualServer("B", 1), STUDY_ROOT_FIND, missing, partlyHere))
+        self.assertEqual([m.QueryRetrieveLevel for m in moves], ["IMAGE", "IMAGE"])
+
+    def test_aSeriesPartlyHereIsNotMovedWhole(self):
+        """VirtualPerSeries0 = 1, a STUDY retrieve of two series of 3 the
+        archive holds, one image of the first here (corrected locally): the
+        first series is moved by the UIDs of its 2 missing objects (a
+        SERIES C-MOVE would replace the one here with the archive's copy),
+        the second, none of it here, whole."""
+        index = FetchingArchive()
+        index.here = ["1.1.0"]
+        servers = VirtualServers([VirtualServer("B", 1)], None, "FRONT", Clock(), index, index.query, index)
+        images = [RemoteImage("P1", "1", series, f"{series}.{n}") for series in ("1.1", "1.2") for n in range(3)]
+        moved = movedBy(servers, images, index)
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        self.assertEqual(moved, [("IMAGE", "1.1", ["1.1.1", "1.1.2"]), ("SERIES", "1.2", None)])
+        self.assertEqual(fetched, Fetched(["1.1.1", "1.1.2", "1.2.0", "1.2.1", "1.2.2"], []))
 
     def answering(self, answers):
         """Virtual servers whose C-FINDs get ``answers(request)``; the requests asked."""
@@ -548,6 +569,33 @@ def match(**values):
     for keyword, value in values.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def movedBy(servers, images, index):
+    """``servers`` ask one archive through a stand-in that lists ``images``
+    and sends what a C-MOVE asks for to ``index`` (a ``FetchingArchive``):
+    its C-MOVEs, as (level, series, uids or None), in the list returned."""
+    moved = []
+
+    class Archive:
+        def move(self, sopClass, identifier, destination, onPending=None):
+            uids = list(identifier.SOPInstanceUID) if "SOPInstanceUID" in identifier else None
+            moved.append((identifier.QueryRetrieveLevel, identifier.SeriesInstanceUID, uids))
+            index.here += [image.sopInstanceUID for image in images
+                           if image.seriesInstanceUID == identifier.SeriesInstanceUID
+                           and (uids is None or image.sopInstanceUID in uids)]
+            return defer.succeed(({commands.STATUS: 0}, None))
+
+        def release(self):
+            return defer.succeed(None)
+
+    async def associate(server, contexts):
+        return Archive()
+
+    async def remoteImages(protocol, findClass, level, keys):
+        return images
+    servers._remoteImages, servers._associate = remoteImages, associate
+    return moved
 
 
 def answeredBy(servers, listing, moved, answer):

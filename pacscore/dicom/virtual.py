@@ -18,8 +18,10 @@ Conquest's VirtualServer2 does; but only a series none of whose objects
 is here (nor on its way from another archive): a series C-MOVE also sends
 those, and the store would replace what is here (a local correction) with
 the other archive's copy.  Conquest moves such a series whole all the same;
-pacs fetches only what it lacks.  They are stored and indexed like
-any object received, then sent with ours.  With ``CacheVirtualData = 0``
+pacs fetches only what it lacks.  Nor is a series moved whole for a
+retrieve naming SOP Instance UIDs: it would bring objects never asked
+for, left here for good with ``CacheVirtualData = 0``.  They are stored
+and indexed like any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over; by default they stay,
 so the archive works as a DICOM cache.
 
@@ -458,7 +460,9 @@ class VirtualServers:
         the archive holds and this one does not, those that no other archive
         moves here yet (``fetching``, which they are added to) and the
         others; ``whole``, the series (``RemoteImage[:3]``) that may be moved
-        whole (``_allMissing``)."""
+        whole (``_allMissing``): none when the retrieve names SOP Instance
+        UIDs, which select part of a series (a series C-MOVE would bring the
+        rest, never asked for, which ``release`` would not delete)."""
         async def choose(protocol):
             images = {image.sopInstanceUID: image
                       for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
@@ -467,7 +471,8 @@ class VirtualServers:
             missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
             fetching.extend(image.sopInstanceUID for image in missing)
             others = [image for uid, image in images.items() if uid not in known and uid in taken]
-            return missing, others, _allMissing(images.values(), missing)
+            return missing, others, frozenset() if selective else _allMissing(images.values(), missing)
+        selective = _named(keys.get(UNIQUE_KEYS["IMAGE"]))  # its SOP Instance UIDs: part of a series
         return choose
 
     async def _bring(self, protocol, findClass, moveClass, choose, server, fetching, onPending):

@@ -179,6 +179,25 @@ class VirtualServerTests(unittest.TestCase):
                     if ds.SOPInstanceUID == first.sopUID]
         self.assertEqual(stored.get("ImageComments"), "CORRECTED LOCALLY")
 
+    def test_someObjectsOfASeriesWithoutCaching(self):
+        """VirtualPerSeries0 = 1, CacheVirtualData = 0: an IMAGE C-MOVE of
+        2 objects of a series of 3 only BACKEND holds sends those 2 and
+        leaves nothing here (a SERIES C-MOVE from BACKEND would bring the
+        third, never asked for nor deleted)."""
+        self.viewer.start()
+        self.addCleanup(self.viewer.stop)
+        self.startFront(VirtualPerSeries0="1", CacheVirtualData="0")
+        first = self.byPatient[self.there][0]
+        series = [i.sopUID for i in self.byPatient[self.there] if i.seriesUID == first.seriesUID]
+        self.assertEqual(len(series), 3)
+        result = movescu(self.front, DESTINATION, "IMAGE", {"StudyInstanceUID": first.studyUID,
+                                                            "SeriesInstanceUID": first.seriesUID,
+                                                            "SOPInstanceUID": "\\".join(series[:2])})
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual({pydicom.dcmread(path).SOPInstanceUID for path in self.viewer.files()}, set(series[:2]))
+        self.assertIn("2 object(s) fetched from virtual servers deleted", self.front.log())
+        self.assertFalse(set(series) & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
     def test_retrieveByPatientIDFetchesThatPatientOnly(self):
         """A Study Root C-MOVE at STUDY level and a C-GET at SERIES level
         named by Patient ID alone fetch that patient's objects, not every

@@ -500,6 +500,26 @@ class VirtualServerTests(unittest.TestCase):
             "67 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
 
 
+    def test_aRetrieveOfSomeObjectsOfASeriesMovesThoseOnly(self):
+        """VirtualPerSeries0 = 1, CacheVirtualData = 0, an IMAGE retrieve
+        of 2 objects of a series of 3, none here: they are moved by their
+        UIDs (a SERIES C-MOVE would bring the third too, and leave it here
+        for good), and released."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B", 1)], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False)
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)]
+        moved = movedBy(servers, images, index)
+        identifier = study("1")
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.SeriesInstanceUID = "1.1"
+        identifier.SOPInstanceUID = ["1.1.0", "1.1.1"]
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, identifier)))
+        self.assertEqual(moved, [("IMAGE", "1.1", ["1.1.0", "1.1.1"])])
+        self.successResultOf(defer.ensureDeferred(servers.release(fetched.arrived)))
+        self.assertEqual(index.removed, ["1.1.0", "1.1.1"])
+
+
 class Answering:
     """An archive that answers each C-FIND with ``status`` and, on success,
     one match."""

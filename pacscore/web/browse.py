@@ -251,7 +251,8 @@ async def seriesViewer(archive, parameters):
 
 
 def _viewerPage(archive, parameters, found):
-    images = sorted((match for match in found if hasPixels(match)), key=_byInstanceNumber)
+    found = sorted(found, key=_byInstanceNumber)
+    images = [match for match in found if hasPixels(match)]
     if found and not images:  # reports, documents ...: their list, leading to their header dumps and documents
         return _imagesPage(archive, parameters, found)
     series = parameters.get("series").strip()

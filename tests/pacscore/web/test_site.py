@@ -257,6 +257,38 @@ class BrowseTests(WebTestCase):
             self.assertEqual(re.findall(r'mode=sliceviewer[^"]*">([^<]*)</a>', page.text), numbers)
 
     @defer.inlineCallbacks
+    def _storeSeries(self, patient, numbers, documents=False):
+        """A series of ``patient`` holding one image (or encapsulated PDF) per
+        number of ``numbers`` (None: without one), stored in that order; its
+        UID and ``{sop: shown number}``."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        study, series, shown = generate_uid(), generate_uid(), {}
+        for number in numbers:
+            sop = generate_uid()
+            dataset = (encapsulatedPDF(patient, study, series, sop) if documents
+                       else makeDataset(patient, "Order^Patient", study, series, sop, 1, 1))
+            if number is None:
+                del dataset.InstanceNumber
+            else:
+                dataset.InstanceNumber = number
+            shown[sop] = "(no number)" if number is None else str(number)
+            path = os.path.join(folder, f"{sop}.dcm")
+            dataset.save_as(path, enforce_file_format=True)
+            yield self.running.run(AddImageFile(), path)
+        return series, shown
+
+    @defer.inlineCallbacks
+    def test_documentsInTheSeriesViewerByNumber(self):
+        """The series viewer of a series without pixel data lists its
+        objects by number, as queryallimages does, not in the index's order."""
+        series, _ = yield self._storeSeries("DOCS", [5, 3, 9, 1, 7, 2, 8, 4, 6], documents=True)
+        viewer = yield get(self.resource, mode="seriesviewer", series=f"DOCS:{series}")
+        listed = yield get(self.resource, mode="queryallimages", patientidmatch="DOCS")
+        for page in (viewer, listed):
+            self.assertEqual(re.findall(r'mode=headerdump[^"]*">(\d+)</a>', page.text), [str(n) for n in range(1, 10)])
+
+    @defer.inlineCallbacks
     def test_thumbnails(self):
         page = yield get(self.resource, mode="queryimages", iconsize="16", graphic="gif")
         self.assertEqual(len(page.images()), 12)

@@ -20,6 +20,7 @@ millions of rows).
 """
 
 from pydicom.uid import UID
+from sqlalchemy import func
 
 from pacscore.config.secrets import isSecret
 from pacscore.control import status
@@ -191,9 +192,13 @@ async def queryAllImages(archive, parameters):
 
 def _byNumberInIndex(query):
     """``find``'s order of images by their number (as numbers, then as
-    text, a value that is none first), or None when dicom.sql has no column for it."""
+    text), an image without one last as in the other pages (``_byInstanceNumber``)
+    and ``dgate --imagelister:``, or None when dicom.sql has no column for it."""
     held = query.tables[3].byTag.get(INSTANCE_NUMBER[0])
-    return None if held is None else query.requestedSort("IMAGE", held[0].name).order
+    if held is None:
+        return None
+    order = query.requestedSort("IMAGE", held[0].name).order
+    return [(order[0][0], func.coalesce(held[0], "") == "", False), *order]
 
 
 def _imagesPage(archive, parameters, found):

@@ -22,6 +22,7 @@ from pacscore.control.data import AddImageFile
 from pacscore.control.deletes import DeletePatient
 from pacscore.web.answers import HTML
 from pacscore.web.site import webSite
+from plugins.pacs_control_database import imageLister
 from tests.pacscore.control.running import RunningArchive
 from pacscore.testing.corpus import makeDataset
 from pacscore.testing.mutations import mutated
@@ -287,6 +288,28 @@ class BrowseTests(WebTestCase):
         listed = yield get(self.resource, mode="queryallimages", patientidmatch="DOCS")
         for page in (viewer, listed):
             self.assertEqual(re.findall(r'mode=headerdump[^"]*">(\d+)</a>', page.text), [str(n) for n in range(1, 10)])
+
+    @defer.inlineCallbacks
+    def test_anImageWithoutANumberLastOnEveryPage(self):
+        """An image without a number comes after those with one in
+        queryallimages (cut or not), queryimages, the series viewer and
+        ``dgate --imagelister:``, so row n of the list is the viewer's image n."""
+        series, shown = yield self._storeSeries("NONUMBER", [2, None, 1])
+        numbers = ["1", "2", "(no number)"]
+        listed = yield get(self.resource, mode="queryallimages", patientidmatch="NONUMBER")
+        self.assertEqual(re.findall(r'mode=sliceviewer[^"]*">([^<]*)</a>', listed.text), numbers)
+        cut = yield get(self.resource, mode="queryallimages", patientidmatch="NONUMBER", max="2")
+        self.assertEqual(re.findall(r'mode=sliceviewer[^"]*">([^<]*)</a>', cut.text), numbers[:2])
+        icons = yield get(self.resource, mode="queryimages", patientidmatch="NONUMBER")
+        self.assertEqual([shown[sop] for sop in dict.fromkeys(re.findall(r'slice=NONUMBER%3A([0-9.]+)', icons.text))],
+                         numbers)
+        viewed = []
+        for n in ("1", "2", "3"):
+            page = yield get(self.resource, mode="seriesviewer", series=f"NONUMBER:{series}", n=n)
+            viewed.append(shown[re.findall(r'slice=NONUMBER%3A([0-9.]+)', page.text)[0]])
+        self.assertEqual(viewed, numbers)
+        lister = yield self.running.run(imageLister, f"local|NONUMBER|{series}|:%s %s|")
+        self.assertEqual([shown[line.split()[1]] for line in lister.splitlines()], numbers)
 
     @defer.inlineCallbacks
     def test_thumbnails(self):

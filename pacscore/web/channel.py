@@ -8,7 +8,8 @@ and a log line naming the client, where twisted.web closed the connection
 without a word (RFC 9110 15.5.15; Apache answers 414 above its
 ``LimitRequestLine`` too).  A request line whose target holds a byte
 that is not printable ASCII (a raw UTF-8 ``müller`` of a script or a
-hand-typed ``curl``, which browsers percent-encode) gets a 400 page saying
+hand-typed ``curl``, which browsers percent-encode, any other byte above
+0x7E, a raw space) gets a 400 page saying
 so and a log line, where twisted.web answered a bare 400 and logged nothing.
 
 A request body is refused from the request's headers, before any of it is
@@ -53,6 +54,13 @@ HEAD_TIMEOUT = 30  # seconds for a request line and headers, as Apache's mod_req
 LINGER_SECONDS = 10  # a refused request's rest is read and dropped this long at most
 LINGER_BYTES = 512 << 20  # and this much at most
 ANSWER_WAIT = 0.01  # seconds between looks whether a refusal's answer has left the write buffer
+
+
+def _requestTarget(line):
+    """The target of a request line: all between its first and last space
+    (a raw space in it too, which twisted.web splits into more parts);
+    empty when it has no method and version around one."""
+    return line.partition(b" ")[2].rpartition(b" ")[0]
 
 
 class PacsChannel(HandshakeListener, http.HTTPChannel):
@@ -189,13 +197,13 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
             self._refuse(self._path, WebError(431, f"a header line is longer than {self.MAX_LENGTH} bytes"))
 
     def lineReceived(self, line):
-        parts = line.split(b" ") if self._receivedHeaderSize == 0 else ()  # the request line's
+        target = _requestTarget(line) if self._receivedHeaderSize == 0 else b""  # of the request line
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:  # twisted.web's bare 400
             self._refuse(self._path, WebError(431, "the request line and header lines are longer than "
                                                    f"{self.totalHeadersSize} bytes in all"))
-        elif len(parts) == 3 and any(byte < 0x21 or byte > 0x7E for byte in parts[1]):  # twisted.web's bare 400
-            self._refuse(parts[1], WebError(400, "the request's URL holds characters that are not printable "
-                                                 "ASCII: percent-encode them (UTF-8), 'ü' as %C3%BC"))
+        elif any(byte < 0x21 or byte > 0x7E for byte in target):  # twisted.web's bare 400
+            self._refuse(target, WebError(400, "the request's URL holds characters that are not printable "
+                                               "ASCII: percent-encode them (UTF-8), 'ü' as %C3%BC"))
         else:
             super().lineReceived(line)
 

@@ -86,6 +86,20 @@ class LongLineTests(unittest.TestCase):
         self.assertEqual((event["peer"], event["uri"]),
                          ("192.0.2.7", "/cgi-bin/dgate?mode=querypatients&patientnamematch=müller"))
 
+    def test_rawSpaceAndUTF8InTheRequestLine(self):
+        """A name with a raw space as well (a script writing its request
+        line): the same 400 page and log line, the target all between the
+        method and the version (twisted.web's bare 400 counted four parts);
+        so for a byte above 0x7E that is not UTF-8."""
+        for target in ("/cgi-bin/dgate?mode=querypatients&patientnamematch=müller hans".encode(),
+                       b"/cgi-bin/dgate?mode=top&x=\xa0"):
+            answer, closed, events = self.send(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:100])
+            self.assertIn(b"percent-encode them (UTF-8)", answer)
+            self.assertTrue(closed)
+            [event] = [event for event in events if event.get("code") == 400]
+            self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", target.decode("utf-8", "replace")))
+
     def test_shortLinesAnswered(self):
         answer, closed, _ = self.send(b"GET /cgi-bin/dgate?mode=nothing&x=" + b"A" * 16000
                                       + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

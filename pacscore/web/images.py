@@ -36,15 +36,15 @@ log = Logger()
 
 
 def sliceSize(parameters):
-    """``(pixels, height)`` of the request's ``size``: the most pixels a
+    """``(pixels, percent)`` of the request's ``size``: the most pixels a
     picture is shrunk to (0: its own size), and None, or for ``N%`` 0 and
-    the height ``N%`` a viewer page shows it at."""
+    N, the percentage of the window's height a viewer page shows it at."""
     text = parameters.get("size").strip()
     if text.endswith("%"):
         percent = text[:-1].strip()
         if not (percent.isdigit() and 1 <= int(percent) <= MOST_PERCENT):
             raise WebError(400, f"size must be pixels or a percentage from 1% to {MOST_PERCENT}%, not {text!r}")
-        return 0, f"{int(percent)}%"
+        return 0, int(percent)
     return parameters.number("size", DEFAULT_SIZE), None
 
 
@@ -154,11 +154,12 @@ def sliceParts(reference, parameters, mode, **hidden):
     form changing lw that asks for ``mode`` with ``hidden`` (name: value)
     again, links to its header and file."""
     level, window, frame = levelWindowFrame(parameters.get("lw"))
-    pixels, height = sliceSize(parameters)
-    size, graphic = height or pixels, parameters.get("graphic")
+    pixels, percent = sliceSize(parameters)
+    size, graphic = f"{percent}%" if percent else pixels, parameters.get("graphic")
     lw = f"{level}/{window}/{frame}"
     source = url("slice", slice=reference, size=size, graphic=graphic, lw=lw)
-    shown = image(source, f"slice {reference}", id="slice", **({"height": height} if height else {}),
+    # N% of the window's height: Conquest's HEIGHT=N% does so only in its pages' quirks mode, ours have a doctype
+    shown = image(source, f"slice {reference}", id="slice", **({"style": f"height: {percent}vh"} if percent else {}),
                   onload="document.getElementById('shape').textContent = this.naturalWidth + ' x ' + "
                          "this.naturalHeight + ' pixels'",
                   onerror="document.getElementById('shape').textContent = 'the image cannot be shown'")

@@ -147,6 +147,23 @@ class WebInterfaceTests(unittest.TestCase):
         beyond = renderedDOM(self.base + f"/cgi-bin/dgate?mode=sliceviewer&slice=:{ybr.SOPInstanceUID}&lw=0/0/30")
         self.assertIn('<p id="shape">the image cannot be shown</p>', beyond)
 
+    def test_sizeInPercentOfTheWindow(self):
+        """``size=N%``: Chromium shows the slice N% of its window high, as
+        Conquest's pages do (the viewer page, with a script measuring it,
+        loaded from another origin)."""
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        for percent in (50, 200):
+            status, _, page = self.fetch(f"/cgi-bin/dgate?mode=sliceviewer&slice={ct.PatientID}:{ct.SOPInstanceUID}"
+                                         f"&size={percent}%25")
+            self.assertEqual(status, 200)
+            measured = page.decode().replace(
+                "</body>", '<script>window.addEventListener("load", () => document.body.insertAdjacentHTML('
+                '"beforeend", `<p id="measured">${document.getElementById("slice").height} ${window.innerHeight}</p>`'
+                '));</script></body>').replace("<head>", f'<head><base href="{self.base}/cgi-bin/dgate">')
+            dom = renderedFromElsewhere(self.folder, f"size{percent}.html", measured)
+            shown, window = map(int, re.search(r'<p id="measured">(\d+) (\d+)</p>', dom).groups())
+            self.assertLessEqual(abs(shown - window * percent / 100), 1, (percent, shown, window))
+
     def test_scriptedSample(self):
         dom = renderedDOM(self.base + "/cgi-bin/dgate?mode=sample")
         self.assertIn("Conquest DICOM server - sample 1", dom)

@@ -26,7 +26,8 @@ client sending a header line every few seconds (slowloris) is answered
 ``408 Request Timeout`` with a log line and cut off, as Apache's
 ``mod_reqtimeout`` does; an idle connection that began no request is
 closed without a word, but for one whose TLS handshake did not complete
-(logged, as DICOM's ARTIM logs it).
+(logged, as DICOM's ARTIM logs it, also when the site's idle timeout,
+TCPIPTimeOut, is the shorter and cuts it first).
 
 After such an answer the connection closes the way Apache's lingering
 close does: the answer is followed by the end of what the server sends
@@ -118,10 +119,21 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
             self._refuse(getattr(self, "_path", b""), WebError(
                 408, f"the request line and headers did not come within {self.headTimeout} s"))
             return
+        self._warnOfHandshake(self.headTimeout)
+        self.loseConnection()
+
+    def timeoutConnection(self):
+        """The site's idle timeout (TCPIPTimeOut), which cuts a connection
+        before ``headTimeout`` when shorter."""
+        self._warnOfHandshake(self.timeOut)
+        super().timeoutConnection()
+
+    def _warnOfHandshake(self, timeout):
+        """The line of a connection cut after ``timeout`` seconds whose TLS
+        handshake did not complete."""
         if self.handshaking:
             self.log.warn("web: {peer} no completed TLS handshake within {timeout} s, closing", peer=self._peerHost(),
-                          timeout=self.headTimeout)
-        self.loseConnection()
+                          timeout=timeout)
 
     def _peerHost(self):
         return getattr(self.transport.getPeer(), "host", "?")

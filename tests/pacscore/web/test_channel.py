@@ -8,7 +8,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface import directlyProvides
 
@@ -461,6 +461,27 @@ class HeadDeadlineTests(SiteConnections):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(1)
         self.assertTrue(transport.disconnecting)
+
+
+class ShortIdleTimeoutTests(SiteConnections):
+    """TCPIPTimeOut under headTimeout: the site's idle timeout cuts a
+    connection first."""
+
+    ini = {"TCPIPTimeOut": "20"}
+
+    def setUp(self):
+        super().setUp()
+        self.clock = task.Clock()
+
+    def test_anUnfinishedTLSHandshake(self):
+        """Its cut of a TLS connection whose handshake did not complete is
+        said as headTimeout's is, with the timeout that fired."""
+        channel, transport = self.connect(tls=True)
+        with capturedLogs() as events:
+            self.clock.advance(20)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
+                         ["web: 192.0.2.7 no completed TLS handshake within 20 s, closing"])
 
 
 class ConnectionLimitTests(SiteConnections):

@@ -76,8 +76,8 @@ def _refusal(errno, certificate):
 
 def _outgoingRefusal(connection):
     """Why the certificate chain a node showed on the outgoing ``connection``
-    does not verify against its ``caCerts``, or is not for a TLS server,
-    or None.  (Twisted's own verify callback on client connections checks
+    does not verify against its ``caCerts``, or is not for a TLS server
+    (the node's certificate or an authority of its chain), or None.  (Twisted's own verify callback on client connections checks
     the host name and keeps no reason, so the chain is checked again once
     the handshake failed; an ``X509Store`` has no purpose to check.)"""
     authorities, chain = _authorities.get(connection), connection.get_peer_cert_chain()
@@ -87,16 +87,16 @@ def _outgoingRefusal(connection):
     for authority in authorities:
         store.add_cert(authority)
     try:
-        crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+        verified = crypto.X509StoreContext(store, chain[0], chain[1:]).get_verified_chain()
     except crypto.X509StoreContextError as e:
         return _refusal(e.errors[0], e.certificate)
-    return _purposeRefusal(chain[0])
+    return next(filter(None, map(_purposeRefusal, verified)), None)
 
 
 def _purposeRefusal(certificate):
-    """Why OpenSSL refuses a node's ``certificate`` (an ``X509``) for a TLS
-    server: its extended key usages, when it names some, lack serverAuth;
-    else None."""
+    """Why OpenSSL refuses ``certificate`` (an ``X509``: a node's, or one
+    of the authorities that issued it) in the chain of a TLS server: its
+    extended key usages, when it names some, lack serverAuth; else None."""
     try:
         usages = certificate.to_cryptography().extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:

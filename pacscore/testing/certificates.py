@@ -22,22 +22,25 @@ class Identity(NamedTuple):
 class Authority:
     """A certificate authority in ``folder`` (created), named ``name``:
     self-signed, or an issuing authority that ``issuer`` (an Authority)
-    signed (``expired``: valid until a month ago); ``issue`` makes
-    identities it signs."""
+    signed (``expired``: valid until a month ago; ``usage``: an
+    ``ExtendedKeyUsageOID`` it is restricted to, none by default);
+    ``issue`` makes identities it signs."""
 
-    def __init__(self, folder, name, issuer=None, expired=False):
+    def __init__(self, folder, name, issuer=None, expired=False, usage=None):
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self._certificate = (
+        builder = (
             _builder(subject, issuer._certificate.subject if issuer else subject, self._key.public_key(), expired)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .sign(issuer._key if issuer else self._key, hashes.SHA256()))
+                                         encipher_only=False, decipher_only=False), critical=True))
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        self._certificate = builder.sign(issuer._key if issuer else self._key, hashes.SHA256())
         self.certificate = os.path.join(folder, f"{name}-ca.pem")
         _write(self.certificate, self._certificate.public_bytes(serialization.Encoding.PEM))
 

@@ -123,11 +123,18 @@ class OutgoingRefusalTests(unittest.TestCase):
     def setUp(self):
         self.authority = Authority(os.path.abspath(self.mktemp()), "hospital")
 
-    def handshake(self, node):
+    def handshake(self, node, chain=()):
         """What ``tlsFailure`` says, when pacs's side of a handshake with a
-        node showing ``node`` (an ``Identity``) is lost."""
+        node showing ``node`` (an ``Identity``), followed by the authorities
+        ``chain`` (their PEM files), is lost."""
         with open(node.key, "rb") as key, open(node.certificate, "rb") as certificate:
-            serverOptions = ssl.PrivateCertificate.loadPEM(key.read() + certificate.read()).options()
+            identity = ssl.PrivateCertificate.loadPEM(key.read() + certificate.read())
+        extra = []
+        for path in chain:
+            with open(path, "rb") as f:
+                extra.append(crypto.load_certificate(crypto.FILETYPE_PEM, f.read()))
+        serverOptions = ssl.CertificateOptions(privateKey=identity.privateKey.original,
+                                               certificate=identity.original, extraCertChain=extra)
         creator = ClientTLS(f"caCerts={self.authority.certificate}:hostname=localhost").creatorFor("127.0.0.1")
         client = _Lost()
         clientTLS = TLSMemoryBIOFactory(creator, True, protocol.Factory.forProtocol(lambda: client)).buildProtocol(None)
@@ -145,6 +152,14 @@ class OutgoingRefusalTests(unittest.TestCase):
         clientAuth) is refused for its purpose, and said so."""
         self.assertEqual(self.handshake(self.authority.issue("scp", True, usage=ExtendedKeyUsageOID.CLIENT_AUTH)),
                          "certificate verify failed (unsupported certificate purpose: /CN=scp)")
+
+    def test_anIssuingAuthorityForAnotherPurpose(self):
+        """So is a node certificate for TLS servers whose issuing authority
+        is restricted to TLS clients, naming that authority."""
+        issuing = Authority(os.path.join(self.authority.folder, "issuing"), "clients", issuer=self.authority,
+                            usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        self.assertEqual(self.handshake(issuing.issue("scp", True), [issuing.certificate]),
+                         "certificate verify failed (unsupported certificate purpose: /CN=clients)")
 
 
 class _Lost(protocol.Protocol):

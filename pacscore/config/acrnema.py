@@ -185,10 +185,22 @@ class AcrNemaMap(LineFile):
         return replace(node, tls=next((tls for key, tls in self.tlsNodes.items()
                                        if matchedRest(key, node.ae) is not None), None))
 
-    def reaches(self, pattern):
-        """Whether ``lookup`` finds some AE that ``pattern`` (an AE, or a
-        prefix ending in ``*``, as a ``[DICOMTLSNodes]`` key) matches."""
-        return any(_overlap(pattern, node.ae) for node in self.nodes)
+    def tlsKeyProblem(self, key):
+        """Why the ``[DICOMTLSNodes]`` AE ``key`` looks mistyped, or None.
+        A key is as meant when an entry is it, or, for a key ending in
+        ``*``, lies within it (an AE it matches, a wildcard at least as
+        narrow); one matching only wider wildcard entries (``SECUREPAC``
+        with ``S*`` but no ``SECUREPACS``) still applies to the AEs they
+        find, but is most likely a typo; one matching no entry is never used."""
+        nodes = self.nodes
+        if any(_within(node.ae, key) for node in nodes):
+            return None
+        what = f"no entry {key}" if not key.endswith("*") else f"no entry that {key} matches"
+        wider = [node.ae for node in nodes if _overlap(key, node.ae)]
+        if wider:
+            return (f"{self.path} has {what}, only the wildcard entr{'ies' if len(wider) > 1 else 'y'} "
+                    f"{', '.join(wider)}: check the spelling")
+        return f"{self.path} has {what}, nor a wildcard entry matching it: the line is never used"
 
     # -- editing
 
@@ -234,6 +246,14 @@ def matchedRest(pattern, ae):
         prefix = pattern[:-1]
         return ae[len(prefix):] if ae[:len(prefix)].lower() == prefix.lower() else None
     return "" if pattern.lower() == ae.lower() else None
+
+
+def _within(entry, key):
+    """Whether every AE the acrnema.map ``entry`` matches, the
+    ``[DICOMTLSNodes]`` ``key`` matches too (both may end in ``*``)."""
+    if entry.endswith("*"):
+        return key.endswith("*") and matchedRest(key, entry[:-1]) is not None
+    return matchedRest(key, entry) is not None
 
 
 def _overlap(first, second):

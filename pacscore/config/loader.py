@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from pydicom.uid import RE_VALID_UID_PREFIX
+from twisted.logger import Logger
 
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.config.acrnema import AcrNemaMap
@@ -48,6 +49,18 @@ class Configuration:
     configDir: str  # the folder holding dicom.ini
     workdir: str    # what relative paths in dicom.ini (``./data/``) are relative to
     iniPath: str
+    log = Logger()
+
+    def warnOfMistypedTLSNodes(self):
+        """A warning for each ``[DICOMTLSNodes]`` line whose AE acrnema.map
+        has no entry for (``AcrNemaMap.tlsKeyProblem``: a typo that would
+        leave its node in plain TCP), naming the line; at start-up and
+        whenever dicom.ini or acrnema.map is read again or edited."""
+        for ae, _ in self.ini.items(TLS_NODES):
+            problem = self.acrNemaMap.tlsKeyProblem(ae.strip())
+            if problem is not None:
+                self.log.warn("{path}:{line}: [{section}] {ae}: {problem}", path=self.iniPath,
+                              line=self.ini.lineOf(ae, TLS_NODES), section=TLS_NODES, ae=ae, problem=problem)
 
     def resolvePath(self, value):
         """``value`` as an absolute, normalised path; relative ones are relative to workdir."""
@@ -331,7 +344,7 @@ def loadConfiguration(configPath=None, workdir=None):
     if maxFieldLength > 0:
         layout = layout.capped(maxFieldLength)
     acrNemaMap = AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders))
-    acrNemaMap.tlsNodes = tlsNodes(ini, iniPath, workdir, acrNemaMap)
+    acrNemaMap.tlsNodes = tlsNodes(ini, iniPath, workdir)
     configuration = Configuration(
         ini=ini,
         acrNemaMap=acrNemaMap,
@@ -342,20 +355,17 @@ def loadConfiguration(configPath=None, workdir=None):
         iniPath=iniPath,
     )
     checkSettings(configuration)
+    configuration.warnOfMistypedTLSNodes()
     return configuration
 
 
-def tlsNodes(ini, iniPath, workdir, acrNemaMap):
+def tlsNodes(ini, iniPath, workdir):
     """``{AE: ClientTLS}`` of the ``[DICOMTLSNodes]`` section (file names
     relative to ``workdir``; an AE may end in ``*`` as in acrnema.map);
-    ConfigError naming the line of a bad one, and of one that matches
-    no AE of ``acrNemaMap``, so would never be used (a typo that would
-    leave its node in plain TCP)."""
+    ConfigError naming the line of a bad one."""
     nodes = {}
     for ae, description in ini.items(TLS_NODES):
         try:
-            if not acrNemaMap.reaches(ae.strip()):
-                raise ValueError(f"no entry of {acrNemaMap.path} has this AE: the line would never be used")
             resolved = ":".join(_resolvedFile(part, workdir) for part in description.split(":"))
             nodes[ae.strip().upper()] = ClientTLS(resolved)
         except ValueError as e:

@@ -9,7 +9,9 @@ map in memory only; ``write_amap`` saves it (header comments kept) and
 ``read_amap`` reads the file again.  An entry is printed with ``fmt``
 taking AE, host, port and compression, again as often as it asks (default
 ``%-17s %-30s %-10s %s``);
-an index past the last entry prints nothing.  ``get_amaps`` lists the
+an index past the last entry prints nothing.  After ``put_amap``,
+``delete_amap`` and ``read_amap`` a ``[DICOMTLSNodes]`` line whose AE the
+map no longer has an entry for is warned of (``Configuration.warnOfMistypedTLSNodes``).  ``get_amaps`` lists the
 servers, as Conquest's does: the entries without a wildcard (``*``, ``?``)
 in their AE.
 """
@@ -64,11 +66,13 @@ class PutAmap(ControlCommand):
             raise CommandError(f"usage: {self.usage}")
         checkUTF8(ae, host, port, compression)
         node = Node(ae, host, port, compression.strip() or "un")
-        acrNemaMap = context.archive.configuration.acrNemaMap
+        configuration = context.archive.configuration
+        acrNemaMap = configuration.acrNemaMap
         try:
             acrNemaMap.put(min(number(index, "index"), len(acrNemaMap.nodes)), node)
         except (IndexError, ValueError) as e:
             raise CommandError(str(e)) from e
+        configuration.warnOfMistypedTLSNodes()
         return ""
 
 
@@ -77,10 +81,12 @@ class DeleteAmap(ControlCommand):
     usage = "--delete_amap:index  Delete entry in memory for ACRNEMA.MAP"
 
     def run(self, arguments, context):
+        configuration = context.archive.configuration
         try:
-            context.archive.configuration.acrNemaMap.delete(number(arguments, "index"))
+            configuration.acrNemaMap.delete(number(arguments, "index"))
         except IndexError as e:
             raise CommandError(str(e)) from e
+        configuration.warnOfMistypedTLSNodes()
         return ""
 
 
@@ -97,5 +103,10 @@ class ReadAmap(ControlCommand):
     usage = "--read_amap:  Re-read ACRNEMA.MAP from disk to memory"
 
     def run(self, arguments, context):
-        d = reload(context.archive, context.archive.configuration.acrNemaMap)
-        return d.addCallback(lambda nodes: f"{len(nodes.nodes)} entries read from {nodes.path}")
+        configuration = context.archive.configuration
+
+        def read(nodes):
+            configuration.warnOfMistypedTLSNodes()
+            return f"{len(nodes.nodes)} entries read from {nodes.path}"
+
+        return reload(context.archive, configuration.acrNemaMap).addCallback(read)

@@ -27,7 +27,8 @@ the commands say so.  These are live, used the next time they are needed:
 - the import converter lines, and the export lines while their numbers
   stay (``converterlines``): used for the objects stored from then on;
 - the ``[DICOMTLSNodes]`` section, which ``read_ini`` reads again (its
-  node certificates too): used by the associations opened from then on.
+  node certificates too): used by the associations opened from then on,
+  a line whose AE acrnema.map has no entry for warned of.
 
 Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).  For a
@@ -144,7 +145,7 @@ def _usable(archive, refused, ini):
     try:
         checkSettings(dataclasses.replace(configuration, ini=ini))
         rules = loadRules(ini, archive.commands)
-        nodes = tlsNodes(ini, configuration.iniPath, configuration.workdir, configuration.acrNemaMap)
+        nodes = tlsNodes(ini, configuration.iniPath, configuration.workdir)
     except ConfigError as e:
         raise CommandError(f"{refused}: the server would not start with it: {e}") from None
     port = archive.controlPort
@@ -254,6 +255,7 @@ def _readIni(archive):
     def compare(checked):
         rules, nodes = checked
         configuration.acrNemaMap.tlsNodes = nodes
+        configuration.warnOfMistypedTLSNodes()
         changed, tlsChanged = _changed(before, _keyed(ini)), _changed(tlsBefore, _keyed(ini, TLS_NODES))
         restart = _applied(archive, rules, changed)
         lines = [f"{len(changed) + len(tlsChanged)} parameter(s) changed in {ini.path}"]

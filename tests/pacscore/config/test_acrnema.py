@@ -137,13 +137,24 @@ class TLSNodesTests(unittest.TestCase):
         self.assertIs(self.amap.lookup("securepacs").tls, self.pacs)
         self.assertIs(self.amap.lookup("SECURE2").tls, self.secure)
 
-    def test_reaches(self):
-        """Whether a key matches some AE the map finds: not a typo."""
-        amap = AcrNemaMap.fromString("SECUREPACS  10.0.0.1  104\nV*  *  1234\n")
-        for key in ("SECUREPACS", "securepacs", "SECURE*", "SECUREPACS*", "*", "V1", "VX*", "v*"):
-            self.assertTrue(amap.reaches(key), key)
-        for key in ("SECUREPAC", "SECUREPACSX", "SECUREPACSX*", "W*", "W1"):
-            self.assertFalse(amap.reaches(key), key)
+    def test_tlsKeyProblem(self):
+        """A key is as meant when an entry is it or lies within it; one
+        only wider wildcard entries match is likely a typo, one no entry
+        matches is never used."""
+        amap = AcrNemaMap.fromString("SECUREPACS  10.0.0.1  104\nSECURE7*  *  104\nV*  *  1234\nS*  *  5678\n",
+                                     "/srv/acrnema.map")
+        for key in ("SECUREPACS", "securepacs", "SECURE*", "SECUREPACS*", "SECURE7*", "*", "v*"):
+            self.assertIsNone(amap.tlsKeyProblem(key), key)
+        self.assertEqual(amap.tlsKeyProblem("SECUREPAC"),
+                         "/srv/acrnema.map has no entry SECUREPAC, only the wildcard entry S*: check the spelling")
+        self.assertEqual(amap.tlsKeyProblem("SECURE71"), "/srv/acrnema.map has no entry SECURE71, only the "
+                                                         "wildcard entries SECURE7*, S*: check the spelling")
+        self.assertEqual(amap.tlsKeyProblem("VX*"), "/srv/acrnema.map has no entry that VX* matches, only the "
+                                                    "wildcard entry V*: check the spelling")
+        self.assertEqual(amap.tlsKeyProblem("W1"), "/srv/acrnema.map has no entry W1, nor a wildcard entry "
+                                                   "matching it: the line is never used")
+        self.assertEqual(amap.tlsKeyProblem("W*"), "/srv/acrnema.map has no entry that W* matches, nor a wildcard "
+                                                   "entry matching it: the line is never used")
 
 
 class MoreWordsTests(unittest.TestCase):

@@ -6,7 +6,7 @@ import sys
 
 from pydicom import uid
 from pynetdicom import sop_class
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 import pacscore
@@ -192,17 +192,29 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
         self.assertIsNone(acrNemaMap.lookup("CONQUESTSRV1").tls)
 
-    def test_tlsNodeMatchingNoAcrNemaMapEntryStopsStartUp(self):
-        """A key no acrnema.map AE matches (a typo) would leave its node
-        in plain TCP: start-up stops naming its line."""
+    def test_aMistypedTLSNodeIsWarnedOf(self):
+        """With the shipped acrnema.map (its ``S*`` and ``V*`` entries)
+        and an entry SECUREPACS, a key only a wildcard entry matches (the
+        typo SECUREPAC) and one no entry matches (a node taken out of the
+        map) are warned of, naming their lines; start-up goes on."""
         authority = Authority(os.path.abspath(self.mktemp()), "hospital")
-        writeFile(self.configDir, "acrnema.map", AMAP + "SECUREPACS  127.0.0.1  21112\n")
+        with open(os.path.join(defaultConfigDir(), "acrnema.map")) as f:
+            shipped = f.read()
+        amap = writeFile(self.configDir, "acrnema.map", shipped.replace("V*", "SECUREPACS  127.0.0.1  21112\nV*", 1))
         with open(self.ini, "a") as f:
-            f.write(f"[DICOMTLSNodes]\nSECUREPAC = caCerts={authority.certificate}\n")
-        error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
-        self.assertEqual(str(error), f"{self.ini}:8: [DICOMTLSNodes] SECUREPAC: no entry of "
-                                     f"{os.path.join(self.configDir, 'acrnema.map')} has this AE: the line "
-                                     "would never be used")
+            f.write(f"[DICOMTLSNodes]\nSECUREPAC = caCerts={authority.certificate}\n"
+                    f"SECUREPACS = caCerts={authority.certificate}\nORTHTLS = caCerts={authority.certificate}\n"
+                    f"SECURE* = caCerts={authority.certificate}\nSECUREPACX* = caCerts={authority.certificate}\n")
+        with capturedLogs() as events:
+            acrNemaMap = loadConfiguration(self.configDir, self.workdir).acrNemaMap
+        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn], [
+            f"{self.ini}:8: [DICOMTLSNodes] SECUREPAC: {amap} has no entry SECUREPAC, only the wildcard entry S*: "
+            "check the spelling",
+            f"{self.ini}:10: [DICOMTLSNodes] ORTHTLS: {amap} has no entry ORTHTLS, nor a wildcard entry matching "
+            "it: the line is never used",
+            f"{self.ini}:12: [DICOMTLSNodes] SECUREPACX*: {amap} has no entry that SECUREPACX* matches, only the "
+            "wildcard entry S*: check the spelling"])
+        self.assertIsNotNone(acrNemaMap.lookup("SECUREPAC").tls)  # as written: S* finds it, over TLS
 
 
 class AccessorTests(unittest.TestCase):

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import Node
@@ -190,28 +191,56 @@ class DicomIniCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_readIniRefusesADICOMTLSNodesLineStartUpWouldRefuse(self):
         """A [DICOMTLSNodes] line that would stop the next start-up (a
-        missing file, an AE acrnema.map does not know) refuses the
-        read_ini naming it, keeping the lines in use."""
+        missing file) refuses the read_ini naming it, keeping the lines
+        in use."""
         authority = Authority(os.path.abspath(self.mktemp()), "hospital")
         acrNemaMap = self.archive.configuration.acrNemaMap
         acrNemaMap.put(len(acrNemaMap.nodes), Node("NEWTLS", "127.0.0.1", "21112"))
         self.setTLSNode("NEWTLS", f"caCerts={authority.certificate}")
         yield self.running.run(commands.readIni, "")
         inUse = acrNemaMap.tlsNodes
-        for ae, description, problem in (
-                ("SBROKEN", "caCerts=/no/such.pem", "caCerts=/no/such.pem: No such file or directory"),
-                ("NOSUCHAE", f"caCerts={authority.certificate}",
-                 f"no entry of {acrNemaMap.path} has this AE: the line would never be used")):
-            self.setTLSNode(ae, description)
-            error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
-            where = f"{self.path}:{DicomIni.fromFile(self.path).lineOf(ae, 'DICOMTLSNodes')}"
-            self.assertEqual(str(error), f"{self.path} not read: the server would not start with it: "
-                                         f"{where}: [DICOMTLSNodes] {ae}: {problem}")
-            self.assertIs(acrNemaMap.tlsNodes, inUse)
-            self.assertFalse(self.ini.has(ae, "DICOMTLSNodes"))
-            onDisk = DicomIni.fromFile(self.path)
-            onDisk.delete(ae, "DICOMTLSNodes")
-            onDisk.write()
+        self.setTLSNode("SBROKEN", "caCerts=/no/such.pem")
+        error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+        where = f"{self.path}:{DicomIni.fromFile(self.path).lineOf('SBROKEN', 'DICOMTLSNodes')}"
+        self.assertEqual(str(error), f"{self.path} not read: the server would not start with it: "
+                                     f"{where}: [DICOMTLSNodes] SBROKEN: caCerts=/no/such.pem: No such file or "
+                                     "directory")
+        self.assertIs(acrNemaMap.tlsNodes, inUse)
+        self.assertFalse(self.ini.has("SBROKEN", "DICOMTLSNodes"))
+
+    @defer.inlineCallbacks
+    def test_aDICOMTLSNodesLineTheMapHasNoEntryForIsWarnedOf(self):
+        """A [DICOMTLSNodes] line whose AE acrnema.map has no entry for is
+        read and warned of, naming it, by read_ini and after the map is
+        edited or read again, and refuses no later command."""
+        authority = Authority(os.path.abspath(self.mktemp()), "hospital")
+        acrNemaMap = self.archive.configuration.acrNemaMap
+        acrNemaMap.put(len(acrNemaMap.nodes), Node("NEWTLS", "127.0.0.1", "21112"))  # in memory only
+        for ae in ("NEWTLS", "NOSUCHAE"):
+            self.setTLSNode(ae, f"caCerts={authority.certificate}")
+        lines = DicomIni.fromFile(self.path)
+        newTLS, noSuchAE = (f"{self.path}:{lines.lineOf(ae, 'DICOMTLSNodes')}: [DICOMTLSNodes] {ae}: "
+                            f"{acrNemaMap.path} has no entry {ae}, nor a wildcard entry matching it: the line is "
+                            "never used" for ae in ("NEWTLS", "NOSUCHAE"))
+
+        def warnings(events):
+            return [formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn]
+
+        with capturedLogs() as events:
+            output = yield self.running.run(commands.readIni, "")
+        self.assertEqual(output, f"2 parameter(s) changed in {self.path}\n"
+                                 "applied at once: [DICOMTLSNodes] NEWTLS, [DICOMTLSNodes] NOSUCHAE")
+        self.assertEqual(warnings(events), [noSuchAE])
+        self.assertIsNotNone(acrNemaMap.lookup("NEWTLS").tls)
+        with capturedLogs() as events:
+            yield self.running.run(commands.readAmap, "")  # the map on disk has no NEWTLS
+        self.assertEqual(warnings(events), [newTLS, noSuchAE])
+        yield self.running.run(commands.putAmap, "99,NEWTLS,127.0.0.1,21112")
+        with capturedLogs() as events:
+            yield self.running.run(commands.deleteAmap, str(len(acrNemaMap.nodes) - 1))
+        self.assertEqual(warnings(events), [newTLS, noSuchAE])
+        yield self.running.run(commands.putParam, "TCPIPTimeOut,25")
+        self.assertEqual(DicomIni.fromFile(self.path).get("TCPIPTimeOut"), "25")
 
     @defer.inlineCallbacks
     def test_readIniRefusesAConverterLineThatDoesNotParse(self):

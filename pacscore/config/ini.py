@@ -146,8 +146,13 @@ class DicomIni(LineFile):
 
     def items(self, section=MAIN_SECTION):
         """``[(key as written, value), ...]`` of ``section`` in file order."""
+        return [(key, value) for _, key, value in self.numberedItems(section)]
+
+    def numberedItems(self, section=MAIN_SECTION):
+        """``[(line number, key as written, value), ...]`` of ``section`` in
+        file order (a key written twice: each line's own number)."""
         section = section.lower()
-        return [(row.key, row.value) for row in self._rows
+        return [(row.line, row.key, row.value) for row in self._rows
                 if row.key is not None and row.section == section]
 
     # -- editing

@@ -54,13 +54,20 @@ class Configuration:
     def warnOfMistypedTLSNodes(self):
         """A warning for each ``[DICOMTLSNodes]`` line whose AE acrnema.map
         has no entry for (``AcrNemaMap.tlsKeyProblem``: a typo that would
-        leave its node in plain TCP), naming the line; at start-up and
-        whenever dicom.ini or acrnema.map is read again or edited."""
-        for ae, _ in self.ini.items(TLS_NODES):
-            problem = self.acrNemaMap.tlsKeyProblem(ae.strip())
+        leave its node in plain TCP), and for each AE of several lines
+        (the first is used), naming the line; at start-up and whenever
+        dicom.ini or acrnema.map is read again or edited."""
+        seen = set()
+        for line, ae, _ in self.ini.numberedItems(TLS_NODES):
+            key = ae.strip()
+            if key.upper() in seen:
+                problem = "an earlier line has this AE: this one is ignored, the first is used"
+            else:
+                problem = self.acrNemaMap.tlsKeyProblem(key)
+            seen.add(key.upper())
             if problem is not None:
-                self.log.warn("{path}:{line}: [{section}] {ae}: {problem}", path=self.iniPath,
-                              line=self.ini.lineOf(ae, TLS_NODES), section=TLS_NODES, ae=ae, problem=problem)
+                self.log.warn("{path}:{line}: [{section}] {ae}: {problem}", path=self.iniPath, line=line,
+                              section=TLS_NODES, ae=ae, problem=problem)
 
     def resolvePath(self, value):
         """``value`` as an absolute, normalised path; relative ones are relative to workdir."""
@@ -361,15 +368,16 @@ def loadConfiguration(configPath=None, workdir=None):
 
 def tlsNodes(ini, iniPath, workdir):
     """``{AE: ClientTLS}`` of the ``[DICOMTLSNodes]`` section (file names
-    relative to ``workdir``; an AE may end in ``*`` as in acrnema.map);
-    ConfigError naming the line of a bad one."""
+    relative to ``workdir``; an AE may end in ``*`` as in acrnema.map; of
+    lines with the same AE, case ignored, the first, as ``DicomIni.get``
+    reads them); ConfigError naming the line of a bad one."""
     nodes = {}
-    for ae, description in ini.items(TLS_NODES):
+    for line, ae, description in ini.numberedItems(TLS_NODES):
         try:
             resolved = ":".join(_resolvedFile(part, workdir) for part in description.split(":"))
-            nodes[ae.strip().upper()] = ClientTLS(resolved)
+            nodes.setdefault(ae.strip().upper(), ClientTLS(resolved))
         except ValueError as e:
-            raise ConfigError(iniPath, ini.lineOf(ae, TLS_NODES), f"[{TLS_NODES}] {ae}: {e}") from e
+            raise ConfigError(iniPath, line, f"[{TLS_NODES}] {ae}: {e}") from e
     return nodes
 
 

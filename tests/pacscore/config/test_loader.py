@@ -192,6 +192,31 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
         self.assertIsNone(acrNemaMap.lookup("CONQUESTSRV1").tls)
 
+    def test_ofTLSNodeLinesWithTheSameAETheFirstIsUsed(self):
+        """As README says and ``DicomIni.get`` and read_ini read them, the
+        first of two lines with the same AE (case ignored) is used; the
+        other is warned of, naming its line, and a bad one named by its own."""
+        hospital = Authority(os.path.abspath(self.mktemp()), "hospital")
+        other = Authority(os.path.abspath(self.mktemp()), "other")
+        writeFile(self.configDir, "acrnema.map", AMAP + "SECUREPACS  127.0.0.1  21112\n")
+        with open(self.ini, "a") as f:
+            f.write(f"[DICOMTLSNodes]\nSECUREPACS = caCerts={hospital.certificate}\n"
+                    f"securepacs = caCerts={other.certificate}:hostname=evil\n")
+        with capturedLogs() as events:
+            configuration = loadConfiguration(self.configDir, self.workdir)
+        tls = configuration.acrNemaMap.lookup("SECUREPACS").tls
+        self.assertEqual(tls.authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
+        self.assertEqual(configuration.ini.get("SECUREPACS", section="DICOMTLSNodes"),
+                         f"caCerts={hospital.certificate}")
+        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
+                         [f"{self.ini}:9: [DICOMTLSNodes] securepacs: an earlier line has this AE: this one is "
+                          "ignored, the first is used"])
+        with open(self.ini, "a") as f:
+            f.write("SecurePacs = caCerts=/no/such.pem\n")
+        error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
+        self.assertEqual(str(error), f"{self.ini}:10: [DICOMTLSNodes] SecurePacs: caCerts=/no/such.pem: No such "
+                                     "file or directory")
+
     def test_aMistypedTLSNodeIsWarnedOf(self):
         """With the shipped acrnema.map (its ``S*`` and ``V*`` entries)
         and an entry SECUREPACS, a key only a wildcard entry matches (the

@@ -19,6 +19,7 @@ from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.context import CommandError
 from pacscore.control.stored import exactValue, fileInstances, storedFile
 from pacscore.db.query import EXACT, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.dicom.datetimes import isSearchDate
 
 STUDY_DATE = 0x00080020
 _DATE_RANGE = re.compile(r"^([0-9]{8}(-([0-9]{8})?)?|-[0-9]{8})$")
@@ -35,10 +36,14 @@ def uidKey(tag, uid, what):
 def studyDates(text):
     """``YYYYMMDD``, ``YYYYMMDD-YYYYMMDD`` or, as Conquest passes the date
     on as a DA match, the open ``-YYYYMMDD`` (up to that day) and
-    ``YYYYMMDD-`` (from that day), checked."""
+    ``YYYYMMDD-`` (from that day), checked: each ``YYYYMMDD`` a real day
+    from 1900 to 2199, as Conquest takes a date."""
     text = text.strip()
     if not _DATE_RANGE.match(text):
         raise CommandError(f"date {text!r}: expected YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD or YYYYMMDD-")
+    for day in filter(None, text.split("-")):
+        if not isSearchDate(day):
+            raise CommandError(f"date {text!r}: {day} is no day from 19000101 to 21991231")
     return text
 
 

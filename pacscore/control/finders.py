@@ -10,8 +10,9 @@ of whose searched attributes contains the text (case-insensitively: a
 ``*text*`` wildcard on each, the answers merged), and the studyfinder and
 seriesfinder also those whose date is in a text that is a date (as the
 manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd``,
-``yyyymmdd-yyyymmdd``, ``-yyyymmdd`` or ``yyyymmdd-`` (as Conquest's
-PatientStudyFinder takes them); those whose study or series UID is a text that is
+``yyyymmdd-yyyymmdd``, ``-yyyymmdd`` or ``yyyymmdd-``, each ``yyyymmdd`` a
+real day from 1900 to 2199 (as Conquest's PatientStudyFinder takes them:
+``-12345678`` is only searched as text); those whose study or series UID is a text that is
 a UID; for ``=text``, as Conquest's web pages chain the finders (the
 studyfinder given ``=PatientID``, the seriesfinder ``=StudyInstanceUID``),
 those whose patient ID, study or series UID is that text exactly (a
@@ -55,6 +56,7 @@ from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, exactKey,
     numberKey)
 from pacscore.dicom.client import associate, nodeEndpoint
+from pacscore.dicom.datetimes import isSearchDate
 from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import findIdentifier
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
@@ -86,22 +88,23 @@ STUDY_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0])
 SERIES_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0])
 IDENTIFIERS = (PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)  # what ``=text`` matches exactly
 _DATE_TEXT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(-\d{8})?")
-_OPEN_RANGE = re.compile(r"-\d{8}|\d{8}-")
+_DAYS = re.compile(r"\d{8}")
 
 
 def dateRange(text):
     """The DA range a finder's text stands for (``2004`` is all of 2004,
     ``200408`` all of August, ``20040826-20040901``, ``-20040901`` (up to
     that day) and ``20040826-`` (from that day) as they are), or None when
-    it is no date."""
-    if _OPEN_RANGE.fullmatch(text):
-        return text
+    it is no date (a ``yyyymmdd`` in it not a day ``isSearchDate``)."""
+    days = text.split("-")
+    if len(days) == 2 and "" in days and _DAYS.fullmatch("".join(days)):
+        return text if isSearchDate("".join(days)) else None
     match = _DATE_TEXT.fullmatch(text)
     if match is None or (match.group(4) and not match.group(3)):
         return None
     year, month, day, end = match.groups()
     if day:
-        return text
+        return text if all(isSearchDate(part) for part in days) else None
     try:
         if month:
             return f"{year}{month}01-{year}{month}{calendar.monthrange(int(year), int(month))[1]:02d}"

@@ -39,6 +39,14 @@ def isDate(value):
     return True
 
 
+def isSearchDate(value):
+    """Whether ``value`` is a DA of a real date from 1900 to 2199, as
+    Conquest's dgate takes a date in a search text or a command's date
+    (``atoi`` between 19000000 and 22000000): other digits, as a patient
+    ID's ``-12345678``, are no date."""
+    return isDate(value) and "1900" <= value[:4] < "2200"
+
+
 def isTime(value):
     """Whether ``value`` is a TM of a real time."""
     match = _TIME.fullmatch(value)

@@ -402,6 +402,15 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("patient")), 0)
 
     @defer.inlineCallbacks
+    def test_deletestudiesRefusesWhatIsNoDay(self):
+        """A date's digits that are no day from 1900 to 2199 (Conquest's
+        bounds) are refused: ``-99999999`` removed every study."""
+        for text in ("-99999999", "20241399-", "20240230", "18991231-20240102"):
+            error = yield self.assertFailure(self.running.run(commands.deleteStudies, text), CommandError)
+            self.assertIn("is no day from 19000101 to 21991231", str(error))
+        self.assertEqual((yield self.running.count("image")), 8)
+
+    @defer.inlineCallbacks
     def test_deletestudiesByAnOpenRange(self):
         """``-YYYYMMDD`` and ``YYYYMMDD-`` (Conquest's DeleteStudies takes
         any DA match) were refused ('expected YYYYMMDD or

@@ -98,6 +98,19 @@ class DatabaseCommandTests(unittest.TestCase):
                 self.assertEqual((yield self.command(finder, f"|{text}|{fmt}|")), "", (finder.name, text))
 
     @defer.inlineCallbacks
+    def test_eightDigitsThatAreNoDayAreSearchedAsText(self):
+        """``-12345678``, ``20241399-`` or ``99999999`` are no dates (Conquest
+        takes a real day from 1900 to 2199): on another archive they were
+        sent as a StudyDate/SeriesDate key it refuses ('C-FIND on LISTED
+        ended with status 0xA900'); they are searched as text only, here as there."""
+        asking = RunningArchive(self, ae="ASKING")
+        asking.know(self.running)
+        for server in ("LISTED", ""):
+            for finder in (commands.studyFinder, commands.seriesFinder):
+                for text in ("-12345678", "20241399-", "99999999", "18991231-", "-22000101", "20240101-22000101"):
+                    self.assertEqual((yield asking.run(finder, f"{server}|{text}|%s|")), "", (server, finder.name, text))
+
+    @defer.inlineCallbacks
     def test_findersDrillDownAsConquestsPagesDo(self):
         """``=ID`` matches a patient ID, study or series UID exactly (the
         studyfinder gets ``=PatientID``, the seriesfinder ``=StudyUID`` from

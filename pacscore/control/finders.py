@@ -337,10 +337,13 @@ class ImageLister(_Lister):
     ``/`` for ``\\``; after ``:`` the patient ID (a space as ``%20``; the
     image's, where Conquest prints the pat argument), the SOP Instance
     UID, n, n1; after ``$`` the number of frames (0 when unknown).  The
-    formats that name files are for this archive's images only."""
+    formats that name files are for this archive's images only, and leave
+    out (with a log line) an image whose device is no MAG device, its
+    position counted still, as Conquest's."""
 
     name = "imagelister"
     usage = "--imagelister:srv|pat|ser|fmt|file  List files in a series (empty: of the patient, or all)"
+    log = Logger()
     columns = (SOP, INSTANCE_NUMBER, SOP_CLASS, SERIES, PATIENT)
     prefixes = "?#@:$"
     dropsLastStar = True
@@ -370,14 +373,24 @@ class ImageLister(_Lister):
             raise CommandError("another archive's images have no files here: list them with a format starting "
                                "with ':' (patient ID, SOP Instance UID), '$' (frames) or '?' (how many)")
         archive = source.archive
-        try:
-            found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, "IMAGE", keys)
-        except OSError as e:  # a DeviceName that is no MAG device (any more)
-            raise CommandError(str(e)) from e
+        reader = archive.objectReader
+        instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
+        found = [(n, i) for n, i in enumerate(instances) if self._onADevice(i, reader)]
         if prefix:
             return [[i.deviceName, i.objectFile.replace("\\", "/") if prefix == "@" else i.objectFile,
-                     str(n), str(n + 1)] for n, (i, _) in enumerate(found)]
-        return [[str(path), str(n), str(n + 1)] for n, (_, path) in enumerate(found)]
+                     str(n), str(n + 1)] for n, i in found]
+        paths = await archive.workers.deferToWorker(lambda: [reader.path(i.deviceName, i.objectFile) for _, i in found])
+        return [[path, str(n), str(n + 1)] for (n, _), path in zip(found, paths)]
+
+    def _onADevice(self, instance, reader):
+        """Whether the image's DeviceName is a MAG device: an image on
+        another (one dropped from dicom.ini) is left out, as Conquest's
+        ImageFileLister leaves it, and said so."""
+        if instance.deviceName in reader.roots:
+            return True
+        self.log.warn("imagelister: {sop} left out: it is on {device!r}, which is no MAG device",
+                      sop=instance.sopInstanceUID, device=instance.deviceName)
+        return False
 
     @staticmethod
     def _keys(selection):

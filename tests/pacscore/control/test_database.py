@@ -5,6 +5,7 @@ import os
 
 import pydicom
 from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
@@ -179,6 +180,28 @@ class DatabaseCommandTests(unittest.TestCase):
         yield self.command(commands.imageLister, listed + "%s|" + written)
         with open(written) as f:
             self.assertEqual(f.read(), f"{paths[0]}\n{paths[1]}\n")
+
+    @defer.inlineCallbacks
+    def test_imagelisterLeavesOutImagesOnNoDevice(self):
+        """An image whose DeviceName is no MAG device (one dropped from
+        dicom.ini) is left out of the ``%s``, ``#`` and ``@`` listings, with a
+        log line, as Conquest's ImageFileLister leaves it (its position
+        counted still); the whole listing failed: 'no MAG device 'MAG9''."""
+        first = self.images[4]
+        listed = f"|{first.patientID}|{first.seriesUID}|"
+        names = (yield self.command(commands.imageLister, listed + "#%0.0s%s|")).split("\n")
+        image = self.running.archive.index.tables.image
+        yield self.running.archive.index.runWrite(lambda connection: connection.execute(
+            image.update().where(image.c.SOPInstanceUID == first.sopUID).values(DeviceName="MAG9")))
+        with capturedLogs() as events:
+            path = yield self.command(commands.imageLister, listed + "%s %s|")
+            for prefix in "#@":
+                self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "%s:%s %s|")),
+                                 f"MAG0:{names[1]} 1")
+        self.assertEqual(path, os.path.join(self.running.archive.devices[0].path, names[1]) + " 1")
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual(lines.count(f"imagelister: {first.sopUID} left out: it is on 'MAG9', which is no MAG device"),
+                         3, lines)
 
     @defer.inlineCallbacks
     def test_serieslisterFormatsAsConquests(self):

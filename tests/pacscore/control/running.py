@@ -82,6 +82,18 @@ class RunningArchive:
                 lambda connection, p, t: connection.execute(
                     patient.update().where(patient.c.PatientID == p).values(AccessTime=t)), patientID, accessed)
 
+    def redate(self, patientID, date):
+        """Deferred: the studies and series of ``patientID`` dated ``date``
+        (StudyDate, SeriesDate) in the index, a corpus's all being 20240102."""
+        tables = self.archive.index.tables
+
+        def update(connection):
+            connection.execute(tables.study.update().where(tables.study.c.PatientID == patientID)
+                               .values(StudyDate=date))
+            connection.execute(tables.series.update().where(tables.series.c.SeriesPat == patientID)
+                               .values(SeriesDate=date))
+        return self.archive.index.runWrite(update)
+
     def count(self, level):
         """Deferred of the number of rows of one index table ('patient' ... 'worklist')."""
         table = getattr(self.archive.index.tables, level)

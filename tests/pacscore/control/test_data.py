@@ -418,11 +418,16 @@ class StoredCorpusTests(unittest.TestCase):
         for text in ("-", "--20240102", "2024-"):
             error = yield self.assertFailure(self.running.run(commands.deleteStudies, text), CommandError)
             self.assertIn("expected YYYYMMDD", str(error))
-        yield self.assertFailure(self.running.run(commands.deleteStudies, "-20240101"), CommandError)
+        yield self.running.redate("PAT0000", "20240101")
+        yield self.assertFailure(self.running.run(commands.deleteStudies, "-20231231"), CommandError)
         yield self.assertFailure(self.running.run(commands.deleteStudies, "20240103-"), CommandError)
         self.assertEqual((yield self.running.count("patient")), 2)
         self.assertEqual((yield self.running.run(commands.deleteStudies, "20240102-")),
-                         "8 object(s) removed from the server")
+                         "4 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("patient")), 1)
+        yield self.running.redate("PAT0000", "20231231")
+        self.assertEqual((yield self.running.run(commands.deleteStudies, "-20240101")),
+                         "4 object(s) removed from the server")
         self.assertEqual((yield self.running.count("patient")), 0)
 
     @defer.inlineCallbacks

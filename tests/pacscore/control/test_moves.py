@@ -120,11 +120,18 @@ class MoveTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_movestudiesByAnOpenRange(self):
-        """``-YYYYMMDD`` (up to that day) was refused: 'expected YYYYMMDD or YYYYMMDD-YYYYMMDD'."""
+        """``-YYYYMMDD`` (up to that day) was refused: 'expected YYYYMMDD or
+        YYYYMMDD-YYYYMMDD'; ``YYYYMMDD-`` is from that day on."""
+        yield self.source.redate("PAT0000", "20240101")
         yield self.assertFailure(self.source.run(commands.moveStudies, "(local),DEST,20240103-"), CommandError)
-        self.assertEqual((yield self.source.run(commands.moveStudies, "(local),DEST,-20240102")),
+        self.assertEqual((yield self.source.run(commands.moveStudies, "(local),DEST,20240102-")),
+                         "12 object(s) sent to DEST")
+        self.assertEqual((yield self.destination.count("patient")), 1)
+        self.assertEqual((yield self.source.run(commands.moveStudies, "(local),DEST,20240101-")),
                          "24 object(s) sent to DEST")
         self.assertEqual((yield self.destination.count("image")), 24)
+        self.assertEqual((yield self.source.run(commands.moveStudies, "(local),DEST,-20240102")),
+                         "24 object(s) sent to DEST")
 
     @defer.inlineCallbacks
     def test_remoteMoveOfAStudy(self):

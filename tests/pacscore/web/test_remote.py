@@ -115,7 +115,9 @@ class RemoteTests(unittest.TestCase):
         self.assertEqual({described.text.count(f"<td>PAT000{p}</td>") for p in (0, 1)}, {1})
         dated = yield get(self.resource, mode="seriesfinder", dest="THERE", query="202401")
         self.assertIn("<caption>4 series on THERE</caption>", dated.text)
-        for openRange, count in (("-20240102", 4), ("20240102-", 4), ("-20240101", 0), ("20240103-", 0)):
+        yield self.there.redate("PAT0000", "20240101")
+        for openRange, count in (("-20240102", 4), ("20240101-", 4), ("-20240101", 2), ("20240102-", 2),
+                                 ("-20231231", 0), ("20240103-", 0)):
             dated = yield get(self.resource, mode="seriesfinder", dest="THERE", query=openRange)
             self.assertIn(f"<caption>{count} series on THERE</caption>", dated.text)
         images = yield get(self.resource, described.links()[0])

@@ -78,16 +78,18 @@ def formatted(fmt, *values, repeat=False):
 class Format:
     """A ``fmt`` checked once, to be applied to many rows: widths and
     precisions at most ``MAX_WIDTH``, conversions at most
-    ``MAX_CONVERSIONS`` (else CommandError)."""
+    ``MAX_CONVERSIONS`` (else CommandError).  ``given``: the format as
+    the user wrote it, for the messages (a lister's, with the prefix it
+    took off), when it is not ``fmt``."""
 
-    def __init__(self, fmt):
-        self.fmt = fmt
+    def __init__(self, fmt, given=None):
+        self.fmt = fmt if given is None else given
         self.template = fmt.replace("\\n", "\n").replace("\\t", "\t")
         conversions = [match for match in _CONVERSION.finditer(self.template) if match.group() != "%%"]
         if len(conversions) > MAX_CONVERSIONS:
-            raise CommandError(f"bad format {fmt[:80]!r}...: at most {MAX_CONVERSIONS} conversions")
+            raise CommandError(f"bad format {self.fmt[:80]!r}...: at most {MAX_CONVERSIONS} conversions")
         if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
-            raise CommandError(f"bad format {fmt!r}: widths and precisions are at most {MAX_WIDTH}")
+            raise CommandError(f"bad format {self.fmt!r}: widths and precisions are at most {MAX_WIDTH}")
         self.conversions = len(conversions)
 
     def apply(self, values, repeat=False):

@@ -49,7 +49,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.control.arguments import ControlCommand
-from pacscore.control.context import CommandError
+from pacscore.control.context import CommandError, Format
 from pacscore.control.output import deliverRows, pipeFields
 from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
@@ -294,13 +294,18 @@ class _Lister(_Listing):
         return [[len(rows)]] if fmt.startswith("?") else rows
 
     def deliver(self, context, fmt, rows, path):
+        """The rows formatted by ``fmt`` without its prefix, an empty rest
+        an empty format as in Conquest (``#`` prints an empty line per
+        image, ``$`` nothing), not pacs's tab-separated listing."""
+        if not fmt:
+            return deliverRows(context, fmt, rows, path)
         prefix = _prefix(fmt, self.prefixes)
         body = fmt[len(prefix):]
-        if not fmt or prefix == "?":
-            return deliverRows(context, body, rows, path)
+        if prefix == "?":
+            return deliverRows(context, Format(body, fmt), rows, path)
         starred = body.endswith("*")
-        return deliverRows(context, body, rows, path, together=starred or fmt.startswith("$"),
-                           lastFmt=body[:-1] if starred and self.dropsLastStar else None)
+        return deliverRows(context, Format(body, fmt), rows, path, together=starred or fmt.startswith("$"),
+                           lastFmt=Format(body[:-1], fmt) if starred and self.dropsLastStar else None)
 
 
 def _prefix(fmt, prefixes):

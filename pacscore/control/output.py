@@ -147,7 +147,9 @@ def deliverRows(context, fmt, rows, path, together=False, lastFmt=None):
     ``MAX_ANSWER`` bytes.  With ``together`` the rows make one line (as
     Conquest's listers print a format ending in ``*``, or starting with
     ``$``, with no newline), the last row formatted by ``lastFmt`` when one
-    is given."""
+    is given.  ``fmt`` and ``lastFmt`` are text or a ``Format`` (which may
+    be empty: an empty line per row); an empty text is no format, the
+    values then tab-separated."""
     if path.strip():
         return _toFile(context, path, lambda: _formatRows(fmt, rows, False, together, lastFmt))
     return context.archive.workers.deferToWorker(
@@ -156,19 +158,26 @@ def deliverRows(context, fmt, rows, path, together=False, lastFmt=None):
 
 def _formatRows(fmt, rows, html, together=False, lastFmt=None):
     """In a worker: the lines of ``rows`` (see ``deliverRows``)."""
-    form = Format(fmt) if fmt else None
+    form = _form(fmt)
     lines = AnswerLines("the listing makes", ": select fewer rows or a shorter format")
     if not together:
         for row in rows:
             lines.append(formatRow(form, row, html))
         return lines.lines
-    last = Format(lastFmt) if lastFmt is not None else form
+    last = _form(lastFmt) if lastFmt is not None else form
     pieces = AnswerLines("the listing makes", ": select fewer rows or a shorter format")
     for n, row in enumerate(rows):
         pieces.append(formatRow(last if n == len(rows) - 1 else form, row, html))
     if pieces.lines:
         lines.append("".join(pieces.lines))
     return lines.lines
+
+
+def _form(fmt):
+    """The ``Format`` of ``fmt`` (see ``deliverRows``), None for no format."""
+    if isinstance(fmt, Format):
+        return fmt
+    return Format(fmt) if fmt else None
 
 
 class AnswerLines:

@@ -183,6 +183,25 @@ class DatabaseCommandTests(unittest.TestCase):
             self.assertEqual(f.read(), f"{paths[0]}\n{paths[1]}\n")
 
     @defer.inlineCallbacks
+    def test_formatsThatAreOnlyAPrefix(self):
+        """A format that is only its prefix prints what Conquest's does with
+        the empty rest: ``#``, ``@`` and ``:`` an empty line per image,
+        ``$`` nothing, ``?`` an empty line; they printed pacs's
+        tab-separated values ('MAG0\tPAT0001/...dcm\t0\t1').  A bad
+        format is named as it was given, its prefix kept."""
+        image = self.images[4]
+        listed = f"|{image.patientID}|{image.seriesUID}|"
+        for prefix, output in (("#", "\n"), ("@", "\n"), (":", "\n"), ("$", ""), ("?", "")):
+            self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "|")), output, prefix)
+        self.assertEqual((yield self.command(commands.seriesLister, f"|{image.patientID}|{image.studyUID}|?|")), "")
+        written = os.path.abspath(self.mktemp())
+        yield self.command(commands.imageLister, listed + "#|" + written)
+        with open(written) as f:
+            self.assertEqual(f.read(), "\n\n")
+        error = yield self.assertFailure(self.command(commands.imageLister, listed + "#%d|"), CommandError)
+        self.assertIn("bad format '#%d'", str(error))
+
+    @defer.inlineCallbacks
     def test_imagelisterLeavesOutImagesOnNoDevice(self):
         """An image whose DeviceName is no MAG device (one dropped from
         dicom.ini) is left out of the ``%s``, ``#`` and ``@`` listings, with a

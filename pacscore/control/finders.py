@@ -61,6 +61,7 @@ from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import findIdentifier
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from pacscore.dicom.uids import isUID
+from pacscore.storage.filenames import atoi
 
 SUCCESS = 0x0000
 PATIENT_NAME = (0x00100010, "PN")
@@ -371,7 +372,7 @@ class ImageLister(_Lister):
             matches.sort(key=lambda m: (m.get(SERIES_INSTANCE_UID, ""), numberKey(m.get(INSTANCE_NUMBER[0], "")),
                                         m.get(SOP_INSTANCE_UID, "")))
             if prefix == "$":
-                return [[_count(match.get(FRAMES[0], ""))] for match in matches]
+                return [[atoi(match.get(FRAMES[0], ""))] for match in matches]
             return [[match.get(PATIENT_ID, "").replace(" ", "%20"), match.get(SOP_INSTANCE_UID, ""), str(n), str(n + 1)]
                     for n, match in enumerate(matches)]
         if not isinstance(source, LocalIndex):
@@ -409,14 +410,6 @@ class ImageLister(_Lister):
     def _find(source, keys, columns):
         given = {key.tag: key.value for key in keys}
         return source.find("IMAGE", [QueryKey(tag, vr, given.get(tag, "")) for tag, vr in columns])
-
-
-def _count(text):
-    """A number of frames as Conquest's atoi reads it: 0 when it is none."""
-    try:
-        return int(text)
-    except ValueError:
-        return 0
 
 
 def patientFinder():

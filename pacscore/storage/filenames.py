@@ -97,7 +97,9 @@ def _fitted(part):
     return part if len(data) <= NAME_MAX else data[len(data) - NAME_MAX:].decode("utf-8", "ignore")
 
 
-def _atoi(text):
+def atoi(text):
+    """``text`` as C's atoi reads it, as Conquest does: the number it
+    starts with (after blanks), 0 when it starts with none."""
     match = _ATOI.match(text)
     return int(match.group(1)) if match else 0
 
@@ -150,8 +152,8 @@ class _Fields:
     studydate = property(lambda self: self._uncleaned(STUDY_DATE))
     calledae = property(lambda self: _safe(self.calledAE.rstrip(" ")))
     callingae = property(lambda self: _safe(self.callingAE.rstrip(" ")))
-    series = property(lambda self: _atoi(self.attrs.get(SERIES_NUMBER, "")))
-    image = property(lambda self: _atoi(self.attrs.get(INSTANCE_NUMBER, "")))
+    series = property(lambda self: atoi(self.attrs.get(SERIES_NUMBER, "")))
+    image = property(lambda self: atoi(self.attrs.get(INSTANCE_NUMBER, "")))
 
 
 def _parseTemplate(syntax):
@@ -234,7 +236,7 @@ class FileNamer:
             self.requiredTags = frozenset(tags)
             self.needsDataset = any(isinstance(part, tuple) and part[0] == "reference" for part in self.template)
         else:
-            self.mode = _atoi(syntax)
+            self.mode = atoi(syntax)
             self.template = None
             self.requiredTags = frozenset(_MODE_TAGS.get(self.mode, _MODE_TAGS[0]))
             self.needsDataset = False  # name() needs the parsed data set (%V into sequences)

@@ -183,6 +183,18 @@ class DatabaseCommandTests(unittest.TestCase):
             self.assertEqual(f.read(), f"{paths[0]}\n{paths[1]}\n")
 
     @defer.inlineCallbacks
+    def test_framesAsConquestsAtoiReadsThem(self):
+        """``$`` prints a NumberOfFrames as Conquest's atoi reads it, the
+        number it starts with: '2.0', '3\\4' or ' 12abc' were 0."""
+        first = self.images[4]
+        listed = f"|{first.patientID}|{first.seriesUID}|"
+        image = self.running.archive.index.tables.image
+        for stored, frames in (("2.0", "2"), ("3\\4", "3"), (" 12abc", "12"), ("abc", "0")):
+            yield self.running.archive.index.runWrite(lambda connection: connection.execute(
+                image.update().where(image.c.SOPInstanceUID == first.sopUID).values(NumberOfFrames=stored)))
+            self.assertEqual((yield self.command(commands.imageLister, listed + "$%d,|")), f"{frames},0,", stored)
+
+    @defer.inlineCallbacks
     def test_formatsThatAreOnlyAPrefix(self):
         """A format that is only its prefix prints what Conquest's does with
         the empty rest: ``#``, ``@`` and ``:`` an empty line per image,

@@ -1073,19 +1073,29 @@ class BitsAboveHighBitTests(unittest.TestCase):
         JPEG-LS with NEAR 3) may come back above 255: Bits Stored becomes
         the precision coded, as lossy JPEG makes it, so that no word is
         above it (255 read as 256 masked to 8 bits is black) and the
-        values stay within the coding's error."""
-        for signed in (False, True):
+        values stay within the coding's error. What is coded is the value
+        the words hold at 8 bits: an overlay bit above High Bit, or signed
+        words that are not sign-extended, are no pixel values; and a
+        window spanning the 8 bits keeps the picture shown by default."""
+        for signed, extended in ((False, True), (True, True), (True, False)):
             ds = image()
             ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, int(signed)
             values = np.where(np.arange(64 * 64) % 64 < 32, 255, np.arange(64 * 64) % 256) - (128 if signed else 0)
-            ds.PixelData = values.astype("<i2").tobytes()
+            words = values.astype("<i2").view("<u2")
+            if not signed:
+                words = words | np.where(np.arange(64 * 64) // 64 < 20, 1 << 12, 0).astype("<u2")  # an overlay
+            elif not extended:
+                words = words & 0xFF
+            ds.PixelData = words.tobytes()
             data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
             for via, quality, error in ((JPEG_2000, 95, 8), (JPEG_LS_NEAR_LOSSLESS, 70, 3)):
+                case = (signed, extended, via)
                 compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, quality)
                 back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
                 decoded = atBitsStored(pixels(back), back).astype(np.int64).ravel()
-                self.assertLessEqual(np.abs(decoded - values).max(), error, (signed, via))
-                self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 16, 15), (signed, via))
+                self.assertLessEqual(np.abs(decoded - values).max(), error, case)
+                self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 16, 15), case)
+                self.assertEqual((float(back.WindowCenter), float(back.WindowWidth)), (0 if signed else 128, 256), case)
 
 
 class SequentialScansTests(Checks, unittest.TestCase):

@@ -5,7 +5,8 @@ presentation contexts and of their transfer syntaxes, each context cut to
 the transfer syntax it gets (the requestor's preferred one that we
 accept, so objects are stored as they arrive; for a C-GET's storage
 context, which we only send on, its first uncompressed one if it proposed
-one, which every object can go in: ``_chosen``) - then decodes what is left
+one, which every object can go in, unless its first is one we cannot
+encode into: ``_chosen``) - then decodes what is left
 with pynetdicom's PDU codec, checks the application context and the rest,
 and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
 builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
@@ -21,7 +22,7 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation)
 from pynetdicom.presentation import PresentationContext
 
-from pacscore.codecs.syntaxes import NATIVE
+from pacscore.codecs.syntaxes import NATIVE, canEncode
 from pacscore.dicom.pdu import PDUError
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -331,8 +332,11 @@ def _chosen(taken, sendsOnly):
     JPEG lossless or RLE a 1-bit or float one, JPEG 2000 one under 32
     pixels across). A requestor wanting objects compressed where they can
     be proposes that syntax in a context of its own, as pacs does for a
-    C-MOVE (``retrieve.contextsFor``), and calls AE~xx (``retrieve.choices``)."""
-    if sendsOnly:
+    C-MOVE (``retrieve.contextsFor``), and calls AE~xx (``retrieve.choices``).
+    A first one we cannot encode into (MPEG-4, HEVC, JPEG XL: stored as
+    received only, getscu +xn) is kept there too: no object can be converted
+    into it, so it is meant for those stored in it, which can go in no other."""
+    if sendsOnly and canEncode(taken[0]):
         return next((syntax for syntax in taken if syntax in NATIVE), taken[0])
     return taken[0]
 

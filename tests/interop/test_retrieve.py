@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import numpy
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt, fsm
@@ -60,6 +61,7 @@ STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 RETIRED_US = "1.2.840.10008.5.1.4.1.1.6"
+MPEG4_HP41 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1: no codec in pacs
 
 
 def moveAssociation(server, syntax=IMPLICIT):
@@ -474,6 +476,41 @@ class PacsToPacsTests(unittest.TestCase):
         self.assertEqual(found.returncode, 0, found.stderr)
         uids = {pydicom.dcmread(os.path.join(out, name)).SOPInstanceUID for name in os.listdir(out)}
         self.assertEqual(uids, {u for s in study.series for u in s.sopUIDs})
+
+
+class UndecodableSyntaxTests(unittest.TestCase):
+    """An object stored in a syntax pacs has no codec for (MPEG-4 video,
+    enabled in dgatesop.lst, stored as received) and retrieved by getscu
+    +xn, which proposes that syntax first, then the uncompressed ones."""
+
+    def test_getscuGetsItInItsOwnSyntax(self):
+        workdir = self.mktemp()
+        server = PacsServer(os.path.join(workdir, "pacs"))
+        with open(os.path.join(server.workdir, "dgatesop.lst"), "a") as f:
+            f.write(f"MPEG4HighProfileLevel41 {MPEG4_HP41} transfer LittleEndianExplicit\n")
+        self.addCleanup(server.stop)
+        server.start()
+        video = Dataset()
+        video.SOPClassUID, video.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.77.1.4.1", generate_uid()
+        video.StudyInstanceUID, video.SeriesInstanceUID = generate_uid(), generate_uid()
+        video.PatientID, video.PatientName, video.Modality = "VID1", "Vid^Eo", "XC"
+        video.Rows, video.Columns, video.SamplesPerPixel, video.NumberOfFrames = 480, 640, 3, 10
+        video.BitsAllocated, video.BitsStored, video.HighBit, video.PixelRepresentation = 8, 8, 7, 0
+        video.PhotometricInterpretation, video.PlanarConfiguration = "YBR_PARTIAL_420", 0
+        video.PixelData = encapsulate([b"\x00\x00\x00\x01\x67" + bytes(range(256)) * 20])
+        video["PixelData"].VR, video["PixelData"].is_undefined_length = "OB", True
+        video.file_meta = FileMetaDataset()
+        video.file_meta.TransferSyntaxUID = MPEG4_HP41
+        ae = AE(ae_title="STORER")
+        ae.add_requested_context(video.SOPClassUID, [MPEG4_HP41])
+        association = ae.associate("127.0.0.1", server.port, ae_title=server.ae)
+        self.assertTrue(association.is_established)
+        status = association.send_c_store(video)
+        association.release()
+        self.assertEqual(status.Status, 0)
+        [got] = getObjects(server, workdir, "IMAGE", imageKeys(video), ("+xn",))
+        self.assertEqual((got.SOPInstanceUID, got.file_meta.TransferSyntaxUID), (video.SOPInstanceUID, MPEG4_HP41))
+        self.assertEqual(got.PixelData, video.PixelData)
 
 
 class QuotesPatientIDTests(unittest.TestCase):

@@ -12,6 +12,7 @@ from tests.pacscore.dicom.requests import (
     CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, VERIFICATION, associateRQ)
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+MPEG4_HP41 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1: no encoder here
 
 
 def body(**kw):
@@ -253,6 +254,13 @@ class SendingContextTests(unittest.TestCase):
 
     def test_compressedWhenOnlyThatIsProposed(self):
         self.assertEqual(self.chosen([JPEG_LOSSLESS, "1.2.3"], scu=False), JPEG_LOSSLESS)
+
+    def test_theFirstWhenWeCannotEncodeIt(self):
+        """getscu +xn proposes MPEG-4 AVC, then the uncompressed ones: a
+        syntax no object can be converted into, so meant for objects
+        stored in it, which can go in no other; it keeps it."""
+        self.policy.transferSyntaxes.add(MPEG4_HP41)
+        self.assertEqual(self.chosen([MPEG4_HP41, EXPLICIT, IMPLICIT], scu=False), MPEG4_HP41)
 
     def test_theFirstWhereThePeerMaySendToo(self):
         """The peer keeping the SCU role may store on it: its first, so

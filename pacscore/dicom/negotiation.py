@@ -335,7 +335,10 @@ def _chosen(taken, sendsOnly):
     C-MOVE (``retrieve.contextsFor``), and calls AE~xx (``retrieve.choices``).
     A first one we cannot encode into (MPEG-4, HEVC, JPEG XL: stored as
     received only, getscu +xn) is kept there too: no object can be converted
-    into it, so it is meant for those stored in it, which can go in no other."""
+    into it, so it is meant for those stored in it, which can go in no other.
+    A C-GET requestor keeping the SCU role too (a workstation storing and
+    getting on one association) gets its first as well: it may store on
+    that context objects it holds in that syntax and may not decompress."""
     if sendsOnly and canEncode(taken[0]):
         return next((syntax for syntax in taken if syntax in NATIVE), taken[0])
     return taken[0]

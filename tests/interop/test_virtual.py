@@ -242,27 +242,6 @@ class VirtualServerTests(unittest.TestCase):
         self.assertTrue({i.sopUID for i in self.byPatient[self.there]}
                         <= set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
 
-    def test_dicomWebFetchesWhatIsMissingOfASeries(self):
-        """FRONT holding one image of a series of 3 BACKEND holds: WADO-RS
-        series metadata lists all 3 (the 2 missing fetched first), as
-        QIDO-RS counts them; the metadata of the instance here asks
-        BACKEND nothing."""
-        self.startFront()
-        web = f"http://127.0.0.1:{self.front.webPort}/dicom-web"
-        first = self.byPatient[self.there][0]
-        series = {i.sopUID for i in self.byPatient[self.there] if i.seriesUID == first.seriesUID}
-        self.assertEqual(self.front.store(first.path).returncode, 0)
-        status, _, body = httpGet(f"{web}/studies/{first.studyUID}/series/{first.seriesUID}/metadata",
-                                  {"Accept": "application/dicom+json"})
-        self.assertEqual(status, 200)
-        self.assertEqual({instance["00080018"]["Value"][0] for instance in json.loads(body)}, series)
-        self.assertIn("virtual server BACKEND: 2 object(s) fetched", self.front.log())
-        associations = self.backend.log().count("association released")
-        status, _, _ = httpGet(f"{web}/studies/{first.studyUID}/series/{first.seriesUID}/instances/{first.sopUID}"
-                               "/metadata", {"Accept": "application/dicom+json"})
-        self.assertEqual(status, 200)
-        self.assertEqual(self.backend.log().count("association released"), associations)
-
     def test_dicomWebWithoutCaching(self):
         """With CacheVirtualData = 0 what WADO-RS fetched is deleted again
         once sent: the objects, and their metadata asked later."""

@@ -69,11 +69,9 @@ async def storedInstances(archive, target):
     """``([(Instance, path)], fetched)``: the objects ``target`` names, in
     study, series and instance number order, and the SOP Instance UIDs of
     those fetched for it; WebError 404 when there are none.  With virtual
-    servers, what they hold of a study or series (or an instance) that is
-    not here is first fetched from them (C-MOVE here, as a C-MOVE to us
-    would: a study partly here is answered whole, as QIDO-RS describes it);
-    an instance that is here is not asked for.  ``released`` deletes the
-    objects fetched again when done, unless CacheVirtualData keeps them."""
+    servers, an entity none of whose objects is here is first fetched from
+    them (C-MOVE here, as a C-MOVE to us would); ``released`` deletes them
+    again when done, unless CacheVirtualData keeps them."""
     keys, level, identifier = [], "STUDY", Dataset()
     for tag, uid, name in ((STUDY_INSTANCE_UID, target.study, "STUDY"), (SERIES_INSTANCE_UID, target.series, "SERIES"),
                            (SOP_INSTANCE_UID, target.instance, "IMAGE")):
@@ -83,7 +81,7 @@ async def storedInstances(archive, target):
             level = name
     found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     fetched = []
-    if archive.virtualServers is not None and not (found and level == "IMAGE"):
+    if not found and archive.virtualServers is not None:
         identifier.QueryRetrieveLevel = level
         fetched = (await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier)).arrived
         if fetched:

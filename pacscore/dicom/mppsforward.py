@@ -29,6 +29,7 @@ from pacscore.dicom.client import sendToNode
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.mpps import MPPS
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
+from pacscore.dicom.protocol import NoStatus
 
 ATTEMPTS = 3
 SUCCESS = 0x0000
@@ -206,9 +207,13 @@ class MppsForwarder:
         async def send(association):
             contextId, syntax = association.contextFor(MPPS)
             dataset = decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN)
-            response, _ = await association.request(contextId, forwardCommand(field, uid),
-                                                    encodeDataset(dataset, syntax))
-            answers.append(response.get(commands.STATUS))
+            try:
+                response, _ = await association.request(contextId, forwardCommand(field, uid),
+                                                        encodeDataset(dataset, syntax))
+            except NoStatus:  # answered, but neither taken nor refused: a refusal, not tried again
+                answers.append(None)
+            else:
+                answers.append(response.get(commands.STATUS))
         if not await sendToNode(self.reactor, node, self.aeTitle, [(MPPS, list(UNCOMPRESSED))], send, self.log,
                                 f"MPPS {uid}: {name}", ATTEMPTS, self.retryDelay, self.connectTimeout,
                                 self.dimseTimeout, self.titleStyle):
@@ -222,5 +227,5 @@ class MppsForwarder:
         else:
             status = answers[-1]
             self.log.warn("MPPS {uid}: {ae} refused the forwarded {name} with status {status}", uid=uid, ae=ae,
-                          name=name, status=f"0x{status:04X}")
+                          name=name, status="none" if status is None else f"0x{status:04X}")
         return True

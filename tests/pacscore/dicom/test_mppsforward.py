@@ -7,10 +7,12 @@ from types import SimpleNamespace
 from pydicom.dataset import Dataset
 from sqlalchemy import create_engine
 from twisted.internet import defer, task
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
-from pacscore.dicom import commands
+from pacscore.dicom import commands, mppsforward
 from pacscore.dicom.mppsforward import MppsForwarder, WaitingForwards
+from pacscore.dicom.protocol import NoStatus
 
 
 class SynchronousIndex:
@@ -113,3 +115,43 @@ class ForwarderTests(unittest.TestCase):
         self.successResultOf(self.forwarder.resume())
         self.assertEqual(self.sent, [("RIS", commands.N_CREATE_RQ)])
         self.assertEqual(self.waiting(), [])
+
+
+class AnswerWithoutStatusTests(unittest.TestCase):
+    """A RIS answering a forwarded N-SET without a Status (the protocol
+    refuses such a response, NoStatus, and aborts) refused it: logged
+    as refused with status none, not tried again, and the next message
+    goes; it was taken for an unreachable RIS, the N-SET sent again
+    every RetryDelay and the next step's N-CREATE never."""
+
+    def test_aRefusalNotARetry(self):
+        clock = task.Clock()
+        index = SynchronousIndex()
+        queue = WaitingForwards(index, clock.seconds)
+        queue.createTables()
+        forwarder = MppsForwarder(queue, ["RIS"], SimpleNamespace(lookup=lambda ae: SimpleNamespace(ae=ae)), "PACS",
+                                  clock, retryDelay=100)
+        requests = []
+
+        class Association:
+            def contextFor(self, sopClass):
+                return 1, "1.2.840.10008.1.2.1"
+
+            def request(self, contextId, command, data):
+                requests.append(command[commands.COMMAND_FIELD])
+                if command[commands.COMMAND_FIELD] == commands.N_SET_RQ:
+                    return defer.fail(NoStatus("N-SET-RSP answers message 2 without a Status"))
+                return defer.succeed(({commands.STATUS: 0}, None))
+
+        async def sendToNode(reactor, node, callingAE, contexts, send, log, what, *args):
+            await send(Association())
+            return True
+        self.patch(mppsforward, "sendToNode", sendToNode)
+        index.runWrite(forwarder.record, commands.N_SET_RQ, "1.2.3", step("COMPLETED"))
+        index.runWrite(forwarder.record, commands.N_CREATE_RQ, "1.2.4", step("IN PROGRESS"))
+        with capturedLogs() as events:
+            self.successResultOf(forwarder.send())
+        self.assertEqual(requests, [commands.N_SET_RQ, commands.N_CREATE_RQ])
+        self.assertEqual(self.successResultOf(index.runQuery(queue.waiting)), [])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIn("MPPS 1.2.3: RIS refused the forwarded N-SET-RQ with status none", [formatEvent(e) for e in events])

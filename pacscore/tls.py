@@ -49,6 +49,10 @@ _VERIFY_ERRORS = {
     21: "unable to verify the first certificate", 23: "certificate revoked",
     INVALID_PURPOSE: "unsupported certificate purpose",
 }
+# the extended key usages OpenSSL takes for a TLS server's chain (XKU_SSL_SERVER | XKU_SGC): serverAuth,
+# Netscape and Microsoft Server Gated Crypto
+_SERVER_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, x509.ObjectIdentifier("2.16.840.1.113730.4.1"),
+                  x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"))
 # what OpenSSL says of bytes that are no TLS record (a plain DICOM, MLLP, web or control-port peer;
 # OpenSSL 3 tells a plain HTTP request, or proxy CONNECT, apart)
 _NOT_TLS = ("wrong version number", "http request", "https proxy request")
@@ -96,12 +100,14 @@ def _outgoingRefusal(connection):
 def _purposeRefusal(certificate):
     """Why OpenSSL refuses ``certificate`` (an ``X509``: a node's, or one
     of the authorities that issued it) in the chain of a TLS server: its
-    extended key usages, when it names some, lack serverAuth; else None."""
+    extended key usages, when it names some, include none of ``_SERVER_USAGES``
+    (OpenSSL's sslserver purpose, ``xku_reject``: anyExtendedKeyUsage alone is
+    refused too, for a node and an authority alike); else None."""
     try:
         usages = certificate.to_cryptography().extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return None
-    if ExtendedKeyUsageOID.SERVER_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
+    if any(usage in _SERVER_USAGES for usage in usages):
         return None
     return _refusal(INVALID_PURPOSE, certificate)
 

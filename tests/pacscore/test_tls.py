@@ -161,6 +161,18 @@ class OutgoingRefusalTests(unittest.TestCase):
         self.assertEqual(self.handshake(issuing.issue("scp", True), [issuing.certificate]),
                          "certificate verify failed (unsupported certificate purpose: /CN=clients)")
 
+    def test_anyExtendedKeyUsageAlone(self):
+        """As OpenSSL refuses it for a TLS server, a node certificate, or an
+        issuing authority, whose only extended key usage is
+        anyExtendedKeyUsage is named as refused for its purpose."""
+        self.assertEqual(self.handshake(self.authority.issue(
+            "scp", True, usage=ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)),
+            "certificate verify failed (unsupported certificate purpose: /CN=scp)")
+        issuing = Authority(os.path.join(self.authority.folder, "issuing"), "anyica", issuer=self.authority,
+                            usage=ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
+        self.assertEqual(self.handshake(issuing.issue("scp", True), [issuing.certificate]),
+                         "certificate verify failed (unsupported certificate purpose: /CN=anyica)")
+
 
 class _Lost(protocol.Protocol):
     """Keeps what ``tlsFailure`` says of its connection's loss (its

@@ -193,7 +193,7 @@ class AcrNemaMap(LineFile):
         with ``S*`` but no ``SECUREPACS``) still applies to the AEs they
         find, but is most likely a typo; one matching no entry is never used."""
         nodes = self.nodes
-        if any(_within(node.ae, key) for node in nodes):
+        if any(within(node.ae, key) for node in nodes):
             return None
         what = f"no entry {key}" if not key.endswith("*") else f"no entry that {key} matches"
         wider = [node.ae for node in nodes if _overlap(key, node.ae)]
@@ -248,12 +248,13 @@ def matchedRest(pattern, ae):
     return "" if pattern.lower() == ae.lower() else None
 
 
-def _within(entry, key):
-    """Whether every AE the acrnema.map ``entry`` matches, the
-    ``[DICOMTLSNodes]`` ``key`` matches too (both may end in ``*``)."""
-    if entry.endswith("*"):
-        return key.endswith("*") and matchedRest(key, entry[:-1]) is not None
-    return matchedRest(key, entry) is not None
+def within(narrow, wide):
+    """Whether every AE the pattern ``narrow`` matches, ``wide`` matches
+    too (both may end in ``*``: an acrnema.map entry, a ``[DICOMTLSNodes]``
+    key)."""
+    if narrow.endswith("*"):
+        return wide.endswith("*") and matchedRest(wide, narrow[:-1]) is not None
+    return matchedRest(wide, narrow) is not None
 
 
 def _overlap(first, second):

@@ -15,7 +15,7 @@ from pydicom.uid import RE_VALID_UID_PREFIX
 from twisted.logger import Logger
 
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
-from pacscore.config.acrnema import AcrNemaMap
+from pacscore.config.acrnema import AcrNemaMap, within
 from pacscore.config.defaults import DEFAULT_TCP_PORT, INI_NAME, defaultConfigDir
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.config.errors import ConfigError
@@ -54,17 +54,22 @@ class Configuration:
     def warnOfMistypedTLSNodes(self):
         """A warning for each ``[DICOMTLSNodes]`` line whose AE acrnema.map
         has no entry for (``AcrNemaMap.tlsKeyProblem``: a typo that would
-        leave its node in plain TCP), and for each AE of several lines
-        (the first is used), naming the line; at start-up and whenever
-        dicom.ini or acrnema.map is read again or edited."""
-        seen = set()
+        leave its node in plain TCP), and for each line an earlier one
+        covers (the same AE, or a wildcard matching every AE it does: the
+        first that matches is used), naming both lines; at start-up and
+        whenever dicom.ini or acrnema.map is read again or edited."""
+        earlier = []
         for line, ae, _ in self.ini.numberedItems(TLS_NODES):
             key = ae.strip()
-            if key.upper() in seen:
-                problem = "an earlier line has this AE: this one is ignored, the first is used"
-            else:
+            cover = next(((first, wide) for first, wide in earlier if within(key, wide)), None)
+            if cover is None:
                 problem = self.acrNemaMap.tlsKeyProblem(key)
-            seen.add(key.upper())
+            elif cover[1].upper() == key.upper():
+                problem = f"the earlier line {cover[0]} has this AE: this one is ignored, the first is used"
+            else:
+                problem = (f"the earlier line {cover[0]} {cover[1]} matches every AE this one does: "
+                           "this one is never used")
+            earlier.append((line, key))
             if problem is not None:
                 self.log.warn("{path}:{line}: [{section}] {ae}: {problem}", path=self.iniPath, line=line,
                               section=TLS_NODES, ae=ae, problem=problem)

@@ -209,13 +209,31 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(configuration.ini.get("SECUREPACS", section="DICOMTLSNodes"),
                          f"caCerts={hospital.certificate}")
         self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
-                         [f"{self.ini}:9: [DICOMTLSNodes] securepacs: an earlier line has this AE: this one is "
+                         [f"{self.ini}:9: [DICOMTLSNodes] securepacs: the earlier line 8 has this AE: this one is "
                           "ignored, the first is used"])
         with open(self.ini, "a") as f:
             f.write("SecurePacs = caCerts=/no/such.pem\n")
         error = self.assertRaises(ConfigError, loadConfiguration, self.configDir, self.workdir)
         self.assertEqual(str(error), f"{self.ini}:10: [DICOMTLSNodes] SecurePacs: caCerts=/no/such.pem: No such "
                                      "file or directory")
+
+    def test_aTLSNodeLineAnEarlierWildcardLineCoversIsWarnedOf(self):
+        """A line whose AE an earlier wildcard line matches (``SECUREB``
+        after ``SECURE*``) is never used, the first matching line being:
+        it is warned of, naming both lines."""
+        hospital = Authority(os.path.abspath(self.mktemp()), "hospital")
+        other = Authority(os.path.abspath(self.mktemp()), "other")
+        writeFile(self.configDir, "acrnema.map", AMAP + "SECUREB  127.0.0.1  21112\nSECURE*  127.0.0.1  21113\n")
+        with open(self.ini, "a") as f:
+            f.write(f"[DICOMTLSNodes]\nSECURE* = caCerts={other.certificate}\n"
+                    f"SECUREB = caCerts={hospital.certificate}\n")
+        with capturedLogs() as events:
+            configuration = loadConfiguration(self.configDir, self.workdir)
+        tls = configuration.acrNemaMap.lookup("SECUREB").tls
+        self.assertEqual(tls.authorities[0].to_cryptography().subject.rfc4514_string(), "CN=other")
+        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
+                         [f"{self.ini}:9: [DICOMTLSNodes] SECUREB: the earlier line 8 SECURE* matches every AE "
+                          "this one does: this one is never used"])
 
     def test_aMistypedTLSNodeIsWarnedOf(self):
         """With the shipped acrnema.map (its ``S*`` and ``V*`` entries)
@@ -229,7 +247,7 @@ class LoadTests(unittest.TestCase):
         with open(self.ini, "a") as f:
             f.write(f"[DICOMTLSNodes]\nSECUREPAC = caCerts={authority.certificate}\n"
                     f"SECUREPACS = caCerts={authority.certificate}\nORTHTLS = caCerts={authority.certificate}\n"
-                    f"SECURE* = caCerts={authority.certificate}\nSECUREPACX* = caCerts={authority.certificate}\n")
+                    f"SECUREPACX* = caCerts={authority.certificate}\nSECURE* = caCerts={authority.certificate}\n")
         with capturedLogs() as events:
             acrNemaMap = loadConfiguration(self.configDir, self.workdir).acrNemaMap
         self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn], [
@@ -237,7 +255,7 @@ class LoadTests(unittest.TestCase):
             "check the spelling",
             f"{self.ini}:10: [DICOMTLSNodes] ORTHTLS: {amap} has no entry ORTHTLS, nor a wildcard entry matching "
             "it: the line is never used",
-            f"{self.ini}:12: [DICOMTLSNodes] SECUREPACX*: {amap} has no entry that SECUREPACX* matches, only the "
+            f"{self.ini}:11: [DICOMTLSNodes] SECUREPACX*: {amap} has no entry that SECUREPACX* matches, only the "
             "wildcard entry S*: check the spelling"])
         self.assertIsNotNone(acrNemaMap.lookup("SECUREPAC").tls)  # as written: S* finds it, over TLS
 

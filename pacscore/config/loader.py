@@ -26,6 +26,7 @@ from pacscore.db.rawsql import DEFAULT_TRUNCATE
 from pacscore.dicom.commands import PROCESSING_FAILURE, STORE_FAILURES, isStoreFailure
 from pacscore.db.writer import DEFAULT_TIMEOUT
 from pacscore.export.forwarder import forwardAssociationLevel
+from pacscore.export.stow import SECTION as WEB_SERVERS
 from pacscore.storage.space import lruSortTag
 from pacscore.tls import ClientTLS
 
@@ -71,8 +72,23 @@ class Configuration:
                            "this one is never used")
             earlier.append((line, key))
             if problem is not None:
-                self.log.warn("{path}:{line}: [{section}] {ae}: {problem}", path=self.iniPath, line=line,
-                              section=TLS_NODES, ae=ae, problem=problem)
+                self._warnOfLine(TLS_NODES, line, ae, problem)
+
+    def warnOfRepeatedWebServers(self):
+        """A warning for each ``[DICOMwebServers]`` line whose NAME (case
+        ignored) an earlier line has (the first is used, as by
+        ``stow.dicomWebServers`` and ``DicomIni.get``), naming both lines;
+        at start-up and whenever dicom.ini is read again."""
+        first = {}
+        for line, name, _ in self.ini.numberedItems(WEB_SERVERS):
+            earlier = first.setdefault(name.strip().upper(), line)
+            if earlier != line:
+                self._warnOfLine(WEB_SERVERS, line, name,
+                                 f"the earlier line {earlier} has this name: this one is ignored, the first is used")
+
+    def _warnOfLine(self, section, line, key, problem):
+        self.log.warn("{path}:{line}: [{section}] {key}: {problem}", path=self.iniPath, line=line,
+                      section=section, key=key, problem=problem)
 
     def resolvePath(self, value):
         """``value`` as an absolute, normalised path; relative ones are relative to workdir."""
@@ -368,6 +384,7 @@ def loadConfiguration(configPath=None, workdir=None):
     )
     checkSettings(configuration)
     configuration.warnOfMistypedTLSNodes()
+    configuration.warnOfRepeatedWebServers()
     return configuration
 
 

@@ -256,6 +256,7 @@ def _readIni(archive):
         rules, nodes = checked
         configuration.acrNemaMap.tlsNodes = nodes
         configuration.warnOfMistypedTLSNodes()
+        configuration.warnOfRepeatedWebServers()
         changed, tlsChanged = _changed(before, _keyed(ini)), _changed(tlsBefore, _keyed(ini, TLS_NODES))
         restart = _applied(archive, rules, changed)
         lines = [f"{len(changed) + len(tlsChanged)} parameter(s) changed in {ini.path}"]

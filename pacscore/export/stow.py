@@ -73,14 +73,14 @@ class DicomWebServer(NamedTuple):
 
 def dicomWebServers(configuration):
     """``{NAME (upper case): DicomWebServer}`` of the ``[DICOMwebServers]``
-    section; ConfigError naming the line of a bad URL."""
-    ini = configuration.ini
+    section (of lines with the same NAME, case ignored, the first, as
+    ``DicomIni.get`` reads them); ConfigError naming the line of a bad URL."""
     servers = {}
-    for name, url in ini.items(SECTION):
+    for line, name, url in configuration.ini.numberedItems(SECTION):
         try:
-            servers[name.strip().upper()] = DicomWebServer.fromURL(name.strip(), url)
+            servers.setdefault(name.strip().upper(), DicomWebServer.fromURL(name.strip(), url))
         except ValueError as e:
-            raise ConfigError(configuration.iniPath, ini.lineOf(name, SECTION), f"[{SECTION}] {name}: {e}") from e
+            raise ConfigError(configuration.iniPath, line, f"[{SECTION}] {name}: {e}") from e
     return servers
 
 

@@ -9,10 +9,12 @@ from dataclasses import replace
 import pydicom
 from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
+from pacscore.config.ini import DicomIni
+from pacscore.config.loader import Configuration
 from pacscore.dicom import storeddata
 from pacscore.export import partsbody, stow
 from pacscore.export.fetch import DicomWebFetcher
@@ -49,6 +51,28 @@ class ServerListTests(unittest.TestCase):
         ini.set("Broken", "nothing like a URL", section=stow.SECTION)
         self.assertRaisesRegex(ConfigError, r"\[DICOMwebServers\] Broken: 'nothing like a URL' is not",
                                dicomWebServers, running.configuration)
+
+    def test_ofEqualNamesTheFirstIsUsed(self):
+        """As ``DicomIni.get`` reads them, the first of two lines with the
+        same NAME (case ignored) is used, and a bad later one is named by
+        its own line."""
+        ini = DicomIni.fromString("[DICOMwebServers]\nORTHANC = http://127.0.0.1:27120/dicom-web\n"
+                                  "orthanc = http://127.0.0.1:27121/dicom-web\n", "/c/dicom.ini")
+        configuration = Configuration(ini=ini, acrNemaMap=None, sopList=None, layout=None, configDir="/c",
+                                      workdir="/w", iniPath="/c/dicom.ini")
+        self.assertEqual(dicomWebServers(configuration)["ORTHANC"].url, "http://127.0.0.1:27120/dicom-web")
+        self.assertEqual(dicomWebServers(configuration)["ORTHANC"].url,
+                         ini.get("ORTHANC", section=stow.SECTION).strip())
+        with capturedLogs() as events:
+            configuration.warnOfRepeatedWebServers()
+        self.assertEqual([formatEvent(event) for event in events],
+                         ["/c/dicom.ini:3: [DICOMwebServers] orthanc: the earlier line 2 has this name: this one is "
+                          "ignored, the first is used"])
+        ini = DicomIni.fromString("[DICOMwebServers]\nBAD = http://127.0.0.1/dicom-web\nbad = ftp://nope\n",
+                                  "/c/dicom.ini")
+        error = self.assertRaises(ConfigError, dicomWebServers, replace(configuration, ini=ini))
+        self.assertEqual(str(error), "/c/dicom.ini:3: [DICOMwebServers] bad: 'ftp://nope' is not an http:// or "
+                                     "https:// URL")
 
 
 def datasetBytes(path):

@@ -50,14 +50,10 @@ goes in P-DATA:
 * lossless means the stored words bit for bit: pixel data with bits set
   above High Bit (embedded overlays) is coded at Bits Allocated precision
   in a lossless syntax, as DCMTK's true lossless mode does (and up to 8
-  bits stored in 16 in JPEG-LS and JPEG 2000 always: in their lossy
-  modes the values the words hold at Bits Stored are coded, bits above
-  High Bit masked off and signed ones sign-extended, and Bits Stored
-  becomes 16, as lossy JPEG makes it the precision coded, so that a
-  bright sample the coding pushed above 255 stays bright; a grey image
-  with no window of its own gets one spanning its old Bits Stored), and
-  a stream
-  coded at a precision above Bits Stored (or in RLE, which codes whole
+  bits stored in 16 in JPEG-LS and JPEG 2000 always; their lossy modes,
+  whose error at 16 bits would leave the 8-bit range, refuse such an
+  image with a log line, so that it goes lossless instead), and a
+  stream coded at a precision above Bits Stored (or in RLE, which codes whole
   words) is decoded at that precision, not masked to Bits Stored.
 * compressed -> another compressed: both of the above.
 * no Pixel Data (SR, presentation states, key objects ...): re-encoded as
@@ -99,7 +95,7 @@ from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.jpeglossy import encodeDataset as encodeJpegLossy
 from pacscore.codecs.jpegmarkers import near, samplePrecision, sequentialScansMended
-from pacscore.codecs.pixelframes import atBitsStored, nativeFrames, signedValues, usesBitsAboveHighBit
+from pacscore.codecs.pixelframes import nativeFrames, signedValues, usesBitsAboveHighBit
 from pacscore.codecs.widerle import encodeDataset as encodeWideRle
 from pacscore.codecs.widerle import isWide
 from pacscore.codecs.syntaxes import (
@@ -569,8 +565,10 @@ def _compress(ds, target, quality):
             encodeWideRle(ds)
         else:
             lossless = _lossless(target, options)
+            if target in _LOSSY_METHODS and not lossless and _narrowInWide(ds):
+                _refuseNarrowLossy(ds, target)
             wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or lossless and usesBitsAboveHighBit(ds))
-            with codecLock(target), _allBitsStored(ds, lossless) if wide else contextlib.nullcontext():
+            with codecLock(target), _allBitsStored(ds) if wide else contextlib.nullcontext():
                 if target == JPEG_LS_NEAR_LOSSLESS and not lossless and ds.get("PixelRepresentation") == 1:
                     _checkSignedNear(ds, options["jls_error"])
                 compress(ds, target, generate_instance_uid=False, **options)
@@ -586,6 +584,20 @@ def _lossless(target, options):
     losslessly at a precision of Bits Stored (RLE codes whole words)."""
     return target in (JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS) or (
         target == JPEG_LS_NEAR_LOSSLESS and options["jls_error"] == 0)
+
+
+def _refuseNarrowLossy(ds, target):
+    """_Problem, with a log line, for lossy ``target`` (JPEG 2000, JPEG-LS
+    with NEAR above 0) of ``ds`` storing up to 8 bits in wider words:
+    pydicom's encoders code them at Bits Allocated precision only
+    (``_narrowInWide``), where the coding error may take a value out of
+    its Bits Stored range (255 to 256, masked to 8 bits black). ``recode``
+    then takes the code's lossless syntax, or leaves the object as it is."""
+    reason = (f"its {ds.BitsStored} bits stored in {ds.BitsAllocated} can only be coded at {ds.BitsAllocated} "
+              f"bits, where a lossy coding's error would take values out of their {ds.BitsStored}-bit range")
+    log.info("{uid}: not coded in {syntax}: {reason}", uid=ds.get("SOPInstanceUID"),
+             syntax=_describe(target), reason=reason)
+    raise _Problem(reason)
 
 
 def _checkSignedNear(ds, near):
@@ -614,44 +626,16 @@ def _narrowInWide(ds):
 
 
 @contextlib.contextmanager
-def _allBitsStored(ds, lossless):
+def _allBitsStored(ds):
     """``ds`` said to store all its Bits Allocated, for an encoder to code
     every bit (DCMTK's true lossless mode); its Bits Stored and High Bit
-    back afterwards when the coding is ``lossless``. A lossy one codes the
-    values the words hold at Bits Stored (bits above High Bit, overlays,
-    masked off; signed ones sign-extended), as lossy JPEG does
-    (``jpeglossy``), and keeps Bits Stored at the precision coded: its
-    error may push 255 of 8 bits stored to 256 or more, which a reader
-    masking to 8 bits would turn black (pydicom's encoders code 8 bits
-    only as 8-bit samples). A window spanning the old Bits Stored keeps
-    the picture a viewer shows by default."""
+    back afterwards."""
     bitsStored, highBit = ds.BitsStored, ds.HighBit
-    if not lossless:
-        size = ds.BitsAllocated // 8
-        words = np.frombuffer(ds.PixelData, f"<u{size}", len(ds.PixelData) // size)
-        ds.PixelData = atBitsStored(words, ds).tobytes() + ds.PixelData[words.nbytes:]
     ds.BitsStored, ds.HighBit = ds.BitsAllocated, ds.BitsAllocated - 1
     try:
         yield
     finally:
-        if lossless:
-            ds.BitsStored, ds.HighBit = bitsStored, highBit
-    if not lossless:
-        _windowOfBitsStored(ds, bitsStored)
-
-
-def _windowOfBitsStored(ds, bitsStored):
-    """A Window Center/Width spanning ``bitsStored`` bits for a grey
-    ``ds`` that has no VOI of its own (8 bits: 128/256), so that a viewer
-    windowing to the Bits Stored range shows what it showed before Bits
-    Stored was raised."""
-    if not str(ds.get("PhotometricInterpretation") or "").startswith("MONOCHROME") or any(
-            keyword in ds for keyword in ("WindowCenter", "WindowWidth", "VOILUTSequence")):
-        return
-    slope, intercept = float(ds.get("RescaleSlope") or 1), float(ds.get("RescaleIntercept") or 0)
-    center = 0 if ds.get("PixelRepresentation") == 1 else 1 << (bitsStored - 1)
-    ds.WindowCenter = f"{center * slope + intercept:.6g}"
-    ds.WindowWidth = f"{(1 << bitsStored) * abs(slope):.6g}"
+        ds.BitsStored, ds.HighBit = bitsStored, highBit
 
 
 def nearError(quality):

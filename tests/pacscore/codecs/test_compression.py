@@ -8,9 +8,9 @@ from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, r
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1,
     JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS)
-from pacscore.codecs.transcode import transcode
+from pacscore.codecs.transcode import TranscodeError, transcode
 from tests.pacscore.codecs.test_nkipixels import encode, sample
-from tests.pacscore.codecs.test_transcode import signedTwelveBits
+from tests.pacscore.codecs.test_transcode import eightBitsInSixteen, signedTwelveBits
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -42,6 +42,22 @@ class RecodeTests(unittest.TestCase):
         data, syntax = recode(plain, EXPLICIT, "j770")
         self.assertEqual(syntax, JPEG_LS_LOSSLESS)
         self.assertEqual(transcode(data, syntax, EXPLICIT), plain)
+
+    def test_eightBitsInSixteenAreCodedLossless(self):
+        """j770 and jl (JPEG 2000 lossy) of 8 bits stored in 16, which
+        they could code only at 16 bits: j7's JPEG-LS lossless instead,
+        word for word (an overlay bit, Bits Stored 8, no window added); jl
+        has no lossless syntax, so the object stays as received."""
+        for signed in (False, True):
+            ds = eightBitsInSixteen(signed)
+            del ds.RescaleSlope  # its malformed value made lossy coding fail anyway
+            plain = encode(ds, EXPLICIT)
+            for code in ("j770", "j795"):
+                data, syntax = recode(plain, EXPLICIT, code)
+                self.assertEqual(syntax, JPEG_LS_LOSSLESS if code == "j770" else JPEG_LS_NEAR_LOSSLESS)
+                self.assertEqual(transcode(data, syntax, EXPLICIT), plain, (signed, code))
+            for code in ("jl70", "jl95"):
+                self.assertRaises(TranscodeError, recode, plain, EXPLICIT, code)
 
     def test_nkiCodes(self):
         for code, mode in (("n1", 1), ("N2", 2), ("n3", 3), ("n4", 4), ("nj", 4)):

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+from pydicom.uid import UID
 from pydicom.pixels.utils import compress
 from twisted.trial import unittest
 
@@ -167,6 +170,24 @@ def signedTwelveBits(low=-2048, high=2047):
     column = np.arange(64 * 64) % 64
     values = np.where(column < 16, high, np.where(column < 32, low, np.arange(64 * 64) % 4096 - 2048))
     ds.PixelData = np.clip(values, low, high).astype("<i2").tobytes()
+    return ds
+
+
+def eightBitsInSixteen(signed):
+    """8 bits stored in 16, white and grey columns: unsigned with an
+    overlay bit (12) in its first rows, signed with words that are not
+    sign-extended (-1 as 0x00FF, which PS3.5 allows); a Rescale Slope
+    with a decimal comma."""
+    ds = image()
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, int(signed)
+    ds[0x00281053] = RawDataElement(Tag(0x00281053), "DS", 4, b"1,5 ", 0, False, True)  # Rescale Slope
+    values = np.where(np.arange(64 * 64) % 64 < 32, 255, np.arange(64 * 64) % 256) - (128 if signed else 0)
+    words = values.astype("<i2").view("<u2")
+    if signed:
+        words = words & 0xFF
+    else:
+        words = words | np.where(np.arange(64 * 64) // 64 < 20, 1 << 12, 0).astype("<u2")
+    ds.PixelData = words.tobytes()
     return ds
 
 
@@ -1068,34 +1089,35 @@ class BitsAboveHighBitTests(unittest.TestCase):
                     self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData)
 
 
-    def test_eightBitsInSixteenLossyKeepTheirWhite(self):
-        """8 bits stored in 16 coded lossy at 16 bits (JPEG 2000 at 95,
-        JPEG-LS with NEAR 3) may come back above 255: Bits Stored becomes
-        the precision coded, as lossy JPEG makes it, so that no word is
-        above it (255 read as 256 masked to 8 bits is black) and the
-        values stay within the coding's error. What is coded is the value
-        the words hold at 8 bits: an overlay bit above High Bit, or signed
-        words that are not sign-extended, are no pixel values; and a
-        window spanning the 8 bits keeps the picture shown by default."""
-        for signed, extended in ((False, True), (True, True), (True, False)):
-            ds = image()
-            ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, int(signed)
-            values = np.where(np.arange(64 * 64) % 64 < 32, 255, np.arange(64 * 64) % 256) - (128 if signed else 0)
-            words = values.astype("<i2").view("<u2")
-            if not signed:
-                words = words | np.where(np.arange(64 * 64) // 64 < 20, 1 << 12, 0).astype("<u2")  # an overlay
-            elif not extended:
-                words = words & 0xFF
-            ds.PixelData = words.tobytes()
+    def test_eightBitsInSixteenAreNotCodedLossy(self):
+        """8 bits stored in 16 can only be coded at 16 bits, where a lossy
+        coding's error would take 255 to 256 (black at 8 bits): JPEG 2000
+        lossy (at 70 and 95) and JPEG-LS with NEAR 3 (70) refuse them,
+        with a log line, so that ``recode`` codes them lossless
+        (tests/pacscore/codecs/test_compression.py); JPEG-LS at 95 (NEAR 0)
+        keeps every word, an overlay bit and Bits Stored 8, with no window
+        added. A malformed Rescale Slope plays no part."""
+        events = []
+        observer = transcodeModule.log.observer
+        transcodeModule.log.observer = events.append
+        self.addCleanup(setattr, transcodeModule.log, "observer", observer)
+        for signed in (False, True):
+            ds = eightBitsInSixteen(signed)
             data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
-            for via, quality, error in ((JPEG_2000, 95, 8), (JPEG_LS_NEAR_LOSSLESS, 70, 3)):
-                case = (signed, extended, via)
-                compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, quality)
-                back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
-                decoded = atBitsStored(pixels(back), back).astype(np.int64).ravel()
-                self.assertLessEqual(np.abs(decoded - values).max(), error, case)
-                self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 16, 15), case)
-                self.assertEqual((float(back.WindowCenter), float(back.WindowWidth)), (0 if signed else 128, 256), case)
+            for via, quality in ((JPEG_2000, 70), (JPEG_2000, 95), (JPEG_LS_NEAR_LOSSLESS, 70)):
+                del events[:]
+                with self.assertRaises(TranscodeError) as caught:
+                    quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, quality)
+                self.assertIn("its 8 bits stored in 16 can only be coded at 16 bits, where a lossy coding's "
+                              "error would take values out of their 8-bit range", str(caught.exception))
+                self.assertEqual([(event["uid"], event["syntax"]) for event in events],
+                                 [(ds.SOPInstanceUID, f"{UID(via).name} ({via})")], (signed, via, quality))
+            compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LS_NEAR_LOSSLESS, 95)
+            back = asFile(convert(compressed, JPEG_LS_NEAR_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN),
+                          EXPLICIT_VR_LITTLE_ENDIAN)
+            self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 8, 7), signed)
+            self.assertEqual(back.PixelData, ds.PixelData, signed)
+            self.assertNotIn("WindowCenter", back)
 
 
 class SequentialScansTests(Checks, unittest.TestCase):

@@ -5,8 +5,8 @@ presentation contexts and of their transfer syntaxes, each context cut to
 the transfer syntax it gets (the requestor's preferred one that we
 accept, so objects are stored as they arrive; for a C-GET's storage
 context, which we only send on, its first uncompressed one if it proposed
-one, which every object can go in, unless its first is one we cannot
-encode into: ``_chosen``) - then decodes what is left
+one, which every object can go in, unless its first is a video syntax
+we cannot decode, for a video class: ``_chosen``) - then decodes what is left
 with pynetdicom's PDU codec, checks the application context and the rest,
 and builds the A-ASSOCIATE-AC or -RJ.  For the requestor it
 builds our A-ASSOCIATE-RQ and reads the peer's AC or RJ.
@@ -22,8 +22,9 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation)
 from pynetdicom.presentation import PresentationContext
 
-from pacscore.codecs.syntaxes import NATIVE, canEncode
+from pacscore.codecs.syntaxes import NATIVE, canDecode
 from pacscore.dicom.pdu import PDUError
+from pacscore.dicom.sopclasses import VIDEO_STORAGE_CLASSES
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLEMENTATION_CLASS_UID = "2.25.157963312395263437426946530437396409427"
@@ -320,7 +321,7 @@ def _screened(body, policy, notes):
     return b"".join(kept), ids
 
 
-def _chosen(taken, sendsOnly):
+def _chosen(taken, sendsOnly, abstract):
     """The transfer syntax a context is accepted in, of ``taken``, those
     proposed that we take, in the requestor's order: its first, so that
     objects are stored as they arrive; but for a context we only send on
@@ -333,13 +334,17 @@ def _chosen(taken, sendsOnly):
     pixels across). A requestor wanting objects compressed where they can
     be proposes that syntax in a context of its own, as pacs does for a
     C-MOVE (``retrieve.contextsFor``), and calls AE~xx (``retrieve.choices``).
-    A first one we cannot encode into (MPEG-4, HEVC, JPEG XL: stored as
-    received only, getscu +xn) is kept there too: no object can be converted
-    into it, so it is meant for those stored in it, which can go in no other.
+    A first one we cannot decode (MPEG-2, MPEG-4, HEVC: stored as received
+    only, getscu +xn) is kept there too when ``abstract`` is a video
+    storage class, the classes those syntaxes are for: objects stored in it
+    can go in no other. One we can decode (HTJ2K) is not, since what is
+    stored in it can go uncompressed too; nor one for another class (getscu
+    +xn proposes MPEG-4 for every storage class, and its CT images or PDFs
+    go uncompressed).
     A C-GET requestor keeping the SCU role too (a workstation storing and
     getting on one association) gets its first as well: it may store on
     that context objects it holds in that syntax and may not decompress."""
-    if sendsOnly and canEncode(taken[0]):
+    if sendsOnly and (canDecode(taken[0]) or abstract not in VIDEO_STORAGE_CLASSES):
         return next((syntax for syntax in taken if syntax in NATIVE), taken[0])
     return taken[0]
 
@@ -470,7 +475,7 @@ def _negotiate(body, policy):
                 result.result = USER_REJECTION
             else:
                 result.result = ACCEPTANCE
-                chosen = _chosen(taken, sendsOnly=not scu)
+                chosen = _chosen(taken, not scu, abstract)
                 contexts[contextId] = (abstract, chosen)
                 if abstract in proposedRoles:
                     replyRoles[abstract] = (bool(scu), acceptScp)

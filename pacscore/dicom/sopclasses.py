@@ -1,4 +1,5 @@
-"""Which SOP classes from dgatesop.lst are storage classes.
+"""Which SOP classes from dgatesop.lst are storage classes, and which of
+them are video ones.
 
 pynetdicom knows the current standard ones.  A retired storage class
 (Ultrasound Image Storage 1.2.840.10008.5.1.4.1.1.6, Standalone Curve,
@@ -11,9 +12,15 @@ import re
 
 from pydicom.uid import UID
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
-from pynetdicom.sop_class import uid_to_service_class
+from pynetdicom.sop_class import (
+    VideoEndoscopicImageStorage, VideoMicroscopicImageStorage, VideoPhotographicImageStorage,
+    uid_to_service_class)
 
 VERIFICATION = "1.2.840.10008.1.1"
+# The storage classes the MPEG-2, MPEG-4 and HEVC transfer syntaxes are
+# defined for (PS3.5 8.2.5 - 8.2.8).
+VIDEO_STORAGE_CLASSES = frozenset(
+    {VideoEndoscopicImageStorage, VideoMicroscopicImageStorage, VideoPhotographicImageStorage})
 _STORAGE_NAME = re.compile(r"\bStorage\b(?! Commitment)")  # not the retired Storage Commitment Pull Model
 
 

@@ -481,7 +481,8 @@ class PacsToPacsTests(unittest.TestCase):
 class UndecodableSyntaxTests(unittest.TestCase):
     """An object stored in a syntax pacs has no codec for (MPEG-4 video,
     enabled in dgatesop.lst, stored as received) and retrieved by getscu
-    +xn, which proposes that syntax first, then the uncompressed ones."""
+    +xn, which proposes that syntax first, then the uncompressed ones, for
+    every storage class; and a study of a CT image and a PDF retrieved so."""
 
     def test_getscuGetsItInItsOwnSyntax(self):
         workdir = self.mktemp()
@@ -501,16 +502,31 @@ class UndecodableSyntaxTests(unittest.TestCase):
         video["PixelData"].VR, video["PixelData"].is_undefined_length = "OB", True
         video.file_meta = FileMetaDataset()
         video.file_meta.TransferSyntaxUID = MPEG4_HP41
+        studyUID = generate_uid()
+        image = makeDataset(patientID="TC1", patientName="Ct^Pdf", studyUID=studyUID, seriesUID=generate_uid(),
+                            sopUID=generate_uid(), seriesNumber=1, instanceNumber=1)
+        pdf = Dataset()
+        pdf.SOPClassUID, pdf.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.104.1", generate_uid()
+        pdf.StudyInstanceUID, pdf.SeriesInstanceUID = studyUID, generate_uid()
+        pdf.PatientID, pdf.PatientName, pdf.Modality = "TC1", "Ct^Pdf", "DOC"
+        pdf.MIMETypeOfEncapsulatedDocument, pdf.EncapsulatedDocument = "application/pdf", b"%PDF-1.4\n%%EOF\n"
+        pdf.file_meta = FileMetaDataset()
+        pdf.file_meta.TransferSyntaxUID = EXPLICIT
         ae = AE(ae_title="STORER")
         ae.add_requested_context(video.SOPClassUID, [MPEG4_HP41])
+        for ds in (image, pdf):
+            ae.add_requested_context(ds.SOPClassUID, [EXPLICIT])
         association = ae.associate("127.0.0.1", server.port, ae_title=server.ae)
         self.assertTrue(association.is_established)
-        status = association.send_c_store(video)
+        statuses = [association.send_c_store(ds).Status for ds in (video, image, pdf)]
         association.release()
-        self.assertEqual(status.Status, 0)
+        self.assertEqual(statuses, [0, 0, 0])
         [got] = getObjects(server, workdir, "IMAGE", imageKeys(video), ("+xn",))
         self.assertEqual((got.SOPInstanceUID, got.file_meta.TransferSyntaxUID), (video.SOPInstanceUID, MPEG4_HP41))
         self.assertEqual(got.PixelData, video.PixelData)
+        got = getObjects(server, workdir, "STUDY", {"StudyInstanceUID": studyUID}, ("+xn",))
+        self.assertEqual({ds.SOPInstanceUID: ds.file_meta.TransferSyntaxUID for ds in got},
+                         {image.SOPInstanceUID: EXPLICIT, pdf.SOPInstanceUID: EXPLICIT})
 
 
 class QuotesPatientIDTests(unittest.TestCase):

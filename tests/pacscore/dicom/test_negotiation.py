@@ -12,7 +12,10 @@ from tests.pacscore.dicom.requests import (
     CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, VERIFICATION, associateRQ)
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-MPEG4_HP41 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1: no encoder here
+MPEG4_HP41 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1: no decoder here
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"  # decoded here, not encoded
+JPEG_EXTENDED_35 = "1.2.840.10008.1.2.4.55"  # in the shipped dgatesop.lst; neither decoded nor encoded here
+VIDEO_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4.1"
 
 
 def body(**kw):
@@ -234,11 +237,11 @@ class SendingContextTests(unittest.TestCase):
     fixed before any object is known."""
 
     def setUp(self):
-        self.policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={CT_STORAGE: True},
+        self.policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={CT_STORAGE: True, VIDEO_PHOTOGRAPHIC: True},
                                      transferSyntaxes={IMPLICIT, EXPLICIT, JPEG_BASELINE, JPEG_LOSSLESS})
 
-    def chosen(self, syntaxes, scu, scp=True):
-        association = negotiate(body(contexts=[(CT_STORAGE, syntaxes)], roles=[(CT_STORAGE, scu, scp)]), self.policy)
+    def chosen(self, syntaxes, scu, scp=True, abstract=CT_STORAGE):
+        association = negotiate(body(contexts=[(abstract, syntaxes)], roles=[(abstract, scu, scp)]), self.policy)
         [(abstract, syntax)] = association.contexts.values()
         [context] = negotiation._decodePDU(A_ASSOCIATE_AC, 0x02, association.acPDU[6:]).to_primitive(
             ).presentation_context_definition_results_list
@@ -255,12 +258,24 @@ class SendingContextTests(unittest.TestCase):
     def test_compressedWhenOnlyThatIsProposed(self):
         self.assertEqual(self.chosen([JPEG_LOSSLESS, "1.2.3"], scu=False), JPEG_LOSSLESS)
 
-    def test_theFirstWhenWeCannotEncodeIt(self):
-        """getscu +xn proposes MPEG-4 AVC, then the uncompressed ones: a
-        syntax no object can be converted into, so meant for objects
-        stored in it, which can go in no other; it keeps it."""
+    def test_theFirstWhenWeCannotDecodeItForVideo(self):
+        """getscu +xn proposes MPEG-4 AVC, then the uncompressed ones, for
+        every storage class: a video storage class keeps it, since a video
+        stored in it can go in no other; a CT context (its images, SRs and
+        PDFs) gets Explicit VR Little Endian, which they all can go in."""
         self.policy.transferSyntaxes.add(MPEG4_HP41)
-        self.assertEqual(self.chosen([MPEG4_HP41, EXPLICIT, IMPLICIT], scu=False), MPEG4_HP41)
+        self.assertEqual(self.chosen([MPEG4_HP41, EXPLICIT, IMPLICIT], scu=False, abstract=VIDEO_PHOTOGRAPHIC),
+                         MPEG4_HP41)
+        self.assertEqual(self.chosen([MPEG4_HP41, EXPLICIT, IMPLICIT], scu=False), EXPLICIT)
+
+    def test_uncompressedWhenWeCanDecodeTheFirst(self):
+        """HTJ2K first (decoded here, not encoded) or JPEG 4.55 (enabled in
+        the shipped dgatesop.lst) on an image class: what is stored in them
+        can go uncompressed too, and every other image can only so."""
+        self.policy.transferSyntaxes.update({HTJ2K_LOSSLESS, JPEG_EXTENDED_35})
+        for first in (HTJ2K_LOSSLESS, JPEG_EXTENDED_35):
+            self.assertEqual(self.chosen([first, EXPLICIT], scu=False), EXPLICIT, first)
+        self.assertEqual(self.chosen([HTJ2K_LOSSLESS, EXPLICIT], scu=False, abstract=VIDEO_PHOTOGRAPHIC), EXPLICIT)
 
     def test_theFirstWhereThePeerMaySendToo(self):
         """The peer keeping the SCU role may store on it: its first, so

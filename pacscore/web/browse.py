@@ -25,7 +25,8 @@ from sqlalchemy import func
 from pacscore.config.secrets import isSecret
 from pacscore.control import status
 from pacscore.db.drivers import redacted
-from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import (
+    PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, numberKey)
 from pacscore.web.answers import WebError, htmlAnswer
 from pacscore.web.converting import convertedKeys, keptRows, resultFilter
 from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
@@ -173,8 +174,9 @@ def _seriesPage(archive, parameters, found):
 
 
 def _byInstanceNumber(match):
-    number = match[INSTANCE_NUMBER[0]]
-    return (0, int(number), "") if str(number).strip().lstrip("-").isdigit() else (1, 0, str(number))
+    """Sort key of an image by its number, read as the index and ``dgate
+    --imagelister:`` read it (``+3`` a number, no number last)."""
+    return numberKey(match[INSTANCE_NUMBER[0]])
 
 
 IMAGE_VALUES = (PATIENT, INSTANCE_NUMBER, SOP, SOP_CLASS, SERIES, ROWS)

@@ -293,9 +293,10 @@ class BrowseTests(WebTestCase):
     def test_anImageWithoutANumberLastOnEveryPage(self):
         """An image without a number comes after those with one in
         queryallimages (cut or not), queryimages, the series viewer and
-        ``dgate --imagelister:``, so row n of the list is the viewer's image n."""
-        series, shown = yield self._storeSeries("NONUMBER", [2, None, 1])
-        numbers = ["1", "2", "(no number)"]
+        ``dgate --imagelister:``, so row n of the list is the viewer's image n;
+        a number with a leading ``+`` (valid IS) is a number on each of them."""
+        series, shown = yield self._storeSeries("NONUMBER", [2, None, "+3", 10, 1])
+        numbers = ["1", "2", "+3", "10", "(no number)"]
         listed = yield get(self.resource, mode="queryallimages", patientidmatch="NONUMBER")
         self.assertEqual(re.findall(r'mode=sliceviewer[^"]*">([^<]*)</a>', listed.text), numbers)
         cut = yield get(self.resource, mode="queryallimages", patientidmatch="NONUMBER", max="2")
@@ -304,8 +305,8 @@ class BrowseTests(WebTestCase):
         self.assertEqual([shown[sop] for sop in dict.fromkeys(re.findall(r'slice=NONUMBER%3A([0-9.]+)', icons.text))],
                          numbers)
         viewed = []
-        for n in ("1", "2", "3"):
-            page = yield get(self.resource, mode="seriesviewer", series=f"NONUMBER:{series}", n=n)
+        for n in range(1, len(numbers) + 1):
+            page = yield get(self.resource, mode="seriesviewer", series=f"NONUMBER:{series}", n=str(n))
             viewed.append(shown[re.findall(r'slice=NONUMBER%3A([0-9.]+)', page.text)[0]])
         self.assertEqual(viewed, numbers)
         lister = yield self.running.run(imageLister, f"local|NONUMBER|{series}|:%s %s|")

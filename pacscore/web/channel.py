@@ -9,8 +9,13 @@ without a word (RFC 9110 15.5.15; Apache answers 414 above its
 ``LimitRequestLine`` too).  A request line whose target holds a byte
 that is not printable ASCII (a raw UTF-8 ``müller`` of a script or a
 hand-typed ``curl``, which browsers percent-encode, any other byte above
-0x7E, a raw space) gets a 400 page saying
-so and a log line, where twisted.web answered a bare 400 and logged nothing.
+0x7E, a control character) or a raw space, or whose method, target and
+version are not separated by single spaces (a space doubled, leading or
+trailing), gets a 400 page saying which and a log line, where twisted.web
+answered a bare 400 and logged nothing; so does a line without an HTTP
+version (HTTP/0.9's form) whose target holds such a byte.  Any other line
+without a version still gets twisted.web's bare 400 (HTTP/0.9 is served
+by no one here).
 
 A request body is refused from the request's headers, before any of it is
 read (twisted.web spools any body to a temporary file first): ``413
@@ -57,11 +62,26 @@ LINGER_BYTES = 512 << 20  # and this much at most
 ANSWER_WAIT = 0.01  # seconds between looks whether a refusal's answer has left the write buffer
 
 
-def _requestTarget(line):
-    """The target of a request line: all between its first and last space
-    (a raw space in it too, which twisted.web splits into more parts);
-    empty when it has no method and version around one."""
-    return line.partition(b" ")[2].rpartition(b" ")[0]
+def _requestLineFault(line):
+    """What is wrong with request line ``line`` that twisted.web refuses
+    with a bare 400, as the part of it to log and a message; None when
+    nothing is, or nothing of what is said here.  The target is all between
+    the method and the version, or all after the method when the last
+    word is no ``HTTP/`` version (HTTP/0.9's form)."""
+    rest = line.partition(b" ")[2]
+    target, _, version = rest.rpartition(b" ")
+    if not version.startswith(b"HTTP/"):
+        target = rest
+    if line.startswith(b" ") or line.endswith(b" ") or target.startswith(b" ") or target.endswith(b" "):
+        return line, "malformed request line (method, URL and HTTP version separated by single spaces)"
+    space, other = b" " in target, any(byte < 0x20 or byte > 0x7E for byte in target)
+    if not (space or other):
+        return None
+    if not other:
+        return target, "the request's URL holds a raw space: percent-encode it, as %20"
+    held, how = ("a raw space and ", "a space as %20, ") if space else ("", "")
+    return target, (f"the request's URL holds {held}characters that are not printable ASCII: "
+                    f"percent-encode them (UTF-8), {how}'ü' as %C3%BC")
 
 
 class PacsChannel(HandshakeListener, http.HTTPChannel):
@@ -209,13 +229,12 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
             self._refuse(self._path, WebError(431, f"a header line is longer than {self.MAX_LENGTH} bytes"))
 
     def lineReceived(self, line):
-        target = _requestTarget(line) if self._receivedHeaderSize == 0 else b""  # of the request line
+        fault = _requestLineFault(line) if self._receivedHeaderSize == 0 else None  # of the request line
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:  # twisted.web's bare 400
             self._refuse(self._path, WebError(431, "the request line and header lines are longer than "
                                                    f"{self.totalHeadersSize} bytes in all"))
-        elif any(byte < 0x21 or byte > 0x7E for byte in target):  # twisted.web's bare 400
-            self._refuse(target, WebError(400, "the request's URL holds characters that are not printable "
-                                               "ASCII: percent-encode them (UTF-8), 'ü' as %C3%BC"))
+        elif fault:  # twisted.web's bare 400
+            self._refuse(fault[0], WebError(400, fault[1]))
         else:
             super().lineReceived(line)
 

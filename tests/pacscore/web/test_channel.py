@@ -2,6 +2,8 @@
 than twisted.web takes gets a 414 or 431 and a log line naming the client,
 not a connection closed without a word."""
 
+import html
+import re
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address
@@ -19,6 +21,11 @@ from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.test_logins import basic
 
 CLIENT = IPv4Address("TCP", "192.0.2.7", 51234)
+
+
+def errorText(answer):
+    """The message of the error page ``answer`` (the bytes sent)."""
+    return html.unescape(re.search(rb'<p id="error">(.*?)</p>', answer).group(1).decode())
 
 
 class LongLineTests(unittest.TestCase):
@@ -88,17 +95,45 @@ class LongLineTests(unittest.TestCase):
 
     def test_rawSpaceAndUTF8InTheRequestLine(self):
         """A name with a raw space as well (a script writing its request
-        line): the same 400 page and log line, the target all between the
-        method and the version (twisted.web's bare 400 counted four parts);
-        so for a byte above 0x7E that is not UTF-8."""
-        for target in ("/cgi-bin/dgate?mode=querypatients&patientnamematch=müller hans".encode(),
-                       b"/cgi-bin/dgate?mode=top&x=\xa0"):
-            answer, closed, events = self.send(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        line), a byte above 0x7E that is not UTF-8, a line without an HTTP
+        version (HTTP/0.9's form): a 400 page and log line saying which is
+        held, the target all between the method and the version (or after
+        the method); a space, printable ASCII, is no 'character that is not
+        printable ASCII' and its hint is %20."""
+        both = ("a raw space and characters that are not printable ASCII: percent-encode them (UTF-8), "
+                "a space as %20, 'ü' as %C3%BC")
+        other = "characters that are not printable ASCII: percent-encode them (UTF-8), 'ü' as %C3%BC"
+        space = "a raw space: percent-encode it, as %20"
+        for line, target, held in (
+                ("GET /cgi-bin/dgate?mode=querypatients&patientnamematch=müller hans HTTP/1.1",
+                 "/cgi-bin/dgate?mode=querypatients&patientnamematch=müller hans", both),
+                (b"GET /cgi-bin/dgate?mode=top&x=\xa0 HTTP/1.1", "/cgi-bin/dgate?mode=top&x=\ufffd", other),
+                ("GET /cgi-bin/dgate?mode=querypatients&patientnamematch=a b HTTP/1.1",
+                 "/cgi-bin/dgate?mode=querypatients&patientnamematch=a b", space),
+                ("GET /cgi-bin/dgate?mode=querypatients&patientnamematch=müller",
+                 "/cgi-bin/dgate?mode=querypatients&patientnamematch=müller", other),
+                ("GET /cgi-bin/dgate?mode=top x", "/cgi-bin/dgate?mode=top x", space)):
+            line = line if isinstance(line, bytes) else line.encode()
+            answer, closed, events = self.send(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
             self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:100])
-            self.assertIn(b"percent-encode them (UTF-8)", answer)
-            self.assertTrue(closed)
+            self.assertEqual(errorText(answer), f"the request's URL holds {held}")
             [event] = [event for event in events if event.get("code") == 400]
-            self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", target.decode("utf-8", "replace")))
+            self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", target))
+            self.assertTrue(closed)
+
+    def test_extraSpacesInTheRequestLine(self):
+        """A space doubled, leading or trailing around a URL that is fine:
+        a 400 saying the request line is malformed, not that the URL is to
+        be percent-encoded."""
+        for line in (b"GET  /cgi-bin/dgate?mode=top HTTP/1.1", b"GET /cgi-bin/dgate?mode=top HTTP/1.1 ",
+                     b"GET /cgi-bin/dgate?mode=top  HTTP/1.1", b" GET /cgi-bin/dgate?mode=top HTTP/1.1"):
+            answer, closed, events = self.send(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:100])
+            self.assertEqual(errorText(answer),
+                             "malformed request line (method, URL and HTTP version separated by single spaces)")
+            [event] = [event for event in events if event.get("code") == 400]
+            self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", line.decode()))
+            self.assertTrue(closed)
 
     def test_shortLinesAnswered(self):
         answer, closed, _ = self.send(b"GET /cgi-bin/dgate?mode=nothing&x=" + b"A" * 16000

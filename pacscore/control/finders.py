@@ -10,9 +10,10 @@ of whose searched attributes contains the text (case-insensitively: a
 ``*text*`` wildcard on each, the answers merged), and the studyfinder and
 seriesfinder also those whose date is in a text that is a date (as the
 manual's web pages say): ``yyyy``, ``yyyymm``, ``yyyymmdd``,
-``yyyymmdd-yyyymmdd``, ``-yyyymmdd`` or ``yyyymmdd-``, each ``yyyymmdd`` a
-real day from 1900 to 2199 (as Conquest's PatientStudyFinder takes them:
-``-12345678`` is only searched as text); those whose study or series UID is a text that is
+``yyyymmdd-yyyymmdd``, ``-yyyymmdd`` or ``yyyymmdd-`` in ASCII digits, a
+``yyyy`` from 1901 to 2199, a ``yyyymm`` from 190001 to 219912, each
+``yyyymmdd`` a real day from 1900 to 2199 (as Conquest's PatientStudyFinder
+takes them: ``-12345678`` or ``0000`` is only searched as text); those whose study or series UID is a text that is
 a UID; for ``=text``, as Conquest's web pages chain the finders (the
 studyfinder given ``=PatientID``, the seriesfinder ``=StudyInstanceUID``),
 those whose patient ID, study or series UID is that text exactly (a
@@ -88,15 +89,17 @@ PATIENT_SEARCHED = (PATIENT_ID, PATIENT_NAME[0])  # the tags each finder's text 
 STUDY_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], STUDY_DESCRIPTION[0])
 SERIES_SEARCHED = (PATIENT_ID, PATIENT_NAME[0], SERIES_DESCRIPTION[0])
 IDENTIFIERS = (PATIENT_ID, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID)  # what ``=text`` matches exactly
-_DATE_TEXT = re.compile(r"(\d{4})(\d{2})?(\d{2})?(-\d{8})?")
-_DAYS = re.compile(r"\d{8}")
+_DATE_TEXT = re.compile(r"([0-9]{4})([0-9]{2})?([0-9]{2})?(-[0-9]{8})?")
+_DAYS = re.compile(r"[0-9]{8}")
 
 
 def dateRange(text):
     """The DA range a finder's text stands for (``2004`` is all of 2004,
     ``200408`` all of August, ``20040826-20040901``, ``-20040901`` (up to
     that day) and ``20040826-`` (from that day) as they are), or None when
-    it is no date (a ``yyyymmdd`` in it not a day ``isSearchDate``)."""
+    it is no date: as Conquest's dgate takes them, ASCII digits only, a
+    year from 1901 to 2199 (``atoi`` between 1900 and 2200), a month from
+    190001 to 219912, a ``yyyymmdd`` a day ``isSearchDate``."""
     days = text.split("-")
     if len(days) == 2 and "" in days and _DAYS.fullmatch("".join(days)):
         return text if isSearchDate("".join(days)) else None
@@ -106,12 +109,11 @@ def dateRange(text):
     year, month, day, end = match.groups()
     if day:
         return text if all(isSearchDate(part) for part in days) else None
-    try:
-        if month:
-            return f"{year}{month}01-{year}{month}{calendar.monthrange(int(year), int(month))[1]:02d}"
-    except calendar.IllegalMonthError:
-        return None
-    return f"{year}0101-{year}1231"
+    if month:
+        if not ("1900" <= year < "2200" and "01" <= month <= "12"):
+            return None
+        return f"{year}{month}01-{year}{month}{calendar.monthrange(int(year), int(month))[1]:02d}"
+    return f"{year}0101-{year}1231" if "1900" < year < "2200" else None
 
 
 class LocalIndex:

@@ -4,12 +4,14 @@ and (through C-FIND) on a second archive in the same reactor."""
 import os
 
 import pydicom
+from pydicom.uid import generate_uid
 from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
-from pacscore.testing.corpus import generateCorpus
+from pacscore.control.data import AddImageFile
+from pacscore.testing.corpus import generateCorpus, makeDataset
 from plugins import pacs_control_database as commands
 from tests.pacscore.control.running import RunningArchive
 
@@ -102,15 +104,32 @@ class DatabaseCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_eightDigitsThatAreNoDayAreSearchedAsText(self):
         """``-12345678``, ``20241399-`` or ``99999999`` are no dates (Conquest
-        takes a real day from 1900 to 2199): on another archive they were
+        takes a real day from 1900 to 2199), nor ``0000``, ``1899`` or
+        ``9999`` a year (1901 to 2199) or ``000012`` a month (190001 to
+        219912), nor full-width digits any: on another archive they were
         sent as a StudyDate/SeriesDate key it refuses ('C-FIND on LISTED
-        ended with status 0xA900'); they are searched as text only, here as there."""
+        ended with status 0xA900'); they are searched as text only, here as
+        there, a patient whose ID holds them found."""
+        texts = ("-12345678", "20241399-", "99999999", "18991231-", "-22000101", "20240101-22000101", "0000",
+                 "000012", "1899", "9999", "２０２４")
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        for n, text in enumerate(texts):
+            dataset = makeDataset(f"T{text}" if text.isascii() else f"WIDE{n}", f"Wide^{text}", generate_uid(),
+                                  generate_uid(), generate_uid(), 1, 1, charset="ISO_IR 192")
+            path = os.path.join(folder, f"{n}.dcm")
+            dataset.save_as(path, enforce_file_format=True)
+            yield self.command(AddImageFile(), path)
+        held = (yield self.command(commands.patientFinder, "||%s|")).split("\n")
         asking = RunningArchive(self, ae="ASKING")
         asking.know(self.running)
-        for server in ("LISTED", ""):
-            for finder in (commands.studyFinder, commands.seriesFinder):
-                for text in ("-12345678", "20241399-", "99999999", "18991231-", "-22000101", "20240101-22000101"):
-                    self.assertEqual((yield asking.run(finder, f"{server}|{text}|%s|")), "", (server, finder.name, text))
+        for finder in (commands.studyFinder, commands.seriesFinder):
+            for text in texts:
+                expected = sorted(p for p in held if text in p) or ["WIDE10"]
+                self.assertEqual(sorted(set((yield self.command(finder, f"|{text}|%s|")).split("\n"))), expected,
+                                 (finder.name, text))
+                self.assertEqual(sorted(set((yield asking.run(finder, f"LISTED|{text}|%s|")).split("\n"))),
+                                 expected, (finder.name, text))
 
     @defer.inlineCallbacks
     def test_findersDrillDownAsConquestsPagesDo(self):

@@ -168,7 +168,7 @@ def _formatRows(fmt, rows, html, together=False, lastFmt=None):
     pieces = AnswerLines("the listing makes", ": select fewer rows or a shorter format")
     for n, row in enumerate(rows):
         pieces.append(formatRow(last if n == len(rows) - 1 else form, row, html))
-    if pieces.lines:
+    if "".join(pieces.lines):  # no line at all when the rows print nothing, as Conquest's
         lines.append("".join(pieces.lines))
     return lines.lines
 

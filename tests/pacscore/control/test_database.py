@@ -216,19 +216,20 @@ class DatabaseCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_formatsThatAreOnlyAPrefix(self):
         """A format that is only its prefix prints what Conquest's does with
-        the empty rest: ``#``, ``@`` and ``:`` an empty line per image,
-        ``$`` nothing, ``?`` an empty line; they printed pacs's
-        tab-separated values ('MAG0\tPAT0001/...dcm\t0\t1').  A bad
-        format is named as it was given, its prefix kept."""
+        the empty rest, in a file too: ``#``, ``@`` and ``:`` an empty line
+        per image, ``$`` nothing, ``?`` one empty line; they printed pacs's
+        tab-separated values ('MAG0\tPAT0001/...dcm\t0\t1'), then ``$`` a
+        newline in a file ('1 line(s) written').  A bad format is named as it
+        was given, its prefix kept."""
         image = self.images[4]
         listed = f"|{image.patientID}|{image.seriesUID}|"
-        for prefix, output in (("#", "\n"), ("@", "\n"), (":", "\n"), ("$", ""), ("?", "")):
-            self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "|")), output, prefix)
+        for prefix, lines in (("#", ["", ""]), ("@", ["", ""]), (":", ["", ""]), ("$", []), ("?", [""])):
+            self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "|")), "\n".join(lines))
+            written = os.path.abspath(self.mktemp())
+            yield self.command(commands.imageLister, f"{listed}{prefix}|{written}")
+            with open(written) as f:
+                self.assertEqual(f.read(), "".join(line + "\n" for line in lines), prefix)
         self.assertEqual((yield self.command(commands.seriesLister, f"|{image.patientID}|{image.studyUID}|?|")), "")
-        written = os.path.abspath(self.mktemp())
-        yield self.command(commands.imageLister, listed + "#|" + written)
-        with open(written) as f:
-            self.assertEqual(f.read(), "\n\n")
         error = yield self.assertFailure(self.command(commands.imageLister, listed + "#%d|"), CommandError)
         self.assertIn("bad format '#%d'", str(error))
 

@@ -152,8 +152,18 @@ def deliverRows(context, fmt, rows, path, together=False, lastFmt=None):
     values then tab-separated."""
     if path.strip():
         return _toFile(context, path, lambda: _formatRows(fmt, rows, False, together, lastFmt))
-    return context.archive.workers.deferToWorker(
-        lambda: "\n".join(_formatRows(fmt, rows, context.html, together, lastFmt)))
+    return context.archive.workers.deferToWorker(lambda: Lines(_formatRows(fmt, rows, context.html, together, lastFmt)))
+
+
+class Lines(str):
+    """A listing's ``lines`` as its text output (joined by newlines), which
+    the control port sends a line each, an empty one too: the text of two
+    empty lines, ``"\n"``, reads as one line, and of one, ``""``, as none."""
+
+    def __new__(cls, lines):
+        text = super().__new__(cls, "\n".join(lines))
+        text.lines = lines
+        return text
 
 
 def _formatRows(fmt, rows, html, together=False, lastFmt=None):

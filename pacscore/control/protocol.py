@@ -30,6 +30,7 @@ from twisted.protocols import basic, policies
 
 from pacscore.closing import closeWithin
 from pacscore.control.context import CommandError, ControlContext, notUTF8
+from pacscore.control.output import Lines
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom.admission import LimitedFactory
 
@@ -61,6 +62,16 @@ def _oneLine(text):
 
 def _encoded(text):
     return text.encode("utf-8", "backslashreplace")
+
+
+def _outputLines(output):
+    """The OUTPUT lines of a command's text ``output``: each line of a
+    listing's ``Lines``, an empty last one too (which ``splitlines`` drops:
+    Conquest's imagelister prints an empty line per image for ``#``), a line
+    break in one of them splitting it as in any other text."""
+    if isinstance(output, Lines):
+        return [part for line in output.lines for part in line.splitlines() or [""]]
+    return ("" if output is None else str(output)).splitlines()
 
 
 class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
@@ -181,7 +192,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
             if not self.finished:
                 self.transport.write(output)
             output = None
-        for line in ("" if output is None else str(output)).splitlines():
+        for line in _outputLines(output):
             line = _encoded(line)
             if len(line) > MAX_OUTPUT_LINE:
                 error = (f"an output line of {len(line)} bytes, more than the {MAX_OUTPUT_LINE} "

@@ -5,12 +5,15 @@ import os
 
 import pydicom
 from pydicom.uid import generate_uid
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.control.client import sendCommand
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile
+from pacscore.control.protocol import ControlFactory
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from plugins import pacs_control_database as commands
 from tests.pacscore.control.running import RunningArchive
@@ -214,22 +217,36 @@ class DatabaseCommandTests(unittest.TestCase):
             self.assertEqual((yield self.command(commands.imageLister, listed + "$%d,|")), f"{frames},0,", stored)
 
     @defer.inlineCallbacks
+    def controlOutput(self, request):
+        """The OUTPUT lines of ``request`` sent to the archive's control
+        port, as dgate prints them."""
+        listening = reactor.listenTCP(0, ControlFactory(self.running.archive, reactor), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        output = []
+        reply = yield sendCommand(TCP4ClientEndpoint(reactor, "127.0.0.1", listening.getHost().port), request,
+                                  output=output.append)
+        self.assertTrue(reply.ok, reply)
+        return output
+
+    @defer.inlineCallbacks
     def test_formatsThatAreOnlyAPrefix(self):
         """A format that is only its prefix prints what Conquest's does with
-        the empty rest, in a file too: ``#``, ``@`` and ``:`` an empty line
-        per image, ``$`` nothing, ``?`` one empty line; they printed pacs's
-        tab-separated values ('MAG0\tPAT0001/...dcm\t0\t1'), then ``$`` a
-        newline in a file ('1 line(s) written').  A bad format is named as it
-        was given, its prefix kept."""
+        the empty rest, through dgate (the control port) and in a file:
+        ``#``, ``@`` and ``:`` an empty line per image, ``$`` nothing, ``?``
+        one empty line; they printed pacs's tab-separated values
+        ('MAG0\tPAT0001/...dcm\t0\t1'), then one line too few through the
+        control port (its last, empty, dropped), ``$`` a newline in a file.
+        A bad format is named as it was given, its prefix kept."""
         image = self.images[4]
         listed = f"|{image.patientID}|{image.seriesUID}|"
         for prefix, lines in (("#", ["", ""]), ("@", ["", ""]), (":", ["", ""]), ("$", []), ("?", [""])):
+            self.assertEqual((yield self.controlOutput(f"--imagelister:{listed}{prefix}|")), lines, prefix)
             self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "|")), "\n".join(lines))
             written = os.path.abspath(self.mktemp())
             yield self.command(commands.imageLister, f"{listed}{prefix}|{written}")
             with open(written) as f:
                 self.assertEqual(f.read(), "".join(line + "\n" for line in lines), prefix)
-        self.assertEqual((yield self.command(commands.seriesLister, f"|{image.patientID}|{image.studyUID}|?|")), "")
+        self.assertEqual((yield self.controlOutput(f"--serieslister:|{image.patientID}|{image.studyUID}|?|")), [""])
         error = yield self.assertFailure(self.command(commands.imageLister, listed + "#%d|"), CommandError)
         self.assertIn("bad format '#%d'", str(error))
 

@@ -345,9 +345,10 @@ class ImageLister(_Lister):
     ``/`` for ``\\``; after ``:`` the patient ID (a space as ``%20``; the
     image's, where Conquest prints the pat argument), the SOP Instance
     UID, n, n1; after ``$`` the number of frames (0 when unknown).  The
-    formats that name files are for this archive's images only, and leave
-    out (with a log line) an image whose device is no MAG device, its
-    position counted still, as Conquest's."""
+    formats that name files are for this archive's images only.  Every
+    format but ``?`` (which counts them all) leaves out (with a log line)
+    an image of this archive whose device is no MAG device, its position
+    counted still, as Conquest's."""
 
     name = "imagelister"
     usage = "--imagelister:srv|pat|ser|fmt|file  List files in a series (empty: of the patient, or all)"
@@ -373,10 +374,13 @@ class ImageLister(_Lister):
             matches = await self._find(source, keys, self.columns + (FRAMES,))
             matches.sort(key=lambda m: (m.get(SERIES_INSTANCE_UID, ""), numberKey(m.get(INSTANCE_NUMBER[0], "")),
                                         m.get(SOP_INSTANCE_UID, "")))
+            kept = await self._onDevices(source, keys) if prefix != "?" and isinstance(source, LocalIndex) else None
+            numbered = [(n, match) for n, match in enumerate(matches)
+                        if kept is None or match.get(SOP_INSTANCE_UID, "") in kept]
             if prefix == "$":
-                return [[atoi(match.get(FRAMES[0], ""))] for match in matches]
+                return [[atoi(match.get(FRAMES[0], ""))] for _, match in numbered]
             return [[match.get(PATIENT_ID, "").replace(" ", "%20"), match.get(SOP_INSTANCE_UID, ""), str(n), str(n + 1)]
-                    for n, match in enumerate(matches)]
+                    for n, match in numbered]
         if not isinstance(source, LocalIndex):
             raise CommandError("another archive's images have no files here: list them with a format starting "
                                "with ':' (patient ID, SOP Instance UID), '$' (frames) or '?' (how many)")
@@ -389,6 +393,13 @@ class ImageLister(_Lister):
                      str(n), str(n + 1)] for n, i in found]
         paths = await archive.workers.deferToWorker(lambda: [reader.path(i.deviceName, i.objectFile) for _, i in found])
         return [[path, str(n), str(n + 1)] for (n, _), path in zip(found, paths)]
+
+    async def _onDevices(self, source, keys):
+        """The SOP Instance UIDs of the images ``keys`` select in this
+        archive (``source``, a LocalIndex) that are on a MAG device."""
+        archive = source.archive
+        instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
+        return {i.sopInstanceUID for i in instances if self._onADevice(i, archive.objectReader)}
 
     def _onADevice(self, instance, reader):
         """Whether the image's DeviceName is a MAG device: an image on

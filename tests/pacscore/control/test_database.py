@@ -253,9 +253,10 @@ class DatabaseCommandTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_imagelisterLeavesOutImagesOnNoDevice(self):
         """An image whose DeviceName is no MAG device (one dropped from
-        dicom.ini) is left out of the ``%s``, ``#`` and ``@`` listings, with a
-        log line, as Conquest's ImageFileLister leaves it (its position
-        counted still); the whole listing failed: 'no MAG device 'MAG9''."""
+        dicom.ini) is left out of the ``%s``, ``#``, ``@``, ``:`` and ``$``
+        listings, with a log line, as Conquest's ImageFileLister leaves it
+        (its position counted still), and counted by ``?``; the whole
+        listing failed: 'no MAG device 'MAG9'', then ``:`` and ``$`` listed it."""
         first = self.images[4]
         listed = f"|{first.patientID}|{first.seriesUID}|"
         names = (yield self.command(commands.imageLister, listed + "#%0.0s%s|")).split("\n")
@@ -267,10 +268,14 @@ class DatabaseCommandTests(unittest.TestCase):
             for prefix in "#@":
                 self.assertEqual((yield self.command(commands.imageLister, listed + prefix + "%s:%s %s|")),
                                  f"MAG0:{names[1]} 1")
+            self.assertEqual((yield self.command(commands.imageLister, listed + ":%s:%s %s|")),
+                             f"{first.patientID}:{self.images[5].sopUID} 1")
+            self.assertEqual((yield self.command(commands.imageLister, listed + "$%d,|")), "0,")
+            self.assertEqual((yield self.command(commands.imageLister, listed + "?%d|")), "2")
         self.assertEqual(path, os.path.join(self.running.archive.devices[0].path, names[1]) + " 1")
         lines = [formatEvent(event) for event in events]
         self.assertEqual(lines.count(f"imagelister: {first.sopUID} left out: it is on 'MAG9', which is no MAG device"),
-                         3, lines)
+                         5, lines)
 
     @defer.inlineCallbacks
     def test_serieslisterFormatsAsConquests(self):

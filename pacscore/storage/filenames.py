@@ -46,7 +46,7 @@ NAME_MAX = 255  # bytes of one file or folder name (ext4, XFS ...)
 _VALUE_END = re.compile("[\x00-\x20]")  # Cleanup() ends a value at a control character
 _UNSAFE = re.compile("[\x00-\x1f/\\\\]")
 _CONTROLS = re.compile("[\x00-\x1f]")
-_ATOI = re.compile(r"\s*([+-]?\d+)")
+_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")  # C's atoi: ASCII blanks and digits only
 _SUBSTRING = re.compile(r"\[\s*([+-]?\d+)(?:,\s*([+-]?\d+))?")
 
 # The %-template names in the order Conquest tries them (first prefix wins).
@@ -99,7 +99,8 @@ def _fitted(part):
 
 def atoi(text):
     """``text`` as C's atoi reads it, as Conquest does: the number it
-    starts with (after blanks), 0 when it starts with none."""
+    starts with (after ASCII blanks, in ASCII digits), 0 when it starts
+    with none."""
     match = _ATOI.match(text)
     return int(match.group(1)) if match else 0
 

@@ -8,7 +8,7 @@ from twisted.trial import unittest
 from pacscore.storage.filenames import (
     IMAGE_ID, INSTANCE_NUMBER, MODALITY, PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID,
     SERIES_NUMBER, SOP_INSTANCE_UID, STUDY_DATE, STUDY_DESCRIPTION, STUDY_ID,
-    STUDY_INSTANCE_UID, FileNamer, cleanup)
+    STUDY_INSTANCE_UID, FileNamer, atoi, cleanup)
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -53,6 +53,18 @@ EXPECTED = {
 
 def namer(syntax, **kwargs):
     return FileNamer(syntax, clock=lambda: NOW, **kwargs)
+
+
+class AtoiTests(unittest.TestCase):
+    """atoi reads a number as C's does."""
+
+    def test_asciiOnly(self):
+        """ASCII digits after ASCII blanks, a sign; other digits (Arabic-Indic,
+        full-width) and blanks (a no-break space) are no number to C's atoi,
+        which read them as 3, 2, 12 and 7."""
+        for text, number in (("17", 17), (" \t\n-3x", -3), ("+08", 8), ("", 0), ("x1", 0),
+                             ("\u0663", 0), ("\uff12", 0), ("\u0661\u0662", 0), (" \xa07", 0), ("1\u0662", 1)):
+            self.assertEqual(atoi(text), number, repr(text))
 
 
 class CleanupTests(unittest.TestCase):

@@ -108,18 +108,22 @@ class DatabaseCommandTests(unittest.TestCase):
     def test_eightDigitsThatAreNoDayAreSearchedAsText(self):
         """``-12345678``, ``20241399-`` or ``99999999`` are no dates (Conquest
         takes a real day from 1900 to 2199), nor ``0000``, ``1899`` or
-        ``9999`` a year (1901 to 2199) or ``000012`` a month (190001 to
-        219912), nor full-width digits any: on another archive they were
+        ``9999`` a year (1901 to 2199) or ``000012`` and ``202413`` a month
+        (190001 to 219912), nor full-width digits any: on another archive they were
         sent as a StudyDate/SeriesDate key it refuses ('C-FIND on LISTED
         ended with status 0xA900'); they are searched as text only, here as
-        there, a patient whose ID holds them found."""
+        there, a patient whose ID holds them found, one of a study in 1899
+        or 9999 not."""
         texts = ("-12345678", "20241399-", "99999999", "18991231-", "-22000101", "20240101-22000101", "0000",
-                 "000012", "1899", "9999", "２０２４")
+                 "000012", "202413", "1899", "9999", "２０２４")
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
-        for n, text in enumerate(texts):
-            dataset = makeDataset(f"T{text}" if text.isascii() else f"WIDE{n}", f"Wide^{text}", generate_uid(),
-                                  generate_uid(), generate_uid(), 1, 1, charset="ISO_IR 192")
+        patients = [(f"T{text}" if text.isascii() else f"WIDE{n}", f"Wide^{text}", "20240102")
+                    for n, text in enumerate(texts)]
+        for n, (patientID, name, date) in enumerate(patients + [("OLD", "Old^Study", "18990615"),
+                                                                 ("FAR", "Far^Study", "99990615")]):
+            dataset = makeDataset(patientID, name, generate_uid(), generate_uid(), generate_uid(), 1, 1,
+                                  studyDate=date, charset="ISO_IR 192")
             path = os.path.join(folder, f"{n}.dcm")
             dataset.save_as(path, enforce_file_format=True)
             yield self.command(AddImageFile(), path)
@@ -128,7 +132,7 @@ class DatabaseCommandTests(unittest.TestCase):
         asking.know(self.running)
         for finder in (commands.studyFinder, commands.seriesFinder):
             for text in texts:
-                expected = sorted(p for p in held if text in p) or ["WIDE10"]
+                expected = sorted(p for p in held if text in p) or [f"WIDE{len(texts) - 1}"]
                 self.assertEqual(sorted(set((yield self.command(finder, f"|{text}|%s|")).split("\n"))), expected,
                                  (finder.name, text))
                 self.assertEqual(sorted(set((yield asking.run(finder, f"LISTED|{text}|%s|")).split("\n"))),

@@ -3,9 +3,9 @@
 A delete removes the files of its objects first, then their index rows
 (``LocalActions.removeInstances``).  A server killed between the two would
 leave rows whose files are gone, served to queries and failing retrieves.
-So the objects are written here, in transactions of their own (a part of
-a large delete each), before any file goes, and their entries removed in
-the transaction that removes their rows (a part's); at start-up an entry left over is a delete cut short, which
+So the objects are written here, all of a delete in one transaction,
+before any file goes, and their entries removed in the transaction that
+removes their rows (a part's); at start-up an entry left over is a delete cut short, which
 the server finishes (``LocalActions.finishInterrupted``).  A store of a SOP
 instance takes its entries out in the transaction of its row: the object
 stored again is not the one the delete was removing.

@@ -96,12 +96,13 @@ class LocalActions:
         with a ``Removal``.
 
         The index writer is the stores' too: each of its requests here
-        handles ``removalChunk`` objects at most, so that the C-STOREs
+        that removes rows handles ``removalChunk`` objects at most, so that the C-STOREs
         arriving meanwhile are indexed between them, not failed after
         ``SQLTimeOut`` behind a delete of a hundred thousand objects.  All
-        the objects are first noted in ``PacsDeletes`` (``_journal``), then
-        each part's files go and its rows, taking its entries out: a server
-        killed in between finishes what was noted at its next start
+        the objects are first noted in ``PacsDeletes`` (``_journal``), in
+        one request (a server killed before it commits notes none of them),
+        then each part's files go and its rows, taking its entries out: a
+        server killed in between finishes what was noted at its next start
         (``finishInterrupted``), so the files and rows of an object are
         both there or both gone, and the delete run again removes what is
         left.  An object stored again once noted (an entry taken out, its
@@ -115,12 +116,7 @@ class LocalActions:
         parts = list(_chunks(instances, self.removalChunk))
         identities = []
         if files:
-            try:
-                for part in parts:
-                    identities.append(await self.index.runWrite(self._journal, part))
-            except Exception:
-                await self._unjournal(parts[:len(identities)])
-                raise
+            identities = list(_chunks(await self.index.runWrite(self._journal, instances), self.removalChunk))
         removed = 0
         for number, part in enumerate(parts):
             if files:

@@ -82,6 +82,22 @@ class DeleteHelpers:
             raise Crashed()
         actions._removeUnchanged = killed
 
+    def dyingAfterWrites(self, running, writes=None):
+        """Make ``running``'s server die (``Crashed``) once ``writes`` more
+        index writer requests have committed (None: when the function
+        returned is called): those after it never run."""
+        index = running.archive.index
+        runWrite, left = index.runWrite, [writes]
+
+        def runOrDie(*args, **kw):
+            if left[0] == 0:
+                return defer.fail(Crashed())
+            if left[0] is not None:
+                left[0] -= 1
+            return runWrite(*args, **kw)
+        index.runWrite = runOrDie
+        return lambda: left.__setitem__(0, 0)
+
     def storedAgainBeforeTheRemoval(self, running, images, then=None):
         """Make the next delete of ``running`` store ``images`` again (each
         acknowledged) once it has noted its objects, before it removes
@@ -311,6 +327,32 @@ class DeleteInPartsTests(DeleteHelpers, unittest.TestCase):
         self.assertEqual((yield again.count("image")), 0)
         self.assertEqual(again.files(), [])
         self.assertIn("Finished the delete(s) interrupted when the server stopped: 4 object(s) removed", lines)
+
+    @defer.inlineCallbacks
+    def test_killedWhileNotingRemovesNothingAtTheNextStart(self):
+        """Killed while noting its objects (at the third of six, parts of
+        2), before any file went: the restart removes none of them, the
+        delete did not start."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=3)
+        yield self.deleting(running, images)
+        actions = running.archive.localActions
+        kill, identityAt, noted = self.dyingAfterWrites(running), actions._identityAt, []
+
+        def killedAtTheThird(instance):
+            noted.append(instance)
+            if len(noted) >= 3:
+                kill()
+                raise Crashed()
+            return identityAt(instance)
+        actions._identityAt = killedAtTheThird
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        self.assertEqual(len(running.files()), 6)
+        again, lines = yield self.restarted(running)
+        self.assertEqual((yield again.count("image")), 6)
+        self.assertEqual(len(again.files()), 6)
+        self.assertEqual([line for line in lines if "interrupted" in line], [])
 
     @defer.inlineCallbacks
     def test_anObjectOfALaterPartStoredAgainIsKept(self):

@@ -5,7 +5,8 @@ A delete removes the files of its objects first, then their index rows
 leave rows whose files are gone, served to queries and failing retrieves.
 So the objects are written here, all of a delete in one transaction,
 before any file goes, and their entries removed in the transaction that
-removes their rows (a part's); at start-up an entry left over is a delete cut short, which
+removes their rows (a part's; a failed delete's later parts' in that of
+the part that failed); at start-up an entry left over is a delete cut short, which
 the server finishes (``LocalActions.finishInterrupted``).  A store of a SOP
 instance takes its entries out in the transaction of its row: the object
 stored again is not the one the delete was removing.

@@ -111,8 +111,8 @@ class LocalActions:
 
         A file that cannot be removed fails it, once the rows of the files
         that went are removed and the others left as they are, none of
-        them left to the next start (their entries taken out); a failure
-        removing the rows leaves them to it."""
+        them left to the next start (all their entries taken out in that
+        same request); a failure removing the rows leaves them to it."""
         parts = list(_chunks(instances, self.removalChunk))
         identities = []
         if files:
@@ -123,8 +123,8 @@ class LocalActions:
                 try:
                     await self.workers.deferToWorker(self._removeUnchanged, part, identities[number])
                 except OSError:
-                    await self.index.runWrite(self._deleteRows, part, files)  # the rows of files kept stay
-                    await self._unjournal(parts[number + 1:])
+                    later = [instance for rest in parts[number + 1:] for instance in rest]
+                    await self.index.runWrite(self._deleteRows, part, files, later)  # the rows of files kept stay
                     raise
             removed += await self.index.runWrite(self._deleteRows, part, files)
         removal = Removal(removed, len(instances) - removed)
@@ -164,13 +164,6 @@ class LocalActions:
         self.index.deletes.write(connection, instances)
         return identities
 
-    async def _unjournal(self, parts):
-        """Take the ``PacsDeletes`` entries of the objects of ``parts``
-        (lists of ``Instance``s) out, a writer request each: a delete that
-        failed leaves them as they are."""
-        for part in parts:
-            await self.index.runWrite(self._forget, part)
-
     def _forget(self, connection, instances):
         """In the index writer: take the ``PacsDeletes`` entries of ``instances`` out."""
         self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
@@ -193,7 +186,7 @@ class LocalActions:
         for instance in instances:
             self.reader.removeCopies(instance.deviceName, instance.objectFile)
 
-    def _deleteRows(self, connection, instances, filesRemoved):
+    def _deleteRows(self, connection, instances, filesRemoved, forgotten=()):
         """In the index writer (ordered with stores): the image rows that
         still name the files of ``instances`` (with ``filesRemoved``, only
         where no file was stored under that name since), then parents left
@@ -201,11 +194,13 @@ class LocalActions:
         their object stored last (its file read here, once, up to the
         attributes the index keeps, in the writer's thread: a store between
         could otherwise be undone) and the studies' modalities are made
-        again of their series'; how many image rows went."""
+        again of their series'; how many image rows went.  With
+        ``filesRemoved``, the entries of ``instances`` and of ``forgotten``
+        (those a failed delete leaves as they are) are taken out."""
         candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
         removed = self._deleteNamed(connection, self._stillNamed(connection, candidates))
         if filesRemoved:
-            self._forget(connection, instances)
+            self._forget(connection, [*instances, *forgotten])
         return removed
 
     def _deleteNamed(self, connection, gone):

@@ -369,7 +369,7 @@ class DeleteInPartsTests(DeleteHelpers, unittest.TestCase):
         self.assertEqual((yield running.count("image")), 1)
 
 
-class FailedDeleteTests(unittest.TestCase):
+class FailedDeleteTests(DeleteHelpers, unittest.TestCase):
     """A delete that fails while the server runs is not carried out at a
     later start."""
 
@@ -385,8 +385,14 @@ class FailedDeleteTests(unittest.TestCase):
         before any file went, is not removed at the next start either."""
         return self.failingAtTheSecondFile(1)
 
+    def test_killedOnceItFailedLeavesNothingForTheNextStart(self):
+        """The same, the server killed once the writer committed its first
+        request after the failure: the later parts are not removed at the
+        next start either."""
+        return self.failingAtTheSecondFile(1, killed=True)
+
     @defer.inlineCallbacks
-    def failingAtTheSecondFile(self, removalChunk):
+    def failingAtTheSecondFile(self, removalChunk, killed=False):
         running = RunningArchive(self, ini={"FileNameSyntax": "8"})
         images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
                                 seriesPerStudy=1, imagesPerSeries=3)
@@ -396,10 +402,12 @@ class FailedDeleteTests(unittest.TestCase):
 
         def removeIfSame(path, identity):
             if path.endswith(stuck):
+                if killed:
+                    self.dyingAfterWrites(running, 1)
                 raise PermissionError(1, "Operation not permitted", path)
             return realRemoveIfSame(path, identity)
         self.patch(reader, "removeIfSame", removeIfSame)
-        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), PermissionError)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), PermissionError, Crashed)
         self.assertEqual((yield running.count("image")), 2)
         self.assertEqual(len(running.files()), 2)
         self.patch(reader, "removeIfSame", realRemoveIfSame)

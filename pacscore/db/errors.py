@@ -31,11 +31,13 @@ TRANSIENT = {"sqlite": (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLI
 class IndexTimeout(Exception):
     """The index database did not answer within the time limit (SQLTimeOut);
     ``queued``: the write was still waiting for the index writer, busy
-    with a longer write of this server (a delete, maintenance)."""
+    with a longer write of this server (a delete, maintenance), which may
+    itself be waiting on the database."""
 
     def __init__(self, seconds, queued=False):
         super().__init__(f"the index writer did not get to it within {seconds:g} s (SQLTimeOut): it was busy "
-                         f"with a longer write of this server (a delete, maintenance)" if queued else
+                         f"with a longer write of this server (a delete, maintenance) or waiting on the database"
+                         if queued else
                          f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
 
 

@@ -18,7 +18,8 @@ again.  Other requests (maintenance, deletes) may run as long as they
 need: those that hold the writer long would starve the timed ones queued
 behind them, so deletes come in parts (``LocalActions.removeInstances``);
 a timed request failed while still queued behind such a request is
-logged as that, not as the database not answering.  ``stop`` waits as
+logged as that (the long request may itself wait on the database: both
+are named), not as the database not answering.  ``stop`` waits as
 long at most.
 """
 
@@ -297,7 +298,8 @@ class GroupCommitWriter:
         unanswered = [request for request in expired if request.taken or not self._busyUntimed]
         if queued:
             self.log.error("{count} writes failed: the index writer did not get to them within {timeout} s "
-                           "(SQLTimeOut), busy with a longer write of this server (a delete, maintenance)",
+                           "(SQLTimeOut), busy with a longer write of this server (a delete, maintenance) or waiting on the "
+                           "database",
                            timeout=self.timeout, count=len(queued))
         if unanswered:
             self.log.error("the index database did not answer within {timeout} s (SQLTimeOut): "

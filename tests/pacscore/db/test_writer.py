@@ -453,7 +453,8 @@ class DeadlineTests(unittest.TestCase):
     def test_aWriteQueuedBehindALongOneOfOursIsNotBlamedOnTheDatabase(self):
         """A timed write that waited its SQLTimeOut behind a long write of
         this server (a delete, maintenance: no peer waits on it), never
-        taken up, fails saying so: the database answered all it was asked."""
+        taken up, fails saying so, naming the database as well: the long
+        write may be waiting on it (as this one, hanging, does)."""
         started = threading.Event()
 
         def long(connection, items):
@@ -465,9 +466,10 @@ class DeadlineTests(unittest.TestCase):
             failure = yield self.assertFailure(self.writer.submit(AfterCommitTests.create, "b", timed=True),
                                                IndexTimeout)
         self.assertEqual(str(failure), "the index writer did not get to it within 0.5 s (SQLTimeOut): it was busy "
-                                       "with a longer write of this server (a delete, maintenance)")
+                                       "with a longer write of this server (a delete, maintenance) or waiting on "
+                                       "the database")
         self.assertEqual(["1 writes failed: the index writer did not get to them within 0.5 s (SQLTimeOut), busy "
-                          "with a longer write of this server (a delete, maintenance)"],
+                          "with a longer write of this server (a delete, maintenance) or waiting on the database"],
                          [formatEvent(e) for e in events if e["log_level"] == LogLevel.error])
         self.release.set()
         self.assertEqual((yield delete), "a")

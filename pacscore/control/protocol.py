@@ -23,6 +23,7 @@ closed at once, with a log line, as the DICOM service's ``MaxAssociations`` are
 """
 
 import hmac
+import re
 
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
@@ -65,12 +66,13 @@ def _encoded(text):
 
 
 def _outputLines(output):
-    """The OUTPUT lines of a command's text ``output``: each line of a
-    listing's ``Lines``, an empty last one too (which ``splitlines`` drops:
-    Conquest's imagelister prints an empty line per image for ``#``), a line
-    break in one of them splitting it as in any other text."""
+    """The OUTPUT lines of a command's text ``output``: of a listing's
+    ``Lines``, the lines of its text as a file of it holds them, empty
+    ones too, the last among them (which ``splitlines`` drops: Conquest's
+    imagelister prints an empty line per image for ``#``; a ``%s\n``
+    format an empty line after each row)."""
     if isinstance(output, Lines):
-        return [part for line in output.lines for part in line.splitlines() or [""]]
+        return re.split(r"\r?\n", output) if output.lines else []
     return ("" if output is None else str(output)).splitlines()
 
 

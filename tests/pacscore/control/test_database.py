@@ -255,6 +255,20 @@ class DatabaseCommandTests(unittest.TestCase):
         self.assertIn("bad format '#%d'", str(error))
 
     @defer.inlineCallbacks
+    def test_formatsWithALineBreakThroughTheControlPort(self):
+        """A format holding a line break gives through dgate the lines a
+        file of it holds: ``:%s\n`` an empty line after each image; the
+        control port dropped each row's own trailing break (ea424b6)."""
+        image = self.images[4]
+        listed = f"|{image.patientID}|{image.seriesUID}|"
+        written = os.path.abspath(self.mktemp())
+        yield self.command(commands.imageLister, f"{listed}:%s\n|{written}")
+        with open(written) as f:
+            inFile = f.read().split("\n")[:-1]
+        self.assertEqual(len(inFile), 4)
+        self.assertEqual((yield self.controlOutput(f"--imagelister:{listed}:%s\n|")), inFile)
+
+    @defer.inlineCallbacks
     def test_imagelisterLeavesOutImagesOnNoDevice(self):
         """An image whose DeviceName is no MAG device (one dropped from
         dicom.ini) is left out of the ``%s``, ``#``, ``@``, ``:`` and ``$``

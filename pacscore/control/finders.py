@@ -337,6 +337,14 @@ class SeriesLister(_Lister):
         return source.find("SERIES", [QueryKey(tag, vr, values.get(tag, "")) for tag, vr in self.columns])
 
 
+def imageOrder(match):
+    """The sort key of an image's match ({tag: value}) in the imagelister's
+    order: by series, then InstanceNumber (numbers first, by value), then
+    SOP Instance UID."""
+    return (match.get(SERIES_INSTANCE_UID, ""), numberKey(match.get(INSTANCE_NUMBER[0], "")),
+            match.get(SOP_INSTANCE_UID, ""))
+
+
 class ImageLister(_Lister):
     """With a format (Conquest's ImageFileLister) the images are in
     InstanceNumber order and the values, ``n`` and ``n1`` their positions
@@ -372,8 +380,7 @@ class ImageLister(_Lister):
         keys = self._keys(selection)
         if prefix in ("?", ":", "$"):
             matches = await self._find(source, keys, self.columns + (FRAMES,))
-            matches.sort(key=lambda m: (m.get(SERIES_INSTANCE_UID, ""), numberKey(m.get(INSTANCE_NUMBER[0], "")),
-                                        m.get(SOP_INSTANCE_UID, "")))
+            matches.sort(key=imageOrder)
             kept = await self._onDevices(source, keys) if prefix != "?" and isinstance(source, LocalIndex) else None
             numbered = [(n, match) for n, match in enumerate(matches)
                         if kept is None or match.get(SOP_INSTANCE_UID, "") in kept]

@@ -26,7 +26,7 @@ from pacscore.control.context import CommandError
 from pacscore.control.finders import (
     BIRTH_DATE, INSTANCE_NUMBER, MODALITIES, MODALITY, PATIENT, PATIENT_NAME, PATIENT_SEARCHED, SERIES, SERIES_DATE,
     SERIES_DESCRIPTION, SERIES_NUMBER, SERIES_SEARCHED, SEX, SOP, SOP_CLASS, STUDY, STUDY_DATE, STUDY_DESCRIPTION,
-    STUDY_SEARCHED, BadSearch, findContaining, openSource)
+    STUDY_SEARCHED, BadSearch, findContaining, imageOrder, openSource)
 from pacscore.control.stored import LOCAL, isLocal
 from pacscore.db.query import (
     EMPTY_VALUE, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey)
@@ -179,7 +179,7 @@ async def imageFinder(archive, parameters):
         raise WebError(400, "imagefinder lists the images of a series: give series=patid:uid (or query==uid)")
     found = await _found(archive, server, "IMAGE", IMAGE_COLUMNS, fixed=[QueryKey(SERIES_INSTANCE_UID, "UI", series)])
     rows = []
-    for match in found:
+    for match in sorted(found, key=imageOrder):  # as dgate --imagelister: lists them
         number = match[INSTANCE_NUMBER[0]] or "(no number)"
         shown = (link(viewerURL(f"{match[PATIENT_ID] or patientID}:{match[SOP_INSTANCE_UID]}", match), number)
                  if server == LOCAL else number)

@@ -102,6 +102,31 @@ class RemoteTests(unittest.TestCase):
         self.assertEqual(conquests.text, plans.text)  # the link of Conquest's seriesfinder
 
     @defer.inlineCallbacks
+    def test_imageFinderInNumberOrder(self):
+        """The imagefinder lists a series' images in InstanceNumber order
+        (by value, an image without a number last), as ``dgate
+        --imagelister:`` does, whatever order they were stored in, on this
+        archive and on another."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        studyUID, seriesUID = generate_uid(), generate_uid()
+        numbered = []
+        for n, number in enumerate((3, 10, None, 1, 2)):
+            ds = makeDataset("ORD", "Order^Test", studyUID, seriesUID, generate_uid(), 1, number or 1, seed=n)
+            if number is None:
+                del ds.InstanceNumber
+            path = os.path.join(folder, f"{n}.dcm")
+            ds.save_as(path, enforce_file_format=True)
+            numbered.append((number, CorpusImage(path, "ORD", studyUID, seriesUID, ds.SOPInstanceUID)))
+        images = [image for _, image in numbered]
+        expected = [image.sopUID for _, image in sorted(numbered, key=lambda n: (n[0] is None, n[0] or 0))]
+        yield self.here.store(images)
+        yield self.there.store(images)
+        for dest in ("(local)", "THERE"):
+            page = yield get(self.resource, mode="imagefinder", dest=dest, series=f"ORD:{seriesUID}")
+            self.assertEqual(sorted(expected, key=page.text.index), expected, dest)
+
+    @defer.inlineCallbacks
     def test_seriesFinderSearches(self):
         """Without a study, the seriesfinder finds the series whose patient ID,
         name or description holds the text, or whose date is in it, as

@@ -220,7 +220,9 @@ async def findContaining(source, level, columns, searched, text, fixed=(), most=
     entities at ``level`` one of whose ``searched`` tags contains ``text``
     (all when it is empty), or whose study or series UID (``IDENTIFIERS``
     among the columns, not the patient ID) is ``text``, when that is a UID
-    with a dot, or whose ID or UID, for ``=text``, is that text exactly;
+    with a dot, or whose ID or UID, for ``=text``, is that text exactly
+    (another archive is asked for it as a UID only when it is one: a C-FIND
+    UI key holds a UID, no wildcard);
     each once, that also match the ``fixed`` keys and hold the values of
     ``exact`` ({tag: value}, a column's) exactly; the first ``most`` of
     them (None: all; no more are read)."""
@@ -230,7 +232,8 @@ async def findContaining(source, level, columns, searched, text, fixed=(), most=
         value = text[1:].strip()
         if not value:
             raise BadSearch("no ID or UID given after '='")
-        searches = [(tag, value, False, True) for tag in identifiers]
+        searches = [(tag, value, False, True) for tag in identifiers
+                    if tag == PATIENT_ID or isUID(value) or isinstance(source, LocalIndex)]
     else:
         searches = [(tag, f"*{text}*", True, False) for tag in searched] if text else [(None, "", False, False)]
         if searched and isUID(text) and "." in text:

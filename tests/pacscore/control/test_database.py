@@ -333,6 +333,23 @@ class DatabaseCommandTests(unittest.TestCase):
             self.assertIn("is not a UID", str(error))
 
     @defer.inlineCallbacks
+    def test_exactTextOnAnotherArchiveIsNoUIDKey(self):
+        """``=text`` on another archive asks for the text as a Study or
+        Series Instance UID (VR UI) only when it is a UID: ``=PAT0001`` and
+        ``=PAT*`` are asked as patient IDs alone, so neither archive warns
+        ``Invalid value for VR UI``, and the answers are those of this
+        archive's index."""
+        asking = RunningArchive(self, ae="ASKING")
+        asking.know(self.running)
+        image = self.images[4]
+        study = "%0.0s%0.0s%0.0s%0.0s%0.0s%s"
+        for text, found in (("=PAT0001", image.studyUID), ("=PAT*", ""), (f"={image.studyUID}", image.studyUID)):
+            self.assertEqual((yield asking.run(commands.studyFinder, f"LISTED|{text}|{study}|")), found, text)
+        series = yield asking.run(commands.seriesFinder, "LISTED|=PAT0001|%0.0s%0.0s%0.0s%0.0s%0.0s%0.0s%s|")
+        self.assertEqual(sorted(series.split("\n")), sorted({i.seriesUID for i in self.images[4:8]}))
+        self.assertEqual([w["message"] for w in self.flushWarnings() if "VR UI" in w["message"]], [])
+
+    @defer.inlineCallbacks
     def test_findersOnAnotherArchive(self):
         asking = RunningArchive(self, ae="ASKING")
         asking.know(self.running)

@@ -28,7 +28,9 @@ the commands say so.  These are live, used the next time they are needed:
   stay (``converterlines``): used for the objects stored from then on;
 - the ``[DICOMTLSNodes]`` section, which ``read_ini`` reads again (its
   node certificates too): used by the associations opened from then on,
-  a line whose AE acrnema.map has no entry for warned of.
+  a line whose AE acrnema.map has no entry for warned of;
+- the ``[DICOMwebServers]`` section, which ``read_ini`` reads again: used
+  by the export forwards and gets started from then on, as by the moves.
 
 Getting a key that is absent gives an empty value, and an index past the
 last entry no output, as with Conquest (scripts loop until it).  For a
@@ -52,6 +54,7 @@ from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, saveEdit, snapshot
 from pacscore.control.context import CommandError, checkUTF8, formatted
 from pacscore.control.converterlines import isConverterKey, use
+from pacscore.export.stow import SECTION as WEB_SERVERS, dicomWebServers
 from pacscore.db.drivers import redacted
 from pacscore.converters.rules import loadRules
 
@@ -134,24 +137,27 @@ def _items(context):
 
 
 def _usable(archive, refused, ini):
-    """The converter lines (a ``ConverterRules``) and ``[DICOMTLSNodes]``
-    (``{AE: ClientTLS}``) of ``ini``, dicom.ini as a command would leave
-    it; CommandError saying ``refused`` when the server could not use it:
-    not start with it (a value it cannot use, ``pacscore.config.settings``,
-    a converter line that does not parse, or a ``[DICOMTLSNodes]`` line
-    ``tlsNodes`` refuses), or, its control port bound to anything but
-    loopback, be left without ControlSecret."""
-    configuration = archive.configuration
+    """The converter lines (a ``ConverterRules``), ``[DICOMTLSNodes]``
+    (``{AE: ClientTLS}``) and ``[DICOMwebServers]`` (``{NAME:
+    DicomWebServer}``) of ``ini``, dicom.ini as a command would leave it;
+    CommandError saying ``refused`` when the server could not use it: not
+    start with it (a value it cannot use, ``pacscore.config.settings``, a
+    converter line that does not parse, a ``[DICOMTLSNodes]`` line
+    ``tlsNodes`` refuses or a ``[DICOMwebServers]`` URL ``dicomWebServers``
+    refuses), or, its control port bound to anything but loopback, be left
+    without ControlSecret."""
+    configuration = dataclasses.replace(archive.configuration, ini=ini)
     try:
-        checkSettings(dataclasses.replace(configuration, ini=ini))
+        checkSettings(configuration)
         rules = loadRules(ini, archive.commands)
         nodes = tlsNodes(ini, configuration.iniPath, configuration.workdir)
+        servers = dicomWebServers(configuration)
     except ConfigError as e:
         raise CommandError(f"{refused}: the server would not start with it: {e}") from None
     port = archive.controlPort
     if port is not None and port.requireSecret and not ini.get("ControlSecret", ""):
         raise CommandError(f"{refused}: the control port is not bound to loopback, it needs a ControlSecret")
-    return rules, nodes
+    return rules, nodes, servers
 
 
 def _applied(archive, rules, keys):
@@ -250,18 +256,23 @@ class ReadIni(ControlCommand):
 def _readIni(archive):
     configuration = archive.configuration
     ini = configuration.ini
-    before, tlsBefore = _keyed(ini), _keyed(ini, TLS_NODES)
+    sections = (TLS_NODES, WEB_SERVERS)  # read again and used at once
+    before = {section: _keyed(ini, section) for section in (MAIN_SECTION,) + sections}
 
     def compare(checked):
-        rules, nodes = checked
+        rules, nodes, servers = checked
         configuration.acrNemaMap.tlsNodes = nodes
+        if archive.exportRunner is not None:
+            archive.exportRunner.forwarder.dicomWebServers = servers
         configuration.warnOfMistypedTLSNodes()
         configuration.warnOfRepeatedWebServers()
-        changed, tlsChanged = _changed(before, _keyed(ini)), _changed(tlsBefore, _keyed(ini, TLS_NODES))
+        changed = _changed(before[MAIN_SECTION], _keyed(ini))
+        atOnce = [f"[{section}] {key}" for section in sections
+                  for key in _changed(before[section], _keyed(ini, section))]
         restart = _applied(archive, rules, changed)
-        lines = [f"{len(changed) + len(tlsChanged)} parameter(s) changed in {ini.path}"]
-        if tlsChanged:
-            lines.append(f"applied at once: {', '.join(f'[{TLS_NODES}] {ae}' for ae in tlsChanged)}")
+        lines = [f"{len(changed) + len(atOnce)} parameter(s) changed in {ini.path}"]
+        if atOnce:
+            lines.append(f"applied at once: {', '.join(atOnce)}")
         return "\n".join(lines + ([_restartNote(restart)] if restart else []))
 
     check = functools.partial(_usable, archive, f"{ini.path} not read")

@@ -209,6 +209,32 @@ class DicomIniCommandTests(unittest.TestCase):
         self.assertFalse(self.ini.has("SBROKEN", "DICOMTLSNodes"))
 
     @defer.inlineCallbacks
+    def test_readIniGivesTheExportForwarderDICOMwebServers(self):
+        """A [DICOMwebServers] line added or changed is used by the export
+        forwards from the read_ini on, and reported; a bad URL refuses the
+        read_ini naming its line, keeping the servers in use."""
+        forwarder = self.archive.exportService().forwarder  # not started: its servers are looked at
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set("WEB", "http://127.0.0.1:9/dicom-web", "DICOMwebServers")
+        onDisk.write()
+        output = yield self.running.run(commands.readIni, "")
+        self.assertEqual(output, f"1 parameter(s) changed in {self.path}\napplied at once: [DICOMwebServers] WEB")
+        self.assertEqual(forwarder.dicomWebServers["WEB"].url, "http://127.0.0.1:9/dicom-web")
+        onDisk.set("WEB", "http://127.0.0.1:8042/dicom-web", "DICOMwebServers")
+        onDisk.write()
+        yield self.running.run(commands.readIni, "")
+        self.assertEqual(forwarder.dicomWebServers["WEB"].url, "http://127.0.0.1:8042/dicom-web")
+        inUse = forwarder.dicomWebServers
+        onDisk.set("BAD", "ftp://nope", "DICOMwebServers")
+        onDisk.write()
+        error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+        where = f"{self.path}:{DicomIni.fromFile(self.path).lineOf('BAD', 'DICOMwebServers')}"
+        self.assertEqual(str(error), f"{self.path} not read: the server would not start with it: "
+                                     f"{where}: [DICOMwebServers] BAD: 'ftp://nope' is not an http:// or https:// URL")
+        self.assertIs(forwarder.dicomWebServers, inUse)
+        self.assertFalse(self.ini.has("BAD", "DICOMwebServers"))
+
+    @defer.inlineCallbacks
     def test_aDICOMTLSNodesLineTheMapHasNoEntryForIsWarnedOf(self):
         """A [DICOMTLSNodes] line whose AE acrnema.map has no entry for is
         read and warned of, naming it, by read_ini and after the map is

@@ -51,10 +51,11 @@ goes in P-DATA:
   above High Bit (embedded overlays) is coded at Bits Allocated precision
   in a lossless syntax, as DCMTK's true lossless mode does (and up to 8
   bits stored in 16 in JPEG-LS and JPEG 2000 always; their lossy modes,
-  whose error at 16 bits would leave the 8-bit range, refuse such an
-  image with a log line, so that it goes lossless instead), and a
-  stream coded at a precision above Bits Stored (or in RLE, which codes whole
-  words) is decoded at that precision, not masked to Bits Stored.
+  whose error at 16 bits would leave the 8-bit range, code such an image
+  losslessly in the same syntax instead, JPEG 2000 reversible and JPEG-LS
+  with NEAR 0, with a log line, not marked lossy), and a stream coded at
+  a precision above Bits Stored (or in RLE, which codes whole words) is
+  decoded at that precision, not masked to Bits Stored.
 * compressed -> another compressed: both of the above.
 * no Pixel Data (SR, presentation states, key objects ...): re-encoded as
   the target's encoding; in a compressed target syntax the data set is
@@ -553,6 +554,9 @@ def _compress(ds, target, quality):
         options["j2k_cr"] = [100 / quality]
     elif target == JPEG_LS_NEAR_LOSSLESS:
         options["jls_error"] = nearError(quality)
+    lossless = _lossless(target, options)
+    if target in (JPEG_2000, JPEG_LS_NEAR_LOSSLESS) and not lossless and _narrowInWide(ds):
+        options, lossless = _narrowLosslessOptions(ds, target), True
     before = len(ds.PixelData)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
@@ -564,9 +568,6 @@ def _compress(ds, target, quality):
         elif target == RLE_LOSSLESS and isWide(ds):
             encodeWideRle(ds)
         else:
-            lossless = _lossless(target, options)
-            if target in _LOSSY_METHODS and not lossless and _narrowInWide(ds):
-                _refuseNarrowLossy(ds, target)
             wide = target != RLE_LOSSLESS and (_narrowInWide(ds) or lossless and usesBitsAboveHighBit(ds))
             with codecLock(target), _allBitsStored(ds) if wide else contextlib.nullcontext():
                 if target == JPEG_LS_NEAR_LOSSLESS and not lossless and ds.get("PixelRepresentation") == 1:
@@ -575,7 +576,7 @@ def _compress(ds, target, quality):
     finally:
         del ds.file_meta
     method = _LOSSY_METHODS.get(target)
-    if method and not _lossless(target, options):  # JPEG-LS with NEAR 0 is bit-exact: never marked
+    if method and not lossless:  # JPEG-LS with NEAR 0, reversible JPEG 2000 are bit-exact: never marked
         _markLossy(ds, before / max(len(ds.PixelData), 1), method)
 
 
@@ -586,18 +587,18 @@ def _lossless(target, options):
         target == JPEG_LS_NEAR_LOSSLESS and options["jls_error"] == 0)
 
 
-def _refuseNarrowLossy(ds, target):
-    """_Problem, with a log line, for lossy ``target`` (JPEG 2000, JPEG-LS
-    with NEAR above 0) of ``ds`` storing up to 8 bits in wider words:
-    pydicom's encoders code them at Bits Allocated precision only
-    (``_narrowInWide``), where the coding error may take a value out of
-    its Bits Stored range (255 to 256, masked to 8 bits black). ``recode``
-    then takes the code's lossless syntax, or leaves the object as it is."""
-    reason = (f"its {ds.BitsStored} bits stored in {ds.BitsAllocated} can only be coded at {ds.BitsAllocated} "
-              f"bits, where a lossy coding's error would take values out of their {ds.BitsStored}-bit range")
-    log.info("{uid}: not coded in {syntax}: {reason}", uid=ds.get("SOPInstanceUID"),
-             syntax=_describe(target), reason=reason)
-    raise _Problem(reason)
+def _narrowLosslessOptions(ds, target):
+    """The encoder options coding ``ds``, storing up to 8 bits in wider
+    words, losslessly in the lossy ``target`` (JPEG 2000 reversible, at
+    ratio 1; JPEG-LS with NEAR 0), with a log line: pydicom's encoders
+    code such words at Bits Allocated precision only (``_narrowInWide``),
+    where a lossy coding's error may take a value out of its Bits Stored
+    range (255 to 256, masked to 8 bits black)."""
+    log.info("{uid}: coded lossless in {syntax}, lossy coding not applied: its {stored} bits stored in "
+             "{allocated} can only be coded at {allocated} bits, where a lossy coding's error would take "
+             "values out of their {stored}-bit range", uid=ds.get("SOPInstanceUID"), syntax=_describe(target),
+             stored=ds.BitsStored, allocated=ds.BitsAllocated)
+    return {"j2k_cr": [1]} if target == JPEG_2000 else {"jls_error": 0}
 
 
 def _checkSignedNear(ds, near):

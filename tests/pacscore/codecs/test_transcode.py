@@ -1089,14 +1089,14 @@ class BitsAboveHighBitTests(unittest.TestCase):
                     self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData)
 
 
-    def test_eightBitsInSixteenAreNotCodedLossy(self):
+    def test_eightBitsInSixteenAreCodedLosslessInTheLossySyntax(self):
         """8 bits stored in 16 can only be coded at 16 bits, where a lossy
         coding's error would take 255 to 256 (black at 8 bits): JPEG 2000
-        lossy (at 70 and 95) and JPEG-LS with NEAR 3 (70) refuse them,
-        with a log line, so that ``recode`` codes them lossless
-        (tests/pacscore/codecs/test_compression.py); JPEG-LS at 95 (NEAR 0)
-        keeps every word, an overlay bit and Bits Stored 8, with no window
-        added. A malformed Rescale Slope plays no part."""
+        lossy (at 70 and 95) and JPEG-LS with NEAR 3 (70) code them
+        losslessly in that same syntax instead (JPEG 2000 reversible,
+        JPEG-LS with NEAR 0), with a log line: every word back, an overlay
+        bit too, Bits Stored 8, no window added, not marked lossy. A
+        malformed Rescale Slope plays no part."""
         events = []
         observer = transcodeModule.log.observer
         transcodeModule.log.observer = events.append
@@ -1105,19 +1105,19 @@ class BitsAboveHighBitTests(unittest.TestCase):
             ds = eightBitsInSixteen(signed)
             data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
             for via, quality in ((JPEG_2000, 70), (JPEG_2000, 95), (JPEG_LS_NEAR_LOSSLESS, 70)):
+                case = (signed, via, quality)
                 del events[:]
-                with self.assertRaises(TranscodeError) as caught:
-                    quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, quality)
-                self.assertIn("its 8 bits stored in 16 can only be coded at 16 bits, where a lossy coding's "
-                              "error would take values out of their 8-bit range", str(caught.exception))
+                compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, quality)
                 self.assertEqual([(event["uid"], event["syntax"]) for event in events],
-                                 [(ds.SOPInstanceUID, f"{UID(via).name} ({via})")], (signed, via, quality))
-            compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_LS_NEAR_LOSSLESS, 95)
-            back = asFile(convert(compressed, JPEG_LS_NEAR_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN),
-                          EXPLICIT_VR_LITTLE_ENDIAN)
-            self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 8, 7), signed)
-            self.assertEqual(back.PixelData, ds.PixelData, signed)
-            self.assertNotIn("WindowCenter", back)
+                                 [(ds.SOPInstanceUID, f"{UID(via).name} ({via})")], case)
+                self.assertIn("lossy coding not applied: its 8 bits stored in 16 can only be coded at 16 bits",
+                              events[0]["log_format"].format(**events[0]), case)
+                coded = asFile(compressed, via)
+                self.assertNotIn("LossyImageCompression", coded, case)
+                back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+                self.assertEqual((back.BitsAllocated, back.BitsStored, back.HighBit), (16, 8, 7), case)
+                self.assertEqual(back.PixelData, ds.PixelData, case)
+                self.assertNotIn("WindowCenter", back, case)
 
 
 class SequentialScansTests(Checks, unittest.TestCase):

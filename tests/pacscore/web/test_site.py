@@ -601,6 +601,33 @@ class WadoTests(unittest.TestCase):
         self.assertIn(self.ct.SOPInstanceUID, text.text)
 
     @defer.inlineCallbacks
+    def test_eightBitsInSixteenInALossySyntaxOnly(self):
+        """8 bits stored in 16 (an overlay bit 12 in the first rows) asked
+        for in JPEG 2000 4.91 or JPEG-LS 4.81 (at imageQuality 70) only:
+        coded lossless in that syntax, every word back, Bits Stored 8, not
+        marked lossy (a lossy coding at 16 bits would take 255 out of the
+        8 bits)."""
+        ds = makeDataset("NARROW", "Narrow^Bits", generate_uid(), generate_uid(), generate_uid(), 1, 1)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 8, 7, 0
+        words = np.where(np.arange(64 * 64) % 64 < 32, 255, np.arange(64 * 64) % 256)
+        words = words | np.where(np.arange(64 * 64) // 64 < 20, 1 << 12, 0)
+        ds.PixelData = words.astype("<u2").tobytes()
+        path = os.path.abspath(self.mktemp()) + ".dcm"
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        for syntax, quality in (("1.2.840.10008.1.2.4.91", ""), ("1.2.840.10008.1.2.4.81", "70")):
+            answer = yield get(self.resource, requestType="WADO", studyUID=ds.StudyInstanceUID,
+                               seriesUID=ds.SeriesInstanceUID, objectUID=ds.SOPInstanceUID,
+                               contentType="application/dicom", transferSyntax=syntax, imageQuality=quality)
+            self.assertEqual(answer.code, 200, (syntax, answer.body[:300]))
+            received = pydicom.dcmread(io.BytesIO(answer.body))
+            self.assertEqual(received.file_meta.TransferSyntaxUID, syntax)
+            self.assertNotIn("LossyImageCompression", received, syntax)
+            received.decompress()
+            self.assertEqual((received.BitsStored, received.HighBit), (8, 7), syntax)
+            self.assertEqual(received.PixelData, ds.PixelData, syntax)
+
+    @defer.inlineCallbacks
     def test_dicomInItsOwnStoredSyntax(self):
         """RLE, which no compression code writes: sent as stored when
         stored in it (anonymized too), else 406."""

@@ -44,7 +44,8 @@ from pacscore.codecs.syntaxes import (
 from pacscore.codecs.transcode import (
     _EXPLICIT_HEADER, _EXTENDED_OFFSET_TABLE, _IMPLICIT_HEADER, INFLATED_IN_MEMORY, PIXEL_DATA,
     TranscodeError, _atPixelData, _clean, _decompressAll, _Problem, _write, changedAround, checkFrameSize,
-    codecLock, codedLossy, codedPrecision, conversionError, elementHeader, littleEndianLayout, markDecodedLossy)
+    codecLock, codedLossy, codedPrecision, conversionError, convertsToRGB, elementHeader, littleEndianLayout,
+    markDecodedLossy)
 from pacscore.storage.attributes import LONG_LENGTH, DatasetError, InflateWindow
 
 COPY_CHUNK = 1 << 20
@@ -210,7 +211,7 @@ def _decodeFrames(source, end, syntax, targetImplicit, out, change):
     options.update(codedPrecision(syntax, source, head))
     source.seek(valueStart)
     with codecLock(syntax):
-        frames = get_decoder(syntax).iter_array(source, validate=True, as_rgb=True, **options)
+        frames = get_decoder(syntax).iter_array(source, validate=True, as_rgb=convertsToRGB(head), **options)
         first, pixels = next(frames)
         _decodedHead(head, syntax, pixels, options, lossy)
         out.write(_write(head, targetImplicit, True))

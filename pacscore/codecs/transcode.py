@@ -454,13 +454,20 @@ def _decompress(ds, source):
     ds.file_meta.TransferSyntaxUID = source
     try:
         with codecLock(source):
-            decompress(ds, as_rgb=True, generate_instance_uid=False, **options)
+            decompress(ds, as_rgb=convertsToRGB(ds), generate_instance_uid=False, **options)
     finally:
         del ds.file_meta
     for keyword in _EXTENDED_OFFSET_TABLE:
         if keyword in ds:
             delattr(ds, keyword)
     markDecodedLossy(ds, source, lossy)
+
+
+def convertsToRGB(ds):
+    """Whether decoding ``ds`` converts YBR colour to RGB, as pacs does
+    (pydicom's conversion takes 8-bit samples only: colour in wider words,
+    such as 8 bits stored in 16, stays in its colour space)."""
+    return int(ds.get("BitsAllocated") or 8) <= 8
 
 
 def codedLossy(syntax, encapsulated):

@@ -1089,6 +1089,27 @@ class BitsAboveHighBitTests(unittest.TestCase):
                     self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData)
 
 
+    def test_eightBitsInSixteenColourComesBackUncompressed(self):
+        """YBR_FULL with 8 bits stored in 16, coded in JPEG 2000 (as
+        IncomingCompression jl stores it, or jk), decodes again, in
+        memory and file to file, as YBR_FULL words: the decoders asked
+        pydicom for RGB, which it converts from 8-bit samples only (WADO
+        422, getscu refused)."""
+        ds = image()
+        ds.SamplesPerPixel, ds.PlanarConfiguration, ds.PhotometricInterpretation = 3, 0, "YBR_FULL"
+        ds.BitsStored, ds.HighBit = 8, 7
+        ds.PixelData = (np.arange(64 * 64 * 3) % 256).astype("<u2").tobytes()
+        data = encode(ds, EXPLICIT_VR_LITTLE_ENDIAN)
+        for via in (JPEG_2000, JPEG_2000_LOSSLESS):
+            compressed = quietly(transcode, data, EXPLICIT_VR_LITTLE_ENDIAN, via, 70)
+            back = asFile(convert(compressed, via, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN)
+            self.assertEqual((back.PhotometricInterpretation, back.BitsStored), ("YBR_FULL", 8), via)
+            self.assertEqual(back.PixelData, ds.PixelData, via)
+            with tempfile.TemporaryFile() as out:
+                transcodeFile(io.BytesIO(compressed), 0, len(compressed), via, EXPLICIT_VR_LITTLE_ENDIAN, out)
+                out.seek(0)
+                self.assertEqual(asFile(out.read(), EXPLICIT_VR_LITTLE_ENDIAN).PixelData, ds.PixelData, via)
+
     def test_eightBitsInSixteenAreCodedLosslessInTheLossySyntax(self):
         """8 bits stored in 16 can only be coded at 16 bits, where a lossy
         coding's error would take 255 to 256 (black at 8 bits): JPEG 2000

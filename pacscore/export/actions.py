@@ -138,21 +138,29 @@ class LocalActions:
         the rows that still name the file as the delete saw it go, and their
         files unless another SOP instance was stored under the freed name
         since; an object stored again took its entry out (``Index``).  A
-        file that cannot be removed leaves them all as they are, logged,
-        for the next start."""
+        file that cannot be removed stops it, logged: the rows of the files
+        that went go with their entries (``_deleteRows``), in the same
+        transaction; that object and those after it stay as they are, their
+        entries too, for the next start."""
         with self.index.engine.begin() as connection:
             instances = self.index.deletes.left(connection)
             if not instances:
                 return
             standing = self._stillNamed(connection, instances)
-            try:
-                self._removeFiles([instance for instance in standing if not self._heldByAnother(instance)])
-            except OSError as e:
-                self.log.error("The delete(s) interrupted when the server stopped cannot be finished ({error}); "
-                               "tried again at the next start", error=e)
-                return
-            removed = self._deleteNamed(connection, standing)
-            self.index.deletes.clear(connection)
+            gone, error = self._removeFiles(standing)
+            if error is None:
+                removed = self._deleteNamed(connection, standing)
+                self.index.deletes.clear(connection)
+            else:
+                named = set(standing)
+                removed = self._deleteRows(connection, gone, True,
+                                           [instance for instance in instances if instance not in named])
+        if error is not None:
+            self.log.error("The delete(s) interrupted when the server stopped cannot be finished: the file of {uid} "
+                           "cannot be removed ({error}); {removed} object(s) removed, {left} left as they are for "
+                           "the next start", uid=standing[len(gone)].sopInstanceUID, error=error, removed=removed,
+                           left=len(standing) - len(gone))
+            return
         self.log.info("Finished the delete(s) interrupted when the server stopped: {removed} object(s) removed",
                       removed=removed)
 
@@ -183,8 +191,16 @@ class LocalActions:
             self.reader.removeCopiesIfSame(instance.deviceName, instance.objectFile, identity)
 
     def _removeFiles(self, instances):
-        for instance in instances:
-            self.reader.removeCopies(instance.deviceName, instance.objectFile)
+        """The files of ``instances``, in order, but those given to another
+        SOP instance since (``_heldByAnother``); the instances done and the
+        ``OSError`` that stopped it at the next one (None when none did)."""
+        for number, instance in enumerate(instances):
+            try:
+                if not self._heldByAnother(instance):
+                    self.reader.removeCopies(instance.deviceName, instance.objectFile)
+            except OSError as e:
+                return instances[:number], e
+        return instances, None
 
     def _deleteRows(self, connection, instances, filesRemoved, forgotten=()):
         """In the index writer (ordered with stores): the image rows that

@@ -19,6 +19,7 @@ from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.storage import reader
+from pacscore.storage.devices import removeFile as realRemoveFile
 from pacscore.storage.devices import removeIfSame as realRemoveIfSame
 from pacscore.storage.regen import fileRecord
 from pacscore.testing.corpus import generateCorpus
@@ -253,6 +254,47 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
             lambda connection: connection.execute(select(again.archive.index.tables.image.c.SOPInstanceUID))
             .scalars().all())
         self.assertEqual(uids, [other.SOPInstanceUID])
+
+
+    @defer.inlineCallbacks
+    def test_aFileThatCannotBeRemovedAtTheRestartKeepsTheRowsOfTheOthers(self):
+        """The restart cannot remove the fourth file of six: the rows of
+        the three files that went go with their entries, that object and
+        the two after it keep their rows, files and entries, logged, and
+        the next start finishes them."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                seriesPerStudy=2, imagesPerSeries=3)
+        yield running.store(images)
+        self.killedWhileRemoving(running, 0)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        tried = []
+
+        def removeFile(path):
+            tried.append(path)
+            if len(tried) == 4:
+                raise PermissionError(1, "Operation not permitted", path)
+            return realRemoveFile(path)
+        self.patch(reader, "removeFile", removeFile)
+        again, lines = yield self.restarted(running)
+        index = again.archive.index
+        uids = yield index.runQuery(
+            lambda connection: connection.execute(select(index.tables.image.c.SOPInstanceUID)).scalars().all())
+        left = yield index.runQuery(index.deletes.left)
+        self.assertEqual(sorted(os.path.basename(path)[:-4] for path in again.files()), sorted(uids))
+        self.assertEqual(sorted(instance.sopInstanceUID for instance in left), sorted(uids))
+        self.assertEqual(len(uids), 3)
+        self.assertIn(tried[3], again.files())
+        stuck = os.path.basename(tried[3])[:-4]
+        self.assertEqual([line for line in lines if "cannot be finished" in line], [
+            f"The delete(s) interrupted when the server stopped cannot be finished: the file of {stuck} cannot be "
+            f"removed ([Errno 1] Operation not permitted: '{tried[3]}'); 3 object(s) removed, 3 left as they are "
+            "for the next start"])
+        self.patch(reader, "removeFile", realRemoveFile)
+        last, lines = yield self.restarted(again)
+        self.assertEqual((yield last.count("image")), 0)
+        self.assertEqual(last.files(), [])
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 3 object(s) removed", lines)
 
 
 class DeleteInPartsTests(DeleteHelpers, unittest.TestCase):

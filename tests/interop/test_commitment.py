@@ -80,6 +80,17 @@ class StorageCommitmentTests(unittest.TestCase):
             association.release()
         return association, status
 
+    def releaseAfterReport(self, association):
+        """Release MODALITY's association once pacs logged its report taken:
+        a release begun while pynetdicom's own thread still finishes its
+        N-EVENT-REPORT-RSP can spin for ever (its reactor left paused), so
+        the test hung; a release that still does not end fails it."""
+        waitFor(lambda: "reported to MODALITY on its association" in self.server.log(), message="the log line")
+        releasing = threading.Thread(target=association.release, daemon=True)
+        releasing.start()
+        releasing.join(30)
+        self.assertFalse(releasing.is_alive(), "pynetdicom's A-RELEASE did not end within 30 s")
+
     def test_reportOnTheSameAssociation(self):
         """Stored CT committed; an unknown UID (0x0112) and CT's UID under
         the MR class (0x0119) not: event type 2 on the open association."""
@@ -98,8 +109,7 @@ class StorageCommitmentTests(unittest.TestCase):
         self.assertEqual({(item.ReferencedSOPInstanceUID, item.ReferencedSOPClassUID, item.FailureReason)
                           for item in report.FailedSOPSequence},
                          {(unknown, self.ct.SOPClassUID, 0x0112), (self.ct.SOPInstanceUID, MR_STORAGE, 0x0119)})
-        waitFor(lambda: "reported to MODALITY on its association" in self.server.log(), message="the log line")
-        association.release()
+        self.releaseAfterReport(association)
 
     def test_damagedFilesNotCommitted(self):
         """The stored CT file cut to half its size, the MR one overwritten
@@ -121,7 +131,7 @@ class StorageCommitmentTests(unittest.TestCase):
         association, status = self.send(request, [(evt.EVT_N_EVENT_REPORT, reports.handle)], release=False)
         self.assertEqual(status.Status, 0x0000)
         eventType, report, _ = reports.wait()
-        association.release()
+        self.releaseAfterReport(association)
         self.assertEqual(eventType, 2)
         self.assertNotIn("ReferencedSOPSequence", report)
         self.assertEqual({(item.ReferencedSOPInstanceUID, item.FailureReason) for item in report.FailedSOPSequence},

@@ -192,23 +192,33 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
         self.assertIsNone(acrNemaMap.lookup("CONQUESTSRV1").tls)
 
+    def withTLSNodes(self, mapLines, nodeLines):
+        """The configuration loaded with ``mapLines`` added to acrnema.map
+        and a [DICOMTLSNodes] section of ``nodeLines`` (``{hospital}`` and
+        ``{other}``: two authorities' certificates), its warning lines, and
+        the hospital authority."""
+        hospital = Authority(os.path.abspath(self.mktemp()), "hospital")
+        other = Authority(os.path.abspath(self.mktemp()), "other")
+        writeFile(self.configDir, "acrnema.map", AMAP + mapLines)
+        with open(self.ini, "a") as f:
+            f.write("[DICOMTLSNodes]\n" + nodeLines.format(hospital=hospital.certificate, other=other.certificate))
+        with capturedLogs() as events:
+            configuration = loadConfiguration(self.configDir, self.workdir)
+        return (configuration, [formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
+                hospital)
+
     def test_ofTLSNodeLinesWithTheSameAETheFirstIsUsed(self):
         """As README says and ``DicomIni.get`` and read_ini read them, the
         first of two lines with the same AE (case ignored) is used; the
         other is warned of, naming its line, and a bad one named by its own."""
-        hospital = Authority(os.path.abspath(self.mktemp()), "hospital")
-        other = Authority(os.path.abspath(self.mktemp()), "other")
-        writeFile(self.configDir, "acrnema.map", AMAP + "SECUREPACS  127.0.0.1  21112\n")
-        with open(self.ini, "a") as f:
-            f.write(f"[DICOMTLSNodes]\nSECUREPACS = caCerts={hospital.certificate}\n"
-                    f"securepacs = caCerts={other.certificate}:hostname=evil\n")
-        with capturedLogs() as events:
-            configuration = loadConfiguration(self.configDir, self.workdir)
+        configuration, warnings, hospital = self.withTLSNodes(
+            "SECUREPACS  127.0.0.1  21112\n",
+            "SECUREPACS = caCerts={hospital}\nsecurepacs = caCerts={other}:hostname=evil\n")
         tls = configuration.acrNemaMap.lookup("SECUREPACS").tls
         self.assertEqual(tls.authorities[0].to_cryptography().subject.rfc4514_string(), "CN=hospital")
         self.assertEqual(configuration.ini.get("SECUREPACS", section="DICOMTLSNodes"),
                          f"caCerts={hospital.certificate}")
-        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
+        self.assertEqual(warnings,
                          [f"{self.ini}:9: [DICOMTLSNodes] securepacs: the earlier line 8 has this AE: this one is "
                           "ignored, the first is used"])
         with open(self.ini, "a") as f:
@@ -221,17 +231,12 @@ class LoadTests(unittest.TestCase):
         """A line whose AE an earlier wildcard line matches (``SECUREB``
         after ``SECURE*``) is never used, the first matching line being:
         it is warned of, naming both lines."""
-        hospital = Authority(os.path.abspath(self.mktemp()), "hospital")
-        other = Authority(os.path.abspath(self.mktemp()), "other")
-        writeFile(self.configDir, "acrnema.map", AMAP + "SECUREB  127.0.0.1  21112\nSECURE*  127.0.0.1  21113\n")
-        with open(self.ini, "a") as f:
-            f.write(f"[DICOMTLSNodes]\nSECURE* = caCerts={other.certificate}\n"
-                    f"SECUREB = caCerts={hospital.certificate}\n")
-        with capturedLogs() as events:
-            configuration = loadConfiguration(self.configDir, self.workdir)
+        configuration, warnings, _ = self.withTLSNodes(
+            "SECUREB  127.0.0.1  21112\nSECURE*  127.0.0.1  21113\n",
+            "SECURE* = caCerts={other}\nSECUREB = caCerts={hospital}\n")
         tls = configuration.acrNemaMap.lookup("SECUREB").tls
         self.assertEqual(tls.authorities[0].to_cryptography().subject.rfc4514_string(), "CN=other")
-        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn],
+        self.assertEqual(warnings,
                          [f"{self.ini}:9: [DICOMTLSNodes] SECUREB: the earlier line 8 SECURE* matches every AE "
                           "this one does: this one is never used"])
 

@@ -167,16 +167,23 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
         self.assertIn("Finished the delete(s) interrupted when the server stopped: 6 object(s) removed", lines)
 
     @defer.inlineCallbacks
+    def patientDeleteKilled(self, at, **corpus):
+        """An archive (FileNameSyntax 8) holding one patient's ``corpus``,
+        whose delete of that patient is killed removing its files (at
+        ``at``, see ``killedWhileRemoving``): (running, images)."""
+        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, **corpus)
+        yield running.store(images)
+        self.killedWhileRemoving(running, at)
+        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        return running, images
+
+    @defer.inlineCallbacks
     def test_anObjectStoredAgainUnderItsNameIsKept(self):
         """FileNameSyntax 8 (%id\\%sopuid.dcm): an object whose file the
         delete removed, stored again (acknowledged) before the kill, keeps
         its row and file at the restart; the others go."""
-        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
-        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
-                                seriesPerStudy=1, imagesPerSeries=4)
-        yield running.store(images)
-        self.killedWhileRemoving(running, 1)
-        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        running, images = yield self.patientDeleteKilled(1, seriesPerStudy=1, imagesPerSeries=4)
         yield running.store(images[:1])
         self.assertEqual(len(running.files()), 1)
         again, lines = yield self.restarted(running)
@@ -262,12 +269,7 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
         the three files that went go with their entries, that object and
         the two after it keep their rows, files and entries, logged, and
         the next start finishes them."""
-        running = RunningArchive(self, ini={"FileNameSyntax": "8"})
-        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
-                                seriesPerStudy=2, imagesPerSeries=3)
-        yield running.store(images)
-        self.killedWhileRemoving(running, 0)
-        yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), Crashed)
+        running, images = yield self.patientDeleteKilled(0, seriesPerStudy=2, imagesPerSeries=3)
         tried = []
 
         def removeFile(path):

@@ -199,6 +199,12 @@ class TwistdTests(unittest.TestCase):
         self.assertIn(f"twistd: cannot start: {blocker}/data: Not a directory", output)
         self.assertNotIn("Traceback", output)
 
+    def pidFileGoes(self, pidFile):
+        """The refused daemon's pid file is gone: the launcher returns once
+        the daemon reports, and the daemon removes it as it exits, a moment
+        later."""
+        waitFor(lambda: not os.path.exists(pidFile), timeout=30, message="the refused daemon's pid file to go")
+
     def test_aDaemonThatCannotStartTellsItsLauncher(self):
         """Daemonized (no -n), a start refused once the services start (the
         folder of MAG0 missing while the index holds objects on it) ends
@@ -218,9 +224,7 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("An error has occurred", result.stderr)
         self.assertIn("cannot start: the folder of MAG0 is missing", result.stderr)
-        # The launcher returns once the daemon reports; the daemon removes
-        # its pid file as it exits, a moment later.
-        waitFor(lambda: not os.path.exists(pidFile), timeout=30, message="the refused daemon's pid file to go")
+        self.pidFileGoes(pidFile)
         self.assertIn("cannot start: the folder of MAG0 is missing but the index holds objects on it", server.log())
 
     def test_theFilesAreMadeByTheUserOfUid(self):
@@ -375,7 +379,7 @@ class TwistdTests(unittest.TestCase):
                                  f"tcp:{server.port}:interface=127.0.0.1", cwd=server.workdir)
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("cannot listen", result.stderr)
-        self.assertFalse(os.path.exists(pidFile))
+        self.pidFileGoes(pidFile)
 
     def test_portOutOfRangeStopsStartupWithoutTraceback(self):
         server = PacsServer(self.mktemp())

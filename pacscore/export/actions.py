@@ -172,10 +172,6 @@ class LocalActions:
         self.index.deletes.write(connection, instances)
         return identities
 
-    def _forget(self, connection, instances):
-        """In the index writer: take the ``PacsDeletes`` entries of ``instances`` out."""
-        self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in instances])
-
     def _identityAt(self, instance):
         """``identityOf`` the file of ``instance``; None when its device is gone."""
         try:
@@ -216,7 +212,7 @@ class LocalActions:
         candidates = [instance for instance in instances if not (filesRemoved and self._storedAgain(instance))]
         removed = self._deleteNamed(connection, self._stillNamed(connection, candidates))
         if filesRemoved:
-            self._forget(connection, [*instances, *forgotten])
+            self.index.deletes.clear(connection, [instance.sopInstanceUID for instance in (*instances, *forgotten)])
         return removed
 
     def _deleteNamed(self, connection, gone):

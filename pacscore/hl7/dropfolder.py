@@ -12,7 +12,11 @@ applied, in order, at the next scans.  The file is never written: how far
 it got is kept in memory (``HeldFile``), so the next scans of the same
 unchanged file start from that message and none is applied twice; a file
 that changed (another inode, modification time or size) is a new file,
-applied from its first message.  Such a file is logged once, its failure
+applied from its first message, unless it is the same inode whose first
+messages are still those applied (a RIS appending to it): it goes on from
+the first one not applied.  A file that changed while it was applied (a
+RIS writing it in place) is not moved but logged and left for the next
+scans, which so apply the messages it got meanwhile.  Such a file is logged once, its failure
 logged and counted once by the intake (a new failure of it logged once
 more), until it moves.  Files are
 applied in the order they were last modified (names break ties), so an
@@ -50,10 +54,19 @@ SEGMENT_ENDS = (b"\r", b"\n", b"\x1c")
 class HeldFile(NamedTuple):
     """How far a file held back by a failure that may pass got."""
 
-    identity: tuple  # (inode, mtime, size) of the file it was: a file that differs is a new one
+    identity: tuple  # (inode, mtime, size) of the file it was
     start: int  # the index of its first message not applied
-    reason: str  # the failure that holds it, logged once
+    reason: str  # the failure that holds it, logged once (None: held because it changed while applied)
     refused: tuple  # "message n: code text" of its messages before ``start`` not accepted
+    applied: tuple  # its raw messages before ``start``
+
+    def goesOnIn(self, identity, messages):
+        """Whether the file read as ``identity`` and ``messages`` is this
+        one, as it was or grown (same inode, the same first messages): it
+        goes on from ``start``; otherwise it is a new file."""
+        return identity == self.identity or (
+            identity is not None and identity[0] == self.identity[0]
+            and tuple(messages[:self.start]) == self.applied)
 
 
 class DropFolder:
@@ -165,13 +178,13 @@ class DropFolder:
             self.log.warn("HL7 drop folder: {name} has not changed for {scans} scans but its last segment "
                           "has no end (CR, LF): applied as it is", name=name, scans=scans)
         held = self._held.get(name)
-        if held is None or held.identity != identity:
-            held = HeldFile(identity, 0, None, ())
+        if held is None or not held.goesOnIn(identity, messages):
+            held = HeldFile(identity, 0, None, (), ())
         outcomes = yield applyMessages(self.intake, messages[held.start:], again=held.reason is not None)
         refused = held.refused + tuple(line for line, o in zip(outcomeLines(outcomes, held.start + 1), outcomes)
                                        if o.code != "AA" and not o.retry)
         if outcomes and outcomes[-1].retry:
-            self._hold(name, held, outcomes, refused)
+            self._hold(name, held, messages, outcomes, refused)
             return None
         self._held.pop(name, None)
         if tooLarge:
@@ -183,7 +196,7 @@ class DropFolder:
         else:
             target, why = PROCESSED, f"{len(messages)} message(s) applied"
         try:
-            moved = yield self.workers.deferToWorker(_moveInto, path, os.path.join(self.path, target))
+            moved = yield self.workers.deferToWorker(_moveInto, path, os.path.join(self.path, target), identity)
         except OSError as e:
             if state is not None:
                 self._unmovable.add((name, *state))
@@ -191,15 +204,21 @@ class DropFolder:
                            "it stays there and is not applied again until it changes",
                            name=name, why=why, target=target, error=e)
             return outcomes
+        if moved is None:
+            self._held[name] = HeldFile(identity, len(messages), None, refused, tuple(messages))
+            self.log.warn("HL7 drop folder: {name} changed while its {count} message(s) were applied: it stays "
+                          "for the next scans, which apply the messages it got meanwhile (none of those "
+                          "{count} again unless it was written anew)", name=name, count=len(messages))
+            return None
         log = self.log.info if target == PROCESSED else self.log.warn
         log("HL7 drop folder: {name} -> {moved}: {why}", name=name, moved=moved, why=why)
         return outcomes
 
-    def _hold(self, name, held, outcomes, refused):
+    def _hold(self, name, held, messages, outcomes, refused):
         """Keep in memory that the file ``name`` (``held`` before this
-        scan) stopped at its last ``outcomes`` (retry), ``refused`` those
-        before it not accepted; log the ones newly refused, and the
-        failure when it is new."""
+        scan, its raw ``messages``) stopped at its last ``outcomes``
+        (retry), ``refused`` those before it not accepted; log the ones
+        newly refused, and the failure when it is new."""
         stop = held.start + len(outcomes)
         last = outcomes[-1]
         reason = f"{last.code} {last.text}" + (f" ({last.cause})" if last.cause else "")
@@ -211,7 +230,7 @@ class DropFolder:
                           name=name, number=stop, reason=reason,
                           kept=f"; messages 1 to {stop - 1} are not applied again while it is unchanged"
                           if stop > 1 else "")
-        self._held[name] = HeldFile(held.identity, stop - 1, reason, refused)
+        self._held[name] = HeldFile(held.identity, stop - 1, reason, refused, tuple(messages[:stop - 1]))
 
 
 @defer.inlineCallbacks
@@ -276,9 +295,14 @@ def _readFile(path, mayWait):
     return messages, ended, (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
-def _moveInto(path, folder):
+def _moveInto(path, folder, identity=None):
     """Move ``path`` into ``folder`` (made when missing) without
-    overwriting; the new path."""
+    overwriting; the new path, or None (not moved) when it is no longer
+    the file read as ``identity`` (inode, mtime, size)."""
+    if identity is not None:
+        status = os.stat(path)
+        if (status.st_ino, status.st_mtime_ns, status.st_size) != identity:
+            return None
     os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
     target = os.path.join(folder, base)

@@ -35,6 +35,21 @@ class SynchronousWorkers:
         return defer.maybeDeferred(f, *args)
 
 
+class WorkersChangingAFile(SynchronousWorkers):
+    """The I/O pool, run at once, that calls ``change`` once the first
+    file was read (a RIS writing a file while pacs applies it)."""
+
+    def __init__(self, change):
+        self.change = change
+
+    def deferToWorker(self, f, *args):
+        result = defer.maybeDeferred(f, *args)
+        if f is dropfolder._readFile and self.change is not None:
+            self.change, change = None, self.change
+            change()
+        return result
+
+
 class IntakeTestCase(unittest.TestCase):
 
     def setUp(self):
@@ -676,6 +691,57 @@ class DropFolderTests(IntakeTestCase):
         stays = [formatEvent(event) for event in logged if "stays" in formatEvent(event)]
         self.assertEqual(len(stays), 3, stays)
         self.assertIn("disk I/O error", stays[-1])
+
+    def test_aFileAppendedToWhileAppliedIsNotMovedUnapplied(self):
+        """An order a RIS appended to a file while pacs applied it went to
+        processed/ with the file, never applied, logged as 'N message(s)
+        applied'.  The file now stays, with a log line, and the next scans
+        apply only the order appended: the others are not applied again
+        (a cancel received meanwhile stays in effect)."""
+        path = os.path.join(self.path, "daily.hl7")
+        self.drop("daily.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
+
+        def append():
+            with open(path, "ab") as f:
+                f.write(orderMessage("M3", "LATE", "P3", "E^F").replace(b"\r", b"\n") + b"\n")
+            os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1))
+
+        self.folder.workers = WorkersChangingAFile(append)
+        logged = self.logged()
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC1", "ACC2"])
+        self.assertEqual(os.listdir(os.path.join(self.path, PROCESSED)), [])
+        self.assertEqual([formatEvent(event) for event in logged],
+                         ["HL7 drop folder: daily.hl7 changed while its 2 message(s) were applied: it stays for "
+                          "the next scans, which apply the messages it got meanwhile (none of those 2 again "
+                          "unless it was written anew)"])
+        self.assertEqual(self.process(orderMessage("M4", "ACC1", "P1", "A^B", control="CA")).code, "AA")
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC2", "LATE"])
+        self.assertEqual(self.controlIds(PROCESSED, "daily.hl7"), ["M1", "M2", "M3"])
+        self.assertEqual(formatEvent(logged[-1]), "HL7 drop folder: daily.hl7 -> "
+                         f"{os.path.join(self.path, PROCESSED, 'daily.hl7')}: 3 message(s) applied")
+        self.assertEqual(self.counters["hl7Applied"], 4)
+
+    def test_aFileReplacedWhileAppliedIsAppliedAsANewFile(self):
+        """A file a RIS wrote anew under the same name (another inode)
+        while pacs applied the old one was moved to processed/ unread.  It
+        now stays and is applied, from its first message, as a new file."""
+        path = os.path.join(self.path, "a.hl7")
+        self.drop("a.hl7", [orderMessage("M1", "ACC1", "P1", "A^B")])
+
+        def replace():
+            self.drop(".a.hl7", [orderMessage("M2", "ACC2", "P2", "C^D")])
+            os.replace(os.path.join(self.path, ".a.hl7"), path)
+
+        self.folder.workers = WorkersChangingAFile(replace)
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC1"])
+        self.assertEqual(sorted(os.listdir(self.path)), ["a.hl7", FAILED, PROCESSED])
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC1", "ACC2"])
+        self.assertEqual(self.controlIds(PROCESSED, "a.hl7"), ["M2"])
+        self.assertEqual(sorted(os.listdir(self.path)), [FAILED, PROCESSED])
 
     def test_aStuckFileIsLoggedAndCountedOnce(self):
         """A file held by a database failure logged its failure, its AR and

@@ -170,7 +170,7 @@ class Archive:
                                                    allowTruncate=configuration.allowTruncate)
         except ValueError as e:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
-        self.worklistItems = WorklistItems(self.index, self.worklistMapping.generatedColumns)
+        self.worklistItems = WorklistItems(self.index)
         self.worklistMode = ini.getint("WorkListMode", 0)
         self.debugLevel = ini.getint("DebugLevel", 0)  # of the debug log, set when the service starts
         amenders = []  # in this order: the import converters then see Conquest's fixed Patient IDs

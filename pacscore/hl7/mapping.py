@@ -88,6 +88,7 @@ class OrderItem(NamedTuple):
     values: dict    # column name -> str for every column with a source
     absent: frozenset = frozenset()  # columns the message sends no value for: a change keeps them
     orderStatus: str = ""  # of an SC: ORC-5 ("IP", "CM", "CA", ...) in upper case
+    generated: frozenset = frozenset()  # columns whose value was generated (*AN, *UI): a change keeps them
 
 
 class _Field(NamedTuple):
@@ -330,7 +331,9 @@ class WorklistMapping:
         for group in groups:
             control = _identifier(group, 1) or "NW"
             invalid = {}  # (segment, field, timestamp) -> the columns it leaves empty
-            values = {c.name: self._value(c, group, outside, message, invalid, parsed) for c in self._columns}
+            generated = set()  # the columns whose value is generated
+            values = {c.name: self._value(c, group, outside, message, invalid, parsed, generated)
+                      for c in self._columns}
             for (segment, field, sent), names in invalid.items():
                 reason = (REDUCED_PRECISION if isReducedPrecision(sent) else "is no valid date or time")
                 self.log.warn("HL7 {id}: {columns} left empty: {segment}.{field} {sent} {reason}",
@@ -341,19 +344,21 @@ class WorklistMapping:
             self.log.debug("HL7 {control} {id}: worklist values {values}",
                            control=control, id=message.controlId, values=values)
             orderStatus = _identifier(group, 5) if control == STATUS_CONTROL else ""
-            items.append(OrderItem(control, values, absent, orderStatus))
+            items.append(OrderItem(control, values, absent, orderStatus, frozenset(generated)))
         return items
 
-    def _value(self, column, group, outside, message, invalid, parsed):
+    def _value(self, column, group, outside, message, invalid, parsed, generated):
         """The value of ``column`` from the first of its sources the message
         sends (the component a source names: ``IPC.3.0|*UI`` of an IPC-3
         ``^RIS`` generates), else the empty one of the first whose field it
         sends without that component (the field sent, it clears the column,
         as a source alone does); None when it sends none (HL7 says to leave
-        it as it is)."""
+        it as it is); the column's name is added to ``generated`` when its
+        value is generated (``*AN``, ``*UI``)."""
         withoutComponent = None
         for source in column.sources:
             if source in _GENERATED:
+                generated.add(column.name)
                 return self._generate(source)
             segment = _sending(source, group, outside)
             if segment is None:

@@ -13,7 +13,7 @@ an XO of the item (a changed accession number: the old item cancelled and
 the new one inserted, in one transaction), a new item an NW; ``*AN`` and
 ``*UI`` columns (dicom.sql's HL7 sources) left empty are generated, and
 keep their value when an item changes (also when its accession number
-does: the new item takes them).  Values that are no valid DICOM are
+does: the new item takes them); a value typed there is stored.  Values that are no valid DICOM are
 refused (400, naming the column): longer than their column, a date that
 is no real YYYYMMDD or a time no real HHMMSS.FFFFFF (``isDate``,
 ``isTime``, as HL7 orders are checked), a Patient's Sex other than M, F

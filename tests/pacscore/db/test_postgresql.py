@@ -276,7 +276,7 @@ class HungServerTests(unittest.TestCase):
         index.start()
         self.addCleanup(index.stop)
         mapping = WorklistMapping(layout.worklist)
-        intake = WorklistIntake(mapping, WorklistItems(index, mapping.generatedColumns))
+        intake = WorklistIntake(mapping, WorklistItems(index))
         yield index.store(test_index.makeRecord("1.2.3.1.1"))  # the writer's connection is open
         resume = server.pause(self)
         started = time.monotonic()

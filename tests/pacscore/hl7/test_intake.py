@@ -59,8 +59,7 @@ class IntakeTestCase(unittest.TestCase):
         self.index.createTables()
         mapping = WorklistMapping(layout.worklist)
         self.counters = {}
-        self.intake = WorklistIntake(mapping, WorklistItems(self.index, mapping.generatedColumns,
-                                                            runWrite=runNow(self.index)),
+        self.intake = WorklistIntake(mapping, WorklistItems(self.index, runWrite=runNow(self.index)),
                                      application="PACSAE", counters=self.counters)
 
     def rows(self):
@@ -250,6 +249,26 @@ class WorklistIntakeTests(IntakeTestCase):
             outcome = self.process(orderMessage(f"M{number}", "ACC1", "P", "A^B", control=control))
             self.assertEqual(outcome.code, "AA", (control, outcome.text))
         self.assertEqual(sorted(self.rows()), ["ACC1"])
+
+    def test_theStudyInstanceUIDTheRISSendsReplacesTheGeneratedOne(self):
+        """An IPC-3 a change (XO) or a repeated new order (NW) sends was
+        ignored once the item existed: the modality was given the UID pacs
+        generated for the first order, not the RIS's.  It now replaces it;
+        an order that sends none keeps the item's."""
+        def sent(uid):
+            return f"\rIPC|ACC1|RP1|{uid}^RIS|SPS1|CT".encode()
+        self.assertEqual(self.process(orderMessage("M1", "ACC1", "P1", "A^B")).code, "AA")
+        generated = self.rows()["ACC1"].StudyInstanceUID
+        self.assertEqual(self.process(orderMessage("M2", "ACC1", "P1", "A^B", control="XO")).code, "AA")
+        self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, generated)
+        self.assertEqual(self.process(orderMessage("M3", "ACC1", "P1", "A^B", control="XO")
+                                      + sent("1.2.840.99999.1.2.3")).code, "AA")
+        self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, "1.2.840.99999.1.2.3")
+        self.assertEqual(self.process(orderMessage("M4", "ACC1", "P1", "A^B") + sent("1.2.840.99999.1.2.4")).code,
+                         "AA")
+        self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, "1.2.840.99999.1.2.4")
+        self.assertEqual(self.process(orderMessage("M5", "ACC1", "P1", "A^B")).code, "AA")
+        self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, "1.2.840.99999.1.2.4")
 
     def test_statusChangedOrders(self):
         """ORC-1 SC (status changed): ORC-5 CA or DC removes the item; any

@@ -146,6 +146,20 @@ class SourceTests(unittest.TestCase):
         alone = WorklistMapping([column("Described", "OBR.4.0|PID.40")]).items(message(PID, orc(), obr(service="^CT")))
         self.assertEqual((alone[0].values, alone[0].absent), ({"Described": ""}, frozenset()))
 
+    def test_generatedOnlyWhenNoValueIsSent(self):
+        """An item says which of its values were generated (a change keeps
+        the item's): the Study Instance UID of ``IPC.3.0|*UI`` when IPC-3
+        sends none, never one the RIS sends."""
+        mapping = WorklistMapping([column("StudyInstanceUID", "IPC.3.0|*UI", tag=STUDY_UID, dicomType="DT_UI"),
+                                   column("Described", "OBR.4.0")], newUID=lambda: "1.2.3.1")
+
+        def generated(*segments):
+            return mapping.items(message(PID, orc("XO"), obr(), *segments))[0].generated
+        ipc = {1: "ACC100", 2: "RP1", 4: "SPS1", 5: "CT"}
+        self.assertEqual(generated(), frozenset({"StudyInstanceUID"}))
+        self.assertEqual(generated(segment("IPC", {**ipc, 3: "^RIS"})), frozenset({"StudyInstanceUID"}))
+        self.assertEqual(generated(segment("IPC", {**ipc, 3: "1.2.840.99999.1.2.3^RIS"})), frozenset())
+
     def test_alternativeByTheComponentOfTheRepetitionsRead(self):
         """A single-valued column reads a field's first repetition only, so
         a component a later one holds does not make its source sent:
@@ -636,11 +650,11 @@ class DefaultLayoutTests(unittest.TestCase):
 
     def test_latin1(self):
         self.assertEqual(self.mapping.items(parseMessage(encoded(orm("8859/1"), "8859/1"))),
-                         [OrderItem("NW", self.expected)])
+                         [OrderItem("NW", self.expected, generated=frozenset(self.generated))])
 
     def test_utf8(self):
         self.assertEqual(self.mapping.items(parseMessage(encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8"))),
-                         [OrderItem("NW", self.expected)])
+                         [OrderItem("NW", self.expected, generated=frozenset(self.generated))])
 
     def test_omi(self):
         """An OMI^O23 (HL7 v2.5, IHE RAD-4) gives its start in TQ1-7, OBR-7

@@ -87,6 +87,17 @@ class WorklistPageTests(unittest.TestCase):
         self.assertEqual((after["AccessionNumber"], after["StudyInstanceUID"]), ("ACC2", item["StudyInstanceUID"]))
 
     @defer.inlineCallbacks
+    def test_anEditedGeneratedValueIsStored(self):
+        """A Study Instance UID typed on the edit page was dropped while the
+        page said 'worklist item ACC1 updated': it is now stored."""
+        yield post(self.resource, mode="saverecord", **dict(ITEM, StudyInstanceUID=""))
+        changed = yield post(self.resource, mode="saverecord", **dict(
+            ITEM, **{"original accession": "ACC1", "StudyInstanceUID": "1.2.840.99999.7.7.7"}))
+        self.assertIn("worklist item ACC1 updated", changed.text)
+        [after] = yield self.items()
+        self.assertEqual(after["StudyInstanceUID"], "1.2.840.99999.7.7.7")
+
+    @defer.inlineCallbacks
     def test_listSelectedAndCut(self):
         """As Conquest's worklist page, the list takes the top page's search
         fields and a ``query`` text, lists by start date and time, and says

@@ -10,8 +10,12 @@ OBR-7 empty; ``IPC.3.0|*UI``: the RIS's Study Instance UID, the first
 component of IPC-3's EI, a new one when it sends none; a generated value
 only last; a source that names a component is sent when that component
 is, not any other of its field);
-a moment, whose field gives both a date and a time column (OBR-7), in
-the server's local time when it carries an offset from UTC, any other
+a ``DT_DATE`` or ``DT_TIME`` column whose source is a field or a component
+(``ORC.7.3``, the start of a v2.3 TQ) the date or time part of the
+timestamp it holds, as ``.DATE`` and ``.TIME`` would (a ``DT_TIME``
+column's HL7 TM as sent);
+a moment, whose timestamp gives both a date and a time column (OBR-7),
+in the server's local time when it carries an offset from UTC, any other
 date (PID-7's birth date) the calendar date as written.
 ``WorklistMapping.items`` turns a message into one ``OrderItem`` per
 ordered procedure (OBR), with the ORC control code that says what to do.
@@ -51,6 +55,7 @@ from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
 from pacscore.db.records import Truncations, dictionaryVR
+from pacscore.dicom.datetimes import isTime
 from pacscore.db.worklistitems import STATUS_CONTROL, OrderRefused
 from pacscore.hl7.message import uniqueNumber
 from pacscore.hl7.timestamps import isReducedPrecision, localDateAndTime
@@ -164,7 +169,8 @@ def _timestampPart(timestamp, isTime, convert, parsed):
 class _Column:
     """A WorkList column with its parsed sources."""
 
-    __slots__ = ("name", "length", "sources", "isDate", "isPersonName", "isText", "isSex", "isMulti", "moments")
+    __slots__ = ("name", "length", "sources", "isDate", "isTime", "isPersonName", "isText", "isSex", "isMulti",
+                 "moments")
 
     def __init__(self, column, sources):
         vr = columnVR(column)
@@ -172,11 +178,20 @@ class _Column:
         self.length = column.length
         self.sources = sources
         self.isDate = column.dicomType == "DT_DATE"
+        self.isTime = column.dicomType == "DT_TIME"
         self.isPersonName = vr == "PN"
         self.isText = vr in TEXT_VRS
         self.isSex = column.tag == PATIENT_SEX
         self.isMulti = column.dicomType == "DT_MSTR"  # each repetition of its field a value
-        self.moments = frozenset()  # its sources part of a moment (the field's date and time both mapped): local time
+        self.moments = frozenset()  # its sources part of a moment (the timestamp's date and time both mapped): local time
+
+    def timestampPart(self, source):
+        """``"DATE"`` or ``"TIME"``: the part of a timestamp ``source`` (a
+        ``_Field``) gives the column (``.DATE``, ``.TIME``, else a DT_DATE
+        or DT_TIME column's), None when it gives none."""
+        if source.part in ("DATE", "TIME"):
+            return source.part
+        return "DATE" if self.isDate else "TIME" if self.isTime else None
 
     def valid(self, value):
         """``value`` made a valid value of the column's VR (not cut yet)."""
@@ -214,6 +229,13 @@ class _Column:
             value = value[:self.length].rstrip("^= " if self.isPersonName else " ")
             length = self.length
         return value, length
+
+
+def _timestampOf(source):
+    """The source (a ``_Field``) of the timestamp ``source`` gives a part
+    of: its component, else the field's first (``OBR.7``, ``OBR.7.DATE``
+    and ``OBR.7.0`` read one timestamp)."""
+    return source if isinstance(source.part, int) else source._replace(part=0)
 
 
 def _sending(source, group, outside):
@@ -304,11 +326,15 @@ class WorklistMapping:
                 self.accessionColumn = column.name
             if sources:
                 self._columns.append(_Column(column, sources))
-        mapped = {source for column in self._columns for source in column.sources}
+        parts = {}  # the timestamp (_timestampOf) -> the parts of it mapped
+        for column in self._columns:
+            for source in column.sources:
+                if isinstance(source, _Field) and column.timestampPart(source):
+                    parts.setdefault(_timestampOf(source), set()).add(column.timestampPart(source))
         for column in self._columns:
             column.moments = frozenset(
-                source for source in column.sources if isinstance(source, _Field) and source.part in ("DATE", "TIME")
-                and {source._replace(part="DATE"), source._replace(part="TIME")} <= mapped)
+                source for source in column.sources if isinstance(source, _Field) and column.timestampPart(source)
+                and parts[_timestampOf(source)] == {"DATE", "TIME"})
         self.generatedColumns = frozenset(c.name for c in self._columns if c.sources[-1] in _GENERATED)
 
     def generated(self, name):
@@ -395,17 +421,20 @@ class WorklistMapping:
         its ``source`` in ``segment``; a date or time of a timestamp that is
         none (``localDateAndTime``) is empty, its column added to ``invalid``
         (see ``items``)."""
-        if source.part in ("DATE", "TIME") or column.isDate and source.part is None:
-            sent = segment.value(source.field, 0, repetition)  # v2.3's TS: its degree of precision after it
-            value = _timestampPart(sent, source.part == "TIME", source in column.moments, parsed)
+        part = column.timestampPart(source)
+        if part is not None:
+            # a component, else the first: v2.3's TS has its degree of precision after it
+            sent = segment.value(source.field, _timestampOf(source).part, repetition)
+            if part == "TIME" and source.part != "TIME" and isTime(sent):
+                value = sent  # a TM (HL7's) in a DT_TIME column, as sent
+            else:
+                value = _timestampPart(sent, part == "TIME", source in column.moments, parsed)
         elif source.part is None:
             sent = value = self._wholeField(source, column, segment, repetition)
         else:
             sent = value = segment.value(source.field, source.part, repetition)
             if column.isPersonName:
                 value = personName([value])
-            if column.isDate:
-                value = _timestampPart(value, False, False, parsed)
         if value is None:
             invalid.setdefault((segment.id, source.field, sent), []).append(column.name)
             value = ""

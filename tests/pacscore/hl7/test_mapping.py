@@ -306,6 +306,31 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual([item.values[name] for name in ("Birth", "BirthDay", "D", "T")],
                          ["19800101", "19800101", "19800102", "053000"])
 
+    def test_aTimeColumnFedByAComponentOrAFieldGetsTheTime(self):
+        """A DT_TIME column whose source is a component (ORC.7.3, the start
+        of IHE RAD-4's v2.3 quantity/timing) or a whole field stored the
+        whole timestamp, an invalid TM ('20240305083000') that time-range
+        queries missed.  It now gets the time part, as its DT_DATE column
+        gets the date part, converted from UTC with it (a moment); a
+        timestamp that is none leaves both empty, with the log line; an HL7
+        TM is taken as sent."""
+        inZone(self, "Europe/Berlin")
+        columns = [column("D", "ORC.7.3", dicomType="DT_DATE"), column("T", "ORC.7.3", dicomType="DT_TIME")]
+
+        def mapped(start, columns=columns):
+            logged = []
+            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+            tq = segment("ORC", {1: "NW", 2: "PL9", 3: "ACCIHE", 5: "SC", 7: f"1^once^^{start}^^R"})
+            [item] = WorklistMapping(columns).items(message(tq, obr(when=start)))
+            return ([item.values[c.name] for c in columns],
+                    [formatEvent(event) for event in logged if event["log_level"].name == "warn"])
+        self.assertEqual(mapped("20240305083000"), (["20240305", "083000"], []))
+        self.assertEqual(mapped("20240305233000+0000"), (["20240306", "003000"], []))
+        self.assertEqual(mapped("junk"), (["", ""], ["HL7 MSG00001: D, T left empty: ORC.7 'junk' is no valid "
+                                                     "date or time"]))
+        self.assertEqual(mapped("202403050830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
+        self.assertEqual(mapped("0830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
+
     def test_timestampsAtTheCalendarsEdge(self):
         """A moment the offset conversion would take beyond the calendar
         (9999-12-31 23:00 -0500 is in the year 10000) is no valid one: its

@@ -103,6 +103,10 @@ class WorklistIntake:
             self.log.warn("HL7 {controlId}: character set {charset!r} (MSH-18) is not one pacs knows: its text is "
                           "read as without MSH-18, as {codec}", controlId=message.controlId, charset=message.charset,
                           codec=message.encoding)
+        if isinstance(message, Message) and message.windows1252 and not again:
+            self.log.warn("HL7 {controlId}: its text, in character set {charset!r} (MSH-18), holds bytes 0x80 to "
+                          "0x9F, control characters in Latin-1: read as Windows-1252 ones (’ – €)",
+                          controlId=message.controlId, charset=message.charset)
         if isinstance(error, OrderRefused):
             return self._error(message, error)
         if error is not None:

@@ -70,7 +70,7 @@ _SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))
 _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
 ALTERNATIVES = "|"  # between the sources of a column, the first sent one giving its value
-_CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _PN_DELIMITERS = re.compile(r"[\^=]")
 TEXT_VRS = frozenset({"LT", "ST", "UT"})   # the VRs that may hold a backslash and line breaks
 # HL7 table 0001 (administrative sex) -> DICOM Patient's Sex (M, F, O); anything else is empty.

@@ -78,6 +78,19 @@ _SPELLINGS = (
     (re.compile(r"BIG[ _-]?5"), lambda: "big5"),
 )
 ESC = b"\x1b"  # starts an ISO 2022 escape sequence: read only in ISO2022's codecs
+# Text in no declared character set that is neither ASCII nor UTF-8 is read
+# as Windows-1252, what 8-bit text from a Windows RIS is (WHATWG decodes
+# "iso-8859-1" so too), not as Latin-1, whose 0x80-0x9F are C1 controls:
+# ``O\x92Brien`` is O’Brien.  Latin-1 declared (8859/1) is read as
+# Latin-1, but for those bytes, which no Latin-1 text holds (the usual
+# Windows RIS declaring 8859/1): read as Windows-1252 too, with a warning
+# (``Message.windows1252``).  The five bytes Windows-1252 leaves undefined
+# (0x81, 0x8D, 0x8F, 0x90, 0x9D) stay C1 controls, which values do not keep.
+LATIN_1 = "iso8859-1"
+UNDECLARED = "cp1252"
+_WINDOWS_1252 = {byte: character for byte in range(0x80, 0xA0)
+                 if (character := bytes([byte]).decode(UNDECLARED, errors="replace")) != "\ufffd"}
+_C1 = re.compile("[\x80-\x9f]")
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
@@ -144,7 +157,7 @@ def _charsetCodec(name):
 class Delimiters(NamedTuple):
     """MSH-1 and MSH-2 of a message, and the codec its text is in (for
     ``\\X..\\``; None when MSH-18 names none, or one pacs does not know:
-    ASCII, else UTF-8, else Latin-1)."""
+    ASCII, else UTF-8, else Windows-1252)."""
 
     field: str = "|"
     component: str = "^"
@@ -204,7 +217,8 @@ class Delimiters(NamedTuple):
     def _decodeBytes(self, data):
         if self.codec is None:
             return decodeUndeclared(data)[0]
-        return data.decode(self.codec, errors="replace")
+        text = data.decode(self.codec, errors="replace")
+        return text.translate(_WINDOWS_1252) if self.codec == LATIN_1 else text
 
     def _escapeSequence(self, body):
         simple = {"F": self.field, "S": self.component, "T": self.subcomponent,
@@ -288,11 +302,12 @@ def _text(delimiters, raw):
 class Message:
     """A parsed HL7 v2 message (see ``parseMessage``)."""
 
-    def __init__(self, raw, charset, encoding, segments, charsetKnown=True):
+    def __init__(self, raw, charset, encoding, segments, charsetKnown=True, windows1252=False):
         self.raw = raw
         self.charset = charset
         self.encoding = encoding
         self.charsetKnown = charsetKnown  # False: MSH-18 names one pacs does not know, its text guessed
+        self.windows1252 = windows1252  # True: Latin-1 declared, bytes 0x80-0x9F read as Windows-1252
         self.segments = segments
         msh = segments[0]
         self.controlId = msh.value(10, 0)
@@ -343,13 +358,14 @@ def _mshCharset(msh, fieldSeparator, repetition):
 
 def decodeUndeclared(raw):
     """``(text, codec)`` of bytes in no declared character set: ASCII, else
-    UTF-8, else Latin-1."""
+    UTF-8, else Windows-1252 (``UNDECLARED``; its undefined bytes as in
+    Latin-1)."""
     for codec in ("ascii", "utf-8"):
         try:
             return raw.decode(codec), codec
         except UnicodeDecodeError:
             pass
-    return raw.decode("latin-1"), "latin-1"
+    return raw.decode("latin-1").translate(_WINDOWS_1252), UNDECLARED
 
 
 def _decode(raw, charset, codec):
@@ -361,7 +377,7 @@ def _decode(raw, charset, codec):
     ISO2022's is no text either (JIS read as ASCII would keep its escapes)."""
     if codec is None:
         text, guess = decodeUndeclared(raw)
-        if charset and (guess == "latin-1" or ESC in raw):
+        if charset and (guess == UNDECLARED or ESC in raw):
             raise HL7Error(f"unsupported character set {charset!r} in MSH-18 (its text is not ASCII or UTF-8 "
                            f"without ISO 2022 escapes)", 207)
         return text, guess
@@ -413,6 +429,9 @@ def parseMessage(raw):
     charset = _mshCharset(msh, fieldSeparator, repetition.encode("ascii"))
     declared = charsetCodec(charset) if charset else None
     text, codec = _decode(b"\r".join(lines), charset, declared)
+    windows1252 = codec == LATIN_1 and _C1.search(text) is not None
+    if windows1252:
+        text = text.translate(_WINDOWS_1252)
     delimiters = Delimiters(separator, component, repetition, escape, subcomponent, declared)
     segments = []
     for line in text.split("\r"):
@@ -420,7 +439,8 @@ def parseMessage(raw):
         if not segments:
             fields = ["MSH", separator] + fields[1:]
         segments.append(Segment(fields, delimiters))
-    message = Message(raw, charset, codec, segments, charsetKnown=declared is not None or not charset)
+    message = Message(raw, charset, codec, segments, charsetKnown=declared is not None or not charset,
+                      windows1252=windows1252)
     if not message.messageType:
         raise HL7Error("MSH-9 (message type) is missing", 101)
     if not message.controlId:
@@ -523,9 +543,9 @@ def salvage(raw):
         codec, charset = None, ""
     if codec is None and charset:  # a name pacs does not know: repeated where parseMessage reads its text
         guess = decodeUndeclared(raw)[1]
-        charset = "" if guess == "latin-1" or ESC in raw else charset
+        charset = "" if guess == UNDECLARED or ESC in raw else charset
         codec = "utf-8" if charset else None
-    codec = codec or "latin-1"
+    codec = codec or UNDECLARED
 
     def components(number):
         index = number - 1

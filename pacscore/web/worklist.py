@@ -37,8 +37,8 @@ from pacscore.web.listcap import askedRows, counted, cutNote, shownRows
 from pacscore.web.querytext import ColumnNames, QueryTextError, dateMatch, parseQueryText, searchKeys
 
 _CONQUEST_QUERY = re.compile(r"^\s*(?:\w+\.)?AccessionN\w*\s*=\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_OR_BACKSLASH = re.compile(r"[\\\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_CONTROL_OR_BACKSLASH = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")
 ORIGINAL = "original accession"
 
 

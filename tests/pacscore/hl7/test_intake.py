@@ -155,6 +155,19 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertIn(b"unsupported character set 'LATIN ONE' in MSH-18", outcome.ack)
         self.assertNotIn("ACC2", self.rows())
 
+    def test_windows1252DeclaredAsLatin1Warned(self):
+        """An order declared 8859/1 whose text is Windows-1252 (a Windows
+        RIS's usual setting) is applied with its ’, not the C1 control
+        U+0092 it is in Latin-1, with a warning."""
+        message = orderMessage("M1", "ACC1", "PAT1", "O'Brien^Zoë", charset="8859/1").replace(b"'", b"\x92")
+        with capturedLogs() as events:
+            outcome = self.process(message)
+        self.assertEqual(outcome.code, "AA")
+        self.assertEqual(self.rows()["ACC1"].PatientName, "O’Brien^Zoë")
+        [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(warning, "HL7 M1: its text, in character set '8859/1' (MSH-18), holds bytes 0x80 to 0x9F, "
+                                  "control characters in Latin-1: read as Windows-1252 ones (’ – €)")
+
     def test_handleGivesTheAckBytes(self):
         ack = self.successResultOf(self.intake.handle(orderMessage("M1", "ACC1", "PAT1", "A^B")))
         self.assertIn(b"MSA|AA|M1", ack)

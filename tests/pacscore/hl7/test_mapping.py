@@ -521,6 +521,17 @@ class ConversionTests(unittest.TestCase):
         comments = column("Comments", "OBR.4.1", tag=PROC_COMMENTS, length=0)
         self.assertEqual(mapOne(comments, obr(service=service)), "CT\\MR\r\naxial\r\nleft\tright")
 
+    def test_c1ControlCharactersToo(self):
+        """The C1 control characters (U+0080 to U+009F: UTF-8 text made of
+        Latin-1 read Windows-1252, a \\X81\\) were kept in names and
+        descriptions: they are control characters, a space as the others."""
+        name = column("PatientName", "PID.5", tag=PATIENT_NAME)
+        [item] = WorklistMapping([name, column("Desc", "OBR.4.1")]).items(message(
+            segment("PID", {5: "O\u0092Brien^Zo\u0085e"}), orc(), obr(service="CT1^Knie\u0096links"),
+            charset="UNICODE UTF-8"))
+        self.assertEqual(item.values, {"PatientName": "O Brien^Zo e", "Desc": "Knie links"})
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service="CT1^Knie\\X81\\links")), "Knie links")
+
     def test_leadingAndTrailingSpacesDropped(self):
         """Leading and trailing spaces are no part of a value (PS3.5 6.2):
         gone outside LT, ST and UT, which keep their leading ones."""

@@ -108,7 +108,7 @@ class ParseTests(unittest.TestCase):
             ("", "M\\XC39C\\LLER", "MÜLLER"),
             ("", "M\\XC3\\\\X9C\\LLER", "MÜLLER"),
             ("UNICODE UTF-8", "M\\XC3\\\\X9C\\LLER", "MÜLLER"),
-            ("8859/1", "M\\XDC\\LLER\\XC3\\\\F\\\\X9C\\", "MÜLLERÃ|\x9c"),
+            ("8859/1", "M\\XDC\\LLER\\XC3\\\\F\\\\X9C\\", "MÜLLERÃ|œ"),  # 0x9C: Windows-1252's (below)
         ]
         for charset, raw, expected in cases:
             message = parseMessage(f"{msh(charset=charset)}\rPID|1||||{raw}^J".encode("ascii"))
@@ -187,12 +187,32 @@ class ParseTests(unittest.TestCase):
             self.assertIn(repr(charset), str(error))
 
     def test_undeclaredCharsetIsGuessed(self):
-        """Without MSH-18: ASCII, else UTF-8, else Latin-1; never an error."""
+        """Without MSH-18: ASCII, else UTF-8, else Windows-1252; never an error."""
         for text, codec, encoding in [("Mueller", "ascii", "ascii"), ("Müller", "utf-8", "utf-8"),
-                                      ("Müller", "latin-1", "latin-1")]:
+                                      ("Müller", "latin-1", "cp1252"), ("O’Brien^Zoë", "cp1252", "cp1252")]:
             message = parseMessage("\r".join([msh(), segment("PID", {5: text})]).encode(codec))
             self.assertEqual((message.charset, message.encoding), ("", encoding))
             self.assertEqual(message.value("PID", 5), text)
+
+    def test_windows1252ReadAsItIs(self):
+        """Text of a Windows RIS ('O’Brien', 'Knie – links'), without MSH-18
+        or declared 8859/1, was read as Latin-1: its 0x92 and 0x96 became
+        the C1 controls U+0092 and U+0096, stored and answered so.  Without
+        MSH-18 it is now read as Windows-1252, and so are the bytes 0x80 to
+        0x9F (C1 controls, in no Latin-1 text) of declared Latin-1, which
+        the message says (``windows1252``); the five bytes Windows-1252
+        leaves undefined stay as in Latin-1; another declared character
+        set is read as it says."""
+        pid = segment("PID", {5: "O’Brien^Zoë", 8: "F"}).encode("cp1252") + b"\rOBR|1||A1|CT1^Knie \x96 links\x81"
+        for charset in ("", "8859/1", "ISO_IR 100"):
+            message = parseMessage(msh(charset=charset).encode("ascii") + b"\r" + pid)
+            self.assertEqual((message.value("PID", 5), message.value("OBR", 4, 1)),
+                             ("O’Brien^Zoë", "Knie – links\x81"), charset)
+            self.assertEqual(message.windows1252, charset != "", charset)
+        latin1 = parseMessage("\r".join([msh(charset="8859/1"), segment("PID", {5: "Müller"})]).encode("latin-1"))
+        self.assertEqual((latin1.value("PID", 5), latin1.windows1252), ("Müller", False))
+        declared = parseMessage(msh(charset="8859/2").encode("ascii") + b"\rPID|1||||O\x92Brien")
+        self.assertEqual((declared.value("PID", 5), declared.windows1252), ("O\x92Brien", False))
 
     def test_bytesInvalidInTheDeclaredCharset(self):
         for charset, raw in [("UNICODE UTF-8", "Müller".encode("latin-1")),

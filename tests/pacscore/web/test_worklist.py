@@ -155,7 +155,8 @@ class WorklistPageTests(unittest.TestCase):
                 ("PatientSex", "Q", "PatientSex is M, F, O or empty"),
                 ("PatientName", "Back\\Slash", "PatientName may not hold &#x27;\\\\&#x27;"),
                 ("PatientID", "WLBAD\\X", "PatientID may not hold"),
-                ("SchedPSDescription", "two\tparts", "SchedPSDescription may not hold &#x27;\\t&#x27;")]:
+                ("SchedPSDescription", "two\tparts", "SchedPSDescription may not hold &#x27;\\t&#x27;"),
+                ("PatientName", "O\x92Brien", "PatientName may not hold &#x27;\\x92&#x27;")]:
             answer = yield post(self.resource, mode="saverecord", **dict(ITEM, **{column: value}))
             self.assertEqual(answer.code, 400, (column, value, answer.text))
             self.assertIn(why, answer.text)

@@ -3,6 +3,8 @@ appendix 6, "Communication options"): ``addimagefile``, ``loadhl7``,
 ``dump_header``, ``forward``, ``prefetch``.
 
 ``addimagefile`` stores a file through the archive's ``ObjectStore``
+(a file of HL7 messages, no DICOM object, is applied as ``loadhl7``
+applies it, as Conquest's addimagefile, its drag and drop, does)
 as a C-STORE is stored (WorkListMode, file naming, index; the import and
 export converters only with ImportExportDragAndDrop = 1, as in Conquest);
 with a new patient ID the copy gets new Study, Series and SOP Instance UIDs
@@ -34,7 +36,7 @@ from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError, NotDICOM
-from pacscore.control.folderimport import CONCURRENCY, DICOMDIR_SKIPPED, importFolder
+from pacscore.control.folderimport import CONCURRENCY, DICOMDIR_SKIPPED, importFolder, isHL7File
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
@@ -298,10 +300,18 @@ class AddImageFile(AsyncControlCommand):
             store = functools.partial(storeFile, archive, **settings)
             concurrency = CONCURRENCY
         if await archive.workers.deferToWorker(os.path.isdir, path):
-            answer = await importFolder(archive, path, store, concurrency)
+            answer = await importFolder(archive, path, store, concurrency, functools.partial(applyHL7File, archive))
             self.log.info("{peer}: addimagefile {summary}", peer=context.peer, summary=answer.splitlines()[-1])
             return answer
-        incoming, _, relative = await store(path)
+        try:
+            incoming, _, relative = await store(path)
+        except NotDICOM:
+            if not await isHL7File(archive, path):
+                raise
+            lines = await applyHL7File(archive, path)  # as Conquest's addimagefile (its drag and drop) does
+            self.log.info("{peer}: addimagefile {path}: {count} HL7 message(s) applied to the worklist",
+                          peer=context.peer, path=path, count=len(lines))
+            return "\n".join(lines)
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"
@@ -312,22 +322,28 @@ class LoadHL7(AsyncControlCommand):
     usage = "--loadhl7:file  Load HL7 data into worklist"
 
     async def execute(self, arguments, context):
-        archive = context.archive
-        path = inputPath(archive, arguments.strip())
-        try:
-            messages = await archive.workers.deferToWorker(readHL7, path)
-        except OSError as e:
-            raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
-        outcomes = await applyMessages(archive.hl7Intake, messages)
-        if not outcomes:
-            raise CommandError(f"no HL7 message (no MSH segment) in {path}")
-        lines = outcomeLines(outcomes)
-        if outcomes[-1].retry:
-            raise CommandError(f"{lines[-1]}; {_notApplied(path, len(outcomes), len(messages))}")
-        refused = [line for line, outcome in zip(lines, outcomes) if outcome.code != "AA"]
-        if refused:
-            raise CommandError(f"{len(refused)} of {len(outcomes)} message(s) not accepted: " + "; ".join(refused))
-        return "\n".join(lines)
+        return "\n".join(await applyHL7File(context.archive, inputPath(context.archive, arguments.strip())))
+
+
+async def applyHL7File(archive, path):
+    """Apply the messages of the HL7 file ``path`` through the worklist
+    intake, up to one the database failed; the lines (``message N: AA
+    ...``) of its messages, CommandError when one was not accepted (or the
+    database failed, naming what to load again)."""
+    try:
+        messages = await archive.workers.deferToWorker(readHL7, path)
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+    outcomes = await applyMessages(archive.hl7Intake, messages)
+    if not outcomes:
+        raise CommandError(f"no HL7 message (no MSH segment) in {path}")
+    lines = outcomeLines(outcomes)
+    if outcomes[-1].retry:
+        raise CommandError(f"{lines[-1]}; {_notApplied(path, len(outcomes), len(messages))}")
+    refused = [line for line, outcome in zip(lines, outcomes) if outcome.code != "AA"]
+    if refused:
+        raise CommandError(f"{len(refused)} of {len(outcomes)} message(s) not accepted: " + "; ".join(refused))
+    return lines
 
 
 def _notApplied(path, stop, count):

@@ -3,9 +3,12 @@ folder, a CD's): every file under it, walked in the I/O pool (links to
 folders followed, each folder once), stored as
 one file given alone is, ``CONCURRENCY`` at a time when each is copied
 into its spool a chunk at a time, one at a time when each is read whole
-(to be changed for a new patient), so memory stays bounded; DICOMDIR, and files
-that are no DICOM object (a zip file among them), are skipped with a line
-each, a file the store refuses fails with a line, and a summary line ends
+(to be changed for a new patient), so memory stays bounded; files of HL7
+messages are applied to the worklist (as Conquest's drag and drop applies
+them), one at a time in name order after the objects, with a line each;
+DICOMDIR, and other files that are no DICOM object (a zip file among them),
+are skipped with a line each, a file the store refuses (or an HL7 file
+with a message not accepted) fails with a line, and a summary line ends
 the answer.  The archive's own folders (``output.ownFolders``: its MAG and
 mirror devices ...) are never imported again: one named is refused, one
 under the folder named skipped with a line, as is a link to a file in one."""
@@ -16,9 +19,11 @@ from twisted.internet import defer
 
 from pacscore.control.context import CommandError, NotDICOM
 from pacscore.control.output import inFolders, ownFolders
-from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile
+from pacscore.hl7.message import HL7_HEAD, isHL7
+from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 
 CONCURRENCY = 4
+HL7 = "hl7"  # the outcome of a file of HL7 messages, applied after the objects
 DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"
 
 
@@ -77,36 +82,74 @@ def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
     return found, unreadable, owned
 
 
-async def _outcome(store, path, regular):
+def _readsAsHL7(path):
+    """In the I/O pool: whether the regular file ``path`` starts HL7
+    messages (``isHL7``)."""
+    with openRegularFile(path) as f:
+        return isHL7(f.read(HL7_HEAD))
+
+
+async def isHL7File(archive, path):
+    """Whether the file ``path`` (no DICOM object) holds HL7 messages,
+    read in the I/O pool; False when it cannot be read."""
+    try:
+        return await archive.workers.deferToWorker(_readsAsHL7, path)
+    except OSError:
+        return False
+
+
+async def _outcome(archive, store, path, regular):
     """``(kind, line)`` of storing the file ``path`` with ``store``: kind
-    "stored", "skipped" or "failed"; line None for a stored file."""
+    "stored", "skipped" or "failed", line None for a stored file; ``(HL7,
+    path)`` for a file of HL7 messages, to be applied."""
     if not regular:  # reported as skipped, not as failed (reading it would refuse it)
         return "skipped", f"skipped {path}: not a regular file"
     try:
         await store(path)
     except NotDICOM as e:
+        if await isHL7File(archive, path):
+            return HL7, path
         return "skipped", f"skipped {path}: {e.what}"
     except CommandError as e:
         return "failed", f"failed {path}: {e}"
     return "stored", None
 
 
-async def importFolder(archive, folder, store, concurrency):
+async def _applied(applyHL7, path):
+    """``(kind, line)`` of applying the HL7 file ``path`` with ``applyHL7``:
+    kind "applied" or "failed"."""
+    try:
+        lines = await applyHL7(path)
+    except CommandError as e:
+        return "failed", f"failed {path}: {e}"
+    return "applied", f"applied {path} to the worklist: {len(lines)} HL7 message(s)"
+
+
+async def importFolder(archive, folder, store, concurrency, applyHL7):
     """Store every file under ``folder`` with ``store(path)`` (a coroutine
     that stores one file, CommandError when it does not), ``concurrency``
-    files at a time; the lines of the
-    files skipped and failed and the summary, CommandError with them when
+    files at a time, then apply those of HL7 messages with
+    ``applyHL7(path)`` (a coroutine: the lines of their messages,
+    CommandError when one was not accepted), in name order; the lines of the
+    files applied, skipped and failed and the summary, CommandError with them when
     one failed (the lines as its output, the summary as its message)."""
     files, unreadable, owned = await archive.workers.deferToWorker(
         lambda: folderFiles(folder, SkippedFiles(archive.databaseFiles), ownFolders(archive)))
     semaphore = defer.DeferredSemaphore(concurrency)
-    outcomes = await defer.gatherResults([semaphore.run(_outcome, store, path, regular) for path, regular in files],
-                                         consumeErrors=True)
+    outcomes = await defer.gatherResults([semaphore.run(_outcome, archive, store, path, regular)
+                                          for path, regular in files], consumeErrors=True)
+    messageFiles = [path for kind, path in outcomes if kind == HL7]
+    outcomes = [outcome for outcome in outcomes if outcome[0] != HL7]
+    for path in messageFiles:
+        outcomes.append(await _applied(applyHL7, path))
     outcomes += [("failed", f"failed {path}: cannot list the folder: {why}") for path, why in unreadable]
     outcomes += [("skipped", f"skipped {path}: {why}") for path, why in owned]
-    counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in ("stored", "skipped", "failed")}
+    counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind)
+              for kind in ("stored", "applied", "skipped", "failed")}
     lines = "\n".join(line for _, line in outcomes if line is not None)
-    summary = f"{folder}: {counts['stored']} stored, {counts['skipped']} skipped, {counts['failed']} failed"
+    applied = f"{counts['applied']} HL7 file(s) applied, " if messageFiles else ""
+    summary = (f"{folder}: {counts['stored']} stored, {applied}{counts['skipped']} skipped, "
+               f"{counts['failed']} failed")
     if counts["failed"]:
         raise CommandError(summary, output=lines)
     return f"{lines}\n{summary}" if lines else summary

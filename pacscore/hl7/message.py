@@ -457,6 +457,9 @@ def _unframed(data):
     return data.translate(None, MLLP_BYTES).removeprefix(BOM)
 
 
+HL7_HEAD = 4096  # the first bytes of a file that ``isHL7`` reads
+
+
 def isHL7(head):
     """Whether ``head``, the first bytes of a file, starts HL7 messages as
     ``splitMessages`` reads them: an MSH or a batch header (FHS, BHS) after

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile, LoadHL7
 from pacscore.control.deletes import DeleteSeries, DeleteStudy
-from pacscore.hl7.message import isHL7
+from pacscore.hl7.message import HL7_HEAD, isHL7
 from pacscore.web.answers import WebError, checkPost, htmlAnswer
 from pacscore.control.inprocess import runCommand
 from pacscore.web.html import SCRIPT, Markup, join, text
@@ -117,7 +117,7 @@ def _spooled(upload):
         upload.file.seek(0)
         shutil.copyfileobj(upload.file, f, COPY_CHUNK)
     upload.file.seek(0)
-    return path, isHL7(upload.file.read(4096))
+    return path, isHL7(upload.file.read(HL7_HEAD))
 
 
 async def _uploaded(archive, upload):

@@ -625,6 +625,44 @@ class LoadHL7Tests(unittest.TestCase):
         self.assertEqual((yield self.running.count("worklist")), 1)
 
     @defer.inlineCallbacks
+    def test_addimagefileAppliesAnHL7File(self):
+        """An HL7 file given to --addimagefile: was refused ('is not a
+        readable DICOM object: no SOP Class UID'); it is applied as
+        --loadhl7: applies it, as Conquest's addimagefile (its drag and
+        drop) does, a message not accepted failing it the same way."""
+        writeMessages(self.path, [orderMessage("MSG1", "ACCADD", "P1", "Doe^John")])
+        output = yield self.running.run(commands.addImageFile, self.path)
+        self.assertEqual(output.split()[:3], ["message", "1:", "AA"])
+        self.assertEqual((yield self.running.count("worklist")), 1)
+        writeMessages(self.path, [orderMessage("MSG2", "NOSUCH", "P2", "Roe^Jane", control="XO")])
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, self.path), CommandError)
+        self.assertIn("message 1: AE", str(error))
+
+    @defer.inlineCallbacks
+    def test_aFolderImportAppliesItsHL7Files(self):
+        """The HL7 files of a folder given to --addimagefile: were skipped
+        ('skipped .../add1.hl7: not a readable DICOM object: no SOP Class
+        UID', the command succeeding): the orders were lost.  They are now
+        applied after the objects, in name order, whatever their names
+        end in, each with a line, and counted."""
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        makeDataset("HLPAT", "Hl^Patient", "1.2.826.0.1.3680043.8.498.82", "1.2.826.0.1.3680043.8.498.82.1",
+                    "1.2.826.0.1.3680043.8.498.82.1.1", 1, 1).save_as(folder / "IM1", enforce_file_format=True)
+        writeMessages(folder / "a.hl7", [orderMessage("MSG1", "ACC1", "P1", "Doe^John"),
+                                         orderMessage("MSG2", "ACC2", "P2", "Roe^Jane")])
+        writeMessages(folder / "b.txt", [orderMessage("MSG3", "ACC1", "P1", "Doe^John", control="CA")])
+        (folder / "c.txt").write_text("no HL7 here\n")
+        answer = yield self.running.run(commands.addImageFile, str(folder))
+        self.assertEqual(answer.splitlines(), [
+            f"skipped {folder / 'c.txt'}: not a readable DICOM object: no SOP Class UID",
+            f"applied {folder / 'a.hl7'} to the worklist: 2 HL7 message(s)",
+            f"applied {folder / 'b.txt'} to the worklist: 1 HL7 message(s)",
+            f"{folder}: 1 stored, 2 HL7 file(s) applied, 1 skipped, 0 failed"])
+        self.assertEqual((yield self.running.count("image")), 1)
+        self.assertEqual((yield self.running.count("worklist")), 1)
+
+    @defer.inlineCallbacks
     def test_loadhl7OfNothing(self):
         with open(self.path, "w") as f:
             f.write("no HL7 here\n")

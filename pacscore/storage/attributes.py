@@ -154,10 +154,16 @@ _PLAIN_DS = re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *\Z
 
 def _viaPydicom(vr, raw, encodings, layout):
     """The rare value that is no plain number: ask pydicom (its IS()/DS()
-    rules, then its retry as SH); DatasetError where pydicom raises."""
+    rules, then its retry as SH); DatasetError where pydicom raises, but
+    for an IS number no integer can hold (``inf``, ``1e999``), which
+    pydicom's retry does not cover (it retries on ValueError only): read as
+    SH too, kept as text as ``abc`` and ``nan`` are."""
     element = RawDataElement(BaseTag(0), vr, len(raw), raw, 0, False, layout is _LITTLE)
     try:
-        value = convert_value(vr, element, encodings)
+        try:
+            value = convert_value(vr, element, encodings)
+        except OverflowError:
+            value = convert_value("SH", element, encodings)
     except Exception as e:
         raise DatasetError(f"{vr} value {raw[:32]!r} cannot be read: {e}")
     if isinstance(value, bytes):

@@ -491,13 +491,24 @@ class EncodingTests(unittest.TestCase):
                                  pydicomValues(decode(data), {tag}), (charset, vr, raw))
 
     def test_numbersPydicomCannotConvert(self):
-        for tag, vr, raw in ((0x00280010, b"US", b"\x00\x02\x00"), (0x00200013, b"IS", b"1e400 "),
-                             (0x00200013, b"IS", b"inf ")):
-            data = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(raw)) + raw
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.assertRaises(Exception, lambda: decode(data)[tag].value)
-            self.assertRaises(DatasetError, readQuietly, data, EXPLICIT, {tag})
+        tag, vr, raw = 0x00280010, b"US", b"\x00\x02\x00"
+        data = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(raw)) + raw
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.assertRaises(Exception, lambda: decode(data)[tag].value)
+        self.assertRaises(DatasetError, readQuietly, data, EXPLICIT, {tag})
+
+    def test_integerStringsNoIntegerHolds(self):
+        """An IS number too large for any integer (``inf``, ``1e999``), on
+        which pydicom raises OverflowError, not the ValueError it retries
+        as SH on, is kept as text as ``abc`` and ``nan`` are: the object is
+        stored, not refused."""
+        for tag, raw, expected in ((0x00200013, b"inf ", "inf"), (0x00200013, b"1e999 ", "1e999"),
+                                   (0x00200013, b"-Infinity", "-Infinity"), (0x00200012, b"1E400 ", "1E400"),
+                                   (0x00280008, b"1\\inf ", "1\\inf"), (0x00200011, b"nan ", "nan")):
+            data = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, b"IS", len(raw)) + raw
+            for syntax, encoded in ((EXPLICIT, data), (IMPLICIT, data[:4] + struct.pack("<I", len(raw)) + raw)):
+                self.assertEqual(readQuietly(encoded, syntax, {tag}), {tag: expected}, (syntax, raw))
 
 
 class StopTests(unittest.TestCase):

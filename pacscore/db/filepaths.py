@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from sqlalchemy import String, TypeDecorator
 
+OBJECT_FILE_LENGTH = 255  # characters of the index's ObjectFile column: the longest path a stored object gets
 MARK = "\uffff"
 _ESCAPED = re.compile("[%\udc80-\udcff]")
 _TO_ESCAPE = re.compile("^\uffff|[\udc80-\udcff]")  # what makes a path stored escaped

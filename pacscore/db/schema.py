@@ -21,7 +21,7 @@ from sqlalchemy import Column, Double, Float, Index, Integer, LargeBinary, MetaD
 from sqlalchemy.dialects import mysql
 
 from pacscore.db.errors import ValueTooLarge
-from pacscore.db.filepaths import ObjectPath
+from pacscore.db.filepaths import OBJECT_FILE_LENGTH, ObjectPath
 
 LEVELS = ("patient", "study", "series", "image")
 
@@ -95,7 +95,7 @@ def _bookkeepingColumns(level):
     (``addMissingColumns``; else nothing)."""
     names = [("AccessTime", Integer), ("qTimeStamp", Integer), ("qFlags", Integer), ("qSpare", String(64))]
     if level == "image":
-        names += [("ObjectFile", ObjectPath(255)), ("DeviceName", String(32))]
+        names += [("ObjectFile", ObjectPath(OBJECT_FILE_LENGTH)), ("DeviceName", String(32))]
     return [Column(name, kind, info={"bookkeeping": True, **({"added": "MAG0"} if name == "DeviceName" else {})})
             for name, kind in names]
 

@@ -12,6 +12,15 @@ counter that wraps at 0x10000; MaxFileNameLength cuts characters from the
 start of what follows the patient directory (for mode 10 and templates,
 where Conquest has no such directory, what follows the first directory).
 
+Conquest's whole path can then be longer than the 255 characters of the
+index's ObjectFile column (mode 11 and 12, a template such as
+``%id\\%studyuid\\%seriesuid\\%sopuid.dcm``, with 64-character values: 263),
+which its database refuses or cuts (the name then names no file); such a
+path is cut the same way to 255 (``fitPath``), from the start of what
+follows the first directory, or of the whole path when that directory
+takes more than half of it: the end, which names each object apart
+(``%sopuid``, the extension), stays.
+
 Beyond Conquest, every name is made safe for the device: "\\" is a
 directory separator, values that Conquest does not clean (UIDs, study
 date, AE titles) cannot contain a separator or a control character, and the
@@ -22,6 +31,7 @@ import re
 import time
 
 from pacscore.converters.elements import findReference, parseReference, textOf
+from pacscore.db.filepaths import OBJECT_FILE_LENGTH
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -95,6 +105,21 @@ def _fitted(part):
     make one: its start cut, the end (the UID, the extension) kept."""
     data = part.encode("utf-8")
     return part if len(data) <= NAME_MAX else data[len(data) - NAME_MAX:].decode("utf-8", "ignore")
+
+
+def fitPath(name, limit=OBJECT_FILE_LENGTH):
+    """``name``, a relative path, cut to at most ``limit`` characters (the
+    index's ObjectFile column) from the start of what follows its first
+    directory, or of the whole path when that directory takes more than
+    half of ``limit``: its end stays, a "." it would start a name with
+    (a hidden file or folder) made "_"."""
+    if len(name) <= limit:
+        return name
+    keep = name.find("/") + 1
+    if keep > limit // 2:
+        keep = 0
+    rest = name[len(name) - (limit - keep):].lstrip("/")
+    return name[:keep] + ("_" + rest[1:] if rest.startswith(".") else rest)
 
 
 def atoi(text):
@@ -336,4 +361,4 @@ class FileNamer:
             name = name[:keep] + name[len(name) - self.maxFileNameLength:]
         parts = [_fitted(part) if part.strip(".") else "_" * len(part)
                  for part in _CONTROLS.sub("_", name).split("/") if part]
-        return "/".join(parts) or "unknown"
+        return fitPath("/".join(parts) or "unknown")

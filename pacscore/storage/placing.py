@@ -6,6 +6,7 @@ extension.  Used by stores and by moves between devices (blocking)."""
 import os
 
 from pacscore.storage.attributes import DatasetError
+from pacscore.storage.filenames import fitPath
 from pacscore.storage.part10 import readFileAttributes
 
 SOP_INSTANCE_UID = 0x00080018
@@ -18,10 +19,12 @@ def placeFile(temporary, device, relative, sopInstanceUID, makeFolders, folderCh
     instance, else the first numbered name free or holding it; the name
     given, or None when ``MAX_NAME_SUFFIX`` numbered names hold others.
     ``makeFolders`` and ``folderChanged`` (a folder path): what makes a new
-    folder and a changed one durable."""
+    folder and a changed one durable.  ``sopInstanceUID`` None: only a
+    free name is taken."""
     for name in numberedNames(relative):
         target = device.absolute(name)
-        if _claim(temporary, target, makeFolders) or _holds(target, sopInstanceUID, temporary):
+        if _claim(temporary, target, makeFolders) or (
+                sopInstanceUID is not None and _holds(target, sopInstanceUID, temporary)):
             folderChanged(os.path.dirname(target))
             return name
     return None
@@ -29,11 +32,12 @@ def placeFile(temporary, device, relative, sopInstanceUID, makeFolders, folderCh
 
 def numberedNames(relative):
     """The names ``placeFile`` tries, in order: ``relative``, then
-    ``base_1.ext`` up to ``base_{MAX_NAME_SUFFIX}.ext``."""
+    ``base_1.ext`` up to ``base_{MAX_NAME_SUFFIX}.ext``, each cut to the
+    index's ObjectFile column as FileNameSyntax names are (``fitPath``)."""
     yield relative
     base, extension = os.path.splitext(relative)
     for attempt in range(1, MAX_NAME_SUFFIX + 1):
-        yield f"{base}_{attempt}{extension}"
+        yield fitPath(f"{base}_{attempt}{extension}")
 
 
 def _claim(temporary, target, makeFolders, newFolder=False):

@@ -17,20 +17,30 @@ it, and the regen removes it as the store would have.  What a store wrote
 is known from the store itself, never from a file's time, which a copy
 (``cp``, a restore) or a clock gone wrong sets as well.
 
+A file whose name is longer than the index's ObjectFile column (255
+characters: Conquest's FileNameSyntax 11 or a template with long values, an
+earlier pacs that refused it after writing it) is moved to that name cut as
+a store now names it (``fitPath``, a numbered one when that holds another
+object) and indexed there, with a line saying so: no later regen fails on it.
+
 The server's stores go on meanwhile: each batch is decided in the index
 writer's transaction (``enterBatch``), in order with them, so a file that
 a store replaced since the regen read it (gone, or another file now) is not
 entered, and the newer of two files is found as they are then.
 """
 
+import dataclasses
 import os
 import re
 
+from pacscore.db.filepaths import OBJECT_FILE_LENGTH
 from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import identityOf
+from pacscore.storage.filenames import fitPath
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
+from pacscore.storage.placing import placeFile
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
@@ -224,6 +234,7 @@ class Regenerator:
         self.progressEvery = progressEvery
         self.indexed = self.failed = self.duplicates = 0
         self._walked = []  # the folders regenerate walked in turn, the last one being walked
+        self._moved = set()  # the paths over-long names were moved to (the walk may meet them again)
 
     def regenerate(self, devices, folder=None):
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
@@ -243,6 +254,8 @@ class Regenerator:
                 self.failed += 1
                 self.report(f"[Regen] {path} -FAILED: the index database, not an object")
                 continue
+            if path in self._moved:
+                continue
             entry = self._read(device, path, relative)
             if entry is not None:
                 batch.append(entry)
@@ -255,13 +268,35 @@ class Regenerator:
         whole object or gone (a store replaced it since it was listed)."""
         signature = fileSignature(path)
         try:
-            return fileRecord(path, self.tags, device.name, relative, self.report), path, signature
+            record = fileRecord(path, self.tags, device.name, relative, self.report)
+            if len(relative) > OBJECT_FILE_LENGTH:
+                record, path = self._moveToAFittingName(device, path, record)
+                signature = fileSignature(path)
+            return record, path, signature
         except FileNotFoundError:
             self.report(f"[Regen] {path}: gone before it was read (replaced by a new copy)")
         except (DatasetError, OSError) as e:
             self.failed += 1
             self.report(f"[Regen] {path} -FAILED: {e}")
         return None
+
+    def _moveToAFittingName(self, device, path, record):
+        """Move the file at ``path`` (of ``record``), whose name is longer
+        than the ObjectFile column, to one that fits (``fitPath``, or a
+        numbered one: ``placeFile``), never over another file (a copy of
+        its SOP instance there, stored since, is then a duplicate the
+        newer of which is indexed); the record and path it has there.
+        OSError when no name is free."""
+        name = placeFile(path, device, fitPath(record.objectFile), None,
+                         lambda folder: os.makedirs(folder, exist_ok=True), lambda folder: None)
+        if name is None:
+            raise OSError(f"its name is longer than the index's {OBJECT_FILE_LENGTH} characters, and the names "
+                          f"that fit are another object's")
+        moved = device.absolute(name)
+        self._moved.add(moved)
+        self.report(f"[Regen] {path}: its name is longer than the index's {OBJECT_FILE_LENGTH} characters: "
+                    f"moved to {moved}")
+        return dataclasses.replace(record, objectFile=name), moved
 
     def _flush(self, batch):
         if not batch:

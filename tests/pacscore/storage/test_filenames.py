@@ -8,7 +8,7 @@ from twisted.trial import unittest
 from pacscore.storage.filenames import (
     IMAGE_ID, INSTANCE_NUMBER, MODALITY, PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID,
     SERIES_NUMBER, SOP_INSTANCE_UID, STUDY_DATE, STUDY_DESCRIPTION, STUDY_ID,
-    STUDY_INSTANCE_UID, FileNamer, atoi, cleanup)
+    STUDY_INSTANCE_UID, FileNamer, atoi, cleanup, fitPath)
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -259,6 +259,46 @@ class TemplateTests(unittest.TestCase):
     def test_maxFileNameLength(self):
         named = namer("%id/%seriesuid/%sopuid.dcm", maxFileNameLength=12)
         self.assertEqual(named.name(ATTRS), f"{ID}/{(SOP + '.dcm')[-12:]}")
+
+
+class ObjectFileLengthTests(unittest.TestCase):
+    """Whole paths fit the index's 255-character ObjectFile column: mode
+    11 and a %id\\%studyuid\\%seriesuid\\%sopuid.dcm template with
+    64-character values made 263 and more, which the index refused after
+    the file was written (review of the database backends, item 1)."""
+
+    LONG = {
+        PATIENT_NAME: "Garcia-Hernandez de la Fuente^Maria de los Angeles Guadalupe",
+        PATIENT_ID: "P" * 64,
+        STUDY_INSTANCE_UID: "1.2.826.0.1.3680043.9.7784.1." + "7" * 35,
+        SERIES_INSTANCE_UID: "1.2.826.0.1.3680043.9.7784.2." + "7" * 35,
+        SOP_INSTANCE_UID: "1.2.826.0.1.3680043.9.7784.3." + "7" * 34 + "1",
+        MODALITY: "M" * 16, STUDY_ID: "S" * 16, SERIES_NUMBER: "1" * 12,
+    }
+
+    def test_longPathsFit(self):
+        sop = self.LONG[SOP_INSTANCE_UID]
+        for syntax, first in (("11", "Garcia-Hernandez_de_la_Fuente^Maria_de_los_Angeles_Guadalupe"),
+                              (r"%id\%studyuid\%seriesuid\%sopuid.dcm", "P" * 64),
+                              ("%name_%id/%studyuid/%seriesuid/%sopuid.dcm", None)):
+            name = namer(syntax).name(self.LONG)
+            self.assertEqual(len(name), 255, syntax)
+            self.assertTrue(name.endswith(f"/{sop}.dcm"), (syntax, name))
+            if first is not None:
+                self.assertEqual(name.split("/")[0], first, "the first directory stays")
+            self.assertFalse([part for part in name.split("/") if part.startswith(".")], name)
+
+    def test_shorterPathsAsConquestNamesThem(self):
+        attrs = {**self.LONG, PATIENT_NAME: "Short^Name"}
+        name = namer("11").name(attrs)
+        self.assertEqual(name, f"Short^Name/{attrs[STUDY_INSTANCE_UID]}/{attrs[SERIES_INSTANCE_UID]}/"
+                               f"{attrs[SOP_INSTANCE_UID]}.dcm")
+
+    def test_fitPath(self):
+        self.assertEqual(fitPath("a/" + "b" * 300, 10), "a/bbbbbbbb")
+        self.assertEqual(fitPath("a/x/.b" + "b" * 6, 10), "a/_bbbbbbb", "no name starts with '.'")
+        self.assertEqual(fitPath("a" * 8 + "/" + "b" * 20, 10), "b" * 10, "a long first directory is cut too")
+        self.assertEqual(fitPath("a/b.c", 10), "a/b.c")
 
 
 class PathSafetyTests(unittest.TestCase):

@@ -182,6 +182,47 @@ class RegenerationTests(unittest.TestCase):
             self.assertTrue(any(f"{path} -FAILED: Refused to enter inconsistent link PatientID into DICOMStudies"
                                 in line for line in self.lines), self.lines)
 
+    def test_overlongNameMovedToOneThatFits(self):
+        """A file whose name is longer than the 255-character ObjectFile
+        column (one an earlier pacs wrote under FileNameSyntax 11 and then
+        refused) failed every regen ("-FAILED: ObjectFile ... must have 1
+        to 255 characters"); it is moved to the name a store now gives it
+        and indexed there, the next regen finding it in place."""
+        uid = "1.2.826.0.1.3680043.9.7784.3." + "7" * 35
+        relative = "/".join(["P" * 64, "1.2.3." + "1" * 58, "1.2.3.1." + "1" * 56, uid + ".dcm"])
+        self.assertEqual(len(relative), 263)
+        path = self.write(self.devices[0], relative, 1000, sop=uid)
+        self.write(self.devices[0], "PAT1/other.dcm", 2000, sop="1.2.3.1.2")
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
+        fitted = "P" * 64 + "/" + relative[len(relative) - 190:]
+        self.assertEqual(len(fitted), 255)
+        self.assertEqual(sorted(self.location()), [("MAG0", "PAT1/other.dcm"), ("MAG0", fitted)])
+        self.assertFalse(os.path.exists(path))
+        moved = os.path.join(self.devices[0].path, fitted)
+        self.assertIn(f"[Regen] {path}: its name is longer than the index's 255 characters: moved to {moved}",
+                      self.lines)
+        del self.lines[:]
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
+        self.assertEqual(sorted(self.location()), [("MAG0", "PAT1/other.dcm"), ("MAG0", fitted)])
+        self.assertFalse([line for line in self.lines if "moved" in line], self.lines)
+
+    def test_overlongNameNeverMovedOverACopyStoredSince(self):
+        """The object sent again and stored under the name that fits: the
+        over-long copy takes a numbered name beside it, the newer of the two
+        is indexed, the other kept as a duplicate (a regen deletes nothing)."""
+        uid = "1.2.826.0.1.3680043.9.7784.3." + "7" * 35
+        relative = "/".join(["P" * 64, "1.2.3." + "1" * 58, "1.2.3.1." + "1" * 56, uid + ".dcm"])
+        fitted = "P" * 64 + "/" + relative[len(relative) - 190:]
+        self.write(self.devices[0], relative, 1000, sop=uid)
+        self.write(self.devices[0], fitted, 2000, sop=uid)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed, regenerator.duplicates), (1, 0, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG0", fitted)])
+        numbered = "P" * 64 + "/" + (relative[:-4] + "_1.dcm")[len(relative) + 2 - 190:]
+        self.assertTrue(os.path.exists(os.path.join(self.devices[0].path, numbered)), self.lines)
+
     def test_fileNameNotUTF8(self):
         """An old Conquest's file named with a Latin-1 patient name is
         indexed under that name, which opens it."""

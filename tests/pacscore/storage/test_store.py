@@ -538,6 +538,42 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(rows, [("PATA",), ("PATA",)])
 
     @defer.inlineCallbacks
+    def test_longPathStoredUnderANameThatFits(self):
+        """FileNameSyntax 11 with a 60-character name and 64-character UIDs
+        named a 263-character path, which the 255-character ObjectFile
+        column refused after the file was written: 0x0110 with a critical
+        traceback, the file left for a regen that failed on it too.  It is
+        stored and indexed under a name cut to 255 (review of the database
+        backends, item 1)."""
+        self.store.namer = FileNamer("11")
+        uids = {keyword: f"1.2.826.0.1.3680043.9.7784.{n}." + "7" * 34 + "1"
+                for n, keyword in enumerate(("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"), 1)}
+        data = ctWith(PatientName="Garcia-Hernandez de la Fuente^Maria de los Angeles Guadalupe", **uids)
+        _, relative = yield self.store.store(*self.receive(data, uids["SOPInstanceUID"]))
+        self.assertEqual(len(relative), 255)
+        self.assertTrue(relative.endswith(uids["SOPInstanceUID"] + ".dcm"), relative)
+        self.assertEqual(self.objectFiles(), [relative])
+        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql(
+            "SELECT SOPInstanceUID, ObjectFile FROM DICOMImages").fetchall())
+        self.assertEqual([tuple(row) for row in rows], [(uids["SOPInstanceUID"], relative)])
+
+    @defer.inlineCallbacks
+    def test_numberedNameFits(self):
+        """A numbered name (a FileNameSyntax that names two instances alike)
+        of a 255-character one is cut to 255 as well: 257 characters, the
+        index refused it and the file was kept "for the regen", which
+        failed on it too."""
+        self.store.namer = FileNamer("%id\\" + "x" * 245 + "%imagenum.dcm")
+        _, first = yield self.storeAsPatient("1.2.3.4.1", "1CT1")
+        _, second = yield self.storeAsPatient("1.2.3.4.2", "1CT1")
+        self.assertEqual(len(first), 255)
+        self.assertEqual(second, "1CT1/" + "x" * 243 + "1_1.dcm")
+        self.assertEqual(self.objectFiles(), sorted([first, second]))
+        rows = yield self.index.runQuery(lambda c: c.exec_driver_sql(
+            "SELECT ObjectFile FROM DICOMImages ORDER BY SOPInstanceUID").fetchall())
+        self.assertEqual([row[0] for row in rows], [first, second])
+
+    @defer.inlineCallbacks
     def test_objectRefusedBeforeItReplacesTheFileOfItsName(self):
         """One of a study's images sent again with another Patient ID, under
         a FileNameSyntax that names it as before: refused before its file

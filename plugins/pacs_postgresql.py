@@ -18,6 +18,11 @@ through, and one in LATIN1 (WIN1252 ...) holds the characters of its
 encoding only, which start-up warns of (see pacscore.db.repertoire); one
 in an encoding Python has no codec for (EUC_TW) is taken to
 hold ASCII only.
+
+Sorted answers come in code point order, as on SQLite and MariaDB: on a
+database whose collation sorts otherwise (``en_US.UTF-8``, an ICU one),
+through ``COLLATE "C"`` (see pacscore.db.sqlfunctions), at the cost of a
+sort of all the rows of a page over a whole table, which start-up warns of.
 """
 
 from sqlalchemy import event
@@ -26,6 +31,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from pacscore.db.repertoire import setEncoding
+from pacscore.db.sqlfunctions import setSortsByCodePoint
 from pacscore.db.servers import KEEPALIVE_PROBES, DatabaseServerDriver, keepaliveInterval
 from pacscore.interfaces import IDatabaseDriver
 
@@ -59,7 +65,10 @@ class PostgreSQLDriver(DatabaseServerDriver):
         return engine
 
     def firstConnected(self, engine, dbapiConnection):
-        """Record the encoding of the database, and warn when it cannot hold every character."""
+        """Record the encoding of the database, and warn when it cannot hold
+        every character; record whether it sorts text by code point, and
+        warn when not."""
+        self.checkCollation(engine, dbapiConnection)
         encoding = dbapiConnection.info.parameter_status("server_encoding")
         if encoding in ("UTF8", "SQL_ASCII"):
             return
@@ -76,5 +85,24 @@ class PostgreSQLDriver(DatabaseServerDriver):
                       "ENCODING 'UTF8' holds them all)",
                       database=engine.url.database, encoding=encoding, holding=holding)
 
+    def checkCollation(self, engine, dbapiConnection):
+        """``setSortsByCodePoint`` when the database's collation sorts by
+        code point: libc's C, POSIX and C.UTF-8, PostgreSQL 17's builtin
+        provider (not an ICU one: its datcollate is not what sorts)."""
+        with dbapiConnection.cursor() as cursor:
+            cursor.execute("SELECT datcollate, to_jsonb(d) ->> 'datlocprovider' FROM pg_database d "
+                           "WHERE datname = current_database()")
+            collation, provider = cursor.fetchone()
+        dbapiConnection.rollback()  # after SQLAlchemy's own: no transaction left open
+        if provider == "b" or provider in (None, "c") and collation.lower().replace("-", "") in _CODE_POINT_COLLATIONS:
+            setSortsByCodePoint(engine.dialect)
+            return
+        self.log.warn("The index database {database} sorts text in the {collation} collation: sorted C-FIND, "
+                      "QIDO-RS and web answers are put in code point order (as on SQLite and MySQL) with "
+                      "COLLATE \"C\", which its indexes cannot give: a page of a query over a whole table sorts all "
+                      "its rows (a database made with LC_COLLATE 'C.UTF-8' or 'C' is spared that)",
+                      database=engine.url.database, collation=collation if provider != "i" else "ICU")
 
+
+_CODE_POINT_COLLATIONS = frozenset({"c", "posix", "c.utf8"})
 postgresqlDriver = PostgreSQLDriver()

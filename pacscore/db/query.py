@@ -97,7 +97,7 @@ from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
 from pacscore.db.repertoire import HeldText, holds
-from pacscore.db.sqlfunctions import distinctValues, numericValue, textLength
+from pacscore.db.sqlfunctions import byteOrder, distinctValues, numericValue, textLength
 from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
 
@@ -999,7 +999,8 @@ class IndexQuery:
     Conquest's ``PatientQuerySortOrder`` ... ``ImageQuerySortOrder``: comma
     separated ``Table.Column`` names (case-insensitive, a column name may be
     truncated, ``ASC``/``DESC`` may follow); results end sorted by the
-    level's key, so the order is always deterministic.
+    level's key, so the order is always deterministic; text by code point
+    on every database (``byteOrder``).
     """
 
     log = Logger()
@@ -1111,12 +1112,13 @@ class IndexQuery:
         orderBy = []
         for index, column, descending in sortBy or self.sortOrders[level]:
             statement.use(index)
+            column = byteOrder(column) if isinstance(column.type, String) else column
             orderBy.append(column.desc() if descending else column)
         tags = list(outputs)
         query = (select(*(outputs[tag][0].label(f"k{n}") for n, tag in enumerate(tags)))
                  .select_from(statement.fromClause())
                  .where(*statement.conditions)
-                 .order_by(*orderBy, table.key))
+                 .order_by(*orderBy, byteOrder(table.key)))
         dateTimes = [(dateTimeMatcher(key), tags.index(key.tag)) for key in statement.dateTimeKeys]
         if dateTimes:
             rows = _matchedPage(connection, query, dateTimes, limit, offset or 0)

@@ -13,7 +13,14 @@ NULL; so MySQL's ``+ 0.0``, and PostgreSQL's ``NUMERIC`` of the number the
 text starts with, an exponent of at most 3 digits (its ``CAST`` fails on
 other text, ``DOUBLE PRECISION``'s on ``1e999`` too; ``1e1000`` is 1
 there, infinite on SQLite).  ``numberIn(text)`` is the same number in
-Python (the order of answers merged with those of virtual servers)."""
+Python (the order of answers merged with those of virtual servers).
+``byteOrder(text)`` sorts by code point (byte order of UTF-8) as SQLite
+and MySQL's ``utf8mb4_bin`` tables do: on a PostgreSQL database made with
+another collation (``en_US.UTF-8`` puts ``aaa`` before ``AAA`` before
+``BS1``) ``COLLATE "C"``, which its indexes cannot give the order of; on
+one whose collation sorts so already (``C``, ``POSIX``, ``C.UTF-8``: the
+driver says so, ``setSortsByCodePoint``) the text as it is, whose index
+gives a page of a query over a whole table without sorting it."""
 
 import re
 
@@ -40,6 +47,23 @@ distinctValues = dialectFunction("distinctValues", String(), "group_concat(DISTI
                                  postgresql="string_agg(DISTINCT {args}, ',')")
 trimTrailing = dialectFunction("trimTrailing", String(), "rtrim({args})", mysql="TRIM(TRAILING {1} FROM {0})")
 textLength = dialectFunction("textLength", Integer(), "length({args})", mysql="CHAR_LENGTH({args})")
+_SORTS_BY_CODE_POINT = "pacsSortsByCodePoint"
+
+
+def setSortsByCodePoint(dialect):
+    """Record that the PostgreSQL database of ``dialect`` sorts text by code point."""
+    setattr(dialect, _SORTS_BY_CODE_POINT, True)
+
+
+byteOrder = dialectFunction("byteOrder", String(), "{0}")
+
+
+@compiles(byteOrder, "postgresql")
+def _collatedByteOrder(element, compiler, **kw):
+    text = compiler.process(element.clauses, **kw)
+    return text if getattr(compiler.dialect, _SORTS_BY_CODE_POINT, False) else f'{text} COLLATE "C"'
+
+
 numericValue = dialectFunction(
     "numericValue", Float(), "COALESCE(CAST({0} AS REAL), 0.0)", mysql="COALESCE({0} + 0.0, 0.0)",
     postgresql="COALESCE(CAST(substring({0} from '^[[:space:]]*([-+]?(?:[0-9]+[.]?[0-9]*|[.][0-9]+)"

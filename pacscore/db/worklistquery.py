@@ -18,6 +18,7 @@ those with values, so that the matches are answered 0xFF01.
 from sqlalchemy import select
 
 from pacscore.db.query import hasValuesToMatch, matchCondition
+from pacscore.db.sqlfunctions import byteOrder
 
 __all__ = ["WorklistQuery"]
 
@@ -40,12 +41,13 @@ class WorklistQuery:
         for column in columns:
             if not column.isSequenceMarker:
                 self.byTag.setdefault(column.tag, (table.c[column.name], column))
-        self.orderBy = [self.byTag[tag][0] for tag in (START_DATE, START_TIME, ACCESSION_NUMBER)
+        self.orderBy = [byteOrder(self.byTag[tag][0]) for tag in (START_DATE, START_TIME, ACCESSION_NUMBER)
                         if tag in self.byTag]
 
     def find(self, connection, keys):
         """One ``{tag: text}`` per matching row, every column by its tag,
-        by scheduled start date, start time and accession number (none when
+        by scheduled start date, start time and accession number, by code
+        point (``byteOrder``) (none when
         dicom.sql has no *WorkList* table, as before Conquest 1.4.9)."""
         if not self.byTag:
             return []

@@ -122,6 +122,108 @@ class CaseInsensitiveColumnPlanTests(Plans, test_query.ArchiveTestCase):
             self.assertNotIn("Seq Scan", plan, value)
 
 
+class ByteOrderTests(Plans, test_query.ArchiveTestCase):
+    """On a database made with an en_US.UTF-8 collation (Debian's
+    pg_createcluster and most initdb runs take the system's), sorted C-FIND
+    answers came in that collation's order (aaa, AAA, BS1, case1, CASE1),
+    not in the code point order of SQLite and MariaDB's utf8mb4_bin (AAA,
+    BS1, CASE1, aaa, case1): a paging client got other pages from the same
+    data (review of the database backends, item 3).  The usual queries
+    still search their indexes."""
+
+    def makeEngine(self):
+        server = postgresServer()
+        name = server.createDatabase(self)
+        server.sql(f"DROP DATABASE {name}")
+        server.sql(f"CREATE DATABASE {name} LC_COLLATE 'en_US.utf8' LC_CTYPE 'en_US.utf8' TEMPLATE template0")
+        engine = postgresqlDriver.createEngine(server.url(name), None)
+        self.addCleanup(engine.dispose)
+        return engine
+
+    def setUp(self):
+        super().setUp()
+        self.index.storeMany([test_index.makeRecord(f"{study}.1.1", series=f"{study}.1", study=study,
+                                                    patient=patient)
+                              for patient, study in (("aaa", "9.1"), ("BBB", "9.2"), ("AAA", "9.3"))])
+
+    def studiesOf(self, query, sortBy=None):
+        """The Patient IDs and Study Instance UIDs of the studies 9.x, in answer order."""
+        with self.engine.connect() as connection:
+            found = query.find(connection, "STUDY", [test_query.K(test_query.STUDY_UID, "UI", "9.1\\9.2\\9.3"),
+                                                     test_query.K(test_query.PATIENT_ID, "LO")], sortBy=sortBy)
+        return [(match[test_query.PATIENT_ID], match[test_query.STUDY_UID]) for match in found]
+
+    def test_sortedByCodePoint(self):
+        byPatient = [("AAA", "9.3"), ("BBB", "9.2"), ("aaa", "9.1")]
+        self.assertEqual(self.studiesOf(self.query, self.query.requestedSort("STUDY", "PatientID").order), byPatient)
+        self.assertEqual(self.studiesOf(self.query, self.query.requestedSort("STUDY", "PatientID DESC").order),
+                         byPatient[::-1])
+        configured = IndexQuery(self.index.tables, self.index.layout, sortOrders={"STUDY": "PatientID"})
+        self.assertEqual(self.studiesOf(configured), byPatient)
+
+    def test_keysByCodePoint(self):
+        """The answers end sorted by the level's key: 1.2.10 before 1.21
+        ('.' before '1'; en_US, which skips punctuation, put 121 first)."""
+        self.index.storeMany([test_index.makeRecord(f"{study}.1.1", series=f"{study}.1", study=study)
+                              for study in ("1.21", "1.2.10")])
+        found = self.keysOf("STUDY", test_query.K(test_query.STUDY_UID, "UI", "1.21\\1.2.10"))
+        self.assertEqual(found, ["1.2.10", "1.21"])
+
+    def test_indexesStillSearched(self):
+        K = test_query.K
+        for level, key, index in (
+                ("PATIENT", K(test_query.PATIENT_ID, "LO", "PAT1"), "ux_DICOMPatients_PatientID"),
+                ("STUDY", K(test_query.PATIENT_ID, "LO", "PAT1"), "ix_DICOMStudies_PatientID"),
+                ("STUDY", K(test_query.STUDY_DATE, "DA", "20240101-20240131"), "ix_DICOMStudies_StudyDate"),
+                ("STUDY", K(test_query.STUDY_UID, "UI", "1.1"), "ux_DICOMStudies_StudyInstanceUID"),
+                ("SERIES", K(test_query.STUDY_UID, "UI", "1.1"), "ix_DICOMSeries_StudyInstanceUID"),
+                ("IMAGE", K(test_query.SERIES_UID, "UI", "1.1.1"), "ix_DICOMImages_SeriesInstanceUID"),
+                ("PATIENT", K(test_query.PATIENT_NAME, "PN", "DOE^JOHN"), "ix_DICOMPatients_PatientName_lower")):
+            found, plan = self.foundWithPlan(level, key)
+            self.assertTrue(found, (level, key))
+            self.assertIn(index, plan, (level, key))
+            self.assertNotIn("Seq Scan", plan, (level, key))
+            self.assertIn('COLLATE "C"', plan, (level, key))
+
+    def test_worklistByCodePoint(self):
+        worklist = WorklistQuery(self.index.tables.worklist, self.index.layout.worklist)
+        columns = {tag: worklist.byTag[tag][0].name for tag in (0x00400002, 0x00400003, 0x00080050)}
+        with self.engine.begin() as connection:
+            connection.execute(self.index.tables.worklist.insert(), [
+                {columns[0x00400002]: "20261202", columns[0x00400003]: "0930", columns[0x00080050]: accession}
+                for accession in ("aaa", "BBB", "AAA")])
+        with self.engine.connect() as connection:
+            found = worklist.find(connection, [test_query.K(0x00080050, "SH")])
+        self.assertEqual([match[0x00080050] for match in found], ["AAA", "BBB", "aaa"])
+
+    def test_startUpWarns(self):
+        with capturedLogs() as events:
+            engine = self.makeEngine()
+            engine.connect().close()
+        self.assertIn(f"The index database {engine.url.database} sorts text in the en_US.utf8 collation: sorted "
+                      "C-FIND, QIDO-RS and web answers are put in code point order",
+                      "\n".join(formatEvent(event) for event in events))
+
+
+class CodePointDatabaseTests(Plans, test_query.ArchiveTestCase):
+    """On a database whose collation sorts by code point (the test server's
+    C.UTF-8), the ORDER BY is the column as it is: a page of the studies
+    of the whole table is read from the index of their key, in its order,
+    not sorted (as COLLATE "C" would have them)."""
+
+    def test_aPageOfAWholeTableReadInIndexOrder(self):
+        for level, key, index in (("STUDY", test_query.STUDY_UID, "ux_DICOMStudies_StudyInstanceUID"),
+                                  ("PATIENT", test_query.PATIENT_ID, "ux_DICOMPatients_PatientID")):
+            found, plan = self.foundWithPlan(level, test_query.K(key, "UI" if level == "STUDY" else "LO"))
+            self.assertEqual(found, sorted(found))
+            self.assertIn(index, plan)
+            self.assertNotIn("Sort", plan)
+            self.assertNotIn("COLLATE", plan)
+        with self.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql(
+                "SELECT datcollate FROM pg_database WHERE datname = current_database()").scalar(), "C.UTF-8")
+
+
 class DatabaseEncodingTests(unittest.TestCase):
     """A Conquest site's database in SQL_ASCII or LATIN1 (Conquest sends
     Latin-1 bytes, which a UTF8 one refuses): on SQL_ASCII psycopg read

@@ -91,7 +91,7 @@ class Defer(Command):
 
 class Call(TextCommand):
     """``call file``: run each line of ``file`` (blank lines and lines
-    starting with '#' skipped) as a converter line of the same kind, with
+    starting with '#' or ';', Conquest's comments, skipped) as a converter line of the same kind, with
     the same commands, on the same object.  Run by a sandboxed Lua
     script's ``script()``, only a file it may read (``luaFilePath``)."""
 
@@ -114,7 +114,7 @@ class Call(TextCommand):
             with open(path, encoding="utf-8", errors="replace") as lines:
                 scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
                            for number, line in enumerate(lines, start=1)
-                           if line.strip() and not line.lstrip().startswith("#")]
+                           if line.strip() and not line.lstrip().startswith(("#", ";"))]
         except OSError as e:
             self.log.error("{converter}: call {path}: cannot read it: {reason}", converter=context.converterName,
                            path=path, reason=e.strerror or e)

@@ -66,9 +66,11 @@ class CallTests(unittest.TestCase):
             f.write(text)
 
     def test_runs(self):
-        """Each line of the file runs; blank and '#' lines are skipped; the
-        file name is expanded and relative to the working folder."""
-        self.called("mark b; mark c\n\n# mark x\n  mark d\n", "sub.cq")
+        """Each line of the file runs; blank lines and comments ('#' or ';'
+        first, as Conquest skips them) are skipped; the file name is
+        expanded and relative to the working folder."""
+        self.called("; a Conquest comment, not the statement 'a Conquest comment'\nmark b; mark c\n\n# mark x\n"
+                    "  ; mark y\n  mark d\n", "sub.cq")
         self.assertEqual(run("mark a; call %y.cq; mark e", workdir=self.workdir,
                              variables={"x": "", "y": "sub", "z": ""})[:2],
                          (Outcome.CONTINUE, "abcde"))

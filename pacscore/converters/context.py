@@ -100,6 +100,7 @@ class ConverterContext:
         self.sandboxed = False              # run by a sandboxed Lua script's script(): no command reachesOutside
         self.stored = True                  # False: an object a Lua script made or read (x:Script), sent as it is
         self.pixelsRead = False             # export Data got the stored file's pixel data and what follows
+        self.callReturned = False           # the last 'call' ended with a 'return' (see pacscore.converters.flow)
 
     @property
     def isImport(self):

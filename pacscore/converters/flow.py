@@ -3,11 +3,15 @@
 
 ``stop`` and ``return`` end the line with a log message, ``silentstop``
 without one.  ``call file`` runs the converter lines of a file (read each
-time, so it can be edited while the server runs); ``return`` in the file
-ends only the file, every other end (``stop``, ``destroy`` ...) ends the
-calling line too.  A file that cannot be read or holds a line that does
-not parse is logged (one line naming the file, and the line and column)
-and ends the calling line.
+time, so it can be edited while the server runs), each as a line of its
+own, as Conquest's CallImportConverterN does: ``stop`` or ``silentstop``
+ends that line of the file and the next one runs; ``return``, ``destroy``
+and ``reject`` end the file, and ``return`` the calling line too (and
+those calling it, up to the converter line); when the last line of the
+file that ran ended with ``stop``, the calling line ends too (Conquest
+hands the calling line the result of the file's last line).  A file that
+cannot be read or holds a line that does not parse is logged (one line
+naming the file, and the line and column) and ends the calling line.
 """
 
 from twisted.logger import Logger
@@ -123,10 +127,12 @@ class Call(TextCommand):
             self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,
                            reason=str(e))
             return Outcome.STOP
+        outcome, context.callReturned = Outcome.CONTINUE, False
         for script in scripts:
             outcome, command = script.execute(context)
-            if isinstance(command, Return):
-                return Outcome.CONTINUE
-            if outcome is not Outcome.CONTINUE:
+            if isinstance(command, Return) or (isinstance(command, Call) and context.callReturned):
+                context.callReturned = True
+                return Outcome.SILENT_STOP
+            if outcome not in (Outcome.CONTINUE, Outcome.STOP, Outcome.SILENT_STOP):
                 return outcome
-        return Outcome.CONTINUE
+        return Outcome.CONTINUE if outcome is Outcome.CONTINUE else Outcome.SILENT_STOP

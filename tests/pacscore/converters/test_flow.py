@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.script import parseScript
+from plugins import pacs_commands_dataset as dataset
 from tests.pacscore.converters.lines import registry, run
 
 
@@ -76,20 +77,38 @@ class CallTests(unittest.TestCase):
                          (Outcome.CONTINUE, "abcde"))
 
     def test_return(self):
-        """``return`` ends the called file only; other ends end the caller."""
+        """Each line of the file runs as a line of its own, as in Conquest's
+        CallImportConverterN: ``stop`` ends that line only; ``return``,
+        ``destroy`` and ``reject`` end the file, ``return`` the calling line
+        too (and the lines calling that one); the calling line ends too when
+        the last line of the file that ran ended with ``stop``."""
         cases = [
-            ("mark b; return; mark c\nmark d\n", Outcome.CONTINUE, "abe"),
-            ("mark b; {ifequal \"1\", \"1\"; return}; mark c\nmark d\n", Outcome.CONTINUE, "abe"),
-            ("mark b; stop; mark c\nmark d\n", Outcome.STOP, "ab"),
-            ("mark b\nsilentstop\nmark d\n", Outcome.SILENT_STOP, "ab"),
-            ("mark b\ndestroy\n", Outcome.DESTROY, "ab"),
-            ("call inner.cq; mark c\n", Outcome.CONTINUE, "aice"),
+            ("mark b; return; mark c\nmark d\n", Outcome.SILENT_STOP, "ab"),
+            ("mark b; {ifequal \"1\", \"1\"; return}; mark c\nmark d\n", Outcome.SILENT_STOP, "ab"),
+            ("mark b; stop; mark c\nmark d\n", Outcome.CONTINUE, "abde"),
+            ("mark b\nsilentstop\nmark d\n", Outcome.CONTINUE, "abde"),
+            ("mark b\nmark c; stop; mark x\n", Outcome.SILENT_STOP, "abc"),
+            ("mark b\ndestroy\nmark d\n", Outcome.DESTROY, "ab"),
+            ("mark b\nreject\nmark d\n", Outcome.REJECT, "ab"),
+            ("call inner.cq; mark c\nmark d\n", Outcome.SILENT_STOP, "ai"),
+            ("call stopping.cq; mark c\nmark d\n", Outcome.CONTINUE, "asde"),
         ]
         self.called("mark i; return; mark j\n", "inner.cq")
+        self.called("mark s; stop; mark t\n", "stopping.cq")
         for text, outcome, marks in cases:
             self.called(text)
             self.assertEqual(run("mark a; call called.cq; mark e", workdir=self.workdir)[:2],
                              (outcome, marks), text)
+
+    def test_aStopGuardsOneLineOfTheFile(self):
+        """A guarded line of an anonymising file (``ifempty ...; stop; ...``)
+        keeps none of the lines after it from running."""
+        self.called('ifempty "%V0008,0080"; stop; set 0008,1040 to "%V0008,0080"\n'
+                    'set 0010,0010 to "ANON^PATIENT"\n')
+        outcome, _, context = run("call called.cq", workdir=self.workdir,
+                                  commands=registry(dataset.setCommand))
+        self.assertEqual((outcome, str(context.dataset.PatientName)), (Outcome.CONTINUE, "ANON^PATIENT"))
+        self.assertNotIn("InstitutionalDepartmentName", context.dataset)
 
     def test_absolutePath(self):
         self.called("mark b\n")

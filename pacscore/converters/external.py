@@ -22,11 +22,15 @@ _TO = re.compile(r"\s*to\s+(\S.*)", re.IGNORECASE | re.DOTALL)
 
 
 class Write(Command):
-    """``write "text" to file``: the file holds the text (%n for newlines)."""
+    """``write "text" to file``: the file holds the text (%n for newlines).
+    A file that cannot be written (its folder missing) is logged and the
+    line goes on, as Conquest's "Failed to append to file": a logging line
+    put first keeps none of the changes after it from being made."""
 
     name = "write"
     mode = "w"
     reachesOutside = True
+    log = Logger()
 
     def parse(self, arguments, where):
         text, rest = leadingString(arguments, where)
@@ -43,9 +47,13 @@ class Write(Command):
 
     def run(self, arguments, context):
         text, name = arguments
-        with open(filePath(context, name), self.mode, encoding="utf-8",
-                  newline="") as output:
-            output.write(context.expand(text))
+        path = filePath(context, name)
+        try:
+            with open(path, self.mode, encoding="utf-8", newline="") as output:
+                output.write(context.expand(text))
+        except OSError as e:
+            self.log.error("{converter}: {name} to {path} failed: {reason}; the line goes on",
+                           converter=context.converterName, name=self.name, path=path, reason=e.strerror or e)
         return Outcome.CONTINUE
 
 

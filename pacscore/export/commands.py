@@ -35,6 +35,7 @@ import shutil
 from typing import NamedTuple
 
 import pydicom
+from twisted.logger import Logger
 
 from pacscore.converters.command import Command, filePath, luaScriptOf
 from pacscore.converters.context import ConverterSyntaxError, Outcome
@@ -275,11 +276,14 @@ class PreretrieveCommand(Command):
 class CopyCommand(Command):
     """``copy file to file`` (export converters): copy, at once; a
     destination that is a folder (or ends with a separator) gets the
-    file under its own name."""
+    file under its own name.  A copy that fails is logged and the line
+    goes on, as ``write`` (Conquest's converters go on after a failed
+    file operation)."""
 
     name = "copy"
     scope = "E"
     reachesOutside = True
+    log = Logger()
     _form = re.compile(r"^(?P<source>.+?)\s+to\s+(?P<target>.+)$", re.IGNORECASE | re.DOTALL)
 
     def parse(self, arguments, where):
@@ -292,5 +296,10 @@ class CopyCommand(Command):
         source, target = (filePath(context, text) for text in arguments)
         if target.endswith(("/", "\\")) or os.path.isdir(target):
             target = os.path.join(target, os.path.basename(source))
-        shutil.copyfile(source, target)
+        try:
+            shutil.copyfile(source, target)
+        except OSError as e:
+            self.log.error("{converter}: copy {source} to {target} failed: {reason}; the line goes on",
+                           converter=context.converterName, source=source, target=target,
+                           reason=e.strerror or e)
         return Outcome.CONTINUE

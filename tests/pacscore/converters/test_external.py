@@ -3,7 +3,7 @@ programs export converter statements name."""
 
 import os
 
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
@@ -120,11 +120,16 @@ class ExternalTests(unittest.TestCase):
                          ["P 1.txt", f"_._.._{os.path.basename(self.workdir)}_.._x.txt"])
 
     def test_unwritable(self):
-        """A file that cannot be written is logged and stops the line."""
-        with capturedLogs():
-            self.assertEqual(run('write "x" to missing/out.txt; mark a', workdir=self.workdir)[:2],
-                             (Outcome.STOP, ""))
-        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
+        """A file that cannot be written (its folder missing) is logged in
+        one line, without a traceback, and the line goes on, as in Conquest:
+        an anonymising line that logs first still anonymises."""
+        for line in ('write "x" to missing/out.txt; mark a', 'append "%i%n" to missing/log.txt; mark a'):
+            with capturedLogs() as events:
+                self.assertEqual(run(line, workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"), line)
+            [message] = [formatEvent(e) for e in events]
+            self.assertRegex(message, r"^ImportConverter3: (write|append) to .*/missing/(out|log).txt failed: "
+                                      r"No such file or directory; the line goes on$")
+            self.assertNotIn("log_failure", events[0])
 
     def test_syntax(self):
         cases = [

@@ -7,6 +7,7 @@ import os
 import subprocess
 
 from pydicom.dataset import Dataset
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterContext, ConverterServices, ConverterSyntaxError, Outcome
@@ -41,7 +42,8 @@ class CommandTests(unittest.TestCase):
     def run_(self, line, kind="export", exportQueue=None, filename=None):
         script = parseScript(line, "ExportConverter0", self.registry, kind)
         context = ConverterContext(kind, dataset(), "MODALITY", "PACS", filename=filename,
-                                   services=ConverterServices(exportQueue=exportQueue or self.queue))
+                                   services=ConverterServices(exportQueue=exportQueue or self.queue),
+                                   converterName="ExportConverter0")
         return script.run(context)
 
     def due(self, later=0):
@@ -187,6 +189,22 @@ class CommandTests(unittest.TestCase):
         self.assertSyntaxError("prefetch now", "takes no arguments")
         self.assertSyntaxError("forward to A", "not allowed in import converters", kind="import")
         self.assertSyntaxError("copy %f", "expected 'copy FILE to FILE'")
+
+    def test_aCopyThatFailsIsLoggedAndTheLineGoesOn(self):
+        """A copy into a missing folder is logged in one line, without a
+        traceback, and the statements after it run."""
+        source = os.path.join(self.archive.folder, "object.dcm")
+        os.makedirs(self.archive.folder)
+        with open(source, "wb") as f:
+            f.write(b"DICM")
+        folder = os.path.abspath(self.mktemp())
+        with capturedLogs() as events:
+            self.assertEqual(self.run_(f"copy %f to {folder}/missing/x.dcm; forward to SERVER1", filename=source),
+                             Outcome.CONTINUE)
+        self.assertEqual([formatEvent(e) for e in events],
+                         [f"ExportConverter0: copy {source} to {folder}/missing/x.dcm failed: "
+                          f"No such file or directory; the line goes on"])
+        self.assertEqual([action.destination for action in self.due()], ["SERVER1"])
 
     def test_copyToAFolderAndToAFile(self):
         source = os.path.join(self.archive.folder, "object.dcm")

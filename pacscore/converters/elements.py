@@ -16,20 +16,23 @@ import math
 import re
 import struct
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from pacscore.dicom.identifiers import TEXT_VRS, checkFits
 
 TAG_PATTERN = r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}"
+KEYWORD_PATTERN = r"[A-Za-z][A-Za-z0-9]*"  # a DICOM keyword, as Conquest takes dgate.dic's names for gggg,eeee
 SPECIFIC_CHARACTER_SET = 0x00080005
 FIRST_PIXEL_TAG = 0x7FE00008  # Float Pixel Data: attributes read "before the pixels" stop here or later
 UNICODE_CHARACTER_SET = "ISO_IR 192"
 
 _TAG = re.compile(TAG_PATTERN)
-_STEP = rf"({TAG_PATTERN})(?:\.([0-9]+)(?=[\\/]{TAG_PATTERN}))?"
-_PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{TAG_PATTERN}")
+_NAME = rf"{TAG_PATTERN}|{KEYWORD_PATTERN}"
+_STEP = rf"({_NAME})(?:\.([0-9]+)(?=[\\/](?:{_NAME})))?"
+_PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{_NAME}")
+_ANYWHERE = re.compile(rf"\*({_NAME})")
 _STEPS = re.compile(_STEP)
 
 
@@ -48,6 +51,12 @@ def parseTag(text):
         raise ValueError(f"not a tag (gggg,eeee): {text!r}")
     group, element = text.split(",")
     return (int(group, 16) << 16) | int(element, 16)
+
+
+def tagOf(name):
+    """The tag a path step names, ``gggg,eeee`` or a DICOM keyword (spelt
+    with the standard's case), or None for an unknown keyword."""
+    return parseTag(name) if _TAG.fullmatch(name) else tag_for_keyword(name)
 
 
 def vrOf(tag, dataset=None):
@@ -117,11 +126,14 @@ def findAnywhere(dataset, tag):
 def parsePath(text, position=0):
     """``(steps, end)`` of a tag or a ``\\``-path (``/`` works as ``\\``,
     ``gggg,eeee.N`` picks item N, else the first) at ``position`` of
-    ``text``, or None."""
+    ``text``, or None; a DICOM keyword may stand for any ``gggg,eeee``
+    (``PatientID``), as in Conquest."""
     match = _PATH.match(text, position)
     if match is None:
         return None
-    steps = [(parseTag(tag), int(item or 0)) for tag, item in _STEPS.findall(match.group())]
+    steps = [(tagOf(name), int(item or 0)) for name, item in _STEPS.findall(match.group())]
+    if None in (tag for tag, _ in steps):
+        return None
     steps[-1] = (steps[-1][0], None)
     return steps, match.end()
 
@@ -132,8 +144,9 @@ def parseReference(text, position=0):
     first, or a tag or ``\\``-path (``parsePath``); None when there is none.
     ``findReference`` looks the reference up."""
     if text.startswith("*", position):
-        match = _TAG.match(text, position + 1)
-        return None if match is None else ((True, [(parseTag(match.group()), None)]), match.end())
+        match = _ANYWHERE.match(text, position)
+        tag = match and tagOf(match.group(1))
+        return None if tag is None else ((True, [(tag, None)]), match.end())
     parsed = parsePath(text, position)
     return None if parsed is None else ((False, parsed[0]), parsed[1])
 

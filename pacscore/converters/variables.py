@@ -29,6 +29,11 @@
                        (unchanged when not listed)
 =====================  =====================================================
 
+The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
+``%I``); a DICOM keyword may stand for any ``gggg,eeee`` (``%VPatientID``,
+``%V/ReferencedStudySequence/ReferencedSOPInstanceUID``), as Conquest takes
+dgate.dic's names.
+
 Each variable may be followed by ``[first,last]`` (0-based, inclusive:
 ``%i[0,1]`` is the first two characters of the Patient ID), then by ``^``
 (upper case) or ``~`` (lower case).  An unknown %-sequence stays as written.
@@ -56,6 +61,7 @@ DATE_FORMAT = "%Y%m%d %H:%M:%S"
 ALIAS_FILES = ("aliasfileQX.txt", "aliasfileqX.txt")
 QUERY_LEVELS = {"P": "patient", "S": "study", "E": "series"}
 LITERALS = {"n": "\n", "t": "\t", "%": "%", "^": "^", "~": "~", "[": "["}
+REFERENCE_LETTERS = ("V", "E", "R", "A", "Q")  # written upper case; the others lower case
 DATASET_LETTERS = {"m": MODALITY, "s": STATION_NAME, "o": SOP_INSTANCE_UID, "i": PATIENT_ID}
 
 _TAG = re.compile(TAG_PATTERN)
@@ -77,7 +83,7 @@ def pieces(text, context):
     position = 0
     while (start := text.find("%", position)) >= 0:
         yield text[position:start], None
-        letter = text[start + 1:start + 2]
+        letter = letterAt(text, start + 1)
         if letter in LITERALS:
             yield LITERALS[letter], None
             position = start + 2
@@ -106,10 +112,17 @@ def _modifiers(text, position, value):
     return value, position
 
 
+def letterAt(text, position):
+    """The variable letter at ``position`` of ``text``, read regardless of
+    case as Conquest's ``tolower`` does: ``%I`` is ``%i``, ``%v`` is ``%V``."""
+    letter = text[position:position + 1]
+    return letter.upper() if letter.upper() in REFERENCE_LETTERS else letter.lower()
+
+
 def _variable(text, position, context):
     """``(value, end)`` of the variable whose letter is at ``position``, or
     None when it is not one."""
-    letter = text[position:position + 1]
+    letter = letterAt(text, position)
     position += 1
     dataset = context.dataset
     if letter == "s" and context.moveDestination is not None:

@@ -90,6 +90,25 @@ class ExpandTests(unittest.TestCase):
         for template, expected in self.cases:
             self.assertEqual((template, expand(template, context)), (template, expected))
 
+    def test_anyCaseAndKeywords(self):
+        """The letter is read regardless of case and a DICOM keyword may
+        stand for gggg,eeee, as in Conquest (``%v0010,0020``, ``%I``,
+        ``%VPatientID``): nothing is left as written into the object."""
+        context = makeContext()
+        cases = [
+            ("%v0010,0020", "PAT001"), ("%VPatientID", "PAT001"), ("%vPatientID[0,2]^", "PAT"),
+            ("[%I][%M][%O][%S][%U][%C][%F][%B][%P][%X][%N]", expand("[%i][%m][%o][%s][%u][%c][%f][%b][%p][%x][%n]",
+                                                                       context)),
+            ("%V*TreatmentMachineName", "A2_LINAC"), ("%v*300a,00b2", "A2_LINAC"),
+            ("%V/ReferencedStructureSetSequence.1/ReferencedSOPInstanceUID", "1.2.3.9.2"),
+            ("%V/300c,0060.1/ReferencedSOPInstanceUID", "1.2.3.9.2"),
+            ("%a0010,0020", str(zlib.crc32(b"PAT001"))), ("%APatientID", str(zlib.crc32(b"PAT001"))),
+            ("%VPatientIDs %VNoSuchKeyword %V*Nope %vpatientid", "%VPatientIDs %VNoSuchKeyword %V*Nope %vpatientid"),
+            ("%VPatientID.dcm", "PAT001.dcm"), ("%VOverlayData", "%VOverlayData"),
+        ]
+        for template, expected in cases:
+            self.assertEqual((template, expand(template, context)), (template, expected))
+
     def test_contextExpand(self):
         self.assertEqual(makeContext().expand("%i/%m"), "PAT001/CT")
 

@@ -3,7 +3,8 @@
 ``unfixkodak``.
 
 ``set`` and ``setifempty`` take ``TARGET to "value"`` or ``TARGET if
-"value"`` (``if``: only when the expanded value is not empty).  TARGET is
+"value"`` (``if``: only when the expanded value is not empty); ``set
+gggg,eeee to nil`` deletes the element, as in Conquest.  TARGET is
 a variable ``x``, ``y`` or ``z``, a tag ``gggg,eeee`` or DICOM keyword
 (``set PatientName to "A^B"``, as Conquest's Lua runs ``Data.X = v``), or (``set`` only) an
 element in a sequence item: ``gggg,eeee.N\\gggg,eeee`` (item N, created
@@ -32,6 +33,7 @@ from pacscore.dicom.virtual import SERVER_MASK
 
 PATIENT_ID = 0x00100020
 VARIABLES = ("x", "y", "z")
+NIL = "nil"  # 'set gggg,eeee to nil' deletes the element
 APPEND = "*"
 
 _ASSIGNMENT = re.compile(r"(?P<target>\S+)\s+(?P<mode>to|if)(?:\s+(?P<value>.*))?$",
@@ -55,6 +57,7 @@ class Assignment(NamedTuple):
     target: Target
     onlyIfValue: bool  # the 'if' form
     value: str         # unexpanded
+    deletes: bool = False  # 'set gggg,eeee to nil': the element is deleted
 
 
 def unquote(text, where):
@@ -105,8 +108,17 @@ def parseAssignment(arguments, where, inSequences):
         raise ConverterSyntaxError(f"{where}: expected 'gggg,eeee to \"value\"' or "
                                    f"'gggg,eeee if \"value\"', got {arguments!r}")
     target = parseTarget(match.group("target"), where, inSequences)
-    value = unquote((match.group("value") or "").strip(), where)
-    return Assignment(target, match.group("mode").lower() == "if", value)
+    text = (match.group("value") or "").strip()
+    onlyIfValue = match.group("mode").lower() == "if"
+    return Assignment(target, onlyIfValue, unquote(text, where), not onlyIfValue and text.lower() == NIL)
+
+
+def deleteElement(context, tag):
+    """Remove top-level element ``tag`` of the context's data set, if there."""
+    if tag in context.dataset:
+        del context.dataset[tag]
+        context.changed = True
+        context.assigned.discard(tag)
 
 
 def _itemFor(dataset, target):
@@ -172,12 +184,26 @@ class AssignmentCommand(Command):
 
 
 class SetCommand(AssignmentCommand):
-    """``set TARGET to "value"`` / ``set TARGET if "value"``."""
+    """``set TARGET to "value"`` / ``set TARGET if "value"``; ``set
+    gggg,eeee to nil`` (unquoted, any case) deletes the top-level element,
+    as in Conquest, which takes it for no variable or sequence item: those
+    are refused when the line is parsed."""
 
     name = "set"
 
+    def parse(self, arguments, where):
+        assignment = super().parse(arguments, where)
+        target = assignment.target
+        if assignment.deletes and (target.variable is not None or target.sequence is not None):
+            raise ConverterSyntaxError(f"{where}: 'set ... to nil' deletes a top-level element; it takes no "
+                                       f"variable or sequence item (set it to \"\" to empty it)")
+        return assignment
+
     def run(self, arguments, context):
-        self.assign(arguments, context)
+        if arguments.deletes:
+            deleteElement(context, arguments.target.tag)
+        else:
+            self.assign(arguments, context)
         return Outcome.CONTINUE
 
 
@@ -204,9 +230,7 @@ class DeleteElementCommand(Command):
         return parseTagArgument(arguments, where)
 
     def run(self, arguments, context):
-        if arguments in context.dataset:
-            del context.dataset[arguments]
-            context.changed = True
+        deleteElement(context, arguments)
         return Outcome.CONTINUE
 
 

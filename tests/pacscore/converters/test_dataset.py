@@ -286,6 +286,29 @@ class SetTests(unittest.TestCase):
         run(commands.setCommand, '0008,1030 to head and neck %m', context)
         self.assertEqual(context.dataset.StudyDescription, "head and neck CT")
 
+    def test_toNilDeletes(self):
+        """``set gggg,eeee to nil`` (unquoted, any case) deletes the element,
+        as Conquest does, where pacs stored the text 'nil'; quoted, "nil"
+        is text; a variable or sequence item is refused when parsed."""
+        context = makeContext()
+        for arguments in ("0010,0010 to nil", "PatientID TO NIL", "0010,1000 to nil"):
+            self.assertEqual(run(commands.setCommand, arguments, context), Outcome.CONTINUE)
+        self.assertNotIn("PatientName", context.dataset)
+        self.assertNotIn("PatientID", context.dataset)
+        self.assertNotIn(0x00101000, context.dataset)
+        self.assertTrue(context.changed)
+        run(commands.setCommand, '0008,0081 to "nil"', context)
+        run(commands.setCommand, '0008,1030 if nil', context)
+        self.assertEqual((context.dataset.InstitutionAddress, context.dataset.StudyDescription), ("nil", "nil"))
+        untouched = makeContext()
+        run(commands.setCommand, "0010,1000 to nil", untouched)
+        self.assertFalse(untouched.changed)
+        for arguments in ("x to nil", "0040,0275.0\\0040,0007 to nil"):
+            with self.assertRaises(ConverterSyntaxError, msg=arguments) as raised:
+                commands.setCommand.parse(arguments, "ImportConverter0, column 1")
+            self.assertIn("ImportConverter0, column 1: 'set ... to nil' deletes a top-level element",
+                          str(raised.exception))
+
     def test_nonAsciiText(self):
         """Text the data set's character set cannot hold makes it UTF-8."""
         context = makeContext()

@@ -37,7 +37,10 @@ dgate.dic's names.
 Each variable may be followed by ``[first,last]`` (0-based, inclusive:
 ``%i[0,1]`` is the first two characters of the Patient ID), then by ``^``
 (upper case) or ``~`` (lower case).  An unknown %-sequence stays as written.
-Whatever is missing (element, row, file, service) gives "".
+Whatever is missing (element, row, file, service) gives "".  A sequence
+element reads ``(sequence)`` and a binary value over 255 bytes (pixel data)
+``(too long)``, as in Conquest; longer text is read whole (Conquest's
+``(too long)`` for any value over 255 bytes is the size of its buffer).
 """
 
 import os
@@ -59,6 +62,7 @@ MODALITY, STATION_NAME, SOP_INSTANCE_UID, PATIENT_ID = 0x00080060, 0x00081010, 0
 ACCESSION_NUMBER = 0x00080050
 DATE_FORMAT = "%Y%m%d %H:%M:%S"
 ALIAS_FILES = ("aliasfileQX.txt", "aliasfileqX.txt")
+SEQUENCE, TOO_LONG, MAX_BINARY = "(sequence)", "(too long)", 255  # as Conquest's SearchDICOMObject reads them
 QUERY_LEVELS = {"P": "patient", "S": "study", "E": "series"}
 LITERALS = {"n": "\n", "t": "\t", "%": "%", "^": "^", "~": "~", "[": "["}
 REFERENCE_LETTERS = ("V", "E", "R", "A", "Q")  # written upper case; the others lower case
@@ -152,7 +156,19 @@ def _variable(text, position, context):
 
 
 def _element(dataset, tag):
-    return "" if dataset is None else textOf(dataset.get(tag))
+    return "" if dataset is None else valueText(dataset.get(tag))
+
+
+def valueText(element):
+    """What a %-variable reads of ``element`` (or None: ""): its text, as
+    Conquest's SearchDICOMObject ``(sequence)`` for a sequence, so that
+    ``ifnotempty "%V0010,1002"`` holds when the sequence is there, and
+    ``(too long)`` for a binary value over 255 bytes (pixel data ...)."""
+    if element is not None and element.VR == "SQ":
+        return SEQUENCE
+    if element is not None and isinstance(element.value, (bytes, bytearray)) and len(element.value) > MAX_BINARY:
+        return TOO_LONG
+    return textOf(element)
 
 
 def checksum(text):
@@ -182,14 +198,14 @@ def _reference(text, position, context):
         outer = parsePath(text, inner[1] + 1)
         if outer is None:
             return None
-        sopInstanceUID = "" if dataset is None else textOf(findPath(dataset, inner[0]))
+        sopInstanceUID = "" if dataset is None else valueText(findPath(dataset, inner[0]))
         other = _storedObject(sopInstanceUID, context)
-        return ("" if other is None else textOf(findPath(other, outer[0]))), outer[1]
+        return ("" if other is None else valueText(findPath(other, outer[0]))), outer[1]
     parsed = parseReference(text, position)
     if parsed is None:
         return None
     reference, end = parsed
-    return ("" if dataset is None else textOf(findReference(dataset, reference))), end
+    return ("" if dataset is None else valueText(findReference(dataset, reference))), end
 
 
 def _storedObject(sopInstanceUID, context):

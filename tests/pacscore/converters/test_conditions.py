@@ -2,12 +2,13 @@
 
 import time
 
+from pydicom import Dataset
 from twisted.trial import unittest
 
 from pacscore.converters.conditions import matches, number
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.script import parseScript
-from tests.pacscore.converters.lines import registry, run
+from tests.pacscore.converters.lines import KEYS, context, patientDataset, registry, run
 
 
 def holds(condition, kind="import", **contextArguments):
@@ -64,6 +65,19 @@ class ConditionTests(unittest.TestCase):
         for condition, expected in cases:
             self.assertEqual(holds(condition), expected, condition)
             self.assertEqual(holds(condition, kind="export"), expected, condition)
+
+    def test_sequences(self):
+        """A sequence that is there is not empty (Conquest reads it
+        "(sequence)"); a missing one is."""
+        dataset = patientDataset()
+        dataset.OtherPatientIDsSequence = [Dataset(), Dataset()]
+        for condition, expected in [('ifnotempty "%V0010,1002"', True), ('ifempty "%V0010,1002"', False),
+                                    ('ifempty "%V0008,1140"', True)]:
+            lineContext = context()
+            lineContext.dataset = dataset
+            outcome = parseScript(f"{condition}; mark a", KEYS["import"], registry(), "import").run(lineContext)
+            self.assertEqual((condition, outcome, lineContext.variables["x"] == "a"),
+                             (condition, Outcome.CONTINUE, expected))
 
     def test_between(self):
         """(first, last, hour of the wall clock, holds)"""

@@ -61,7 +61,7 @@ class ExpandTests(unittest.TestCase):
         ("%x", "ex"), ("%y", ""), ("%z", "zed"),
         # %V: top level
         ("%V0010,0010", "Doe^John"), ("%V0008,0008", "ORIGINAL\\PRIMARY"), ("%V0028,0010", "512"),
-        ("%V0028,0030", "0.5\\0.25"), ("%V0010,1010", ""), ("%V300c,0060", ""),
+        ("%V0028,0030", "0.5\\0.25"), ("%V0010,1010", ""), ("%V300c,0060", "(sequence)"),
         ("%V0008,0018.dcm", "1.2.3.1.1.dcm"),
         # %V*: anywhere, depth first
         ("%V*300a,00b2", "A2_LINAC"), ("%V*300a,00b2[0,1]", "A2"), ("%V*300a,0114", "6"),
@@ -105,6 +105,23 @@ class ExpandTests(unittest.TestCase):
             ("%a0010,0020", str(zlib.crc32(b"PAT001"))), ("%APatientID", str(zlib.crc32(b"PAT001"))),
             ("%VPatientIDs %VNoSuchKeyword %V*Nope %vpatientid", "%VPatientIDs %VNoSuchKeyword %V*Nope %vpatientid"),
             ("%VPatientID.dcm", "PAT001.dcm"), ("%VOverlayData", "%VOverlayData"),
+        ]
+        for template, expected in cases:
+            self.assertEqual((template, expand(template, context)), (template, expected))
+
+    def test_sequencesAndLongBinaryValues(self):
+        """As Conquest's SearchDICOMObject: a sequence reads "(sequence)"
+        (a missing one ""), a binary value over 255 bytes "(too long)";
+        text is read whole."""
+        dataset = objectDataset()
+        dataset.PixelData = bytes(512 * 512)
+        dataset.add_new(0x00091010, "OB", b"short")
+        dataset.ImageComments = "c" * 300
+        context = makeContext(dataset)
+        cases = [
+            ("%V300c,0060", "(sequence)"), ("%V/300a,00b0.0/300a,0111", "(sequence)"), ("%V300a,00b0[1,3]", "seq"),
+            ("%V0008,1140", ""), ("%V7fe0,0010", "(too long)"), ("%V0009,1010", "short"),
+            ("%V0020,4000", "c" * 300), ("%A300c,0060", str(zlib.crc32(b"(sequence)"))),
         ]
         for template, expected in cases:
             self.assertEqual((template, expand(template, context)), (template, expected))

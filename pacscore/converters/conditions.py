@@ -3,7 +3,8 @@
 Each guards the statement or block after it (see ``script``).  Their
 arguments are double-quoted strings, expanded when they run.  Matching
 (``ifmatch``) is case-insensitive and allows ``x*``, ``*x`` and ``*x*``;
-numbers are read as C's ``atof`` does (a leading number, else 0).
+numbers are integers, read as C's ``atoi`` does (a leading integer, else
+0), as Conquest compares them: ``ifnumgreater "5.5", "5"`` does not hold.
 ``between "9", "17"`` holds from 9:00 to 16:59 local time, and wraps
 midnight when the first hour is the larger (``between "22", "6"``).
 """
@@ -14,13 +15,14 @@ import time
 from pacscore.converters.arguments import expanded, quotedStrings
 from pacscore.converters.command import Command
 
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"\s*[+-]?\d+")
 
 
 def number(text):
-    """The number ``text`` starts with, as a float; 0.0 when none."""
+    """The integer ``text`` starts with, as C's ``atoi`` reads it (blanks,
+    a sign, digits: ``"5.5"`` is 5); 0 when none."""
     match = _NUMBER.match(text)
-    return float(match.group()) if match else 0.0
+    return int(match.group()) if match else 0
 
 
 def matches(string, pattern):

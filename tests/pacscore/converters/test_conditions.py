@@ -51,12 +51,18 @@ class ConditionTests(unittest.TestCase):
             ('ifnumequal "1.0", "1"', True),
             ('ifnumequal "abc", "0"', True),
             ('ifnumequal "12abc", "12"', True),
-            ('ifnumequal " 2e1", "20"', True),
+            ('ifnumequal " 2e1", "2"', True),
+            # integers, as Conquest's atoi reads them
+            ('ifnumequal "1.9", "1"', True),
+            ('ifnumgreater "5.5", "5"', False),
+            ('ifnumless "4.5", "4"', False),
+            ('ifnumnotequal "-0.5", "0"', False),
             ('ifnumnotequal "1", "2"', True),
             ('ifnumnotequal "1", "01"', False),
             ('ifnumgreater "10", "9"', True),
             ('ifnumgreater "9", "10"', False),
             ('ifnumgreater "%i", "122.5"', True),
+            ('ifnumgreater "%i", "123.5"', False),
             ('ifnumless "-1", "0"', True),
             ('ifnumless "1", "1"', False),
             ('between "0", "24"', True),
@@ -91,8 +97,8 @@ class ConditionTests(unittest.TestCase):
                              (first, last, hour))
 
     def test_helpers(self):
-        self.assertEqual([number(text) for text in ("3", "-2.5x", ".5", "x3", "", "1e3")],
-                         [3.0, -2.5, 0.5, 0.0, 0.0, 1000.0])
+        self.assertEqual([number(text) for text in ("3", "-2.5x", ".5", "x3", "", "1e3", " +07", "- 1", "\t-12abc")],
+                         [3, -2, 0, 0, 0, 1, 7, 0, -12])
         self.assertTrue(matches("ABC", "*"))
         self.assertTrue(matches("", "*"))
         self.assertFalse(matches("ABC", ""))

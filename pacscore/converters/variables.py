@@ -6,6 +6,7 @@
                        name without folder and extension, its folder
 ``%u %c``              calling and called AE title
 ``%d``                 the local date and time, ``YYYYMMDD HH:MM:SS``
+``%g``                 a new UID (under UIDPrefix), another each time
 ``%n %t``              newline, tab
 ``%% %^ %~ %[``        the character itself
 ``%x %y %z``           the general purpose variables
@@ -35,7 +36,9 @@ The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
 dgate.dic's names.
 
 Each variable may be followed by ``[first,last]`` (0-based, inclusive:
-``%i[0,1]`` is the first two characters of the Patient ID), then by ``^``
+``%i[0,1]`` is the first two characters of the Patient ID; as in Conquest a
+``last`` before ``first`` leaves the value whole) or ``[,N]`` (the last N
+characters), then by ``^``
 (upper case) or ``~`` (lower case).  An unknown %-sequence stays as written.
 Whatever is missing (element, row, file, service) gives "".  A sequence
 element reads ``(sequence)`` and a binary value over 255 bytes (pixel data)
@@ -69,7 +72,7 @@ REFERENCE_LETTERS = ("V", "E", "R", "A", "Q")  # written upper case; the others 
 DATASET_LETTERS = {"m": MODALITY, "s": STATION_NAME, "o": SOP_INSTANCE_UID, "i": PATIENT_ID}
 
 _TAG = re.compile(TAG_PATTERN)
-_SUBSTRING = re.compile(r"\[([0-9]+),([0-9]+)\]")
+_SUBSTRING = re.compile(r"\[([0-9]*),([0-9]+)\]")
 
 log = Logger()
 
@@ -106,7 +109,11 @@ def pieces(text, context):
 def _modifiers(text, position, value):
     """Apply ``[first,last]`` and ``^``/``~`` following a variable."""
     if match := _SUBSTRING.match(text, position):
-        value = value[int(match.group(1)):int(match.group(2)) + 1]
+        last = min(int(match.group(2)), len(value))
+        if not match.group(1):  # [,N]: the last N characters
+            value = value[len(value) - last:]
+        elif (first := min(int(match.group(1)), len(value))) <= last:  # as Conquest: else left whole
+            value = value[first:last + 1]
         position = match.end()
     suffix = text[position:position + 1]
     if suffix == "^":
@@ -147,6 +154,8 @@ def _variable(text, position, context):
         return context.calledAE, position
     if letter == "d":
         return time.strftime(DATE_FORMAT), position
+    if letter == "g":
+        return uidMapOf(context.services).newUID(), position
     if letter in ("V", "E", "R", "A"):
         parsed = _reference(text, position, context)
         return None if parsed is None else (_transform(letter, parsed[0], context), parsed[1])

@@ -72,7 +72,8 @@ class ExpandTests(unittest.TestCase):
         ("%V/300c,0060.2/0008,1155", ""), ("%V/300a,00b0.0/300a,0111/300a,0114", "6"),
         ("%V/300a,00b0.1/300a,00b2[3,7]~", "linac"), ("%V/0010,0010/0010,0020", ""),
         # substrings and case
-        ("%i[0,1]", "PA"), ("%i[3,100]", "001"), ("%i[4,2]", ""), ("%V0008,0020[0,3]", "2002"),
+        ("%i[0,1]", "PA"), ("%i[3,100]", "001"), ("%i[4,2]", "PAT001"), ("%i[9,20]", ""), ("%i[9,2]", "PAT001"),
+        ("%i[,2]", "01"), ("%i[,0]", ""), ("%i[,9]", "PAT001"), ("%V0008,0020[,4]^", "1231"), ("%i[,x]", "PAT001[,x]"), ("%V0008,0020[0,3]", "2002"),
         ("%V0010,0010^", "DOE^JOHN"), ("%V0010,0010~", "doe^john"), ("%V0010,0010[0,2]^", "DOE"),
         ("%m~%s^", "ctSTATION1"), ("%x^", "EX"),
         # %A
@@ -125,6 +126,16 @@ class ExpandTests(unittest.TestCase):
         ]
         for template, expected in cases:
             self.assertEqual((template, expand(template, context)), (template, expected))
+
+    def test_newUID(self):
+        """%g is a new UID (under the UID map's prefix), another each time."""
+        context = makeContext(uidMap=UIDMap(prefix="1.2.826.0.1.3680043.2.135"))
+        first, second = expand("%g %g", context).split()
+        self.assertNotEqual(first, second)
+        for uid in (first, second):
+            self.assertRegex(uid, r"^1\.2\.826\.0\.1\.3680043\.2\.135\.[0-9.]+$")
+            self.assertLessEqual(len(uid), 64)
+        self.assertEqual(expand("%G[0,3]", context), "1.2.")
 
     def test_contextExpand(self):
         self.assertEqual(makeContext().expand("%i/%m"), "PAT001/CT")

@@ -23,6 +23,8 @@ testMode = preferences.SetTestMode()
 write = external.Write()
 append = external.Append()
 system = external.System()
+makeFolder = external.MakeFolder()
+removeFile = external.RemoveFile()
 
 ifNotEmpty = conditions.IfNotEmpty()
 ifEmpty = conditions.IfEmpty()

@@ -1,13 +1,16 @@
 """Converter commands that reach outside the archive (manual 7.2):
-``write "text" to file``, ``append "text" to file`` and ``system command
-line``; in export converters also a statement that names no command: a
-program to run (``ExternalProgram``).  Text, file names and command lines
+``write "text" to file``, ``append "text" to file``, ``mkdir folder``,
+``rm file`` and ``system command line``; in export converters also a
+statement that names no command: a program to run (``ExternalProgram``),
+unless it starts with a command of Conquest's pacs does not have
+(``ConquestOnly``: warned about when parsed, not run).  Text, file names and command lines
 are expanded when they run (values in file names made safe, ``filePath``;
 in command lines quoted, ``shellCommand``); relative file names (and the
 folder the command runs in) are the configuration's working folder.  They run in a worker thread, so they may
 block.
 """
 
+import os
 import re
 import subprocess
 
@@ -64,6 +67,61 @@ class Append(Write):
     mode = "a"
 
 
+class FileCommand(TextCommand):
+    """``mkdir folder`` / ``rm file``: Conquest's file commands, on the file
+    the (expanded) name gives (``filePath``), as Conquest runs them itself,
+    not as shell programs.  The shell option of the same effect (``-p``,
+    ``-f``) is taken and ignored; any other option is refused when parsed.
+    A failure is logged in one line and the line goes on."""
+
+    reachesOutside = True
+    log = Logger()
+
+    def parse(self, arguments, where):
+        name = super().parse(arguments, where)
+        first, _, rest = name.partition(" ")
+        if first == self.option:
+            name = rest.strip()
+        if name.startswith("-") or not name:
+            raise ConverterSyntaxError(f"{where}: '{self.name}' takes a file name (no shell options: "
+                                       f"pacs runs it as Conquest does, {self.does}), got {arguments!r}")
+        return name
+
+    def run(self, arguments, context):
+        path = filePath(context, arguments)
+        try:
+            self.act(path)
+        except OSError as e:
+            self.log.error("{converter}: {name} {path} failed: {reason}; the line goes on",
+                           converter=context.converterName, name=self.name, path=path, reason=e.strerror or e)
+        return Outcome.CONTINUE
+
+
+class MakeFolder(FileCommand):
+    """``mkdir folder``: the folder and its parents, as Conquest makes them."""
+
+    name = "mkdir"
+    option = "-p"
+    does = "making the parent folders too"
+
+    def act(self, path):
+        os.makedirs(path, exist_ok=True)
+
+
+class RemoveFile(FileCommand):
+    """``rm file``: the file is removed (Conquest's ``unlink``)."""
+
+    name = "rm"
+    option = "-f"
+    does = "removing one file"
+
+    def act(self, path):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass  # as 'rm -f' and Conquest's unlink: nothing to remove is no failure
+
+
 class System(TextCommand):
     """``system command line``: run by the shell, each %-variable's value
     quoted as data (``shellCommand``); its exit status is logged."""
@@ -101,3 +159,30 @@ class ExternalProgram(System):
 
     def level(self, status):
         return LogLevel.info if status == 0 else LogLevel.warn
+
+
+class ConquestOnly(Command):
+    """An export statement that starts with a command of Conquest's
+    (``save bmp|gif|jpg``, ``save frame``, ``merge study``, ``submit``,
+    ``submit2``) pacs does not implement: Conquest would run no program for
+    it, so pacs runs none either.  Parsing it logs a warning naming it (at
+    start-up, and when the line is changed); running it does nothing but
+    log that it was skipped.  Made by the parser, not registered."""
+
+    name = "conquest-only"
+    scope = "E"
+    log = Logger()
+    NAMES = re.compile(r"\s*(save\s+(?:bmp|gif|jpg|frame)|merge\s+study|submit2?)(?![\w.\-/\\])", re.IGNORECASE)
+
+    def parse(self, arguments, where):
+        command = " ".join(self.NAMES.match(arguments).group(1).lower().split())
+        self.log.warn("{where}: Conquest's {command!r} is not implemented by pacs: the statement {statement!r} "
+                      "will do nothing (it is not run as a program)", where=where, command=command,
+                      statement=arguments)
+        return command, arguments
+
+    def run(self, arguments, context):
+        command, statement = arguments
+        self.log.info("{converter}: {statement!r} skipped: Conquest's {command!r} is not implemented by pacs",
+                      converter=context.converterName, statement=context.expand(statement), command=command)
+        return Outcome.CONTINUE

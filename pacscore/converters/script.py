@@ -11,7 +11,10 @@ statement that is a Lua file's name, ``x.lua`` or ``x.lua(text)``, is
 run by ``lua:`` (as Conquest runs one).  In an
 export converter a statement that starts with no command's name is a
 program to run (``external.ExternalProgram``, as Conquest runs
-``myconverter.exe`` or ``dicomtobitmap %f ...``); elsewhere it is an error.
+``myconverter.exe`` or ``dicomtobitmap %f ...``), unless it starts with
+one of Conquest's own commands pacs lacks (``save bmp`` ...:
+``external.ConquestOnly``, a warning, never a program); elsewhere it is an
+error.
 
 ``parseScript`` builds the tree of (command, parsed arguments, column)
 and raises ``ConverterSyntaxError("<key>, column N: ...")`` for what it
@@ -30,11 +33,12 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
-from pacscore.converters.external import ExternalProgram
+from pacscore.converters.external import ConquestOnly, ExternalProgram
 from pacscore.pluginset import named
 
 SCOPES = {"import": "I", "export": "E"}
 PROGRAM = ExternalProgram()  # an export statement naming no command runs it as a program
+CONQUEST_ONLY = ConquestOnly()  # ... unless it names a command of Conquest's pacs lacks
 _LUA_FILE = re.compile(r'[^\s;{}()"]+\.lua(\(.*\))?', re.IGNORECASE | re.DOTALL)
 
 
@@ -229,7 +233,8 @@ class _Parser:
             text = self.text[start:self.pos].strip()
             found = self.registry.lookup(text) or self.luaFile(text)
         if found is None and self.kind == "export":
-            return self.parsed(PROGRAM, self.text[start:self.pos].strip(), start)
+            text = self.text[start:self.pos].strip()
+            return self.parsed(CONQUEST_ONLY if CONQUEST_ONLY.NAMES.match(text) else PROGRAM, text, start)
         if found is None:
             word = re.match(r"[^\s;{}]+", self.text[start:]).group()
             self.error(start, f"unknown command {word!r}")

@@ -82,6 +82,66 @@ class ExternalTests(unittest.TestCase):
                                   registry(), "import")
         self.assertIn("unknown command 'sh'", str(error))
 
+    def test_conquestCommandsPacsLacksAreNoPrograms(self):
+        """An export statement starting with one of Conquest's own commands
+        pacs does not implement (``save jpg``, ``save frame``, ``merge
+        study``, ``submit``) is no program to run, as in Conquest: parsing
+        it warns, naming it, and running it only logs that it was skipped."""
+        with open(os.path.join(self.workdir, "save"), "w") as f:  # what the shell would have run
+            f.write("touch ran.txt\n")
+        os.chmod(os.path.join(self.workdir, "save"), 0o755)
+        line = ("save jpg to %o.jpg; SAVE  Bmp size 128 to x.bmp; save frame 1 to f.dcm; merge study after 5; "
+                "submit patient to x; submit2 study to y; mark a; saver %f; save.sh; submitter")
+        with capturedLogs() as events:
+            script = parseScript(line, "ExportConverter0", registry(), "export")
+        self.assertEqual([formatEvent(e) for e in events], [
+            f"ExportConverter0, column {line.index(statement) + 1}: Conquest's {command!r} is not implemented by "
+            f"pacs: the statement {statement!r} will do nothing (it is not run as a program)"
+            for command, statement in [("save jpg", "save jpg to %o.jpg"), ("save bmp", "SAVE  Bmp size 128 to x.bmp"),
+                                       ("save frame", "save frame 1 to f.dcm"), ("merge study", "merge study after 5"),
+                                       ("submit", "submit patient to x"), ("submit2", "submit2 study to y")]])
+        lineContext = context("export", workdir=self.workdir)
+        lineContext.dataset.SOPInstanceUID = "1.2.3"
+        lineContext.filename = "/data/1.dcm"
+        with capturedLogs() as events:
+            self.assertEqual(script.run(lineContext), Outcome.CONTINUE)
+        self.assertEqual(lineContext.variables["x"], "a")
+        self.assertFalse(os.path.exists(os.path.join(self.workdir, "ran.txt")))
+        messages = [formatEvent(e) for e in events]
+        self.assertEqual(messages[:2], ["ExportConverter3: 'save jpg to 1.2.3.jpg' skipped: Conquest's 'save jpg' is "
+                                        "not implemented by pacs",
+                                        "ExportConverter3: 'SAVE  Bmp size 128 to x.bmp' skipped: Conquest's 'save "
+                                        "bmp' is not implemented by pacs"])
+        self.assertEqual([e["commandLine"] for e in events if "status" in e],
+                         ["saver /data/1.dcm", 'save.sh "/data/1.dcm"', 'submitter "/data/1.dcm"'])
+
+    def test_mkdirAndRm(self):
+        """Conquest's ``mkdir`` (with its parents) and ``rm`` run in pacs, not
+        as shell programs, in import and export converters; a failure is
+        logged in one line and the line goes on."""
+        for kind in ("import", "export"):
+            self.assertEqual(run("mkdir out/%i/sub; mkdir -p out/%i/sub; write \"x\" to out/%i/sub/f.txt; mark a",
+                                 kind=kind, workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
+            self.assertEqual(self.read("out/123/sub/f.txt"), "x")
+            self.assertEqual(run("rm out/%i/sub/f.txt; rm -f out/%i/sub/f.txt; mark a", kind=kind,
+                                 workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
+            self.assertEqual(os.listdir(os.path.join(self.workdir, "out", "123", "sub")), [])
+        with capturedLogs() as events:
+            self.assertEqual(run("rm out/123; mark a", workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
+        self.assertEqual([formatEvent(e).split(" failed: ")[0] for e in events],
+                         [f"ImportConverter3: rm {self.workdir}/out/123"])
+        with open(os.path.join(self.workdir, "out", "123", "sub", "f.txt"), "w"):
+            pass
+        with capturedLogs() as events:
+            self.assertEqual(run("mkdir out/123/sub/f.txt/x; mark a", workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
+        [message] = [formatEvent(e) for e in events]
+        self.assertTrue(message.endswith("; the line goes on"), message)
+        for line, error in [("mkdir -m 700 out", "'mkdir' takes a file name (no shell options"),
+                            ("rm -r out", "'rm' takes a file name (no shell options"), ("rm -f", "takes a file name")]:
+            with self.assertRaises(ConverterSyntaxError, msg=line) as raised:
+                parseScript(line, "ImportConverter0", registry(), "import")
+            self.assertIn(error, str(raised.exception))
+
     def test_valuesReachTheShellAsData(self):
         """What comes over the network is data for the shell, never syntax:
         a Patient Name ``x;touch pwned1`` echoed bare, a Patient ID

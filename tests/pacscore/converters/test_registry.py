@@ -14,7 +14,7 @@ from tests.pacscore.converters.lines import BUILT_IN
 SCOPES = {
     "nop": "IE", "stop": "IE", "silentstop": "IE", "return": "IE", "destroy": "I", "reject": "I",
     "defer": "E", "call": "I", "storage": "I", "compression": "I", "testmode": "IE", "write": "IE",
-    "append": "IE", "system": "IE", "ifnotempty": "IE", "ifempty": "IE", "ifequal": "IE",
+    "append": "IE", "system": "IE", "mkdir": "IE", "rm": "IE", "ifnotempty": "IE", "ifempty": "IE", "ifequal": "IE",
     "ifnotequal": "IE", "ifmatch": "IE", "ifnotmatch": "IE", "ifnumequal": "IE", "ifnumnotequal": "IE",
     "ifnumgreater": "IE", "ifnumless": "IE", "between": "IE",
 }

@@ -84,12 +84,15 @@ class Reject(Command):
 
 
 class Defer(Command):
-    """``defer``: export this object later (the retry mechanism)."""
+    """``defer``: export this object later (the retry mechanism); a debug
+    line says so, as Conquest's "Exportconverter0.1: defer"."""
 
     name = "defer"
     scope = "E"
+    log = Logger()
 
     def run(self, arguments, context):
+        self.log.debug("{converter}: defer (the line runs again later)", converter=context.converterName)
         return Outcome.DEFER
 
 

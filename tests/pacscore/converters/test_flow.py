@@ -34,7 +34,9 @@ class SimpleCommandTests(unittest.TestCase):
             self.assertEqual(run(line, kind=kind)[:2], (outcome, marks), line)
 
     def test_messages(self):
-        """nop logs its expanded text, stop and return log, silentstop does not."""
+        """nop logs its expanded text, stop and return log, silentstop does
+        not; defer logs a debug line (as Conquest's), so that the log tells
+        why an export line never ends."""
         cases = [
             ("nop patient %i", ["ImportConverter3: patient 123"]),
             ("nop", []),
@@ -46,6 +48,10 @@ class SimpleCommandTests(unittest.TestCase):
             with capturedLogs() as events:
                 run(line)
             self.assertEqual(messages(events), expected, line)
+        with capturedLogs() as events:
+            run("between \"0\", \"24\"; defer", kind="export")
+        self.assertEqual([(message, event["log_level"].name) for message, event in zip(messages(events), events)],
+                         [("ExportConverter3: defer (the line runs again later)", "debug")])
 
     def test_reject(self):
         self.assertEqual(run("reject")[2].rejectReason, "rejected by ImportConverter3")

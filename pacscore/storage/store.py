@@ -680,6 +680,10 @@ class ObjectStore:
                     if decision.data is not None:  # in the syntax a 'process with' program left it in
                         data, transferSyntax = decision.data, decision.transferSyntax
                     compression = decision.compression or compression
+                    if decision.device is not None and decision.device not in self.devicesByName:
+                        self.log.warn("{uid}: the import converters' 'storage {device}' names no MAG device of "
+                                      "this archive: stored on {default}", uid=incoming.sopInstanceUID,
+                                      device=decision.device, default=device.name)
                     device = self.devicesByName.get(decision.device, device)
             if scripts is not None:
                 data = scripts.applyToIncoming(incoming, data, transferSyntax, compression)

@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor
-from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -27,6 +27,7 @@ from pacscore.codecs.evenlengths import evenLengths
 from pacscore.codecs.transcode import transcode
 from pacscore.config.loader import loadConfiguration
 from pacscore.converters.awaitingobjects import MoveScope, awaitingObjects
+from pacscore.converters.importing import ImportDecision
 from pacscore.db.index import Index
 from pacscore.storage.devicechoice import DeviceChoice
 from pacscore.storage.devices import TEMP_FOLDER, MagDevice
@@ -510,6 +511,29 @@ class ObjectStoreTests(unittest.TestCase):
         _, relative = yield later[0]
         self.assertEqual(self.storedFile(relative)[2], data)
         self.assertEqual(store._storing, {})
+
+    @defer.inlineCallbacks
+    def test_aStorageDeviceThatIsNoneOfTheArchivesIsLogged(self):
+        """'storage MAG9' of an import converter, with no MAG9: the object
+        is stored on the device it would have gone to, with a warning
+        naming the device asked for; 'storage MAG1' stores it there."""
+        mag1 = self.addDevice("MAG1")
+        asked = []
+
+        class Importers:
+            def apply(self, incoming, attrs, data, transferSyntax):
+                return ImportDecision(None, transferSyntax, None, asked[-1])
+
+        self.store.importers = Importers()
+        for device, expected in (("MAG9", self.device), ("MAG1", mag1)):
+            asked.append(device)
+            with capturedLogs() as events:
+                stored, relative = yield self.store.store(*self.receive(datasetBytes("CT_small.dcm"), CT_SMALL_UID))
+            self.assertEqual(stored, expected.name)
+            self.assertTrue(os.path.exists(expected.absolute(relative)))
+            warnings = [formatEvent(e) for e in events if "names no MAG device" in e.get("log_format", "")]
+            self.assertEqual(warnings, [f"{CT_SMALL_UID}: the import converters' 'storage MAG9' names no MAG device "
+                                        f"of this archive: stored on {self.device.name}"] if device == "MAG9" else [])
 
     def objectFiles(self):
         """The object files on the device, relative to it."""

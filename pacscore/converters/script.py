@@ -1,8 +1,11 @@
 """Conquest's converter language (manual 7.2): parsing a line once, running it per object.
 
-A line is statements separated by ';' (outside double quotes and braces;
-empty statements are ignored), each a command name and its arguments.
-``{ stmt; stmt; }`` groups statements into a block; blocks nest.  A
+A line is statements separated by ';' (outside double quotes; empty
+statements are ignored), each a command name and its arguments.
+``{ stmt; stmt; }`` groups statements into a block; blocks nest.  As in
+Conquest a '{' opens a block only at the start of a statement (or after a
+condition); inside another statement braces are its text (``system echo
+${HOME}``), a '}' that closes none of them closing the block around it.  A
 condition (``ifequal``, ``between`` ...) guards the statement or block
 after it, and conditions chain: ``ifequal "a", "a"; ifnotempty "%i"; nop``
 runs ``nop`` only when both hold.  A command whose registered name ends
@@ -229,7 +232,7 @@ class _Parser:
         if found is not None and found[0].name.endswith(":"):
             self.pos = len(self.text)
         else:
-            self.pos = self.statementEnd(start)
+            self.pos = self.statementEnd(start, found is not None and found[0].condition)
             text = self.text[start:self.pos].strip()
             found = self.registry.lookup(text) or self.luaFile(text)
         if found is None and self.kind == "export":
@@ -265,16 +268,27 @@ class _Parser:
             return None
         return command, text
 
-    def statementEnd(self, start):
-        """Where the statement at ``start`` ends: the first ';', '{' or '}'
-        outside double quotes, or the end of the line."""
-        quote = None
+    def statementEnd(self, start, condition):
+        """Where the statement at ``start`` ends: the first ';' outside
+        double quotes, a '}' closing the block around it, or the end of the
+        line.  A '{' ends a ``condition`` (``ifnotempty "x" {...}`` guards
+        the block); in another statement braces are its own text, as
+        Conquest reads braces as blocks only at the start of a statement
+        (``system echo ${HOME}``, ``nop a {b}``): a '{' there opens a pair
+        that its '}' closes."""
+        quote, depth = None, 0
         for position in range(start, len(self.text)):
             character = self.text[position]
             if character == '"':
                 quote = position if quote is None else None
-            elif quote is None and character in ";{}":
+            elif quote is not None:
+                continue
+            elif character == ";" or (character == "{" and condition) or (character == "}" and not depth):
                 return position
+            elif character == "{":
+                depth += 1
+            elif character == "}":
+                depth -= 1
         if quote is not None:
             self.error(quote, "unterminated string (missing '\"')")
         return len(self.text)

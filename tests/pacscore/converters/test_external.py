@@ -82,6 +82,15 @@ class ExternalTests(unittest.TestCase):
                                   registry(), "import")
         self.assertIn("unknown command 'sh'", str(error))
 
+    def test_bracesOfTheShell(self):
+        """Braces inside a command line are the shell's (``${...}``), not
+        blocks: such a line used to stop start-up ('unknown command')."""
+        for line, kind in [("system echo ${PWD} {a} %i > system.txt; mark a", "import"),
+                           ("echo ${PWD} {a} %i > program.txt; mark a", "export")]:
+            self.assertEqual(run(line, kind=kind, workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"), line)
+        for name in ("system.txt", "program.txt"):
+            self.assertEqual(self.read(name), f"{self.workdir} {{a}} 123\n")
+
     def test_conquestCommandsPacsLacksAreNoPrograms(self):
         """An export statement starting with one of Conquest's own commands
         pacs does not implement (``save jpg``, ``save frame``, ``merge

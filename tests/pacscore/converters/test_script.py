@@ -63,6 +63,12 @@ class RunTests(unittest.TestCase):
             ('ifequal "%i", "123"; mark a', Outcome.CONTINUE, "a"),
             ('ifequal "%i", "124"; mark a', Outcome.CONTINUE, ""),
             ('ifnotempty "x" {mark a; mark b}', Outcome.CONTINUE, "ab"),
+            # braces inside a statement are its text, as in Conquest
+            ("mark a{b}; mark c", Outcome.CONTINUE, "a{b}c"),
+            ("{mark a{b}}; mark c", Outcome.CONTINUE, "a{b}c"),
+            ("{mark ${x}; mark {a,b}{c}; mark d}", Outcome.CONTINUE, "${x}{a,b}{c}d"),
+            ("mark a{; mark b", Outcome.CONTINUE, "a{b"),
+            ('ifequal "1", "2"; {mark a{b}; mark c}; mark d', Outcome.CONTINUE, "d"),
         ]
         for line, outcome, marks in cases:
             result = run(line)
@@ -173,6 +179,7 @@ class SyntaxErrorTests(unittest.TestCase):
             ("mark a; { {mark b}", "import", 9, "'{' has no matching '}'"),
             ("mark a }", "import", 8, "'}' has no matching '{'"),
             ("{mark a}}", "import", 9, "'}' has no matching '{'"),
+            ("mark a{b}}", "import", 10, "'}' has no matching '{'"),
             ('mark a; ifequal "a", "a"', "import", 9, "'ifequal' is not followed by a statement"),
             ('mark a; ifequal "a", "a";;', "import", 9, "'ifequal' is not followed by a statement"),
             ('{ifequal "a", "a"}; mark b', "import", 2, "'ifequal' is not followed by a statement"),

@@ -156,6 +156,7 @@ class Archive:
         self.tcpPort = configuration.tcpPort  # until the DICOM service listens (listeningOn)
         self.endpoints = []  # the descriptions of the listeners serving, as ``twistd pacs`` records them
         self.controlPort = None  # the ControlFactory of the control port, which ``twistd pacs`` sets
+        self.controlOption = None  # ``twistd pacs --control``, which overrides ControlEndpoint (None: not given)
         self.titleStyle = TitleStyle.fromIni(configuration.ini)  # PadAEWithZeros, SendUpperCaseAE
         ini = configuration.ini
         try:

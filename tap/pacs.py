@@ -187,14 +187,12 @@ class Options(usage.Options):
         if description.strip().lower() in DISABLED:
             return None
         secret = ini.get("ControlSecret", "") or None
-        requireSecret = not controlEndpoint.isLoopback(description)
-        if requireSecret and secret is None:
-            problem = (f"the control port {description} is not bound to 127.0.0.1, ::1 or localhost: "
-                       "set ControlSecret, or bind it to loopback")
+        problem = controlEndpoint.secretProblem(description, secret)
+        if problem is not None:
             if self["control"] is not None:
                 raise ValueError(f"--control {description}: {problem}")
             raise ConfigError(self.configuration.iniPath, ini.lineOf("ControlEndpoint"), problem)
-        return ControlSettings(description, secret, requireSecret, quitGracePeriod(ini))
+        return ControlSettings(description, secret, not controlEndpoint.isLoopback(description), quitGracePeriod(ini))
 
 
 class ServiceTree(service.MultiService):
@@ -384,12 +382,14 @@ def serviceTree(options):
     for listener in listeners:
         listener.setServiceParent(served)
     control = options.control
+    archive.controlOption = options["control"]
     archive.endpoints = [listener.description for listener in listeners] + ([control.endpoint] if control else [])
     if control is not None:
         stopInOrder = OrderlyStop(archive.reactor, listeners, dicomFactory, control.gracePeriod, signals)
         archive.controlPort = ControlFactory(archive, archive.reactor, control.secret, control.requireSecret,
                                              stopInOrder, commands=archive.controlCommands,
-                                             limits=ControlFactory.limitsFromIni(archive.configuration.ini))
+                                             limits=ControlFactory.limitsFromIni(archive.configuration.ini),
+                                             endpoint=control.endpoint)
         _logLimits("control port", archive.controlPort)
         ListeningService("control port", control.endpoint,
                          options.endpoint("control", control.endpoint),

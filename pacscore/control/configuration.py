@@ -54,6 +54,7 @@ from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, saveEdit, snapshot
 from pacscore.control.context import CommandError, checkUTF8, formatted
 from pacscore.control.converterlines import isConverterKey, use
+from pacscore.control.endpoint import clientTarget, controlDescription, secretProblem
 from pacscore.export.stow import SECTION as WEB_SERVERS, dicomWebServers
 from pacscore.db.drivers import redacted
 from pacscore.converters.rules import loadRules
@@ -85,8 +86,37 @@ def applyLive(archive, key, value):
     return key.lower() in LIVE_KEYS
 
 
-def _restartNote(keys):
-    return f"takes effect when the server restarts: {', '.join(keys)}"
+def _restartNote(archive, keys):
+    """The answer naming ``keys``, which take effect at the next start,
+    and, when ControlEndpoint is one, how ``dgate`` reaches the server
+    until then (``_controlMoved``)."""
+    note = f"takes effect when the server restarts: {', '.join(keys)}"
+    if any(key.lower() == "controlendpoint" for key in keys):
+        note += _controlMoved(archive)
+    return note
+
+
+def _controlMoved(archive):
+    """Where ``dgate`` of the working folder, which reads ControlEndpoint
+    from dicom.ini, still reaches the server once ControlEndpoint changed
+    (it serves the control port it started with); "" when it does not
+    move (no control port, ``--control`` gave it, the same endpoint)."""
+    port = archive.controlPort
+    if port is None or port.endpoint is None or archive.controlOption is not None:
+        return ""
+    configuration = archive.configuration
+    if controlDescription(configuration.ini) == port.endpoint:
+        return ""
+    try:
+        target = clientTarget(port.endpoint, configuration.workdir)
+    except ValueError:  # a port dgate cannot be given (tcp:0)
+        return "; until then dgate in this folder, which reads the new one, cannot reach this server"
+    if target[0] == "unix":
+        return (f"; until then dgate in this folder, which reads the new one, cannot reach this server "
+                f"(its control port is the UNIX socket {target[1]})")
+    _, host, number = target
+    return (f"; until then dgate in this folder, which reads the new one, reaches this server only with "
+            f"-q{host} -p{number}")
 
 
 class GetParam(ControlCommand):
@@ -145,7 +175,8 @@ def _usable(archive, refused, ini):
     converter line that does not parse, a ``[DICOMTLSNodes]`` line
     ``tlsNodes`` refuses or a ``[DICOMwebServers]`` URL ``dicomWebServers``
     refuses), or, its control port bound to anything but loopback, be left
-    without ControlSecret."""
+    without ControlSecret, or start its control port, ControlEndpoint
+    unless ``--control`` overrides it, bound so without one."""
     configuration = dataclasses.replace(archive.configuration, ini=ini)
     try:
         checkSettings(configuration)
@@ -154,9 +185,15 @@ def _usable(archive, refused, ini):
         servers = dicomWebServers(configuration)
     except ConfigError as e:
         raise CommandError(f"{refused}: the server would not start with it: {e}") from None
+    secret = ini.get("ControlSecret", "")
     port = archive.controlPort
-    if port is not None and port.requireSecret and not ini.get("ControlSecret", ""):
+    if port is not None and port.requireSecret and not secret:
         raise CommandError(f"{refused}: the control port is not bound to loopback, it needs a ControlSecret")
+    description = controlDescription(ini)
+    if archive.controlOption is None and description is not None:  # the next start serves ControlEndpoint
+        problem = secretProblem(description, secret)
+        if problem is not None:
+            raise CommandError(f"{refused}: the server would not start with it: {problem}")
     return rules, nodes, servers
 
 
@@ -198,7 +235,7 @@ def _applyAndSave(archive, key, edit):
     def apply(rules):
         edit(ini)
         restart = _applied(archive, rules, [key])
-        return _restartNote(restart) if restart else ""
+        return _restartNote(archive, restart) if restart else ""
 
     return saveEdit(archive, ini, edit, check).addCallback(apply)
 
@@ -273,7 +310,7 @@ def _readIni(archive):
         lines = [f"{len(changed) + len(atOnce)} parameter(s) changed in {ini.path}"]
         if atOnce:
             lines.append(f"applied at once: {', '.join(atOnce)}")
-        return "\n".join(lines + ([_restartNote(restart)] if restart else []))
+        return "\n".join(lines + ([_restartNote(archive, restart)] if restart else []))
 
     check = functools.partial(_usable, archive, f"{ini.path} not read")
     return reload(archive, ini, check).addCallback(compare)

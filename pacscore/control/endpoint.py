@@ -53,6 +53,16 @@ def isLoopback(description):
     return kind in NETWORK_KINDS and keywords.get("interface", "").lower() in LOOPBACK
 
 
+def secretProblem(description, secret):
+    """Why a control port listening on ``description`` cannot be served
+    with ``secret`` (ControlSecret; "" or None: none): it is not bound to
+    loopback (``isLoopback``) and has none; None when it can."""
+    if secret or isLoopback(description):
+        return None
+    return (f"the control port {description} is not bound to 127.0.0.1, ::1 or localhost: "
+            "set ControlSecret, or bind it to loopback")
+
+
 def hostAndPort(description, defaultPort, host=None, port=None):
     """``(secure, host, port)`` at which a client reaches a server listening
     on the tcp: or ssl: ``description`` (a wildcard interface: loopback;

@@ -223,7 +223,8 @@ class ControlFactory(LimitedFactory, protocol.Factory):
     asked of the next request (``secret`` is set anew). ``quit`` (a callable returning a Deferred) stops the server in
     order; ``commands`` is a ``CommandRegistry`` (default: every installed
     command plugin); ``limits`` (an AssociationLimits; None: any number)
-    caps the connections held at once.
+    caps the connections held at once; ``endpoint`` is the description the
+    port listens on (None: not known).
     """
 
     protocol = ControlProtocol
@@ -236,7 +237,8 @@ class ControlFactory(LimitedFactory, protocol.Factory):
     idleTimeout = 30
     log = Logger()
 
-    def __init__(self, archive, reactor, secret=None, requireSecret=False, quit=None, commands=None, limits=None):
+    def __init__(self, archive, reactor, secret=None, requireSecret=False, quit=None, commands=None, limits=None,
+                 endpoint=None):
         if requireSecret and not secret:
             raise ValueError("the control port is not bound to loopback: a ControlSecret is required")
         self.archive = archive
@@ -246,6 +248,7 @@ class ControlFactory(LimitedFactory, protocol.Factory):
         self.quit = quit
         self.commands = commands if commands is not None else CommandRegistry()
         self.limits = self.limitsOrNone(limits)
+        self.endpoint = endpoint
 
     def authorized(self, given):
         """Whether ``given`` (the AUTH line's secret, or None) lets a request in."""

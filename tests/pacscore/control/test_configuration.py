@@ -365,6 +365,56 @@ class DicomIniCommandTests(unittest.TestCase):
             self.assertEqual(self.archive.converterServices.uidMap.prefix, "1.2.3.4.")
 
     @defer.inlineCallbacks
+    def test_aControlEndpointOffLoopbackNeedsAControlSecret(self):
+        """A ControlEndpoint not bound to loopback, put or read without a
+        ControlSecret, is refused as the next start would refuse it, the
+        file left as it was; with a ControlSecret it is taken, and so is
+        any when ``--control`` overrides ControlEndpoint."""
+        before = Path(self.path).read_bytes()
+        error = yield self.assertFailure(self.running.run(commands.putParam, "ControlEndpoint,tcp:5679"),
+                                         CommandError)
+        self.assertEqual(str(error), "ControlEndpoint not changed: the server would not start with it: the control "
+                                     "port tcp:5679 is not bound to 127.0.0.1, ::1 or localhost: set ControlSecret, "
+                                     "or bind it to loopback")
+        self.assertEqual(Path(self.path).read_bytes(), before)
+        self.assertEqual(self.ini.get("ControlEndpoint", ""), DicomIni.fromFile(self.path).get("ControlEndpoint", ""))
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set("ControlEndpoint", "tcp6:5679:interface=\\:\\:")
+        onDisk.write()
+        error = yield self.assertFailure(self.running.run(commands.readIni, ""), CommandError)
+        self.assertIn("not read: the server would not start with it: the control port tcp6:5679:interface=\\:\\: "
+                      "is not bound", str(error))
+        self.assertNotIn("tcp6", self.ini.get("ControlEndpoint", ""))
+        Path(self.path).write_bytes(before)
+        yield self.running.run(commands.putParam, "ControlSecret,s1")
+        self.assertIn("ControlEndpoint", (yield self.running.run(commands.putParam, "ControlEndpoint,tcp:5679")))
+        error = yield self.assertFailure(self.running.run(commands.deleteParam, "ControlSecret"), CommandError)
+        self.assertIn("ControlSecret not changed: the server would not start with it", str(error))
+        self.archive.controlOption = "tcp:5679:interface=127.0.0.1"
+        yield self.running.run(commands.deleteParam, "ControlSecret")
+        self.assertEqual(DicomIni.fromFile(self.path).get("ControlEndpoint"), "tcp:5679")
+
+    @defer.inlineCallbacks
+    def test_aControlEndpointChangedSaysHowDgateReachesTheServer(self):
+        """dgate in the working folder reads the ControlEndpoint on disk, not
+        the one the server listens on until it restarts: the answer says
+        how it reaches the server meanwhile."""
+        self.archive.controlPort = ControlFactory(self.archive, None, endpoint="tcp6:21113:interface=\\:\\:1")
+        output = yield self.running.run(commands.putParam, "ControlEndpoint,tcp:21114:interface=127.0.0.1")
+        self.assertEqual(output, "takes effect when the server restarts: ControlEndpoint; until then dgate in this "
+                                 "folder, which reads the new one, reaches this server only with -q::1 -p21113")
+        self.assertEqual((yield self.running.run(commands.putParam, "ControlEndpoint,tcp6:21113:interface=\\:\\:1")),
+                         "takes effect when the server restarts: ControlEndpoint")
+        self.archive.controlPort = ControlFactory(self.archive, None, endpoint="unix:control.sock")
+        onDisk = DicomIni.fromFile(self.path)
+        onDisk.set("ControlEndpoint", "tcp:21114:interface=127.0.0.1")
+        onDisk.write()
+        output = yield self.running.run(commands.readIni, "")
+        self.assertIn("ControlEndpoint; until then dgate in this folder, which reads the new one, cannot reach this "
+                      f"server (its control port is the UNIX socket {self.archive.configuration.workdir}/control.sock)",
+                      output)
+
+    @defer.inlineCallbacks
     def test_controlSecretIsLive(self):
         """A ControlSecret put or read is asked of the next request; a control
         port not bound to loopback cannot be left without one."""

@@ -3,7 +3,8 @@
 Syntax (Conquest's ``amap.cpp``): C comments ``/* ... */`` may span lines;
 ``#`` and ``//`` start a comment running to the end of the line; every other
 non-blank line is ``AE host port [compression]`` separated by blanks, the
-compression defaulting to ``un``.
+compression defaulting to ``un``; an IPv6 host may be written in brackets,
+as URLs write it (``[::1]``, read as ``::1``).
 
 Wildcards: the AE, host and port may end in ``*``.  An entry whose AE ends
 in ``*`` matches every called AE starting with the part before the ``*``; the
@@ -25,6 +26,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
+from pacscore.hostport import unbracketed
 
 COMMENT_MARKERS = ("#", "//", "/*", "*/")
 MAX_AE = 16  # characters of an AE title
@@ -41,6 +43,9 @@ class Node:
     port: str
     compression: str = "un"
     tls: object = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        self.host = unbracketed(self.host)  # [::1] as a URL writes it: ::1
 
 
 @dataclass
@@ -95,9 +100,11 @@ def _problem(fields):
     """Why ``fields`` (the words of a line) are not an entry, or None."""
     if len(fields) < 3:
         return "expected 'AE host port [compression]'"
-    port = fields[2]
+    host, port = fields[1], fields[2]
     if not (port.isdigit() or port.endswith("*")):
         return f"port {port!r} of {fields[0]} is neither a number nor ends in '*'"
+    if unbracketed(host).startswith("["):
+        return f"host {host!r} of {fields[0]} is in brackets but no IP address"
     return None
 
 

@@ -140,7 +140,8 @@ ITEM_SIZE = 1024  # what a sequence item a script adds counts towards MAX_MEMORY
 MAX_CHUNKS = 256  # inline chunks a thread keeps compiled, the least recently used dropped (as _parsedScript)
 
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
-_DESTINATION = re.compile(r'[^\s;{}"]{1,16}|[^\s;{}":]+:\d{1,5}')  # forward(ae): an AE, or host:port as 'forward to'
+# forward(ae): an AE, or host:port or [IPv6]:port as 'forward to'
+_DESTINATION = re.compile(r'[^\s;{}"]{1,16}|[^\s;{}":]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}')
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})

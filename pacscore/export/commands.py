@@ -44,6 +44,7 @@ from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
 from pacscore.export.selection import FILTERS, resolveFilters
 from pacscore.export.spool import discard
+from pacscore.hostport import bareIPv6Problem
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')
 _NUMBER = re.compile(r"^\d+$")
@@ -194,8 +195,12 @@ class ForwardCommand(Command):
         self.prefix = prefix
 
     def parse(self, arguments, where):
-        return parseRequest(self.prefix + arguments, where, self.name, self.options, "to",
-                            level="IMAGE" if self.prefix else None)
+        request = parseRequest(self.prefix + arguments, where, self.name, self.options, "to",
+                               level="IMAGE" if self.prefix else None)
+        problem = bareIPv6Problem(request.destination)  # would be retried for ever
+        if problem is not None:
+            raise ConverterSyntaxError(f"{where}: '{self.name}': {problem}")
+        return request
 
     def run(self, arguments, context):
         return enqueue(context, "forward", arguments)

@@ -50,7 +50,6 @@ answered with a Warning status (``commands.isWarning``: Bxxx ...) was stored
 and counts as sent, with a warning line naming the status.
 """
 
-import re
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
@@ -73,6 +72,7 @@ from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.spool import isSpooled
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
+from pacscore.hostport import bareIPv6Problem, splitHostPort
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing
 
@@ -86,7 +86,6 @@ def forwardAssociationLevel(value):
     if level not in ASSOCIATION_LEVELS:
         raise ValueError(f"ForwardAssociationLevel must be one of {', '.join(ASSOCIATION_LEVELS)}, not {level!r}")
     return level
-_HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+):([0-9]{1,5})")  # forward to 10.0.0.5:104
 SUCCESS = 0x0000
 
 
@@ -234,14 +233,15 @@ class Forwarder:
         """The acrnema.map entry of ``destination``; one written as
         ``host:port`` (manual: "AE must be known to this server or may be
         written as ip:port") is reached there, uncompressed, called by that
-        text (its first 16 characters).  Only converters' forwards take
-        this form: a C-MOVE destination must be in acrnema.map."""
+        text (its first 16 characters), an IPv6 address in brackets
+        (``[::1]:104``).  Only converters' forwards take this form: a C-MOVE
+        destination must be in acrnema.map."""
         node = self.acrNemaMap.lookup(destination)
         if node is None:
-            address = _HOST_PORT.fullmatch(destination.strip())
+            address = splitHostPort(destination)
             if address is None:
-                raise ForwardError(f"{destination!r} is not in acrnema.map")
-            node = Node(destination.strip()[:16], address.group(1), address.group(2))
+                raise ForwardError(bareIPv6Problem(destination) or f"{destination!r} is not in acrnema.map")
+            node = Node(destination.strip()[:16], *address)
         return node
 
     # -- forward ----------------------------------------------------------

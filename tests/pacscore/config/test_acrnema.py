@@ -50,6 +50,15 @@ class ReadTests(unittest.TestCase):
         self.assertEqual([n.ae for n in amap.nodes], ["A", "C", "D"])
         self.assertEqual(amap.nodes[2], Node("D", "4.4.4.4", "106", "j1"))
 
+    def test_anIPv6HostInBracketsIsReadWithout(self):
+        """``[::1]``, as a URL writes an IPv6 address, is the host ``::1``
+        (the one connecting takes), from the file as from ``put``."""
+        amap = AcrNemaMap.fromString("BRACKETED [::1] 21610 un\nZONE [fe80::1%eth0] 104\n")
+        self.assertEqual(amap.nodes, [Node("BRACKETED", "::1", "21610"), Node("ZONE", "fe80::1%eth0", "104")])
+        self.assertEqual(amap.lookup("bracketed").host, "::1")
+        amap.put(2, Node("BRACKET2", "[fd00::2]", "21610"))
+        self.assertEqual(AcrNemaMap.fromString(amap.toString()).nodes[2], Node("BRACKET2", "fd00::2", "21610"))
+
     def test_fromFile(self):
         path = self.mktemp()
         with open(path, "w") as f:
@@ -184,6 +193,11 @@ class ErrorTests(unittest.TestCase):
     def test_badPort(self):
         self.assertError("PACS 10.0.0.1 1o4 un\n", 1, "'1o4'")
 
+    def test_aHostInBracketsThatIsNoIPAddress(self):
+        self.assertError("PACS [pacs.example.org] 104\n", 1, "host '[pacs.example.org]' of PACS is in brackets but "
+                                                          "no IP address")
+        self.assertError("PACS [::1 104\n", 1, "host '[::1' of PACS")
+
     def test_unclosedComment(self):
         self.assertError("A 1.1.1.1 104\n\n/* header\n* more\n", 3, "never closed")
 
@@ -226,6 +240,11 @@ class WriteTests(unittest.TestCase):
         self.assertRaises(ValueError, self.amap.put, 0, Node("MY AE", "h", "104"))
         self.assertRaises(ValueError, self.amap.put, 0, Node("AE", "", "104"))
         self.assertRaises(ValueError, self.amap.put, 0, Node("AE", "h", "port"))
+        self.assertEqual(self.amap.toString(), MANUAL_MAP)
+
+    def test_putRefusesAHostInBracketsThatIsNoIPAddress(self):
+        error = self.assertRaises(ValueError, self.amap.put, 3, Node("AE", "[pacs]", "104"))
+        self.assertIn("host '[pacs]' of AE is in brackets but no IP address", str(error))
         self.assertEqual(self.amap.toString(), MANUAL_MAP)
 
     def test_putRefusesCommentMarkers(self):

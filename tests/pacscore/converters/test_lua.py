@@ -621,10 +621,11 @@ class GlobalsTests(unittest.TestCase):
     def test_forwardToHostAndPort(self):
         """``forward(ae)`` takes the ``ip:port`` destinations ``forward to`` does."""
         forward = RecordingForward()
-        outcome, _, _ = runLua("forward('192.168.100.200:11112'); forward('127.000.000.001:104')",
-                               commands=luaRegistry(forward))
+        outcome, _, _ = runLua("forward('192.168.100.200:11112'); forward('127.000.000.001:104'); "
+                               "forward('[fd00:1234:5678::2]:104')", commands=luaRegistry(forward))
         self.assertEqual(outcome, Outcome.CONTINUE)
-        self.assertEqual(forward.destinations, ["image to 192.168.100.200:11112", "image to 127.000.000.001:104"])
+        self.assertEqual(forward.destinations, ["image to 192.168.100.200:11112", "image to 127.000.000.001:104",
+                                                "image to [fd00:1234:5678::2]:104"])
 
     def test_errorWithoutText(self):
         """error() of a table or of nil is logged as such, not as nothing

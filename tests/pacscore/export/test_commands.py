@@ -60,6 +60,16 @@ class CommandTests(unittest.TestCase):
         self.assertEqual((action.action, action.destination, action.level, action.target, action.compression),
                          ("forward", "SERVER1", "IMAGE", TARGET, ""))
 
+    def test_forwardToAnIPv6AddressWithoutBracketsIsRefused(self):
+        """``forward to ::1:104`` names no host and port a forward can reach
+        (the port reads as a group of the address): refused as the line is
+        read, not queued and retried for ever; ``[::1]:104`` is taken."""
+        self.assertSyntaxError("forward to ::1:104", "'forward to': '::1:104' is no host:port: write an IPv6 "
+                                                     "address in brackets, [::1]:104")
+        self.assertSyntaxError("forward compressed as j2 to fd00::2:11112", "[fd00::2]:11112")
+        self.run_("forward to [::1]:104")
+        self.assertEqual([action.destination for action in self.due()], ["[::1]:104"])
+
     def test_forwardCompressedAsWithVariables(self):
         self.run_('forward compressed as J2 to "%u"')
         [action] = self.due()

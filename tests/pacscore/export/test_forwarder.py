@@ -336,6 +336,25 @@ class ForwarderTests(unittest.TestCase):
         failure.trap(ForwardError)
         self.assertIn("not in acrnema.map", str(failure.value))
 
+    def test_anIPv6AddressInBracketsIsReachedThere(self):
+        """``forward to [::1]:104`` goes to ::1, port 104, as ``forward to
+        127.0.0.1:104`` goes to 127.0.0.1; ``::1:104``, whose port reads as
+        a group of the address, is refused saying how to write it."""
+        reached = []
+
+        def endpointFor(host, port):
+            reached.append((host, port))
+            return self.acceptor.endpointFor(host, port)
+        self.acceptor.factory.policy.aeTitles.append("[::1]:104")  # the text called, as for 127.0.0.1:104
+        forwarder = self.forwarder()
+        forwarder.endpointFor = endpointFor
+        self.assertEqual(self.forward(forwarder, imageAction("1.2.3.1.0", destination="[::1]:104")), 1)
+        self.assertEqual(reached, [("::1", 104)])
+        self.assertEqual(self.received(), ["1.2.3.1.0"])
+        failure = self.forward(forwarder, imageAction("1.2.3.1.0", destination="::1:104"))
+        failure.trap(ForwardError)
+        self.assertEqual(str(failure.value), "'::1:104' is no host:port: write an IPv6 address in brackets, [::1]:104")
+
     def released(self, forwarder):
         """Patch every association ``forwarder`` opens to record an abort;
         the list of those aborted."""

@@ -1,0 +1,45 @@
+"""Hosts as configuration files and log lines write them: an IPv6 address
+may be written in brackets, as URLs write it (RFC 3986: ``[::1]``), and is
+read without them, as connecting takes it; ``host:port`` is read so too."""
+
+import ipaddress
+import re
+
+
+def unbracketed(host):
+    """``host`` without the brackets around an IP address (``[::1]``:
+    ``::1``); any other host as it is."""
+    if not (host.startswith("[") and host.endswith("]")):
+        return host
+    try:
+        ipaddress.ip_address(host[1:-1])
+    except ValueError:
+        return host
+    return host[1:-1]
+
+
+_HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})")  # 10.0.0.5:104, [fd00::5]:104
+
+
+def splitHostPort(text):
+    """``(host, port)`` of ``text`` written ``host:port`` (a name or IPv4
+    address) or ``[host]:port`` (an IPv6 address), the brackets taken
+    off; None for any other text."""
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None or unbracketed(match.group(1)).startswith("["):
+        return None
+    return unbracketed(match.group(1)), match.group(2)
+
+
+def bareIPv6Problem(text):
+    """Why ``text``, an IPv6 address and a port without brackets
+    (``::1:104``, where the port reads as a group of the address), is no
+    ``host:port``; None for any other text."""
+    host, colon, port = text.strip().rpartition(":")
+    if not (colon and port.isdigit() and ":" in host):
+        return None
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return None
+    return f"{text.strip()!r} is no host:port: write an IPv6 address in brackets, [{host}]:{port}"

@@ -1,9 +1,16 @@
 """Hosts as configuration files and log lines write them: an IPv6 address
 may be written in brackets, as URLs write it (RFC 3986: ``[::1]``), and is
-read without them, as connecting takes it; ``host:port`` is read so too."""
+read without them, as connecting takes it; ``host:port`` is read so too,
+and written so (``hostPort``) in log lines and answers."""
 
 import ipaddress
 import re
+
+
+def hostPort(host, port):
+    """``host:port``, an IPv6 address in brackets (``[::1]:104``), so that
+    its port is not read as a group of the address."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def unbracketed(host):

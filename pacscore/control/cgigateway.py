@@ -32,6 +32,7 @@ import sys
 from urllib.parse import quote
 
 from pacscore.control.endpoint import LOOPBACK, hostAndPort
+from pacscore.hostport import hostPort
 from pacscore.web import DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT
 from pacscore.web.html import SCRIPT
 
@@ -205,7 +206,7 @@ def runCGI(ini, environ, stdin, write):
         return 1
     except (http.client.HTTPException, OSError) as e:
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
-                f"dgate: no pacs web interface at {host}:{port}, {source} ({e})\n".encode())
+                f"dgate: no pacs web interface at {hostPort(host, port)}, {source} ({e})\n".encode())
         return 1
     finally:
         connection.close()

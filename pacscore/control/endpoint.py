@@ -12,6 +12,7 @@ import re
 from twisted.internet import endpoints
 
 from pacscore.control.tlstrust import connectionCreator, serverCertificates
+from pacscore.hostport import hostPort, unbracketed
 
 DEFAULT_ENDPOINT = "tcp:5679:interface=127.0.0.1"
 DEFAULT_PORT = 5679
@@ -66,7 +67,8 @@ def secretProblem(description, secret):
 def hostAndPort(description, defaultPort, host=None, port=None):
     """``(secure, host, port)`` at which a client reaches a server listening
     on the tcp: or ssl: ``description`` (a wildcard interface: loopback;
-    another kind: TCP on ``defaultPort``); ``host``/``port`` override it.
+    another kind: TCP on ``defaultPort``); ``host``/``port`` override it
+    (an IPv6 ``host`` may be written in brackets, ``[::1]``).
     ValueError for a bad port."""
     kind, positional, keywords = fields(description)
     if kind not in NETWORK_KINDS:
@@ -76,7 +78,7 @@ def hostAndPort(description, defaultPort, host=None, port=None):
     if host is None:
         interface = keywords.get("interface", "")
         host = _WILDCARD.get(interface, interface)
-    return kind == "ssl", host, port
+    return kind == "ssl", unbracketed(host), port
 
 
 def socketPath(description):
@@ -127,4 +129,4 @@ def clientEndpoint(reactor, description, host=None, port=None, timeout=10, folde
     if secure:
         keywords = fields(description)[2]
         endpoint = endpoints.wrapClientTLS(connectionCreator(host, serverCertificates(keywords, folder)), endpoint)
-    return endpoint, f"{host}:{port}"
+    return endpoint, hostPort(host, port)

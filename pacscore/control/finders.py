@@ -62,6 +62,7 @@ from pacscore.dicom.find import CANCELLED
 from pacscore.dicom.identifiers import findIdentifier
 from pacscore.dicom.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from pacscore.dicom.uids import isUID
+from pacscore.hostport import hostPort
 from pacscore.storage.filenames import atoi
 
 SUCCESS = 0x0000
@@ -151,7 +152,7 @@ class RemoteArchive:
                                        contexts, dimseTimeout=archive.configuration.tcpipTimeout,
                                        titleStyle=archive.titleStyle, endpoint=nodeEndpoint(archive.reactor, node))
         except Exception as e:
-            raise CommandError(f"cannot associate with {node.ae} at {node.host}:{node.port}: {e}") from e
+            raise CommandError(f"cannot associate with {node.ae} at {hostPort(node.host, node.port)}: {e}") from e
         return cls(protocol, archive.workers)
 
     async def find(self, level, keys, most=None):

@@ -7,6 +7,7 @@ given ``PROBE_TIMEOUT`` seconds."""
 import socket
 
 from pacscore.control.endpoint import clientTarget, controlDescription
+from pacscore.hostport import hostPort
 
 PROBE_TIMEOUT = 2
 
@@ -24,7 +25,7 @@ def controlAddress(configuration):
     if target[0] == "unix":
         return target[1], target[1]
     _, host, port = target
-    return (host, port), f"{host}:{port}"
+    return (host, port), hostPort(host, port)
 
 
 def runningServer(configuration):

@@ -34,6 +34,7 @@ from pacscore.control.context import CommandError, ControlContext, notUTF8
 from pacscore.control.output import Lines
 from pacscore.control.registry import CommandRegistry
 from pacscore.dicom.admission import LimitedFactory
+from pacscore.hostport import hostPort
 
 UNKNOWN_COMMAND = "unknown command "   # an ERROR message starting so: dgate exits 2
 KEEPALIVE_INTERVAL = 10  # seconds between the KEEPALIVE lines of a running command
@@ -117,7 +118,7 @@ class ControlProtocol(basic.LineReceiver, policies.TimeoutMixin):
 
     def peerName(self):
         peer = getattr(self, "peer", None)
-        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}"
+        return hostPort(getattr(peer, 'host', '?'), getattr(peer, 'port', ''))
 
     # -- the request -------------------------------------------------------
 

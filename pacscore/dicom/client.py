@@ -23,6 +23,7 @@ from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
     DicomFactory, DicomProtocol, NoContext)
 from pacscore.dicom.sopclasses import VERIFICATION
+from pacscore.hostport import hostPort
 
 
 class DicomClientProtocol(DicomProtocol):
@@ -301,23 +302,27 @@ class NodeUnreachable(Exception):
 
 
 async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None,
-                        titleStyle=PLAIN_TITLES, roles=None):
+                        titleStyle=PLAIN_TITLES, roles=None, artimTimeout=None, artimSetting="the connect timeout"):
     """``associate`` with the AE, host and port of an acrnema.map ``node``
     (``endpointFor(host, port)``: a client endpoint instead of TCP;
-    ``roles`` as for ``associate``); any failure is a ``NodeUnreachable``
-    naming the node.  Cancelled, it fails with ``CancelledError``, as the
+    ``roles`` as for ``associate``; the A-ASSOCIATE-AC waited for
+    ``artimTimeout`` seconds, named ``artimSetting``, by default the
+    connect timeout); any failure is a ``NodeUnreachable`` naming the
+    node and its address.  Cancelled, it fails with ``CancelledError``, as the
     cancel is no failure of the node."""
     endpoint = nodeEndpoint(reactor, node, connectTimeout) if endpointFor is None else endpointFor(node.host,
                                                                                                    int(node.port))
     try:
         return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts, roles=roles,
-                               connectTimeout=connectTimeout, artimTimeout=connectTimeout,
-                               artimSetting="the connect timeout",
+                               connectTimeout=connectTimeout,
+                               artimTimeout=connectTimeout if artimTimeout is None else artimTimeout,
+                               artimSetting=artimSetting,
                                dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
     except defer.CancelledError:
         raise
     except Exception as e:
-        raise NodeUnreachable(f"cannot associate with {node.ae} at {node.host}:{node.port}: {str(e) or repr(e)}") from e
+        raise NodeUnreachable(f"cannot associate with {node.ae} at {hostPort(node.host, node.port)}: "
+                              f"{str(e) or repr(e)}") from e
 
 
 async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attempts, retryDelay, connectTimeout=30,

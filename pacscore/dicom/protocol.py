@@ -38,6 +38,7 @@ from pacscore.dicom.negotiation import (
 from pacscore.dicom.routing import refuse
 from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData, closeIfStored
+from pacscore.hostport import hostPort
 from pacscore.tls import HandshakeListener, securityOf, warnOfTLSFailure
 
 AWAITING_ASSOCIATE = "Sta2"
@@ -676,7 +677,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         remote = ""
         if association is not None:
             remote = association.callingAE if self.isAcceptor else association.calledAE
-        return f"{remote}@{host}:{port}" if remote else f"{host}:{port}"
+        return f"{remote}@{hostPort(host, port)}" if remote else hostPort(host, port)
 
 
 class DicomServerProtocol(DicomProtocol):

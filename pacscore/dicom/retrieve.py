@@ -45,7 +45,7 @@ from pacscore.codecs.syntaxes import (
     IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf)
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
-from pacscore.dicom.client import associate, nodeEndpoint
+from pacscore.dicom.client import associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
@@ -700,11 +700,9 @@ class MoveService(RetrieveService):
         contexts = contextsFor(located, compression)
         if not contexts:
             return _Nowhere(node.ae), compression
-        target = await associate(self.reactor, node.host, int(node.port), self.aeTitle, node.ae, contexts,
-                                 connectTimeout=self.connectTimeout, artimTimeout=self.artimTimeout,
-                                 artimSetting="ARTIMTimeOut",
-                                 dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle,
-                                 endpoint=nodeEndpoint(self.reactor, node, self.connectTimeout))
+        target = await associateNode(self.reactor, node, self.aeTitle, contexts, connectTimeout=self.connectTimeout,
+                                     dimseTimeout=self.dimseTimeout, titleStyle=self.titleStyle,
+                                     artimTimeout=self.artimTimeout, artimSetting="ARTIMTimeOut")
         return target, compression
 
     async def _close(self, protocol, target):

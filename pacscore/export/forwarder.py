@@ -72,7 +72,7 @@ from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.spool import isSpooled
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
-from pacscore.hostport import bareIPv6Problem, splitHostPort
+from pacscore.hostport import bareIPv6Problem, hostPort, splitHostPort
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Missing
 
@@ -620,7 +620,7 @@ def _address(node):
 def _where(address):
     """An ``_address`` as text: ``AE at host:port`` (``with TLS``)."""
     ae, host, port, tls = address
-    return f"{ae} at {host}:{port}{' with TLS' if tls is not None else ''}"
+    return f"{ae} at {hostPort(host, port)}{' with TLS' if tls is not None else ''}"
 
 
 def _associationKey(level, instance):

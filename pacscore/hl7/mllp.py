@@ -43,6 +43,7 @@ from zope.interface import implementer
 from pacscore.closing import closeWithin, unsent
 from pacscore.dicom.admission import LimitedFactory
 from pacscore.hl7 import message
+from pacscore.hostport import hostPort
 from pacscore.tls import HandshakeListener, warnOfTLSFailure
 
 START_BLOCK = b"\x0b"
@@ -169,7 +170,7 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
 
     def peerName(self):
         peer = getattr(self, "peer", None)
-        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '')}"
+        return hostPort(getattr(peer, 'host', '?'), getattr(peer, 'port', ''))
 
     def callLater(self, delay, f, *args, **kw):
         """The TimeoutMixin timer, on the factory's clock."""

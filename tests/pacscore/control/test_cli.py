@@ -87,10 +87,10 @@ class CliTests(unittest.TestCase):
 
     def test_badHost(self):
         server = PacsServer(self.mktemp())
-        for host in ("::::", "[::1]", "a..b", "h" * 300):
+        for host, label in (("::::", "[::::]"), ("[::1", "[[::1]"), ("a..b", "a..b"), ("h" * 300, "h" * 300)):
             code, error = self.runDgate(f"-w{server.workdir}", "-q", host, "--display_status:")
             self.assertEqual(code, 1)
-            self.assertTrue(error.startswith(f"dgate: bad address {host}:{server.controlPort}: invalid hostname"),
+            self.assertTrue(error.startswith(f"dgate: bad address {label}:{server.controlPort}: invalid hostname"),
                             error)
 
     def test_badControlEndpoint(self):

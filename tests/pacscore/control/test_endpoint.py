@@ -43,13 +43,14 @@ class ClientEndpointTests(unittest.TestCase):
 
     def test_wildcardMeansThisMachine(self):
         self.assertEqual(clientEndpoint(self.reactor, "tcp:port=7000")[1], "127.0.0.1:7000")
-        self.assertEqual(clientEndpoint(self.reactor, "tcp6:7000:interface=\\:\\:")[1], "::1:7000")
+        self.assertEqual(clientEndpoint(self.reactor, "tcp6:7000:interface=\\:\\:")[1], "[::1]:7000")
         self.assertEqual(clientEndpoint(self.reactor, "tcp:7000:interface=127.0.0.2")[1], "127.0.0.2:7000")
 
     def test_overrides(self):
         self.assertEqual(clientEndpoint(self.reactor, DEFAULT_ENDPOINT, host="pacs.example", port=11)[1],
                          "pacs.example:11")
         self.assertEqual(clientEndpoint(self.reactor, "unix:/run/pacs.sock", port=11)[1], "127.0.0.1:11")
+        self.assertEqual(clientEndpoint(self.reactor, DEFAULT_ENDPOINT, host="[::1]", port=11)[1], "[::1]:11")
 
     def test_unixSocket(self):
         endpoint, label = clientEndpoint(self.reactor, "unix:address=/run/pacs.sock")

@@ -8,7 +8,7 @@ import sys
 from types import SimpleNamespace
 
 from twisted.internet import defer, error, task
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -152,9 +152,9 @@ class ServerTests(unittest.TestCase):
 
     preamble = ()  # the lines a client sends before its command
 
-    def connect(self, factory=None, preamble=None):
+    def connect(self, factory=None, preamble=None, peer=IPv4Address("TCP", "10.1.2.3", 40000)):
         protocol = (factory or self.factory).buildProtocol(None)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.2.3", 40000))
+        transport = StringTransport(peerAddress=peer)
         protocol.makeConnection(transport)
         for line in self.preamble if preamble is None else preamble:
             protocol.dataReceived(line.encode("utf-8", "surrogateescape") + b"\r\n")
@@ -173,6 +173,11 @@ class ServerTests(unittest.TestCase):
         transport = self.request("COMMAND --echo:hello, world")
         self.assertEqual(self.answer(transport), ["OUTPUT hello, world", "OUTPUT from 10.1.2.3:40000", "OK"])
         self.assertTrue(transport.disconnecting)
+
+    def test_anIPv6PeerIsWrittenInBrackets(self):
+        protocol, transport = self.connect(peer=IPv6Address("TCP", "::1", 40113))
+        protocol.dataReceived(b"COMMAND --echo:hi\r\n")
+        self.assertEqual(self.answer(transport), ["OUTPUT hi", "OUTPUT from [::1]:40113", "OK"])
 
     def test_noOutput(self):
         self.assertEqual(self.answer(self.request("COMMAND --silent:")), ["OK"])

@@ -10,7 +10,7 @@ from pynetdicom.pdu_primitives import (
     AsynchronousOperationsWindowNegotiation, MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation)
 from twisted.internet import defer, task
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -68,9 +68,9 @@ class ServerTestCase(unittest.TestCase):
                                           idleTimeout=300, artimTimeout=30)
         self.protocol, self.transport = self.connect()
 
-    def connect(self):
-        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    def connect(self, peer=IPv4Address("TCP", "127.0.0.1", 40000)):
+        protocol = self.factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
         transport.setTcpNoDelay = lambda enabled: setattr(transport, "noDelay", enabled)
         protocol.makeConnection(transport)
         return protocol, transport
@@ -271,6 +271,14 @@ class ProtocolTests(ServerTestCase):
             [line] = [formatEvent(e) for e in events if e["log_level"].name == "warn"]
             self.assertIn(self.protocol.peerName(), line)
             self.assertIn(f"Implementation Version Name {name.decode('latin-1')!r}", line)
+
+    def test_peerNameWritesAnIPv6AddressInBrackets(self):
+        """An IPv6 peer is written ``[::1]:40113``, so that its port does not
+        read as a group of the address (``fd00::2:104``)."""
+        self.protocol, self.transport = self.connect(IPv6Address("TCP", "fd00::2", 40113))
+        self.assertEqual(self.protocol.peerName(), "[fd00::2]:40113")
+        self.associate(calling="CLI6")
+        self.assertEqual(self.protocol.peerName(), "CLI6@[fd00::2]:40113")
 
     def test_compressionSuffix(self):
         pduType, _ = self.associate(called="PACS~j2")

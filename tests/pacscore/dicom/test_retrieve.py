@@ -3,6 +3,7 @@ syntax to send an object in, which status ends the retrieve."""
 
 import builtins
 import os
+import socket
 from collections import Counter
 from types import SimpleNamespace
 
@@ -15,7 +16,8 @@ from twisted.trial import unittest
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
-from pacscore.dicom.client import associate
+from pacscore.config.acrnema import AcrNemaMap
+from pacscore.dicom.client import NodeUnreachable, associate
 from pacscore.converters.context import Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.protocol import ESTABLISHED, PRIORITY_MEDIUM, AssociationLost
@@ -668,6 +670,26 @@ class ReassociationTests(unittest.TestCase):
         self.assertFalse(cancelled)
         self.assertEqual((first.sent, second.sent), (["1.2.3.0", "1.2.3.1"], ["1.2.3.2", "1.2.3.3", "1.2.3.4"]))
         self.assertEqual((progress.completed, progress.failed, targets), (5, 0, [first, second]))
+
+
+class UnreachableDestinationTests(unittest.TestCase):
+    """A C-MOVE destination that cannot be reached is named with its
+    address, as a forward's is: the warning and the ErrorComment tell where
+    the connection was tried."""
+
+    def test_theFailureNamesTheDestinationAndItsAddress(self):
+        with socket.socket() as closed:  # a port nothing listens on: the connection is refused
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", reactor,
+                              AcrNemaMap.fromString(f"SCP4 127.0.0.1 {port}\n"), connectTimeout=5)
+        opening = defer.ensureDeferred(service._open(Requestor(), {commands.MOVE_DESTINATION: "SCP4"},
+                                                     storedObjects(self, CT, 1)))
+
+        def refused(error):
+            self.assertTrue(str(error).startswith(f"cannot associate with SCP4 at 127.0.0.1:{port}: "
+                                                  "Connection was refused"), str(error))
+        return self.assertFailure(opening, NodeUnreachable).addCallback(refused)
 
 
 class PeerAbortTests(unittest.TestCase):

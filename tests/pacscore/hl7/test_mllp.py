@@ -1,7 +1,7 @@
 """The MLLP listener, driven through a StringTransport with a task.Clock."""
 
 from twisted.internet import defer, endpoints, reactor, task
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
@@ -88,6 +88,13 @@ class MLLPTests(unittest.TestCase):
         self.protocol.dataReceived(frame(hl7("M1")))
         self.protocol.connectionLost(connectionDone)
         self.assertEqual(self.logged("closed"), ["10.0.0.7:40000: HL7 connection closed after 1 messages"])
+
+    def test_anIPv6PeerIsWrittenInBrackets(self):
+        self.events = []
+        self.protocol = self.factory.buildProtocol(IPv6Address("TCP", "fd00::2", 40113))
+        self.protocol.log = Logger(observer=self.events.append)
+        self.protocol.makeConnection(StringTransport(peerAddress=IPv6Address("TCP", "fd00::2", 40113)))
+        self.assertEqual(self.logged("opened"), ["[fd00::2]:40113: HL7 connection opened"])
 
     def test_oneMessage(self):
         self.protocol.dataReceived(frame(hl7("M1")))

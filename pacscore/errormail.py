@@ -16,6 +16,7 @@ when pacs stops is sent before it ends (the service tree stops this
 service after the others, so their errors while they stop are in it).
 """
 
+import functools
 import re
 import socket
 import time
@@ -25,9 +26,10 @@ from email.utils import formatdate
 from twisted.application import service
 from twisted.internet import task
 from twisted.logger import LogLevel, Logger, formatEvent, globalLogPublisher
-from twisted.mail import smtp
 
 from pacscore.config.errors import ConfigError
+from pacscore.hostport import hostPort
+from pacscore.smtpsend import sendMail
 
 MOST_LINES = 200
 MAILED_LEVELS = (LogLevel.error, LogLevel.critical)
@@ -75,12 +77,14 @@ def _port(ini):
 
 class ErrorMail(service.Service):
     """See the module docstring.  ``send(host, sender, recipients, message,
-    senderDomainName, port)`` is ``twisted.mail.smtp.sendmail``'s form."""
+    senderDomainName, port)``, ``twisted.mail.smtp.sendmail``'s form, sends
+    a mail (default: ``sendMail`` on ``reactor``, which reaches a mail
+    server by its IPv6 addresses too)."""
 
     log = Logger()
 
     def __init__(self, reactor, host, recipients, port=25, signon=None, sender=None, collectMinutes=1,
-                 waitSeconds=10, name="pacs", publisher=globalLogPublisher, send=smtp.sendmail):
+                 waitSeconds=10, name="pacs", publisher=globalLogPublisher, send=None):
         self.reactor = reactor
         self.host = host
         self.recipients = list(recipients)
@@ -91,7 +95,7 @@ class ErrorMail(service.Service):
         self.waitSeconds = waitSeconds
         self.name = name
         self.publisher = publisher
-        self.send = send
+        self.send = send if send is not None else functools.partial(sendMail, reactor)
         self.lines = []
         self.more = 0
         self.due = None
@@ -111,8 +115,8 @@ class ErrorMail(service.Service):
     def startService(self):
         super().startService()
         self.publisher.addObserver(self.observe)
-        self.log.info("error messages are mailed to {recipients} through {host}:{port}",
-                      recipients=", ".join(self.recipients), host=self.host, port=self.port)
+        self.log.info("error messages are mailed to {recipients} through {address}",
+                      recipients=", ".join(self.recipients), address=hostPort(self.host, self.port))
 
     def stopService(self):
         """Stop collecting, and send what was collected once the errors
@@ -153,8 +157,8 @@ class ErrorMail(service.Service):
         d.addTimeout(self.waitSeconds, self.reactor)
         d.addCallbacks(lambda _: self.log.info("{count} error message(s) mailed to {recipients}",
                                                count=len(lines) + more, recipients=", ".join(self.recipients)),
-                       lambda failure: self.log.warn("error messages could not be mailed through {host}:{port}: "
-                                                     "{error}", host=self.host, port=self.port,
+                       lambda failure: self.log.warn("error messages could not be mailed through {address}: "
+                                                     "{error}", address=hostPort(self.host, self.port),
                                                      error=failure.getErrorMessage()))
         return d
 

@@ -5,8 +5,14 @@ import email
 from email import policy
 
 from twisted.internet import defer, task
+from twisted.internet.address import IPv6Address
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.logger import LogLevel, LogPublisher, Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import DicomIni
@@ -101,6 +107,95 @@ class ErrorMailTests(unittest.TestCase):
             self.clock.advance(10)
         self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
         self.assertIn("could not be mailed", formatEvent(events[0]))
+
+
+@implementer(IHostResolution)
+class Resolution:
+    def __init__(self, name):
+        self.name = name
+
+    def cancel(self):
+        pass
+
+
+@implementer(IHostnameResolver)
+class IPv6OnlyResolver:
+    """Resolves every name to one IPv6 address only, as DNS does for a
+    host that has no IPv4 address."""
+
+    def __init__(self, address):
+        self.address = address
+        self.asked = []
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+        self.asked.append(hostName)
+        receiver.resolutionBegan(Resolution(hostName))
+        receiver.addressResolved(IPv6Address("TCP", self.address, portNumber))
+        receiver.resolutionComplete()
+        return receiver
+
+
+class ThreadlessMemoryReactor(MemoryReactorClock):
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+class IPv6MailHostTests(unittest.TestCase):
+    """The mail goes through a connection to the mail server's IPv6 address
+    when its name has no other (``twisted.mail.smtp.sendmail`` looked up
+    IPv4 only: "DNS lookup failed")."""
+
+    def setUp(self):
+        self.reactor = ThreadlessMemoryReactor()
+        self.reactor.nameResolver = IPv6OnlyResolver("fd00::2")
+        self.publisher = LogPublisher()
+        self.mail = ErrorMail(self.reactor, "v6only.test", ["ops@test"], port=21525, signon="pacs.example",
+                              sender="pacs@example", collectMinutes=0, name="pacs PACS", publisher=self.publisher)
+        self.mail.startService()
+        self.events = []
+        self.mail.log = Logger(observer=self.events.append)
+
+    def server(self):
+        """The SMTP connection pacs opened, as the mail server sees it."""
+        self.reactor.advance(0)  # the error collected, the mail sent, the name resolved
+        self.assertEqual(self.reactor.nameResolver.asked, ["v6only.test"])
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("fd00::2", 21525))
+        transport = StringTransport(peerAddress=IPv6Address("TCP", "fd00::2", 21525))
+        protocol = factory.buildProtocol(IPv6Address("TCP", "fd00::2", 21525))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def exchange(self, protocol, transport, line):
+        transport.clear()
+        protocol.dataReceived(line + b"\r\n")
+        return transport.value()
+
+    def test_anIPv6OnlyMailHostGetsTheMail(self):
+        Logger(namespace="pacscore.storage.store", observer=self.publisher).error("boom")
+        protocol, transport = self.server()
+        self.assertEqual(self.exchange(protocol, transport, b"220 sink ESMTP"), b"EHLO pacs.example\r\n")
+        self.assertEqual(self.exchange(protocol, transport, b"250 sink"), b"MAIL FROM:<pacs@example>\r\n")
+        self.assertEqual(self.exchange(protocol, transport, b"250 ok"), b"RCPT TO:<ops@test>\r\n")
+        self.assertEqual(self.exchange(protocol, transport, b"250 ok"), b"DATA\r\n")
+        self.exchange(protocol, transport, b"354 go on")
+        while transport.producer is not None:  # the message file, as the connection would pull it
+            transport.producer.resumeProducing()
+        mail = transport.value()
+        self.assertIn(b"Subject: pacs PACS: 1 error message", mail)
+        self.assertIn(b"boom", mail)
+        self.assertTrue(mail.endswith(b"\r\n.\r\n"))
+        self.assertEqual(self.exchange(protocol, transport, b"250 queued"), b"RSET\r\n")
+        self.assertEqual([formatEvent(e) for e in self.events], ["1 error message(s) mailed to ops@test"])
+
+    def test_aMailServerThatDropsTheConnectionFailsTheMail(self):
+        Logger(namespace="pacscore.storage.store", observer=self.publisher).error("boom")
+        protocol, transport = self.server()
+        protocol.connectionLost(Failure(ConnectionLost("gone")))
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in self.events],
+                         [(LogLevel.warn, "error messages could not be mailed through v6only.test:21525: "
+                                          "Unable to connect to SMTP server: Connection to the other side was "
+                                          "lost in a non-clean fashion: gone.")])
 
 
 class ConfigurationTests(unittest.TestCase):

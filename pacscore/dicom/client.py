@@ -14,7 +14,7 @@ silence on an idle association (``idleTimeout``).
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint, wrapClientTLS
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
@@ -284,16 +284,27 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
         services=services or {}, sinks=sinks or {}, clock=reactor, idleTimeout=idleTimeout,
         artimTimeout=artimTimeout, dimseTimeout=dimseTimeout, maxPDULength=maxPDULength)
     if endpoint is None:
-        endpoint = HostnameEndpoint(reactor, host, int(port), timeout=connectTimeout)
+        endpoint = hostEndpoint(reactor, host, int(port), connectTimeout)
     connecting = endpoint.connect(factory)
     connecting.addCallbacks(connected.append, factory.associationFailed)
     return deferred
 
 
+def hostEndpoint(reactor, host, port, connectTimeout=30):
+    """The TCP client endpoint of ``host``, ``port``: a ``HostnameEndpoint``
+    (a name, an IPv4 or IPv6 address), but for an IPv6 address with a zone
+    (``fe80::1%eth0``, link-local) a ``TCP6ClientEndpoint``, which keeps
+    the zone: ``HostnameEndpoint`` takes the address getaddrinfo gives
+    without its scope and connects to no interface (EINVAL)."""
+    if "%" in host:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=connectTimeout)
+    return HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
+
+
 def nodeEndpoint(reactor, node, connectTimeout=30):
     """The client endpoint of an acrnema.map ``node``: TCP, inside TLS
     when ``[DICOMTLSNodes]`` names it (``node.tls``)."""
-    endpoint = HostnameEndpoint(reactor, node.host, int(node.port), timeout=connectTimeout)
+    endpoint = hostEndpoint(reactor, node.host, int(node.port), connectTimeout)
     return endpoint if node.tls is None else wrapClientTLS(node.tls.creatorFor(node.host), endpoint)
 
 

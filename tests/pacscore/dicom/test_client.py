@@ -2,13 +2,15 @@
 with a task.Clock for every timer."""
 
 from pydicom.dataset import Dataset
-from twisted.internet import defer, task
+from twisted.internet import defer, protocol, task
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 from twisted.trial import unittest
 
 from pacscore.dicom import commands, pdu
-from pacscore.dicom.client import DicomClientFactory, numberContexts
+from pacscore.config.acrnema import Node
+from pacscore.dicom.client import DicomClientFactory, nodeEndpoint, numberContexts
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import AcceptorPolicy, AssociationRefused
 from pacscore.dicom.protocol import AssociationLost, DicomServerFactory, DIMSETimeout, NoContext
@@ -310,3 +312,20 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(response[0][commands.STATUS], 0)
         self.assertEqual(received.received[0][1], b"\x08\x00\x18\x00")
         self.assertIsNotNone(association)
+
+
+class NodeEndpointTests(unittest.TestCase):
+    """Where the connection to an acrnema.map node is asked for."""
+
+    def connectedTo(self, host):
+        reactor = MemoryReactorClock()  # its resolver answers 127.0.0.1 for any name
+        nodeEndpoint(reactor, Node("SCP", host, "21110")).connect(protocol.Factory.forProtocol(protocol.Protocol))
+        reactor.advance(0)
+        return [(host, port) for host, port, *_ in reactor.tcpClients]
+
+    def test_aLinkLocalAddressKeepsItsZone(self):
+        """``fe80::1%eth0`` is connected to with its zone, which names the
+        interface (a HostnameEndpoint dropped it: 'An error occurred while
+        connecting: 22: Invalid argument.')."""
+        self.assertEqual(self.connectedTo("fe80::fc:ff:fe00:1%eth0"), [("fe80::fc:ff:fe00:1%eth0", 21110)])
+        self.assertEqual(self.connectedTo("pacs.example"), [("127.0.0.1", 21110)])

@@ -31,7 +31,7 @@ def _encoding(transferSyntax):
     return False, transferSyntax != EXPLICIT_VR_BIG_ENDIAN
 
 
-def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None, boundNesting=False):
+def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None, boundNesting=False, keepBytes=True):
     """A pydicom Dataset from data set bytes; ``IdentifierError`` if they are
     not one. ``stopBeforePixels``: only the elements before Pixel Data (a
     stored object's attributes, without reading or checking its pixels).
@@ -40,7 +40,9 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None
     ``IdentifierError`` found before more is inflated (``decodePeerDataset``).
     ``boundNesting``: sequences nested more than ``MAX_NESTING`` deep are an
     ``IdentifierError`` found before the values are decoded (which recurses
-    per level: ``_checkNesting``)."""
+    per level: ``_checkNesting``).  ``keepBytes``: a binary value pydicom
+    cannot decode is kept as its bytes (``decodeValues``), not an
+    ``IdentifierError``."""
     try:
         if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             data, transferSyntax = inflated(data, maxInflated), EXPLICIT_VR_LITTLE_ENDIAN
@@ -51,7 +53,7 @@ def decodeDataset(data, transferSyntax, stopBeforePixels=False, maxInflated=None
         dataset = read_dataset(BytesIO(bytes(data)), implicit, little, stop_when=stop)
         if boundNesting:
             _checkNesting(dataset)
-        decodeValues(dataset)
+        decodeValues(dataset, keepBytes=keepBytes)
         return dataset
     except IdentifierError:
         raise
@@ -66,8 +68,9 @@ def decodePeerDataset(data, transferSyntax):
     big one: call it in a worker thread.  Sequences nested more than
     ``MAX_NESTING`` deep are an ``IdentifierError``, as they are in a stored
     object (its walk does not descend defined-length sequences, which DCMTK
-    sends, and what reads a data set recurses per level)."""
-    return decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT, boundNesting=True)
+    sends, and what reads a data set recurses per level).  A value that
+    cannot be decoded is an ``IdentifierError``: a key is not guessed at."""
+    return decodeDataset(data, transferSyntax, maxInflated=MEMORY_LIMIT, boundNesting=True, keepBytes=False)
 
 
 def _checkNesting(dataset):

@@ -6,7 +6,10 @@ the place of each bad byte, and writes a data set from its decoded values,
 so that any change to an object, even to one unrelated element, would lose
 those bytes for good.  ``decodeValues`` reads such text as Latin-1 instead
 (``textFits``), with one log line naming the object and the elements
-(or given to the caller, which logs one for many objects),
+(or given to the caller, which logs one for many objects); a binary value
+pydicom cannot decode (an FD of 4 bytes, which storescp takes with a
+warning) is, when asked for, kept as its bytes, a UN element, logged,
+so that one such value does not make the whole object unreadable;
 and keeps the bytes of every text value that is not plain ASCII;
 ``originalBytes`` writes each of those a change left as it was in the bytes
 it was read in, unless its character set changed meanwhile (``ensureUnicode``
@@ -67,18 +70,22 @@ def _textVR(raw):
     return vr if vr in CUSTOMIZABLE_CHARSET_VR else None
 
 
-def decodeValues(dataset, onUnfit=None):
+def decodeValues(dataset, onUnfit=None, keepBytes=False):
     """Decode every value of ``dataset`` now, sequence items' too, not
     lazily later; text not valid in its character set as Latin-1, logged,
     or given to ``onUnfit(object, elements)`` (texts naming the object and
     its elements: a WADO-RS metadata answer logs one line for all).
-    A ValueError names a value pydicom cannot decode."""
-    unfit = []
-    _decode(dataset, _encodingsOf(dataset, [default_encoding]), unfit, "")
+    A ValueError names a value pydicom cannot decode; with ``keepBytes``
+    one of a binary VR (not text, not a sequence: its length no multiple
+    of its VR's size, say) is a UN element of its bytes instead, logged."""
+    unfit, kept = [], [] if keepBytes else None
+    _decode(dataset, _encodingsOf(dataset, [default_encoding]), unfit, "", kept)
+    if kept:
+        log.warn("{object}: value(s) that cannot be decoded kept as their bytes (UN): {elements}",
+                 object=_described(dataset), elements="; ".join(kept))
     if not unfit:
         return
-    described = (f"SOP Instance {dataset.get('SOPInstanceUID', '')}" if "SOPInstanceUID" in dataset
-                 else "A data set", ", ".join(unfit))
+    described = (_described(dataset), ", ".join(unfit))
     if onUnfit is not None:
         onUnfit(*described)
     else:
@@ -87,19 +94,50 @@ def decodeValues(dataset, onUnfit=None):
                  elements=described[1])
 
 
-def _decode(dataset, encodings, unfit, path):
+def _described(dataset):
+    return f"SOP Instance {dataset.get('SOPInstanceUID', '')}" if "SOPInstanceUID" in dataset else "A data set"
+
+
+def _decode(dataset, encodings, unfit, path, kept):
+    """Decode the values of ``dataset`` (``decodeValues``); ``kept``: a
+    list of the binary values kept as their bytes, or None (ValueError)."""
     read = {}
     for tag in list(dataset.keys()):
         place = f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})"
         try:
             element = _decodeElement(dataset, tag, encodings, unfit, place, read)
         except Exception as e:  # pydicom fails in any way (an IndexError, a BytesLengthException ...)
-            raise ValueError(f"{place} cannot be decoded: {e or type(e).__name__}") from e
+            error = f"{place} cannot be decoded: {e or type(e).__name__}"
+            element = _asBytes(dataset, tag) if kept is not None else None
+            if element is None:
+                raise ValueError(error) from e
+            kept.append(error)
         if element.VR == "SQ":
             for number, item in enumerate(element.value or ()):
-                _decode(item, _encodingsOf(item, encodings), unfit, f"{place}.{number}\\")
+                _decode(item, _encodingsOf(item, encodings), unfit, f"{place}.{number}\\", kept)
     if read:
         setattr(dataset, _READ, read)
+
+
+def _asBytes(dataset, tag):
+    """Element ``tag`` of ``dataset``, still raw, made a UN element of its
+    bytes; None for text in the character set and sequences (their damage
+    is the data set's), and for a value of undefined length."""
+    raw = dataset.get_item(tag)
+    if not raw.is_raw or raw.value is None or raw.length == 0xFFFFFFFF:
+        return None
+    vr = raw.VR
+    if vr in (None, "UN"):
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    if vr == "SQ" or vr in CUSTOMIZABLE_CHARSET_VR:
+        return None
+    element = DataElement(tag, "OB", bytes(raw.value))
+    element.VR = "UN"  # made so: pydicom gives a UN of a known tag its dictionary VR
+    dataset[tag] = element
+    return element
 
 
 def _decodeElement(dataset, tag, encodings, unfit, place, read):

@@ -127,11 +127,12 @@ def instanceMetadata(path, url, onUnfit=None):
     top-level attribute.  Binary values go little endian (``_readLittleEndian``).
     NKI compressed pixel data (7FDF,0010) is left out: its frames and Pixel
     Data go expanded (``instanceFrames``).  Text not valid in its character
-    set is read as Latin-1, logged or given to ``onUnfit`` (``decodeValues``)."""
+    set is read as Latin-1, logged or given to ``onUnfit``, and a binary
+    value pydicom cannot decode is given as UN bytes, logged (``decodeValues``)."""
     dataset = _readLittleEndian(path)
     if nkiStream(dataset) is not None:
         del dataset[NKI_PIXEL_DATA]
-    decodeValues(dataset, onUnfit)  # text not valid in its character set as Latin-1, as the index reads it
+    decodeValues(dataset, onUnfit, keepBytes=True)  # text not valid in its character set as Latin-1, as the index reads it
     syntax = _storedSyntax(dataset)
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)

@@ -3,17 +3,18 @@ the bytes of the text it does not change, text not valid in its
 declared character set reads as Latin-1, not as U+FFFD, and a multi-byte
 set named as value 1 of (0008,0005) reads as the code extension it is."""
 
+import struct
 from io import BytesIO
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import generate_uid
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.converters.elements import assign
-from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
 from pacscore.testing.corpus import makeDataset
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -152,7 +153,29 @@ class CodeExtensionTests(unittest.TestCase):
                          (b"ISO 2022 IR 87", JIS_NAME, b"^Neu^^", b"DOE^JOHN^^^ ", b"Klinik"))
 
     def test_aValuePydicomCannotDecodeIsNamed(self):
-        """A value pydicom fails on (an FD of 6 bytes) is a ValueError naming it."""
+        """A value pydicom fails on (an FD of 6 bytes) in a peer's data set
+        (an identifier) is an IdentifierError naming it."""
         data = b"\x08\x00\x05\x00CS\x0e\x00ISO 2022 IR 87" + b"\x18\x00\x50\x10FD\x06\x00" + bytes(6)
         with self.assertRaisesRegex(IdentifierError, r"^undecodable data set: \(0018,1050\) cannot be decoded: "):
-            decodeDataset(data, EXPLICIT)
+            decodePeerDataset(data, EXPLICIT)
+
+    def test_aBinaryValuePydicomCannotDecodeIsKeptAsItsBytes(self):
+        """A stored object with a binary value pydicom fails on (an FD of 4
+        bytes, in a sequence item too) could not be converted ('the stored
+        object cannot be shown: undecodable data set: (0018,9087) cannot be
+        decoded'): the value is kept as UN bytes, logged, and written again
+        as they were."""
+        item = b"\xfe\xff\x00\xe0\x10\x00\x00\x00" + b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00"
+        data = (b"\x08\x00\x16\x00UI\x04\x001.2\x00" + b"\x08\x00\x18\x00UI\x04\x001.3\x00"
+                + b"\x08\x00\x15\x11SQ\x00\x00" + struct.pack("<L", len(item)) + item
+                + b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00")
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        ds = decodeDataset(data, EXPLICIT)
+        self.assertEqual((ds[0x00189087].VR, ds[0x00189087].value, ds.ReferencedSeriesSequence[0][0x00189087].VR),
+                         ("UN", b"\x01\x00\x02\x00", "UN"))
+        raw = read_dataset(BytesIO(encodeDataset(ds, "1.2.840.10008.1.2")), True, True)
+        self.assertEqual(raw.get_item(0x00189087).value, b"\x01\x00\x02\x00")
+        self.assertIn("SOP Instance 1.3: value(s) that cannot be decoded kept as their bytes (UN): (0008,1115).0\\"
+                      "(0018,9087) cannot be decoded", [formatEvent(event) for event in events][-1])

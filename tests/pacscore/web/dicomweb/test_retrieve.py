@@ -1322,21 +1322,27 @@ class MetadataTextTests(unittest.TestCase):
                          (["ISO 2022 IR 87"], [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}],
                           [{"Alphabetic": "^^^^"}]))
 
-    def test_aValuePydicomCannotDecodeIsAValueError(self):
-        """A value pydicom fails on (an FD of 6 bytes) made the metadata a
-        500 with a traceback; it is a ValueError naming it, which leaves
-        the object out of the answer with a log line."""
+    def test_aValuePydicomCannotDecodeIsGivenAsItsBytes(self):
+        """A value pydicom fails on (an FD of 4 bytes, which C-STORE takes
+        as storescp does) left the whole object out of the metadata
+        (``200 []``, 'left out: it cannot be read: (0018,9087) cannot be
+        decoded'); the object is described, that value as UN
+        InlineBinary of its bytes, with a log line naming it."""
         path = self.mktemp()
         dataset = makeDataset("BADFD", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
-        dataset.EffectiveEchoTime = 1.0
+        dataset.DiffusionBValue = 1.0
         dataset.save_as(path, enforce_file_format=True)
         with open(path, "rb") as f:
             data = f.read()
         with open(path, "wb") as f:
-            f.write(data.replace(b"\x18\x00\x82\x90FD\x08\x00" + struct.pack("<d", 1.0),
-                                 b"\x18\x00\x82\x90FD\x06\x00" + bytes(6)))
-        with self.assertRaisesRegex(ValueError, r"^\(0018,9082\) cannot be decoded: "):
-            instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+            f.write(data.replace(b"\x18\x00\x87\x90FD\x08\x00" + struct.pack("<d", 1.0),
+                                 b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00"))
+        with capturedLogs() as events:
+            found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+        self.assertEqual((found["00080018"]["Value"], found["00189087"]),
+                         (["1.2.1.1"], {"vr": "UN", "InlineBinary": base64.b64encode(b"\x01\x00\x02\x00").decode()}))
+        self.assertIn("SOP Instance 1.2.1.1: value(s) that cannot be decoded kept as their bytes (UN): (0018,9087) "
+                      "cannot be decoded", "\n".join(formatEvent(event) for event in events))
 
 
 class StoredAgainTests(DicomWebTestCase):

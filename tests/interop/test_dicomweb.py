@@ -4,6 +4,7 @@ stored is found and retrieved over QIDO-RS/WADO-RS, what STOW-RS stored
 is found by findscu and fetched by getscu."""
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from tests.interop.test_find import STUDY_ROOT, findscu
 from tests.interop.test_storage import writeLargeCompressed, writeLargeMultiframe
 from tests.interop.test_web import CT, FRAMES, RGB, startWithSamples
 from tests.pacscore.web.dicomweb.client import viewedColours
+from tests.pacscore.web.dicomweb.test_retrieve import writeDeflatedBomb
 
 MR = get_testdata_file("MR_small.dcm")
 J2K = get_testdata_file("JPEG2000.dcm")
@@ -296,6 +298,28 @@ class LargeObjectTests(unittest.TestCase):
         self.assertLess(abs(received - size), 1024)
         self.assertTrue(last.endswith(tail))
         peak = self.server.peakRSSKilobytes()
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
+
+    def test_metadataOfADeflateBombWithBoundedMemory(self):
+        """The metadata of a 0.3 MB object stored deflated that inflates to
+        256 MB (a private OB of zeros after its Pixel Data) took the
+        server's memory up by 4 times that for each request (pydicom
+        inflated it whole): it is answered, the peak grown by less than
+        64 MB."""
+        path = os.path.abspath(self.mktemp() + ".dcm")
+        writeDeflatedBomb(path, 256, before=False)
+        with open(path, "rb") as f:
+            body = b"--bomb\r\nContent-Type: application/dicom\r\n\r\n" + f.read() + b"\r\n--bomb--\r\n"
+        url = f"http://127.0.0.1:{self.server.webPort}/dicom-web/studies"
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=bomb'})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            self.assertEqual(response.status, 200)
+        before = self.server.peakRSSKilobytes()
+        with urllib.request.urlopen(f"{url}/1.2/series/1.2.1/instances/1.2.1.1/metadata", timeout=120) as response:
+            [found] = json.loads(response.read())
+        peak = self.server.peakRSSKilobytes()
+        self.assertEqual(found["00080018"]["Value"], ["1.2.1.1"])
         self.assertLess(peak - before, 64 * 1024, f"peak RSS grew from {before} kB to {peak} kB")
 
     def test_largeCompressedDecodedWithBoundedMemory(self):

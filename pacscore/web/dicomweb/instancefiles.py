@@ -12,26 +12,27 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
-from pydicom.filereader import read_dataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import Tag
 
 from pacscore.codecs.syntaxes import (
-    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS,
-    JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000, JPEG_2000_LOSSLESS, RLE_LOSSLESS,
-    SYNTAX_OF_ENCODING, UNCOMPRESSED, isCompressed)
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, JPEG_2000,
+    JPEG_2000_LOSSLESS, RLE_LOSSLESS, SYNTAX_OF_ENCODING, UNCOMPRESSED, isCompressed)
 from pacscore.codecs import nki
 from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import damagedFrames
 from pacscore.codecs.fragmentplaces import framePlaces
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.transcode import (
-    _UNDEFINED_LENGTH, TranscodeError, _atPixelData, checkFrameSize, codedPrecision, pixelDataHeader,
-    swapBytes)
+    _UNDEFINED_LENGTH, INFLATED_IN_MEMORY, TranscodeError, _atPixelData, checkFrameSize, codedPrecision,
+    pixelDataHeader, swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, openDataset
 from pacscore.dicom.textbytes import decodeValues
 from pacscore.storage.attributes import readAttributes
+from pacscore.storage.inflatedreads import InflatedReads
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.dicomweb.dicomjson import jsonDataset
@@ -101,7 +102,21 @@ def startConverted(path, wanted, deferToWorker, change=None):
 
 
 def _read(path, pixels):
+    """The stored file ``path`` read by pydicom, with its Pixel Data or
+    without it (and what follows it); without it, a deflated one is
+    inflated only up to the Pixel Data, ``INFLATED_IN_MEMORY`` bytes at
+    most (``InflatedReads``; a DatasetError past that), not whole as
+    pydicom inflates it: a 1 MB file may inflate to a gigabyte."""
     with openRegularFile(path) as f:
+        if not pixels:
+            read_preamble(f, True)
+            meta = _read_file_meta_info(f)
+            if meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+                dataset = read_dataset(InflatedReads(f.read, INFLATED_IN_MEMORY), False, True,
+                                       stop_when=_atPixelData)
+                dataset.file_meta = meta
+                return dataset
+            f.seek(0)
         return pydicom.dcmread(f, stop_before_pixels=not pixels, force=True)
 
 

@@ -44,6 +44,7 @@ from pydicom.uid import UID
 
 from pacscore.codecs import nkipixels
 from pacscore.codecs.encapsulatedframes import frameDamage
+from pacscore.codecs.pixeldescription import checkPixelDescription
 from pacscore.codecs.pixelframes import atBitsStored
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
@@ -79,7 +80,9 @@ class FrameOutOfRange(TranscodeError):
 def _frame(ds, syntax, frame, source, **options):
     """The pixels of ``frame`` of ``ds``: (rows, columns) or (rows, columns,
     3). ``source`` holds its Pixel Data: ``ds`` itself, or a file at the
-    element's value, which ``options`` describe."""
+    element's value, which ``options`` describe.  A TranscodeError when
+    they describe no pixels that can be decoded (``checkPixelDescription``)."""
+    checkPixelDescription(ds, decoding=True)
     frames = int(ds.get("NumberOfFrames") or 1)
     if not 0 <= frame < frames:
         raise FrameOutOfRange(frames, frame)

@@ -26,6 +26,7 @@ from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.encapsulatedframes import damagedFrames
 from pacscore.codecs.fragmentplaces import framePlaces
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
+from pacscore.codecs.pixeldescription import checkPixelDescription
 from pacscore.codecs.transcode import (
     _UNDEFINED_LENGTH, INFLATED_IN_MEMORY, TranscodeError, _atPixelData, checkFrameSize, codedPrecision,
     pixelDataHeader, swapBytes)
@@ -290,9 +291,7 @@ def instanceFrames(path, numbers, choose):
     dataset = _wholeDataset(path) if pixels is None else pixels.head
     if not (dataset.get("PixelData") if pixels is None else pixels.length):
         raise NoSuchFrame("the object has no Pixel Data")  # absent, or empty: pydicom reads an empty OW as None
-    missing = [name for name in ("Rows", "Columns", "BitsAllocated") if dataset.get(name) is None]
-    if missing:  # frames cannot be told apart nor decoded: no object a viewer can show (a 422)
-        raise ValueError(f"its Pixel Data is described without {', '.join(missing)}")
+    checkPixelDescription(dataset)  # else frames cannot be told apart nor decoded: no object a viewer can show (a 422)
     syntax = str(dataset.file_meta.TransferSyntaxUID) if pixels is None else pixels.syntax
     asStored, kind = choose(syntax)
     count = frameCount(dataset)
@@ -318,6 +317,7 @@ def instanceFrames(path, numbers, choose):
         if length is not None:
             _checkHeld(len(dataset.PixelData) // length, f"whole frame(s) of {length} bytes", max(numbers))
         else:  # decoded
+            checkPixelDescription(dataset, decoding=True)
             checkFrameSize(dataset.Rows, dataset.Columns, dataset.get("SamplesPerPixel"))
             if isCompressed(syntax):
                 damaged = damagedFrames(syntax, dataset.PixelData, as_pixel_options(dataset))

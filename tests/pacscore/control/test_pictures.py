@@ -6,11 +6,13 @@ import os
 
 import pydicom
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.control import pictures
+from pacscore.control.context import CommandError
 from pacscore.testing.corpus import generateCorpus
 from tests.pacscore.control.running import RunningArchive
 
@@ -56,3 +58,21 @@ class ConvertToDicomTests(unittest.TestCase):
         written = pydicom.dcmread(io.BytesIO(made))
         self.assertIn(written.file_meta.TransferSyntaxUID, UNCOMPRESSED)
         self.assertEqual(written.PixelData, pydicom.dcmread(source).PixelData)
+
+
+class DamagedPixelsTests(unittest.TestCase):
+
+    def setUp(self):
+        self.running = RunningArchive(self)
+
+    @defer.inlineCallbacks
+    def test_aRowsOfTwoValuesIsACommandError(self):
+        """``convert_to_jpg`` of an object stored with Rows 128\\128 ended
+        'int() argument must be ... not 'list'' with a critical 'raised an
+        unexpected error' traceback; it is a CommandError naming Rows."""
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds[0x00280010] = DataElement(0x00280010, "US", [128, 128])
+        path = os.path.abspath(self.mktemp())
+        ds.save_as(path)
+        with self.assertRaisesRegex(CommandError, r"^convert_to_jpg: .*: its Rows 128\\128 holds 2 values, not one$"):
+            yield self.running.run(pictures.ConvertToJpg(), f"{path},64")

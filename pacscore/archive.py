@@ -477,20 +477,14 @@ class Archive:
         (SQLite then checkpoints its write-ahead log into the database file
         and removes it); returns a Deferred.  The stores under way end
         first, with the index and the I/O pool still running: the copies
-        they replace are removed (in the pool) once they are committed; so
-        do the storage commitment reports owed on their associations (a
-        report taken is forgotten)."""
-        reported = self.commitments.stop()
+        they replace are removed (in the pool) once they are committed."""
+        self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
         deadline = self.reactor.seconds() + self.quitGracePeriod  # one grace period for the stores and the pools
-        d = defer.gatherResults([
-            self._withinGracePeriod(self.objectStore.storesEnded(),
-                                    "stores still under way: a copy one replaces may stay on disk"),
-            self._withinGracePeriod(reported, "storage commitment reports still being checked: they are sent at "
-                                              "the next start"),
-            self.luaChunks.stop(self.quitGracePeriod)]
-            + ([self.moves.stop()] if self.moves is not None else []))
+        d = defer.gatherResults([self._storesEnded(),
+                                 self.luaChunks.stop(self.quitGracePeriod)]
+                                + ([self.moves.stop()] if self.moves is not None else []))
         # what else was queued runs, in what is left of it
         d.addCallback(lambda _: self.workers.stop(max(deadline - self.reactor.seconds(), 0)))
         d.addCallback(lambda _: self.index.stop())  # which commits it
@@ -499,14 +493,14 @@ class Archive:
         d.addCallback(lambda _: self.log.info("index closed"))
         return d
 
-    def _withinGracePeriod(self, ended, unfinished):
-        """``ended``, a Deferred whose cancelling leaves alone what it waits
-        for, or QuitGracePeriod seconds: the stop then goes on, logged with
-        ``unfinished`` (what is left, and what that costs)."""
-        ended.addTimeout(self.quitGracePeriod, self.reactor)
+    def _storesEnded(self):
+        """``ObjectStore.storesEnded``, or QuitGracePeriod seconds (logged):
+        the stop then goes on, and a copy a store still under way replaces
+        may stay."""
+        ended = self.objectStore.storesEnded().addTimeout(self.quitGracePeriod, self.reactor)
         return ended.addErrback(lambda failure: failure.trap(defer.TimeoutError) and self.log.warn(
-            "stopping after {grace} s (QuitGracePeriod) with {unfinished}", grace=self.quitGracePeriod,
-            unfinished=unfinished))
+            "stopping after {grace} s (QuitGracePeriod) with stores still under way: a copy one replaces may "
+            "stay on disk", grace=self.quitGracePeriod))
 
     def exportService(self):
         """The service running the export queue (export converters, forwards)."""

@@ -360,7 +360,7 @@ def serviceTree(options):
     dicomFactory = archive.dicomFactory()
     _logLimits("DICOM service", dicomFactory)
     # stopped after the listeners (added after it), before the archive
-    AbortAssociations(dicomFactory, archive.reactor, archive.quitGracePeriod).setServiceParent(served)
+    AbortAssociations(dicomFactory).setServiceParent(served)
     listeners = [ListeningService(f"DICOM service {archive.aeTitle}", dicom,
                                   options.endpoint("dicom", dicom), dicomFactory)]
     listeners[0].listened = archive.listeningOn

@@ -8,10 +8,7 @@ reverse order: the listeners, the DICOM associations still running
 (the stores under way end, pending index writes committed, pools ended).
 A stop signal (SIGTERM, SIGINT) stops the reactor at once: the same
 stop, whose associations are aborted as soon as the listeners stopped,
-so no store begins once the archive waits for those under way; one that
-owes its peer a storage commitment report is kept, serving nothing else,
-until that report is sent or for up to the grace period, then aborted
-(a report not sent then is sent at the next start). Success
+so no store begins once the archive waits for those under way. Success
 is answered only after a commit, so nothing acknowledged is lost; an
 object not acknowledged is sent again by its sender. A stop signal
 meanwhile is one while stopping (``StopSignals``); when the reactor stops
@@ -31,29 +28,17 @@ def stillRunning(associations):
     """The associations of the DICOM factory ``associations`` (its
     ``active`` set of protocols) not already ending: those aborted or
     released stay in it until their connection is closed."""
-    return [association for association in associations.active if not _ending(association)]
-
-
-def _ending(association):
-    """Whether ``association`` was aborted or released, or its connection
-    lost or closing."""
-    return association.state == AWAITING_CLOSE or association.transport.disconnecting
+    return [association for association in associations.active
+            if association.state != AWAITING_CLOSE and not association.transport.disconnecting]
 
 
 def abortAll(associations):
     """A-ABORT every association of the DICOM factory ``associations``
     still running (``stillRunning``), and close its connection once that is
     written: nothing more of it is served."""
-    _abort(stillRunning(associations))
-
-
-def _abort(associations):
-    """A-ABORT each of ``associations`` not ending (``_ending``), and close
-    its connection once that is written."""
-    for association in associations:
-        if not _ending(association):
-            association.abort()
-            association.transport.loseConnection()
+    for association in stillRunning(associations):
+        association.abort()
+        association.transport.loseConnection()
 
 
 class AbortAssociations(service.Service):
@@ -61,59 +46,20 @@ class AbortAssociations(service.Service):
     associations still running (logged), so that no store begins while
     the archive's stop waits for the stores under way (a store begun then
     would leave the copy it replaces on disk).  A store whose data set was
-    wholly received still ends and is indexed; its answer is not sent.
-
-    An association that owes its peer a storage commitment report (its
-    N-ACTION answered Success, ``DicomServerProtocol.owe``) is kept until
-    that report is sent (or failed), serving nothing else (a request then
-    aborts it), then aborted at once, its peer's release not waited for;
-    one whose report is still owed after ``gracePeriod`` seconds of
-    ``clock`` is aborted then (logged), the report left for the next
-    start.  With no report owed, nothing waits."""
+    wholly received still ends and is indexed; its answer is not sent."""
 
     log = Logger()
-    pollInterval = 0.1
 
-    def __init__(self, associations, clock, gracePeriod=QUIT_GRACE_PERIOD):
+    def __init__(self, associations):
         self.associations = associations
-        self.clock = clock
-        self.gracePeriod = gracePeriod
 
     def stopService(self):
         super().stopService()
-        running = stillRunning(self.associations)
-        owing = [association for association in running if association.owed]
-        others = [association for association in running if not association.owed]
-        if others:
+        running = len(stillRunning(self.associations))
+        if running:
             self.log.info("stopping: aborting {count} running association(s); their senders send again "
-                          "what was not acknowledged", count=len(others))
-            _abort(others)
-        if not owing:
-            return None
-        self.log.info("stopping: waiting up to {grace} s (QuitGracePeriod) for {count} association(s) to send the "
-                      "storage commitment report(s) they owe, serving nothing else", grace=self.gracePeriod,
-                      count=len(owing))
-        for association in owing:
-            association.stopping = True
-        return defer.ensureDeferred(self._abortOncePaid(owing))
-
-    async def _abortOncePaid(self, owing):
-        """Abort each of ``owing`` once it owes nothing more (or ended),
-        those still owing after the grace period then."""
-        deadline = self.clock.seconds() + self.gracePeriod
-        while True:
-            _abort([association for association in owing if not association.owed])
-            owing = [association for association in owing if not _ending(association)]
-            left = deadline - self.clock.seconds()
-            if not owing or left <= 0:
-                break
-            # at the deadline itself, before the archive's wait for the reports (begun after it) ends
-            await task.deferLater(self.clock, min(self.pollInterval, left), lambda: None)
-        if owing:
-            self.log.warn("stopping: aborting {count} association(s) whose storage commitment report was not sent "
-                          "within {grace} s (QuitGracePeriod); it is sent at the next start", count=len(owing),
-                          grace=self.gracePeriod)
-            _abort(owing)
+                          "what was not acknowledged", count=running)
+            abortAll(self.associations)
 
 
 def quitGracePeriod(ini):

@@ -23,13 +23,8 @@ then it is given up with an error line.
 Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
 failure to write it is answered 0x0110) and removed when its report was
-taken.  When pacs stops, a report owed on its requesting association
-(the objects being checked, or the report sent and not answered yet) is
-given the grace period (QuitGracePeriod) to be taken on it
-(``DicomServerProtocol.owe``); one it could not send then is left for the
-next start, no new association opened for it during the stop.  Those left
-when pacs stopped or crashed are looked up and reported again, on a new
-association, when it starts.
+taken.  Those left when pacs stopped or crashed are looked up and
+reported again, on a new association, when it starts.
 """
 
 import json
@@ -269,7 +264,6 @@ class CommitmentService:
         self.dimseTimeout = dimseTimeout
         self.titleStyle = titleStyle
         self._retries = {}  # (transaction, requestor) -> the call reporting it again
-        self._onAssociations = set()  # the Deferreds of the requests being reported on their associations
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._handle(protocol, contextId, command, dataset))
@@ -323,28 +317,17 @@ class CommitmentService:
         return d
 
     def stop(self):
-        """Cancel the reports due again later (they are in the table); a
-        Deferred firing once the requests being reported on their
-        associations (which the stop gives the grace period) are done, a
-        report taken forgotten.  Cancelling it (a time limit) leaves them
-        alone."""
+        """Cancel the reports due again later (they are in the table)."""
         for call in self._retries.values():
             if call.active():
                 call.cancel()
         self._retries.clear()
-        done = defer.Deferred()
-        defer.DeferredList(list(self._onAssociations)).addCallback(
-            lambda _: None if done.called else done.callback(None))
-        return done
 
     def _spawn(self, transaction, requestor, references, received, requesting=None, attempts=ATTEMPTS):
         committing = defer.ensureDeferred(self._commit(transaction, requestor, references, received, requesting,
                                                        attempts))
         committing.addErrback(lambda failure: self.log.failure("storage commitment {transaction} failed", failure,
                                                                transaction=transaction))
-        if requesting is not None:
-            self._onAssociations.add(committing)
-            committing.addBoth(lambda result: self._onAssociations.discard(committing) or result)
         return committing
 
     def _response(self, command, status, extra=None):
@@ -357,18 +340,12 @@ class CommitmentService:
         context ID, syntax)`` while it is open, else on a new association
         (tried ``attempts`` times, the objects checked once it is open);
         forget the request once reported, or once it is ``maximumAge``
-        seconds old, else try once more ``retryDelay`` seconds later; when
-        pacs stopped ``requesting`` before it took the report, leave the
-        request for the next start."""
-        outcome, reported = None, False
+        seconds old, else try once more ``retryDelay`` seconds later."""
+        outcome = None
         if requesting is not None:
-            protocol = requesting[0]
-            owed = defer.ensureDeferred(self._reportOnItsAssociation(requesting, transaction, requestor, references))
-            protocol.owe(owed)
-            outcome, reported = await owed
-            if not reported and protocol.stopping:
-                return
-        if reported or await self._reportOnNewAssociation(requestor, transaction, references, outcome, attempts):
+            outcome = await self._outcome(transaction, requestor, references)
+        if await self._reportOnItsAssociation(requesting, transaction, requestor, outcome) or \
+                await self._reportOnNewAssociation(requestor, transaction, references, outcome, attempts):
             await self.index.runWrite(self.pending.remove, transaction, requestor)
         elif self.pending.clock() - received >= self.maximumAge:
             self.log.error("storage commitment {transaction}: its result could not be reported to {ae} within "
@@ -399,28 +376,21 @@ class CommitmentService:
                       transaction=transaction, ae=requestor, committed=len(committed), failed=len(failed))
         return report
 
-    async def _reportOnItsAssociation(self, requesting, transaction, requestor, references):
-        """``(outcome, whether it was taken)``: the objects ``references``
-        names checked, and reported on ``requesting``, ``(protocol, context
-        ID, syntax)``."""
+    async def _reportOnItsAssociation(self, requesting, transaction, requestor, outcome):
+        if requesting is None:
+            return False
         protocol, contextId, syntax = requesting
-        outcome = await self._outcome(transaction, requestor, references)
         eventType, report = outcome
         try:
             await self._report(protocol, contextId, eventType,
                                await self.workers.deferToWorker(encodeDataset, report, syntax), yieldsToRelease=True)
         except Exception as e:
-            if protocol.stopping:
-                self.log.info("storage commitment {transaction}: not reported to {ae} on its association before "
-                              "pacs stopped ({error}); reported at the next start", transaction=transaction,
-                              ae=requestor, error=e)
-            else:
-                self.log.info("storage commitment {transaction}: not reported on the association ({error}); "
-                              "opening one to {ae}", transaction=transaction, error=e, ae=requestor)
-            return outcome, False
+            self.log.info("storage commitment {transaction}: not reported on the association ({error}); "
+                          "opening one to {ae}", transaction=transaction, error=e, ae=requestor)
+            return False
         self.log.info("storage commitment {transaction}: reported to {ae} on its association",
                       transaction=transaction, ae=requestor)
-        return outcome, True
+        return True
 
     async def _report(self, protocol, contextId, eventType, data, yieldsToRelease=False):
         response, _ = await protocol.request(contextId, reportCommand(eventType), data,

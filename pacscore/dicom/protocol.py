@@ -14,9 +14,7 @@ an A-ABORT and a log line, never an exception escaping ``dataReceived``.
 the ARTIM timer running (Sta2), the release, and telling its factory's
 hooks (the ``[lua]`` association scripts) of an association accepted, of
 each request (which may change or refuse it first), of a request not served
-and of the end.  While the server stops, an association it keeps to send
-what it owes the peer (``owe``: a storage commitment report) serves
-nothing else.  The requestor is ``pacscore.dicom.client.DicomClientProtocol``.
+and of the end.  The requestor is ``pacscore.dicom.client.DicomClientProtocol``.
 """
 
 from collections import deque
@@ -684,12 +682,10 @@ class DicomServerProtocol(DicomProtocol):
     """One association, accepted from a remote requestor."""
 
     _commandRefused = False  # the factory's onCommand refused a request: the association was aborted
-    stopping = False  # the server stops: the association is kept only to send what it owes (``owe``)
 
     def __init__(self):
         super().__init__()
         self._unchecked = None  # requests waiting while onCommand checks one (a deque), each with its operation
-        self.owed = set()  # Deferreds of what was promised to the peer on this association (``owe``)
 
     def connectionMade(self):
         self.state = AWAITING_ASSOCIATE
@@ -749,23 +745,9 @@ class DicomServerProtocol(DicomProtocol):
         if factory.onAccepted is not None:
             factory.onAccepted(association.callingAE, association.calledAE, session=self.session)
 
-    def owe(self, deferred):
-        """Count ``deferred`` as owed to the peer on this association until
-        it fires: a storage commitment report its N-ACTION's Success
-        promised, which a stop gives the grace period to be sent
-        (``pacscore.control.shutdown.AbortAssociations``)."""
-        self.owed.add(deferred)
-
-        def paid(result):
-            self.owed.discard(deferred)
-            return result
-        deferred.addBoth(paid)
-
     def _serveRequest(self, contextId, command, dataset):
         """With the factory's ``onCommand``, the request is served once it
         has checked it (counted as an operation under way meanwhile)."""
-        if self._refusedWhileStopping(command, dataset):
-            return
         if self.factory.onCommand is None:
             super()._serveRequest(contextId, command, dataset)
             return
@@ -822,24 +804,7 @@ class DicomServerProtocol(DicomProtocol):
             self._commandRefused = True
             self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
             return
-        if self._refusedWhileStopping(command, dataset):
-            return
         super()._serveRequest(contextId, checked, dataset)
-
-    def _refusedWhileStopping(self, command, dataset):
-        """Whether the server stops (``stopping``): a request is then not
-        served (a store begun would outlast the wait for those under way),
-        the association is aborted, logged."""
-        if not self.stopping:
-            return False
-        self.log.warn("{peer}: {command} while pacs stops, which keeps this association only to send the storage "
-                      "commitment report it owes; aborting", peer=self.peerName(),
-                      command=commands.COMMAND_NAMES.get(command[commands.COMMAND_FIELD], "request"))
-        if dataset is not None:
-            dataset.discard()
-        self.abort()
-        self.transport.loseConnection()
-        return True
 
     def requestFailed(self, command):
         onClientError = self.factory.onClientError

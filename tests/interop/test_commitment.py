@@ -4,16 +4,11 @@ stored with DCMTK's storescu are committed, unknown ones and a wrong SOP
 class are not; the report comes on the requesting association while it is
 open, else on a new association to the modality's own listener (SCP role,
 acrnema.map), again while the modality is away, and after pacs starts
-again; a malformed request is refused.  At SIGTERM a report still owed on
-its association is sent on it within QuitGracePeriod, else at the next
-start; a stop with no report owed does not wait."""
+again; a malformed request is refused."""
 
-import errno
 import os
-import signal
 import sqlite3
 import threading
-import time
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -52,14 +47,10 @@ class Reports:
         return self.received[-1]
 
 
-class ModalityTests(unittest.TestCase):
-    """A pacs server (``ini``: dicom.ini keys) holding the stored CT, and
-    MODALITY, in acrnema.map, to send it requests."""
-
-    ini = None
+class StorageCommitmentTests(unittest.TestCase):
 
     def setUp(self):
-        self.server = PacsServer(self.mktemp(), ini=self.ini)
+        self.server = PacsServer(self.mktemp())
         self.listenPort = freePort()
         self.server.addNode("MODALITY", self.listenPort)
         self.server.start()
@@ -99,9 +90,6 @@ class ModalityTests(unittest.TestCase):
         releasing.start()
         releasing.join(30)
         self.assertFalse(releasing.is_alive(), "pynetdicom's A-RELEASE did not end within 30 s")
-
-
-class StorageCommitmentTests(ModalityTests):
 
     def test_reportOnTheSameAssociation(self):
         """Stored CT committed; an unknown UID (0x0112) and CT's UID under
@@ -237,127 +225,3 @@ class StorageCommitmentTests(ModalityTests):
         self.assertNotIn("committed", self.server.log())
         self.assertNotIn("Invalid value for VR UI", self.server.log())  # pydicom's warning: the refusal tells
         self.assertEqual(rows(self.server.database, "PacsCommitments"), [])
-
-
-class StopTestCase(ModalityTests):
-    """SIGTERM while a report is owed on its association (its N-ACTION
-    answered Success, the CT's file still being checked: a named pipe in
-    its place holds pacs's check in the open of the file until the test
-    opens its other end) aborted that association at once with the others,
-    so the report came only at the next start, on a new association.  The
-    association is now kept to send it, for up to QuitGracePeriod
-    (``grace``)."""
-
-    grace = None
-
-    def setUp(self):
-        self.ini = {"QuitGracePeriod": str(self.grace)}
-        super().setUp()
-
-    def holdTheCheck(self):
-        """Put a named pipe in the place of the stored CT's file."""
-        [row] = rows(self.server.database, "DICOMImages")
-        self.ctFile = os.path.join(self.server.dataDir, row["ObjectFile"])
-        os.remove(self.ctFile)
-        os.mkfifo(self.ctFile)
-
-    def endTheCheck(self):
-        """Open and close the pipe's other end: pacs's open returns and its
-        check goes on (the pipe cannot be read as a file: 0x0110)."""
-        def opened():
-            try:
-                os.close(os.open(self.ctFile, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError as e:
-                if e.errno != errno.ENXIO:  # ENXIO: pacs has not opened it yet
-                    raise
-                return False
-            return True
-        waitFor(opened, timeout=15, message="pacs checking the CT's file")
-
-    def commitOwed(self, reports):
-        """An N-ACTION from MODALITY answered Success, whose report is owed
-        on its association while the check waits (``holdTheCheck``);
-        SIGTERM then.  The association and when the signal was sent."""
-        self.request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
-        association, status = self.send(self.request, [(evt.EVT_N_EVENT_REPORT, reports.handle)], release=False)
-        self.assertEqual(status.Status, 0x0000)
-        signalled = time.monotonic()
-        self.server.process.send_signal(signal.SIGTERM)
-        waitFor(lambda: any(line in self.server.log() for line in ("stopping: aborting 1 running association(s)",
-                                                                   "the storage commitment report(s) they owe")),
-                timeout=15, message="the stop dealing with MODALITY's association")
-        return association, signalled
-
-    def stopped(self, within):
-        """Wait up to ``within`` seconds for pacs to exit (by the signal, as
-        twistd does); how long it took."""
-        started = time.monotonic()
-        self.assertEqual(self.server.process.wait(within), -signal.SIGTERM)
-        self.server.process.stdout.close()
-        return time.monotonic() - started
-
-
-class StopTests(StopTestCase):
-
-    grace = 10
-
-    def test_aReportOwedAtSIGTERMIsSentOnItsAssociation(self):
-        """The check ends during the stop: the report (event type 2, the
-        CT not committed) comes on MODALITY's association, which releases
-        after it, and pacs exits within the grace period, the request
-        forgotten."""
-        self.holdTheCheck()
-        reports = Reports()
-        association, signalled = self.commitOwed(reports)
-        self.endTheCheck()
-        eventType, report, onRequestor = reports.wait(15)
-        self.assertEqual((eventType, onRequestor, report.TransactionUID), (2, True, self.request.TransactionUID))
-        self.assertEqual([(item.ReferencedSOPInstanceUID, item.FailureReason) for item in report.FailedSOPSequence],
-                         [(self.ct.SOPInstanceUID, 0x0110)])
-        self.releaseAfterReport(association)
-        self.stopped(self.grace)
-        self.assertLess(time.monotonic() - signalled, self.grace)
-        self.assertEqual(rows(self.server.database, "PacsCommitments"), [])
-        self.assertIn("stopping: waiting up to 10 s (QuitGracePeriod) for 1 association(s) to send the storage "
-                      "commitment report(s) they owe, serving nothing else", self.server.log())
-        self.assertNotIn("whose storage commitment report was not sent", self.server.log())
-
-    def test_aStopWithNoReportOwedDoesNotWait(self):
-        """MODALITY took its report on its association and never releases,
-        another association is idle: SIGTERM aborts both at once, and pacs
-        exits without waiting."""
-        reports = Reports()
-        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
-        committed, status = self.send(request, [(evt.EVT_N_EVENT_REPORT, reports.handle)], release=False)
-        self.assertEqual(status.Status, 0x0000)
-        self.assertEqual(reports.wait()[0], 1)
-        waitFor(lambda: "reported to MODALITY on its association" in self.server.log(), message="the log line")
-        idle = self.modality.associate("127.0.0.1", self.server.port, ae_title="PACS")
-        self.assertTrue(idle.is_established)
-        self.server.process.send_signal(signal.SIGTERM)
-        self.assertLess(self.stopped(self.grace), self.grace / 2)
-        self.assertIn("stopping: aborting 2 running association(s)", self.server.log())
-        self.assertNotIn("they owe", self.server.log())
-        waitFor(lambda: committed.is_aborted and idle.is_aborted, timeout=10, message="both associations aborted")
-
-
-class GracePeriodOverTests(StopTestCase):
-
-    grace = 2
-
-    def test_aReportNotSentWithinTheGracePeriodIsLeftForTheNextStart(self):
-        """A check that does not end: the stop is held no longer than
-        QuitGracePeriod (the association aborted, logged), and the request
-        stays recorded, reported at the next start (test_reportAfterACrash)."""
-        self.holdTheCheck()
-        reports = Reports()
-        association, signalled = self.commitOwed(reports)
-        self.stopped(self.grace + 10)
-        self.assertLess(time.monotonic() - signalled, self.grace + 3)
-        self.assertFalse(reports.arrived.is_set())
-        waitFor(lambda: association.is_aborted, timeout=10, message="MODALITY's association aborted")
-        self.assertIn("stopping: aborting 1 association(s) whose storage commitment report was not sent within 2 s",
-                      self.server.log())
-        self.assertNotIn("opening one to MODALITY", self.server.log())
-        self.assertEqual([row["TransactionUID"] for row in rows(self.server.database, "PacsCommitments")],
-                         [self.request.TransactionUID])

@@ -21,7 +21,6 @@ from pacscore.dicom.commitment import (
     STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest, CommitmentService, PendingCommitments,
     commitmentOutcome, readCommitmentRequest, storedInstances)
 from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.protocol import AssociationLost
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
@@ -187,74 +186,9 @@ class ReportTests(unittest.TestCase):
                                     workers, "PACS", {}, reactor)
         sent = []
         protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease: sent.append(data) or
-                                   defer.succeed(({commands.STATUS: 0}, None)), owe=lambda deferred: None,
-                                   stopping=False)
+                                   defer.succeed(({commands.STATUS: 0}, None)))
         yield service._spawn("1.2.3", "SCU", [(CT, "1.2.3.4")], 1000.0, (protocol, 1, EXPLICIT_VR_LITTLE_ENDIAN))
         self.assertEqual((len(sent), inReactor), (1, []))
-
-
-class StopTests(unittest.TestCase):
-    """At a stop, a report owed on its association (the N-ACTION answered
-    Success, the objects being checked) was not waited for: the archive
-    closed the index and the pools meanwhile, and the report, failing on
-    the aborted association, was tried on a new association in the middle
-    of the stop.  The report is owed on its association
-    (``DicomServerProtocol.owe``, which the stop gives the grace period),
-    ``stop`` fires once it is done, a report taken forgotten; one the
-    association could not take once the stop began waits, recorded, for
-    the next start, no new association tried."""
-
-    def setUp(self):
-        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None, deletes=None,
-                                          quoteNames=None))
-        self.pending = PendingCommitments(index, lambda: 1000.0)
-        self.pending.createTables()
-        index.runWrite(self.pending.add, "1.2.3", "SCU", [(CT, "1.2.3.4")])
-
-        def noNewAssociation(ae):
-            raise AssertionError("a new association was tried")
-        self.service = CommitmentService(self.pending, SimpleNamespace(instancesByUID=lambda connection, uids: []),
-                                         None, SimpleNamespace(deferToWorker=threads.deferToThread), "PACS",
-                                         SimpleNamespace(lookup=noNewAssociation), reactor)
-        self.answer = defer.Deferred()
-        self.owed, self.sent = [], []
-        self.protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease:
-                                        self.sent.append(command) or self.answer, owe=self.owed.append,
-                                        stopping=False)
-
-    @defer.inlineCallbacks
-    def report(self, answer):
-        """Report the request on ``protocol``, stop (the protocol told it
-        stops), then ``answer`` the report; the log lines."""
-        with capturedLogs() as events:
-            committing = self.service._spawn("1.2.3", "SCU", [(CT, "1.2.3.4")], 1000.0,
-                                             (self.protocol, 1, EXPLICIT_VR_LITTLE_ENDIAN))
-            self.assertEqual(len(self.owed), 1)
-            self.protocol.stopping = True
-            stopped = self.service.stop()
-            while not self.sent:  # the objects checked, the report sent
-                yield task.deferLater(reactor, 0.01, lambda: None)
-            self.assertNoResult(stopped)
-            answer(self.answer)
-            yield stopped
-            self.assertTrue(committing.called)
-        return [formatEvent(event) for event in events]
-
-    @defer.inlineCallbacks
-    def test_aReportTakenDuringTheStopIsForgotten(self):
-        messages = yield self.report(lambda answer: answer.callback(({commands.STATUS: 0}, None)))
-        self.assertIn("storage commitment 1.2.3: reported to SCU on its association", messages)
-        self.assertEqual(self.pending.index.runWrite(self.pending.requests).result, [])
-
-    @defer.inlineCallbacks
-    def test_aReportNotTakenIsLeftForTheNextStart(self):
-        messages = yield self.report(lambda answer: answer.errback(AssociationLost("aborted")))
-        self.assertEqual(messages[-1], "storage commitment 1.2.3: not reported to SCU on its association before pacs "
-                                       "stopped (aborted); reported at the next start")
-        self.assertEqual(len(self.pending.index.runWrite(self.pending.requests).result), 1)
-
-    def test_nothingOwedNothingWaitedFor(self):
-        self.successResultOf(self.service.stop())
 
 
 class PendingCommitmentsTests(unittest.TestCase):

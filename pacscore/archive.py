@@ -220,7 +220,7 @@ class Archive:
             PendingCommitments(self.index, time.time), self.query, self.objectReader, self.workers, self.aeTitle,
             configuration.acrNemaMap, reactor, self.counters, retryDelay=ini.getint("RetryDelay", 100),
             maximumAge=ini.getint("MaximumCommitmentAge", MAXIMUM_AGE), dimseTimeout=self.idleTimeout,
-            titleStyle=self.titleStyle)
+            titleStyle=self.titleStyle, completeness=self.index.completeness)
         threshold = 0 if ini.getint("IgnoreMAGDeviceThreshHold", 0) else ini.getint("MAGDeviceThreshold", 0)
         self.objectChanges = KeyedLocks()  # per SOP Instance UID: the control commands' rewrites, one at a time
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
@@ -360,8 +360,10 @@ class Archive:
             emptyIndex = not self.index.hasImages()
         except SQLAlchemyError as e:
             raise self._indexUnusable(e) from e
+        completeness = self.index.completeness
+        completeness.mayMiss(self.interruptedRegens, "a regen of it was interrupted, run again now")
         if emptyIndex and not self.interruptedRegens and getattr(self.driver, "keepsIndex", True):
-            self._warnOfUnindexedFiles()
+            completeness.mayMiss(self._unindexedDevices(), "the index holds no image, but it holds DICOM files")
         self.workers.start()
         self.luaChunks.start()
         self.index.start()
@@ -431,16 +433,22 @@ class Archive:
                               path=device.path)
             self._prepareFolders([device])
 
-    def _warnOfUnindexedFiles(self):
-        """An empty index beside MAG devices holding DICOM files was lost or
-        never built (a deleted or truncated database, an archive moved in):
-        say how to rebuild it."""
+    def _unindexedDevices(self):
+        """The names of the MAG devices holding DICOM files beside an empty
+        index, lost or never built (a deleted or truncated database, a
+        switch to a new database server, an archive moved in), each
+        logged with how to rebuild it: until then the export queue and
+        the storage commitment checks wait (``IndexCompleteness``)."""
+        names = []
         for device in self.devices:
             for path, _ in iterObjectFiles(device, skip=self.databaseFiles):
                 self.log.warn("the index holds no image, but {device} holds DICOM files (e.g. {path}); "
-                              "if the index was lost, 'dgate -r' rebuilds it from them",
-                              device=device.name, path=path)
-                return
+                              "if the index was lost, 'dgate -r' rebuilds it from them (or, while the server "
+                              "runs, 'dgate --regen:'); until a regen of {device} ends, the export queue and "
+                              "storage commitment checks wait", device=device.name, path=path)
+                names.append(device.name)
+                break
+        return names
 
     def _indexUnusable(self, error):
         """The ``StartupError`` of a SQLAlchemy ``error`` from the index

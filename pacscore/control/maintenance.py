@@ -10,7 +10,9 @@ first drops and recreates the image tables, like ``initializetables``,
 also in the writer.  ``regen`` and ``regendev`` mark the devices they
 regenerate until complete (``pacscore.db.regenmarks``), in the transaction
 that clears the tables; ``InterruptedRegen`` runs one that a stop cut short
-again at the next start.  While a regen of marked devices runs (from
+again at the next start.  Until a regen of marked devices is complete the
+index's ``completeness`` names them: the export queue and the storage
+commitment checks wait.  While a regen of marked devices runs (from
 before the tables are cleared), a store whose study or series has no row
 yet is refused with a transient failure (``Index.rebuilding``): its links
 to a patient or study cannot be checked until the files are re-entered,
@@ -70,7 +72,8 @@ def regeneratorOf(archive, reactor, marked, report):
     through its index writer and giving ``report`` its lines from the
     worker's thread.  For a regen of the ``marked`` devices (their names;
     entered before the tables are cleared) the index is ``rebuilding``
-    them, and the regenerator removes the older copies of the objects
+    them (and its ``completeness`` names them until ``runRegenerator``
+    ends), and the regenerator removes the older copies of the objects
     stores write again meanwhile (``ObjectStore.recordingWrites``,
     ``removeReplaced``); with none marked (regendir, regenfile: no table
     cleared, a store finds the rows), it removes nothing."""
@@ -78,6 +81,7 @@ def regeneratorOf(archive, reactor, marked, report):
     with ExitStack() as stack:
         written = None
         if marked:
+            archive.index.completeness.mayMiss(marked, "its regen is under way")
             stack.enter_context(archive.index.rebuilding())
             written = stack.enter_context(store.recordingWrites())
         yield Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
@@ -87,11 +91,13 @@ def regeneratorOf(archive, reactor, marked, report):
 
 async def runRegenerator(archive, regenerator, work, marked=()):
     """``work(regenerator)`` in a worker; then the marks of ``marked``
-    (device names) are removed: their regeneration is complete.  The
+    (device names) are removed: their regeneration is complete (the index
+    ``completeness`` is told).  The
     ``Regenerator``."""
     await archive.workers.deferToWorker(work, regenerator)
     if marked:
         await archive.index.runWrite(_unmark, archive.index, list(marked))
+        archive.index.completeness.reentered(marked)
     return regenerator
 
 
@@ -118,7 +124,8 @@ class InterruptedRegen:
         stay for the next start)."""
         names = ", ".join(self.deviceNames)
         self.log.warn("a regen of {devices} was interrupted (the server stopped during it): running it again; "
-                      "until it ends, queries and retrieves may miss objects stored there", devices=names)
+                      "until it ends, queries and retrieves may miss objects stored there, and the export queue "
+                      "and storage commitment checks wait", devices=names)
         d = defer.ensureDeferred(self._regenerate())
         d.addCallback(lambda regenerator: self.log.info("the interrupted regen of {devices} is complete: {summary}",
                                                         devices=names, summary=summary(regenerator)))
@@ -181,7 +188,8 @@ class _Regen(AsyncControlCommand):
                 if marked:
                     self.log.failure("{peer}: {command}:{arguments} failed: the index may miss objects of {devices}, "
                                      "which stay marked (PacsRegen): the regen runs again at the next start, or run "
-                                     "it again now", peer=context.peer, command=self.name, arguments=arguments,
+                                     "it again now; the export queue and storage commitment checks wait until it "
+                                     "is complete", peer=context.peer, command=self.name, arguments=arguments,
                                      devices=", ".join(marked))
                 raise
         counts = summary(regenerator)

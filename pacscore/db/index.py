@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pacscore.db.completeness import IndexCompleteness
 from pacscore.db.errors import DATABASE_FAILURES, IndexTimeout, databaseMessage
 from pacscore.db.peerqueries import PeerQuery
 from pacscore.db.pending import PendingFiles
@@ -97,6 +98,7 @@ class Index:
         self.regens = RegenMarks(self.metadata)
         self.deletes = PendingDeletes(self.metadata)
         self._rebuilds = 0  # the regens re-entering files (``rebuilding``)
+        self.completeness = IndexCompleteness()  # the devices whose objects it may miss until a regen
         self._upserters = {}  # writer thread ident -> its Upserter
         self._writer = GroupCommitWriter(engine, reactor, writerThreads,
                                          onRollback=self._forgetWriterCache, onConnect=onWriterConnect,

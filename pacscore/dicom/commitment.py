@@ -24,7 +24,11 @@ Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
 failure to write it is answered 0x0110) and removed when its report was
 taken.  Those left when pacs stopped or crashed are looked up and
-reported again, on a new association, when it starts.
+reported again, on a new association, when it starts.  While the index
+may miss stored objects (a regen pending or under way, an empty index
+beside stored files: ``IndexCompleteness``) the objects are checked, and
+reported, once it is complete: not found meanwhile, they would be reported
+as not committed.
 """
 
 import json
@@ -37,6 +41,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
+from pacscore.db.completeness import IndexCompleteness
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable, checkFits
 from pacscore.dicom import commands
@@ -248,7 +253,8 @@ class CommitmentService:
     log = Logger()
 
     def __init__(self, pending, query, reader, workers, aeTitle, acrNemaMap, reactor, counters=None, retryDelay=100,
-                 maximumAge=MAXIMUM_AGE, connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES):
+                 maximumAge=MAXIMUM_AGE, connectTimeout=30, dimseTimeout=300, titleStyle=PLAIN_TITLES,
+                 completeness=None):
         self.pending = pending
         self.index = pending.index
         self.query = query
@@ -263,6 +269,7 @@ class CommitmentService:
         self.connectTimeout = connectTimeout
         self.dimseTimeout = dimseTimeout
         self.titleStyle = titleStyle
+        self.completeness = completeness or IndexCompleteness()  # the index's: checks wait while it may miss objects
         self._retries = {}  # (transaction, requestor) -> the call reporting it again
 
     def handle(self, protocol, contextId, command, dataset):
@@ -340,7 +347,13 @@ class CommitmentService:
         context ID, syntax)`` while it is open, else on a new association
         (tried ``attempts`` times, the objects checked once it is open);
         forget the request once reported, or once it is ``maximumAge``
-        seconds old, else try once more ``retryDelay`` seconds later."""
+        seconds old, else try once more ``retryDelay`` seconds later.  First,
+        the index complete (``IndexCompleteness``)."""
+        completeness = self.completeness
+        if not completeness.complete:
+            self.log.warn("storage commitment {transaction} from {ae}: checked and reported once the index is "
+                          "rebuilt ({why})", transaction=transaction, ae=requestor, why=completeness.why())
+            await completeness.whenComplete()
         outcome = None
         if requesting is not None:
             outcome = await self._outcome(transaction, requestor, references)

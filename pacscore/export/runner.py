@@ -18,6 +18,11 @@ were made, so RetryDelay counts from then), and starts no new work before
 that write succeeds, the loop backing off as for failed polls; the
 condition is logged once when it starts and once when it ends.  What is remembered is lost with a stop or a crash: those
 jobs run, and those actions are sent, again at the next start.
+While the index may miss stored objects (a regen pending or under way, an
+empty index beside stored files: ``IndexCompleteness``) the queue is held,
+logged once when it starts and once when it ends: no poll starts work, and
+the lanes under way stop before their next job or action, which stay
+queued (a forward would find nothing and be removed as done).
 Nothing here blocks the reactor or ingest: the converter lines run in a
 pool of their own (``scriptThreads``), file reads and conversions in
 another, network I/O on the reactor; the queue's writes go to the index
@@ -91,6 +96,7 @@ from twisted.python.failure import Failure
 
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD, quitGracePeriod
 from pacscore.converters.context import ConverterContext, Outcome
+from pacscore.db.completeness import IndexCompleteness
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
 from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf, retryLimitKey
@@ -166,7 +172,7 @@ class ExportService(service.Service):
     batch = 64
 
     def __init__(self, queue, forwarder, local, services, rules, reader, reactor, scripts, io, failHoldOff=60,
-                 gracePeriod=QUIT_GRACE_PERIOD, pollTimeout=None):
+                 gracePeriod=QUIT_GRACE_PERIOD, pollTimeout=None, completeness=None):
         self.queue = queue
         self.forwarder = forwarder
         self.local = local
@@ -179,6 +185,9 @@ class ExportService(service.Service):
         self.heldOff = HoldOff(reactor, failHoldOff)  # lanes held off after a failed action (FailHoldOff)
         self.gracePeriod = gracePeriod  # seconds a stop waits for the forwards under way
         self.pollTimeout = pollTimeout  # seconds a stop waits for a poll (SQLTimeOut of a database server)
+        # the index's IndexCompleteness: nothing is run nor sent while it may miss objects
+        self.completeness = completeness or IndexCompleteness()
+        self._held = False  # the queue is held until the index is complete (logged once)
         self.counters = services.counters
         self._jobLanes = set()  # the lines (converters) whose jobs are under way
         self._jobsLeftBehind = False  # a stop went on without the jobs under way
@@ -210,7 +219,7 @@ class ExportService(service.Service):
         return cls(queue, forwarder, local, services, rules, reader, reactor, scripts, io,
                    failHoldOff=configuration.ini.getint("FailHoldOff", 60),
                    gracePeriod=quitGracePeriod(configuration.ini),
-                   pollTimeout=queue.index.readTimeout)
+                   pollTimeout=queue.index.readTimeout, completeness=queue.index.completeness)
 
     def useRules(self, rules):
         """Run each job from now on with the ``Rule`` of its line in
@@ -382,6 +391,8 @@ class ExportService(service.Service):
         return True
 
     async def _poll(self):
+        if not self._indexComplete():
+            return
         if not await self._writeBack():  # no new work while they fail
             return
         now = self.reactor.seconds()
@@ -402,6 +413,22 @@ class ExportService(service.Service):
         if self._lastCounts is None or now - self._lastCounts >= self.countsInterval:
             self._lastCounts = now
             self._publish(await self.io.deferToWorker(self.queue.counts))
+
+    def _indexComplete(self):
+        """Whether the index is complete (``IndexCompleteness``), the
+        queue's hold logged when it starts and when it ends: while the index
+        may miss objects, a forward would find nothing and be removed as
+        done, an export filter match nothing and drop its job."""
+        if not self.completeness.complete:
+            if not self._held:
+                self._held = True
+                self.log.warn("export queue held until the index is rebuilt ({why}): its jobs and actions stay "
+                              "queued, none is run, sent or dropped meanwhile", why=self.completeness.why())
+            return False
+        if self._held:
+            self._held = False
+            self.log.info("export queue: the index is rebuilt, the queue runs again")
+        return True
 
     def _startLanes(self, items, keyOf, busy, run, what):
         """Group ``items`` by ``keyOf``, add the keys to ``busy`` and start
@@ -448,7 +475,7 @@ class ExportService(service.Service):
         other, none once the service stops, each outcome added to
         ``finished`` at once."""
         for job in jobs:
-            if not self.running:
+            if not self.running or not self.completeness.complete:  # the others stay queued
                 break
             finished.add(job, self._job(job))
 
@@ -534,7 +561,7 @@ class ExportService(service.Service):
         try:
             found = await self._locate([action for action in actions if action.action == "forward"])
             for action in actions:
-                if not self.running:  # stopping: the rest stay queued
+                if not self.running or not self.completeness.complete:  # stopping, a regen: the rest stay queued
                     break
                 try:
                     count = await self._perform(action, found.pop(action.id, None))

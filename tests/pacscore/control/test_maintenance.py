@@ -10,13 +10,14 @@ import time
 import pydicom
 
 from sqlalchemy import select
-from twisted.internet import defer, reactor, threads
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.internet import defer, reactor, task, threads
+from twisted.logger import LogLevel, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.archive import StartupError
 from pacscore.control import maintenance
 from pacscore.control.context import CommandError
+from pacscore.export.queue import Target
 from pacscore.storage import regen
 from pacscore.storage.regen import Regenerator
 from pacscore.storage.space import MEGABYTE
@@ -103,6 +104,23 @@ class MaintenanceTests(unittest.TestCase):
         self.assertEqual((yield self.counts()), [3, 3, 6, 12])
         self.assertEqual(self.running.progress[0], f"Regen device MAG0: {self.running.archive.devices[0].path}")
         self.assertTrue(self.running.progress[-1].startswith("Regeneration complete: 12 files indexed"))
+
+    @defer.inlineCallbacks
+    def test_anEmptyIndexBesideStoredFilesHoldsTheExportQueue(self):
+        """An index switched to a new database (or lost) holds no image
+        while MAG0 holds the files: the forwards carried over were deleted
+        ("no stored object ... matches") before a regen could re-enter
+        them; they wait for it now."""
+        yield self.running.stop()
+        for path in self.running.archive.databaseFiles:
+            if os.path.exists(path):
+                os.unlink(path)
+        destination = RunningArchive(self, ae="DEST", listen=True)
+        again = RunningArchive(self, workdir=self.running.workdir)
+        again.know(destination)
+        self.assertEqual((yield again.count("image")), 0)
+        yield waitForForward(self, again, self.images[0], destination, lambda: again.run(commands.regen))
+        self.assertTrue(again.archive.index.completeness.complete)
 
     @defer.inlineCallbacks
     def test_regendevAndRegendir(self):
@@ -213,6 +231,35 @@ class TwoDeviceRegenTests(unittest.TestCase):
         self.assertFalse(os.path.exists(mag1))
 
 
+@defer.inlineCallbacks
+def waitForForward(testCase, running, image, destination, completeIndex):
+    """Queue a forward of ``image`` to ``destination`` in ``running``,
+    whose index does not hold it yet, with its export queue running: the
+    forward stays queued and nothing is sent until ``completeIndex()``
+    (Deferred) has rebuilt the index, then ``destination`` receives it."""
+    archive = running.archive
+    archive.exportQueue.addForward(destination.ae, "IMAGE",
+                                   Target(image.patientID, image.studyUID, image.seriesUID, image.sopUID))
+    export = archive.exportService()
+    with capturedLogs() as events:
+        export.startService()
+        testCase.addCleanup(export.stopService)  # before the archive's shutdown
+        yield task.deferLater(reactor, 1.5, lambda: None)  # three polls
+        testCase.assertEqual(archive.exportQueue.counts()["actions"]["pending"], 1)
+        testCase.assertEqual((yield destination.count("image")), 0)
+        testCase.assertNotIn("no stored object", " ".join(formatEvent(event) for event in events))
+        testCase.assertEqual(sum("export queue held until the index is rebuilt" in formatEvent(event)
+                                 for event in events), 1)
+        yield completeIndex()
+        for _ in range(100):
+            if (yield destination.count("image")):
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+    testCase.assertEqual((yield destination.count("image")), 1)
+    testCase.assertIn("export queue: the index is rebuilt, the queue runs again",
+                      [formatEvent(event) for event in events])
+
+
 class InterruptedRegenTests(unittest.TestCase):
     """A regen cut short (the server killed between two batches) leaves
     its devices marked; the next start runs it again, while serving."""
@@ -256,9 +303,37 @@ class InterruptedRegenTests(unittest.TestCase):
         yield again.archive.regenRerun
         self.assertEqual((yield again.count("image")), 12)
         self.assertIn("a regen of MAG0 was interrupted (the server stopped during it): running it again; until it "
-                      "ends, queries and retrieves may miss objects stored there", warnings)
+                      "ends, queries and retrieves may miss objects stored there, and the export queue and storage "
+                      "commitment checks wait", warnings)
         self.assertEqual((yield self.marks(again.archive.index)), [])
         self.assertNotIn("the index holds no image", " ".join(warnings))
+
+    @defer.inlineCallbacks
+    def test_aForwardQueuedWaitsForTheRerun(self):
+        """A forward queued when the regen was cut short (an upgrade's dgate
+        -r killed), of an object the rerun has not re-entered yet, was
+        deleted from the queue ("forward to DEST: no stored object of image
+        ... matches"): the export queue is held until the rerun ends, then
+        sends it."""
+        yield self.assertFailure(self.running.run(commands.regen, ""), RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+        image = yield self.notIndexed(self.running)
+        yield self.running.stop()
+        self.crashing = False
+        destination = RunningArchive(self, ae="DEST", listen=True)
+        again = RunningArchive(self, workdir=self.running.workdir)
+        again.know(destination)
+        yield waitForForward(self, again, image, destination,
+                             lambda: (again.archive.resume(), again.archive.regenRerun)[1])
+        self.assertEqual((yield again.count("image")), 12)
+
+    @defer.inlineCallbacks
+    def notIndexed(self, running):
+        """A corpus image the index of ``running`` does not hold."""
+        image = running.archive.index.tables.image
+        indexed = yield running.archive.index.runQuery(
+            lambda connection: set(connection.execute(select(image.c.SOPInstanceUID)).scalars()))
+        return next(corpusImage for corpusImage in self.images if corpusImage.sopUID not in indexed)
 
     @defer.inlineCallbacks
     def test_aCompleteRegenLeavesNoMark(self):

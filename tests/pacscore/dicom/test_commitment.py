@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.dicom import commands, commitment
+from pacscore.db.completeness import IndexCompleteness
 from pacscore.db.query import IndexQuery, Instance
 from pacscore.dicom.commitment import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE,
@@ -283,3 +284,35 @@ class TooLargeTests(unittest.TestCase):
                       "recorded: ", formatEvent(events[0]))
         self.assertIn("max_allowed_packet of 1048576 bytes", formatEvent(events[0]))
         self.assertEqual((yield index.runWrite(pending.requests)), [])
+
+
+class IncompleteIndexTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_checkedOnceTheIndexIsComplete(self):
+        """A request owed at a start whose index is being rebuilt (a regen
+        run again, a switch to a new database) was checked at once against
+        it and reported "0 committed, 5 not" for objects on disk: its
+        objects are looked up, and reported, once the index is complete."""
+        completeness = IndexCompleteness()
+        completeness.mayMiss(["MAG0"], "its regen is under way")
+        index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None, deletes=None,
+                                          quoteNames=None))
+        pending = PendingCommitments(index, lambda: 1000.0)
+        pending.createTables()
+        lookedUp, sent = [], []
+        workers = SimpleNamespace(deferToWorker=lambda f, *args: defer.maybeDeferred(f, *args))
+        service = CommitmentService(pending, SimpleNamespace(instancesByUID=lambda connection, uids: lookedUp.append(
+            uids) or []), None, workers, "PACS", {}, reactor, completeness=completeness)
+        protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease: sent.append(data) or
+                                   defer.succeed(({commands.STATUS: 0}, None)))
+        with capturedLogs() as events:
+            reporting = service._spawn("1.2.3", "SCU", [(CT, "1.2.3.4")], 1000.0,
+                                       (protocol, 1, EXPLICIT_VR_LITTLE_ENDIAN))
+            self.assertEqual((lookedUp, sent), ([], []))
+            self.assertEqual([formatEvent(event) for event in events], [
+                "storage commitment 1.2.3 from SCU: checked and reported once the index is rebuilt (MAG0: its regen "
+                "is under way)"])
+            completeness.reentered(["MAG0"])
+            yield reporting
+        self.assertEqual((lookedUp, len(sent)), ([["1.2.3.4"]], 1))

@@ -184,6 +184,7 @@ class Index:
             addMissingColumns(connection, table, self.log,
                               WORKLIST_COLUMNS_EMPTY if table is self.tables.worklist else INDEXED_COLUMNS_EMPTY)
         upgradeTable(connection, self.pending.table)
+        upgradeTable(connection, self.deletes.table)
         dialect = connection.dialect.name
         for table in self.tables:
             adoptCollation(connection, table, self.log)

@@ -9,7 +9,11 @@ removes their rows (a part's; a failed delete's later parts' in that of
 the part that failed); at start-up an entry left over is a delete cut short, which
 the server finishes (``LocalActions.finishInterrupted``).  A store of a SOP
 instance takes its entries out in the transaction of its row: the object
-stored again is not the one the delete was removing.
+stored again is not the one the delete was removing.  An entry keeps the
+identity of the file as the delete noted it (``identityOf``; "" in the
+entries of a release before it, or when there was no file): a file stored
+anew under its name by a release that does not take the entries out (one
+without this table, gone back to) is not the one noted, and stays.
 """
 
 from sqlalchemy import Column, String, Table, delete, insert, select
@@ -25,6 +29,16 @@ COLUMNS = ("SOPInstanceUID", "SOPClassUID", "DeviceName", "ObjectFile", "Patient
            "SeriesInstanceUID")  # in the order of Instance's fields
 
 
+def _identityText(identity):
+    """The ``FileIdentity`` column's text of an ``identityOf`` (None: "")."""
+    return "" if identity is None else ":".join(map(str, identity))
+
+
+def _identityOfText(text):
+    """The ``identityOf`` tuple of a ``FileIdentity`` text; None for "" (not known)."""
+    return tuple(int(part) for part in text.split(":")) if text else None
+
+
 class PendingDeletes:
     """The ``PacsDeletes`` table of ``metadata``: one row per object being
     removed, as its ``Instance``.  Every method runs in the caller's
@@ -35,19 +49,31 @@ class PendingDeletes:
                            Column("SOPInstanceUID", String(64), index=True), Column("SOPClassUID", String(64)),
                            Column("DeviceName", String(32)), Column("ObjectFile", ObjectPath(255)),
                            Column("PatientID", String(64)), Column("StudyInstanceUID", String(64)),
-                           Column("SeriesInstanceUID", String(64)), **MYSQL_TABLE)
+                           Column("SeriesInstanceUID", String(64)),
+                           Column("FileIdentity", String(100), nullable=False, default="", server_default=""),
+                           **MYSQL_TABLE)
         # run by every store's transaction, where SQLAlchemy's expanding IN cost more than the rest of its SQL
         self._deleteKeys = DirectKeyList(delete(self.table), self.table.c.SOPInstanceUID, SELECT_CHUNK)
 
-    def write(self, connection, instances):
-        """Note ``instances`` (``Instance``s) as being removed."""
-        connection.execute(insert(self.table), [dict(zip(COLUMNS, instance)) for instance in instances])
+    def write(self, connection, instances, identities):
+        """Note ``instances`` (``Instance``s) as being removed, with the
+        ``identityOf`` their files (None: no file)."""
+        connection.execute(insert(self.table), [
+            {**dict(zip(COLUMNS, instance)), "FileIdentity": _identityText(identity)}
+            for instance, identity in zip(instances, identities)])
 
     def left(self, connection):
-        """The ``Instance``s of the entries there are (a delete cut short),
-        each once (two deletes of one object cut short both wrote it)."""
-        rows = connection.execute(select(*(self.table.c[name] for name in COLUMNS)).distinct())
-        return [Instance(*row) for row in rows]
+        """``{Instance: identityOf its file as noted, or None when not
+        known}`` of the entries there are (a delete cut short), each once
+        (two deletes of one object cut short both wrote it)."""
+        rows = connection.execute(select(*(self.table.c[name] for name in COLUMNS), self.table.c.FileIdentity)
+                                  .distinct())
+        left = {}
+        for *values, identity in rows:
+            instance = Instance(*values)
+            if left.get(instance) is None:
+                left[instance] = _identityOfText(identity)
+        return left
 
     def clear(self, connection, sopInstanceUIDs=None):
         """Remove the entries of the SOP instances ``sopInstanceUIDs``, or every entry."""

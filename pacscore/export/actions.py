@@ -8,7 +8,8 @@ it is ordered with stores.  A row goes only while it still names the file
 removed (SOP Instance UID, device and file name) and no file was stored
 under that name since: an object stored again meanwhile (under another
 name, or the same one: a file goes only while it is still the one the
-delete noted, its ``identityOf``) keeps its new row and file, and
+delete noted, its ``identityOf``, kept in ``PacsDeletes`` for the next
+start) keeps its new row and file, and
 is counted kept; a file of another SOP instance given the freed name (a
 FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  The objects are
 written to ``PacsDeletes`` before their files go, and taken out with their
@@ -137,24 +138,32 @@ class LocalActions:
         that a stop cut short (``PendingDeletes``), files and rows.  Only
         the rows that still name the file as the delete saw it go, and their
         files unless another SOP instance was stored under the freed name
-        since; an object stored again took its entry out (``Index``).  A
+        since; an object stored again took its entry out (``Index``), and
+        one whose file is not the one the delete noted (stored anew under
+        its name by a release that does not take the entries out) keeps
+        its row and file, logged, its entry taken out.  A
         file that cannot be removed stops it, logged: the rows of the files
         that went go with their entries (``_deleteRows``), in the same
         transaction; that object and those after it stay as they are, their
         entries too, for the next start."""
         with self.index.engine.begin() as connection:
-            instances = self.index.deletes.left(connection)
-            if not instances:
+            noted = self.index.deletes.left(connection)
+            if not noted:
                 return
-            standing = self._stillNamed(connection, instances)
-            gone, error = self._removeFiles(standing)
+            standing = self._stillNamed(connection, list(noted))
+            gone, changed, error = self._removeFiles(standing, noted)
             if error is None:
-                removed = self._deleteNamed(connection, standing)
+                removed = self._deleteNamed(connection, [instance for instance in standing if instance not in changed])
                 self.index.deletes.clear(connection)
             else:
                 named = set(standing)
-                removed = self._deleteRows(connection, gone, True,
-                                           [instance for instance in instances if instance not in named])
+                removed = self._deleteRows(connection, [instance for instance in gone if instance not in changed],
+                                           True, [instance for instance in noted if instance not in named] + changed)
+        if changed:
+            self.log.warn("The delete(s) interrupted when the server stopped: {count} object(s) kept, their files "
+                          "stored anew since the delete noted them (e.g. {path}, stored again by a release without "
+                          "the delete journal): delete them again if they are to go", count=len(changed),
+                          path=self.reader.magPath(changed[0].deviceName, changed[0].objectFile))
         if error is not None:
             self.log.error("The delete(s) interrupted when the server stopped cannot be finished: the file of {uid} "
                            "cannot be removed ({error}); {removed} object(s) removed, {left} left as they are for "
@@ -169,7 +178,7 @@ class LocalActions:
         ``identityOf`` each file as they are noted.  A store of one of them
         whose file comes after is upserted after: it takes the entry out."""
         identities = [self._identityAt(instance) for instance in instances]
-        self.index.deletes.write(connection, instances)
+        self.index.deletes.write(connection, instances, identities)
         return identities
 
     def _identityAt(self, instance):
@@ -186,17 +195,26 @@ class LocalActions:
         for instance, identity in zip(instances, identities):
             self.reader.removeCopiesIfSame(instance.deviceName, instance.objectFile, identity)
 
-    def _removeFiles(self, instances):
+    def _removeFiles(self, instances, identities):
         """The files of ``instances``, in order, but those given to another
-        SOP instance since (``_heldByAnother``); the instances done and the
+        SOP instance since (``_heldByAnother``) and those that are not the
+        file of their noted identity in ``identities`` (``{instance:
+        identityOf, or None when not known}``); the instances done, those
+        of them whose files stay as not the ones noted, and the
         ``OSError`` that stopped it at the next one (None when none did)."""
+        changed = []
         for number, instance in enumerate(instances):
+            identity = identities[instance]
             try:
-                if not self._heldByAnother(instance):
+                if self._heldByAnother(instance):
+                    continue
+                if identity is None:
                     self.reader.removeCopies(instance.deviceName, instance.objectFile)
+                elif not self.reader.removeCopiesIfSame(instance.deviceName, instance.objectFile, identity):
+                    changed.append(instance)
             except OSError as e:
-                return instances[:number], e
-        return instances, None
+                return instances[:number], changed, e
+        return instances, changed, None
 
     def _deleteRows(self, connection, instances, filesRemoved, forgotten=()):
         """In the index writer (ordered with stores): the image rows that

@@ -989,7 +989,7 @@ class InterruptedDeleteTests(unittest.TestCase):
         x = images[0]
         with closing(sqlite3.connect(server.database)) as outside, outside:  # as LocalActions.removeInstances
             outside.execute("INSERT INTO PacsDeletes SELECT SOPInstanceUID, SOPClassUID, DeviceName, ObjectFile, "
-                            "'', '', '' FROM DICOMImages WHERE SOPInstanceUID = ?", (x.sopUID,))
+                            "'', '', '', '' FROM DICOMImages WHERE SOPInstanceUID = ?", (x.sopUID,))
             [name] = outside.execute("SELECT ObjectFile FROM DICOMImages WHERE SOPInstanceUID = ?", (x.sopUID,))
         path = os.path.join(server.dataDir, *name[0].split("/"))
         os.unlink(path)

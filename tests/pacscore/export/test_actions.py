@@ -19,7 +19,6 @@ from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.queue import Action, Target
 from pacscore.storage import reader
-from pacscore.storage.devices import removeFile as realRemoveFile
 from pacscore.storage.devices import removeIfSame as realRemoveIfSame
 from pacscore.storage.regen import fileRecord
 from pacscore.testing.corpus import generateCorpus
@@ -212,7 +211,7 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
         self.assertIn("test: deletepatient:PAT0000: 2 object(s) removed from the server, 1 kept: stored again meanwhile",
                       [formatEvent(event) for event in events])
         self.assertEqual((yield running.archive.index.runQuery(
-            lambda connection: running.archive.index.deletes.left(connection))), [])
+            lambda connection: running.archive.index.deletes.left(connection))), {})
 
     @defer.inlineCallbacks
     def test_anObjectStoredAgainBeforeItsFileGoesIsKeptAtTheRestart(self):
@@ -262,6 +261,49 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
             .scalars().all())
         self.assertEqual(uids, [other.SOPInstanceUID])
 
+    @defer.inlineCallbacks
+    def test_anObjectStoredAgainByAReleaseWithoutTheJournalIsKept(self):
+        """Gone back to a release without the delete journal after a delete
+        cut short, the operator sent the objects again: that release wrote
+        them under the same names (FileNameSyntax 8) and did not take the
+        entries out, so the next upgrade removed them ("Finished the
+        delete(s) ...: 3 object(s) removed"), acknowledged objects lost.
+        A file that is not the one the delete noted stays, with its row; the
+        objects whose files are the noted ones go."""
+        running, images = yield self.patientDeleteKilled(0, seriesPerStudy=1, imagesPerSeries=3)
+        yield running.stop()
+        files = running.files()
+        for path in files[:2]:  # stored anew: a new file under the same name, a later time
+            data = open(path, "rb").read()
+            os.unlink(path)
+            with open(path, "wb") as f:
+                f.write(data)
+            os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+        again, lines = yield self.restarted(running)
+        self.assertEqual(again.files(), files[:2])
+        index = again.archive.index
+        uids = yield index.runQuery(
+            lambda connection: connection.execute(select(index.tables.image.c.SOPInstanceUID)).scalars().all())
+        self.assertEqual(sorted(uids), sorted(os.path.basename(path)[:-4] for path in files[:2]))
+        self.assertEqual((yield index.runQuery(index.deletes.left)), {})
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 1 object(s) removed", lines)
+        self.assertIn("The delete(s) interrupted when the server stopped: 2 object(s) kept, their files stored anew "
+                      f"since the delete noted them (e.g. {files[0]}, stored again by a release without the delete "
+                      "journal): delete them again if they are to go", lines)
+
+    @defer.inlineCallbacks
+    def test_theEntriesOfAnEarlierReleaseAreFinished(self):
+        """A journal an earlier release wrote (no FileIdentity column, added
+        at the start): its delete is finished as before, by the names."""
+        running, images = yield self.patientDeleteKilled(0, seriesPerStudy=1, imagesPerSeries=3)
+        yield running.stop()
+        engine = running.archive.engine
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE PacsDeletes DROP COLUMN FileIdentity")
+        engine.dispose()
+        again, lines = yield self.restarted(running)
+        self.assertEqual(((yield again.count("image")), again.files()), (0, []))
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 3 object(s) removed", lines)
 
     @defer.inlineCallbacks
     def test_aFileThatCannotBeRemovedAtTheRestartKeepsTheRowsOfTheOthers(self):
@@ -272,12 +314,12 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
         running, images = yield self.patientDeleteKilled(0, seriesPerStudy=2, imagesPerSeries=3)
         tried = []
 
-        def removeFile(path):
+        def removeIfSame(path, identity):
             tried.append(path)
             if len(tried) == 4:
                 raise PermissionError(1, "Operation not permitted", path)
-            return realRemoveFile(path)
-        self.patch(reader, "removeFile", removeFile)
+            return realRemoveIfSame(path, identity)
+        self.patch(reader, "removeIfSame", removeIfSame)
         again, lines = yield self.restarted(running)
         index = again.archive.index
         uids = yield index.runQuery(
@@ -292,7 +334,7 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
             f"The delete(s) interrupted when the server stopped cannot be finished: the file of {stuck} cannot be "
             f"removed ([Errno 1] Operation not permitted: '{tried[3]}'); 3 object(s) removed, 3 left as they are "
             "for the next start"])
-        self.patch(reader, "removeFile", realRemoveFile)
+        self.patch(reader, "removeIfSame", realRemoveIfSame)
         last, lines = yield self.restarted(again)
         self.assertEqual((yield last.count("image")), 0)
         self.assertEqual(last.files(), [])

@@ -200,6 +200,19 @@ class Index:
                     index.create(connection, checkfirst=True)
                 else:  # SQLite's reflection (checkfirst) does not see indexes on expressions
                     connection.execute(CreateIndex(index, if_not_exists=True))
+        self._fillModalities(connection)
+
+    def _fillModalities(self, connection):
+        """Fill the study modalities column that the pacs releases before
+        it was written left empty (``Upserter.fillModalities``), logged:
+        queries on ModalitiesInStudy would miss those studies, and stores
+        merge into it as if it were whole."""
+        studies = Upserter(self._levels).fillModalities(connection)
+        if studies:
+            self.log.info("Table {table}: the {column} of {count} study(ies) was empty beside series with a Modality "
+                          "(indexed by an earlier pacs release, which did not write it): made of their series' "
+                          "Modality, as 'dgate -r' makes it", table=self.tables.study.name,
+                          column=self._levels[1].modalities.name, count=len(studies))
 
     def hasImages(self):
         """Whether the image table holds a row (synchronous, for start-up)."""

@@ -76,7 +76,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from pydicom.datadict import dictionary_VR
-from sqlalchemy import Integer, bindparam, func, select, text
+from sqlalchemy import Integer, bindparam, exists, func, or_, select, text
 from twisted.logger import Logger
 
 from pacscore.db.sqlfunctions import distinctValues
@@ -402,6 +402,7 @@ class Upserter:
             1: select(self._image.key).where(self._links[3].in_(select(series).where(
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
         self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
+        self._modalitiesMissing = _modalitiesMissing(levels[1], levels[2])
         self._lastStored = {index: _lastStoredImage(levels, index) for index in (0, 1, 2)}
         self._cache = {}
         self._checkedAt = None  # (DBAPI connection, DATA_VERSION) of the last check of the cached rows
@@ -613,6 +614,17 @@ class Upserter:
         for key in studyKeys:
             connection.execute(self._rebuildModalities, {"b_key": key})
 
+    def fillModalities(self, connection):
+        """Make the study modalities column of the studies whose column is
+        empty while a series of theirs has a Modality (as pacs releases
+        before it was written left them) of their series'
+        (``rebuildModalities``); the keys of those studies."""
+        if self._modalitiesMissing is None:
+            return []
+        keys = connection.execute(self._modalitiesMissing).scalars().all()
+        self.rebuildModalities(connection, keys)
+        return keys
+
     def refreshParents(self, connection, keys, recordOf):
         """Give the patient (0), study (1) and series (2) rows ``keys``,
         ``(level index, key)`` pairs, that still hold images the values of
@@ -676,14 +688,37 @@ def _lastStoredImage(levels, index):
             .order_by(image.c.qTimeStamp.desc(), image.c.ObjectFile.desc(), image.c.DeviceName.desc()).limit(1))
 
 
+def _seriesModality(study, series):
+    """``(Modality column, study link column)`` of the ``series`` table, or
+    None when dicom.sql has not both it and ``study``'s modalities column
+    (``Level``s)."""
+    modality = next((field for field in series.fields if field.tag == MODALITY), None)
+    if study.modalities is None or modality is None:
+        return None
+    return series.table.c[modality.name], series.table.c[series.fields[-1].name]
+
+
+def _modalitiesMissing(study, series):
+    """The SELECT of the keys of the studies whose modalities column is
+    empty while a series of theirs has a Modality; None when dicom.sql
+    has not both (``_seriesModality``)."""
+    columns = _seriesModality(study, series)
+    if columns is None:
+        return None
+    column, link = columns
+    empty = study.table.c[study.modalities.name]
+    return select(study.key).where(or_(empty.is_(None), empty == ""),
+                                   exists(select(link).where(link == study.key, column != "")))
+
+
 def _modalitiesRebuild(study, series):
     """The UPDATE (of ``b_key``, a study) making ``study``'s modalities
     column of its ``series``' Modality column, backslash-separated, cut to
     the column's length (``Level``s); None when dicom.sql has not both."""
-    modality = next((field for field in series.fields if field.tag == MODALITY), None)
-    if study.modalities is None or modality is None:
+    columns = _seriesModality(study, series)
+    if columns is None:
         return None
-    column, link = series.table.c[modality.name], series.table.c[series.fields[-1].name]
+    column, link = columns
     listed = select(distinctValues(column)).where(link == bindparam("b_key"), column != "").scalar_subquery()
     value = func.substr(func.replace(func.coalesce(listed, ""), ",", "\\"), 1, study.modalities.length)
     return study.table.update().where(study.key == bindparam("b_key")).values(

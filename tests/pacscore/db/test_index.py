@@ -219,6 +219,29 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(self.row("patient")["PatientName"], "DOE^JOHN")
         self.assertEqual(self.row("series")["Modality"], "CT")
 
+    def test_studyModalitiesLeftEmptyByAnEarlierReleaseAreFilled(self):
+        """A study indexed by a release that never wrote StudyModality kept
+        it empty after the upgrade: a ModalitiesInStudy query missed it,
+        and an MR series stored into it made it "MR". The start fills it
+        from its series, logged, once; stores merge into it as usual."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.upsert(makeRecord("1.2.4.1.1", series="1.2.4.1", study="1.2.4", MODALITY=None))
+        with self.engine.begin() as connection:  # as releases before b770a08 left it
+            connection.execute(self.index.tables.study.update().values(StudyModality=""))
+        with capturedLogs() as events:
+            self.index.createTables()
+        self.assertEqual([formatEvent(event) for event in events if "StudyModality" in formatEvent(event)], [
+            "Table DICOMStudies: the StudyModality of 1 study(ies) was empty beside series with a Modality (indexed "
+            "by an earlier pacs release, which did not write it): made of their series' Modality, as 'dgate -r' "
+            "makes it"])
+        self.assertEqual([self.row("study", StudyInstanceUID=uid)["StudyModality"] for uid in ("1.2.3", "1.2.4")],
+                         ["CT", ""])
+        with capturedLogs() as events:
+            self.index.createTables()
+        self.assertEqual([event for event in events if "StudyModality" in formatEvent(event)], [])
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2", MODALITY="MR"))
+        self.assertEqual(self.row("study", StudyInstanceUID="1.2.3")["StudyModality"], "MR\\CT")
+
     def test_studyModalities(self):
         """DICOMStudies.StudyModality is made of the objects' Modality as
         Conquest makes it: a new one in front, whole values kept once, an

@@ -26,7 +26,7 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, Table, delete, 
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
 
-from pacscore.db.schema import MYSQL_TABLE, adoptFoldedTable
+from pacscore.db.schema import MYSQL_TABLE, adoptFoldedTable, createMissingTables
 
 TABLE_NAME = "UIDMODS"
 MERGES_TABLE_NAME = "PacsUIDMerges"
@@ -156,10 +156,10 @@ class UIDMap:
         if engine is not None:
             with engine.begin() as connection:
                 adoptFoldedTable(connection, self.table, self.log)
-            self.table.create(engine, checkfirst=True)
-            self._stages.table.create(engine, checkfirst=True)
-            if not inspect(engine).has_table(MERGES_TABLE_NAME):
-                self._merges.table.create(engine)
+                merging = not inspect(connection).has_table(MERGES_TABLE_NAME)
+                createMissingTables(connection, metadata, self.log, [self.table, self._stages.table,
+                                                                     self._merges.table])
+            if merging:
                 self._moveMerges()
 
     @property

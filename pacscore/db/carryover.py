@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacscore.db.drivers import findDriver
 from pacscore.db.errors import databaseMessage
 from pacscore.db.index import EARLIER_PACS, PACS
-from pacscore.db.schema import MYSQL_TABLE
+from pacscore.db.schema import MYSQL_TABLE, createMissingTables
 
 # SQLite's own number of a row in its table, which the marks keep
 ROWID = literal_column("rowid")
@@ -156,7 +156,8 @@ def carryOver(source, target, tables, path, log, madeBy):
                      "or another program's), which is left as it is (going back to Conquest, its worklist and UIDMODS "
                      "are there)", path=path)
             return
-    MARKS.create(target, checkfirst=True)
+    with target.begin() as connection:
+        createMissingTables(connection, MARKS.metadata, log, [MARKS])
     earlier = _marks(target, path)
     if earlier:
         removed = _removeCarried(source, target, tables, path, earlier, log)

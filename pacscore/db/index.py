@@ -42,8 +42,8 @@ from pacscore.db.repertoire import held
 from pacscore.db.records import (ImageRecord, InconsistentLink, NotReentered, Replaced, Upserter, buildLevels, checkKeys,
                                  checkRecord)
 from pacscore.db.schema import (INDEXED_COLUMNS_EMPTY, WORKLIST_COLUMNS_EMPTY, addMissingColumns, adoptCollation,
-                                adoptFoldedTable, adoptTruncatedColumns, buildTables, matchColumnWidths,
-                                upgradeTable)
+                                adoptFoldedTable, adoptTruncatedColumns, buildTables, createMissingTables,
+                                matchColumnWidths, upgradeTable)
 from pacscore.db.windowspaths import adoptWindowsPaths, holdsWindowsPaths, pathColumns
 from pacscore.db.writer import BatchRunner, GroupCommitWriter, callEach
 from pacscore.storage.attributes import DatasetError
@@ -164,8 +164,9 @@ class Index:
     def _buildTables(self, connection, dropped=(), characterSetOf=None):
         """``createTables`` in ``connection``, after dropping ``dropped``
         (then text left as Conquest stored it is checked again)."""
-        if dropped:
+        if dropped:  # made again below, not new to the database: createMissingTables does not tell them
             self.metadata.drop_all(connection, tables=dropped)
+            self.metadata.create_all(connection, tables=dropped)
         for table in self.tables:
             adoptFoldedTable(connection, table, self.log)
             adoptTruncatedColumns(connection, table, self.log)
@@ -179,12 +180,12 @@ class Index:
             adoptWindowsPaths(connection, columns, self.log)
         adoptRawText(connection, self.tables, self.log, layout=self.layout, recheck=bool(dropped),
                      characterSetOf=characterSetOf)
-        self.metadata.create_all(connection)
+        createMissingTables(connection, self.metadata, self.log)
         for table in self.tables:
             addMissingColumns(connection, table, self.log,
                               WORKLIST_COLUMNS_EMPTY if table is self.tables.worklist else INDEXED_COLUMNS_EMPTY)
-        upgradeTable(connection, self.pending.table)
-        upgradeTable(connection, self.deletes.table)
+        upgradeTable(connection, self.pending.table, self.log)
+        upgradeTable(connection, self.deletes.table, self.log)
         dialect = connection.dialect.name
         for table in self.tables:
             adoptCollation(connection, table, self.log)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Column, Double, Float, Index, Integer, LargeBinary, MetaData, String, Table, func, inspect
 from sqlalchemy.dialects import mysql
+from twisted.logger import Logger
 
 from pacscore.db.errors import ValueTooLarge
 from pacscore.db.filepaths import OBJECT_FILE_LENGTH, ObjectPath
@@ -64,6 +65,7 @@ class OwnTable:
     """A table of pacs' own in the index database, beside Conquest's:
     ``build(metadata)`` makes it, ``clock()`` dates its rows."""
 
+    log = Logger()
     build = None
 
     def __init__(self, index, clock):
@@ -74,8 +76,8 @@ class OwnTable:
 
     def createTables(self):
         with self.index.engine.begin() as connection:
-            self.metadata.create_all(connection)
-            upgradeTable(connection, self.table)
+            createMissingTables(connection, self.metadata, self.log)
+            upgradeTable(connection, self.table, self.log)
 
 
 class Tables(NamedTuple):
@@ -314,22 +316,44 @@ def _addColumn(connection, table, column, default=None, notNull=False):
                                f"{' NOT NULL' if notNull else ''}{clause}")
 
 
-def upgradeTable(connection, table):
+def createMissingTables(connection, metadata, log, tables=None):
+    """``metadata.create_all`` of ``tables`` (None: all its tables) in
+    ``connection``'s transaction, the tables it makes logged in one line
+    (a new database, or one an earlier release made without them)."""
+    present = {name.lower() for name in inspect(connection).get_table_names()}
+    made = [table.name for table in (metadata.sorted_tables if tables is None else tables)
+            if table.name.lower() not in present]
+    metadata.create_all(connection, tables=tables)
+    if made:
+        log.info("Created the table(s) {tables} the index database lacked (a new database, or one of an earlier "
+                 "release)", tables=", ".join(made))
+
+
+def upgradeTable(connection, table, log):
     """Bring ``table``'s table in the database up to ``table``: add each
     column it lacks (one a newer version added; it must be NOT NULL with a
     string default, which the existing rows get), and on MySQL/MariaDB
     widen to DOUBLE the FLOAT columns an older version made for times in
-    seconds (single precision: a time of today to the nearest 128 s).
-    In ``connection``'s transaction."""
+    seconds (single precision: a time of today to the nearest 128 s); what
+    it changes logged, one line each.  In ``connection``'s transaction."""
     present = {column["name"].lower(): column["type"] for column in inspect(connection).get_columns(table.name)}
     preparer = connection.dialect.identifier_preparer
+    added, widened = [], []
     for column in table.columns:
         name = preparer.format_column(column)
         kind = column.type.compile(dialect=connection.dialect)
         old = present.get(column.name.lower())
         if old is None:
             _addColumn(connection, table, column, column.default.arg, notNull=True)
+            added.append(column.name)
         elif (connection.dialect.name == "mysql" and isinstance(column.type, Double)
               and isinstance(old, Float) and not isinstance(old, Double)):
             connection.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} MODIFY COLUMN {name} {kind} "
                                        f"{'' if column.nullable else 'NOT '}NULL")
+            widened.append(column.name)
+    if added:
+        log.info("Table {table} lacked {columns} (made by an earlier pacs release): added", table=table.name,
+                 columns=", ".join(added))
+    if widened:
+        log.info("Table {table}: {columns} widened from FLOAT to DOUBLE (made by an earlier pacs release)",
+                 table=table.name, columns=", ".join(widened))

@@ -55,7 +55,7 @@ from sqlalchemy import (
 from twisted.logger import Logger
 
 from pacscore.db.filepaths import ObjectPath
-from pacscore.db.schema import MYSQL_TABLE, upgradeTable
+from pacscore.db.schema import MYSQL_TABLE, createMissingTables, upgradeTable
 from pacscore.export.spool import isSpooled, spoolObject
 from pacscore.storage.mirror import MIRROR_COPY
 
@@ -259,9 +259,9 @@ class ExportQueue:
         """Create the two tables and their indexes if missing; bring
         existing ones up to date (``upgradeTable``)."""
         with self.engine.begin() as connection:
-            self.metadata.create_all(connection)
+            createMissingTables(connection, self.metadata, self.log)
             for table in (self.jobs, self.forwards):
-                upgradeTable(connection, table)
+                upgradeTable(connection, table, self.log)
 
     # -- export converter jobs --------------------------------------------
 

@@ -3,12 +3,14 @@
 import os
 import warnings
 
-from sqlalchemy import MetaData, create_engine, insert, inspect, select
+from sqlalchemy import Column as SQLColumn
+from sqlalchemy import MetaData, String, Table, create_engine, insert, inspect, select
 from sqlalchemy.exc import SAWarning
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import Column, DatabaseLayout
-from pacscore.db.schema import buildTables
+from pacscore.db.schema import buildTables, createMissingTables, upgradeTable
 
 TABLE_NAMES = {"patient": "DICOMPatients", "study": "DICOMStudies",
                "series": "DICOMSeries", "image": "DICOMImages",
@@ -222,6 +224,43 @@ class BuildTablesTests(unittest.TestCase):
         with self.engine.connect() as connection:
             self.assertEqual(connection.execute(
                 select(self.tables.patient.c.PatientID)).scalars().all(), ["P1"])
+
+
+class SchemaChangeLogTests(unittest.TestCase):
+    """The changes the start makes to pacs' own tables are logged: an
+    upgrade from 57a0dc3 added PendingFiles.ReplacedDevice/ReplacedFile and
+    created PacsDeletes, PacsMoves ... without a line."""
+
+    def setUp(self):
+        self.engine = create_engine("sqlite://")
+        self.log = Logger(namespace="test")
+
+    def table(self, metadata, *extra):
+        return Table("PendingFiles", metadata, SQLColumn("DeviceName", String(32)), *extra)
+
+    def messages(self, change):
+        with capturedLogs() as events, self.engine.begin() as connection:
+            change(connection)
+        return [formatEvent(event) for event in events]
+
+    def test_aColumnAddedIsLogged(self):
+        self.table(MetaData()).create(self.engine)
+        newer = self.table(MetaData(), *(SQLColumn(name, String(32), nullable=False, default="", server_default="")
+                                         for name in ("ReplacedDevice", "ReplacedFile")))
+        self.assertEqual(self.messages(lambda connection: upgradeTable(connection, newer, self.log)), [
+            "Table PendingFiles lacked ReplacedDevice, ReplacedFile (made by an earlier pacs release): added"])
+        self.assertEqual(self.messages(lambda connection: upgradeTable(connection, newer, self.log)), [])
+
+    def test_aTableCreatedIsLogged(self):
+        metadata = MetaData()
+        self.table(metadata)
+        Table("PacsDeletes", metadata, SQLColumn("SOPInstanceUID", String(64)))
+        metadata.tables["PendingFiles"].create(self.engine)
+        self.assertEqual(self.messages(lambda connection: createMissingTables(connection, metadata, self.log)), [
+            "Created the table(s) PacsDeletes the index database lacked (a new database, or one of an earlier "
+            "release)"])
+        self.assertEqual(self.messages(lambda connection: createMissingTables(connection, metadata, self.log)), [])
+        self.assertTrue(inspect(self.engine).has_table("PacsDeletes"))
 
 
 class ShippedLayoutTests(unittest.TestCase):

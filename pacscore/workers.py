@@ -121,6 +121,12 @@ class WorkerPool:
         self._queue.put((f, args, kwargs, d))
         return d.addBoth(self._answered)
 
+    @property
+    def idle(self):
+        """Whether no call is queued or under way (as of now: a hint)."""
+        with self._busyLock:
+            return not self._busy and self._queue.empty()
+
     def _answered(self, result):
         self.pending -= 1
         return result

@@ -135,6 +135,15 @@ class ObjectFile:
             if self._filled == BUFFER_SIZE:
                 self._writeGathered(BUFFER_SIZE)
 
+    def writeBlocks(self):
+        """Write the whole blocks gathered so far (directly), keeping the
+        rest for later writes: a file written while its bytes arrive."""
+        if self._buffer is None:
+            return
+        whole = self._filled - self._filled % ALIGNMENT
+        if whole:
+            self._writeGathered(whole)
+
     def finish(self):
         """Write what is still gathered: its whole blocks directly, the last
         partial block through the page cache."""

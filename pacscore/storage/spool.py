@@ -7,13 +7,19 @@ it). Past that the spool becomes a temporary file on the MAG device that
 starts with the Part-10 header, so the finished object is renamed into
 place without another copy. File writes go to an I/O thread in order
 (through ``pacscore.storage.objectfiles``); while more than ``maxBacklog``
-bytes wait, the peer's transport is paused. ``copyInto`` fills a spool
+bytes wait, the peer's transport is paused.  An in-memory data set the
+store will write as received may also be written as it arrives
+(``EarlyWrite``): past ``EARLY_WRITE`` bytes an I/O worker starts writing it
+into a temporary file, so that once its last fragment came only the tail
+is left to write (a 512 KB image's direct write, about 0.7 ms on the
+benchmarks' VM, overlaps its receipt). ``copyInto`` fills a spool
 from a file (an import, an uploaded part) the same way; ``spooledFrom``
 makes such a spool.
 """
 
 import itertools
 import os
+import threading
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -23,6 +29,7 @@ from pacscore.pacing import Pacer
 
 _names = itertools.count()
 COPY_CHUNK = 1 << 20
+EARLY_WRITE = 256 << 10  # bytes of an in-memory data set from which it is written as it arrives, at a time
 
 
 def _readAt(source, start, length):
@@ -58,13 +65,109 @@ async def spooledFrom(objectStore, incoming, source, start, end, runInThread):
     return spool
 
 
+class EarlyWrite:
+    """The bytes of an in-memory data set written into a temporary file
+    while it arrives.  ``add`` (the reactor thread) gathers them; each
+    ``EARLY_WRITE`` bytes are written by ``callInThread`` (an I/O worker; no
+    answer comes back to the reactor), their whole blocks directly.
+    ``openTemporary()`` gives ``(path, ObjectFile)`` of a temporary file.
+    ``finish`` or ``drop`` ends it."""
+
+    log = Logger()
+
+    def __init__(self, fragments, openTemporary, callInThread):
+        self._openTemporary = openTemporary
+        self._callInThread = callInThread
+        self._lock = threading.Lock()     # guards _pending (the reactor adds, workers take)
+        self._writing = threading.Lock()  # one write at a time, in order; guards what follows
+        self._pending = list(fragments)
+        self._pendingBytes = 0
+        self._path = None
+        self._file = None
+        self._failed = False
+        self._ended = False  # finished or dropped: nothing more is written
+        self._callInThread(self._write)
+
+    def add(self, data):
+        with self._lock:
+            self._pending.append(data)
+        self._pendingBytes += len(data)
+        if self._pendingBytes >= EARLY_WRITE:
+            self._pendingBytes = 0
+            self._callInThread(self._write)
+
+    def _write(self, last=False):
+        with self._writing:
+            with self._lock:
+                fragments, self._pending = self._pending, []
+            if self._ended or self._failed or not fragments:
+                return
+            try:
+                if self._file is None:
+                    self._path, self._file = self._openTemporary()
+                self._file.write(fragments)
+                if not last:
+                    self._file.writeBlocks()
+            except Exception as e:  # a full disk, a missing device ...: the store writes it as before, and says why
+                self._failed = True
+                self.log.debug("a data set could not be written as it arrived ({error}); it is written once whole",
+                               error=e)
+
+    def finish(self, fileWritten):
+        """In the I/O pool, after the last fragment: write the rest, call
+        ``fileWritten(fd)`` (the store's durability) and give the file's
+        path, now the caller's; None when a write failed (then the file is
+        removed, and the caller writes the object itself)."""
+        self._write(last=True)
+        with self._writing:
+            self._ended = True
+            if self._file is not None and not self._failed:
+                try:
+                    self._file.finish()
+                    fileWritten(self._file.fd)
+                except Exception:
+                    self._failed = True
+            if self._failed or self._file is None:
+                self._remove()
+                return None
+            self._file.close()
+            return self._path
+
+    def drop(self):
+        """The file is not wanted (the data set went to a spool file, was
+        discarded, or is stored changed): removed in an I/O worker."""
+        self._callInThread(self._dropped)
+
+    def _dropped(self):
+        with self._writing:
+            if not self._ended:
+                self._ended = True
+                self._remove()
+
+    def _remove(self):
+        """Close and remove the file, if any (under ``_writing``)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._path is not None:
+            path, self._path = self._path, None
+            try:
+                os.unlink(path)
+            except OSError as e:
+                self.log.warn("could not remove the temporary file {path}: {error}", path=path, error=e)
+
+
 class Spool:
-    """Collects one data set; see the module docstring."""
+    """Collects one data set; see the module docstring.  ``earlyWrite``:
+    None, or ``earlyWrite(fragments)``, the ``EarlyWrite`` that starts with
+    ``fragments`` (the header and the first ``EARLY_WRITE`` bytes) when an
+    in-memory data set reaches that many bytes; ``takeEarlyWrite`` gives it
+    to the store once the data set is whole."""
 
     log = Logger()
 
     def __init__(self, directory, header, threshold, runInThread, transport=None,
-                 chunkSize=1 << 20, maxBacklog=8 << 20, openFile=None):
+                 chunkSize=1 << 20, maxBacklog=8 << 20, openFile=None, earlyWrite=None):
         self.directory = directory
         self.header = header
         self.threshold = threshold
@@ -83,6 +186,8 @@ class Spool:
         self._file = None
         self._failure = None
         self._tail = defer.succeed(None)
+        self._earlyWrite = earlyWrite
+        self._early = None  # the EarlyWrite under way
 
     @property
     def inMemory(self):
@@ -103,7 +208,12 @@ class Spool:
             return
         if self._memory is not None:
             self._memory.append(data)
+            if self._early is not None:
+                self._early.add(data)
+            elif self._earlyWrite is not None and EARLY_WRITE <= self.size <= self.threshold:
+                self._early = self._earlyWrite([self.header, *self._memory])
             if self.size > self.threshold:
+                self._dropEarly()
                 self.path = os.path.join(self.directory, f"spool-{os.getpid()}-{next(_names)}.part")
                 fragments, self._memory = self._memory, None
                 self._queue([self.header, *fragments])
@@ -171,8 +281,20 @@ class Spool:
         self._file.close()
         self._file = None
 
+    def takeEarlyWrite(self):
+        """The ``EarlyWrite`` of the whole in-memory data set, if one was
+        started, now the caller's to finish or drop; else None."""
+        early, self._early = self._early, None
+        return early
+
+    def _dropEarly(self):
+        if self._early is not None:
+            self._early.drop()
+            self._early = None
+
     def discard(self):
         """Drop the data; the temporary file (if any) is removed."""
+        self._dropEarly()
         self._memory = None
         path, self.path = self.path, None
         if path is None:

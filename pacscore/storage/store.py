@@ -19,7 +19,12 @@ disk, but for one refused ``NotReentered`` that overwrote a copy of its SOP
 instance under the same name: that copy is gone, it stays for the regen.
 
 Disk work runs in a worker of the I/O pool, which hands the record straight
-to the index writer thread; the reactor hears back once, after the commit. A
+to the index writer thread; the reactor hears back once, after the commit.
+An object kept in memory that is stored as received (no amender, import
+converter or compression may change it) and that began to arrive while no
+other store was under way and the I/O pool was idle was written into a temporary file of its device
+as it arrived (``pacscore.storage.spool.EarlyWrite``): only its tail is left
+to write once it is whole. A
 replaced object (same SOP Instance UID) has its old file removed only after
 the new one is committed.  A spooled (large) object whose compression code
 asks only for explicit or implicit VR little endian is converted from its
@@ -32,6 +37,7 @@ temporary file, a piece at a time, when nothing else reads it whole.
 """
 
 import dataclasses
+import functools
 import os
 import threading
 from contextlib import closing, contextmanager
@@ -67,7 +73,7 @@ from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
-from pacscore.storage.spool import Spool
+from pacscore.storage.spool import EarlyWrite, Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 from pacscore.workers import standInIfSlow
 
@@ -217,9 +223,32 @@ class ObjectStore:
             return DiscardingSink()
         device = self.choice.current
         spool = Spool(device.tempDir, self._header(incoming, incoming.transferSyntax),
-                      self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open)
+                      self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open,
+                      earlyWrite=None if self._busy() or self._mayChange(incoming) else functools.partial(
+                          EarlyWrite, openTemporary=functools.partial(self._openTemporary, device, None),
+                          callInThread=self.workers.callInThread))
         spool.device = device
         return spool
+
+    def _busy(self):
+        """Whether another store is under way or the I/O pool has work: then
+        a data set is written once whole.  An object that begins to arrive
+        while none is (one association sending, each object once the last
+        is answered) is written as it arrives (``EarlyWrite``): its write
+        has the pool to itself and overlaps its receipt.  With several
+        under way, their writes overlap each other's receipts already and
+        the extra hand-offs would only cost."""
+        return bool(self._storing) or not self.workers.idle
+
+    def _mayChange(self, incoming):
+        """Whether ``incoming`` may be stored other than as received (by
+        WorkListMode, FixPhilips/FixKodak, the import converters or its
+        compression code), which ``_amend`` tells once it is whole: then
+        its data set is not written as it arrives (``EarlyWrite``)."""
+        scripts = self.compressionScripts
+        return bool((self.amenders if incoming.amended else ()) or (incoming.converters and self.importers is not None)
+                    or scripts and scripts.runs(incoming.compression)
+                    or mayChange(None, incoming.transferSyntax, incoming.compression))
 
     def store(self, incoming, spool):
         """Store a received object. Fires with ``(device name, path relative
@@ -420,6 +449,7 @@ class ObjectStore:
         data = spool.inMemory
         header = spool.header
         temporary = spool.path
+        early = spool.takeEarlyWrite()  # its file holds the data set as received, written as it arrived
         chosen = self.choice.check(spool.size)  # looked at for spooled objects too: they may be all that arrives
         device = spool.device if temporary is not None else chosen
         try:
@@ -439,7 +469,12 @@ class ObjectStore:
             dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
             relative = self.index.heldFileName(
                 self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset))
-            if data is not None:
+            written = None
+            if early is not None and changed is None and device is spool.device:
+                early, written = None, early.finish(self.durability.fileWritten)  # None: a write failed
+            if written is not None:
+                temporary = written
+            elif data is not None:
                 try:
                     temporary = self._writeTemporary(device, header, data)
                 except (OSError, DeviceUnwritable) as e:
@@ -469,6 +504,9 @@ class ObjectStore:
             if temporary is not None and os.path.exists(temporary):
                 os.unlink(temporary)
             raise
+        finally:
+            if early is not None:  # not used: the object was refused, changed, or goes to another device
+                early.drop()
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
                            tuple(actions), incoming.relink), device, overwrote
 

@@ -84,6 +84,29 @@ class StopTests(unittest.TestCase):
         return defer.gatherResults(calls).addCallback(lambda _: self.assertEqual(pool.pending, 0))
 
 
+    def test_idle(self):
+        """``idle``: no call queued or under way (the store writes an object
+        as it arrives only then)."""
+        clock = _ClockReactor()
+        pool = WorkerPool(clock, 1, "idle-hint-pool")
+        pool.start()
+        self.addCleanup(lambda: pool.stop(0) and None)
+        self.assertTrue(pool.idle)
+        started, release = threading.Event(), threading.Event()
+        self.addCleanup(release.set)
+        pool.callInThread(lambda: started.set() or release.wait())
+        started.wait(10)
+        self.assertFalse(pool.idle, "a call under way")
+        pool.callInThread(lambda: None)
+        self.assertFalse(pool.idle, "a call queued")
+        release.set()
+        for _ in range(200):
+            if pool.idle:
+                break
+            time.sleep(0.01)
+        self.assertTrue(pool.idle)
+
+
 class StandInTests(unittest.TestCase):
     """standInWhileWaiting: a worker waiting for work of its own pool."""
 

@@ -1,13 +1,16 @@
 """The spool of a received data set: fragments kept as they arrived while
 small, a temporary file past the threshold."""
 
+import errno
+import functools
 import io
 import os
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pacscore.storage.spool import Spool, spooledFrom
+from pacscore.storage.objectfiles import FileWrites
+from pacscore.storage.spool import EARLY_WRITE, EarlyWrite, Spool, spooledFrom
 
 
 def inline(f, *args):
@@ -66,6 +69,97 @@ class SpoolTests(unittest.TestCase):
             self.assertEqual(f.read(), b"HEADERabcdefghijklmnop" + b"q" * 20)
         spool.discard()
         yield spool.close()
+        self.assertEqual(os.listdir(self.directory), [])
+
+
+class EarlyWriteTests(unittest.TestCase):
+    """An in-memory data set with an ``earlyWrite`` is written into a
+    temporary file while it arrives, by calls of an I/O worker (here run
+    when the test says)."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "store-1.part")
+        self.calls = []
+        self.refusal = None  # an OSError opening the temporary file raises
+
+    def openTemporary(self):
+        if self.refusal is not None:
+            raise self.refusal
+        return self.path, FileWrites().open(self.path, create=True)
+
+    def spool(self):
+        return Spool(self.directory, b"HEADER", 4 << 20, inline, earlyWrite=functools.partial(
+            EarlyWrite, openTemporary=self.openTemporary, callInThread=lambda f, *args: self.calls.append((f, args))))
+
+    def runCalls(self):
+        while self.calls:
+            f, args = self.calls.pop(0)
+            f(*args)
+
+    def written(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def receive(self, spool, data, end, fragment=16384):
+        for offset in range(spool.size, end, fragment):
+            spool.write(memoryview(data)[offset:min(offset + fragment, end)])
+
+    def test_writtenWhileItArrives(self):
+        """Past EARLY_WRITE bytes the header and the fragments so far are
+        written, then each EARLY_WRITE more; once the data set is whole the
+        store finishes the file (the rest, then its durability's call on
+        its descriptor) and takes it; the data set stays in memory."""
+        spool = self.spool()
+        data = os.urandom(2 * EARLY_WRITE + 1000)
+        self.receive(spool, data, EARLY_WRITE - 1)
+        self.runCalls()
+        self.assertFalse(os.path.exists(self.path), "nothing written below EARLY_WRITE bytes")
+        self.receive(spool, data, EARLY_WRITE + 16384)
+        self.runCalls()
+        self.assertEqual(self.written(), b"HEADER" + data[:EARLY_WRITE + 16384])
+        self.receive(spool, data, len(data))
+        spool.close()
+        early = spool.takeEarlyWrite()
+        self.assertIsNone(spool.takeEarlyWrite())
+        synced = []
+        self.assertEqual(early.finish(synced.append), self.path)
+        self.runCalls()
+        self.assertEqual(self.written(), b"HEADER" + data)
+        self.assertEqual(len(synced), 1)
+        self.assertEqual(spool.inMemory, data)
+
+    def test_removedWhenTheSpoolIsDiscarded(self):
+        spool = self.spool()
+        self.receive(spool, bytes(EARLY_WRITE + 1000), EARLY_WRITE + 1000)
+        self.runCalls()
+        self.assertTrue(os.path.exists(self.path))
+        spool.discard()
+        self.runCalls()
+        self.assertEqual(os.listdir(self.directory), [])
+
+    def test_removedWhenTheDataSetGoesToASpoolFile(self):
+        """Past the spool's threshold the data set goes to its own file:
+        the early one is removed."""
+        spool = Spool(self.directory, b"HEADER", EARLY_WRITE + 20000, inline, earlyWrite=functools.partial(
+            EarlyWrite, openTemporary=self.openTemporary, callInThread=lambda f, *args: self.calls.append((f, args))))
+        self.receive(spool, bytes(EARLY_WRITE + 40000), EARLY_WRITE + 40000)
+        self.runCalls()
+        self.assertIsNone(spool.takeEarlyWrite())
+        self.assertFalse(os.path.exists(self.path))
+        self.assertIsNotNone(spool.path)
+
+    def test_aFailedWriteLeavesTheObjectToTheStore(self):
+        """A temporary file that cannot be written (a full disk) makes
+        ``finish`` answer None: the store writes the object itself, as it
+        did before, and reports what fails then."""
+        self.refusal = OSError(errno.ENOSPC, "No space left on device")
+        spool = self.spool()
+        self.receive(spool, bytes(EARLY_WRITE + 1000), EARLY_WRITE + 1000)
+        self.runCalls()
+        spool.close()
+        self.assertIsNone(spool.takeEarlyWrite().finish(lambda fd: None))
         self.assertEqual(os.listdir(self.directory), [])
 
 

@@ -37,7 +37,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage import store as storeModule
-from pacscore.storage.spool import Spool
+from pacscore.storage.spool import EARLY_WRITE, Spool
 from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, DeviceUnwritable, IncomingObject,
                                     InvalidDataset, ObjectStore, Refused)
 from pacscore.workers import WorkerPool
@@ -168,6 +168,68 @@ class ObjectStoreTests(unittest.TestCase):
         rows = yield self.index.runQuery(
             lambda c: c.exec_driver_sql("SELECT ObjectFile, DeviceName FROM DICOMImages").fetchall())
         self.assertEqual([tuple(r) for r in rows], [(relative, "MAG0")])
+
+    def temporaryBytes(self):
+        """The sizes of the temporary files of the device holding bytes."""
+        sizes = (os.path.getsize(os.path.join(self.device.tempDir, name)) for name in os.listdir(self.device.tempDir))
+        return [size for size in sizes if size]
+
+    @defer.inlineCallbacks
+    def test_aLargeObjectIsWrittenWhileItArrives(self):
+        """An object kept in memory that is stored as received is written
+        into a temporary file of its device while it arrives (EarlyWrite):
+        before the store is asked, that file holds all but its last
+        EARLY_WRITE bytes; it is the file stored, none is left."""
+        self.store.spoolThreshold = 4 << 20
+        uid, data = largeDataset(600 << 10)
+        incoming, spool = self.receive(data, uid)
+        self.assertIsNotNone(spool.inMemory)
+        yield self.drainWorkers()
+        [size] = self.temporaryBytes()
+        self.assertGreaterEqual(size, 2 * EARLY_WRITE)
+        _, relative = yield self.store.store(incoming, spool)
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+        yield self.drainWorkers()
+        self.assertEqual(self.temporaryBytes(), [])
+
+    @defer.inlineCallbacks
+    def test_notWrittenWhileItArrivesWhenAnotherStoreIsUnderWay(self):
+        """While another store is under way (several associations sending)
+        an object is written once whole, as before: the writes of the
+        others overlap its receipt already."""
+        self.store.spoolThreshold = 4 << 20
+        first = self.store.store(*self.receive(datasetBytes("CT_small.dcm"), CT_SMALL_UID))
+        uid, data = largeDataset(600 << 10)
+        incoming, spool = self.receive(data, uid)
+        self.assertIsNone(spool.takeEarlyWrite())
+        yield first
+        _, relative = yield self.store.store(incoming, spool)
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+
+    @defer.inlineCallbacks
+    def test_anEarlyFileIsNotStoredForAnObjectChangedOnArrival(self):
+        """An object whose odd values are padded when it is whole is
+        written again as padded; the file written while it arrived goes."""
+        self.store.spoolThreshold = 4 << 20
+        uid, data = largeDataset(600 << 10, oddValue=b"odd")
+        incoming, spool = self.receive(data, uid)
+        yield self.drainWorkers()
+        self.assertTrue(self.temporaryBytes())
+        _, relative = yield self.store.store(incoming, spool)
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, evenLengths(data, EXPLICIT)[0]))
+        yield self.drainWorkers()
+        self.assertEqual(self.temporaryBytes(), [])
+
+    @defer.inlineCallbacks
+    def test_anEarlyFileIsRemovedWithARefusedObject(self):
+        """An object refused once whole (its data set names another SOP
+        instance) leaves no file behind."""
+        self.store.spoolThreshold = 4 << 20
+        _, data = largeDataset(600 << 10)
+        incoming, spool = self.receive(data, "1.2.3.999")
+        yield self.assertFailure(self.store.store(incoming, spool), DatasetMismatch)
+        yield self.drainWorkers()
+        self.assertEqual(self.temporaryBytes(), [])
 
     @defer.inlineCallbacks
     def test_storedInTheCompressionAskedFor(self):

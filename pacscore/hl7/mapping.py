@@ -380,7 +380,11 @@ class WorklistMapping:
         sends without that component (the field sent, it clears the column,
         as a source alone does); None when it sends none (HL7 says to leave
         it as it is); the column's name is added to ``generated`` when its
-        value is generated (``*AN``, ``*UI``)."""
+        value is generated (``*AN``, ``*UI``).  A column generated last is
+        never cleared: an empty value (HL7's null ``""``) is as none sent,
+        so a new item gets a generated one and an existing item keeps its
+        own (the Study Instance UID a modality may have been given, a Type 1
+        key of a worklist answer)."""
         withoutComponent = None
         for source in column.sources:
             if source in _GENERATED:
@@ -390,7 +394,10 @@ class WorklistMapping:
             if segment is None:
                 continue
             if _sendsComponent(segment, source, column.isMulti):
-                return self._fieldValue(column, source, segment, message, invalid, parsed)
+                value = self._fieldValue(column, source, segment, message, invalid, parsed)
+                if value or column.sources[-1] not in _GENERATED:
+                    return value
+                continue  # HL7's null never clears a *AN or *UI column (a Type 1 key): the next source
             if withoutComponent is None:
                 withoutComponent = (source, segment)
         return None if withoutComponent is None else self._fieldValue(column, *withoutComponent, message, invalid,

@@ -283,6 +283,24 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertEqual(self.process(orderMessage("M5", "ACC1", "P1", "A^B")).code, "AA")
         self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, "1.2.840.99999.1.2.4")
 
+    def test_anIPC3NullNeverLeavesAnItemWithoutAStudyInstanceUID(self):
+        """An IPC-3 of HL7's null (``""``) in a change (XO) or a repeated new
+        order (NW) cleared the item's Study Instance UID, and a new order
+        with it made an item without one: a worklist answer then had no
+        Study Instance UID, a Type 1 key.  The existing item now keeps its
+        UID, and a new item gets a generated one."""
+        null = b'\rIPC|ACC1|RP1|""|SPS1|CT'
+        self.assertEqual(self.process(orderMessage("M1", "ACC1", "P1", "A^B")).code, "AA")
+        generated = self.rows()["ACC1"].StudyInstanceUID
+        self.assertTrue(generated)
+        self.assertEqual(self.process(orderMessage("M2", "ACC1", "P1", "A^B", control="XO") + null).code, "AA")
+        self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, generated)
+        self.assertEqual(self.process(orderMessage("M3", "ACC1", "P1", "A^B") + null).code, "AA")
+        self.assertEqual(self.rows()["ACC1"].StudyInstanceUID, generated)
+        self.assertEqual(self.process(orderMessage("M4", "ACC2", "P2", "C^D") + null.replace(b"ACC1", b"ACC2")).code,
+                         "AA")
+        self.assertTrue(self.rows()["ACC2"].StudyInstanceUID.startswith("1."))
+
     def test_statusChangedOrders(self):
         """ORC-1 SC (status changed): ORC-5 CA or DC removes the item; any
         other status is accepted, with a log line that nothing changed."""

@@ -134,14 +134,15 @@ class SourceTests(unittest.TestCase):
         """A source naming a component is sent when that component is, not
         when another of its field is: IPC-3 of ``^RIS`` (no identifier)
         gives a new Study Instance UID, not an empty one, and OBR-4 of
-        ``^CT Head`` the patient's name; ``""`` there is sent (it clears),
-        and so is a field without the component when no other source is."""
+        ``^CT Head`` the patient's name; ``""`` there is sent (it clears;
+        but a column generated last, never cleared, generates instead), and
+        so is a field without the component when no other source is."""
         mapped = _studyUIDAndDescribed()
         self.assertEqual(mapped("^RIS", "^CT Head"), {"StudyInstanceUID": "1.2.3.1", "Described": "Müller^Hans^^^Dr"})
         self.assertEqual(mapped("1.2.840.99.2^RIS^1.2.3^ISO", "CT1^CT Head"),
                          {"StudyInstanceUID": "1.2.840.99.2", "Described": "CT1"})
-        self.assertEqual(mapped('""^RIS', '""'), {"StudyInstanceUID": "", "Described": ""})
-        self.assertEqual(mapped("&1.2.840.99.3^RIS", "&sub^CT Head")["StudyInstanceUID"], "1.2.3.2",
+        self.assertEqual(mapped('""^RIS', '""'), {"StudyInstanceUID": "1.2.3.2", "Described": ""})
+        self.assertEqual(mapped("&1.2.840.99.3^RIS", "&sub^CT Head")["StudyInstanceUID"], "1.2.3.3",
                          "a component's first subcomponent")
         alone = WorklistMapping([column("Described", "OBR.4.0|PID.40")]).items(message(PID, orc(), obr(service="^CT")))
         self.assertEqual((alone[0].values, alone[0].absent), ({"Described": ""}, frozenset()))

@@ -14,7 +14,9 @@ unchanged file start from that message and none is applied twice; a file
 that changed (another inode, modification time or size) is a new file,
 applied from its first message, unless it is the same inode whose first
 messages are still those applied (a RIS appending to it): it goes on from
-the first one not applied.  A file that changed while it was applied (a
+the first one not applied.  Segments appended to the last message applied
+(no MSH before them) are logged and not applied: applying that message
+again would undo what came after it (a cancel).  A file that changed while it was applied (a
 RIS writing it in place) is not moved but logged and left for the next
 scans, which so apply the messages it got meanwhile.  Such a file is logged once, its failure
 logged and counted once by the intake (a new failure of it logged once
@@ -62,11 +64,20 @@ class HeldFile(NamedTuple):
 
     def goesOnIn(self, identity, messages):
         """Whether the file read as ``identity`` and ``messages`` is this
-        one, as it was or grown (same inode, the same first messages): it
-        goes on from ``start``; otherwise it is a new file."""
-        return identity == self.identity or (
-            identity is not None and identity[0] == self.identity[0]
-            and tuple(messages[:self.start]) == self.applied)
+        one, as it was or grown (same inode, the same first messages, the
+        last one applied perhaps with segments added: ``grown``): it goes
+        on from ``start``; otherwise it is a new file."""
+        if identity == self.identity:
+            return True
+        kept = tuple(messages[:self.start])
+        return (identity is not None and identity[0] == self.identity[0] and len(kept) == self.start
+                and (kept == self.applied or (kept[:-1] == self.applied[:-1]
+                                              and kept[-1].startswith(self.applied[-1] + b"\r"))))
+
+    def grown(self, messages):
+        """Whether the last message applied got segments (``messages``, a
+        file this one goes on in)."""
+        return self.start > 0 and messages[self.start - 1] != self.applied[-1]
 
 
 class DropFolder:
@@ -180,6 +191,10 @@ class DropFolder:
         held = self._held.get(name)
         if held is None or not held.goesOnIn(identity, messages):
             held = HeldFile(identity, 0, None, (), ())
+        elif held.grown(messages):
+            self.log.warn("HL7 drop folder: {name}: message {number} got segments after it was applied: they are "
+                          "not applied (the message is not applied again, which would undo what came after it); "
+                          "send them in a message of their own", name=name, number=held.start)
         outcomes = yield applyMessages(self.intake, messages[held.start:], again=held.reason is not None)
         refused = held.refused + tuple(line for line, o in zip(outcomeLines(outcomes, held.start + 1), outcomes)
                                        if o.code != "AA" and not o.retry)

@@ -773,6 +773,35 @@ class DropFolderTests(IntakeTestCase):
                          f"{os.path.join(self.path, PROCESSED, 'daily.hl7')}: 3 message(s) applied")
         self.assertEqual(self.counters["hl7Applied"], 4)
 
+    def test_aSegmentAppendedToTheLastMessageWhileAppliedAppliesNothingAgain(self):
+        """A segment (NTE) a RIS appended to a file's last message while pacs
+        applied it made the file a new one: all its messages were applied
+        again, undoing a cancel received meanwhile.  The file now goes on
+        after them: nothing is applied again, and the segment, not applied,
+        is logged."""
+        path = os.path.join(self.path, "daily.hl7")
+        self.drop("daily.hl7", [orderMessage("M1", "ACC1", "P1", "A^B"), orderMessage("M2", "ACC2", "P2", "C^D")])
+
+        def append():
+            with open(path, "ab") as f:
+                f.write(b"NTE|1||a note\r")
+            os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1))
+
+        self.folder.workers = WorkersChangingAFile(append)
+        logged = self.logged()
+        self.scans()
+        self.assertEqual(self.process(orderMessage("M4", "ACC1", "P1", "A^B", control="CA")).code, "AA")
+        self.scans()
+        self.assertEqual(sorted(self.rows()), ["ACC2"])
+        self.assertEqual(self.counters["hl7Applied"], 3)
+        self.assertEqual(self.controlIds(PROCESSED, "daily.hl7"), ["M1", "M2"])
+        self.assertEqual([formatEvent(event) for event in logged][1:],
+                         ["HL7 drop folder: daily.hl7: message 2 got segments after it was applied: they are not "
+                          "applied (the message is not applied again, which would undo what came after it); send "
+                          "them in a message of their own",
+                          "HL7 drop folder: daily.hl7 -> "
+                          f"{os.path.join(self.path, PROCESSED, 'daily.hl7')}: 2 message(s) applied"])
+
     def test_aFileReplacedWhileAppliedIsAppliedAsANewFile(self):
         """A file a RIS wrote anew under the same name (another inode)
         while pacs applied the old one was moved to processed/ unread.  It

@@ -432,8 +432,8 @@ class WorklistMapping:
         if part is not None:
             # a component, else the first: v2.3's TS has its degree of precision after it
             sent = segment.value(source.field, _timestampOf(source).part, repetition)
-            if part == "TIME" and source.part != "TIME" and isTime(sent):
-                value = sent  # a TM (HL7's) in a DT_TIME column, as sent
+            if part == "TIME" and source.part != "TIME" and source not in column.moments and isTime(sent):
+                value = sent  # a TM (HL7's) in a DT_TIME column, as sent; in a moment a TS ('202403': no day)
             else:
                 value = _timestampPart(sent, part == "TIME", source in column.moments, parsed)
         elif source.part is None:

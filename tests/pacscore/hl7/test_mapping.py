@@ -332,6 +332,28 @@ class ConversionTests(unittest.TestCase):
         self.assertEqual(mapped("202403050830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
         self.assertEqual(mapped("0830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
 
+    def test_aTimestampWithoutADayLeavesTheTimeOfAMomentEmpty(self):
+        """A timestamp of reduced precision (``202403``, ``2024``) in a
+        component feeding both a DT_DATE and a DT_TIME column (a moment) was
+        stored as a time of day (20:24:03), being a valid TM too, while the
+        date was left empty.  As through ``.DATE`` and ``.TIME``, both are
+        now left empty with one line; a TM alone in a DT_TIME column is
+        still taken as sent."""
+        columns = [column("D", "ORC.7.3", dicomType="DT_DATE"), column("T", "ORC.7.3", dicomType="DT_TIME")]
+
+        def mapped(start, columns=columns):
+            logged = []
+            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+            tq = segment("ORC", {1: "NW", 2: "PL9", 3: "ACCIHE", 5: "SC", 7: f"1^once^^{start}^^R"})
+            [item] = WorklistMapping(columns).items(message(tq, obr(when=start)))
+            return ([item.values[c.name] for c in columns],
+                    [formatEvent(event) for event in logged if event["log_level"].name == "warn"])
+        for start in ("202403", "2024"):
+            self.assertEqual(mapped(start), (["", ""], [f"HL7 MSG00001: D, T left empty: ORC.7 '{start}' has no day "
+                                                        "(an HL7 date of reduced precision, which a DICOM date "
+                                                        "cannot hold)"]))
+        self.assertEqual(mapped("202403", [column("T", "ORC.7.3", dicomType="DT_TIME")]), (["202403"], []))
+
     def test_timestampsAtTheCalendarsEdge(self):
         """A moment the offset conversion would take beyond the calendar
         (9999-12-31 23:00 -0500 is in the year 10000) is no valid one: its

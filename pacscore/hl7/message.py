@@ -400,6 +400,25 @@ def _invalidByte(raw, offset, charset):
                     f"character set {charset!r} (MSH-18)", 102)
 
 
+def _headerDelimiters(header):
+    """``(field separator, component, repetition, escape, subcomponent)``
+    that a header segment (MSH, or a batch's FHS, BHS) gives in its -1 and
+    -2; HL7Error when they are not usable."""
+    fieldSeparator = header[3:4]
+    if not fieldSeparator.isascii() or fieldSeparator.isalnum() or fieldSeparator in (b" ", b"\t"):
+        raise HL7Error(f"MSH-1 {fieldSeparator!r} is not a usable field separator", 102)
+    encodingBytes = header[4:].split(fieldSeparator, 1)[0]
+    if not encodingBytes.isascii():
+        raise HL7Error(f"MSH-2 {encodingBytes!r} is not ASCII", 102)
+    encodingCharacters = encodingBytes.decode("ascii")
+    encodingCharacters += _DEFAULT_ENCODING_CHARACTERS[len(encodingCharacters):]
+    component, repetition, escape, subcomponent = encodingCharacters[:4]
+    separator = fieldSeparator.decode("ascii")
+    if len({separator, component, repetition, escape, subcomponent}) < 5:
+        raise HL7Error(f"MSH-2 {encodingCharacters!r} does not give four distinct delimiters", 102)
+    return separator, component, repetition, escape, subcomponent
+
+
 def parseMessage(raw):
     """Parse one message (bytes, no MLLP framing); HL7Error when unusable.
 
@@ -414,18 +433,8 @@ def parseMessage(raw):
     if any(line.startswith(b"MSH") for line in lines[1:]):
         raise HL7Error("a second MSH segment: one message at a time (several messages ran together)", 100)
     msh = lines[0]
-    fieldSeparator = msh[3:4]
-    if not fieldSeparator.isascii() or fieldSeparator.isalnum() or fieldSeparator in (b" ", b"\t"):
-        raise HL7Error(f"MSH-1 {fieldSeparator!r} is not a usable field separator", 102)
-    encodingBytes = msh[4:].split(fieldSeparator, 1)[0]
-    if not encodingBytes.isascii():
-        raise HL7Error(f"MSH-2 {encodingBytes!r} is not ASCII", 102)
-    encodingCharacters = encodingBytes.decode("ascii")
-    encodingCharacters += _DEFAULT_ENCODING_CHARACTERS[len(encodingCharacters):]
-    component, repetition, escape, subcomponent = encodingCharacters[:4]
-    separator = fieldSeparator.decode("ascii")
-    if len({separator, component, repetition, escape, subcomponent}) < 5:
-        raise HL7Error(f"MSH-2 {encodingCharacters!r} does not give four distinct delimiters", 102)
+    separator, component, repetition, escape, subcomponent = _headerDelimiters(msh)
+    fieldSeparator = separator.encode("ascii")
     charset = _mshCharset(msh, fieldSeparator, repetition.encode("ascii"))
     declared = charsetCodec(charset) if charset else None
     text, codec = _decode(b"\r".join(lines), charset, declared)
@@ -463,8 +472,20 @@ HL7_HEAD = 4096  # the first bytes of a file that ``isHL7`` reads
 def isHL7(head):
     """Whether ``head``, the first bytes of a file, starts HL7 messages as
     ``splitMessages`` reads them: an MSH or a batch header (FHS, BHS) after
-    MLLP bytes, a UTF-8 byte order mark and blank lines."""
-    return _unframed(head).lstrip()[:3] in _FIRST_SEGMENTS
+    MLLP bytes, a UTF-8 byte order mark and blank lines, with the usable
+    delimiters ``parseMessage`` reads (``_headerDelimiters``), an MSH with
+    its message type and control ID (MSH-9, MSH-10): not a text that
+    starts with the letters MSH (``MSHELL script notes``, ``MSH: notes``)."""
+    lines = _segmentLines(_unframed(head).lstrip())
+    header = lines[0] if lines else b""
+    if header[:3] not in _FIRST_SEGMENTS or len(header) < 5:
+        return False
+    try:
+        separator = _headerDelimiters(header)[0]
+    except HL7Error:
+        return False
+    fields = header.split(separator.encode("ascii"))
+    return header[:3] != b"MSH" or (len(fields) > 9 and all(field.strip() for field in fields[8:10]))
 
 
 def splitMessages(data):

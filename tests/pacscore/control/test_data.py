@@ -663,6 +663,20 @@ class LoadHL7Tests(unittest.TestCase):
         self.assertEqual((yield self.running.count("worklist")), 1)
 
     @defer.inlineCallbacks
+    def test_aFolderImportSkipsATextStartingWithMSH(self):
+        """A text file starting with the letters MSH failed a folder import
+        ('failed .../MSHELL.txt: 1 of 1 message(s) not accepted: message 1:
+        AR MSH-1 b'E' is not a usable field separator', status 1) where it
+        was skipped before: it is skipped again, the import succeeding."""
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        (folder / "MSHELL.txt").write_text("MSHELL script notes\n")
+        answer = yield self.running.run(commands.addImageFile, str(folder))
+        self.assertEqual(answer.splitlines(), [
+            f"skipped {folder / 'MSHELL.txt'}: not a readable DICOM object: no SOP Class UID",
+            f"{folder}: 0 stored, 1 skipped, 0 failed"])
+
+    @defer.inlineCallbacks
     def test_loadhl7OfNothing(self):
         with open(self.path, "w") as f:
             f.write("no HL7 here\n")

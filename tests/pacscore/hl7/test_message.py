@@ -354,11 +354,24 @@ class SplitTests(unittest.TestCase):
 
     def test_isHL7(self):
         """The first bytes of a file that ``splitMessages`` finds messages in."""
-        for head in (b"MSH|^~\\&|", b"\r\n  MSH|", b"\xef\xbb\xbfMSH|", b"\x0b\xef\xbb\xbfMSH|",
-                     b"\xef\xbb\xbf\x0bMSH|", b"FHS|^~\\&|RIS\r", b"\xef\xbb\xbfBHS|^~\\&"):
+        msh = b"MSH|^~\\&|RIS|H|PACS|H|20240101||ORM^O01|M1|P|2.3\rPID|1"
+        for head in (msh, b"\r\n  " + msh, b"\xef\xbb\xbf" + msh, b"\x0b\xef\xbb\xbf" + msh,
+                     b"\xef\xbb\xbf\x0b" + msh, b"MSH#*$/@#RIS#H#PACS#H#2024##ORM*O01#M1\n",
+                     b"FHS|^~\\&|RIS\r", b"\xef\xbb\xbfBHS|^~\\&"):
             self.assertTrue(isHL7(head), head)
             self.assertTrue(splitMessages(head + b"\rMSH|^~\\&|")[-1].startswith(b"MSH"), head)
         for head in (b"", b"\x00" * 128 + b"DICM", b"PID|1", b"BTS|1", b"mSH|"):
+            self.assertFalse(isHL7(head), head)
+
+    def test_aTextStartingWithMSHIsNoHL7(self):
+        """A text file whose first letters are MSH was taken for HL7: a
+        folder import then failed on it ('1 of 1 message(s) not accepted:
+        message 1: AR MSH-1 b'E' is not a usable field separator') where it
+        skipped it before.  Its header is now read as ``parseMessage``
+        reads it: usable delimiters, and an MSH's message type and control
+        ID."""
+        for head in (b"MSHELL script notes\n", b"MSH: notes on the scanner\n", b"MSH|^~\\&|RIS|H\rPID|1",
+                     b"MSH|^^^^|RIS|H|PACS|H|2024||ORM^O01|M1"):
             self.assertFalse(isHL7(head), head)
 
     def test_onlyMSHAtTheStartOfALineSplits(self):

@@ -4,8 +4,10 @@ folders followed, each folder once), stored as
 one file given alone is, ``CONCURRENCY`` at a time when each is copied
 into its spool a chunk at a time, one at a time when each is read whole
 (to be changed for a new patient), so memory stays bounded; files of HL7
-messages are applied to the worklist (as Conquest's drag and drop applies
-them), one at a time in name order after the objects, with a line each;
+messages (told by their first bytes, ``isHL7``) are applied to the
+worklist (as Conquest's drag and drop applies them) before the objects,
+so that WorkListMode finds the folder's own orders, one at a time in the
+order the folder is walked, with a line each;
 DICOMDIR, and other files that are no DICOM object (a zip file among them),
 are skipped with a line each, a file the store refuses (or an HL7 file
 with a message not accepted) fails with a line, and a summary line ends
@@ -23,7 +25,6 @@ from pacscore.hl7.message import HL7_HEAD, isHL7
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 
 CONCURRENCY = 4
-HL7 = "hl7"  # the outcome of a file of HL7 messages, applied after the objects
 DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"
 
 
@@ -90,25 +91,22 @@ def _readsAsHL7(path):
 
 
 async def isHL7File(archive, path):
-    """Whether the file ``path`` (no DICOM object) holds HL7 messages,
-    read in the I/O pool; False when it cannot be read."""
+    """Whether the file ``path`` holds HL7 messages (``isHL7``: its first
+    bytes), read in the I/O pool; False when it cannot be read."""
     try:
         return await archive.workers.deferToWorker(_readsAsHL7, path)
     except OSError:
         return False
 
 
-async def _outcome(archive, store, path, regular):
+async def _outcome(store, path, regular):
     """``(kind, line)`` of storing the file ``path`` with ``store``: kind
-    "stored", "skipped" or "failed", line None for a stored file; ``(HL7,
-    path)`` for a file of HL7 messages, to be applied."""
+    "stored", "skipped" or "failed", line None for a stored file."""
     if not regular:  # reported as skipped, not as failed (reading it would refuse it)
         return "skipped", f"skipped {path}: not a regular file"
     try:
         await store(path)
     except NotDICOM as e:
-        if await isHL7File(archive, path):
-            return HL7, path
         return "skipped", f"skipped {path}: {e.what}"
     except CommandError as e:
         return "failed", f"failed {path}: {e}"
@@ -126,22 +124,26 @@ async def _applied(applyHL7, path):
 
 
 async def importFolder(archive, folder, store, concurrency, applyHL7):
-    """Store every file under ``folder`` with ``store(path)`` (a coroutine
-    that stores one file, CommandError when it does not), ``concurrency``
-    files at a time, then apply those of HL7 messages with
+    """Apply the files of HL7 messages under ``folder`` with
     ``applyHL7(path)`` (a coroutine: the lines of their messages,
-    CommandError when one was not accepted), in name order; the lines of the
-    files applied, skipped and failed and the summary, CommandError with them when
-    one failed (the lines as its output, the summary as its message)."""
+    CommandError when one was not accepted), in the order of
+    ``folderFiles``, then store every other file with ``store(path)`` (a
+    coroutine that stores one file, CommandError when it does not),
+    ``concurrency`` files at a time (the orders first, so that WorkListMode
+    finds them); the lines of the files applied, skipped and failed and the
+    summary, CommandError with them when one failed (the lines as its
+    output, the summary as its message)."""
     files, unreadable, owned = await archive.workers.deferToWorker(
         lambda: folderFiles(folder, SkippedFiles(archive.databaseFiles), ownFolders(archive)))
     semaphore = defer.DeferredSemaphore(concurrency)
-    outcomes = await defer.gatherResults([semaphore.run(_outcome, archive, store, path, regular)
-                                          for path, regular in files], consumeErrors=True)
-    messageFiles = [path for kind, path in outcomes if kind == HL7]
-    outcomes = [outcome for outcome in outcomes if outcome[0] != HL7]
-    for path in messageFiles:
-        outcomes.append(await _applied(applyHL7, path))
+    isMessages = await defer.gatherResults(
+        [semaphore.run(isHL7File, archive, path) if regular else defer.succeed(False) for path, regular in files],
+        consumeErrors=True)
+    messageFiles = [path for (path, _), messages in zip(files, isMessages) if messages]
+    outcomes = [await _applied(applyHL7, path) for path in messageFiles]
+    outcomes += await defer.gatherResults([semaphore.run(_outcome, store, path, regular)
+                                           for (path, regular), messages in zip(files, isMessages) if not messages],
+                                          consumeErrors=True)
     outcomes += [("failed", f"failed {path}: cannot list the folder: {why}") for path, why in unreadable]
     outcomes += [("skipped", f"skipped {path}: {why}") for path, why in owned]
     counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind)

@@ -643,7 +643,7 @@ class LoadHL7Tests(unittest.TestCase):
         """The HL7 files of a folder given to --addimagefile: were skipped
         ('skipped .../add1.hl7: not a readable DICOM object: no SOP Class
         UID', the command succeeding): the orders were lost.  They are now
-        applied after the objects, in name order, whatever their names
+        applied before the objects, in name order, whatever their names
         end in, each with a line, and counted."""
         folder = Path(self.mktemp()).absolute()
         folder.mkdir()
@@ -655,12 +655,36 @@ class LoadHL7Tests(unittest.TestCase):
         (folder / "c.txt").write_text("no HL7 here\n")
         answer = yield self.running.run(commands.addImageFile, str(folder))
         self.assertEqual(answer.splitlines(), [
-            f"skipped {folder / 'c.txt'}: not a readable DICOM object: no SOP Class UID",
             f"applied {folder / 'a.hl7'} to the worklist: 2 HL7 message(s)",
             f"applied {folder / 'b.txt'} to the worklist: 1 HL7 message(s)",
+            f"skipped {folder / 'c.txt'}: not a readable DICOM object: no SOP Class UID",
             f"{folder}: 1 stored, 2 HL7 file(s) applied, 1 skipped, 0 failed"])
         self.assertEqual((yield self.running.count("image")), 1)
         self.assertEqual((yield self.running.count("worklist")), 1)
+
+    @defer.inlineCallbacks
+    def test_aFolderImportAppliesItsOrdersBeforeItsImages(self):
+        """A folder of a RIS's orders and the images of those orders was
+        applied images first, so with WorkListMode = 2 its images were
+        refused ('... was not stored: Accession Number 'ACC002' is not in
+        the worklist (WorkListMode = 2)', status 1) and the import
+        succeeded only when run again.  The orders are now applied first:
+        the images are stored with their worklist values."""
+        running = RunningArchive(self, ini={"WorkListMode": "2"})
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        image = makeDataset("OLDID", "Old^Name", "1.2.826.0.1.3680043.8.498.83", "1.2.826.0.1.3680043.8.498.83.1",
+                            "1.2.826.0.1.3680043.8.498.83.1.1", 1, 1)
+        image.AccessionNumber = "ACC002"
+        image.save_as(folder / "image.dcm", enforce_file_format=True)
+        writeMessages(folder / "z_orders.hl7", [orderMessage("MSG1", "ACC002", "1CT1", "Doe^John")])
+        answer = yield running.run(commands.addImageFile, str(folder))
+        self.assertEqual(answer.splitlines(), [
+            f"applied {folder / 'z_orders.hl7'} to the worklist: 1 HL7 message(s)",
+            f"{folder}: 1 stored, 1 HL7 file(s) applied, 0 skipped, 0 failed"])
+        patients = running.archive.index.tables.patient
+        self.assertEqual((yield running.archive.index.runQuery(
+            lambda connection: connection.execute(select(patients.c.PatientID)).scalars().all())), ["1CT1"])
 
     @defer.inlineCallbacks
     def test_aFolderImportSkipsATextStartingWithMSH(self):

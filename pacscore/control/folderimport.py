@@ -7,7 +7,7 @@ into its spool a chunk at a time, one at a time when each is read whole
 messages (told by their first bytes, ``isHL7``) are applied to the
 worklist (as Conquest's drag and drop applies them) before the objects,
 so that WorkListMode finds the folder's own orders, one at a time in the
-order the folder is walked, with a line each;
+order the folder is walked (``folderFiles``), with a line each;
 DICOMDIR, and other files that are no DICOM object (a zip file among them),
 are skipped with a line each, a file the store refuses (or an HL7 file
 with a message not accepted) fails with a line, and a summary line ends
@@ -34,7 +34,8 @@ OWN_FILE = f"a file in {OWN_FOLDER}"
 
 def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
     """In the I/O pool: ``(files, unreadable, owned)``: ``(path, whether it
-    is a regular file)`` of the files under ``folder``, in name order, its
+    is a regular file)`` of the files under ``folder`` in the order walked
+    (each folder's by name, before its subfolders', by name too), its
     subfolders walked too but hidden ones (a device's ``.pacs-tmp``, as
     regen) and those whose real path is in ``own``, links to files in
     them too (``(path, why)`` of those in ``owned``),

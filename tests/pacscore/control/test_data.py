@@ -643,8 +643,8 @@ class LoadHL7Tests(unittest.TestCase):
         """The HL7 files of a folder given to --addimagefile: were skipped
         ('skipped .../add1.hl7: not a readable DICOM object: no SOP Class
         UID', the command succeeding): the orders were lost.  They are now
-        applied before the objects, in name order, whatever their names
-        end in, each with a line, and counted."""
+        applied before the objects, in name order (in one folder), whatever
+        their names end in, each with a line, and counted."""
         folder = Path(self.mktemp()).absolute()
         folder.mkdir()
         makeDataset("HLPAT", "Hl^Patient", "1.2.826.0.1.3680043.8.498.82", "1.2.826.0.1.3680043.8.498.82.1",
@@ -685,6 +685,22 @@ class LoadHL7Tests(unittest.TestCase):
         patients = running.archive.index.tables.patient
         self.assertEqual((yield running.archive.index.runQuery(
             lambda connection: connection.execute(select(patients.c.PatientID)).scalars().all())), ["1CT1"])
+
+    @defer.inlineCallbacks
+    def test_aFolderImportAppliesHL7FilesInTheOrderItWalks(self):
+        """README.md said 'in name order'; the HL7 files of a folder come in
+        the order it is walked, as README.md now says: its own files by name
+        before those of its subfolders (a cancel in the folder runs before
+        the order in a subfolder)."""
+        folder = Path(self.mktemp()).absolute()
+        (folder / "sub").mkdir(parents=True)
+        writeMessages(folder / "sub" / "0first.hl7", [orderMessage("MSG1", "ACC1", "P1", "Doe^John")])
+        writeMessages(folder / "zz.hl7", [orderMessage("MSG2", "ACC1", "P1", "Doe^John", control="CA")])
+        answer = yield self.running.run(commands.addImageFile, str(folder))
+        self.assertEqual(answer.splitlines()[:2], [f"applied {folder / 'zz.hl7'} to the worklist: 1 HL7 message(s)",
+                                                   f"applied {folder / 'sub' / '0first.hl7'} to the worklist: 1 HL7 "
+                                                   "message(s)"])
+        self.assertEqual((yield self.running.count("worklist")), 1)
 
     @defer.inlineCallbacks
     def test_aFolderImportSkipsATextStartingWithMSH(self):

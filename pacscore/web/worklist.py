@@ -18,7 +18,10 @@ refused (400, naming the column): longer than their column, a date that
 is no real YYYYMMDD or a time no real HHMMSS.FFFFFF (``isDate``,
 ``isTime``, as HL7 orders are checked), a Patient's Sex other than M, F
 or O, a backslash (DICOM's value delimiter; not in DT_MSTR columns, which
-hold several values) or a control character outside LT, ST and UT.
+hold several values) or a control character outside LT, ST and UT; a
+value left as the item edited holds it is not checked (an item an earlier
+version stored with a C1 control character is saved when that field was
+not touched).
 """
 
 import re
@@ -138,14 +141,18 @@ async def addRecord(archive, parameters):
     return htmlAnswer("new worklist item", _form(archive, {}, ""))
 
 
-def _values(archive, parameters):
-    """The submitted item, checked; generated columns filled when empty."""
+def _values(archive, parameters, stored):
+    """The submitted item, checked but for the values as they are in the
+    item edited (``stored``, its row; empty for a new item): one an earlier
+    version stored (a C1 control character, an HL7 TS in a TM column) is
+    saved as it is when its field was not changed, not refused."""
     values = {}
     for column in _columns(archive):
         value = parameters.get(column.name).strip()
         if len(value) > column.length:
             raise WebError(400, f"{column.name} holds at most {column.length} characters")
-        refusal = _refusal(column, value) if value else None
+        untouched = value == str(stored.get(column.name) or "").strip()
+        refusal = _refusal(column, value) if value and not untouched else None
         if refusal is not None:
             raise WebError(400, f"{column.name} {refusal}, not {value!r}")
         values[column.name] = value
@@ -183,11 +190,11 @@ async def saveRecord(archive, parameters, request):
     checkPost(request, CHANGED_BY_POST)
     accessionColumn = _accessionColumn(archive)
     original = parameters.get(ORIGINAL).strip()
-    values = _values(archive, parameters)
     table = archive.index.tables.worklist
     previous = await archive.index.runQuery(_rows, table, 1, accessionColumn, original) if original else [{}]
     if not previous:
         raise WebError(409, f"no worklist item with accession number {original} (deleted meanwhile?)")
+    values = _values(archive, parameters, previous[0])
     _fillGenerated(archive.worklistMapping, values, accessionColumn, previous[0])
     accession = values[accessionColumn]
     if not accession:

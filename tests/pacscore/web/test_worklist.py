@@ -168,6 +168,28 @@ class WorklistPageTests(unittest.TestCase):
         self.assertEqual({name: item[name] for name in valid}, valid)
 
     @defer.inlineCallbacks
+    def test_anItemAnEarlierVersionStoredWithAC1CharacterIsSaved(self):
+        """An item an earlier version stored with a C1 control character
+        (cp1252 text read as Latin-1: 'D\x92Angelo^Jo') could no longer be
+        saved: changing only its Modality answered 400 'PatientName may not
+        hold '\x92'', a field the user did not touch.  A value left as the
+        item holds it is now saved as it is; one typed is checked."""
+        yield post(self.resource, mode="saverecord", **ITEM)
+        table = self.running.archive.index.tables.worklist
+        yield self.running.archive.index.runWrite(
+            lambda connection: connection.execute(table.update().values(PatientName="D\x92Angelo^Jo")))
+        form = yield get(self.resource, mode="editrecord", accession="ACC1")
+        self.assertIn('value="D\x92Angelo^Jo"', form.text)
+        edited = dict(ITEM, **{"original accession": "ACC1", "PatientName": "D\x92Angelo^Jo"})
+        changed = yield post(self.resource, mode="saverecord", **dict(edited, Modality="MR"))
+        self.assertIn("worklist item ACC1 updated", changed.text)
+        [item] = yield self.items()
+        self.assertEqual((item["Modality"], item["PatientName"]), ("MR", "D\x92Angelo^Jo"))
+        typed = yield post(self.resource, mode="saverecord", **dict(edited, PatientName="D\x92Angelo^Joe"))
+        self.assertEqual(typed.code, 400, typed.text)
+        self.assertIn("PatientName may not hold &#x27;\\x92&#x27;", typed.text)
+
+    @defer.inlineCallbacks
     def test_anotherItemIsNeverOverwritten(self):
         """A new item, or one renumbered, with the accession number of an
         existing item: 409, both items as they were."""

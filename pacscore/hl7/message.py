@@ -90,6 +90,7 @@ LATIN_1 = "iso8859-1"
 UNDECLARED = "cp1252"
 _WINDOWS_1252 = {byte: character for byte in range(0x80, 0xA0)
                  if (character := bytes([byte]).decode(UNDECLARED, errors="replace")) != "\ufffd"}
+_FROM_WINDOWS_1252 = {ord(character): byte for byte, character in _WINDOWS_1252.items()}
 _C1 = re.compile("[\x80-\x9f]")
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -217,8 +218,9 @@ class Delimiters(NamedTuple):
     def _decodeBytes(self, data):
         if self.codec is None:
             return decodeUndeclared(data)[0]
-        text = data.decode(self.codec, errors="replace")
-        return text.translate(_WINDOWS_1252) if self.codec == LATIN_1 else text
+        if self.codec in (LATIN_1, UNDECLARED):
+            return _windows1252(data)
+        return data.decode(self.codec, errors="replace")
 
     def _escapeSequence(self, body):
         simple = {"F": self.field, "S": self.component, "T": self.subcomponent,
@@ -365,7 +367,23 @@ def decodeUndeclared(raw):
             return raw.decode(codec), codec
         except UnicodeDecodeError:
             pass
-    return raw.decode("latin-1").translate(_WINDOWS_1252), UNDECLARED
+    return _windows1252(raw), UNDECLARED
+
+
+def _windows1252(raw):
+    """``raw`` read as Windows-1252, its undefined bytes as in Latin-1 (C1
+    controls): every byte read, ``_encodeText`` giving it back."""
+    return raw.decode(LATIN_1).translate(_WINDOWS_1252)
+
+
+def _encodeText(text, codec):
+    """``text`` in ``codec``, a character it has not as ``?``; text read
+    as Windows-1252 (``UNDECLARED``, and declared Latin-1's 0x80-0x9F) is
+    given back the bytes it was read from, the undefined ones too, so
+    that what an ACK echoes (MSH-3, MSH-10) is what was sent."""
+    if codec in (LATIN_1, UNDECLARED):
+        return text.translate(_FROM_WINDOWS_1252).encode(LATIN_1, errors="replace")
+    return text.encode(codec, errors="replace")
 
 
 def _decode(raw, charset, codec):
@@ -576,7 +594,8 @@ def salvage(raw):
         if index >= len(fields):
             return []
         first = fields[index].split(repetition, 1)[0]
-        return [part.decode(codec, errors="replace") for part in first.split(component)]
+        return [_windows1252(part) if codec == UNDECLARED else part.decode(codec, errors="replace")
+                for part in first.split(component)]
 
     def value(number, part=0):
         parts = components(number)
@@ -624,4 +643,4 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="")
         while fields[-1] == "":
             fields.pop()
         lines.append(ours.field.join(fields))
-    return ("\r".join(lines) + "\r").encode(ours.codec, errors="replace")
+    return _encodeText("\r".join(lines) + "\r", ours.codec)

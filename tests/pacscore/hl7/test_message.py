@@ -413,6 +413,21 @@ class AckTests(unittest.TestCase):
         self.assertEqual(raw.split(b"\r")[1], b"MSA|AA|MSG00001")
         self.assertEqual(reply.charset, "8859/1")
 
+    def test_theEchoedFieldsAreTheBytesSent(self):
+        """An ACK echoed MSH-3 and MSH-10 bytes its decoding could not encode
+        back as '?' ('MSA|AA|CU4?' for an MSH-10 of 'CU4\\x81', 'Zo?s RIS'
+        for a declared 8859/1 MSH-3 of 'Zo\\x92s RIS'): the sender could not
+        match it to its message.  They are now the bytes sent, in an ACK of
+        a message parsed and of one that was not."""
+        undeclared = b"MSH|^~\\&|R\x81IS\x92|HOSP|PACS|H|20240101||ORM^O01|CU4\x81|P|2.3\rPID|1||P1||O\x92Brien"
+        latin1 = (b"MSH|^~\\&|Zo\x92s RIS|HOSP|PACS|H|20240101||ORM^O01|C\x92U|P|2.3||||||8859/1\r"
+                  b"PID|1||P1||O\x92Brien")
+        for raw, sender, controlId in ((undeclared, b"R\x81IS\x92", b"CU4\x81"), (latin1, b"Zo\x92s RIS", b"C\x92U")):
+            for message, code in ((parseMessage(raw), "AA"), (salvage(raw + b"\rMSH|^~\\&"), "AR")):
+                msh, msa = ack(message, code).split(b"\r")[:2]
+                self.assertEqual(msh.split(b"|")[4], sender, raw)
+                self.assertEqual(msa.split(b"|")[1:3], [code.encode(), controlId], raw)
+
     def test_controlIdsAreUnique(self):
         message = parseMessage(encoded(orm(), "8859/1"))
         ids = {parseMessage(ack(message, "AA")).controlId for _ in range(200)}

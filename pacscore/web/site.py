@@ -98,11 +98,23 @@ class DgateResource(AnsweringResource):
 class PacsRequest(CountedRequest):
     """A request of the site, its parameters (``args``) those of its query
     split at ``&`` alone (``queryArgs``) before any resource, a CORS
-    preflight's too, reads them."""
+    preflight's too, reads them.  A request whose client left before a
+    resource renders it (while the guard checked its login in a thread)
+    is not rendered: nobody would see its answer, which twisted.web
+    refuses to finish, nor learns the resource that the client left."""
+
+    log = Logger()
 
     def process(self):
         self.args = queryArgs(self.uri)
         super().process()
+
+    def render(self, resrc):
+        if self.channel is None:  # its connection lost (connectionLost)
+            self.log.info("web: {peer} {uri}: the client left before it was answered",
+                          peer=getattr(self.getClientAddress(), "host", "?"), uri=self.uri.decode("utf-8", "replace"))
+            return
+        super().render(resrc)
 
 
 class PacsSite(LimitedFactory, server.Site):

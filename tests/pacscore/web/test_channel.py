@@ -14,6 +14,8 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface import directlyProvides
 
+from pacscore.web import site
+from pacscore.web.logins import guarded
 from pacscore.web.requestbodies import FORM_BODY, CountedRequest
 from pacscore.web.site import webSite
 from tests.pacscore.dicom.test_admission import connectFrom
@@ -270,7 +272,27 @@ class LoginSite(SiteConnections):
 
 class LoginBodyTests(LoginSite):
     """With WebUsers, a body is read only once its headers logged a user in:
-    a 401 at once without credentials, after the check with wrong ones."""
+    a 401 at once without credentials, after the check with wrong ones.
+    Each password check (the channel's before the body is read, the
+    guard's before the request is answered) waits in ``checks`` until the
+    test runs it (``checked``), as a thread of the reactor's pool does
+    when it will."""
+
+    def setUp(self):
+        self.checks = []
+        self.patch(site, "guarded", lambda root, passwords, inThread, realmName:
+                   guarded(root, passwords, self.checkLater, realmName))
+        super().setUp()
+
+    def checkLater(self, check, *args):
+        d = defer.Deferred()
+        self.checks.append((d, check, args))
+        return d
+
+    def checked(self):
+        """Run the first password check waiting, firing its Deferred."""
+        d, check, args = self.checks.pop(0)
+        defer.maybeDeferred(check, *args).chainDeferred(d)
 
     def test_noLogin(self):
         for headers in (b"", b"Authorization: Basic !!\r\n", b"Authorization: Digest x\r\n"):
@@ -278,23 +300,20 @@ class LoginBodyTests(LoginSite):
             self.assertRefused(401, answer, closed, content, events, "a login is needed")
             self.assertIn(b'\r\nWWW-Authenticate: basic realm="pacs PACS", charset="UTF-8"\r\n', answer)
 
-    @defer.inlineCallbacks
     def loggingIn(self, password):
-        """The channel and transport of a POST as alice with ``password``
-        once its login was checked, and whether its body was spooled meanwhile."""
+        """The channel and transport of a POST as alice with ``password``,
+        its login checked, none of its body spooled before."""
         channel, transport = self.connect()
         channel.dataReceived(self.POST + b"Authorization: " + basic("alice", password).encode() + b"\r\n\r\n"
                              + b"z" * 500)
-        spooled = channel.requests[0].content is not None
         channel.dataReceived(b"z" * 500)
-        yield until(lambda: transport.value() or channel.requests[0].content is not None)
-        return channel, transport, spooled
+        self.assertIsNone(channel.requests[0].content)
+        self.checked()
+        return channel, transport
 
-    @defer.inlineCallbacks
     def test_wrongPassword(self):
         with capturedLogs() as events:
-            channel, transport, spooled = yield self.loggingIn("wrong")
-        self.assertFalse(spooled)
+            channel, transport = self.loggingIn("wrong")
         self.assertIsNone(channel.requests[0].content)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
         self.assertTrue(transport.disconnecting)
@@ -302,11 +321,39 @@ class LoginBodyTests(LoginSite):
 
     @defer.inlineCallbacks
     def test_rightPassword(self):
-        """The body is read once the login is known, then answered as before."""
-        channel, transport, spooled = yield self.loggingIn("secret")
-        self.assertFalse(spooled)
-        self.assertEqual(channel.requests[0].content.getvalue() if channel.requests else b"z" * 1000, b"z" * 1000)
-        self.assertFalse(transport.value().startswith(b"HTTP/1.1 401 "), transport.value()[:100])
+        """The body is read once the login is known, then answered as
+        before (STOW-RS refuses a body that is no multipart/related)."""
+        channel, transport = self.loggingIn("secret")
+        self.assertEqual(channel.requests[0].content.getvalue(), b"z" * 1000)
+        self.checked()  # the guard's, before the request is answered
+        yield until(transport.value)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 415 "), transport.value()[:100])
+
+    def test_clientLeftWhileItsLoginWasChecked(self):
+        """A client that left while the login of its request was checked
+        (the guard's, once the body was read, or that of a request without
+        a body) is not answered, and its request not processed: an info
+        line says so, where the answer to the gone connection was a
+        critical 'web: answering /dicom-web/studies failed' (RuntimeError:
+        Request.finish called on a request after its connection was lost)."""
+        channel, transport = self.loggingIn("secret")
+        channel.connectionLost(connectionDone)
+        with capturedLogs() as events:
+            self.checked()
+        self.assertEqual([(event["log_level"], formatEvent(event)) for event in events],
+                         [(LogLevel.info, "web: 192.0.2.7 /dicom-web/studies: the client left before it was "
+                                          "answered")])
+        for path, password, refusal in (("/", "secret", []), ("/dicom-web/studies", "wrong", [
+                "web: 192.0.2.7: login of 'alice' refused: wrong password"])):
+            channel, transport = self.connect()
+            channel.dataReceived(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                                 + basic("alice", password).encode() + b"\r\n\r\n")
+            channel.connectionLost(connectionDone)
+            with capturedLogs() as events:
+                self.checked()
+            self.assertEqual([formatEvent(event) for event in events],
+                             [*refusal, f"web: 192.0.2.7 {path}: the client left before it was answered"])
+            self.assertEqual(transport.value(), b"")
 
 
 class LingeringCloseTests(LoginSite):

@@ -308,17 +308,21 @@ def nodeEndpoint(reactor, node, connectTimeout=30):
     return endpoint if node.tls is None else wrapClientTLS(node.tls.creatorFor(node.host), endpoint)
 
 
+_CONNECT_TIMEOUT = object()  # associateNode's artimTimeout when none is given: the connect timeout
+
+
 class NodeUnreachable(Exception):
     """No association with an acrnema.map node; the message says why."""
 
 
 async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None,
-                        titleStyle=PLAIN_TITLES, roles=None, artimTimeout=None, artimSetting="the connect timeout"):
+                        titleStyle=PLAIN_TITLES, roles=None, artimTimeout=_CONNECT_TIMEOUT,
+                        artimSetting="the connect timeout"):
     """``associate`` with the AE, host and port of an acrnema.map ``node``
     (``endpointFor(host, port)``: a client endpoint instead of TCP;
     ``roles`` as for ``associate``; the A-ASSOCIATE-AC waited for
-    ``artimTimeout`` seconds, named ``artimSetting``, by default the
-    connect timeout); any failure is a ``NodeUnreachable`` naming the
+    ``artimTimeout`` seconds, named ``artimSetting``, None: no limit, by
+    default the connect timeout); any failure is a ``NodeUnreachable`` naming the
     node and its address.  Cancelled, it fails with ``CancelledError``, as the
     cancel is no failure of the node."""
     endpoint = nodeEndpoint(reactor, node, connectTimeout) if endpointFor is None else endpointFor(node.host,
@@ -326,7 +330,7 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
     try:
         return await associate(reactor, node.host, int(node.port), callingAE, node.ae, contexts, roles=roles,
                                connectTimeout=connectTimeout,
-                               artimTimeout=connectTimeout if artimTimeout is None else artimTimeout,
+                               artimTimeout=connectTimeout if artimTimeout is _CONNECT_TIMEOUT else artimTimeout,
                                artimSetting=artimSetting,
                                dimseTimeout=dimseTimeout, endpoint=endpoint, titleStyle=titleStyle)
     except defer.CancelledError:

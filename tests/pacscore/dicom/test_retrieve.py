@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, reactor, task
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
@@ -41,6 +42,7 @@ from tests.pacscore.dicom.test_client import AbortingOnce
 from tests.pacscore.dicom.test_find import IndexOutage, maskedIdentifier
 from tests.pacscore.dicom.test_storeddata import ENCAPSULATED, RLE, pixelAttributes
 from tests.pacscore.export.fixtures import Acceptor, SyncWorkers, settle
+from tests.pacscore.export.test_forwarder import TcpTransport
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -690,6 +692,29 @@ class UnreachableDestinationTests(unittest.TestCase):
             self.assertTrue(str(error).startswith(f"cannot associate with SCP4 at 127.0.0.1:{port}: "
                                                   "Connection was refused"), str(error))
         return self.assertFailure(opening, NodeUnreachable).addCallback(refused)
+
+    def opening(self, artimTimeout):
+        """``_open`` to a destination that accepts the connection but never
+        answers the A-ASSOCIATE-RQ, an hour after, with ``artimTimeout``."""
+        clock = MemoryReactorClock()
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", clock,
+                              AcrNemaMap.fromString("SILENT 127.0.0.1 21719\n"), connectTimeout=30,
+                              artimTimeout=artimTimeout)
+        opening = defer.ensureDeferred(service._open(Requestor(), {commands.MOVE_DESTINATION: "SILENT"},
+                                                     storedObjects(self, CT, 1)))
+        clock.advance(0)
+        clock.tcpClients[0][2].buildProtocol(None).makeConnection(TcpTransport())
+        clock.advance(3600)
+        return opening
+
+    def test_noARTIMTimeOutWaitsForTheAnswerWithoutLimit(self):
+        """``ARTIMTimeOut = 0`` (None) is no limit for the destination's
+        A-ASSOCIATE-AC either (it was cut at the connect timeout: 'SILENT
+        did not answer the A-ASSOCIATE-RQ within 30 s')."""
+        self.assertNoResult(self.opening(None))
+
+    def test_theARTIMTimeOutLimitsTheAnswer(self):
+        self.failureResultOf(self.opening(45), NodeUnreachable)
 
 
 class PeerAbortTests(unittest.TestCase):

@@ -1,16 +1,31 @@
 """Hosts as configuration files and log lines write them: an IPv6 address
 may be written in brackets, as URLs write it (RFC 3986: ``[::1]``), and is
 read without them, as connecting takes it; ``host:port`` is read so too,
-and written so (``hostPort``) in log lines and answers."""
+and written so (``hostPort``) in log lines and answers; a host is
+connected to through ``hostEndpoint``, which keeps an IPv6 address's
+zone."""
 
 import ipaddress
 import re
+
+from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint
 
 
 def hostPort(host, port):
     """``host:port``, an IPv6 address in brackets (``[::1]:104``), so that
     its port is not read as a group of the address."""
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def hostEndpoint(reactor, host, port, connectTimeout=30):
+    """The TCP client endpoint of ``host``, ``port``: a ``HostnameEndpoint``
+    (a name, an IPv4 or IPv6 address), but for an IPv6 address with a zone
+    (``fe80::1%eth0``, link-local) a ``TCP6ClientEndpoint``, which keeps
+    the zone: ``HostnameEndpoint`` takes the address getaddrinfo gives
+    without its scope and connects to no interface (EINVAL)."""
+    if "%" in host:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=connectTimeout)
+    return HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
 
 
 def unbracketed(host):

@@ -1,17 +1,18 @@
 """Sending one mail over SMTP, as ``twisted.mail.smtp.sendmail`` does (the
 same ESMTP client, STARTTLS when the server offers it), but connecting
-through a ``HostnameEndpoint``: the mail server's name is resolved to its
-IPv6 addresses as well as its IPv4 ones, as for every other connection
-pacs makes, where ``sendmail``'s ``connectTCP`` looks up IPv4 only (a
+through ``hostEndpoint``, as every other connection pacs makes: the mail
+server's name is resolved to its IPv6 addresses as well as its IPv4
+ones, where ``sendmail``'s ``connectTCP`` looks up IPv4 only (a
 ``MailHost`` whose name has only an IPv6 address was "DNS lookup
-failed")."""
+failed"), and a link-local address keeps its zone (``fe80::1%eth0``)."""
 
 from io import BytesIO
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.mail import smtp
 from twisted.python.compat import networkString
+
+from pacscore.hostport import hostEndpoint
 
 
 class _Sender(smtp.ESMTPSender):
@@ -48,7 +49,7 @@ def sendMail(reactor, host, sender, recipients, message, senderDomainName=None, 
                              requireAuthentication=False, requireTransportSecurity=False, hostname=host)
     if senderDomainName is not None:
         factory.domain = networkString(senderDomainName)
-    connecting = HostnameEndpoint(reactor, host, port, timeout=timeout).connect(factory)
+    connecting = hostEndpoint(reactor, host, port, timeout).connect(factory)
     connecting.addErrback(lambda failure: None if factory.sendFinished
                           else factory.clientConnectionFailed(None, failure))
     return sent

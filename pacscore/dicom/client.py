@@ -14,7 +14,7 @@ silence on an idle association (``idleTimeout``).
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer, task
-from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
@@ -23,7 +23,7 @@ from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
     DicomFactory, DicomProtocol, NoContext)
 from pacscore.dicom.sopclasses import VERIFICATION
-from pacscore.hostport import hostPort
+from pacscore.hostport import hostEndpoint, hostPort
 
 
 class DicomClientProtocol(DicomProtocol):
@@ -288,17 +288,6 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
     connecting = endpoint.connect(factory)
     connecting.addCallbacks(connected.append, factory.associationFailed)
     return deferred
-
-
-def hostEndpoint(reactor, host, port, connectTimeout=30):
-    """The TCP client endpoint of ``host``, ``port``: a ``HostnameEndpoint``
-    (a name, an IPv4 or IPv6 address), but for an IPv6 address with a zone
-    (``fe80::1%eth0``, link-local) a ``TCP6ClientEndpoint``, which keeps
-    the zone: ``HostnameEndpoint`` takes the address getaddrinfo gives
-    without its scope and connects to no interface (EINVAL)."""
-    if "%" in host:
-        return TCP6ClientEndpoint(reactor, host, port, timeout=connectTimeout)
-    return HostnameEndpoint(reactor, host, port, timeout=connectTimeout)
 
 
 def nodeEndpoint(reactor, node, connectTimeout=30):

@@ -197,6 +197,20 @@ class IPv6MailHostTests(unittest.TestCase):
                                           "Unable to connect to SMTP server: Connection to the other side was "
                                           "lost in a non-clean fashion: gone.")])
 
+    def test_aLinkLocalMailHostKeepsItsZone(self):
+        """MailHost = fe80::...%eth0 is connected to with its zone, which
+        names the interface (a HostnameEndpoint dropped it: 'Unable to
+        connect to SMTP server: An error occurred while connecting: 22:
+        Invalid argument.')."""
+        reactor = ThreadlessMemoryReactor()
+        publisher = LogPublisher()
+        ErrorMail(reactor, "fe80::fc:ff:fe00:1%eth0", ["ops@test"], port=21725, collectMinutes=0,
+                  publisher=publisher).startService()
+        Logger(namespace="pacscore.storage.store", observer=publisher).error("boom")
+        reactor.advance(0)
+        self.assertEqual([(host, port) for host, port, *_ in reactor.tcpClients],
+                         [("fe80::fc:ff:fe00:1%eth0", 21725)])
+
 
 class ConfigurationTests(unittest.TestCase):
 

@@ -301,7 +301,13 @@ _CONNECT_TIMEOUT = object()  # associateNode's artimTimeout when none is given: 
 
 
 class NodeUnreachable(Exception):
-    """No association with an acrnema.map node; the message says why."""
+    """No association with an acrnema.map node; the message names it and
+    its address and says why, ``reason`` only why (a C-MOVE's
+    ErrorComment: 64 characters)."""
+
+    def __init__(self, node, reason):
+        super().__init__(f"cannot associate with {node.ae} at {hostPort(node.host, node.port)}: {reason}")
+        self.reason = reason
 
 
 async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, dimseTimeout=300, endpointFor=None,
@@ -325,8 +331,7 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
     except defer.CancelledError:
         raise
     except Exception as e:
-        raise NodeUnreachable(f"cannot associate with {node.ae} at {hostPort(node.host, node.port)}: "
-                              f"{str(e) or repr(e)}") from e
+        raise NodeUnreachable(node, str(e) or repr(e)) from e
 
 
 async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attempts, retryDelay, connectTimeout=30,

@@ -45,7 +45,7 @@ from pacscore.codecs.syntaxes import (
     IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf)
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
-from pacscore.dicom.client import associateNode
+from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.converters.hooks import LEFT_OUT
 from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
@@ -316,8 +316,8 @@ class RetrieveService:
                           peer=peer, operation=self.operation, error=e)
             for stored in located:
                 progress.done(stored.sopInstanceUID, None)
-            return respond(UNABLE_TO_PERFORM_SUBOPERATIONS, progress,
-                           self._failedList(progress, syntax), comment=str(e))
+            return respond(UNABLE_TO_PERFORM_SUBOPERATIONS, progress, self._failedList(progress, syntax),
+                           comment=e.reason if isinstance(e, NodeUnreachable) else str(e))
         if target is None:
             self.log.info("{peer}: {operation} cancelled while the destination was being reached, "
                           "{remaining} objects left", peer=peer, operation=self.operation, remaining=progress.remaining)

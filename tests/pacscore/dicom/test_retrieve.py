@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
-from pacscore.config.acrnema import AcrNemaMap
+from pacscore.config.acrnema import AcrNemaMap, Node
 from pacscore.dicom.client import NodeUnreachable, associate
 from pacscore.converters.context import Outcome
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
@@ -676,8 +676,8 @@ class ReassociationTests(unittest.TestCase):
 
 class UnreachableDestinationTests(unittest.TestCase):
     """A C-MOVE destination that cannot be reached is named with its
-    address, as a forward's is: the warning and the ErrorComment tell where
-    the connection was tried."""
+    address, as a forward's is: the warning tells where the connection was
+    tried, the ErrorComment why it failed."""
 
     def test_theFailureNamesTheDestinationAndItsAddress(self):
         with socket.socket() as closed:  # a port nothing listens on: the connection is refused
@@ -692,6 +692,33 @@ class UnreachableDestinationTests(unittest.TestCase):
             self.assertTrue(str(error).startswith(f"cannot associate with SCP4 at 127.0.0.1:{port}: "
                                                   "Connection was refused"), str(error))
         return self.assertFailure(opening, NodeUnreachable).addCallback(refused)
+
+    @defer.inlineCallbacks
+    def test_theErrorCommentSaysWhy(self):
+        """The C-MOVE's ErrorComment (64 characters) says why the
+        destination could not be reached, the destination and its address
+        being in the log line only (they pushed the reason out: 'cannot
+        associate with REFUSING at [::1]:21711: Connection was')."""
+        with socket.socket(socket.AF_INET6) as closed:  # a port nothing listens on: the connection is refused
+            closed.bind(("::1", 0))
+            port = closed.getsockname()[1]
+        running = RunningArchive(self, listen=True)
+        running.configuration.acrNemaMap.put(0, Node("REFUSING", "::1", str(port), "un"))
+        images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=1)
+        yield running.store(images)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae, [(STUDY_ROOT_MOVE, [IMPLICIT])])
+        self.addCleanup(client.release)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = images[0].studyUID
+        with capturedLogs() as events:
+            moved, _ = yield client.move(STUDY_ROOT_MOVE, identifier, "REFUSING")
+        self.assertEqual((moved[commands.STATUS], moved[commands.ERROR_COMMENT]),
+                         (UNABLE_TO_PERFORM_SUBOPERATIONS, "Connection was refused by other side: 111: Connection "
+                                                           "refused."))
+        self.assertIn(f"C-MOVE: cannot reach the destination: cannot associate with REFUSING at [::1]:{port}: "
+                      "Connection was refused", "\n".join(formatEvent(e) for e in events))
 
     def opening(self, artimTimeout):
         """``_open`` to a destination that accepts the connection but never

@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.config.acrnema import Node
 from pacscore.config.ini import DicomIni
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable
@@ -127,8 +128,8 @@ class VirtualServerTests(unittest.TestCase):
         async def associate(server, contexts):
             asked.append(server.ae)
             if server.ae == "DOWN":
-                raise NodeUnreachable("cannot associate with DOWN at 127.0.0.1:104: DOWN did not answer the "
-                                      "A-ASSOCIATE-RQ within 10 s")
+                raise NodeUnreachable(Node("DOWN", "127.0.0.1", "104"),
+                                      "DOWN did not answer the A-ASSOCIATE-RQ within 10 s")
             return Answering(0xA700 if len(asked) == 2 else 0)
         servers._associate = associate
         with capturedLogs() as events:

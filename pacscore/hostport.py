@@ -40,13 +40,15 @@ def unbracketed(host):
     return host[1:-1]
 
 
-_HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})")  # 10.0.0.5:104, [fd00::5]:104
+# 10.0.0.5:104, [fd00::5]:104, [fe80::5%eth0]:104 (an IPv6 address with its zone)
+_HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+(?:%[\w.\-]+)?\]):([0-9]{1,5})")
 
 
 def splitHostPort(text):
     """``(host, port)`` of ``text`` written ``host:port`` (a name or IPv4
-    address) or ``[host]:port`` (an IPv6 address), the brackets taken
-    off; None for any other text."""
+    address) or ``[host]:port`` (an IPv6 address, perhaps with its zone:
+    ``[fe80::1%eth0]:104``), the brackets taken off; None for any other
+    text."""
     match = _HOST_PORT.fullmatch(text.strip())
     if match is None or unbracketed(match.group(1)).startswith("["):
         return None

@@ -355,6 +355,23 @@ class ForwarderTests(unittest.TestCase):
         failure.trap(ForwardError)
         self.assertEqual(str(failure.value), "'::1:104' is no host:port: write an IPv6 address in brackets, [::1]:104")
 
+    def test_aLinkLocalAddressWithItsZoneIsReachedThere(self):
+        """``forward to [fe80::1%eth0]:104``, as the refusal of
+        ``fe80::1%eth0:104`` advises, goes to that address with its zone
+        (it was queued and retried for ever: 'is not in acrnema.map')."""
+        reached = []
+
+        def endpointFor(host, port):
+            reached.append((host, port))
+            return self.acceptor.endpointFor(host, port)
+        destination = "[fe80::fc:ff:fe00:1%eth0]:104"
+        self.acceptor.factory.policy.aeTitles.append(destination[:16])
+        forwarder = self.forwarder()
+        forwarder.endpointFor = endpointFor
+        self.assertEqual(self.forward(forwarder, imageAction("1.2.3.1.0", destination=destination)), 1)
+        self.assertEqual(reached, [("fe80::fc:ff:fe00:1%eth0", 104)])
+        self.assertEqual(self.received(), ["1.2.3.1.0"])
+
     def released(self, forwarder):
         """Patch every association ``forwarder`` opens to record an abort;
         the list of those aborted."""

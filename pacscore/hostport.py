@@ -1,7 +1,8 @@
 """Hosts as configuration files and log lines write them: an IPv6 address
 may be written in brackets, as URLs write it (RFC 3986: ``[::1]``), and is
 read without them, as connecting takes it; ``host:port`` is read so too,
-and written so (``hostPort``) in log lines and answers; a host is
+and written so (``bracketed``, ``hostPort``) in log lines, answers and
+URLs; a host is
 connected to through ``hostEndpoint``, which keeps an IPv6 address's
 zone."""
 
@@ -11,10 +12,16 @@ import re
 from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint
 
 
+def bracketed(host):
+    """``host`` as a URL or ``host:port`` writes it: an IPv6 address in
+    brackets (``[::1]``), any other host as it is."""
+    return f"[{host}]" if ":" in str(host) else str(host)
+
+
 def hostPort(host, port):
     """``host:port``, an IPv6 address in brackets (``[::1]:104``), so that
     its port is not read as a group of the address."""
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return f"{bracketed(host)}:{port}"
 
 
 def hostEndpoint(reactor, host, port, connectTimeout=30):

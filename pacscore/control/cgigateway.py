@@ -186,9 +186,8 @@ def runCGI(ini, environ, stdin, write):
         _answer(write, 502, "Bad Gateway", [("Content-Type", "text/plain")],
                 f"dgate: bad WebEndpoint {ini.get('WebEndpoint', '')}: {e}\n".encode())
         return 1
-    address = f"[{host}]" if ":" in host else host
     path = f"{SCRIPT}?{_query(environ)}"
-    url = f"{'https' if secure else 'http'}://{address}:{port}{path}"
+    url = f"{'https' if secure else 'http'}://{hostPort(host, port)}{path}"
     method = environ.get("REQUEST_METHOD", "GET").upper()
     headers = {name: os.fsencode(environ[variable]) for name, variable in PASSED_REQUEST_HEADERS
                if environ.get(variable)}

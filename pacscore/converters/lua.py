@@ -129,6 +129,7 @@ from pacscore.converters.variables import checksum
 from pacscore.db.drivers import redacted
 from pacscore.dicom.identifiers import TEXT_VRS
 from pacscore.dicom.textbytes import encodingsOf
+from pacscore.hostport import splitHostPort
 from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
 from pacscore.workers import standInWhileWaiting
@@ -140,8 +141,7 @@ ITEM_SIZE = 1024  # what a sequence item a script adds counts towards MAX_MEMORY
 MAX_CHUNKS = 256  # inline chunks a thread keeps compiled, the least recently used dropped (as _parsedScript)
 
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
-# forward(ae): an AE, or host:port or [IPv6]:port as 'forward to'
-_DESTINATION = re.compile(r'[^\s;{}"]{1,16}|[^\s;{}":]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}')
+_AE_TITLE = re.compile(r'[^\s;{}"]{1,16}')  # forward(ae), or host:port or [IPv6]:port as 'forward to' (splitHostPort)
 _TAG = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"})
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
@@ -1113,7 +1113,7 @@ class LuaApi(AdminFunctions):
         ae = str(ae).strip()
         if "forward" not in self.registry.commands:
             raise LuaApiError("forward: there is no 'forward' command")
-        if not _DESTINATION.fullmatch(ae):
+        if not (_AE_TITLE.fullmatch(ae) or splitHostPort(ae)):
             raise LuaApiError(f"forward: {ae!r} is not an AE title nor host:port")
         return self.script("forward image to " + ae)
 

@@ -36,6 +36,7 @@ from pacscore.dicom.retrieve import choices, convertToFirst
 from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.partsbody import PartsBody
 from pacscore.export.spool import isSpooled
+from pacscore.hostport import bracketed, hostPort
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import encodeFileMeta
 from pacscore.web.dicomweb import multipart
@@ -65,9 +66,7 @@ class DicomWebServer(NamedTuple):
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
             authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        if ":" in parts.hostname:
-            host = f"[{parts.hostname}]" + ("" if parts.port is None else f":{parts.port}")
+        host = bracketed(parts.hostname) if parts.port is None else hostPort(parts.hostname, parts.port)
         return cls(name, urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", "")), authorization)
 
 

@@ -3,7 +3,7 @@ log lines write it, an IPv6 address in brackets."""
 
 from twisted.trial import unittest
 
-from pacscore.hostport import bareIPv6Problem, hostPort, splitHostPort, unbracketed
+from pacscore.hostport import bareIPv6Problem, bracketed, hostPort, splitHostPort, unbracketed
 
 
 class SplitHostPortTests(unittest.TestCase):
@@ -45,6 +45,10 @@ class WrittenTests(unittest.TestCase):
     def test_hostPort(self):
         self.assertEqual([hostPort("10.0.0.5", 104), hostPort("::1", "104"), hostPort("fe80::1%eth0", 104)],
                          ["10.0.0.5:104", "[::1]:104", "[fe80::1%eth0]:104"])
+
+    def test_bracketed(self):
+        self.assertEqual([bracketed(host) for host in ("10.0.0.5", "pacs.example", "::1", "fe80::1%25eth0")],
+                         ["10.0.0.5", "pacs.example", "[::1]", "[fe80::1%25eth0]"])
 
     def test_unbracketed(self):
         self.assertEqual([unbracketed(host) for host in ("[::1]", "[fe80::1%eth0]", "[pacs.example]", "::1", "ct2")],

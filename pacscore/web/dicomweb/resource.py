@@ -19,6 +19,7 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from pacscore.dicom.uids import isUID
+from pacscore.hostport import bracketed
 from pacscore.web.answering import AnsweringResource
 from pacscore.web.answers import WebError, notAllowed
 from pacscore.web.dicomweb.retrieve import (
@@ -118,7 +119,7 @@ def _authority(request):
     text = (request.getHeader(b"host") or b"").decode("latin-1").strip()
     if not text:  # no Host, or an empty one (RFC 9110 7.2 allows it)
         host = address.host.replace("%", "%25")  # an IPv6 zone (fe80::1%eth0) escaped, RFC 6874
-        return (f"[{host}]" if ":" in host else host) + port
+        return bracketed(host) + port
     found = _HOST.fullmatch(text)
     if not found or (found.group(2) and not 0 < int(found.group(2)) < 65536):
         raise WebError(400, f"the Host header {text!r} is not a host name or address with an optional port")

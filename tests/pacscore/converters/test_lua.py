@@ -612,20 +612,25 @@ class GlobalsTests(unittest.TestCase):
         self.assertEqual(forward.destinations, ["image to PEER1", "image to PEER2"])
 
     def test_forwardRefusesWhatIsNoAETitle(self):
-        forward = RecordingForward()
-        outcome, _, messages = runLua("forward('A; destroy')", commands=luaRegistry(forward))
-        self.assertEqual((outcome, forward.destinations), (Outcome.STOP, []))
-        self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: 'A; destroy' is not "
-                                    "an AE title nor host:port"])
+        for destination in ("A; destroy", "[fe80::1%eth0;destroy]:104"):
+            forward = RecordingForward()
+            outcome, _, messages = runLua(f"forward('{destination}')", commands=luaRegistry(forward))
+            self.assertEqual((outcome, forward.destinations), (Outcome.STOP, []))
+            self.assertEqual(messages, [f"{KEY}: Lua script failed: lua:1: forward: '{destination}' is not "
+                                        "an AE title nor host:port"])
 
     def test_forwardToHostAndPort(self):
-        """``forward(ae)`` takes the ``ip:port`` destinations ``forward to`` does."""
+        """``forward(ae)`` takes the ``ip:port`` destinations ``forward to`` does
+        (splitHostPort's), a link-local address with its zone too (refused
+        before: '... is not an AE title nor host:port')."""
         forward = RecordingForward()
         outcome, _, _ = runLua("forward('192.168.100.200:11112'); forward('127.000.000.001:104'); "
-                               "forward('[fd00:1234:5678::2]:104')", commands=luaRegistry(forward))
+                               "forward('[fd00:1234:5678::2]:104'); forward('[fe80::fc:ff:fe00:1%eth0]:104')",
+                               commands=luaRegistry(forward))
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertEqual(forward.destinations, ["image to 192.168.100.200:11112", "image to 127.000.000.001:104",
-                                                "image to [fd00:1234:5678::2]:104"])
+                                                "image to [fd00:1234:5678::2]:104",
+                                                "image to [fe80::fc:ff:fe00:1%eth0]:104"])
 
     def test_errorWithoutText(self):
         """error() of a table or of nil is logged as such, not as nothing

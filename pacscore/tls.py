@@ -261,9 +261,12 @@ class ClientTLS:
         self.files = [keywords[name] for name in ("caCerts", "privateKey", "certKey") if name in keywords]
 
     def creatorFor(self, host):
-        """The connection creator for a node at ``host``."""
+        """The connection creator for a node at ``host``, its certificate
+        checked against ``host`` without the zone of an IPv6 address
+        (``fe80::1%eth0``: the zone names our interface, the certificate
+        the address)."""
         return _AuthorityNotingCreator(ssl.optionsForClientTLS(
-            self.hostname or host, trustRoot=self.trustRoot, clientCertificate=self.clientCertificate,
+            self.hostname or host.partition("%")[0], trustRoot=self.trustRoot, clientCertificate=self.clientCertificate,
             extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2, "extraCertChain": self.chain or None}),
             self.authorities)
 

@@ -44,9 +44,10 @@ class Authority:
         self.certificate = os.path.join(folder, f"{name}-ca.pem")
         _write(self.certificate, self._certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name, server=False, expired=False, usage=None):
+    def issue(self, name, server=False, expired=False, usage=None, addresses=()):
         """An ``Identity`` with common name ``name``, for a TLS server (with
-        ``localhost`` and 127.0.0.1 as its names) or a client; ``expired``:
+        ``localhost``, 127.0.0.1 and the IP ``addresses`` as its names) or a
+        client; ``expired``:
         valid until a month ago; ``usage``: its extended key usage (an
         ``ExtendedKeyUsageOID``) when not that of a server or client."""
         key = ec.generate_private_key(ec.SECP256R1())
@@ -54,7 +55,8 @@ class Authority:
                            self._certificate.subject, key.public_key(), expired)
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                [x509.DNSName("localhost")] + [x509.IPAddress(ipaddress.ip_address(address))
+                                               for address in ("127.0.0.1", *addresses)]), critical=False)
         usage = usage or (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH)
         certificate = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(
             self._key, hashes.SHA256())

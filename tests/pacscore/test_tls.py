@@ -127,6 +127,12 @@ class OutgoingRefusalTests(unittest.TestCase):
         """What ``tlsFailure`` says, when pacs's side of a handshake with a
         node showing ``node`` (an ``Identity``), followed by the authorities
         ``chain`` (their PEM files), is lost."""
+        creator = ClientTLS(f"caCerts={self.authority.certificate}:hostname=localhost").creatorFor("127.0.0.1")
+        return self.connect(node, creator, chain).failure
+
+    def connect(self, node, creator, chain=()):
+        """pacs's side (``creator``) of a handshake with a node showing
+        ``node``, followed by ``chain``: its protocol, once done."""
         with open(node.key, "rb") as key, open(node.certificate, "rb") as certificate:
             identity = ssl.PrivateCertificate.loadPEM(key.read() + certificate.read())
         extra = []
@@ -135,13 +141,24 @@ class OutgoingRefusalTests(unittest.TestCase):
                 extra.append(crypto.load_certificate(crypto.FILETYPE_PEM, f.read()))
         serverOptions = ssl.CertificateOptions(privateKey=identity.privateKey.original,
                                                certificate=identity.original, extraCertChain=extra)
-        creator = ClientTLS(f"caCerts={self.authority.certificate}:hostname=localhost").creatorFor("127.0.0.1")
         client = _Lost()
         clientTLS = TLSMemoryBIOFactory(creator, True, protocol.Factory.forProtocol(lambda: client)).buildProtocol(None)
         serverTLS = TLSMemoryBIOFactory(serverOptions, False, protocol.Factory.forProtocol(protocol.Protocol)
                                         ).buildProtocol(None)
         iosim.connect(serverTLS, iosim.makeFakeServer(serverTLS), clientTLS, iosim.makeFakeClient(clientTLS))
-        return client.failure
+        return client
+
+    def test_aLinkLocalAddressIsCheckedWithoutItsZone(self):
+        """A node at ``fe80::1%eth0`` whose certificate names the address
+        ``fe80::1`` is taken (it was refused: 'certificate verify failed
+        (not issued for fe80::fc:ff:fe00:1%eth0: /CN=scp)')."""
+        node = self.authority.issue("scp", True, addresses=["fe80::fc:ff:fe00:1"])
+        client = self.connect(node, ClientTLS(f"caCerts={self.authority.certificate}").creatorFor(
+            "fe80::fc:ff:fe00:1%eth0"))
+        self.assertEqual((client.connected, client.failure), (1, None))
+        client = self.connect(node, ClientTLS(f"caCerts={self.authority.certificate}").creatorFor(
+            "fe80::fc:ff:fe00:2%eth0"))
+        self.assertEqual(client.failure, "certificate verify failed (not issued for fe80::fc:ff:fe00:2: /CN=scp)")
 
     def test_anotherAuthority(self):
         self.assertEqual(self.handshake(Authority(os.path.abspath(self.mktemp()), "evil").issue("evilscp", True)),

@@ -100,23 +100,37 @@ def _controlMoved(archive):
     """Where ``dgate`` of the working folder, which reads ControlEndpoint
     from dicom.ini, still reaches the server once ControlEndpoint changed
     (it serves the control port it started with); "" when it does not
-    move (no control port, ``--control`` gave it, the same endpoint)."""
+    move (no control port, ``--control`` gave it, an endpoint at which
+    dgate connects where it did: ``interface=127.0.0.1`` with a
+    ``backlog=`` added)."""
     port = archive.controlPort
     if port is None or port.endpoint is None or archive.controlOption is not None:
         return ""
     configuration = archive.configuration
-    if controlDescription(configuration.ini) == port.endpoint:
-        return ""
     try:
         target = clientTarget(port.endpoint, configuration.workdir)
     except ValueError:  # a port dgate cannot be given (tcp:0)
         return "; until then dgate in this folder, which reads the new one, cannot reach this server"
+    if target == _dgateTarget(controlDescription(configuration.ini), configuration.workdir):
+        return ""
     if target[0] == "unix":
         return (f"; until then dgate in this folder, which reads the new one, cannot reach this server "
                 f"(its control port is the UNIX socket {target[1]})")
     _, host, number = target
     return (f"; until then dgate in this folder, which reads the new one, reaches this server only with "
             f"-q{host} -p{number}")
+
+
+def _dgateTarget(description, workdir):
+    """Where dgate in ``workdir`` connects for the control port
+    ``description`` (``clientTarget``), None when it has none (off, or a
+    port it cannot be given)."""
+    if description is None:
+        return None
+    try:
+        return clientTarget(description, workdir)
+    except ValueError:
+        return None
 
 
 class GetParam(ControlCommand):

@@ -405,6 +405,10 @@ class DicomIniCommandTests(unittest.TestCase):
                                  "folder, which reads the new one, reaches this server only with -q::1 -p21113")
         self.assertEqual((yield self.running.run(commands.putParam, "ControlEndpoint,tcp6:21113:interface=\\:\\:1")),
                          "takes effect when the server restarts: ControlEndpoint")
+        for sameTarget in ("tcp6:21113:interface=\\:\\:1:backlog=20", "tcp:21113:interface=\\:\\:1"):
+            # dgate connects where it did: no note ('... reaches this server only with -q::1 -p21113')
+            self.assertEqual((yield self.running.run(commands.putParam, f"ControlEndpoint,{sameTarget}")),
+                             "takes effect when the server restarts: ControlEndpoint", sameTarget)
         self.archive.controlPort = ControlFactory(self.archive, None, endpoint="unix:control.sock")
         onDisk = DicomIni.fromFile(self.path)
         onDisk.set("ControlEndpoint", "tcp:21114:interface=127.0.0.1")

@@ -63,6 +63,8 @@ INSERT_CONTROLS = frozenset(("NW",))
 UPDATE_CONTROLS = frozenset(("XO",))
 DELETE_CONTROLS = frozenset(("CA", "DC", "OC", "CR", "DR", "OD"))
 STATUS_CONTROL = "SC"
+# orders for an existing item, which a generated accession number (``*AN``) cannot name
+ITEM_CONTROLS = UPDATE_CONTROLS | DELETE_CONTROLS | {STATUS_CONTROL}
 ORDER_CONTROLS = INSERT_CONTROLS | UPDATE_CONTROLS | DELETE_CONTROLS | {STATUS_CONTROL}
 DELETE_STATUSES = frozenset(("CA", "DC"))  # order statuses (ORC-5) of an SC that delete the item
 
@@ -186,7 +188,7 @@ class WorklistItems:
     def _applyOne(self, connection, order):
         key = self.table.c[self.accessionColumn]
         accession = order.values.get(self.accessionColumn, "")
-        if not accession:
+        if not accession or (self.accessionColumn in order.generated and order.control in ITEM_CONTROLS):
             raise OrderRefused(f"order {order.control} has no accession number "
                                f"(the source of {self.accessionColumn} in dicom.sql)", 101)
         values = {name: value for name, value in order.values.items() if name in self.table.c}

@@ -492,8 +492,10 @@ def isHL7(head):
     ``splitMessages`` reads them: an MSH or a batch header (FHS, BHS) after
     MLLP bytes, a UTF-8 byte order mark and blank lines, with the usable
     delimiters ``parseMessage`` reads (``_headerDelimiters``), an MSH with
-    its message type and control ID (MSH-9, MSH-10): not a text that
-    starts with the letters MSH (``MSHELL script notes``, ``MSH: notes``)."""
+    fields up to its message type and control ID (MSH-9, MSH-10; empty
+    ones are refused by ``parseMessage``, with an AR, as any other
+    message's): not a text that starts with the letters MSH (``MSHELL
+    script notes``, ``MSH: notes``)."""
     lines = _segmentLines(_unframed(head).lstrip())
     header = lines[0] if lines else b""
     if header[:3] not in _FIRST_SEGMENTS or len(header) < 5:
@@ -503,7 +505,7 @@ def isHL7(head):
     except HL7Error:
         return False
     fields = header.split(separator.encode("ascii"))
-    return header[:3] != b"MSH" or (len(fields) > 9 and all(field.strip() for field in fields[8:10]))
+    return header[:3] != b"MSH" or len(fields) > 9
 
 
 def splitMessages(data):

@@ -125,6 +125,18 @@ class WorklistItemsTests(unittest.TestCase):
     def test_orderWithoutAccessionNumberIsRefused(self):
         self.assertIn("has no accession number", self.refusal(order("NW", "")))
 
+    def test_aGeneratedAccessionNumberNamesNoItem(self):
+        """With ``OBR.3|*AN``, a cancel or change sent with an empty (or
+        HL7 null) accession number got one generated: a CA was answered AA,
+        logged 'CA 8312...: absent', an XO refused naming a number the RIS
+        never sent.  Orders for an existing item are refused as sent without
+        one; a new order still gets the generated number."""
+        generated = frozenset({"AccessionNumber"})
+        for item in (order("CA", "8312", generated), order("XO", "8312", generated),
+                     OrderItem("SC", {"AccessionNumber": "8312"}, orderStatus="CA", generated=generated)):
+            self.assertIn("has no accession number", self.refusal(item))
+        self.assertEqual([a.action for a in self.apply(order("NW", "8313", generated))], ["inserted"])
+
     def test_valuesOfUnknownColumnsAreIgnored(self):
         self.apply(order("NW", "A1", NoSuchColumn="x", PatientName="DOE^JOHN"))
         self.assertEqual(self.rows(), [("A1", "DOE^JOHN", None, None)])

@@ -374,6 +374,14 @@ class SplitTests(unittest.TestCase):
                      b"MSH|^^^^|RIS|H|PACS|H|2024||ORM^O01|M1"):
             self.assertFalse(isHL7(head), head)
 
+    def test_anHL7FileWithAnEmptyMSH9OrMSH10IsHL7(self):
+        """A file whose first MSH has an empty message type or control ID is
+        HL7 that ``parseMessage`` refuses with an AR, its other messages
+        applied: isHL7 took it for no HL7 at all (a folder import skipped
+        its valid orders as 'not a readable DICOM object')."""
+        for head in (b"MSH|^~\\&|RIS|H|PACS|H|2024||ORM^O01||P|2.3\rPID|1", b"MSH|^~\\&|RIS|H|PACS|H|2024|||M1|P\r"):
+            self.assertTrue(isHL7(head), head)
+
     def test_onlyMSHAtTheStartOfALineSplits(self):
         data = b"MSH|^~\\&|A|1\rNTE|1||see MSH|x\rNTE|2||MSH\r"
         self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rNTE|1||see MSH|x\rNTE|2||MSH"])

@@ -11,6 +11,7 @@ shown" (a 422 on the web, an ERROR line of a command), logged where it
 is caught.
 """
 
+from pydicom.datadict import dictionary_description
 from pydicom.multival import MultiValue
 
 from pacscore.codecs.transcode import TranscodeError
@@ -29,16 +30,21 @@ def checkPixelDescription(ds, decoding=False):
     """PixelDescriptionError naming the first attribute of ``ds`` (a
     pydicom Dataset) its frames cannot be placed or decoded by: Rows,
     Columns, Bits Allocated missing or not one whole number from 1;
-    Samples per Pixel, Bits Stored, Number of Frames (absent: 1) not one
-    whole number from 1, Pixel Representation not one of 0 and 1;
+    Samples per Pixel not one whole number from 1, Number of Frames not
+    one whole number from 0 (absent or 0: one frame, as pydicom and
+    ``frameCount`` read it), Pixel Representation not one of 0 and 1;
     Photometric Interpretation of more than one value.  ``decoding`` (the
     pixels decoded, not copied as they are): Samples per Pixel,
-    Photometric Interpretation and Pixel Representation present too, and
-    a palette colour image's three descriptors of entries of 8 or 16 bits."""
+    Photometric Interpretation and Pixel Representation present too, Bits
+    Stored (frames are placed by Bits Allocated) one whole number from 1,
+    and a palette colour image's three descriptors of entries of 8 or 16
+    bits."""
     for name in _SIZES:
         _atLeast(ds, name, 1, required=True)
-    for name in ("SamplesPerPixel", "BitsStored", "NumberOfFrames"):
-        _atLeast(ds, name, 1, required=decoding and name == "SamplesPerPixel")
+    _atLeast(ds, "SamplesPerPixel", 1, required=decoding)
+    _atLeast(ds, "NumberOfFrames", 0, required=False)
+    if decoding:
+        _atLeast(ds, "BitsStored", 1, required=False)
     if _atLeast(ds, "PixelRepresentation", 0, required=decoding) not in (None, 0, 1):
         raise PixelDescriptionError(f"its Pixel Representation {ds.PixelRepresentation} is neither 0 nor 1")
     photometric = _single(ds, "PhotometricInterpretation", required=decoding)
@@ -46,8 +52,8 @@ def checkPixelDescription(ds, decoding=False):
         for name in _PALETTE_DESCRIPTORS:
             descriptor = ds.get(name)
             if not isinstance(descriptor, (list, MultiValue)) or len(descriptor) != 3 or descriptor[2] not in (8, 16):
-                raise PixelDescriptionError(f"it is {_PALETTE} with a {_spaced(name)} of {_text(descriptor)}, "
-                                            "not three values the last 8 or 16 (bits an entry)")
+                raise PixelDescriptionError(f"it is {_PALETTE} with a {dictionary_description(name)} of "
+                                            f"{_text(descriptor)}, not three values the last 8 or 16 (bits an entry)")
 
 
 def _atLeast(ds, name, least, required):
@@ -61,7 +67,8 @@ def _atLeast(ds, name, least, required):
     except (TypeError, ValueError):
         number = None
     if number is None or isinstance(value, float) and number != value or number < least:
-        raise PixelDescriptionError(f"its {_spaced(name)} {_text(value)} is not a whole number from {least}")
+        raise PixelDescriptionError(f"its {dictionary_description(name)} {_text(value)} is not a whole number "
+                                    f"from {least}")
     return number
 
 
@@ -71,16 +78,12 @@ def _single(ds, name, required):
     value = ds.get(name)
     if value is None or value == "":
         if required:
-            raise PixelDescriptionError(f"its pixels are described without {_spaced(name)}")
+            raise PixelDescriptionError(f"its pixels are described without {dictionary_description(name)}")
         return None
     if isinstance(value, (list, MultiValue)):
-        raise PixelDescriptionError(f"its {_spaced(name)} {_text(value)} holds {len(value)} values, not one")
+        raise PixelDescriptionError(f"its {dictionary_description(name)} {_text(value)} holds {len(value)} values, "
+                                    "not one")
     return value
-
-
-def _spaced(name):
-    """``BitsAllocated`` as ``Bits Allocated``."""
-    return "".join(f" {c}" if c.isupper() and i else c for i, c in enumerate(name))
 
 
 def _text(value):

@@ -25,14 +25,24 @@ class CheckPixelDescriptionTests(unittest.TestCase):
         checkPixelDescription(self.ct(), decoding=True)
         checkPixelDescription(self.ct(NumberOfFrames="3", BitsStored=None))
 
+    def test_aNumberOfFramesOf0IsOneFrame(self):
+        """pydicom and frameCount read Number of Frames 0 as one frame, and
+        such images were shown before the check: they still are.  Bits
+        Stored 0 matters only to decoded pixels (frames are placed by Bits
+        Allocated)."""
+        checkPixelDescription(self.ct(NumberOfFrames="0"), decoding=True)
+        checkPixelDescription(self.ct(BitsStored=0))
+        with self.assertRaisesRegex(PixelDescriptionError, "^its Bits Stored 0 is not a whole number from 1$"):
+            checkPixelDescription(self.ct(BitsStored=0), decoding=True)
+
     def test_eachMalformedAttributeIsNamed(self):
         ds = self.ct()
         ds[0x00280010] = DataElement(0x00280010, "US", [128, 128])
         cases = [(ds, False, "its Rows 128\\128 holds 2 values, not one"),
                  (self.ct(Columns=0), False, "its Columns 0 is not a whole number from 1"),
                  (self.ct(BitsAllocated=None), False, "its pixels are described without Bits Allocated"),
-                 (self.ct(SamplesPerPixel=0), False, "its Samples Per Pixel 0 is not a whole number from 1"),
-                 (self.ct(NumberOfFrames="-1"), False, "its Number Of Frames -1 is not a whole number from 1"),
+                 (self.ct(SamplesPerPixel=0), False, "its Samples per Pixel 0 is not a whole number from 1"),
+                 (self.ct(NumberOfFrames="-1"), False, "its Number of Frames -1 is not a whole number from 0"),
                  (self.ct(PixelRepresentation=2), False, "its Pixel Representation 2 is neither 0 nor 1"),
                  (self.ct(PhotometricInterpretation=["MONOCHROME2", "RGB"]), False,
                   "its Photometric Interpretation MONOCHROME2\\RGB holds 2 values, not one"),

@@ -14,7 +14,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
 from pacscore.dicom.sinks import MEMORY_LIMIT
-from pacscore.dicom.textbytes import decodeValues, originalBytes
+from pacscore.dicom.textbytes import KeptBytesError, decodeValues, keptBytes, originalBytes
 from pacscore.storage.attributes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
     MAX_NESTING, PIXEL_DATA, deflated, inflated, walkDataset)
@@ -101,13 +101,18 @@ def _isSequence(element):
 
 
 def encodeDataset(dataset, transferSyntax):
-    """The bytes of ``dataset`` in ``transferSyntax``."""
+    """The bytes of ``dataset`` in ``transferSyntax``; a value kept as its
+    bytes (``decodeDataset``) written as it was read, its VR too, or an
+    ``IdentifierError`` when that cannot be (``keptBytes``)."""
     implicit, little = _encoding(transferSyntax)
     fp = DicomBytesIO()
     fp.is_implicit_VR = implicit
     fp.is_little_endian = little
-    with originalBytes(dataset):
-        write_dataset(fp, dataset)
+    try:
+        with originalBytes(dataset), keptBytes(dataset, implicit, little):
+            write_dataset(fp, dataset)
+    except KeptBytesError as e:
+        raise IdentifierError(f"undecodable data set: {e}") from e
     data = fp.getvalue()
     if transferSyntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         data = deflated([data])

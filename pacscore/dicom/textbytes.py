@@ -36,8 +36,13 @@ from pacscore.storage.codeextensions import LATIN_1, notPlain, textFits
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 _READ = "pacs_text_read"  # attribute of a decoded Dataset: {tag: (bytes, value as read, encodings)}
+_KEPT = "pacs_kept_raw"  # attribute of a decoded Dataset: {tag: the RawDataElement kept as UN bytes}
 
 log = Logger()
+
+
+class KeptBytesError(ValueError):
+    """A value kept as its bytes cannot be written with its own VR."""
 
 
 def _encodingsOf(dataset, inherited, extended=True):
@@ -137,6 +142,9 @@ def _asBytes(dataset, tag):
     element = DataElement(tag, "OB", bytes(raw.value))
     element.VR = "UN"  # made so: pydicom gives a UN of a known tag its dictionary VR
     dataset[tag] = element
+    if not hasattr(dataset, _KEPT):
+        setattr(dataset, _KEPT, {})
+    getattr(dataset, _KEPT)[tag] = raw  # written again as it was, where it can be (``keptBytes``)
     return element
 
 
@@ -202,3 +210,41 @@ def originalBytes(dataset):
     finally:
         for holder, decoded, _ in swapped:
             holder[decoded.tag] = decoded
+
+
+@contextmanager
+def keptBytes(dataset, implicit, little):
+    """While it lasts, each value of ``dataset`` ``decodeValues`` kept as
+    UN bytes, and left so, is its element as read (its own VR and bytes)
+    when ``dataset`` is written in the encoding it was read in
+    (``implicit``, ``little``), its character set unchanged: pydicom writes
+    such an element as it is.  Written in Implicit VR Little Endian
+    otherwise, the UN element's bytes are the same; in any other encoding
+    it would be written with another VR: a KeptBytesError naming it."""
+    swapped = list(_keptRaw(dataset, (implicit, little)))
+    for holder, _, raw in swapped:
+        holder[raw.tag] = raw
+    try:
+        yield
+    finally:
+        for holder, element, _ in swapped:
+            holder[element.tag] = element
+
+
+def _keptRaw(dataset, encoding):
+    """``(dataset, UN element, raw element)`` of each value kept as bytes in
+    ``dataset`` and its items that is still as kept (``keptBytes``)."""
+    kept = getattr(dataset, _KEPT, {})
+    raws = dataset.original_encoding == encoding and dataset.original_character_set == dataset._character_set
+    for tag in list(dataset.keys()):
+        element = dataset.get_item(tag)
+        raw = kept.get(tag)
+        if raw is not None and not element.is_raw and element.VR == "UN" and element.value == raw.value:
+            if raws:
+                yield dataset, element, raw
+            elif encoding != (True, True):
+                raise KeptBytesError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) cannot be decoded, and cannot be "
+                                     "written with its VR in another encoding or character set than it was read in")
+        elif not element.is_raw and element.VR == "SQ":
+            for item in element.value or ():
+                yield from _keptRaw(item, encoding)

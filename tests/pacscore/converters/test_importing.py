@@ -17,7 +17,7 @@ from pacscore.converters.importing import ImportConverters
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.rules import loadRules
 from pacscore.db.index import Index
-from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
 from pacscore.dicom.sinks import MEMORY_LIMIT
 from pacscore.export.queue import ExportQueue
 from pacscore.storage.store import IncomingObject
@@ -48,7 +48,8 @@ class ImportActionsTests(unittest.TestCase):
         self.queue = ExportQueue(self.index)
         self.queue.createTables()
 
-    def apply(self, lines, syntax=EXPLICIT, dataset=None):
+    def apply(self, lines, syntax=EXPLICIT, dataset=None, damage=None):
+        """``damage(data)``: the bytes sent, when given, of those encoded."""
         ini = DicomIni.fromString("[sscscp]\nImportConverters = %d\n" % len(lines) +
                                   "".join(f"ImportConverter{n} = {line}\n" for n, line in enumerate(lines)))
         importers = ImportConverters(loadRules(ini, CommandRegistry()).importRules,
@@ -57,7 +58,8 @@ class ImportActionsTests(unittest.TestCase):
         if syntax not in (EXPLICIT, DEFLATED):
             compress(dataset, syntax)
         incoming = IncomingObject(dataset.SOPClassUID, dataset.SOPInstanceUID, syntax, "MODALITY", "PACS")
-        return importers.apply(incoming, {}, encodeDataset(dataset, syntax), syntax)
+        data = encodeDataset(dataset, syntax)
+        return importers.apply(incoming, {}, damage(data) if damage else data, syntax)
 
     def program(self, source):
         """A Python program in a new folder for ``process with``: ``(folder, command)``."""
@@ -157,6 +159,26 @@ class ImportActionsTests(unittest.TestCase):
         decision = self.apply(['set 0008,0080 to "Klinik"'], dataset=dataset)
         self.assertIn(b"Ung\xfcltig^Namen", decision.data)
         self.assertEqual(decodeDataset(decision.data, EXPLICIT).InstitutionName, "Klinik")
+
+    def test_aValuePydicomCannotDecodeIsStoredAsItCame(self):
+        """A Diffusion b-value FD of 4 bytes (taken by C-STORE, as storescp
+        takes it) was stored rewritten as a UN element by any changing line;
+        it is stored with its own VR and bytes, the change made, and in
+        another explicit encoding it is refused as it was before."""
+        good, bad = b"\x18\x00\x87\x90FD\x08\x00" + bytes(8), b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00"
+        dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        dataset.add_new(0x00189087, "FD", 0.0)
+
+        def damage(data):
+            self.assertIn(good, data)
+            return data.replace(good, bad)
+
+        decision = self.apply(['set 0008,0080 to "Klinik"'], dataset=dataset, damage=damage)
+        self.assertEqual(decision.data.count(bad), 1)
+        decoded = decodeDataset(decision.data, EXPLICIT)
+        self.assertEqual(decoded.InstitutionName, "Klinik")
+        with self.assertRaisesRegex(IdentifierError, r"\(0018,9087\) cannot be decoded, and cannot be written"):
+            encodeDataset(decoded, "1.2.840.10008.1.2.2")
 
     def test_multiByteSetAsValue1(self):
         """An object naming ``ISO 2022 IR 87`` alone in (0008,0005), with a

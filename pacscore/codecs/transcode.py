@@ -104,6 +104,7 @@ from pacscore.codecs.syntaxes import (
     IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_2000_LOSSLESS, JPEG_BASELINE, JPEG_EXTENDED,
     JPEG_LOSSLESS_SYNTAXES, JPEG_LOSSY_SYNTAXES, JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS, NATIVE,
     RLE_LOSSLESS, canDecode, canEncode, isCompressed)
+from pacscore.dicom.textbytes import keepUndecodable
 from pacscore.dicom.uids import isUID
 from pacscore.storage.attributes import LONG_LENGTH, LONG_VRS, DatasetError, deflated, inflated, walkDataset
 
@@ -224,6 +225,8 @@ def _write(ds, implicit, little, parentEncoding=None):
     fileobj = DicomBytesIO()
     fileobj.is_implicit_VR = implicit
     fileobj.is_little_endian = little
+    if tuple(ds.original_encoding) != (implicit, little):
+        keepUndecodable(ds)  # the writer decodes every value to re-encode it
     if parentEncoding is None:
         write_dataset(fileobj, ds)
     else:
@@ -260,6 +263,8 @@ def _transcode(data, source, target, quality):
     ds = read_dataset(fileobj, sourceImplicit, sourceLittle)
     if fileobj.tell() < len(raw):
         raise _Problem(f"the data set cannot be read past offset {fileobj.tell()}")
+    if (sourceImplicit, sourceLittle) != (targetImplicit, targetLittle):
+        keepUndecodable(ds)  # before swapBytes and the writer decode its values
     if ds.original_encoding[0]:
         # Settle 'US or SS', 'OB or OW' ... while the values are known to be
         # little endian: the writer would otherwise read them in the output's

@@ -85,9 +85,7 @@ def decodeValues(dataset, onUnfit=None, keepBytes=False):
     of its VR's size, say) is a UN element of its bytes instead, logged."""
     unfit, kept = [], [] if keepBytes else None
     _decode(dataset, _encodingsOf(dataset, [default_encoding]), unfit, "", kept)
-    if kept:
-        log.warn("{object}: value(s) that cannot be decoded kept as their bytes (UN): {elements}",
-                 object=_described(dataset), elements="; ".join(kept))
+    _logKept(dataset, kept)
     if not unfit:
         return
     described = (_described(dataset), ", ".join(unfit))
@@ -99,18 +97,37 @@ def decodeValues(dataset, onUnfit=None, keepBytes=False):
                  elements=described[1])
 
 
+def keepUndecodable(dataset):
+    """Decode every value of ``dataset`` now, as pydicom's writer does to
+    write it in another encoding (text as pydicom reads it), its binary
+    values pydicom cannot decode kept as UN elements of their bytes,
+    logged, as ``decodeValues`` keeps them; a ValueError names any other
+    value that cannot be decoded."""
+    kept = []
+    _decode(dataset, None, None, "", kept, texts=False)
+    _logKept(dataset, kept)
+
+
+def _logKept(dataset, kept):
+    if kept:
+        log.warn("{object}: value(s) that cannot be decoded kept as their bytes (UN): {elements}",
+                 object=_described(dataset), elements="; ".join(kept))
+
+
 def _described(dataset):
     return f"SOP Instance {dataset.get('SOPInstanceUID', '')}" if "SOPInstanceUID" in dataset else "A data set"
 
 
-def _decode(dataset, encodings, unfit, path, kept):
+def _decode(dataset, encodings, unfit, path, kept, texts=True):
     """Decode the values of ``dataset`` (``decodeValues``); ``kept``: a
-    list of the binary values kept as their bytes, or None (ValueError)."""
+    list of the binary values kept as their bytes, or None (ValueError);
+    not ``texts``: text as pydicom decodes it (``keepUndecodable``)."""
     read = {}
     for tag in list(dataset.keys()):
         place = f"{path}({tag >> 16:04x},{tag & 0xFFFF:04x})"
         try:
-            element = _decodeElement(dataset, tag, encodings, unfit, place, read)
+            element = (_decodeElement(dataset, tag, encodings, unfit, place, read) if texts
+                       else dataset[tag])
         except Exception as e:  # pydicom fails in any way (an IndexError, a BytesLengthException ...)
             error = f"{place} cannot be decoded: {e or type(e).__name__}"
             element = _asBytes(dataset, tag) if kept is not None else None
@@ -119,7 +136,7 @@ def _decode(dataset, encodings, unfit, path, kept):
             kept.append(error)
         if element.VR == "SQ":
             for number, item in enumerate(element.value or ()):
-                _decode(item, _encodingsOf(item, encodings), unfit, f"{place}.{number}\\", kept)
+                _decode(item, _encodingsOf(item, encodings), unfit, f"{place}.{number}\\", kept, texts)
     if read:
         setattr(dataset, _READ, read)
 

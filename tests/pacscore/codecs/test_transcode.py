@@ -1179,3 +1179,53 @@ class SequentialScansTests(Checks, unittest.TestCase):
                               EXPLICIT_VR_LITTLE_ENDIAN, out)
         back = asFile(convert(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN, original)
         self.assertEqual(pixels(back).shape, (3, original.Rows, original.Columns))
+
+
+class UndecodableValueTests(unittest.TestCase):
+    """A binary value pydicom cannot decode (Diffusion b-value FD of 4
+    bytes, stored as storescp stores it) made every conversion to another
+    encoding fail ('cannot convert from Explicit VR Little Endian ... to
+    Implicit VR Little Endian ...: BytesLengthException: With tag
+    (0018,9087)'), in memory and streamed, a 406 to WADO-RS and a failed
+    C-MOVE sub-operation; it is written as its bytes, in a sequence item
+    too: as it was in Implicit VR, as UN in Big Endian."""
+
+    def damaged(self):
+        ds = pydicom.dcmread(DATA / "CT_small.dcm")
+        item = Dataset()
+        item.add_new(0x00189087, "FD", 0.0)
+        ds.ReferencedSeriesSequence = [item]
+        ds["ReferencedSeriesSequence"].is_undefined_length = True  # its lengths stay right as the value shrinks
+        item.is_undefined_length_sequence_item = True
+        ds.add_new(0x00189087, "FD", 0.0)
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = False, True
+        write_dataset(fp, ds)
+        good = b"\x18\x00\x87\x90FD\x08\x00" + bytes(8)
+        self.assertEqual(fp.getvalue().count(good), 2)
+        return fp.getvalue().replace(good, b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00")
+
+    def kept(self, data, implicit, little):
+        ds = pydicom.filereader.read_dataset(io.BytesIO(data), implicit, little)
+        return [(element.VR, element.value) for element in (ds.get_item(0x00189087),
+                                                             ds.ReferencedSeriesSequence[0].get_item(0x00189087))]
+
+    def test_convertedToImplicitAndBigEndian(self):
+        data = self.damaged()
+        implicit = transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(self.kept(implicit, True, True), [(None, b"\x01\x00\x02\x00")] * 2)
+        big = transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
+        self.assertEqual(self.kept(big, False, False), [("UN", b"\x01\x00\x02\x00")] * 2)
+        for target in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN):
+            self.assertEqual(transcode(transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, target), target,
+                                       EXPLICIT_VR_LITTLE_ENDIAN)[-200:], data[-200:])
+
+    def test_streamedToImplicit(self):
+        data = self.damaged()
+        with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as out:
+            source.write(data)
+            transcodeFile(source, 0, len(data), EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, out)
+            out.seek(0)
+            streamed = out.read()
+        self.assertEqual(streamed, transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN))
+        self.assertEqual(self.kept(streamed, True, True), [(None, b"\x01\x00\x02\x00")] * 2)

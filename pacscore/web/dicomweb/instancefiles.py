@@ -31,7 +31,7 @@ from pacscore.codecs.transcode import (
     _UNDEFINED_LENGTH, INFLATED_IN_MEMORY, TranscodeError, _atPixelData, checkFrameSize, codedPrecision,
     pixelDataHeader, swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, openDataset
-from pacscore.dicom.textbytes import decodeValues
+from pacscore.dicom.textbytes import decodeValues, keepUndecodable
 from pacscore.storage.attributes import readAttributes
 from pacscore.storage.inflatedreads import InflatedReads
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
@@ -127,9 +127,11 @@ def _readLittleEndian(path):
     it is Explicit VR Big Endian (``swapBytes``; one that is no whole
     number of words left as it is): DICOM JSON's InlineBinary and bulk
     data hold them as Explicit VR Little Endian does (PS3.18 8.7.3), as
-    the object's frames do (``_nativeFrame``)."""
+    the object's frames do (``_nativeFrame``); a value pydicom cannot
+    decode kept as UN bytes, as stored (``keepUndecodable``)."""
     dataset = _read(path, pixels=False)
     if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN:
+        keepUndecodable(dataset)  # a value swapBytes cannot decode is UN bytes, as decodeValues keeps it
         swapBytes(dataset, strict=False)
     return dataset
 

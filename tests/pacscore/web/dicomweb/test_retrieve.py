@@ -1330,23 +1330,34 @@ class MetadataTextTests(unittest.TestCase):
         """A value pydicom fails on (an FD of 4 bytes, which C-STORE takes
         as storescp does) left the whole object out of the metadata
         (``200 []``, 'left out: it cannot be read: (0018,9087) cannot be
-        decoded'); the object is described, that value as UN
-        InlineBinary of its bytes, with a log line naming it."""
-        path = self.mktemp()
-        dataset = makeDataset("BADFD", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
-        dataset.DiffusionBValue = 1.0
-        dataset.save_as(path, enforce_file_format=True)
-        with open(path, "rb") as f:
-            data = f.read()
-        with open(path, "wb") as f:
-            f.write(data.replace(b"\x18\x00\x87\x90FD\x08\x00" + struct.pack("<d", 1.0),
-                                 b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00"))
-        with capturedLogs() as events:
-            found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
-        self.assertEqual((found["00080018"]["Value"], found["00189087"]),
-                         (["1.2.1.1"], {"vr": "UN", "InlineBinary": base64.b64encode(b"\x01\x00\x02\x00").decode()}))
-        self.assertIn("SOP Instance 1.2.1.1: value(s) that cannot be decoded kept as their bytes (UN): (0018,9087) "
-                      "cannot be decoded", "\n".join(formatEvent(event) for event in events))
+        decoded'), and an object stored Explicit VR Big Endian failed the
+        whole answer, a 500 with a critical traceback (swapBytes'
+        BytesLengthException); the object is described, that value as UN
+        InlineBinary of its bytes (as stored), with a log line naming it."""
+        for syntax, header, value, bad in (
+                (syntaxes.EXPLICIT_VR_LITTLE_ENDIAN, b"\x18\x00\x87\x90FD\x08\x00", struct.pack("<d", 1.0),
+                 b"\x18\x00\x87\x90FD\x04\x00\x01\x00\x02\x00"),
+                (syntaxes.EXPLICIT_VR_BIG_ENDIAN, b"\x00\x18\x90\x87FD\x00\x08", struct.pack(">d", 1.0),
+                 b"\x00\x18\x90\x87FD\x00\x04\x01\x00\x02\x00")):
+            path = self.mktemp()
+            dataset = makeDataset("BADFD", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
+            dataset.DiffusionBValue = 1.0
+            dataset.file_meta.TransferSyntaxUID = syntax
+            dataset.save_as(path, enforce_file_format=True, little_endian=syntax != syntaxes.EXPLICIT_VR_BIG_ENDIAN,
+                            implicit_vr=False)
+            with open(path, "rb") as f:
+                data = f.read()
+            self.assertIn(header + value, data)
+            with open(path, "wb") as f:
+                f.write(data.replace(header + value, bad))
+            with capturedLogs() as events:
+                found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+            self.assertEqual((found["00080018"]["Value"], found["00189087"]),
+                             (["1.2.1.1"], {"vr": "UN",
+                                            "InlineBinary": base64.b64encode(b"\x01\x00\x02\x00").decode()}),
+                             syntax)
+            self.assertIn("SOP Instance 1.2.1.1: value(s) that cannot be decoded kept as their bytes (UN): (0018,9087) "
+                          "cannot be decoded", "\n".join(formatEvent(event) for event in events))
 
 
 def writeDeflatedBomb(path, zeros, before):

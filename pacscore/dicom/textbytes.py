@@ -24,7 +24,7 @@ import copy
 from contextlib import contextmanager
 
 from pydicom.charset import default_encoding
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import DataElement, convert_raw_data_element
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_PN, write_text
@@ -150,10 +150,7 @@ def _asBytes(dataset, tag):
         return None
     vr = raw.VR
     if vr in (None, "UN"):
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            return None
+        vr = _dictionaryVR(dataset, tag)
     if vr == "SQ" or vr in CUSTOMIZABLE_CHARSET_VR:
         return None
     element = DataElement(tag, "OB", bytes(raw.value))
@@ -163,6 +160,19 @@ def _asBytes(dataset, tag):
         setattr(dataset, _KEPT, {})
     getattr(dataset, _KEPT)[tag] = raw  # written again as it was, where it can be (``keptBytes``)
     return element
+
+
+def _dictionaryVR(dataset, tag):
+    """The VR pydicom reads element ``tag`` of ``dataset`` in when none is
+    written: a private one's by its private creator's dictionary (Implicit
+    VR), UN for a tag no dictionary knows."""
+    try:
+        if tag >> 16 & 1:
+            creator = dataset.get((tag & 0xFFFF0000) | (tag >> 8 & 0xFF))
+            return private_dictionary_VR(tag, str(creator.value)) if creator is not None else "UN"
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
 
 
 def _decodeElement(dataset, tag, encodings, unfit, place, read):

@@ -1360,6 +1360,33 @@ class MetadataTextTests(unittest.TestCase):
                           "cannot be decoded", "\n".join(formatEvent(event) for event in events))
 
 
+    def test_aPrivateValuePydicomCannotDecodeInImplicitVRIsGivenAsItsBytes(self):
+        """In Implicit VR pydicom reads a known private element by its private
+        dictionary's VR (GEMS_PARM_01 (0043,101A): SL); one of 6 bytes still
+        left the whole object out of the metadata ('200 []', 'left out: it
+        cannot be read: (0043,101a) cannot be decoded'), its VR not found in
+        the public dictionary; it is given as UN InlineBinary of its bytes."""
+        path = self.mktemp()
+        dataset = makeDataset("PRIV", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
+        dataset.add_new(0x00430010, "LO", "GEMS_PARM_01")
+        dataset.add_new(0x0043101A, "SL", 7)
+        dataset.file_meta.TransferSyntaxUID = syntaxes.IMPLICIT_VR_LITTLE_ENDIAN
+        dataset.save_as(path, enforce_file_format=True, implicit_vr=True, little_endian=True)
+        good = b"\x43\x00\x1a\x10\x04\x00\x00\x00" + struct.pack("<l", 7)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertIn(good, data)
+        with open(path, "wb") as f:
+            f.write(data.replace(good, b"\x43\x00\x1a\x10\x06\x00\x00\x00\x01\x00\x02\x00\x03\x00"))
+        with capturedLogs() as events:
+            found = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+        self.assertEqual((found["00080018"]["Value"], found["0043101A"]),
+                         (["1.2.1.1"], {"vr": "UN",
+                                        "InlineBinary": base64.b64encode(b"\x01\x00\x02\x00\x03\x00").decode()}))
+        self.assertIn("SOP Instance 1.2.1.1: value(s) that cannot be decoded kept as their bytes (UN): (0043,101a) "
+                      "cannot be decoded", "\n".join(formatEvent(event) for event in events))
+
+
 def writeDeflatedBomb(path, zeros, before):
     """A small CT image stored Deflated Explicit VR Little Endian in
     ``path``, with a private OB of ``zeros`` MB of zeros, ``before`` its

@@ -22,6 +22,9 @@ characters: Conquest's FileNameSyntax 11 or a template with long values, an
 earlier pacs that refused it after writing it) is moved to that name cut as
 a store now names it (``fitPath``, a numbered one when that holds another
 object) and indexed there, with a line saying so: no later regen fails on it.
+A move cut short (kill -9 between its link and its unlink) leaves the file
+under both names; the next regen finds the long one to be the same file as
+one of those names, removes it, and indexes the file once.
 
 The server's stores go on meanwhile: each batch is decided in the index
 writer's transaction (``enterBatch``), in order with them, so a file that
@@ -37,10 +40,10 @@ from pacscore.db.filepaths import OBJECT_FILE_LENGTH
 from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.devices import identityOf
+from pacscore.storage.devices import identityOf, removeFile
 from pacscore.storage.filenames import fitPath
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
-from pacscore.storage.placing import placeFile
+from pacscore.storage.placing import numberedNames, placeFile
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
 
@@ -194,6 +197,21 @@ def _file(devices, location):
     return (path, fileSignature(path)) if path is not None else None
 
 
+def _earlierName(device, path, fitted):
+    """The name among ``numberedNames(fitted)`` on ``device`` that is the
+    file at ``path`` already (a move to it cut short after its link), or
+    None; only a file of more than one name is looked for."""
+    if os.stat(path).st_nlink < 2:
+        return None
+    for name in numberedNames(fitted):
+        try:
+            if os.path.samefile(path, device.absolute(name)):
+                return name
+        except OSError:  # no such name (or a link that leads nowhere)
+            continue
+    return None
+
+
 def writeDirectly(index):
     """``write(fn, *args)`` for an index no server is running (``dgate -r``):
     ``fn(connection, *args)`` in a transaction of its own."""
@@ -265,12 +283,16 @@ class Regenerator:
 
     def _read(self, device, path, relative):
         """``(record, path, signature)`` of the file; None when it is no
-        whole object or gone (a store replaced it since it was listed)."""
+        whole object, gone (a store replaced it since it was listed), or a
+        second name of a file the walk indexes under its other name."""
         signature = fileSignature(path)
         try:
             record = fileRecord(path, self.tags, device.name, relative, self.report)
             if len(relative) > OBJECT_FILE_LENGTH:
-                record, path = self._moveToAFittingName(device, path, record)
+                moved = self._moveToAFittingName(device, path, record)
+                if moved is None:
+                    return None
+                record, path = moved
                 signature = fileSignature(path)
             return record, path, signature
         except FileNotFoundError:
@@ -285,17 +307,30 @@ class Regenerator:
         than the ObjectFile column, to one that fits (``fitPath``, or a
         numbered one: ``placeFile``), never over another file (a copy of
         its SOP instance there, stored since, is then a duplicate the
-        newer of which is indexed); the record and path it has there.
+        newer of which is indexed); the record and path it has there.  A
+        move cut short between its link and its unlink (kill -9) left the
+        file under both names: the long one is removed, and the file
+        indexed under the other, by the walk when it meets that name (None).
         OSError when no name is free."""
-        name = placeFile(path, device, fitPath(record.objectFile), None,
-                         lambda folder: os.makedirs(folder, exist_ok=True), lambda folder: None)
-        if name is None:
-            raise OSError(f"its name is longer than the index's {OBJECT_FILE_LENGTH} characters, and the names "
-                          f"that fit are another object's")
-        moved = device.absolute(name)
+        fitted = fitPath(record.objectFile)
+        name = _earlierName(device, path, fitted)
+        if name is not None:
+            removeFile(path)
+            moved = device.absolute(name)
+            self.report(f"[Regen] {path}: a second name of {moved}, which a move to a name that fits the "
+                        f"index's {OBJECT_FILE_LENGTH} characters left when cut short: removed")
+            if self._place(moved) is not None:
+                return None  # the walk meets it (or met it) there
+        else:
+            name = placeFile(path, device, fitted, None,
+                             lambda folder: os.makedirs(folder, exist_ok=True), lambda folder: None)
+            if name is None:
+                raise OSError(f"its name is longer than the index's {OBJECT_FILE_LENGTH} characters, and the "
+                              f"names that fit are another object's")
+            moved = device.absolute(name)
+            self.report(f"[Regen] {path}: its name is longer than the index's {OBJECT_FILE_LENGTH} characters: "
+                        f"moved to {moved}")
         self._moved.add(moved)
-        self.report(f"[Regen] {path}: its name is longer than the index's {OBJECT_FILE_LENGTH} characters: "
-                    f"moved to {moved}")
         return dataclasses.replace(record, objectFile=name), moved
 
     def _flush(self, batch):

@@ -88,11 +88,23 @@ class PostgreSQLDriver(DatabaseServerDriver):
     def checkCollation(self, engine, dbapiConnection):
         """``setSortsByCodePoint`` when the database's collation sorts by
         code point: libc's C, POSIX and C.UTF-8, PostgreSQL 17's builtin
-        provider (not an ICU one: its datcollate is not what sorts)."""
-        with dbapiConnection.cursor() as cursor:
-            cursor.execute("SELECT datcollate, to_jsonb(d) ->> 'datlocprovider' FROM pg_database d "
-                           "WHERE datname = current_database()")
-            collation, provider = cursor.fetchone()
+        provider (not an ICU one: its datcollate is not what sorts).  A
+        collation that cannot be read (a cluster that revokes SELECT on
+        pg_database from PUBLIC) is taken to sort otherwise, with a warning:
+        COLLATE "C" gives code point order whatever it is."""
+        from psycopg import Error  # an extra: imported here
+        try:
+            with dbapiConnection.cursor() as cursor:
+                cursor.execute("SELECT datcollate, to_jsonb(d) ->> 'datlocprovider' FROM pg_database d "
+                               "WHERE datname = current_database()")
+                collation, provider = cursor.fetchone()
+        except Error as e:
+            dbapiConnection.rollback()
+            self.log.warn("The collation of the index database {database} cannot be read ({error}): sorted "
+                          "C-FIND, QIDO-RS and web answers are put in code point order with COLLATE \"C\", which "
+                          "its indexes may not give: a page of a query over a whole table then sorts all its rows",
+                          database=engine.url.database, error=str(e).strip())
+            return
         dbapiConnection.rollback()  # after SQLAlchemy's own: no transaction left open
         if provider == "b" or provider in (None, "c") and collation.lower().replace("-", "") in _CODE_POINT_COLLATIONS:
             setSortsByCodePoint(engine.dialect)

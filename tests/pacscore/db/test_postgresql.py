@@ -205,6 +205,42 @@ class ByteOrderTests(Plans, test_query.ArchiveTestCase):
                       "\n".join(formatEvent(event) for event in events))
 
 
+class UnreadableCollationTests(unittest.TestCase):
+    """A cluster that revokes SELECT on pg_database from PUBLIC (a
+    multi-tenant hardening): pacs no longer started ('cannot start: the
+    index database ... cannot be used: permission denied for table
+    pg_database ... cannot connect to the database server'), where it ran
+    before the collation was looked at; it starts, sorting with COLLATE
+    "C" (code point order whatever the collation), and says why."""
+
+    def test_startsSortingByCodePoint(self):
+        server = postgresServer()
+        role = f"pacs_tenant_{id(self)}"
+        server.sql(f"CREATE ROLE {role} LOGIN")
+        self.addCleanup(server.sql, f"DROP ROLE {role}")
+        name = server.createDatabase(self)
+        server.sql(f"ALTER DATABASE {name} OWNER TO {role}")
+        server.sql("REVOKE SELECT ON pg_catalog.pg_database FROM PUBLIC", database=name)
+        engine = postgresqlDriver.createEngine(f"postgresql://{role}@127.0.0.1:{server.port}/{name}", None)
+        self.addCleanup(engine.dispose)
+        with capturedLogs() as events:
+            index = Index(engine, test_query.shippedLayout(), test_query.defaultTableNames())
+            index.createTables()
+        self.assertIn(f"The collation of the index database {name} cannot be read (permission denied for table "
+                      "pg_database): sorted C-FIND, QIDO-RS and web answers are put in code point order with "
+                      'COLLATE "C"', "\n".join(formatEvent(event) for event in events))
+        index.storeMany([test_index.makeRecord(f"{study}.1.1", series=f"{study}.1", study=study, patient=patient)
+                         for patient, study in (("aaa", "9.1"), ("BBB", "9.2"), ("AAA", "9.3"))])
+        statements = []
+        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        query = IndexQuery(index.tables, index.layout)
+        with engine.connect() as connection:
+            found = query.find(connection, "STUDY", [test_query.K(test_query.PATIENT_ID, "LO")],
+                               sortBy=query.requestedSort("STUDY", "PatientID").order)
+        self.assertEqual([match[test_query.PATIENT_ID] for match in found], ["AAA", "BBB", "aaa"])
+        self.assertIn('COLLATE "C"', statements[-1])
+
+
 class CodePointDatabaseTests(Plans, test_query.ArchiveTestCase):
     """On a database whose collation sorts by code point (the test server's
     C.UTF-8), the ORDER BY is the column as it is: a page of the studies

@@ -81,6 +81,7 @@ from twisted.logger import Logger
 
 from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
+from pacscore.db.filepaths import storedPath
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn, unpaddedValues
 from pacscore.db.repertoire import encodingOf, held, holds
 from pacscore.db.schema import LEVELS
@@ -363,7 +364,7 @@ def checkRecord(levels, record):
     columns = levels[3].table.c
     for value, column in ((record.deviceName, columns.DeviceName),
                           (record.objectFile, columns.ObjectFile)):
-        if not 0 < len(value) <= column.type.length:
+        if not 0 < len(storedPath(value)) <= column.type.length:  # as held: not UTF-8, escaped
             raise ValueError(f"{column.name} {value!r} must have 1 to "
                              f"{column.type.length} characters")
 

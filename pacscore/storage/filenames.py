@@ -31,7 +31,7 @@ import re
 import time
 
 from pacscore.converters.elements import findReference, parseReference, textOf
-from pacscore.db.filepaths import OBJECT_FILE_LENGTH
+from pacscore.db.filepaths import OBJECT_FILE_LENGTH, storedPath
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -108,18 +108,24 @@ def _fitted(part):
 
 
 def fitPath(name, limit=OBJECT_FILE_LENGTH):
-    """``name``, a relative path, cut to at most ``limit`` characters (the
-    index's ObjectFile column) from the start of what follows its first
-    directory, or of the whole path when that directory takes more than
-    half of ``limit``: its end stays, a "." it would start a name with
-    (a hidden file or folder) made "_"."""
-    if len(name) <= limit:
+    """``name``, a relative path, cut to at most ``limit`` characters as
+    the index's ObjectFile column holds it (``storedPath``: a name not
+    UTF-8 takes more) from the start of what follows its first directory,
+    or of the whole path when that directory takes more than half of
+    ``limit``: its end stays, a "." it would start a name with (a hidden
+    file or folder) made "_"."""
+    if len(storedPath(name)) <= limit:
         return name
     keep = name.find("/") + 1
-    if keep > limit // 2:
+    if len(storedPath(name[:keep])) > limit // 2:
         keep = 0
-    rest = name[len(name) - (limit - keep):].lstrip("/")
-    return name[:keep] + ("_" + rest[1:] if rest.startswith(".") else rest)
+    start = max(keep, len(name) - (limit - keep))  # enough for a path stored as it is; one escaped loses more
+    while True:
+        rest = name[start:].lstrip("/")
+        fitted = name[:keep] + ("_" + rest[1:] if rest.startswith(".") else rest)
+        if len(storedPath(fitted)) <= limit:
+            return fitted
+        start += 1
 
 
 def atoi(text):

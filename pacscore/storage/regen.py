@@ -36,7 +36,10 @@ import dataclasses
 import os
 import re
 
-from pacscore.db.filepaths import OBJECT_FILE_LENGTH
+from sqlalchemy.exc import DataError
+
+from pacscore.db.errors import databaseMessage
+from pacscore.db.filepaths import OBJECT_FILE_LENGTH, storedPath
 from pacscore.db.index import ImageRecord
 from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
@@ -48,6 +51,9 @@ from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, o
 from pacscore.storage.store import SOP_INSTANCE_UID
 
 DATASET_EXTENSIONS = (".v2", ".dcm")  # read whatever their header: a raw data set, or a file that fails
+# What fails one file's entry, not the regen: a value the index refuses (checkRecord), or that its database
+# refuses as data (a value too long for its column, in an encoding it cannot hold).
+REFUSED_ENTRY = (ValueError, DataError)
 _SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move's unfinished copy
 
 
@@ -288,7 +294,7 @@ class Regenerator:
         signature = fileSignature(path)
         try:
             record = fileRecord(path, self.tags, device.name, relative, self.report)
-            if len(relative) > OBJECT_FILE_LENGTH:
+            if len(storedPath(relative)) > OBJECT_FILE_LENGTH:
                 moved = self._moveToAFittingName(device, path, record)
                 if moved is None:
                     return None
@@ -338,7 +344,7 @@ class Regenerator:
             return
         try:
             results = self.write(enterBatch, self.index, list(batch), self.devices, self.written)
-        except ValueError:
+        except REFUSED_ENTRY:
             results = [self._enterOne(entry) for entry in batch]
         for (record, path, signature), (outcome, duplicate) in zip(batch, results):
             if outcome == STALE:
@@ -362,9 +368,9 @@ class Regenerator:
     def _enterOne(self, entry):
         try:
             return self.write(enterBatch, self.index, [entry], self.devices, self.written)[0]
-        except ValueError as e:
+        except REFUSED_ENTRY as e:
             self.failed += 1
-            self.report(f"[Regen] {entry[1]} -FAILED: {e}")
+            self.report(f"[Regen] {entry[1]} -FAILED: {databaseMessage(e)}")
             return None, None
 
     def _entered(self, path, outcome, duplicate):

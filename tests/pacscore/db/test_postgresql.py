@@ -2,6 +2,7 @@
 run again on the PostgreSQL driver's engine (each test on a new database
 of the test run's server, see tests.dbservers)."""
 
+import os
 import time
 
 from sqlalchemy import event, func, select, text
@@ -10,12 +11,14 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
+from pacscore.db.filepaths import storedPath
 from pacscore.db.index import Index
 from pacscore.db.query import IndexQuery, matchCondition
 from pacscore.db.worklistitems import WorklistItems
 from pacscore.db.worklistquery import WorklistQuery
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
+from pacscore.storage.devices import MagDevice
 from pacscore.hl7.message import parseMessage
 from pacscore.testing.orders import orderMessage
 from pacscore.db.writer import IndexTimeout
@@ -26,6 +29,7 @@ from tests.pacscore.db import test_index, test_query
 from tests.pacscore.db.onserver import casesOn
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 from tests.pacscore.export import test_queue
+from tests.pacscore.storage import test_regen
 from tests.plugins.test_sqlite_driver import FakeConfiguration
 
 
@@ -239,6 +243,54 @@ class UnreadableCollationTests(unittest.TestCase):
                                sortBy=query.requestedSort("STUDY", "PatientID").order)
         self.assertEqual([match[test_query.PATIENT_ID] for match in found], ["AAA", "BBB", "aaa"])
         self.assertIn('COLLATE "C"', statements[-1])
+
+
+class RegenerationTests(unittest.TestCase):
+    """dgate -r on PostgreSQL, whose ObjectFile column counts the characters
+    it holds: a path not UTF-8 takes more there (pacscore.db.filepaths)."""
+
+    def setUp(self):
+        self.index = Index(postgresServer().newEngine(postgresqlDriver, self), conquestLayout(), TABLE_NAMES)
+        self.index.createTables()
+        self.devices = [MagDevice("MAG0", os.path.abspath(self.mktemp()))]
+        self.lines = []
+
+    write, regenerator, regenerate, location, column = (
+        test_regen.RegenerationTests.write, test_regen.RegenerationTests.regenerator,
+        test_regen.RegenerationTests.regenerate, test_regen.RegenerationTests.location,
+        test_regen.RegenerationTests.column)
+
+    def test_aLatin1NameTooLongAsStoredIsMoved(self):
+        """An old Conquest's Latin-1 name of 250 characters, stored as 257
+        (U+FFFF, %E9 ...): the database refused it ('value too long for
+        type character varying(255)'), which ended the whole regen and
+        left the index empty; it is moved to a name that fits as stored."""
+        self.write(self.devices[0], "PAT1/other.dcm", 1000, sop="1.2.3.1.2")
+        path = self.write(self.devices[0], "PAT1/1.dcm", 2000)
+        latin1 = os.path.join(os.fsencode(self.devices[0].path), b"M\xfcller", b"x" * 237 + b"\xe9\xe9.dcm")
+        os.makedirs(os.path.dirname(latin1))
+        os.rename(path, latin1)
+        self.assertEqual(len(os.path.relpath(latin1, os.fsencode(self.devices[0].path))), 250)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
+        [moved] = [objectFile for _, objectFile in self.location() if objectFile != "PAT1/other.dcm"]
+        self.assertLessEqual(len(storedPath(moved)), 255)
+        self.assertTrue(os.path.exists(os.path.join(self.devices[0].path, moved)))
+        self.assertFalse(os.path.exists(latin1))
+
+    def test_aFileTheDatabaseRefusesFailsAlone(self):
+        """A value the database refuses as data (here a column narrowed by
+        hand) ended the whole regen ('dgate: the index database failed');
+        that file fails, the others are indexed."""
+        with self.index.engine.begin() as connection:
+            connection.exec_driver_sql('ALTER TABLE "DICOMImages" ALTER COLUMN "ObjectFile" TYPE varchar(20)')
+        self.write(self.devices[0], "PAT1/1.dcm", 1000)
+        self.write(self.devices[0], "PAT1/a-longer-name.dcm", 2000, sop="1.2.3.1.2")
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (1, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/1.dcm")])
+        self.assertTrue([line for line in self.lines if line.endswith(
+            "a-longer-name.dcm -FAILED: value too long for type character varying(20)")], self.lines)
 
 
 class CodePointDatabaseTests(Plans, test_query.ArchiveTestCase):

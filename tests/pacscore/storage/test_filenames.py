@@ -1,10 +1,12 @@
 """Tests for pacscore.storage.filenames: Conquest's FileNameSyntax."""
 
+import os
 import time
 
 from pydicom.dataset import Dataset
 from twisted.trial import unittest
 
+from pacscore.db.filepaths import storedPath
 from pacscore.storage.filenames import (
     IMAGE_ID, INSTANCE_NUMBER, MODALITY, PATIENT_ID, PATIENT_NAME, SERIES_INSTANCE_UID,
     SERIES_NUMBER, SOP_INSTANCE_UID, STUDY_DATE, STUDY_DESCRIPTION, STUDY_ID,
@@ -299,6 +301,15 @@ class ObjectFileLengthTests(unittest.TestCase):
         self.assertEqual(fitPath("a/x/.b" + "b" * 6, 10), "a/_bbbbbbb", "no name starts with '.'")
         self.assertEqual(fitPath("a" * 8 + "/" + "b" * 20, 10), "b" * 10, "a long first directory is cut too")
         self.assertEqual(fitPath("a/b.c", 10), "a/b.c")
+
+    def test_fitPathMeasuresWhatTheColumnHolds(self):
+        """An old Conquest's Latin-1 name of 250 characters is stored as 257
+        (U+FFFF, each byte not UTF-8 as %XX): it is cut to fit as stored."""
+        name = os.fsdecode(b"M\xfcller/" + b"x" * 237 + b"\xe9\xe9.dcm")
+        self.assertEqual((len(name), len(storedPath(name))), (250, 257))
+        fitted = fitPath(name)
+        self.assertEqual(len(storedPath(fitted)), 255)
+        self.assertEqual((fitted[:7], fitted[-6:]), (name[:7], name[-6:]))
 
 
 class PathSafetyTests(unittest.TestCase):

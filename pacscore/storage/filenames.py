@@ -24,7 +24,10 @@ takes more than half of it: the end, which names each object apart
 Beyond Conquest, every name is made safe for the device: "\\" is a
 directory separator, values that Conquest does not clean (UIDs, study
 date, AE titles) cannot contain a separator or a control character, and the
-result is relative without ".", ".." or empty components.
+result is relative without ".", ".." or empty components, and no name in it
+starts with "." (a hidden file or folder, which regen skips): where
+Conquest's MaxFileNameLength cut makes one (``%id\\%sopuid.dcm`` cut to 10:
+``PID1/.498.3.dcm``), that "." becomes "_".
 """
 
 import re
@@ -107,6 +110,13 @@ def _fitted(part):
     return part if len(data) <= NAME_MAX else data[len(data) - NAME_MAX:].decode("utf-8", "ignore")
 
 
+def _unhidden(part):
+    """``part`` of a path with a leading "." made "_": a hidden file or
+    folder, which regen skips (``regularfiles.hidden``), as Conquest's own
+    MaxFileNameLength cut can make one (``PID1/.498.3.dcm``)."""
+    return "_" + part[1:] if part.startswith(".") else part
+
+
 def fitPath(name, limit=OBJECT_FILE_LENGTH):
     """``name``, a relative path, cut to at most ``limit`` characters as
     the index's ObjectFile column holds it (``storedPath``: a name not
@@ -122,7 +132,7 @@ def fitPath(name, limit=OBJECT_FILE_LENGTH):
     start = max(keep, len(name) - (limit - keep))  # enough for a path stored as it is; one escaped loses more
     while True:
         rest = name[start:].lstrip("/")
-        fitted = name[:keep] + ("_" + rest[1:] if rest.startswith(".") else rest)
+        fitted = name[:keep] + _unhidden(rest)
         if len(storedPath(fitted)) <= limit:
             return fitted
         start += 1
@@ -365,6 +375,6 @@ class FileNamer:
         keep = len(root) + 1 if root else 0
         if 0 < self.maxFileNameLength < len(name) - keep:
             name = name[:keep] + name[len(name) - self.maxFileNameLength:]
-        parts = [_fitted(part) if part.strip(".") else "_" * len(part)
+        parts = [_unhidden(_fitted(part)) if part.strip(".") else "_" * len(part)
                  for part in _CONTROLS.sub("_", name).split("/") if part]
         return fitPath("/".join(parts) or "unknown")

@@ -189,7 +189,15 @@ class NumberedModeTests(unittest.TestCase):
         self.assertEqual(namer("4", maxFileNameLength=0).name(ATTRS), EXPECTED[4])
         self.assertEqual(namer("1", maxFileNameLength=12).name(ATTRS),
                          "Müller^H_AB_12_3_/656610000.v2")
-        self.assertEqual(namer("10", maxFileNameLength=10).name(ATTRS), "Images/.498.3.dcm")
+
+    def test_maxFileNameLengthMakesNoHiddenFile(self):
+        """Conquest's cut can start the name with "." (Images/.498.3.dcm,
+        PID1/.498.3.dcm): a hidden file, which regen skipped, so a rebuilt
+        index lost the object; the "." becomes "_", and only there."""
+        self.assertEqual(namer("10", maxFileNameLength=10).name(ATTRS), "Images/_498.3.dcm")
+        self.assertEqual(namer("11", maxFileNameLength=10).name(ATTRS), "Müller^Hans_Peter/_498.3.dcm")
+        self.assertEqual(namer(r"%id\%sopuid.dcm", maxFileNameLength=10).name(ATTRS), f"{ID}/_498.3.dcm")
+        self.assertEqual(namer(r"%id\%sopuid.dcm", maxFileNameLength=11).name(ATTRS), f"{ID}/8.498.3.dcm")
 
 
 class TemplateTests(unittest.TestCase):
@@ -260,7 +268,7 @@ class TemplateTests(unittest.TestCase):
 
     def test_maxFileNameLength(self):
         named = namer("%id/%seriesuid/%sopuid.dcm", maxFileNameLength=12)
-        self.assertEqual(named.name(ATTRS), f"{ID}/{(SOP + '.dcm')[-12:]}")
+        self.assertEqual(named.name(ATTRS), f"{ID}/_{(SOP + '.dcm')[-11:]}", "'.8.498.3.dcm' would be hidden")
 
 
 class ObjectFileLengthTests(unittest.TestCase):

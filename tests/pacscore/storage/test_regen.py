@@ -17,6 +17,7 @@ from twisted.trial import unittest
 from pacscore.db.index import Index
 from pacscore.db.records import Replaced
 from pacscore.storage.devices import MagDevice
+from pacscore.storage.filenames import FileNamer
 from pacscore.storage import regen
 from pacscore.storage.regen import Regenerator, fileRecord, iterObjectFiles
 from pacscore.storage.regularfiles import SkippedFiles
@@ -256,6 +257,17 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual((regenerator.indexed, regenerator.failed), (1, 0), self.lines)
         self.assertEqual(self.location(), [("MAG0", fitted)])
         self.assertFalse(os.path.exists(long))
+
+    def test_namesCutByMaxFileNameLengthAreIndexed(self):
+        """%id\\%sopuid.dcm with MaxFileNameLength 10 named SOP instance
+        1.2.840.113619.2.498.3 PAT1/.498.3.dcm, a hidden file the regen
+        skipped: the index rebuilt lost it.  Both objects are indexed."""
+        named = FileNamer(r"%id\%sopuid.dcm", maxFileNameLength=10)
+        for n, sop in enumerate(("1.2.840.113619.2.498.3", "1.2.840.113619.2.4981234")):
+            self.write(self.devices[0], named.name({0x00100020: "PAT1", 0x00080018: sop}), 1000 + n, sop=sop)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
+        self.assertEqual(sorted(self.column("image", "ObjectFile")), ["PAT1/981234.dcm", "PAT1/_498.3.dcm"])
 
     def test_fileNameNotUTF8(self):
         """An old Conquest's file named with a Latin-1 patient name is

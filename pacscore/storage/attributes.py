@@ -38,8 +38,11 @@ from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from pydicom.values import convert_value
 from twisted.logger import Logger
 
+from pacscore.dicom import integerstrings
 from pacscore.dicom.charsetterms import convert_encodings, unknownTerms
 from pacscore.storage.codeextensions import notPlain, textFits, textOrLatin1
+
+integerstrings.install()  # an IS no integer holds (inf, 1e999) read as text, as abc is
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -154,16 +157,12 @@ _PLAIN_DS = re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *\Z
 
 def _viaPydicom(vr, raw, encodings, layout):
     """The rare value that is no plain number: ask pydicom (its IS()/DS()
-    rules, then its retry as SH); DatasetError where pydicom raises, but
-    for an IS number no integer can hold (``inf``, ``1e999``), which
-    pydicom's retry does not cover (it retries on ValueError only): read as
-    SH too, kept as text as ``abc`` and ``nan`` are."""
+    rules, then its retry as SH; an IS number no integer can hold, ``inf``,
+    ``1e999``, too: ``pacscore.dicom.integerstrings``), kept as text as
+    ``abc`` and ``nan`` are; DatasetError where pydicom raises."""
     element = RawDataElement(BaseTag(0), vr, len(raw), raw, 0, False, layout is _LITTLE)
     try:
-        try:
-            value = convert_value(vr, element, encodings)
-        except OverflowError:
-            value = convert_value("SH", element, encodings)
+        value = convert_value(vr, element, encodings)
     except Exception as e:
         raise DatasetError(f"{vr} value {raw[:32]!r} cannot be read: {e}")
     if isinstance(value, bytes):

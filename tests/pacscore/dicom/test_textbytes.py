@@ -159,6 +159,19 @@ class CodeExtensionTests(unittest.TestCase):
         with self.assertRaisesRegex(IdentifierError, r"^undecodable data set: \(0018,1050\) cannot be decoded: "):
             decodePeerDataset(data, EXPLICIT)
 
+    def test_anIntegerStringNoIntegerHoldsIsText(self):
+        """InstanceNumber inf or 1e999, which the index stores as text (as
+        abc): a C-FIND key of it was refused 0xC000 ('undecodable data set:
+        (0020,0013) cannot be decoded: cannot convert float infinity to
+        integer'), and WADO-RS metadata gave it as UN bytes; it is read as
+        text, its VR IS, as abc is."""
+        for value in (b"inf ", b"1e999 ", b"-Infinity ", b"abc "):
+            data = (b"\x08\x00\x18\x00UI\x04\x001.3\x00"
+                    + b"\x20\x00\x13\x00IS" + struct.pack("<H", len(value)) + value)
+            for decode in (decodeDataset, decodePeerDataset):
+                element = decode(data, EXPLICIT)[0x00200013]
+                self.assertEqual((element.VR, element.value), ("IS", value.decode().strip()), (value, decode))
+
     def test_aBinaryValuePydicomCannotDecodeIsKeptAsItsBytes(self):
         """A stored object with a binary value pydicom fails on (an FD of 4
         bytes, in a sequence item too) could not be converted ('the stored

@@ -1387,6 +1387,22 @@ class MetadataTextTests(unittest.TestCase):
                       "cannot be decoded", "\n".join(formatEvent(event) for event in events))
 
 
+    def test_anIntegerStringNoIntegerHoldsIsGivenAsAbcIs(self):
+        """An InstanceNumber inf, which C-STORE stores (as abc), was given
+        as UN InlineBinary ('aW5mIA=='), abc as IS: it is IS, as abc is."""
+        given = {}
+        for value in (b"inf ", b"abc "):
+            path = self.mktemp()
+            makeDataset("ISINF", "", "1.2", "1.2.1", "1.2.1.1", 1, 7).save_as(path, enforce_file_format=True)
+            with open(path, "rb") as f:
+                data = f.read()
+            self.assertEqual(data.count(b"\x20\x00\x13\x00IS\x02\x007 "), 1)
+            with open(path, "wb") as f:
+                f.write(data.replace(b"\x20\x00\x13\x00IS\x02\x007 ", b"\x20\x00\x13\x00IS\x04\x00" + value))
+            given[value] = instanceMetadata(path, "http://pacs/dicom-web/studies/1/series/2/instances/3")["00200013"]
+        self.assertEqual(given[b"inf "], given[b"abc "])
+        self.assertEqual(given[b"inf "]["vr"], "IS")
+
 def writeDeflatedBomb(path, zeros, before):
     """A small CT image stored Deflated Explicit VR Little Endian in
     ``path``, with a private OB of ``zeros`` MB of zeros, ``before`` its

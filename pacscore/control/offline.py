@@ -20,6 +20,7 @@ from pacscore.db.drivers import databaseFiles, findDriver, redacted
 from pacscore.db.index import Index
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import MagDevice
+from pacscore.storage.mirror import Mirrors
 from pacscore.storage.recompression import recompressedFile
 from pacscore.storage.regen import MissingDeviceError, Regenerator, checkDeviceFolders
 from pacscore.workfolderlock import LockError, WorkFolderLock
@@ -72,7 +73,8 @@ def regenerate(configuration, out):
         raise OfflineError(f"-r: {e}") from None
     names = [device.name for device in devices]
     index, skip = initialize(configuration, out, names)
-    regenerator = Regenerator(index, configuration.layout.indexedTags(), devices, report=out, skip=skip)
+    regenerator = Regenerator(index, configuration.layout.indexedTags(), devices, report=out, skip=skip,
+                              mirrors=Mirrors.fromConfiguration(configuration))
     regenerator.regenerate(devices)
     with index.engine.begin() as connection:  # complete: killed before this, the next start runs it again
         index.regens.unmark(connection, names)

@@ -13,17 +13,18 @@ SOP_INSTANCE_UID = 0x00080018
 MAX_NAME_SUFFIX = 1000  # numbered names tried when FileNameSyntax names another instance's file
 
 
-def placeFile(temporary, device, relative, sopInstanceUID, makeFolders, folderChanged):
+def placeFile(temporary, device, relative, sopInstanceUID, makeFolders, folderChanged, keepSource=False):
     """Give the written file ``temporary`` the name ``relative`` on
     ``device``, replacing a file there only when it holds the same SOP
     instance, else the first numbered name free or holding it; the name
     given, or None when ``MAX_NAME_SUFFIX`` numbered names hold others.
     ``makeFolders`` and ``folderChanged`` (a folder path): what makes a new
     folder and a changed one durable.  ``sopInstanceUID`` None: only a
-    free name is taken."""
+    free name is taken.  ``keepSource``: ``temporary`` keeps its name too
+    (where the file system has hard links), for the caller to remove."""
     for name in numberedNames(relative):
         target = device.absolute(name)
-        if _claim(temporary, target, makeFolders) or (
+        if _claim(temporary, target, makeFolders, keepSource=keepSource) or (
                 sopInstanceUID is not None and _holds(target, sopInstanceUID, temporary)):
             folderChanged(os.path.dirname(target))
             return name
@@ -40,16 +41,17 @@ def numberedNames(relative):
         yield fitPath(f"{base}_{attempt}{extension}")
 
 
-def _claim(temporary, target, makeFolders, newFolder=False):
+def _claim(temporary, target, makeFolders, newFolder=False, keepSource=False):
     """Link ``temporary`` as ``target`` unless that name exists (a new
-    folder made as needed): whether it was free."""
+    folder made as needed), then remove its name unless ``keepSource``:
+    whether it was free."""
     try:
         os.link(temporary, target)
     except FileNotFoundError:  # a new folder; existing ones cost no extra system call
         if newFolder:
             raise
         makeFolders(os.path.dirname(target))
-        return _claim(temporary, target, makeFolders, newFolder=True)
+        return _claim(temporary, target, makeFolders, newFolder=True, keepSource=keepSource)
     except FileExistsError:
         return False
     except OSError:  # a file system without hard links: a check, then a rename
@@ -57,7 +59,8 @@ def _claim(temporary, target, makeFolders, newFolder=False):
             return False
         os.replace(temporary, target)
         return True
-    os.unlink(temporary)
+    if not keepSource:
+        os.unlink(temporary)
     return True
 
 

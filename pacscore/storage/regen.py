@@ -45,6 +45,7 @@ from pacscore.db.records import Replaced
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.devices import identityOf, removeFile
 from pacscore.storage.filenames import fitPath
+from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
 from pacscore.storage.placing import numberedNames, placeFile
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
@@ -242,11 +243,14 @@ class Regenerator:
     older copies of the objects stores wrote again during the regen
     (``STALE``), whose files are in ``written`` (``(device name, name)``,
     ``ObjectStore.recordingWrites``); without ``written`` nothing is removed.
+    ``mirrors``: the ``Mirrors`` of the devices, whose copies of files
+    moved to a name that fits are moved with them.
     """
 
     def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset(),
-                 write=None, removeReplaced=None, written=None):
+                 write=None, removeReplaced=None, written=None, mirrors=None):
         self.index = index
+        self.mirrors = mirrors or Mirrors()
         self.removeReplaced = removeReplaced
         self.written = written
         self.write = write or writeDirectly(index)
@@ -313,31 +317,45 @@ class Regenerator:
         than the ObjectFile column, to one that fits (``fitPath``, or a
         numbered one: ``placeFile``), never over another file (a copy of
         its SOP instance there, stored since, is then a duplicate the
-        newer of which is indexed); the record and path it has there.  A
-        move cut short between its link and its unlink (kill -9) left the
-        file under both names: the long one is removed, and the file
-        indexed under the other, by the walk when it meets that name (None).
-        OSError when no name is free."""
+        newer of which is indexed), and its mirror copy to that name on the
+        mirror; the record and path it has there.  The long name goes last:
+        a move cut short (kill -9) left the file under both names, and the
+        next regen, finding them the same file, moves the mirror copy if
+        still needed and removes the long name; the file is indexed under
+        the other, by the walk when it meets that name (None).  OSError
+        when no name is free."""
         fitted = fitPath(record.objectFile)
-        name = _earlierName(device, path, fitted)
-        if name is not None:
-            removeFile(path)
-            moved = device.absolute(name)
+        earlier = _earlierName(device, path, fitted)
+        name = earlier if earlier is not None else placeFile(
+            path, device, fitted, None, lambda folder: os.makedirs(folder, exist_ok=True), lambda folder: None,
+            keepSource=True)
+        if name is None:
+            raise OSError(f"its name is longer than the index's {OBJECT_FILE_LENGTH} characters, and the "
+                          f"names that fit are another object's")
+        moved = device.absolute(name)
+        self._moveMirrorCopy(device, record.objectFile, name)
+        removeFile(path)
+        if earlier is not None:
             self.report(f"[Regen] {path}: a second name of {moved}, which a move to a name that fits the "
                         f"index's {OBJECT_FILE_LENGTH} characters left when cut short: removed")
             if self._place(moved) is not None:
                 return None  # the walk meets it (or met it) there
         else:
-            name = placeFile(path, device, fitted, None,
-                             lambda folder: os.makedirs(folder, exist_ok=True), lambda folder: None)
-            if name is None:
-                raise OSError(f"its name is longer than the index's {OBJECT_FILE_LENGTH} characters, and the "
-                              f"names that fit are another object's")
-            moved = device.absolute(name)
             self.report(f"[Regen] {path}: its name is longer than the index's {OBJECT_FILE_LENGTH} characters: "
                         f"moved to {moved}")
         self._moved.add(moved)
         return dataclasses.replace(record, objectFile=name), moved
+
+    def _moveMirrorCopy(self, device, old, new):
+        """Give the mirror copy of ``old`` on ``device``, if there is one,
+        the name ``new`` (free on the MAG device: a file of that name on
+        the mirror is a leftover, or this copy under both names)."""
+        source, target = (self.mirrors.path(device.name, name) for name in (old, new))
+        if source is None or target is None or not os.path.lexists(source):
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
+        removeFile(source)  # still there when it was target's file already (rename then does nothing)
 
     def _flush(self, batch):
         if not batch:

@@ -18,6 +18,7 @@ from pacscore.db.index import Index
 from pacscore.db.records import Replaced
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.filenames import FileNamer
+from pacscore.storage.mirror import Mirrors
 from pacscore.storage import regen
 from pacscore.storage.regen import Regenerator, fileRecord, iterObjectFiles
 from pacscore.storage.regularfiles import SkippedFiles
@@ -268,6 +269,32 @@ class RegenerationTests(unittest.TestCase):
         regenerator = self.regenerate()
         self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
         self.assertEqual(sorted(self.column("image", "ObjectFile")), ["PAT1/981234.dcm", "PAT1/_498.3.dcm"])
+
+    def test_overlongNameMovedWithItsMirrorCopy(self):
+        """A Conquest archive with a mirror has both copies under the long
+        name: the MAG copy alone was moved, the mirror copy counted missing
+        and kept for good after a delete.  Both get the name that fits,
+        also after a move cut short between its link and its unlink."""
+        uid = "1.2.826.0.1.3680043.9.7784.3." + "7" * 35
+        relative = "/".join(["P" * 64, "1.2.3." + "1" * 58, "1.2.3.1." + "1" * 56, uid + ".dcm"])
+        fitted = "P" * 64 + "/" + relative[len(relative) - 190:]
+        mirror = MagDevice("MIRROR0", os.path.join(self.root, "MIRROR0"))
+        mirrors = Mirrors({"MAG0": mirror})
+        for cutShort in (False, True):
+            shutil.rmtree(self.root, ignore_errors=True)
+            path = self.write(self.devices[0], relative, 1000, sop=uid)
+            os.makedirs(os.path.dirname(os.path.join(mirror.path, relative)))
+            shutil.copy(path, os.path.join(mirror.path, relative))
+            if cutShort:
+                os.makedirs(os.path.dirname(os.path.join(self.devices[0].path, fitted)))
+                os.link(path, os.path.join(self.devices[0].path, fitted))
+            regenerator = Regenerator(self.index, conquestLayout().indexedTags(), self.devices,
+                                      report=self.lines.append, mirrors=mirrors).regenerate(self.devices)
+            self.assertEqual((regenerator.indexed, regenerator.failed), (1, 0), self.lines)
+            files = {device.name: sorted(os.path.relpath(os.path.join(folder, name), device.path)
+                                         for folder, _, names in os.walk(device.path) for name in names)
+                     for device in (self.devices[0], mirror)}
+            self.assertEqual(files, {"MAG0": [fitted], "MIRROR0": [fitted]}, (cutShort, self.lines))
 
     def test_fileNameNotUTF8(self):
         """An old Conquest's file named with a Latin-1 patient name is

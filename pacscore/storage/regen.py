@@ -219,6 +219,18 @@ def _earlierName(device, path, fitted):
     return None
 
 
+def _removeEmptyFolders(folder, root):
+    """Remove ``folder`` and the folders above it, up to ``root`` (a
+    device's, which stays), while they are empty: those a move left."""
+    folder, root = os.path.normpath(folder), os.path.normpath(root)
+    while folder != root and os.path.commonpath([folder, root]) == root:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (or gone)
+            return
+        folder = os.path.dirname(folder)
+
+
 def writeDirectly(index):
     """``write(fn, *args)`` for an index no server is running (``dgate -r``):
     ``fn(connection, *args)`` in a transaction of its own."""
@@ -335,6 +347,7 @@ class Regenerator:
         moved = device.absolute(name)
         self._moveMirrorCopy(device, record.objectFile, name)
         removeFile(path)
+        _removeEmptyFolders(os.path.dirname(path), device.path)
         if earlier is not None:
             self.report(f"[Regen] {path}: a second name of {moved}, which a move to a name that fits the "
                         f"index's {OBJECT_FILE_LENGTH} characters left when cut short: removed")
@@ -356,6 +369,7 @@ class Regenerator:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(source, target)
         removeFile(source)  # still there when it was target's file already (rename then does nothing)
+        _removeEmptyFolders(os.path.dirname(source), self.mirrors.devices[device.name].path)
 
     def _flush(self, batch):
         if not batch:

@@ -296,6 +296,25 @@ class RegenerationTests(unittest.TestCase):
                      for device in (self.devices[0], mirror)}
             self.assertEqual(files, {"MAG0": [fitted], "MIRROR0": [fitted]}, (cutShort, self.lines))
 
+    def test_overlongNameMoveLeavesNoEmptyFolder(self):
+        """The move left the long name's study and series folders behind,
+        empty, on the MAG device and its mirror: they are removed, up to
+        the first folder that still holds something."""
+        uid = "1.2.826.0.1.3680043.9.7784.3." + "7" * 35
+        relative = "/".join(["P" * 64, "1.2.3." + "1" * 58, "1.2.3.1." + "1" * 56, uid + ".dcm"])
+        mirror = MagDevice("MIRROR0", os.path.join(self.root, "MIRROR0"))
+        path = self.write(self.devices[0], relative, 1000, sop=uid)
+        os.makedirs(os.path.dirname(os.path.join(mirror.path, relative)))
+        shutil.copy(path, os.path.join(mirror.path, relative))
+        self.write(self.devices[0], "/".join(relative.split("/")[:2] + ["other.dcm"]), 1000, sop="1.2.3.1.2")
+        Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append,
+                    mirrors=Mirrors({"MAG0": mirror})).regenerate(self.devices)
+        empty = [folder for device in (self.devices[0], mirror) for folder, subfolders, names in os.walk(device.path)
+                 if not subfolders and not names]
+        self.assertEqual(empty, [], self.lines)
+        self.assertTrue(os.path.isdir(mirror.path))
+        self.assertTrue(os.path.isdir(os.path.dirname(os.path.dirname(path))), "it holds other.dcm")
+
     def test_fileNameNotUTF8(self):
         """An old Conquest's file named with a Latin-1 patient name is
         indexed under that name, which opens it."""

@@ -363,7 +363,7 @@ class Archive:
         completeness = self.index.completeness
         completeness.mayMiss(self.interruptedRegens, "a regen of it was interrupted, run again now")
         if emptyIndex and not self.interruptedRegens and getattr(self.driver, "keepsIndex", True):
-            completeness.mayMiss(self._unindexedDevices(), "the index holds no image, but it holds DICOM files")
+            self._warnOfUnindexedFiles()
         self.workers.start()
         self.luaChunks.start()
         self.index.start()
@@ -433,22 +433,21 @@ class Archive:
                               path=device.path)
             self._prepareFolders([device])
 
-    def _unindexedDevices(self):
-        """The names of the MAG devices holding DICOM files beside an empty
-        index, lost or never built (a deleted or truncated database, a
-        switch to a new database server, an archive moved in), each
-        logged with how to rebuild it: until then the export queue and
-        the storage commitment checks wait (``IndexCompleteness``)."""
-        names = []
+    def _warnOfUnindexedFiles(self):
+        """An empty index beside MAG devices holding DICOM files was lost or
+        never built (a deleted or truncated database, a switch to a new
+        database server, an archive moved in): say how to rebuild it, and
+        what finds nothing until then.  Nothing waits for it (no mark
+        would tell a later start): the work a regen holds back is that of
+        a regen pending or under way (``IndexCompleteness``)."""
         for device in self.devices:
             for path, _ in iterObjectFiles(device, skip=self.databaseFiles):
-                self.log.warn("the index holds no image, but {device} holds DICOM files (e.g. {path}); "
-                              "if the index was lost, 'dgate -r' rebuilds it from them (or, while the server "
-                              "runs, 'dgate --regen:'); until a regen of {device} ends, the export queue and "
-                              "storage commitment checks wait", device=device.name, path=path)
-                names.append(device.name)
-                break
-        return names
+                self.log.warn("the index holds no image, but {device} holds DICOM files (e.g. {path}); if the index "
+                              "was lost or switched to a new database, run 'dgate --regen:' now (or 'dgate -r' with "
+                              "the server stopped) to re-enter them: until then queries, retrieves, forwards and "
+                              "storage commitments do not find them (a queued forward of them is dropped, a "
+                              "commitment reported as not committed)", device=device.name, path=path)
+                return
 
     def _indexUnusable(self, error):
         """The ``StartupError`` of a SQLAlchemy ``error`` from the index

@@ -12,9 +12,10 @@ regenerate until complete (``pacscore.db.regenmarks``), in the transaction
 that clears the tables; ``InterruptedRegen`` runs one that a stop cut short
 again at the next start.  Until a regen of marked devices is complete the
 index's ``completeness`` names them: the export queue and the storage
-commitment checks wait.  While a regen of marked devices runs (from
-before the tables are cleared), a store whose study or series has no row
-yet is refused with a transient failure (``Index.rebuilding``): its links
+commitment checks wait (``initializetables``, clearing the marks, ends
+that for the devices no regen re-enters now).  While a regen of marked
+devices runs (from before the tables are cleared), a store whose study or
+series has no row yet is refused with a transient failure (``Index.rebuilding``): its links
 to a patient or study cannot be checked until the files are re-entered,
 and the files stores write are recorded (``ObjectStore.recordingWrites``):
 the older copies of their objects that they left on disk are removed by
@@ -81,7 +82,7 @@ def regeneratorOf(archive, reactor, marked, report):
     with ExitStack() as stack:
         written = None
         if marked:
-            archive.index.completeness.mayMiss(marked, "its regen is under way")
+            stack.enter_context(archive.index.completeness.regenerating(marked))
             stack.enter_context(archive.index.rebuilding())
             written = stack.enter_context(store.recordingWrites())
         yield Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
@@ -277,6 +278,8 @@ class InitializeTables(ControlCommand):
         names = ", ".join(table.name for table in tables)
         self.log.info("{peer}: initializing {names}", peer=context.peer, names=names)
         d = index.runWrite(_initializeTables, index, worklist, context.archive.worklistItems)
+        if not worklist:  # the regen marks cleared too
+            d.addCallback(lambda _: index.completeness.marksCleared())
         return d.addCallback(lambda _: f"Initialized {names}")
 
 

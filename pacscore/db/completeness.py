@@ -3,15 +3,22 @@
 
 It may miss some while a regen of their device is pending or under way
 (one a stop cut short, run again at the next start by ``InterruptedRegen``;
-``regen`` and ``regendev``, whose tables are cleared first), or when it
-holds no image at all beside devices holding DICOM files (an index switched
-to a new database, or lost) until a regen re-enters them.  Meanwhile the
+``regen`` and ``regendev``, whose tables are cleared first), which the
+device's ``PacsRegen`` mark tells a later start too; a regen that failed
+keeps its mark, and so the devices, until it is run again, and
+``initializetables``, clearing the marks, releases those no regen is
+re-entering (``marksCleared``).  An index holding no image beside devices
+holding DICOM files is only warned of at start-up: no mark would tell the
+next start, and new objects would wait for nothing.  Meanwhile the
 work that would take an object the index does not name for one that is
 gone waits (``whenComplete``): the export queue (a forward finding
 nothing would be done and deleted, an export filter matching nothing
 would drop its job) and the storage commitment checks (an object not found
 is reported as not committed).  On the reactor thread.
 """
+
+import contextlib
+from collections import Counter
 
 from twisted.internet import defer
 
@@ -22,6 +29,7 @@ class IndexCompleteness:
     def __init__(self):
         self._missing = {}  # device name: why the index may miss its objects
         self._waiting = []  # the Deferreds of whenComplete
+        self._running = Counter()  # device name: the regens re-entering it now (``regenerating``)
 
     @property
     def complete(self):
@@ -37,6 +45,24 @@ class IndexCompleteness:
         reason ``why``, until ``reentered``."""
         for name in deviceNames:
             self._missing[name] = why
+
+    @contextlib.contextmanager
+    def regenerating(self, deviceNames):
+        """While in it, a regen re-enters ``deviceNames``: the index may
+        miss their objects, from its start until ``reentered`` (after a
+        failure, until a regen of them is run again)."""
+        self.mayMiss(deviceNames, "its regen is under way")
+        self._running.update(deviceNames)
+        try:
+            yield
+        finally:
+            self._running.subtract(deviceNames)
+
+    def marksCleared(self):
+        """The ``PacsRegen`` marks were cleared (``initializetables``: an
+        empty index asked for): the devices no regen re-enters now are no
+        longer waited for."""
+        self.reentered([name for name in self._missing if self._running[name] <= 0])
 
     def reentered(self, deviceNames):
         """A regen of ``deviceNames`` is complete: the work waiting goes on

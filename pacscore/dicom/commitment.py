@@ -25,8 +25,8 @@ Answering Success promises the report, so a request is written to the
 failure to write it is answered 0x0110) and removed when its report was
 taken.  Those left when pacs stopped or crashed are looked up and
 reported again, on a new association, when it starts.  While the index
-may miss stored objects (a regen pending or under way, an empty index
-beside stored files: ``IndexCompleteness``) the objects are checked, and
+may miss stored objects (a regen pending or under way:
+``IndexCompleteness``) the objects are checked, and
 reported, once it is complete: not found meanwhile, they would be reported
 as not committed.
 """

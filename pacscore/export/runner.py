@@ -18,8 +18,8 @@ were made, so RetryDelay counts from then), and starts no new work before
 that write succeeds, the loop backing off as for failed polls; the
 condition is logged once when it starts and once when it ends.  What is remembered is lost with a stop or a crash: those
 jobs run, and those actions are sent, again at the next start.
-While the index may miss stored objects (a regen pending or under way, an
-empty index beside stored files: ``IndexCompleteness``) the queue is held,
+While the index may miss stored objects (a regen pending or under way:
+``IndexCompleteness``) the queue is held,
 logged once when it starts and once when it ends: no poll starts work, and
 the lanes under way stop before their next job or action, which stay
 queued (a forward would find nothing and be removed as done).

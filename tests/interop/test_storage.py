@@ -431,7 +431,8 @@ class DamagedIndexTests(ServerTestCase):
         self.server.start()
         stored = storedFiles(self.server.dataDir)[image.sopUID]
         self.assertIn(f"the index holds no image, but MAG0 holds DICOM files (e.g. {stored}); "
-                      f"if the index was lost, 'dgate -r' rebuilds it from them", self.server.log())
+                      f"if the index was lost or switched to a new database, run 'dgate --regen:' now",
+                      self.server.log())
 
 
     def test_fifoOnTheDeviceSkipped(self):

@@ -106,21 +106,46 @@ class MaintenanceTests(unittest.TestCase):
         self.assertTrue(self.running.progress[-1].startswith("Regeneration complete: 12 files indexed"))
 
     @defer.inlineCallbacks
-    def test_anEmptyIndexBesideStoredFilesHoldsTheExportQueue(self):
-        """An index switched to a new database (or lost) holds no image
-        while MAG0 holds the files: the forwards carried over were deleted
-        ("no stored object ... matches") before a regen could re-enter
-        them; they wait for it now."""
+    def test_anEmptyIndexBesideStoredFilesIsOnlyWarnedOf(self):
+        """An index lost (or switched to a new database) holds no image
+        while MAG0 holds the files: the start held the export queue and
+        the commitment checks until a regen, with nothing to tell a later
+        start, so the objects stored after it waited for a regen (and those
+        before it were dropped after a restart anyway).  The start warns,
+        naming the regen, and the queue runs as before: a new object is
+        forwarded, a forward of an object not re-entered finds nothing."""
         yield self.running.stop()
         for path in self.running.archive.databaseFiles:
             if os.path.exists(path):
                 os.unlink(path)
         destination = RunningArchive(self, ae="DEST", listen=True)
-        again = RunningArchive(self, workdir=self.running.workdir)
+        with capturedLogs() as events:
+            again = RunningArchive(self, workdir=self.running.workdir)
         again.know(destination)
         self.assertEqual((yield again.count("image")), 0)
-        yield waitForForward(self, again, self.images[0], destination, lambda: again.run(commands.regen))
         self.assertTrue(again.archive.index.completeness.complete)
+        self.assertTrue(any(event["log_level"] == LogLevel.warn and formatEvent(event).startswith(
+            "the index holds no image, but MAG0 holds DICOM files (e.g. ") and "run 'dgate --regen:' now" in
+            formatEvent(event) for event in events), [formatEvent(event) for event in events])
+        new = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                             imagesPerSeries=1)[0]
+        yield again.store([new])
+        archive = again.archive
+        for image in (self.images[0], new):
+            archive.exportQueue.addForward(destination.ae, "IMAGE",
+                                           Target(image.patientID, image.studyUID, image.seriesUID, image.sopUID))
+        export = archive.exportService()
+        with capturedLogs() as events:
+            export.startService()
+            self.addCleanup(export.stopService)  # before the archive's shutdown
+            for _ in range(100):
+                if not archive.exportQueue.counts()["actions"]["pending"]:
+                    break
+                yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual((yield destination.count("image")), 1)
+        lines = " ".join(formatEvent(event) for event in events)
+        self.assertIn(f"no stored object of image {self.images[0].sopUID}", lines)
+        self.assertNotIn("export queue held", lines)
 
     @defer.inlineCallbacks
     def test_regendevAndRegendir(self):
@@ -334,6 +359,24 @@ class InterruptedRegenTests(unittest.TestCase):
         indexed = yield running.archive.index.runQuery(
             lambda connection: set(connection.execute(select(image.c.SOPInstanceUID)).scalars()))
         return next(corpusImage for corpusImage in self.images if corpusImage.sopUID not in indexed)
+
+    @defer.inlineCallbacks
+    def test_initializetablesEndsTheHoldOfAFailedRegen(self):
+        """initializetables clears the marks of a regen that failed (an
+        empty index asked for: nothing runs it again), but the export queue
+        and the storage commitment checks went on waiting for that regen
+        until a stop; they go on now."""
+        yield self.assertFailure(self.running.run(commands.regenDev, "MAG0"), RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+        completeness = self.running.archive.index.completeness
+        waiting = completeness.whenComplete()
+        self.assertFalse(completeness.complete)
+        yield self.running.run(commands.initializeTables, "2")  # the worklist only: the marks stay
+        self.assertFalse(completeness.complete)
+        yield self.running.run(commands.initializeTables, "")
+        self.assertEqual((yield self.marks(self.running.archive.index)), [])
+        self.assertTrue(completeness.complete)
+        self.assertTrue(waiting.called)
 
     @defer.inlineCallbacks
     def test_aCompleteRegenLeavesNoMark(self):

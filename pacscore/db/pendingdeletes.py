@@ -10,10 +10,12 @@ the part that failed); at start-up an entry left over is a delete cut short, whi
 the server finishes (``LocalActions.finishInterrupted``).  A store of a SOP
 instance takes its entries out in the transaction of its row: the object
 stored again is not the one the delete was removing.  An entry keeps the
-identity of the file as the delete noted it (``identityOf``; "" in the
-entries of a release before it, or when there was no file): a file stored
-anew under its name by a release that does not take the entries out (one
-without this table, gone back to) is not the one noted, and stays.
+identity of the file as the delete noted it (``lastingIdentity``: size and
+modification time, which a remount or a restore keeping times leaves as
+they are; "" in the entries of a release before it, or when there was no
+file): a file stored anew under its name by a release that does not take
+the entries out (one without this table, gone back to) is not the one
+noted, and stays.
 """
 
 from sqlalchemy import Column, String, Table, delete, insert, select
@@ -23,6 +25,7 @@ from pacscore.db.filepaths import ObjectPath
 from pacscore.db.query import Instance
 from pacscore.db.records import SELECT_CHUNK
 from pacscore.db.schema import MYSQL_TABLE
+from pacscore.storage.devices import lastingIdentity
 
 TABLE_NAME = "PacsDeletes"
 COLUMNS = ("SOPInstanceUID", "SOPClassUID", "DeviceName", "ObjectFile", "PatientID", "StudyInstanceUID",
@@ -30,13 +33,19 @@ COLUMNS = ("SOPInstanceUID", "SOPClassUID", "DeviceName", "ObjectFile", "Patient
 
 
 def _identityText(identity):
-    """The ``FileIdentity`` column's text of an ``identityOf`` (None: "")."""
-    return "" if identity is None else ":".join(map(str, identity))
+    """The ``FileIdentity`` column's text of an ``identityOf`` (None: ""):
+    its ``lastingIdentity``."""
+    return "" if identity is None else ":".join(map(str, lastingIdentity(identity)))
 
 
 def _identityOfText(text):
-    """The ``identityOf`` tuple of a ``FileIdentity`` text; None for "" (not known)."""
-    return tuple(int(part) for part in text.split(":")) if text else None
+    """The ``lastingIdentity`` of a ``FileIdentity`` text; None for "" (not
+    known).  One written before only those were kept holds the whole
+    ``identityOf`` (device, inode, size, time in nanoseconds)."""
+    if not text:
+        return None
+    identity = tuple(int(part) for part in text.split(":"))
+    return lastingIdentity(identity) if len(identity) == 4 else identity
 
 
 class PendingDeletes:

@@ -9,7 +9,7 @@ removed (SOP Instance UID, device and file name) and no file was stored
 under that name since: an object stored again meanwhile (under another
 name, or the same one: a file goes only while it is still the one the
 delete noted, its ``identityOf``, kept in ``PacsDeletes`` for the next
-start) keeps its new row and file, and
+start as its size and modification time, ``lastingIdentity``) keeps its new row and file, and
 is counted kept; a file of another SOP instance given the freed name (a
 FileNameSyntax without ``%sopuid``) is not that object, and the row goes.  The objects are
 written to ``PacsDeletes`` before their files go, and taken out with their
@@ -37,7 +37,7 @@ from pacscore.converters.lua import LuaFailure, runProcessScript
 from pacscore.export.forwarder import ForwardError
 from pacscore.export.selection import indexKeys
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.devices import identityOf
+from pacscore.storage.devices import identityOf, lastingIdentityOf
 from pacscore.storage.placing import heldInstance
 from pacscore.storage.regen import fileRecord
 
@@ -161,8 +161,8 @@ class LocalActions:
                                            True, [instance for instance in noted if instance not in named] + changed)
         if changed:
             self.log.warn("The delete(s) interrupted when the server stopped: {count} object(s) kept, their files "
-                          "stored anew since the delete noted them (e.g. {path}, stored again by a release without "
-                          "the delete journal): delete them again if they are to go", count=len(changed),
+                          "changed (size or modification time) since the delete noted them (e.g. {path}: stored "
+                          "again, or written to): delete them again if they are to go", count=len(changed),
                           path=self.reader.magPath(changed[0].deviceName, changed[0].objectFile))
         if error is not None:
             self.log.error("The delete(s) interrupted when the server stopped cannot be finished: the file of {uid} "
@@ -199,7 +199,7 @@ class LocalActions:
         """The files of ``instances``, in order, but those given to another
         SOP instance since (``_heldByAnother``) and those that are not the
         file of their noted identity in ``identities`` (``{instance:
-        identityOf, or None when not known}``); the instances done, those
+        lastingIdentity, or None when not known}``); the instances done, those
         of them whose files stay as not the ones noted, and the
         ``OSError`` that stopped it at the next one (None when none did)."""
         changed = []
@@ -210,7 +210,8 @@ class LocalActions:
                     continue
                 if identity is None:
                     self.reader.removeCopies(instance.deviceName, instance.objectFile)
-                elif not self.reader.removeCopiesIfSame(instance.deviceName, instance.objectFile, identity):
+                elif not self.reader.removeCopiesIfSame(instance.deviceName, instance.objectFile, identity,
+                                                        lastingIdentityOf):
                     changed.append(instance)
             except OSError as e:
                 return instances[:number], changed, e

@@ -130,16 +130,16 @@ def removeFile(path):
         pass
 
 
-def removeIfSame(path, identity):
-    """Delete ``path`` if it is still the file of ``identity`` (``identityOf``);
-    a file stored there since stays (never overwritten: put back with a
-    link).  False when it stays."""
+def removeIfSame(path, identity, identify=None):
+    """Delete ``path`` if it is still the file of ``identity`` (``identityOf``,
+    or what ``identify(path)`` gives); a file stored there since stays
+    (never overwritten: put back with a link).  False when it stays."""
     aside = f"{path}.moved-{os.getpid()}"
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return True
-    if identityOf(aside) == identity:
+    if (identify or identityOf)(aside) == identity:
         os.unlink(aside)
         return True
     try:
@@ -306,3 +306,18 @@ def identityOf(path):
         return fileIdentity(os.stat(path))
     except FileNotFoundError:
         return None
+
+
+def lastingIdentity(identity):
+    """Of a ``fileIdentity`` (None: None), what a remount, a reboot or a
+    restore keeping the times (``cp -a``, ``rsync -a``, ``tar``) leaves as
+    it is, for a comparison at a later start: the size and the
+    modification time in whole seconds (device and inode numbers change
+    with those, and some copies keep no fraction of a second); a file
+    stored anew under the name is written later."""
+    return None if identity is None else (identity[2], identity[3] // 1_000_000_000)
+
+
+def lastingIdentityOf(path):
+    """The ``lastingIdentity`` of ``path``, or None when there is no such file."""
+    return lastingIdentity(identityOf(path))

@@ -188,12 +188,13 @@ class ObjectReader:
         for path in self.copies(deviceName, objectFile):
             removeFile(path)
 
-    def removeCopiesIfSame(self, deviceName, objectFile, identity):
+    def removeCopiesIfSame(self, deviceName, objectFile, identity, identify=None):
         """As ``removeCopies``, while the file on its MAG device is still the
-        one of ``identity`` (``identityOf``); False when it was stored anew
-        since: it and its mirror copy stay."""
+        one of ``identity`` (``identityOf``, or ``identify``'s, as
+        ``removeIfSame``); False when it was stored anew since: it and its
+        mirror copy stay."""
         [path, *others] = self.copies(deviceName, objectFile)
-        if not removeIfSame(path, identity):
+        if not removeIfSame(path, identity, identify):
             return False
         for other in others:
             removeFile(other)

@@ -2,6 +2,7 @@
 delete interrupted by a crash."""
 
 import os
+import shutil
 from types import SimpleNamespace
 
 import pydicom
@@ -287,9 +288,49 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
         self.assertEqual(sorted(uids), sorted(os.path.basename(path)[:-4] for path in files[:2]))
         self.assertEqual((yield index.runQuery(index.deletes.left)), {})
         self.assertIn("Finished the delete(s) interrupted when the server stopped: 1 object(s) removed", lines)
-        self.assertIn("The delete(s) interrupted when the server stopped: 2 object(s) kept, their files stored anew "
-                      f"since the delete noted them (e.g. {files[0]}, stored again by a release without the delete "
-                      "journal): delete them again if they are to go", lines)
+        self.assertIn("The delete(s) interrupted when the server stopped: 2 object(s) kept, their files changed "
+                      f"(size or modification time) since the delete noted them (e.g. {files[0]}: stored again, or "
+                      "written to): delete them again if they are to go", lines)
+
+    @defer.inlineCallbacks
+    def restoredAndRestarted(self, running):
+        """Stop ``running`` (a delete of its objects cut short) and restore
+        its files as ``cp -a`` or ``rsync -a`` does (new inodes, the times
+        kept), then start it again: the check that it removed them all."""
+        yield running.stop()
+        for path in running.files():
+            shutil.copy2(path, path + ".restored")
+            os.replace(path + ".restored", path)
+        again, lines = yield self.restarted(running)
+        self.assertEqual(((yield again.count("image")), again.files()), (0, []))
+        self.assertIn("Finished the delete(s) interrupted when the server stopped: 3 object(s) removed", lines)
+        self.assertEqual([line for line in lines if "kept" in line], [])
+
+    @defer.inlineCallbacks
+    def test_aDeleteIsFinishedAfterARestoreKeepingTheTimes(self):
+        """The identity of a file noted by a delete cut short held its device
+        and inode numbers, which a remount, a reboot or a restore (cp -a,
+        rsync -a) changes: the objects were kept ("3 object(s) kept, their
+        files stored anew ... by a release without the delete journal").
+        Size and modification time are compared: the delete is finished."""
+        running, images = yield self.patientDeleteKilled(0, seriesPerStudy=1, imagesPerSeries=3)
+        yield self.restoredAndRestarted(running)
+
+    @defer.inlineCallbacks
+    def test_theWholeIdentitiesNotedBeforeAreComparedBySizeAndTime(self):
+        """A journal noting each file's device, inode, size and modification
+        time (as written before only size and time were kept) is finished
+        after such a restore too."""
+        running, images = yield self.patientDeleteKilled(0, seriesPerStudy=1, imagesPerSeries=3)
+        index = running.archive.index
+        table = index.deletes.table
+        with running.archive.engine.begin() as connection:
+            for uid, device, objectFile in connection.execute(
+                    select(table.c.SOPInstanceUID, table.c.DeviceName, table.c.ObjectFile)).all():
+                status = os.stat(running.archive.objectReader.magPath(device, objectFile))
+                connection.execute(table.update().where(table.c.SOPInstanceUID == uid).values(
+                    FileIdentity=f"{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"))
+        yield self.restoredAndRestarted(running)
 
     @defer.inlineCallbacks
     def test_theEntriesOfAnEarlierReleaseAreFinished(self):
@@ -314,11 +355,11 @@ class InterruptedDeleteTests(DeleteHelpers, unittest.TestCase):
         running, images = yield self.patientDeleteKilled(0, seriesPerStudy=2, imagesPerSeries=3)
         tried = []
 
-        def removeIfSame(path, identity):
+        def removeIfSame(path, identity, identify=None):
             tried.append(path)
             if len(tried) == 4:
                 raise PermissionError(1, "Operation not permitted", path)
-            return realRemoveIfSame(path, identity)
+            return realRemoveIfSame(path, identity, identify)
         self.patch(reader, "removeIfSame", removeIfSame)
         again, lines = yield self.restarted(running)
         index = again.archive.index
@@ -486,12 +527,12 @@ class FailedDeleteTests(DeleteHelpers, unittest.TestCase):
         running.archive.localActions.removalChunk = removalChunk
         stuck = images[1].sopUID + ".dcm"
 
-        def removeIfSame(path, identity):
+        def removeIfSame(path, identity, identify=None):
             if path.endswith(stuck):
                 if killed:
                     self.dyingAfterWrites(running, 1)
                 raise PermissionError(1, "Operation not permitted", path)
-            return realRemoveIfSame(path, identity)
+            return realRemoveIfSame(path, identity, identify)
         self.patch(reader, "removeIfSame", removeIfSame)
         yield self.assertFailure(running.run(data.deletePatient, images[0].patientID), PermissionError, Crashed)
         self.assertEqual((yield running.count("image")), 2)

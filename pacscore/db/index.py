@@ -212,7 +212,9 @@ class Index:
         if studies:
             self.log.info("Table {table}: the {column} of {count} study(ies) was empty beside series with a Modality "
                           "(indexed by an earlier pacs release, which did not write it): made of their series' "
-                          "Modality, as 'dgate -r' makes it", table=self.tables.study.name,
+                          "Modality (a series' last object's: a study whose series hold objects of other modalities, "
+                          "such as a screen capture in a CT series, gets its exact value from 'dgate -r')",
+                          table=self.tables.study.name,
                           column=self._levels[1].modalities.name, count=len(studies))
 
     def hasImages(self):

@@ -619,7 +619,9 @@ class Upserter:
         """Make the study modalities column of the studies whose column is
         empty while a series of theirs has a Modality (as pacs releases
         before it was written left them) of their series'
-        (``rebuildModalities``); the keys of those studies."""
+        (``rebuildModalities``); the keys of those studies.  A series keeps
+        the Modality of its last object: the other modalities of its
+        objects, which ``dgate -r`` merges, are not there."""
         if self._modalitiesMissing is None:
             return []
         keys = connection.execute(self._modalitiesMissing).scalars().all()

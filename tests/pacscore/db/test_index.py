@@ -232,8 +232,9 @@ class UpsertTests(IndexTestCase):
             self.index.createTables()
         self.assertEqual([formatEvent(event) for event in events if "StudyModality" in formatEvent(event)], [
             "Table DICOMStudies: the StudyModality of 1 study(ies) was empty beside series with a Modality (indexed "
-            "by an earlier pacs release, which did not write it): made of their series' Modality, as 'dgate -r' "
-            "makes it"])
+            "by an earlier pacs release, which did not write it): made of their series' Modality (a series' last "
+            "object's: a study whose series hold objects of other modalities, such as a screen capture in a CT "
+            "series, gets its exact value from 'dgate -r')"])
         self.assertEqual([self.row("study", StudyInstanceUID=uid)["StudyModality"] for uid in ("1.2.3", "1.2.4")],
                          ["CT", ""])
         with capturedLogs() as events:

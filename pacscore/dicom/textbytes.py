@@ -230,16 +230,10 @@ def originalBytes(dataset):
     were are their bytes as read (see ``decodeValues``), and those of an
     object naming a multi-byte set as value 1 their bytes in the code
     extension (``_textBytes``)."""
-    swapped = [(holder, holder.get_item(element.tag), element)
-               for holder, element in _textBytes(dataset, _encodingsOf(dataset, [default_encoding]),
-                                                 _encodingsOf(dataset, [default_encoding], False))]
-    for holder, _, element in swapped:
-        holder[element.tag] = element
-    try:
+    with _swapped([(holder, holder.get_item(element.tag), element)
+                   for holder, element in _textBytes(dataset, _encodingsOf(dataset, [default_encoding]),
+                                                     _encodingsOf(dataset, [default_encoding], False))]):
         yield
-    finally:
-        for holder, decoded, _ in swapped:
-            holder[decoded.tag] = decoded
 
 
 @contextmanager
@@ -251,13 +245,20 @@ def keptBytes(dataset, implicit, little):
     such an element as it is.  Written in Implicit VR Little Endian
     otherwise, the UN element's bytes are the same; in any other encoding
     it would be written with another VR: a KeptBytesError naming it."""
-    swapped = list(_keptRaw(dataset, (implicit, little)))
-    for holder, _, raw in swapped:
-        holder[raw.tag] = raw
+    with _swapped(list(_keptRaw(dataset, (implicit, little)))):
+        yield
+
+
+@contextmanager
+def _swapped(swaps):
+    """While it lasts, each ``(holder, element, stand-in)`` of ``swaps`` has
+    the stand-in in the element's place in its holder; the element after."""
+    for holder, _, standIn in swaps:
+        holder[standIn.tag] = standIn
     try:
         yield
     finally:
-        for holder, element, _ in swapped:
+        for holder, element, _ in swaps:
             holder[element.tag] = element
 
 

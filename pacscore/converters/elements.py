@@ -29,11 +29,9 @@ FIRST_PIXEL_TAG = 0x7FE00008  # Float Pixel Data: attributes read "before the pi
 UNICODE_CHARACTER_SET = "ISO_IR 192"
 
 _TAG = re.compile(TAG_PATTERN)
-_NAME = rf"{TAG_PATTERN}|{KEYWORD_PATTERN}"
-_STEP = rf"({_NAME})(?:\.([0-9]+)(?=[\\/](?:{_NAME})))?"
-_PATH = re.compile(rf"[\\/]{_STEP}(?:[\\/]{_STEP})*|{_NAME}")
-_ANYWHERE = re.compile(rf"\*({_NAME})")
-_STEPS = re.compile(_STEP)
+_NAME = re.compile(rf"{TAG_PATTERN}|{KEYWORD_PATTERN}")
+_ITEM = re.compile(r"\.([0-9]+)")
+_SEPARATORS = ("\\", "/")
 
 
 def metaRefusal(tag):
@@ -127,15 +125,32 @@ def parsePath(text, position=0):
     """``(steps, end)`` of a tag or a ``\\``-path (``/`` works as ``\\``,
     ``gggg,eeee.N`` picks item N, else the first) at ``position`` of
     ``text``, or None; a DICOM keyword may stand for any ``gggg,eeee``
-    (``PatientID``), as in Conquest."""
-    match = _PATH.match(text, position)
-    if match is None:
-        return None
-    steps = [(tagOf(name), int(item or 0)) for name, item in _STEPS.findall(match.group())]
-    if None in (tag for tag, _ in steps):
+    (``PatientID``), as in Conquest.  As Conquest's SearchDICOMObject, a
+    path ends before a step naming no tag nor known keyword, which stays
+    text: ``\\0010,1002\\0010,0020\\images`` is a path of two steps."""
+    if not text.startswith(_SEPARATORS, position):
+        tag, end = _nameAt(text, position)
+        return None if tag is None else ([(tag, None)], end)
+    steps, end = [], position
+    while text.startswith(_SEPARATORS, end) and (step := _nameAt(text, end + 1))[0] is not None:
+        tag, end = step
+        item = _ITEM.match(text, end)
+        if item and text.startswith(_SEPARATORS, item.end()) and _nameAt(text, item.end() + 1)[0] is not None:
+            steps.append((tag, int(item.group(1))))
+            end = item.end()
+        else:
+            steps.append((tag, 0))
+    if not steps:
         return None
     steps[-1] = (steps[-1][0], None)
-    return steps, match.end()
+    return steps, end
+
+
+def _nameAt(text, position):
+    """``(tag, end)`` of the tag or known keyword at ``position``, else ``(None, position)``."""
+    match = _NAME.match(text, position)
+    tag = match and tagOf(match.group())
+    return (None, position) if tag is None else (tag, match.end())
 
 
 def parseReference(text, position=0):
@@ -144,9 +159,8 @@ def parseReference(text, position=0):
     first, or a tag or ``\\``-path (``parsePath``); None when there is none.
     ``findReference`` looks the reference up."""
     if text.startswith("*", position):
-        match = _ANYWHERE.match(text, position)
-        tag = match and tagOf(match.group(1))
-        return None if tag is None else ((True, [(tag, None)]), match.end())
+        tag, end = _nameAt(text, position + 1)
+        return None if tag is None else ((True, [(tag, None)]), end)
     parsed = parsePath(text, position)
     return None if parsed is None else ((False, parsed[0]), parsed[1])
 

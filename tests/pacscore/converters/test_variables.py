@@ -106,6 +106,9 @@ class ExpandTests(unittest.TestCase):
             ("%a0010,0020", str(zlib.crc32(b"PAT001"))), ("%APatientID", str(zlib.crc32(b"PAT001"))),
             ("%VPatientIDs %VNoSuchKeyword %V*Nope %vpatientid", "%VPatientIDs %VNoSuchKeyword %V*Nope %vpatientid"),
             ("%VPatientID.dcm", "PAT001.dcm"), ("%VOverlayData", "%VOverlayData"),
+            # a path ends before a step naming no tag nor known keyword, as in Conquest
+            ("%V\\300c,0060\\0008,1155\\x", "1.2.3.9.1\\x"), ("%V/300c,0060/0008,1155/images", "1.2.3.9.1/images"),
+            ("%V/300c,0060.1/x", "(sequence).1/x"), ("%V/ReferencedStructureSetSequence/Nope", "(sequence)/Nope"),
         ]
         for template, expected in cases:
             self.assertEqual((template, expand(template, context)), (template, expected))

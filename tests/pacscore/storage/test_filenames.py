@@ -246,6 +246,17 @@ class TemplateTests(unittest.TestCase):
         self.assertEqual(named.requiredTags, {SOP_INSTANCE_UID})
         self.assertEqual(named.name(ATTRS, dataset=dataset), f"1_2_3/4_5/7/unknown/unknown/{SOP}.dcm")
 
+    def test_aPathEndsBeforeAFolder(self):
+        """A sequence path ends before a step naming no tag nor known
+        keyword, as in Conquest: the folder after it stays a folder, and
+        the file name is the one pacs gave before keywords were read."""
+        dataset = Dataset()
+        dataset.SOPInstanceUID = SOP
+        dataset.ReferencedImageSequence = [Dataset(), Dataset()]
+        dataset.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3"
+        named = namer(r"%id\%V\0008,1140\0008,1155\images\%V/0008,1140.1/x\%sopuid.dcm")
+        self.assertEqual(named.name(ATTRS, dataset=dataset), f"{ID}/1_2_3/images/unknown.1/x/{SOP}.dcm")
+
     def test_topLevelElementsNeedNoDataset(self):
         self.assertFalse(namer(r"%V0008,0060\%sopuid").needsDataset)
         self.assertFalse(namer("4").needsDataset)

@@ -186,8 +186,8 @@ class AssignmentCommand(Command):
 class SetCommand(AssignmentCommand):
     """``set TARGET to "value"`` / ``set TARGET if "value"``; ``set
     gggg,eeee to nil`` (unquoted, any case) deletes the top-level element,
-    as in Conquest, which takes it for no variable or sequence item: those
-    are refused when the line is parsed."""
+    as in Conquest, whose nil does nothing to a variable or a sequence
+    item: such a statement is parsed with a warning and does nothing."""
 
     name = "set"
 
@@ -195,11 +195,14 @@ class SetCommand(AssignmentCommand):
         assignment = super().parse(arguments, where)
         target = assignment.target
         if assignment.deletes and (target.variable is not None or target.sequence is not None):
-            raise ConverterSyntaxError(f"{where}: 'set ... to nil' deletes a top-level element; it takes no "
-                                       f"variable or sequence item (set it to \"\" to empty it)")
+            self.log.warn("{where}: 'set {arguments}' does nothing, as in Conquest: 'to nil' deletes only a "
+                          "top-level element (set it to \"\" to empty it)", where=where, arguments=arguments)
+            return None
         return assignment
 
     def run(self, arguments, context):
+        if arguments is None:  # 'set x to nil': nothing, as in Conquest
+            return Outcome.CONTINUE
         if arguments.deletes:
             deleteElement(context, arguments.target.tag)
         else:

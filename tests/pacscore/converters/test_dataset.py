@@ -9,7 +9,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import select
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
@@ -303,11 +303,19 @@ class SetTests(unittest.TestCase):
         untouched = makeContext()
         run(commands.setCommand, "0010,1000 to nil", untouched)
         self.assertFalse(untouched.changed)
+
+    def test_nilOfAVariableOrItemDoesNothing(self):
+        """``set x to nil`` and ``set <sequence item> to nil`` do nothing, as
+        in Conquest, with a warning when parsed: the line still starts."""
+        context = makeContext()
+        context.variables["x"] = "kept"
+        before = context.dataset.copy()
         for arguments in ("x to nil", "0040,0275.0\\0040,0007 to nil"):
-            with self.assertRaises(ConverterSyntaxError, msg=arguments) as raised:
-                commands.setCommand.parse(arguments, "ImportConverter0, column 1")
-            self.assertIn("ImportConverter0, column 1: 'set ... to nil' deletes a top-level element",
-                          str(raised.exception))
+            with capturedLogs() as events:
+                self.assertEqual(run(commands.setCommand, arguments, context), Outcome.CONTINUE)
+            self.assertIn(f"ImportConverter0, column 1: 'set {arguments}' does nothing, as in Conquest",
+                          "".join(formatEvent(event) for event in events))
+        self.assertEqual((context.variables["x"], context.dataset, context.changed), ("kept", before, False))
 
     def test_nonAsciiText(self):
         """Text the data set's character set cannot hold makes it UTF-8."""

@@ -13,6 +13,7 @@ block.
 import os
 import re
 import subprocess
+from typing import NamedTuple
 
 from twisted.logger import Logger, LogLevel
 
@@ -70,24 +71,31 @@ class Append(Write):
 class FileCommand(TextCommand):
     """``mkdir folder`` / ``rm file``: Conquest's file commands, on the file
     the (expanded) name gives (``filePath``), as Conquest runs them itself,
-    not as shell programs.  The shell option of the same effect (``-p``,
-    ``-f``) is taken and ignored; any other option is refused when parsed.
-    A failure is logged in one line and the line goes on."""
+    not as shell programs; a failure is logged in one line and the line
+    goes on.  Only the plain form Conquest's own commands take, one name,
+    is such a command: a statement with a shell option, several names or
+    what only a shell reads (``*``, ``~``, ``$``, quotes ...), ``rm -rf
+    out/%i``, ``rm -f out/*.tmp``, runs in an export converter as the
+    program it is (``ExternalProgram``), as before pacs had these commands;
+    in an import converter, which runs no program, it is refused when
+    parsed."""
 
     reachesOutside = True
     log = Logger()
+    SHELL_SYNTAX = re.compile(r"""^-|[\s*?\[\]~$"'`\\|&<>(){}!#]""")
 
     def parse(self, arguments, where):
         name = super().parse(arguments, where)
-        first, _, rest = name.partition(" ")
-        if first == self.option:
-            name = rest.strip()
-        if name.startswith("-") or not name:
-            raise ConverterSyntaxError(f"{where}: '{self.name}' takes a file name (no shell options: "
-                                       f"pacs runs it as Conquest does, {self.does}), got {arguments!r}")
-        return name
+        if not self.SHELL_SYNTAX.search(name):
+            return name
+        if getattr(where, "kind", None) == "export":
+            return ShellLine(PROGRAM.parse(f"{self.name} {name}", where))
+        raise ConverterSyntaxError(f"{where}: '{self.name}' takes one file name, as Conquest's (no shell options, "
+                                   f"patterns or quotes: an import converter runs no program), got {arguments!r}")
 
     def run(self, arguments, context):
+        if isinstance(arguments, ShellLine):
+            return PROGRAM.run(arguments.commandLine, context)
         path = filePath(context, arguments)
         try:
             self.act(path)
@@ -97,12 +105,16 @@ class FileCommand(TextCommand):
         return Outcome.CONTINUE
 
 
+class ShellLine(NamedTuple):
+    """A ``mkdir``/``rm`` statement that is a shell program's command line."""
+
+    commandLine: str
+
+
 class MakeFolder(FileCommand):
     """``mkdir folder``: the folder and its parents, as Conquest makes them."""
 
     name = "mkdir"
-    option = "-p"
-    does = "making the parent folders too"
 
     def act(self, path):
         os.makedirs(path, exist_ok=True)
@@ -112,8 +124,6 @@ class RemoveFile(FileCommand):
     """``rm file``: the file is removed (Conquest's ``unlink``)."""
 
     name = "rm"
-    option = "-f"
-    does = "removing one file"
 
     def act(self, path):
         try:
@@ -159,6 +169,9 @@ class ExternalProgram(System):
 
     def level(self, status):
         return LogLevel.info if status == 0 else LogLevel.warn
+
+
+PROGRAM = ExternalProgram()  # an export statement naming no command runs it as a program
 
 
 class ConquestOnly(Command):

@@ -36,11 +36,10 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
-from pacscore.converters.external import ConquestOnly, ExternalProgram
+from pacscore.converters.external import PROGRAM, ConquestOnly
 from pacscore.pluginset import named
 
 SCOPES = {"import": "I", "export": "E"}
-PROGRAM = ExternalProgram()  # an export statement naming no command runs it as a program
 CONQUEST_ONLY = ConquestOnly()  # ... unless it names a command of Conquest's pacs lacks
 _LUA_FILE = re.compile(r'[^\s;{}()"]+\.lua(\(.*\))?', re.IGNORECASE | re.DOTALL)
 

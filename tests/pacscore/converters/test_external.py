@@ -129,10 +129,10 @@ class ExternalTests(unittest.TestCase):
         as shell programs, in import and export converters; a failure is
         logged in one line and the line goes on."""
         for kind in ("import", "export"):
-            self.assertEqual(run("mkdir out/%i/sub; mkdir -p out/%i/sub; write \"x\" to out/%i/sub/f.txt; mark a",
+            self.assertEqual(run("mkdir out/%i/sub; mkdir out/%i/sub; write \"x\" to out/%i/sub/f.txt; mark a",
                                  kind=kind, workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
             self.assertEqual(self.read("out/123/sub/f.txt"), "x")
-            self.assertEqual(run("rm out/%i/sub/f.txt; rm -f out/%i/sub/f.txt; mark a", kind=kind,
+            self.assertEqual(run("rm out/%i/sub/f.txt; rm out/%i/sub/f.txt; mark a", kind=kind,
                                  workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
             self.assertEqual(os.listdir(os.path.join(self.workdir, "out", "123", "sub")), [])
         with capturedLogs() as events:
@@ -145,11 +145,29 @@ class ExternalTests(unittest.TestCase):
             self.assertEqual(run("mkdir out/123/sub/f.txt/x; mark a", workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
         [message] = [formatEvent(e) for e in events]
         self.assertTrue(message.endswith("; the line goes on"), message)
-        for line, error in [("mkdir -m 700 out", "'mkdir' takes a file name (no shell options"),
-                            ("rm -r out", "'rm' takes a file name (no shell options"), ("rm -f", "takes a file name")]:
-            with self.assertRaises(ConverterSyntaxError, msg=line) as raised:
-                parseScript(line, "ImportConverter0", registry(), "import")
-            self.assertIn(error, str(raised.exception))
+
+    def test_shellFormsOfMkdirAndRmArePrograms(self):
+        """A ``mkdir``/``rm`` statement with a shell option, a pattern or
+        several names runs in an export converter as the program it ran as
+        before pacs had these commands; an import converter, which runs no
+        program, refuses it when the line is parsed."""
+        for name in ("a.tmp", "b.tmp", "keep.txt", "one", "two"):
+            with open(os.path.join(self.workdir, name), "w"):
+                pass
+        os.makedirs(os.path.join(self.workdir, "gone", "123", "sub"))
+        line = ("mkdir -m 700 made/%i/sub; mkdir -p deep/%i/er; rm -f *.tmp; rm one two; rm -rf gone/%i; "
+                "rm ~/no-such-pacs-file-%i; mark a")
+        with capturedLogs() as events:
+            self.assertEqual(run(line, kind="export", workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
+        self.assertEqual([(e["commandLine"], e["status"]) for e in events if "status" in e],
+                         [("mkdir -m 700 made/123/sub", 1), ("mkdir -p deep/123/er", 0), ('rm -f *.tmp ""', 0),
+                          ('rm one two ""', 1), ("rm -rf gone/123", 0), ("rm ~/no-such-pacs-file-123", 1)])
+        self.assertEqual((sorted(os.listdir(self.workdir)), os.listdir(os.path.join(self.workdir, "gone"))),
+                         (["deep", "gone", "keep.txt"], []))
+        for statement in ("mkdir -p out", "rm -f *.tmp", "rm one two"):
+            with self.assertRaises(ConverterSyntaxError, msg=statement) as raised:
+                parseScript(statement, "ImportConverter0", registry(), "import")
+            self.assertIn(f"'{statement.split()[0]}' takes one file name, as Conquest's", str(raised.exception))
 
     def test_valuesReachTheShellAsData(self):
         """What comes over the network is data for the shell, never syntax:

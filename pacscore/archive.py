@@ -190,7 +190,7 @@ class Archive:
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,
-            serverCommands=serverCommands, commands=self.commands)
+            serverCommands=serverCommands, commands=self.commands, databaseFiles=self.databaseFiles)
         self.luaEvents = LuaEvents.fromConfiguration(configuration, self.converterServices, self.commands,
                                                      self.workers, reactor)
         warnOfIgnoredKeys(self.log, configuration)

@@ -52,12 +52,13 @@ class ConverterServices:
     ``serverCommands`` (control commands for Lua's ``servercommand``: a
     ``pacscore.converters.servercommands.ServerCommands``), ``commands``
     (the ``CommandRegistry`` converter lines are read with: what Lua's
-    ``script(rule)`` runs in ``process ... by x.lua``).
+    ``script(rule)`` runs in ``process ... by x.lua``), ``databaseFiles``
+    (the real paths of the index database's files, which ``rm`` leaves alone).
     """
 
     def __init__(self, index=None, configuration=None, aeTitle="", reactor=None, worklistLookup=None,
                  exportQueue=None, uidMap=None, counters=None, serverCommands=None, wallClock=time.time,
-                 commands=None):
+                 commands=None, databaseFiles=frozenset()):
         self.index = index
         self.configuration = configuration
         self.aeTitle = aeTitle
@@ -69,6 +70,7 @@ class ConverterServices:
         self.counters = counters if counters is not None else {}
         self.serverCommands = serverCommands
         self.commands = commands
+        self.databaseFiles = databaseFiles
 
 
 class ConverterContext:

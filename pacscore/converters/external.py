@@ -21,6 +21,7 @@ from pacscore.converters.arguments import leadingString
 from pacscore.converters.command import Command, TextCommand, filePath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.shellquoting import shellCommand
+from pacscore.control.output import inFolders, isOneOf
 
 _TO = re.compile(r"\s*to\s+(\S.*)", re.IGNORECASE | re.DOTALL)
 
@@ -97,12 +98,22 @@ class FileCommand(TextCommand):
         if isinstance(arguments, ShellLine):
             return PROGRAM.run(arguments.commandLine, context)
         path = filePath(context, arguments)
+        refusal = self.refusal(path, context.services)
+        if refusal is not None:
+            self.log.error("{converter}: {name} {path} refused: {refusal}; the line goes on",
+                           converter=context.converterName, name=self.name, path=path, refusal=refusal)
+            return Outcome.CONTINUE
         try:
             self.act(path)
         except OSError as e:
             self.log.error("{converter}: {name} {path} failed: {reason}; the line goes on",
                            converter=context.converterName, name=self.name, path=path, reason=e.strerror or e)
         return Outcome.CONTINUE
+
+
+    def refusal(self, path, services):
+        """Why the command is not to act on ``path``, or None."""
+        return None
 
 
 class ShellLine(NamedTuple):
@@ -121,15 +132,30 @@ class MakeFolder(FileCommand):
 
 
 class RemoveFile(FileCommand):
-    """``rm file``: the file is removed (Conquest's ``unlink``)."""
+    """``rm file``: the file is removed (Conquest's ``unlink``), unless it
+    is the archive's own: a file in a MAG or mirror device (``rm %f`` after
+    a failed ``copy %f to backup/`` would lose the only stored copy, the
+    index still naming it) or one of the index database's."""
 
     name = "rm"
+
+    def refusal(self, path, services):
+        configuration = services.configuration
+        if configuration is not None:
+            for device, folder in configuration.magDevices + configuration.mirrorDevices:
+                if inFolders(path, {os.path.realpath(folder)}):
+                    return (f"it is in {device} ({folder}), the archive's storage: removing a stored object's "
+                            f"file loses it while the index still lists it (the archive's delete commands, "
+                            f"such as dgate --deleteimagefile, remove both)")
+        if isOneOf(path, services.databaseFiles):
+            return "it is a file of the archive's index database"
+        return None
 
     def act(self, path):
         try:
             os.remove(path)
-        except FileNotFoundError:
-            pass  # as 'rm -f' and Conquest's unlink: nothing to remove is no failure
+        except FileNotFoundError:  # as 'rm -f' and Conquest's unlink: nothing to remove is no failure
+            self.log.debug("rm {path}: there is no such file", path=path)
 
 
 class System(TextCommand):

@@ -146,6 +146,37 @@ class ExternalTests(unittest.TestCase):
         [message] = [formatEvent(e) for e in events]
         self.assertTrue(message.endswith("; the line goes on"), message)
 
+    def test_rmLeavesTheArchivesFilesAlone(self):
+        """``rm`` refuses, in one log line, a file in a MAG or mirror device
+        (``rm %f`` after a failed ``copy %f to backup/`` lost the only stored
+        copy) or of the index database, by any name; other files go."""
+        names = ["data/1CT1/1.dcm", "mirror/1CT1/1.dcm", "dbase/conquest.db3", "dbase/conquest.db3-wal", "other.txt"]
+        for name in names:
+            os.makedirs(os.path.dirname(os.path.join(self.workdir, name)), exist_ok=True)
+            with open(os.path.join(self.workdir, name), "w"):
+                pass
+        os.symlink(os.path.join(self.workdir, "data"), os.path.join(self.workdir, "link"))
+        lineContext = context("export", workdir=self.workdir)
+        lineContext.services.configuration.magDevices = [("MAG0", os.path.join(self.workdir, "data", ""))]
+        lineContext.services.configuration.mirrorDevices = [("MIRROR0", os.path.join(self.workdir, "mirror"))]
+        lineContext.services.databaseFiles = {os.path.join(self.workdir, "dbase", f"conquest.db3{suffix}")
+                                              for suffix in ("", "-wal")}
+        lineContext.filename = os.path.join(self.workdir, "data", "1CT1", "1.dcm")
+        script = parseScript("rm %f; rm link/1CT1/1.dcm; rm mirror/1CT1/1.dcm; rm dbase/conquest.db3; "
+                             "rm dbase/conquest.db3-wal; rm other.txt; mark a", "ExportConverter0", registry(), "export")
+        with capturedLogs() as events:
+            self.assertEqual(script.run(lineContext), Outcome.CONTINUE)
+        self.assertEqual(lineContext.variables["x"], "a")
+        self.assertEqual([os.path.exists(os.path.join(self.workdir, name)) for name in names],
+                         [True, True, True, True, False])
+        messages = [formatEvent(e) for e in events]
+        self.assertEqual([message.split(" refused: ")[0] for message in messages],
+                         [f"ExportConverter3: rm {self.workdir}/{name}"
+                          for name in ["data/1CT1/1.dcm", "link/1CT1/1.dcm"] + names[1:4]])
+        self.assertIn(" refused: it is in MAG0 (", messages[0])
+        self.assertIn(" refused: it is in MIRROR0 (", messages[2])
+        self.assertTrue(messages[3].endswith(" refused: it is a file of the archive's index database; the line goes on"))
+
     def test_shellFormsOfMkdirAndRmArePrograms(self):
         """A ``mkdir``/``rm`` statement with a shell option, a pattern or
         several names runs in an export converter as the program it ran as

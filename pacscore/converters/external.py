@@ -202,8 +202,9 @@ PROGRAM = ExternalProgram()  # an export statement naming no command runs it as 
 
 class ConquestOnly(Command):
     """An export statement that starts with a command of Conquest's
-    (``save bmp|gif|jpg``, ``save frame``, ``merge study``, ``submit``,
-    ``submit2``) pacs does not implement: Conquest would run no program for
+    (``save bmp|gif|jpg``, ``save frame``, ``merge study``, ``submit`` and
+    ``submit2`` of a patient, study, series or image) pacs does not
+    implement (any other ``submit ...`` is a program, as in Conquest): Conquest would run no program for
     it, so pacs runs none either.  Parsing it logs a warning naming it (at
     start-up, and when the line is changed); running it does nothing but
     log that it was skipped.  Made by the parser, not registered."""
@@ -211,7 +212,8 @@ class ConquestOnly(Command):
     name = "conquest-only"
     scope = "E"
     log = Logger()
-    NAMES = re.compile(r"\s*(save\s+(?:bmp|gif|jpg|frame)|merge\s+study|submit2?)(?![\w.\-/\\])", re.IGNORECASE)
+    NAMES = re.compile(r"\s*(save\s+(?:bmp|gif|jpg|frame)|merge\s+study|submit2?\s+(?:patient|study|series|image))"
+                       r"(?![\w.\-/\\])", re.IGNORECASE)
 
     def parse(self, arguments, where):
         command = " ".join(self.NAMES.match(arguments).group(1).lower().split())

@@ -94,13 +94,16 @@ class ExternalTests(unittest.TestCase):
     def test_conquestCommandsPacsLacksAreNoPrograms(self):
         """An export statement starting with one of Conquest's own commands
         pacs does not implement (``save jpg``, ``save frame``, ``merge
-        study``, ``submit``) is no program to run, as in Conquest: parsing
-        it warns, naming it, and running it only logs that it was skipped."""
+        study``, ``submit patient|study|series|image``) is no program to
+        run, as in Conquest: parsing it warns, naming it, and running it
+        only logs that it was skipped; any other ``submit`` is a program,
+        as in Conquest."""
         with open(os.path.join(self.workdir, "save"), "w") as f:  # what the shell would have run
             f.write("touch ran.txt\n")
         os.chmod(os.path.join(self.workdir, "save"), 0o755)
         line = ("save jpg to %o.jpg; SAVE  Bmp size 128 to x.bmp; save frame 1 to f.dcm; merge study after 5; "
-                "submit patient to x; submit2 study to y; mark a; saver %f; save.sh; submitter")
+                "submit patient to x; submit2 study to y; mark a; saver %f; save.sh; submitter; submit %f; "
+                "submit2 --to remote %f")
         with capturedLogs() as events:
             script = parseScript(line, "ExportConverter0", registry(), "export")
         self.assertEqual([formatEvent(e) for e in events], [
@@ -108,7 +111,8 @@ class ExternalTests(unittest.TestCase):
             f"pacs: the statement {statement!r} will do nothing (it is not run as a program)"
             for command, statement in [("save jpg", "save jpg to %o.jpg"), ("save bmp", "SAVE  Bmp size 128 to x.bmp"),
                                        ("save frame", "save frame 1 to f.dcm"), ("merge study", "merge study after 5"),
-                                       ("submit", "submit patient to x"), ("submit2", "submit2 study to y")]])
+                                       ("submit patient", "submit patient to x"),
+                                       ("submit2 study", "submit2 study to y")]])
         lineContext = context("export", workdir=self.workdir)
         lineContext.dataset.SOPInstanceUID = "1.2.3"
         lineContext.filename = "/data/1.dcm"
@@ -122,7 +126,8 @@ class ExternalTests(unittest.TestCase):
                                         "ExportConverter3: 'SAVE  Bmp size 128 to x.bmp' skipped: Conquest's 'save "
                                         "bmp' is not implemented by pacs"])
         self.assertEqual([e["commandLine"] for e in events if "status" in e],
-                         ["saver /data/1.dcm", 'save.sh "/data/1.dcm"', 'submitter "/data/1.dcm"'])
+                         ["saver /data/1.dcm", 'save.sh "/data/1.dcm"', 'submitter "/data/1.dcm"', "submit /data/1.dcm",
+                          "submit2 --to remote /data/1.dcm"])
 
     def test_mkdirAndRm(self):
         """Conquest's ``mkdir`` (with its parents) and ``rm`` run in pacs, not

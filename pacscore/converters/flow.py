@@ -111,6 +111,7 @@ class Call(TextCommand):
 
     def run(self, arguments, context):
         template, registry, kind = arguments
+        context.callReturned = False  # set only by a 'return' ending this file, whatever ran before
         name = fileName(context, template)
         try:
             path = luaFilePath(context, name) if context.sandboxed else localPath(context, name)
@@ -130,12 +131,13 @@ class Call(TextCommand):
             self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,
                            reason=str(e))
             return Outcome.STOP
-        outcome, context.callReturned = Outcome.CONTINUE, False
+        outcome = Outcome.CONTINUE
         for script in scripts:
             outcome, command = script.execute(context)
             if isinstance(command, Return) or (isinstance(command, Call) and context.callReturned):
                 context.callReturned = True
                 return Outcome.SILENT_STOP
+            context.callReturned = False  # a Lua script()'s call of this line is not this file's return
             if outcome not in (Outcome.CONTINUE, Outcome.STOP, Outcome.SILENT_STOP):
                 return outcome
         return Outcome.CONTINUE if outcome is Outcome.CONTINUE else Outcome.SILENT_STOP

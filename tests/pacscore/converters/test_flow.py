@@ -10,6 +10,7 @@ from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.script import parseScript
 from plugins import pacs_commands_dataset as dataset
 from tests.pacscore.converters.lines import registry, run
+from tests.pacscore.converters.test_lua import luaRegistry, makeContext
 
 
 def messages(events):
@@ -115,6 +116,24 @@ class CallTests(unittest.TestCase):
                                   commands=registry(dataset.setCommand))
         self.assertEqual((outcome, str(context.dataset.PatientName)), (Outcome.CONTINUE, "ANON^PATIENT"))
         self.assertNotIn("InstitutionalDepartmentName", context.dataset)
+
+    def test_aReturnSeenByScriptIsNotTheNextCalls(self):
+        """A failed call after a Lua ``script('call ...')`` whose file
+        returned is no ``return``: it stops its own line only, and the lines
+        after it, and the calling line, go on; nor is a file's line that ran
+        such a script, for the lines calling the file."""
+        self.called("mark r; return\n", "returning.cq")
+        self.called("lua \"script('call returning.cq')\"\ncall missing.cq\nmark f\n")
+        context = makeContext(ini="LuaAllowUnsafe = 1\n", configDir=os.path.abspath(self.workdir))
+        context.variables["x"] = ""
+        script = parseScript("call called.cq; mark t", "ImportConverter3", luaRegistry(), "import")
+        with capturedLogs():
+            self.assertEqual((script.run(context), context.variables["x"]), (Outcome.CONTINUE, "rft"))
+        self.called("lua \"script('call returning.cq')\"; stop\n", "stopping.cq")
+        self.called("call stopping.cq; mark o\nmark p\n", "outer.cq")
+        context.variables["x"] = ""
+        script = parseScript("call outer.cq; mark t", "ImportConverter3", luaRegistry(), "import")
+        self.assertEqual((script.run(context), context.variables["x"]), (Outcome.CONTINUE, "rpt"))
 
     def test_absolutePath(self):
         self.called("mark b\n")

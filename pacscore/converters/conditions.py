@@ -9,20 +9,11 @@ numbers are integers, read as C's ``atoi`` does (a leading integer, else
 midnight when the first hour is the larger (``between "22", "6"``).
 """
 
-import re
 import time
 
 from pacscore.converters.arguments import expanded, quotedStrings
 from pacscore.converters.command import Command
-
-_NUMBER = re.compile(r"\s*[+-]?\d+")
-
-
-def number(text):
-    """The integer ``text`` starts with, as C's ``atoi`` reads it (blanks,
-    a sign, digits: ``"5.5"`` is 5); 0 when none."""
-    match = _NUMBER.match(text)
-    return int(match.group()) if match else 0
+from pacscore.storage.filenames import atoi
 
 
 def matches(string, pattern):
@@ -98,28 +89,28 @@ class IfNumEqual(Condition):
     name = "ifnumequal"
 
     def test(self, first, second):
-        return number(first) == number(second)
+        return atoi(first) == atoi(second)
 
 
 class IfNumNotEqual(Condition):
     name = "ifnumnotequal"
 
     def test(self, first, second):
-        return number(first) != number(second)
+        return atoi(first) != atoi(second)
 
 
 class IfNumGreater(Condition):
     name = "ifnumgreater"
 
     def test(self, first, second):
-        return number(first) > number(second)
+        return atoi(first) > atoi(second)
 
 
 class IfNumLess(Condition):
     name = "ifnumless"
 
     def test(self, first, second):
-        return number(first) < number(second)
+        return atoi(first) < atoi(second)
 
 
 class Between(Condition):
@@ -130,7 +121,7 @@ class Between(Condition):
 
     def run(self, arguments, context):
         hour = time.localtime(context.services.wallClock()).tm_hour
-        start, end = (number(value) for value in expanded(arguments, context))
+        start, end = (atoi(value) for value in expanded(arguments, context))
         if start <= end:
             return start <= hour < end
         return hour >= start or hour < end

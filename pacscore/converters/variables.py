@@ -31,7 +31,7 @@
 =====================  =====================================================
 
 The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
-``%I``); a DICOM keyword may stand for any ``gggg,eeee`` (``%VPatientID``,
+``%I``, and the level letter after %Q: ``%qp0010,0010``); a DICOM keyword may stand for any ``gggg,eeee`` (``%VPatientID``,
 ``%V/ReferencedStudySequence/ReferencedSOPInstanceUID``), as Conquest takes
 dgate.dic's names.
 
@@ -241,7 +241,7 @@ def _storedObject(sopInstanceUID, context):
 
 def _query(text, position, context):
     """``(value, end)`` of %QP, %QS, %QE, %QW or %QX."""
-    kind = text[position:position + 1]
+    kind = text[position:position + 1].upper()  # either case, as Conquest reads it
     match = _TAG.match(text, position + 1)
     if kind not in ("P", "S", "E", "W", "X") or match is None:
         return None

@@ -227,7 +227,9 @@ class IndexVariablesTests(unittest.TestCase):
                 ("%QP0010,0010", "DOE^JOHN"), ("%QP0010,0030", "19700101"), ("%QP0010,0040[0,0]~", "m"),
                 ("%QS0008,1030", "HEAD"), ("%QS0008,0020", "20240102"), ("%QS0010,0010", "DOE^JOHN"),
                 ("%QE0008,0060", "CT"), ("%QE0020,000d", "1.2.3"),
-                ("%QP0008,1030", ""), ("%QE0010,0010", ""), ("%QS0010,1010", "")]:
+                ("%QP0008,1030", ""), ("%QE0010,0010", ""), ("%QS0010,1010", ""),
+                # the level letter in either case too, as Conquest reads it
+                ("%qp0010,0010", "DOE^JOHN"), ("%Qs0008,1030", "HEAD"), ("%qe0008,0060", "CT")]:
             self.assertEqual((template, expand(template, context)), (template, expected))
 
     def test_rowsOfTheObject(self):
@@ -322,7 +324,7 @@ class AliasFileTests(unittest.TestCase):
     def test_mapped(self):
         self.writeAliases("PAT000\tNOT_THIS\nPAT001\tANON_1\nCT\tCOMPUTED TOMOGRAPHY\nbroken line\n")
         context = makeContext(configuration=self.configuration)
-        self.assertEqual(expand("%QX0010,0020", context), "ANON_1")
+        self.assertEqual(expand("%QX0010,0020 %qx0010,0020", context), "ANON_1 ANON_1")
         self.assertEqual(expand("%QX0008,0060[0,7]^", context), "COMPUTED")
         self.assertEqual(expand("%QX0008,1010", context), "STATION1")
         self.assertEqual(expand("[%QX0010,1010]", context), "[]")

@@ -31,7 +31,8 @@
 =====================  =====================================================
 
 The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
-``%I``, and the level letter after %Q: ``%qp0010,0010``); a DICOM keyword may stand for any ``gggg,eeee`` (``%VPatientID``,
+``%I``, and the level letter after %Q: ``%qp0010,0010``); a DICOM keyword
+may stand for any ``gggg,eeee`` (``%VPatientID``,
 ``%V/ReferencedStudySequence/ReferencedSOPInstanceUID``), as Conquest takes
 dgate.dic's names.
 
@@ -39,7 +40,11 @@ Each variable may be followed by ``[first,last]`` (0-based, inclusive:
 ``%i[0,1]`` is the first two characters of the Patient ID; as in Conquest a
 ``last`` before ``first`` leaves the value whole) or ``[,N]`` (the last N
 characters), then by ``^``
-(upper case) or ``~`` (lower case).  An unknown %-sequence stays as written.
+(upper case) or ``~`` (lower case).  A % before any other character
+(``%H``, ``%3``, ``% ``), or before a reference letter that no reference
+follows (``%V``, ``%Q``), stays as written; every letter above is read in
+either case, so text for a program writes ``%%`` for each ``%`` it keeps
+(``date +%%H%%M%%S``: ``%M`` is the Modality).
 Whatever is missing (element, row, file, service) gives "".  A sequence
 element reads ``(sequence)`` and a binary value over 255 bytes (pixel data)
 ``(too long)``, as in Conquest; longer text is read whole (Conquest's

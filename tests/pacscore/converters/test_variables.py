@@ -84,6 +84,8 @@ class ExpandTests(unittest.TestCase):
         ("c:\\bitmaps%\\%b.bmp", "c:\\bitmaps%\\1.2.3_1.bmp"),
         ("100% %q %V %V0010 %V*xx %V(0010,0020 %QZ0010,0020 %QP %", "100% %q %V %V0010 %V*xx %V(0010,0020 %QZ0010,0020 %QP %"),
         ("%%i", "%i"), ("%i%n%i", "PAT001\nPAT001"),
+        # text for a program: %% keeps a %, which before another letter or a digit stays as written
+        ("date +%%H%%M%%S %H%3", "date +%H%M%S %H%3"), ("date +%H%M", "date +%HCT"),
     ]
 
     def test_cases(self):

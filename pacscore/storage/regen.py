@@ -56,6 +56,7 @@ DATASET_EXTENSIONS = (".v2", ".dcm")  # read whatever their header: a raw data s
 # refuses as data (a value too long for its column, in an encoding it cannot hold).
 REFUSED_ENTRY = (ValueError, DataError)
 _SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move's unfinished copy
+_CONQUEST_NAME = re.compile(r".*\.(dcm|v2)$", re.IGNORECASE)  # a hidden one is Conquest's cut (MaxFileNameLength)
 
 
 def _isDicomFile(path):
@@ -112,8 +113,8 @@ def iterObjectFiles(device, folder=None, skip=frozenset()):
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not hidden(d))
         for name in _oldestFirst(folder, files):
-            if hidden(name) or _SET_ASIDE.match(name):
-                continue
+            if (hidden(name) and not _CONQUEST_NAME.match(name)) or _SET_ASIDE.match(name):
+                continue  # a hidden .dcm or .v2 is an object Conquest named so; other hidden files are not
             path = os.path.join(folder, name)
             if path in skip:
                 continue

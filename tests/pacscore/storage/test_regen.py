@@ -270,6 +270,18 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
         self.assertEqual(sorted(self.column("image", "ObjectFile")), ["PAT1/981234.dcm", "PAT1/_498.3.dcm"])
 
+    def test_conquestsHiddenNamesAreIndexed(self):
+        """Conquest's MaxFileNameLength cut can make a hidden name
+        (HID1/.498.3.dcm, .v2 too): the regen skipped it without a word, so
+        a Conquest archive's index rebuilt lost those objects.  A hidden
+        .dcm or .v2 is indexed; other hidden files are still left alone."""
+        for n, name in enumerate(("HID1/.498.3.dcm", "HID1/.498.4.V2", "HID1/981234.dcm", "HID1/.498.5.dcm.x1Yz2")):
+            self.write(self.devices[0], name, 1000 + n, sop=f"1.2.840.113619.2.{n}")
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (3, 0), self.lines)
+        self.assertEqual(sorted(self.column("image", "ObjectFile")), ["HID1/.498.3.dcm", "HID1/.498.4.V2",
+                                                                      "HID1/981234.dcm"])
+
     def test_overlongNameMovedWithItsMirrorCopy(self):
         """A Conquest archive with a mirror has both copies under the long
         name: the MAG copy alone was moved, the mirror copy counted missing

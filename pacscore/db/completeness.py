@@ -57,6 +57,9 @@ class IndexCompleteness:
             yield
         finally:
             self._running.subtract(deviceNames)
+            for name in deviceNames:
+                if name in self._missing:  # not reentered: the regen failed
+                    self._missing[name] = "its regen failed: run it again"
 
     def marksCleared(self):
         """The ``PacsRegen`` marks were cleared (``initializetables``: an

@@ -72,8 +72,8 @@ class PendingDeletes:
             for instance, identity in zip(instances, identities)])
 
     def left(self, connection):
-        """``{Instance: identityOf its file as noted, or None when not
-        known}`` of the entries there are (a delete cut short), each once
+        """``{Instance: lastingIdentity of its file as noted (its size and
+        modification time), or None when not known}`` of the entries there are (a delete cut short), each once
         (two deletes of one object cut short both wrote it)."""
         rows = connection.execute(select(*(self.table.c[name] for name in COLUMNS), self.table.c.FileIdentity)
                                   .distinct())

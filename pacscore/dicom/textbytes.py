@@ -254,12 +254,12 @@ def _swapped(swaps):
     """While it lasts, each ``(holder, element, stand-in)`` of ``swaps`` has
     the stand-in in the element's place in its holder; the element after."""
     for holder, _, standIn in swaps:
-        holder[standIn.tag] = standIn
+        holder._dict[standIn.tag] = standIn  # not through pydicom's setter, which decodes a private value
     try:
         yield
     finally:
         for holder, element, _ in swaps:
-            holder[element.tag] = element
+            holder._dict[element.tag] = element
 
 
 def _keptRaw(dataset, encoding):

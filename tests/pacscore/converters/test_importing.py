@@ -180,6 +180,24 @@ class ImportActionsTests(unittest.TestCase):
         with self.assertRaisesRegex(IdentifierError, r"\(0018,9087\) cannot be decoded, and cannot be written"):
             encodeDataset(decoded, "1.2.840.10008.1.2.2")
 
+    def test_aPrivateValuePydicomCannotDecodeIsStoredAsItCame(self):
+        """A private element of its creator's dictionary whose length does
+        not fit its VR (GE's (0043,101A) SL of 6 bytes): a changing line
+        failed the store 0x0110 with a critical traceback, pydicom decoding
+        the value as the element was put back; it is stored with its own
+        bytes, the change made."""
+        dataset = makeDataset("PAT1", "Test^One", "1.2.3", "1.2.3.1", "1.2.3.1.1", 1, 1)
+        dataset.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x1A, "SL", 7)
+        good, bad = b"\x43\x00\x1a\x10SL\x04\x00\x07\x00\x00\x00", b"\x43\x00\x1a\x10SL\x06\x00" + bytes(6)
+
+        def damage(data):
+            self.assertIn(good, data)
+            return data.replace(good, bad)
+
+        decision = self.apply(['set 0008,0080 to "Klinik"'], dataset=dataset, damage=damage)
+        self.assertEqual(decision.data.count(bad), 1)
+        self.assertEqual(decodeDataset(decision.data, EXPLICIT).InstitutionName, "Klinik")
+
     def test_multiByteSetAsValue1(self):
         """An object naming ``ISO 2022 IR 87`` alone in (0008,0005), with a
         name holding an empty component, was refused by any line, even a

@@ -127,12 +127,16 @@ def parsePath(text, position=0):
     ``text``, or None; a DICOM keyword may stand for any ``gggg,eeee``
     (``PatientID``), as in Conquest.  As Conquest's SearchDICOMObject, a
     path ends before a step naming no tag nor known keyword, which stays
-    text: ``\\0010,1002\\0010,0020\\images`` is a path of two steps."""
+    text: ``\\0010,1002\\0010,0020\\images`` is a path of two steps; and
+    before a keyword after a step that is no sequence
+    (``\\0010,1002\\0010,0020\\Date``: a folder named like a keyword stays a
+    folder; a ``gggg,eeee`` there is a step, whose value is empty)."""
     if not text.startswith(_SEPARATORS, position):
         tag, end = _nameAt(text, position)
         return None if tag is None else ([(tag, None)], end)
     steps, end = [], position
-    while text.startswith(_SEPARATORS, end) and (step := _nameAt(text, end + 1))[0] is not None:
+    while (text.startswith(_SEPARATORS, end) and (step := _nameAt(text, end + 1))[0] is not None
+           and (not steps or _holdsItems(steps[-1][0]) or _TAG.match(text, end + 1))):
         tag, end = step
         item = _ITEM.match(text, end)
         if item and text.startswith(_SEPARATORS, item.end()) and _nameAt(text, item.end() + 1)[0] is not None:
@@ -144,6 +148,15 @@ def parsePath(text, position=0):
         return None
     steps[-1] = (steps[-1][0], None)
     return steps, end
+
+
+def _holdsItems(tag):
+    """Whether element ``tag`` may be a sequence: one of the dictionary's, or
+    one it does not know (a private element)."""
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return True
 
 
 def _nameAt(text, position):

@@ -87,10 +87,11 @@ class FileCommand(TextCommand):
 
     def parse(self, arguments, where):
         name = super().parse(arguments, where)
-        if not self.SHELL_SYNTAX.search(name):
-            return name
+        plain = _unquoted(name.removeprefix(f"{self.option} ").strip())  # 'rm -f "%f"' is 'rm %f'
+        if plain and not self.SHELL_SYNTAX.search(plain):
+            return plain
         if getattr(where, "kind", None) == "export":
-            return ShellLine(PROGRAM.parse(f"{self.name} {name}", where))
+            return ShellLine(f"{self.name} {name}")  # no "%f" appended: 'rm -f out/*.tmp' is no 'rm ... %f'
         raise ConverterSyntaxError(f"{where}: '{self.name}' takes one file name, as Conquest's (no shell options, "
                                    f"patterns or quotes: an import converter runs no program), got {arguments!r}")
 
@@ -116,6 +117,11 @@ class FileCommand(TextCommand):
         return None
 
 
+def _unquoted(name):
+    """``name`` without the double quotes around it, if it has them."""
+    return name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name
+
+
 class ShellLine(NamedTuple):
     """A ``mkdir``/``rm`` statement that is a shell program's command line."""
 
@@ -126,6 +132,7 @@ class MakeFolder(FileCommand):
     """``mkdir folder``: the folder and its parents, as Conquest makes them."""
 
     name = "mkdir"
+    option = "-p"  # what the command does anyway
 
     def act(self, path):
         os.makedirs(path, exist_ok=True)
@@ -138,6 +145,7 @@ class RemoveFile(FileCommand):
     index still naming it) or one of the index database's."""
 
     name = "rm"
+    option = "-f"  # what the command does anyway
 
     def refusal(self, path, services):
         configuration = services.configuration

@@ -154,7 +154,9 @@ class ExternalTests(unittest.TestCase):
     def test_rmLeavesTheArchivesFilesAlone(self):
         """``rm`` refuses, in one log line, a file in a MAG or mirror device
         (``rm %f`` after a failed ``copy %f to backup/`` lost the only stored
-        copy) or of the index database, by any name; other files go."""
+        copy) or of the index database, by any name; other files go.  Its
+        ``-f`` and a name in double quotes are the same command (``rm -f
+        %f`` and ``rm "%f"`` ran as programs and removed the stored file)."""
         names = ["data/1CT1/1.dcm", "mirror/1CT1/1.dcm", "dbase/conquest.db3", "dbase/conquest.db3-wal", "other.txt"]
         for name in names:
             os.makedirs(os.path.dirname(os.path.join(self.workdir, name)), exist_ok=True)
@@ -167,7 +169,7 @@ class ExternalTests(unittest.TestCase):
         lineContext.services.databaseFiles = {os.path.join(self.workdir, "dbase", f"conquest.db3{suffix}")
                                               for suffix in ("", "-wal")}
         lineContext.filename = os.path.join(self.workdir, "data", "1CT1", "1.dcm")
-        script = parseScript("rm %f; rm link/1CT1/1.dcm; rm mirror/1CT1/1.dcm; rm dbase/conquest.db3; "
+        script = parseScript('rm -f %f; rm link/1CT1/1.dcm; rm "mirror/1CT1/1.dcm"; rm dbase/conquest.db3; '
                              "rm dbase/conquest.db3-wal; rm other.txt; mark a", "ExportConverter0", registry(), "export")
         with capturedLogs() as events:
             self.assertEqual(script.run(lineContext), Outcome.CONTINUE)
@@ -185,22 +187,24 @@ class ExternalTests(unittest.TestCase):
     def test_shellFormsOfMkdirAndRmArePrograms(self):
         """A ``mkdir``/``rm`` statement with a shell option, a pattern or
         several names runs in an export converter as the program it ran as
-        before pacs had these commands; an import converter, which runs no
-        program, refuses it when the line is parsed."""
+        before pacs had these commands, but without the stored file's name
+        appended (``rm -f out/*.tmp`` ran ``rm -f out/*.tmp "<stored
+        file>"``, deleting the archived object); an import converter, which
+        runs no program, refuses it when the line is parsed."""
         for name in ("a.tmp", "b.tmp", "keep.txt", "one", "two"):
             with open(os.path.join(self.workdir, name), "w"):
                 pass
         os.makedirs(os.path.join(self.workdir, "gone", "123", "sub"))
         line = ("mkdir -m 700 made/%i/sub; mkdir -p deep/%i/er; rm -f *.tmp; rm one two; rm -rf gone/%i; "
-                "rm ~/no-such-pacs-file-%i; mark a")
+                "rm ~/no-such-pacs-file-%i; mark a")  # mkdir -p NAME is the command (it makes the parents)
         with capturedLogs() as events:
             self.assertEqual(run(line, kind="export", workdir=self.workdir)[:2], (Outcome.CONTINUE, "a"))
         self.assertEqual([(e["commandLine"], e["status"]) for e in events if "status" in e],
-                         [("mkdir -m 700 made/123/sub", 1), ("mkdir -p deep/123/er", 0), ('rm -f *.tmp ""', 0),
-                          ('rm one two ""', 1), ("rm -rf gone/123", 0), ("rm ~/no-such-pacs-file-123", 1)])
+                         [("mkdir -m 700 made/123/sub", 1), ("rm -f *.tmp", 0), ("rm one two", 0),
+                          ("rm -rf gone/123", 0), ("rm ~/no-such-pacs-file-123", 1)])
         self.assertEqual((sorted(os.listdir(self.workdir)), os.listdir(os.path.join(self.workdir, "gone"))),
                          (["deep", "gone", "keep.txt"], []))
-        for statement in ("mkdir -p out", "rm -f *.tmp", "rm one two"):
+        for statement in ("mkdir -m 700 out", "rm -f *.tmp", "rm one two"):
             with self.assertRaises(ConverterSyntaxError, msg=statement) as raised:
                 parseScript(statement, "ImportConverter0", registry(), "import")
             self.assertIn(f"'{statement.split()[0]}' takes one file name, as Conquest's", str(raised.exception))

@@ -256,6 +256,8 @@ class TemplateTests(unittest.TestCase):
         dataset.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3"
         named = namer(r"%id\%V\0008,1140\0008,1155\images\%V/0008,1140.1/x\%sopuid.dcm")
         self.assertEqual(named.name(ATTRS, dataset=dataset), f"{ID}/1_2_3/images/unknown.1/x/{SOP}.dcm")
+        named = namer(r"%id\%V\0008,1140\0008,1155\Date\%sopuid.dcm")  # a folder named like a keyword
+        self.assertEqual(named.name(ATTRS, dataset=dataset), f"{ID}/1_2_3/Date/{SOP}.dcm")
 
     def test_topLevelElementsNeedNoDataset(self):
         self.assertFalse(namer(r"%V0008,0060\%sopuid").needsDataset)

@@ -73,7 +73,7 @@ from pacscore.storage.durability import FlushError
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
-from pacscore.storage.spool import EarlyWrite, Spool
+from pacscore.storage.spool import EARLY_WRITE, EarlyWrite, Spool
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 from pacscore.workers import standInIfSlow
 
@@ -224,7 +224,8 @@ class ObjectStore:
         device = self.choice.current
         spool = Spool(device.tempDir, self._header(incoming, incoming.transferSyntax),
                       self.spoolThreshold, self.workers.deferToWorker, transport, openFile=self.fileWrites.open,
-                      earlyWrite=None if self._busy() or self._mayChange(incoming) else functools.partial(
+                      earlyWrite=None if self._busy() or self._mayChange(incoming) or self._directLater()
+                      else functools.partial(
                           EarlyWrite, openTemporary=functools.partial(self._openTemporary, device, None),
                           callInThread=self.workers.callInThread))
         spool.device = device
@@ -239,6 +240,13 @@ class ObjectStore:
         under way, their writes overlap each other's receipts already and
         the extra hand-offs would only cost."""
         return bool(self._storing) or not self.workers.idle
+
+    def _directLater(self):
+        """Whether ``DirectWriteSize`` is above ``EARLY_WRITE``: then whether
+        an object is written with O_DIRECT is known only once it is whole,
+        and it is written then (an early file, opened before its size is
+        known, would be written directly whatever its size)."""
+        return self.fileWrites.directSize > EARLY_WRITE
 
     def _mayChange(self, incoming):
         """Whether ``incoming`` may be stored other than as received (by

@@ -193,6 +193,20 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(self.temporaryBytes(), [])
 
     @defer.inlineCallbacks
+    def test_notWrittenWhileItArrivesWhenDirectWriteSizeIsLarger(self):
+        """With DirectWriteSize above EARLY_WRITE, an object is written once
+        whole, so that one smaller than DirectWriteSize goes through the
+        page cache (an early file would be opened with O_DIRECT)."""
+        self.store.spoolThreshold = 4 << 20
+        self.store.fileWrites = FileWrites(directSize=2 << 20)
+        uid, data = largeDataset(600 << 10)
+        incoming, spool = self.receive(data, uid)
+        yield self.drainWorkers()
+        self.assertEqual(self.temporaryBytes(), [])
+        _, relative = yield self.store.store(incoming, spool)
+        self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+
+    @defer.inlineCallbacks
     def test_notWrittenWhileItArrivesWhenAnotherStoreIsUnderWay(self):
         """While another store is under way (several associations sending)
         an object is written once whole, as before: the writes of the

@@ -136,9 +136,10 @@ class EarlyWrite:
     def drop(self):
         """The file is not wanted (the data set went to a spool file, was
         discarded, or is stored changed): removed in an I/O worker."""
-        self._callInThread(self._dropped)
+        self._callInThread(self.abandon)
 
-    def _dropped(self):
+    def abandon(self):
+        """In the I/O pool: ``drop`` done at once, by the caller's worker."""
         with self._writing:
             if not self._ended:
                 self._ended = True

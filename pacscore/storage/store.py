@@ -473,12 +473,15 @@ class ObjectStore:
                 if temporary is not None:
                     os.unlink(temporary)
                 temporary = converted
+            if early is not None and (changed is not None or device is not spool.device):
+                early.abandon()  # removed before another copy takes room on the device
+                early = None
             self._checkKeys(attrs)
             dataset = self._parsed(header, data, temporary) if self.namer.needsDataset else None
             relative = self.index.heldFileName(
                 self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset))
             written = None
-            if early is not None and changed is None and device is spool.device:
+            if early is not None:
                 early, written = None, early.finish(self.durability.fileWritten)  # None: a write failed
             if written is not None:
                 temporary = written
@@ -513,7 +516,7 @@ class ObjectStore:
                 os.unlink(temporary)
             raise
         finally:
-            if early is not None:  # not used: the object was refused, changed, or goes to another device
+            if early is not None:  # not used: the object was refused
                 early.drop()
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
                            tuple(actions), incoming.relink), device, overwrote

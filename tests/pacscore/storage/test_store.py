@@ -235,6 +235,27 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(self.temporaryBytes(), [])
 
     @defer.inlineCallbacks
+    def test_anEarlyFileIsRemovedBeforeTheChangedCopyIsWritten(self):
+        """The file written while an object changed on arrival arrived is
+        removed before the changed copy is written: a nearly full device
+        never has to hold both."""
+        self.store.spoolThreshold = 4 << 20
+        uid, data = largeDataset(600 << 10, oddValue=b"odd")
+        incoming, spool = self.receive(data, uid)
+        yield self.drainWorkers()
+        self.assertTrue(self.temporaryBytes())
+        seen = []
+        writeTemporary = self.store._writeTemporary
+
+        def spy(*args):
+            seen.append(self.temporaryBytes())
+            return writeTemporary(*args)
+
+        self.store._writeTemporary = spy
+        yield self.store.store(incoming, spool)
+        self.assertEqual(seen, [[]])
+
+    @defer.inlineCallbacks
     def test_anEarlyFileIsRemovedWithARefusedObject(self):
         """An object refused once whole (its data set names another SOP
         instance) leaves no file behind."""

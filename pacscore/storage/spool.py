@@ -24,6 +24,7 @@ import threading
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.storage.devices import removeFile
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.pacing import Pacer
 
@@ -109,24 +110,27 @@ class EarlyWrite:
                 if not last:
                     self._file.writeBlocks()
             except Exception as e:  # a full disk, a missing device ...: the store writes it as before, and says why
-                self._failed = True
-                self.log.debug("a data set could not be written as it arrived ({error}); it is written once whole",
-                               error=e)
+                self._fail(e)
 
-    def finish(self, fileWritten):
+    def _fail(self, error):
+        self._failed = True
+        self.log.warn("could not write {path} as its data set arrived ({error}); it is written again once whole",
+                      path=self._path or "a temporary file", error=error)
+
+    def finish(self, complete):
         """In the I/O pool, after the last fragment: write the rest, call
-        ``fileWritten(fd)`` (the store's durability) and give the file's
-        path, now the caller's; None when a write failed (then the file is
+        ``complete(file)`` (the store's ``_complete``: the ``ObjectFile``
+        finished and made durable) and give the file's path, now the
+        caller's; None when a write failed (logged; then the file is
         removed, and the caller writes the object itself)."""
         self._write(last=True)
         with self._writing:
             self._ended = True
             if self._file is not None and not self._failed:
                 try:
-                    self._file.finish()
-                    fileWritten(self._file.fd)
-                except Exception:
-                    self._failed = True
+                    complete(self._file)
+                except Exception as e:
+                    self._fail(e)
             if self._failed or self._file is None:
                 self._remove()
                 return None
@@ -153,7 +157,7 @@ class EarlyWrite:
         if self._path is not None:
             path, self._path = self._path, None
             try:
-                os.unlink(path)
+                removeFile(path)
             except OSError as e:
                 self.log.warn("could not remove the temporary file {path}: {error}", path=path, error=e)
 

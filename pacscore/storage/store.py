@@ -482,7 +482,7 @@ class ObjectStore:
                 self.namer.name(attrs, incoming.callingAE, incoming.calledAE, transferSyntax, dataset))
             written = None
             if early is not None:
-                early, written = None, early.finish(self.durability.fileWritten)  # None: a write failed
+                early, written = None, early.finish(self._complete)  # None: a write failed
             if written is not None:
                 temporary = written
             elif data is not None:
@@ -541,8 +541,7 @@ class ObjectStore:
             temporary, out = self._openTemporary(device, len(header) + len(data))
             with closing(out):
                 out.write([header, data])
-                out.finish()
-                self.durability.fileWritten(out.fd)
+                self._complete(out)
         except OSError as e:
             if temporary is not None:
                 removeFile(temporary)
@@ -550,6 +549,12 @@ class ObjectStore:
                 raise DeviceUnwritable(device, e) from e
             raise
         return temporary
+
+    def _complete(self, out):
+        """In the I/O pool: the ``ObjectFile`` ``out``, all written, finished
+        and made durable (the durability's ``fileWritten``)."""
+        out.finish()
+        self.durability.fileWritten(out.fd)
 
     def _takeTemporary(self, device):
         """In the I/O pool: the path of a temporary file of ``device``

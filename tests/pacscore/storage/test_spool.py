@@ -7,6 +7,7 @@ import io
 import os
 
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.storage.objectfiles import FileWrites
@@ -161,6 +162,26 @@ class EarlyWriteTests(unittest.TestCase):
         spool.close()
         self.assertIsNone(spool.takeEarlyWrite().finish(lambda fd: None))
         self.assertEqual(os.listdir(self.directory), [])
+
+    def test_aFailedFlushIsLogged(self):
+        """A file whose flush fails (an I/O error of the device) is removed
+        and left to the store, as a full disk's is, in a warning naming the
+        file and the error: the error is not lost if the store's own write
+        then succeeds."""
+        spool = self.spool()
+        self.receive(spool, bytes(EARLY_WRITE + 1000), EARLY_WRITE + 1000)
+        self.runCalls()
+        spool.close()
+
+        def complete(out):
+            raise OSError(errno.EIO, "Input/output error")
+
+        with capturedLogs() as events:
+            self.assertIsNone(spool.takeEarlyWrite().finish(complete))
+        self.assertEqual(os.listdir(self.directory), [])
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events], [
+            (LogLevel.warn, f"could not write {self.path} as its data set arrived ([Errno 5] Input/output error);"
+                            " it is written again once whole")])
 
 
 class SpooledFromTests(unittest.TestCase):

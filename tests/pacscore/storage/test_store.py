@@ -174,6 +174,12 @@ class ObjectStoreTests(unittest.TestCase):
         sizes = (os.path.getsize(os.path.join(self.device.tempDir, name)) for name in os.listdir(self.device.tempDir))
         return [size for size in sizes if size]
 
+    def earlyFile(self):
+        """``os.stat`` of the one temporary file of the device holding bytes."""
+        [early] = [os.stat(os.path.join(self.device.tempDir, name)) for name in os.listdir(self.device.tempDir)
+                   if os.path.getsize(os.path.join(self.device.tempDir, name))]
+        return early
+
     @defer.inlineCallbacks
     def test_aLargeObjectIsWrittenWhileItArrives(self):
         """An object kept in memory that is stored as received is written
@@ -187,10 +193,35 @@ class ObjectStoreTests(unittest.TestCase):
         yield self.drainWorkers()
         [size] = self.temporaryBytes()
         self.assertGreaterEqual(size, 2 * EARLY_WRITE)
+        early = self.earlyFile()
         _, relative = yield self.store.store(incoming, spool)
         self.assertEqual(self.storedFile(relative)[::2], (EXPLICIT, data))
+        self.assertEqual(os.stat(self.device.absolute(relative)).st_ino, early.st_ino)
         yield self.drainWorkers()
         self.assertEqual(self.temporaryBytes(), [])
+
+    @defer.inlineCallbacks
+    def test_anEarlyFileIsNotStoredOnAnotherDevice(self):
+        """An object that goes to another MAG device (its device filled
+        after it began to arrive) is written there; the file written on
+        the first while it arrived is removed (it cannot be renamed
+        across devices)."""
+        self.store.spoolThreshold = 4 << 20
+        other = self.addDevice("MAG1")
+        uid, data = largeDataset(600 << 10)
+        incoming, spool = self.receive(data, uid)
+        yield self.drainWorkers()
+        early = self.earlyFile()
+        self.store.choice.check = lambda size=0: other
+        device, relative = yield self.store.store(incoming, spool)
+        self.assertEqual(device, "MAG1")
+        self.assertNotEqual(os.stat(other.absolute(relative)).st_ino, early.st_ino)
+        with open(other.absolute(relative), "rb") as f:
+            self.assertEqual(f.read()[-len(data):], data)
+        yield self.drainWorkers()
+        self.assertEqual(self.temporaryBytes(), [])
+        self.assertEqual([name for name in os.listdir(other.tempDir)
+                          if os.path.getsize(os.path.join(other.tempDir, name))], [])
 
     @defer.inlineCallbacks
     def test_notWrittenWhileItArrivesWhenDirectWriteSizeIsLarger(self):

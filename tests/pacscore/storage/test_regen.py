@@ -225,12 +225,10 @@ class RegenerationTests(unittest.TestCase):
         numbered = "P" * 64 + "/" + (relative[:-4] + "_1.dcm")[len(relative) + 2 - 190:]
         self.assertTrue(os.path.exists(os.path.join(self.devices[0].path, numbered)), self.lines)
 
-    def test_moveCutShortBetweenLinkAndUnlink(self):
-        """A kill -9 between the move's link and its unlink left the file
-        under the long name and the fitted one: the next regen took the
-        long one for another file and linked it to a numbered name ("2
-        files indexed"), so deleting the object left a name the regen after
-        brought back.  The long name is removed, the file indexed once."""
+    def movedHalfway(self):
+        """An object whose over-long name's move was cut short between its
+        link and its unlink: its path under the fitted name, the long
+        name's path, and the fitted name."""
         uid = "1.2.826.0.1.3680043.9.7784.3." + "7" * 35
         relative = "/".join(["P" * 64, "1.2.3." + "1" * 58, "1.2.3.1." + "1" * 56, uid + ".dcm"])
         fitted = "P" * 64 + "/" + relative[len(relative) - 190:]
@@ -238,6 +236,15 @@ class RegenerationTests(unittest.TestCase):
         long = os.path.join(self.devices[0].path, relative)
         os.makedirs(os.path.dirname(long))
         os.link(path, long)
+        return path, long, fitted
+
+    def test_moveCutShortBetweenLinkAndUnlink(self):
+        """A kill -9 between the move's link and its unlink left the file
+        under the long name and the fitted one: the next regen took the
+        long one for another file and linked it to a numbered name ("2
+        files indexed"), so deleting the object left a name the regen after
+        brought back.  The long name is removed, the file indexed once."""
+        path, long, fitted = self.movedHalfway()
         regenerator = self.regenerate()
         self.assertEqual((regenerator.indexed, regenerator.failed, regenerator.duplicates), (1, 0, 0), self.lines)
         self.assertEqual(self.location(), [("MAG0", fitted)])
@@ -247,13 +254,7 @@ class RegenerationTests(unittest.TestCase):
     def test_moveCutShortOutsideTheWalkedFolder(self):
         """regendev of the long name's folder alone: the fitted name, which
         the walk does not meet, is indexed for it."""
-        uid = "1.2.826.0.1.3680043.9.7784.3." + "7" * 35
-        relative = "/".join(["P" * 64, "1.2.3." + "1" * 58, "1.2.3.1." + "1" * 56, uid + ".dcm"])
-        fitted = "P" * 64 + "/" + relative[len(relative) - 190:]
-        path = self.write(self.devices[0], fitted, 1000, sop=uid)
-        long = os.path.join(self.devices[0].path, relative)
-        os.makedirs(os.path.dirname(long))
-        os.link(path, long)
+        path, long, fitted = self.movedHalfway()
         regenerator = self.regenerator().regenerate(self.devices[:1], os.path.dirname(long))
         self.assertEqual((regenerator.indexed, regenerator.failed), (1, 0), self.lines)
         self.assertEqual(self.location(), [("MAG0", fitted)])

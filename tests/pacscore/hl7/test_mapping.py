@@ -221,6 +221,20 @@ class ConversionTests(unittest.TestCase):
         warnings = [formatEvent(event) for event in logged if event["log_level"].name == "warn"]
         self.assertEqual(warnings, [f"HL7 MSG00001: D, T left empty: OBR.7 {timestamp!r} is no valid date or time"])
 
+    def mappedStart(self, start, columns=None):
+        """The values of ``columns`` (by default D and T, a DT_DATE and a
+        DT_TIME column of ORC.7.3, the start of ORC-7's quantity/timing) for
+        an order whose ORC-7 and OBR-7 start at ``start``, and the warnings
+        logged."""
+        columns = columns or [column("D", "ORC.7.3", dicomType="DT_DATE"),
+                              column("T", "ORC.7.3", dicomType="DT_TIME")]
+        logged = []
+        self.patch(WorklistMapping, "log", Logger(observer=logged.append))
+        tq = segment("ORC", {1: "NW", 2: "PL9", 3: "ACCIHE", 5: "SC", 7: f"1^once^^{start}^^R"})
+        [item] = WorklistMapping(columns).items(message(tq, obr(when=start)))
+        return ([item.values[c.name] for c in columns],
+                [formatEvent(event) for event in logged if event["log_level"].name == "warn"])
+
     def test_repetitionsOfAMultiValuedColumn(self):
         """A DT_MSTR column (a Scheduled Station AE Title of OBR-18
         ``AE_X~AE_Y``) holds every repetition, joined by ``\\`` as DICOM's
@@ -316,21 +330,12 @@ class ConversionTests(unittest.TestCase):
         timestamp that is none leaves both empty, with the log line; an HL7
         TM is taken as sent."""
         inZone(self, "Europe/Berlin")
-        columns = [column("D", "ORC.7.3", dicomType="DT_DATE"), column("T", "ORC.7.3", dicomType="DT_TIME")]
-
-        def mapped(start, columns=columns):
-            logged = []
-            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
-            tq = segment("ORC", {1: "NW", 2: "PL9", 3: "ACCIHE", 5: "SC", 7: f"1^once^^{start}^^R"})
-            [item] = WorklistMapping(columns).items(message(tq, obr(when=start)))
-            return ([item.values[c.name] for c in columns],
-                    [formatEvent(event) for event in logged if event["log_level"].name == "warn"])
-        self.assertEqual(mapped("20240305083000"), (["20240305", "083000"], []))
-        self.assertEqual(mapped("20240305233000+0000"), (["20240306", "003000"], []))
-        self.assertEqual(mapped("junk"), (["", ""], ["HL7 MSG00001: D, T left empty: ORC.7 'junk' is no valid "
-                                                     "date or time"]))
-        self.assertEqual(mapped("202403050830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
-        self.assertEqual(mapped("0830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
+        self.assertEqual(self.mappedStart("20240305083000"), (["20240305", "083000"], []))
+        self.assertEqual(self.mappedStart("20240305233000+0000"), (["20240306", "003000"], []))
+        self.assertEqual(self.mappedStart("junk"), (["", ""], ["HL7 MSG00001: D, T left empty: ORC.7 'junk' is no "
+                                                               "valid date or time"]))
+        self.assertEqual(self.mappedStart("202403050830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
+        self.assertEqual(self.mappedStart("0830", [column("T", "OBR.7", dicomType="DT_TIME")]), (["0830"], []))
 
     def test_aTimestampWithoutADayLeavesTheTimeOfAMomentEmpty(self):
         """A timestamp of reduced precision (``202403``, ``2024``) in a
@@ -339,20 +344,11 @@ class ConversionTests(unittest.TestCase):
         date was left empty.  As through ``.DATE`` and ``.TIME``, both are
         now left empty with one line; a TM alone in a DT_TIME column is
         still taken as sent."""
-        columns = [column("D", "ORC.7.3", dicomType="DT_DATE"), column("T", "ORC.7.3", dicomType="DT_TIME")]
-
-        def mapped(start, columns=columns):
-            logged = []
-            self.patch(WorklistMapping, "log", Logger(observer=logged.append))
-            tq = segment("ORC", {1: "NW", 2: "PL9", 3: "ACCIHE", 5: "SC", 7: f"1^once^^{start}^^R"})
-            [item] = WorklistMapping(columns).items(message(tq, obr(when=start)))
-            return ([item.values[c.name] for c in columns],
-                    [formatEvent(event) for event in logged if event["log_level"].name == "warn"])
         for start in ("202403", "2024"):
-            self.assertEqual(mapped(start), (["", ""], [f"HL7 MSG00001: D, T left empty: ORC.7 '{start}' has no day "
-                                                        "(an HL7 date of reduced precision, which a DICOM date "
-                                                        "cannot hold)"]))
-        self.assertEqual(mapped("202403", [column("T", "ORC.7.3", dicomType="DT_TIME")]), (["202403"], []))
+            self.assertEqual(self.mappedStart(start), (["", ""], [f"HL7 MSG00001: D, T left empty: ORC.7 '{start}' "
+                                                                  "has no day (an HL7 date of reduced precision, "
+                                                                  "which a DICOM date cannot hold)"]))
+        self.assertEqual(self.mappedStart("202403", [column("T", "ORC.7.3", dicomType="DT_TIME")]), (["202403"], []))
 
     def test_timestampsAtTheCalendarsEdge(self):
         """A moment the offset conversion would take beyond the calendar

@@ -47,8 +47,9 @@ def unbracketed(host):
     return host[1:-1]
 
 
+ZONE = r"[\w.\-]+"  # an IPv6 address's zone after its %: an interface's name or number (eth0, br-lan.5, 2)
 # 10.0.0.5:104, [fd00::5]:104, [fe80::5%eth0]:104 (an IPv6 address with its zone)
-_HOST_PORT = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+(?:%[\w.\-]+)?\]):([0-9]{1,5})")
+_HOST_PORT = re.compile(rf"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+(?:%{ZONE})?\]):([0-9]{{1,5}})")
 
 
 def splitHostPort(text):

@@ -3,7 +3,8 @@ command table): ``forward``, ``get``, ``delete``, ``process``,
 ``prefetch``, ``preretrieve`` and ``copy``.
 
 Full syntax (values may be double-quoted; %-variables are expanded when
-the command runs)::
+the command runs, but for the % of an IPv6 address's zone in a ``to`` or
+``from`` destination, ``[fe80::1%br0]:104``, which is kept)::
 
     forward [patient|study|series|image] [compressed as xx] [date yyyymmdd-yyyymmdd]
             [now -ddd+ddd] [age -ddd+ddd] [modality mm] [sop xxxx] [imagetype xxxx]
@@ -44,9 +45,11 @@ from pacscore.converters.shellquoting import shellCommand
 from pacscore.export.queue import LEVELS, REMOTE_ACTIONS, Target
 from pacscore.export.selection import FILTERS, resolveFilters
 from pacscore.export.spool import discard
-from pacscore.hostport import bareIPv6Problem
+from pacscore.hostport import ZONE, bareIPv6Problem
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')
+# the % between an IPv6 address and its zone in brackets, [fe80::1%br0]: no %-variable (%b)
+_ZONE_PERCENT = re.compile(rf"(\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)%(?={ZONE}\])")
 _NUMBER = re.compile(r"^\d+$")
 
 
@@ -142,6 +145,14 @@ def _sendsItsCopy(context):
     return not context.stored or (context.changed and not context.isImport)
 
 
+def _keptZones(destination):
+    """``destination`` with the % of each IPv6 address's zone in brackets
+    doubled, so that expanding it keeps the zone as written
+    (``[fe80::1%br0]:104``, not %b, the stored file's name, before ``r0``):
+    Conquest, which has no IPv6, has no variable there."""
+    return _ZONE_PERCENT.sub(r"\1%%", destination)
+
+
 def queueOf(context):
     queue = context.services.exportQueue
     if queue is None:
@@ -167,7 +178,7 @@ def enqueue(context, action, request, filters=None):
         notBefore = queue.clock() + int(after)
     destination = ""
     if action in REMOTE_ACTIONS:
-        destination = context.expand(request.destination).strip()
+        destination = context.expand(_keptZones(request.destination)).strip()
         if not destination:
             raise ValueError(f"{action} {'from' if action == 'get' else 'to'} {request.destination!r}: "
                              f"the AE is empty, nothing queued")

@@ -70,6 +70,23 @@ class CommandTests(unittest.TestCase):
         self.run_("forward to [::1]:104")
         self.assertEqual([action.destination for action in self.due()], ["[::1]:104"])
 
+    def test_theZoneOfAnIPv6AddressIsNoVariable(self):
+        """The % of a link-local address's zone in brackets was read as a
+        %-variable: ``forward to [fe80::1%br0]:104`` was queued for
+        ``[fe80::1objr0]:104`` (%b, the stored file's name), ``%tun0`` got a
+        tab, ``%docker0`` the date.  Such a % (after an IPv6 address, before
+        a zone name and the ``]``) is kept, as Conquest, which has no IPv6,
+        has no variable there; ``%%`` there still reads ``%``, and the
+        variables of any other destination are expanded as before."""
+        filename = os.path.join(self.mktemp(), "obj.dcm")
+        for line in ("forward to [fe80::1%br0]:104", "forward to [fe80::fc:ff:fe00:1%tun0]:11112",
+                     "forward to [fe80::1%%eth0]:104", "forward to [fe80::1%br-lan.5]:104", "forward to %b[0,1]%u"):
+            self.run_(line, filename=filename)
+        self.run_("get study from [fe80::1%docker0]:104", kind="import")
+        self.assertEqual([action.destination for action in self.due(600)],
+                         ["[fe80::1%br0]:104", "[fe80::fc:ff:fe00:1%tun0]:11112", "[fe80::1%eth0]:104",
+                          "[fe80::1%br-lan.5]:104", "obMODALITY", "[fe80::1%docker0]:104"])
+
     def test_forwardCompressedAsWithVariables(self):
         self.run_('forward compressed as J2 to "%u"')
         [action] = self.due()

@@ -20,7 +20,7 @@ from pacscore.dicom import commands, pdu
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES, accepted, refusal, requestPDU
 from pacscore.dicom.protocol import (
-    AWAITING_ASSOCIATE_AC, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
+    AWAITING_ASSOCIATE_AC, AWAITING_CLOSE, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
     DicomFactory, DicomProtocol, NoContext)
 from pacscore.dicom.sopclasses import VERIFICATION
 from pacscore.hostport import hostEndpoint, hostPort
@@ -189,17 +189,24 @@ class DicomClientProtocol(DicomProtocol):
         return self._released
 
     def giveUpRelease(self, why):
-        """The release under way given up (PS3.8 AA-1): a warning saying
-        ``why``, an A-ABORT, and the connection closed once that is written
-        (cut after ``CLOSE_BOUND`` s), not waited for the peer to close."""
-        if self.state != AWAITING_RELEASE_RP:
+        """The release under way given up: see ``abandon``."""
+        if self.state == AWAITING_RELEASE_RP:
+            self.abandon(why)
+
+    def abandon(self, why):
+        """The association given up, whatever it is waiting for (PS3.8
+        AA-1): a warning saying ``why``, an A-ABORT, and the connection
+        closed once that is written (cut after ``CLOSE_BOUND`` s), not
+        waited for the peer to close (with ARTIMTimeOut = 0, for ever)."""
+        if self.transport is None or self.state == AWAITING_CLOSE:
             return
         self.log.warn("{peer}: {why}, aborting", peer=self.peerName(), why=why)
-        self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER, closeNow=True)
+        self.abortAssociation(closeNow=True)
 
-    def abortAssociation(self):
-        """A-ABORT as service user, and wait (ARTIM) for the peer to close."""
-        self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER)
+    def abortAssociation(self, closeNow=False):
+        """A-ABORT as service user, and wait (ARTIM) for the peer to close;
+        with ``closeNow``, close once it is written instead."""
+        self.abort(pdu.REASON_NOT_SPECIFIED, pdu.SOURCE_SERVICE_USER, closeNow=closeNow)
 
 
 def _progress(onPending):
@@ -272,11 +279,13 @@ def associate(reactor, host, port, callingAE, calledAE, contexts, roles=None, se
     connected = []  # the protocol, once the connection is made
 
     def stop(deferred):
-        """Cancelled: stop connecting, or A-ABORT the association being negotiated."""
+        """Cancelled: stop connecting, or A-ABORT the association being
+        negotiated and close the connection (a peer that never answers the
+        A-ASSOCIATE-RQ would not close it either)."""
         factory.deferred = None
         connecting.cancel()
         for protocol in connected:
-            protocol.abortAssociation()
+            protocol.abortAssociation(closeNow=True)
 
     deferred = defer.Deferred(stop)
     factory = DicomClientFactory(

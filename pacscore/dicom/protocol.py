@@ -122,6 +122,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self._operations = {}       # Deferred of an operation we perform -> its request's Message ID
         self._cancelled = set()     # Message IDs of operations the peer cancelled
         self._cancelWaiters = {}    # Message ID -> Deferreds of whenCancelled
+        self._endWaiters = []       # Deferreds of whenEnded
         self._requests = {}         # Message ID of a request we sent -> _Request
         self._nextMessageID = 0
         self._artim = None
@@ -151,6 +152,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self.state = AWAITING_CLOSE
         self._failRequests(AssociationLost(f"association with {self.peerName()} ended"))
         self._resumeWriters()
+        self._ended()
         self.factory.associationClosed(self)
 
     def _logDropped(self, reason):
@@ -366,6 +368,23 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         waiter = defer.Deferred(lambda d: waiters.remove(d) if d in waiters else None)
         waiters.append(waiter)
         return waiter
+
+    def whenEnded(self):
+        """A Deferred firing once the association is over (released,
+        aborted by either side or its connection lost: no message reaches
+        the peer any more), at once if it is; cancel it when no longer
+        needed."""
+        if self.state == AWAITING_CLOSE:
+            return defer.succeed(None)
+        waiter = defer.Deferred(lambda d: self._endWaiters.remove(d) if d in self._endWaiters else None)
+        self._endWaiters.append(waiter)
+        return waiter
+
+    def _ended(self):
+        """Now AWAITING_CLOSE: ``whenEnded``'s Deferreds fire."""
+        waiters, self._endWaiters = self._endWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _operationFailed(self, failure, contextId, command):
         self.log.failure("{peer}: {command} failed", failure,
@@ -640,6 +659,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self.state = AWAITING_CLOSE
         self.setTimeout(None)
         self._startArtim()
+        self._ended()
 
     def _closeNow(self):
         self.state = AWAITING_CLOSE
@@ -647,6 +667,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self.setTimeout(None)
         self.transport.unregisterProducer()
         self._artim = closeWithin(self.transport, self.factory.clock)  # cancelled on connectionLost as ARTIM
+        self._ended()
 
     def _startArtim(self):
         """The ARTIM timer (the factory's ``artimTimeout``; None: no limit)."""

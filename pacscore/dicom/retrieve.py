@@ -19,7 +19,12 @@ pending responses (up to ten a second) report Remaining/Completed/Failed/
 Warning, the final one lists the failed SOP instances (and, while virtual
 servers bring objects here, the objects being fetched as Remaining).  A
 C-CANCEL stops the transfer before the next object, or while the
-destination is being reached or the virtual servers fetch.  A file
+destination is being reached or the virtual servers fetch.  The
+requestor's association ending (lost or aborted) abandons a C-MOVE at
+once: the association with its destination, being opened or waiting
+for a C-STORE response, is aborted and closed (no C-CANCEL can come to
+end a wait that ``ARTIMTimeOut`` or ``TCPIPTimeOut`` 0 leaves without
+limit).  A file
 gone since the query counts as a failed sub-operation, as does an object
 a virtual server listed but could not bring here; a C-MOVE whose
 destination drops the association opens another (``MAX_REOPENS``).  An
@@ -54,7 +59,7 @@ from pacscore.dicom.datasets import IdentifierError, encodeDataset
 from pacscore.dicom.find import DESTROYED, cancelledWith, convertIdentifier, readIdentifier
 from pacscore.dicom.identifiers import BadIdentifier, patientAsStudy, retrieveKeys, tagName
 from pacscore.dicom.models import modelOf
-from pacscore.dicom.protocol import ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
+from pacscore.dicom.protocol import AWAITING_CLOSE, ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
     STREAMED_OBJECT, StoredData, closeIfStored, evenedForPeer, goesAsStored, openStored, renamed)
 from pacscore.logfiles import userEvents
@@ -318,6 +323,11 @@ class RetrieveService:
                 progress.done(stored.sopInstanceUID, None)
             return respond(UNABLE_TO_PERFORM_SUBOPERATIONS, progress, self._failedList(progress, syntax),
                            comment=e.reason if isinstance(e, NodeUnreachable) else str(e))
+        if target is None and protocol.state == AWAITING_CLOSE:
+            self.log.warn("{peer}: {operation} abandoned while the destination was being reached: the association "
+                          "ended, {remaining} objects not sent", peer=peer, operation=self.operation,
+                          remaining=progress.remaining)
+            return None
         if target is None:
             self.log.info("{peer}: {operation} cancelled while the destination was being reached, "
                           "{remaining} objects left", peer=peer, operation=self.operation, remaining=progress.remaining)
@@ -379,18 +389,21 @@ class RetrieveService:
 
     async def _openUnlessCancelled(self, protocol, command, located):
         """``_open``'s ``(target, compression)``, or ``(None, None)`` when the
-        requestor cancels first: the opening is then cancelled (stopped)."""
+        requestor cancels first or its association ends: the opening is
+        then cancelled (stopped, the connection closed)."""
         opening = defer.ensureDeferred(self._open(protocol, command, located))
-        cancelling = protocol.whenCancelled(command)
-        cancelling.addCallbacks(lambda _: opening.cancel(), lambda failure: failure.trap(defer.CancelledError))
+        stops = [protocol.whenCancelled(command), protocol.whenEnded()]
+        for stop in stops:
+            stop.addCallbacks(lambda _: opening.cancel(), lambda failure: failure.trap(defer.CancelledError))
         try:
             return await opening
         except defer.CancelledError:
-            if protocol.isCancelled(command):
+            if protocol.isCancelled(command) or protocol.state == AWAITING_CLOSE:
                 return None, None
             raise
         finally:
-            cancelling.cancel()
+            for stop in stops:
+                stop.cancel()
 
     def _failedList(self, progress, syntax):
         """The final response's identifier: the Failed SOP Instance UID List.
@@ -427,6 +440,9 @@ class RetrieveService:
         unsent = Counter()  # reason -> objects not sent for it
         priority = command.get(commands.PRIORITY)  # the sub-operations' too (PS3.4 C.4.2.1.2, C.4.3.1.2)
         priority = priority if priority in PRIORITIES else PRIORITY_MEDIUM
+        ended = protocol.whenEnded()  # the requestor gone: the C-STORE under way is not waited for
+        ended.addCallbacks(lambda _: self._abandon(protocol, targets[-1]),
+                           lambda failure: failure.trap(defer.CancelledError))
         try:
             for position, stored in enumerate(located):
                 if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
@@ -458,6 +474,7 @@ class RetrieveService:
                     respond(PENDING, progress, final=False)
             return False
         finally:
+            ended.cancel()
             upcoming.close()
             for reason, count in unsent.items():
                 self.log.warn("{operation}: {peer} {reason}: {count} objects of it not sent",
@@ -572,6 +589,11 @@ class RetrieveService:
 
     async def _close(self, protocol, target):
         """Done with ``target``."""
+
+    def _abandon(self, protocol, target):
+        """The association of the requestor (``protocol``) ended while
+        ``target`` was sent to: stop waiting for it (a C-GET's target is
+        that association, whose requests failed with it)."""
 
     async def _reopen(self, protocol, command, left, opened):
         """A new target for the objects ``left`` after the association with
@@ -715,6 +737,10 @@ class MoveService(RetrieveService):
             del self._releasing[target]
         released.addBoth(forget)
 
+    def _abandon(self, protocol, target):
+        """The destination's association aborted and closed, with a log line."""
+        target.abandon(f"{self.operation} abandoned: its requestor {protocol.peerName()} is gone")
+
     def stop(self):
         """pacs stopping: the releases still going on in the background are
         given up, each with an A-ABORT and a log line, their connections
@@ -735,7 +761,7 @@ class MoveService(RetrieveService):
         self.log.info("{operation}: the association with {destination} was lost; opening another for the "
                       "{count} objects left", operation=self.operation, destination=destination, count=len(left))
         try:
-            target, _ = await self._open(protocol, command, left)
+            target, _ = await self._openUnlessCancelled(protocol, command, left)
         except Exception as e:
             self.log.warn("{operation}: cannot reach {destination} again: {error}", operation=self.operation,
                           destination=destination, error=e)
@@ -806,6 +832,9 @@ class _Nowhere:
 
     def peerName(self):
         return self.ae
+
+    def abandon(self, why):
+        """Nothing to abort."""
 
     async def release(self):
         return None

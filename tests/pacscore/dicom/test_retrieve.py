@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import JPEG_BASELINE, JPEG_EXTENDED
 from pacscore.codecs.transcode import TranscodeError, transcode
-from pacscore.dicom import commands
+from pacscore.dicom import commands, pdu
 from pacscore.config.acrnema import AcrNemaMap, Node
 from pacscore.dicom.client import NodeUnreachable, associate
 from pacscore.converters.context import Outcome
@@ -506,6 +506,9 @@ class ClosingTarget(Target):
             self.state = "closed"
         return defer.succeed({commands.STATUS: SUCCESS})
 
+    def abandon(self, why):
+        self.state = "closed"
+
     async def release(self):
         pass
 
@@ -518,6 +521,12 @@ class Requestor:
 
     def isCancelled(self, command):
         return False
+
+    def whenCancelled(self, command):
+        return defer.Deferred()  # it is not
+
+    def whenEnded(self):
+        return defer.Deferred()  # it stays
 
 
 class GetRequestor(Requestor):
@@ -793,6 +802,112 @@ class PeerAbortTests(unittest.TestCase):
                          (0, 1, 3, []))
         self.assertEqual(len(warnings), 1)
         self.assertIn("C-GET: C-STORE of 1.2.3.0 to ", warnings[0])
+
+
+class NeverAnswering:
+    """A C-STORE service that takes each object and never answers (a
+    destination hung in its storage)."""
+
+    def __init__(self):
+        self.received = []
+
+    def handle(self, protocol, contextId, command, dataset):
+        self.received.append(command[commands.AFFECTED_SOP_INSTANCE_UID])
+        return defer.Deferred()
+
+
+class RequestorGoneTests(unittest.TestCase):
+    """With ``ARTIMTimeOut = 0`` and ``TCPIPTimeOut = 0`` (no limit), a
+    C-MOVE whose requestor's association ended (its connection lost, or
+    aborted) went on waiting on a silent destination, for a C-CANCEL that
+    could no longer come: its association with the destination stayed
+    open.  It is now aborted and closed once the requestor is gone, with a
+    log line.  The requestor is our acceptor's end of an association (over
+    iosim)."""
+
+    MOVE = {commands.MOVE_DESTINATION: "SILENT", commands.MESSAGE_ID: 7}
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.store = NeverAnswering()
+        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: self.store})
+        self.located = storedObjects(self, CT, 3)
+        self.requestorEnd = self.associate()
+        self.requestor = self.acceptor.pumps[0].server
+
+    def associate(self):
+        return settle(self, defer.ensureDeferred(associate(self.clock, "127.0.0.1", 104, "MOVER", "DEST",
+                                                           contextsFor(self.located, "as"), endpoint=self.acceptor)),
+                      self.acceptor, self.clock)
+
+    def silentService(self):
+        return MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", self.clock,
+                           AcrNemaMap.fromString("SILENT 127.0.0.1 21719\n"), artimTimeout=None)
+
+    def reachSilently(self, waiting):
+        """The silent destination's transport, once ``waiting`` (a
+        Deferred) is seen to wait for its A-ASSOCIATE-AC."""
+        self.clock.advance(0)
+        silent = TcpTransport()
+        self.clock.tcpClients[0][2].buildProtocol(None).makeConnection(silent)
+        self.clock.advance(250)  # past ARTIMTimeOut's default, within the requestor's idle timeout
+        self.assertNoResult(waiting)
+        return silent
+
+    def assertClosedWithAnAbort(self, transport):
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value()[-10:-9], bytes([pdu.A_ABORT]))
+
+    def test_theDestinationBeingReachedIsLeft(self):
+        """A destination that accepted the connection but never answers
+        the A-ASSOCIATE-RQ: the requestor's connection lost, the attempt is
+        aborted and its connection closed."""
+        opening = defer.ensureDeferred(self.silentService()._openUnlessCancelled(self.requestor, self.MOVE,
+                                                                                 self.located))
+        silent = self.reachSilently(opening)
+        self.requestorEnd.transport.abortConnection()
+        self.acceptor.flush()
+        self.assertEqual(self.successResultOf(opening), (None, None))
+        self.assertClosedWithAnAbort(silent)
+
+    def test_theDestinationBeingReachedAgainIsLeft(self):
+        """The same while the destination, which dropped the association
+        after the first object, is reached again for the others."""
+        first = ClosingTarget(1, self.located[0].transferSyntax)
+        progress = Progress(len(self.located))
+        sending = defer.ensureDeferred(self.silentService()._send(
+            self.requestor, self.MOVE, [first], "as", self.located, progress, lambda *args, **kwargs: None))
+        silent = self.reachSilently(sending)
+        self.requestorEnd.abortAssociation()
+        self.acceptor.flush()
+        self.assertFalse(self.successResultOf(sending))
+        self.assertClosedWithAnAbort(silent)
+        self.assertEqual((progress.completed, progress.failed, first.sent), (1, 2, ["1.2.3.0"]))
+
+    def test_theCStoreUnderWayIsNotWaitedFor(self):
+        """A destination that never answers a C-STORE: the requestor's
+        A-ABORT aborts the association with it and closes its connection;
+        the object counts as failed, the others as not sent."""
+        service = MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", self.clock, None)
+        destination = self.associate()
+        progress = Progress(len(self.located))
+        with capturedLogs() as events:
+            sending = defer.ensureDeferred(service._send(self.requestor, self.MOVE, [destination], "as", self.located,
+                                                         progress, lambda *args, **kwargs: None))
+            for _ in range(5):
+                self.acceptor.flush()
+                self.clock.advance(50)
+            self.assertNoResult(sending)
+            self.assertEqual(self.store.received, ["1.2.3.0"])
+            self.requestorEnd.abortAssociation()
+            self.acceptor.flush()
+            self.assertFalse(self.successResultOf(sending))
+        self.assertTrue(destination.transport.disconnecting)
+        self.assertEqual(self.acceptor.openAssociations(), [])
+        self.assertEqual((progress.completed, progress.failed, progress.remaining, self.store.received),
+                         (0, 1, 2, ["1.2.3.0"]))
+        self.assertIn(f"{destination.peerName()}: C-MOVE abandoned: its requestor {self.requestor.peerName()} is "
+                      f"gone, aborting", [formatEvent(e) for e in events])
 
 
 class RenamingHook:

@@ -71,6 +71,11 @@ class PendingDeletes:
             {**dict(zip(COLUMNS, instance)), "FileIdentity": _identityText(identity)}
             for instance, identity in zip(instances, identities)])
 
+    def noted(self, connection, sopInstanceUID):
+        """Whether a delete under way is removing ``sopInstanceUID`` (an entry of it is there)."""
+        return connection.execute(select(self.table.c.SOPInstanceUID)
+                                  .where(self.table.c.SOPInstanceUID == sopInstanceUID).limit(1)).first() is not None
+
     def left(self, connection):
         """``{Instance: lastingIdentity of its file as noted (its size and
         modification time), or None when not known}`` of the entries there are (a delete cut short), each once

@@ -47,7 +47,13 @@ none (``protocol.NoStatus``, its association aborted), fails the forward
 (to be retried), its association released; with ``carryOn`` (a user's command)
 it is counted in ``Undelivered`` as a failed object and the rest goes.  One
 answered with a Warning status (``commands.isWarning``: Bxxx ...) was stored
-and counts as sent, with a warning line naming the status.
+and counts as sent, with a warning line naming the status.  An object
+deleted after the forward located it (``reader.Deleted``: the index no
+longer holds it, or a delete under way removes it) is skipped, logged, as
+one deleted before; one that is indexed but cannot be read here (an I/O
+error, its file gone while the index names it) fails the forward with
+``Unreadable``, to be retried, its association released: not the
+destination's failure.
 """
 
 from typing import NamedTuple
@@ -71,10 +77,10 @@ from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.spool import isSpooled
-from pacscore.export.stow import StowError, StowSender, dicomWebServers
+from pacscore.export.stow import StowError, StowSender, StowUnreadable, dicomWebServers
 from pacscore.hostport import bareIPv6Problem, hostPort, splitHostPort
 from pacscore.storage.attributes import DatasetError
-from pacscore.storage.reader import Missing
+from pacscore.storage.reader import Deleted, Missing
 
 ASSOCIATION_LEVELS = ("GLOBAL", "SOPCLASS") + LEVELS
 
@@ -132,6 +138,13 @@ class RefusedForGood(LeftOut):
     will answer every time (PS3.4 B.2.3: A9xx, Error: Data Set does not
     match SOP Class; Cxxx, Error: Cannot understand), unlike A7xx, Refused:
     Out of Resources: a retry would change nothing."""
+
+
+class Unreadable(ForwardError):
+    """An object of an action is stored here but could not be read (an
+    I/O error, permissions, its file gone while the index still names it
+    and no delete is removing it): the action is tried again later, but
+    the destination is not at fault (the runner does not hold it off)."""
 
 
 class Undelivered(ForwardError):
@@ -327,6 +340,9 @@ class Forwarder:
                 try:
                     if await self._sendOne(protocol, action.destination, stored, compression):
                         sent += 1
+                except Deleted:
+                    self.log.warn("forward to {destination}: {uid} was deleted since its forward was looked up: "
+                                  "skipped", destination=action.destination, uid=stored.sopInstanceUID)
                 except LeftOut as e:
                     self._leaveOut(action.destination, stored, e, leftOut)
                 except Refused as e:
@@ -337,7 +353,7 @@ class Forwarder:
                 if onSent is not None:
                     onSent(sent)
         except Exception as e:
-            await self._close(link, abort=not isinstance(e, (Interrupted, Refused)))
+            await self._close(link, abort=not isinstance(e, (Interrupted, Refused, Unreadable)))
             raise
         finally:
             link.lastUsed = self.reactor.seconds()
@@ -365,6 +381,8 @@ class Forwarder:
                 server, readable,
                 lambda stored, reason: self._leaveOut(action.destination, stored, NotConvertible(reason), leftOut),
                 action.compression, onSent, self._checkInterrupted)
+        except StowUnreadable as e:
+            raise Unreadable(str(e)) from e
         except StowError as e:
             raise ForwardError(str(e)) from e
         _failUnreadable(located)
@@ -460,7 +478,8 @@ class Forwarder:
         """In the I/O pool: ``readForPeer`` of ``stored`` (its s0..s9 line
         run from us to ``destination``); ``NotConvertible`` when it cannot be
         or its data set cannot be walked (``DatasetError``), ``ChangedCopyGone`` when it is a spool file gone (never followed to
-        the stored object)."""
+        the stored object), ``Deleted`` when the object was deleted since it
+        was located, ``Unreadable`` when its file cannot be read otherwise."""
         spooled = isSpooled(stored.path)
         try:
             return readForPeer(self.reader, stored, compression, self.workers.deferToWorker,
@@ -469,10 +488,12 @@ class Forwarder:
             raise NotConvertible(f"{stored.sopInstanceUID}: {e}") from e
         except DatasetError as e:
             raise NotConvertible(f"{stored.sopInstanceUID} cannot be read: {e}") from e
-        except FileNotFoundError as e:
-            if not spooled:
-                raise
-            raise ChangedCopyGone(stored.path) from e
+        except Deleted:
+            raise
+        except OSError as e:
+            if spooled and isinstance(e, FileNotFoundError):
+                raise ChangedCopyGone(stored.path) from e
+            raise Unreadable(f"{stored.sopInstanceUID} could not be read here: {e}") from e
 
     # -- get --------------------------------------------------------------
 
@@ -602,13 +623,13 @@ class Forwarder:
 
 
 def _failUnreadable(located):
-    """``ForwardError`` when an object of the action exists but could not
-    be read (the action is then tried again, as for a peer that failed);
-    objects whose file is gone were deleted meanwhile and are skipped."""
+    """``Unreadable`` when an object of the action exists but could not
+    be read (the action is then tried again); objects whose file is gone
+    were deleted meanwhile and are skipped."""
     unreadable = [stored for stored in located if isinstance(stored, Missing) and not stored.gone]
     if unreadable:
-        raise ForwardError(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
-                           f"{unreadable[0].reason}")
+        raise Unreadable(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
+                         f"{unreadable[0].reason}")
 
 
 def _address(node):

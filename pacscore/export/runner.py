@@ -58,7 +58,12 @@ Actions: one lane per destination AE (local actions share the lane
 parallel.  A failure is logged with the destination and reason, counted
 (``forwardsFailed``), retried after RetryDelay up to MaximumExportRetries,
 and holds its lane off for ``FailHoldOff`` seconds (default 60): other
-destinations go on.  An action is removed once delivered; the removal
+destinations go on.  A forward that failed as an object could not be read
+here (``forwarder.Unreadable``: an I/O error, a file gone that the index
+still names) is retried alike, but its destination is not held off: the
+lane goes on with its other actions.  An object deleted after its lane
+located it is skipped by its forward, which goes on.
+An action is removed once delivered; the removal
 goes to the index writer while the lane already sends the next actions
 (one removal write per lane at a time, taking every action delivered
 meanwhile), and the lane takes no new actions before its removals have
@@ -98,7 +103,7 @@ from pacscore.control.shutdown import QUIT_GRACE_PERIOD, quitGracePeriod
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.db.completeness import IndexCompleteness
 from pacscore.export.actions import LocalActions
-from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered
+from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered, Unreadable
 from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf, retryLimitKey
 from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.holdoff import HoldOff
@@ -574,6 +579,9 @@ class ExportService(service.Service):
                     self._count("forwardsSent", e.sent)
                     await self._failed(action, e, giveUp=True)
                     continue
+                except Unreadable as e:  # read here: not the destination's failure, its other actions go on
+                    await self._failed(action, e)
+                    continue
                 except Exception as e:
                     await self._failed(action, e)
                     self.heldOff.hold(lane)
@@ -645,6 +653,8 @@ class ExportService(service.Service):
                       final="; given up, not retried (a delete of the patient queued after it waits while it "
                             "is in the table; dgate --retryforwards puts it back)" if giveUp else
                       f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
+                      f"; will retry (a read error here, not {action.destination}'s: its other actions go on)"
+                      if isinstance(error, Unreadable) else
                       f"; will retry, holding {'local actions' if local else action.destination} off "
                       f"for {self.heldOff.seconds} s")
 

@@ -14,7 +14,9 @@ that is not 200, or that lists failed objects, is a ``ForwardError``, so
 the export queue retries the action as it does a refused C-STORE; an
 object whose stored file is damaged, or that cannot be converted to any
 syntax (pixel data no codec decodes), is left out, as a C-STORE forward
-leaves it out, and the rest goes."""
+leaves it out, and the rest goes; so is one deleted since it was located
+(``reader.Deleted``), logged.  One that cannot be read here otherwise is
+a ``StowUnreadable``: not the server's failure."""
 
 import base64
 import json
@@ -39,6 +41,7 @@ from pacscore.export.spool import isSpooled
 from pacscore.hostport import bracketed, hostPort
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.part10 import encodeFileMeta
+from pacscore.storage.reader import Deleted
 from pacscore.web.dicomweb import multipart
 
 SECTION = "DICOMwebServers"
@@ -85,6 +88,11 @@ def dicomWebServers(configuration):
 
 class StowError(Exception):
     """A STOW-RS request that did not store everything; says why."""
+
+
+class StowUnreadable(StowError):
+    """An object to send could not be read here (an I/O error, its file
+    gone while the index still names it): the server is not at fault."""
 
 
 class DicomWebClient:
@@ -152,7 +160,13 @@ class StowSender(DicomWebClient):
                     onLeftOut(stored, f"{stored.sopInstanceUID} cannot be sent in {code} "
                                       f"nor a syntax it falls back to: {e}")
                     continue
-                except (OSError, ValueError) as e:
+                except Deleted:
+                    self.log.warn("STOW-RS to {server}: {uid} was deleted since its forward was looked up: skipped",
+                                  server=server.name, uid=stored.sopInstanceUID)
+                    continue
+                except OSError as e:
+                    raise StowUnreadable(f"{stored.sopInstanceUID} could not be read here: {e}") from e
+                except ValueError as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
                 batch.append((meta, data))
                 size += len(meta) + len(data)

@@ -11,9 +11,11 @@ which otherwise is Damaged: never sent as it is.  A file gone since the
 index named it, as the object was stored again meanwhile (a new file
 name, the old file removed after the commit), is looked up again: the
 file the index names now is read (``current``), for C-MOVE, C-GET,
-forwards and the web alike.
+forwards and the web alike; one whose object the index no longer holds,
+or a delete under way removes, is ``Deleted``.
 """
 
+import errno
 import os
 from typing import NamedTuple
 
@@ -65,12 +67,22 @@ class IndexedPath(str):
         return made
 
 
+class Deleted(FileNotFoundError):
+    """The file of an indexed object is gone as the object was deleted
+    since it was located: the index holds no row of it now, or a delete
+    under way is removing it (see ``currentInstance``)."""
+
+
 def currentInstance(index, query, sopInstanceUID):
-    """The ``Instance`` the index holds now of ``sopInstanceUID`` (None when
-    it holds none), read with a connection of its own in the calling thread
-    (the I/O pool): an ``ObjectReader``'s ``current``."""
+    """The ``Instance`` the index holds now of ``sopInstanceUID``; None when
+    it holds none, or when a delete under way is removing it (noted in
+    ``PacsDeletes``: a delete removes the files before the rows).  Read
+    with a connection of its own in the calling thread (the I/O pool): an
+    ``ObjectReader``'s ``current``."""
     with index.engine.connect() as connection:
         found = query.instances(connection, "IMAGE", [QueryKey(SOP_INSTANCE_UID, "UI", sopInstanceUID)])
+        if found and index.deletes.noted(connection, sopInstanceUID):
+            return None
     return found[0] if found else None
 
 
@@ -333,16 +345,20 @@ class ObjectReader:
         """``use(held)`` (an Instance or StoredObject); when it finds the file
         gone (FileNotFoundError) and the index names another file of that
         SOP instance now (it was stored again meanwhile, under a new name),
-        ``use`` of that ``Instance``, up to ``RELOCATIONS`` times; else (at
-        once when not ``follow``: a file never stored again, such as a
-        spool file) the FileNotFoundError."""
+        ``use`` of that ``Instance``, up to ``RELOCATIONS`` times; ``Deleted``
+        (a FileNotFoundError) when the index holds none now (``current``);
+        else (at once when not ``follow``: a file never stored again, such
+        as a spool file) the FileNotFoundError."""
         for attempt in range(RELOCATIONS + 1):
             try:
                 return use(held)
-            except FileNotFoundError:
-                now = (self.current(held.sopInstanceUID)
-                       if follow and self.current is not None and attempt < RELOCATIONS else None)
-                if now is None or (now.deviceName, now.objectFile) == (held.deviceName, held.objectFile):
+            except FileNotFoundError as e:
+                if not follow or self.current is None or attempt == RELOCATIONS:
+                    raise
+                now = self.current(held.sopInstanceUID)
+                if now is None:
+                    raise Deleted(errno.ENOENT, f"{e.strerror or e} (the object was deleted)", e.filename) from e
+                if (now.deviceName, now.objectFile) == (held.deviceName, held.objectFile):
                     raise
                 self.log.info("{uid}: {gone} is gone, the object was stored again: {now} is read",
                               uid=now.sopInstanceUID, gone=held.objectFile, now=now.objectFile)

@@ -25,15 +25,15 @@ from tests.interop.server import PacsServer, waitFor
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 
 
-def writeImages(folder, modality, count, study):
-    """``count`` 64x64 images of one series; their paths and SOP UIDs."""
+def writeImages(folder, modality, count, study, patient="PATFWD"):
+    """``count`` 64x64 images of one series of ``patient``; their paths and SOP UIDs."""
     os.makedirs(folder, exist_ok=True)
     series = f"{study}.{ord(modality[0])}"
     images = []
     for n in range(count):
         sop = f"{series}.{n + 1}"
-        ds = makeDataset("PATFWD", "Forward^Test", study, series, sop, 1, n + 1, modality=modality, seed=n)
-        path = os.path.join(folder, f"{modality}{n}.dcm")
+        ds = makeDataset(patient, "Forward^Test", study, series, sop, 1, n + 1, modality=modality, seed=n)
+        path = os.path.join(folder, f"{patient}{modality}{n}.dcm")
         ds.save_as(path, enforce_file_format=True)
         images.append((path, sop))
     return images
@@ -185,6 +185,29 @@ class ForwardingTests(unittest.TestCase):
         time.sleep(2)
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()),
                          sorted(sop for _, sop in images))
+
+    def test_aPatientDeletedWhileItIsForwardedDoesNotHoldItsDestinationOff(self):
+        """``dgate --deletepatient:`` while that patient's forward is being
+        sent to a slow destination (a second per image), its objects
+        located: the deleted objects are skipped, and the other patient's
+        forward goes at once, not FailHoldOff (60 s) later."""
+        destination = StorescpServer(os.path.join(self.workdir, "b"), aet="SLOWSCP", options=("--sleep-after", "1"))
+        sender = PacsServer(os.path.join(self.workdir, "a"), ae="PACSA", ini={
+            "ExportConverters": "1", "ExportConverter0": "forward patient to SLOWSCP", "ForwardCollectDelay": "1"})
+        sender.addNode("SLOWSCP", destination.port)
+        self.start(destination)
+        self.start(sender)
+        deleted = writeImages(os.path.join(self.workdir, "in"), "CT", 6, PREFIX + "77.6", patient="PATDEL")
+        kept = writeImages(os.path.join(self.workdir, "in"), "CT", 3, PREFIX + "77.7", patient="PATKEEP")
+        result = sender.store(*[path for path, _ in deleted + kept])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        waitFor(lambda: len(destination.files()) >= 1, timeout=10, message="the first image of PATDEL")
+        self.assertEqual(sender.dgate("--deletepatient:PATDEL").stdout.strip(), "6 object(s) removed from the server")
+        waitFor(lambda: {sop for _, sop in kept} <= {ds.SOPInstanceUID for ds in destination.datasets()}, timeout=8,
+                message="the images of PATKEEP")
+        waitFor(lambda: queued(sender) == 0, timeout=5, message="an empty queue")
+        self.assertIn("was deleted since its forward was looked up: skipped", sender.log())
+        self.assertNotIn("holding SLOWSCP off", sender.log())
 
     def test_givenUpForwardsAreVisibleAndRetriedByHand(self):
         destination = StorescpServer(os.path.join(self.workdir, "b"), aet="LATESCP")

@@ -3,6 +3,7 @@ task.Clock: association reuse by ForwardAssociationLevel, idle close,
 SOP class changes, compression and its fallbacks, failures; ``get`` as
 C-FIND and C-MOVE."""
 
+import functools
 import math
 import os
 
@@ -20,8 +21,10 @@ from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.storeddata import STREAMED_OBJECT
 from pacscore.export import forwarder as forwarderModule
-from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted, Refused, Undelivered
+from pacscore.export.actions import LocalActions
+from pacscore.export.forwarder import Forwarder, ForwardError, Interrupted, Refused, Undelivered, Unreadable
 from pacscore.export.queue import Action, Target
+from pacscore.storage.reader import currentInstance
 from tests.pacscore.export.fixtures import (
     EXPLICIT, IMPLICIT, JPEG_2000_LOSSLESS, MR_STORAGE, Acceptor, Archive, Recorder, SyncWorkers, failingFor, settle)
 from tests.pacscore.dicom.test_client import AbortingOnce, Silent
@@ -141,6 +144,82 @@ class ForwarderTests(unittest.TestCase):
         self.assertEqual(self.received(), ["1.2.3.1.1", "1.2.3.1.2"])
         os.rmdir(os.path.join(folder, "1.2.3.1.0.dcm"))
         self.assertEqual(self.forward(self.forwarder(), imageAction("", level="SERIES")), 2)
+
+    def locatedThen(self, forwarder, action, change):
+        """``forwarder``'s ``locate`` result of ``action``, ``change(instances)`` made after it (the objects
+        located, e.g. deleted before they are sent), the reader following stored objects as the server's
+        does (``currentInstance``)."""
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        [found] = self.successResultOf(forwarder.locate([action]))
+        change({instance.sopInstanceUID: instance for instance in found[0]})
+        return found
+
+    def forwardLocated(self, forwarder, action, found):
+        events = []
+        forwarder.log = Logger(observer=events.append)
+        result = settle(self, defer.ensureDeferred(forwarder.forward(action, found=found)), self.acceptor, self.clock)
+        return result, [formatEvent(event) for event in events]
+
+    def test_anObjectDeletedAfterItWasLocatedIsSkipped(self):
+        """A series located, then one of its objects deleted (``dgate
+        --deletepatient:`` under way: its file, then its row): skipped with a
+        log line as one deleted before the locate, the others go, the
+        forward succeeds (no ForwardError: its destination is not held off)."""
+        forwarder = self.forwarder()
+        action = imageAction("", level="SERIES")
+        removal = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
+        found = self.locatedThen(forwarder, action, lambda instances: self.successResultOf(
+            removal.removeInstances([instances["1.2.3.1.1"]])))
+        sent, lines = self.forwardLocated(forwarder, action, found)
+        self.assertEqual((sent, self.received()), (2, ["1.2.3.1.0", "1.2.3.1.2"]))
+        self.assertEqual(lines, ["forward to DEST: 1.2.3.1.1 was deleted since its forward was looked up: skipped"])
+
+    def test_anObjectADeleteIsRemovingIsSkipped(self):
+        """Its file removed, its row not yet (a delete removes the files of
+        a part, then their rows): it is noted in PacsDeletes, so skipped
+        too."""
+        forwarder = self.forwarder()
+        action = imageAction("", level="SERIES")
+
+        def beingDeleted(instances):
+            with self.archive.index.engine.begin() as connection:
+                self.archive.index.deletes.write(connection, [instances["1.2.3.1.1"]], [None])
+            os.remove(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm"))
+        sent, lines = self.forwardLocated(forwarder, action, self.locatedThen(forwarder, action, beingDeleted))
+        self.assertEqual((sent, self.received()), (2, ["1.2.3.1.0", "1.2.3.1.2"]))
+        self.assertEqual(lines, ["forward to DEST: 1.2.3.1.1 was deleted since its forward was looked up: skipped"])
+
+    def test_anIndexedObjectWhoseFileIsLostFailsTheForward(self):
+        """Its file gone while the index still names it and no delete
+        removes it: not dropped, the forward fails with Unreadable (retried,
+        but not the destination's failure), its association released."""
+        forwarder = self.forwarder(associationLevel="SERIES")
+        action = imageAction("", level="SERIES")
+        aborted = self.released(forwarder)
+        found = self.locatedThen(forwarder, action, lambda instances: os.remove(
+            os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")))
+        failure, _ = self.forwardLocated(forwarder, action, found)
+        failure.trap(Unreadable)
+        self.assertIn("1.2.3.1.1 could not be read here: [Errno 2] No such file or directory", str(failure.value))
+        self.assertEqual(self.received(), ["1.2.3.1.0"])
+        self.acceptor.flush()
+        self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
+
+    def test_anObjectStoredAgainAfterItWasLocatedIsSent(self):
+        """Stored again under another file name after the locate, the old
+        file removed: its new file is read and sent."""
+        forwarder = self.forwarder()
+        action = imageAction("1.2.3.1.1")
+
+        def storedAgain(instances):
+            old = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+            os.rename(old, os.path.join(self.archive.folder, "PAT1", "again.dcm"))
+            with self.archive.index.engine.begin() as connection:
+                image = self.archive.index.tables.image
+                connection.execute(image.update().where(image.c.SOPInstanceUID == "1.2.3.1.1")
+                                   .values(ObjectFile="PAT1/again.dcm"))
+        sent, _ = self.forwardLocated(forwarder, action, self.locatedThen(forwarder, action, storedAgain))
+        self.assertEqual((sent, self.received()), (1, ["1.2.3.1.1"]))
 
     def test_thePatientIDMatchesExactly(self):
         """A Patient ID holding a wildcard character selects only itself."""

@@ -17,6 +17,7 @@ from pacscore.converters.context import ConverterServices, Outcome
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
 from pacscore.db.index import ImageRecord
+from pacscore.db.query import SOP_INSTANCE_UID, QueryKey
 from pacscore.dicom.commands import AFFECTED_SOP_INSTANCE_UID
 from pacscore.export.actions import LocalActions
 from pacscore.dicom.datasets import decodeDataset
@@ -675,6 +676,70 @@ class ChangedObjectForwardTests(unittest.TestCase):
         [(action, error)] = self.queue.failedActions()
         self.assertEqual(action.target.sopInstanceUID, "1.2.3.1.2")
         self.assertIn("with status 0xA900 (data set does not match SOP class)", error)
+
+    def afterLocating(self, last, change):
+        """``change()`` once the lane first located the object ``last`` (its
+        batch's last): what happens to an object after its forward was
+        looked up, before it is sent; the reader follows stored objects as
+        the server's does (``currentInstance``)."""
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        locate = self.archive.reader.locate
+
+        def locateThen(instances, **kwargs):
+            found = locate(instances, **kwargs)
+            if [instance.sopInstanceUID for instance in instances] == [last]:
+                self.archive.reader.locate = locate
+                change()
+            return found
+        self.archive.reader.locate = locateThen
+
+    def sentAtOnceAfterwards(self, sop):
+        """A forward of ``sop`` to DEST queued now goes at once: DEST is not held off."""
+        self.assertEqual(self.service.heldOff.held(), set())
+        self.queue.addForward("DEST", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", sop))
+        self.service.kick()
+        self.pump(2)
+        self.assertEqual(self.received()[-1].SOPInstanceUID, sop)
+
+    def test_anObjectDeletedAfterItsLaneLocatedItIsSkippedAndTheLaneGoesOn(self):
+        """``dgate --deletepatient:`` while the patient's forwards are being
+        sent (their lane's batch located): the deleted object is skipped, as
+        one deleted before; the forwards after it go at once, DEST is not
+        held off (FailHoldOff), nothing is failed nor left queued."""
+        removal = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
+        self.afterLocating("1.2.3.1.3", lambda: self.successResultOf(removal.deleteMatching(
+            [QueryKey(SOP_INSTANCE_UID, "UI", "1.2.3.1.2")])))
+        with capturedLogs() as events:
+            self.run_("forward to DEST", "1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3")
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.3"])
+        self.assertEqual(self.queue.counts()["destinations"], {})
+        self.assertIn("forward to DEST: 1.2.3.1.2 was deleted since its forward was looked up: skipped",
+                      [formatEvent(event) for event in events])
+        self.assertFalse(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.2.dcm")))
+        self.sentAtOnceAfterwards("1.2.3.1.1")
+
+    def test_anObjectThatCannotBeReadHereDoesNotHoldItsDestinationOff(self):
+        """A file that cannot be read once located (here a folder: EISDIR,
+        as EIO would be): its forward fails and is retried after RetryDelay,
+        not dropped, but DEST is not held off, the forwards after it go."""
+        self.queue.maximumRetries = None
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.2.dcm")
+        self.afterLocating("1.2.3.1.3", lambda: (os.remove(path), os.mkdir(path)))
+        with capturedLogs() as events:
+            self.run_("forward to DEST", "1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3")
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.3"])
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"], {"pending": 1, FAILED: 0})
+        [line] = [formatEvent(event) for event in events if "failed" in formatEvent(event)]
+        self.assertIn("forward of image 1.2.3.1.2 to DEST failed: 1.2.3.1.2 could not be read here: [Errno 21] Is a "
+                      "directory", line)
+        self.assertTrue(line.endswith("; will retry (a read error here, not DEST's: its other actions go on)"), line)
+        self.sentAtOnceAfterwards("1.2.3.1.3")
+        os.rmdir(path)
+        self.archive.add("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.2")
+        self.reactor.advance(100)  # RetryDelay
+        self.pump(2)
+        self.assertEqual(self.received()[-1].SOPInstanceUID, "1.2.3.1.2")
+        self.assertEqual(self.queue.due(1e12, 10), [])
 
     def test_aGivenUpForwardKeepsItsSpoolFileAndSendsItWhenRetried(self):
         """A forward of a changed object given up (MaximumExportRetries)

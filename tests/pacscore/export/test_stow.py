@@ -18,7 +18,7 @@ from pacscore.config.loader import Configuration
 from pacscore.dicom import storeddata
 from pacscore.export import partsbody, stow
 from pacscore.export.fetch import DicomWebFetcher
-from pacscore.export.forwarder import Forwarder, ForwardError, Undelivered
+from pacscore.export.forwarder import Forwarder, ForwardError, Undelivered, Unreadable
 from pacscore.export.queue import Action, Target
 from pacscore.export.stow import DicomWebServer, dicomWebServers
 from pacscore.storage.part10 import readFileMeta
@@ -181,6 +181,41 @@ class StowForwardTests(unittest.TestCase):
         [line] = [formatEvent(event) for event in events]
         self.assertRegex(line, r"^forward to cloud: [0-9.]+ left out, not retried: [0-9.]+ cannot be read: "
                                r"element \(0028,0101\)")
+
+    @defer.inlineCallbacks
+    def located(self, forwarder, action):
+        """``forwarder``'s ``locate`` result of ``action``."""
+        [found] = yield forwarder.locate([action])
+        return found
+
+    @defer.inlineCallbacks
+    def test_anObjectDeletedAfterItWasLocatedIsSkipped(self):
+        """The study located, then one of its objects deleted: it is skipped
+        with a log line, the others are stored, the forward succeeds."""
+        forwarder, action = self.forwarder(), self.action()
+        found = yield self.located(forwarder, action)
+        gone = found[0][0]
+        yield self.source.archive.localActions.removeInstances([gone])
+        with capturedLogs() as events:
+            sent = yield defer.ensureDeferred(forwarder.forward(action, found=found))
+        self.assertEqual(sent, len(self.corpus) - 1)
+        self.assertEqual((yield self.destination.count("image")), len(self.corpus) - 1)
+        self.assertIn(f"STOW-RS to Cloud: {gone.sopInstanceUID} was deleted since its forward was looked up: skipped",
+                      [formatEvent(event) for event in events])
+
+    @defer.inlineCallbacks
+    def test_anObjectThatCannotBeReadHereFailsTheForwardAsUnreadable(self):
+        """A file that cannot be read once located (a folder: EISDIR, as
+        EIO would be): the forward fails with Unreadable (retried, but the
+        server is not held off)."""
+        forwarder, action = self.forwarder(), self.action()
+        found = yield self.located(forwarder, action)
+        instance = found[0][0]
+        path = self.source.archive.objectReader.magPath(instance.deviceName, instance.objectFile)
+        os.remove(path)
+        os.mkdir(path)
+        error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(action, found=found)), Unreadable)
+        self.assertIn(f"{instance.sopInstanceUID} could not be read here: [Errno 21] Is a directory", str(error))
 
     @defer.inlineCallbacks
     def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):

@@ -14,7 +14,7 @@ from pacscore.export.queue import Target
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import Damaged, readFileMeta
-from pacscore.storage.reader import RELOCATIONS, IndexedPath, Missing, ObjectReader
+from pacscore.storage.reader import RELOCATIONS, Deleted, IndexedPath, Missing, ObjectReader
 from pacscore.testing.corpus import makeDataset
 from tests.pacscore.storage.test_mirror import dicomBytes
 
@@ -136,6 +136,18 @@ class StoredAgainTests(unittest.TestCase):
             [missing] = self.reader.locate([self.old])
             self.assertEqual((type(missing), missing.gone), (Missing, True))
         self.assertEqual(len(self.looked), 2)
+
+    def test_goneAfterLocateIsDeletedOnlyWhenTheIndexNoLongerHoldsIt(self):
+        """A file gone after it was located: ``Deleted`` when the index
+        holds no row of it now (or a delete is removing it: ``current``
+        None); a plain FileNotFoundError while the row still names it."""
+        [stored] = self.reader.locate([self.new])
+        os.remove(stored.path)
+        for now, deleted in ((None, True), (self.new, False)):
+            self.now = now
+            with self.assertRaises(FileNotFoundError) as raised:
+                self.reader.reading(stored, self.reader.read)
+            self.assertEqual(isinstance(raised.exception, Deleted), deleted)
 
     def test_lookedUpAFewTimes(self):
         """A row that names another file each time, none there: given up."""

@@ -24,7 +24,8 @@ UIDs from the UID map:
   ``anonymize=yes`` applied to what the script did not set, Patient
   Identity Removed YES, and new UIDs;
 - ``modifyimage:file,script``: the converter lines ``script`` (``set
-  0010,0010 to "X"`` ...); UIDs change only if the script changes them;
+  0010,0010 to "X"`` ..., or ``to 'X'`` as Conquest takes it); UIDs change
+  only if the script changes them;
 - ``mergestudy:A,B,...``: the objects of studies B ... join study A (new
   Series and SOP Instance UIDs, A's study attributes; objects of A that
   reference them are stored again with their new UIDs), all of one patient; ``mergeseries:A,B,...``
@@ -244,10 +245,20 @@ class ModifyImage(_FileCommand):
         text, script = fields(arguments, 2)
         if not script.strip():
             raise CommandError('modifyimage needs a script, e.g. modifyimage:file,set 0010,0010 to "X"')
-        return text, script
+        return text, conquestQuotes(script)
 
     async def change(self, script, archive, instance):
         return scripted(_parsed(script, self.name, archive), archive.converterServices)
+
+
+def conquestQuotes(script):
+    """``script`` with every ``'`` made ``"`` when it quotes a value with
+    them (`` to '`` or `` if '``), as Conquest's modifyimage does: scripts
+    written in a batch file or a Lua string use ``set 0010,0010 to 'X'``."""
+    lowered = script.lower()
+    if " to '" in lowered or " if '" in lowered:
+        return script.replace("'", '"')
+    return script
 
 
 def _parsed(text, name, archive):

@@ -2,6 +2,9 @@
 
 import os
 
+import pydicom
+from sqlalchemy import select
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -198,3 +201,41 @@ class ConcurrentChangeTests(unittest.TestCase):
                                        "its changed copy is removed")
         self.assertEqual((yield self.running.count("image")), len(self.images) - 1)
         self.assertEqual(len(self.running.files()), len(self.images) - 1)
+
+
+class ModifyImageQuoteTests(unittest.TestCase):
+    """modifyimage with a value in single quotes, as Conquest's scripts
+    write it in a batch file or a Lua string."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.archive = self.running.archive
+        [self.image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                      seriesPerStudy=1, imagesPerSeries=1)
+        yield self.running.store([self.image])
+
+    @defer.inlineCallbacks
+    def modified(self, script):
+        """The data set stored by ``modifyimage:FILE,script`` and the index's patient row."""
+        [instance] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        yield self.running.run(commands.modifyImage, f"MAG0:{instance.objectFile},{script}")
+        [instance] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        stored = pydicom.dcmread(self.archive.objectReader.magPath("MAG0", instance.objectFile))
+        patient = self.archive.index.tables.patient
+        [row] = yield self.archive.index.runQuery(
+            lambda connection: connection.execute(select(patient.c.PatientName)).all())
+        return stored, row.PatientName
+
+    @defer.inlineCallbacks
+    def test_setToASingleQuotedValue(self):
+        """set 0010,0010 to 'A^B' stores A^B (it stored 'A^B', quotes and all)."""
+        stored, name = yield self.modified("set 0010,0010 to 'A^B'")
+        self.assertEqual(str(stored.PatientName), "A^B")
+        self.assertEqual(name, "A^B")
+
+    @defer.inlineCallbacks
+    def test_setIfASingleQuotedValue(self):
+        """set 0008,1030 if 'x' stores x in the present Study Description."""
+        stored, _ = yield self.modified("set 0008,1030 if 'x'")
+        self.assertEqual(stored.StudyDescription, "x")

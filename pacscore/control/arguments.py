@@ -4,7 +4,11 @@ read them.
 Arguments are comma separated (``get_amap:2,%s``); the last field takes
 the rest of the text, commas included, so a format or a value may hold
 commas (``put_param:ImportConverter0,nop a,b``).  Missing fields are empty.
+A file name followed by more fields may hold commas (``DOE,JOHN.dcm``), as
+Conquest's CommaInFilenameWorkAround takes them (``fileFields``).
 """
+
+import re
 
 from twisted.internet import defer
 from twisted.plugin import IPlugin
@@ -23,6 +27,34 @@ def fields(arguments, count):
     if len(raw) == count:
         parts[-1] = raw[-1]
     return parts + [""] * (count - len(parts))
+
+
+FILE_NAMES = re.compile(r"\.(dcm|v2|hl7|gz)", re.IGNORECASE)
+
+
+def splitFile(arguments, outputs=0):
+    """``(file, rest)``: ``arguments`` cut at the comma ending the file name
+    that starts it (``rest`` None when there is none, the file stripped).
+    As Conquest's CommaInFilenameWorkAround, a comma is part of the name
+    while the text after it still names a file, a comma-separated piece
+    holding ``.dcm``, ``.v2``, ``.hl7`` or ``.gz`` in any case; ``outputs``
+    of those pieces may be later fields naming a file (an output file)."""
+    start = 0
+    while True:
+        comma = arguments.find(",", start)
+        if comma < 0:
+            return arguments.strip(), None
+        named = sum(1 for piece in arguments[comma + 1:].split(",") if FILE_NAMES.search(piece))
+        if named <= outputs:
+            return arguments[:comma].strip(), arguments[comma + 1:]
+        start = comma + 1
+
+
+def fileFields(arguments, count, outputs=0):
+    """``fields(arguments, count)`` whose first field is a file name that
+    may hold commas (see ``splitFile``)."""
+    name, rest = splitFile(arguments, outputs)
+    return [name] + fields("" if rest is None else rest, count - 1)
 
 
 def number(text, what):

@@ -2,6 +2,7 @@
 addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 
 import os
+import shutil
 import sqlite3
 import warnings
 import zipfile
@@ -75,6 +76,25 @@ class StoredCorpusTests(unittest.TestCase):
             found = yield self.running.run(commands.deletePatient, patientID)
             self.assertEqual(found, "1 object(s) removed from the server")
         self.assertEqual((yield self.running.count("image")), 8)
+
+    @defer.inlineCallbacks
+    def test_aCommaInTheFileName(self):
+        """DIR/DOE,JOHN.dcm is one file, with or without a patient ID after
+        it, to addimagefile, dump_header and uncompress (they said 'cannot
+        read DIR/DOE: No such file or directory')."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "DOE,JOHN.dcm")
+        shutil.copy(self.images[0].path, path)
+        yield self.running.run(commands.deletePatient, self.images[0].patientID)
+        yield self.running.run(commands.addImageFile, path)
+        self.assertEqual((yield self.running.count("image")), 5)
+        yield self.running.run(commands.addImageFile, f"{path},NEWPAT")
+        self.assertEqual((yield self.running.run(commands.deletePatient, "NEWPAT")), "1 object(s) removed from the server")
+        self.assertIn(self.images[0].sopUID, (yield self.running.run(commands.dumpHeader, path)))
+        target = os.path.join(folder, "out.dcm")
+        yield self.running.run(commands.uncompress, f"{path},{target}")
+        self.assertEqual(pydicom.dcmread(target).SOPInstanceUID, self.images[0].sopUID)
 
     @defer.inlineCallbacks
     def test_addimagefileRefusesWhatIsNotDicom(self):

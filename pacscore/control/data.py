@@ -1,6 +1,8 @@
 """The control commands that take DICOM and HL7 files in and out (manual
 appendix 6, "Communication options"): ``addimagefile``, ``loadhl7``,
-``dump_header``, ``forward``, ``prefetch``.
+``dump_header``, ``forward``, ``prefetch``, and Conquest's later
+``loadanddeletedir`` (``addimagefile`` of a folder deleting each file it
+took in).
 
 ``addimagefile`` stores a file through the archive's ``ObjectStore``
 (a file of HL7 messages, no DICOM object, is applied as ``loadhl7``
@@ -290,15 +292,7 @@ class AddImageFile(AsyncControlCommand):
         text, patientID = fileFields(arguments, 2)
         archive = context.archive
         path = await objectFile(archive, text)
-        converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
-        settings = dict(compression=archive.droppedFileCompression, converters=converters, amended=True)
-        if patientID.strip():
-            change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
-            store = functools.partial(storeChanged, archive, change=change, copy=True, **settings)
-            concurrency = 1  # each object held whole, decoded and encoded again
-        else:
-            store = functools.partial(storeFile, archive, **settings)
-            concurrency = CONCURRENCY
+        store, concurrency = self.storing(archive, patientID)
         if await archive.workers.deferToWorker(os.path.isdir, path):
             answer = await importFolder(archive, path, store, concurrency, functools.partial(applyHL7File, archive))
             self.log.info("{peer}: addimagefile {summary}", peer=context.peer, summary=answer.splitlines()[-1])
@@ -315,6 +309,53 @@ class AddImageFile(AsyncControlCommand):
         self.log.info("{peer}: addimagefile {path}: stored as {relative}", peer=context.peer, path=path,
                       relative=relative)
         return f"{incoming.sopInstanceUID} stored as {relative}"
+
+    @staticmethod
+    def storing(archive, patientID):
+        """``(store, concurrency)``: how a file is stored, for ``patientID``
+        (a copy with new UIDs) when not empty, and how many at a time."""
+        converters = archive.configuration.ini.getint("ImportExportDragAndDrop", 0) == 1
+        settings = dict(compression=archive.droppedFileCompression, converters=converters, amended=True)
+        if patientID.strip():
+            change = newPatient(archive.converterServices.uidMap, exactValue(patientID, "patient ID"))
+            store = functools.partial(storeChanged, archive, change=change, copy=True, **settings)
+            return store, 1  # each object held whole, decoded and encoded again
+        return functools.partial(storeFile, archive, **settings), CONCURRENCY
+
+
+class LoadAndDeleteDir(AddImageFile):
+    """Conquest's ``loadanddeletedir:folder[,patid]``: ``addimagefile`` of a
+    folder that deletes each file once it is stored (or its HL7 messages
+    applied); the files skipped or failed stay."""
+
+    name = "loadanddeletedir"
+    usage = "--loadanddeletedir:folder,patid  Copy the files of folder into server and delete them"
+
+    async def execute(self, arguments, context):
+        text, patientID = fileFields(arguments, 2)
+        archive = context.archive
+        if not text.strip():
+            raise CommandError("no folder given")
+        folder = inputPath(archive, text.strip())
+        if not await archive.workers.deferToWorker(os.path.isdir, folder):
+            raise CommandError(f"{folder} is not a folder")
+        store, concurrency = self.storing(archive, patientID)
+
+        async def removed(path, result):
+            try:
+                await archive.workers.deferToWorker(os.remove, path)
+            except OSError as e:
+                raise CommandError(f"taken in, but cannot delete it: {e.strerror}") from e
+            return result
+
+        async def storeAndDelete(path):
+            return await removed(path, await store(path))
+
+        async def applyAndDelete(path):
+            return await removed(path, await applyHL7File(archive, path))
+        answer = await importFolder(archive, folder, storeAndDelete, concurrency, applyAndDelete)
+        self.log.info("{peer}: loadanddeletedir {summary}", peer=context.peer, summary=answer.splitlines()[-1])
+        return answer
 
 
 class LoadHL7(AsyncControlCommand):

@@ -1,5 +1,6 @@
 """The delete commands of the control port (manual appendix 6, "Delete
-options"): patients, studies, series and files leave the MAG devices and
+options"): patients, studies, series, images (``deleteimage``, Conquest's
+``patid:sop``) and files leave the MAG devices and
 the index; ``deleteimagefromdb`` and ``deletesopfromdb`` only the index, as
 do ``deletepatientfromdb``, ``deletestudyfromdb`` and ``deleteseriesfromdb``
 (pacs additions: what dgate's ``-fp``, ``-ft`` and ``-fs`` send).
@@ -130,6 +131,14 @@ class DeleteSeries(_Delete):
 
     def keys(self, arguments):
         return patientAndUID(arguments, SERIES_INSTANCE_UID, "series UID")
+
+
+class DeleteImage(_Delete):
+    name = "deleteimage"
+    usage = "--deleteimage:patid:sopuid  Delete given image from server, patid: optional"
+
+    def keys(self, arguments):
+        return patientAndUID(arguments, SOP_INSTANCE_UID, "SOP instance UID")
 
 
 class DeleteSopFromDB(_Delete):

@@ -1,6 +1,7 @@
 """The finders and listers of the control port (manual appendix 6,
 "Database options"): ``patientfinder``, ``studyfinder``, ``seriesfinder``,
-``serieslister``, ``imagelister``.
+``serieslister``, ``imagelister``, and Conquest's later ``imagefinder`` and
+``imagefilelister``.
 
 The server argument picks where to look: empty, ``(local)``, ``local`` or
 our own AE title is this archive's index (``IndexQuery.find`` in a reader thread);
@@ -33,6 +34,10 @@ listers', given a ``fmt``, are Conquest's instead: see ``SeriesLister`` and
 - seriesfinder: PatientID, PatientName, SeriesDate, Modality,
   SeriesDescription, StudyInstanceUID, SeriesInstanceUID (searched:
   PatientID, PatientName, SeriesDescription);
+- imagefinder: PatientID, PatientName, StudyInstanceUID,
+  SeriesInstanceUID, SOPInstanceUID, InstanceNumber, SliceLocation
+  (searched: PatientID; ``=UID`` the images of that series, or of that
+  study or patient ID);
 - serieslister (the series of a study), without a ``fmt``:
   SeriesInstanceUID, SeriesNumber, Modality, SeriesDescription, SeriesDate,
   StudyInstanceUID, PatientID;
@@ -83,6 +88,7 @@ SOP = (SOP_INSTANCE_UID, "UI")
 SOP_CLASS = (SOP_CLASS_UID, "UI")
 INSTANCE_NUMBER = (0x00200013, "IS")
 FRAMES = (0x00280008, "IS")
+SLICE_LOCATION = (0x00201041, "DS")
 UNIQUE = {"PATIENT": PATIENT_ID, "STUDY": STUDY_INSTANCE_UID, "SERIES": SERIES_INSTANCE_UID,
           "IMAGE": SOP_INSTANCE_UID}
 DATES = {"STUDY": STUDY_DATE[0], "SERIES": SERIES_DATE[0]}  # what a date-like text also searches
@@ -424,16 +430,42 @@ class ImageLister(_Lister):
 
     @staticmethod
     def _keys(selection):
-        patientID, series = selection
-        keys = [QueryKey(SERIES_INSTANCE_UID, "UI", uidValue(series, "series UID"))] if series.strip() else []
-        if patientID.strip():
-            keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
-        return keys
+        return imageKeys(*selection)
 
     @staticmethod
     def _find(source, keys, columns):
         given = {key.tag: key.value for key in keys}
         return source.find("IMAGE", [QueryKey(tag, vr, given.get(tag, "")) for tag, vr in columns])
+
+
+def imageKeys(patientID, series, study="", sop=""):
+    """The keys of the images of a patient, series, study and SOP instance
+    (each left out when empty)."""
+    uids = ((SERIES_INSTANCE_UID, series, "series UID"), (STUDY_INSTANCE_UID, study, "study UID"),
+            (SOP_INSTANCE_UID, sop, "SOP instance UID"))
+    keys = [QueryKey(tag, "UI", uidValue(uid, what)) for tag, uid, what in uids if uid.strip()]
+    if patientID.strip():
+        keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
+    return keys
+
+
+class ImageFileLister(ImageLister):
+    """Conquest's imagefilelister: ``pat|study|series|sop|file``, this
+    archive's images (any empty field matches all) as the imagelister's
+    ``%s`` lists them, the absolute path of each file one a line."""
+
+    name = "imagefilelister"
+    usage = "--imagefilelister:pat|stu|ser|sop|file  List files of images (empty: all)"
+    fieldCount = 5
+
+    def run(self, arguments, context):
+        *selection, path = pipeFields(arguments, self.fieldCount)
+        return defer.ensureDeferred(self._list(context, "", selection, "%s", path))
+
+    @staticmethod
+    def _keys(selection):
+        patientID, study, series, sop = selection
+        return imageKeys(patientID, series, study, sop)
 
 
 def patientFinder():
@@ -444,6 +476,13 @@ def patientFinder():
 def studyFinder():
     return Finder("studyfinder", "--studyfinder:srv|str|fmt|file  List studies on server", "STUDY",
                   (PATIENT, PATIENT_NAME, STUDY_DATE, MODALITIES, STUDY_DESCRIPTION, STUDY), STUDY_SEARCHED)
+
+
+def imageFinder():
+    """Conquest's PatientStudyFinder at IMAGE level: the text is searched in
+    the Patient ID (``=UID``: the images of that series)."""
+    return Finder("imagefinder", "--imagefinder:srv|str|fmt|file  List images on server", "IMAGE",
+                  (PATIENT, PATIENT_NAME, STUDY, SERIES, SOP, INSTANCE_NUMBER, SLICE_LOCATION), (PATIENT_ID,))
 
 
 def seriesFinder():

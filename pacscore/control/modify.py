@@ -1,6 +1,7 @@
 """The control commands that change stored objects (manual appendix 6,
 "Modification of dicom objects"): ``modifypatid``, ``copypatid`` (dgate
--fk), ``anonymize``, ``modifyimage``, ``mergestudy``, ``mergestudyfile``,
+-fk), ``anonymize``, ``modifyimage``, ``modifystudy``, ``modifyseries``,
+``mergestudy``, ``mergestudyfile``,
 ``mergeseries`` and ``mergeseriesfile``.
 
 Each reads stored objects (a file named as ``stored`` says, or the objects
@@ -25,7 +26,9 @@ UIDs from the UID map:
   Identity Removed YES, and new UIDs;
 - ``modifyimage:file,script``: the converter lines ``script`` (``set
   0010,0010 to "X"`` ..., or ``to 'X'`` as Conquest takes it); UIDs change
-  only if the script changes them;
+  only if the script changes them; ``modifystudy:patid,studyuid,script``
+  and ``modifyseries:patid,seriesuid,script`` (patid may be empty) apply
+  it to each object of a study or series, skipping one deleted meanwhile;
 - ``mergestudy:A,B,...``: the objects of studies B ... join study A (new
   Series and SOP Instance UIDs, A's study attributes; objects of A that
   reference them are stored again with their new UIDs), all of one patient; ``mergeseries:A,B,...``
@@ -243,12 +246,18 @@ class ModifyImage(_FileCommand):
 
     def split(self, arguments):
         text, script = fields(arguments, 2)
-        if not script.strip():
-            raise CommandError('modifyimage needs a script, e.g. modifyimage:file,set 0010,0010 to "X"')
-        return text, conquestQuotes(script)
+        return text, modifyScript(script, self.name, "file")
 
     async def change(self, script, archive, instance):
         return scripted(_parsed(script, self.name, archive), archive.converterServices)
+
+
+def modifyScript(script, name, what):
+    """The script of modifyimage (``name``:``what``,script), Conquest's
+    single quotes made double (``conquestQuotes``); refused when empty."""
+    if not script.strip():
+        raise CommandError(f'{name} needs a script, e.g. {name}:{what},set 0010,0010 to "X"')
+    return conquestQuotes(script)
 
 
 def conquestQuotes(script):
@@ -268,11 +277,66 @@ def _parsed(text, name, archive):
         raise CommandError(str(e)) from e
 
 
-class _Merge(AsyncControlCommand):
-    """``mergestudy`` / ``mergeseries``: ``tag`` and ``keyword`` of the
-    level, ``parent`` the attribute all must share."""
+class _Batch(AsyncControlCommand):
+    """A change of many stored objects, which skips one deleted meanwhile."""
 
     log = Logger()
+
+    async def _rewrite(self, context, instance, change):
+        """Rewrite one object: its new file's name (None: nothing changed),
+        or False (logged) when it was deleted meanwhile."""
+        try:
+            return await rewrite(context.archive, instance, change, self.name[:16])
+        except ObjectGone as e:
+            self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
+            return False
+
+
+class _ModifyAll(_Batch):
+    """``modifystudy`` / ``modifyseries``: ``patid,uid,script``, modifyimage's
+    script applied to each object of the study or series (``tag``),
+    with its checks, one object at a time."""
+
+    async def execute(self, arguments, context):
+        archive = context.archive
+        patientID, uid, script = fields(arguments, 3)
+        keys = [QueryKey(self.tag, "UI", uidValue(uid, f"{self.what} UID"))]
+        if patientID.strip():
+            keys.append(QueryKey(PATIENT_ID, "LO", exactValue(patientID, "patient ID")))
+        change = scripted(_parsed(modifyScript(script, self.name, f"patid,{self.what}uid"), self.name, archive),
+                          archive.converterServices)
+        instances = await archive.index.runQuery(archive.query.instances, "IMAGE", keys)
+        if not instances:
+            raise CommandError(f"{self.name}: no stored object in {self.what} {uid.strip()}")
+        results = []
+        for number, instance in enumerate(instances, 1):
+            results.append(await self._rewrite(context, instance, change))
+            if number % PROGRESS_EVERY == 0:
+                context.progress(f"{number} of {len(instances)} object(s) done")
+        changed, skipped = sum(1 for r in results if r), results.count(False)
+        unchanged = len(results) - changed - skipped
+        gone = f", {skipped} skipped: deleted meanwhile" if skipped else ""
+        self.log.info("{peer}: {command}: {changed} object(s) of {what} {uid} changed, {unchanged} unchanged{gone}",
+                      peer=context.peer, command=self.name, changed=changed, what=self.what, uid=uid.strip(),
+                      unchanged=unchanged, gone=gone)
+        return f"{changed} object(s) of {self.what} {uid.strip()} changed, {unchanged} unchanged{gone}"
+
+
+class ModifyStudy(_ModifyAll):
+    name = "modifystudy"
+    usage = "--modifystudy:patid,studyuid,script  Change items in each file of a study (converter script)"
+    what, tag = "study", STUDY_INSTANCE_UID
+
+
+class ModifySeries(_ModifyAll):
+    name = "modifyseries"
+    usage = "--modifyseries:patid,seriesuid,script  Change items in each file of a series (converter script)"
+    what, tag = "series", SERIES_INSTANCE_UID
+
+
+class _Merge(_Batch):
+    """``mergestudy`` / ``mergeseries``: ``tag`` and ``keyword`` of the
+    level, ``parent`` the attribute all must share."""
 
     async def execute(self, arguments, context):
         archive = context.archive
@@ -303,7 +367,7 @@ class _Merge(AsyncControlCommand):
         change = mergedInto(uidMap, self.keyword, target, sample, changed)
         skipped = 0
         for number, instance in enumerate(moving, 1):
-            skipped += not await self._rewrite(context, instance, change)
+            skipped += await self._rewrite(context, instance, change) is False
             if number % PROGRESS_EVERY == 0:
                 context.progress(f"{number} of {len(moving)} object(s) merged")
         references = referencesRenewed(uidMap, changed)
@@ -316,15 +380,6 @@ class _Merge(AsyncControlCommand):
                       peer=context.peer, command=self.name, count=merged, others=",".join(others),
                       target=target, gone=gone)
         return f"{merged} object(s) of {len(others)} {self.what}(s) merged into {self.what} {target}{gone}"
-
-    async def _rewrite(self, context, instance, change):
-        """Rewrite one object; False (logged) when it was deleted meanwhile."""
-        try:
-            await rewrite(context.archive, instance, change, self.name[:16])
-        except ObjectGone as e:
-            self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
-            return False
-        return True
 
 
 class MergeStudy(_Merge):

@@ -1,5 +1,6 @@
 """The move commands of the control port (manual appendix 6, "DICOM move
-options"): ``movepatient``, ``movestudy``, ``movestudies``, ``moveseries``.
+options"): ``movepatient``, ``movestudy``, ``movestudies``, ``moveseries``,
+and Conquest's ``moveaccession`` (the studies of an Accession Number).
 
 The source is ``(local)`` (or empty, or our own AE title): the objects
 are sent from this archive as C-STOREs, exactly as a forward of the export
@@ -153,6 +154,16 @@ class MoveStudy(_Move):
     def select(self, text):
         patientID, _, study = text.rpartition(":")
         return "STUDY", Target(optional(patientID, "patient ID"), uidValue(study, "study UID")), {}
+
+
+class MoveAccession(_Move):
+    name = "moveaccession"
+    usage = "--moveaccession:source,dest,patid:accession  Move studies by AccessionNumber, patid: optional"
+
+    def select(self, text):
+        patientID, _, accession = text.rpartition(":")
+        return "PATIENT", Target(optional(patientID, "patient ID")), {"accession": exactValue(accession,
+                                                                                              "accession number")}
 
 
 class MoveStudies(_Move):

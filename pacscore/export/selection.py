@@ -30,6 +30,8 @@ FILTERS = {  # word -> (tag, VR, query level it belongs to)
     "sop": (0x00080018, "UI", "IMAGE"),
     "imagetype": (0x00080008, "CS", "IMAGE"),
 }
+SELECTIONS = {**FILTERS,  # what a selection may also match: the filters and, for dgate's moveaccession,
+              "accession": (0x00080050, "SH", "STUDY")}
 LEVEL_KEYS = {  # level -> (tag, VR, keyword) of its unique key
     "PATIENT": (0x00100020, "LO", "PatientID"),
     "STUDY": (0x0020000D, "UI", "StudyInstanceUID"),
@@ -79,7 +81,7 @@ def indexKeys(level, target, filters):
     keys = [QueryKey(LEVEL_KEYS[at][0], EXACT, target.uid(at)) for at in LEVELS[:LEVELS.index(level) + 1]
             if target.uid(at) or at == level]
     for word, value in sorted(filters.items()):
-        tag, vr, _ = FILTERS[word]
+        tag, vr, _ = SELECTIONS[word]
         keys.append(QueryKey(tag, vr, value))
     return keys
 
@@ -90,7 +92,7 @@ def remoteRequest(level, target, filters):
     (Patient Root keys): the level is the lowest a filter needs, the
     identifier holds the unique keys down to it, empty where the remote
     fills them in."""
-    queryLevel = max([level] + [FILTERS[word][2] for word in filters], key=LEVELS.index)
+    queryLevel = max([level] + [SELECTIONS[word][2] for word in filters], key=LEVELS.index)
     identifier = Dataset()
     identifier.QueryRetrieveLevel = queryLevel
     for at in LEVELS[:LEVELS.index(queryLevel) + 1]:
@@ -98,7 +100,7 @@ def remoteRequest(level, target, filters):
         known = LEVELS.index(at) <= LEVELS.index(level)
         setattr(identifier, keyword, target.uid(at) if known else "")
     for word, value in sorted(filters.items()):
-        tag, vr, _ = FILTERS[word]
+        tag, vr, _ = SELECTIONS[word]
         identifier.add_new(tag, vr, value)
     return queryLevel, declaringCharacterSet(identifier)
 

@@ -111,6 +111,14 @@ COVERAGE = {
     "deletestudyfromdb": _OTHER + "test_control_data.ControlDataTests.test_deletesFromTheDatabaseOnly",
     "deleterecord": _OTHER + "test_control_data.ControlDataTests.test_addrecordAndDeleterecord",
     "deleteseries": _HERE + "DataCommandTests.test_deleteseries",
+    "deleteimage": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "moveaccession": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "modifystudy": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "modifyseries": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "imagefinder": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "imagefilelister": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "luastart": _HERE + "DataCommandTests.test_conquestsLaterCommands",
+    "loadanddeletedir": _HERE + "DataCommandTests.test_conquestsLaterCommands",
     "deletesopfromdb": _HERE + "DataCommandTests.test_deleteFromTheDatabaseOnlyThenRegenfile",
     "deletestudies": _HERE + "DataCommandTests.test_deletestudiesByDate",
     "deletestudy": _OTHER + "test_control_data.ControlDataTests.test_deletestudyAndDeletepatient",
@@ -575,6 +583,7 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
             "DELDATES": writeImages(corpus, "DELDATES", ["20230301", "20230315", "20230501"], imagesPerSeries=1),
             "MOVEPAT": writeImages(corpus, "MOVEPAT", ["20240102"], seriesPerStudy=2),
             "MOVEDATES": writeImages(corpus, "MOVEDATES", ["20220601", "20220701"]),
+            "LATER": writeImages(corpus, "LATER", ["20240102"], seriesPerStudy=2),
         }
         result = cls.server.store(*(image.path for images in cls.patients.values() for image in images))
         assert result.returncode == 0, result.stderr
@@ -686,6 +695,37 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
                          [f"4 object(s) moved from {SELF} to {DESTINATION} (0 failed, 0 warning(s)) in 1 C-MOVE(s)"])
         self.assertEqual(set(self.received()), {image.sopUID for image in images})
         self.dgateFails(f"--movepatient:(local),{DESTINATION},NOBODY", "movepatient: no stored object to send")
+
+    def test_conquestsLaterCommands(self):
+        """The commands of Conquest's later dgate that answered 'unknown
+        command', exit 2: imagefinder, imagefilelister, modifyseries,
+        modifystudy, moveaccession, deleteimage, luastart, loadanddeletedir."""
+        images = self.patients["LATER"]
+        first = images[0]
+        found = self.dgate("--imagefinder:local|=" + first.seriesUID + "|%0.0s%0.0s%0.0s%0.0s%s")
+        self.assertEqual(sorted(found), sorted(image.sopUID for image in images[:2]))
+        [path] = self.dgate(f"--imagefilelister:LATER|||{first.sopUID}|")
+        self.assertEqual(path, storedFile(self.server, first.sopUID)[1])
+        self.assertEqual(self.dgate(f"--modifyseries:LATER,{first.seriesUID},set 0008,103e to 'one'"),
+                         [f"2 object(s) of series {first.seriesUID} changed, 0 unchanged"])
+        self.assertEqual(self.dgate(f"--modifystudy:,{first.studyUID},set 0008,1030 to \"both\""),
+                         [f"4 object(s) of study {first.studyUID} changed, 0 unchanged"])
+        self.assertEqual(indexQuery(self.server, "SELECT StudyDescription FROM DICOMStudies WHERE PatientID = 'LATER'"),
+                         [("both",)])
+        accession = pydicom.dcmread(first.path).AccessionNumber
+        self.assertEqual(self.dgate(f"--moveaccession:(local),{DESTINATION},LATER:{accession}"),
+                         [f"4 object(s) sent to {DESTINATION}"])
+        self.assertEqual({d.SeriesDescription for d in self.received().values() if d.SeriesInstanceUID
+                          == first.seriesUID}, {"one"})
+        self.assertEqual(self.dgate(f"--deleteimage:LATER:{first.sopUID}"), ["1 object(s) removed from the server"])
+        self.assertGone([first])
+        self.assertEqual(self.dgate("--luastart:print(1)"), ["Lua chunk started"])
+        folder = os.path.join(self.workdir, "loadanddelete")
+        os.makedirs(folder)
+        shutil.copy(first.path, folder)
+        self.assertEqual(self.dgate(f"--loadanddeletedir:{folder}"), [f"{folder}: 1 stored, 0 skipped, 0 failed"])
+        self.assertEqual(os.listdir(folder), [])
+        self.assertIsNotNone(storedFile(self.server, first.sopUID))
 
     def test_movestudiesByDate(self):
         june = self.patients["MOVEDATES"][:2]

@@ -97,6 +97,33 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual(pydicom.dcmread(target).SOPInstanceUID, self.images[0].sopUID)
 
     @defer.inlineCallbacks
+    def test_loadanddeletedir(self):
+        """Conquest's loadanddeletedir:folder[,patid] (it was 'unknown
+        command'): the folder's objects are stored and their files
+        deleted; a file not taken in stays."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(folder, "sub"))
+        yield self.running.run(commands.deletePatient, "PAT0000")
+        for n, image in enumerate(self.images[:2]):
+            shutil.copy(image.path, os.path.join(folder, "sub" if n else "", f"{n}.dcm"))
+        with open(os.path.join(folder, "notes.txt"), "w") as f:
+            f.write("no DICOM object")
+        output = yield self.running.run(commands.loadAndDeleteDir, folder)
+        self.assertEqual(output.splitlines()[-1], f"{folder}: 2 stored, 1 skipped, 0 failed")
+        self.assertEqual(sorted(os.listdir(folder)), ["notes.txt", "sub"])
+        self.assertEqual(os.listdir(os.path.join(folder, "sub")), [])
+        self.assertEqual((yield self.running.count("image")), 6)
+        shutil.copy(self.images[2].path, os.path.join(folder, "2.dcm"))
+        yield self.running.run(commands.loadAndDeleteDir, f"{folder},NEWPAT")
+        self.assertFalse(os.path.exists(os.path.join(folder, "2.dcm")))
+        self.assertEqual((yield self.running.run(commands.deletePatient, "NEWPAT")),
+                         "1 object(s) removed from the server")
+        error = yield self.assertFailure(self.running.run(commands.loadAndDeleteDir, self.images[3].path),
+                                         CommandError)
+        self.assertEqual(str(error), f"{self.images[3].path} is not a folder")
+        self.assertTrue(os.path.exists(self.images[3].path))
+
+    @defer.inlineCallbacks
     def test_addimagefileRefusesWhatIsNotDicom(self):
         path = os.path.abspath(self.mktemp())
         with open(path, "wb") as f:
@@ -318,6 +345,24 @@ class StoredCorpusTests(unittest.TestCase):
                          "2 object(s) removed from the server")
         self.assertEqual((yield self.running.count("series")), 3)
         self.assertEqual((yield self.running.count("study")), 3)
+
+    @defer.inlineCallbacks
+    def test_deleteimage(self):
+        """Conquest's deleteimage:patid:sop (it was 'unknown command'): that
+        object's file and rows go, patid: optional, another patient's ID
+        matching nothing."""
+        first, second = self.images[0], self.images[1]
+        error = yield self.assertFailure(self.running.run(commands.deleteImage, f"PAT0001:{first.sopUID}"),
+                                         CommandError)
+        self.assertIn("no stored object matches", str(error))
+        self.assertEqual((yield self.running.run(commands.deleteImage, f"PAT0000:{first.sopUID}")),
+                         "1 object(s) removed from the server")
+        self.assertEqual((yield self.running.run(commands.deleteImage, second.sopUID)),
+                         "1 object(s) removed from the server")
+        self.assertEqual((yield self.running.count("image")), 6)
+        self.assertEqual((yield self.running.count("series")), 3)
+        self.assertEqual(len(self.running.files()), 6)
+        yield self.assertFailure(self.running.run(commands.deleteImage, "PAT0000:1.2.*"), CommandError)
 
     @defer.inlineCallbacks
     def test_deleteseriesTakesItsModalityOutOfTheStudy(self):

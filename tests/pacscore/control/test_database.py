@@ -176,6 +176,33 @@ class DatabaseCommandTests(unittest.TestCase):
         yield self.assertFailure(self.command(commands.imageLister, "|PAT*|1.2|%s|"), CommandError)
 
     @defer.inlineCallbacks
+    def test_imagefinder(self):
+        """Conquest's imagefinder (it was 'unknown command'): the images
+        whose Patient ID holds the text, or of the series ``=UID``, seven
+        values each as its PatientStudyFinder gives the IMAGE level."""
+        first, second = self.images[4], self.images[5]
+        rows = (yield self.command(commands.imageFinder, f"|{first.patientID}||")).split("\n")
+        self.assertEqual(len(rows), 4)
+        self.assertIn("\t".join([first.patientID, str(pydicom.dcmread(first.path).PatientName), first.studyUID,
+                                 first.seriesUID, first.sopUID]), "\n".join(rows))
+        sops = yield self.command(commands.imageFinder, f"local|={first.seriesUID}|%0.0s%0.0s%0.0s%0.0s%s|")
+        self.assertEqual(sorted(sops.split("\n")), sorted([first.sopUID, second.sopUID]))
+        self.assertEqual((yield self.command(commands.imageFinder, "|NOBODY||")), "")
+
+    @defer.inlineCallbacks
+    def test_imagefilelister(self):
+        """Conquest's imagefilelister:pat|study|series|sop|file (it was
+        'unknown command'): the absolute paths of the files, one a line."""
+        first, second = self.images[4], self.images[5]
+        paths = (yield self.command(commands.imageLister, f"|{first.patientID}|{first.seriesUID}|%s|")).split("\n")
+        listed = yield self.command(commands.imageFileLister, f"{first.patientID}||{first.seriesUID}||")
+        self.assertEqual(listed.split("\n"), paths)
+        self.assertEqual((yield self.command(commands.imageFileLister, f"|{first.studyUID}|||")).count("\n"), 3)
+        one = yield self.command(commands.imageFileLister, f"|||{second.sopUID}|")
+        self.assertEqual(one, paths[1])
+        yield self.assertFailure(self.command(commands.imageFileLister, "PAT*||||"), CommandError)
+
+    @defer.inlineCallbacks
     def test_imagelisterFormatsAsConquests(self):
         """A format lists the images as Conquest's ImageFileLister: absolute
         file paths (they were ``MAG0:relative``), ``#``/``@`` device and

@@ -14,8 +14,8 @@ from tests.pacscore.control.running import RunningArchive
 READ_ONLY = {
     "changeuidback", "checksum", "display_status", "forwardqueue", "genuid", "get_amap", "get_amaps",
     "get_application", "get_dic", "get_freestore", "get_ini", "get_ini_num", "get_ini_param", "get_localae",
-    "get_param", "get_remoteae", "get_sop", "get_sqldef", "get_transfer", "imagelister", "patientfinder",
-    "query", "query2", "seriesfinder", "serieslister", "studyfinder"}
+    "get_param", "get_remoteae", "get_sop", "get_sqldef", "get_transfer", "imagefilelister", "imagefinder",
+    "imagelister", "patientfinder", "query", "query2", "seriesfinder", "serieslister", "studyfinder"}
 
 
 class SandboxedCommandTests(unittest.TestCase):

@@ -1,8 +1,9 @@
-"""dgate --lua: and --dolua:, a Lua chunk run in the server."""
+"""dgate --lua:, --dolua: and --luastart:, a Lua chunk run in the server."""
 
 import threading
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.control import output
@@ -100,3 +101,26 @@ class LuaChunkTests(unittest.TestCase):
         error = yield self.assertFailure(self.running.run(commands.lua, "print('éééé'); print('é')"), CommandError)
         self.assertIn("prints more than 10 bytes", str(error))
         self.assertEqual(error.output, "éééé")
+
+    @defer.inlineCallbacks
+    def test_luastartAnswersAtOnceAndLogsTheOutcome(self):
+        """Conquest's luastart (it was 'unknown command'): the chunk is
+        started and the command answers before it ends; what it printed,
+        or its failure, is logged."""
+        with capturedLogs() as events:
+            started = self.running.run(commands.luastart, "print('done')")
+            self.assertEqual(self.successResultOf(started), "Lua chunk started")
+            self.assertEqual([e for e in events if "luastart" in formatEvent(e)], [])
+            failed = self.running.run(commands.luastart, "print('before'); error('boom')")
+            self.assertEqual(self.successResultOf(failed), "Lua chunk started")
+            for _ in range(100):
+                lines = [(e["log_level"], formatEvent(e)) for e in events if "luastart" in formatEvent(e)]
+                if len(lines) == 2:
+                    break
+                yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertIn((LogLevel.info, "test: luastart: the Lua chunk ended, printing: done"), lines)
+        [(level, line)] = [(level, line) for level, line in lines if "boom" in line]
+        self.assertEqual(level, LogLevel.warn)
+        self.assertIn("(it printed: before)", line)
+        error = yield self.assertFailure(self.running.run(commands.luastart, " "), CommandError)
+        self.assertEqual(str(error), "no Lua code given")

@@ -239,3 +239,55 @@ class ModifyImageQuoteTests(unittest.TestCase):
         """set 0008,1030 if 'x' stores x in the present Study Description."""
         stored, _ = yield self.modified("set 0008,1030 if 'x'")
         self.assertEqual(stored.StudyDescription, "x")
+
+
+class ModifyStudyAndSeriesTests(unittest.TestCase):
+    """Conquest's modifystudy:patid,studyuid,script and modifyseries (they
+    were 'unknown command'): modifyimage's script on each object."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.archive = self.running.archive
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=2,
+                                     seriesPerStudy=2, imagesPerSeries=2)
+        yield self.running.store(self.images)
+
+    @defer.inlineCallbacks
+    def descriptions(self):
+        """{SOP Instance UID: Study Description} of the stored files."""
+        instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        return {i.sopInstanceUID: pydicom.dcmread(self.archive.objectReader.magPath("MAG0", i.objectFile))
+                .StudyDescription for i in instances}
+
+    @defer.inlineCallbacks
+    def test_modifystudy(self):
+        study = self.images[0].studyUID
+        output = yield self.running.run(commands.modifyStudy, f"PAT0000,{study},set 0008,1030 to 'changed'")
+        self.assertEqual(output, f"4 object(s) of study {study} changed, 0 unchanged")
+        described = yield self.descriptions()
+        self.assertEqual({described[i.sopUID] for i in self.images if i.studyUID == study}, {"changed"})
+        self.assertEqual({described[i.sopUID] for i in self.images if i.studyUID != study}, {"Synthetic study"})
+        self.assertEqual((yield self.running.count("image")), 8)
+
+    @defer.inlineCallbacks
+    def test_modifyseries(self):
+        series = self.images[0].seriesUID
+        output = yield self.running.run(commands.modifySeries, f",{series},set 0008,1030 to \"x\"")
+        self.assertEqual(output, f"2 object(s) of series {series} changed, 0 unchanged")
+        described = yield self.descriptions()
+        self.assertEqual([described[i.sopUID] for i in self.images].count("x"), 2)
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        study = self.images[0].studyUID
+        for arguments, message in ((f"OTHER,{study},set 0008,1030 to \"x\"", "no stored object in study"),
+                                   (f"PAT0000,{study},", "modifystudy needs a script"),
+                                   ("PAT0000,1.2.x,set 0008,1030 to \"x\"", "is not a UID")):
+            error = yield self.assertFailure(self.running.run(commands.modifyStudy, arguments), CommandError)
+            self.assertIn(message, str(error))
+        # a new Patient ID for part of the patient's objects is refused, as by modifyimage
+        yield self.assertFailure(self.running.run(commands.modifySeries,
+                                                  f",{self.images[0].seriesUID},set 0010,0020 to \"P2\""),
+                                 CommandError)
+        self.assertEqual((yield self.running.count("patient")), 1)

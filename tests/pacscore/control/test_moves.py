@@ -134,6 +134,25 @@ class MoveTests(unittest.TestCase):
                          "24 object(s) sent to DEST")
 
     @defer.inlineCallbacks
+    def test_moveaccession(self):
+        """Conquest's moveaccession:src,dst,[patid:]accession (it was
+        'unknown command'): the study of that Accession Number, sent from
+        here or moved from another archive."""
+        image = self.images[6]
+        accession = pydicom.dcmread(image.path).AccessionNumber
+        self.assertEqual((yield self.source.run(commands.moveAccession, f"(local),DEST,PAT0000:{accession}")),
+                         "6 object(s) sent to DEST")
+        self.assertEqual((yield self.destination.count("study")), 1)
+        error = yield self.assertFailure(self.source.run(commands.moveAccession, f"(local),DEST,PAT0001:{accession}"),
+                                         CommandError)
+        self.assertIn("no stored object to send", str(error))
+        yield self.assertFailure(self.source.run(commands.moveAccession, "(local),DEST,A*"), CommandError)
+        other = pydicom.dcmread(self.images[12].path).AccessionNumber
+        output = yield self.destination.run(commands.moveAccession, f"ORIGIN,DEST,{other}")
+        self.assertEqual(output, "6 object(s) moved from ORIGIN to DEST (0 failed, 0 warning(s)) in 1 C-MOVE(s)")
+        self.assertEqual((yield self.destination.count("study")), 2)
+
+    @defer.inlineCallbacks
     def test_remoteMoveOfAStudy(self):
         study = self.images[6].studyUID
         output = yield self.destination.run(commands.moveStudy, f"ORIGIN,DEST,PAT0000:{study}")

@@ -349,7 +349,7 @@ async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attemp
     ``node`` (released after), tried ``attempts`` times ``retryDelay``
     seconds apart while associating or ``send`` fails, each failure logged
     as a warning ("``what`` to AE failed (attempt 1 of 3): why"); whether
-    an attempt succeeded."""
+    an attempt succeeded.  Cancelled, it tries no more (``CancelledError``)."""
     for attempt in range(1, attempts + 1):
         try:
             association = await associateNode(reactor, node, callingAE, contexts, connectTimeout, dimseTimeout,
@@ -359,6 +359,8 @@ async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attemp
             finally:
                 await association.release()
             return True
+        except defer.CancelledError:  # no failure of the node
+            raise
         except Exception as e:  # NodeUnreachable, a refusal send raised, a lost association
             log.warn("{what} to {ae} failed (attempt {attempt} of {attempts}): {error}", what=what, ae=node.ae,
                      attempt=attempt, attempts=attempts, error=e)

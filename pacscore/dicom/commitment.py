@@ -18,12 +18,16 @@ is open), tried ``ATTEMPTS`` times ``RetryDelay`` seconds apart, and
 while it cannot be delivered once more every ``RetryDelay`` seconds (a
 modality switched off for the night gets it when it is back), a log line
 each time, until the request is ``MaximumCommitmentAge`` seconds old:
-then it is given up with an error line.
+then it is given up with an error line.  A new request with the Transaction
+UID of one from the same requestor still unreported replaces it (PS3.4
+J.3.3: a Transaction UID names one transaction, reported once): the older
+one is no longer checked nor reported, only the newer one is.
 
 Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
 failure to write it is answered 0x0110) and removed when its report was
-taken.  Those left when pacs stopped or crashed are looked up and
+taken (that row only: a newer request that replaced it came at another
+``Received``).  Those left when pacs stopped or crashed are looked up and
 reported again, on a new association, when it starts.  While the index
 may miss stored objects (a regen pending or under way:
 ``IndexCompleteness``) the objects are checked, and
@@ -222,18 +226,22 @@ class PendingCommitments(OwnTable):
         table = self.table
         return (table.c.TransactionUID == transaction) & (table.c.CallingAE == requestor)
 
-    def add(self, connection, transaction, requestor, references):
-        """In the writer (which may run it twice): record a request;
-        ValueTooLarge when its references do not fit in a statement."""
+    def add(self, connection, transaction, requestor, references, received):
+        """In the writer (which may run it twice): record a request that
+        came at ``received`` (replacing one with its Transaction UID from
+        that requestor); ValueTooLarge when its references do not fit in a
+        statement."""
         refs = json.dumps(references).encode()
         checkFits(connection, refs)
         connection.execute(self.table.delete().where(self._row(transaction, requestor)))
         connection.execute(self.table.insert().values(
-            TransactionUID=transaction, CallingAE=requestor, Received=self.clock(), Refs=refs))
+            TransactionUID=transaction, CallingAE=requestor, Received=received, Refs=refs))
 
-    def remove(self, connection, transaction, requestor):
-        """In the writer: forget a request whose report was taken."""
-        connection.execute(self.table.delete().where(self._row(transaction, requestor)))
+    def remove(self, connection, transaction, requestor, received):
+        """In the writer: forget the request that came at ``received``,
+        whose report was taken (not a newer one that replaced it)."""
+        connection.execute(self.table.delete().where(self._row(transaction, requestor) &
+                                                     (self.table.c.Received == received)))
 
     def requests(self, connection):
         """In a reader: ``[(transaction, requestor, references, received)]``,
@@ -271,6 +279,7 @@ class CommitmentService:
         self.titleStyle = titleStyle
         self.completeness = completeness or IndexCompleteness()  # the index's: checks wait while it may miss objects
         self._retries = {}  # (transaction, requestor) -> the call reporting it again
+        self._reporting = {}  # (transaction, requestor) -> the Deferred of its check and report under way
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._handle(protocol, contextId, command, dataset))
@@ -289,8 +298,9 @@ class CommitmentService:
 
     async def _accept(self, protocol, contextId, command, syntax, transaction, references):
         requestor = protocol.association.callingAE
+        received = self.pending.clock()
         try:
-            await self.index.runWrite(self.pending.add, transaction, requestor, references)
+            await self.index.runWrite(self.pending.add, transaction, requestor, references, received)
         except Exception as e:
             if isinstance(e, DATABASE_FAILURES):  # the database's failure, not a bug of ours: one line
                 self.log.error("storage commitment {transaction} from {ae}: the request ({count} references) could "
@@ -302,10 +312,23 @@ class CommitmentService:
             protocol.sendMessage(contextId, self._response(command, PROCESSING_FAILURE, {
                 commands.ERROR_COMMENT: "the request could not be recorded"}))
             return
+        if self._dropUnreported((transaction, requestor)):
+            self.log.info("storage commitment {transaction} from {ae}: a new request replaces the one still "
+                          "unreported", transaction=transaction, ae=requestor)
         self.counters["commitmentRequests"] = self.counters.get("commitmentRequests", 0) + 1
         protocol.sendMessage(contextId, self._response(command, SUCCESS))
         # the N-ACTION is done: the report may outlive the association (and must not hold its release)
-        self._spawn(transaction, requestor, references, self.pending.clock(), (protocol, contextId, syntax))
+        self._spawn(transaction, requestor, references, received, (protocol, contextId, syntax))
+
+    def _dropUnreported(self, key):
+        """Stop checking and reporting the request of ``key`` (transaction,
+        requestor) recorded before; whether one was still unreported."""
+        retry, reporting = self._retries.pop(key, None), self._reporting.pop(key, None)
+        if retry is not None:
+            retry.cancel()
+        if reporting is not None:
+            reporting.cancel()
+        return retry is not None or reporting is not None
 
     def resume(self):
         """Report again every recorded request (at start-up); fires when
@@ -331,8 +354,16 @@ class CommitmentService:
         self._retries.clear()
 
     def _spawn(self, transaction, requestor, references, received, requesting=None, attempts=ATTEMPTS):
-        committing = defer.ensureDeferred(self._commit(transaction, requestor, references, received, requesting,
-                                                       attempts))
+        key = (transaction, requestor)
+        committing = self._reporting[key] = defer.ensureDeferred(
+            self._commit(transaction, requestor, references, received, requesting, attempts))
+
+        def done(result):
+            if self._reporting.get(key) is committing:
+                del self._reporting[key]
+            return result
+        committing.addBoth(done)
+        committing.addErrback(lambda failure: failure.trap(defer.CancelledError))  # replaced by a newer request
         committing.addErrback(lambda failure: self.log.failure("storage commitment {transaction} failed", failure,
                                                                transaction=transaction))
         return committing
@@ -359,12 +390,12 @@ class CommitmentService:
             outcome = await self._outcome(transaction, requestor, references)
         if await self._reportOnItsAssociation(requesting, transaction, requestor, outcome) or \
                 await self._reportOnNewAssociation(requestor, transaction, references, outcome, attempts):
-            await self.index.runWrite(self.pending.remove, transaction, requestor)
+            await self.index.runWrite(self.pending.remove, transaction, requestor, received)
         elif self.pending.clock() - received >= self.maximumAge:
             self.log.error("storage commitment {transaction}: its result could not be reported to {ae} within "
                            "{age} s (MaximumCommitmentAge); given up", transaction=transaction, ae=requestor,
                            age=self.maximumAge)
-            await self.index.runWrite(self.pending.remove, transaction, requestor)
+            await self.index.runWrite(self.pending.remove, transaction, requestor, received)
         else:
             if attempts > 1:  # the first round: later ones log their single attempt only
                 self.log.error("storage commitment {transaction}: its result could not be reported to {ae}; tried "
@@ -397,6 +428,8 @@ class CommitmentService:
         try:
             await self._report(protocol, contextId, eventType,
                                await self.workers.deferToWorker(encodeDataset, report, syntax), yieldsToRelease=True)
+        except defer.CancelledError:  # replaced by a newer request
+            raise
         except Exception as e:
             self.log.info("storage commitment {transaction}: not reported on the association ({error}); "
                           "opening one to {ae}", transaction=transaction, error=e, ae=requestor)

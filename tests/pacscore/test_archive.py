@@ -210,7 +210,7 @@ class CarryOverTests(unittest.TestCase):
             self.queueForwardsAndWorklist(old)
             with old.engine.begin() as connection:
                 old.commitments.pending.add(connection, "1.2.9", "MODALITY",
-                                            [["1.2.840.10008.5.1.4.1.1.2", "1.2.3.1.1"]])
+                                            [["1.2.840.10008.5.1.4.1.1.2", "1.2.3.1.1"]], 1000.0)
             uids.append(old.converterServices.uidMap.newFor("1.2.3"))
         server, engine = self.switched(driver, database, rows)
         new, lines = self.started(server)

@@ -14,14 +14,16 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.dicom import commands, commitment
+from pacscore.dicom import client, commands, commitment
 from pacscore.db.completeness import IndexCompleteness
 from pacscore.db.query import IndexQuery, Instance
 from pacscore.dicom.commitment import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE,
     STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, BadCommitmentRequest, CommitmentService, PendingCommitments,
     commitmentOutcome, readCommitmentRequest, storedInstances)
-from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.client import NodeUnreachable
+from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.protocol import AssociationLost
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
@@ -207,17 +209,25 @@ class PendingCommitmentsTests(unittest.TestCase):
         """Requests come back oldest first with their references; recording
         one twice (the writer may re-run a batch) keeps one row; removal
         is per transaction and requestor."""
-        self.write(self.pending.add, "1.2.3", "MODALITY", [(CT, "1.2.3.4"), (CT, "1.2.3.5")])
-        self.now += 1
-        self.write(self.pending.add, "1.2.9", "OTHER", [(CT, "1.2.9.1")])
-        self.write(self.pending.add, "1.2.9", "OTHER", [(CT, "1.2.9.1")])
+        self.write(self.pending.add, "1.2.3", "MODALITY", [(CT, "1.2.3.4"), (CT, "1.2.3.5")], 1000.0)
+        self.write(self.pending.add, "1.2.9", "OTHER", [(CT, "1.2.9.1")], 1001.0)
+        self.write(self.pending.add, "1.2.9", "OTHER", [(CT, "1.2.9.1")], 1001.0)
         self.assertEqual(self.write(self.pending.requests), [
             ("1.2.3", "MODALITY", [(CT, "1.2.3.4"), (CT, "1.2.3.5")], 1000.0),
             ("1.2.9", "OTHER", [(CT, "1.2.9.1")], 1001.0)])
-        self.write(self.pending.remove, "1.2.3", "OTHER")
+        self.write(self.pending.remove, "1.2.3", "OTHER", 1000.0)
         self.assertEqual(len(self.write(self.pending.requests)), 2)
-        self.write(self.pending.remove, "1.2.3", "MODALITY")
+        self.write(self.pending.remove, "1.2.3", "MODALITY", 1000.0)
         self.assertEqual(self.write(self.pending.requests), [("1.2.9", "OTHER", [(CT, "1.2.9.1")], 1001.0)])
+
+    def test_aNewerRequestIsNotRemovedForTheOlder(self):
+        """A request with the Transaction UID of one from the same requestor
+        replaces it; removing the older one (its report taken just as the
+        newer came) leaves the newer one, whose report is still owed."""
+        self.write(self.pending.add, "1.2.3", "MODALITY", [(CT, "1.2.3.4")], 1000.0)
+        self.write(self.pending.add, "1.2.3", "MODALITY", [(CT, "1.2.3.5")], 1002.5)
+        self.write(self.pending.remove, "1.2.3", "MODALITY", 1000.0)
+        self.assertEqual(self.write(self.pending.requests), [("1.2.3", "MODALITY", [(CT, "1.2.3.5")], 1002.5)])
 
 
 class RetryTests(unittest.TestCase):
@@ -233,7 +243,7 @@ class RetryTests(unittest.TestCase):
                                           quoteNames=None))
         pending = PendingCommitments(index, clock.seconds)
         pending.createTables()
-        index.runWrite(pending.add, "1.2.3", "NOTMAPPED", [(CT, "1.2.3.4")])
+        index.runWrite(pending.add, "1.2.3", "NOTMAPPED", [(CT, "1.2.3.4")], clock.seconds())
         clock.advance(100)
 
         def lookedUp(*args):
@@ -316,3 +326,155 @@ class IncompleteIndexTests(unittest.TestCase):
             completeness.reentered(["MAG0"])
             yield reporting
         self.assertEqual((lookedUp, len(sent)), ([["1.2.3.4"]], 1))
+
+
+class Modality:
+    """A requestor's own listener, as ``client.associateNode`` (patched)
+    reaches it: ``state`` "down" (the connection refused), "silent" (an
+    association that never opens) or "up" (one whose N-EVENT-REPORTs are
+    answered ``status``); ``reports`` it got: ``(event type, transaction,
+    committed, failed)``, ``attempts`` to associate, the ``cancelled``
+    ones."""
+
+    def __init__(self, testCase, status=0x0000):
+        self.state = "down"
+        self.status = status
+        self.reports = []
+        self.attempts = self.cancelled = 0
+        testCase.patch(client, "associateNode", self.associateNode)
+
+    async def associateNode(self, reactor, node, *args, **options):
+        self.attempts += 1
+        if self.state == "down":
+            raise NodeUnreachable(node, "Connection refused")
+        if self.state == "silent":
+            await defer.Deferred(lambda d: setattr(self, "cancelled", self.cancelled + 1))
+        return self
+
+    def contextFor(self, sopClass):
+        return 1, EXPLICIT_VR_LITTLE_ENDIAN
+
+    def request(self, contextId, command, data, **options):
+        self.reports.append(reportOf(command, data))
+        return defer.succeed(({commands.STATUS: self.status}, None))
+
+    def release(self):
+        return defer.succeed(None)
+
+
+def reportOf(command, data):
+    """``(event type, transaction, committed, failed)`` of an N-EVENT-REPORT."""
+    report = decodeDataset(data, EXPLICIT_VR_LITTLE_ENDIAN)
+    return (command[commands.EVENT_TYPE_ID], report.TransactionUID,
+            [item.ReferencedSOPInstanceUID for item in report.get("ReferencedSOPSequence", [])],
+            [item.ReferencedSOPInstanceUID for item in report.get("FailedSOPSequence", [])])
+
+
+class Requesting:
+    """The association an N-ACTION came on: released right after its
+    N-ACTION-RSP, or still ``open``, the ``reports`` it got answered
+    Success."""
+
+    def __init__(self, open=False):
+        self.association = SimpleNamespace(callingAE="CT1")
+        self.open = open
+        self.responses, self.reports = [], []
+
+    def sendMessage(self, contextId, command):
+        self.responses.append(command[commands.STATUS])
+
+    def request(self, contextId, command, data, yieldsToRelease):
+        if not self.open:
+            return defer.fail(AssociationLost("CT1@127.0.0.1:36291 released the association first"))
+        self.reports.append(reportOf(command, data))
+        return defer.succeed(({commands.STATUS: 0}, None))
+
+
+class ReplacedRequestTests(unittest.TestCase):
+    """A modality sends an N-ACTION again with the Transaction UID of its
+    request whose report is still owed (not delivered yet, its requestor
+    away), naming other objects: the older request is replaced, neither
+    checked nor reported any more, so the modality gets one report, of
+    the newer request.  It got both, the stale one (all committed, of
+    objects the newer request did not name) last, and the older
+    request's report taken removed the newer one's row."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.clock.advance(1000)
+        self.index = SyncIndex(SimpleNamespace(engine=create_engine("sqlite://"), tables=None, layout=None,
+                                               deletes=None, quoteNames=None))
+        self.pending = PendingCommitments(self.index, self.clock.seconds)
+        self.pending.createTables()
+        stored = {"1.1": Instance("1.1", CT, "MAG0", "P/1.1.dcm", "P", "1", "1.1")}
+        query = SimpleNamespace(instancesByUID=lambda connection, uids: [stored[u] for u in uids if u in stored])
+        reader = SimpleNamespace(loading=lambda instance, sink, mode: None)  # its file reads to its end
+        workers = SimpleNamespace(deferToWorker=lambda f, *args: defer.maybeDeferred(f, *args))
+        nodes = SimpleNamespace(lookup=lambda ae: SimpleNamespace(ae=ae, host="127.0.0.1", port=104, tls=None))
+        self.service = CommitmentService(self.pending, query, reader, workers, "PACS", nodes, self.clock,
+                                         retryDelay=10)
+        self.addCleanup(self.service.stop)
+        self.modality = Modality(self)
+
+    def request(self, references, requesting=None):
+        """An N-ACTION of CT1 with Transaction UID 1.2.3 for ``references``
+        (instance UIDs); the association it came on."""
+        requesting = requesting or Requesting()
+        self.successResultOf(defer.ensureDeferred(self.service._accept(
+            requesting, 1, actionCommand(), EXPLICIT_VR_LITTLE_ENDIAN, "1.2.3", [(CT, sop) for sop in references])))
+        self.assertEqual(requesting.responses, [0])
+        return requesting
+
+    def settle(self):
+        """The modality up, a minute passes."""
+        self.modality.state = "up"
+        for _ in range(6):
+            self.clock.advance(10)
+
+    def assertDone(self, events):
+        self.assertIn("storage commitment 1.2.3 from CT1: a new request replaces the one still unreported",
+                      [formatEvent(event) for event in events])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.successResultOf(self.index.runQuery(self.pending.requests)), [])
+
+    def test_replacedDuringItsFirstAttempts(self):
+        """The older request between two of its first attempts; when its
+        next one is due, the newer request's row stays until its own report
+        is taken."""
+        with capturedLogs() as events:
+            self.request(["1.1"])
+            self.clock.advance(1)
+            self.request(["1.2", "1.3"])
+            self.modality.state = "up"
+            self.clock.advance(9)
+            self.assertEqual(self.successResultOf(self.index.runQuery(self.pending.requests)),
+                             [("1.2.3", "CT1", [(CT, "1.2"), (CT, "1.3")], 1001.0)])
+            self.settle()
+        self.assertEqual(self.modality.reports, [(2, "1.2.3", [], ["1.2", "1.3"])])
+        self.assertDone(events)
+
+    def test_replacedWhileItWaitsToBeTriedAgain(self):
+        """The older request's first attempts failed, it waits for its next
+        one; the newer is reported on its association."""
+        with capturedLogs() as events:
+            self.request(["1.1"])
+            self.clock.advance(10)
+            self.clock.advance(10)
+            self.assertEqual(self.modality.attempts, 3)
+            newer = self.request(["1.2"], Requesting(open=True))
+            self.settle()
+        self.assertEqual((newer.reports, self.modality.reports), ([(2, "1.2.3", [], ["1.2"])], []))
+        self.assertDone(events)
+
+    def test_replacedWhileItsAssociationOpens(self):
+        """The older request's association being opened: it is given up,
+        not counted as a failed attempt and tried again."""
+        self.modality.state = "silent"
+        with capturedLogs() as events:
+            self.request(["1.1"])
+            newer = self.request(["1.2"], Requesting(open=True))
+            self.settle()
+        self.assertEqual((self.modality.attempts, self.modality.cancelled), (1, 1))
+        self.assertEqual((newer.reports, self.modality.reports), ([(2, "1.2.3", [], ["1.2"])], []))
+        self.assertNotIn("failed (attempt", "\n".join(formatEvent(event) for event in events))
+        self.assertDone(events)

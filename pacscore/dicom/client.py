@@ -21,7 +21,7 @@ from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES, accepted, refusal, requestPDU
 from pacscore.dicom.protocol import (
     AWAITING_ASSOCIATE_AC, AWAITING_CLOSE, AWAITING_RELEASE_RP, ESTABLISHED, PRIORITY_MEDIUM, AssociationLost,
-    DicomFactory, DicomProtocol, NoContext)
+    DicomFactory, DicomProtocol, NoContext, NoStatus)
 from pacscore.dicom.sopclasses import VERIFICATION
 from pacscore.hostport import hostEndpoint, hostPort
 
@@ -341,6 +341,20 @@ async def associateNode(reactor, node, callingAE, contexts, connectTimeout=30, d
         raise
     except Exception as e:
         raise NodeUnreachable(node, str(e) or repr(e)) from e
+
+
+async def answerTo(protocol, contextId, command, dataset=None, **options):
+    """The final response (its command) to the request ``command`` sent on
+    ``protocol`` (``request``, with ``options``), None when it carried no
+    Status (``NoStatus``): either way the peer answered, taking or refusing
+    the request, and a refusal is not worth sending again.  Fails as
+    ``request`` does when no answer comes (the association lost, a
+    ``DIMSETimeout``): that is worth another attempt (``sendToNode``)."""
+    try:
+        response, _ = await protocol.request(contextId, command, dataset, **options)
+    except NoStatus:
+        return None
+    return response
 
 
 async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attempts, retryDelay, connectTimeout=30,

@@ -12,16 +12,19 @@ committed, 2 when some were not (Failed SOP Sequence: Failure Reason
 0x0112 no such object instance, 0x0119 class / instance conflict, 0x0110
 processing failure for a file that cannot be read, cut short or
 damaged).  The report goes on the requesting association while it is
-open, else on a new association to the requestor's AE (acrnema.map),
-proposing the SOP class with the SCP role (the objects checked once it
-is open), tried ``ATTEMPTS`` times ``RetryDelay`` seconds apart, and
-while it cannot be delivered once more every ``RetryDelay`` seconds (a
-modality switched off for the night gets it when it is back), a log line
-each time, until the request is ``MaximumCommitmentAge`` seconds old:
-then it is given up with an error line.  A new request with the Transaction
-UID of one from the same requestor still unreported replaces it (PS3.4
-J.3.3: a Transaction UID names one transaction, reported once): the older
-one is no longer checked nor reported, only the newer one is.
+open and takes it, else on a new association to the requestor's AE
+(acrnema.map), proposing the SOP class with the SCP role (the objects
+checked once it is open), tried ``ATTEMPTS`` times ``RetryDelay`` seconds
+apart, and while it cannot be delivered once more every ``RetryDelay``
+seconds (a modality switched off for the night gets it when it is back),
+a log line each time, until the request is ``MaximumCommitmentAge``
+seconds old: then it is given up with an error line.  A report the
+requestor refuses there (a Failure status, or none: ``client.answerTo``)
+is not sent again, with a warning: a modality that still wants it can ask
+again (one answering a Warning status took it).  A new request with the
+Transaction UID of one from the same requestor still unreported replaces
+it (PS3.4 J.3.3: a Transaction UID names one transaction, reported once):
+the older one is no longer checked nor reported, only the newer one is.
 
 Answering Success promises the report, so a request is written to the
 ``PacsCommitments`` table of the index database before that answer (a
@@ -52,7 +55,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, INVALID_OBJECT_INSTANCE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE,
     NO_SUCH_SOP_CLASS, PROCESSING_FAILURE)
-from pacscore.dicom.client import sendToNode
+from pacscore.dicom.client import answerTo, sendToNode
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.dicom.storeddata import STREAMED_OBJECT
@@ -377,9 +380,10 @@ class CommitmentService:
         """Check the objects and report, on ``requesting`` ``(protocol,
         context ID, syntax)`` while it is open, else on a new association
         (tried ``attempts`` times, the objects checked once it is open);
-        forget the request once reported, or once it is ``maximumAge``
-        seconds old, else try once more ``retryDelay`` seconds later.  First,
-        the index complete (``IndexCompleteness``)."""
+        forget the request once reported (or refused on a new association),
+        or once it is ``maximumAge`` seconds old, else try once more
+        ``retryDelay`` seconds later.  First, the index complete
+        (``IndexCompleteness``)."""
         completeness = self.completeness
         if not completeness.complete:
             self.log.warn("storage commitment {transaction} from {ae}: checked and reported once the index is "
@@ -439,39 +443,56 @@ class CommitmentService:
         return True
 
     async def _report(self, protocol, contextId, eventType, data, yieldsToRelease=False):
-        response, _ = await protocol.request(contextId, reportCommand(eventType), data,
-                                             yieldsToRelease=yieldsToRelease)
+        """Send the N-EVENT-REPORT on ``protocol``: CommitmentReportRefused
+        unless the requestor took it (Success, or a Warning status)."""
+        response = await answerTo(protocol, contextId, reportCommand(eventType), data,
+                                  yieldsToRelease=yieldsToRelease)
+        if response is None:
+            raise CommitmentReportRefused("N-EVENT-REPORT answered without a Status")
         status = response.get(commands.STATUS)
-        if status != SUCCESS:
-            raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{status:04X}")
+        if status != SUCCESS and not commands.isWarning(status):
+            comment = response.get(commands.ERROR_COMMENT)
+            raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{status:04X}" +
+                                          (f": {comment}" if comment else ""))
 
     async def _reportOnNewAssociation(self, requestor, transaction, references, outcome, attempts):
         """Whether the report (``outcome``, else made once an association
-        is open) was taken on a new association to ``requestor``, tried
-        ``attempts`` times."""
+        is open) was answered on a new association to ``requestor``, tried
+        ``attempts`` times: taken, or refused (logged, not sent again: the
+        modality can ask again)."""
         node = self.acrNemaMap.lookup(requestor)
         if node is None:
             self.log.warn("storage commitment {transaction}: {ae} is not in acrnema.map, so its result cannot be "
                           "reported", transaction=transaction, ae=requestor)
             return False
 
+        refusal = None
+
         async def send(association):
-            nonlocal outcome
+            nonlocal outcome, refusal
             if outcome is None:
                 outcome = await self._outcome(transaction, requestor, references)
             eventType, report = outcome
             contextId, syntax = association.contextFor(STORAGE_COMMITMENT)
-            await self._report(association, contextId, eventType,
-                               await self.workers.deferToWorker(encodeDataset, report, syntax))
+            try:
+                await self._report(association, contextId, eventType,
+                                   await self.workers.deferToWorker(encodeDataset, report, syntax))
+            except CommitmentReportRefused as e:  # answered: final, as for MPPS forwarding (no unreachable node)
+                refusal = e
         if not await sendToNode(self.reactor, node, self.aeTitle, [(STORAGE_COMMITMENT, list(UNCOMPRESSED))], send,
                                 self.log, f"storage commitment {transaction}: report", attempts, self.retryDelay,
                                 self.connectTimeout, self.dimseTimeout, self.titleStyle,
                                 roles={STORAGE_COMMITMENT: (False, True)}):
             return False
-        self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
-                      transaction=transaction, ae=requestor)
+        if refusal is not None:
+            self.log.warn("storage commitment {transaction}: {ae} refused the report ({refusal}); not sent again",
+                          transaction=transaction, ae=requestor, refusal=refusal)
+        else:
+            self.log.info("storage commitment {transaction}: reported to {ae} on a new association",
+                          transaction=transaction, ae=requestor)
         return True
 
 
 class CommitmentReportRefused(Exception):
-    """The requestor did not take the N-EVENT-REPORT."""
+    """The requestor answered the N-EVENT-REPORT with a Failure status (or
+    none): it did not take it."""

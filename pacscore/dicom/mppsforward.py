@@ -25,11 +25,10 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
-from pacscore.dicom.client import sendToNode
+from pacscore.dicom.client import answerTo, sendToNode
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.mpps import MPPS
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
-from pacscore.dicom.protocol import NoStatus
 
 ATTEMPTS = 3
 SUCCESS = 0x0000
@@ -207,13 +206,9 @@ class MppsForwarder:
         async def send(association):
             contextId, syntax = association.contextFor(MPPS)
             dataset = decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN)
-            try:
-                response, _ = await association.request(contextId, forwardCommand(field, uid),
-                                                        encodeDataset(dataset, syntax))
-            except NoStatus:  # answered, but neither taken nor refused: a refusal, not tried again
-                answers.append(None)
-            else:
-                answers.append(response.get(commands.STATUS))
+            response = await answerTo(association, contextId, forwardCommand(field, uid),
+                                      encodeDataset(dataset, syntax))
+            answers.append(None if response is None else response.get(commands.STATUS))
         if not await sendToNode(self.reactor, node, self.aeTitle, [(MPPS, list(UNCOMPRESSED))], send, self.log,
                                 f"MPPS {uid}: {name}", ATTEMPTS, self.retryDelay, self.connectTimeout,
                                 self.dimseTimeout, self.titleStyle):

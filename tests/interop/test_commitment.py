@@ -4,11 +4,13 @@ stored with DCMTK's storescu are committed, unknown ones and a wrong SOP
 class are not; the report comes on the requesting association while it is
 open, else on a new association to the modality's own listener (SCP role,
 acrnema.map), again while the modality is away, and after pacs starts
-again; a malformed request is refused."""
+again, but not once the modality refused it; a malformed request is
+refused."""
 
 import os
 import sqlite3
 import threading
+import time
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -29,9 +31,11 @@ MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 class Reports:
-    """The N-EVENT-REPORTs a pynetdicom handler received."""
+    """The N-EVENT-REPORTs a pynetdicom handler received, answered
+    ``status``."""
 
-    def __init__(self):
+    def __init__(self, status=0x0000):
+        self.status = status
         self.received = []
         self.arrived = threading.Event()
 
@@ -39,7 +43,7 @@ class Reports:
         self.received.append((event.event_type_id if hasattr(event, "event_type_id") else
                               event.request.EventTypeID, event.event_information, event.assoc.is_requestor))
         self.arrived.set()
-        return 0x0000, None
+        return self.status, None
 
     def wait(self, timeout=30):
         if not self.arrived.wait(timeout):
@@ -60,9 +64,10 @@ class StorageCommitmentTests(unittest.TestCase):
         self.modality = AE(ae_title="MODALITY")
         self.modality.add_requested_context(STORAGE_COMMITMENT)
 
-    def listen(self):
-        """Start MODALITY's own listener (SCP role); the Reports it takes."""
-        reports = Reports()
+    def listen(self, status=0x0000):
+        """Start MODALITY's own listener (SCP role), answering ``status``;
+        the Reports it gets."""
+        reports = Reports(status)
         listener = AE(ae_title="MODALITY")
         listener.add_supported_context(STORAGE_COMMITMENT, scu_role=False, scp_role=True)
         server = listener.start_server(("127.0.0.1", self.listenPort), block=False,
@@ -192,6 +197,27 @@ class StorageCommitmentTests(unittest.TestCase):
         reports = self.listen()
         eventType, report, onRequestor = reports.wait()
         self.assertEqual((eventType, onRequestor, report.TransactionUID), (1, False, request.TransactionUID))
+
+    def test_aRefusedReportIsNotSentAgain(self):
+        """RetryDelay = 1, the modality answers the report on a new
+        association 0x0112 (it no longer knows the transaction): one
+        report, one warning line, the request forgotten; it got it again
+        every second."""
+        self.server.stop()
+        self.server.setIni(RetryDelay="1")
+        self.server.start()
+        reports = self.listen(0x0112)
+        request = commitmentRequest([(self.ct.SOPClassUID, self.ct.SOPInstanceUID)])
+        _, status = self.send(request)
+        self.assertEqual(status.Status, 0x0000)
+        reports.wait()
+        refused = (f"storage commitment {request.TransactionUID}: MODALITY refused the report (N-EVENT-REPORT "
+                   f"answered with status 0x0112); not sent again")
+        waitFor(lambda: refused in self.server.log(), timeout=10, message="the refusal logged")
+        time.sleep(2.5)  # two RetryDelays
+        self.assertEqual(len(reports.received), 1)
+        self.assertEqual(self.server.log().count("refused the report"), 1)
+        self.assertEqual(rows(self.server.database, "PacsCommitments"), [])
 
     def test_malformedRequests(self):
         """No Transaction UID, or an empty reference list: 0x0115 and a log line."""

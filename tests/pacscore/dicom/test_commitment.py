@@ -23,7 +23,7 @@ from pacscore.dicom.commitment import (
     commitmentOutcome, readCommitmentRequest, storedInstances)
 from pacscore.dicom.client import NodeUnreachable
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.dicom.protocol import AssociationLost
+from pacscore.dicom.protocol import AssociationLost, DIMSETimeout, NoStatus
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
@@ -332,9 +332,9 @@ class Modality:
     """A requestor's own listener, as ``client.associateNode`` (patched)
     reaches it: ``state`` "down" (the connection refused), "silent" (an
     association that never opens) or "up" (one whose N-EVENT-REPORTs are
-    answered ``status``); ``reports`` it got: ``(event type, transaction,
-    committed, failed)``, ``attempts`` to associate, the ``cancelled``
-    ones."""
+    answered ``status``, or fail with it when it is an exception);
+    ``reports`` it got: ``(event type, transaction, committed, failed)``,
+    ``attempts`` to associate, the ``cancelled`` ones."""
 
     def __init__(self, testCase, status=0x0000):
         self.state = "down"
@@ -356,6 +356,8 @@ class Modality:
 
     def request(self, contextId, command, data, **options):
         self.reports.append(reportOf(command, data))
+        if isinstance(self.status, Exception):
+            return defer.fail(self.status)
         return defer.succeed(({commands.STATUS: self.status}, None))
 
     def release(self):
@@ -373,11 +375,12 @@ def reportOf(command, data):
 class Requesting:
     """The association an N-ACTION came on: released right after its
     N-ACTION-RSP, or still ``open``, the ``reports`` it got answered
-    Success."""
+    ``status``."""
 
-    def __init__(self, open=False):
+    def __init__(self, open=False, status=0x0000):
         self.association = SimpleNamespace(callingAE="CT1")
         self.open = open
+        self.status = status
         self.responses, self.reports = [], []
 
     def sendMessage(self, contextId, command):
@@ -387,17 +390,13 @@ class Requesting:
         if not self.open:
             return defer.fail(AssociationLost("CT1@127.0.0.1:36291 released the association first"))
         self.reports.append(reportOf(command, data))
-        return defer.succeed(({commands.STATUS: 0}, None))
+        return defer.succeed(({commands.STATUS: self.status}, None))
 
 
-class ReplacedRequestTests(unittest.TestCase):
-    """A modality sends an N-ACTION again with the Transaction UID of its
-    request whose report is still owed (not delivered yet, its requestor
-    away), naming other objects: the older request is replaced, neither
-    checked nor reported any more, so the modality gets one report, of
-    the newer request.  It got both, the stale one (all committed, of
-    objects the newer request did not name) last, and the older
-    request's report taken removed the newer one's row."""
+class ReportingCase(unittest.TestCase):
+    """A CommitmentService on a Clock (RetryDelay 10) whose requestor CT1
+    listens as ``self.modality`` (a Modality, at first down); the index
+    holds 1.1, whose file reads to its end."""
 
     def setUp(self):
         self.clock = task.Clock()
@@ -416,12 +415,13 @@ class ReplacedRequestTests(unittest.TestCase):
         self.addCleanup(self.service.stop)
         self.modality = Modality(self)
 
-    def request(self, references, requesting=None):
-        """An N-ACTION of CT1 with Transaction UID 1.2.3 for ``references``
+    def request(self, references, requesting=None, transaction="1.2.3"):
+        """An N-ACTION of CT1 with ``transaction`` for ``references``
         (instance UIDs); the association it came on."""
         requesting = requesting or Requesting()
         self.successResultOf(defer.ensureDeferred(self.service._accept(
-            requesting, 1, actionCommand(), EXPLICIT_VR_LITTLE_ENDIAN, "1.2.3", [(CT, sop) for sop in references])))
+            requesting, 1, actionCommand(), EXPLICIT_VR_LITTLE_ENDIAN, transaction,
+            [(CT, sop) for sop in references])))
         self.assertEqual(requesting.responses, [0])
         return requesting
 
@@ -431,11 +431,24 @@ class ReplacedRequestTests(unittest.TestCase):
         for _ in range(6):
             self.clock.advance(10)
 
+    def owed(self):
+        """The requests PacsCommitments holds."""
+        return self.successResultOf(self.index.runQuery(self.pending.requests))
+
+
+class ReplacedRequestTests(ReportingCase):
+    """A modality sends an N-ACTION again with the Transaction UID of its
+    request whose report is still owed (not delivered yet, its requestor
+    away), naming other objects: the older request is replaced, neither
+    checked nor reported any more, so the modality gets one report, of
+    the newer request.  It got both, the stale one (all committed, of
+    objects the newer request did not name) last, and the older
+    request's report taken removed the newer one's row."""
+
     def assertDone(self, events):
         self.assertIn("storage commitment 1.2.3 from CT1: a new request replaces the one still unreported",
                       [formatEvent(event) for event in events])
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(self.successResultOf(self.index.runQuery(self.pending.requests)), [])
+        self.assertEqual((self.clock.getDelayedCalls(), self.owed()), ([], []))
 
     def test_replacedDuringItsFirstAttempts(self):
         """The older request between two of its first attempts; when its
@@ -447,8 +460,7 @@ class ReplacedRequestTests(unittest.TestCase):
             self.request(["1.2", "1.3"])
             self.modality.state = "up"
             self.clock.advance(9)
-            self.assertEqual(self.successResultOf(self.index.runQuery(self.pending.requests)),
-                             [("1.2.3", "CT1", [(CT, "1.2"), (CT, "1.3")], 1001.0)])
+            self.assertEqual(self.owed(), [("1.2.3", "CT1", [(CT, "1.2"), (CT, "1.3")], 1001.0)])
             self.settle()
         self.assertEqual(self.modality.reports, [(2, "1.2.3", [], ["1.2", "1.3"])])
         self.assertDone(events)
@@ -478,3 +490,79 @@ class ReplacedRequestTests(unittest.TestCase):
         self.assertEqual((newer.reports, self.modality.reports), ([(2, "1.2.3", [], ["1.2"])], []))
         self.assertNotIn("failed (attempt", "\n".join(formatEvent(event) for event in events))
         self.assertDone(events)
+
+
+class RefusedReportTests(ReportingCase):
+    """A report the requestor answers with a Failure status on a new
+    association (0x0112: a modality that no longer knows the transaction)
+    was sent again every RetryDelay for MaximumCommitmentAge (6,000
+    times a week by default), as if the modality could not be reached: a
+    refusal is an answer, as for MPPS forwarding, logged and not sent
+    again; only no answer (the modality down, the association lost, no
+    response) is tried again."""
+
+    def reportedOnce(self, status, transaction):
+        """The modality answering ``status``, the report of a request for
+        1.1 (``transaction``) came once, a minute later nothing is owed:
+        the log lines of it."""
+        self.modality.status = status
+        with capturedLogs() as events:
+            self.request(["1.1"], transaction=transaction)
+            self.settle()
+        self.assertEqual(self.modality.reports, [(1, transaction, ["1.1"], [])])
+        self.assertEqual((self.clock.getDelayedCalls(), self.owed()), ([], []))
+        del self.modality.reports[:]
+        return [formatEvent(event) for event in events]
+
+    def test_aRefusalIsNotSentAgain(self):
+        """A Failure status (0x01xx, 0x02xx, 0xAxxx, 0xCxxx) or none: one
+        warning line, the request forgotten."""
+        for status in (0x0112, 0x0110, 0x0211, 0x0213, 0xA700, 0xC001, NoStatus("N-EVENT-REPORT-RSP without Status")):
+            none = isinstance(status, NoStatus)
+            transaction = f"1.2.{0 if none else status}"
+            lines = self.reportedOnce(status, transaction)
+            answer = "without a Status" if none else f"with status 0x{status:04X}"
+            self.assertEqual([line for line in lines if "refused the report" in line], [
+                f"storage commitment {transaction}: CT1 refused the report (N-EVENT-REPORT answered {answer}); not "
+                f"sent again"])
+            self.assertNotIn("reported to CT1", "\n".join(lines))
+
+    def test_theErrorCommentIsTold(self):
+        def refusing(contextId, command, data, **options):
+            self.modality.reports.append(reportOf(command, data))
+            return defer.succeed(({commands.STATUS: 0x0112, commands.ERROR_COMMENT: "unknown transaction"}, None))
+        self.modality.request = refusing
+        lines = self.reportedOnce(0x0112, "1.2.3")
+        self.assertIn("storage commitment 1.2.3: CT1 refused the report (N-EVENT-REPORT answered with status "
+                      "0x0112: unknown transaction); not sent again", lines)
+
+    def test_aWarningIsTaken(self):
+        """A Warning status (0x0001, 0xBxxx ...): the report was taken."""
+        for status in (0x0001, 0x0107, 0x0116, 0xB000):
+            lines = self.reportedOnce(status, f"1.2.{status}")
+            self.assertIn(f"storage commitment 1.2.{status}: reported to CT1 on a new association", lines)
+            self.assertNotIn("refused the report", "\n".join(lines))
+
+    def test_noAnswerIsTriedAgain(self):
+        """The association lost, or no response in time, before an answer:
+        tried again RetryDelay later, until the modality takes it."""
+        for n, failure in enumerate((AssociationLost("CT1 aborted the association"),
+                                     DIMSETimeout("CT1 did not answer within 300 s"))):
+            self.modality.state, self.modality.status = "up", failure
+            transaction = f"1.2.{n}"
+            self.request(["1.1"], transaction=transaction)
+            self.clock.advance(10)
+            self.assertEqual(len(self.modality.reports), 2)
+            self.modality.status = 0x0000
+            self.clock.advance(10)
+            self.assertEqual(self.modality.reports, [(1, transaction, ["1.1"], [])] * 3)
+            self.assertEqual((self.clock.getDelayedCalls(), self.owed()), ([], []))
+            del self.modality.reports[:]
+
+    def test_refusedOnItsAssociationThenSentOnANewOne(self):
+        """Refused on the requesting association (a modality may take
+        reports only on an association of its own): sent on a new one."""
+        self.modality.state = "up"
+        requesting = self.request(["1.1"], Requesting(open=True, status=0x0110))
+        self.assertEqual((requesting.reports, self.modality.reports), ([(1, "1.2.3", ["1.1"], [])],) * 2)
+        self.assertEqual(self.owed(), [])

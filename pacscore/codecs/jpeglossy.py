@@ -20,7 +20,9 @@ pixels, or more than 12 bits stored - is moved into 0..4095 by subtracting
 its smallest value, as DCMTK does for lossy JPEG: Pixel Representation
 becomes 0, Bits Stored 12, and the Rescale Intercept (and any Pixel
 Padding Value) take up the shift, so modality values stay the same (a
-padding value outside the pixels' range goes: no pixel is padding). When
+padding value outside the pixels' range goes: no pixel is padding), and
+the Smallest/Largest Image Pixel Value and Pixel Value in Series go, as
+DCMTK's dcmcjpeg drops them. When
 the values span more than 4096, the image cannot go in lossy JPEG
 (ValueError). Bits Stored below the precision coded becomes that precision
 (High Bit one less), as DCMTK's dcmcjpeg does: the values keep their
@@ -44,6 +46,13 @@ _SOF0, _SOF1, _DQT, _SOS, _DRI = 0xFFC0, 0xFFC1, 0xFFDB, 0xFFDA, 0xFFDD
 STRIP_MCUS = 1 << 12  # MCUs coded at a time in a larger frame (a restart interval each)
 _WIDE = 12  # the precision of data over 8 bits
 _EOB, _ZRL = 0x00, 0xF0
+# Stored pixel values of the image or its series (PS3.3 C.7.6.3, C.7.3.1;
+# the in-Plane ones retired), in the VR of Pixel Representation: a shift
+# into 0..4095 leaves them out of the new range and of the wrong VR, and
+# the coding's error the extremes they name; they go, as DCMTK's dcmcjpeg
+# drops them.
+_VALUE_RANGES = ("SmallestImagePixelValue", "LargestImagePixelValue", "SmallestPixelValueInSeries",
+                 "LargestPixelValueInSeries", "SmallestImagePixelValueInPlane", "LargestImagePixelValueInPlane")
 
 # T.81 tables K.1 and K.2, in natural (row by row) order.
 _LUMINANCE = np.array([
@@ -246,6 +255,10 @@ def _shiftIntoRange(ds, frames):
                 ds[keyword].VR = "US"
                 ds[keyword].value = padding - offset
             else:  # no pixel has it: nothing is padding
+                delattr(ds, keyword)
+    if offset or signed:
+        for keyword in _VALUE_RANGES:
+            if keyword in ds:
                 delattr(ds, keyword)
     ds.PixelRepresentation = 0
     ds.BitsStored = _WIDE

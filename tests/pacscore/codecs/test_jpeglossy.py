@@ -227,6 +227,25 @@ class DatasetTests(unittest.TestCase):
         modality = pixels(ds) * 2.0 + float(ds.RescaleIntercept)
         self.assertLessEqual(errors(modality, array[0] * 2.0 - 1024)[0], 60)
 
+    def test_pixelValueRangesGoWithTheShift(self):
+        """Smallest/Largest Image Pixel Value and Pixel Value in Series
+        (and the retired in-Plane pair) give stored values, US or SS as
+        Pixel Representation says: shifted into 0..4095 the pixels leave
+        them out of range (SS -1023 of pixels 0..3070), so they go, as
+        DCMTK's dcmcjpeg drops them; a 12-bit image coded as it is keeps
+        them."""
+        ranges = [0x00280106, 0x00280107, 0x00280108, 0x00280109, 0x00280110, 0x00280111]
+        for array, signed, shifted in [(smooth((1, 32, 32), 12) - 1023, True, True),
+                                       (smooth((1, 32, 32), 12) + 30000, False, True),
+                                       (smooth((1, 32, 32), 12), False, False)]:
+            ds = dataset(array, 16 if shifted else 12, signed=signed)
+            for tag, value in zip(ranges, [array.min(), array.max()] * 3):
+                ds.add_new(tag, "SS" if signed else "US", int(value))
+            self.encoded(ds, JPEG_EXTENDED)
+            self.assertEqual(ds.PixelRepresentation, 0)
+            self.assertEqual([tag for tag in ranges if tag in ds], [] if shifted else ranges, (signed, shifted))
+        self.assertEqual((ds.SmallestImagePixelValue, ds.LargestImagePixelValue), (array.min(), array.max()))
+
     def test_paddingValueNoPixelHasGoes(self):
         ds = dataset(smooth((1, 16, 16), 10) - 512, 16, signed=True)
         ds.PixelPaddingValue = -30000

@@ -22,7 +22,11 @@ becomes 0, Bits Stored 12, and the Rescale Intercept (and any Pixel
 Padding Value) take up the shift, so modality values stay the same (a
 padding value outside the pixels' range goes: no pixel is padding), and
 the Smallest/Largest Image Pixel Value and Pixel Value in Series go, as
-DCMTK's dcmcjpeg drops them. When
+DCMTK's dcmcjpeg drops them. An image whose modality values come from a
+Modality LUT Sequence, which PS3.3 C.11.1 allows no Rescale beside, has
+the LUT Descriptor's first value mapped take up the shift instead, the
+shift chosen to keep that value from going negative (ValueError when
+none can: the LUT starts more than 4095 below the largest value). When
 the values span more than 4096, the image cannot go in lossy JPEG
 (ValueError). Bits Stored below the precision coded becomes that precision
 (High Bit one less), as DCMTK's dcmcjpeg does: the values keep their
@@ -51,6 +55,7 @@ _EOB, _ZRL = 0x00, 0xF0
 # into 0..4095 leaves them out of the new range and of the wrong VR, and
 # the coding's error the extremes they name; they go, as DCMTK's dcmcjpeg
 # drops them.
+LUT_DESCRIPTOR = 0x00283002
 _VALUE_RANGES = ("SmallestImagePixelValue", "LargestImagePixelValue", "SmallestPixelValueInSeries",
                  "LargestPixelValueInSeries", "SmallestImagePixelValueInPlane", "LargestImagePixelValueInPlane")
 
@@ -241,12 +246,16 @@ def _shiftIntoRange(ds, frames):
     if high - low >= 1 << _WIDE:
         raise ValueError(f"its pixel values span {low}..{high}, more than 12 bits can hold")
     offset = low if signed or high >= 1 << _WIDE else 0
+    lut = _modalityLut(ds, signed) if offset else None
+    if lut is not None:
+        offset = _lutShift(lut, low, high)
     if offset:
-        slope = float(ds.get("RescaleSlope") or 1)
-        intercept = float(ds.get("RescaleIntercept") or 0) + offset * slope
-        ds.RescaleIntercept = f"{intercept:.6g}"
-        if "RescaleSlope" not in ds:
-            ds.RescaleSlope = "1"
+        if lut is None or "RescaleIntercept" in ds:  # PS3.3 C.11.1: no Rescale is added beside the LUT
+            slope = float(ds.get("RescaleSlope") or 1)
+            intercept = float(ds.get("RescaleIntercept") or 0) + offset * slope
+            ds.RescaleIntercept = f"{intercept:.6g}"
+            if "RescaleSlope" not in ds:
+                ds.RescaleSlope = "1"
         for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
             padding = ds.get(keyword)
             if not isinstance(padding, int):
@@ -264,6 +273,41 @@ def _shiftIntoRange(ds, frames):
     ds.BitsStored = _WIDE
     ds.HighBit = _WIDE - 1
     return values - offset
+
+
+def _modalityLut(ds, signed):
+    """The LUT Descriptor element of the Modality LUT Sequence of ``ds``,
+    its first value mapped read as ``signed`` (PS3.3 C.11.1.1.1: US or SS
+    as Pixel Representation says); None when it has none. ValueError when
+    it is not one item with a descriptor of three values."""
+    sequence = ds.get("ModalityLUTSequence")
+    if sequence is None:
+        return None
+    descriptor = sequence[0].get(LUT_DESCRIPTOR) if len(sequence) == 1 else None
+    if descriptor is None or descriptor.VM != 3:
+        raise ValueError("its Modality LUT Sequence is not one item with a LUT Descriptor of three values")
+    first = descriptor.value[1]
+    if signed and first >= 1 << 15:  # written as US
+        first -= 1 << 16
+    return descriptor, first
+
+
+def _lutShift(lut, low, high):
+    """The offset moving pixel values ``low..high`` into 0..4095 whose
+    Modality LUT ``(descriptor, first value mapped)`` stays right: its
+    first value mapped less the offset, not negative (US), where values
+    below it map as before (to the first entry); the descriptor amended.
+    ValueError when no offset can (the LUT starts more than 4095 below the
+    largest value)."""
+    descriptor, first = lut
+    offset = min(low, first)
+    if offset < high - ((1 << _WIDE) - 1):
+        raise ValueError(f"its Modality LUT Sequence maps values from {first}, and its pixel values reach "
+                         f"{high}: moved into 0..4095 they would start below the LUT's first value mapped")
+    entries, _, bits = descriptor.value
+    descriptor.VR = "US"
+    descriptor.value = [entries & 0xFFFF, first - offset, bits & 0xFFFF]
+    return offset
 
 
 def encodeDataset(ds, transferSyntax, quality=DEFAULT_QUALITY):

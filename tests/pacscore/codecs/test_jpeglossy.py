@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_rescale
@@ -245,6 +246,60 @@ class DatasetTests(unittest.TestCase):
             self.assertEqual(ds.PixelRepresentation, 0)
             self.assertEqual([tag for tag in ranges if tag in ds], [] if shifted else ranges, (signed, shifted))
         self.assertEqual((ds.SmallestImagePixelValue, ds.LargestImagePixelValue), (array.min(), array.max()))
+
+    def withModalityLut(self, array, first, entries):
+        """A signed 12-bit data set of ``array`` whose modality values come
+        from a Modality LUT Sequence (no Rescale) mapping from ``first``,
+        ``entries`` 16-bit entries of 3 * (index) + 7; with its modality
+        values (PS3.3 C.11.1: values below the first mapped map to the first
+        entry, above the last to the last)."""
+        ds = dataset(array, 12, signed=True)
+        item = Dataset()
+        item.add_new(0x00283002, "SS", [entries, first, 16])  # LUT Descriptor
+        item.ModalityLUTType = "US"
+        item.add_new(0x00283006, "OW", (np.arange(entries) * 3 + 7).astype("<u2").tobytes())  # LUT Data
+        ds.ModalityLUTSequence = [item]
+        return ds, self.modalityValues(array[0], ds)
+
+    def modalityValues(self, stored, ds):
+        item = ds.ModalityLUTSequence[0]
+        entries, first, _ = item.LUTDescriptor
+        table = np.frombuffer(item.LUTData, "<u2")
+        return table[np.clip(np.rint(stored).astype(np.int64) - first, 0, entries - 1)]
+
+    def test_modalityLutTakesUpTheShift(self):
+        """Signed pixels moved into 0..4095 beside a Modality LUT Sequence:
+        its first value mapped takes up the shift (US, as Pixel
+        Representation 0 asks), and no Rescale Intercept is added, which
+        PS3.3 C.11.1 allows no Modality LUT beside and which made every
+        modality value the shift (1023) too high; the LUT starting above
+        or below the smallest value."""
+        array = smooth((1, 40, 48), 12)
+        array = (array - array.min()) * 3068 // (array.max() - array.min()) - 1023  # -1023..2045
+        for first, entries in [(-1024, 4096), (-2048, 4096), (-500, 1000)]:
+            ds, modality = self.withModalityLut(array, first, entries)
+            self.encoded(ds, JPEG_EXTENDED)
+            self.assertNotIn("RescaleIntercept", ds)
+            self.assertNotIn("RescaleSlope", ds)
+            descriptor = ds.ModalityLUTSequence[0]["LUTDescriptor"]
+            self.assertEqual(descriptor.VR, "US")
+            self.assertEqual(descriptor.value[0::2], [entries, 16])
+            self.assertEqual(descriptor.value[1], max(first - array.min(), 0), first)
+            worst, mean = errors(self.modalityValues(pixels(ds), ds), modality)
+            self.assertLessEqual(worst, 3 * 30, first)
+            self.assertLessEqual(mean, 3 * 4, first)
+
+    def test_modalityLutStartingTooLowRefused(self):
+        """A Modality LUT starting more than 4095 below the largest value:
+        no shift into 0..4095 keeps its first value mapped from going
+        negative (it would have to lose entries), so the image is not coded
+        (the caller sends or stores it in another syntax, saying why)."""
+        ds, _ = self.withModalityLut(smooth((1, 16, 16), 12) - 2048, -8192, 16384)
+        error = self.assertRaises(ValueError, encodeDataset, ds, JPEG_EXTENDED)
+        self.assertIn("Modality LUT Sequence maps values from -8192", str(error))
+        ds.ModalityLUTSequence.append(ds.ModalityLUTSequence[0])
+        error = self.assertRaises(ValueError, encodeDataset, ds, JPEG_EXTENDED)
+        self.assertIn("not one item", str(error))
 
     def test_paddingValueNoPixelHasGoes(self):
         ds = dataset(smooth((1, 16, 16), 10) - 512, 16, signed=True)

@@ -53,7 +53,7 @@ def recode(data, syntax, code, quality=DEFAULT_QUALITY):
     A code with two syntaxes (j3..j6) takes the second when the image
     cannot go in the first; a JPEG code's own quality (``jl50``) wins over
     ``quality``. TranscodeError (NKIError is one) when the codecs cannot
-    do it."""
+    do it, saying why for each syntax tried."""
     quality = qualityOf(code, quality)
     code = codeOf(code)
     if _leavesAsItIs(code, syntax):
@@ -74,13 +74,15 @@ def recode(data, syntax, code, quality=DEFAULT_QUALITY):
         if isCompressed(syntax):
             data, syntax = transcode(data, syntax, EXPLICIT_VR_LITTLE_ENDIAN), EXPLICIT_VR_LITTLE_ENDIAN
         return downsizeDataset(data, syntax, size) or data, syntax
-    *preferred, last = _targets(syntax, code)
-    for target in preferred:
+    errors = []
+    for target in _targets(syntax, code):
         try:
             return transcode(data, syntax, target, quality), target
-        except TranscodeError:
-            pass  # the next may take it: JPEG Extended a 12-bit image Baseline cannot
-    return transcode(data, syntax, last, quality), last
+        except TranscodeError as e:
+            errors.append(e)  # the next may take it: JPEG Extended a 12-bit image Baseline cannot
+    if len(errors) == 1:
+        raise errors[0]
+    raise TranscodeError("; ".join(map(str, errors))) from errors[-1]
 
 
 def _targets(syntax, code):

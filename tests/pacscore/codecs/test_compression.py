@@ -1,6 +1,7 @@
 """Compression codes applied to data sets: the NKI codes beside the
 transfer syntax ones."""
 
+import numpy as np
 from twisted.trial import unittest
 
 from pacscore.codecs import nkipixels
@@ -8,9 +9,9 @@ from pacscore.codecs.compression import forPeer, keepsNKI, mayChange, nkiMode, r
 from pacscore.codecs.syntaxes import (
     EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, JPEG_2000, JPEG_BASELINE, JPEG_EXTENDED, JPEG_LOSSLESS_SV1,
     JPEG_LS_LOSSLESS, JPEG_LS_NEAR_LOSSLESS)
-from pacscore.codecs.transcode import transcode
+from pacscore.codecs.transcode import TranscodeError, transcode
 from tests.pacscore.codecs.test_nkipixels import encode, sample
-from tests.pacscore.codecs.test_transcode import eightBitsInSixteen, signedTwelveBits
+from tests.pacscore.codecs.test_transcode import eightBitsInSixteen, image, signedTwelveBits
 
 EXPLICIT = EXPLICIT_VR_LITTLE_ENDIAN
 
@@ -32,6 +33,22 @@ class RecodeTests(unittest.TestCase):
         self.assertNotEqual(recode(self.plain, EXPLICIT, "j4", quality=20)[0], data)
         self.assertEqual(recode(self.plain, EXPLICIT, "j420")[0], recode(self.plain, EXPLICIT, "j4", quality=20)[0],
                          "the code's own quality")
+
+    def test_lossyJpegRefusedInBothSyntaxesSaysWhyForEach(self):
+        """Signed 16-bit pixels spanning -32768..32767 go in neither JPEG
+        Baseline (8-bit samples) nor JPEG Extended (12 bits): j3 and j4
+        both say why for each, where only the last syntax tried was said
+        (j4 only 'JPEG Baseline takes 8-bit samples', which is not why)."""
+        ds = image()
+        ds.PixelRepresentation = 1
+        ds.PixelData = np.linspace(-32768, 32767, 64 * 64).astype("<i2").tobytes()
+        plain = encode(ds, EXPLICIT)
+        for code in ("j3", "j4"):
+            error = self.assertRaises(TranscodeError, recode, plain, EXPLICIT, code)
+            self.assertIn("JPEG Baseline takes 8-bit samples", str(error), code)
+            self.assertIn("span -32768..32767, more than 12 bits can hold", str(error), code)
+            self.assertIn("JPEG Baseline (Process 1)", str(error), code)
+            self.assertIn("JPEG Extended (Process 2 and 4)", str(error), code)
 
     def test_nearLosslessOfSignedValuesAtTheirEndsIsLossless(self):
         """j770 (JPEG-LS with NEAR 3) of signed 12-bit pixels holding

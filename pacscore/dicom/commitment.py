@@ -39,7 +39,6 @@ as not committed.
 """
 
 import json
-import warnings
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -93,12 +92,10 @@ def readCommitmentRequest(command, data, syntax):
     if data is None:
         raise BadCommitmentRequest("no data set", INVALID_ARGUMENT_VALUE)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's, about a value that is no UID: _uidOf tells
-            dataset = decodePeerDataset(data, syntax)
-            transaction = _uidOf(dataset, "TransactionUID")
-            references = [(_uidOf(item, "ReferencedSOPClassUID"), _uidOf(item, "ReferencedSOPInstanceUID"))
-                          for item in dataset.get("ReferencedSOPSequence", None) or []]
+        dataset = decodePeerDataset(data, syntax)  # a value that is no UID: _uidOf tells (pydicomchecks)
+        transaction = _uidOf(dataset, "TransactionUID")
+        references = [(_uidOf(item, "ReferencedSOPClassUID"), _uidOf(item, "ReferencedSOPInstanceUID"))
+                      for item in dataset.get("ReferencedSOPSequence", None) or []]
     except (IdentifierError, AttributeError, TypeError, ValueError) as e:
         raise BadCommitmentRequest(f"unreadable data set: {e}", INVALID_ARGUMENT_VALUE) from e
     if not transaction:

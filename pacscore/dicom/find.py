@@ -164,7 +164,7 @@ class FindService:
                 return sendResponse(protocol, contextId, command, SUCCESS)
             identifier, request, mask = await threads.deferToThreadPool(
                 self.clock, self.clock.getThreadPool(), readIdentifier, data, syntax, modelOf(sopClass).levels,
-                self.query.columnVRs, paging=True)
+                self.query.columnVRs, paging=True, peer=protocol.peerName())
             sortBy = self._requestedSort(request)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
@@ -303,15 +303,16 @@ def _describe(encoded, transferSyntax):
     return texts
 
 
-def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True, paging=False):
+def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True, paging=False, peer=None):
     """In a worker (a big identifier decodes for seconds): ``(identifier,
-    request, mask)`` of an identifier's bytes, decoded once: the Dataset
+    request, mask)`` of an identifier's bytes (from ``peer``, for
+    ``decodeIdentifier``), decoded once: the Dataset
     without its virtual server mask and Conquest's paging elements, its
     ``Request`` (``readRequest``, of keys ``matching`` or not, its ``page``
     that of those elements when ``paging``, a C-FIND's, ``takePage``; the
     others ignore them) and the mask (``takeServerMask``).  Raises
     ``BadIdentifier``."""
-    identifier = decodeIdentifier(data, transferSyntax)
+    identifier = decodeIdentifier(data, transferSyntax, peer)
     mask = takeServerMask(identifier)
     page = takePage(identifier, read=paging)
     return identifier, readRequest(identifier, transferSyntax, levels, columnVRs, matching)._replace(page=page), mask

@@ -27,6 +27,7 @@ import warnings
 from io import BytesIO
 from typing import NamedTuple
 
+from pydicom import config
 from pydicom.charset import decode_bytes, default_encoding, encode_string, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -34,12 +35,12 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_sequence
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import STR_VR, PersonName, validate_value
 from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf, withEmptyValueMatching
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
-from pacscore.dicom.charsetterms import codeExtensionTerms, convert_encodings
+from pacscore.dicom.charsetterms import codeExtensionTerms, convert_encodings, unknownTerms
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
@@ -98,6 +99,7 @@ class BadIdentifier(ValueError):
 
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
+MALFORMED_NAMED = 10  # malformed values an identifier's log line names (a list of thousands: the first)
 
 
 def _text(value):
@@ -110,16 +112,51 @@ def _text(value):
     return str(value)
 
 
-def decodeIdentifier(data, transferSyntax):
-    """The pydicom Dataset of an identifier's bytes (None: absent).
+def decodeIdentifier(data, transferSyntax, peer=None):
+    """The pydicom Dataset of an identifier's bytes (None: absent); its
+    values not valid in their VR and the terms of its Specific Character
+    Set pydicom does not know (``malformedValues``), which are taken as
+    they are, logged in one line naming ``peer`` (the peer's name, or None
+    for an identifier no peer sent).
 
     Raises ``BadIdentifier``."""
     if data is None:
         raise BadIdentifier("the request has no identifier", UNABLE_TO_PROCESS)
     try:
-        return decodePeerDataset(data, transferSyntax)
+        dataset = decodePeerDataset(data, transferSyntax)
     except ValueError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
+    malformed = malformedValues(dataset) if peer is not None else None
+    if malformed:
+        more = len(malformed) - MALFORMED_NAMED
+        log.info("{peer}: identifier values taken as they are: {malformed}{more}", peer=peer,
+                 malformed="; ".join(malformed[:MALFORMED_NAMED]), more=f" and {more} more" if more > 0 else "")
+    return dataset
+
+
+def malformedValues(dataset):
+    """Texts naming the top-level text values of ``dataset`` that pydicom's
+    validators find no value of their VR (``(0020,0013) '1-3' is not a valid
+    IS value``) and the terms of its Specific Character Set pydicom does not
+    know, whose text it reads as Latin-1; not those pacs checks itself (DA,
+    DT and TM keys: ``checkMatchValues``) nor those with a wildcard, which
+    match as one."""
+    found = [f"{tagName(SPECIFIC_CHARACTER_SET)} {term[:64]!r} is not a character set known here, its text read "
+             "as Latin-1" for term in unknownTerms(characterSetOf(dataset))]
+    for element in dataset:
+        vr = element.VR
+        if vr not in STR_VR or vr in FORMATS or element.tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
+            continue
+        values = element.value if isinstance(element.value, (list, MultiValue)) else [element.value]
+        for value in values:
+            text = "" if value is None else str(value)
+            if not text or "*" in text or "?" in text:
+                continue
+            try:
+                validate_value(vr, value, config.RAISE)
+            except ValueError:
+                found.append(f"{tagName(int(element.tag))} {text[:64]!r} is not a valid {vr} value")
+    return found
 
 
 def characterSetOf(dataset):

@@ -282,7 +282,7 @@ class RetrieveService:
             levels = modelOf(sopClass).levels
             taken = levels if "PATIENT" in levels else ("PATIENT",) + levels  # Study Root: see patientAsStudy
             identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax, taken,
-                                                                         matching=False)
+                                                                         matching=False, peer=peer)
             if request.level not in levels:
                 request, ignored = patientAsStudy(identifier, request)
                 self.log.info("{peer}: {operation} at PATIENT level in Study Root taken as a STUDY retrieve by "

@@ -31,11 +31,12 @@ from pydicom.filewriter import write_PN, write_text
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 from twisted.logger import Logger
 
-from pacscore.dicom import integerstrings
+from pacscore.dicom import integerstrings, pydicomchecks
 from pacscore.dicom.charsetterms import codeExtensionTerms, convert_encodings
 from pacscore.storage.codeextensions import LATIN_1, notPlain, textFits
 
 integerstrings.install()  # an IS no integer holds (inf, 1e999) read as text, as abc is
+pydicomchecks.install()  # malformed values named by pacs, with the peer or object, not by pydicom
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 _READ = "pacs_text_read"  # attribute of a decoded Dataset: {tag: (bytes, value as read, encodings)}

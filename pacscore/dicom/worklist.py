@@ -128,7 +128,7 @@ class WorklistFindService:
             data = await convertIdentifier(self.requestHook, self.clock, protocol, dataset, syntax)
             if data is DESTROYED:
                 return sendResponse(protocol, contextId, command, SUCCESS)
-            request = self.readRequest(data, syntax)
+            request = self.readRequest(data, syntax, protocol.peerName())
         except BadIdentifier as e:
             self.log.warn("{peer}: worklist C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
@@ -151,9 +151,10 @@ class WorklistFindService:
 
     # -- identifiers -----------------------------------------------------
 
-    def readRequest(self, data, transferSyntax):
-        """The ``WorklistRequest`` of an identifier's bytes; raises ``BadIdentifier``."""
-        dataset = decodeIdentifier(data, transferSyntax)
+    def readRequest(self, data, transferSyntax, peer=None):
+        """The ``WorklistRequest`` of an identifier's bytes (from ``peer``,
+        for ``decodeIdentifier``); raises ``BadIdentifier``."""
+        dataset = decodeIdentifier(data, transferSyntax, peer)
         keys = []
         returned = self._readItem(dataset, keys)
         keys = withEmptyValueMatching(keys)

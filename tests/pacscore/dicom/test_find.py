@@ -5,6 +5,8 @@ traceback; a C-CANCEL during the query."""
 import threading
 import time
 
+from pydicom import config
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
@@ -85,6 +87,43 @@ class IdentifierDecodeTests(unittest.TestCase):
         status = yield client.find(STUDY_ROOT_FIND, maskedIdentifier())
         self.assertEqual(status, 0)
         self.assertEqual(decodes, [False])
+
+
+class MalformedValueTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_namedWithThePeerNotByPydicom(self):
+        """C-FIND key values not valid in their VR (IS '1-3', CS 'ct'),
+        which are matched as they are, are named in one line with the peer,
+        where pydicom wrote an anonymous warning for each distinct value (a
+        ``twisted.logger._global`` line naming a file of its own); a C-MOVE
+        UID key with a wildcard, which pacs refuses saying so, gets no
+        warning of pydicom's either, nor a line of its own."""
+        running = RunningArchive(self, listen=True)
+        running.know(running)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(uid, [IMPLICIT]) for uid in (STUDY_ROOT_FIND, STUDY_ROOT_MOVE)])
+        self.addCleanup(client.release)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        identifier = Dataset()
+        for tag, vr, value in ((0x00080052, "CS", "IMAGE"), (0x00080060, "CS", "ct"), (0x00080018, "UI", ""),
+                               (0x0020000D, "UI", "1.2.3"), (0x00200013, "LO", "1-3")):  # IS, in implicit VR
+            identifier.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+        self.assertEqual((yield client.find(STUDY_ROOT_FIND, identifier)), 0)
+        move = Dataset()
+        for tag, vr, value in ((0x00080052, "CS", "STUDY"), (0x0020000D, "UI", "1.2.*")):
+            move.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+        self.assertEqual((yield client.move(STUDY_ROOT_MOVE, move, running.ae))[0][STATUS] & 0xF000, 0xA000)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual([line for e, line in zip(events, lines) if e.get("log_namespace") == "twisted.logger._global"
+                          or "pydicom" in line], [])
+        self.assertEqual([w["message"] for w in self.flushWarnings() if "pydicom" in w["filename"]], [])
+        [named] = [line for line in lines if "identifier values" in line]
+        self.assertRegex(named, r"^SCU@127\.0\.0\.1:\d+: identifier values taken as they are: \(0008,0060\) 'ct' is "
+                                r"not a valid CS value; \(0020,0013\) '1-3' is not a valid IS value$")
+        self.assertEqual(len([line for line in lines if "refused" in line and "1.2.*" in line]), 1, lines)
 
 
 class IndexOutageTests(unittest.TestCase):

@@ -4,15 +4,16 @@ import random
 import warnings
 from io import BytesIO
 
+from pydicom import config
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.query import QueryKey, hasValuesToMatch
-from pacscore.dicom import identifiers
+from pacscore.dicom import identifiers, pydicomchecks
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, decodeIdentifier,
@@ -39,6 +40,45 @@ def identifier(**keys):
 def decodedRequest(data, transferSyntax, levels, columnVRs=None):
     """``readRequest`` of identifier bytes, as a C-FIND's (pacscore.dicom.find.readIdentifier)."""
     return readRequest(decodeIdentifier(data, transferSyntax), transferSyntax, levels, columnVRs)
+
+class MalformedValueTests(unittest.TestCase):
+
+    def test_namedWithThePeerNotByPydicom(self):
+        """A peer's identifier with a Specific Character Set pydicom does
+        not know (read as Latin-1) and an IS value that is no number,
+        decoded under the warning filters the server runs with (not
+        trial's, which show every warning): one line naming the peer, the
+        term and the attribute, and no warning of pydicom's, which wrote
+        them as anonymous lines naming its own files; valid values, a
+        wildcard and a DA range are not named."""
+        identifier = Dataset()
+        for tag, vr, value in ((0x00080005, "CS", "ISO_IR 999"), (0x00080020, "LO", "20200101-"),
+                               (0x00080052, "CS", "STUDY"), (0x00100010, "PN", "M\xfcller*"),
+                               (0x00100020, "LO", "P?1"), (0x00200010, "SH", "ok"), (0x00200011, "LO", "1-3")):
+            identifier.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+        events = []
+        self.patch(identifiers, "log", Logger(observer=events.append))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.resetwarnings()
+            pydicomchecks.install()
+            data = encodeDataset(identifier, IMPLICIT)
+            decoded = decodeIdentifier(data, IMPLICIT, "FINDSCU@127.0.0.1:55572")
+        self.assertEqual(decoded.PatientName, "M\xfcller*")
+        self.assertEqual([str(w.message) for w in caught], [])
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["FINDSCU@127.0.0.1:55572: identifier values taken as they are: (0008,0005) 'ISO_IR 999' is "
+                          "not a character set known here, its text read as Latin-1; (0020,0011) '1-3' is not a "
+                          "valid IS value"])
+        events.clear()
+        decodeIdentifier(data, IMPLICIT)
+        self.assertEqual(events, [], "no peer's (a script's): not named")
+        identifier = Dataset()
+        identifier.add(DataElement(0x0020000E, "UI", [f"x{n}" for n in range(12)], validation_mode=config.IGNORE))
+        decodeIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT, "PEER")
+        [line] = [formatEvent(e) for e in events]
+        self.assertEqual(line.count("is not a valid UI value"), identifiers.MALFORMED_NAMED)
+        self.assertTrue(line.endswith("(0020,000E) 'x9' is not a valid UI value and 2 more"), line)
+
 
 class ReadRequestTests(unittest.TestCase):
 

@@ -37,7 +37,8 @@ from pacscore.web import DEFAULT_WEB_ENDPOINT, DEFAULT_WEB_PORT
 from pacscore.web.html import SCRIPT
 
 PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "access-control-allow-origin",
-                  "access-control-expose-headers", "vary", "warning", "location", "www-authenticate", "retry-after")
+                  "access-control-expose-headers", "vary", "warning", "location", "www-authenticate", "retry-after",
+                  "content-security-policy", "x-content-type-options")  # a document's sandbox (pacscore.web.documents)
 # the browser's: its login, and where its request comes from (pacscore.web.crossorigin)
 PASSED_REQUEST_HEADERS = (("Content-Type", "CONTENT_TYPE"), ("Authorization", "HTTP_AUTHORIZATION"),
                           ("Host", "HTTP_HOST"), ("Origin", "HTTP_ORIGIN"), ("Sec-Fetch-Site", "HTTP_SEC_FETCH_SITE"))

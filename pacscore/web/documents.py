@@ -2,7 +2,17 @@
 the document a stored object holds, as its own bytes and type, for
 WADO-URI (``contentType`` its type), WADO-RS ``rendered`` and the
 ``document`` mode (``slice=patid:sop``) the image lists' "pdf" links
-lead to, as Orthanc serves an instance's PDF."""
+lead to, as Orthanc serves an instance's PDF.
+
+The type is the sender's (0042,0012), so a document must not decide what
+runs in the archive's origin (an HTML page or SVG with a script would act
+with the rights of whoever opens it): only types no browser runs script
+from are shown (``INLINE``), any other is a download; every document is
+sandboxed (``Content-Security-Policy: sandbox``: no script, an origin of
+its own) and taken for the type it is sent as (``nosniff``), and a type
+that is not a plain ``type/subtype`` is sent as bytes."""
+
+import re
 
 import pydicom
 
@@ -18,6 +28,10 @@ PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
 TYPES = (PDF, "text/xml", "model/stl", "model/obj", "model/mtl")  # PS3.3 C.24.2's documents
 DOCUMENT_LENGTH = 0x00420015  # Encapsulated Document Length: without the padding
 PDF_END = b"%%EOF"
+BYTES = "application/octet-stream"
+INLINE = (PDF, "text/plain", "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp")  # run no script
+SANDBOXED = (("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "sandbox"))
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")  # RFC 6838 4.2, no parameters
 
 
 def documentOf(path):
@@ -43,9 +57,12 @@ def documentOf(path):
 
 
 def documentAnswer(document):
-    """The Answer of a ``documentOf``."""
+    """The Answer of a ``documentOf``: sandboxed, shown only when its type
+    is one of ``INLINE``, else an attachment."""
     kind, data = document
-    return Answer(data, kind or "application/octet-stream")
+    kind = kind if _MEDIA_TYPE.fullmatch(kind) else BYTES
+    shown = () if kind in INLINE else (("Content-Disposition", "attachment"),)
+    return Answer(data, kind, SANDBOXED + shown)
 
 
 def documentLink(reference, match):

@@ -1,6 +1,7 @@
 """Tests for pacscore.control.cgigateway: where dgate as a CGI script sends
 the request (the interop tests drive it against a running server)."""
 
+import http.client
 import io
 
 from twisted.trial import unittest
@@ -8,11 +9,28 @@ from twisted.trial import unittest
 from pacscore.config.ini import DicomIni
 from pacscore.control import cgigateway
 from pacscore.control.cgigateway import runCGI
+from pacscore.web.documents import documentAnswer
 
 ENVIRONMENT = {"GATEWAY_INTERFACE": "CGI/1.1", "QUERY_STRING": "mode=top", "REQUEST_METHOD": "GET"}
 
 
 class WebInterfaceTests(unittest.TestCase):
+
+    def answered(self, status, headers, body):
+        """The CGI answer of dgate when the server answers ``status``,
+        ``headers`` (``(name, value)`` pairs) and ``body``."""
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        sent = f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
+        response = http.client.HTTPResponse(type("Socket", (), {"makefile": lambda self, mode: io.BytesIO(sent)})())
+        response.begin()
+        connection = type("Answering", (), {"request": staticmethod(lambda method, path, body, headers: None),
+                                            "getresponse": staticmethod(lambda: response),
+                                            "close": staticmethod(lambda: None)})
+        self.patch(cgigateway, "_connection", lambda secure, host, port: connection)
+        output = io.BytesIO()
+        self.assertEqual(runCGI(DicomIni.fromString("[sscscp]\n", "/cgi-bin/dicom.ini"), ENVIRONMENT, io.BytesIO(),
+                                output.write), 0)
+        return output.getvalue()
 
     def relay(self, iniText, **environment):
         """``(exit status, URL asked, CGI answer)`` of dgate under
@@ -68,3 +86,13 @@ class WebInterfaceTests(unittest.TestCase):
             self.assertEqual((status, asked), (1, []))
             self.assertIn("Status: 400 Bad Request", answer)
             self.assertIn(f"dgate: CONTENT_LENGTH '{length}' is not the length of a POST body", answer)
+
+    def test_documentSandboxPassed(self):
+        """A document's answer reaches the browser through the gateway with
+        what keeps it from running script in the archive's origin."""
+        answer = documentAnswer(("text/html", b"<script>alert(1)</script>"))
+        cgi = self.answered("200 OK", [("Content-Type", answer.contentType), *answer.headers], answer.body)
+        head = cgi.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        for line in ("Content-Type: text/html", "Content-Disposition: attachment", "Content-Security-Policy: sandbox",
+                     "X-Content-Type-Options: nosniff"):
+            self.assertIn(line, head)

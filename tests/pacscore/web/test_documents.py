@@ -1,0 +1,100 @@
+"""Tests for pacscore.web.documents: an Encapsulated Document is sent so
+that what its sender wrote cannot run in the archive's origin, by the
+``document`` mode, WADO-URI and WADO-RS ``rendered`` alike."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from pacscore.control.data import AddImageFile
+from pacscore.web.documents import documentAnswer
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
+from tests.pacscore.web.pages import PDF, encapsulatedPDF
+
+SCRIPTED = {"text/html": b"<html><body><script>document.title='XSS'</script></body></html>",
+            "image/svg+xml": b'<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="XSS"</script></svg>',
+            "text/xml": b'<html xmlns="http://www.w3.org/1999/xhtml"><script>document.title="XSS"</script></html>'}
+SANDBOXED = {"content-security-policy": "sandbox", "x-content-type-options": "nosniff"}
+
+
+def headers(answer):
+    return {name.lower(): value for name, value in answer.headers}
+
+
+class DocumentAnswerTests(unittest.TestCase):
+
+    def test_scriptableTypesAreAttachments(self):
+        """A page, an SVG picture or XML (XHTML) is a download, sandboxed,
+        never shown in the archive's origin."""
+        for kind, data in SCRIPTED.items():
+            answer = documentAnswer((kind, data))
+            self.assertEqual((answer.contentType, answer.body), (kind, data))
+            self.assertEqual(headers(answer), {**SANDBOXED, "content-disposition": "attachment"}, kind)
+
+    def test_pdfShownSandboxed(self):
+        """A PDF (what the image lists' "pdf" link promises) is shown, sandboxed."""
+        answer = documentAnswer(("application/pdf", PDF))
+        self.assertEqual((answer.contentType, answer.body, headers(answer)), ("application/pdf", PDF, SANDBOXED))
+        for kind in ("text/plain", "image/png", "image/jpeg"):
+            self.assertEqual(headers(documentAnswer((kind, b"x"))), SANDBOXED, kind)
+
+    def test_typeThatIsNoneIsBytes(self):
+        """A (0042,0012) that is no plain ``type/subtype`` (parameters, a
+        header of its own, nothing) is sent as bytes to download."""
+        for kind in ("text/html; charset=utf-8", "text/html\r\nX-Evil: 1", "application/pdf extra", "pdf", ""):
+            answer = documentAnswer((kind, b"<script>"))
+            self.assertEqual(answer.contentType, "application/octet-stream", repr(kind))
+            self.assertEqual(headers(answer), {**SANDBOXED, "content-disposition": "attachment"}, repr(kind))
+
+
+class ServedDocumentTests(DicomWebTestCase):
+    """Documents a sender stored, had through the site as a browser has them."""
+
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
+
+    @defer.inlineCallbacks
+    def store(self, number, kind, data):
+        """Store patient DOC's Encapsulated PDF object holding ``data`` as a
+        ``kind`` document; ``(study, series, sop)``."""
+        study = f"1.2.826.0.1.3680043.8.498.80.{number}"
+        uids = (study, f"{study}.1", f"{study}.1.1")
+        dataset = encapsulatedPDF("DOC", *uids)
+        dataset.MIMETypeOfEncapsulatedDocument = kind
+        dataset.EncapsulatedDocument = data + b"\0" * (len(data) % 2)
+        dataset.EncapsulatedDocumentLength = len(data)
+        path = os.path.join(self.running.workdir, f"doc{number}.dcm")
+        dataset.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        return uids
+
+    def addresses(self, study, series, sop):
+        """The ``document`` mode, WADO-URI and WADO-RS ``rendered`` of an object."""
+        return (f"{self.root}/cgi-bin/dgate?mode=document&slice=DOC:{sop}",
+                f"{self.root}/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={sop}"
+                f"&contentType={{}}",
+                f"{self.base}/studies/{study}/series/{series}/instances/{sop}/rendered")
+
+    def assertSent(self, fetched, kind, data, disposition):
+        self.assertEqual((fetched.code, fetched.header("content-type"), fetched.body), (200, kind, data))
+        self.assertEqual((fetched.header("content-security-policy"), fetched.header("x-content-type-options"),
+                          fetched.header("content-disposition")), ("sandbox", "nosniff", disposition))
+
+    @defer.inlineCallbacks
+    def test_everyAddressSendsAScriptAsAnAttachment(self):
+        """An HTML page, SVG or XHTML a sender stored as a document is a
+        sandboxed download at each address a browser may open it (its own
+        Accept header enough for ``rendered``)."""
+        browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+        for number, (kind, data) in enumerate(SCRIPTED.items()):
+            document, wado, rendered = self.addresses(*(yield self.store(number, kind, data)))
+            self.assertSent((yield self.fetch(document, accept=browser)), kind, data, "attachment")
+            self.assertSent((yield self.fetch(rendered, accept=browser)), kind, data, "attachment")
+            if kind == "text/xml":  # the only one of these WADO-URI answers (PS3.3 C.24.2's types)
+                self.assertSent((yield self.fetch(wado.format(kind))), kind, data, "attachment")
+
+    @defer.inlineCallbacks
+    def test_pdfShownAtEveryAddress(self):
+        document, wado, rendered = self.addresses(*(yield self.store(9, "application/pdf", PDF)))
+        for address in (document, wado.format("application/pdf"), rendered):
+            self.assertSent((yield self.fetch(address, accept="application/pdf")), "application/pdf", PDF, None)

@@ -38,7 +38,7 @@ from pacscore.web.html import SCRIPT
 
 PASSED_HEADERS = ("content-type", "content-disposition", "cache-control", "access-control-allow-origin",
                   "access-control-expose-headers", "vary", "warning", "location", "www-authenticate", "retry-after",
-                  "content-security-policy", "x-content-type-options")  # a document's sandbox (pacscore.web.documents)
+                  "content-security-policy", "x-content-type-options", "x-frame-options")
 # the browser's: its login, and where its request comes from (pacscore.web.crossorigin)
 PASSED_REQUEST_HEADERS = (("Content-Type", "CONTENT_TYPE"), ("Authorization", "HTTP_AUTHORIZATION"),
                           ("Host", "HTTP_HOST"), ("Origin", "HTTP_ORIGIN"), ("Sec-Fetch-Site", "HTTP_SEC_FETCH_SITE"))

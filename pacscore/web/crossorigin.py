@@ -10,7 +10,10 @@ name this server's host (the ``Host`` header).  A request with neither
 comes from no browser (curl, scripts, the CGI gateway without them) and
 passes, as do GET, HEAD and OPTIONS, which change nothing.  The same rule as
 Go's ``net/http.CrossOriginProtection``; no tokens in the forms, so pages
-cached or scripted keep working.
+cached or scripted keep working.  A page of another site framing the
+forms, so that the visitor clicks their buttons (which then post as
+``same-origin``), is kept out by the framing headers the site gives every
+page (``pacscore.web.site``).
 """
 
 from urllib.parse import urlsplit

@@ -82,22 +82,21 @@ class AllowedOrigins:
                 headers += [("Access-Control-Allow-Headers", ", ".join(_allowedHeaders(request))), MAX_AGE]
         return headers
 
-    def share(self, request):
-        """Give the answer to ``request`` its CORS headers when it is one
-        that may be shared (DICOMweb, WADO)."""
-        for name, value in self.sharedHeaders(request, request.uri):
-            request.setHeader(name, value)
-
     def sharedHeaders(self, request, uri):
         """The CORS headers of the answer to ``request`` for ``uri`` (its
         path and query, bytes) when it is one that may be shared, else
         none: the channel's own answers (401, 413, 408) give them for the
         request line read before ``request`` has it."""
-        path = uri.partition(b"?")[0]
-        first = unquote_to_bytes(path.split(b"/")[1]) if path.count(b"/") else b""
-        if first in SHARED or (first == b"cgi-bin" and asksForWado(queryArgs(uri))):
-            return self.headers(request)
-        return []
+        return self.headers(request) if isShared(uri) else []
+
+
+def isShared(uri):
+    """Whether the answer for ``uri`` (a request's path and query, bytes)
+    is one pages of other sites may read when ``WebAllowOrigins`` lets
+    them: DICOMweb's and WADO's, not those of the web pages."""
+    path = uri.partition(b"?")[0]
+    first = unquote_to_bytes(path.split(b"/")[1]) if path.count(b"/") else b""
+    return first in SHARED or (first == b"cgi-bin" and asksForWado(queryArgs(uri)))
 
 
 def _allowedHeaders(request):
@@ -119,7 +118,7 @@ def asksForWado(args):
 
 def preflight(request, methods):
     """Answer a CORS preflight (OPTIONS) of a resource answering ``methods``
-    (a list): 204, naming them; the CORS headers are ``share``'s."""
+    (a list): 204, naming them; the CORS headers are those the site gives it (``AllowedOrigins.headers``)."""
     request.setResponseCode(204)
     for name in ("Access-Control-Allow-Methods", "Allow"):
         request.setHeader(name, ", ".join(methods))

@@ -16,7 +16,13 @@ Pages are made by coroutines ``mode(archive, parameters) -> Answer`` (see
 ``browse``, ``images``, ``wado``) and by ``scripted`` dicom.ini sections;
 index reads and file work run in the archive's pools, never on the
 reactor; a POST from a page of another site is refused
-(``pacscore.web.crossorigin``).  A bad request gets a 4xx page and a log line; an unexpected
+(``pacscore.web.crossorigin``), and no page of another site may frame the
+pages (``X-Frame-Options: SAMEORIGIN``, ``Content-Security-Policy:
+frame-ancestors 'self'``), which would let it make a user click their
+buttons (clickjacking: "Delete study" under its own); a scripted page may
+send a ``Content-Security-Policy`` of its own header lines instead, and
+DICOMweb and WADO answers, which viewers may embed, are framed by any site.
+A bad request gets a 4xx page and a log line; an unexpected
 failure a 500 page and the traceback in the log.  The site holds at most
 ``WebMaxConnections`` connections at once (no more than a quarter of the
 open-file limit) and ``WebMaxConnectionsPerPeer`` from one address (by
@@ -44,7 +50,7 @@ from pacscore.web.logins import accessLogLine, guarded, passwordFile, webWriters
 from pacscore.web.metrics import MetricsResource
 from pacscore.web.requestbodies import CountedRequest, admittedBody, bodyLimit, uploadLimit
 from pacscore.web.scripted import ScriptedPages
-from pacscore.web.sharing import AllowedOrigins, asksForWado, preflight
+from pacscore.web.sharing import AllowedOrigins, asksForWado, isShared, preflight
 
 MODES = {**browse.MODES, **images.MODES, **documents.MODES, **remote.MODES, **downloads.MODES, **edits.MODES,
          **worklist.MODES, **procedures.MODES}
@@ -53,6 +59,7 @@ REQUEST_MODES = {**images.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"
+FRAMED_HERE = (("X-Frame-Options", "SAMEORIGIN"), ("Content-Security-Policy", "frame-ancestors 'self'"))  # the pages
 
 log = Logger()
 
@@ -122,7 +129,7 @@ class PacsSite(LimitedFactory, server.Site):
     too long): before any resource (the login too) sees a request, one
     for a host name ``hosts`` (a HostNames, None: any name) does not
     accept is refused, and the others get the CORS headers ``origins`` (an
-    AllowedOrigins) give them.  ``guard`` (a LoginGuard, None: no login)
+    AllowedOrigins) give them, or, those for the pages, ``FRAMED_HERE``.  ``guard`` (a LoginGuard, None: no login)
     checks the login of a request with a body before the body is read, and
     an upload may have ``uploads`` bytes (0: any number) where the
     ``configuration`` (read when used) lets its user send it; ``limits`` (an
@@ -168,7 +175,8 @@ class PacsSite(LimitedFactory, server.Site):
     def getResourceFor(self, request):
         if self.hosts is not None and not self.hosts.accepts(request):
             return Misdirected()
-        self.origins.share(request)
+        for name, value in self.origins.headers(request) if isShared(request.uri) else FRAMED_HERE:
+            request.setHeader(name, value)
         return super().getResourceFor(request)
 
 

@@ -174,6 +174,19 @@ class WebInterfaceTests(unittest.TestCase):
         dom = renderedDOM(self.base + "/cgi-bin/dgate?mode=list")
         self.assertEqual(sorted(re.findall(r"<p>([^<]*)</p>", dom)), ["13US1", "1CT1", "204"])
 
+    def test_framedByItsOwnPagesAlone(self):
+        """A page of another site framing a page of pacs (to have its user
+        click "Delete study" unawares: clickjacking) gets it not shown; the
+        pages of pacs may frame each other (a scripted viewer's frames)."""
+        self.server.setIni(section="framed", line0='<p>framed</p><iframe src="about:blank"></iframe>')
+        framer = ('<html><head><title>waiting</title></head><body><iframe src="{}/cgi-bin/dgate?mode=framed" '
+                  'onload="document.title = `subframes ${{this.contentWindow.length}}`"></iframe></body></html>')
+        self.server.setIni(section="framer", line0=framer.format(""))
+        self.assertEqual(self.server.dgate("--read_ini:").returncode, 0)
+        self.assertIn("<title>subframes 1</title>", renderedDOM(f"{self.base}/cgi-bin/dgate?mode=framer"))
+        dom = renderedFromElsewhere(self.folder, "framer.html", framer.format(self.base))
+        self.assertIn("<title>subframes 0</title>", dom)
+
     def test_wado(self):
         ct = pydicom.dcmread(CT)
         query = (f"/wado?requestType=WADO&studyUID={ct.StudyInstanceUID}&seriesUID={ct.SeriesInstanceUID}"
@@ -394,11 +407,13 @@ class CGIScriptTests(unittest.TestCase):
     def test_pages(self):
         self.assertEqual(self.server.store(CT).returncode, 0)
         status, head, content = self.cgi("mode=querypatients")
-        self.assertEqual((status, head), (0, ["Content-Type: text/html; charset=utf-8", "Cache-Control: no-cache"]))
+        framedHere = ["X-Frame-Options: SAMEORIGIN", "Content-Security-Policy: frame-ancestors 'self'"]
+        self.assertEqual((status, head), (0, [*framedHere, "Content-Type: text/html; charset=utf-8",
+                                              "Cache-Control: no-cache"]))
         self.assertIn(b"<caption>1 patients</caption>", content)
         ct = pydicom.dcmread(CT, stop_before_pixels=True)
         status, head, content = self.cgi(f"mode=slice&slice=:{ct.SOPInstanceUID}&graphic=gif")
-        self.assertEqual(head, ["Content-Type: image/gif"])
+        self.assertEqual(head, [*framedHere, "Content-Type: image/gif"])
         self.assertEqual(Image.open(io.BytesIO(content)).size, (128, 128))
         status, head, _ = self.cgi("mode=nothing")
         self.assertEqual(head[0], "Status: 404 Not Found")

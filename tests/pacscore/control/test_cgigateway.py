@@ -10,6 +10,7 @@ from pacscore.config.ini import DicomIni
 from pacscore.control import cgigateway
 from pacscore.control.cgigateway import runCGI
 from pacscore.web.documents import documentAnswer
+from pacscore.web.site import FRAMED_HERE
 
 ENVIRONMENT = {"GATEWAY_INTERFACE": "CGI/1.1", "QUERY_STRING": "mode=top", "REQUEST_METHOD": "GET"}
 
@@ -95,4 +96,12 @@ class WebInterfaceTests(unittest.TestCase):
         head = cgi.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
         for line in ("Content-Type: text/html", "Content-Disposition: attachment", "Content-Security-Policy: sandbox",
                      "X-Content-Type-Options: nosniff"):
+            self.assertIn(line, head)
+
+    def test_framingPassed(self):
+        """A page reaches the browser through the gateway with what keeps
+        pages of other sites from framing it."""
+        cgi = self.answered("200 OK", [("Content-Type", "text/html; charset=utf-8"), *FRAMED_HERE], b"<p>page</p>")
+        head = cgi.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        for line in ("X-Frame-Options: SAMEORIGIN", "Content-Security-Policy: frame-ancestors 'self'"):
             self.assertIn(line, head)

@@ -27,6 +27,7 @@ from tests.pacscore.control.running import RunningArchive
 from pacscore.testing.corpus import makeDataset
 from pacscore.testing.mutations import mutated
 from pydicom.uid import generate_uid
+from tests.pacscore.web.dicomweb.client import DicomWebTestCase
 from tests.pacscore.web.pages import PDF, WebTestCase, dgate, encapsulatedPDF, get, getQuery
 
 CT = get_testdata_file("CT_small.dcm")
@@ -800,3 +801,49 @@ class DamagedRequestTests(WebTestCase):
             codes[answer.code] += 1
         self.assertGreater(codes[200], self.COUNT // 10)
         self.assertGreater(codes[400] + codes[404], self.COUNT // 10)
+
+
+class FramingTests(DicomWebTestCase):
+    """Which answers of the site pages of other sites may frame (clickjacking)."""
+
+    ini = {"WebReadOnly": "0"}
+    corpusShape = {"patients": 1, "studiesPerPatient": 1, "seriesPerStudy": 1, "imagesPerSeries": 1}
+    framedHere = ("SAMEORIGIN", "frame-ancestors 'self'")
+
+    @defer.inlineCallbacks
+    def framing(self, address):
+        """``(X-Frame-Options, Content-Security-Policy)`` of the site's answer to ``address``."""
+        answer = yield self.fetch(self.root + address)
+        return answer.header("x-frame-options"), answer.header("content-security-policy")
+
+    @defer.inlineCallbacks
+    def test_pagesFramedByThisServerAlone(self):
+        """A page with a button that deletes or moves a study, any other
+        page, an error page: only pages of this server may frame them."""
+        image = self.corpus[0]
+        for query in (f"mode=studydeleter&study={image.patientID}:{image.studyUID}",
+                      f"mode=studymover&study={image.patientID}:{image.studyUID}", "mode=top", "mode=nosuchpage"):
+            framing = yield self.framing(f"/cgi-bin/dgate?{query}")
+            self.assertEqual(framing, self.framedHere, query)
+        framing = yield self.framing("/nothing/here")
+        self.assertEqual(framing, self.framedHere)
+
+    @defer.inlineCallbacks
+    def test_dicomWebAndWadoFramedAnywhere(self):
+        """Viewers may embed DICOMweb and WADO answers (no buttons in them)."""
+        image = self.corpus[0]
+        wado = f"requestType=WADO&studyUID={image.studyUID}&seriesUID={image.seriesUID}&objectUID={image.sopUID}"
+        for address in ("/dicom-web/studies", f"/wado?{wado}", f"/cgi-bin/dgate?{wado}"):
+            framing = yield self.framing(address)
+            self.assertEqual(framing, (None, None), address)
+
+    @defer.inlineCallbacks
+    def test_scriptedPageSetsItsOwn(self):
+        """A scripted page a RIS portal of another site frames names it in
+        a Content-Security-Policy header line of its own."""
+        ini = self.running.archive.configuration.ini
+        ini.set("header", "Content-type: text/html\\Content-Security-Policy: frame-ancestors 'self' https://ris.example",
+                section="forris")
+        ini.set("line0", "<p>for the RIS</p>", section="forris")
+        framing = yield self.framing("/cgi-bin/dgate?mode=forris")
+        self.assertEqual(framing, ("SAMEORIGIN", "frame-ancestors 'self' https://ris.example"))

@@ -459,6 +459,8 @@ class RetrieveService:
                         target = await self._reopen(protocol, command, left, len(targets))
                         if target is None:
                             closeIfStored(data)
+                            if protocol.isCancelled(command):  # the reopening was stopped: left remaining
+                                return True
                             self.log.warn("{operation}: the association with {peer} was lost: the {count} objects "
                                           "left are not sent", operation=self.operation,
                                           peer=targets[-1].peerName(), count=len(left))

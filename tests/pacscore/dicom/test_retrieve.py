@@ -453,7 +453,7 @@ class GetReadsOnceTests(unittest.TestCase):
         with capturedLogs() as events:
             responses = self.get(instances, ObjectReader([MagDevice("MAG0", folder)], None, current), requestor)
         final, identifier = responses[-1]
-        self.assertEqual([final[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
+        self.assertEqual([final.get(tag) for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
                                                  commands.FAILED_SUBOPERATIONS)], [SUBOPERATIONS_FAILED, 3, 1])
         self.assertEqual(decodeDataset(identifier, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.1")
         self.assertEqual(requestor.stored, ["1.2.3.0", "1.2.3.2", "1.2.3.3"])
@@ -830,19 +830,45 @@ class RequestorGoneTests(unittest.TestCase):
     def setUp(self):
         self.clock = MemoryReactorClock()
         self.store = NeverAnswering()
-        self.acceptor = Acceptor(self.clock, services={commands.C_STORE_RQ: self.store})
+        self.mover = self.silentService()
+        self.acceptor = Acceptor(self.clock, sopClasses=(CT, STUDY_ROOT_MOVE),
+                                 services={commands.C_STORE_RQ: self.store, commands.C_MOVE_RQ: self.mover})
         self.located = storedObjects(self, CT, 3)
         self.requestorEnd = self.associate()
         self.requestor = self.acceptor.pumps[0].server
 
     def associate(self):
-        return settle(self, defer.ensureDeferred(associate(self.clock, "127.0.0.1", 104, "MOVER", "DEST",
-                                                           contextsFor(self.located, "as"), endpoint=self.acceptor)),
+        contexts = contextsFor(self.located, "as") + [(STUDY_ROOT_MOVE, [IMPLICIT])]
+        return settle(self, defer.ensureDeferred(associate(self.clock, "127.0.0.1", 104, "MOVER", "DEST", contexts,
+                                                           endpoint=self.acceptor)),
                       self.acceptor, self.clock)
 
     def silentService(self):
         return MoveService(None, None, ObjectReader([], None), SyncWorkers(), "PACS", self.clock,
                            AcrNemaMap.fromString("SILENT 127.0.0.1 21719\n"), artimTimeout=None)
+
+    def moveReachingAgain(self):
+        """The requestor's C-MOVE of the three objects to SILENT, which
+        dropped the association after the first and is being reached
+        again (its transport returned), that one never answering."""
+        index = SimpleNamespace(queryForPeer=lambda fn, *args: defer.succeed(self.located))
+        self.mover.index, self.mover.query = index, SimpleNamespace(instances=None)
+        self.mover._locate = defer.succeed
+        first = ClosingTarget(1, self.located[0].transferSyntax)
+        opens = [first]
+
+        async def open(protocol, command, located):
+            if opens:
+                return opens.pop(), "as"
+            return await MoveService._open(self.mover, protocol, command, located)
+        self.mover._open = open
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = "1.2.3"
+        moving = self.requestorEnd.move(STUDY_ROOT_MOVE, identifier, "SILENT")
+        self.acceptor.flush()
+        self.assertEqual(first.sent, ["1.2.3.0"])
+        return moving, self.reachSilently(moving)
 
     def reachSilently(self, waiting):
         """The silent destination's transport, once ``waiting`` (a
@@ -883,6 +909,23 @@ class RequestorGoneTests(unittest.TestCase):
         self.assertFalse(self.successResultOf(sending))
         self.assertClosedWithAnAbort(silent)
         self.assertEqual((progress.completed, progress.failed, first.sent), (1, 2, ["1.2.3.0"]))
+
+    def test_aCancelWhileTheDestinationIsReachedAgainIsACancel(self):
+        """A C-CANCEL while the destination is reached again stops that
+        (the attempt aborted and closed) and is answered Cancel with the
+        objects left remaining, as README says (it was B000, or A702 when
+        no object had gone, the objects left counted failed though never
+        attempted: 'the association with SILENT@127.0.0.1:21719 was lost:
+        the 2 objects left are not sent')."""
+        moving, silent = self.moveReachingAgain()
+        self.requestorEnd.cancelLast(STUDY_ROOT_MOVE)
+        self.acceptor.flush()
+        self.assertClosedWithAnAbort(silent)
+        final, failedList = self.successResultOf(moving)
+        self.assertEqual([final.get(tag) for tag in (commands.STATUS, commands.REMAINING_SUBOPERATIONS,
+                                                 commands.COMPLETED_SUBOPERATIONS, commands.FAILED_SUBOPERATIONS)],
+                         [CANCELLED, 2, 1, 0])
+        self.assertIsNone(failedList)
 
     def test_theCStoreUnderWayIsNotWaitedFor(self):
         """A destination that never answers a C-STORE: the requestor's

@@ -324,10 +324,7 @@ class RetrieveService:
             return respond(UNABLE_TO_PERFORM_SUBOPERATIONS, progress, self._failedList(progress, syntax),
                            comment=e.reason if isinstance(e, NodeUnreachable) else str(e))
         if target is None and protocol.state == AWAITING_CLOSE:
-            self.log.warn("{peer}: {operation} abandoned while the destination was being reached: the association "
-                          "ended, {remaining} objects not sent", peer=peer, operation=self.operation,
-                          remaining=progress.remaining)
-            return None
+            return self._abandoned(protocol, progress)
         if target is None:
             self.log.info("{peer}: {operation} cancelled while the destination was being reached, "
                           "{remaining} objects left", peer=peer, operation=self.operation, remaining=progress.remaining)
@@ -405,6 +402,14 @@ class RetrieveService:
             for stop in stops:
                 stop.cancel()
 
+    def _abandoned(self, protocol, progress, again=""):
+        """The log line of a retrieve whose requestor's association ended
+        while the destination was being reached (``again``: after it was
+        lost), its objects left not sent (no answer can go)."""
+        self.log.warn("{peer}: {operation} abandoned while the destination was being reached{again}: the "
+                      "association ended, {remaining} objects not sent", peer=protocol.peerName(),
+                      operation=self.operation, again=again, remaining=progress.remaining)
+
     def _failedList(self, progress, syntax):
         """The final response's identifier: the Failed SOP Instance UID List.
         In an explicit VR syntax a UI value holds at most 64 KB (PS3.5
@@ -445,9 +450,10 @@ class RetrieveService:
                            lambda failure: failure.trap(defer.CancelledError))
         try:
             for position, stored in enumerate(located):
-                if protocol.isCancelled(command) or protocol.state != ESTABLISHED:
-                    return protocol.isCancelled(command)
                 stored, data = await upcoming.next()
+                if protocol.isCancelled(command) or protocol.state != ESTABLISHED:  # also while it was read
+                    closeIfStored(data)
+                    return protocol.isCancelled(command)
                 if data is None and not isinstance(stored, Missing):
                     self.log.info("{operation}: {uid} left out by RetrieveResultConverter0 or the "
                                   "CompressionConverter of code {code}", operation=self.operation,
@@ -459,7 +465,10 @@ class RetrieveService:
                         target = await self._reopen(protocol, command, left, len(targets))
                         if target is None:
                             closeIfStored(data)
-                            if protocol.isCancelled(command):  # the reopening was stopped: left remaining
+                            if protocol.state != ESTABLISHED:  # the reopening was stopped: left remaining
+                                self._abandoned(protocol, progress, " again")
+                                return False
+                            if protocol.isCancelled(command):
                                 return True
                             self.log.warn("{operation}: the association with {peer} was lost: the {count} objects "
                                           "left are not sent", operation=self.operation,
@@ -599,7 +608,8 @@ class RetrieveService:
 
     async def _reopen(self, protocol, command, left, opened):
         """A new target for the objects ``left`` after the association with
-        the last of ``opened`` targets was lost, or None."""
+        the last of ``opened`` targets was lost, or None (also when the
+        requestor cancels or its association ends meanwhile)."""
         return None
 
     def _originator(self, protocol, command):

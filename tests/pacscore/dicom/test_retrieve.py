@@ -804,6 +804,29 @@ class PeerAbortTests(unittest.TestCase):
         self.assertIn("C-GET: C-STORE of 1.2.3.0 to ", warnings[0])
 
 
+class HeldWorkers(SyncWorkers):
+    """Workers whose calls after the first are done at once, their results
+    held (``held``) until ``release``: a read that takes a while."""
+
+    def __init__(self):
+        self.calls = 0
+        self.held = []
+
+    def deferToWorker(self, f, *args, **kwargs):
+        self.calls += 1
+        done = super().deferToWorker(f, *args, **kwargs)
+        if self.calls == 1:
+            return done
+        held = defer.Deferred()
+        self.held.append((done, held))
+        return held
+
+    def release(self):
+        for done, held in self.held:
+            done.chainDeferred(held)
+        self.held = []
+
+
 class NeverAnswering:
     """A C-STORE service that takes each object and never answers (a
     destination hung in its storage)."""
@@ -898,17 +921,45 @@ class RequestorGoneTests(unittest.TestCase):
 
     def test_theDestinationBeingReachedAgainIsLeft(self):
         """The same while the destination, which dropped the association
-        after the first object, is reached again for the others."""
-        first = ClosingTarget(1, self.located[0].transferSyntax)
-        progress = Progress(len(self.located))
-        sending = defer.ensureDeferred(self.silentService()._send(
-            self.requestor, self.MOVE, [first], "as", self.located, progress, lambda *args, **kwargs: None))
-        silent = self.reachSilently(sending)
-        self.requestorEnd.abortAssociation()
-        self.acceptor.flush()
-        self.assertFalse(self.successResultOf(sending))
+        after the first object, is reached again for the others: they are
+        not sent, not failed, with the 'abandoned' line (they were counted
+        failed, with 'C-MOVE: the association with SILENT@127.0.0.1:21719
+        was lost: the 2 objects left are not sent')."""
+        moving, silent = self.moveReachingAgain()
+        moving.addErrback(lambda failure: failure.trap(AssociationLost))
+        with capturedLogs() as events:
+            self.requestorEnd.abortAssociation()
+            self.acceptor.flush()
         self.assertClosedWithAnAbort(silent)
-        self.assertEqual((progress.completed, progress.failed, first.sent), (1, 2, ["1.2.3.0"]))
+        lines = [formatEvent(e) for e in events]
+        self.assertIn(f"{self.requestor.peerName()}: C-MOVE abandoned while the destination was being reached "
+                      f"again: the association ended, 2 objects not sent", lines)
+        self.assertIn(f"{self.requestor.peerName()}: C-MOVE: 3 sub-operations: 1 completed, 0 failed, 0 with a "
+                      f"warning, 2 not sent", lines)
+        self.assertEqual([line for line in lines if "was lost" in line], [])
+
+    def test_endedWhileTheNextObjectIsReadIsNoLostDestination(self):
+        """The requestor's association ending while the next object is
+        read (between C-STOREs): the destination's association is
+        abandoned (aborted) and the objects left are not sent, not
+        failed (they were, the destination taken for lost: 'the
+        association with DEST was lost: the 2 objects left are not sent')."""
+        self.patch(_ReadAhead, "batchCount", 1)
+        reading = HeldWorkers()
+        service = MoveService(None, None, ObjectReader([], None), reading, "PACS", self.clock, None)
+        destination = ClosingTarget(3, self.located[0].transferSyntax)
+        progress = Progress(len(self.located))
+        with capturedLogs() as events:
+            sending = defer.ensureDeferred(service._send(self.requestor, self.MOVE, [destination], "as", self.located,
+                                                         progress, lambda *args, **kwargs: None))
+            self.assertEqual((destination.sent, len(reading.held)), (["1.2.3.0"], 1))
+            self.requestorEnd.abortAssociation()
+            self.acceptor.flush()
+            reading.release()
+            self.assertFalse(self.successResultOf(sending))
+        self.assertEqual((progress.completed, progress.failed, progress.remaining, destination.sent,
+                          destination.state), (1, 0, 2, ["1.2.3.0"], "closed"))
+        self.assertEqual([formatEvent(e) for e in events if "was lost" in formatEvent(e)], [])
 
     def test_aCancelWhileTheDestinationIsReachedAgainIsACancel(self):
         """A C-CANCEL while the destination is reached again stops that

@@ -38,9 +38,6 @@ PENDING_UNMATCHED_KEYS = 0xFF01  # "one or more Optional Keys were not supported
 BATCH = 16
 # Rows encoded at a time in a worker thread, while the matches before them go out.
 ENCODED = 100
-# Seconds between looks at whether the association of a running query has ended.
-PEER_CHECK = 1
-
 log = Logger()
 
 
@@ -66,7 +63,7 @@ async def answerFind(protocol, contextId, command, query, clock, log, descriptio
     not match, which makes the pending responses 0xFF01.
     """
     try:
-        matches = await cancelledWith(protocol, command, query, clock)
+        matches = await cancelledWith(protocol, command, query)
     except Exception as e:
         if protocol.isCancelled(command) and protocol.state != AWAITING_CLOSE:
             log.info("{peer}: {query} cancelled before its matches", peer=protocol.peerName(), query=description)
@@ -121,19 +118,18 @@ def _ended(log, protocol, description):
     log.info("{peer}: {query} stopped: the association ended", peer=protocol.peerName(), query=description)
 
 
-async def cancelledWith(protocol, command, query, clock):
+async def cancelledWith(protocol, command, query):
     """What ``query`` (a Deferred) fires with; a C-CANCEL of ``command``
-    or the end of the association meanwhile cancels it."""
-    cancel = protocol.whenCancelled(command)
-    cancel.addCallbacks(lambda _: query.cancel(), lambda failure: failure.trap(defer.CancelledError))
-    peerGone = task.LoopingCall(lambda: protocol.state == AWAITING_CLOSE and query.cancel())
-    peerGone.clock = clock
-    peerGone.start(PEER_CHECK, now=False)
+    or the end of the association (``whenEnded``) meanwhile cancels it at
+    once."""
+    stops = [protocol.whenCancelled(command), protocol.whenEnded()]
+    for stop in stops:
+        stop.addCallbacks(lambda _: query.cancel(), lambda failure: failure.trap(defer.CancelledError))
     try:
         return await query
     finally:
-        cancel.cancel()
-        peerGone.stop()
+        for stop in stops:
+            stop.cancel()
 
 
 class FindService:

@@ -362,7 +362,7 @@ class RetrieveService:
         fetch = defer.ensureDeferred(self.virtual.fetch(sopClass, identifier, mask, protocol.association.callingAE,
                                                         fetching))
         try:
-            return await cancelledWith(protocol, command, fetch, self.reactor)
+            return await cancelledWith(protocol, command, fetch)
         except defer.CancelledError:
             if not protocol.isCancelled(command):
                 self.log.info("{peer}: {operation} stopped: the association ended", peer=protocol.peerName(),
@@ -388,19 +388,12 @@ class RetrieveService:
         """``_open``'s ``(target, compression)``, or ``(None, None)`` when the
         requestor cancels first or its association ends: the opening is
         then cancelled (stopped, the connection closed)."""
-        opening = defer.ensureDeferred(self._open(protocol, command, located))
-        stops = [protocol.whenCancelled(command), protocol.whenEnded()]
-        for stop in stops:
-            stop.addCallbacks(lambda _: opening.cancel(), lambda failure: failure.trap(defer.CancelledError))
         try:
-            return await opening
+            return await cancelledWith(protocol, command, defer.ensureDeferred(self._open(protocol, command, located)))
         except defer.CancelledError:
             if protocol.isCancelled(command) or protocol.state == AWAITING_CLOSE:
                 return None, None
             raise
-        finally:
-            for stop in stops:
-                stop.cancel()
 
     def _abandoned(self, protocol, progress, again=""):
         """The log line of a retrieve whose requestor's association ended

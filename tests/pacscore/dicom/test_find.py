@@ -9,17 +9,18 @@ from pydicom import config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from twisted.internet import defer, reactor, task
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import Logger, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.dicom.client import associate
-from pacscore.dicom.commands import STATUS
-from pacscore.dicom.find import CANCELLED, ENCODED
+from pacscore.dicom.commands import MESSAGE_ID, STATUS
+from pacscore.dicom.find import CANCELLED, ENCODED, answerFind
 from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, MatchEncoder
 from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
 from tests.pacscore.dicom.test_datasets import nestedSequences
+from tests.pacscore.export.fixtures import CT_STORAGE, Acceptor, settle
 
 
 class IndexOutage:
@@ -209,16 +210,38 @@ class CancelDuringQueryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_abortStopsTheQuery(self):
-        """Stopped within about a second (PEER_CHECK) of an A-ABORT."""
+        """Stopped as soon as the A-ABORT arrives (the association's end,
+        ``whenEnded``: it was noticed at a look once a second)."""
         found = self.client.find(STUDY_ROOT_FIND, IndexOutage().identifier())
         found.addErrback(lambda failure: None)
         yield task.deferLater(reactor, 0.3, lambda: None)
         self.client.abort()
         started = time.monotonic()
         while "stopped: the association ended" not in self.logged() and time.monotonic() - started < 4:
-            yield task.deferLater(reactor, 0.1, lambda: None)
-        self.assertLess(time.monotonic() - started, 2)
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertLess(time.monotonic() - started, 0.5)
         self.assertIn("C-FIND Study Root at STUDY level stopped: the association ended", self.logged())
+
+    def test_theEndOfTheAssociationCancelsTheQueryAtOnce(self):
+        """Without the clock moving: the association's end is an event, not
+        looked for once a second (the query was cancelled only then)."""
+        clock = task.Clock()
+        acceptor = Acceptor(clock)
+        client = settle(self, defer.ensureDeferred(associate(clock, "127.0.0.1", 104, "SCU", "DEST",
+                                                             [(CT_STORAGE, [IMPLICIT])], endpoint=acceptor)),
+                        acceptor, clock)
+        server = acceptor.pumps[0].server
+        cancelled = []
+        query = defer.Deferred(cancelled.append)
+        with capturedLogs() as events:
+            answering = defer.ensureDeferred(answerFind(server, 1, {MESSAGE_ID: 1}, query, clock, Logger(),
+                                                        "C-FIND of the test"))
+            client.abortAssociation()
+            acceptor.flush()
+            self.assertEqual(cancelled, [query])
+            self.successResultOf(answering)
+        self.assertIn(f"{server.peerName()}: C-FIND of the test stopped: the association ended",
+                      [formatEvent(e) for e in events])
 
 
 class StreamingTests(unittest.TestCase):

@@ -210,8 +210,9 @@ class CancelDuringQueryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_abortStopsTheQuery(self):
-        """Stopped as soon as the A-ABORT arrives (the association's end,
-        ``whenEnded``: it was noticed at a look once a second)."""
+        """Stopped when the A-ABORT arrives (the association's end,
+        ``whenEnded``); the bound is generous for loaded machines, the
+        clock-driven test below shows it is at once."""
         found = self.client.find(STUDY_ROOT_FIND, IndexOutage().identifier())
         found.addErrback(lambda failure: None)
         yield task.deferLater(reactor, 0.3, lambda: None)
@@ -219,7 +220,7 @@ class CancelDuringQueryTests(unittest.TestCase):
         started = time.monotonic()
         while "stopped: the association ended" not in self.logged() and time.monotonic() - started < 4:
             yield task.deferLater(reactor, 0.02, lambda: None)
-        self.assertLess(time.monotonic() - started, 0.5)
+        self.assertLess(time.monotonic() - started, 2)
         self.assertIn("C-FIND Study Root at STUDY level stopped: the association ended", self.logged())
 
     def test_theEndOfTheAssociationCancelsTheQueryAtOnce(self):

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
+from pacscore.codecs import codecprocesses
 from pacscore.codecs.syntaxes import isSupportedCode, unencodable
 from pacscore.config.errors import ConfigError
 from pacscore.config.unsupported import warnOfIgnoredKeys
@@ -494,6 +495,7 @@ class Archive:
                                 + ([self.moves.stop()] if self.moves is not None else []))
         # what else was queued runs, in what is left of it
         d.addCallback(lambda _: self.workers.stop(max(deadline - self.reactor.seconds(), 0)))
+        d.addCallback(lambda _: self.inReactorPool(codecprocesses.PROCESSES.shutdown))
         d.addCallback(lambda _: self.index.stop())  # which commits it
         d.addCallback(lambda _: self.durability.close())
         d.addCallback(lambda _: self.inReactorPool(self.engine.dispose))

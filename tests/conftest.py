@@ -12,6 +12,7 @@ printed at the end.  The database servers a test process started
 """
 
 import glob
+import multiprocessing.util
 import os
 import shutil
 import tempfile
@@ -24,6 +25,10 @@ _MAX_FILENAME = 32  # as trial's TestCase.mktemp cuts its folder names
 
 
 def pytest_configure(config):
+    # multiprocessing's folder (the socket of the codec processes' forkserver)
+    # is made outside the run's folder, which goes before multiprocessing
+    # removes its folder at exit.
+    multiprocessing.util.get_temp_dir()
     workerInput = getattr(config, "workerinput", None)
     if workerInput is None:
         config._pacsTempFolder = tempfile.mkdtemp(prefix="pacs-tests-")

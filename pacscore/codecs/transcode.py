@@ -70,9 +70,12 @@ The SOP Instance UID never changes. Every failure, whatever its cause
 ``TranscodeError`` with a message saying what went wrong.
 
 Pure functions of their arguments: safe to run in worker threads; nothing
-global is changed (pydicom's configuration is only read). JPEG 2000 work
-is serialised by ``OPENJPEG_LOCK``: pylibjpeg-openjpeg crashes when two
-threads use it at once.
+global is changed (pydicom's configuration is only read; its codec plugins
+are wrapped once, at this module's import, by ``codecprocesses``: frames of
+``codecprocesses.LARGE_FRAME`` samples or more are decoded and encoded in
+other processes, so that codecs keeping the GIL do not stop the reactor
+meanwhile). JPEG 2000 work is serialised by ``OPENJPEG_LOCK``:
+pylibjpeg-openjpeg crashes when two threads use it at once.
 """
 
 import contextlib
@@ -91,6 +94,7 @@ from pydicom.pixels.utils import as_pixel_options, compress, decompress, expand_
 from pydicom.uid import UID
 from twisted.logger import Logger
 
+from pacscore.codecs import codecprocesses
 from pacscore.codecs.encapsulatedframes import framesFound
 from pacscore.codecs.jpeglossless import encodeDataset as encodeJpegLossless
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
@@ -110,6 +114,7 @@ from pacscore.storage.attributes import LONG_LENGTH, LONG_VRS, DatasetError, def
 
 
 log = Logger()
+codecprocesses.install()
 
 # pylibjpeg-openjpeg (2.6) is not thread-safe: its C side logs through
 # Python with static variables, and concurrent encoding and decoding in two

@@ -1020,6 +1020,76 @@ class SmallFileOfLargePixelsTests(unittest.TestCase):
         grown = server.peakRSSKilobytes() - before
         self.assertLess(grown, 60 * 1024, f"the server grew by {grown} kB by the {how}")
 
+class EchoLatency:
+    """pynetdicom C-ECHOs (an association each, as a monitor makes them)
+    every 50 ms in a thread until ``stop()``, which returns the slowest
+    round trip in seconds."""
+
+    def __init__(self, server):
+        self.server = server
+        self.slowest = 0.0
+        self.echoes = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        ae = AE(ae_title="LATENCY")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        while not self._stopped.wait(0.05):
+            start = time.monotonic()
+            association = ae.associate("127.0.0.1", self.server.port, ae_title=self.server.ae)
+            assert association.is_established, "pacs refused the C-ECHO association"
+            status = association.send_c_echo()
+            association.release()
+            assert status and status.Status == 0, f"C-ECHO answered {status}"
+            self.slowest = max(self.slowest, time.monotonic() - start)
+            self.echoes += 1
+
+    def stop(self):
+        self._stopped.set()
+        self._thread.join(30)
+        return self.slowest
+
+
+class LargeFrameTests(unittest.TestCase):
+    """A 3072 x 2048 image stored in JPEG 2000 (``~jk``), then moved to a
+    receiver taking uncompressed syntaxes only: the codecs keep the GIL
+    for the whole frame, and answered C-ECHOs meanwhile took 1.5-2 s (3.5-5.6 s
+    with a 4096 x 4096 mammogram); coded in another process, each
+    is answered within a second."""
+
+    def test_echoesAreAnsweredWhileALargeFrameIsConverted(self):
+        workdir = self.mktemp()
+        receiver = StorescpServer(os.path.join(workdir, "unc"), aet="UNC", acceptedSyntaxes="uncompressed")
+        server = PacsServer(os.path.join(workdir, "pacs"))
+        server.addNode(receiver.aet, receiver.port)
+        for peer in (receiver, server):
+            self.addCleanup(peer.stop)
+            peer.start()
+        study = "1.2.826.0.1.3680043.8.498.43"
+        original = makeDataset("LARGE", "Large^Frame", study, f"{study}.1", f"{study}.1.1", 1, 1,
+                               rows=3072, columns=2048)
+        path = os.path.join(workdir, "large.dcm")
+        original.save_as(path, enforce_file_format=True)
+        server.echo()  # the server's first association is behind it
+        echoes = EchoLatency(server)
+        try:
+            stored = dcmtk("storescu", "-aec", f"{server.ae}~jk", "127.0.0.1", server.port, path)
+            moved = movescu(server, receiver.aet, "IMAGE", imageKeys(original))
+        finally:
+            slowest = echoes.stop()
+        self.assertEqual(stored.returncode, 0, stored.stdout + stored.stderr)
+        self.assertIn("Received Final Move Response (Success)", moved.stdout + moved.stderr)
+        [storedFile] = [os.path.join(folder, name) for folder, _, names in os.walk(server.dataDir)
+                        for name in names if name.endswith(".dcm")]
+        self.assertEqual(pydicom.dcmread(storedFile).file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
+        [received] = receiver.datasets()
+        self.assertTrue(received.PixelData == original.PixelData, "the pixels moved")
+        self.assertLess(slowest, 1.0, f"the slowest of {echoes.echoes} C-ECHOs took {slowest:.2f} s")
+        self.assertGreater(echoes.echoes, 5)
+
+
 def rawDataset(ds):
     """The data set ``ds`` in Implicit VR Little Endian, without preamble or
     file meta: the bytes of a Conquest ``.v2`` file."""

@@ -1,0 +1,141 @@
+"""Large frames decoded and encoded in other processes, off the reactor's GIL.
+
+pylibjpeg-openjpeg, pyjpegls and pylibjpeg-libjpeg keep the GIL for the
+whole of their C call: a 4096 x 4096 mammogram decoded or encoded in a
+worker thread stopped the reactor (every association, the web, HL7) for
+seconds.  ``install()`` wraps each plugin function of pydicom's decoders
+and encoders of the encapsulated transfer syntaxes, the call that codes
+one frame (``function(src, runner)``), through which every conversion of
+pacs goes (storing with a compression code, C-MOVE, C-GET and forwards
+with a conversion, WADO): a frame of ``LARGE_FRAME`` samples or more is
+coded by the same plugin function in a process of ``CodecProcesses``,
+given a runner with the same options; the options it changes there (the
+decoded frame's Bits Allocated, Planar Configuration ...) are set on the
+caller's runner and what it raises is raised again in the caller, so that
+pydicom goes on (or tries its next plugin) as after a call in the thread.
+Smaller frames are coded in the calling thread: a round trip to a process
+costs more than they hold the GIL.
+
+``CodecProcesses`` is a ``ProcessPoolExecutor`` of 'forkserver' processes
+(one per CPU), started at the first large frame and shut down with the
+server (``Archive.shutdown``).  A process that dies (the kernel's OOM
+killer, a crash in a codec) fails the frame it was coding with
+``CodecProcessEnded``, logged, which the conversion reports as any codec
+failure; the next large frame starts new processes.
+"""
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from pydicom.pixels import get_decoder, get_encoder
+from pydicom.uid import AllTransferSyntaxes, UID
+from twisted.logger import Logger
+
+LARGE_FRAME = 1 << 20  # samples of a frame coded in a process (1024 x 1024 grey); smaller ones in the thread
+
+
+class CodecProcessEnded(Exception):
+    """The process coding a frame ended before it answered."""
+
+
+class CodecProcesses:
+    """Processes that run ``run(what, function, *args)`` calls (picklable,
+    by reference); ``size`` of them (the number of CPUs), started when first
+    needed, until ``shutdown()``."""
+
+    log = Logger()
+
+    def __init__(self, size=None):
+        self.size = size or os.cpu_count() or 1
+        self._executor = None
+        self._lock = threading.Lock()  # worker threads start and replace the executor
+
+    def run(self, what, function, *args):
+        """``function(*args)`` in one of the processes, from a thread that
+        may wait (never the reactor's); what it raises is raised here, and
+        ``CodecProcessEnded`` (logged, saying ``what`` was under way) when
+        the process died meanwhile."""
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])
+                self._executor = ProcessPoolExecutor(self.size, mp_context=context)
+            executor = self._executor
+        try:
+            return executor.submit(function, *args).result()
+        except BrokenProcessPool as e:
+            with self._lock:
+                if self._executor is executor:
+                    self._executor = None
+            executor.shutdown(wait=False)
+            self.log.error("a codec process ended while {what} ({error}): that conversion fails, the next "
+                           "large frame starts new processes", what=what, error=e)
+            raise CodecProcessEnded(f"the process coding the frame ended before it answered ({e})") from None
+
+    def shutdown(self):
+        """Stop the processes (once the calls under way ended); a later
+        ``run`` starts new ones.  Blocks: run it in a thread."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+PROCESSES = CodecProcesses()
+
+
+class _InProcessWhenLarge:
+    """A pydicom plugin's frame function whose large frames are coded in
+    ``processes``."""
+
+    def __init__(self, function, label, processes):
+        self.function = function
+        self.label = label
+        self.processes = processes
+
+    def __call__(self, src, runner):
+        rows, columns = runner.get_option("rows", 0), runner.get_option("columns", 0)
+        if rows * columns * runner.get_option("samples_per_pixel", 1) < LARGE_FRAME:
+            return self.function(src, runner)
+        what = f"coding a frame of {rows} x {columns} pixels in {runner.transfer_syntax.name} with {self.label}"
+        frame, options = self.processes.run(what, codeFrame, self.function, type(runner), runner.transfer_syntax,
+                                            dict(runner.options), bytes(src) if isinstance(src, memoryview) else src)
+        runner.set_options(**options)
+        return frame
+
+
+def codeFrame(function, runnerType, syntax, options, src):
+    """In a codec process: ``function(src, runner)`` with a new
+    ``runnerType`` runner of ``syntax`` set to ``options``; the frame and
+    the runner's options after it."""
+    runner = runnerType(syntax)
+    runner.set_options(**options)
+    return function(src, runner), runner.options
+
+
+def _coders():
+    """The decoders and encoders pydicom has for the encapsulated transfer
+    syntaxes."""
+    for syntax in map(UID, AllTransferSyntaxes):
+        if not syntax.is_encapsulated:
+            continue
+        for find in (get_decoder, get_encoder):
+            try:
+                yield find(syntax)
+            except NotImplementedError:  # none for this syntax
+                pass
+
+
+def install(processes=PROCESSES):
+    """Wrap the plugin functions of pydicom's decoders and encoders of the
+    encapsulated syntaxes so that large frames are coded in ``processes``;
+    once (a second call changes nothing)."""
+    for coder in _coders():
+        # pydicom offers no public way to wrap a plugin: its table of them,
+        # which add_plugin and remove_plugin change, holds the functions called.
+        for label, function in list(coder._available.items()):
+            if not isinstance(function, _InProcessWhenLarge):
+                coder._available[label] = _InProcessWhenLarge(function, label, processes)

@@ -1,0 +1,115 @@
+"""Tests for pacscore.codecs.codecprocesses: large frames coded in another
+process, with the same result, errors and runner options as in the thread."""
+
+import os
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.pixels.decoders.base import DecodeRunner
+from pydicom.uid import JPEG2000Lossless
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from pacscore.codecs import codecprocesses
+from pacscore.codecs.codecprocesses import CodecProcessEnded, CodecProcesses, _InProcessWhenLarge
+from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_LS_LOSSLESS
+from pacscore.codecs.transcode import TranscodeError, transcode
+
+
+# Plugin frame functions, found by the processes by their names.
+def framePid(src, runner):
+    runner.set_option("bits_allocated", 8)
+    return os.getpid().to_bytes(8, "little")
+
+
+def refusing(src, runner):
+    raise ValueError(f"no frame in {len(src)} bytes")
+
+
+def dying(src, runner):
+    os._exit(3)
+
+
+def runnerOf(rows, columns):
+    runner = DecodeRunner(JPEG2000Lossless)
+    runner.set_options(rows=rows, columns=columns, samples_per_pixel=1, bits_allocated=16)
+    return runner
+
+
+def native(rows, columns):
+    """A 12-bit monochrome data set of ``rows`` x ``columns`` (explicit VR
+    little endian bytes) with texture enough for a codec to work on."""
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, columns, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    y, x = np.mgrid[0:rows, 0:columns]
+    ds.PixelData = ((x * 7 + y * 3 + (x * y) % 97) % 4096).astype("<u2").tobytes()
+    fileobj = DicomBytesIO()
+    fileobj.is_implicit_VR, fileobj.is_little_endian = False, True
+    write_dataset(fileobj, ds)
+    return fileobj.getvalue()
+
+
+class CodecProcessesTests(unittest.TestCase):
+
+    def setUp(self):
+        self.processes = CodecProcesses(1)
+        self.addCleanup(self.processes.shutdown)
+
+    def test_aLargeFrameIsCodedInAnotherProcess(self):
+        runner = runnerOf(1024, 1024)
+        pid = int.from_bytes(_InProcessWhenLarge(framePid, "test", self.processes)(b"frame", runner), "little")
+        self.assertNotEqual(pid, os.getpid())
+        self.assertEqual(runner.get_option("bits_allocated"), 8)  # as the function set it there
+
+    def test_aSmallFrameIsCodedInTheThread(self):
+        runner = runnerOf(1023, 1024)
+        pid = int.from_bytes(_InProcessWhenLarge(framePid, "test", self.processes)(b"frame", runner), "little")
+        self.assertEqual(pid, os.getpid())
+        self.assertIsNone(self.processes._executor)  # never started
+
+    def test_whatTheCodecRaisesIsRaisedInTheCaller(self):
+        with self.assertRaisesRegex(ValueError, "^no frame in 5 bytes$"):
+            _InProcessWhenLarge(refusing, "test", self.processes)(b"frame", runnerOf(2048, 2048))
+
+    def test_aProcessThatDiesFailsItsFrameOnly(self):
+        with capturedLogs() as events:
+            with self.assertRaises(CodecProcessEnded):
+                _InProcessWhenLarge(dying, "dying", self.processes)(b"frame", runnerOf(2048, 2048))
+        self.assertIn("a codec process ended while coding a frame of 2048 x 2048 pixels in JPEG 2000 Image Compression "
+                      "(Lossless Only) with dying (", "".join(map(formatEvent, events)))
+        pid = int.from_bytes(_InProcessWhenLarge(framePid, "test", self.processes)(b"frame", runnerOf(2048, 2048)), "little")
+        self.assertNotEqual(pid, os.getpid())  # new processes
+
+    def test_aLargeImageConvertsAsInTheThread(self):
+        """JPEG 2000 and JPEG-LS of a 1024 x 1024 image, encoded and decoded
+        in the processes, bit for bit what the thread makes."""
+        calls = []
+        run = codecprocesses.PROCESSES.run
+        self.patch(codecprocesses.PROCESSES, "run", lambda *args: calls.append(args[0]) or run(*args))
+        data = native(1024, 1024)
+        for syntax in (JPEG_2000_LOSSLESS, JPEG_LS_LOSSLESS):
+            encoded = transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, syntax)
+            decoded = transcode(encoded, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
+            self.assertEqual(len(calls), 2)
+            calls.clear()
+            self.patch(codecprocesses, "LARGE_FRAME", 1 << 40)  # in the thread
+            self.assertEqual(transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, syntax), encoded)
+            self.assertEqual(transcode(encoded, syntax, EXPLICIT_VR_LITTLE_ENDIAN), decoded)
+            self.assertEqual(decoded, data)
+            self.assertEqual(calls, [])
+            self.patch(codecprocesses, "LARGE_FRAME", 1 << 20)
+
+    def test_aDamagedLargeFrameIsRefusedAsInTheThread(self):
+        data = transcode(native(1024, 1024), EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS)
+        start = data.index(b"\xff\x4f\xff\x51")  # the codestream
+        damaged = data[:start + 200] + bytes(len(data) - start - 200)
+        with self.assertRaises(TranscodeError) as inProcesses:
+            transcode(damaged, JPEG_2000_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.patch(codecprocesses, "LARGE_FRAME", 1 << 40)
+        with self.assertRaises(TranscodeError) as inThread:
+            transcode(damaged, JPEG_2000_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN)
+        self.assertEqual(str(inProcesses.exception), str(inThread.exception))

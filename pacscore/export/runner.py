@@ -62,7 +62,15 @@ destinations go on.  A forward that failed as an object could not be read
 here (``forwarder.Unreadable``: an I/O error, a file gone that the index
 still names) is retried alike, but its destination is not held off: the
 lane goes on with its other actions.  An object deleted after its lane
-located it is skipped by its forward, which goes on.
+located it is skipped by its forward, which goes on.  The index database
+failing as a lane looks its actions up or delivers them is not the
+destination's failure either: when that failure may pass
+(``db.errors.isTransient``: a server down or restarting, SQLTimeOut) the
+action and the rest of its lane stay queued, no attempt counted, the lane
+not held off, one log line, and the polls back off as for failed polls, so
+they go at most ``pollBackoffCeiling`` s after the database answers again;
+one that would fail alike at once is a failed attempt, retried after
+RetryDelay, the lane not held off.
 An action is removed once delivered; the removal
 goes to the index writer while the lane already sends the next actions
 (one removal write per lane at a time, taking every action delivered
@@ -102,6 +110,7 @@ from twisted.python.failure import Failure
 from pacscore.control.shutdown import QUIT_GRACE_PERIOD, quitGracePeriod
 from pacscore.converters.context import ConverterContext, Outcome
 from pacscore.db.completeness import IndexCompleteness
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage, isTransient
 from pacscore.export.actions import LocalActions
 from pacscore.export.forwarder import Forwarder, Interrupted, Undelivered, Unreadable
 from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, JobOutcome, laneOf, retryLimitKey
@@ -206,6 +215,7 @@ class ExportService(service.Service):
         self._undeleted = {}  # action id: action delivered whose removal failed
         self._unmarked = {}  # action id: (action, error, when, giveUp) of a failed attempt whose record failed
         self._writesFailing = None  # (when, error) of the first failed write of those
+        self._lookUpsFailing = None  # (when, error) of the first failure of a lane's look-ups (_databaseDown)
         self._lastCounts = None
         self._loop = None
 
@@ -326,13 +336,15 @@ class ExportService(service.Service):
 
     def _pollAnswered(self, _):
         """Ends the backoff of failed polls, and logs the outage's end
-        (the backoff goes on while the queue's writes fail)."""
+        (the backoff goes on while the queue's writes fail, or the lanes'
+        look-ups, until one answers: ``_lookUpsAnswer``)."""
         if self._writesFailing is not None:
             return
         if self._pollsFailing is not None:
             self._conditionEnded("_pollsFailing", "export queue polls answer again, after failing for "
                                  "{seconds:.0f} s ({error})")
-        self._pollBackoff, self._nextPoll = None, 0
+        if self._lookUpsFailing is None:  # else the lanes' next look-ups end it (_lookUpsAnswer)
+            self._pollBackoff, self._nextPoll = None, 0
 
     def _tick(self):
         """The loop's poll, skipped while failed polls are backed off."""
@@ -563,9 +575,15 @@ class ExportService(service.Service):
         is free again once every removal has committed, so no poll sees a
         delivered action."""
         removals = _Batched(self._remove)
+        databaseDown = False  # the lane ended on the index database failing: the polls' back-off paces it
         try:
-            found = await self._locate([action for action in actions if action.action == "forward"])
-            for action in actions:
+            try:
+                found = await self._locate([action for action in actions if action.action == "forward"])
+            except DATABASE_FAILURES as e:  # failing for now (isTransient): not the destination's failure
+                self._databaseDown(lane, len(actions), e)
+                databaseDown = True
+                return
+            for position, action in enumerate(actions):
                 if not self.running or not self.completeness.complete:  # stopping, a regen: the rest stay queued
                     break
                 try:
@@ -579,6 +597,13 @@ class ExportService(service.Service):
                     self._count("forwardsSent", e.sent)
                     await self._failed(action, e, giveUp=True)
                     continue
+                except DATABASE_FAILURES as e:  # the index database's failure, not the destination's
+                    if isTransient(e):  # down for now: this action and the rest wait for it, no attempt counted
+                        self._databaseDown(lane, len(actions) - position, e)
+                        databaseDown = True
+                        break
+                    await self._failed(action, e)  # it would fail alike at once: an attempt, its other actions go on
+                    continue
                 except Unreadable as e:  # read here: not the destination's failure, its other actions go on
                     await self._failed(action, e)
                     continue
@@ -586,6 +611,9 @@ class ExportService(service.Service):
                     await self._failed(action, e)
                     self.heldOff.hold(lane)
                     break
+                finally:
+                    if not databaseDown:  # the database answered the action's look-ups (if any)
+                        self._lookUpsAnswer()
                 removals.add([action])
                 if action.action == "forward":
                     self._count("forwardsSent", count)
@@ -594,7 +622,34 @@ class ExportService(service.Service):
         finally:
             await removals.written
             self._busyLanes.discard(lane)
-            self.kick()
+            if not databaseDown:
+                self.kick()
+
+    def _databaseDown(self, lane, count, error):
+        """The index database failed for now (``isTransient``) as the
+        ``count`` actions left of ``lane`` were looked up or delivered: they
+        stay queued, no attempt counted, the lane not held off (its
+        destination is not at fault), and the loop's polls back off until a
+        lane gets past its look-ups again (``_lookUpsAnswer``), so they go
+        at most ``pollBackoffCeiling`` s after the database answers again.
+        Logged once for the outage, without traceback."""
+        if self._conditionStarted("_lookUpsFailing", Failure(error)) is not None:
+            self.log.warn("the index database failed as {count} action(s) {lane} were looked up or sent ({error}): "
+                          "they stay queued, no attempt counted, {holder} not held off; the export lanes try again "
+                          "at growing intervals (at most {ceiling} s) until it answers",
+                          count=count, lane="local" if lane is LOCAL else f"to {lane}",
+                          holder="the local actions" if lane is LOCAL else lane, error=databaseMessage(error),
+                          ceiling=self.pollBackoffCeiling)
+
+    def _lookUpsAnswer(self):
+        """A lane got past its look-ups: the end of their failing is logged,
+        and the polls' back-off ends unless the polls or writes fail."""
+        if self._lookUpsFailing is None:
+            return
+        self._conditionEnded("_lookUpsFailing", "the index database answers the export lanes again, after failing "
+                             "for {seconds:.0f} s ({error})")
+        if self._pollsFailing is None and self._writesFailing is None:
+            self._pollBackoff, self._nextPoll = None, 0
 
     async def _remove(self, actions):
         """Remove delivered ``actions``, then their spool files; if the
@@ -617,9 +672,18 @@ class ExportService(service.Service):
     async def _locate(self, forwards):
         """``{action id: Forwarder.locate result}`` of a lane's forwards,
         looked up together; empty if that fails (each forward then looks
-        its objects up itself, and fails alone)."""
+        its objects up itself, and fails alone), but for the index database
+        failing for now (``isTransient``: down, restarting), raised.  A
+        database error is logged in a line, anything else with its
+        traceback."""
         try:
             return dict(zip((action.id for action in forwards), await self.forwarder.locate(forwards)))
+        except DATABASE_FAILURES as e:
+            if isTransient(e):
+                raise
+            self.log.warn("looking up the objects of {count} forwards failed: the index database: {error}",
+                          count=len(forwards), error=databaseMessage(e))
+            return {}
         except Exception:
             self.log.failure("looking up the objects of {count} forwards failed", count=len(forwards))
             return {}
@@ -646,15 +710,20 @@ class ExportService(service.Service):
         """Log a failed attempt at ``action`` that came to ``state`` (None:
         not recorded yet)."""
         local = laneOf(action) is LOCAL
+        database = isinstance(error, DATABASE_FAILURES)
+        notTheirs = ("an index database error" if database else "a read error here" if isinstance(error, Unreadable)
+                     else None)
         self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
                       action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
                       direction="from" if action.action == "get" else "to",
-                      destination="(local)" if local else action.destination, error=error,
+                      destination="(local)" if local else action.destination,
+                      error=f"the index database: {databaseMessage(error)}" if database else error,
                       final="; given up, not retried (a delete of the patient queued after it waits while it "
                             "is in the table; dgate --retryforwards puts it back)" if giveUp else
                       f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
-                      f"; will retry (a read error here, not {action.destination}'s: its other actions go on)"
-                      if isinstance(error, Unreadable) else
+                      f"; will retry ({notTheirs}: the other local actions go on)" if notTheirs and local else
+                      f"; will retry ({notTheirs}, not {action.destination}'s: its other actions go on)"
+                      if notTheirs else
                       f"; will retry, holding {'local actions' if local else action.destination} off "
                       f"for {self.heldOff.seconds} s")
 

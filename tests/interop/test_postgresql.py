@@ -171,6 +171,54 @@ class SwitchFromSQLiteTests(unittest.TestCase):
                          sorted(sop for _, sop in images))
 
 
+class ForwardLookUpOutageTests(unittest.TestCase):
+    """PostgreSQL restarting while the export runner looks a lane's forwards
+    up (the look-up waiting on a lock on DICOMImages, so that it is under way
+    when the server goes)."""
+
+    def test_aForwardLookedUpAsTheDatabaseRestartsGoesOnceItAnswers(self):
+        """The forward failed with a traceback and held its healthy
+        destination off for FailHoldOff (60 s): it now arrives within a few
+        seconds of the database answering again."""
+        database = PostgresServer().start()
+        self.addCleanup(database.stop)
+        database.sql("CREATE DATABASE conquest")
+        workdir = self.mktemp()
+        destination = StorescpServer(os.path.join(workdir, "scp"), aet="SCPFAST")
+        self.addCleanup(destination.stop)
+        destination.start()
+        server = PacsServer(os.path.join(workdir, "pacs"), ini={
+            **serverIni(postgresqlDriver, database, "conquest"), "ExportConverters": "1",
+            "ExportModality0": "CT", "ExportConverter0": "forward series to SCPFAST", "ForwardCollectDelay": "2"})
+        server.addNode("SCPFAST", destination.port)
+        self.addCleanup(server.stop)
+        server.start()
+        engine = postgresqlDriver.createEngine(database.url("conquest"), None)
+        self.addCleanup(engine.dispose)
+        images = writeImages(os.path.join(workdir, "in"), "CT", 2, PREFIX + "79.1")
+        self.assertEqual(server.store(*[path for path, _ in images]).returncode, 0)
+        locker = engine.connect()
+        locker.exec_driver_sql('LOCK TABLE "DICOMImages" IN ACCESS EXCLUSIVE MODE')
+
+        def lookUpWaits():
+            with engine.connect() as connection:
+                return connection.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :table"),
+                    {"table": '%"DICOMImages"%'}).scalar() > 0
+        waitFor(lookUpWaits, timeout=30, message="the forward's look-up waiting on the lock")
+        database.crash()
+        locker.invalidate()
+        engine.dispose()
+        database.start()
+        back = time.monotonic()
+        waitFor(lambda: len(destination.files()) >= 2, timeout=20, message="the series at SCPFAST")
+        self.assertLess(time.monotonic() - back, 15)
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in destination.datasets()), sorted(sop for _, sop in images))
+        log = server.log()
+        self.assertNotIn("Traceback", log)
+        self.assertIn("they stay queued, no attempt counted, SCPFAST not held off", log)
+
+
 class DropFolderOutageTests(unittest.TestCase):
     """An HL7 drop folder file whose second order the database cannot store
     for a while (SQLSTATE 53100, disk full, raised by a trigger), with a

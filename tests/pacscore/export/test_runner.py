@@ -7,9 +7,9 @@ import os
 
 import pydicom
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from twisted.internet import defer, task
-from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from pacscore.config.acrnema import AcrNemaMap
@@ -310,6 +310,84 @@ class RunnerTests(unittest.TestCase):
             self.reactor.advance(40)  # RetryDelay (100 s) after the failure
             self.assertEqual(self.forwarder.delivered, [("A", "a1"), ("A", "a0")])
             self.assertWritesRefusedLoggedOnce(events)
+
+    def failLookUps(self, error):
+        """The stand-in forwarder's look-ups (its lane's and each forward's
+        own) fail with ``error`` until the returned function is called."""
+        locate, forward = self.forwarder.locate, self.forwarder.forward
+
+        async def failing(action, found=None):
+            raise error
+        self.forwarder.locate = lambda actions: defer.fail(error)
+        self.forwarder.forward = failing
+
+        def restore():
+            self.forwarder.locate, self.forwarder.forward = locate, forward
+        return restore
+
+    def test_theIndexDatabaseDownAsALaneLooksUpIsNotTheDestinationsFailure(self):
+        """PostgreSQL restarting as a lane looked its forwards up was logged
+        CRITICAL with a traceback, and each forward, looking itself up,
+        failed alike: B was held off for FailHoldOff and an attempt counted
+        (given up with MaximumExportRetries).  Now the forwards stay queued,
+        no attempt counted, B not held off, one warning line for the outage
+        (and one at its end); the lanes are tried again at the polls'
+        growing intervals, and the forwards go within pollBackoffCeiling of
+        the database answering again."""
+        restore = self.failLookUps(OperationalError(
+            "SELECT", {}, Exception("terminating connection due to administrator command"),
+            connection_invalidated=True))
+        lookUps = []
+        failingForward = self.forwarder.forward
+
+        async def counted(action, found=None):
+            lookUps.append(self.reactor.seconds())
+            return await failingForward(action, found)
+        self.forwarder.forward = counted
+        for n in range(2):
+            self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", f"b{n}"))
+        with capturedLogs() as events:
+            self.service.startService()
+            self.forwarder.locate = lambda actions: defer.succeed([None] * len(actions))  # each forward's fails
+            for _ in range(120):  # a minute
+                self.reactor.advance(0.5)
+            self.assertLess(len(lookUps), 60 / self.service.pollBackoffCeiling + 6)  # not 120
+            self.assertEqual(self.service.heldOff.held(), set())
+            self.assertEqual([action.attempts for action in self.queue.due(1e12, 10)], [0, 0])
+            self.assertNotIn("forwardsFailed", self.counters)
+            restore()
+            self.reactor.advance(self.service.pollBackoffCeiling)
+            self.assertEqual(self.forwarder.delivered, [("B", "b0"), ("B", "b1")])
+            self.assertEqual(self.queue.due(1e12, 10), [])
+        self.assertFalse([event for event in events if "log_failure" in event or event["log_level"] > LogLevel.warn])
+        lines = [formatEvent(event) for event in events if event["log_level"] >= LogLevel.info]
+        self.assertEqual(lines[0], "the index database failed as 2 action(s) to B were looked up or sent (terminating "
+                         "connection due to administrator command): they stay queued, no attempt counted, B not held "
+                         "off; the export lanes try again at growing intervals (at most 5 s) until it answers")
+        self.assertEqual(len(lines), 2)
+        self.assertIn("the index database answers the export lanes again, after failing for 6", lines[1])
+        before = len(self.forwarder.delivered)
+        self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "b2"))
+        self.reactor.advance(0.5)  # the pace is back to pollInterval
+        self.assertEqual(len(self.forwarder.delivered), before + 1)
+
+    def test_anIndexDatabaseErrorThatWouldRecurIsAnAttemptButHoldsNothingOff(self):
+        """An index database error that is no outage (here an SQL error: a
+        retry at once would fail alike) counts an attempt, retried after
+        RetryDelay, in a line without traceback; the lane is not held off."""
+        restore = self.failLookUps(ProgrammingError("SELECT", {}, Exception('column "x" does not exist')))
+        self.queue.addForward("B", "IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "b0"))
+        with capturedLogs() as events:
+            self.service.startService()
+        self.assertEqual(self.counters["forwardsFailed"], 1)
+        self.assertEqual(self.service.heldOff.held(), set())
+        self.assertFalse([event for event in events if "log_failure" in event])
+        self.assertIn("forward of image b0 to B failed: the index database: column \"x\" does not exist; will retry "
+                      "(an index database error, not B's: its other actions go on)",
+                      [formatEvent(event) for event in events])
+        restore()
+        self.reactor.advance(100)  # RetryDelay
+        self.assertEqual(self.forwarder.delivered, [("B", "b0")])
 
     def test_kickRunsNewWorkAtOnce(self):
         self.service.startService()

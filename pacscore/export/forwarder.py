@@ -623,9 +623,9 @@ class Forwarder:
 
 
 def _failUnreadable(located):
-    """``Unreadable`` when an object of the action exists but could not
-    be read (the action is then tried again); objects whose file is gone
-    were deleted meanwhile and are skipped."""
+    """``Unreadable`` when an object of the action is stored but could not
+    be read, its file gone too while the index names it (the action is then
+    tried again); objects deleted meanwhile (``Missing.gone``) are skipped."""
     unreadable = [stored for stored in located if isinstance(stored, Missing) and not stored.gone]
     if unreadable:
         raise Unreadable(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "

@@ -52,6 +52,9 @@ hangs) is left behind, logged and not recorded: it runs again at the next
 start.
 A ``MIRRORCOPY`` job copies its object to the mirror of its MAG device
 instead (``pacscore.storage.mirror``), and is retried without limit.
+A job whose file is gone is dropped only when its object was deleted (or
+stored again, under another name): while the index still names that file
+and no delete removes it (a data disk not mounted) it fails, retried.
 
 Actions: one lane per destination AE (local actions share the lane
 ``LOCAL``, see ``queue.laneOf``), each running one action at a time in order, all lanes in
@@ -95,6 +98,7 @@ action is removed: a given-up one keeps it, so that put back by
 """
 
 import copy
+import errno
 import os
 import threading
 from functools import partial
@@ -528,7 +532,9 @@ class ExportService(service.Service):
             if not self.queue.filterMatches(job.sopInstanceUID, rule.filter):
                 return JobOutcome(job.id)
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
-        except FileNotFoundError:
+        except FileNotFoundError as e:
+            if (kept := self._stillNamed(job, e)) is not None:
+                return kept
             self.log.warn("{converter}: {path} is gone: export job of {uid} dropped",
                           converter=job.converter, path=job.objectFile, uid=job.sopInstanceUID)
             return JobOutcome(job.id)
@@ -558,13 +564,37 @@ class ExportService(service.Service):
             self.log.warn("{device} is no longer mirrored: mirror copy of {uid} dropped",
                           device=job.deviceName, uid=job.sopInstanceUID)
             return JobOutcome(job.id)
+        source = self.reader.magPath(job.deviceName, job.objectFile)
         try:
-            copied = mirrors.copy(job.deviceName, job.objectFile, self.reader.magPath(job.deviceName, job.objectFile))
+            copied = mirrors.copy(job.deviceName, job.objectFile, source)
         except OSError as e:
             return JobOutcome(job.id, error=e, retryForever=True)
         if copied:
             self.reactor.callFromThread(self._count, "mirrorCopies")
+        elif not os.path.exists(source):
+            kept = self._stillNamed(job, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source),
+                                    retryForever=True)
+            if kept is not None:
+                return kept
         return JobOutcome(job.id)
+
+    def _stillNamed(self, job, error, **outcome):
+        """In a script worker: the outcome of ``job``, whose file was found
+        gone (``error``), when the index still names that file and no delete
+        is removing it (``ObjectReader.current``: its data disk not mounted,
+        say), or cannot be asked now: a failure, tried again after
+        RetryDelay (``outcome``: more of its ``JobOutcome``).  None when its
+        object was deleted, or stored again under another name (which
+        queued jobs of its own), or the index keeps no rows: it is dropped."""
+        if self.reader.current is None:
+            return None
+        try:
+            now = self.reader.current(job.sopInstanceUID)
+        except DATABASE_FAILURES as e:
+            return JobOutcome(job.id, error=e, **outcome)
+        if now is None or (now.deviceName, now.objectFile) != (job.deviceName, job.objectFile):
+            return None
+        return JobOutcome(job.id, error=error, **outcome)
 
     # -- actions ----------------------------------------------------------
 

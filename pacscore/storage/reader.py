@@ -47,9 +47,11 @@ class StoredObject(NamedTuple):
 
 
 class Missing(NamedTuple):
-    """An indexed object whose file cannot be read: ``gone`` when there is
-    no such file (deleted meanwhile), else it may be readable later (an
-    I/O error, a share offline, permissions) or is damaged."""
+    """An indexed object whose file cannot be read: ``gone`` when it was
+    deleted meanwhile (``locate``: its file gone and the index holding no
+    row of it, or a delete under way removing it; a file no index names,
+    such as a spool file, simply gone), else it may be readable later (an
+    I/O error, a share offline or unmounted, permissions) or is damaged."""
 
     sopInstanceUID: str
     reason: str
@@ -223,14 +225,18 @@ class ObjectReader:
     def locate(self, instances, follow=True):
         """``StoredObject`` or ``Missing`` for each ``pacscore.db.query.Instance``
         (a file gone is followed to its object's new one unless not
-        ``follow``: see ``_whileRenamed``)."""
+        ``follow``: see ``_whileRenamed``).  A file gone is ``gone`` only
+        when its object was deleted (``Deleted``), or when no index is asked
+        (not ``follow``, no ``current``): one the index still names (a data
+        disk not mounted) may be back later."""
         found = []
         for instance in instances:
             try:
                 found.append(self._whileRenamed(instance, self._stored, follow))
             except (OSError, DatasetError) as e:
-                found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}",
-                                     isinstance(e, FileNotFoundError)))
+                gone = isinstance(e, Deleted) or (isinstance(e, FileNotFoundError)
+                                                  and (not follow or self.current is None))
+                found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}", gone))
         return found
 
     def _stored(self, held):

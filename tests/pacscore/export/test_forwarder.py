@@ -131,19 +131,35 @@ class ForwarderTests(unittest.TestCase):
         self.assertEqual(self.forward(self.forwarder(associationLevel="SOPCLASS"), imageAction("", level="STUDY")), 5)
         self.assertEqual(self.acceptor.associations, 1)
 
-    def test_anUnreadableObjectFailsTheActionAGoneOneIsSkipped(self):
-        """A file that exists but cannot be read (here a folder: EISDIR, as
-        EIO or EACCES would be) fails the action, to be tried again, after
-        the others went; a file deleted meanwhile is left out."""
+    def test_anUnreadableOrLostObjectFailsTheActionADeletedOneIsSkipped(self):
+        """At its look-up, the reader asking the index as the server's does:
+        a file that exists but cannot be read (here a folder: EISDIR, as EIO
+        or EACCES would be), and one gone while the index still names it and
+        no delete removes it (its data disk not mounted), fail the action
+        with Unreadable, to be tried again, after the others went (the lost
+        one was skipped as if deleted, its forward done); an object a delete
+        under way is removing (its file gone, noted in PacsDeletes) is
+        skipped."""
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
         folder = os.path.join(self.archive.folder, "PAT1")
-        os.remove(os.path.join(folder, "1.2.3.1.0.dcm"))
-        os.mkdir(os.path.join(folder, "1.2.3.1.0.dcm"))
-        failure = self.forward(self.forwarder(), imageAction("", level="SERIES"))
-        failure.trap(ForwardError)
-        self.assertIn("1 of its objects could not be read, e.g. 1.2.3.1.0", failure.getErrorMessage())
-        self.assertEqual(self.received(), ["1.2.3.1.1", "1.2.3.1.2"])
-        os.rmdir(os.path.join(folder, "1.2.3.1.0.dcm"))
-        self.assertEqual(self.forward(self.forwarder(), imageAction("", level="SERIES")), 2)
+        unreadable, lost, deleted = (os.path.join(folder, f"1.2.3.1.{n}.dcm") for n in range(3))
+        os.rename(unreadable, unreadable + ".away")
+        os.mkdir(unreadable)
+        os.rename(lost, lost + ".away")
+        with self.archive.index.engine.begin() as connection:
+            [instance] = [instance for instance in self.archive.query.instances(connection, "SERIES", [])
+                          if instance.sopInstanceUID == "1.2.3.1.2"]
+            self.archive.index.deletes.write(connection, [instance], [None])
+        os.remove(deleted)
+        failure = self.forward(self.forwarder(), imageAction("", level="STUDY"))
+        failure.trap(Unreadable)
+        self.assertIn("2 of its objects could not be read, e.g. 1.2.3.1.0", failure.getErrorMessage())
+        self.assertEqual(self.received(), ["1.2.3.2.1", "1.2.3.3.1"])
+        os.rmdir(unreadable)
+        os.rename(unreadable + ".away", unreadable)
+        os.rename(lost + ".away", lost)
+        self.assertEqual(self.forward(self.forwarder(), imageAction("", level="STUDY")), 4)
+        self.assertEqual(self.received()[2:], ["1.2.3.1.0", "1.2.3.1.1", "1.2.3.2.1", "1.2.3.3.1"])
 
     def locatedThen(self, forwarder, action, change):
         """``forwarder``'s ``locate`` result of ``action``, ``change(instances)`` made after it (the objects

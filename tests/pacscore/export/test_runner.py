@@ -389,6 +389,31 @@ class RunnerTests(unittest.TestCase):
         self.reactor.advance(100)  # RetryDelay
         self.assertEqual(self.forwarder.delivered, [("B", "b0")])
 
+    def test_anExportJobWhoseFileIsAwayWhileIndexedIsRetriedNotDropped(self):
+        """The file of a job's object gone while the index still names it
+        and no delete removes it (its data disk not mounted) dropped the
+        job ('... is gone: export job of ... dropped'): it now fails, to be
+        run after RetryDelay; one whose object was deleted is dropped."""
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        self.receive("1.2.3.1.1")
+        self.receive("1.2.3.1.2")
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+        os.rename(path, path + ".away")
+        self.successResultOf(self.service.local.deleteMatching([QueryKey(SOP_INSTANCE_UID, "UI", "1.2.3.1.2")]))
+        with capturedLogs() as events:
+            self.service.startService()
+        self.assertEqual(self.script.contexts, [])
+        [job] = self.queue.dueJobs(1e12, 10)
+        self.assertEqual((job.sopInstanceUID, job.attempts), ("1.2.3.1.1", 1))
+        lines = [formatEvent(event) for event in events]
+        self.assertIn("ExportConverter0: PAT1/1.2.3.1.2.dcm is gone: export job of 1.2.3.1.2 dropped", lines)
+        self.assertTrue([line for line in lines if line.startswith("ExportConverter0: export of 1.2.3.1.1 failed")
+                         and line.endswith("; will retry")], lines)
+        os.rename(path + ".away", path)
+        self.reactor.advance(100)  # RetryDelay
+        self.assertEqual(self.forwarder.delivered, [("B", "1.2.3.1.1")])
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+
     def test_kickRunsNewWorkAtOnce(self):
         self.service.startService()
         self.receive("1.2.3.1.1")
@@ -949,6 +974,27 @@ class MirrorCopyTests(unittest.TestCase):
         self.service.startService()
         self.assertEqual(self.queue.dueJobs(1e12, 10), [])
         self.assertFalse(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.1.dcm")))
+
+    def test_aCopyOfAFileAwayWhileIndexedIsRetried(self):
+        """A file gone while the index still names it and no delete removes
+        it (its data disk not mounted) is not a deleted one: its mirror copy
+        is retried until it is back; that of a deleted object is dropped."""
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        self.receive("1.2.3.1.1")
+        self.receive("1.2.3.1.2")
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+        os.rename(path, path + ".away")
+        self.successResultOf(self.local.deleteMatching([QueryKey(SOP_INSTANCE_UID, "UI", "1.2.3.1.2")]))
+        self.service.startService()
+        self.reactor.advance(100)
+        [job] = self.queue.dueJobs(1e12, 10)
+        self.assertEqual((job.sopInstanceUID, job.attempts), ("1.2.3.1.1", 2))
+        os.rename(path + ".away", path)
+        self.reactor.advance(100)
+        self.assertEqual(self.queue.dueJobs(1e12, 10), [])
+        original, copy = self.readBoth("PAT1/1.2.3.1.1.dcm")
+        self.assertEqual(original, copy)
+        self.assertFalse(os.path.exists(self.mirror.absolute("PAT1/1.2.3.1.2.dcm")))
 
     def test_queuedCopiesAreKnownAndCanBeAddedAgain(self):
         self.receive("1.2.3.1.1")

@@ -130,11 +130,13 @@ class StoredAgainTests(unittest.TestCase):
         self.assertRaises(FileNotFoundError, self.reader.onFile, str(path), os.path.getsize)
 
     def test_goneForGood(self):
-        """No row, or one naming the same file: Missing at once."""
-        for now in (None, self.old):
+        """No row, or one naming the same file: Missing at once; ``gone``
+        (deleted, to be skipped) only when there is no row: one the index
+        still names may be back (its disk not mounted)."""
+        for now, gone in ((None, True), (self.old, False)):
             self.now = now
             [missing] = self.reader.locate([self.old])
-            self.assertEqual((type(missing), missing.gone), (Missing, True))
+            self.assertEqual((type(missing), missing.gone), (Missing, gone))
         self.assertEqual(len(self.looked), 2)
 
     def test_goneAfterLocateIsDeletedOnlyWhenTheIndexNoLongerHoldsIt(self):

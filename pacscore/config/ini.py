@@ -7,7 +7,8 @@ keys and section names case-insensitive), whole-line comments starting with
 ignores it, with a warning naming the line.  A value is everything after
 the first ``=``, stripped; there are no inline comments, because converter
 scripts contain ``#``, ``=`` and ``;``.  Like Conquest, a value wholly enclosed in matching double or single
-quotes is unquoted, and the first of two equal keys in a section wins.
+quotes is unquoted, and the first of two equal keys in a section wins
+(``Configuration.warnOfRepeatedKeys`` warns of the other).
 Conquest's code reads ``MAGDeviceThreshHold``, ``NightlyCleanThreshHold`` ...
 where its manual writes ``...Threshold``: a key is found under either
 spelling, Conquest's first.

@@ -86,6 +86,23 @@ class Configuration:
                 self._warnOfLine(WEB_SERVERS, line, name,
                                  f"the earlier line {earlier} has this name: this one is ignored, the first is used")
 
+    def warnOfRepeatedKeys(self):
+        """A warning for each key written again in its dicom.ini section
+        (case ignored), naming both lines and the value used: the first, as
+        Conquest's GetPrivateProfileString reads it (``DicomIni.get``); at
+        start-up and whenever dicom.ini is read again.  ``[DICOMTLSNodes]``
+        and ``[DICOMwebServers]`` have warnings of their own."""
+        for section in self.ini.sectionNames():
+            if section.lower() in (TLS_NODES.lower(), WEB_SERVERS.lower()):
+                continue
+            first = {}
+            for line, key, value in self.ini.numberedItems(section):
+                earlier = first.setdefault(key.lower(), (line, key, value))
+                if earlier[0] != line:
+                    self._warnOfLine(section, line, key,
+                                     f"{key} = {value!r} is ignored: the earlier line {earlier[0]} has this key "
+                                     f"({earlier[1]} = {earlier[2]!r}), the first is used, as Conquest reads it")
+
     def _warnOfLine(self, section, line, key, problem):
         self.log.warn("{path}:{line}: [{section}] {key}: {problem}", path=self.iniPath, line=line,
                       section=section, key=key, problem=problem)
@@ -385,6 +402,7 @@ def loadConfiguration(configPath=None, workdir=None):
     checkSettings(configuration)
     configuration.warnOfMistypedTLSNodes()
     configuration.warnOfRepeatedWebServers()
+    configuration.warnOfRepeatedKeys()
     return configuration
 
 

@@ -317,6 +317,7 @@ def _readIni(archive):
             archive.exportRunner.forwarder.dicomWebServers = servers
         configuration.warnOfMistypedTLSNodes()
         configuration.warnOfRepeatedWebServers()
+        configuration.warnOfRepeatedKeys()
         changed = _changed(before[MAIN_SECTION], _keyed(ini))
         atOnce = [f"[{section}] {key}" for section in sections
                   for key in _changed(before[section], _keyed(ini, section))]

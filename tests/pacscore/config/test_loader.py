@@ -227,6 +227,22 @@ class LoadTests(unittest.TestCase):
         self.assertEqual(str(error), f"{self.ini}:10: [DICOMTLSNodes] SecurePacs: caCerts=/no/such.pem: No such "
                                      "file or directory")
 
+    def test_aKeyGivenTwiceInASectionIsWarnedOf(self):
+        """``Postgres = 0`` and later ``PostGres = 1``: the first is used, as
+        Conquest reads dicom.ini, but no longer silently: a start-up warning
+        names the file, both lines and the value used; a key repeated in
+        another section is its own."""
+        with open(self.ini, "a") as f:
+            f.write("Postgres = 0\nTCPPort = 11112\nPostGres = 1\n[lua]\nstartup = print(1)\nPostgres = 1\n")
+        with capturedLogs() as events:
+            configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.ini.get("Postgres"), "0")
+        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn], [
+            f"{self.ini}:8: [sscscp] TCPPort: TCPPort = '11112' is ignored: the earlier line 3 has this key "
+            "(TCPPort = '11112'), the first is used, as Conquest reads it",
+            f"{self.ini}:9: [sscscp] PostGres: PostGres = '1' is ignored: the earlier line 7 has this key "
+            "(Postgres = '0'), the first is used, as Conquest reads it"])
+
     def test_aTLSNodeLineAnEarlierWildcardLineCoversIsWarnedOf(self):
         """A line whose AE an earlier wildcard line matches (``SECUREB``
         after ``SECURE*``) is never used, the first matching line being:

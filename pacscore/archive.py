@@ -319,6 +319,22 @@ class Archive:
         return fileRecord(self.objectReader.path(deviceName, objectFile), self.configuration.layout.indexedTags(),
                           deviceName, objectFile)
 
+    def _removeReplacedCopies(self, files):
+        """Remove each of ``files``, copies start-up recovery found replaced
+        (named by no image row), that is on its MAG device, with its mirror
+        copy; how many were (one whose device is not configured stays).
+        Not while a regen is pending: the index may miss objects then."""
+        removed = 0
+        for deviceName, objectFile in files:
+            try:
+                if os.path.exists(self.objectReader.magPath(deviceName, objectFile)):
+                    self.objectReader.removeCopies(deviceName, objectFile)
+                    removed += 1
+            except OSError as e:
+                self.log.warn("{device}:{path}, a copy replaced just before the server stopped, stays: {error}",
+                              device=deviceName, path=objectFile, error=e)
+        return removed
+
     def listeningOn(self, address):
         """Note the ``address`` the DICOM service listens on: its port (``--dicom``'s, or
         TCPPort's) is the one the status and scripted pages report."""
@@ -348,7 +364,8 @@ class Archive:
             self.interruptedRegens = self.index.interruptedRegens()
             self._checkMissingDevices(missing)
             self.localActions.finishInterrupted()  # first: the rows it removes are no lost stores
-            self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord)
+            self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord,
+                                      None if self.interruptedRegens else self._removeReplacedCopies)
             self.moveMarks.createTables()
             self.moveMarks.recover(self.objectReader, absent)
             self._prepareAbsentDevices(absent, missing)

@@ -465,10 +465,11 @@ class Index:
             upserter = self._upserters[thread] = Upserter(self._levels)
         return upserter
 
-    def recoverPending(self, fileError, recordOf):
+    def recoverPending(self, fileError, recordOf, removeReplaced=None):
         """At start-up, before the writer starts: see ``PendingFiles.recover``;
         ``recordOf(deviceName, objectFile)`` reads the ``ImageRecord`` of an
-        earlier copy to index again."""
+        earlier copy to index again, ``removeReplaced(files)`` removes
+        earlier copies no row names (how many were there)."""
         upserter = Upserter(self._levels)
 
         def indexAgain(connection, files):
@@ -486,7 +487,7 @@ class Index:
 
         with self.engine.begin() as connection:
             return self.pending.recover(connection, fileError, upserter.indexedAt, upserter.deleteImagesAt,
-                                        indexAgain)
+                                        indexAgain, removeReplaced)
 
     @contextlib.contextmanager
     def rebuilding(self):

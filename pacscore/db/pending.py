@@ -23,6 +23,12 @@ were then removed (or of images deleted or moved since): such a mark is
 passed over, and so is the earlier copy it names, which may still be on
 disk only because its removal had not run yet; indexing it again would
 put an older copy in place of the acknowledged one.
+
+A crash between a new copy's commit and the removal of the copy it
+replaced leaves that earlier copy on disk, indexed by no row: when a
+mark's own file is intact and an image row names it, the earlier copy it
+names, if no image row names that file (a name used again since, the
+earlier copy indexed again above), is removed, with its mirror copy.
 """
 
 import threading
@@ -80,14 +86,16 @@ class PendingFiles:
             flushed, self._flushed = self._flushed, []
         self._delete(connection, self.table, flushed)
 
-    def recover(self, connection, fileError, indexed, deleteImages, indexAgain):
+    def recover(self, connection, fileError, indexed, deleteImages, indexAgain, removeReplaced=None):
         """Check each marked file that an image row still names (``indexed(
         connection, files)``: the subset of ``files`` that image rows name;
         ``fileError(deviceName, objectFile)`` returns why a file is unusable,
         or None), have ``deleteImages(connection, files)`` remove the rows of
         the unusable ones and ``indexAgain(connection, files)`` index the
-        earlier copies they replaced that are intact, and remove every mark;
-        returns the removed ``(device, file)``s."""
+        earlier copies they replaced that are intact, ``removeReplaced(files)``
+        remove the earlier copies intact ones replaced that no row names
+        (how many were there), and remove every mark; returns the removed
+        ``(device, file)``s."""
         table = self.table
         marked = set(connection.execute(select(table.c.DeviceName, table.c.ObjectFile,
                                                table.c.ReplacedDevice, table.c.ReplacedFile)))
@@ -123,6 +131,8 @@ class PendingFiles:
             deleteImages(connection, lost)
         if earlier:
             indexAgain(connection, earlier)
+        if removeReplaced is not None:
+            self._removeReplaced(connection, replacedOf, gone, indexed, removeReplaced)
         connection.execute(delete(table))
         if marked:
             self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost"
@@ -130,6 +140,18 @@ class PendingFiles:
                           passed=f"; {passed} more were gone but named by no image row (replaced by later "
                                  f"copies, deleted or moved): nothing to do" if passed else "")
         return lost
+
+    def _removeReplaced(self, connection, replacedOf, gone, indexed, removeReplaced):
+        """Have ``removeReplaced`` remove the earlier copies that the marked
+        files intact and named by an image row replaced, but those an image
+        row names (see ``recover``); logged with their count."""
+        intact = [file for file, copies in replacedOf.items() if copies and file not in gone]
+        replaced = {copy for file in (indexed(connection, intact) if intact else ()) for copy in replacedOf[file]}
+        replaced -= indexed(connection, list(replaced)) if replaced else set()
+        removed = removeReplaced(sorted(replaced)) if replaced else 0
+        if removed:
+            self.log.info("removed {count} copies replaced just before the server stopped (the new copies of "
+                          "their SOP instances, indexed, are kept)", count=removed)
 
     @staticmethod
     def _intactEarlierCopy(replacedOf, lostFile, fileError):

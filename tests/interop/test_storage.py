@@ -564,6 +564,27 @@ class CrashTests(ServerTestCase):
         self.assertIn("Checked the 4 files indexed last before the server stopped: 0 lost; 1 more were gone but "
                       "named by no image row", log)
 
+    def test_aCopyReplacedJustBeforeAKillIsRemovedAtStartup(self):
+        """kill -9 right after a re-sent object's row committed, before the
+        copy it replaced was removed: that copy, indexed by no row, stayed on
+        disk for good (a second copy of the SOP instance for dgate -r to
+        find).  The mark of the new copy, intact and indexed, names it: it is
+        removed at the next start."""
+        [image] = self.storedThenKilled(1)
+        database = self.server.database
+        [acknowledged] = column(database, "DICOMImages", "ObjectFile")
+        replaced = os.path.join(os.path.dirname(acknowledged), "replaced.dcm")
+        shutil.copy(os.path.join(self.server.dataDir, acknowledged), os.path.join(self.server.dataDir, replaced))
+        with sqlite3.connect(database) as c:
+            c.execute("DELETE FROM PendingFiles")
+            c.execute("INSERT INTO PendingFiles (DeviceName, ObjectFile, ReplacedDevice, ReplacedFile) "
+                      "VALUES ('MAG0', ?, 'MAG0', ?)", (acknowledged, replaced))
+        self.server.start()
+        self.assertFalse(os.path.exists(os.path.join(self.server.dataDir, replaced)))
+        self.assertTrue(os.path.exists(os.path.join(self.server.dataDir, acknowledged)))
+        self.assertEqual(column(database, "DICOMImages", "ObjectFile"), [acknowledged])
+        self.assertIn("removed 1 copies replaced just before the server stopped", self.server.log())
+
     def test_aCleanStopLeavesNothingToCheck(self):
         """After SIGTERM no file is marked pending.  A MAG folder missing at
         the next start (a volume not mounted) while the index holds objects on

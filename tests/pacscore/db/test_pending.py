@@ -4,6 +4,7 @@ later writer transaction once flushed, and checked at start-up."""
 
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 from twisted.internet import defer, reactor
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
@@ -199,6 +200,60 @@ class PendingFilesTests(unittest.TestCase):
                                                    recordOf), [("MAG0", "third.dcm")])
         self.assertEqual(read, [("MAG0", "first.dcm")])
         self.assertEqual(self.images(), ["first.dcm"])
+
+    def replacedThenCrashed(self, *names):
+        """Each of ``names`` stored as a new copy of one SOP instance, the
+        server then killed after the last one's commit (its mark left)."""
+        yield self.index.store(makeRecord("1.2.3.1.1", objectFile=names[0]))
+        self.durability.error = OSError(5, "killed")
+        for name in names[1:]:
+            yield self.assertFailure(self.index.store(makeRecord("1.2.3.1.1", objectFile=name)), OSError)
+        yield self.index.stop()
+
+    @defer.inlineCallbacks
+    def test_recoverRemovesTheCopyAnIntactIndexedOneReplaced(self):
+        """kill -9 right after a re-sent object's row committed, before the
+        copy it replaced was removed: that copy stayed on disk for good,
+        indexed by no row.  Its mark's own file intact and indexed, it is
+        removed at start, with a log line counting it."""
+        self.start()
+        yield from self.replacedThenCrashed("first.dcm", "second.dcm")
+        removed = []
+
+        def removeReplaced(files):
+            removed.extend(files)
+            return len(files)
+        with capturedLogs() as events:
+            self.assertEqual(self.index.recoverPending(lambda device, name: None, self.noEarlierCopy,
+                                                       removeReplaced), [])
+        self.assertEqual(removed, [("MAG0", "first.dcm")])
+        self.assertEqual(self.images(), ["second.dcm"])
+        self.assertEqual(self.marked(), [])
+        self.assertIn("removed 1 copies replaced just before the server stopped (the new copies of their SOP "
+                      "instances, indexed, are kept)", [formatEvent(event) for event in events])
+
+    @defer.inlineCallbacks
+    def test_recoverKeepsAReplacedCopyARowNamesOrWhoseNewCopyIsNotIndexedAndIntact(self):
+        """The replaced copy is not removed when an image row names its file
+        (its name used again since), when the new copy is lost (the earlier
+        one is indexed again instead), nor when no row names the new copy."""
+        self.start()
+        yield from self.replacedThenCrashed("first.dcm", "second.dcm")
+        self.index.storeMany([makeRecord("1.2.3.1.2", objectFile="first.dcm")])  # the name used again
+        with self.engine.begin() as connection:
+            self.index.pending._insert.execute(connection, [  # no image row names third.dcm
+                {"DeviceName": "MAG0", "ObjectFile": "third.dcm", "ReplacedDevice": "MAG0", "ReplacedFile": "a.dcm"},
+                {"DeviceName": "MAG0", "ObjectFile": "lost.dcm", "ReplacedDevice": "MAG0", "ReplacedFile": "b.dcm"}])
+        self.index.storeMany([makeRecord("1.2.3.1.3", objectFile="lost.dcm")])
+        removed = []
+
+        def removeReplaced(files):
+            removed.extend(files)
+            return len(files)
+        self.index.recoverPending(lambda device, name: "gone" if name == "lost.dcm" else None,
+                                  lambda device, name: makeRecord("1.2.3.1.3", objectFile=name), removeReplaced)
+        self.assertEqual(removed, [])
+        self.assertEqual(self.images(), ["b.dcm", "first.dcm", "second.dcm"])
 
     @defer.inlineCallbacks
     def test_stopDropsTheMarksOfFlushedGroups(self):

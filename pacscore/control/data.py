@@ -2,7 +2,9 @@
 appendix 6, "Communication options"): ``addimagefile``, ``loadhl7``,
 ``dump_header``, ``forward``, ``prefetch``, and Conquest's later
 ``loadanddeletedir`` (``addimagefile`` of a folder deleting each file it
-took in).
+took in, if it is still the file read: one modified in the last
+``SETTLING_NS``, or changed while it was taken in, may still be written, and
+is left for a later run).
 
 ``addimagefile`` stores a file through the archive's ``ObjectStore``
 (a file of HL7 messages, no DICOM object, is applied as ``loadhl7``
@@ -26,6 +28,7 @@ HL7 file of at most ``HL7_FILE_LIMIT`` bytes (pacscore.hl7.dropfolder).
 import dataclasses
 import functools
 import os
+import time
 from contextlib import contextmanager
 
 import pydicom
@@ -38,7 +41,7 @@ from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.control.arguments import AsyncControlCommand, fileFields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError, NotDICOM
-from pacscore.control.folderimport import CONCURRENCY, DICOMDIR_SKIPPED, importFolder, isHL7File
+from pacscore.control.folderimport import CONCURRENCY, DICOMDIR_SKIPPED, LeftForLater, importFolder, isHL7File
 from pacscore.control.moves import forwarderFor
 from pacscore.control.output import deliver, inputPath
 from pacscore.control.stored import exactValue, fileInstances, objectFile, storedFile, storedName
@@ -49,6 +52,7 @@ from pacscore.export.forwarder import ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
 from pacscore.hl7.dropfolder import applyMessages, outcomeLines, readMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
+from pacscore.storage.devices import fileIdentity, removeIfSame
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.storage.spool import spooledFrom
@@ -56,6 +60,9 @@ from pacscore.storage.store import SOP_CLASS_UID, SOP_INSTANCE_UID, IncomingObje
 
 ZIP_MAGIC = b"PK\x03\x04"
 COPIED_ONCE = " (the UID map gave it the UIDs of an earlier copy of the same original, which stays)"
+SETTLING_NS = 5_000_000_000  # loadanddeletedir leaves a file modified less long ago: it may still be written
+CHANGED_WHILE_TAKEN = ("it changed while it was taken in (still being written?): kept for the next run, which takes "
+                       "it in again (what was read of it is in already)")
 
 
 def readHL7(path):
@@ -326,7 +333,8 @@ class AddImageFile(AsyncControlCommand):
 class LoadAndDeleteDir(AddImageFile):
     """Conquest's ``loadanddeletedir:folder[,patid]``: ``addimagefile`` of a
     folder that deletes each file once it is stored (or its HL7 messages
-    applied); the files skipped or failed stay."""
+    applied); the files skipped or failed, and those perhaps still being
+    written (``takeAndDelete``), stay."""
 
     name = "loadanddeletedir"
     usage = "--loadanddeletedir:folder,patid  Copy the files of folder into server and delete them"
@@ -341,21 +349,53 @@ class LoadAndDeleteDir(AddImageFile):
             raise CommandError(f"{folder} is not a folder")
         store, concurrency = self.storing(archive, patientID)
 
-        async def removed(path, result):
+        async def takenIn(take, path):
             try:
-                await archive.workers.deferToWorker(os.remove, path)
-            except OSError as e:
-                raise CommandError(f"taken in, but cannot delete it: {e.strerror}") from e
-            return result
+                return await self.takeAndDelete(archive, take, path)
+            except LeftForLater as e:
+                self.log.warn("{peer}: loadanddeletedir: {path}: {why}", peer=context.peer, path=path, why=e.why)
+                raise
 
-        async def storeAndDelete(path):
-            return await removed(path, await store(path))
-
-        async def applyAndDelete(path):
-            return await removed(path, await applyHL7File(archive, path))
-        answer = await importFolder(archive, folder, storeAndDelete, concurrency, applyAndDelete)
+        answer = await importFolder(archive, folder, functools.partial(takenIn, store), concurrency,
+                                    functools.partial(takenIn, functools.partial(applyHL7File, archive)))
         self.log.info("{peer}: loadanddeletedir {summary}", peer=context.peer, summary=answer.splitlines()[-1])
         return answer
+
+    @staticmethod
+    async def takeAndDelete(archive, take, path):
+        """``take(path)`` (store the file or apply its HL7 messages), then
+        delete the file if it is still the one taken in (``removeIfSame``);
+        LeftForLater when it was modified within ``SETTLING_NS`` (not
+        taken in) or changed meanwhile (a writer still writing it, or a file
+        put in its place: taken in as it was read, kept)."""
+        identity = await archive.workers.deferToWorker(settledIdentity, path)
+        result = await take(path)
+        try:
+            deleted = await archive.workers.deferToWorker(removeIfSame, path, identity)
+        except OSError as e:
+            raise CommandError(f"taken in, but cannot delete it: {e.strerror}") from e
+        if not deleted:
+            raise LeftForLater(path, CHANGED_WHILE_TAKEN)
+        return result
+
+
+def settledIdentity(path, now=time.time_ns):
+    """In the I/O pool: the ``fileIdentity`` of the file ``path``;
+    LeftForLater when it was modified less than ``SETTLING_NS`` ago, or
+    at a time ahead of this clock (whether it is still written cannot be
+    told), CommandError when it cannot be read."""
+    try:
+        identity = fileIdentity(os.stat(path))
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from e
+    age = now() - identity[3]
+    if age < 0:
+        raise LeftForLater(path, "modified at a time ahead of this server's clock (a share's clock?): left until "
+                                 "that time is past")
+    if age < SETTLING_NS:
+        raise LeftForLater(path, f"modified less than {SETTLING_NS // 1_000_000_000} s ago (still being "
+                                 f"written?): left for the next run")
+    return identity
 
 
 class LoadHL7(AsyncControlCommand):

@@ -11,7 +11,9 @@ order the folder is walked (``folderFiles``), with a line each;
 DICOMDIR, and other files that are no DICOM object (a zip file among them),
 are skipped with a line each, a file the store refuses (or an HL7 file
 with a message not accepted) fails with a line, and a summary line ends
-the answer.  The archive's own folders (``output.ownFolders``: its MAG and
+the answer; a file its taker leaves for a later run (``LeftForLater``:
+``loadanddeletedir``'s file still being written) is skipped with a line.
+The archive's own folders (``output.ownFolders``: its MAG and
 mirror devices ...) are never imported again: one named is refused, one
 under the folder named skipped with a line, as is a link to a file in one."""
 
@@ -30,6 +32,15 @@ DICOMDIR_SKIPPED = "a DICOMDIR (the index of a CD), not an object"
 
 OWN_FOLDER = "the archive's own folder (a MAG or mirror device, the HL7 drop folder, its scripts)"
 OWN_FILE = f"a file in {OWN_FOLDER}"
+
+
+class LeftForLater(CommandError):
+    """A file of a folder not taken in now but left as it is for a later
+    run (``why``), counted as skipped."""
+
+    def __init__(self, path, why):
+        super().__init__(f"{path}: {why}")
+        self.why = why
 
 
 def folderFiles(folder, skip=SkippedFiles(), own=frozenset()):
@@ -109,6 +120,8 @@ async def _outcome(store, path, regular):
         await store(path)
     except NotDICOM as e:
         return "skipped", f"skipped {path}: {e.what}"
+    except LeftForLater as e:
+        return "skipped", f"skipped {path}: {e.why}"
     except CommandError as e:
         return "failed", f"failed {path}: {e}"
     return "stored", None
@@ -119,6 +132,8 @@ async def _applied(applyHL7, path):
     kind "applied" or "failed"."""
     try:
         lines = await applyHL7(path)
+    except LeftForLater as e:
+        return "skipped", f"skipped {path}: {e.why}"
     except CommandError as e:
         return "failed", f"failed {path}: {e}"
     return "applied", f"applied {path} to the worklist: {len(lines)} HL7 message(s)"
@@ -129,7 +144,8 @@ async def importFolder(archive, folder, store, concurrency, applyHL7):
     ``applyHL7(path)`` (a coroutine: the lines of their messages,
     CommandError when one was not accepted), in the order of
     ``folderFiles``, then store every other file with ``store(path)`` (a
-    coroutine that stores one file, CommandError when it does not),
+    coroutine that stores one file, CommandError when it does not,
+    LeftForLater when it leaves it for a later run),
     ``concurrency`` files at a time (the orders first, so that WorkListMode
     finds them); the lines of the files applied, skipped and failed and the
     summary, CommandError with them when one failed (the lines as its

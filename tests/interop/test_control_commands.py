@@ -722,7 +722,8 @@ class DataCommandTests(DgateMixin, unittest.TestCase):
         self.assertEqual(self.dgate("--luastart:print(1)"), ["Lua chunk started"])
         folder = os.path.join(self.workdir, "loadanddelete")
         os.makedirs(folder)
-        shutil.copy(first.path, folder)
+        copy = shutil.copy(first.path, folder)
+        os.utime(copy, (os.stat(copy).st_mtime - 60,) * 2)  # not one perhaps still being written
         self.assertEqual(self.dgate(f"--loadanddeletedir:{folder}"), [f"{folder}: 1 stored, 0 skipped, 0 failed"])
         self.assertEqual(os.listdir(folder), [])
         self.assertIsNotNone(storedFile(self.server, first.sopUID))

@@ -4,6 +4,7 @@ addimagefile, the deletes, loadhl7, dump_header, prefetch."""
 import os
 import shutil
 import sqlite3
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,6 +31,14 @@ from plugins import pacs_control_data as commands
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.db.test_errors import sqliteError
 from tests.pacscore.dicom.test_textbytes import writeInvalidTextObject
+
+
+def settled(path):
+    """Date the file ``path`` a minute back, as one written a while ago
+    (loadanddeletedir leaves those modified in the last seconds)."""
+    then = time.time() - 60
+    os.utime(path, (then, then))
+    return path
 
 
 class StoredCorpusTests(unittest.TestCase):
@@ -105,7 +114,7 @@ class StoredCorpusTests(unittest.TestCase):
         os.makedirs(os.path.join(folder, "sub"))
         yield self.running.run(commands.deletePatient, "PAT0000")
         for n, image in enumerate(self.images[:2]):
-            shutil.copy(image.path, os.path.join(folder, "sub" if n else "", f"{n}.dcm"))
+            settled(shutil.copy(image.path, os.path.join(folder, "sub" if n else "", f"{n}.dcm")))
         with open(os.path.join(folder, "notes.txt"), "w") as f:
             f.write("no DICOM object")
         output = yield self.running.run(commands.loadAndDeleteDir, folder)
@@ -113,7 +122,7 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(folder)), ["notes.txt", "sub"])
         self.assertEqual(os.listdir(os.path.join(folder, "sub")), [])
         self.assertEqual((yield self.running.count("image")), 6)
-        shutil.copy(self.images[2].path, os.path.join(folder, "2.dcm"))
+        settled(shutil.copy(self.images[2].path, os.path.join(folder, "2.dcm")))
         yield self.running.run(commands.loadAndDeleteDir, f"{folder},NEWPAT")
         self.assertFalse(os.path.exists(os.path.join(folder, "2.dcm")))
         self.assertEqual((yield self.running.run(commands.deletePatient, "NEWPAT")),
@@ -122,6 +131,60 @@ class StoredCorpusTests(unittest.TestCase):
                                          CommandError)
         self.assertEqual(str(error), f"{self.images[3].path} is not a folder")
         self.assertTrue(os.path.exists(self.images[3].path))
+
+    @defer.inlineCallbacks
+    def test_loadanddeletedirLeavesAFileBeingWritten(self):
+        """A file still being written (here its header written, its pixel
+        data not yet) is not deleted: it was stored without its pixel data
+        and deleted, and the writer's pixel data went into a deleted file.
+        One modified in the last seconds is left for the next run; one that
+        changes while it is stored is kept; once whole and settled it is
+        stored whole and deleted."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        image = self.images[0]
+        yield self.running.run(commands.deletePatient, image.patientID)
+        with open(image.path, "rb") as f:
+            whole = f.read()
+        cut = whole.find(b"\xe0\x7f\x10\x00")
+        path = os.path.join(folder, "scan.dcm")
+        with open(path, "wb") as f:
+            f.write(whole[:cut])
+        with capturedLogs() as events:
+            output = yield self.running.run(commands.loadAndDeleteDir, folder)
+        self.assertEqual(output.splitlines(), [
+            f"skipped {path}: modified less than 5 s ago (still being written?): left for the next run",
+            f"{folder}: 0 stored, 1 skipped, 0 failed"])
+        self.assertIn(f"loadanddeletedir: {path}: modified less than 5 s ago", "\n".join(map(formatEvent, events)))
+        self.assertEqual((yield self.running.count("image")), 4)
+        later = os.stat(path).st_mtime + 3600
+        os.utime(path, (later, later))
+        output = yield self.running.run(commands.loadAndDeleteDir, folder)
+        self.assertEqual(output.splitlines()[0], f"skipped {path}: modified at a time ahead of this server's clock "
+                                                 f"(a share's clock?): left until that time is past")
+
+        storeFile = data.storeFile
+
+        async def writerGoesOn(archive, path, **settings):  # the writer writes the pixel data once it was read
+            stored = await storeFile(archive, path, **settings)
+            with open(path, "ab") as f:
+                f.write(whole[cut:])
+            return stored
+        self.patch(data, "storeFile", writerGoesOn)
+        settled(path)
+        output = yield self.running.run(commands.loadAndDeleteDir, folder)
+        self.assertEqual(output.splitlines(), [f"skipped {path}: {data.CHANGED_WHILE_TAKEN}",
+                                               f"{folder}: 0 stored, 1 skipped, 0 failed"])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), whole)
+        self.patch(data, "storeFile", storeFile)
+        settled(path)
+        output = yield self.running.run(commands.loadAndDeleteDir, folder)
+        self.assertEqual(output, f"{folder}: 1 stored, 0 skipped, 0 failed")
+        self.assertEqual(os.listdir(folder), [])
+        [(_, _, stored)] = [row for row in (yield self.imageRows()) if row.SOPInstanceUID == image.sopUID]
+        self.assertEqual(pydicom.dcmread(os.path.join(self.running.archive.devices[0].path, stored)).PixelData,
+                         pydicom.dcmread(image.path).PixelData)
 
     @defer.inlineCallbacks
     def test_addimagefileRefusesWhatIsNotDicom(self):

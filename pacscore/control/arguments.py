@@ -4,8 +4,10 @@ read them.
 Arguments are comma separated (``get_amap:2,%s``); the last field takes
 the rest of the text, commas included, so a format or a value may hold
 commas (``put_param:ImportConverter0,nop a,b``).  Missing fields are empty.
-A file name followed by more fields may hold commas (``DOE,JOHN.dcm``), as
-Conquest's CommaInFilenameWorkAround takes them (``fileFields``).
+The file name that ``addimagefile`` and ``loadanddeletedir`` take, followed
+by a patient ID, may hold commas (``DOE,JOHN.dcm``), as Conquest's
+CommaInFilenameWorkAround takes them for those two commands alone
+(``fileFields``).
 """
 
 import re
@@ -32,28 +34,29 @@ def fields(arguments, count):
 FILE_NAMES = re.compile(r"\.(dcm|v2|hl7|gz)", re.IGNORECASE)
 
 
-def splitFile(arguments, outputs=0):
+def splitFile(arguments):
     """``(file, rest)``: ``arguments`` cut at the comma ending the file name
     that starts it (``rest`` None when there is none, the file stripped).
     As Conquest's CommaInFilenameWorkAround, a comma is part of the name
     while the text after it still names a file, a comma-separated piece
-    holding ``.dcm``, ``.v2``, ``.hl7`` or ``.gz`` in any case; ``outputs``
-    of those pieces may be later fields naming a file (an output file)."""
+    holding ``.dcm``, ``.v2``, ``.hl7`` or ``.gz`` in any case.  Only for
+    a file followed by no other file name: a later field naming one (an
+    output file, ``x.dcm.txt``) would be swallowed by the name."""
     start = 0
     while True:
         comma = arguments.find(",", start)
         if comma < 0:
             return arguments.strip(), None
-        named = sum(1 for piece in arguments[comma + 1:].split(",") if FILE_NAMES.search(piece))
-        if named <= outputs:
+        if not any(FILE_NAMES.search(piece) for piece in arguments[comma + 1:].split(",")):
             return arguments[:comma].strip(), arguments[comma + 1:]
         start = comma + 1
 
 
-def fileFields(arguments, count, outputs=0):
+def fileFields(arguments, count):
     """``fields(arguments, count)`` whose first field is a file name that
-    may hold commas (see ``splitFile``)."""
-    name, rest = splitFile(arguments, outputs)
+    may hold commas (see ``splitFile``): ``addimagefile`` and
+    ``loadanddeletedir``'s, as in Conquest."""
+    name, rest = splitFile(arguments)
     return [name] + fields("" if rest is None else rest, count - 1)
 
 

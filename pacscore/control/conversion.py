@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from pacscore.codecs import nki, nkipixels
 from pacscore.codecs.compression import nkiMode, recode, recodedSyntaxes
 from pacscore.codecs.transcode import TranscodeError, transcode
-from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fileFields, number
+from pacscore.control.arguments import AsyncControlCommand, ControlCommand, fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.data import readFile, storeChanged
 from pacscore.control.output import outputPath
@@ -138,7 +138,7 @@ class ExtractFrames(FileConversion):
     usage = "--extract_frames:file,out,first,last  Select frames of DICOM file (from 0)"
 
     def run(self, arguments, context):
-        source, out, first, last = fileFields(arguments, 4, outputs=1)
+        source, out, first, last = fields(arguments, 4)
         first = number(first, "first frame")
         last = number(last, "last frame") if last.strip() else first
         if last < first:
@@ -153,7 +153,7 @@ class Uncompress(FileConversion):
     usage = "--uncompress:file,out  Uncompress DICOM"
 
     def run(self, arguments, context):
-        source, out = fileFields(arguments, 2, outputs=1)
+        source, out = fields(arguments, 2)
         target = outputPath(context, out)
         return self.convert(context.archive, source, _uncompress, target).addCallback(
             lambda _: f"{target} written (explicit VR little endian)")

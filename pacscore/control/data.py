@@ -38,7 +38,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.nki import NKIError
 from pacscore.codecs.nkipixels import withPlainPixels
-from pacscore.control.arguments import AsyncControlCommand, fileFields
+from pacscore.control.arguments import AsyncControlCommand, fields, fileFields
 from pacscore.control.changes import ScriptRefused, newPatient
 from pacscore.control.context import CommandError, NotDICOM
 from pacscore.control.folderimport import CONCURRENCY, DICOMDIR_SKIPPED, LeftForLater, importFolder, isHL7File
@@ -441,7 +441,7 @@ class DumpHeader(AsyncControlCommand):
     usage = "--dump_header:filein,fileout  Create header dump of file"
 
     async def execute(self, arguments, context):
-        source, target = fileFields(arguments, 2)
+        source, target = fields(arguments, 2)
         archive = context.archive
         path = await objectFile(archive, source)
         try:
@@ -457,7 +457,7 @@ class Forward(AsyncControlCommand):
     log = Logger()
 
     async def execute(self, arguments, context):
-        text, mode, server = fileFields(arguments, 3)
+        text, mode, server = fields(arguments, 3)
         archive = context.archive
         server = server.strip()
         if archive.configuration.acrNemaMap.lookup(server) is None:

@@ -31,7 +31,7 @@ from pacscore.codecs.imagefiles import bmpImage, gifImage, jpegImage
 from pacscore.codecs.rendering import fitted, renderFile
 from pacscore.codecs.syntaxes import isCompressed, proposals
 from pacscore.codecs.transcode import TranscodeError, transcode
-from pacscore.control.arguments import fileFields, number, splitFile
+from pacscore.control.arguments import fields, number
 from pacscore.control.context import CommandError
 from pacscore.control.conversion import FileConversion, keepFrames
 from pacscore.control.data import readFile
@@ -82,8 +82,8 @@ class PictureConversion(FileConversion):
         return archive.webRenders
 
     def run(self, arguments, context):
-        given = splitFile(arguments)[1] is not None
-        source, size, out, rest = fileFields(arguments, 4)
+        given = arguments.count(",") >= 1
+        source, size, out, rest = fields(arguments, 4)
         level, window, frame = (rest.split("/") + ["", "", ""])[:3]
         work = (renderPicture, self.write, _size(size, given), _integer(level, "level"), _integer(window, "window"),
                 number(frame, "frame") if frame.strip() else 0)
@@ -161,7 +161,7 @@ class ConvertToDicom(FileConversion):
     log = Logger()
 
     def run(self, arguments, context):
-        source, size, code, frame = fileFields(arguments, 4)
+        source, size, code, frame = fields(arguments, 4)
         archive, code = context.archive, code.strip() or "un"
         d = self.convert(archive, source, sentFile, number(size, "size") if size.strip() else 0, code,
                          number(frame, "frame") if frame.strip() else None, archive.configuration.lossyQuality)

@@ -31,12 +31,3 @@ class ArgumentTests(unittest.TestCase):
         self.assertEqual(fileFields("/in/x", 3), ["/in/x", "", ""])
         self.assertEqual(splitFile("/in/x"), ("/in/x", None))
         self.assertEqual(splitFile("/in/x,"), ("/in/x", ""))
-
-    def test_aCommaInAFileNameBeforeAnOutputFile(self):
-        """With an output file after it (uncompress:file,out), one field
-        naming a file is the output's."""
-        self.assertEqual(fileFields("/in/a.dcm,/out/b.dcm", 2, outputs=1), ["/in/a.dcm", "/out/b.dcm"])
-        self.assertEqual(fileFields("/in/DOE,JOHN.dcm,/out/b.dcm", 2, outputs=1),
-                         ["/in/DOE,JOHN.dcm", "/out/b.dcm"])
-        self.assertEqual(fileFields("/in/DOE,JOHN.gz,/out/b.dcm,0,2", 4, outputs=1),
-                         ["/in/DOE,JOHN.gz", "/out/b.dcm", "0", "2"])

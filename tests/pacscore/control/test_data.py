@@ -89,8 +89,8 @@ class StoredCorpusTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_aCommaInTheFileName(self):
         """DIR/DOE,JOHN.dcm is one file, with or without a patient ID after
-        it, to addimagefile, dump_header and uncompress (they said 'cannot
-        read DIR/DOE: No such file or directory')."""
+        it, to addimagefile (it said 'cannot read DIR/DOE: No such file or
+        directory')."""
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         path = os.path.join(folder, "DOE,JOHN.dcm")
@@ -100,7 +100,25 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("image")), 5)
         yield self.running.run(commands.addImageFile, f"{path},NEWPAT")
         self.assertEqual((yield self.running.run(commands.deletePatient, "NEWPAT")), "1 object(s) removed from the server")
-        self.assertIn(self.images[0].sopUID, (yield self.running.run(commands.dumpHeader, path)))
+
+    @defer.inlineCallbacks
+    def test_anOutputNameHoldingDcm(self):
+        """The comma rule of addimagefile is not the other commands': an
+        output named a.dcm.txt, a.dcm.jpg or in a folder pacs.v2 is the
+        output, as Conquest takes it (the whole text was taken as the file
+        to read: 'cannot read a.dcm,a.dcm.txt: No such file or
+        directory')."""
+        folder = os.path.join(os.path.abspath(self.mktemp()), "pacs.v2")
+        os.makedirs(folder)
+        path = self.images[0].path
+        target = os.path.join(folder, "a.dcm.txt")
+        self.assertIn(target, (yield self.running.run(commands.dumpHeader, f"{path},{target}")))
+        with open(target) as f:
+            self.assertIn(self.images[0].sopUID, f.read())
+        target = os.path.join(folder, "a.dcm.jpg")
+        self.assertEqual((yield self.running.run(commands.convertToJpg, f"{path},64,{target}")), f"{target} written")
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(2), b"\xff\xd8")
         target = os.path.join(folder, "out.dcm")
         yield self.running.run(commands.uncompress, f"{path},{target}")
         self.assertEqual(pydicom.dcmread(target).SOPInstanceUID, self.images[0].sopUID)

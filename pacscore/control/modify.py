@@ -310,16 +310,29 @@ class _ModifyAll(_Batch):
             raise CommandError(f"{self.name}: no stored object in {self.what} {uid.strip()}")
         results = []
         for number, instance in enumerate(instances, 1):
-            results.append(await self._rewrite(context, instance, change))
+            try:
+                results.append(await self._rewrite(context, instance, change))
+            except CommandError as e:
+                summary = self._summary(results, uid, of=len(instances))
+                failure = (f"{summary}, then object {instance.sopInstanceUID} failed: {e}; the "
+                           f"{len(instances) - number} after it not done")
+                self.log.error("{peer}: {command}: {problem}", peer=context.peer, command=self.name, problem=failure)
+                raise CommandError(failure, output=e.output) from e
             if number % PROGRESS_EVERY == 0:
                 context.progress(f"{number} of {len(instances)} object(s) done")
+        summary = self._summary(results, uid)
+        self.log.info("{peer}: {command}: {summary}", peer=context.peer, command=self.name, summary=summary)
+        return summary
+
+    def _summary(self, results, uid, of=None):
+        """What ``results`` of ``_rewrite`` (of the objects of the study or
+        series ``uid``; ``of``: how many it has, when not all were done)
+        did."""
         changed, skipped = sum(1 for r in results if r), results.count(False)
         unchanged = len(results) - changed - skipped
         gone = f", {skipped} skipped: deleted meanwhile" if skipped else ""
-        self.log.info("{peer}: {command}: {changed} object(s) of {what} {uid} changed, {unchanged} unchanged{gone}",
-                      peer=context.peer, command=self.name, changed=changed, what=self.what, uid=uid.strip(),
-                      unchanged=unchanged, gone=gone)
-        return f"{changed} object(s) of {self.what} {uid.strip()} changed, {unchanged} unchanged{gone}"
+        count = changed if of is None else f"{changed} of {of}"
+        return f"{count} object(s) of {self.what} {uid.strip()} changed, {unchanged} unchanged{gone}"
 
 
 class ModifyStudy(_ModifyAll):

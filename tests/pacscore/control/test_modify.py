@@ -6,6 +6,7 @@ import pydicom
 from sqlalchemy import select
 
 from twisted.internet import defer
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
@@ -277,6 +278,30 @@ class ModifyStudyAndSeriesTests(unittest.TestCase):
         self.assertEqual(output, f"2 object(s) of series {series} changed, 0 unchanged")
         described = yield self.descriptions()
         self.assertEqual([described[i.sopUID] for i in self.images].count("x"), 2)
+
+    @defer.inlineCallbacks
+    def test_failingPartwaySaysWhatWasChanged(self):
+        """An object of the study that cannot be read (its file moved away)
+        after others were changed: the answer says how many were changed
+        and which failed (it gave the read error alone, and the operator
+        could not tell the study was half changed)."""
+        study = self.images[0].studyUID
+        instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                      [QueryKey(STUDY_INSTANCE_UID, "UI", study)])
+        broken = instances[2]
+        path = self.archive.objectReader.magPath("MAG0", broken.objectFile)
+        os.rename(path, path + ".away")
+        with capturedLogs() as events:
+            error = yield self.assertFailure(
+                self.running.run(commands.modifyStudy, f"PAT0000,{study},set 0008,1030 to 'changed'"), CommandError)
+        self.assertRegex(str(error), rf"^2 of 4 object\(s\) of study {study} changed, 0 unchanged, then object "
+                                     rf"{broken.sopInstanceUID} failed: .*No such file or directory; the 1 after it "
+                                     rf"not done$")
+        self.assertIn(str(error), "\n".join(formatEvent(event) for event in events))
+        os.rename(path + ".away", path)
+        described = yield self.descriptions()
+        self.assertEqual([described[i.sopInstanceUID] for i in instances],
+                         ["changed", "changed", "Synthetic study", "Synthetic study"])
 
     @defer.inlineCallbacks
     def test_refusals(self):

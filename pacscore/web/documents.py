@@ -9,8 +9,11 @@ runs in the archive's origin (an HTML page or SVG with a script would act
 with the rights of whoever opens it): only types no browser runs script
 from are shown (``INLINE``), any other is a download; every document is
 sandboxed (``Content-Security-Policy: sandbox``: no script, an origin of
-its own) and taken for the type it is sent as (``nosniff``), and a type
-that is not a plain ``type/subtype`` is sent as bytes."""
+its own) and taken for the type it is sent as (``nosniff``).  Only its
+``type/subtype`` decides; of its parameters a text's ``charset`` is kept
+and the others dropped, and a type that is not a plain ``type/subtype``
+with well-formed parameters (a line break, a header of its own) is sent
+as bytes."""
 
 import re
 
@@ -31,7 +34,9 @@ PDF_END = b"%%EOF"
 BYTES = "application/octet-stream"
 INLINE = (PDF, "text/plain", "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp")  # run no script
 SANDBOXED = (("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "sandbox"))
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")  # RFC 6838 4.2, no parameters
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")  # RFC 6838 4.2
+_TOKEN = r"[a-z0-9!#$%&'*+.^_`|~-]+"  # RFC 9110 5.6.2
+_PARAMETER = re.compile(rf"[ \t]*({_TOKEN})=({_TOKEN}|\"{_TOKEN}\")[ \t]*")  # RFC 9110 5.6.6, quoted plainly
 
 
 def documentOf(path):
@@ -60,9 +65,22 @@ def documentAnswer(document):
     """The Answer of a ``documentOf``: sandboxed, shown only when its type
     is one of ``INLINE``, else an attachment."""
     kind, data = document
-    kind = kind if _MEDIA_TYPE.fullmatch(kind) else BYTES
+    kind, parameters = _mediaType(kind)
     shown = () if kind in INLINE else (("Content-Disposition", "attachment"),)
-    return Answer(data, kind, SANDBOXED + shown)
+    return Answer(data, kind + parameters, SANDBOXED + shown)
+
+
+def _mediaType(kind):
+    """``(type/subtype, parameters kept)`` of a (0042,0012) ``kind``:
+    ``"; charset=..."`` for a text with one, else ``""``; BYTES for a
+    ``kind`` that is no media type with well-formed parameters."""
+    base, _, rest = kind.partition(";")
+    parameters = [_PARAMETER.fullmatch(parameter) for parameter in rest.split(";")] if rest else []
+    base = base.strip(" \t")
+    if not _MEDIA_TYPE.fullmatch(base) or not all(parameters):
+        return BYTES, ""
+    charsets = [found[2].strip('"') for found in parameters if found[1] == "charset"]
+    return base, (f"; charset={charsets[0]}" if charsets and base.startswith("text/") else "")
 
 
 def documentLink(reference, match):

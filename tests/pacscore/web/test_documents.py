@@ -39,10 +39,24 @@ class DocumentAnswerTests(unittest.TestCase):
         for kind in ("text/plain", "image/png", "image/jpeg"):
             self.assertEqual(headers(documentAnswer((kind, b"x"))), SANDBOXED, kind)
 
+    def test_parametersAreNotWhatDecides(self):
+        """Only the ``type/subtype`` decides whether a document is shown;
+        a text keeps its charset, other parameters are dropped."""
+        for kind, sent, shown in (("text/plain; charset=utf-8", "text/plain; charset=utf-8", True),
+                                  ('text/plain;charset="iso-8859-1"', "text/plain; charset=iso-8859-1", True),
+                                  ("application/pdf; version=1.7", "application/pdf", True),
+                                  ("text/html; charset=utf-8", "text/html; charset=utf-8", False),
+                                  ("text/xml; charset=utf-8; x=y", "text/xml; charset=utf-8", False)):
+            answer = documentAnswer((kind, b"x"))
+            self.assertEqual(answer.contentType, sent, kind)
+            self.assertEqual(headers(answer), SANDBOXED if shown else {**SANDBOXED, "content-disposition": "attachment"},
+                             kind)
+
     def test_typeThatIsNoneIsBytes(self):
-        """A (0042,0012) that is no plain ``type/subtype`` (parameters, a
-        header of its own, nothing) is sent as bytes to download."""
-        for kind in ("text/html; charset=utf-8", "text/html\r\nX-Evil: 1", "application/pdf extra", "pdf", ""):
+        """A (0042,0012) that is no plain ``type/subtype`` with well-formed
+        parameters (a header of its own, nothing) is sent as bytes to download."""
+        for kind in ("text/html\r\nX-Evil: 1", "text/plain; charset=utf-8\r\nX-Evil: 1", "text/plain; charset",
+                     "text/plain; charset=a b", "application/pdf extra", "pdf", ""):
             answer = documentAnswer((kind, b"<script>"))
             self.assertEqual(answer.contentType, "application/octet-stream", repr(kind))
             self.assertEqual(headers(answer), {**SANDBOXED, "content-disposition": "attachment"}, repr(kind))

@@ -7,7 +7,8 @@ lead to, as Orthanc serves an instance's PDF.
 The type is the sender's (0042,0012), so a document must not decide what
 runs in the archive's origin (an HTML page or SVG with a script would act
 with the rights of whoever opens it): only types no browser runs script
-from are shown (``INLINE``), any other is a download; every document is
+from are shown (``INLINE``), any other is a download named after its
+object (``<SOP Instance UID>.xml``, ``.stl``, ``.bin`` ...); every document is
 sandboxed (``Content-Security-Policy: sandbox``: no script, an origin of
 its own) and taken for the type it is sent as (``nosniff``).  Only its
 ``type/subtype`` decides; of its parameters a text's ``charset`` is kept
@@ -15,6 +16,7 @@ and the others dropped, and a type that is not a plain ``type/subtype``
 with well-formed parameters (a line break, a header of its own) is sent
 as bytes."""
 
+import mimetypes
 import re
 
 import pydicom
@@ -34,6 +36,9 @@ PDF_END = b"%%EOF"
 BYTES = "application/octet-stream"
 INLINE = (PDF, "text/plain", "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp")  # run no script
 SANDBOXED = (("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", "sandbox"))
+EXTENSIONS = {"model/stl": ".stl", "model/obj": ".obj", "model/mtl": ".mtl",  # mimetypes knows none
+              "application/xml": ".xml"}  # mimetypes' first is .xsl
+_KNOWN_TYPES = mimetypes.MimeTypes()  # Python's own table alone, not the host's mime.types
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")  # RFC 6838 4.2
 _TOKEN = r"[a-z0-9!#$%&'*+.^_`|~-]+"  # RFC 9110 5.6.2
 _PARAMETER = re.compile(rf"[ \t]*({_TOKEN})=({_TOKEN}|\"{_TOKEN}\")[ \t]*")  # RFC 9110 5.6.6, quoted plainly
@@ -61,12 +66,14 @@ def documentOf(path):
     return kind, data
 
 
-def documentAnswer(document):
-    """The Answer of a ``documentOf``: sandboxed, shown only when its type
-    is one of ``INLINE``, else an attachment."""
+def documentAnswer(document, sop):
+    """The Answer of a ``documentOf`` of the object ``sop`` (a UID):
+    sandboxed, shown only when its type is one of ``INLINE``, else an
+    attachment named ``<sop><extension of its type>``."""
     kind, data = document
     kind, parameters = _mediaType(kind)
-    shown = () if kind in INLINE else (("Content-Disposition", "attachment"),)
+    extension = EXTENSIONS.get(kind) or _KNOWN_TYPES.guess_extension(kind) or ".bin"
+    shown = () if kind in INLINE else (("Content-Disposition", f'attachment; filename="{sop}{extension}"'),)
     return Answer(data, kind + parameters, SANDBOXED + shown)
 
 
@@ -95,7 +102,7 @@ async def document(archive, parameters):
     """The document an object (``slice=patid:sop``) encapsulates; 422 when it holds none."""
     patientID, sop = sliceReference(parameters.get("slice"))
     path = await storedPath(archive, sop, patientID)
-    return documentAnswer(await onFile(archive, path, documentOf))
+    return documentAnswer(await onFile(archive, path, documentOf), sop)
 
 
 MODES = {"document": document}

@@ -205,7 +205,7 @@ async def answer(archive, parameters, request):
             raise WebError(406, f"{sop} cannot be sent in transferSyntax {syntax} (it can in {made})")
         return Answer(data, kind, headers)
     if kind in DOCUMENTS:
-        return documentAnswer(await onFile(archive, path, documentOf))
+        return documentAnswer(await onFile(archive, path, documentOf), sop)
     if kind in ("text/html", "text/plain"):
         lines = await onFile(archive, path, headerLines)
         if kind == "text/plain":

@@ -573,18 +573,19 @@ async def retrieveRendered(archive, request, target, base):
         frame = frameNumbers(target.frames)[0] - 1
         return await withInstances(archive, target,
                                    lambda found: _rendered(archive, request, _onlyPath(found), frame, 0))
-    return await withInstances(archive, target, lambda found: _renderedInstance(archive, request, _onlyPath(found)))
+    return await withInstances(archive, target, lambda found: _renderedInstance(archive, request, _onlyPath(found),
+                                                                                 target.instance))
 
 
-async def _renderedInstance(archive, request, path):
-    """The rendered form of an instance: the document it encapsulates
+async def _renderedInstance(archive, request, path, sop):
+    """The rendered form of the instance ``sop``: the document it encapsulates
     when the Accept header takes its type (a PDF, as Orthanc answers it;
     PS3.18 8.7.4 gives such objects the text types and application/pdf),
     else its picture."""
     if multipart.preferredType(request, DOCUMENTS) is not None:
         held = await onFile(archive, path, contents)
         if held.document and multipart.preferredType(request, [held.document]) is not None:
-            return documentAnswer(await onFile(archive, path, documentOf))
+            return documentAnswer(await onFile(archive, path, documentOf), sop)
     return await _rendered(archive, request, path, 0, 0)
 
 

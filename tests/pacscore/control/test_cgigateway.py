@@ -91,11 +91,11 @@ class WebInterfaceTests(unittest.TestCase):
     def test_documentSandboxPassed(self):
         """A document's answer reaches the browser through the gateway with
         what keeps it from running script in the archive's origin."""
-        answer = documentAnswer(("text/html", b"<script>alert(1)</script>"))
+        answer = documentAnswer(("text/html", b"<script>alert(1)</script>"), "1.2.3")
         cgi = self.answered("200 OK", [("Content-Type", answer.contentType), *answer.headers], answer.body)
         head = cgi.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-        for line in ("Content-Type: text/html", "Content-Disposition: attachment", "Content-Security-Policy: sandbox",
-                     "X-Content-Type-Options: nosniff"):
+        for line in ("Content-Type: text/html", 'Content-Disposition: attachment; filename="1.2.3.html"',
+                     "Content-Security-Policy: sandbox", "X-Content-Type-Options: nosniff"):
             self.assertIn(line, head)
 
     def test_framingPassed(self):

@@ -16,10 +16,16 @@ SCRIPTED = {"text/html": b"<html><body><script>document.title='XSS'</script></bo
             "image/svg+xml": b'<svg xmlns="http://www.w3.org/2000/svg"><script>document.title="XSS"</script></svg>',
             "text/xml": b'<html xmlns="http://www.w3.org/1999/xhtml"><script>document.title="XSS"</script></html>'}
 SANDBOXED = {"content-security-policy": "sandbox", "x-content-type-options": "nosniff"}
+SOP = "1.2.826.0.1.3680043.8.498.7"
 
 
 def headers(answer):
     return {name.lower(): value for name, value in answer.headers}
+
+
+def attachment(extension):
+    """The headers of a document sent to download as ``<SOP><extension>``."""
+    return {**SANDBOXED, "content-disposition": f'attachment; filename="{SOP}{extension}"'}
 
 
 class DocumentAnswerTests(unittest.TestCase):
@@ -27,17 +33,25 @@ class DocumentAnswerTests(unittest.TestCase):
     def test_scriptableTypesAreAttachments(self):
         """A page, an SVG picture or XML (XHTML) is a download, sandboxed,
         never shown in the archive's origin."""
-        for kind, data in SCRIPTED.items():
-            answer = documentAnswer((kind, data))
+        for (kind, data), extension in zip(SCRIPTED.items(), (".html", ".svg", ".xml")):
+            answer = documentAnswer((kind, data), SOP)
             self.assertEqual((answer.contentType, answer.body), (kind, data))
-            self.assertEqual(headers(answer), {**SANDBOXED, "content-disposition": "attachment"}, kind)
+            self.assertEqual(headers(answer), attachment(extension), kind)
+
+    def test_attachmentNamedAfterItsObject(self):
+        """A download is named after its object's SOP Instance UID, with
+        the extension of its type (``.bin`` for a type of none)."""
+        for kind, extension in (("model/stl", ".stl"), ("model/obj", ".obj"), ("model/mtl", ".mtl"),
+                                ("application/xml", ".xml"), ("text/xml; charset=utf-8", ".xml"),
+                                ("application/x-nosuch", ".bin"), ("text/html\r\nX-Evil: 1", ".bin")):
+            self.assertEqual(headers(documentAnswer((kind, b"x"), SOP)), attachment(extension), kind)
 
     def test_pdfShownSandboxed(self):
         """A PDF (what the image lists' "pdf" link promises) is shown, sandboxed."""
-        answer = documentAnswer(("application/pdf", PDF))
+        answer = documentAnswer(("application/pdf", PDF), SOP)
         self.assertEqual((answer.contentType, answer.body, headers(answer)), ("application/pdf", PDF, SANDBOXED))
         for kind in ("text/plain", "image/png", "image/jpeg"):
-            self.assertEqual(headers(documentAnswer((kind, b"x"))), SANDBOXED, kind)
+            self.assertEqual(headers(documentAnswer((kind, b"x"), SOP)), SANDBOXED, kind)
 
     def test_parametersAreNotWhatDecides(self):
         """Only the ``type/subtype`` decides whether a document is shown;
@@ -47,9 +61,9 @@ class DocumentAnswerTests(unittest.TestCase):
                                   ("application/pdf; version=1.7", "application/pdf", True),
                                   ("text/html; charset=utf-8", "text/html; charset=utf-8", False),
                                   ("text/xml; charset=utf-8; x=y", "text/xml; charset=utf-8", False)):
-            answer = documentAnswer((kind, b"x"))
+            answer = documentAnswer((kind, b"x"), SOP)
             self.assertEqual(answer.contentType, sent, kind)
-            self.assertEqual(headers(answer), SANDBOXED if shown else {**SANDBOXED, "content-disposition": "attachment"},
+            self.assertEqual(headers(answer), SANDBOXED if shown else attachment(".html" if "html" in kind else ".xml"),
                              kind)
 
     def test_typeThatIsNoneIsBytes(self):
@@ -57,9 +71,9 @@ class DocumentAnswerTests(unittest.TestCase):
         parameters (a header of its own, nothing) is sent as bytes to download."""
         for kind in ("text/html\r\nX-Evil: 1", "text/plain; charset=utf-8\r\nX-Evil: 1", "text/plain; charset",
                      "text/plain; charset=a b", "application/pdf extra", "pdf", ""):
-            answer = documentAnswer((kind, b"<script>"))
+            answer = documentAnswer((kind, b"<script>"), SOP)
             self.assertEqual(answer.contentType, "application/octet-stream", repr(kind))
-            self.assertEqual(headers(answer), {**SANDBOXED, "content-disposition": "attachment"}, repr(kind))
+            self.assertEqual(headers(answer), attachment(".bin"), repr(kind))
 
 
 class ServedDocumentTests(DicomWebTestCase):
@@ -100,12 +114,14 @@ class ServedDocumentTests(DicomWebTestCase):
         sandboxed download at each address a browser may open it (its own
         Accept header enough for ``rendered``)."""
         browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
-        for number, (kind, data) in enumerate(SCRIPTED.items()):
-            document, wado, rendered = self.addresses(*(yield self.store(number, kind, data)))
-            self.assertSent((yield self.fetch(document, accept=browser)), kind, data, "attachment")
-            self.assertSent((yield self.fetch(rendered, accept=browser)), kind, data, "attachment")
+        for (number, (kind, data)), extension in zip(enumerate(SCRIPTED.items()), (".html", ".svg", ".xml")):
+            uids = yield self.store(number, kind, data)
+            document, wado, rendered = self.addresses(*uids)
+            named = f'attachment; filename="{uids[2]}{extension}"'
+            self.assertSent((yield self.fetch(document, accept=browser)), kind, data, named)
+            self.assertSent((yield self.fetch(rendered, accept=browser)), kind, data, named)
             if kind == "text/xml":  # the only one of these WADO-URI answers (PS3.3 C.24.2's types)
-                self.assertSent((yield self.fetch(wado.format(kind))), kind, data, "attachment")
+                self.assertSent((yield self.fetch(wado.format(kind))), kind, data, named)
 
     @defer.inlineCallbacks
     def test_pdfShownAtEveryAddress(self):

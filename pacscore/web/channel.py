@@ -240,19 +240,19 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     def _refuse(self, uri, error):
         """Answer ``error`` (a WebError) to the request for ``uri`` (bytes),
-        with the CORS headers of a shared answer (``AllowedOrigins``), log
-        it, and close the connection."""
+        with the headers the site gives its answers (``PacsSite.answerHeaders``:
+        CORS, framing), log it, and close the connection."""
         if self._refused:
             return
         self._refused = True
-        shared = self.site.origins.sharedHeaders(self.requests[-1], uri) if self.requests else []
+        given = self.site.answerHeaders(self.requests[-1] if self.requests else None, uri)
         uri = uri.decode("utf-8", "replace")
         peer = self.transport.getPeer()
         self.log.info("web: {peer} {uri}: {code} {message}", peer=getattr(peer, "host", peer),
                       uri=uri if len(uri) <= SHOWN else uri[:SHOWN] + "...", code=error.code, message=error.message)
         answer = errorPage(error)
         headers = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode())
-                           for name, value in [*answer.headers, *shared])
+                           for name, value in [*answer.headers, *given])
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n"
                              % (error.code, reason(error.code), answer.contentType.encode(), len(answer.body), headers)
                              + answer.body)

@@ -82,13 +82,6 @@ class AllowedOrigins:
                 headers += [("Access-Control-Allow-Headers", ", ".join(_allowedHeaders(request))), MAX_AGE]
         return headers
 
-    def sharedHeaders(self, request, uri):
-        """The CORS headers of the answer to ``request`` for ``uri`` (its
-        path and query, bytes) when it is one that may be shared, else
-        none: the channel's own answers (401, 413, 408) give them for the
-        request line read before ``request`` has it."""
-        return self.headers(request) if isShared(uri) else []
-
 
 def isShared(uri):
     """Whether the answer for ``uri`` (a request's path and query, bytes)

@@ -126,10 +126,12 @@ class PacsRequest(CountedRequest):
 
 class PacsSite(LimitedFactory, server.Site):
     """The web interface's site, on PacsChannel (a 414 for a request line
-    too long): before any resource (the login too) sees a request, one
-    for a host name ``hosts`` (a HostNames, None: any name) does not
-    accept is refused, and the others get the CORS headers ``origins`` (an
-    AllowedOrigins) give them, or, those for the pages, ``FRAMED_HERE``.  ``guard`` (a LoginGuard, None: no login)
+    too long): every answer, before any resource (the login too) sees its
+    request, and those the channel writes itself (401, 413, 414 ...) get
+    ``answerHeaders``, the CORS headers ``origins`` (an AllowedOrigins)
+    give them, or, those for the pages, ``FRAMED_HERE``; a request for a
+    host name ``hosts`` (a HostNames, None: any name) does not accept is
+    refused.  ``guard`` (a LoginGuard, None: no login)
     checks the login of a request with a body before the body is read, and
     an upload may have ``uploads`` bytes (0: any number) where the
     ``configuration`` (read when used) lets its user send it; ``limits`` (an
@@ -172,11 +174,20 @@ class PacsSite(LimitedFactory, server.Site):
             return None
         return self.guard.loggedIn(request)
 
+    def answerHeaders(self, request, uri):
+        """The headers of every answer for ``uri`` (a request's path and
+        query, bytes): a DICOMweb or WADO answer's CORS headers for
+        ``request`` (None: a request line not read, none), a page's
+        ``FRAMED_HERE``."""
+        if not isShared(uri):
+            return FRAMED_HERE
+        return self.origins.headers(request) if request is not None else []
+
     def getResourceFor(self, request):
+        for name, value in self.answerHeaders(request, request.uri):
+            request.setHeader(name, value)
         if self.hosts is not None and not self.hosts.accepts(request):
             return Misdirected()
-        for name, value in self.origins.headers(request) if isShared(request.uri) else FRAMED_HERE:
-            request.setHeader(name, value)
         return super().getResourceFor(request)
 
 

@@ -469,6 +469,24 @@ class SharedRefusalTests(LoginSite):
         self.assertTrue(answer.startswith(b"HTTP/1.1 401 "), answer[:100])
         self.assertNotIn(b"Access-Control-Allow-Origin", answer)
 
+    def test_pagesFramedByThisServerAlone(self):
+        """The channel's own answers for a page (a POST's 401, a 413, a
+        request line too long) say that only this server may frame them,
+        as the site's answers for pages do; DICOMweb's are framed anywhere."""
+        framing = b"".join(b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in site.FRAMED_HERE)
+        for request, code in ((b"POST /cgi-bin/dgate?mode=deletestudy HTTP/1.1\r\nContent-Length: 10\r\n", 401),
+                              (b"POST /cgi-bin/dgate HTTP/1.1\r\nContent-Length: 1048577\r\n", 413),
+                              (b"GET /cgi-bin/dgate?mode=studydeleter&x=" + b"a" * 20000 + b" HTTP/1.1\r\n", 414),
+                              (b"GET /dicom-web/studies?PatientID=" + b"a" * 20000 + b" HTTP/1.1\r\n", 414)):
+            answer, closed, content, events = self.send(request + self.ORIGIN + b"\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 %d " % code), answer[:100])
+            head = answer.partition(b"\r\n\r\n")[0] + b"\r\n"
+            if request.startswith(b"GET /dicom-web"):
+                self.assertNotIn(b"X-Frame-Options", head)
+            else:
+                self.assertIn(framing, head, request[:40])
+                self.assertNotIn(b"Access-Control-Allow-Origin", head)
+
     def test_headTooSlow(self):
         clock = task.Clock()
         channel, transport = self.connect()

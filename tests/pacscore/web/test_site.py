@@ -829,6 +829,14 @@ class FramingTests(DicomWebTestCase):
         self.assertEqual(framing, self.framedHere)
 
     @defer.inlineCallbacks
+    def test_misdirectedPageFramedHereAlone(self):
+        """The 421 for a host name this server does not answer for is an
+        answer for a page like any other."""
+        answer = yield self.fetch(self.root + "/cgi-bin/dgate?mode=studydeleter", headers=[("host", "evil.example")])
+        self.assertEqual((answer.code, answer.header("x-frame-options"), answer.header("content-security-policy")),
+                         (421, *self.framedHere))
+
+    @defer.inlineCallbacks
     def test_dicomWebAndWadoFramedAnywhere(self):
         """Viewers may embed DICOMweb and WADO answers (no buttons in them)."""
         image = self.corpus[0]

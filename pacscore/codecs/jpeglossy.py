@@ -246,7 +246,7 @@ def _shiftIntoRange(ds, frames):
     if high - low >= 1 << _WIDE:
         raise ValueError(f"its pixel values span {low}..{high}, more than 12 bits can hold")
     offset = low if signed or high >= 1 << _WIDE else 0
-    lut = _modalityLut(ds, signed) if offset else None
+    lut = _modalityLut(ds, signed) if offset or signed else None  # signed: its first value mapped becomes US
     if lut is not None:
         offset = _lutShift(lut, low, high)
     if offset:

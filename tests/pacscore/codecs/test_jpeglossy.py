@@ -273,21 +273,26 @@ class DatasetTests(unittest.TestCase):
         Representation 0 asks), and no Rescale Intercept is added, which
         PS3.3 C.11.1 allows no Modality LUT beside and which made every
         modality value the shift (1023) too high; the LUT starting above
-        or below the smallest value."""
+        or below the smallest value, and the smallest value 0 (nothing to
+        move up, but the LUT's negative first value, left SS beside Pixel
+        Representation 0, was read by DCMTK as 64512: every pixel mapped to
+        the first entry)."""
         array = smooth((1, 40, 48), 12)
         array = (array - array.min()) * 3068 // (array.max() - array.min()) - 1023  # -1023..2045
-        for first, entries in [(-1024, 4096), (-2048, 4096), (-500, 1000)]:
-            ds, modality = self.withModalityLut(array, first, entries)
+        for low, first, entries in [(-1023, -1024, 4096), (-1023, -2048, 4096), (-1023, -500, 1000),
+                                    (0, -1024, 4096)]:
+            values = array if low else (array - array.min()) * 2 // 3  # 0..2045 (12 bits signed)
+            ds, modality = self.withModalityLut(values, first, entries)
             self.encoded(ds, JPEG_EXTENDED)
             self.assertNotIn("RescaleIntercept", ds)
             self.assertNotIn("RescaleSlope", ds)
             descriptor = ds.ModalityLUTSequence[0]["LUTDescriptor"]
-            self.assertEqual(descriptor.VR, "US")
+            self.assertEqual(descriptor.VR, "US", (low, first))
             self.assertEqual(descriptor.value[0::2], [entries, 16])
-            self.assertEqual(descriptor.value[1], max(first - array.min(), 0), first)
+            self.assertEqual(descriptor.value[1], max(first - low, 0), (low, first))
             worst, mean = errors(self.modalityValues(pixels(ds), ds), modality)
-            self.assertLessEqual(worst, 3 * 30, first)
-            self.assertLessEqual(mean, 3 * 4, first)
+            self.assertLessEqual(worst, 3 * 30, (low, first))
+            self.assertLessEqual(mean, 3 * 4, (low, first))
 
     def test_modalityLutStartingTooLowRefused(self):
         """A Modality LUT starting more than 4095 below the largest value:

@@ -19,7 +19,10 @@ allocated, else in 12. Data a 12-bit unsigned sample cannot hold - signed
 pixels, or more than 12 bits stored - is moved into 0..4095 by subtracting
 its smallest value, as DCMTK does for lossy JPEG: Pixel Representation
 becomes 0, Bits Stored 12, and the Rescale Intercept (and any Pixel
-Padding Value) take up the shift, so modality values stay the same (a
+Padding Value) take up the shift, so modality values stay the same (an
+enhanced image's Rescale Intercepts, those of the Pixel Value
+Transformation Sequences of its Shared and Per-Frame Functional Groups,
+with no Rescale added at the top level, which its IOD has none of; a
 padding value outside the pixels' range goes: no pixel is padding), and
 the Smallest/Largest Image Pixel Value and Pixel Value in Series go, as
 DCMTK's dcmcjpeg drops them. An image whose modality values come from a
@@ -250,12 +253,12 @@ def _shiftIntoRange(ds, frames):
     if lut is not None:
         offset = _lutShift(lut, low, high)
     if offset:
-        if lut is None or "RescaleIntercept" in ds:  # PS3.3 C.11.1: no Rescale is added beside the LUT
-            slope = float(ds.get("RescaleSlope") or 1)
-            intercept = float(ds.get("RescaleIntercept") or 0) + offset * slope
-            ds.RescaleIntercept = f"{intercept:.6g}"
-            if "RescaleSlope" not in ds:
-                ds.RescaleSlope = "1"
+        transformations = _pixelValueTransformations(ds)
+        if transformations:  # an enhanced image: its functional groups hold the Rescale
+            for item in transformations:
+                _addToIntercept(item, offset)
+        elif lut is None or "RescaleIntercept" in ds:  # PS3.3 C.11.1: no Rescale is added beside the LUT
+            _addToIntercept(ds, offset)
         for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
             padding = ds.get(keyword)
             if not isinstance(padding, int):
@@ -273,6 +276,28 @@ def _shiftIntoRange(ds, frames):
     ds.BitsStored = _WIDE
     ds.HighBit = _WIDE - 1
     return values - offset
+
+
+def _addToIntercept(item, offset):
+    """Have the Rescale of ``item`` (a data set or a Pixel Value
+    Transformation item; 0 and 1 when it has none) map pixel values
+    ``offset`` lower to the same modality values."""
+    slope = float(item.get("RescaleSlope") or 1)
+    intercept = float(item.get("RescaleIntercept") or 0) + offset * slope
+    item.RescaleIntercept = f"{intercept:.6g}"
+    if "RescaleSlope" not in item:
+        item.RescaleSlope = "1"
+
+
+def _pixelValueTransformations(ds):
+    """The Pixel Value Transformation items of the Shared and Per-Frame
+    Functional Groups of ``ds`` (PS3.3 C.7.6.16.2.9), which give an
+    enhanced image's Rescale, where none is written at the top level."""
+    items = []
+    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in ds.get(keyword) or []:
+            items.extend(group.get("PixelValueTransformationSequence") or [])
+    return items
 
 
 def _modalityLut(ds, signed):

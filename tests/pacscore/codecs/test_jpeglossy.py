@@ -228,6 +228,35 @@ class DatasetTests(unittest.TestCase):
         modality = pixels(ds) * 2.0 + float(ds.RescaleIntercept)
         self.assertLessEqual(errors(modality, array[0] * 2.0 - 1024)[0], 60)
 
+    def test_enhancedImageShiftedInItsFunctionalGroups(self):
+        """An enhanced image (Enhanced CT, MR ...) gives its Rescale in the
+        Pixel Value Transformation Sequence of its Shared or Per-Frame
+        Functional Groups: the shift goes into those intercepts, and no
+        Rescale is added at the top level, which readers took (DCMTK) or
+        ignored (the IOD's own way) to give modality values about 1000 off."""
+        array = smooth((3, 24, 32), 11) - 1000
+        for where in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            ds = dataset(array, 16, signed=True)
+            groups = [Dataset() for _ in range(1 if where.startswith("Shared") else 3)]
+            for n, group in enumerate(groups):
+                transformation = Dataset()
+                transformation.RescaleIntercept, transformation.RescaleSlope = str(-1024 - n), "2"
+                group.PixelValueTransformationSequence = [transformation]
+            setattr(ds, where, groups)
+            self.encoded(ds, JPEG_EXTENDED)
+            self.assertNotIn("RescaleIntercept", ds, where)
+            self.assertNotIn("RescaleSlope", ds, where)
+            for n, group in enumerate(groups):
+                transformation = group.PixelValueTransformationSequence[0]
+                self.assertEqual(float(transformation.RescaleIntercept), -1024 - n + 2 * array.min(), where)
+                self.assertEqual(transformation.RescaleSlope, "2")
+            decoded = pixels(ds).reshape(array.shape)
+            for frame in range(3):
+                transformation = groups[frame % len(groups)].PixelValueTransformationSequence[0]
+                modality = decoded[frame] * 2.0 + float(transformation.RescaleIntercept)
+                self.assertLessEqual(errors(modality, array[frame] * 2.0 + float(-1024 - frame % len(groups)))[0],
+                                     60, (where, frame))
+
     def test_pixelValueRangesGoWithTheShift(self):
         """Smallest/Largest Image Pixel Value and Pixel Value in Series
         (and the retired in-Plane pair) give stored values, US or SS as

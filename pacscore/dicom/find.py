@@ -21,7 +21,8 @@ from pacscore.converters.hooks import LEFT_OUT
 from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset
 from pacscore.dicom.identifiers import (
-    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, readRequest, tagName)
+    IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, logMalformed,
+    readRequest, tagName)
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.paging import SORT, pageOf, takePage, withSortKey
 from pacscore.dicom.protocol import AWAITING_CLOSE
@@ -301,17 +302,21 @@ def _describe(encoded, transferSyntax):
 
 def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True, paging=False, peer=None):
     """In a worker (a big identifier decodes for seconds): ``(identifier,
-    request, mask)`` of an identifier's bytes (from ``peer``, for
-    ``decodeIdentifier``), decoded once: the Dataset
+    request, mask)`` of an identifier's bytes (from ``peer``, whose values
+    taken as they are ``logMalformed`` names once the request is read
+    without a refusal; None: no peer's), decoded once: the Dataset
     without its virtual server mask and Conquest's paging elements, its
     ``Request`` (``readRequest``, of keys ``matching`` or not, its ``page``
     that of those elements when ``paging``, a C-FIND's, ``takePage``; the
     others ignore them) and the mask (``takeServerMask``).  Raises
     ``BadIdentifier``."""
-    identifier = decodeIdentifier(data, transferSyntax, peer)
+    identifier = decodeIdentifier(data, transferSyntax)
     mask = takeServerMask(identifier)
     page = takePage(identifier, read=paging)
-    return identifier, readRequest(identifier, transferSyntax, levels, columnVRs, matching)._replace(page=page), mask
+    request = readRequest(identifier, transferSyntax, levels, columnVRs, matching)._replace(page=page)
+    if peer is not None:
+        logMalformed(identifier, peer)
+    return identifier, request, mask
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):

@@ -27,7 +27,6 @@ import warnings
 from io import BytesIO
 from typing import NamedTuple
 
-from pydicom import config
 from pydicom.charset import decode_bytes, default_encoding, encode_string, python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -35,13 +34,14 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_sequence
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
-from pydicom.valuerep import STR_VR, PersonName, validate_value
+from pydicom.valuerep import PersonName
 from twisted.logger import Logger
 
 from pacscore.db.query import UNSPLIT_VRS, QueryKey, valuesOf, withEmptyValueMatching
 from pacscore.dicom.datasets import decodePeerDataset, encodeDataset
 from pacscore.dicom.charsetterms import codeExtensionTerms, convert_encodings, unknownTerms
 from pacscore.dicom.datetimes import FORMATS, isMatchValue
+from pacscore.dicom.pydicomchecks import invalidValues
 from pacscore.storage.attributes import DatasetError, columnValueText
 from pacscore.storage.codeextensions import withoutEscapes
 
@@ -112,50 +112,44 @@ def _text(value):
     return str(value)
 
 
-def decodeIdentifier(data, transferSyntax, peer=None):
-    """The pydicom Dataset of an identifier's bytes (None: absent); its
-    values not valid in their VR and the terms of its Specific Character
-    Set pydicom does not know (``malformedValues``), which are taken as
-    they are, logged in one line naming ``peer`` (the peer's name, or None
-    for an identifier no peer sent).
+def decodeIdentifier(data, transferSyntax):
+    """The pydicom Dataset of an identifier's bytes (None: absent).
 
     Raises ``BadIdentifier``."""
     if data is None:
         raise BadIdentifier("the request has no identifier", UNABLE_TO_PROCESS)
     try:
-        dataset = decodePeerDataset(data, transferSyntax)
+        return decodePeerDataset(data, transferSyntax)
     except ValueError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
-    malformed = malformedValues(dataset) if peer is not None else None
+
+
+def logMalformed(dataset, peer):
+    """Log in one line naming ``peer`` (the peer's name) the values of the
+    identifier ``dataset`` not valid in their VR and the terms of its
+    Specific Character Set pydicom does not know (``malformedValues``),
+    which are taken as they are; called once the request has been read
+    without a refusal, which names its own reason."""
+    malformed = malformedValues(dataset)
     if malformed:
         more = len(malformed) - MALFORMED_NAMED
         log.info("{peer}: identifier values taken as they are: {malformed}{more}", peer=peer,
                  malformed="; ".join(malformed[:MALFORMED_NAMED]), more=f" and {more} more" if more > 0 else "")
-    return dataset
 
 
 def malformedValues(dataset):
     """Texts naming the top-level text values of ``dataset`` that pydicom's
     validators find no value of their VR (``(0020,0013) '1-3' is not a valid
-    IS value``) and the terms of its Specific Character Set pydicom does not
-    know, whose text it reads as Latin-1; not those pacs checks itself (DA,
-    DT and TM keys: ``checkMatchValues``) nor those with a wildcard, which
-    match as one."""
+    IS value``: ``pydicomchecks.invalidValues``) and the terms of its
+    Specific Character Set pydicom does not know, whose text it reads as
+    Latin-1; not those pacs checks itself (DA, DT and TM keys:
+    ``checkMatchValues``) nor those with a wildcard, which match as one."""
     found = [f"{tagName(SPECIFIC_CHARACTER_SET)} {term[:64]!r} is not a character set known here, its text read "
              "as Latin-1" for term in unknownTerms(characterSetOf(dataset))]
     for element in dataset:
-        vr = element.VR
-        if vr not in STR_VR or vr in FORMATS or element.tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
+        if element.VR in FORMATS or element.tag in (SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL):
             continue
-        values = element.value if isinstance(element.value, (list, MultiValue)) else [element.value]
-        for value in values:
-            text = "" if value is None else str(value)
-            if not text or "*" in text or "?" in text:
-                continue
-            try:
-                validate_value(vr, value, config.RAISE)
-            except ValueError:
-                found.append(f"{tagName(int(element.tag))} {text[:64]!r} is not a valid {vr} value")
+        found.extend(text for text in invalidValues(element) if "*" not in text and "?" not in text)
     return found
 
 

@@ -19,6 +19,8 @@ warnings stay.
 import warnings
 
 from pydicom import config
+from pydicom.multival import MultiValue
+from pydicom.valuerep import STR_VR, validate_value
 
 # pydicom's warning for a term it reads as Latin-1 (pydicom.charset).
 _UNKNOWN_TERM = r"Unknown encoding '"
@@ -29,3 +31,26 @@ def install():
     character set terms it does not know (once)."""
     config.settings.reading_validation_mode = config.IGNORE
     warnings.filterwarnings("ignore", _UNKNOWN_TERM, UserWarning, r"pydicom\.")
+
+
+def invalidValues(element):
+    """Texts naming the values of text ``element`` (a pydicom DataElement)
+    that pydicom's validators find no value of its VR (``(0020,0013)
+    '1-3' is not a valid IS value``), each checked as the text it holds
+    (an IS or DS pydicom has made a number, ``IS('1')``, by its text: the
+    validators refuse the number's type); empty values and other VRs are
+    none."""
+    vr = element.VR
+    if vr not in STR_VR:
+        return []
+    found = []
+    for value in element.value if isinstance(element.value, (list, MultiValue)) else [element.value]:
+        text = "" if value is None else getattr(value, "original_string", None) or str(value)
+        if not text:
+            continue
+        try:
+            validate_value(vr, text, config.RAISE)
+        except ValueError:
+            tag = int(element.tag)
+            found.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {text[:64]!r} is not a valid {vr} value")
+    return found

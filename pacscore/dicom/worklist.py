@@ -44,7 +44,7 @@ from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifi
                                  sendResponse)
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, TEXT_VRS, BadIdentifier, addCharacterSet, answerElement, answerVR, characterSetOf,
-    checkKeys, datasetKeys, decodeIdentifier, tagName)
+    checkKeys, datasetKeys, decodeIdentifier, logMalformed, tagName)
 from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
@@ -153,12 +153,15 @@ class WorklistFindService:
 
     def readRequest(self, data, transferSyntax, peer=None):
         """The ``WorklistRequest`` of an identifier's bytes (from ``peer``,
-        for ``decodeIdentifier``); raises ``BadIdentifier``."""
-        dataset = decodeIdentifier(data, transferSyntax, peer)
+        whose values taken as they are ``logMalformed`` names once the
+        request is read without a refusal); raises ``BadIdentifier``."""
+        dataset = decodeIdentifier(data, transferSyntax)
         keys = []
         returned = self._readItem(dataset, keys)
         keys = withEmptyValueMatching(keys)
         checkKeys(keys)
+        if peer is not None:
+            logMalformed(dataset, peer)
         return WorklistRequest(keys, returned, characterSetOf(dataset))
 
     def _readItem(self, dataset, keys):

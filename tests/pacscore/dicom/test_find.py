@@ -14,9 +14,10 @@ from twisted.trial import unittest
 
 from pacscore.dicom.client import associate
 from pacscore.dicom.commands import MESSAGE_ID, STATUS
-from pacscore.dicom.find import CANCELLED, ENCODED, answerFind
-from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, MatchEncoder
-from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from pacscore.dicom.datasets import encodeDataset
+from pacscore.dicom.find import CANCELLED, ENCODED, answerFind, readIdentifier
+from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder
+from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, modelOf
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
 from tests.pacscore.dicom.test_datasets import nestedSequences
@@ -125,6 +126,29 @@ class MalformedValueTests(unittest.TestCase):
         self.assertRegex(named, r"^SCU@127\.0\.0\.1:\d+: identifier values taken as they are: \(0008,0060\) 'ct' is "
                                 r"not a valid CS value; \(0020,0013\) '1-3' is not a valid IS value$")
         self.assertEqual(len([line for line in lines if "refused" in line and "1.2.*" in line]), 1, lines)
+
+
+    def test_notNamedForARefusedRequest(self):
+        """A request refused for a key (a C-FIND's Patient's Birth Date
+        '1970', no date) gets its refusal's line alone: its values that
+        would be taken as they are (Modality 'ct') are not named, which
+        said the request was answered; the same keys with a valid date are
+        named once."""
+        identifier = Dataset()
+        for tag, vr, value in ((0x00080052, "CS", "STUDY"), (0x0020000D, "UI", ""), (0x00080060, "CS", "ct"),
+                               (0x00100030, "DA", "1970")):
+            identifier.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+        levels = modelOf(STUDY_ROOT_FIND).levels
+        with capturedLogs() as events:
+            self.assertRaises(BadIdentifier, readIdentifier, encodeDataset(identifier, IMPLICIT), IMPLICIT, levels,
+                              peer="FINDSCU@127.0.0.1:54548")
+        self.assertEqual([formatEvent(e) for e in events], [])
+        identifier.PatientBirthDate = "19700101"
+        with capturedLogs() as events:
+            readIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT, levels, peer="FINDSCU@127.0.0.1:54548")
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["FINDSCU@127.0.0.1:54548: identifier values taken as they are: (0008,0060) 'ct' is not a "
+                          "valid CS value"])
 
 
 class IndexOutageTests(unittest.TestCase):

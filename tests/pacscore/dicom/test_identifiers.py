@@ -17,7 +17,7 @@ from pacscore.dicom import identifiers, pydicomchecks
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, decodeIdentifier,
-    findIdentifier, readRequest, responseCharacterSet)
+    findIdentifier, logMalformed, readRequest, responseCharacterSet)
 from pacscore.dicom.models import ALL_LEVELS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.db import test_query
@@ -62,7 +62,9 @@ class MalformedValueTests(unittest.TestCase):
             warnings.resetwarnings()
             pydicomchecks.install()
             data = encodeDataset(identifier, IMPLICIT)
-            decoded = decodeIdentifier(data, IMPLICIT, "FINDSCU@127.0.0.1:55572")
+            decoded = decodeIdentifier(data, IMPLICIT)
+            self.assertEqual(events, [], "named once the request is read (logMalformed)")
+            logMalformed(decoded, "FINDSCU@127.0.0.1:55572")
         self.assertEqual(decoded.PatientName, "M\xfcller*")
         self.assertEqual([str(w.message) for w in caught], [])
         self.assertEqual([formatEvent(e) for e in events],
@@ -70,14 +72,31 @@ class MalformedValueTests(unittest.TestCase):
                           "not a character set known here, its text read as Latin-1; (0020,0011) '1-3' is not a "
                           "valid IS value"])
         events.clear()
-        decodeIdentifier(data, IMPLICIT)
-        self.assertEqual(events, [], "no peer's (a script's): not named")
         identifier = Dataset()
         identifier.add(DataElement(0x0020000E, "UI", [f"x{n}" for n in range(12)], validation_mode=config.IGNORE))
-        decodeIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT, "PEER")
+        logMalformed(decodeIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT), "PEER")
         [line] = [formatEvent(e) for e in events]
         self.assertEqual(line.count("is not a valid UI value"), identifiers.MALFORMED_NAMED)
         self.assertTrue(line.endswith("(0020,000E) 'x9' is not a valid UI value and 2 more"), line)
+
+
+    def test_validNumbersNotNamed(self):
+        """Valid IS, DS and US keys (InstanceNumber 1, SliceThickness 1.5,
+        PatientWeight 70.5, a DS in exponent form, several values) are no
+        malformed values: pydicom has made them numbers, whose type its
+        validators refuse, so they are checked as the text received; in
+        either VR encoding."""
+        identifier = Dataset()
+        for tag, vr, value in ((0x00080052, "CS", "IMAGE"), (0x00180050, "DS", "1.5"), (0x00101030, "DS", "70.5"),
+                               (0x00200011, "IS", " 12 "), (0x00200013, "IS", "1"), (0x00280030, "DS", ["0.5", "1.5e3"]),
+                               (0x00280010, "US", 512)):
+            identifier.add(DataElement(tag, vr, value))
+        for syntax in (IMPLICIT, EXPLICIT):
+            decoded = decodeIdentifier(encodeDataset(identifier, syntax), syntax)
+            self.assertEqual(identifiers.malformedValues(decoded), [], syntax)
+        identifier.add(DataElement(0x00200013, "LO", "1-3"))  # IS, in implicit VR
+        self.assertEqual(identifiers.malformedValues(decodeIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT)),
+                         ["(0020,0013) '1-3' is not a valid IS value"])
 
 
 class ReadRequestTests(unittest.TestCase):

@@ -99,7 +99,7 @@ def newPatient(uidMap, patientID, patient=None, changed=None):
 
     def change(dataset):
         _renew(dataset, uidMap, NEW_UIDS, patientID, changed)
-        assign(dataset, PATIENT_ID, patientID)
+        assign(dataset, PATIENT_ID, patientID, where="modifypatid")
         if patient is not None:
             _take(dataset, patient, PATIENT_ATTRIBUTES)
     return change
@@ -129,8 +129,8 @@ def anonymized(uidMap, patientID, script=None, services=None):
                 raise DatasetError(f"no {keyword}")
         kept = {tag for tag in assigned if tag in dataset and dataset[tag].VR not in ("SQ", "UI")}
         applyProfile(dataset, lambda uid, keyword: uid if uid in made else uidMap.newFor(uid, keyword), kept)
-        assign(dataset, PATIENT_ID, patientID)
-        assign(dataset, PATIENT_NAME, patientID)
+        assign(dataset, PATIENT_ID, patientID, where="anonymize")
+        assign(dataset, PATIENT_NAME, patientID, where="anonymize")
         dataset.PatientIdentityRemoved = "YES"
         if not str(dataset.get("DeidentificationMethod", "") or "").strip():
             dataset.DeidentificationMethod = METHOD

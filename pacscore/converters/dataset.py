@@ -172,7 +172,7 @@ class AssignmentCommand(Command):
         dataset = context.dataset
         holder = dataset if target.sequence is None else _itemFor(dataset, target)
         try:
-            assign(holder, target.tag, value, root=dataset)
+            assign(holder, target.tag, value, root=dataset, where=f"{context.converterName}: {self.name}")
         except ValueError as e:  # the rest of the line still runs (an anonymising newuids ...)
             self.log.warn("{converter}: {command}: ({tag}) left as it was: {error}",
                           converter=context.converterName, command=self.name,
@@ -272,6 +272,6 @@ class PatientIDCommand(Command):
         current = textOf(context.dataset.get(PATIENT_ID))
         new = self.rule(current)
         if new != current:
-            assign(context.dataset, PATIENT_ID, new)
+            assign(context.dataset, PATIENT_ID, new, where=f"{context.converterName}: {self.name}")
             context.changed = True
         return Outcome.CONTINUE

@@ -19,8 +19,10 @@ import struct
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
+from twisted.logger import Logger
 
 from pacscore.dicom.identifiers import TEXT_VRS, checkFits
+from pacscore.dicom.pydicomchecks import invalidValues
 
 TAG_PATTERN = r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}"
 KEYWORD_PATTERN = r"[A-Za-z][A-Za-z0-9]*"  # a DICOM keyword, as Conquest takes dgate.dic's names for gggg,eeee
@@ -32,6 +34,8 @@ _TAG = re.compile(TAG_PATTERN)
 _NAME = re.compile(rf"{TAG_PATTERN}|{KEYWORD_PATTERN}")
 _ITEM = re.compile(r"\.([0-9]+)")
 _SEPARATORS = ("\\", "/")
+
+log = Logger()
 
 
 def metaRefusal(tag):
@@ -195,10 +199,14 @@ def findPath(dataset, steps):
     return dataset.get(steps[-1][0])
 
 
-def assign(dataset, tag, text, root=None):
+def assign(dataset, tag, text, root=None, *, where):
     """Set element ``tag`` of ``dataset`` to ``text``; ``root`` is the top
     level data set (its Specific Character Set covers ``dataset``).
-    ValueError for a sequence tag."""
+    ValueError for a sequence tag.  A text pydicom's validators find no
+    value of the VR (CS 'ct', AS '12 years') is set as it is, as Conquest
+    does, with a warning naming ``where`` (the converter and command, or
+    the change: modifypatid, anonymize) and the object: pydicom, which reads without validating
+    (``pacscore.dicom.pydicomchecks``), checks no value written either."""
     vr = vrOf(tag, dataset)
     if vr == "SQ":
         raise ValueError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: it takes no text")
@@ -210,6 +218,9 @@ def assign(dataset, tag, text, root=None):
         element.value = value
     else:
         dataset.add_new(tag, vr, value)
+    for problem in invalidValues(dataset[tag]):
+        log.warn("{where}: {uid}: {problem}, set as it is", where=where, problem=problem,
+                 uid=(dataset if root is None else root).get("SOPInstanceUID", "an object without a SOP Instance UID"))
 
 
 _NUMBERS = {"US": int, "UL": int, "SS": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float,

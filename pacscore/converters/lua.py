@@ -516,11 +516,13 @@ class _DatasetHandle:
 class _ObjectContext:
     """What the handles of an object a script made stand in (newdicomobject,
     newdicomarray): the object belongs to no converter; ``dataset`` is its
-    top level data set (None for an array)."""
+    top level data set (None for an array); ``converterName`` that of the
+    converter whose script made it, for the log."""
 
-    def __init__(self, services, dataset):
+    def __init__(self, services, dataset, converterName):
         self.services = services
         self.dataset = dataset
+        self.converterName = converterName
         self.changed = False
 
 
@@ -616,7 +618,7 @@ def _setElement(handle, key, value):
         value = int(value)  # Lua's 512 / 2 is 256.0
     value = _numberText(value, vr) if isinstance(value, float) else str(value)
     LuaRuntime.running().charge(len(value))
-    assign(dataset, tag, value, root=handle.context.dataset)
+    assign(dataset, tag, value, root=handle.context.dataset, where=handle.context.converterName)
     _assigned(handle, tag)
 
 
@@ -713,7 +715,7 @@ def _setVR(handle, group, element, value):
         raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
     elif isinstance(value, str) and vr in TEXT_VRS:
         LuaRuntime.running().charge(len(value))
-        assign(dataset, tag, value, root=handle.context.dataset)
+        assign(dataset, tag, value, root=handle.context.dataset, where=handle.context.converterName)
     elif isinstance(value, str) or lupa.lua_type(value) == "table":
         raw = _bytesOf(value)
         LuaRuntime.running().charge(len(raw))
@@ -1206,12 +1208,12 @@ class LuaApi(AdminFunctions):
 
     def newdicomobject(self):
         """An empty object (Conquest's ``newdicomobject()``, ``DicomObject:new()``)."""
-        objectContext = _ObjectContext(self.context.services, Dataset())
+        objectContext = _ObjectContext(self.context.services, Dataset(), self.context.converterName)
         return _DatasetHandle(objectContext, objectContext.dataset)
 
     def newdicomarray(self):
         """An empty sequence of objects (``newdicomarray()``, ``DicomObject:newarray()``)."""
-        return _SequenceHandle(_ObjectContext(self.context.services, None), Sequence())
+        return _SequenceHandle(_ObjectContext(self.context.services, None, self.context.converterName), Sequence())
 
     def _serverCommands(self, name):
         commands = self.context.services.serverCommands
@@ -1237,7 +1239,8 @@ class LuaApi(AdminFunctions):
         objects; when it failed, an empty array and the reason."""
         commands = self._serverCommands("dicomquery")
         identifier = _datasetOf(query, "dicomquery")
-        matches = _SequenceHandle(_ObjectContext(self.context.services, None), Sequence(), growing=False)
+        matches = _SequenceHandle(_ObjectContext(self.context.services, None, self.context.converterName), Sequence(),
+                                  growing=False)
         try:
             matches.sequence.extend(commands.find(str(ae), str(level), identifier))
         except ServerCommandError as e:

@@ -212,6 +212,27 @@ class SetTests(unittest.TestCase):
         self.assertIn("(0020,0013) left as it was: '1,5' is no IS value", formatEvent(events[0]))
         self.assertIn("(0028,0010) left as it was: '70000' is no US value", formatEvent(events[4]))
 
+    def test_invalidTextSetWithAWarning(self):
+        """A text no value of its VR (CS 'ct', AS '12 years', an 80
+        character LO) is set as it is, as Conquest sets it, with a warning
+        naming the converter, the command and the object: pydicom, which
+        reads without validating (pydicomchecks), said nothing of them;
+        valid values (and numbers) are set without one."""
+        context = makeContext()
+        with capturedLogs() as events:
+            run(commands.setCommand, '0008,0060 to "ct"', context)
+            run(commands.setCommand, '0010,1010 to "12 years"', context)
+            run(commands.setCommand, f'0008,1030 to "{"A" * 80}"', context)
+            run(commands.setCommand, '0010,1010 to "012Y"', context)
+            run(commands.setCommand, '0020,0013 to "7"', context)
+        self.assertEqual((context.dataset.Modality, context.dataset.PatientAge), ("ct", "012Y"))
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["ImportConverter0: set: 1.2.3.1.1: (0008,0060) 'ct' is not a valid CS value, set as it is",
+                          "ImportConverter0: set: 1.2.3.1.1: (0010,1010) '12 years' is not a valid AS value, set as "
+                          "it is",
+                          f"ImportConverter0: set: 1.2.3.1.1: (0008,1030) '{'A' * 64}'... is not a valid LO value, "
+                          "set as it is"])
+
     def test_noFiniteNumberIsNoDecimalValue(self):
         """nan and inf (Lua's 0/0, 1/0, as text) are no DS, FL or FD value,
         as 'abc' is not; a large finite one is."""
@@ -219,10 +240,10 @@ class SetTests(unittest.TestCase):
         for tag, value in (("0018,0050", "nan"), ("0018,0050", "-inf"), ("0018,0050", "1\\nan"),
                            ("0028,1052", "Infinity")):
             with self.assertRaisesRegex(ValueError, "is no DS value"):
-                assign(context.dataset, int(tag.replace(",", ""), 16), value)
+                assign(context.dataset, int(tag.replace(",", ""), 16), value, where="test")
         with self.assertRaisesRegex(ValueError, "is no FD value"):
-            assign(context.dataset, 0x00189087, "nan")  # Diffusion b-value
-        assign(context.dataset, 0x00180050, "1e+300")
+            assign(context.dataset, 0x00189087, "nan", where="test")  # Diffusion b-value
+        assign(context.dataset, 0x00180050, "1e+300", where="test")
         self.assertEqual(context.dataset.SliceThickness, 1e300)
 
     def test_multipleValues(self):

@@ -82,7 +82,7 @@ class TextBytesTests(unittest.TestCase):
     def test_aChangeKeepsTheBytesOfTextItDoesNotTouch(self):
         for syntax in (EXPLICIT, IMPLICIT):
             ds = decodeDataset(encoded(syntax), syntax)
-            assign(ds, 0x00080080, "Klinik")
+            assign(ds, 0x00080080, "Klinik", where="test")
             data = encodeDataset(ds, syntax)
             self.assertEqual(rawValues(data, syntax), (BAD_NAME, BAD_NAME + b"\\" + BAD_NAME, BAD_NAME))
             self.assertIn(b"Klinik", data)
@@ -105,7 +105,7 @@ class TextBytesTests(unittest.TestCase):
         """A non-ASCII value in an ISO_IR 100 object: ensureUnicode; the
         other text, valid Latin-1, becomes UTF-8."""
         ds = decodeDataset(encoded(charset="ISO_IR 100"), EXPLICIT)
-        assign(ds, 0x00080080, "Klinik Ünï")
+        assign(ds, 0x00080080, "Klinik Ünï", where="test")
         data = encodeDataset(ds, EXPLICIT)
         self.assertEqual(rawValues(data)[0], "Ungültig^Namen".encode())
         self.assertEqual(decodeDataset(data, EXPLICIT).InstitutionName, "Klinik Ünï")
@@ -113,7 +113,7 @@ class TextBytesTests(unittest.TestCase):
 
     def test_aSwitchToUnicodeOfInvalidISO2022TextTakesItsLatin1Reading(self):
         ds = decodeDataset(encoded(charset="\\ISO 2022 IR 87", name=b"Ung\x1b$B\x80\x80\x1b(B^"), EXPLICIT)
-        assign(ds, 0x00080080, "Klinik Ünï")
+        assign(ds, 0x00080080, "Klinik Ünï", where="test")
         data = encodeDataset(ds, EXPLICIT)
         self.assertTrue(rawValues(data)[0].startswith("Ung\x1b$B\x80\x80".encode()))
         self.assertEqual(len(self.warnings()), 1)
@@ -144,7 +144,7 @@ class CodeExtensionTests(unittest.TestCase):
         """The object keeps its (0008,0005) and the bytes of its names; a
         changed name with empty components is written too."""
         ds = decodeDataset(encodeDataset(withValue1JIS(Dataset()), EXPLICIT), EXPLICIT)
-        assign(ds, 0x00080080, "Klinik")
+        assign(ds, 0x00080080, "Klinik", where="test")
         ds.ReferringPhysicianName = "^Neu^^"
         raw = read_dataset(BytesIO(encodeDataset(ds, EXPLICIT)), False, True)
         self.assertEqual((raw.get_item(0x00080005).value, raw.get_item(0x00100010).value,

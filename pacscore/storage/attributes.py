@@ -40,6 +40,7 @@ from twisted.logger import Logger
 
 from pacscore.dicom import integerstrings
 from pacscore.dicom.charsetterms import convert_encodings, unknownTerms
+from pacscore.dicom.pydicomchecks import invalidTexts
 from pacscore.storage.codeextensions import notPlain, textFits, textOrLatin1
 
 integerstrings.install()  # an IS no integer holds (inf, 1e999) read as text, as abc is
@@ -69,6 +70,7 @@ _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM U
 _TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}  # pydicom's TEXT_VR_DELIMS
 _BINARY_VRS = frozenset(b"US SS UL SL FL FD SV UV".split())
 _CHARSET_VRS = frozenset(vr.encode() for vr in CUSTOMIZABLE_CHARSET_VR)  # text in the Specific Character Set
+_SINGLE_VALUED = (b"LT", b"ST", b"UT", b"UR")  # a backslash is text in these
 _NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # control bytes but TAB LF FF CR ESC
 
 log = Logger()
@@ -703,11 +705,14 @@ class TextNotes:
     Latin-1: ``unfit``, the tags of values not valid in its Specific
     Character Set; ``unknownTerms``, the terms of that pydicom does not know;
     ``undeclared``, the tags of values beyond ASCII in a data set that has
-    none (only ASCII may be used then: PS3.3 C.12.1.1.2)."""
+    none (only ASCII may be used then: PS3.3 C.12.1.1.2); ``invalid``,
+    texts naming the values walked that pydicom's validators find no value
+    of their VR (``pydicomchecks.invalidTexts``), indexed as they are."""
 
     unfit: list = field(default_factory=list)
     unknownTerms: list = field(default_factory=list)
     undeclared: list = field(default_factory=list)
+    invalid: list = field(default_factory=list)
 
 
 def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False, notes=None):
@@ -765,6 +770,10 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
                     notes.undeclared.append(tag)
                 elif not textFits(raw, encodings):
                     notes.unfit.append(tag)
+            if notes is not None and values[tag]:
+                text = values[tag]
+                notes.invalid.extend(invalidTexts(tag, vr.decode("ascii"), [text] if vr in _SINGLE_VALUED
+                                                  else text.split("\\")))
     return values, stop
 
 

@@ -87,6 +87,7 @@ MODALITY = 0x00080060
 STATION_NAME = 0x00081010
 TEXT_WARNING_PERIOD = 3600  # seconds: how often a peer's objects with text read as Latin-1 are warned of, per kind
 _FURTHER_FROM_PEER = "further ones from {peer} are logged at debug level for an hour"
+INVALID_NAMED = 10  # values not valid in their VR a stored object's line names (of more: the first)
 LAST_NOT_DATASET_TAG = 0x0002FFFF  # groups 0000 (command) and 0002 (file meta) are no data set elements
 
 
@@ -623,7 +624,8 @@ class ObjectStore:
         with that syntax).  Text not valid in its character set is indexed
         as read in Latin-1, with a log line; so is the text of a Specific
         Character Set pydicom does not know, and text beyond ASCII in an
-        object without one."""
+        object without one.  Values indexed that are not valid in their VR
+        (IS '1-3', TM '240000') are indexed as they are, with a log line."""
         notes = TextNotes()
         try:
             attrs = self._readSpool(spool, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
@@ -635,13 +637,19 @@ class ObjectStore:
 
     def _warnOfText(self, incoming, notes):
         """Log what the ``TextNotes`` of ``incoming`` say was read as
-        Latin-1: each kind a warning once an hour per peer, else a debug
-        line (``FirstWarned``)."""
+        Latin-1 or is not valid in its VR: each kind a warning once an hour
+        per peer, else a debug line (``FirstWarned``)."""
         where = dict(uid=incoming.sopInstanceUID, peer=incoming.callingAE)
         if notes.unknownTerms:
             self._textWarnings.report(self.log, (incoming.callingAE, "unknown"), "{uid} from {peer}: Specific "
                                       "Character Set {terms} unknown, its text indexed as read in Latin-1",
                                       _FURTHER_FROM_PEER, terms=", ".join(notes.unknownTerms), **where)
+        if notes.invalid:
+            more = len(notes.invalid) - INVALID_NAMED
+            self._textWarnings.report(self.log, (incoming.callingAE, "invalid"), "{uid} from {peer}: values not "
+                                      "valid in their VR, indexed as they are: {values}{more}", _FURTHER_FROM_PEER,
+                                      values="; ".join(notes.invalid[:INVALID_NAMED]),
+                                      more=f" and {more} more" if more > 0 else "", **where)
         for tags, what in ((notes.unfit, "text not valid in its Specific Character Set"),
                            (notes.undeclared, "text beyond ASCII without a Specific Character Set")):
             if tags:

@@ -31,7 +31,9 @@ Answering Success promises the report, so a request is written to the
 failure to write it is answered 0x0110) and removed when its report was
 taken (that row only: a newer request that replaced it came at another
 ``Received``).  Those left when pacs stopped or crashed are looked up and
-reported again, on a new association, when it starts.  While the index
+reported again, on a new association, when it starts, but for one whose
+requestor asked again while they were read: only that newer request is
+reported.  While the index
 may miss stored objects (a regen pending or under way:
 ``IndexCompleteness``) the objects are checked, and
 reported, once it is complete: not found meanwhile, they would be reported
@@ -280,6 +282,7 @@ class CommitmentService:
         self.completeness = completeness or IndexCompleteness()  # the index's: checks wait while it may miss objects
         self._retries = {}  # (transaction, requestor) -> the call reporting it again
         self._reporting = {}  # (transaction, requestor) -> the Deferred of its check and report under way
+        self._acceptedWhileResuming = None  # while resume() reads: (transaction, requestor) -> its first Received
 
     def handle(self, protocol, contextId, command, dataset):
         return defer.ensureDeferred(self._handle(protocol, contextId, command, dataset))
@@ -312,6 +315,8 @@ class CommitmentService:
             protocol.sendMessage(contextId, self._response(command, PROCESSING_FAILURE, {
                 commands.ERROR_COMMENT: "the request could not be recorded"}))
             return
+        if self._acceptedWhileResuming is not None:
+            self._acceptedWhileResuming.setdefault((transaction, requestor), received)
         if self._dropUnreported((transaction, requestor)):
             self.log.info("storage commitment {transaction} from {ae}: a new request replaces the one still "
                           "unreported", transaction=transaction, ae=requestor)
@@ -331,16 +336,32 @@ class CommitmentService:
         return retry is not None or reporting is not None
 
     def resume(self):
-        """Report again every recorded request (at start-up); fires when
-        their reports were tried, never fails."""
+        """Report again every recorded request (at start-up), but those of
+        a requestor and Transaction UID accepted while they were read:
+        that request, or a newer one replacing it, is reported already;
+        fires when their reports were tried, never fails."""
+        accepted = self._acceptedWhileResuming = {}
         d = self.index.runQuery(self.pending.requests)
 
-        def spawnEach(requests):
-            for transaction, requestor, _, _ in requests:
-                self.log.info("storage commitment {transaction} from {ae}: recorded but not reported before pacs "
-                              "stopped; reporting it now", transaction=transaction, ae=requestor)
-            return defer.DeferredList([self._spawn(*request) for request in requests])
+        def read(result):
+            self._acceptedWhileResuming = None
+            return result
 
+        def spawnEach(requests):
+            resumed = []
+            for request in requests:
+                transaction, requestor, _, received = request
+                since = accepted.get((transaction, requestor))
+                if since is None:
+                    self.log.info("storage commitment {transaction} from {ae}: recorded but not reported before pacs "
+                                  "stopped; reporting it now", transaction=transaction, ae=requestor)
+                    resumed.append(self._spawn(*request))
+                elif received < since:  # the row read is the one that request replaced
+                    self.log.info("storage commitment {transaction} from {ae}: recorded but not reported before pacs "
+                                  "stopped; a new request replaces it", transaction=transaction, ae=requestor)
+            return defer.DeferredList(resumed)
+
+        d.addBoth(read)
         d.addCallback(spawnEach)
         d.addErrback(lambda failure: self.log.failure("storage commitment: the recorded requests could not be read",
                                                       failure))

@@ -492,6 +492,65 @@ class ReplacedRequestTests(ReportingCase):
         self.assertDone(events)
 
 
+class ResumedRequestTests(ReportingCase):
+    """A request owed when pacs stopped, its modality asking again (maybe
+    for other objects) while resume() reads PacsCommitments at start-up:
+    only the newer request is reported, once.  The row read was spawned
+    next to it, so the modality got the newer request's report and the
+    stale one (event 1, all committed, of objects the newer request never
+    named), or the newer one twice when the read saw its row."""
+
+    def setUp(self):
+        super().setUp()
+        with self.index.engine.begin() as connection:  # recorded before pacs stopped, CT1 down then
+            self.pending.add(connection, "1.2.3", "CT1", [(CT, "1.1")], 900.0)
+
+    def resumeReading(self):
+        """resume() with its read under way; call what it returns with the
+        rows read to end it."""
+        reading = defer.Deferred()
+        self.index.runQuery = lambda fn, *args: reading
+        try:
+            self.service.resume()
+        finally:
+            del self.index.runQuery
+        return reading.callback
+
+    def test_reSentWhileTheRowsAreRead(self):
+        """The stale row read after the newer request came, which is not
+        reported yet (CT1 down): its report only, once CT1 is up."""
+        readEnds, stale = self.resumeReading(), self.owed()
+        with capturedLogs() as events:
+            self.request(["1.2"])
+            readEnds(stale)
+            self.settle()
+        self.assertEqual(self.modality.reports, [(2, "1.2.3", [], ["1.2"])])
+        self.assertIn("storage commitment 1.2.3 from CT1: recorded but not reported before pacs stopped; a new "
+                      "request replaces it", [formatEvent(event) for event in events])
+        self.assertEqual((self.clock.getDelayedCalls(), self.owed()), ([], []))
+
+    def test_reportedBeforeTheRowsAreRead(self):
+        """The newer request reported on its association, its row removed,
+        before the read of the stale row ends: nothing more is reported."""
+        readEnds, stale = self.resumeReading(), self.owed()
+        newer = self.request(["1.2"], Requesting(open=True))
+        readEnds(stale)
+        self.settle()
+        self.assertEqual((newer.reports, self.modality.reports), ([(2, "1.2.3", [], ["1.2"])], []))
+        self.assertEqual((self.clock.getDelayedCalls(), self.owed()), ([], []))
+
+    def test_theNewerRequestRead(self):
+        """The read saw the newer request's row: it is reported once."""
+        readEnds = self.resumeReading()
+        with capturedLogs() as events:
+            self.request(["1.2"])
+            readEnds(self.owed())
+            self.settle()
+        self.assertEqual(self.modality.reports, [(2, "1.2.3", [], ["1.2"])])
+        self.assertNotIn("before pacs stopped", "\n".join(formatEvent(event) for event in events))
+        self.assertEqual((self.clock.getDelayedCalls(), self.owed()), ([], []))
+
+
 class RefusedReportTests(ReportingCase):
     """A report the requestor answers with a Failure status on a new
     association (0x0112: a modality that no longer knows the transaction)

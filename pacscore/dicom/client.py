@@ -347,7 +347,7 @@ async def answerTo(protocol, contextId, command, dataset=None, **options):
     """The final response (its command) to the request ``command`` sent on
     ``protocol`` (``request``, with ``options``), None when it carried no
     Status (``NoStatus``): either way the peer answered, taking or refusing
-    the request, and a refusal is not worth sending again.  Fails as
+    the request (``taken``), and a refusal is not worth sending again.  Fails as
     ``request`` does when no answer comes (the association lost, a
     ``DIMSETimeout``): that is worth another attempt (``sendToNode``)."""
     try:
@@ -355,6 +355,16 @@ async def answerTo(protocol, contextId, command, dataset=None, **options):
     except NoStatus:
         return None
     return response
+
+
+def taken(response):
+    """Whether the peer took the request ``response`` (``answerTo``'s)
+    answers: its Status Success or a Warning (``commands.isWarning``); a
+    Failure status, or none (None), refused it."""
+    if response is None:
+        return False
+    status = response.get(commands.STATUS)
+    return status == 0x0000 or commands.isWarning(status)
 
 
 async def sendToNode(reactor, node, callingAE, contexts, send, log, what, attempts, retryDelay, connectTimeout=30,

@@ -19,7 +19,7 @@ apart, and while it cannot be delivered once more every ``RetryDelay``
 seconds (a modality switched off for the night gets it when it is back),
 a log line each time, until the request is ``MaximumCommitmentAge``
 seconds old: then it is given up with an error line.  A report the
-requestor refuses there (a Failure status, or none: ``client.answerTo``)
+requestor refuses there (a Failure status, or none: ``client.taken``)
 is not sent again, with a warning: a modality that still wants it can ask
 again (one answering a Warning status took it).  A new request with the
 Transaction UID of one from the same requestor still unreported replaces
@@ -56,7 +56,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.commands import (
     CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, INVALID_OBJECT_INSTANCE, NO_SUCH_ACTION, NO_SUCH_OBJECT_INSTANCE,
     NO_SUCH_SOP_CLASS, PROCESSING_FAILURE)
-from pacscore.dicom.client import answerTo, sendToNode
+from pacscore.dicom.client import answerTo, sendToNode, taken
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset, encodeDataset
 from pacscore.dicom.negotiation import PLAIN_TITLES
 from pacscore.dicom.storeddata import STREAMED_OBJECT
@@ -467,10 +467,9 @@ class CommitmentService:
                                   yieldsToRelease=yieldsToRelease)
         if response is None:
             raise CommitmentReportRefused("N-EVENT-REPORT answered without a Status")
-        status = response.get(commands.STATUS)
-        if status != SUCCESS and not commands.isWarning(status):
+        if not taken(response):
             comment = response.get(commands.ERROR_COMMENT)
-            raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{status:04X}" +
+            raise CommitmentReportRefused(f"N-EVENT-REPORT answered with status 0x{response[commands.STATUS]:04X}" +
                                           (f": {comment}" if comment else ""))
 
     async def _reportOnNewAssociation(self, requestor, transaction, references, outcome, attempts):

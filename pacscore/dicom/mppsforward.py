@@ -10,7 +10,8 @@ A message to forward is a row of the ``PacsMPPSForwards`` table, written
 by the index writer in the transaction that records the step, so before
 the modality gets its Success: what was accepted is forwarded even when
 pacs stops or crashes first.  The row goes once the destination took the
-message or refused it (a refusal is logged, not retried) or when the
+message (Success, or a Warning status, logged as a warning) or refused it
+(a Failure status or none: ``client.taken``; logged, not retried) or when the
 destination is not in acrnema.map.  The messages to one destination go one
 at a time in the order they came, so an N-SET never overtakes its
 N-CREATE: when a destination cannot be reached its messages wait, and are
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, UNCOMPRESSED
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable
 from pacscore.dicom import commands
-from pacscore.dicom.client import answerTo, sendToNode
+from pacscore.dicom.client import answerTo, sendToNode, taken
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.mpps import MPPS
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
@@ -206,9 +207,8 @@ class MppsForwarder:
         async def send(association):
             contextId, syntax = association.contextFor(MPPS)
             dataset = decodeDataset(row.Dataset, EXPLICIT_VR_LITTLE_ENDIAN)
-            response = await answerTo(association, contextId, forwardCommand(field, uid),
-                                      encodeDataset(dataset, syntax))
-            answers.append(None if response is None else response.get(commands.STATUS))
+            answers.append(await answerTo(association, contextId, forwardCommand(field, uid),
+                                          encodeDataset(dataset, syntax)))
         if not await sendToNode(self.reactor, node, self.aeTitle, [(MPPS, list(UNCOMPRESSED))], send, self.log,
                                 f"MPPS {uid}: {name}", ATTEMPTS, self.retryDelay, self.connectTimeout,
                                 self.dimseTimeout, self.titleStyle):
@@ -217,10 +217,14 @@ class MppsForwarder:
             log("MPPS {uid}: the {name} could not be forwarded to {ae}; it waits, with what follows it, and is tried "
                 "again in {delay} s", uid=uid, name=name, ae=ae, delay=self.retryDelay)
             return False
-        if answers[-1] == SUCCESS:
-            self.log.info("MPPS {uid}: {name} forwarded to {ae}", uid=uid, name=name, ae=ae)
-        else:
-            status = answers[-1]
+        response = answers[-1]
+        status = None if response is None else response[commands.STATUS]
+        if not taken(response):
             self.log.warn("MPPS {uid}: {ae} refused the forwarded {name} with status {status}", uid=uid, ae=ae,
                           name=name, status="none" if status is None else f"0x{status:04X}")
+        elif status == SUCCESS:
+            self.log.info("MPPS {uid}: {name} forwarded to {ae}", uid=uid, name=name, ae=ae)
+        else:
+            self.log.warn("MPPS {uid}: {name} forwarded to {ae}, taken with warning status {status}", uid=uid,
+                          name=name, ae=ae, status=f"0x{status:04X}")
         return True

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from pydicom.dataset import Dataset
 from sqlalchemy import create_engine
 from twisted.internet import defer, task
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.dicom import commands, mppsforward
@@ -117,21 +117,20 @@ class ForwarderTests(unittest.TestCase):
         self.assertEqual(self.waiting(), [])
 
 
-class AnswerWithoutStatusTests(unittest.TestCase):
-    """A RIS answering a forwarded N-SET without a Status (the protocol
-    refuses such a response, NoStatus, and aborts) refused it: logged
-    as refused with status none, not tried again, and the next message
-    goes; it was taken for an unreachable RIS, the N-SET sent again
-    every RetryDelay and the next step's N-CREATE never."""
+class AnsweringRisCase(unittest.TestCase):
+    """A forwarder whose RIS is reached at once and answers each message
+    as ``self.answers`` says for its command field (a Status, or an
+    exception it fails with); ``requests`` the fields it got."""
 
-    def test_aRefusalNotARetry(self):
-        clock = task.Clock()
-        index = SynchronousIndex()
-        queue = WaitingForwards(index, clock.seconds)
-        queue.createTables()
-        forwarder = MppsForwarder(queue, ["RIS"], SimpleNamespace(lookup=lambda ae: SimpleNamespace(ae=ae)), "PACS",
-                                  clock, retryDelay=100)
-        requests = []
+    def setUp(self):
+        self.clock = task.Clock()
+        self.index = SynchronousIndex()
+        self.queue = WaitingForwards(self.index, self.clock.seconds)
+        self.queue.createTables()
+        self.forwarder = MppsForwarder(self.queue, ["RIS"], SimpleNamespace(lookup=lambda ae: SimpleNamespace(ae=ae)),
+                                       "PACS", self.clock, retryDelay=100)
+        self.answers, self.requests = {}, []
+        answers, requests = self.answers, self.requests
 
         class Association:
             def contextFor(self, sopClass):
@@ -139,19 +138,58 @@ class AnswerWithoutStatusTests(unittest.TestCase):
 
             def request(self, contextId, command, data):
                 requests.append(command[commands.COMMAND_FIELD])
-                if command[commands.COMMAND_FIELD] == commands.N_SET_RQ:
-                    return defer.fail(NoStatus("N-SET-RSP answers message 2 without a Status"))
-                return defer.succeed(({commands.STATUS: 0}, None))
+                answer = answers.get(command[commands.COMMAND_FIELD], 0)
+                if isinstance(answer, Exception):
+                    return defer.fail(answer)
+                return defer.succeed(({commands.STATUS: answer}, None))
 
         async def sendToNode(reactor, node, callingAE, contexts, send, log, what, *args):
             await send(Association())
             return True
         self.patch(mppsforward, "sendToNode", sendToNode)
-        index.runWrite(forwarder.record, commands.N_SET_RQ, "1.2.3", step("COMPLETED"))
-        index.runWrite(forwarder.record, commands.N_CREATE_RQ, "1.2.4", step("IN PROGRESS"))
+
+    def forwardAll(self):
+        """Send what was recorded: each message dealt with at once, nothing
+        left waiting nor tried again; its log events."""
         with capturedLogs() as events:
-            self.successResultOf(forwarder.send())
-        self.assertEqual(requests, [commands.N_SET_RQ, commands.N_CREATE_RQ])
-        self.assertEqual(self.successResultOf(index.runQuery(queue.waiting)), [])
-        self.assertEqual(clock.getDelayedCalls(), [])
+            self.successResultOf(self.forwarder.send())
+        self.assertEqual(self.successResultOf(self.index.runQuery(self.queue.waiting)), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        return events
+
+
+class AnswerWithoutStatusTests(AnsweringRisCase):
+    """A RIS answering a forwarded N-SET without a Status (the protocol
+    refuses such a response, NoStatus, and aborts) refused it: logged
+    as refused with status none, not tried again, and the next message
+    goes; it was taken for an unreachable RIS, the N-SET sent again
+    every RetryDelay and the next step's N-CREATE never."""
+
+    def test_aRefusalNotARetry(self):
+        self.answers[commands.N_SET_RQ] = NoStatus("N-SET-RSP answers message 2 without a Status")
+        self.index.runWrite(self.forwarder.record, commands.N_SET_RQ, "1.2.3", step("COMPLETED"))
+        self.index.runWrite(self.forwarder.record, commands.N_CREATE_RQ, "1.2.4", step("IN PROGRESS"))
+        events = self.forwardAll()
+        self.assertEqual(self.requests, [commands.N_SET_RQ, commands.N_CREATE_RQ])
         self.assertIn("MPPS 1.2.3: RIS refused the forwarded N-SET-RQ with status none", [formatEvent(e) for e in events])
+
+
+class WarningAnswerTests(AnsweringRisCase):
+    """A RIS answering a Warning status (0x0107 attribute list error,
+    0xBxxx ...) took the message, as a modality taking a storage
+    commitment report with one does (client.taken): a warning that says
+    it was forwarded; it was logged as refused.  A Failure status still
+    refused it."""
+
+    def test_aWarningIsTakenAFailureRefused(self):
+        self.answers.update({commands.N_CREATE_RQ: 0x0107, commands.N_SET_RQ: 0xB000})
+        self.index.runWrite(self.forwarder.record, commands.N_CREATE_RQ, "1.2.3", step("IN PROGRESS"))
+        self.index.runWrite(self.forwarder.record, commands.N_SET_RQ, "1.2.3", step("COMPLETED"))
+        events = self.forwardAll()
+        self.assertEqual([(event["log_level"], formatEvent(event)) for event in events], [
+            (LogLevel.warn, "MPPS 1.2.3: N-CREATE-RQ forwarded to RIS, taken with warning status 0x0107"),
+            (LogLevel.warn, "MPPS 1.2.3: N-SET-RQ forwarded to RIS, taken with warning status 0xB000")])
+        self.answers[commands.N_SET_RQ] = 0x0110
+        self.index.runWrite(self.forwarder.record, commands.N_SET_RQ, "1.2.3", step("DISCONTINUED"))
+        self.assertEqual([formatEvent(event) for event in self.forwardAll()], [
+            "MPPS 1.2.3: RIS refused the forwarded N-SET-RQ with status 0x0110"])

@@ -80,11 +80,15 @@ def currentInstance(index, query, sopInstanceUID):
     it holds none, or when a delete under way is removing it (noted in
     ``PacsDeletes``: a delete removes the files before the rows).  Read
     with a connection of its own in the calling thread (the I/O pool): an
-    ``ObjectReader``'s ``current``."""
+    ``ObjectReader``'s ``current``.  The note is read first, then the row,
+    as two statements each see the latest commit: a delete's last step
+    removes its rows and its notes together, so an object whose note is
+    gone by the time it is read has no row either then, whereas a row
+    read first could be one that step removes before the note is read."""
     with index.engine.connect() as connection:
-        found = query.instances(connection, "IMAGE", [QueryKey(SOP_INSTANCE_UID, "UI", sopInstanceUID)])
-        if found and index.deletes.noted(connection, sopInstanceUID):
+        if index.deletes.noted(connection, sopInstanceUID):
             return None
+        found = query.instances(connection, "IMAGE", [QueryKey(SOP_INSTANCE_UID, "UI", sopInstanceUID)])
     return found[0] if found else None
 
 

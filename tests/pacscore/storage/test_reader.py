@@ -2,6 +2,7 @@
 ``instancesAt``, for the NULL driver's forwards), following objects
 stored again, and files cut short never read for sending."""
 
+import functools
 import io
 import os
 import sys
@@ -9,13 +10,15 @@ import sys
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
-from pacscore.db.query import Instance
+from pacscore.db.query import SOP_INSTANCE_UID, Instance, QueryKey
+from pacscore.export.actions import LocalActions
 from pacscore.export.queue import Target
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.part10 import Damaged, readFileMeta
-from pacscore.storage.reader import RELOCATIONS, Deleted, IndexedPath, Missing, ObjectReader
+from pacscore.storage.reader import RELOCATIONS, Deleted, IndexedPath, Missing, ObjectReader, currentInstance
 from pacscore.testing.corpus import makeDataset
+from tests.pacscore.export.fixtures import Archive, SyncWorkers
 from tests.pacscore.storage.test_mirror import dicomBytes
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -215,3 +218,40 @@ class DamagedFileTests(unittest.TestCase):
         stored, data = self.load(self.instance, sys.maxsize)
         self.assertEqual((stored.path, data), (self.path, self.whole[stored.datasetOffset:]))
         self.assertEqual(self.reader.intact(self.path), self.path)
+
+
+class CurrentInstanceTests(unittest.TestCase):
+    """``currentInstance`` reads a delete's note and the image row in two
+    statements, each seeing the latest commit."""
+
+    def test_aDeleteCommittingBetweenItsTwoReadsIsDeleted(self):
+        """A delete that noted the object and removed its file commits its
+        last step (rows and notes removed together) between the two reads:
+        a forward reading the object then finds it ``Deleted`` (skipped),
+        never a row naming a gone file (``Unreadable``, a failed attempt)."""
+        archive = Archive(self)
+        archive.add("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.1")
+        archive.reader.current = functools.partial(currentInstance, archive.index, archive.query)
+        with archive.index.engine.connect() as connection:
+            [instance] = archive.query.instances(connection, "IMAGE",
+                                                 [QueryKey(SOP_INSTANCE_UID, "UI", "1.2.3.1.1")])
+        [stored] = archive.reader.locate([instance])
+        actions = LocalActions(archive.syncIndex, archive.query, archive.reader, SyncWorkers())
+        with archive.index.engine.begin() as connection:  # the delete under way: noted, its file removed
+            archive.index.deletes.write(connection, [instance], [None])
+        os.remove(stored.path)
+        reads = []
+
+        def thenTheDeleteCommits(read, *args, **kwargs):
+            found = read(*args, **kwargs)
+            reads.append(read)
+            if len(reads) == 1:
+                with archive.index.engine.begin() as other:  # its last step
+                    actions._deleteRows(other, [instance], True)
+            return found
+        for owner, name in ((archive.query, "instances"), (archive.index.deletes, "noted")):
+            self.patch(owner, name, functools.partial(thenTheDeleteCommits, getattr(owner, name)))
+        with self.assertRaises(FileNotFoundError) as raised:
+            archive.reader.reading(stored, archive.reader.read)
+        self.assertIsInstance(raised.exception, Deleted)
+        self.assertTrue(reads)

@@ -4,7 +4,8 @@ Blocking: call these in the I/O pool.  ``locate`` reads only each file's
 Part-10 header (its transfer syntax and where the data set starts), so a
 retrieve can negotiate before it reads any pixel; ``read`` then returns one
 object's data set bytes exactly as stored.  A file missing from its MAG
-device is read from its mirror copy, when there is one (``Mirrors``); so
+device is read from its mirror copy, when there is one (``Mirrors``),
+also when it went after it was located; so
 is one that does not read to its end (cut short, damaged: ``checkWhole``,
 a walk of its element headers as it is read for sending, or ``intact``),
 which otherwise is Damaged: never sent as it is.  A file gone since the
@@ -357,8 +358,12 @@ class ObjectReader:
         SOP instance now (it was stored again meanwhile, under a new name),
         ``use`` of that ``Instance``, up to ``RELOCATIONS`` times; ``Deleted``
         (a FileNotFoundError) when the index holds none now (``current``);
-        else (at once when not ``follow``: a file never stored again, such
-        as a spool file) the FileNotFoundError."""
+        when it names the same file, ``use`` of that Instance once more if
+        its mirror copy is there (``path`` reads it, as a look-up would:
+        ``held``'s path was taken before the file went); else (at once when
+        not ``follow``: a file never stored again, such as a spool file) the
+        FileNotFoundError."""
+        mirrorTried = False
         for attempt in range(RELOCATIONS + 1):
             try:
                 return use(held)
@@ -369,10 +374,19 @@ class ObjectReader:
                 if now is None:
                     raise Deleted(errno.ENOENT, f"{e.strerror or e} (the object was deleted)", e.filename) from e
                 if (now.deviceName, now.objectFile) == (held.deviceName, held.objectFile):
-                    raise
+                    if mirrorTried or not self._hasMirrorCopy(now):
+                        raise
+                    mirrorTried, held = True, now
+                    continue
                 self.log.info("{uid}: {gone} is gone, the object was stored again: {now} is read",
                               uid=now.sopInstanceUID, gone=held.objectFile, now=now.objectFile)
                 held = now
+
+    def _hasMirrorCopy(self, instance):
+        """Whether the file of ``instance`` has a mirror copy on disk."""
+        copy = self._mirrorCopy(instance.deviceName, instance.objectFile,
+                                self.magPath(instance.deviceName, instance.objectFile))
+        return copy is not None and os.path.exists(copy)
 
     def reading(self, stored, use, follow=True):
         """In the I/O pool: ``use(stored)`` of a ``StoredObject``; when its

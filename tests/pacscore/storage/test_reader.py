@@ -220,6 +220,42 @@ class DamagedFileTests(unittest.TestCase):
         self.assertEqual(self.reader.intact(self.path), self.path)
 
 
+class GoneAfterLocateTests(unittest.TestCase):
+    """A file gone from its MAG device after it was located, the index
+    still naming it: its mirror copy is read, as a look-up would."""
+
+    def setUp(self):
+        self.mag0 = MagDevice("MAG0", self.mktemp())
+        self.mirror = MagDevice("MIRROR0", self.mktemp())
+        self.instance = Instance("1.1.3", CT_IMAGE_STORAGE, "MAG0", "P/1.dcm", "P", "1", "1.1")
+        self.looked = []
+        self.reader = ObjectReader([self.mag0], Mirrors({"MAG0": self.mirror}),
+                                   lambda uid: self.looked.append(uid) or self.instance)
+        for device in (self.mag0, self.mirror):
+            path = device.absolute(self.instance.objectFile)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(dicomBytes(3))
+
+    def test_theMirrorCopyIsRead(self):
+        [stored] = self.reader.locate([self.instance])
+        os.remove(stored.path)
+        with capturedLogs() as events:
+            read, data = self.reader.reading(stored, lambda held: (held, self.reader.read(held)))
+        copy = self.mirror.absolute(self.instance.objectFile)
+        self.assertEqual((read.path, data, self.looked), (copy, dicomBytes(3)[read.datasetOffset:], ["1.1.3"]))
+        self.assertIn(f"its mirror copy {copy} is read instead", formatEvent(events[0]))
+
+    def test_withoutAMirrorCopyItIsNotFound(self):
+        [stored] = self.reader.locate([self.instance])
+        os.remove(stored.path)
+        os.remove(self.mirror.absolute(self.instance.objectFile))
+        with self.assertRaises(FileNotFoundError) as raised:
+            self.reader.reading(stored, self.reader.read)
+        self.assertNotIsInstance(raised.exception, Deleted)
+        self.assertEqual(self.looked, ["1.1.3"])
+
+
 class CurrentInstanceTests(unittest.TestCase):
     """``currentInstance`` reads a delete's note and the image row in two
     statements, each seeing the latest commit."""

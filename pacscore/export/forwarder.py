@@ -334,11 +334,9 @@ class Forwarder:
                                   destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
                     continue
                 self._checkInterrupted()
-                protocol = await self._open(link, self._node(action.destination), _associationKey(level, instance),
-                                            _Kind(stored.sopClassUID, stored.transferSyntax), compression)
-                self._checkInterrupted()
                 try:
-                    if await self._sendOne(protocol, action.destination, stored, compression):
+                    if await self._sendOne(link, action.destination, _associationKey(level, instance), stored,
+                                           compression):
                         sent += 1
                 except Deleted:
                     self.log.warn("forward to {destination}: {uid} was deleted since its forward was looked up: "
@@ -417,14 +415,23 @@ class Forwarder:
         link.address = address
         return link.protocol
 
-    async def _sendOne(self, protocol, destination, stored, compression):
-        """C-STORE ``stored``: True when sent, False when the line of its
-        compression code (s0..s9) left it out."""
+    async def _sendOne(self, link, destination, key, stored, compression):
+        """C-STORE ``stored`` on ``link``'s association for ``key``: True
+        when sent, False when the line of its compression code (s0..s9) left
+        it out.  It is read first, so no association is opened for an
+        object that will not go (deleted, unreadable, left out)."""
+        kind = _Kind(stored.sopClassUID, stored.transferSyntax)
         stored, data = await self.workers.deferToWorker(self._read, stored, compression, destination)
         if data is None:
             self.log.info("forward to {destination}: {uid} left out by the CompressionConverter of code {code}",
                           destination=destination, uid=stored.sopInstanceUID, code=compression)
             return False
+        try:
+            protocol = await self._open(link, self._node(destination), key, kind, compression)
+            self._checkInterrupted()
+        except BaseException:
+            closeIfStored(data)
+            raise
         accepted = protocol.acceptedSyntaxes(stored.sopClassUID)
         syntax, data = await self._encode(stored, data, accepted, compression, destination)
         self._storing.add(protocol)

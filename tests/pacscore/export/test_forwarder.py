@@ -190,6 +190,22 @@ class ForwarderTests(unittest.TestCase):
         self.assertEqual((sent, self.received()), (2, ["1.2.3.1.0", "1.2.3.1.2"]))
         self.assertEqual(lines, ["forward to DEST: 1.2.3.1.1 was deleted since its forward was looked up: skipped"])
 
+    def test_noAssociationIsOpenedForAnObjectDeletedAfterItWasLocated(self):
+        """Each object is read before its association is opened: an image
+        forward whose object was deleted after the lane located it (a
+        patient's thousand queued forwards as it is deleted) opens none,
+        and neither does a series whose objects were all deleted."""
+        forwarder = self.forwarder()
+        removal = LocalActions(self.archive.syncIndex, self.archive.query, self.archive.reader, SyncWorkers())
+        for action, deleted in ((imageAction("1.2.3.1.1"), ["1.2.3.1.1"]),
+                                (imageAction("", level="SERIES"), ["1.2.3.1.0", "1.2.3.1.2"])):
+            found = self.locatedThen(forwarder, action, lambda instances: self.successResultOf(
+                removal.removeInstances([instances[uid] for uid in deleted])))
+            sent, lines = self.forwardLocated(forwarder, action, found)
+            self.assertEqual(lines, [f"forward to DEST: {uid} was deleted since its forward was looked up: skipped"
+                                     for uid in deleted])
+            self.assertEqual((sent, self.acceptor.associations), (0, 0))
+
     def test_anObjectADeleteIsRemovingIsSkipped(self):
         """Its file removed, its row not yet (a delete removes the files of
         a part, then their rows): it is noted in PacsDeletes, so skipped

@@ -52,8 +52,8 @@ deleted after the forward located it (``reader.Deleted``: the index no
 longer holds it, or a delete under way removes it) is skipped, logged, as
 one deleted before; one that is indexed but cannot be read here (an I/O
 error, its file gone while the index names it) fails the forward with
-``Unreadable``, to be retried, its association released: not the
-destination's failure.
+``Unreadable`` once the others went, to be retried: not the destination's
+failure.
 """
 
 from typing import NamedTuple
@@ -326,7 +326,7 @@ class Forwarder:
         for stored in located:
             if not isinstance(stored, Missing):
                 link.known[_Kind(stored.sopClassUID, stored.transferSyntax)] = None
-        sent, leftOut, refused = 0, [], []
+        sent, leftOut, refused, unread = 0, [], [], []
         try:
             for instance, stored in zip(instances, located):
                 if isinstance(stored, Missing):
@@ -341,6 +341,8 @@ class Forwarder:
                 except Deleted:
                     self.log.warn("forward to {destination}: {uid} was deleted since its forward was looked up: "
                                   "skipped", destination=action.destination, uid=stored.sopInstanceUID)
+                except Unreadable as e:  # the others go first (_failUnreadable)
+                    unread.append(e)
                 except LeftOut as e:
                     self._leaveOut(action.destination, stored, e, leftOut)
                 except Refused as e:
@@ -351,7 +353,7 @@ class Forwarder:
                 if onSent is not None:
                     onSent(sent)
         except Exception as e:
-            await self._close(link, abort=not isinstance(e, (Interrupted, Refused, Unreadable)))
+            await self._close(link, abort=not isinstance(e, (Interrupted, Refused)))
             raise
         finally:
             link.lastUsed = self.reactor.seconds()
@@ -359,7 +361,7 @@ class Forwarder:
             await self._close(link)
         else:
             link.closeTimer = self.reactor.callLater(self.closeDelay, self._idle, link)
-        _failUnreadable(located)
+        _failUnreadable(located, unread)
         if leftOut or refused:
             raise Undelivered(action.destination, sent, leftOut, refused)
         return sent
@@ -629,14 +631,18 @@ class Forwarder:
             await self.fetcher.close()
 
 
-def _failUnreadable(located):
+def _failUnreadable(located, unread=()):
     """``Unreadable`` when an object of the action is stored but could not
-    be read, its file gone too while the index names it (the action is then
-    tried again); objects deleted meanwhile (``Missing.gone``) are skipped."""
-    unreadable = [stored for stored in located if isinstance(stored, Missing) and not stored.gone]
-    if unreadable:
-        raise Unreadable(f"{len(unreadable)} of its objects could not be read, e.g. {unreadable[0].sopInstanceUID}: "
-                         f"{unreadable[0].reason}")
+    be read, its file gone too while the index names it, as it was located
+    or as it was read (``unread``: the Unreadable it raised, the others sent
+    meanwhile): the action is then tried again; objects deleted meanwhile
+    (``Missing.gone``) are skipped."""
+    reasons = [f"{stored.sopInstanceUID}: {stored.reason}" for stored in located
+               if isinstance(stored, Missing) and not stored.gone] + [str(error) for error in unread]
+    if len(reasons) == 1 and unread:
+        raise unread[0]
+    if reasons:
+        raise Unreadable(f"{len(reasons)} of its objects could not be read, e.g. {reasons[0]}")
 
 
 def _address(node):

@@ -224,7 +224,8 @@ class ForwarderTests(unittest.TestCase):
     def test_anIndexedObjectWhoseFileIsLostFailsTheForward(self):
         """Its file gone while the index still names it and no delete
         removes it: not dropped, the forward fails with Unreadable (retried,
-        but not the destination's failure), its association released."""
+        but not the destination's failure) once the others went, its
+        association released."""
         forwarder = self.forwarder(associationLevel="SERIES")
         action = imageAction("", level="SERIES")
         aborted = self.released(forwarder)
@@ -233,7 +234,8 @@ class ForwarderTests(unittest.TestCase):
         failure, _ = self.forwardLocated(forwarder, action, found)
         failure.trap(Unreadable)
         self.assertIn("1.2.3.1.1 could not be read here: [Errno 2] No such file or directory", str(failure.value))
-        self.assertEqual(self.received(), ["1.2.3.1.0"])
+        self.assertEqual(self.received(), ["1.2.3.1.0", "1.2.3.1.2"])
+        self.clock.advance(forwarder.closeDelay)
         self.acceptor.flush()
         self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
 

@@ -330,8 +330,7 @@ class Forwarder:
         try:
             for instance, stored in zip(instances, located):
                 if isinstance(stored, Missing):
-                    self.log.warn("forward to {destination}: {uid} cannot be read: {reason}",
-                                  destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
+                    self._skipDeleted(action.destination, stored)
                     continue
                 self._checkInterrupted()
                 try:
@@ -371,8 +370,7 @@ class Forwarder:
         readable = []
         for stored in located:
             if isinstance(stored, Missing):
-                self.log.warn("forward to {destination}: {uid} cannot be read: {reason}",
-                              destination=action.destination, uid=stored.sopInstanceUID, reason=stored.reason)
+                self._skipDeleted(action.destination, stored)
             else:
                 readable.append(stored)
         leftOut = []
@@ -389,6 +387,15 @@ class Forwarder:
         if leftOut:
             raise Undelivered(action.destination, sent, leftOut, [])
         return sent
+
+    def _skipDeleted(self, destination, stored):
+        """Log that the ``Missing`` ``stored``, found deleted as it was
+        located (``gone``), is skipped; one that may be read later is not
+        logged here: the action fails with it (``_failUnreadable``), in the
+        one line of its failed attempt."""
+        if stored.gone:
+            self.log.warn("forward to {destination}: {uid} cannot be read: {reason}",
+                          destination=destination, uid=stored.sopInstanceUID, reason=stored.reason)
 
     def _leaveOut(self, destination, stored, error, leftOut):
         """Log that ``stored`` is left out for the ``LeftOut`` ``error``, added to ``leftOut``."""

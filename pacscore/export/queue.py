@@ -489,27 +489,31 @@ class ExportQueue:
     def _markDone(self, connection, actionIds):
         connection.execute(self.forwards.delete().where(self.forwards.c.id.in_(actionIds)))
 
-    def markFailed(self, actionId, error, now, giveUp=False):
+    def markFailed(self, actionId, error, now, giveUp=False, counted=True):
         """Count a failed attempt: tried again RetryDelay seconds after
         ``now``, or state ``failed`` once the retries are used up (at once
-        with ``giveUp``: a retry would change nothing).
+        with ``giveUp``: a retry would change nothing); not ``counted`` (a
+        read error here, not the destination's), it is only tried again
+        RetryDelay seconds after ``now``, its retries left as they were.
         A Deferred of the new state."""
-        return self.index.runWrite(self._markFailed, actionId, error, now, giveUp)
+        return self.index.runWrite(self._markFailed, actionId, error, now, giveUp, counted)
 
-    def _markFailed(self, connection, actionId, error, now, giveUp):
+    def _markFailed(self, connection, actionId, error, now, giveUp, counted):
         if giveUp:
             return self._fail(connection, self.forwards, actionId, error, now, 0)
+        if not counted:
+            return self._fail(connection, self.forwards, actionId, error, now, None, counted=False)
         row = connection.execute(select(self.forwards.c.Level, self.forwards.c.Action)
                                  .where(self.forwards.c.id == actionId)).first()
         delayed = row is not None and retryLimitKey(row.Level, row.Action) == DELAYED_RETRIES
         limit = self.delayedRetries if delayed else self.maximumRetries
         return self._fail(connection, self.forwards, actionId, error, now, limit)
 
-    def _fail(self, connection, table, rowId, error, now, limit):
+    def _fail(self, connection, table, rowId, error, now, limit, counted=True):
         attempts = connection.execute(select(table.c.Attempts).where(table.c.id == rowId)).scalar()
         if attempts is None:
             return None
-        attempts += 1
+        attempts += counted
         state = FAILED if limit is not None and attempts > limit else PENDING
         connection.execute(table.update().where(table.c.id == rowId).values(
             Attempts=attempts, State=state, NextAttempt=now + self.retryDelay, LastError=str(error)[:255]))

@@ -63,8 +63,10 @@ parallel.  A failure is logged with the destination and reason, counted
 and holds its lane off for ``FailHoldOff`` seconds (default 60): other
 destinations go on.  A forward that failed as an object could not be read
 here (``forwarder.Unreadable``: an I/O error, a file gone that the index
-still names) is retried alike, but its destination is not held off: the
-lane goes on with its other actions.  An object deleted after its lane
+still names) is retried after RetryDelay too, but its destination is not
+held off, the lane going on with its other actions, and the attempt does
+not count against MaximumExportRetries (the read error may pass: a share
+back online, a disk mounted).  An object deleted after its lane
 located it is skipped by its forward, which goes on.  The index database
 failing as a lane looks its actions up or delivers them is not the
 destination's failure either: when that failure may pass
@@ -729,8 +731,9 @@ class ExportService(service.Service):
         """Record a failed attempt at ``action`` made at ``when`` (wall
         clock); its new state, or None if the write fails: the attempt is
         then remembered (see the module docstring)."""
+        counted = not isinstance(error, Unreadable)  # a read error here may pass (a disk mounted): no retry used up
         try:
-            return await self.queue.markFailed(action.id, error, when, giveUp)
+            return await self.queue.markFailed(action.id, error, when, giveUp, counted)
         except Exception:
             self._unmarked[action.id] = (action, error, when, giveUp)
             self._writeFailed(Failure())

@@ -844,6 +844,35 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual(self.received()[-1].SOPInstanceUID, "1.2.3.1.2")
         self.assertEqual(self.queue.due(1e12, 10), [])
 
+    def test_anUnreadableObjectUsesUpNoRetriesAndIsOneLineAnAttempt(self):
+        """Read errors here (a folder that cannot be read, a share offline)
+        may pass: with MaximumExportRetries = 1 a forward that fails on one
+        at each attempt, RetryDelay apart, is not given up, one warning line
+        an attempt (found unreadable as it is read, then as it is looked
+        up), and goes once the file can be read again."""
+        self.queue.maximumRetries = 1
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.2.dcm")
+        self.afterLocating("1.2.3.1.2", lambda: (os.remove(path), os.mkdir(path)))
+        with capturedLogs() as events:
+            self.run_("forward to DEST", "1.2.3.1.2")
+            for _ in range(3):
+                self.reactor.advance(100)  # RetryDelay
+                self.pump(2)
+        lines = [formatEvent(event) for event in events if event["log_level"] >= LogLevel.warn]
+        self.assertEqual(len(lines), 4, lines)
+        for line in lines:
+            self.assertIn("forward of image 1.2.3.1.2 to DEST failed: ", line)
+            self.assertTrue(line.endswith("; will retry (a read error here, not DEST's: its other actions go on)"),
+                            line)
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"], {"pending": 1, FAILED: 0})
+        self.assertEqual(self.received(), [])
+        os.rmdir(path)
+        self.archive.add("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.2")
+        self.reactor.advance(100)
+        self.pump(2)
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.2"])
+        self.assertEqual(self.queue.due(1e12, 10), [])
+
     def test_aGivenUpForwardKeepsItsSpoolFileAndSendsItWhenRetried(self):
         """A forward of a changed object given up (MaximumExportRetries)
         keeps its spool file while its row is in the table: put back by

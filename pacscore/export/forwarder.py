@@ -77,7 +77,7 @@ from pacscore.dicom.storeddata import closeIfStored, readForPeer
 from pacscore.export.queue import LEVELS
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.spool import isSpooled
-from pacscore.export.stow import StowError, StowSender, StowUnreadable, dicomWebServers
+from pacscore.export.stow import StowError, StowSender, dicomWebServers
 from pacscore.hostport import bareIPv6Problem, hostPort, splitHostPort
 from pacscore.storage.attributes import DatasetError
 from pacscore.storage.reader import Deleted, Missing
@@ -373,17 +373,16 @@ class Forwarder:
                 self._skipDeleted(action.destination, stored)
             else:
                 readable.append(stored)
-        leftOut = []
+        leftOut, unread = [], []
         try:
             sent = await self.stow.send(
                 server, readable,
                 lambda stored, reason: self._leaveOut(action.destination, stored, NotConvertible(reason), leftOut),
-                action.compression, onSent, self._checkInterrupted)
-        except StowUnreadable as e:
-            raise Unreadable(str(e)) from e
+                lambda reason: unread.append(Unreadable(reason)), action.compression, onSent,
+                self._checkInterrupted)
         except StowError as e:
             raise ForwardError(str(e)) from e
-        _failUnreadable(located)
+        _failUnreadable(located, unread)
         if leftOut:
             raise Undelivered(action.destination, sent, leftOut, [])
         return sent

@@ -16,7 +16,8 @@ object whose stored file is damaged, or that cannot be converted to any
 syntax (pixel data no codec decodes), is left out, as a C-STORE forward
 leaves it out, and the rest goes; so is one deleted since it was located
 (``reader.Deleted``), logged.  One that cannot be read here otherwise is
-a ``StowUnreadable``: not the server's failure."""
+told to the caller, which fails the action once the others went: not the
+server's failure."""
 
 import base64
 import json
@@ -90,11 +91,6 @@ class StowError(Exception):
     """A STOW-RS request that did not store everything; says why."""
 
 
-class StowUnreadable(StowError):
-    """An object to send could not be read here (an I/O error, its file
-    gone while the index still names it): the server is not at fault."""
-
-
 class DicomWebClient:
     """HTTP to DICOMweb servers through one pool of persistent connections
     (``close()`` when done), each request answered within ``timeout`` s
@@ -135,14 +131,16 @@ class StowSender(DicomWebClient):
         self.workers = workers
         self.lossyQuality = lossyQuality
 
-    async def send(self, server, located, onLeftOut, compression="", onSent=None, check=None):
+    async def send(self, server, located, onLeftOut, onUnreadable, compression="", onSent=None, check=None):
         """STOW-RS the StoredObjects ``located`` to ``server``; how many were
         stored. ``onLeftOut(stored, reason)`` for one whose stored file is
         damaged (``DatasetError``) or cannot be converted to any syntax
         (``TranscodeError``: pixel data no codec decodes; ``IdentifierError``),
         which a retry
         would not mend: left out, the others still go, as a C-STORE forward
-        does;
+        does; ``onUnreadable(reason)`` for one that cannot be read here
+        otherwise (an I/O error, its file gone while the index still names
+        it), the others still going too;
         ``onSent(count)`` after each request; ``check()`` before each object
         (what it raises ends the sending)."""
         code = compression or AS_STORED_CODE
@@ -165,7 +163,8 @@ class StowSender(DicomWebClient):
                                   server=server.name, uid=stored.sopInstanceUID)
                     continue
                 except OSError as e:
-                    raise StowUnreadable(f"{stored.sopInstanceUID} could not be read here: {e}") from e
+                    onUnreadable(f"{stored.sopInstanceUID} could not be read here: {e}")
+                    continue
                 except ValueError as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e
                 batch.append((meta, data))

@@ -206,8 +206,8 @@ class StowForwardTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_anObjectThatCannotBeReadHereFailsTheForwardAsUnreadable(self):
         """A file that cannot be read once located (a folder: EISDIR, as
-        EIO would be): the forward fails with Unreadable (retried, but the
-        server is not held off)."""
+        EIO would be): the others are stored, then the forward fails with
+        Unreadable (retried, but the server is not held off)."""
         forwarder, action = self.forwarder(), self.action()
         found = yield self.located(forwarder, action)
         instance = found[0][0]
@@ -216,6 +216,7 @@ class StowForwardTests(unittest.TestCase):
         os.mkdir(path)
         error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(action, found=found)), Unreadable)
         self.assertIn(f"{instance.sopInstanceUID} could not be read here: [Errno 21] Is a directory", str(error))
+        self.assertEqual((yield self.destination.count("image")), len(self.corpus) - 1)
 
     @defer.inlineCallbacks
     def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):

@@ -11,7 +11,7 @@ quotes is unquoted, and the first of two equal keys in a section wins
 (``Configuration.warnOfRepeatedKeys`` warns of the other).
 Conquest's code reads ``MAGDeviceThreshHold``, ``NightlyCleanThreshHold`` ...
 where its manual writes ``...Threshold``: a key is found under either
-spelling, Conquest's first.
+spelling, Conquest's first (the other line is warned of too).
 A number is read as Conquest's ``atoi`` reads it where the text after it is
 plainly no part of it: ``5678  # port`` is 5678, ``100MB`` 100 (with a
 warning naming the line); a value that does not start with a number, or
@@ -140,6 +140,21 @@ class DicomIni(LineFile):
         """The line number of ``key`` in the file read (for error messages), or None."""
         row = self._find(key, section)
         return None if row is None else row.line
+
+    def repeatedKeys(self, section=MAIN_SECTION):
+        """``[(line, key, value, line read, its key, its value), ...]``:
+        the lines of ``section`` that ``get`` does not read, a key written
+        again (case ignored) or under its other spelling, each with the
+        line ``get`` reads instead, in file order."""
+        rows = [row for row in self._rows if row.key is not None and row.section == section.lower()]
+        read = {}  # Conquest's spelling -> the row _find finds
+        for row in rows:
+            name = _spellings(row.key)[0]
+            first = read.setdefault(name, row)
+            if row.key.lower() == name != first.key.lower():  # Conquest's spelling after the manual's
+                read[name] = row
+        return [(row.line, row.key, row.value, used.line, used.key, used.value) for row in rows
+                if (used := read[_spellings(row.key)[0]]) is not row]
 
     def sectionNames(self):
         """Names of the sections with a header or a key, as first written, in file order."""

@@ -88,20 +88,24 @@ class Configuration:
 
     def warnOfRepeatedKeys(self):
         """A warning for each key written again in its dicom.ini section
-        (case ignored), naming both lines and the value used: the first, as
-        Conquest's GetPrivateProfileString reads it (``DicomIni.get``); at
-        start-up and whenever dicom.ini is read again.  ``[DICOMTLSNodes]``
-        and ``[DICOMwebServers]`` have warnings of their own."""
+        (case ignored, and ``...Threshold`` being ``...ThreshHold``), naming
+        both lines and the value used, the line ``DicomIni.get`` reads: the
+        first, as Conquest's GetPrivateProfileString reads it, or the first
+        in Conquest's spelling where both spellings are there; at start-up
+        and whenever dicom.ini is read again.  ``[DICOMTLSNodes]`` and
+        ``[DICOMwebServers]`` have warnings of their own."""
         for section in self.ini.sectionNames():
             if section.lower() in (TLS_NODES.lower(), WEB_SERVERS.lower()):
                 continue
-            first = {}
-            for line, key, value in self.ini.numberedItems(section):
-                earlier = first.setdefault(key.lower(), (line, key, value))
-                if earlier[0] != line:
-                    self._warnOfLine(section, line, key,
-                                     f"{key} = {value!r} is ignored: the earlier line {earlier[0]} has this key "
-                                     f"({earlier[1]} = {earlier[2]!r}), the first is used, as Conquest reads it")
+            for line, key, value, used, usedKey, usedValue in self.ini.repeatedKeys(section):
+                where = "earlier" if used < line else "later"
+                if usedKey.lower() == key.lower():
+                    problem = (f"the {where} line {used} has this key ({usedKey} = {usedValue!r}), the first is "
+                               "used, as Conquest reads it")
+                else:
+                    problem = (f"the {where} line {used} has this key as {usedKey} = {usedValue!r}, which is used, "
+                               "as Conquest's code reads that spelling")
+                self._warnOfLine(section, line, key, f"{key} = {value!r} is ignored: {problem}")
 
     def _warnOfLine(self, section, line, key, problem):
         self.log.warn("{path}:{line}: [{section}] {key}: {problem}", path=self.iniPath, line=line,

@@ -175,6 +175,19 @@ class ReadTests(unittest.TestCase):
         self.assertEqual(ini.toString(), "[sscscp]\nMAGDeviceThreshhold = 200\nNightlyCleanThreshhold = 7\n"
                                          "IgnoreMAGDeviceThreshold = 1\nMAGDeviceFullThreshold = 5\n")
 
+    def test_repeatedKeysAreTheLinesGetDoesNotRead(self):
+        """A key written again or under its other spelling: each line that
+        ``get`` does not read, with the one it reads, Conquest's spelling
+        before the manual's even when written after it."""
+        ini = DicomIni.fromString("[sscscp]\nMAGDeviceThreshold = 1\nTCPPort = 104\nMAGDeviceThreshHold = 2\n"
+                                  "magdevicethreshhold = 3\ntcpport = 105\n[lua]\nTCPPort = 5\n")
+        self.assertEqual(ini.repeatedKeys(), [
+            (2, "MAGDeviceThreshold", "1", 4, "MAGDeviceThreshHold", "2"),
+            (5, "magdevicethreshhold", "3", 4, "MAGDeviceThreshHold", "2"),
+            (6, "tcpport", "105", 3, "TCPPort", "104")])
+        self.assertEqual([(line, ini.lineOf(key)) for line, key, *_ in ini.repeatedKeys()], [(2, 4), (5, 4), (6, 3)])
+        self.assertEqual(ini.repeatedKeys("LUA"), [])
+
     def test_firstOfTwoEqualKeysWins(self):
         ini = DicomIni.fromString("[sscscp]\nTCPPort = 104\ntcpport = 105\n")
         self.assertEqual(ini.getint("TCPPort", 0), 104)

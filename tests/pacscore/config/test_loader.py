@@ -243,6 +243,26 @@ class LoadTests(unittest.TestCase):
             f"{self.ini}:9: [sscscp] PostGres: PostGres = '1' is ignored: the earlier line 7 has this key "
             "(Postgres = '0'), the first is used, as Conquest reads it"])
 
+    def test_aKeyGivenUnderBothSpellingsIsWarnedOf(self):
+        """``MAGDeviceThreshHold = 0`` and later ``MAGDeviceThreshold =
+        1000`` are one key to pacs (Conquest's spelling is read first): the
+        line not used is warned of, naming both lines and the value used,
+        whichever of the two comes first."""
+        with open(self.ini, "a") as f:
+            f.write("MAGDeviceThreshHold = 0\nMAGDeviceThreshold = 1000\n"
+                    "NightlyCleanThreshold = 500\nNightlyCleanThreshHold = 600\n")
+        with capturedLogs() as events:
+            configuration = loadConfiguration(self.configDir, self.workdir)
+        self.assertEqual(configuration.ini.get("MAGDeviceThreshold"), "0")
+        self.assertEqual(configuration.ini.get("NightlyCleanThreshold"), "600")
+        self.assertEqual([formatEvent(event) for event in events if event.get("log_level") == LogLevel.warn], [
+            f"{self.ini}:8: [sscscp] MAGDeviceThreshold: MAGDeviceThreshold = '1000' is ignored: the earlier "
+            "line 7 has this key as MAGDeviceThreshHold = '0', which is used, as Conquest's code reads that "
+            "spelling",
+            f"{self.ini}:9: [sscscp] NightlyCleanThreshold: NightlyCleanThreshold = '500' is ignored: the later "
+            "line 10 has this key as NightlyCleanThreshHold = '600', which is used, as Conquest's code reads "
+            "that spelling"])
+
     def test_aTLSNodeLineAnEarlierWildcardLineCoversIsWarnedOf(self):
         """A line whose AE an earlier wildcard line matches (``SECUREB``
         after ``SECURE*``) is never used, the first matching line being:

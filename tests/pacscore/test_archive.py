@@ -338,3 +338,80 @@ class ShutdownTests(unittest.TestCase):
         device, relative = yield stored
         self.assertNotIn(earlier, running.files())
         self.assertEqual(running.files(), [running.archive.devices[0].absolute(relative)])
+
+
+class ReplacedCopyRecoveryTests(unittest.TestCase):
+    """Start-up removes the copy a re-sent object replaced just before the
+    server stopped (``PendingFiles`` marks its new copy, intact and indexed),
+    with its mirror copy, through ``Archive._removeReplacedCopies``."""
+
+    @defer.inlineCallbacks
+    def killedAfterAReplacement(self, replaced="replaced.dcm", device="MAG0", regen=False):
+        """The working folder (``PacsServer``) of an archive with a mirror
+        that stored one object and stopped as if killed right after that
+        object's new copy was committed: its mark names ``replaced`` of
+        ``device`` as the copy it replaced, written on MAG0 and its mirror
+        (if ``device`` is MAG0); ``regen``: a regen of MAG0 interrupted too.
+        Returns the server and the paths of the new and the replaced copy."""
+        server = PacsServer(self.mktemp(), ini={"MIRRORDevice0": "./mirror0/"})
+        running = RunningArchive(self, workdir=server.workdir)
+        image, = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=1)
+        yield running.store([image])
+        yield running.stop()
+        with closing(sqlite3.connect(server.database)) as db, db:
+            (acknowledged,), = db.execute("SELECT ObjectFile FROM DICOMImages")
+            replacedFile = f"{os.path.dirname(acknowledged)}/{replaced}"
+            db.execute("INSERT INTO PendingFiles (DeviceName, ObjectFile, ReplacedDevice, ReplacedFile) "
+                       "VALUES ('MAG0', ?, ?, ?)", (acknowledged, device, replacedFile))
+            if regen:
+                db.execute("INSERT INTO PacsRegen (DeviceName) VALUES ('MAG0')")
+        copies = [os.path.join(root, *replacedFile.split("/")) for root in (server.dataDir,
+                                                                            os.path.join(server.workdir, "mirror0"))]
+        for copy in copies:
+            os.makedirs(os.path.dirname(copy), exist_ok=True)
+            with open(copy, "wb") as f:
+                f.write(b"the copy the re-sent object replaced")
+        return server, os.path.join(server.dataDir, *acknowledged.split("/")), copies
+
+    def startedAgain(self, server):
+        """The log lines of an archive started again in ``server``'s folder."""
+        with capturedLogs() as events:
+            RunningArchive(self, workdir=server.workdir)
+        return [formatEvent(event) for event in events]
+
+    @defer.inlineCallbacks
+    def test_theReplacedCopyAndItsMirrorCopyAreRemoved(self):
+        server, acknowledged, copies = yield self.killedAfterAReplacement()
+        lines = self.startedAgain(server)
+        self.assertEqual([os.path.exists(copy) for copy in copies], [False, False])
+        self.assertTrue(os.path.exists(acknowledged))
+        self.assertIn("removed 1 copies replaced just before the server stopped (the new copies of their SOP "
+                      "instances, indexed, are kept)", lines)
+
+    @defer.inlineCallbacks
+    def test_nothingRemovedWhileARegenIsPending(self):
+        """With a regen of MAG0 interrupted, the index may miss objects: a
+        copy no image row names may be one of them, and stays."""
+        server, acknowledged, copies = yield self.killedAfterAReplacement(regen=True)
+        lines = self.startedAgain(server)
+        self.assertEqual([os.path.exists(copy) for copy in copies], [True, True])
+        self.assertEqual([line for line in lines if "replaced" in line], [])
+
+    @defer.inlineCallbacks
+    def test_aCopyThatCannotBeRemovedOrIsOnNoDeviceStaysWithALine(self):
+        """A replaced copy on a MAG device not configured (any more), or
+        whose removal fails, stays, each named in a warning; start-up goes on."""
+        server, acknowledged, copies = yield self.killedAfterAReplacement(device="MAG7")
+        lines = self.startedAgain(server)
+        self.assertEqual([os.path.exists(copy) for copy in copies], [True, True])
+        self.assertIn(f"MAG7:{os.path.relpath(copies[0], server.dataDir)}, a copy replaced just before the server "
+                      "stopped, stays: no MAG device 'MAG7'", lines)
+        server, acknowledged, copies = yield self.killedAfterAReplacement()
+        os.remove(copies[0])
+        os.mkdir(copies[0])  # a folder in its place: unlink fails
+        lines = self.startedAgain(server)
+        self.assertTrue(os.path.isdir(copies[0]))
+        self.assertEqual([line for line in lines if "stays:" in line],
+                         [f"MAG0:{os.path.relpath(copies[0], server.dataDir)}, a copy replaced just before the "
+                          f"server stopped, stays: [Errno 21] Is a directory: '{copies[0]}'"])

@@ -71,16 +71,18 @@ def documentAnswer(document, sop):
     sandboxed, shown only when its type is one of ``INLINE``, else an
     attachment named ``<sop><extension of its type>``."""
     kind, data = document
-    kind, parameters = _mediaType(kind)
+    kind, parameters = mediaType(kind)
     extension = EXTENSIONS.get(kind) or _KNOWN_TYPES.guess_extension(kind) or ".bin"
     shown = () if kind in INLINE else (("Content-Disposition", f'attachment; filename="{sop}{extension}"'),)
     return Answer(data, kind + parameters, SANDBOXED + shown)
 
 
-def _mediaType(kind):
+def mediaType(kind):
     """``(type/subtype, parameters kept)`` of a (0042,0012) ``kind``:
     ``"; charset=..."`` for a text with one, else ``""``; BYTES for a
-    ``kind`` that is no media type with well-formed parameters."""
+    ``kind`` that is no media type with well-formed parameters.  Only the
+    ``type/subtype`` decides what a document is asked for by (WADO-URI's
+    ``contentType``, WADO-RS ``rendered``'s Accept) and shown as."""
     base, _, rest = kind.partition(";")
     parameters = [_PARAMETER.fullmatch(parameter) for parameter in rest.split(";")] if rest else []
     base = base.strip(" \t")

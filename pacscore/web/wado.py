@@ -45,7 +45,7 @@ from pacscore.storage.part10 import readFileMeta
 from pacscore.web.answers import Answer, StreamAnswer, WebError, htmlAnswer
 from pacscore.web.contents import contents
 from pacscore.web.dicomweb.multipart import Accepted, acceptedRanges
-from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf
+from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf, mediaType
 from pacscore.web.html import Markup
 from pacscore.web.images import picture
 from pacscore.web.objects import onFile, storedPath, uid
@@ -108,7 +108,7 @@ async def _contentType(archive, path, wanted, text):
         if held is None:
             held = await onFile(archive, path, contents)
         if kind in DOCUMENTS:
-            if held.document == kind:
+            if mediaType(held.document)[0] == kind:
                 return kind
         elif held.pixels and (shown := _picture(wanted, media)) is not None:
             return shown

@@ -45,7 +45,7 @@ from pacscore.web.dicomweb.instancefiles import (
 from pacscore.web.dicomweb.metadataform import metadataForm
 from pacscore.web.dicomweb.search import hexTag
 from pacscore.web.contents import contents
-from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf
+from pacscore.web.documents import TYPES as DOCUMENTS, documentAnswer, documentOf, mediaType
 from pacscore.web.images import picture
 from pacscore.web.objects import CannotShow, MissingFrame, Unreadable, onFile, shownFrom
 from pacscore.web.objectstream import AS_STORED, intactFile, objectStream
@@ -584,7 +584,7 @@ async def _renderedInstance(archive, request, path, sop):
     else its picture."""
     if multipart.preferredType(request, DOCUMENTS) is not None:
         held = await onFile(archive, path, contents)
-        if held.document and multipart.preferredType(request, [held.document]) is not None:
+        if held.document and multipart.preferredType(request, [mediaType(held.document)[0]]) is not None:
             return documentAnswer(await onFile(archive, path, documentOf), sop)
     return await _rendered(archive, request, path, 0, 0)
 

@@ -128,3 +128,16 @@ class ServedDocumentTests(DicomWebTestCase):
         document, wado, rendered = self.addresses(*(yield self.store(9, "application/pdf", PDF)))
         for address in (document, wado.format("application/pdf"), rendered):
             self.assertSent((yield self.fetch(address, accept="application/pdf")), "application/pdf", PDF, None)
+
+    @defer.inlineCallbacks
+    def test_documentWithParametersAskedForByItsType(self):
+        """A document whose (0042,0012) has parameters is had by asking for
+        its ``type/subtype`` at WADO-URI and WADO-RS ``rendered``, as shown."""
+        for number, (kind, asked, sent, disposition) in enumerate((
+                ("application/pdf; version=1.7", "application/pdf", "application/pdf", None),
+                ("text/xml; charset=utf-8", "text/xml", "text/xml; charset=utf-8", "xml"))):
+            uids = yield self.store(20 + number, kind, PDF)
+            _, wado, rendered = self.addresses(*uids)
+            named = disposition and f'attachment; filename="{uids[2]}.{disposition}"'
+            self.assertSent((yield self.fetch(wado.format(asked))), sent, PDF, named)
+            self.assertSent((yield self.fetch(rendered, accept=asked)), sent, PDF, named)

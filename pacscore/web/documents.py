@@ -12,7 +12,7 @@ object (``<SOP Instance UID>.xml``, ``.stl``, ``.bin`` ...); every document is
 sandboxed (``Content-Security-Policy: sandbox``: no script, an origin of
 its own) and taken for the type it is sent as (``nosniff``).  Only its
 ``type/subtype`` decides; of its parameters a text's ``charset`` is kept
-and the others dropped, and a type that is not a plain ``type/subtype``
+and the others dropped (empty ones skipped), and a type that is not a plain ``type/subtype``
 with well-formed parameters (a line break, a header of its own) is sent
 as bytes."""
 
@@ -80,11 +80,12 @@ def documentAnswer(document, sop):
 def mediaType(kind):
     """``(type/subtype, parameters kept)`` of a (0042,0012) ``kind``:
     ``"; charset=..."`` for a text with one, else ``""``; BYTES for a
-    ``kind`` that is no media type with well-formed parameters.  Only the
+    ``kind`` that is no media type with well-formed (or empty) parameters.  Only the
     ``type/subtype`` decides what a document is asked for by (WADO-URI's
     ``contentType``, WADO-RS ``rendered``'s Accept) and shown as."""
     base, _, rest = kind.partition(";")
-    parameters = [_PARAMETER.fullmatch(parameter) for parameter in rest.split(";")] if rest else []
+    parameters = [_PARAMETER.fullmatch(parameter) for parameter in rest.split(";")
+                  if parameter.strip(" \t")]  # RFC 9110 5.6.6 allows empty ones (a trailing ";")
     base = base.strip(" \t")
     if not _MEDIA_TYPE.fullmatch(base) or not all(parameters):
         return BYTES, ""

@@ -60,7 +60,10 @@ class DocumentAnswerTests(unittest.TestCase):
                                   ('text/plain;charset="iso-8859-1"', "text/plain; charset=iso-8859-1", True),
                                   ("application/pdf; version=1.7", "application/pdf", True),
                                   ("text/html; charset=utf-8", "text/html; charset=utf-8", False),
-                                  ("text/xml; charset=utf-8; x=y", "text/xml; charset=utf-8", False)):
+                                  ("text/xml; charset=utf-8; x=y", "text/xml; charset=utf-8", False),
+                                  ("text/plain; charset=utf-8;", "text/plain; charset=utf-8", True),
+                                  ("application/pdf;", "application/pdf", True),
+                                  ("text/plain;; charset=utf-8 ; ", "text/plain; charset=utf-8", True)):
             answer = documentAnswer((kind, b"x"), SOP)
             self.assertEqual(answer.contentType, sent, kind)
             self.assertEqual(headers(answer), SANDBOXED if shown else attachment(".html" if "html" in kind else ".xml"),
@@ -70,7 +73,8 @@ class DocumentAnswerTests(unittest.TestCase):
         """A (0042,0012) that is no plain ``type/subtype`` with well-formed
         parameters (a header of its own, nothing) is sent as bytes to download."""
         for kind in ("text/html\r\nX-Evil: 1", "text/plain; charset=utf-8\r\nX-Evil: 1", "text/plain; charset",
-                     "text/plain; charset=a b", "application/pdf extra", "pdf", ""):
+                     "text/plain; charset=a b", "text/plain; charset=utf-8;\r\nX-Evil: 1", "text/plain;\r\n",
+                     "application/pdf extra", "pdf", ""):
             answer = documentAnswer((kind, b"<script>"), SOP)
             self.assertEqual(answer.contentType, "application/octet-stream", repr(kind))
             self.assertEqual(headers(answer), attachment(".bin"), repr(kind))

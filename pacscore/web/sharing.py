@@ -71,14 +71,17 @@ class AllowedOrigins:
         return cls(origins)
 
     def headers(self, request):
-        """The CORS headers of the answer to ``request``."""
+        """The CORS headers of the answer to ``request`` (None: a request
+        line refused before any header was read, whose Origin is unknown:
+        those of ``*`` alone, which name no origin)."""
         if not self.everyone and not self.origins:
             return []
-        origin = (request.getHeader(b"origin") or b"").decode("latin-1").strip()
+        origin = (request.getHeader(b"origin") or b"").decode("latin-1").strip() if request is not None else ""
         headers = [] if self.everyone else [("Vary", "Origin")]
         if self.everyone or _origin(origin) in self.origins:
             headers += [("Access-Control-Allow-Origin", ANY if self.everyone else origin), EXPOSED]
-            if request.method == b"OPTIONS" and request.getHeader(b"access-control-request-method") is not None:
+            if request is not None and request.method == b"OPTIONS" \
+                    and request.getHeader(b"access-control-request-method") is not None:
                 headers += [("Access-Control-Allow-Headers", ", ".join(_allowedHeaders(request))), MAX_AGE]
         return headers
 

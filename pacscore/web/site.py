@@ -177,11 +177,12 @@ class PacsSite(LimitedFactory, server.Site):
     def answerHeaders(self, request, uri):
         """The headers of every answer for ``uri`` (a request's path and
         query, bytes): a DICOMweb or WADO answer's CORS headers for
-        ``request`` (None: a request line not read, none), a page's
+        ``request`` (None: a request line refused before its headers, only
+        ``WebAllowOrigins = *``'s, as its Origin is unknown), a page's
         ``FRAMED_HERE``."""
         if not isShared(uri):
             return FRAMED_HERE
-        return self.origins.headers(request) if request is not None else []
+        return self.origins.headers(request)
 
     def getResourceFor(self, request):
         for name, value in self.answerHeaders(request, request.uri):

@@ -463,6 +463,17 @@ class SharedRefusalTests(LoginSite):
             self.assertTrue(answer.startswith(b"HTTP/1.1 %d " % code), answer[:100])
             self.assertIn(self.SHARED, answer)
 
+    def test_longRequestRefusedShared(self):
+        """A DICOMweb request line or header line too long (414, 431) is
+        answered with the CORS headers of ``*``, which need no Origin (the
+        414's request line is refused before any header is read)."""
+        for request, code in ((b"GET /dicom-web/studies?PatientID=" + b"a" * 20000 + b" HTTP/1.1\r\n" + self.ORIGIN, 414),
+                              (b"GET /dicom-web/studies HTTP/1.1\r\n" + self.ORIGIN + b"X-Long: " + b"a" * 20000
+                               + b"\r\n", 431)):
+            answer, closed, content, events = self.send(request + b"\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 %d " % code), answer[:100])
+            self.assertIn(self.SHARED, answer)
+
     def test_pagesNotShared(self):
         answer, _, _, _ = self.send(b"POST /cgi-bin/dgate?mode=addlocalfile HTTP/1.1\r\nContent-Length: 1000\r\n"
                                     + self.ORIGIN + b"\r\n")

@@ -144,7 +144,12 @@ class Unreadable(ForwardError):
     """An object of an action is stored here but could not be read (an
     I/O error, permissions, its file gone while the index still names it
     and no delete is removing it): the action is tried again later, but
-    the destination is not at fault (the runner does not hold it off)."""
+    the destination is not at fault (the runner does not hold it off).
+    ``devices``: the MAG devices of the objects that could not be read."""
+
+    def __init__(self, message, devices=()):
+        super().__init__(message)
+        self.devices = frozenset(device for device in devices if device)
 
 
 class Undelivered(ForwardError):
@@ -378,7 +383,7 @@ class Forwarder:
             sent = await self.stow.send(
                 server, readable,
                 lambda stored, reason: self._leaveOut(action.destination, stored, NotConvertible(reason), leftOut),
-                lambda reason: unread.append(Unreadable(reason)), action.compression, onSent,
+                lambda stored, reason: unread.append(Unreadable(reason, [stored.deviceName])), action.compression, onSent,
                 self._checkInterrupted)
         except StowError as e:
             raise ForwardError(str(e)) from e
@@ -508,7 +513,7 @@ class Forwarder:
         except OSError as e:
             if spooled and isinstance(e, FileNotFoundError):
                 raise ChangedCopyGone(stored.path) from e
-            raise Unreadable(f"{stored.sopInstanceUID} could not be read here: {e}") from e
+            raise Unreadable(f"{stored.sopInstanceUID} could not be read here: {e}", [stored.deviceName]) from e
 
     # -- get --------------------------------------------------------------
 
@@ -643,12 +648,13 @@ def _failUnreadable(located, unread=()):
     or as it was read (``unread``: the Unreadable it raised, the others sent
     meanwhile): the action is then tried again; objects deleted meanwhile
     (``Missing.gone``) are skipped."""
-    reasons = [f"{stored.sopInstanceUID}: {stored.reason}" for stored in located
-               if isinstance(stored, Missing) and not stored.gone] + [str(error) for error in unread]
+    missing = [stored for stored in located if isinstance(stored, Missing) and not stored.gone]
+    reasons = [f"{stored.sopInstanceUID}: {stored.reason}" for stored in missing] + [str(error) for error in unread]
     if len(reasons) == 1 and unread:
         raise unread[0]
     if reasons:
-        raise Unreadable(f"{len(reasons)} of its objects could not be read, e.g. {reasons[0]}")
+        raise Unreadable(f"{len(reasons)} of its objects could not be read, e.g. {reasons[0]}",
+                         [stored.deviceName for stored in missing] + [d for error in unread for d in error.devices])
 
 
 def _address(node):

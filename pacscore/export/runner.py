@@ -66,7 +66,10 @@ here (``forwarder.Unreadable``: an I/O error, a file gone that the index
 still names) is retried after RetryDelay too, but its destination is not
 held off, the lane going on with its other actions, and the attempt does
 not count against MaximumExportRetries (the read error may pass: a share
-back online, a disk mounted).  An object deleted after its lane
+back online, a disk mounted).  Such failures (of export jobs and mirror
+copies too) are logged per MAG device: its first a warning, the next ones
+debug lines until an object of it reads again, which is one line with how
+many forwards and jobs waited.  An object deleted after its lane
 located it is skipped by its forward, which goes on.  The index database
 failing as a lane looks its actions up or delivers them is not the
 destination's failure either: when that failure may pass
@@ -123,6 +126,7 @@ from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, J
 from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.holdoff import HoldOff
 from pacscore.storage.mirror import MIRROR_COPY
+from pacscore.storage.reader import Missing
 from pacscore.workers import STOP_GRACE, WorkerPool
 
 
@@ -222,6 +226,7 @@ class ExportService(service.Service):
         self._unmarked = {}  # action id: (action, error, when, giveUp) of a failed attempt whose record failed
         self._writesFailing = None  # (when, error) of the first failed write of those
         self._lookUpsFailing = None  # (when, error) of the first failure of a lane's look-ups (_databaseDown)
+        self._unreadable = {}  # MAG device: (when, error) of its first object found unreadable, ids waiting on it
         self._lastCounts = None
         self._loop = None
 
@@ -516,10 +521,11 @@ class ExportService(service.Service):
             return
         for (job, outcome), state in zip(ended, states):
             if outcome.error is not None:
-                self.log.warn("{job} of {uid} failed ({error}){final}", uid=job.sopInstanceUID,
-                              error=outcome.error,
-                              job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
-                              final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
+                self._readFailed(
+                    outcome.error, ("job", job.id), state, "{job} of {uid} failed ({error}){final}",
+                    uid=job.sopInstanceUID, error=outcome.error,
+                    job="mirror copy" if job.converter == MIRROR_COPY else f"{job.converter}: export",
+                    final=f"; given up (see {EXPORT_RETRIES})" if state == FAILED else "; will retry")
 
     def _job(self, job):
         if job.converter == MIRROR_COPY:
@@ -540,8 +546,11 @@ class ExportService(service.Service):
             self.log.warn("{converter}: {path} is gone: export job of {uid} dropped",
                           converter=job.converter, path=job.objectFile, uid=job.sopInstanceUID)
             return JobOutcome(job.id)
+        except OSError as e:
+            return JobOutcome(job.id, error=Unreadable(str(e), [job.deviceName]))
         except Exception as e:
             return JobOutcome(job.id, error=e)
+        self.reactor.callFromThread(self._readAgain, [job.deviceName])
         buffer = ActionBuffer(self.queue, spoolFolder(self.reader.roots[job.deviceName]))
         services = copy.copy(self.services)
         services.exportQueue = buffer
@@ -569,10 +578,12 @@ class ExportService(service.Service):
         source = self.reader.magPath(job.deviceName, job.objectFile)
         try:
             copied = mirrors.copy(job.deviceName, job.objectFile, source)
-        except OSError as e:
-            return JobOutcome(job.id, error=e, retryForever=True)
+        except OSError as e:  # its file unreadable, or its mirror not written: logged per device (_readFailed)
+            where = job.deviceName if not os.access(source, os.R_OK) else mirrors.devices[job.deviceName].name
+            return JobOutcome(job.id, error=Unreadable(str(e), [where]), retryForever=True)
         if copied:
             self.reactor.callFromThread(self._count, "mirrorCopies")
+            self.reactor.callFromThread(self._readAgain, [job.deviceName, mirrors.devices[job.deviceName].name])
         elif not os.path.exists(source):
             kept = self._stillNamed(job, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source),
                                     retryForever=True)
@@ -596,7 +607,7 @@ class ExportService(service.Service):
             return JobOutcome(job.id, error=e, **outcome)
         if now is None or (now.deviceName, now.objectFile) != (job.deviceName, job.objectFile):
             return None
-        return JobOutcome(job.id, error=error, **outcome)
+        return JobOutcome(job.id, error=Unreadable(str(error), [job.deviceName]), **outcome)
 
     # -- actions ----------------------------------------------------------
 
@@ -618,8 +629,9 @@ class ExportService(service.Service):
             for position, action in enumerate(actions):
                 if not self.running or not self.completeness.complete:  # stopping, a regen: the rest stay queued
                     break
+                located = found.pop(action.id, None)
                 try:
-                    count = await self._perform(action, found.pop(action.id, None))
+                    count = await self._perform(action, located)
                 except Interrupted:
                     self.log.info("{action} of {entity} {uid} to {destination} interrupted by the stop: "
                                   "it stays queued", action=action.action, entity=action.level.lower(),
@@ -647,6 +659,8 @@ class ExportService(service.Service):
                     if not databaseDown:  # the database answered the action's look-ups (if any)
                         self._lookUpsAnswer()
                 removals.add([action])
+                if located is not None:  # its objects were read
+                    self._readAgain({stored.deviceName for stored in located[1] if not isinstance(stored, Missing)})
                 if action.action == "forward":
                     self._count("forwardsSent", count)
                 else:
@@ -746,19 +760,52 @@ class ExportService(service.Service):
         database = isinstance(error, DATABASE_FAILURES)
         notTheirs = ("an index database error" if database else "a read error here" if isinstance(error, Unreadable)
                      else None)
-        self.log.warn("{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
-                      action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
-                      direction="from" if action.action == "get" else "to",
-                      destination="(local)" if local else action.destination,
-                      error=f"the index database: {databaseMessage(error)}" if database else error,
-                      final="; given up, not retried (a delete of the patient queued after it waits while it "
-                            "is in the table; dgate --retryforwards puts it back)" if giveUp else
-                      f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
-                      f"; will retry ({notTheirs}: the other local actions go on)" if notTheirs and local else
-                      f"; will retry ({notTheirs}, not {action.destination}'s: its other actions go on)"
-                      if notTheirs else
-                      f"; will retry, holding {'local actions' if local else action.destination} off "
-                      f"for {self.heldOff.seconds} s")
+        self._readFailed(error, ("action", action.id), state,
+                         "{action} of {entity} {uid} {direction} {destination} failed: {error}{final}",
+                         action=action.action, entity=action.level.lower(), uid=action.target.uid(action.level),
+                         direction="from" if action.action == "get" else "to",
+                         destination="(local)" if local else action.destination,
+                         error=f"the index database: {databaseMessage(error)}" if database else error,
+                         final="; given up, not retried (a delete of the patient queued after it waits while it "
+                               "is in the table; dgate --retryforwards puts it back)" if giveUp else
+                         f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
+                         f"; will retry ({notTheirs}: the other local actions go on)" if notTheirs and local else
+                         f"; will retry ({notTheirs}, not {action.destination}'s: its other actions go on)"
+                         if notTheirs else
+                         f"; will retry, holding {'local actions' if local else action.destination} off "
+                         f"for {self.heldOff.seconds} s")
+
+    def _readFailed(self, cause, key, state, line, /, **fields):
+        """Log ``line`` (a format of ``fields``) of the failed attempt at the
+        forward or job ``key`` that came to ``state``.  When an object of a
+        MAG device could not be read here (``Unreadable``: a data disk not
+        mounted, a folder made unreadable; for a mirror copy, its mirror
+        device not written) and the attempt is to be retried,
+        the device's first is a warning saying that the others are debug
+        lines until one of its objects reads again (``_readAgain``), as a
+        queue of 10,000 forwards would log 10,000 lines every RetryDelay."""
+        devices = cause.devices if isinstance(cause, Unreadable) and state != FAILED else ()
+        new = sorted(device for device in devices if device not in self._unreadable)
+        for device in devices:
+            self._unreadable.setdefault(device, ((self.reactor.seconds(), str(cause)), set()))[1].add(key)
+        if not devices:
+            self.log.warn(line, **fields)
+        elif new:
+            self.log.warn(line + "; until an object of {devices} reads again, its forwards, export jobs and mirror "
+                          "copies failing so are debug lines", devices=", ".join(new), **fields)
+        else:
+            self.log.debug(line, **fields)
+
+    def _readAgain(self, devices):
+        """Objects of the MAG ``devices`` were read (a mirror's written): the
+        end of their failing (``_readFailed``) is logged, with how many
+        forwards and jobs waited."""
+        for device in devices:
+            if (outage := self._unreadable.pop(device, None)) is not None:
+                (since, error), waited = outage
+                self.log.info("{device}: its objects read again, after failing for {seconds:.0f} s ({error}); "
+                              "{count} forward(s) and job(s) waited on it", device=device, error=error,
+                              seconds=self.reactor.seconds() - since, count=len(waited))
 
     def _perform(self, action, found):
         if action.action == "forward":

@@ -138,7 +138,7 @@ class StowSender(DicomWebClient):
         (``TranscodeError``: pixel data no codec decodes; ``IdentifierError``),
         which a retry
         would not mend: left out, the others still go, as a C-STORE forward
-        does; ``onUnreadable(reason)`` for one that cannot be read here
+        does; ``onUnreadable(stored, reason)`` for one that cannot be read here
         otherwise (an I/O error, its file gone while the index still names
         it), the others still going too;
         ``onSent(count)`` after each request; ``check()`` before each object
@@ -163,7 +163,7 @@ class StowSender(DicomWebClient):
                                   server=server.name, uid=stored.sopInstanceUID)
                     continue
                 except OSError as e:
-                    onUnreadable(f"{stored.sopInstanceUID} could not be read here: {e}")
+                    onUnreadable(stored, f"{stored.sopInstanceUID} could not be read here: {e}")
                     continue
                 except ValueError as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e

@@ -57,6 +57,7 @@ class Missing(NamedTuple):
     sopInstanceUID: str
     reason: str
     gone: bool = False
+    deviceName: str = ""  # the MAG device that holds its file
 
 
 class IndexedPath(str):
@@ -241,7 +242,7 @@ class ObjectReader:
             except (OSError, DatasetError) as e:
                 gone = isinstance(e, Deleted) or (isinstance(e, FileNotFoundError)
                                                   and (not follow or self.current is None))
-                found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}", gone))
+                found.append(Missing(instance.sopInstanceUID, f"{instance.objectFile}: {e}", gone, instance.deviceName))
         return found
 
     def _stored(self, held):

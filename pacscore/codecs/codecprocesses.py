@@ -18,7 +18,9 @@ costs more than they hold the GIL.
 
 ``CodecProcesses`` is a ``ProcessPoolExecutor`` of 'forkserver' processes
 (one per CPU), started at the first large frame and shut down with the
-server (``Archive.shutdown``).  A process that dies (the kernel's OOM
+server (``Archive.shutdown``); after that, a large frame (of a conversion
+still under way as the server stops) is coded in the calling thread, never
+in new processes.  A process that dies (the kernel's OOM
 killer, a crash in a codec) fails the frame it was coding with
 ``CodecProcessEnded``, logged, which the conversion reports as any codec
 failure; the next large frame starts new processes.
@@ -44,28 +46,40 @@ class CodecProcessEnded(Exception):
 class CodecProcesses:
     """Processes that run ``run(what, function, *args)`` calls (picklable,
     by reference); ``size`` of them (the number of CPUs), started when first
-    needed, until ``shutdown()``."""
+    needed, until ``shutdown()``; then in the calling thread."""
 
     log = Logger()
 
     def __init__(self, size=None):
         self.size = size or os.cpu_count() or 1
         self._executor = None
+        self._closed = False  # shut down: no more processes
         self._lock = threading.Lock()  # worker threads start and replace the executor
 
     def run(self, what, function, *args):
         """``function(*args)`` in one of the processes, from a thread that
         may wait (never the reactor's); what it raises is raised here, and
         ``CodecProcessEnded`` (logged, saying ``what`` was under way) when
-        the process died meanwhile."""
+        the process died meanwhile.  After ``shutdown()`` in this thread."""
         with self._lock:
-            if self._executor is None:
+            if self._closed:
+                executor = None
+            elif self._executor is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([__name__])
-                self._executor = ProcessPoolExecutor(self.size, mp_context=context)
-            executor = self._executor
+                executor = self._executor = ProcessPoolExecutor(self.size, mp_context=context)
+            else:
+                executor = self._executor
+        if executor is None:
+            return function(*args)
         try:
-            return executor.submit(function, *args).result()
+            try:
+                future = executor.submit(function, *args)
+            except RuntimeError as e:
+                if isinstance(e, BrokenProcessPool) or not self._closed:
+                    raise
+                return function(*args)  # shut down since: coded here
+            return future.result()
         except BrokenProcessPool as e:
             with self._lock:
                 if self._executor is executor:
@@ -77,8 +91,9 @@ class CodecProcesses:
 
     def shutdown(self):
         """Stop the processes (once the calls under way ended); a later
-        ``run`` starts new ones.  Blocks: run it in a thread."""
+        ``run`` codes in its thread.  Blocks: run it in a thread."""
         with self._lock:
+            self._closed = True
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)

@@ -84,6 +84,15 @@ class CodecProcessesTests(unittest.TestCase):
         pid = int.from_bytes(_InProcessWhenLarge(framePid, "test", self.processes)(b"frame", runnerOf(2048, 2048)), "little")
         self.assertNotEqual(pid, os.getpid())  # new processes
 
+    def test_afterShutdownALargeFrameIsCodedInTheThread(self):
+        """A conversion still under way as the server stops codes its next
+        large frames in its thread: no new processes are started."""
+        coded = _InProcessWhenLarge(framePid, "test", self.processes)
+        self.assertNotEqual(int.from_bytes(coded(b"frame", runnerOf(2048, 2048)), "little"), os.getpid())
+        self.processes.shutdown()
+        self.assertEqual(int.from_bytes(coded(b"frame", runnerOf(2048, 2048)), "little"), os.getpid())
+        self.assertIsNone(self.processes._executor)
+
     def test_aLargeImageConvertsAsInTheThread(self):
         """JPEG 2000 and JPEG-LS of a 1024 x 1024 image, encoded and decoded
         in the processes, bit for bit what the thread makes."""

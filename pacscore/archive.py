@@ -512,7 +512,8 @@ class Archive:
                                 + ([self.moves.stop()] if self.moves is not None else []))
         # what else was queued runs, in what is left of it
         d.addCallback(lambda _: self.workers.stop(max(deadline - self.reactor.seconds(), 0)))
-        d.addCallback(lambda _: self.inReactorPool(codecprocesses.PROCESSES.shutdown))
+        d.addCallback(lambda _: self.inReactorPool(codecprocesses.PROCESSES.shutdown,
+                                                   max(deadline - self.reactor.seconds(), 0)))
         d.addCallback(lambda _: self.index.stop())  # which commits it
         d.addCallback(lambda _: self.durability.close())
         d.addCallback(lambda _: self.inReactorPool(self.engine.dispose))

@@ -20,7 +20,10 @@ costs more than they hold the GIL.
 (one per CPU), started at the first large frame and shut down with the
 server (``Archive.shutdown``); after that, a large frame (of a conversion
 still under way as the server stops) is coded in the calling thread, never
-in new processes.  A process that dies (the kernel's OOM
+in new processes.  The shutdown waits for the frames under way until the
+server's stop deadline (``QuitGracePeriod``), then kills the processes
+still coding (a codec call that never returns must not keep the server
+from stopping), naming their frames in a warning.  A process that dies (the kernel's OOM
 killer, a crash in a codec) fails the frame it was coding with
 ``CodecProcessEnded``, logged, which the conversion reports as any codec
 failure; the next large frame starts new processes.
@@ -29,8 +32,10 @@ failure; the next large frame starts new processes.
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import AllTransferSyntaxes, UID
@@ -55,6 +60,7 @@ class CodecProcesses:
         self._executor = None
         self._closed = False  # shut down: no more processes
         self._lock = threading.Lock()  # worker threads start and replace the executor
+        self._underWay = []  # the ``what`` of the calls in the processes
 
     def run(self, what, function, *args):
         """``function(*args)`` in one of the processes, from a thread that
@@ -72,6 +78,7 @@ class CodecProcesses:
                 executor = self._executor
         if executor is None:
             return function(*args)
+        self._underWay.append(what)
         try:
             try:
                 future = executor.submit(function, *args)
@@ -81,6 +88,8 @@ class CodecProcesses:
                 return function(*args)  # shut down since: coded here
             return future.result()
         except BrokenProcessPool as e:
+            if self._closed:  # killed by shutdown(), which said so
+                raise CodecProcessEnded("the server stopped before the process coding the frame answered") from None
             with self._lock:
                 if self._executor is executor:
                     self._executor = None
@@ -88,15 +97,32 @@ class CodecProcesses:
             self.log.error("a codec process ended while {what} ({error}): that conversion fails, the next "
                            "large frame starts new processes", what=what, error=e)
             raise CodecProcessEnded(f"the process coding the frame ended before it answered ({e})") from None
+        finally:
+            self._underWay.remove(what)
 
-    def shutdown(self):
-        """Stop the processes (once the calls under way ended); a later
-        ``run`` codes in its thread.  Blocks: run it in a thread."""
+    def shutdown(self, timeout=5):
+        """Stop the processes once the calls under way ended, killing those
+        still coding after ``timeout`` seconds (their calls then raise
+        ``CodecProcessEnded``); a later ``run`` codes in its thread.
+        Blocks: run it in a thread."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if executor is None:
+            return
+        processes = executor._processes  # concurrent.futures has no public way to end a hung call
+        executor.shutdown(wait=False, cancel_futures=True)
+        left = {process.sentinel: process for process in list(processes.values())}
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            for ended in wait(list(left), deadline - time.monotonic()):
+                del left[ended]
+        if self._underWay:
+            self.log.warn("stopping: the codec processes still coding after {timeout:.3g} s are killed, these "
+                          "frames not coded: {frames}", timeout=timeout, frames="; ".join(self._underWay))
+        for process in left.values():
+            process.kill()
+        wait(list(left), 1)
 
 
 PROCESSES = CodecProcesses()

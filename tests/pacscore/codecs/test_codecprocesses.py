@@ -2,6 +2,8 @@
 process, with the same result, errors and runner options as in the thread."""
 
 import os
+import threading
+import time
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -30,6 +32,21 @@ def refusing(src, runner):
 
 def dying(src, runner):
     os._exit(3)
+
+
+def hanging(src, runner):
+    with open(src, "w") as pid:
+        pid.write(str(os.getpid()))
+    time.sleep(3600)
+
+
+def ended(pid):
+    """Whether process ``pid`` ended (a zombie counts: it runs no more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def runnerOf(rows, columns):
@@ -92,6 +109,33 @@ class CodecProcessesTests(unittest.TestCase):
         self.processes.shutdown()
         self.assertEqual(int.from_bytes(coded(b"frame", runnerOf(2048, 2048)), "little"), os.getpid())
         self.assertIsNone(self.processes._executor)
+
+    def test_aHungCallIsKilledAtTheShutdownsTimeout(self):
+        """A codec call that never returns keeps the server from stopping
+        for ``timeout`` seconds only: its process is killed, the frame named."""
+        pidFile = self.mktemp()
+        failures = []
+
+        def convert():
+            try:
+                _InProcessWhenLarge(hanging, "hanging", self.processes)(pidFile, runnerOf(2048, 2048))
+            except CodecProcessEnded as e:
+                failures.append(e)
+        thread = threading.Thread(target=convert, daemon=True)
+        thread.start()
+        while not os.path.exists(pidFile) or not open(pidFile).read():
+            time.sleep(0.02)
+        pid = int(open(pidFile).read())
+        start = time.monotonic()
+        with capturedLogs() as events:
+            self.processes.shutdown(0.5)
+        self.assertLess(time.monotonic() - start, 2)
+        thread.join(5)
+        self.assertTrue(ended(pid))
+        self.assertEqual(len(failures), 1)
+        self.assertIn("stopping: the codec processes still coding after 0.5 s are killed, these frames not coded: "
+                      "coding a frame of 2048 x 2048 pixels in JPEG 2000 Image Compression (Lossless Only) with "
+                      "hanging", "".join(map(formatEvent, events)))
 
     def test_aLargeImageConvertsAsInTheThread(self):
         """JPEG 2000 and JPEG-LS of a 1024 x 1024 image, encoded and decoded

@@ -26,11 +26,15 @@ still coding (a codec call that never returns must not keep the server
 from stopping), naming their frames in a warning.  A process that dies (the kernel's OOM
 killer, a crash in a codec) fails the frame it was coding with
 ``CodecProcessEnded``, logged, which the conversion reports as any codec
-failure; the next large frame starts new processes.
+failure; the next large frame starts new processes.  Each process ends
+when the server does, killed (``kill -9``, the OOM killer) or crashed
+included: a thread of it waits for the server's end (a pidfd), so that
+neither the processes nor their forkserver and resource tracker outlive it.
 """
 
 import multiprocessing
 import os
+import select
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -73,7 +77,8 @@ class CodecProcesses:
             elif self._executor is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload([__name__])
-                executor = self._executor = ProcessPoolExecutor(self.size, mp_context=context)
+                executor = self._executor = ProcessPoolExecutor(self.size, mp_context=context,
+                                                                initializer=_endWithServer, initargs=(os.getpid(),))
             else:
                 executor = self._executor
         if executor is None:
@@ -146,6 +151,33 @@ class _InProcessWhenLarge:
                                             dict(runner.options), bytes(src) if isinstance(src, memoryview) else src)
         runner.set_options(**options)
         return frame
+
+
+def _endWithServer(pid):
+    """In a codec process, as it starts: end it when process ``pid`` (the
+    server) ends."""
+    threading.Thread(target=_exitAfter, args=(pid,), name="end-with-server", daemon=True).start()
+
+
+def _exitAfter(pid):
+    try:
+        ended = os.pidfd_open(pid)
+    except ProcessLookupError:  # already gone
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or a kernel before 5.3): asked each second
+        while _alive(pid):
+            time.sleep(1)
+        os._exit(1)
+    select.select([ended], [], [])
+    os._exit(1)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def codeFrame(function, runnerType, syntax, options, src):

@@ -2,6 +2,9 @@
 process, with the same result, errors and runner options as in the thread."""
 
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -136,6 +139,30 @@ class CodecProcessesTests(unittest.TestCase):
         self.assertIn("stopping: the codec processes still coding after 0.5 s are killed, these frames not coded: "
                       "coding a frame of 2048 x 2048 pixels in JPEG 2000 Image Compression (Lossless Only) with "
                       "hanging", "".join(map(formatEvent, events)))
+
+    def test_theProcessesEndWithAKilledServer(self):
+        """kill -9 of the server (or the OOM killer) leaves neither the
+        codec processes nor their forkserver and resource tracker running."""
+        output = tempfile.TemporaryFile()
+        self.addCleanup(output.close)
+        server = subprocess.run([sys.executable, "-c", """if True:
+            import os, signal
+            import multiprocessing.forkserver, multiprocessing.resource_tracker
+            from pacscore.codecs.codecprocesses import CodecProcesses
+            worker = CodecProcesses(1).run("test", os.getpid)
+            print(worker, multiprocessing.forkserver._forkserver._forkserver_pid,
+                  multiprocessing.resource_tracker._resource_tracker._pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+            """], stdout=output, stderr=subprocess.STDOUT, timeout=30)  # a file: no wait for the children's end
+        output.seek(0)
+        printed = output.read().decode()
+        self.assertEqual(server.returncode, -9, printed)
+        pids = [int(pid) for pid in printed.split("\n")[0].split()]  # (then the tracker warns of leaks)
+        self.assertEqual(len(pids), 3, printed)
+        deadline = time.monotonic() + 5
+        while not all(map(ended, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if not ended(pid)], [], "worker, forkserver, resource tracker")
 
     def test_aLargeImageConvertsAsInTheThread(self):
         """JPEG 2000 and JPEG-LS of a 1024 x 1024 image, encoded and decoded

@@ -63,6 +63,7 @@ class CodecProcesses:
         self.size = size or os.cpu_count() or 1
         self._executor = None
         self._closed = False  # shut down: no more processes
+        self._unstartable = False  # the processes could not start: no more tries
         self._lock = threading.Lock()  # worker threads start and replace the executor
         self._underWay = []  # the ``what`` of the calls in the processes
 
@@ -70,23 +71,18 @@ class CodecProcesses:
         """``function(*args)`` in one of the processes, from a thread that
         may wait (never the reactor's); what it raises is raised here, and
         ``CodecProcessEnded`` (logged, saying ``what`` was under way) when
-        the process died meanwhile.  After ``shutdown()`` in this thread."""
-        with self._lock:
-            if self._closed:
-                executor = None
-            elif self._executor is None:
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload([__name__])
-                executor = self._executor = ProcessPoolExecutor(self.size, mp_context=context,
-                                                                initializer=_endWithServer, initargs=(os.getpid(),))
-            else:
-                executor = self._executor
+        the process died meanwhile.  After ``shutdown()``, or when the
+        processes could not start, in this thread."""
+        executor = self._started()
         if executor is None:
             return function(*args)
         self._underWay.append(what)
         try:
             try:
-                future = executor.submit(function, *args)
+                future = executor.submit(function, *args)  # which starts the processes
+            except OSError as e:
+                self._cannotStart(e, executor)
+                return function(*args)
             except RuntimeError as e:
                 if isinstance(e, BrokenProcessPool) or not self._closed:
                     raise
@@ -104,6 +100,38 @@ class CodecProcesses:
             raise CodecProcessEnded(f"the process coding the frame ended before it answered ({e})") from None
         finally:
             self._underWay.remove(what)
+
+    def _started(self):
+        """The executor, made when first needed; None after ``shutdown()`` or
+        once the processes could not start."""
+        with self._lock:
+            if self._closed or self._unstartable or self._executor is not None:
+                return self._executor
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            try:
+                self._executor = ProcessPoolExecutor(self.size, mp_context=context, initializer=_endWithServer,
+                                                     initargs=(os.getpid(),))
+                return self._executor
+            except OSError as e:  # its queues' semaphores
+                error = e
+        self._cannotStart(error)
+        return None
+
+    def _cannotStart(self, error, executor=None):
+        """The processes could not start (``error``; ``executor`` the one
+        that tried): large frames are coded in their threads from now on."""
+        with self._lock:
+            first = not self._unstartable
+            self._unstartable = True
+            if self._executor is executor:
+                self._executor = None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        if first:
+            self.log.warn("the codec processes cannot start ({error}): large frames are coded in the conversions' "
+                          "threads from now on, which holds every association, the web and HL7 meanwhile",
+                          error=error)
 
     def shutdown(self, timeout=5):
         """Stop the processes once the calls under way ended, killing those

@@ -164,6 +164,34 @@ class CodecProcessesTests(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual([pid for pid in pids if not ended(pid)], [], "worker, forkserver, resource tracker")
 
+    def test_processesThatCannotStartLeaveTheFramesToTheThread(self):
+        """With a TMPDIR too long for the forkserver's socket ('AF_UNIX path
+        too long'), a large image converts in the thread, as before, after
+        one warning; the start is not tried again."""
+        tmp = os.path.abspath(os.path.join(self.mktemp(), "x" * 100))
+        os.makedirs(tmp)
+        script = """if True:
+            from twisted.logger import capturedLogs, formatEvent
+            from pacscore.codecs import codecprocesses
+            from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS
+            from pacscore.codecs.transcode import transcode
+            from tests.pacscore.codecs.test_codecprocesses import native
+            data = native(1024, 1024)
+            with capturedLogs() as events:
+                for _ in range(2):
+                    encoded = transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS)
+                    assert transcode(encoded, JPEG_2000_LOSSLESS, EXPLICIT_VR_LITTLE_ENDIAN) == data
+            for event in events:
+                print(formatEvent(event))
+            """
+        converted = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                                   env=dict(os.environ, TMPDIR=tmp), cwd=os.path.dirname(os.path.dirname(
+                                       os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+        self.assertEqual(converted.returncode, 0, converted.stderr)
+        self.assertEqual(converted.stdout.splitlines(), [
+            "the codec processes cannot start (AF_UNIX path too long): large frames are coded in the conversions' "
+            "threads from now on, which holds every association, the web and HL7 meanwhile"])
+
     def test_aLargeImageConvertsAsInTheThread(self):
         """JPEG 2000 and JPEG-LS of a 1024 x 1024 image, encoded and decoded
         in the processes, bit for bit what the thread makes."""

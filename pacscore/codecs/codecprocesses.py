@@ -24,9 +24,12 @@ in new processes.  The shutdown waits for the frames under way until the
 server's stop deadline (``QuitGracePeriod``), then kills the processes
 still coding (a codec call that never returns must not keep the server
 from stopping), naming their frames in a warning.  A process that dies (the kernel's OOM
-killer, a crash in a codec) fails the frame it was coding with
-``CodecProcessEnded``, logged, which the conversion reports as any codec
-failure; the next large frame starts new processes.  Each process ends
+killer, a crash in a codec) breaks the whole pool: every frame under way
+in it is coded again, once, in new processes (a warning each), since the
+process that died may have been another frame's; a frame whose second
+try breaks its pool too fails that plugin call with ``CodecProcessEnded``,
+logged, after which pydicom tries its next plugin if it has one, else the
+conversion fails as with any codec failure.  Each process ends
 when the server does, killed (``kill -9``, the OOM killer) or crashed
 included: a thread of it waits for the server's end (a pidfd), so that
 neither the processes nor their forkserver and resource tracker outlive it.
@@ -73,9 +76,32 @@ class CodecProcesses:
         ``CodecProcessEnded`` (logged, saying ``what`` was under way) when
         the process died meanwhile.  After ``shutdown()``, or when the
         processes could not start, in this thread."""
-        executor = self._started()
-        if executor is None:
-            return function(*args)
+        for again in (False, True):
+            executor = self._started()
+            if executor is None:
+                return function(*args)
+            try:
+                return self._runIn(executor, what, function, args)
+            except BrokenProcessPool as e:
+                if self._closed:  # killed by shutdown(), which said so
+                    raise CodecProcessEnded("the server stopped before the process coding the frame answered") \
+                        from None
+                with self._lock:
+                    if self._executor is executor:
+                        self._executor = None
+                executor.shutdown(wait=False)
+                if again:
+                    self.log.error("a codec process ended again while {what} ({error}): this call of the plugin "
+                                   "fails (pydicom tries its next plugin for the frame, if there is one)",
+                                   what=what, error=e)
+                    raise CodecProcessEnded(f"the process coding the frame ended before it answered ({e})") \
+                        from None
+                self.log.warn("a codec process ended while {what} ({error}): that process may have been coding "
+                              "another frame; this one is coded again in new processes", what=what, error=e)
+
+    def _runIn(self, executor, what, function, args):
+        """``function(*args)`` in ``executor``'s processes; in this thread
+        when they cannot start or were shut down meanwhile."""
         self._underWay.append(what)
         try:
             try:
@@ -88,16 +114,6 @@ class CodecProcesses:
                     raise
                 return function(*args)  # shut down since: coded here
             return future.result()
-        except BrokenProcessPool as e:
-            if self._closed:  # killed by shutdown(), which said so
-                raise CodecProcessEnded("the server stopped before the process coding the frame answered") from None
-            with self._lock:
-                if self._executor is executor:
-                    self._executor = None
-            executor.shutdown(wait=False)
-            self.log.error("a codec process ended while {what} ({error}): that conversion fails, the next "
-                           "large frame starts new processes", what=what, error=e)
-            raise CodecProcessEnded(f"the process coding the frame ended before it answered ({e})") from None
         finally:
             self._underWay.remove(what)
 

@@ -37,6 +37,22 @@ def dying(src, runner):
     os._exit(3)
 
 
+def coding(src, runner):
+    """Coding for 10 s after writing the file ``src``; at once when it is
+    there (coded again)."""
+    if not os.path.exists(src):
+        open(src, "w").close()
+        time.sleep(10)
+    return os.getpid().to_bytes(8, "little")
+
+
+def dyingOnce(src, runner):
+    if os.path.exists(src):
+        os.remove(src)
+        os._exit(3)
+    return os.getpid().to_bytes(8, "little")
+
+
 def hanging(src, runner):
     with open(src, "w") as pid:
         pid.write(str(os.getpid()))
@@ -95,12 +111,19 @@ class CodecProcessesTests(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "^no frame in 5 bytes$"):
             _InProcessWhenLarge(refusing, "test", self.processes)(b"frame", runnerOf(2048, 2048))
 
-    def test_aProcessThatDiesFailsItsFrameOnly(self):
+    def test_aFrameWhoseProcessDiesTwiceFailsThatPluginCall(self):
         with capturedLogs() as events:
             with self.assertRaises(CodecProcessEnded):
                 _InProcessWhenLarge(dying, "dying", self.processes)(b"frame", runnerOf(2048, 2048))
+        logged = "".join(map(formatEvent, events))
         self.assertIn("a codec process ended while coding a frame of 2048 x 2048 pixels in JPEG 2000 Image Compression "
-                      "(Lossless Only) with dying (", "".join(map(formatEvent, events)))
+                      "(Lossless Only) with dying (", logged)
+        self.assertIn("): that process may have been coding another frame; this one is coded again in new processes",
+                      logged)
+        self.assertIn("a codec process ended again while coding a frame of 2048 x 2048 pixels in JPEG 2000 Image "
+                      "Compression (Lossless Only) with dying (", logged)
+        self.assertIn("): this call of the plugin fails (pydicom tries its next plugin for the frame, if there is one)",
+                      logged)
         pid = int.from_bytes(_InProcessWhenLarge(framePid, "test", self.processes)(b"frame", runnerOf(2048, 2048)), "little")
         self.assertNotEqual(pid, os.getpid())  # new processes
 
@@ -112,6 +135,32 @@ class CodecProcessesTests(unittest.TestCase):
         self.processes.shutdown()
         self.assertEqual(int.from_bytes(coded(b"frame", runnerOf(2048, 2048)), "little"), os.getpid())
         self.assertIsNone(self.processes._executor)
+
+    def test_aFrameUnderWayWhenAnotherFramesProcessDiesIsCodedAgain(self):
+        """A process that dies breaks the whole pool: the frames under way
+        in the others are coded again in new processes, not failed."""
+        processes = CodecProcesses(2)
+        self.addCleanup(processes.shutdown)
+        # both processes started (two calls at once): concurrent.futures
+        # notices a process's death in the next call or answer only, when that
+        # process started as it was waiting
+        list(processes._started().map(time.sleep, [0.3, 0.3]))
+        started, marker = self.mktemp(), self.mktemp()
+        open(marker, "w").close()  # dyingOnce's process dies as it removes it
+        answers = []
+        thread = threading.Thread(target=lambda: answers.append(
+            _InProcessWhenLarge(coding, "coding", processes)(started, runnerOf(2048, 2048))), daemon=True)
+        with capturedLogs() as events:
+            thread.start()
+            while not os.path.exists(started):
+                time.sleep(0.02)
+            _InProcessWhenLarge(dyingOnce, "dyingOnce", processes)(marker, runnerOf(2048, 2048))
+            thread.join(10)
+        self.assertEqual(len(answers), 1)
+        logged = "\n".join(map(formatEvent, events))
+        self.assertIn("with coding (", logged)
+        self.assertIn("with dyingOnce (", logged)
+        self.assertNotIn("again while", logged)
 
     def test_aHungCallIsKilledAtTheShutdownsTimeout(self):
         """A codec call that never returns keeps the server from stopping

@@ -1023,17 +1023,25 @@ class SmallFileOfLargePixelsTests(unittest.TestCase):
 class EchoLatency:
     """pynetdicom C-ECHOs (an association each, as a monitor makes them)
     every 50 ms in a thread until ``stop()``, which returns the slowest
-    round trip in seconds."""
+    round trip in seconds; ``failure`` is what ended the thread early (a
+    refused association, a failed C-ECHO), None if nothing did."""
 
     def __init__(self, server):
         self.server = server
         self.slowest = 0.0
         self.echoes = 0
+        self.failure = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
+        try:
+            self._echo()
+        except BaseException as e:
+            self.failure = e
+
+    def _echo(self):
         ae = AE(ae_title="LATENCY")
         ae.add_requested_context("1.2.840.10008.1.1")
         while not self._stopped.wait(0.05):
@@ -1086,6 +1094,7 @@ class LargeFrameTests(unittest.TestCase):
         self.assertEqual(pydicom.dcmread(storedFile).file_meta.TransferSyntaxUID, "1.2.840.10008.1.2.4.90")
         [received] = receiver.datasets()
         self.assertTrue(received.PixelData == original.PixelData, "the pixels moved")
+        self.assertIsNone(echoes.failure)
         self.assertLess(slowest, 1.0, f"the slowest of {echoes.echoes} C-ECHOs took {slowest:.2f} s")
         self.assertGreater(echoes.echoes, 5)
 

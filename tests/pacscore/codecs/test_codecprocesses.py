@@ -19,7 +19,8 @@ from twisted.trial import unittest
 
 from pacscore.codecs import codecprocesses
 from pacscore.codecs.codecprocesses import CodecProcessEnded, CodecProcesses, _InProcessWhenLarge
-from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_LS_LOSSLESS
+from pacscore.codecs.syntaxes import (EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS, JPEG_LS_LOSSLESS,
+                                      RLE_LOSSLESS)
 from pacscore.codecs.transcode import TranscodeError, transcode
 
 
@@ -74,15 +75,25 @@ def runnerOf(rows, columns):
     return runner
 
 
-def native(rows, columns):
+def native(rows, columns, signed=False):
     """A 12-bit monochrome data set of ``rows`` x ``columns`` (explicit VR
-    little endian bytes) with texture enough for a codec to work on."""
+    little endian bytes) with texture enough for a codec to work on; a
+    signed 16-bit one when ``signed``."""
     ds = Dataset()
     ds.SOPInstanceUID = "1.2.3.4"
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, columns, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     y, x = np.mgrid[0:rows, 0:columns]
-    ds.PixelData = ((x * 7 + y * 3 + (x * y) % 97) % 4096).astype("<u2").tobytes()
+    texture = x * 7 + y * 3 + (x * y) % 97
+    if signed:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = (texture * 13 % 65536 - 32768).astype("<i2").tobytes()
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = (texture % 4096).astype("<u2").tobytes()
+    return written(ds)
+
+
+def written(ds):
     fileobj = DicomBytesIO()
     fileobj.is_implicit_VR, fileobj.is_little_endian = False, True
     write_dataset(fileobj, ds)
@@ -94,6 +105,13 @@ class CodecProcessesTests(unittest.TestCase):
     def setUp(self):
         self.processes = CodecProcesses(1)
         self.addCleanup(self.processes.shutdown)
+
+    def convertingInTheTestsProcesses(self):
+        """The conversions (pydicom's wrapped plugins) code their large
+        frames in ``self.processes`` for the test, not in the server's."""
+        for coder in codecprocesses._coders():
+            for wrapper in coder._available.values():
+                self.patch(wrapper, "processes", self.processes)
 
     def test_aLargeFrameIsCodedInAnotherProcess(self):
         runner = runnerOf(1024, 1024)
@@ -242,25 +260,29 @@ class CodecProcessesTests(unittest.TestCase):
             "threads from now on, which holds every association, the web and HL7 meanwhile"])
 
     def test_aLargeImageConvertsAsInTheThread(self):
-        """JPEG 2000 and JPEG-LS of a 1024 x 1024 image, encoded and decoded
-        in the processes, bit for bit what the thread makes."""
+        """JPEG 2000, JPEG-LS and RLE of 1024 x 1024 images (12-bit, signed
+        16-bit), encoded and decoded in the processes (the options they
+        change set back), bit for bit what the thread makes."""
+        self.convertingInTheTestsProcesses()
         calls = []
-        run = codecprocesses.PROCESSES.run
-        self.patch(codecprocesses.PROCESSES, "run", lambda *args: calls.append(args[0]) or run(*args))
-        data = native(1024, 1024)
-        for syntax in (JPEG_2000_LOSSLESS, JPEG_LS_LOSSLESS):
+        run = self.processes.run
+        self.patch(self.processes, "run", lambda *args: calls.append(args[0]) or run(*args))
+        cases = [(native(1024, 1024), syntax) for syntax in (JPEG_2000_LOSSLESS, JPEG_LS_LOSSLESS, RLE_LOSSLESS)]
+        cases.append((native(1024, 1024, signed=True), JPEG_2000_LOSSLESS))
+        for data, syntax in cases:
+            self.patch(codecprocesses, "LARGE_FRAME", 1 << 20)
             encoded = transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, syntax)
             decoded = transcode(encoded, syntax, EXPLICIT_VR_LITTLE_ENDIAN)
-            self.assertEqual(len(calls), 2)
+            self.assertEqual(len(calls), 2, syntax)
             calls.clear()
             self.patch(codecprocesses, "LARGE_FRAME", 1 << 40)  # in the thread
             self.assertEqual(transcode(data, EXPLICIT_VR_LITTLE_ENDIAN, syntax), encoded)
             self.assertEqual(transcode(encoded, syntax, EXPLICIT_VR_LITTLE_ENDIAN), decoded)
             self.assertEqual(decoded, data)
             self.assertEqual(calls, [])
-            self.patch(codecprocesses, "LARGE_FRAME", 1 << 20)
 
     def test_aDamagedLargeFrameIsRefusedAsInTheThread(self):
+        self.convertingInTheTestsProcesses()
         data = transcode(native(1024, 1024), EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS)
         start = data.index(b"\xff\x4f\xff\x51")  # the codestream
         damaged = data[:start + 200] + bytes(len(data) - start - 200)

@@ -22,7 +22,8 @@ becomes 0, Bits Stored 12, and the Rescale Intercept (and any Pixel
 Padding Value) take up the shift, so modality values stay the same (an
 enhanced image's Rescale Intercepts, those of the Pixel Value
 Transformation Sequences of its Shared and Per-Frame Functional Groups,
-with no Rescale added at the top level, which its IOD has none of; a
+with no Rescale added at the top level, which its IOD has none of, but
+one found there shifted too, as DCMTK reads it first; a
 padding value outside the pixels' range goes: no pixel is padding), and
 the Smallest/Largest Image Pixel Value and Pixel Value in Series go, as
 DCMTK's dcmcjpeg drops them. An image whose modality values come from a
@@ -254,10 +255,12 @@ def _shiftIntoRange(ds, frames):
         offset = _lutShift(lut, low, high)
     if offset:
         transformations = _pixelValueTransformations(ds)
-        if transformations:  # an enhanced image: its functional groups hold the Rescale
-            for item in transformations:
-                _addToIntercept(item, offset)
-        elif lut is None or "RescaleIntercept" in ds:  # PS3.3 C.11.1: no Rescale is added beside the LUT
+        for item in transformations:  # an enhanced image: its functional groups hold the Rescale
+            _addToIntercept(item, offset)
+        # every Rescale that applies is shifted (DCMTK reads a top-level one
+        # beside the functional groups); one is added only where none is
+        # (PS3.3 C.11.1: none beside the LUT, nor beside the groups)
+        if "RescaleIntercept" in ds or (lut is None and not transformations):
             _addToIntercept(ds, offset)
         for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
             padding = ds.get(keyword)

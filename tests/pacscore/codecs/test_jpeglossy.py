@@ -257,6 +257,27 @@ class DatasetTests(unittest.TestCase):
                 self.assertLessEqual(errors(modality, array[frame] * 2.0 + float(-1024 - frame % len(groups)))[0],
                                      60, (where, frame))
 
+    def test_enhancedImageWithATopLevelRescaleShiftedInBoth(self):
+        """An enhanced image that also has a top-level Rescale (which DCMTK
+        reads before the functional groups) has both intercepts shifted:
+        the top-level one left as it was gave DCMTK modality values
+        1000 HU off."""
+        array = smooth((2, 24, 32), 11) - 1000
+        ds = dataset(array, 16, signed=True)
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        transformation = Dataset()
+        transformation.RescaleIntercept, transformation.RescaleSlope = "-1024", "1"
+        group = Dataset()
+        group.PixelValueTransformationSequence = [transformation]
+        ds.SharedFunctionalGroupsSequence = [group]
+        self.encoded(ds, JPEG_EXTENDED)
+        decoded = pixels(ds).reshape(array.shape)
+        for item in (ds, transformation):
+            self.assertEqual(float(item.RescaleIntercept), -1024 + array.min())
+            self.assertEqual(item.RescaleSlope, "1")
+            modality = decoded + float(item.RescaleIntercept)
+            self.assertLessEqual(errors(modality, array - 1024.0)[0], 30)
+
     def test_pixelValueRangesGoWithTheShift(self):
         """Smallest/Largest Image Pixel Value and Pixel Value in Series
         (and the retired in-Plane pair) give stored values, US or SS as

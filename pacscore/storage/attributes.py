@@ -714,6 +714,11 @@ class TextNotes:
     undeclared: list = field(default_factory=list)
     invalid: list = field(default_factory=list)
 
+    def clear(self):
+        """Forget what was noted, for a data set read again."""
+        for notes in (self.unfit, self.unknownTerms, self.undeclared, self.invalid):
+            notes.clear()
+
 
 def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False, strict=False, notes=None):
     """The values of ``tags`` at the top level of a dataset, and where the walk stopped.

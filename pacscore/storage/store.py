@@ -367,7 +367,7 @@ class ObjectStore:
         """In the I/O pool: write the file, then queue its index row.
         ``stored`` fires (in the reactor) with ``(relative, device name, replaced)``."""
         try:
-            record, device, overwrote = self._writeFile(incoming, spool)
+            record, device, overwrote, notes = self._writeFile(incoming, spool)
         except BaseException:
             self.workers.reactor.callFromThread(stored.errback, Failure())
             return
@@ -375,6 +375,7 @@ class ObjectStore:
 
         def indexed(ok, value):
             if ok:
+                self._warnOfText(incoming, notes)  # of an object stored and indexed only
                 stored.callback((relative, device.name, value))
                 return
             if value.check(NotReentered) and overwrote:  # the copy it overwrote is gone: it stays, for the regen
@@ -448,8 +449,10 @@ class ObjectStore:
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name and write one object; its
         ``ImageRecord`` (with the actions its import converter lines
-        queued), its device, and whether its name was taken (by a copy of
-        the same SOP instance it replaced, or it got a numbered one).  An
+        queued), its device, whether its name was taken (by a copy of
+        the same SOP instance it replaced, or it got a numbered one), and
+        the ``TextNotes`` of the values it is indexed with, to be logged
+        once it is indexed (``_warnOfText``).  An
         object whose name is taken is refused before it is placed if the
         index would refuse it (``Index.checkLinks``: the copy it would
         replace stays); one that took a free name has its file removed when
@@ -462,12 +465,13 @@ class ObjectStore:
         chosen = self.choice.check(spool.size)  # looked at for spooled objects too: they may be all that arrives
         device = spool.device if temporary is not None else chosen
         try:
-            attrs = self._readAttributes(incoming, spool)
+            notes = TextNotes()
+            attrs = self._readAttributes(incoming, spool, notes)
             if self.spaceCheck is not None:
                 self.spaceCheck(attrs.get(PATIENT_ID), device)
             self._check(incoming, attrs)
             actions = []
-            changed = self._amend(incoming, attrs, spool, actions, device)
+            changed = self._amend(incoming, attrs, spool, actions, device, notes)
             transferSyntax = incoming.transferSyntax
             if changed is not None:
                 data, attrs, header, device, converted, transferSyntax = changed
@@ -520,7 +524,7 @@ class ObjectStore:
             if early is not None:  # not used: the object was refused
                 early.drop()
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
-                           tuple(actions), incoming.relink), device, overwrote
+                           tuple(actions), incoming.relink), device, overwrote, notes
 
     @staticmethod
     def _refill(device):
@@ -616,7 +620,7 @@ class ObjectStore:
         except Exception as e:  # pydicom raises what its parsers meet
             raise InvalidDataset(f"cannot be parsed for FileNameSyntax: {e}") from e
 
-    def _readAttributes(self, incoming, spool):
+    def _readAttributes(self, incoming, spool, notes):
         """The index attributes of a received data set, which must read to its
         end (the start-up check, ``ObjectReader.fileError``, would take a
         truncated file for one a crash damaged) and be encoded in the
@@ -625,14 +629,13 @@ class ObjectStore:
         as read in Latin-1, with a log line; so is the text of a Specific
         Character Set pydicom does not know, and text beyond ASCII in an
         object without one.  Values indexed that are not valid in their VR
-        (IS '1-3', TM '240000') are indexed as they are, with a log line."""
-        notes = TextNotes()
+        (IS '1-3', TM '240000') are indexed as they are.  What is read so is
+        noted in ``notes``, logged once the object is indexed."""
         try:
             attrs = self._readSpool(spool, incoming.transferSyntax, self.tags, wholeDataset=True, strict=True,
                                     notes=notes)
         except DatasetError as e:
             raise InvalidDataset(str(e)) from e
-        self._warnOfText(incoming, notes)
         return attrs
 
     def _warnOfText(self, incoming, notes):
@@ -681,7 +684,7 @@ class ObjectStore:
                           "file meta (PS3.5 7.1)", uid=incoming.sopInstanceUID, peer=incoming.callingAE, size=size)
         return size
 
-    def _amend(self, incoming, attrs, spool, actions, device):
+    def _amend(self, incoming, attrs, spool, actions, device, notes):
         """WorkListMode, FixPhilips/FixKodak, the import converters, then the compression asked
         for (a converter's ``compression`` command, else the incoming
         object's; s0..s9 run their CompressionConverterN line): None when
@@ -694,8 +697,9 @@ class ObjectStore:
         converters queued are added to ``actions``; group 0000 and 0002
         elements the data set begins with are left out
         (``_notDatasetElements``); one of odd length has its odd values
-        padded (``_evened``).  Raises Refused or Destroyed when a rule
-        says so."""
+        padded (``_evened``); ``notes`` (``_readAttributes``) become those of
+        an amended data set, whose values are the ones indexed.  Raises
+        Refused or Destroyed when a rule says so."""
         importers = self.importers if incoming.converters else None
         amenders = self.amenders if incoming.amended else ()
         scripts = self.compressionScripts
@@ -758,8 +762,9 @@ class ObjectStore:
             data = self._evened(incoming, data, transferSyntax)
         if data == original and transferSyntax == incoming.transferSyntax and device is chosen:
             return None
+        notes.clear()
         try:
-            attrs = readAttributes(data, transferSyntax, self.tags, wholeDataset=True)
+            attrs = readAttributes(data, transferSyntax, self.tags, wholeDataset=True, notes=notes)
         except DatasetError as e:
             raise InvalidDataset(f"the amended data set: {e}") from e
         if not attrs.get(SOP_INSTANCE_UID) or not attrs.get(SOP_CLASS_UID):

@@ -942,6 +942,38 @@ class ObjectStoreTests(unittest.TestCase):
             self.assertIn(named, lines[0])
 
     @defer.inlineCallbacks
+    def test_valuesNotValidLoggedForTheObjectStoredAsIndexed(self):
+        """The line names the values indexed: an object then refused (here
+        its 71-character Patient ID) gets none, nor uses up its sender's
+        warning for the hour; one whose import converter corrects its values
+        gets none, one whose converter makes a value invalid gets it."""
+        uid = "1.2.3.4.5.12"
+        events = []
+        self.store.log = Logger(observer=events.append)
+        refused = ctWith(Modality="ct", PatientID="P" * 71, SOPInstanceUID=uid)
+        yield self.assertFailure(self.store.store(*self.receive(refused, uid)), DatasetMismatch)
+        self.assertEqual([formatEvent(e) for e in events if "not valid in their VR" in e["log_format"]], [])
+        converted = []
+
+        class Importers:
+            def apply(self, incoming, attrs, data, transferSyntax):
+                return ImportDecision(converted[-1], transferSyntax, None, None)
+
+        self.store.importers = Importers()
+        for received, amended, expected in [
+                (ctWith([(0x00200013, "IS", b"1-3 ")], Modality="ct", SOPInstanceUID=uid),
+                 ctWith([(0x00200013, "IS", b"12")], Modality="CT", SOPInstanceUID=uid), []),
+                (ctWith(Modality="CT", SOPInstanceUID=uid), ctWith(Modality="ct", SOPInstanceUID=uid),
+                 [f"{uid} from MODALITY: values not valid in their VR, indexed as they are: (0008,0060) 'ct' is not a "
+                  "valid CS value (further ones from MODALITY are logged at debug level for an hour)"])]:
+            converted.append(amended)
+            del events[:]
+            yield self.store.store(*self.receive(received, uid))
+            self.assertEqual([formatEvent(e) for e in events if "not valid in their VR" in e["log_format"]], expected)
+            self.assertTrue(all(e["log_level"] == LogLevel.warn for e in events
+                                if "not valid in their VR" in e["log_format"]))
+
+    @defer.inlineCallbacks
     def test_textBeyondAsciiWithoutACharacterSetIsLogged(self):
         """Only ASCII may be used without a Specific Character Set; 8-bit
         text is indexed as read in Latin-1, as before, now with a line."""

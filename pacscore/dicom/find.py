@@ -22,7 +22,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.datasets import IdentifierError, decodePeerDataset
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, decodeIdentifier, logMalformed,
-    readRequest, tagName)
+    malformedValues, readRequest, tagName)
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.paging import SORT, pageOf, takePage, withSortKey
 from pacscore.dicom.protocol import AWAITING_CLOSE
@@ -159,13 +159,14 @@ class FindService:
             data = await convertIdentifier(self.requestHook, self.clock, protocol, dataset, syntax)
             if data is DESTROYED:
                 return sendResponse(protocol, contextId, command, SUCCESS)
-            identifier, request, mask = await threads.deferToThreadPool(
+            identifier, request, mask, malformed = await threads.deferToThreadPool(
                 self.clock, self.clock.getThreadPool(), readIdentifier, data, syntax, modelOf(sopClass).levels,
-                self.query.columnVRs, paging=True, peer=protocol.peerName())
+                self.query.columnVRs, paging=True, named=True)
             sortBy = self._requestedSort(request)
         except BadIdentifier as e:
             self.log.warn("{peer}: C-FIND refused: {error}", peer=protocol.peerName(), error=e)
             return sendResponse(protocol, contextId, command, e.status, comment=str(e))
+        logMalformed(malformed, protocol.peerName())  # the request is accepted
         self.counters["queries"] = self.counters.get("queries", 0) + 1
         keep = resultFilter(self.resultHook, protocol)
         if sortBy is not None:
@@ -300,23 +301,21 @@ def _describe(encoded, transferSyntax):
     return texts
 
 
-def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True, paging=False, peer=None):
+def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True, paging=False, named=False):
     """In a worker (a big identifier decodes for seconds): ``(identifier,
-    request, mask)`` of an identifier's bytes (from ``peer``, whose values
-    taken as they are ``logMalformed`` names once the request is read
-    without a refusal; None: no peer's), decoded once: the Dataset
+    request, mask, malformed)`` of an identifier's bytes, decoded once: the Dataset
     without its virtual server mask and Conquest's paging elements, its
     ``Request`` (``readRequest``, of keys ``matching`` or not, its ``page``
     that of those elements when ``paging``, a C-FIND's, ``takePage``; the
-    others ignore them) and the mask (``takeServerMask``).  Raises
-    ``BadIdentifier``."""
+    others ignore them), the mask (``takeServerMask``) and, when
+    ``named`` (a peer's request), the texts naming its values taken as they
+    are (``malformedValues``), for ``logMalformed`` once the request is
+    accepted (else ``[]``).  Raises ``BadIdentifier``."""
     identifier = decodeIdentifier(data, transferSyntax)
     mask = takeServerMask(identifier)
     page = takePage(identifier, read=paging)
     request = readRequest(identifier, transferSyntax, levels, columnVRs, matching)._replace(page=page)
-    if peer is not None:
-        logMalformed(identifier, peer)
-    return identifier, request, mask
+    return identifier, request, mask, malformedValues(identifier) if named else []
 
 
 async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):

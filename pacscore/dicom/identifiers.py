@@ -124,13 +124,12 @@ def decodeIdentifier(data, transferSyntax):
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
 
 
-def logMalformed(dataset, peer):
-    """Log in one line naming ``peer`` (the peer's name) the values of the
-    identifier ``dataset`` not valid in their VR and the terms of its
-    Specific Character Set pydicom does not know (``malformedValues``),
-    which are taken as they are; called once the request has been read
-    without a refusal, which names its own reason."""
-    malformed = malformedValues(dataset)
+def logMalformed(malformed, peer):
+    """Log in one line naming ``peer`` (the peer's name) ``malformed``, the
+    texts naming an identifier's values not valid in their VR and the terms
+    of its Specific Character Set pydicom does not know
+    (``malformedValues``), which are taken as they are; called once the
+    request is accepted (a refusal names its own reason)."""
     if malformed:
         more = len(malformed) - MALFORMED_NAMED
         log.info("{peer}: identifier values taken as they are: {malformed}{more}", peer=peer,

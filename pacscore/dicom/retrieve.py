@@ -57,7 +57,7 @@ from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import hasValuesToMatch
 from pacscore.dicom.datasets import IdentifierError, encodeDataset
 from pacscore.dicom.find import DESTROYED, cancelledWith, convertIdentifier, readIdentifier
-from pacscore.dicom.identifiers import BadIdentifier, patientAsStudy, retrieveKeys, tagName
+from pacscore.dicom.identifiers import BadIdentifier, logMalformed, patientAsStudy, retrieveKeys, tagName
 from pacscore.dicom.models import modelOf
 from pacscore.dicom.protocol import AWAITING_CLOSE, ESTABLISHED, PRIORITIES, PRIORITY_MEDIUM
 from pacscore.dicom.storeddata import (
@@ -281,8 +281,8 @@ class RetrieveService:
                 return respond(SUCCESS, Progress(0))
             levels = modelOf(sopClass).levels
             taken = levels if "PATIENT" in levels else ("PATIENT",) + levels  # Study Root: see patientAsStudy
-            identifier, request, mask = await self.workers.deferToWorker(readIdentifier, data, syntax, taken,
-                                                                         matching=False, peer=peer)
+            identifier, request, mask, malformed = await self.workers.deferToWorker(
+                readIdentifier, data, syntax, taken, matching=False, named=True)
             if request.level not in levels:
                 request, ignored = patientAsStudy(identifier, request)
                 self.log.info("{peer}: {operation} at PATIENT level in Study Root taken as a STUDY retrieve by "
@@ -290,6 +290,7 @@ class RetrieveService:
                               ignoring=f", ignoring {', '.join(ignored)} as Patient Root does" if ignored else "")
             selecting = self._selectingKeys(peer, request, levels)
             self._check(protocol, command)
+            logMalformed(malformed, peer)  # the request is accepted
             lost = []
             if self.virtual is not None:
                 fetch = await self._fetch(protocol, command, sopClass, identifier, mask, respond)

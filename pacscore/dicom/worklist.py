@@ -44,7 +44,7 @@ from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifi
                                  sendResponse)
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, TEXT_VRS, BadIdentifier, addCharacterSet, answerElement, answerVR, characterSetOf,
-    checkKeys, datasetKeys, decodeIdentifier, logMalformed, tagName)
+    checkKeys, datasetKeys, decodeIdentifier, logMalformed, malformedValues, tagName)
 from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
@@ -161,7 +161,7 @@ class WorklistFindService:
         keys = withEmptyValueMatching(keys)
         checkKeys(keys)
         if peer is not None:
-            logMalformed(dataset, peer)
+            logMalformed(malformedValues(dataset), peer)
         return WorklistRequest(keys, returned, characterSetOf(dataset))
 
     def _readItem(self, dataset, keys):

@@ -34,7 +34,7 @@ async def convertedKeys(archive, caller, level, keys):
                                     caller, archive.aeTitle)
         if data is DESTROYED:
             return None
-        _, request, mask = await threads.deferToThreadPool(archive.reactor, archive.reactor.getThreadPool(),
+        _, request, mask, _ = await threads.deferToThreadPool(archive.reactor, archive.reactor.getThreadPool(),
                                                            readIdentifier, data, syntax, (level,))
         asked = {key.tag for key in keys if key.emptyValueMatching}
         return [key._replace(emptyValueMatching=key.emptyValueMatching and key.tag in asked)

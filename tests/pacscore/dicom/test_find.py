@@ -14,10 +14,9 @@ from twisted.trial import unittest
 
 from pacscore.dicom.client import associate
 from pacscore.dicom.commands import MESSAGE_ID, STATUS
-from pacscore.dicom.datasets import encodeDataset
-from pacscore.dicom.find import CANCELLED, ENCODED, answerFind, readIdentifier
-from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder
-from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, modelOf
+from pacscore.dicom.find import CANCELLED, ENCODED, answerFind
+from pacscore.dicom.identifiers import UNABLE_TO_PROCESS, MatchEncoder
+from pacscore.dicom.models import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
 from tests.pacscore.dicom.test_datasets import nestedSequences
@@ -128,27 +127,47 @@ class MalformedValueTests(unittest.TestCase):
         self.assertEqual(len([line for line in lines if "refused" in line and "1.2.*" in line]), 1, lines)
 
 
+    @defer.inlineCallbacks
     def test_notNamedForARefusedRequest(self):
-        """A request refused for a key (a C-FIND's Patient's Birth Date
-        '1970', no date) gets its refusal's line alone: its values that
-        would be taken as they are (Modality 'ct') are not named, which
-        said the request was answered; the same keys with a valid date are
-        named once."""
-        identifier = Dataset()
-        for tag, vr, value in ((0x00080052, "CS", "STUDY"), (0x0020000D, "UI", ""), (0x00080060, "CS", "ct"),
-                               (0x00100030, "DA", "1970")):
-            identifier.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
-        levels = modelOf(STUDY_ROOT_FIND).levels
-        with capturedLogs() as events:
-            self.assertRaises(BadIdentifier, readIdentifier, encodeDataset(identifier, IMPLICIT), IMPLICIT, levels,
-                              peer="FINDSCU@127.0.0.1:54548")
-        self.assertEqual([formatEvent(e) for e in events], [])
-        identifier.PatientBirthDate = "19700101"
-        with capturedLogs() as events:
-            readIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT, levels, peer="FINDSCU@127.0.0.1:54548")
-        self.assertEqual([formatEvent(e) for e in events],
-                         ["FINDSCU@127.0.0.1:54548: identifier values taken as they are: (0008,0060) 'ct' is not a "
-                          "valid CS value"])
+        """A request refused gets its refusal's line alone, whether its key
+        check refuses it (Patient's Birth Date '1970', no date) or a check
+        after its identifier is read (a C-FIND's unknown paging sort
+        column, a C-MOVE to a destination not in acrnema.map): its values
+        that would be taken as they are (Modality 'ct') are not named, which
+        said the request was answered; the same request accepted names them
+        once."""
+        running = RunningArchive(self, listen=True)
+        running.know(running)
+        client = yield associate(reactor, "127.0.0.1", running.port, "SCU", running.ae,
+                                 [(uid, [IMPLICIT]) for uid in (STUDY_ROOT_FIND, STUDY_ROOT_MOVE)])
+        self.addCleanup(client.release)
+
+        def identifier(*extra):
+            identifier = Dataset()
+            for tag, vr, value in ((0x00080052, "CS", "STUDY"), (0x0020000D, "UI", "1.2.3"),
+                                   (0x00080061, "CS", "ct"), *extra):
+                identifier.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+            return identifier
+
+        def named(events):
+            return [line for line in map(formatEvent, events) if "identifier values taken as they are" in line]
+
+        for request in (lambda: client.find(STUDY_ROOT_FIND, identifier((0x00100030, "DA", "1970"))),
+                        lambda: client.find(STUDY_ROOT_FIND, identifier((0x99990C00, "LO", "NoSuchColumn"),
+                                                                        (0x99990C01, "LO", "10"))),
+                        lambda: client.move(STUDY_ROOT_MOVE, identifier(), "NOSUCHAE")):
+            with capturedLogs() as events:
+                answer = yield request()
+            status = answer if isinstance(answer, int) else answer[0][STATUS]
+            self.assertNotEqual(status, 0)
+            self.assertEqual(named(events), [])
+        for request in (lambda: client.find(STUDY_ROOT_FIND, identifier((0x00100030, "DA", "19700101"))),
+                        lambda: client.move(STUDY_ROOT_MOVE, identifier(), running.ae)):
+            with capturedLogs() as events:
+                yield request()
+            self.assertEqual(len(named(events)), 1, named(events))
+            self.assertRegex(named(events)[0], r"^SCU@127\.0\.0\.1:\d+: identifier values taken as they are: "
+                                               r"\(0008,0061\) 'ct' is not a valid CS value$")
 
 
 class IndexOutageTests(unittest.TestCase):

@@ -17,7 +17,7 @@ from pacscore.dicom import identifiers, pydicomchecks
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.identifiers import (
     IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS, BadIdentifier, MatchEncoder, Request, decodeIdentifier,
-    findIdentifier, logMalformed, readRequest, responseCharacterSet)
+    findIdentifier, logMalformed, malformedValues, readRequest, responseCharacterSet)
 from pacscore.dicom.models import ALL_LEVELS
 from pacscore.testing.mutations import mutated
 from tests.pacscore.db import test_query
@@ -64,7 +64,7 @@ class MalformedValueTests(unittest.TestCase):
             data = encodeDataset(identifier, IMPLICIT)
             decoded = decodeIdentifier(data, IMPLICIT)
             self.assertEqual(events, [], "named once the request is read (logMalformed)")
-            logMalformed(decoded, "FINDSCU@127.0.0.1:55572")
+            logMalformed(malformedValues(decoded), "FINDSCU@127.0.0.1:55572")
         self.assertEqual(decoded.PatientName, "M\xfcller*")
         self.assertEqual([str(w.message) for w in caught], [])
         self.assertEqual([formatEvent(e) for e in events],
@@ -74,7 +74,7 @@ class MalformedValueTests(unittest.TestCase):
         events.clear()
         identifier = Dataset()
         identifier.add(DataElement(0x0020000E, "UI", [f"x{n}" for n in range(12)], validation_mode=config.IGNORE))
-        logMalformed(decodeIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT), "PEER")
+        logMalformed(malformedValues(decodeIdentifier(encodeDataset(identifier, IMPLICIT), IMPLICIT)), "PEER")
         [line] = [formatEvent(e) for e in events]
         self.assertEqual(line.count("is not a valid UI value"), identifiers.MALFORMED_NAMED)
         self.assertTrue(line.endswith("(0020,000E) 'x9' is not a valid UI value and 2 more"), line)

@@ -74,7 +74,7 @@ class TakePageTests(unittest.TestCase):
         request.add_new(SORT, "LO", "StudyDate")
         request.add_new(LIMIT, "LO", "3")
         for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            identifier, read, mask = readIdentifier(encodeDataset(request, syntax), syntax, ("STUDY",), paging=True)
+            identifier, read, mask, _ = readIdentifier(encodeDataset(request, syntax), syntax, ("STUDY",), paging=True)
             self.assertEqual(read.page, Page("StudyDate", 3, 0))
             self.assertEqual([key.tag for key in read.keys], [0x0020000D])
             self.assertNotIn(SORT, identifier)
@@ -86,7 +86,7 @@ class TakePageTests(unittest.TestCase):
         request = study("1.1")
         request.add_new(SORT, "LO", "Modality")
         request.add_new(LIMIT, "LO", "three")
-        identifier, read, mask = readIdentifier(encodeDataset(request, ExplicitVRLittleEndian),
+        identifier, read, mask, _ = readIdentifier(encodeDataset(request, ExplicitVRLittleEndian),
                                                 ExplicitVRLittleEndian, ("STUDY",), matching=False)
         self.assertIsNone(read.page)
         self.assertEqual([key.tag for key in read.keys], [0x0020000D])

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from pacscore.dicom.identifiers import TEXT_VRS, checkFits
 from pacscore.dicom.pydicomchecks import invalidValues
+from pacscore.firstwarned import FirstWarned
 
 TAG_PATTERN = r"[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}"
 KEYWORD_PATTERN = r"[A-Za-z][A-Za-z0-9]*"  # a DICOM keyword, as Conquest takes dgate.dic's names for gggg,eeee
@@ -34,8 +35,11 @@ _TAG = re.compile(TAG_PATTERN)
 _NAME = re.compile(rf"{TAG_PATTERN}|{KEYWORD_PATTERN}")
 _ITEM = re.compile(r"\.([0-9]+)")
 _SEPARATORS = ("\\", "/")
+INVALID_WARNING_PERIOD = 3600  # seconds: how often a converter line's invalid values of an element are warned of
+_FURTHER_SET = "further ones of {where} for {element} are logged at debug level for an hour"
 
 log = Logger()
+invalidWarnings = FirstWarned(INVALID_WARNING_PERIOD)  # of values set as they are, by where and tag (assign)
 
 
 def metaRefusal(tag):
@@ -204,9 +208,12 @@ def assign(dataset, tag, text, root=None, *, where):
     level data set (its Specific Character Set covers ``dataset``).
     ValueError for a sequence tag.  A text pydicom's validators find no
     value of the VR (CS 'ct', AS '12 years') is set as it is, as Conquest
-    does, with a warning naming ``where`` (the converter and command, or
-    the change: modifypatid, anonymize) and the object: pydicom, which reads without validating
-    (``pacscore.dicom.pydicomchecks``), checks no value written either."""
+    does, with a line naming ``where`` (the converter and command, or
+    the change: modifypatid, anonymize) and the object, a warning once an
+    hour for each ``where`` and tag, else a debug line (``FirstWarned``: a
+    series of 1000 objects through one line is one warning): pydicom, which
+    reads without validating (``pacscore.dicom.pydicomchecks``), checks no
+    value written either."""
     vr = vrOf(tag, dataset)
     if vr == "SQ":
         raise ValueError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: it takes no text")
@@ -219,8 +226,10 @@ def assign(dataset, tag, text, root=None, *, where):
     else:
         dataset.add_new(tag, vr, value)
     for problem in invalidValues(dataset[tag]):
-        log.warn("{where}: {uid}: {problem}, set as it is", where=where, problem=problem,
-                 uid=(dataset if root is None else root).get("SOPInstanceUID", "an object without a SOP Instance UID"))
+        invalidWarnings.report(log, (where, tag), "{where}: {uid}: {problem}, set as it is", _FURTHER_SET,
+                               where=where, problem=problem, element=f"({tag >> 16:04x},{tag & 0xFFFF:04x})",
+                               uid=(dataset if root is None else root).get("SOPInstanceUID",
+                                                                           "an object without a SOP Instance UID"))
 
 
 _NUMBERS = {"US": int, "UL": int, "SS": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float,

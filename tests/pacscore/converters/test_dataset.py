@@ -9,18 +9,20 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import select
-from twisted.logger import Logger, capturedLogs, formatEvent
+from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
 import plugins
 from pacscore.config.ini import DicomIni
 from pacscore.converters.context import ConverterContext, ConverterServices, ConverterSyntaxError, Outcome
+from pacscore.converters import elements
 from pacscore.converters.elements import assign
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
 from pacscore.converters.uidmap import UIDMap
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.firstwarned import FirstWarned
 from pacscore.interfaces import IConverterCommand
 from plugins import pacs_commands_dataset as commands
 from plugins import pacs_commands_lua
@@ -218,6 +220,7 @@ class SetTests(unittest.TestCase):
         naming the converter, the command and the object: pydicom, which
         reads without validating (pydicomchecks), said nothing of them;
         valid values (and numbers) are set without one."""
+        self.patch(elements, "invalidWarnings", FirstWarned(elements.INVALID_WARNING_PERIOD))
         context = makeContext()
         with capturedLogs() as events:
             run(commands.setCommand, '0008,0060 to "ct"', context)
@@ -226,12 +229,44 @@ class SetTests(unittest.TestCase):
             run(commands.setCommand, '0010,1010 to "012Y"', context)
             run(commands.setCommand, '0020,0013 to "7"', context)
         self.assertEqual((context.dataset.Modality, context.dataset.PatientAge), ("ct", "012Y"))
+        further = " (further ones of ImportConverter0: set for ({}) are logged at debug level for an hour)"
         self.assertEqual([formatEvent(e) for e in events],
-                         ["ImportConverter0: set: 1.2.3.1.1: (0008,0060) 'ct' is not a valid CS value, set as it is",
+                         ["ImportConverter0: set: 1.2.3.1.1: (0008,0060) 'ct' is not a valid CS value, set as it is"
+                          + further.format("0008,0060"),
                           "ImportConverter0: set: 1.2.3.1.1: (0010,1010) '12 years' is not a valid AS value, set as "
-                          "it is",
+                          "it is" + further.format("0010,1010"),
                           f"ImportConverter0: set: 1.2.3.1.1: (0008,1030) '{'A' * 64}'... is not a valid LO value, "
-                          "set as it is"])
+                          "set as it is" + further.format("0008,1030")])
+
+    def test_invalidTextWarnedOfOnceAnHourPerLineAndElement(self):
+        """A converter line setting invalid values in every object (20
+        objects, 3 values: were 60 warnings) is one warning per line and
+        element an hour, the others debug lines, the next warning saying
+        how many; another line has its own."""
+        def setInvalid(where, count):
+            for n in range(count):
+                dataset = makeContext().dataset
+                dataset.SOPInstanceUID = f"1.2.3.1.{n}"
+                for tag, value in ((0x00080060, "ct"), (0x00101010, "12 years"), (0x00081030, "A" * 80)):
+                    assign(dataset, tag, value, where=where)
+
+        with capturedLogs() as events:
+            setInvalid("ImportConverter9: set", 20)
+        warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual([line.split(": ")[3][:11] for line in warned], ["(0008,0060)", "(0010,1010)", "(0008,1030)"])
+        self.assertEqual(len(events), 60)
+        now = [1000.0]
+        self.patch(elements, "invalidWarnings", FirstWarned(3600, lambda: now[0]))
+        with capturedLogs() as events:
+            setInvalid("ImportConverter0: set", 20)
+            setInvalid("ImportConverter1: set", 1)
+            now[0] += 3600
+            setInvalid("ImportConverter0: set", 1)
+        warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual([line.split(":")[0] for line in warned], ["ImportConverter0"] * 3 + ["ImportConverter1"] * 3
+                         + ["ImportConverter0"] * 3)
+        self.assertTrue(warned[-1].endswith("for (0008,1030) are logged at debug level for an hour; 19 since the "
+                                            "last warning)"), warned[-1])
 
     def test_noFiniteNumberIsNoDecimalValue(self):
         """nan and inf (Lua's 0/0, 1/0, as text) are no DS, FL or FD value,

@@ -24,11 +24,15 @@ filtered; its other warnings stay.  One process-wide setting, made once at
 import, no per-call switching (which no thread could do safely).
 """
 
+import functools
 import warnings
 
 from pydicom import config
 from pydicom.multival import MultiValue
-from pydicom.valuerep import STR_VR, validate_value
+from pydicom.valuerep import MAX_VALUE_LEN, STR_VR, STR_VR_REGEXES, validate_value
+
+REMEMBERED_TEXTS = 4096  # values whose validity is remembered (invalidTexts)
+REMEMBERED_LENGTH = 64  # the longest one: a UID, a code; not a long text
 
 # pydicom's warning for a term it reads as Latin-1 (pydicom.charset).
 _UNKNOWN_TERM = r"Unknown encoding '"
@@ -53,19 +57,52 @@ def invalidValues(element):
                                                        for value in values])
 
 
+def _pnValid(vr, text):
+    """Whether pydicom's validator finds ``text`` a value of ``vr``."""
+    try:
+        validate_value(vr, text, config.RAISE)
+    except ValueError:
+        return False
+    return True
+
+
+# What pydicom's validators check of a string, made once, by VR: its
+# maximum length (``MAX_VALUE_LEN``; None: any) and its pattern
+# (``STR_VR_REGEXES``; None: any), or for PN its validator, which checks
+# each component.  A stored object's ~40 values are each checked
+# (pacscore.storage.attributes): so at a fraction of validate_value's cost
+# (its dispatch, message and exception for each value).  UC and UT, which
+# pydicom does not check, have none.
+_CHECKS = {str(vr.value): (None, None, _pnValid) if vr == "PN" else
+           (MAX_VALUE_LEN.get(vr), STR_VR_REGEXES.get(vr), None)
+           for vr in STR_VR if vr == "PN" or vr in MAX_VALUE_LEN or vr in STR_VR_REGEXES}
+
+
+def _valid(vr, text):
+    """Whether pydicom's validators find ``text`` a value of ``vr`` (in ``_CHECKS``)."""
+    longest, pattern, validator = _CHECKS[vr]
+    if validator is not None:
+        return validator(vr, text)
+    return ((longest is None or len(text) <= longest)  # $ matches before a last newline: pydicom refuses one
+            and (pattern is None or pattern.match(text) is not None and text[-1] != "\n"))
+
+
+# ``_valid`` of the short texts met lately: the objects of a series repeat
+# most of their values (study and series UIDs, dates, codes), each check
+# of a pattern costing a stored object ~0.5 µs
+_validRemembered = functools.lru_cache(maxsize=REMEMBERED_TEXTS)(_valid)
+
+
 def invalidTexts(tag, vr, texts):
     """Texts naming those of ``texts``, values of element ``tag`` of VR
     ``vr``, that pydicom's validators find no value of it; empty values and
     VRs other than text ones are none."""
-    if vr not in STR_VR:
+    if vr not in _CHECKS:
         return []
     found = []
     for text in texts:
-        if not text:
+        if not text or (_validRemembered if len(text) <= REMEMBERED_LENGTH else _valid)(vr, text):
             continue
-        try:
-            validate_value(vr, text, config.RAISE)
-        except ValueError:
-            shown = f"{text[:64]!r}..." if len(text) > 64 else repr(text)
-            found.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {shown} is not a valid {vr} value")
+        shown = f"{text[:64]!r}..." if len(text) > 64 else repr(text)
+        found.append(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {shown} is not a valid {vr} value")
     return found

@@ -70,7 +70,11 @@ _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM U
 _TEXT_DELIMITERS = {0x0D, 0x0A, 0x09, 0x0C}  # pydicom's TEXT_VR_DELIMS
 _BINARY_VRS = frozenset(b"US SS UL SL FL FD SV UV".split())
 _CHARSET_VRS = frozenset(vr.encode() for vr in CUSTOMIZABLE_CHARSET_VR)  # text in the Specific Character Set
-_SINGLE_VALUED = (b"LT", b"ST", b"UT", b"UR")  # a backslash is text in these
+# the VRs of the values noted when not valid in their VR (TextNotes.invalid):
+# those of a format (a number, a date, a code, a UID), not those pydicom
+# checks the length of alone (LO, SH, PN ...: the index cuts an overlong
+# value to its column, saying so), each check costing a stored object time
+_CHECKED_VRS = frozenset(b"AE AS CS DA DS DT IS TM UI".split())
 _NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # control bytes but TAB LF FF CR ESC
 
 log = Logger()
@@ -706,8 +710,9 @@ class TextNotes:
     Character Set; ``unknownTerms``, the terms of that pydicom does not know;
     ``undeclared``, the tags of values beyond ASCII in a data set that has
     none (only ASCII may be used then: PS3.3 C.12.1.1.2); ``invalid``,
-    texts naming the values walked that pydicom's validators find no value
-    of their VR (``pydicomchecks.invalidTexts``), indexed as they are."""
+    texts naming the values walked, of a VR with a format (``_CHECKED_VRS``),
+    that pydicom's validators find no value of their VR
+    (``pydicomchecks.invalidTexts``), indexed as they are."""
 
     unfit: list = field(default_factory=list)
     unknownTerms: list = field(default_factory=list)
@@ -775,10 +780,9 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
                     notes.undeclared.append(tag)
                 elif not textFits(raw, encodings):
                     notes.unfit.append(tag)
-            if notes is not None and values[tag]:
+            if notes is not None and vr in _CHECKED_VRS and values[tag]:
                 text = values[tag]
-                notes.invalid.extend(invalidTexts(tag, vr.decode("ascii"), [text] if vr in _SINGLE_VALUED
-                                                  else text.split("\\")))
+                notes.invalid.extend(invalidTexts(tag, vr.decode("ascii"), text.split("\\")))
     return values, stop
 
 

@@ -40,7 +40,7 @@ import os
 import select
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import wait
 
@@ -113,7 +113,12 @@ class CodecProcesses:
                 if isinstance(e, BrokenProcessPool) or not self._closed:
                     raise
                 return function(*args)  # shut down since: coded here
-            return future.result()
+            try:
+                return future.result()
+            except CancelledError:  # still waiting for a process at the shutdown
+                if not self._closed:
+                    raise
+                return function(*args)
         finally:
             self._underWay.remove(what)
 
@@ -167,8 +172,8 @@ class CodecProcesses:
             for ended in wait(list(left), deadline - time.monotonic()):
                 del left[ended]
         if self._underWay:
-            self.log.warn("stopping: the codec processes still coding after {timeout:.3g} s are killed, these "
-                          "frames not coded: {frames}", timeout=timeout, frames="; ".join(self._underWay))
+            self.log.warn("stopping: the codec processes still coding at the end of the stop's grace period are "
+                          "killed, these frames not coded: {frames}", frames="; ".join(self._underWay))
         for process in left.values():
             process.kill()
         wait(list(left), 1)

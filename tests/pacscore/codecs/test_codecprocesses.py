@@ -54,6 +54,14 @@ def dyingOnce(src, runner):
     return os.getpid().to_bytes(8, "little")
 
 
+def slow(src, runner):
+    """Coding for a second after writing its pid to the file ``src``."""
+    with open(src, "w") as pid:
+        pid.write(str(os.getpid()))
+    time.sleep(1)
+    return os.getpid().to_bytes(8, "little")
+
+
 def hanging(src, runner):
     with open(src, "w") as pid:
         pid.write(str(os.getpid()))
@@ -203,9 +211,37 @@ class CodecProcessesTests(unittest.TestCase):
         thread.join(5)
         self.assertTrue(ended(pid))
         self.assertEqual(len(failures), 1)
-        self.assertIn("stopping: the codec processes still coding after 0.5 s are killed, these frames not coded: "
+        self.assertIn("stopping: the codec processes still coding at the end of the stop's grace period are killed, "
+                      "these frames not coded: "
                       "coding a frame of 2048 x 2048 pixels in JPEG 2000 Image Compression (Lossless Only) with "
                       "hanging", "".join(map(formatEvent, events)))
+
+    def test_framesStillWaitingAtTheShutdownAreCodedInTheirThreads(self):
+        """A large frame still waiting for a process when the server stops
+        (more of them than processes) is coded in its thread, not failed
+        with the executor's bare CancelledError."""
+        pidFile = self.mktemp()
+        answers, failures = {}, []
+
+        def convert(name, function, src):
+            try:
+                answers[name] = _InProcessWhenLarge(function, name, self.processes)(src, runnerOf(2048, 2048))
+            except Exception as e:
+                failures.append((name, e))
+        threads = [threading.Thread(target=convert, args=("slow", slow, pidFile), daemon=True)]
+        threads[0].start()
+        while not os.path.exists(pidFile) or not open(pidFile).read():
+            time.sleep(0.02)
+        for name in ("queued", "queuedToo", "waiting"):  # the executor's call queue takes two more; the next waits
+            threads.append(threading.Thread(target=convert, args=(name, framePid, b""), daemon=True))
+            threads[-1].start()
+            time.sleep(0.3)
+        self.processes.shutdown(5)  # the first three end within it
+        for thread in threads:
+            thread.join(5)
+        self.assertEqual(failures, [])
+        self.assertEqual(answers["waiting"], os.getpid().to_bytes(8, "little"))
+        self.assertNotEqual(answers["queuedToo"], os.getpid().to_bytes(8, "little"))
 
     def test_theProcessesEndWithAKilledServer(self):
         """kill -9 of the server (or the OOM killer) leaves neither the

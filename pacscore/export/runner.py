@@ -68,8 +68,8 @@ held off, the lane going on with its other actions, and the attempt does
 not count against MaximumExportRetries (the read error may pass: a share
 back online, a disk mounted).  Such failures (of export jobs and mirror
 copies too) are logged per MAG device: its first a warning, the next ones
-debug lines until an object of it reads again, which is one line with how
-many forwards and jobs waited.  An object deleted after its lane
+debug lines until a forward or job that waited on it succeeds, which is
+one line with how many waited.  An object deleted after its lane
 located it is skipped by its forward, which goes on.  The index database
 failing as a lane looks its actions up or delivers them is not the
 destination's failure either: when that failure may pass
@@ -126,7 +126,6 @@ from pacscore.export.queue import EXPORT_RETRIES, FAILED, LOCAL, ActionBuffer, J
 from pacscore.export.spool import discard, isSpooled, spoolFolder
 from pacscore.holdoff import HoldOff
 from pacscore.storage.mirror import MIRROR_COPY
-from pacscore.storage.reader import Missing
 from pacscore.workers import STOP_GRACE, WorkerPool
 
 
@@ -550,7 +549,7 @@ class ExportService(service.Service):
             return JobOutcome(job.id, error=Unreadable(str(e), [job.deviceName]))
         except Exception as e:
             return JobOutcome(job.id, error=e)
-        self.reactor.callFromThread(self._readAgain, [job.deviceName])
+        self.reactor.callFromThread(self._readAgain, ("job", job.id))
         buffer = ActionBuffer(self.queue, spoolFolder(self.reader.roots[job.deviceName]))
         services = copy.copy(self.services)
         services.exportQueue = buffer
@@ -583,7 +582,7 @@ class ExportService(service.Service):
             return JobOutcome(job.id, error=Unreadable(str(e), [where]), retryForever=True)
         if copied:
             self.reactor.callFromThread(self._count, "mirrorCopies")
-            self.reactor.callFromThread(self._readAgain, [job.deviceName, mirrors.devices[job.deviceName].name])
+            self.reactor.callFromThread(self._readAgain, ("job", job.id))
         elif not os.path.exists(source):
             kept = self._stillNamed(job, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source),
                                     retryForever=True)
@@ -629,9 +628,8 @@ class ExportService(service.Service):
             for position, action in enumerate(actions):
                 if not self.running or not self.completeness.complete:  # stopping, a regen: the rest stay queued
                     break
-                located = found.pop(action.id, None)
                 try:
-                    count = await self._perform(action, located)
+                    count = await self._perform(action, found.pop(action.id, None))
                 except Interrupted:
                     self.log.info("{action} of {entity} {uid} to {destination} interrupted by the stop: "
                                   "it stays queued", action=action.action, entity=action.level.lower(),
@@ -659,8 +657,7 @@ class ExportService(service.Service):
                     if not databaseDown:  # the database answered the action's look-ups (if any)
                         self._lookUpsAnswer()
                 removals.add([action])
-                if located is not None:  # its objects were read
-                    self._readAgain({stored.deviceName for stored in located[1] if not isinstance(stored, Missing)})
+                self._readAgain(("action", action.id))
                 if action.action == "forward":
                     self._count("forwardsSent", count)
                 else:
@@ -782,7 +779,9 @@ class ExportService(service.Service):
         mounted, a folder made unreadable; for a mirror copy, its mirror
         device not written) and the attempt is to be retried,
         the device's first is a warning saying that the others are debug
-        lines until one of its objects reads again (``_readAgain``), as a
+        lines until a forward or job that waited on it succeeds
+        (``_readAgain``; not any object of it read, as one lost file
+        among readable ones would begin and end it every attempt), as a
         queue of 10,000 forwards would log 10,000 lines every RetryDelay."""
         devices = cause.devices if isinstance(cause, Unreadable) and state != FAILED else ()
         new = sorted(device for device in devices if device not in self._unreadable)
@@ -791,18 +790,18 @@ class ExportService(service.Service):
         if not devices:
             self.log.warn(line, **fields)
         elif new:
-            self.log.warn(line + "; until an object of {devices} reads again, its forwards, export jobs and mirror "
-                          "copies failing so are debug lines", devices=", ".join(new), **fields)
+            self.log.warn(line + "; until a forward or job waiting on {devices} succeeds, its forwards, export jobs "
+                          "and mirror copies failing so are debug lines", devices=", ".join(new), **fields)
         else:
             self.log.debug(line, **fields)
 
-    def _readAgain(self, devices):
-        """Objects of the MAG ``devices`` were read (a mirror's written): the
-        end of their failing (``_readFailed``) is logged, with how many
-        forwards and jobs waited."""
-        for device in devices:
-            if (outage := self._unreadable.pop(device, None)) is not None:
-                (since, error), waited = outage
+    def _readAgain(self, key):
+        """The forward or job ``key`` succeeded: the failing of the MAG
+        devices it waited on (``_readFailed``) ended, which is logged with
+        how many forwards and jobs waited."""
+        for device, ((since, error), waited) in list(self._unreadable.items()):
+            if key in waited:
+                del self._unreadable[device]
                 self.log.info("{device}: its objects read again, after failing for {seconds:.0f} s ({error}); "
                               "{count} forward(s) and job(s) waited on it", device=device, error=error,
                               seconds=self.reactor.seconds() - since, count=len(waited))

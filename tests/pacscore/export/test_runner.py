@@ -658,13 +658,17 @@ class ChangedObjectForwardTests(unittest.TestCase):
                                      self.archive.reader, self.reactor, SyncWorkers(), SyncWorkers())
         self.addCleanup(lambda: self.service.stopService() if self.service.running else None)
         for sop in sops:
-            ds = self.archive.add("PAT1", "1.2.3", "1.2.3.1", sop)
-            record = ImageRecord({tag: str(ds.get(keyword, "")) for keyword, tag in TAGS.items()}, "MAG0",
-                                 f"PAT1/{sop}.dcm")
-            with self.archive.index.engine.begin() as connection:
-                self.queue.enqueueJobs(connection, [record])
+            self.store(sop)
         self.service.startService()
         self.pump(50)
+
+    def store(self, sop):
+        """Store the object ``sop`` and queue its export line's jobs."""
+        ds = self.archive.add("PAT1", "1.2.3", "1.2.3.1", sop)
+        record = ImageRecord({tag: str(ds.get(keyword, "")) for keyword, tag in TAGS.items()}, "MAG0",
+                             f"PAT1/{sop}.dcm")
+        with self.archive.index.engine.begin() as connection:
+            self.queue.enqueueJobs(connection, [record])
 
     def pump(self, rounds):
         """Let the association and the clock run ``rounds`` half seconds."""
@@ -907,13 +911,32 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual(len(warnings), 1, warnings)
         self.assertIn("could not be read here", warnings[0])
         self.assertTrue(warnings[0].endswith("; will retry (a read error here, not DEST's: its other actions go on); "
-                                             "until an object of MAG0 reads again, its forwards, export jobs and "
-                                             "mirror copies failing so are debug lines"), warnings[0])
+                                             "until a forward or job waiting on MAG0 succeeds, its forwards, "
+                                             "export jobs and mirror copies failing so are debug lines"), warnings[0])
         infos = [formatEvent(event) for event in events if "read again" in event.get("log_format", "")]
         self.assertEqual(len(infos), 1, infos)
         self.assertRegex(infos[0], r"MAG0: its objects read again, after failing for \d+ s \(.*could not be "
                                    r"read here.*\); 3 forward\(s\) and job\(s\) waited on it")
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in self.received()), sops)
+
+    def test_oneLostFileAmongReadableOnesIsOneWarning(self):
+        """One file lost while the index names it, the other objects of its
+        device forwarded meanwhile: one warning for the lost one, not a
+        warning and a 'read again' line at every attempt (the others read do
+        not end the device's failing: only a forward that waited on it)."""
+        lost = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+        self.afterLocating("1.2.3.1.1", lambda: (os.remove(lost), os.mkdir(lost)))
+        with capturedLogs() as events:
+            self.run_("forward to DEST", "1.2.3.1.1")
+            for n in range(2, 5):
+                self.store(f"1.2.3.1.{n}")
+                self.reactor.advance(100)  # RetryDelay
+                self.pump(4)
+        warnings = [formatEvent(event) for event in events if event["log_level"] >= LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("1.2.3.1.1", warnings[0])
+        self.assertEqual([event for event in events if "read again" in event.get("log_format", "")], [])
+        self.assertEqual(sorted(ds.SOPInstanceUID for ds in self.received()), ["1.2.3.1.2", "1.2.3.1.3", "1.2.3.1.4"])
 
     def test_aGivenUpForwardKeepsItsSpoolFileAndSendsItWhenRetried(self):
         """A forward of a changed object given up (MaximumExportRetries)

@@ -53,7 +53,8 @@ longer holds it, or a delete under way removes it) is skipped, logged, as
 one deleted before; one that is indexed but cannot be read here (an I/O
 error, its file gone while the index names it) fails the forward with
 ``Unreadable`` once the others went, to be retried: not the destination's
-failure.
+failure; above IMAGE level, the retry covers only the objects not read
+(``Unreadable.retryOnly``, see ``ExportQueue.retryOnly``).
 """
 
 from typing import NamedTuple
@@ -74,7 +75,7 @@ from pacscore.dicom.models import PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE
 from pacscore.dicom.protocol import ESTABLISHED, NoStatus
 from pacscore.dicom.retrieve import choices, contextsFor, convertToFirst
 from pacscore.dicom.storeddata import closeIfStored, readForPeer
-from pacscore.export.queue import LEVELS
+from pacscore.export.queue import LEVELS, Target
 from pacscore.export.selection import LEVEL_KEYS, indexKeys, remoteRequest
 from pacscore.export.spool import isSpooled
 from pacscore.export.stow import StowError, StowSender, dicomWebServers
@@ -145,11 +146,17 @@ class Unreadable(ForwardError):
     I/O error, permissions, its file gone while the index still names it
     and no delete is removing it): the action is tried again later, but
     the destination is not at fault (the runner does not hold it off).
-    ``devices``: the MAG devices of the objects that could not be read."""
+    ``devices``: the MAG devices of the objects that could not be read;
+    ``uids``: their SOP Instance UIDs; ``retryOnly``: when an action above
+    IMAGE level sent its other objects, the ``Target`` of each object not
+    read, the only ones to retry (the runner queues an IMAGE forward of
+    each instead of retrying the action whole)."""
 
-    def __init__(self, message, devices=()):
+    def __init__(self, message, devices=(), uids=(), retryOnly=()):
         super().__init__(message)
         self.devices = frozenset(device for device in devices if device)
+        self.uids = tuple(uids)
+        self.retryOnly = tuple(retryOnly)
 
 
 class Undelivered(ForwardError):
@@ -318,7 +325,7 @@ class Forwarder:
                           uid=action.target.uid(action.level))
             return 0
         if server is not None:
-            return await self._stow(server, action, located, onSent)
+            return await self._stow(server, action, instances, located, onSent)
         compression = action.compression or node.compression
         level = min(self.associationLevel, action.level, key=ASSOCIATION_LEVELS.index)
         if level == "SOPCLASS" and action.level != "IMAGE":
@@ -365,12 +372,12 @@ class Forwarder:
             await self._close(link)
         else:
             link.closeTimer = self.reactor.callLater(self.closeDelay, self._idle, link)
-        _failUnreadable(located, unread)
+        _failUnreadable(located, unread, _narrowable(action, instances, sent, leftOut + refused))
         if leftOut or refused:
             raise Undelivered(action.destination, sent, leftOut, refused)
         return sent
 
-    async def _stow(self, server, action, located, onSent):
+    async def _stow(self, server, action, instances, located, onSent):
         """Forward to a DICOMweb server: STOW-RS of the readable objects."""
         readable = []
         for stored in located:
@@ -383,11 +390,11 @@ class Forwarder:
             sent = await self.stow.send(
                 server, readable,
                 lambda stored, reason: self._leaveOut(action.destination, stored, NotConvertible(reason), leftOut),
-                lambda stored, reason: unread.append(Unreadable(reason, [stored.deviceName])), action.compression, onSent,
-                self._checkInterrupted)
+                lambda stored, reason: unread.append(Unreadable(reason, [stored.deviceName], [stored.sopInstanceUID])),
+                action.compression, onSent, self._checkInterrupted)
         except StowError as e:
             raise ForwardError(str(e)) from e
-        _failUnreadable(located, unread)
+        _failUnreadable(located, unread, _narrowable(action, instances, sent, leftOut))
         if leftOut:
             raise Undelivered(action.destination, sent, leftOut, [])
         return sent
@@ -513,7 +520,8 @@ class Forwarder:
         except OSError as e:
             if spooled and isinstance(e, FileNotFoundError):
                 raise ChangedCopyGone(stored.path) from e
-            raise Unreadable(f"{stored.sopInstanceUID} could not be read here: {e}", [stored.deviceName]) from e
+            raise Unreadable(f"{stored.sopInstanceUID} could not be read here: {e}", [stored.deviceName],
+                             [stored.sopInstanceUID]) from e
 
     # -- get --------------------------------------------------------------
 
@@ -642,19 +650,34 @@ class Forwarder:
             await self.fetcher.close()
 
 
-def _failUnreadable(located, unread=()):
+def _failUnreadable(located, unread=(), sentAlongside=()):
     """``Unreadable`` when an object of the action is stored but could not
     be read, its file gone too while the index names it, as it was located
     or as it was read (``unread``: the Unreadable it raised, the others sent
     meanwhile): the action is then tried again; objects deleted meanwhile
-    (``Missing.gone``) are skipped."""
+    (``Missing.gone``) are skipped.  ``sentAlongside``: the action's
+    ``Instance``s when it is above IMAGE level and others were sent; the
+    retry then covers only the objects not read (``Unreadable.retryOnly``)."""
     missing = [stored for stored in located if isinstance(stored, Missing) and not stored.gone]
     reasons = [f"{stored.sopInstanceUID}: {stored.reason}" for stored in missing] + [str(error) for error in unread]
-    if len(reasons) == 1 and unread:
-        raise unread[0]
-    if reasons:
-        raise Unreadable(f"{len(reasons)} of its objects could not be read, e.g. {reasons[0]}",
-                         [stored.deviceName for stored in missing] + [d for error in unread for d in error.devices])
+    if not reasons:
+        return
+    uids = {stored.sopInstanceUID for stored in missing} | {uid for error in unread for uid in error.uids}
+    retryOnly = [Target(instance.patientID, instance.studyInstanceUID, instance.seriesInstanceUID,
+                        instance.sopInstanceUID) for instance in sentAlongside if instance.sopInstanceUID in uids]
+    single = len(reasons) == 1 and unread
+    raise Unreadable(str(unread[0]) if single else f"{len(reasons)} of its objects could not be read, e.g. {reasons[0]}",
+                     [stored.deviceName for stored in missing] + [d for error in unread for d in error.devices],
+                     uids, retryOnly) from (unread[0] if single else None)
+
+
+def _narrowable(action, instances, sent, undelivered):
+    """``instances`` when a retry of ``action`` after an ``Unreadable`` is to
+    cover only the objects not read (``_failUnreadable``): above IMAGE
+    level, others sent, none left out nor refused (removed, the action
+    would no longer hold a delete queued after it, see
+    ``ExportQueue.due``, which must wait for those too)."""
+    return instances if sent and action.level != "IMAGE" and not undelivered else ()
 
 
 def _address(node):

@@ -519,6 +519,38 @@ class ExportQueue:
             Attempts=attempts, State=state, NextAttempt=now + self.retryDelay, LastError=str(error)[:255]))
         return state
 
+    def retryOnly(self, action, targets, error, now):
+        """In one transaction, replace the forward ``action`` (above IMAGE
+        level, its other objects sent) by an IMAGE forward of each of
+        ``targets`` (the objects it could not read, ``Target``s) to the same
+        destination with the same compression and filters, due RetryDelay
+        seconds after ``now``, ``error`` as their last error and the
+        action's attempts (this one is not counted).  The deletes of the
+        patient queued after the action are queued again after those, so
+        they still wait for them (``due``): "forward study to X; delete
+        study" never deletes what has not reached X.  A Deferred of the new
+        state (None when the action is no longer queued: nothing queued)."""
+        return self.index.runWrite(self._retryOnly, action, targets, error, now)
+
+    def _retryOnly(self, connection, action, targets, error, now):
+        forwards = self.forwards
+        if not connection.execute(forwards.delete().where(forwards.c.id == action.id)).rowcount:
+            return None
+        later = and_(forwards.c.id > action.id, forwards.c.Action == "delete",
+                     forwards.c.PatientID == action.target.patientID)
+        deletes = [dict(row._mapping) for row in connection.execute(select(forwards).where(later)
+                                                                    .order_by(forwards.c.id))]
+        connection.execute(forwards.delete().where(later))
+        for target in targets:  # not under _lock, as _recordJob
+            row = self.actionRow(action.destination, "IMAGE", target, action.compression, now + self.retryDelay,
+                                 action.action, action.filters)
+            row.update(Attempts=action.attempts, LastError=str(error)[:255])
+            self._addAction(connection, row)
+        for row in deletes:
+            del row["id"]
+            connection.execute(forwards.insert(), row)
+        return PENDING
+
     def retryFailed(self, destination=None):
         """Put failed actions (of ``destination`` only, if given; with
         None the failed export jobs too) back in the queue, due now and

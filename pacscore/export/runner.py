@@ -66,7 +66,9 @@ here (``forwarder.Unreadable``: an I/O error, a file gone that the index
 still names) is retried after RetryDelay too, but its destination is not
 held off, the lane going on with its other actions, and the attempt does
 not count against MaximumExportRetries (the read error may pass: a share
-back online, a disk mounted).  Such failures (of export jobs and mirror
+back online, a disk mounted); when such a forward above IMAGE level sent
+its other objects, it is replaced by an IMAGE forward of each object not
+read (``ExportQueue.retryOnly``), so a retry sends only those.  Such failures (of export jobs and mirror
 copies too) are logged per MAG device: its first a warning, the next ones
 debug lines until a forward or job that waited on it succeeds, which is
 one line with how many waited.  An object deleted after its lane
@@ -744,6 +746,8 @@ class ExportService(service.Service):
         then remembered (see the module docstring)."""
         counted = not isinstance(error, Unreadable)  # a read error here may pass (a disk mounted): no retry used up
         try:
+            if not counted and error.retryOnly:  # its others were sent: only the objects not read are retried
+                return await self.queue.retryOnly(action, error.retryOnly, error, when)
             return await self.queue.markFailed(action.id, error, when, giveUp, counted)
         except Exception:
             self._unmarked[action.id] = (action, error, when, giveUp)
@@ -766,6 +770,9 @@ class ExportService(service.Service):
                          final="; given up, not retried (a delete of the patient queued after it waits while it "
                                "is in the table; dgate --retryforwards puts it back)" if giveUp else
                          f"; given up (see {retryLimitKey(action.level, action.action)})" if state == FAILED else
+                         f"; its other objects were sent, only the {len(error.retryOnly)} not read will be retried, "
+                         f"each as an image forward ({notTheirs}, not {action.destination}'s)"
+                         if isinstance(error, Unreadable) and error.retryOnly else
                          f"; will retry ({notTheirs}: the other local actions go on)" if notTheirs and local else
                          f"; will retry ({notTheirs}, not {action.destination}'s: its other actions go on)"
                          if notTheirs else

@@ -139,7 +139,8 @@ class ForwarderTests(unittest.TestCase):
         with Unreadable, to be tried again, after the others went (the lost
         one was skipped as if deleted, its forward done); an object a delete
         under way is removing (its file gone, noted in PacsDeletes) is
-        skipped."""
+        skipped.  The retry is to cover the two not read only
+        (``retryOnly``)."""
         self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
         folder = os.path.join(self.archive.folder, "PAT1")
         unreadable, lost, deleted = (os.path.join(folder, f"1.2.3.1.{n}.dcm") for n in range(3))
@@ -155,6 +156,7 @@ class ForwarderTests(unittest.TestCase):
         failure.trap(Unreadable)
         self.assertIn("2 of its objects could not be read, e.g. 1.2.3.1.0", failure.getErrorMessage())
         self.assertEqual(self.received(), ["1.2.3.2.1", "1.2.3.3.1"])
+        self.assertEqual([target.sopInstanceUID for target in failure.value.retryOnly], ["1.2.3.1.0", "1.2.3.1.1"])
         os.rmdir(unreadable)
         os.rename(unreadable + ".away", unreadable)
         os.rename(lost + ".away", lost)
@@ -235,6 +237,7 @@ class ForwarderTests(unittest.TestCase):
         failure.trap(Unreadable)
         self.assertIn("1.2.3.1.1 could not be read here: [Errno 2] No such file or directory", str(failure.value))
         self.assertEqual(self.received(), ["1.2.3.1.0", "1.2.3.1.2"])
+        self.assertEqual(failure.value.retryOnly, (Target("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.1"),))
         self.clock.advance(forwarder.closeDelay)
         self.acceptor.flush()
         self.assertEqual((self.acceptor.openAssociations(), aborted), ([], []))
@@ -380,6 +383,20 @@ class ForwarderTests(unittest.TestCase):
         self.assertNotIn("1.2.3.2.1", self.received())
         self.assertIn("forward to DEST: 1.2.3.2.1 left out, not retried: DEST takes 1.2.840.10008.5.1.4.1.1.4 "
                       "in none of the syntaxes", formatEvent(events[0]))
+
+    def test_aForwardThatAlsoLeftAnObjectOutIsRetriedWhole(self):
+        """DEST takes no MR and a CT file cannot be read: the forward fails
+        with Unreadable to be retried whole (no ``retryOnly``), as removing
+        it would let a delete queued after it remove the MR object that
+        never reached DEST."""
+        self.acceptor = Acceptor(self.clock, sopClasses=("1.2.840.10008.5.1.4.1.1.2",))
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")
+        os.remove(path)
+        os.mkdir(path)
+        failure = self.forward(self.forwarder(), imageAction("", level="STUDY"))
+        failure.trap(Unreadable)
+        self.assertEqual(self.received(), ["1.2.3.1.0", "1.2.3.1.2", "1.2.3.3.1"])
+        self.assertEqual(failure.value.retryOnly, ())
 
     def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):
         """An image of a study that cannot be converted to any syntax DEST

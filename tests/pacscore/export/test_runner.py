@@ -877,6 +877,80 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.2"])
         self.assertEqual(self.queue.due(1e12, 10), [])
 
+    def test_aSeriesForwardWithAnUnreadableObjectRetriesThatObjectOnly(self):
+        """A series forward of 3 whose second file cannot be read: the
+        other two are sent once, the action is replaced by an image forward
+        of the second (not counted: MaximumExportRetries 1 does not give it
+        up), retried alone every RetryDelay; once its file reads again only
+        it is sent, no duplicate, nothing left queued."""
+        self.queue.maximumRetries = 1
+        self.queue.collectDelay = 100
+        sops = ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"]
+        self.run_("forward series to DEST", *sops)
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.2.dcm")
+        os.remove(path)
+        os.mkdir(path)
+        with capturedLogs() as events:
+            for _ in range(4):
+                self.reactor.advance(100)  # ForwardCollectDelay, then RetryDelay
+                self.pump(2)
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.3"])
+        [action] = self.queue.due(1e12, 10)
+        self.assertEqual((action.level, action.target, action.attempts),
+                         ("IMAGE", Target("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.2"), 0))
+        lines = [formatEvent(event) for event in events if "failed" in event.get("log_format", "")]
+        self.assertIn("forward of series 1.2.3.1 to DEST failed: 1 of its objects could not be read, e.g. 1.2.3.1.2: "
+                      "PAT1/1.2.3.1.2.dcm: [Errno 21] Is a directory", lines[0])
+        self.assertIn("; its other objects were sent, only the 1 not read will be retried, each as an image forward "
+                      "(a read error here, not DEST's)", lines[0])
+        self.assertEqual(self.queue.counts()["destinations"]["DEST"], {"pending": 1, FAILED: 0})
+        os.rmdir(path)
+        self.archive.add("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.2")
+        self.reactor.advance(100)
+        self.pump(2)
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.3", "1.2.3.1.2"])
+        self.assertEqual(self.queue.due(1e12, 10), [])
+
+    def test_theDeleteAfterANarrowedForwardWaitsForTheObjectNotRead(self):
+        """``forward series to DEST; delete series`` with one file that
+        cannot be read: the two others go, the delete waits for the image
+        forward of the third (queued again after it), which goes once its
+        file reads again; only then is the series deleted."""
+        self.queue.collectDelay = 100
+        self.run_("forward series to DEST; delete series", "1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3")
+        path = os.path.join(self.archive.folder, "PAT1", "1.2.3.1.2.dcm")
+        os.remove(path)
+        os.mkdir(path)
+        for _ in range(3):
+            self.reactor.advance(100)
+            self.pump(2)
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.3"])
+        self.assertEqual([(action.action, action.level) for action in self.queue.due(1e12, 10)], [("forward", "IMAGE")])
+        self.assertTrue(os.path.exists(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.1.dcm")))
+        os.rmdir(path)
+        self.archive.add("PAT1", "1.2.3", "1.2.3.1", "1.2.3.1.2")
+        for _ in range(2):
+            self.reactor.advance(100)
+            self.pump(2)
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.3", "1.2.3.1.2"])
+        self.assertEqual(self.queue.due(1e12, 10), [])
+        self.assertEqual(os.listdir(os.path.join(self.archive.folder, "PAT1")), [])
+
+    def test_aSeriesForwardOfALostFileRetriesThatObjectOnly(self):
+        """The same with the file gone at look-up while the index still
+        names it (a lost file, the server's reader following the index):
+        the two others are sent once only."""
+        self.queue.collectDelay = 100
+        self.run_("forward series to DEST", "1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3")
+        self.archive.reader.current = functools.partial(currentInstance, self.archive.index, self.archive.query)
+        os.remove(os.path.join(self.archive.folder, "PAT1", "1.2.3.1.3.dcm"))
+        for _ in range(4):
+            self.reactor.advance(100)
+            self.pump(2)
+        self.assertEqual([ds.SOPInstanceUID for ds in self.received()], ["1.2.3.1.1", "1.2.3.1.2"])
+        [action] = self.queue.due(1e12, 10)
+        self.assertEqual((action.level, action.target.sopInstanceUID), ("IMAGE", "1.2.3.1.3"))
+
     def test_unreadableForwardsOfADeviceAreOneWarningAndTheirEndOneLine(self):
         """The objects of a MAG device that cannot be read (a disk not
         mounted): 3 forwards failing at 4 attempts are one warning naming

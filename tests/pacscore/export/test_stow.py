@@ -207,7 +207,9 @@ class StowForwardTests(unittest.TestCase):
     def test_anObjectThatCannotBeReadHereFailsTheForwardAsUnreadable(self):
         """A file that cannot be read once located (a folder: EISDIR, as
         EIO would be): the others are stored, then the forward fails with
-        Unreadable (retried, but the server is not held off)."""
+        Unreadable (retried, but the server is not held off), to retry that
+        object only (``retryOnly``: the others went); of an image forward,
+        the action whole."""
         forwarder, action = self.forwarder(), self.action()
         found = yield self.located(forwarder, action)
         instance = found[0][0]
@@ -217,6 +219,11 @@ class StowForwardTests(unittest.TestCase):
         error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(action, found=found)), Unreadable)
         self.assertIn(f"{instance.sopInstanceUID} could not be read here: [Errno 21] Is a directory", str(error))
         self.assertEqual((yield self.destination.count("image")), len(self.corpus) - 1)
+        self.assertEqual(error.retryOnly, (Target(instance.patientID, instance.studyInstanceUID,
+                                                  instance.seriesInstanceUID, instance.sopInstanceUID),))
+        image = Action(1, "forward", "cloud", "IMAGE", error.retryOnly[0], "", {}, 0)
+        error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(image)), Unreadable)
+        self.assertEqual(error.retryOnly, ())
 
     @defer.inlineCallbacks
     def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):

@@ -130,6 +130,8 @@ from pacscore.holdoff import HoldOff
 from pacscore.storage.mirror import MIRROR_COPY
 from pacscore.workers import STOP_GRACE, WorkerPool
 
+UNREADABLE_WARNED = 3600  # seconds: a MAG device still failing to be read is warned of again after this
+
 
 def _discardBuffered(buffer):
     """Delete the spool files of the actions an export line put in
@@ -789,16 +791,23 @@ class ExportService(service.Service):
         lines until a forward or job that waited on it succeeds
         (``_readAgain``; not any object of it read, as one lost file
         among readable ones would begin and end it every attempt), as a
-        queue of 10,000 forwards would log 10,000 lines every RetryDelay."""
+        queue of 10,000 forwards would log 10,000 lines every RetryDelay.
+        A device failing for an hour (or whose waiting forwards were
+        replaced, ``retryOnly``) is warned of again, its hour begun anew."""
         devices = cause.devices if isinstance(cause, Unreadable) and state != FAILED else ()
-        new = sorted(device for device in devices if device not in self._unreadable)
+        now = self.reactor.seconds()
+        new = sorted(device for device in devices
+                     if device not in self._unreadable or now - self._unreadable[device][0][0] >= UNREADABLE_WARNED)
+        for device in new:
+            self._unreadable.pop(device, None)
         for device in devices:
-            self._unreadable.setdefault(device, ((self.reactor.seconds(), str(cause)), set()))[1].add(key)
+            self._unreadable.setdefault(device, ((now, str(cause)), set()))[1].add(key)
         if not devices:
             self.log.warn(line, **fields)
         elif new:
             self.log.warn(line + "; until a forward or job waiting on {devices} succeeds, its forwards, export jobs "
-                          "and mirror copies failing so are debug lines", devices=", ".join(new), **fields)
+                          "and mirror copies failing so are debug lines (for an hour at most)",
+                          devices=", ".join(new), **fields)
         else:
             self.log.debug(line, **fields)
 

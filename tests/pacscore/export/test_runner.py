@@ -986,7 +986,8 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertIn("could not be read here", warnings[0])
         self.assertTrue(warnings[0].endswith("; will retry (a read error here, not DEST's: its other actions go on); "
                                              "until a forward or job waiting on MAG0 succeeds, its forwards, "
-                                             "export jobs and mirror copies failing so are debug lines"), warnings[0])
+                                             "export jobs and mirror copies failing so are debug lines (for an hour "
+                                             "at most)"), warnings[0])
         infos = [formatEvent(event) for event in events if "read again" in event.get("log_format", "")]
         self.assertEqual(len(infos), 1, infos)
         self.assertRegex(infos[0], r"MAG0: its objects read again, after failing for \d+ s \(.*could not be "
@@ -1011,6 +1012,12 @@ class ChangedObjectForwardTests(unittest.TestCase):
         self.assertIn("1.2.3.1.1", warnings[0])
         self.assertEqual([event for event in events if "read again" in event.get("log_format", "")], [])
         self.assertEqual(sorted(ds.SOPInstanceUID for ds in self.received()), ["1.2.3.1.2", "1.2.3.1.3", "1.2.3.1.4"])
+        with capturedLogs() as events:
+            self.reactor.advance(3600)  # an hour on: warned of again (its forward may have been replaced)
+            self.pump(4)
+        warnings = [formatEvent(event) for event in events if event["log_level"] >= LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("1.2.3.1.1", warnings[0])
 
     def test_aGivenUpForwardKeepsItsSpoolFileAndSendsItWhenRetried(self):
         """A forward of a changed object given up (MaximumExportRetries)

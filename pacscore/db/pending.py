@@ -43,6 +43,12 @@ from pacscore.db.schema import MYSQL_TABLE
 TABLE_NAME = "PendingFiles"  # made with the index tables: pacs made them, or took them over
 
 
+
+class Unchecked(str):
+    """Why a marked file could not be checked here (``fileError``): a read
+    error that shows no loss in a crash (permissions, an I/O error, a folder
+    in its place), unlike a file gone or cut short; its image row is kept."""
+
 class PendingFiles:
     """The ``PendingFiles`` table of ``metadata``; see the module docstring."""
 
@@ -105,9 +111,15 @@ class PendingFiles:
             if replacedFile:
                 copies.add((replacedDevice, replacedFile))
         gone = {}  # (device, file) -> why it is unusable
+        unchecked = set()  # could not be read here: no crash's loss shown
         for file in sorted(replacedOf):
             error = fileError(*file)
-            if error is not None:
+            if isinstance(error, Unchecked):
+                unchecked.add(file)
+                self.log.warn("{device}:{path}, indexed last before the server stopped, could not be checked "
+                              "({error}); its image row is kept: make it readable (or run dgate -r)",
+                              device=file[0], path=file[1], error=error)
+            elif error is not None:
                 gone[file] = error
         current = indexed(connection, list(gone)) if gone else set()
         lost, earlier, passed = [], [], 0
@@ -132,7 +144,7 @@ class PendingFiles:
         if earlier:
             indexAgain(connection, earlier)
         if removeReplaced is not None:
-            self._removeReplaced(connection, replacedOf, gone, indexed, removeReplaced)
+            self._removeReplaced(connection, replacedOf, set(gone) | unchecked, indexed, removeReplaced)
         connection.execute(delete(table))
         if marked:
             self.log.info("Checked the {count} files indexed last before the server stopped: {lost} lost"
@@ -141,11 +153,12 @@ class PendingFiles:
                                  f"copies, deleted or moved): nothing to do" if passed else "")
         return lost
 
-    def _removeReplaced(self, connection, replacedOf, gone, indexed, removeReplaced):
+    def _removeReplaced(self, connection, replacedOf, notIntact, indexed, removeReplaced):
         """Have ``removeReplaced`` remove the earlier copies that the marked
-        files intact and named by an image row replaced, but those an image
-        row names (see ``recover``); logged with their count."""
-        intact = [file for file, copies in replacedOf.items() if copies and file not in gone]
+        files intact (not in ``notIntact``) and named by an image row
+        replaced, but those an image row names (see ``recover``); logged
+        with their count."""
+        intact = [file for file, copies in replacedOf.items() if copies and file not in notIntact]
         replaced = {copy for file in (indexed(connection, intact) if intact else ()) for copy in replacedOf[file]}
         replaced -= indexed(connection, list(replaced)) if replaced else set()
         removed = removeReplaced(sorted(replaced)) if replaced else 0

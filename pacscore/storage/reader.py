@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from twisted.logger import Logger
 
+from pacscore.db.pending import Unchecked
 from pacscore.db.query import (PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID,
                                Instance, QueryKey)
 from pacscore.storage import part10
@@ -222,11 +223,18 @@ class ObjectReader:
 
     def fileError(self, deviceName, objectFile):
         """Why the file an index row names is unusable (missing, not Part-10,
-        truncated or damaged data set), or None when it reads to its end."""
+        truncated or damaged data set), or None when it reads to its end;
+        ``Unchecked`` when it could not be read here (permissions, an I/O
+        error, a folder in its place), which shows no loss."""
         try:
-            return part10.fileError(self.path(deviceName, objectFile))
-        except OSError as e:
+            part10.checkFile(self.path(deviceName, objectFile))
+        except FileNotFoundError as e:
             return str(e)
+        except OSError as e:
+            return Unchecked(str(e))
+        except DatasetError as e:
+            return str(e) or type(e).__name__
+        return None
 
     def locate(self, instances, follow=True):
         """``StoredObject`` or ``Missing`` for each ``pacscore.db.query.Instance``

@@ -8,6 +8,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.db.index import Index
+from pacscore.db.pending import Unchecked
 from pacscore.db.schema import MYSQL_TABLE
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
@@ -231,6 +232,31 @@ class PendingFilesTests(unittest.TestCase):
         self.assertEqual(self.marked(), [])
         self.assertIn("removed 1 copies replaced just before the server stopped (the new copies of their SOP "
                       "instances, indexed, are kept)", [formatEvent(event) for event in events])
+
+    @defer.inlineCallbacks
+    def test_recoverKeepsTheRowOfAFileThatCouldNotBeCheckedHere(self):
+        """A marked file that cannot be read here at start (permissions, an
+        I/O error: ``Unchecked``) showed no loss in a crash: its row was
+        removed as 'never acknowledged' although it had been; it is kept,
+        with a warning, and the copy it replaced is not removed either."""
+        self.start()
+        yield from self.replacedThenCrashed("first.dcm", "second.dcm")
+        removed = []
+
+        def removeReplaced(files):
+            removed.extend(files)
+            return len(files)
+
+        def fileError(deviceName, objectFile):
+            return Unchecked("[Errno 13] Permission denied") if objectFile == "second.dcm" else None
+        with capturedLogs() as events:
+            self.assertEqual(self.index.recoverPending(fileError, self.noEarlierCopy, removeReplaced), [])
+        self.assertEqual(self.images(), ["second.dcm"])
+        self.assertEqual(removed, [])
+        self.assertEqual(self.marked(), [])
+        self.assertIn("MAG0:second.dcm, indexed last before the server stopped, could not be checked ([Errno 13] "
+                      "Permission denied); its image row is kept: make it readable (or run dgate -r)",
+                      [formatEvent(event) for event in events])
 
     @defer.inlineCallbacks
     def test_recoverKeepsAReplacedCopyARowNamesOrWhoseNewCopyIsNotIndexedAndIntact(self):

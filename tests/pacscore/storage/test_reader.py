@@ -10,6 +10,7 @@ import sys
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.db.pending import Unchecked
 from pacscore.db.query import SOP_INSTANCE_UID, Instance, QueryKey
 from pacscore.export.actions import LocalActions
 from pacscore.export.queue import Target
@@ -212,6 +213,24 @@ class DamagedFileTests(unittest.TestCase):
         self.write(self.mirror, self.whole[:-2])
         self.assertRaises(Damaged, self.load, self.instance, sys.maxsize)
         self.assertRaises(Damaged, self.reader.intact, IndexedPath(self.path, self.instance))
+
+    def test_fileErrorTellsALossFromAFileNotReadHere(self):
+        """The start-up check's ``fileError``: a file cut short or gone is a
+        loss (a plain reason); one that cannot be read here (a folder in its
+        place, as permissions or an I/O error) is ``Unchecked``, no loss
+        shown; a whole one None."""
+        error = self.reader.fileError("MAG0", "P/cut.dcm")
+        self.assertIn("(7FE0,0010)", error)
+        self.assertNotIsInstance(error, Unchecked)
+        os.remove(self.path)
+        error = self.reader.fileError("MAG0", "P/cut.dcm")
+        self.assertIn("No such file or directory", error)
+        self.assertNotIsInstance(error, Unchecked)
+        os.mkdir(self.path)
+        self.assertIsInstance(self.reader.fileError("MAG0", "P/cut.dcm"), Unchecked)
+        os.rmdir(self.path)
+        self.write(self.mag0, self.whole)
+        self.assertIsNone(self.reader.fileError("MAG0", "P/cut.dcm"))
 
     def test_wholeFileRead(self):
         self.write(self.mag0, self.whole)

@@ -202,6 +202,17 @@ class PendingFilesTests(unittest.TestCase):
         self.assertEqual(read, [("MAG0", "first.dcm")])
         self.assertEqual(self.images(), ["first.dcm"])
 
+    @staticmethod
+    def removing():
+        """The files a ``removeReplaced`` removed (a list), and that
+        function, which removes nothing and says it removed them all."""
+        removed = []
+
+        def removeReplaced(files):
+            removed.extend(files)
+            return len(files)
+        return removed, removeReplaced
+
     def replacedThenCrashed(self, *names):
         """Each of ``names`` stored as a new copy of one SOP instance, the
         server then killed after the last one's commit (its mark left)."""
@@ -219,11 +230,7 @@ class PendingFilesTests(unittest.TestCase):
         removed at start, with a log line counting it."""
         self.start()
         yield from self.replacedThenCrashed("first.dcm", "second.dcm")
-        removed = []
-
-        def removeReplaced(files):
-            removed.extend(files)
-            return len(files)
+        removed, removeReplaced = self.removing()
         with capturedLogs() as events:
             self.assertEqual(self.index.recoverPending(lambda device, name: None, self.noEarlierCopy,
                                                        removeReplaced), [])
@@ -241,11 +248,7 @@ class PendingFilesTests(unittest.TestCase):
         with a warning, and the copy it replaced is not removed either."""
         self.start()
         yield from self.replacedThenCrashed("first.dcm", "second.dcm")
-        removed = []
-
-        def removeReplaced(files):
-            removed.extend(files)
-            return len(files)
+        removed, removeReplaced = self.removing()
 
         def fileError(deviceName, objectFile):
             return Unchecked("[Errno 13] Permission denied") if objectFile == "second.dcm" else None
@@ -271,11 +274,7 @@ class PendingFilesTests(unittest.TestCase):
                 {"DeviceName": "MAG0", "ObjectFile": "third.dcm", "ReplacedDevice": "MAG0", "ReplacedFile": "a.dcm"},
                 {"DeviceName": "MAG0", "ObjectFile": "lost.dcm", "ReplacedDevice": "MAG0", "ReplacedFile": "b.dcm"}])
         self.index.storeMany([makeRecord("1.2.3.1.3", objectFile="lost.dcm")])
-        removed = []
-
-        def removeReplaced(files):
-            removed.extend(files)
-            return len(files)
+        removed, removeReplaced = self.removing()
         self.index.recoverPending(lambda device, name: "gone" if name == "lost.dcm" else None,
                                   lambda device, name: makeRecord("1.2.3.1.3", objectFile=name), removeReplaced)
         self.assertEqual(removed, [])

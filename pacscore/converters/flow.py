@@ -3,8 +3,9 @@
 
 ``stop`` and ``return`` end the line with a log message, ``silentstop``
 without one.  ``call file`` runs the converter lines of a file (read each
-time, so it can be edited while the server runs), each as a line of its
-own, as Conquest's CallImportConverterN does: ``stop`` or ``silentstop``
+time, so it can be edited while the server runs, in UTF-8 or else, with
+a warning, cp1252, as every configuration file: ``readConfigText``), each
+as a line of its own, as Conquest's CallImportConverterN does: ``stop`` or ``silentstop``
 ends that line of the file and the next one runs; ``return``, ``destroy``
 and ``reject`` end the file, and ``return`` the calling line too (and
 those calling it, up to the converter line); when the last line of the
@@ -16,6 +17,8 @@ naming the file, and the line and column) and ends the calling line.
 
 from twisted.logger import Logger
 
+from pacscore.config.errors import ConfigError
+from pacscore.config.textfile import readConfigText, splitLines
 from pacscore.converters.command import Command, TextCommand, fileName, localPath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.luafiles import LuaFileRefused, luaFilePath
@@ -119,13 +122,13 @@ class Call(TextCommand):
             self.log.error("{converter}: call refused: {reason}", converter=context.converterName, reason=str(e))
             return Outcome.STOP
         try:
-            with open(path, encoding="utf-8", errors="replace") as lines:
-                scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
-                           for number, line in enumerate(lines, start=1)
-                           if line.strip() and not line.lstrip().startswith(("#", ";"))]
-        except OSError as e:
-            self.log.error("{converter}: call {path}: cannot read it: {reason}", converter=context.converterName,
-                           path=path, reason=e.strerror or e)
+            text, _ = readConfigText(path)
+            scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
+                       for number, line in enumerate(splitLines(text), start=1)
+                       if line.strip() and not line.lstrip().startswith(("#", ";"))]
+        except ConfigError as e:
+            self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,
+                           reason=e.message)
             return Outcome.STOP
         except ConverterSyntaxError as e:
             self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,

@@ -3,7 +3,7 @@ destroy, reject, defer and call."""
 
 import os
 
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterSyntaxError, Outcome
@@ -135,6 +135,26 @@ class CallTests(unittest.TestCase):
         script = parseScript("call outer.cq; mark t", "ImportConverter3", luaRegistry(), "import")
         self.assertEqual((script.run(context), context.variables["x"]), (Outcome.CONTINUE, "rpt"))
 
+    def test_aFileSavedAsAnsiIsReadAsCp1252WithAWarning(self):
+        """A call file saved as "ANSI" (cp1252) is read as every
+        configuration file is: its value set as written, one warning
+        naming the file and line (it was read as UTF-8 with U+FFFD in the
+        place of each accented letter, silently); a UTF-8 file as it is."""
+        with open(os.path.join(self.workdir, "ansi.cq"), "wb") as f:
+            f.write(b'set 0008,0080 to "H\xf4pital Sainte-Th\xe9r\xe8se"\n')
+        with open(os.path.join(self.workdir, "utf8.cq"), "wb") as f:
+            f.write('set 0008,1010 to "Station \u00e9t\u00e9"\n'.encode())
+        path = os.path.abspath(os.path.join(self.workdir, "ansi.cq"))
+        for first in (True, False):  # warned of once
+            with capturedLogs() as events:
+                outcome, _, context = run("call ansi.cq; call utf8.cq", workdir=self.workdir,
+                                          commands=registry(dataset.setCommand))
+            self.assertEqual((outcome, context.dataset.InstitutionName, context.dataset.StationName),
+                             (Outcome.CONTINUE, "H\u00f4pital Sainte-Th\u00e9r\u00e8se", "Station \u00e9t\u00e9"))
+            warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(warnings, [f'{path}:1: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), '
+                                        'and written back so'] if first else [])
+
     def test_absolutePath(self):
         self.called("mark b\n")
         path = os.path.abspath(os.path.join(self.workdir, "called.cq"))
@@ -146,7 +166,7 @@ class CallTests(unittest.TestCase):
         self.called("mark b\nmark c; bogus\n")
         path = os.path.abspath(os.path.join(self.workdir, "called.cq"))
         for line, error in [("mark a; call missing.cq; mark e",
-                             f"call {os.path.dirname(path)}/missing.cq: cannot read it: No such file or directory"),
+                             f"call {os.path.dirname(path)}/missing.cq: cannot read: No such file or directory"),
                             ("mark a; call called.cq; mark e",
                              f"call {path}: {path}, line 2, column 9: unknown command 'bogus'")]:
             with capturedLogs() as events:

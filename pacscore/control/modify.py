@@ -19,8 +19,9 @@ UIDs from the UID map:
   and new Study, Series and SOP Instance UIDs made for that patient (so
   changing it back later makes other new objects, and copies of one file
   for two patients are two objects);
-- ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines) or
-  else ``anonymize_script.lua`` of the configuration folder, when there is
+- ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines,
+  read as every configuration file: ``readConfigText``) or else
+  ``anonymize_script.lua`` of the configuration folder, when there is
   one, then Patient ID and Name ``patid``, the Basic Profile of WADO's
   ``anonymize=yes`` applied to what the script did not set, Patient
   Identity Removed YES, and new UIDs;
@@ -42,6 +43,8 @@ import os
 from twisted.internet import task
 from twisted.logger import Logger
 
+from pacscore.config.errors import ConfigError
+from pacscore.config.textfile import readConfigText, splitLines
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.attach import sampleOf, storedSample
 from pacscore.control.changes import anonymized, changing, mergedInto, newPatient, referencesRenewed, scripted
@@ -233,10 +236,10 @@ class Anonymize(_FileCommand):
                 if name.endswith(".lua"):
                     return _parsed(f"lua:{name}", name, archive)
                 try:
-                    with open(path, encoding="latin-1") as f:
-                        return _parsed(";".join(f.read().splitlines()), name, archive)
-                except OSError as e:
-                    raise CommandError(f"cannot read {path}: {e.strerror}") from e
+                    text, _ = readConfigText(path)
+                except ConfigError as e:
+                    raise CommandError(str(e)) from e
+                return _parsed(";".join(splitLines(text)), name, archive)
         return None
 
 

@@ -6,12 +6,12 @@ import pydicom
 from sqlalchemy import select
 
 from twisted.internet import defer
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.control.context import CommandError
 from pacscore.control.modify import ObjectGone
-from pacscore.db.query import STUDY_INSTANCE_UID, QueryKey
+from pacscore.db.query import PATIENT_ID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 from pacscore.testing.corpus import generateCorpus
 from plugins import pacs_control_data as data
 from plugins import pacs_control_modify as commands
@@ -240,6 +240,55 @@ class ModifyImageQuoteTests(unittest.TestCase):
         """set 0008,1030 if 'x' stores x in the present Study Description."""
         stored, _ = yield self.modified("set 0008,1030 if 'x'")
         self.assertEqual(stored.StudyDescription, "x")
+
+
+class AnonymizeScriptTests(unittest.TestCase):
+    """anonymize with the configuration folder's anonymize_script.cq."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.archive = self.running.archive
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=1)
+        yield self.running.store(self.images)
+
+    @defer.inlineCallbacks
+    def anonymized(self, image, patientID, script):
+        """The data set ``anonymize:patientID,file`` stores for ``image``
+        with ``script`` (bytes) as anonymize_script.cq, and the index's
+        Study Description of it."""
+        with open(os.path.join(self.archive.configuration.configDir, "anonymize_script.cq"), "wb") as f:
+            f.write(script)
+        [instance] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                       [QueryKey(SOP_INSTANCE_UID, "UI", image.sopUID)])
+        yield self.running.run(commands.anonymize, f"{patientID},MAG0:{instance.objectFile}")
+        [instance] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                       [QueryKey(PATIENT_ID, "LO", patientID)])
+        stored = pydicom.dcmread(self.archive.objectReader.magPath("MAG0", instance.objectFile))
+        study = self.archive.index.tables.study
+        [row] = yield self.archive.index.runQuery(
+            lambda connection: connection.execute(select(study.c.StudyDescription)
+                                                  .where(study.c.StudyInstanceUID == stored.StudyInstanceUID)).all())
+        return stored, row.StudyDescription
+
+    @defer.inlineCallbacks
+    def test_scriptReadAsEveryConfigurationFile(self):
+        """A UTF-8 script stores its value as written (it was read as
+        Latin-1: 'å\x8c¿å\x90\x8d Ã\x96lÃ§Ã¼', C1 controls and all, in the
+        object and the index); one saved as "ANSI" is read as cp1252, with
+        one warning naming the file and line."""
+        with capturedLogs() as events:
+            stored, indexed = yield self.anonymized(self.images[0], "ANON1",
+                                                    'set 0008,1030 to "\u533f\u540d \u00d6l\u00e7\u00fc"\n'.encode())
+        self.assertEqual((stored.StudyDescription, indexed), ("\u533f\u540d \u00d6l\u00e7\u00fc",) * 2)
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+        path = os.path.join(self.archive.configuration.configDir, "anonymize_script.cq")
+        with capturedLogs() as events:
+            stored, indexed = yield self.anonymized(self.images[1], "ANON2", b'set 0008,1030 to "H\xf4pital"\n')
+        self.assertEqual((stored.StudyDescription, indexed), ("H\u00f4pital",) * 2)
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+                         [f'{path}:1: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), and written back so'])
 
 
 class ModifyStudyAndSeriesTests(unittest.TestCase):

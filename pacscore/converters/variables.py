@@ -27,7 +27,8 @@
                        Number
 ``%QXgggg,eeee``       the element's value mapped through the ``old<TAB>new``
                        lines of aliasfileQX.txt in the configuration folder
-                       (unchanged when not listed)
+                       (unchanged when not listed; the file read as every
+                       configuration file: ``readConfigText``)
 =====================  =====================================================
 
 The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
@@ -61,6 +62,8 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from twisted.logger import Logger
 
+from pacscore.config.errors import ConfigError
+from pacscore.config.textfile import readConfigText, splitLines
 from pacscore.converters.elements import (TAG_PATTERN, findPath, findReference, parsePath, parseReference, parseTag,
                                            textOf)
 from pacscore.converters.uidmap import uidMapOf
@@ -294,11 +297,12 @@ def _alias(value, context):
     for name in ALIAS_FILES:
         path = os.path.join(configuration.configDir, name)
         try:
-            with open(path, encoding="latin-1") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            continue
-        for line in lines:
+            text, _ = readConfigText(path)
+        except ConfigError as e:
+            if isinstance(e.__cause__, FileNotFoundError):
+                continue
+            raise
+        for line in splitLines(text):
             old, tab, new = line.partition("\t")
             if tab and old == value:
                 return new

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from pydicom import Dataset
 from sqlalchemy import insert
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterContext, ConverterServices
@@ -319,8 +320,8 @@ class AliasFileTests(unittest.TestCase):
         os.makedirs(self.folder)
         self.configuration = SimpleNamespace(configDir=self.folder)
 
-    def writeAliases(self, text, name="aliasfileQX.txt"):
-        with open(os.path.join(self.folder, name), "w", encoding="latin-1") as f:
+    def writeAliases(self, text, name="aliasfileQX.txt", encoding="latin-1"):
+        with open(os.path.join(self.folder, name), "w", encoding=encoding) as f:
             f.write(text)
 
     def test_mapped(self):
@@ -342,6 +343,23 @@ class AliasFileTests(unittest.TestCase):
     def test_windowsLineEnds(self):
         self.writeAliases("PAT001\tANON_3\r\n")
         self.assertEqual(expand("%QX0010,0020", makeContext(configuration=self.configuration)), "ANON_3")
+
+    def test_readAsEveryConfigurationFile(self):
+        """A UTF-8 file maps a name beyond ASCII (it was read as Latin-1, so
+        'Müller^Anna' matched no line, silently); one saved as "ANSI" is
+        read as cp1252, with one warning naming the file and line."""
+        context = makeContext(item(PatientName="M\u00fcller^Anna"), configuration=self.configuration)
+        self.writeAliases("M\u00fcller^Anna\tM\u00fcller-Schmidt^Anna\n", encoding="utf-8")
+        with capturedLogs() as events:
+            self.assertEqual(expand("%QX0010,0010", context), "M\u00fcller-Schmidt^Anna")
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+        self.writeAliases("Doe^John\tDOE\nM\u00fcller^Anna\tM\u00fcller-Meier^Anna\n", encoding="cp1252")
+        path = os.path.join(self.folder, "aliasfileQX.txt")
+        with capturedLogs() as events:
+            self.assertEqual(expand("%QX0010,0010 %QX0010,0010", context),
+                             "M\u00fcller-Meier^Anna M\u00fcller-Meier^Anna")
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+                         [f'{path}:2: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), and written back so'])
 
 
 class DateFormatTests(unittest.TestCase):

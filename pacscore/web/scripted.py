@@ -4,7 +4,8 @@ dicom.ini section named like the mode, e.g. ``[sample]``, makes the page
 every mode and ``[DefaultPage]`` every mode nothing else serves.
 
 The section gives ``source`` (a ``.cq`` file, relative to dicom.ini's
-folder, ``*`` standing for the mode) or ``line0``, ``line1``, ... (read
+folder, ``*`` standing for the mode, read as every configuration file:
+``readConfigText``) or ``line0``, ``line1``, ... (read
 until the first missing one, also when the source cannot be read), an
 optional ``header`` (header lines separated by ``\\``; default
 ``Content-type: text/html``) and defaults for the page's variables.  Each
@@ -41,6 +42,8 @@ from html import escape
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.config.errors import ConfigError
+from pacscore.config.textfile import readConfigText, splitLines
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
@@ -105,11 +108,9 @@ class ScriptedPages:
         if source:
             path = os.path.join(self.folder, source)
             try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    return [line.rstrip("\r\n") for line, _ in zip(f, range(MAX_LINES))]
-            except OSError as e:
-                self.log.warn("web page [{section}]: cannot read {path}: {error}; using its lineN keys",
-                              section=section, path=path, error=e.strerror)
+                return splitLines(readConfigText(path)[0])[:MAX_LINES]
+            except ConfigError as e:
+                self.log.warn("web page [{section}]: {error}; using its lineN keys", section=section, error=str(e))
         lines = []
         while self.ini.has(f"line{len(lines)}", section):
             lines.append(self.ini.get(f"line{len(lines)}", "", section))

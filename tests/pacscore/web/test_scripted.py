@@ -4,6 +4,7 @@ the manual's own sample.cq and [sample2]."""
 import os
 
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from pacscore.config.loader import loadConfiguration
 from pacscore.control.configuration import ReadIni
@@ -268,6 +269,27 @@ class ScriptedPageTests(WebTestCase):
             page = yield get(resource, mode=bad)
             self.assertEqual(page.code, 400, bad)
             self.assertIn("is not a page name", page.text)
+
+    @defer.inlineCallbacks
+    def test_sourceReadAsEveryConfigurationFile(self):
+        """A source saved as "ANSI" (cp1252, as Conquest's pages written on
+        Windows are) shows its letters, with one warning naming the file and
+        line (it showed U+FFFD for each, silently); a UTF-8 one as it is."""
+        path = os.path.join(self.running.workdir, "ansi.cq")
+        with open(path, "wb") as f:
+            f.write(b"<p>Bienvenue \xe0 l'h\xf4pital</p>\n")
+        with open(os.path.join(self.running.workdir, "utf8.cq"), "wb") as f:
+            f.write("<p>\u533b\u9662 \u00e0 l'h\u00f4pital</p>\n".encode())
+        resource = self.resourceWith("[ansi]\nsource = ansi.cq\n[utf8]\nsource = utf8.cq\n")
+        for first in (True, False):  # warned of once
+            with capturedLogs() as events:
+                ansi = yield get(resource, mode="ansi")
+                utf8 = yield get(resource, mode="utf8")
+            self.assertEqual((ansi.text, utf8.text), ("<p>Bienvenue \u00e0 l'h\u00f4pital</p>\n",
+                                                      "<p>\u533b\u9662 \u00e0 l'h\u00f4pital</p>\n"))
+            self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+                             [f'{path}:1: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), and written '
+                              'back so'] if first else [])
 
     @defer.inlineCallbacks
     def test_anyAndDefaultPages(self):

@@ -707,7 +707,8 @@ def _window(source, deflated):
 class TextNotes:
     """What ``walkDataset`` noticed of a data set's text, all of it read as
     Latin-1: ``unfit``, the tags of values not valid in its Specific
-    Character Set; ``unknownTerms``, the terms of that pydicom does not know;
+    Character Set (beyond ASCII where that is ISO_IR 6: ``textFits``);
+    ``unknownTerms``, the terms of that pydicom does not know;
     ``undeclared``, the tags of values beyond ASCII in a data set that has
     none (only ASCII may be used then: PS3.3 C.12.1.1.2); ``invalid``,
     texts naming the values walked, of a VR with a format (``_CHECKED_VRS``),
@@ -778,7 +779,7 @@ def walkDataset(source, transferSyntax, tags, firstTag, lastTag, ascending=False
             if notes is not None and vr in _CHARSET_VRS and notPlain(raw):
                 if not declared:
                     notes.undeclared.append(tag)
-                elif not textFits(raw, encodings):
+                elif not textFits(raw, encodings, asciiDefault=not notes.unknownTerms):  # unknown: read as ISO_IR 6
                     notes.unfit.append(tag)
             if notes is not None and vr in _CHECKED_VRS and values[tag]:
                 text = values[tag]

@@ -39,3 +39,22 @@ class TextOrLatin1Tests(unittest.TestCase):
         self.assertTrue(textFits(b"Yamada=\x1b$B;3ED\x1b(B", encodings))
         self.assertFalse(textFits(b"Yamada=\x1b$B\x80\x80\x1b(B", encodings))
         self.assertNotIn("\ufffd", textOrLatin1(b"Yamada=\x1b$B\x80\x80\x1b(B", encodings, set()))
+
+    def test_theDefaultRepertoireIsASCIIWhenAskedFor(self):
+        """ISO_IR 6 (or no value 1 before code extensions) is ASCII: bytes
+        beyond it fit it only as pydicom reads it, as Latin-1 (it passed an
+        ISO_IR 6 'M\\xfcller' for valid, so storing it logged nothing);
+        where a set was designated to G1 (``ESC - A``, ``ESC $ ) C``), high
+        bytes after ``ESC ( B`` are that set's."""
+        for terms, raw, fits in [
+                (["ISO_IR 6"], b"M\xfcller", False), (["ISO_IR 6"], b"Muller", True),
+                (["ISO 2022 IR 6"], b"M\xfcller", False),
+                (["", "ISO 2022 IR 87"], b"M\xfcller=\x1b$B;3ED\x1b(B", False),
+                (["", "ISO 2022 IR 87"], b"Yamada=\x1b$B;3ED\x1b(B^M\xfcller", False),
+                (["", "ISO 2022 IR 87"], b"Yamada=\x1b$B;3ED\x1b(B^Tarou", True),
+                (["", "ISO 2022 IR 100", "ISO 2022 IR 87"], b"\x1b-AM\xfcller=\x1b$B;3ED\x1b(B\xfc", True),
+                (["ISO 2022 IR 100", "ISO 2022 IR 87"], b"M\xfcller=\x1b$B;3ED\x1b(B\xfc", True),
+                (["ISO_IR 100"], b"M\xfcller", True)]:
+            encodings = convert_encodings(terms)
+            self.assertEqual(textFits(raw, encodings, asciiDefault=True), fits, (terms, raw))
+            self.assertTrue(textFits(raw, encodings), (terms, raw))  # as pydicom reads them, as before

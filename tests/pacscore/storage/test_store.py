@@ -985,6 +985,22 @@ class ObjectStoreTests(unittest.TestCase):
                                "debug level for an hour)")
 
     @defer.inlineCallbacks
+    def test_textBeyondAsciiInISO_IR6IsLogged(self):
+        """ISO_IR 6 is ASCII, the repertoire of no Specific Character Set:
+        its 8-bit text (and that outside any escape sequence under
+        ``\\ISO 2022 IR 87``) is indexed as read in Latin-1, as before, with
+        the line an object without one gets (none was written)."""
+        for uid, peer, charset, name, indexed in [
+                ("1.2.3.4.5.30", "IR6", "ISO_IR 6", b"M\xfcller^Bernd", "M\u00fcller^Bernd"),
+                ("1.2.3.4.5.31", "IR87", ["", "ISO 2022 IR 87"], b"M\xfcller^Bernd=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B",
+                 "M\u00fcller^Bernd=\u5c71\u7530^\u592a\u90ce")]:
+            names, [line] = yield self.storeName(uid, name, charset, peer)
+            self.assertEqual(names, [indexed])
+            self.assertEqual(line, f"warn: {uid} from {peer}: text not valid in its Specific Character Set, indexed "
+                                   f"as read in Latin-1: (0010,0010) (further ones from {peer} are logged at debug "
+                                   "level for an hour)")
+
+    @defer.inlineCallbacks
     def test_textReadAsLatin1WarnedOfOncePerPeerAnHour(self):
         """A modality that sends every object with 8-bit text and no
         Specific Character Set had a warning for each (1000 lines for a

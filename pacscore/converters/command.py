@@ -1,5 +1,6 @@
 """Base classes of the built-in converter commands, and the rules for the
-file names they take, and ``luaScriptOf`` (a ``process`` line naming a Lua file).
+file names they take, ``LUA_FILE`` (a Lua file's name, ``x.lua`` or
+``x.lua(text)``) and ``luaScriptOf`` (a ``process`` line naming a Lua file).
 
 A command is a plugin object providing ``IConverterCommand`` (see
 ``pacscore.interfaces``); these bases give the common defaults: both
@@ -7,6 +8,7 @@ scopes, not a condition, and argument checks for the two simplest forms.
 """
 
 import os
+import re
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -17,6 +19,9 @@ from pacscore.interfaces import IConverterCommand
 from pacscore.storage.filenames import safeName
 
 STORED_FILE_LETTERS = frozenset("fp")  # %f, %p: the server's own file name, whole paths
+# a statement, or what follows lua:, that names a Lua file (no space, quote, '=', parenthesis or brace
+# in its name: as Lua code it would be a syntax error), and the text it is given, x.lua(text)
+LUA_FILE = re.compile(r'(?P<path>[^\s;{}()"=]+\.lua)(?:\((?P<text>.*)\))?', re.IGNORECASE | re.DOTALL)
 
 
 @implementer(IPlugin, IConverterCommand)

@@ -1,7 +1,10 @@
-"""Lua converters: ``lua "code"`` and ``lua:path/to/script.lua`` (run by lupa).
+"""Lua converters: ``lua "code"`` and ``lua:code`` (run by lupa).
 
-As in Conquest, a statement that is a Lua file's name, ``x.lua`` or
-``x.lua(text)``, runs it as ``lua:x.lua`` does, with the global
+As in Conquest, ``lua:`` takes the rest of the line, semicolons and all,
+as Lua code, unless it is only a Lua file's name (``lua:path/to/x.lua``,
+pacs's own: see ``LuaColonCommand``).  As in Conquest, a statement that
+is a Lua file's name, ``x.lua`` or ``x.lua(text)``, runs it as
+``lua:x.lua`` does, with the global
 ``command_line`` the %-expanded text; ``process with x.lua text`` runs it
 on the object likewise and ``process ... by x.lua text`` (a queued
 action) with ``Data`` an empty object (``runProcessScript``), as every run
@@ -114,6 +117,7 @@ from zope.interface import implementer
 
 from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import isSecret, publicItems
+from pacscore.converters.command import LUA_FILE
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
 from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
@@ -1318,14 +1322,16 @@ def _outcomeOf(value, fate):
 
 
 class LuaArguments(NamedTuple):
-    """What the Lua commands' ``parse`` gives: the code (or the file name),
-    the registry and kind of the line, for ``script()``, and the text
-    given in ``x.lua(text)`` (still to be %-expanded; None without)."""
+    """What the Lua commands' ``parse`` gives: the code (or, when ``file``,
+    the file name), the registry and kind of the line, for ``script()``,
+    and the text given in ``x.lua(text)`` (still to be %-expanded; None
+    without)."""
 
     code: str
     registry: object
     kind: str
     commandLine: str = None
+    file: bool = False
 
 
 class LuaFailure(Exception):
@@ -1340,8 +1346,27 @@ class _LuaCommandBase:
     log = Logger()
 
     def chunk(self, runtime, arguments, context):
-        """The compiled chunk to run."""
-        raise NotImplementedError
+        """The compiled chunk to run: the code, or the file it names (read
+        again when it changes), relative to the folder of dicom.ini (the
+        current folder without a configuration); for a sandboxed script's
+        ``script()`` only a file its ``dofile`` may run (``luaFilePath``)."""
+        if not arguments.file:
+            return runtime.compile(arguments.code)
+        path = arguments.code
+        if context.sandboxed:
+            return runtime.compileFile(luaFilePath(context, path), path)
+        folder = getattr(context.services.configuration, "configDir", None) or os.getcwd()
+        return runtime.compileFile(os.path.join(folder, path), path)
+
+    @staticmethod
+    def inline(source, where):
+        """The LuaArguments of inline code ``source``, compiled now so that
+        a syntax error stops the line's parsing (ConverterSyntaxError)."""
+        try:
+            LuaRuntime.forThread().compile(source)
+        except LuaScriptError as e:
+            raise ConverterSyntaxError(f"{where}: {e}") from None
+        return LuaArguments(source, where.registry, where.kind)
 
     def execute(self, arguments, context, commandLine=None, printer=None):
         """Run the script on ``context`` (``command_line`` the text
@@ -1354,7 +1379,7 @@ class _LuaCommandBase:
         api = LuaApi(context, runtime, arguments.registry, arguments.kind, commandLine, unsafeAllowed(ini), printer)
         try:
             with runtime.turn():  # compiling uses the runtime too, and run expects it taken
-                result = runtime.run(self.chunk(runtime, arguments.code, context), api, limit)
+                result = runtime.run(self.chunk(runtime, arguments, context), api, limit)
             return _outcomeOf(result, api.fate)
         except lupa.LuaError as e:
             raise LuaFailure(describeLuaError(e)) from e
@@ -1387,45 +1412,33 @@ class LuaInlineCommand(_LuaCommandBase):
     def parse(self, arguments, where):
         if len(arguments) < 2 or arguments[0] != '"' or arguments[-1] != '"':
             raise ConverterSyntaxError(f'{where}: lua wants its code in double quotes: lua "..."')
-        source = arguments[1:-1]
-        try:
-            LuaRuntime.forThread().compile(source)
-        except LuaScriptError as e:
-            raise ConverterSyntaxError(f"{where}: {e}") from None
-        return LuaArguments(source, where.registry, where.kind)
-
-    def chunk(self, runtime, code, context):
-        return runtime.compile(code)
+        return self.inline(arguments[1:-1], where)
 
 
 @implementer(IPlugin, IConverterCommand)
-class LuaFileCommand(_LuaCommandBase):
-    """``lua:path``: a script file, relative to the folder of dicom.ini
-    (or the current folder without a configuration); read again when it
-    changes.  ``lua:path(text)`` (and a statement that is just a file
-    name ending in ``.lua``, ``path`` or ``path(text)``, as Conquest
-    runs them) sets the global ``command_line`` to the %-expanded text.
-    Run by a sandboxed script's ``script()``, the file is one its
-    ``dofile`` may run (``luaFilePath``)."""
+class LuaColonCommand(_LuaCommandBase):
+    """``lua:code``: as in Conquest the rest of the line, semicolons and
+    all, is Lua code (``lua:Data.PatientID='X'; Data.PatientName='Y'``).
+    pacs's own ``lua:path``, a script file, is taken when the rest of
+    the line is only a file name ending in ``.lua``, no spaces, quotes,
+    ``=``, parentheses or braces in it (``LUA_FILE``; as Lua code that is
+    a syntax error); ``lua:path(text)`` (and a statement that is just
+    such a file name, ``path`` or ``path(text)``, as Conquest runs them)
+    sets the global ``command_line`` to the %-expanded text.  Run by a
+    sandboxed script's ``script()``, the file is one its ``dofile`` may
+    run (``luaFilePath``)."""
 
     name = "lua:"
-    _withText = re.compile(r"(?P<path>.+?\.lua)\((?P<text>.*)\)", re.IGNORECASE | re.DOTALL)
 
     def parse(self, arguments, where):
-        path, commandLine = arguments.strip(), None
-        match = self._withText.fullmatch(path)
-        if match is not None:
-            path, commandLine = match.group("path"), match.group("text")
-        path = path.strip('"')
-        if not path:
-            raise ConverterSyntaxError(f"{where}: lua: wants a script file, e.g. lua:script.lua")
-        return LuaArguments(path, where.registry, where.kind, commandLine)
-
-    def chunk(self, runtime, path, context):
-        if context.sandboxed:
-            return runtime.compileFile(luaFilePath(context, path), path)
-        folder = getattr(context.services.configuration, "configDir", None) or os.getcwd()
-        return runtime.compileFile(os.path.join(folder, path), path)
+        text = arguments.strip()
+        if not text:
+            raise ConverterSyntaxError(f"{where}: lua: wants Lua code or a script file, "
+                                       f"e.g. lua:Data.PatientID='X' or lua:script.lua")
+        match = LUA_FILE.fullmatch(text)
+        if match is None:
+            return self.inline(text, where)
+        return LuaArguments(match.group("path"), where.registry, where.kind, match.group("text"), file=True)
 
 
 def runProcessScript(services, name, commandLine):
@@ -1433,4 +1446,4 @@ def runProcessScript(services, name, commandLine):
     it: the script file (found as ``lua:`` finds it) with ``Data`` empty and
     ``command_line`` the text; LuaFailure when it fails."""
     context = ConverterContext("export", None, services=services, converterName=f"process by {name}")
-    LuaFileCommand().execute(LuaArguments(name, services.commands, "export"), context, commandLine)
+    LuaColonCommand().execute(LuaArguments(name, services.commands, "export", file=True), context, commandLine)

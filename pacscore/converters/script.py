@@ -35,13 +35,13 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from pacscore.converters.command import LUA_FILE
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.external import PROGRAM, ConquestOnly
 from pacscore.pluginset import named
 
 SCOPES = {"import": "I", "export": "E"}
 CONQUEST_ONLY = ConquestOnly()  # ... unless it names a command of Conquest's pacs lacks
-_LUA_FILE = re.compile(r'[^\s;{}()"]+\.lua(\(.*\))?', re.IGNORECASE | re.DOTALL)
 
 
 class Location(str):
@@ -263,7 +263,7 @@ class _Parser:
         ``x.lua`` or ``x.lua(text)``, which Conquest runs as ``lua:`` runs
         it; None for another statement (or without a ``lua:`` command)."""
         command = self.registry.commands.get("lua:")
-        if command is None or not _LUA_FILE.fullmatch(text):
+        if command is None or not LUA_FILE.fullmatch(text):
             return None
         return command, text
 

@@ -120,6 +120,26 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual(stored[0].PatientID, stored[1].PatientID)
         self.assertEqual({ds.SOPInstanceUID for ds in stored} & {o.SOPInstanceUID for o, _ in originals}, set())
 
+    def test_luaColonLineIsCode(self):
+        """As in Conquest, ``lua:`` takes the rest of the line, semicolons
+        and all, as Lua code: both elements are changed in the stored file
+        and in the index."""
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
+            "ImportConverters": "1",
+            "ImportConverter0": "lua:Data.PatientName='LUA^CHANGED'; Data.PatientID='LUAID'"})
+        server.start()
+        self.addCleanup(server.stop)
+        _, path = self.image("lua.dcm", "PAT1")
+        result = server.store(path)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        [stored] = self.stored(server)
+        self.assertEqual((str(stored.PatientName), stored.PatientID), ("LUA^CHANGED", "LUAID"))
+        with sqlite3.connect(server.database) as db:
+            self.assertEqual(db.execute("SELECT PatientID, PatientName FROM DICOMPatients").fetchall(),
+                             [("LUAID", "LUA^CHANGED")])
+            self.assertEqual(db.execute("SELECT ImagePat FROM DICOMImages").fetchall(), [("LUAID",)])
+        self.assertNotIn("Lua script failed", server.log())
+
     def test_conquestStyleLuaScript(self):
         """What Conquest's own scripts rely on: an absent element is nil,
         ``Data.Seq.X`` is item 0's element, dbquery's sort order."""

@@ -690,7 +690,7 @@ class ProcessWithTests(unittest.TestCase):
             f.write("Data.PatientName = command_line")
         configuration = SimpleNamespace(ini=DicomIni.fromString(""), configDir=self.folder, workdir=self.folder)
         context = makeContext(configuration=configuration)
-        registry = CommandRegistry([commands.processWithCommand, pacs_commands_lua.luaFile])
+        registry = CommandRegistry([commands.processWithCommand, pacs_commands_lua.luaColon])
         outcome = parseScript("process with process.lua NEW^%m", "ImportConverter0", registry, "import").run(context)
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertEqual(str(context.dataset.PatientName), "NEW^CT")

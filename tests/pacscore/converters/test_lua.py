@@ -71,7 +71,7 @@ class RecordingForward:
 
 def luaRegistry(*extra):
     """The flow commands, ``mark``, the Lua commands and newuids."""
-    return registry(pacs_commands_lua.lua, pacs_commands_lua.luaFile,
+    return registry(pacs_commands_lua.lua, pacs_commands_lua.luaColon,
                     pacs_commands_dataset.newUIDsCommand, *extra)
 
 
@@ -116,7 +116,7 @@ class PluginTests(unittest.TestCase):
     def test_foundAsPlugins(self):
         commands = CommandRegistry().commands
         self.assertIs(commands["lua"], pacs_commands_lua.lua)
-        self.assertIs(commands["lua:"], pacs_commands_lua.luaFile)
+        self.assertIs(commands["lua:"], pacs_commands_lua.luaColon)
         self.assertEqual((commands["lua"].scope, commands["lua:"].scope), ("IE", "IE"))
 
 
@@ -809,6 +809,27 @@ class OutcomeTests(unittest.TestCase):
             parseScript("lua print(1)", KEY, luaRegistry(), "import")
         self.assertIn('lua wants its code in double quotes', str(raised.exception))
         self.assertRaises(ConverterSyntaxError, parseScript, "lua:", KEY, luaRegistry(), "import")
+
+    def test_luaColonRunsTheRestOfTheLineAsCode(self):
+        """As Conquest's ``lua:``: the rest of the line, semicolons and all,
+        is Lua code, also when it mentions a .lua name (``=`` makes it code)."""
+        dataset = patient()
+        dataset.StudyDescription = "before"
+        outcome, context, messages = runLine(
+            "mark a; lua:Data.PatientName='LUA^CHANGED'; Data.PatientID='LUAID'", makeContext(dataset))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, []))
+        self.assertEqual((context.variables["x"], str(context.dataset.PatientName), context.dataset.PatientID),
+                         ("a", "LUA^CHANGED", "LUAID"))
+        outcome, context, messages = runLine("lua:Data.StudyDescription=string.lua", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, []))
+        self.assertNotIn("StudyDescription", context.dataset)
+
+    def test_luaColonSyntaxErrorWhenParsed(self):
+        """Code after ``lua:`` is compiled when the line is parsed, as ``lua
+        "..."``: a syntax error stops start-up naming the key and column."""
+        with self.assertRaises(ConverterSyntaxError) as raised:
+            parseScript("nop; lua:Data.PatientID = ", KEY, luaRegistry(), "import")
+        self.assertEqual(str(raised.exception), f"{KEY}, column 6: lua:1: unexpected symbol near <eof>")
 
 
 class SandboxTests(unittest.TestCase):

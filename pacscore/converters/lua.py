@@ -90,7 +90,8 @@ counts Lua instructions, not the time inside one call of a C function
 after ``QuitGracePeriod``.  A Lua state holds at
 most MAX_MEMORY, and what one run puts into Python objects (values, items,
 a page's output: ``LuaRuntime.charge``) at most as much again.  A
-failing script is logged and ends its line with ``stop``.
+failing script is logged and ends its line with ``stop`` (Conquest goes on
+with the line: see ``_LuaCommandBase.run``).
 """
 
 import contextlib
@@ -1386,8 +1387,14 @@ class _LuaCommandBase:
         except (LuaScriptError, LuaApiError, LuaAccessDenied, LuaFileRefused, LuaAdminError) as e:
             raise LuaFailure(str(e)) from e
 
-    def run(self, arguments, context):
+    def run(self, arguments, context, inLine=True):
+        """The Outcome of the script on ``context``; a failure is logged
+        and gives STOP: unlike Conquest, which goes on with the line, the
+        rest of it is skipped (its forward would send what the script
+        failed to change), which the log line says unless not ``inLine``
+        (a ``[lua]`` event's script, which no line holds)."""
         commandLine = None if arguments.commandLine is None else context.expand(arguments.commandLine)
+        skipped = "; the rest of the line is skipped" if inLine else ""
         try:
             outcome = self.execute(arguments, context, commandLine)
             if outcome is Outcome.DEFER and context.isImport:
@@ -1396,10 +1403,11 @@ class _LuaCommandBase:
                 return Outcome.STOP
             return outcome
         except LuaFailure as e:
-            self.log.error("{converter}: Lua script failed: {luaError}", converter=context.converterName,
-                           luaError=str(e))
+            self.log.error("{converter}: Lua script failed: {luaError}{skipped}", converter=context.converterName,
+                           luaError=str(e), skipped=skipped)
         except Exception:
-            self.log.failure("{converter}: Lua script failed", converter=context.converterName)
+            self.log.failure("{converter}: Lua script failed{skipped}", converter=context.converterName,
+                             skipped=skipped)
         return Outcome.STOP
 
 

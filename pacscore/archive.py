@@ -227,7 +227,7 @@ class Archive:
         self.localActions = LocalActions(self.index, self.query, self.objectReader, self.workers)
         # VirtualServerForN (C-FIND, C-MOVE/C-GET and DICOMweb), or None
         self.virtualServers = VirtualServers.fromConfiguration(configuration, self.aeTitle, reactor, self.index,
-                                                               self.query, self.localActions)
+                                                               self.query, self.localActions, self.ownRetrieves)
         self.moveMarks = MoveMarks(self.index, time.time)
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers, self.moveMarks,
                                        compression=archiveCompression,

@@ -23,7 +23,11 @@ retrieve naming SOP Instance UIDs: it would bring objects never asked
 for, left here for good with ``CacheVirtualData = 0``.  They are stored
 and indexed like any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over; by default they stay,
-so the archive works as a DICOM cache.
+so the archive works as a DICOM cache.  The C-MOVEs are registered in the
+archive's ``OwnRetrieves`` (``pacscore.dicom.ownretrieves``), as the export
+queue's ``get`` actions are: what they bring is a copy of another archive's
+data, stored without the import and export converters (a ``forward to``
+that archive would send every fetched object straight back).
 
 A query or retrieve may name the archives it goes to: Conquest's control
 element (9999,0802) in its identifier, set by the ``virtualserver N`` and
@@ -208,7 +212,8 @@ class VirtualServers:
     log = Logger()
 
     def __init__(self, servers, acrNemaMap, aeTitle, reactor, index, query, actions, cache=True,
-                 timeout=TIMEOUT, failHoldOff=60, endpointFor=None, titleStyle=PLAIN_TITLES, dimseTimeout=300):
+                 timeout=TIMEOUT, failHoldOff=60, endpointFor=None, titleStyle=PLAIN_TITLES, dimseTimeout=300,
+                 ownRetrieves=None):
         self.servers = list(servers)
         self.acrNemaMap = acrNemaMap
         self.aeTitle = aeTitle
@@ -222,9 +227,11 @@ class VirtualServers:
         self.heldOff = HoldOff(reactor, failHoldOff)  # AE titles of the archives that failed (FailHoldOff)
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
+        # the archive's OwnRetrieves: our C-MOVEs register in it, so what they bring skips the converters
+        self.ownRetrieves = ownRetrieves
 
     @classmethod
-    def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions):
+    def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions, ownRetrieves=None):
         """The virtual servers of dicom.ini, or None when none is listed."""
         ini = configuration.ini
         servers = serversFrom(ini, cls.log)
@@ -236,7 +243,8 @@ class VirtualServers:
         return cls(servers, configuration.acrNemaMap, aeTitle, reactor, index, query, actions,
                    cache=ini.getint("CacheVirtualData", 1) != 0, timeout=ini.getint("VirtualServerTimeout", TIMEOUT),
                    failHoldOff=ini.getint("FailHoldOff", 60),
-                   titleStyle=TitleStyle.fromIni(ini), dimseTimeout=configuration.tcpipTimeout)
+                   titleStyle=TitleStyle.fromIni(ini), dimseTimeout=configuration.tcpipTimeout,
+                   ownRetrieves=ownRetrieves)
 
     async def _associate(self, server, contexts):
         node = self.acrNemaMap.lookup(server.ae)
@@ -514,8 +522,14 @@ class VirtualServers:
                 yield identifier
 
     async def _move(self, protocol, moveClass, identifier, onPending):
-        command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
-                                                                          onPending))
+        own = self.ownRetrieves
+        messageID = None if own is None else own.begin()
+        try:
+            command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
+                                                                              onPending, messageID))
+        finally:
+            if own is not None:
+                own.end(messageID)
         status = command.get(commands.STATUS)
         if status not in (SUCCESS, WARNING):
             failed = command.get(commands.FAILED_SUBOPERATIONS, "?")
@@ -562,8 +576,9 @@ class KodakPatientIDs:
         return self.protocol.findMatches(sopClassUID, _withPatientID(identifier, nkiToKodak), inThread,
                                          lambda match: _withPatientID(match, kodakToNKI), timeout=timeout)
 
-    def move(self, sopClassUID, identifier, destination, onPending=None):
-        return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending)
+    def move(self, sopClassUID, identifier, destination, onPending=None, messageID=None):
+        return self.protocol.move(sopClassUID, _withPatientID(identifier, nkiToKodak), destination, onPending,
+                                  messageID)
 
 
 def _allMissing(listed, missing):

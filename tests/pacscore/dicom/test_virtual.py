@@ -1,8 +1,12 @@
 """The virtual server's pure parts (pacscore.dicom.virtual): dicom.ini keys,
-merging matches, the C-MOVE requests that fetch missing objects.  The
-network side is tested against real archives in tests/interop/test_virtual.py."""
+merging matches, the C-MOVE requests that fetch missing objects, and, between
+two archives, how the fetched objects are stored.  The network side is
+tested against real archives in tests/interop/test_virtual.py."""
 
+import os
 from types import SimpleNamespace
+
+import pydicom
 
 from pydicom.dataset import Dataset
 from twisted.internet import defer
@@ -23,6 +27,9 @@ from pacscore.dicom.virtual import (
     SERVER_MASK, Fetched, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
     takeServerMask)
 from pacscore.export.actions import Removal
+from pacscore.testing.corpus import generateCorpus
+from tests.pacscore.control.running import RunningArchive
+from tests.pacscore.dicom.test_ownretrieves import CONVERTERS
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
@@ -222,7 +229,7 @@ class VirtualServerTests(unittest.TestCase):
                                  cache=False)
         pending = []
 
-        def move(sopClass, identifier, destination, onPending=None):
+        def move(sopClass, identifier, destination, onPending=None, messageID=None):
             archive.here += identifier.SOPInstanceUID[:2]
             onPending({})
             return defer.Deferred()
@@ -250,8 +257,9 @@ class VirtualServerTests(unittest.TestCase):
                 self.sent.append(identifier)
                 return defer.succeed((0, [adjust(study("1.1", patientID)) for patientID in ("01234567", "PAT9")]))
 
-            def move(self, sopClass, identifier, destination, onPending=None):
+            def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
                 self.sent.append(identifier)
+                self.messageID = messageID
                 return defer.succeed(({}, None))
 
             def release(self):
@@ -262,9 +270,10 @@ class VirtualServerTests(unittest.TestCase):
         request = study("1.1", "1234567")
         status, matches = self.successResultOf(kodak.findMatches(STUDY_ROOT_FIND, request, None))
         self.assertEqual(status, 0)
-        kodak.move(PATIENT_ROOT_MOVE, request, "FRONT")
+        kodak.move(PATIENT_ROOT_MOVE, request, "FRONT", None, 0x8001)
         kodak.release()
         self.assertEqual([ds.PatientID for ds in association.sent], ["01234567", "01234567"])
+        self.assertEqual(association.messageID, 0x8001)  # an own retrieve's (OwnRetrieves)
         self.assertEqual(request.PatientID, "1234567")  # the caller's identifier is left alone
         self.assertEqual([ds.PatientID for ds in matches], ["1234567", "PAT9"])
         self.assertTrue(association.released)
@@ -521,6 +530,39 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual(index.removed, ["1.1.0", "1.1.1"])
 
 
+class FetchedObjectTests(unittest.TestCase):
+    """FRONT (import converter, and ``forward to BACK`` for every object)
+    stands in front of BACK, which holds a study FRONT does not."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.back = RunningArchive(self, ae="BACK", listen=True)
+        self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=3)
+        yield self.back.store(self.corpus)
+        self.front = RunningArchive(self, ae="FRONT", listen=True,
+                                    ini={**CONVERTERS, "ExportConverter0": "forward to BACK",
+                                         "VirtualServerFor0": "BACK"})
+        self.front.know(self.back)
+        self.back.know(self.front)
+
+    @defer.inlineCallbacks
+    def test_fetchedObjectsSkipTheConverters(self):
+        """What a retrieve fetches from the archive behind is a copy of its
+        data, as an own ``get``'s is: stored without the import and export
+        converters, so ``forward to BACK`` does not send it straight back."""
+        archive = self.front.archive
+        image = self.corpus[0]
+        fetched = yield defer.ensureDeferred(archive.virtualServers.fetch(STUDY_ROOT_MOVE,
+                                                                          study(image.studyUID, image.patientID)))
+        self.assertEqual((len(fetched.arrived), fetched.lost), (3, []))
+        descriptions = {pydicom.dcmread(path).get("StudyDescription") for path in self.front.files()}
+        self.assertEqual(descriptions, {"Synthetic study"})
+        jobs = yield archive.index.runQuery(lambda connection: archive.exportQueue.dueJobs(1e12, 100))
+        self.assertEqual(jobs, [])
+        self.assertEqual(archive.ownRetrieves._underWay, set())  # its C-MOVE ended
+
+
 class Answering:
     """An archive that answers each C-FIND with ``status`` and, on success,
     one match."""
@@ -545,7 +587,7 @@ class BusyArchive:
     def findMatches(self, sopClass, identifier, inThread, timeout=None):
         return defer.Deferred()
 
-    def move(self, sopClass, identifier, destination, onPending=None):
+    def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
         return defer.Deferred()
 
     def cancelLast(self, sopClass):
@@ -565,7 +607,7 @@ class FetchingArchive:
     def __init__(self):
         self.here, self.moves, self.removed = [], 0, []
 
-    def move(self, sopClass, identifier, destination, onPending=None):
+    def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
         self.moves += 1
         uids = list(identifier.SOPInstanceUID)
         if self.moves == 1:
@@ -599,7 +641,7 @@ def movedBy(servers, images, index):
     moved = []
 
     class Archive:
-        def move(self, sopClass, identifier, destination, onPending=None):
+        def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
             uids = list(identifier.SOPInstanceUID) if "SOPInstanceUID" in identifier else None
             moved.append((identifier.QueryRetrieveLevel, identifier.SeriesInstanceUID, uids))
             index.here += [image.sopInstanceUID for image in images
@@ -627,7 +669,7 @@ def answeredBy(servers, listing, moved, answer):
         def __init__(self, ae):
             self.ae = ae
 
-        def move(self, sopClass, identifier, destination, onPending=None):
+        def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
             uids = identifier.SOPInstanceUID
             uids = [uids] if isinstance(uids, str) else list(uids)
             moved.append((self.ae, uids))

@@ -47,7 +47,8 @@ from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import (
-    IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, UNCOMPRESSED, canDecode, canEncode, proposals, qualityOf)
+    IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, UNCOMPRESSED, UNCOMPRESSED_CODE, canDecode, canEncode, codeOf, proposals,
+    qualityOf)
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
@@ -204,22 +205,26 @@ async def _convertedToFirst(stored, data, syntaxes, workers, quality):
 def contextsFor(located, compression):
     """Presentation contexts to propose for sending ``located`` objects.
 
-    Per SOP class: a context of its own for each compressed syntax worth
-    proposing (the peer picks one syntax per context, and would pick an
-    uncompressed one if offered in the same), then one context with the
-    uncompressed syntaxes in our order.  At most 128: the uncompressed
-    ones first when some must go."""
-    compressed, uncompressed = {}, {}
+    Per SOP class: one context with the uncompressed syntaxes in our order
+    (the fall-back), then a context of its own for each compressed syntax
+    worth proposing and, unless the code is ``un`` (any uncompressed
+    syntax), for the uncompressed syntax an object is to go in first
+    (``ui``'s implicit VR, ``ub``'s big endian, the deflated or big-endian
+    syntax it is stored in under ``as``): the peer picks one syntax per
+    context by its own preference, so a syntax offered with others is
+    lost.  At most 128: the uncompressed ones first when some must go."""
+    alone = codeOf(compression) != UNCOMPRESSED_CODE
+    own, uncompressed = {}, {}
     for stored in located:
         if isinstance(stored, Missing):
             continue
-        for syntax in proposals(stored.transferSyntax, compression):
+        for n, syntax in enumerate(proposals(stored.transferSyntax, compression)):
             if syntax in NATIVE:
                 uncompressed.setdefault(stored.sopClassUID, {}).setdefault(syntax, None)
-            else:
-                compressed.setdefault((stored.sopClassUID, syntax), None)
+            if syntax not in NATIVE or (n == 0 and alone):
+                own.setdefault((stored.sopClassUID, syntax), None)
     contexts = [(sopClass, list(syntaxes)) for sopClass, syntaxes in uncompressed.items()]
-    contexts += [(sopClass, [syntax]) for sopClass, syntax in compressed]
+    contexts += [(sopClass, [syntax]) for sopClass, syntax in own]
     return contexts[:MAX_CONTEXTS]
 
 

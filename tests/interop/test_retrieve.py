@@ -189,6 +189,8 @@ class RetrieveTests(unittest.TestCase):
         cls.server = PacsServer(os.path.join(cls.workdir, "pacs"))
         for peer in cls.peers:  # Orthanc gets objects as stored, the others uncompressed
             cls.server.addNode(peer.aet, peer.port, compression="as" if peer is cls.orthanc else "un")
+        for code in ("ub", "ui"):  # the storescp (accepting every syntax) under codes naming one syntax
+            cls.server.addNode(f"STORE{code.upper()}", cls.storescp.port, compression=code)
         for peer in cls.peers:
             peer.start()
         cls.server.start()
@@ -352,6 +354,19 @@ class RetrieveTests(unittest.TestCase):
         stored = self.orthanc.dataset(uid)
         original = pydicom.dcmread(self.paths[uid])
         self.assertEqual(stored.PixelData, original.PixelData)
+
+    def test_theUncompressedSyntaxACodeNamesIsUsed(self):
+        """storescp accepting every syntax (+xa) gets an object moved to the
+        AE titles of ``ub`` and ``ui`` in big endian and implicit VR, not in
+        the explicit VR little endian it prefers of a shared context."""
+        uid = CORPUS.sopUIDs(patientID="PAT0003")[0]
+        original = pydicom.dcmread(self.paths[uid])
+        for destination, syntax in (("STOREUB", "1.2.840.10008.1.2.2"), ("STOREUI", IMPLICIT)):
+            self.storescp.reset()
+            self.assertMoved(movescu(self.server, destination, "IMAGE", imageKeys(original)))
+            [received] = self.storescp.datasets()
+            self.assertEqual(received.file_meta.TransferSyntaxUID, syntax, destination)
+            numpy.testing.assert_array_equal(pixels(received), pixels(original))
 
     def test_compressedToOrthanc(self):
         original = self.compressed["1.2.840.10008.1.2.4.90"]

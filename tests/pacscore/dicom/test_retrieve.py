@@ -48,6 +48,8 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
 MPEG2 = "1.2.840.10008.1.2.4.100"
@@ -92,10 +94,24 @@ class ContextsTests(unittest.TestCase):
     def test_compressedSyntaxesGetContextsOfTheirOwn(self):
         located = [stored(EXPLICIT), stored(J2K_LOSSLESS), stored(IMPLICIT, MR), Missing("1.2.4", "gone")]
         self.assertEqual(contextsFor(located, "as"), [
-            (CT, [EXPLICIT, IMPLICIT]), (MR, [IMPLICIT, EXPLICIT]), (CT, [J2K_LOSSLESS])])
+            (CT, [EXPLICIT, IMPLICIT]), (MR, [IMPLICIT, EXPLICIT]), (CT, [EXPLICIT]), (CT, [J2K_LOSSLESS]),
+            (MR, [IMPLICIT])])
+
+    def test_theUncompressedSyntaxACodeAsksForGetsAContextOfItsOwn(self):
+        """The peer picks one syntax per context (DCMTK and Orthanc: explicit
+        VR little endian): ``ub``'s big endian, ``ui``'s implicit VR, a
+        deflated object's syntax under ``as`` go alone first, the shared
+        context after them as the fall-back."""
+        self.assertEqual(contextsFor([stored(BIG_ENDIAN)], "ub"), [
+            (CT, [BIG_ENDIAN, EXPLICIT, IMPLICIT]), (CT, [BIG_ENDIAN])])
+        self.assertEqual(contextsFor([stored(EXPLICIT), stored(BIG_ENDIAN)], "ui"), [
+            (CT, [IMPLICIT, EXPLICIT]), (CT, [IMPLICIT])])
+        self.assertEqual(contextsFor([stored(DEFLATED), stored(EXPLICIT)], "as"), [
+            (CT, [DEFLATED, EXPLICIT, IMPLICIT]), (CT, [DEFLATED]), (CT, [EXPLICIT])])
 
     def test_uncompressedCodeProposesNoCompressedSyntax(self):
         self.assertEqual(contextsFor([stored(J2K_LOSSLESS)], "un"), [(CT, [EXPLICIT, IMPLICIT])])
+        self.assertEqual(contextsFor([stored(BIG_ENDIAN)], "un"), [(CT, [BIG_ENDIAN, EXPLICIT, IMPLICIT])])
 
     def test_atMost128(self):
         located = [stored(EXPLICIT, f"1.2.3.{n}") for n in range(100)] + \

@@ -182,7 +182,8 @@ class WorklistItems:
         failed): rolled back, not committed."""
         applied = [self._applyOne(connection, order) for order in orders]
         if failed is not None and failed.is_set():
-            raise Abandoned()
+            raise Abandoned(f"HL7 order(s) {', '.join(order.values.get(self.accessionColumn, '') for order in orders)} "
+                            f"answered as failed (SQLTimeOut) before the database applied them")
         return applied
 
     def _applyOne(self, connection, order):

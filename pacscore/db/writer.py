@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pacscore.db.errors import IndexTimeout
+from pacscore.db.peerqueries import Abandoned
 
 _STOP = object()
 DEFAULT_TIMEOUT = 30  # seconds, SQLTimeOut's default
@@ -64,8 +65,17 @@ class _Request:
 
 
 def callEach(connection, calls):
-    """A batch function running plain calls ``(fn, args, kw)`` one by one."""
-    return [fn(connection, *args, **kw) for fn, args, kw in calls]
+    """A batch function running plain calls ``(fn, args, kw)`` one by one;
+    a call that raises ``Abandoned`` is named by its place among them
+    (the error's ``call``), for ``BatchRunner`` to drop it alone."""
+    results = []
+    for fn, args, kw in calls:
+        try:
+            results.append(fn(connection, *args, **kw))
+        except Abandoned as error:
+            error.call = len(results)
+            raise
+    return results
 
 
 class BatchRunner:
@@ -80,7 +90,9 @@ class BatchRunner:
     side effects outside the database: a request may run more than once, at
     most 2 + log2 of its batch's size times (12 in a batch of 1000): in the
     batch, once more on a new connection, then in each half holding it
-    (``run``).
+    (``run``).  A request that raises ``Abandoned`` (its requester was
+    answered already that it failed: an HL7 order past SQLTimeOut) is
+    rolled back and dropped, the rest of its batch run again without it.
 
     Each thread keeps one connection open (checking a pooled connection out
     and back in for every batch costs more than a small batch's SQL);
@@ -149,14 +161,16 @@ class BatchRunner:
                            "and those of the next {holdOff} s fail at once", error=error, count=len(requests),
                            holdOff=self.holdOff)
             return [(False, self._unreachable)] * len(requests)
+        results, items = [], []
         try:
             with connection.begin():
-                results = []
                 for fn, group in itertools.groupby(requests, key=operator.itemgetter(0)):
-                    results += [(True, result)
-                                for result in fn(connection, [item for _, item in group])]
+                    items = [item for _, item in group]
+                    results += [(True, result) for result in fn(connection, items)]
         except Exception as error:
             self.onRollback()
+            if isinstance(error, Abandoned) and (len(items) == 1 or hasattr(error, "call")):
+                return self._drop(requests, len(results) + getattr(error, "call", 0), Failure(), reconnected, losses)
             lost = isinstance(error, DBAPIError) and error.connection_invalidated
             if lost and not reconnected:
                 self.log.info("the database server dropped the index writer's connection ({error}); "
@@ -185,6 +199,17 @@ class BatchRunner:
             return [result for part in (requests[:half], requests[half:]) for result in self._run(part, True, losses)]
         losses.alone.clear()  # a part committed: the server does not drop every connection
         return results
+
+    def _drop(self, requests, position, failure, reconnected, losses):
+        """The results of ``requests`` once the one at ``position``, which
+        raised ``Abandoned`` (``failure``), is dropped: it fails, the others
+        run again without it (``_run``), in one transaction; logged."""
+        others = requests[:position] + requests[position + 1:]
+        self.log.info("a write was abandoned ({error}): rolled back, not applied{others}",
+                      error=failure.value,
+                      others=f"; the other {len(others)} writes of its batch go again without it" if others else "")
+        results = self._run(others, reconnected, losses) if others else []
+        return results[:position] + [(False, failure)] + results[position:]
 
 
 class _Losses:

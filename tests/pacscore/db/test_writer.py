@@ -15,8 +15,12 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index, Replaced
-from pacscore.db.writer import BatchRunner, GroupCommitWriter, IndexTimeout
+from pacscore.db.peerqueries import Abandoned
+from pacscore.db.worklistitems import WorklistItems
+from pacscore.db.writer import BatchRunner, GroupCommitWriter, IndexTimeout, callEach
+from pacscore.hl7.mapping import OrderItem
 from plugins.pacs_sqlite import sqliteDriver
 from tests.pacscore.db.test_index import makeRecord
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
@@ -412,6 +416,43 @@ class DroppedConnectionTests(unittest.TestCase):
             self.assertEqual(sorted(connection.exec_driver_sql("SELECT x FROM t").scalars()),
                              [index for index in range(40) if index not in (3, 5, 7)])
         self.assertEqual([e["log_level"] for e in events], [LogLevel.info, LogLevel.warn])
+
+
+class AbandonedWriteTests(unittest.TestCase):
+    """An HL7 order answered AR at SQLTimeOut while its write waited (the
+    tables locked) raises ``Abandoned`` once it ran, so as not to be
+    committed: the soak's 'Batch of 11 writes failed (); retrying each
+    alone' rolled back the C-STOREs sharing its batch, ran each of them
+    alone and gave no reason."""
+
+    def test_anAbandonedOrderIsDroppedAloneWithItsReason(self):
+        engine = sqliteEngine(self)
+        index = Index(engine, DatabaseLayout.fromFile("etc/dicom.sql"), TABLE_NAMES)
+        index.createTables()
+        items = WorklistItems(index, runWrite=None)
+        begins = []
+        event.listen(engine, "begin", lambda connection: begins.append(1))
+        runner = BatchRunner(engine, lambda: None)
+        self.addCleanup(runner.closeConnection)
+        answered, waiting = threading.Event(), threading.Event()
+        answered.set()  # its sender was answered AR: SQLTimeOut passed while it waited
+        orders = {accession: [OrderItem("NW", {"AccessionNumber": accession})] for accession in ("A1", "A2", "A3")}
+        requests = [(callEach, (items._apply, (orders["A1"], waiting), {})),
+                    (callEach, (items._apply, (orders["A2"], answered), {})),
+                    (callEach, (items._apply, (orders["A3"], None), {}))]
+        with capturedLogs() as events:
+            results = runner.run(requests)
+        self.assertEqual([ok for ok, _ in results], [True, False, True])
+        results[1][1].trap(Abandoned)
+        self.assertEqual(len(begins), 2, "the batch, then the two others together (not each alone)")
+        with engine.connect() as connection:
+            table = index.tables.worklist
+            self.assertEqual(sorted(connection.execute(select(table.c.AccessionNumber)).scalars()), ["A1", "A3"])
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.info])
+        self.assertEqual(formatEvent(events[0]),
+                         "a write was abandoned (HL7 order(s) A2 answered as failed (SQLTimeOut) before the "
+                         "database applied them): rolled back, not applied; the other 2 writes of its batch go "
+                         "again without it")
 
 
 class DeadlineTests(unittest.TestCase):

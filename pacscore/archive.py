@@ -366,6 +366,7 @@ class Archive:
             self.localActions.finishInterrupted()  # first: the rows it removes are no lost stores
             self.index.recoverPending(self.objectReader.fileError, self._earlierCopyRecord,
                                       None if self.interruptedRegens else self._removeReplacedCopies)
+            self.objectStore.settleUnindexed(self.objectReader.fileError)
             self.moveMarks.createTables()
             self.moveMarks.recover(self.objectReader, absent)
             self._prepareAbsentDevices(absent, missing)

@@ -74,6 +74,7 @@ from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 from pacscore.storage.spool import EARLY_WRITE, EarlyWrite, Spool
+from pacscore.storage.unindexed import JOURNAL, UnindexedCopies
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 from pacscore.workers import standInIfSlow
 
@@ -202,7 +203,10 @@ class ObjectStore:
         self.mirrors = mirrors  # pacscore.storage.mirror.Mirrors, or None
         self._storing = {}  # SOP Instance UID: Deferred fired when the last store of it begun has ended
         self._converting = {}  # SOP Instance UID: the ident of the worker thread running its import converters
-        self._unindexed = {}  # SOP Instance UID: [(device name, name)] of its files left unindexed, for regen
+        # SOP Instance UID: [(device name, name)] of its files left unindexed, for regen; listed on their devices
+        self.unindexedCopies = UnindexedCopies(self.devicesByName)
+        self._unindexed = self.unindexedCopies.load()
+        self._unindexedVersion = 0  # of the lists saved (UnindexedCopies.save)
         self._recordings = ()  # the sets recordingWrites gives out, each growing with the files stores write
         self._textWarnings = FirstWarned(TEXT_WARNING_PERIOD)  # of text read as Latin-1, by peer (_warnOfText)
 
@@ -411,12 +415,15 @@ class ObjectStore:
         file stays if an image row names it (indexed since: regen,
         --addimagefile, or a commit reported failed that went through); when
         the index cannot say (the database down), they all stay, still
-        known, for a later store of ``uid`` to remove.  A Deferred."""
-        earlier = [copy for copy in self._unindexed.pop(uid, ()) if copy != current]
+        known, for a later store of ``uid`` to remove.  What is known is
+        saved on the devices (``_saveUnindexed``) before the Deferred fires."""
+        known = self._unindexed.pop(uid, [])
+        earlier = [copy for copy in known if copy != current]
         if unindexed:
             self._unindexed[uid] = [current]
+        changed = {deviceName for deviceName, _ in known + ([current] if unindexed else [])}
         if not earlier:
-            return defer.succeed(None)
+            return self._saveUnindexed(changed)
 
         def remove(indexed):
             return defer.gatherResults([self._removeUnindexed(uid, copy, indexed) for copy in earlier])
@@ -431,7 +438,77 @@ class ObjectStore:
                           "whether they are indexed since ({error}); a later store of it removes them",
                           count=len(earlier), uid=uid, error=databaseMessage(failure.value))
         indexed = self.index.runQuery(self.index.indexedFiles, [uid]) if unindexed else defer.succeed({})
-        return indexed.addCallbacks(remove, keep)
+        return indexed.addCallbacks(remove, keep).addCallback(lambda _: self._saveUnindexed(changed))
+
+    def _saveUnindexed(self, deviceNames):
+        """Have the ``.pacs-unindexed`` file of each of ``deviceNames`` list
+        the files of it ``_unindexed`` holds (``UnindexedCopies.save``, in the
+        I/O pool), so that a restart does not forget them; a file that
+        cannot be written is logged.  A Deferred."""
+        if not deviceNames:
+            return defer.succeed(None)
+        self._unindexedVersion += 1
+        saves = []
+        for deviceName in sorted(deviceNames):
+            saves.append(self.workers.deferToWorker(self.unindexedCopies.save, deviceName,
+                                                    self._unindexedOn(deviceName), self._unindexedVersion).addErrback(
+                lambda f, deviceName=deviceName: self.log.error(
+                    "could not list the files the index failed on in {device}'s {journal} ({error}): a restart "
+                    "forgets them, they stay until a regen", device=deviceName, journal=JOURNAL,
+                    error=f.getErrorMessage())))
+        return defer.gatherResults(saves)
+
+    def _unindexedOn(self, deviceName):
+        """``[(SOP Instance UID, name)]`` of the files of ``deviceName`` in ``_unindexed``, sorted."""
+        return sorted((uid, name) for uid, files in self._unindexed.items()
+                      for device, name in files if device == deviceName)
+
+    def settleUnindexed(self, fileError):
+        """At start-up, before serving (the index tables there): check the
+        files the index failed on before the restart (``.pacs-unindexed``)
+        against the index.  Of a SOP instance whose image row names an
+        intact file (``fileError`` None), the one listed that the row names
+        is indexed since (no longer listed), the others are removed: their
+        senders were told they failed, and a regen would index the newest
+        in place of the indexed copy.  Those of a SOP instance no row names,
+        or whose indexed file is not intact, stay, for a later store of it
+        or a regen."""
+        if not self._unindexed:
+            return
+        with self.index.engine.connect() as connection:
+            indexed = self.index.indexedFiles(connection, sorted(self._unindexed))
+        changed = set()
+        for uid, files in sorted(self._unindexed.items()):
+            current = tuple(indexed[uid]) if uid in indexed else None
+            if current is None or fileError(*current) is not None:
+                continue
+            changed.update(deviceName for deviceName, _ in files)
+            kept = [copy for copy in files if copy != current and not self._removeSettled(uid, copy, current)]
+            if kept:
+                self._unindexed[uid] = kept
+            else:
+                del self._unindexed[uid]
+        for deviceName in sorted(changed):
+            try:
+                self.unindexedCopies.save(deviceName, self._unindexedOn(deviceName), self._unindexedVersion)
+            except OSError as e:
+                self.log.error("could not list the files the index failed on in {device}'s {journal} ({error})",
+                               device=deviceName, journal=JOURNAL, error=e)
+
+    def _removeSettled(self, uid, copy, current):
+        """``settleUnindexed``: remove ``copy``, a file of ``uid`` the index
+        failed on, ``current`` the indexed one; whether it is gone."""
+        path = self.devicesByName[copy[0]].absolute(copy[1])
+        try:
+            removeFile(path)
+        except OSError as e:
+            self.log.warn("{path}, a copy of {uid} the index failed on before the restart, stays: {error}",
+                          path=path, uid=uid, error=e)
+            return False
+        self.log.info("removed {path}: a copy of {uid} the index failed on before the restart (its sender was "
+                      "told so); {device}:{name} is the one indexed", path=path, uid=uid, device=current[0],
+                      name=current[1])
+        return True
 
     def _removeUnindexed(self, uid, copy, indexed):
         """Remove ``copy``, ``(device name, name)`` of a file a store of

@@ -1,6 +1,7 @@
 """Tests for pacscore.archive: what start-up tells of the configuration, and what a stop finishes."""
 
 import os
+import shutil
 import sqlite3
 from contextlib import closing
 
@@ -415,3 +416,35 @@ class ReplacedCopyRecoveryTests(unittest.TestCase):
         self.assertEqual([line for line in lines if "stays:" in line],
                          [f"MAG0:{os.path.relpath(copies[0], server.dataDir)}, a copy replaced just before the "
                           f"server stopped, stays: [Errno 21] Is a directory: '{copies[0]}'"])
+
+
+class UnindexedCopyTests(unittest.TestCase):
+    """Start-up removes a copy a store left unindexed before the restart
+    (its index write failed, the sender told 0x0110: listed in the device's
+    ``.pacs-unindexed``) when the index names another, intact file of its
+    SOP instance: a later dgate -r indexed it, newer, in place of that one."""
+
+    @defer.inlineCallbacks
+    def test_aRefusedCopyOfAnIndexedObjectIsRemovedAtStartUp(self):
+        server = PacsServer(self.mktemp())
+        running = RunningArchive(self, workdir=server.workdir)
+        image, = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=1)
+        yield running.store([image])
+        yield running.stop()
+        with closing(sqlite3.connect(server.database)) as db:
+            (acknowledged,), = db.execute("SELECT ObjectFile FROM DICOMImages")
+        refused = f"{os.path.dirname(acknowledged)}/refused.dcm"
+        acknowledgedPath, refusedPath = (os.path.join(server.dataDir, *name.split("/")) for name in (acknowledged,
+                                                                                                      refused))
+        shutil.copyfile(acknowledgedPath, refusedPath)
+        journal = os.path.join(server.dataDir, ".pacs-unindexed")
+        with open(journal, "w", encoding="utf-8") as f:
+            f.write(f"{image.sopUID}\t{refused}\n")
+        with capturedLogs() as events:
+            RunningArchive(self, workdir=server.workdir)
+        self.assertEqual([os.path.exists(path) for path in (acknowledgedPath, refusedPath, journal)],
+                         [True, False, False])
+        self.assertIn(f"removed {refusedPath}: a copy of {image.sopUID} the index failed on before the restart (its "
+                      f"sender was told so); MAG0:{acknowledged} is the one indexed",
+                      [formatEvent(event) for event in events])

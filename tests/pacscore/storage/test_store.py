@@ -39,6 +39,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage import store as storeModule
+from pacscore.storage.reader import ObjectReader
 from pacscore.storage.spool import EARLY_WRITE, Spool
 from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, DeviceUnwritable, IncomingObject,
                                     InvalidDataset, ObjectStore, Refused)
@@ -1266,6 +1267,68 @@ class ObjectStoreTests(unittest.TestCase):
                          [LogLevel.warn, LogLevel.warn])
 
     @defer.inlineCallbacks
+    def test_aRestartRemembersTheFilesTheIndexFailedOn(self):
+        """The soak: A stored (Success), B of the same SOP instance refused
+        0x0110 while the database was down (its file kept), pacs restarted,
+        A stored again: B stayed on disk for good, and a regen indexed it
+        (newer) in place of A.  The store after the restart removes it."""
+        data = datasetBytes("CT_small.dcm")
+        uid = CT_SMALL_UID
+        self.moveToItsOwnDevice()
+        yield self.store.store(*self.receive(data, uid))
+        storeFromThread, runQuery = self.index.storeFromThread, self.index.runQuery
+        down = OperationalError("SELECT", {}, Exception("connection failed: Connection refused"))
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(onResult, False, Failure(down))
+        self.index.runQuery = lambda *args: defer.fail(down)
+        yield self.assertFailure(self.store.store(*self.receive(data, uid)), OperationalError)
+        yield self.drainWorkers()
+        self.assertEqual(len(self.storedFiles()), 2)
+        self.index.storeFromThread, self.index.runQuery = storeFromThread, runQuery
+        self.store = self.storeOn(self.device)  # restarted
+        _, relative = yield self.store.store(*self.receive(data, uid))
+        yield self.store.storesEnded()
+        self.assertEqual(self.storedFiles(), [relative])
+        self.assertEqual(sorted(os.listdir(self.device.path)), [TEMP_FOLDER, relative.split("/")[0]],
+                         "the list of files the index failed on is removed once empty")
+
+    @defer.inlineCallbacks
+    def test_theStartUpRemovesTheFilesTheIndexFailedOnOfAnIndexedObject(self):
+        """Without a later store: at start-up a copy the index failed on
+        before the restart is removed when the index names another, intact
+        file of its SOP instance (a regen would have indexed it, newer, in
+        place of that acknowledged one); one of an instance no row names,
+        or whose indexed file is damaged, stays, and stays listed."""
+        uid, other, damaged = CT_SMALL_UID, "1.2.826.0.1.3680043.2.1143.99.1", "1.2.826.0.1.3680043.2.1143.99.2"
+        datasets = {uid: datasetBytes("CT_small.dcm"), other: ctWith(SOPInstanceUID=other),
+                    damaged: ctWith(SOPInstanceUID=damaged)}
+        self.moveToItsOwnDevice()
+        _, acknowledged = yield self.store.store(*self.receive(datasets[uid], uid))
+        _, lost = yield self.store.store(*self.receive(datasets[damaged], damaged))
+        storeFromThread, runQuery = self.index.storeFromThread, self.index.runQuery
+        down = OperationalError("SELECT", {}, Exception("connection failed: Connection refused"))
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(onResult, False, Failure(down))
+        self.index.runQuery = lambda *args: defer.fail(down)
+        refused = {}
+        for sopInstance in (uid, other, damaged):
+            before = set(self.storedFiles())
+            yield self.assertFailure(self.store.store(*self.receive(datasets[sopInstance], sopInstance)),
+                                     OperationalError)
+            yield self.drainWorkers()
+            [refused[sopInstance]] = set(self.storedFiles()) - before
+        self.index.storeFromThread, self.index.runQuery = storeFromThread, runQuery
+        with open(self.device.absolute(lost), "r+b") as f:
+            f.truncate(200)
+        self.store = self.storeOn(self.device)  # restarted
+        with capturedLogs() as events:
+            self.store.settleUnindexed(ObjectReader([self.device]).fileError)
+        self.assertEqual(self.storedFiles(), sorted([acknowledged, lost, refused[other], refused[damaged]]))
+        self.assertEqual([formatEvent(e) for e in events if "removed" in formatEvent(e)],
+                         [f"removed {self.device.absolute(refused[uid])}: a copy of {uid} the index failed on "
+                          f"before the restart (its sender was told so); MAG0:{acknowledged} is the one indexed"])
+        self.assertEqual(self.store.unindexedCopies.load(),
+                         {other: [("MAG0", refused[other])], damaged: [("MAG0", refused[damaged])]})
+
+    @defer.inlineCallbacks
     def test_aFileIndexedSinceIsNotRemovedByAResend(self):
         """The file of an attempt the index reported failed, but that a row
         names (its commit went through, or regen or --addimagefile indexed
@@ -1287,10 +1350,11 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertIn(indexed[uid].objectFile, self.storedFiles())
 
     def storedFiles(self):
-        """The files on the device but its temporary ones, relative to it."""
+        """The files on the device but its temporary and hidden ones
+        (``.pacs-unindexed``), relative to it."""
         return sorted(os.path.relpath(os.path.join(folder, name), self.device.path).replace(os.sep, "/")
                       for folder, folders, names in os.walk(self.device.path)
-                      if not folder.startswith(self.device.tempDir) for name in names)
+                      if not folder.startswith(self.device.tempDir) for name in names if not name.startswith("."))
 
     @defer.inlineCallbacks
     def test_diskFullIsAnOSError(self):

@@ -1,0 +1,83 @@
+"""The copies that stores left on disk unindexed, remembered across a restart.
+
+A store whose index write fails (the database down) keeps its file for a
+later store of its SOP instance to remove (``ObjectStore._replaceUnindexed``);
+the sender was told it failed (0x0110).  Kept in memory only, a restart
+forgot them: the next store of the instance left them, and a ``dgate -r``
+could index such a refused copy (newer) in place of the acknowledged one.
+The database, which could hold them, is the part that failed, so each
+device holding such copies lists them in a hidden file of its own,
+``.pacs-unindexed`` (regen passes it over): one ``SOP Instance UID<TAB>name``
+line per copy, the file rewritten whole (temporary file, fsync, rename,
+fsync of the folder) in the I/O pool each time its copies change, before
+the refusal is answered, and removed once it lists none.  At start-up
+``ObjectStore.settleUnindexed`` removes those of objects whose indexed file
+is intact.
+"""
+
+import os
+import threading
+
+from twisted.logger import Logger
+
+from pacscore.storage.devices import fsyncDirectory, removeFile
+
+JOURNAL = ".pacs-unindexed"
+
+
+class UnindexedCopies:
+    """The ``.pacs-unindexed`` files of the devices ``devicesByName``."""
+
+    log = Logger()
+
+    def __init__(self, devicesByName):
+        self.devicesByName = devicesByName
+        self._lock = threading.Lock()
+        self._saved = {}  # device name: the version its file holds
+
+    def load(self):
+        """``{SOP Instance UID: [(device name, name)]}`` of the copies the
+        files list that are still there (in the calling thread, at
+        start-up); logged.  A file that cannot be read is logged and passed
+        over: its copies stay for regen, as before."""
+        copies = {}
+        for deviceName, device in sorted(self.devicesByName.items()):
+            path = os.path.join(device.path, JOURNAL)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as e:
+                self.log.warn("{path} cannot be read ({error}): the copies the index failed on that it lists "
+                              "stay on disk until a regen", path=path, error=e)
+                continue
+            for line in lines:
+                uid, _, name = line.partition("\t")
+                if uid and name and os.path.lexists(device.absolute(name)):
+                    copies.setdefault(uid, []).append((deviceName, name))
+        if copies:
+            self.log.info("{count} file(s) stored before the restart that the index failed on (their senders "
+                          "were told so) are remembered: a later store of their SOP instance removes them",
+                          count=sum(len(files) for files in copies.values()))
+        return copies
+
+    def save(self, deviceName, copies, version):
+        """In the I/O pool: make the file of ``deviceName`` list ``copies``
+        (``[(uid, name)]``), unless a later ``version`` of it was saved."""
+        device = self.devicesByName[deviceName]
+        path = os.path.join(device.path, JOURNAL)
+        with self._lock:
+            if self._saved.get(deviceName, -1) >= version:
+                return
+            if not copies:
+                removeFile(path)
+            else:
+                temporary = path + ".part"
+                with open(temporary, "w", encoding="utf-8") as f:
+                    f.writelines(f"{uid}\t{name}\n" for uid, name in copies)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(temporary, path)
+            fsyncDirectory(device.path)
+            self._saved[deviceName] = version

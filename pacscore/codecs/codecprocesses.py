@@ -33,9 +33,16 @@ conversion fails as with any codec failure.  Each process ends
 when the server does, killed (``kill -9``, the OOM killer) or crashed
 included: a thread of it waits for the server's end (a pidfd), so that
 neither the processes nor their forkserver and resource tracker outlive it.
+The shutdown also stops the forkserver and removes the temporary folder
+(``/tmp/pymp-...``) multiprocessing made for its socket: multiprocessing
+removes it only in an ``atexit`` handler, which does not run when twistd
+ends a server stopped by a signal (SIGTERM, ``systemctl stop``) by that
+signal again, so each such stop left one folder behind.
 """
 
 import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import select
 import threading
@@ -69,6 +76,7 @@ class CodecProcesses:
         self._unstartable = False  # the processes could not start: no more tries
         self._lock = threading.Lock()  # worker threads start and replace the executor
         self._underWay = []  # the ``what`` of the calls in the processes
+        self._forkserverUsed = False  # an executor was made: shutdown() stops the forkserver
 
     def run(self, what, function, *args):
         """``function(*args)`` in one of the processes, from a thread that
@@ -131,6 +139,7 @@ class CodecProcesses:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
             try:
+                self._forkserverUsed = True
                 self._executor = ProcessPoolExecutor(self.size, mp_context=context, initializer=_endWithServer,
                                                      initargs=(os.getpid(),))
                 return self._executor
@@ -157,13 +166,20 @@ class CodecProcesses:
     def shutdown(self, timeout=5):
         """Stop the processes once the calls under way ended, killing those
         still coding after ``timeout`` seconds (their calls then raise
-        ``CodecProcessEnded``); a later ``run`` codes in its thread.
-        Blocks: run it in a thread."""
+        ``CodecProcessEnded``), then their forkserver, removing the folder
+        of its socket; a later ``run`` codes in its thread.  Blocks: run it
+        in a thread."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
-        if executor is None:
-            return
+        if executor is not None:
+            self._end(executor, timeout)
+        if self._forkserverUsed:
+            self._stopForkserver()
+
+    def _end(self, executor, timeout):
+        """End ``executor``'s processes, those still coding after
+        ``timeout`` seconds killed."""
         processes = executor._processes  # concurrent.futures has no public way to end a hung call
         executor.shutdown(wait=False, cancel_futures=True)
         left = {process.sentinel: process for process in list(processes.values())}
@@ -177,6 +193,29 @@ class CodecProcesses:
         for process in left.values():
             process.kill()
         wait(list(left), 1)
+
+    def _stopForkserver(self):
+        """Stop multiprocessing's forkserver (of this process, which the
+        processes of every ``CodecProcesses`` share: the server has one) and
+        remove the temporary folder multiprocessing made for its socket,
+        with multiprocessing's own clean-up of it, run early: its exit
+        handler does not run when the server ends by a signal."""
+        forkserver = multiprocessing.forkserver._forkserver  # no public way to stop it or to clean up before the exit
+        address = forkserver._forkserver_address
+        try:
+            forkserver._stop()
+        except OSError as e:  # its socket removed by someone else, say
+            self.log.warn("stopping: the codec processes' forkserver did not stop cleanly ({error})", error=e)
+        if not address or multiprocessing.util.is_abstract_socket_namespace(address):
+            return
+        folder = os.path.dirname(address)
+        for finalizer in list(multiprocessing.util._finalizer_registry.values()):
+            if finalizer._callback is multiprocessing.util._remove_temp_dir and finalizer._args[1] == folder:
+                try:
+                    finalizer()
+                except OSError as e:
+                    self.log.warn("stopping: the codec processes' temporary folder {folder} could not be removed "
+                                  "({error})", folder=folder, error=e)
 
 
 PROCESSES = CodecProcesses()

@@ -6,6 +6,8 @@ a second pacs; getscu; unknown destinations."""
 import io
 import os
 import re
+import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -1112,6 +1114,29 @@ class LargeFrameTests(unittest.TestCase):
         self.assertIsNone(echoes.failure)
         self.assertLess(slowest, 1.0, f"the slowest of {echoes.echoes} C-ECHOs took {slowest:.2f} s")
         self.assertGreater(echoes.echoes, 5)
+
+    def test_aStopBySignalLeavesNoTemporaryFolderOfTheProcesses(self):
+        """The codec processes' forkserver has its socket in a folder
+        multiprocessing makes (``$TMPDIR/pymp-...``) and removes at a normal
+        exit only: a server stopped by SIGTERM (twistd ends by that signal
+        again) left one at each stop.  The stop removes it."""
+        tmp = tempfile.mkdtemp(prefix="pacs-tmpdir-")  # short: the socket's path is at most 107 bytes
+        self.addCleanup(shutil.rmtree, tmp, True)
+        server = PacsServer(os.path.join(self.mktemp(), "pacs"), env=dict(os.environ, TMPDIR=tmp))
+        self.addCleanup(server.stop)
+        server.start()
+        study = "1.2.826.0.1.3680043.8.498.44"
+        path = os.path.join(tmp, "large.dcm")
+        makeDataset("LARGE", "Large^Frame", study, f"{study}.1", f"{study}.1.1", 1, 1, rows=1024,
+                    columns=1024).save_as(path, enforce_file_format=True)
+        stored = dcmtk("storescu", "-aec", f"{server.ae}~jk", "127.0.0.1", server.port, path)
+        self.assertEqual(stored.returncode, 0, stored.stdout + stored.stderr)
+        os.remove(path)
+        [folder] = os.listdir(tmp)
+        self.assertTrue(folder.startswith("pymp-"), folder)  # the frame was coded in the processes
+        server.stop()
+        self.assertEqual(server.process.returncode, -signal.SIGTERM)
+        self.assertEqual(os.listdir(tmp), [])
 
 
 def rawDataset(ds):

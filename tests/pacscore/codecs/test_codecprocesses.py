@@ -1,6 +1,7 @@
 """Tests for pacscore.codecs.codecprocesses: large frames coded in another
 process, with the same result, errors and runner options as in the thread."""
 
+import multiprocessing.forkserver
 import os
 import subprocess
 import sys
@@ -75,6 +76,12 @@ def ended(pid):
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def forkserverFolder():
+    """The temporary folder (``/tmp/pymp-...``) of the socket of this
+    process's forkserver."""
+    return os.path.dirname(multiprocessing.forkserver._forkserver._forkserver_address)
 
 
 def runnerOf(rows, columns):
@@ -162,6 +169,26 @@ class CodecProcessesTests(unittest.TestCase):
         self.assertEqual(int.from_bytes(coded(b"frame", runnerOf(2048, 2048)), "little"), os.getpid())
         self.assertIsNone(self.processes._executor)
 
+    def test_theShutdownRemovesTheForkserversTemporaryFolder(self):
+        """multiprocessing removes its /tmp/pymp-... folder (the forkserver's
+        socket) only at a normal exit, not when twistd ends by a stop
+        signal: the shutdown removes it, and codec processes started later
+        (another instance) make a new one."""
+        coded = _InProcessWhenLarge(framePid, "test", self.processes)
+        coded(b"frame", runnerOf(2048, 2048))
+        folder = forkserverFolder()
+        self.assertTrue(os.path.isdir(folder))
+        self.processes.shutdown()
+        self.assertFalse(os.path.exists(folder))
+        later = CodecProcesses(1)
+        self.addCleanup(later.shutdown)
+        pid = int.from_bytes(_InProcessWhenLarge(framePid, "test", later)(b"frame", runnerOf(2048, 2048)), "little")
+        self.assertNotEqual(pid, os.getpid())
+        laterFolder = forkserverFolder()
+        self.assertNotEqual(laterFolder, folder)
+        later.shutdown()
+        self.assertFalse(os.path.exists(laterFolder))
+
     def test_aFrameUnderWayWhenAnotherFramesProcessDiesIsCodedAgain(self):
         """A process that dies breaks the whole pool: the frames under way
         in the others are coded again in new processes, not failed."""
@@ -204,12 +231,14 @@ class CodecProcessesTests(unittest.TestCase):
         while not os.path.exists(pidFile) or not open(pidFile).read():
             time.sleep(0.02)
         pid = int(open(pidFile).read())
+        folder = forkserverFolder()
         start = time.monotonic()
         with capturedLogs() as events:
             self.processes.shutdown(0.5)
         self.assertLess(time.monotonic() - start, 2)
         thread.join(5)
         self.assertTrue(ended(pid))
+        self.assertFalse(os.path.exists(folder))
         self.assertEqual(len(failures), 1)
         self.assertIn("stopping: the codec processes still coding at the end of the stop's grace period are killed, "
                       "these frames not coded: "

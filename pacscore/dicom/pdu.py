@@ -145,6 +145,14 @@ class PDUFramer:
         """How many received bytes do not yet make a whole PDU."""
         return len(self._buffer)
 
+    @property
+    def pendingLength(self):
+        """The length (header included) of the PDU whose first
+        ``pendingBytes`` arrived, once its header did; else None."""
+        if len(self._buffer) < 6:
+            return None
+        return 6 + _HEADER.unpack_from(self._buffer, 0)[1]
+
 
 def iterPDVs(body):
     """Yield ``(contextId, controlHeader, data)`` for each PDV of a P-DATA-TF body.

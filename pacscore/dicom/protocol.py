@@ -714,12 +714,25 @@ class DicomServerProtocol(DicomProtocol):
         self._startArtim()
 
     def connectionLost(self, reason):
+        if self.state == AWAITING_ASSOCIATE and self._framer.pendingBytes:
+            self._logCutRequest(reason)
         self._dropUnchecked()
         super().connectionLost(reason)
         onEnded = self.factory.onEnded
         if onEnded is not None and self.association is not None:
             onEnded(self.association.callingAE, self.association.calledAE, session=self.session,
                     refused=self._commandRefused)
+
+    def _logCutRequest(self, reason):
+        """The connection ended in the middle of the first PDU, which should
+        have been an A-ASSOCIATE-RQ (a request cut short by an MTU problem or
+        a proxy, a scanner of the port): an info line (one without a byte,
+        a port check, is none)."""
+        framer = self._framer
+        total = framer.pendingLength
+        self.log.info("{peer}: connection lost before a whole A-ASSOCIATE-RQ arrived: {reason}; {received}{of} bytes "
+                      "came", peer=self.peerName(), reason=reason.getErrorMessage().rstrip("."),
+                      received=framer.pendingBytes, of=f" of its {total}" if total is not None else "")
 
     def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER, closeNow=False):
         """Send an A-ABORT and wait for the peer to close; a peer that sent

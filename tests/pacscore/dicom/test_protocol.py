@@ -757,6 +757,24 @@ class ProtocolTests(ServerTestCase):
         self.assertEqual([formatEvent(event) for event in events], ["SCU@127.0.0.1:40000: association aborted by peer "
                                                                   "(A-ABORT from the peer's service user)"])
 
+    def test_connectionLostInTheMiddleOfTheAssociateRequestLogged(self):
+        """A connection that ends before a whole A-ASSOCIATE-RQ arrived (a
+        request cut short, a scanner of the port) is an info line saying how
+        many bytes came; one that sent nothing (a port check) is none."""
+        request = associateRQ([(VERIFICATION, [IMPLICIT])])
+        for sent, line in ((request[:40], f"40 of its {len(request)} bytes came"), (request[:3], "3 bytes came")):
+            self.protocol, self.transport = self.connect()
+            self.protocol.dataReceived(sent)
+            with capturedLogs() as events:
+                self.protocol.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual([(event["log_level"].name, formatEvent(event)) for event in events], [
+                ("info", "127.0.0.1:40000: connection lost before a whole A-ASSOCIATE-RQ arrived: Connection was "
+                         f"closed cleanly; {line}")])
+        self.protocol, self.transport = self.connect()
+        with capturedLogs() as events:
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(events, [])
+
     def test_unsupportedOperation(self):
         self.associate()
         find = {commands.COMMAND_FIELD: commands.C_FIND_RQ, commands.MESSAGE_ID: 3,

@@ -386,12 +386,18 @@ class Forwarder:
             else:
                 readable.append(stored)
         leftOut, unread = [], []
+
+        def onUnreadable(stored, error):
+            failure = _readError(stored, error)
+            if isinstance(failure, LeftOut):
+                self._leaveOut(action.destination, stored, failure, leftOut)
+            else:
+                unread.append(failure)
         try:
             sent = await self.stow.send(
                 server, readable,
                 lambda stored, reason: self._leaveOut(action.destination, stored, NotConvertible(reason), leftOut),
-                lambda stored, reason: unread.append(Unreadable(reason, [stored.deviceName], [stored.sopInstanceUID])),
-                action.compression, onSent, self._checkInterrupted)
+                onUnreadable, action.compression, onSent, self._checkInterrupted)
         except StowError as e:
             raise ForwardError(str(e)) from e
         _failUnreadable(located, unread, _narrowable(action, instances, sent, leftOut))
@@ -518,10 +524,7 @@ class Forwarder:
         except Deleted:
             raise
         except OSError as e:
-            if spooled and isinstance(e, FileNotFoundError):
-                raise ChangedCopyGone(stored.path) from e
-            raise Unreadable(f"{stored.sopInstanceUID} could not be read here: {e}", [stored.deviceName],
-                             [stored.sopInstanceUID]) from e
+            raise _readError(stored, e) from e
 
     # -- get --------------------------------------------------------------
 
@@ -648,6 +651,16 @@ class Forwarder:
         await self.stow.close()
         if self.fetcher is not None:
             await self.fetcher.close()
+
+
+def _readError(stored, error):
+    """What the ``OSError`` ``error`` reading ``stored`` fails its forward
+    with: ``ChangedCopyGone`` when it is a spool file gone (left out, never
+    followed to the stored object), else ``Unreadable`` (retried)."""
+    if isSpooled(stored.path) and isinstance(error, FileNotFoundError):
+        return ChangedCopyGone(stored.path)
+    return Unreadable(f"{stored.sopInstanceUID} could not be read here: {error}", [stored.deviceName],
+                      [stored.sopInstanceUID])
 
 
 def _failUnreadable(located, unread=(), sentAlongside=()):

@@ -16,8 +16,9 @@ object whose stored file is damaged, or that cannot be converted to any
 syntax (pixel data no codec decodes), is left out, as a C-STORE forward
 leaves it out, and the rest goes; so is one deleted since it was located
 (``reader.Deleted``), logged.  One that cannot be read here otherwise is
-told to the caller, which fails the action once the others went: not the
-server's failure."""
+told to the caller, which fails the action once the others went (not the
+server's failure), or leaves it out when it is the spool file of a changed
+copy that is gone (as a C-STORE forward does)."""
 
 import base64
 import json
@@ -138,9 +139,10 @@ class StowSender(DicomWebClient):
         (``TranscodeError``: pixel data no codec decodes; ``IdentifierError``),
         which a retry
         would not mend: left out, the others still go, as a C-STORE forward
-        does; ``onUnreadable(stored, reason)`` for one that cannot be read here
-        otherwise (an I/O error, its file gone while the index still names
-        it), the others still going too;
+        does; ``onUnreadable(stored, error)`` for one that cannot be read here
+        otherwise (the ``OSError``: an I/O error, its file gone while the
+        index still names it, the spool file of a changed copy gone), the
+        others still going too;
         ``onSent(count)`` after each request; ``check()`` before each object
         (what it raises ends the sending)."""
         code = compression or AS_STORED_CODE
@@ -163,7 +165,7 @@ class StowSender(DicomWebClient):
                                   server=server.name, uid=stored.sopInstanceUID)
                     continue
                 except OSError as e:
-                    onUnreadable(stored, f"{stored.sopInstanceUID} could not be read here: {e}")
+                    onUnreadable(stored, e)
                     continue
                 except ValueError as e:
                     raise StowError(f"{stored.sopInstanceUID} cannot be sent in {code}: {e}") from e

@@ -20,6 +20,7 @@ from pacscore.export import partsbody, stow
 from pacscore.export.fetch import DicomWebFetcher
 from pacscore.export.forwarder import Forwarder, ForwardError, Undelivered, Unreadable
 from pacscore.export.queue import Action, Target
+from pacscore.export.spool import spoolFolder, spoolObject
 from pacscore.export.stow import DicomWebServer, dicomWebServers
 from pacscore.storage.part10 import readFileMeta
 from pacscore.testing.corpus import generateCorpus
@@ -224,6 +225,31 @@ class StowForwardTests(unittest.TestCase):
         image = Action(1, "forward", "cloud", "IMAGE", error.retryOnly[0], "", {}, 0)
         error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(image)), Unreadable)
         self.assertEqual(error.retryOnly, ())
+
+    @defer.inlineCallbacks
+    def test_aChangedCopyGoneBeforeItIsReadIsLeftOutNotRetried(self):
+        """The spool file of an object an export line changed is gone after
+        the forward located it and before it is read: it is left out
+        (``ChangedCopyGone``, as a C-STORE forward leaves it out), the
+        forward fails with Undelivered (given up, not an Unreadable retried
+        for ever), and the stored object is not sent in its place."""
+        image = self.corpus[0]
+        changed = pydicom.dcmread(self.source.files()[0])
+        changed.PatientID = "ANON1"
+        changed.SOPInstanceUID = image.sopUID + ".99"
+        path = spoolObject(changed, spoolFolder(self.source.archive.devices[0].path))
+        action = Action(1, "forward", "cloud", "IMAGE", Target(image.patientID, image.studyUID, image.seriesUID,
+                                                               changed.SOPInstanceUID), "", {}, 0, path)
+        forwarder, events = self.forwarder(), []
+        forwarder.log = Logger(observer=events.append)
+        found = yield self.located(forwarder, action)
+        os.remove(path)
+        error = yield self.assertFailure(defer.ensureDeferred(forwarder.forward(action, found=found)), Undelivered)
+        self.assertEqual(error.sent, 0)
+        self.assertEqual((yield self.destination.count("image")), 0)
+        self.assertEqual([formatEvent(event) for event in events],
+                         [f"forward to cloud: {changed.SOPInstanceUID} left out, not retried: {path}, the object as "
+                          f"the export line changed it, is gone: the stored object is not sent in its place"])
 
     @defer.inlineCallbacks
     def test_anObjectThatCannotBeConvertedIsLeftOutNotRetried(self):

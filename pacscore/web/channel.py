@@ -6,7 +6,12 @@ as long, or the request line and header lines longer than that in all
 ``431 Request Header Fields Too Large``, each with an error page
 and a log line naming the client, where twisted.web closed the connection
 without a word (RFC 9110 15.5.15; Apache answers 414 above its
-``LimitRequestLine`` too).  A request line whose target holds a byte
+``LimitRequestLine`` too).  Such a refusal of a request for what is
+shared with the origins ``WebAllowOrigins`` lists (DICOMweb, WADO) names
+the request's Origin as the site's answers do: it is sent once the rest of
+the head has been read (a line at a time, the rest of a line too long
+dropped, ``ORIGIN_SCAN_BYTES`` at most, within the head's timeout) for the
+Origin; any other is sent at once.  A request line whose target holds a byte
 that is not printable ASCII (a raw UTF-8 ``müller`` of a script or a
 hand-typed ``curl``, which browsers percent-encode, any other byte above
 0x7E, a control character) or a raw space, or whose method, target and
@@ -60,6 +65,7 @@ HEAD_TIMEOUT = 30  # seconds for a request line and headers, as Apache's mod_req
 LINGER_SECONDS = 10  # a refused request's rest is read and dropped this long at most
 LINGER_BYTES = 512 << 20  # and this much at most
 ANSWER_WAIT = 0.01  # seconds between looks whether a refusal's answer has left the write buffer
+ORIGIN_SCAN_BYTES = 1 << 20  # read at most this much of a head too long for its Origin (_scanForOrigin)
 
 
 def _requestLineFault(line):
@@ -84,6 +90,26 @@ def _requestLineFault(line):
                     f"percent-encode them (UTF-8), {how}'ü' as %C3%BC")
 
 
+class _Head:
+    """What the CORS headers of a refusal read of a request whose head was
+    too long for twisted.web to parse (``AllowedOrigins.headers``): its
+    Origin header, as ``PacsChannel`` read it (None: none came)."""
+
+    method = None
+
+    def __init__(self, origin):
+        self.origin = origin
+
+    def getHeader(self, name):
+        return self.origin if name.lower() == b"origin" else None
+
+
+def _originOf(line):
+    """The value of header line ``line`` when it is an Origin, else None."""
+    name, colon, value = line.partition(b":")
+    return value.strip() if colon and name.strip().lower() == b"origin" else None
+
+
 class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     log = Logger()
@@ -97,6 +123,11 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
     _lingerCall = None  # the abort of a refused connection the client has not closed yet
     _answerCall = None  # the next look whether its answer has left the write buffer (_readAfterAnswer)
     _dropped = 0  # bytes read and dropped after a refusal
+    _origin = None  # the value of the Origin header of the request's head read so far
+    _tooLong = None  # (uri, WebError) of a head too long, answered once its Origin is read (_scanForOrigin)
+    _scanned = b""  # the part of a header line read after a head too long
+    _skipping = False  # within a line too long, dropped to its end
+    _scannedBytes = 0
 
     def connectionMade(self):
         super().connectionMade()
@@ -108,6 +139,9 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
             self._dropped += len(data)
             if self._dropped > self.lingerBytes:
                 self.transport.abortConnection()
+        elif self._tooLong is not None:
+            self.resetTimeout()
+            self._scan(data)
         else:
             self._headBegun = self._headBegun or (self._headCall is not None and bool(data))
             super().dataReceived(data)
@@ -135,6 +169,8 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     def _headTooSlow(self):
         self._headCall = None
+        if self._tooLong is not None:
+            return self._answerTooLong()
         if self._headBegun:
             self._refuse(getattr(self, "_path", b""), WebError(
                 408, f"the request line and headers did not come within {self.headTimeout} s"))
@@ -223,29 +259,77 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     def lineLengthExceeded(self, line):
         if self._receivedHeaderSize == 0:  # no line of this request yet: it is the request line
+            self._origin = None
             uri = line.split(b" ", 1)[-1]
-            self._refuse(uri, WebError(414, f"the request line is longer than {self.MAX_LENGTH} bytes"))
+            error = WebError(414, f"the request line is longer than {self.MAX_LENGTH} bytes")
         else:
-            self._refuse(self._path, WebError(431, f"a header line is longer than {self.MAX_LENGTH} bytes"))
+            uri, error = self._path, WebError(431, f"a header line is longer than {self.MAX_LENGTH} bytes")
+        self._scanForOrigin(uri, error, line, skipping=True)
 
     def lineReceived(self, line):
         fault = _requestLineFault(line) if self._receivedHeaderSize == 0 else None  # of the request line
+        if self._receivedHeaderSize == 0:
+            self._origin = None
+        else:
+            self._origin = _originOf(line) or self._origin
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:  # twisted.web's bare 400
-            self._refuse(self._path, WebError(431, "the request line and header lines are longer than "
-                                                   f"{self.totalHeadersSize} bytes in all"))
+            self._scanForOrigin(self._path, WebError(431, "the request line and header lines are longer than "
+                                                          f"{self.totalHeadersSize} bytes in all"), b"")
         elif fault:  # twisted.web's bare 400
             self._refuse(fault[0], WebError(400, fault[1]))
         else:
             super().lineReceived(line)
 
-    def _refuse(self, uri, error):
+    def _scanForOrigin(self, uri, error, data, skipping=False):
+        """Refuse the request for ``uri`` whose head is too long with
+        ``error`` (a 414 or 431); ``data``: what came after its last line
+        read (``skipping``: the rest of a line too long first).  When the
+        answer is to name the request's Origin (``PacsSite.namesOrigin``),
+        the rest of the head is read first, a line at a time (a line too
+        long dropped to its end, ``ORIGIN_SCAN_BYTES`` at most, until the
+        head's timeout), for its Origin; then answered."""
+        if not self.site.namesOrigin(uri):
+            return self._refuse(uri, error)
+        self._tooLong = (uri, error)
+        self._skipping = skipping
+        self._scan(data + self.clearLineBuffer())
+
+    def _scan(self, data):
+        """Read ``data`` of a head too long for its Origin; answer at the
+        head's end, or once ``ORIGIN_SCAN_BYTES`` were read."""
+        self._scannedBytes += len(data)
+        self._scanned += data
+        while True:
+            line, end, self._scanned = self._scanned.partition(b"\n")
+            if not end:
+                self._scanned = line
+                if len(line) > self.MAX_LENGTH:
+                    self._scanned, self._skipping = b"", True
+                break
+            if self._skipping:
+                self._skipping = False
+            elif not line.rstrip(b"\r"):
+                return self._answerTooLong()
+            else:
+                self._origin = _originOf(line) or self._origin
+        if self._scannedBytes > ORIGIN_SCAN_BYTES:
+            self._answerTooLong()
+
+    def _answerTooLong(self):
+        """Answer the request whose head was too long with its Origin as read."""
+        uri, error = self._tooLong
+        self._tooLong, self._scanned = None, b""
+        self._refuse(uri, error, _Head(self._origin))
+
+    def _refuse(self, uri, error, head=None):
         """Answer ``error`` (a WebError) to the request for ``uri`` (bytes),
         with the headers the site gives its answers (``PacsSite.answerHeaders``:
-        CORS, framing), log it, and close the connection."""
+        CORS, framing) for the request or, of a head too long, ``head``,
+        log it, and close the connection."""
         if self._refused:
             return
         self._refused = True
-        given = self.site.answerHeaders(self.requests[-1] if self.requests else None, uri)
+        given = self.site.answerHeaders(head or (self.requests[-1] if self.requests else None), uri)
         uri = uri.decode("utf-8", "replace")
         peer = self.transport.getPeer()
         self.log.info("web: {peer} {uri}: {code} {message}", peer=getattr(peer, "host", peer),

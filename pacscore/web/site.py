@@ -178,11 +178,17 @@ class PacsSite(LimitedFactory, server.Site):
         """The headers of every answer for ``uri`` (a request's path and
         query, bytes): a DICOMweb or WADO answer's CORS headers for
         ``request`` (None: a request line refused before its headers, only
-        ``WebAllowOrigins = *``'s, as its Origin is unknown), a page's
+        ``WebAllowOrigins = *``'s, as its Origin is unknown; the channel
+        reads the Origin of a head too long when ``namesOrigin``), a page's
         ``FRAMED_HERE``."""
         if not isShared(uri):
             return FRAMED_HERE
         return self.origins.headers(request)
+
+    def namesOrigin(self, uri):
+        """Whether the answers for ``uri`` name the Origin of their request
+        (``WebAllowOrigins`` lists origins, the answer is shared)."""
+        return bool(self.origins.origins) and isShared(uri)
 
     def getResourceFor(self, request):
         for name, value in self.answerHeaders(request, request.uri):

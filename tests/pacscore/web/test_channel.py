@@ -509,6 +509,62 @@ class SharedRefusalTests(LoginSite):
         self.assertIn(self.SHARED, transport.value())
 
 
+class ListedOriginRefusalTests(SiteConnections):
+    """With WebAllowOrigins listing origins, a DICOMweb request line or
+    header lines too long (414, 431) are answered once the head has come,
+    naming the Origin it gave, as every other answer does; the rest of a
+    line too long is read and dropped, not kept."""
+
+    ini = {"WebAllowOrigins": "http://viewer.example"}
+    ORIGIN = b"Origin: http://viewer.example\r\n"
+    SHARED = b"\r\nVary: Origin\r\nAccess-Control-Allow-Origin: http://viewer.example\r\n" \
+             b"Access-Control-Expose-Headers: Warning\r\n"
+
+    def test_longRequestAnsweredToTheListedOrigin(self):
+        """The Origin after a request line too long (sent whole, or in
+        pieces), after or before a header line too long, after the 16 kB of
+        the request line and header lines: named in the refusal."""
+        long = b"GET /dicom-web/studies?PatientID=" + b"a" * 20000 + b" HTTP/1.1\r\n"
+        for chunks, code in (([long + b"Host: h\r\n" + self.ORIGIN + b"\r\n"], 414),
+                             ([long[:17000], long[17000:] + b"Host: h\r\n", self.ORIGIN, b"\r\n"], 414),
+                             ([b"GET /dicom-web/studies HTTP/1.1\r\n" + self.ORIGIN + b"X-Long: " + b"a" * 20000
+                               + b"\r\n\r\n"], 431),
+                             ([b"GET /dicom-web/studies HTTP/1.1\r\nX-Long: " + b"a" * 20000 + b"\r\n" + self.ORIGIN
+                               + b"\r\n"], 431),
+                             ([b"GET /dicom-web/studies HTTP/1.1\r\n" + b"X-Many: " + b"a" * 8000 + b"\r\n"
+                               + b"X-More: " + b"a" * 9000 + b"\r\n" + self.ORIGIN + b"\r\n"], 431)):
+            answer, closed, content, events = self.send(*chunks)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 %d " % code), (code, answer[:100]))
+            self.assertIn(self.SHARED, answer)
+            self.assertTrue(closed)
+            self.assertEqual(len([event for event in events if event.get("code") == code]), 1)
+
+    def test_anOtherOriginIsNotNamed(self):
+        answer, _, _, _ = self.send(b"GET /dicom-web/studies?PatientID=" + b"a" * 20000 + b" HTTP/1.1\r\n"
+                                    b"Origin: http://evil.example\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 414 "), answer[:100])
+        self.assertIn(b"\r\nVary: Origin\r\n", answer)
+        self.assertNotIn(b"Access-Control-Allow-Origin", answer)
+
+    def test_theHeadNotEndedIsAnsweredAtItsTimeout(self):
+        """A client that never ends its head still gets its 414 (naming no
+        origin) at the head's timeout, not a 408."""
+        clock = task.Clock()
+        channel, transport = self.connect()
+        channel.callLater = clock.callLater
+        channel._awaitHead()
+        channel.dataReceived(b"GET /dicom-web/studies?PatientID=" + b"a" * 20000)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(30)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 414 "), transport.value()[:100])
+        self.assertNotIn(b"Access-Control-Allow-Origin", transport.value())
+
+    def test_pagesAreAnsweredAtOnce(self):
+        """A page's request line too long needs no Origin: answered at once."""
+        answer, _, _, _ = self.send(b"GET /cgi-bin/dgate?mode=top&x=" + b"a" * 20000)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 414 "), answer[:100])
+
+
 class HeadDeadlineTests(SiteConnections):
     """The request line and headers must have come within headTimeout (30 s)
     of the connection or the last answer (slowloris: a header line every

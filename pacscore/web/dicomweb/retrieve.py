@@ -55,6 +55,7 @@ log = Logger()
 
 DICOM = "application/dicom"
 PICTURES = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif"}
+TEXTS = ("text/plain", "text/html", "text/rtf")  # PS3.18 table 8.7.4-1's Text rendered media types not of DOCUMENTS
 THUMBNAIL_SIZE = 128
 MOST_FRAMES = 100000
 METADATA_BATCH = 100  # objects whose metadata is made at a time
@@ -580,9 +581,9 @@ async def retrieveRendered(archive, request, target, base):
 async def _renderedInstance(archive, request, path, sop):
     """The rendered form of the instance ``sop``: the document it encapsulates
     when the Accept header takes its type (a PDF, as Orthanc answers it;
-    PS3.18 8.7.4 gives such objects the text types and application/pdf),
-    else its picture."""
-    if multipart.preferredType(request, DOCUMENTS) is not None:
+    PS3.18 8.7.4 gives such objects the text types and application/pdf:
+    a text/plain document asked for as text/plain too), else its picture."""
+    if multipart.preferredType(request, DOCUMENTS + TEXTS) is not None:
         held = await onFile(archive, path, contents)
         if held.document and multipart.preferredType(request, [mediaType(held.document)[0]]) is not None:
             return documentAnswer(await onFile(archive, path, documentOf), sop)

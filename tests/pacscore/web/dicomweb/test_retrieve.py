@@ -1047,6 +1047,29 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(picture.code, 422)
 
     @defer.inlineCallbacks
+    def test_renderedTextDocument(self):
+        """A text/plain Encapsulated Document asked for as ``text/plain`` (a
+        rendered media type of a text, PS3.18 table 8.7.4-1) is the text,
+        its charset kept, sandboxed and not sniffed as the ``document`` page
+        sends it; asked for as a picture, it is none (422)."""
+        study = "1.2.826.0.1.3680043.8.498.73"
+        dataset = encapsulatedPDF("TXT1", study, f"{study}.1", f"{study}.1.1")
+        text = b"Findings: no acute abnormality.\n"
+        dataset.MIMETypeOfEncapsulatedDocument = "text/plain; charset=utf-8"
+        dataset.EncapsulatedDocument = text + b" " * (len(text) % 2)
+        dataset.EncapsulatedDocumentLength = len(text)
+        yield self.stored(dataset, "text.dcm")
+        rendered = f"/studies/{study}/series/{study}.1/instances/{study}.1.1/rendered"
+        for accept in ("text/plain", "text/plain, image/jpeg;q=0.5", "text/*"):
+            found = yield self.fetch(rendered, accept=accept)
+            self.assertEqual((found.code, found.header("content-type"), found.body),
+                             (200, "text/plain; charset=utf-8", text), accept)
+            self.assertEqual((found.header("x-content-type-options"), found.header("content-security-policy"),
+                              found.header("content-disposition")), ("nosniff", "sandbox", None), accept)
+        picture = yield self.fetch(rendered, accept="image/jpeg")
+        self.assertEqual(picture.code, 422)
+
+    @defer.inlineCallbacks
     def test_thumbnailOfFirstObjectShown(self):
         """A study's thumbnail is its first object that can be shown: an
         object without pixels (an SR, an RT Plan) ahead of it is skipped; a

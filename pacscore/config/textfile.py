@@ -1,7 +1,14 @@
 """What every configuration file reader shares: reading text in the
 encoding it was saved in, atomic writes in that encoding, line handling, and
 ``LineFile``, the base of the readers that keep a file's lines so edits
-write it back with its comments."""
+write it back with its comments.
+
+A file pacs writes back (dicom.ini, acrnema.map, ...) is decoded whole in
+one encoding (``readConfigText``), so that it is written back byte for
+byte.  A file pacs only reads (a converter ``call`` file,
+anonymize_script.cq, aliasfileQX.txt, a scripted page's source) is decoded
+line by line (``readTextLines``): one ANSI line, even a comment, does not
+turn the UTF-8 letters of the others into mojibake."""
 
 import codecs
 import os
@@ -51,12 +58,47 @@ def readConfigText(path):
     try:
         return data.decode(encoding), encoding
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        if (str(path), line) not in _warned:
-            _warned.add((str(path), line))
-            log.warn("{path}:{line}: not UTF-8: the file is read as Windows' cp1252 (\"ANSI\"), and written back "
-                     "so", path=str(path), line=line)
+        _warnOfAnsi(path, data.count(b"\n", 0, e.start) + 1,
+                    "the file is read as Windows' cp1252 (\"ANSI\"), and written back so")
         return data.decode(ANSI, LATIN1_FALLBACK), ANSI
+
+
+def readTextLines(path):
+    """The lines of a text file pacs only reads, without their ending (CR,
+    LF or CRLF: Python's universal newlines), each decoded on its own:
+    UTF-8 (a byte order mark, Windows Notepad's, dropped), or, for a line
+    that is not valid UTF-8 (saved as "ANSI" on Windows), cp1252, with a
+    warning naming the file and its first such line.
+
+    Raises ConfigError (no line) if the file cannot be read.
+    """
+    try:
+        # Latin-1 gives each byte back as one character, so each line's bytes are found again below.
+        with open(path, encoding="latin-1", newline=None) as f:
+            raw = [line.rstrip("\n").encode("latin-1") for line in f]
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from e
+    if raw and raw[0].startswith(codecs.BOM_UTF8):
+        raw[0] = raw[0][len(codecs.BOM_UTF8):]
+    lines, ansi = [], []
+    for number, data in enumerate(raw, start=1):
+        try:
+            lines.append(data.decode(UTF8))
+        except UnicodeDecodeError:
+            lines.append(data.decode(ANSI, LATIN1_FALLBACK))
+            ansi.append(number)
+    if ansi:
+        others = {1: "", 2: ", as is its other line that is not UTF-8"}.get(
+            len(ansi), f", as are its {len(ansi) - 1} other lines that are not UTF-8")
+        _warnOfAnsi(path, ansi[0], f"the line is read as Windows' cp1252 (\"ANSI\"){others}")
+    return lines
+
+
+def _warnOfAnsi(path, line, what):
+    """Warn, once for each file and line, that ``line`` of ``path`` is not UTF-8."""
+    if (str(path), line) not in _warned:
+        _warned.add((str(path), line))
+        log.warn("{path}:{line}: not UTF-8: {what}", path=str(path), line=line, what=what)
 
 
 def writeFileAtomically(path, text, encoding=UTF8):

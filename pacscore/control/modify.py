@@ -20,7 +20,7 @@ UIDs from the UID map:
   changing it back later makes other new objects, and copies of one file
   for two patients are two objects);
 - ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines,
-  read as every configuration file: ``readConfigText``) or else
+  each in UTF-8 or else cp1252: ``readTextLines``) or else
   ``anonymize_script.lua`` of the configuration folder, when there is
   one, then Patient ID and Name ``patid``, the Basic Profile of WADO's
   ``anonymize=yes`` applied to what the script did not set, Patient
@@ -44,7 +44,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.textfile import readConfigText, splitLines
+from pacscore.config.textfile import readTextLines
 from pacscore.control.arguments import AsyncControlCommand, fields
 from pacscore.control.attach import sampleOf, storedSample
 from pacscore.control.changes import anonymized, changing, mergedInto, newPatient, referencesRenewed, scripted
@@ -236,10 +236,10 @@ class Anonymize(_FileCommand):
                 if name.endswith(".lua"):
                     return _parsed(f"lua:{name}", name, archive)
                 try:
-                    text, _ = readConfigText(path)
+                    lines = readTextLines(path)
                 except ConfigError as e:
                     raise CommandError(str(e)) from e
-                return _parsed(";".join(splitLines(text)), name, archive)
+                return _parsed(";".join(lines), name, archive)
         return None
 
 

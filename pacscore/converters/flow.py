@@ -3,8 +3,8 @@
 
 ``stop`` and ``return`` end the line with a log message, ``silentstop``
 without one.  ``call file`` runs the converter lines of a file (read each
-time, so it can be edited while the server runs, in UTF-8 or else, with
-a warning, cp1252, as every configuration file: ``readConfigText``), each
+time, so it can be edited while the server runs, each line in UTF-8 or
+else, with a warning, cp1252: ``readTextLines``), each
 as a line of its own, as Conquest's CallImportConverterN does: ``stop`` or ``silentstop``
 ends that line of the file and the next one runs; ``return``, ``destroy``
 and ``reject`` end the file, and ``return`` the calling line too (and
@@ -18,7 +18,7 @@ naming the file, and the line and column) and ends the calling line.
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.textfile import readConfigText, splitLines
+from pacscore.config.textfile import readTextLines
 from pacscore.converters.command import Command, TextCommand, fileName, localPath
 from pacscore.converters.context import ConverterSyntaxError, Outcome
 from pacscore.converters.luafiles import LuaFileRefused, luaFilePath
@@ -122,9 +122,8 @@ class Call(TextCommand):
             self.log.error("{converter}: call refused: {reason}", converter=context.converterName, reason=str(e))
             return Outcome.STOP
         try:
-            text, _ = readConfigText(path)
             scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
-                       for number, line in enumerate(splitLines(text), start=1)
+                       for number, line in enumerate(readTextLines(path), start=1)
                        if line.strip() and not line.lstrip().startswith(("#", ";"))]
         except ConfigError as e:
             self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,

@@ -27,8 +27,8 @@
                        Number
 ``%QXgggg,eeee``       the element's value mapped through the ``old<TAB>new``
                        lines of aliasfileQX.txt in the configuration folder
-                       (unchanged when not listed; the file read as every
-                       configuration file: ``readConfigText``)
+                       (unchanged when not listed; each line of the file
+                       in UTF-8 or else cp1252: ``readTextLines``)
 =====================  =====================================================
 
 The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
@@ -63,7 +63,7 @@ from sqlalchemy import select
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.textfile import readConfigText, splitLines
+from pacscore.config.textfile import readTextLines
 from pacscore.converters.elements import (TAG_PATTERN, findPath, findReference, parsePath, parseReference, parseTag,
                                            textOf)
 from pacscore.converters.uidmap import uidMapOf
@@ -297,12 +297,12 @@ def _alias(value, context):
     for name in ALIAS_FILES:
         path = os.path.join(configuration.configDir, name)
         try:
-            text, _ = readConfigText(path)
+            lines = readTextLines(path)
         except ConfigError as e:
             if isinstance(e.__cause__, FileNotFoundError):
                 continue
             raise
-        for line in splitLines(text):
+        for line in lines:
             old, tab, new = line.partition("\t")
             if tab and old == value:
                 return new

@@ -4,8 +4,8 @@ dicom.ini section named like the mode, e.g. ``[sample]``, makes the page
 every mode and ``[DefaultPage]`` every mode nothing else serves.
 
 The section gives ``source`` (a ``.cq`` file, relative to dicom.ini's
-folder, ``*`` standing for the mode, read as every configuration file:
-``readConfigText``) or ``line0``, ``line1``, ... (read
+folder, ``*`` standing for the mode, each line in UTF-8 or else cp1252:
+``readTextLines``) or ``line0``, ``line1``, ... (read
 until the first missing one, also when the source cannot be read), an
 optional ``header`` (header lines separated by ``\\``; default
 ``Content-type: text/html``) and defaults for the page's variables.  Each
@@ -43,7 +43,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pacscore.config.errors import ConfigError
-from pacscore.config.textfile import readConfigText, splitLines
+from pacscore.config.textfile import readTextLines
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
@@ -108,7 +108,7 @@ class ScriptedPages:
         if source:
             path = os.path.join(self.folder, source)
             try:
-                return splitLines(readConfigText(path)[0])[:MAX_LINES]
+                return readTextLines(path)[:MAX_LINES]
             except ConfigError as e:
                 self.log.warn("web page [{section}]: {error}; using its lineN keys", section=section, error=str(e))
         lines = []

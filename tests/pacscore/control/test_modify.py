@@ -288,7 +288,7 @@ class AnonymizeScriptTests(unittest.TestCase):
             stored, indexed = yield self.anonymized(self.images[1], "ANON2", b'set 0008,1030 to "H\xf4pital"\n')
         self.assertEqual((stored.StudyDescription, indexed), ("H\u00f4pital",) * 2)
         self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
-                         [f'{path}:1: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), and written back so'])
+                         [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")'])
 
 
 class ModifyStudyAndSeriesTests(unittest.TestCase):

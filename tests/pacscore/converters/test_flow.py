@@ -136,8 +136,8 @@ class CallTests(unittest.TestCase):
         self.assertEqual((script.run(context), context.variables["x"]), (Outcome.CONTINUE, "rpt"))
 
     def test_aFileSavedAsAnsiIsReadAsCp1252WithAWarning(self):
-        """A call file saved as "ANSI" (cp1252) is read as every
-        configuration file is: its value set as written, one warning
+        """A call file saved as "ANSI" (cp1252) is read as such: its
+        value set as written, one warning
         naming the file and line (it was read as UTF-8 with U+FFFD in the
         place of each accented letter, silently); a UTF-8 file as it is."""
         with open(os.path.join(self.workdir, "ansi.cq"), "wb") as f:
@@ -152,8 +152,27 @@ class CallTests(unittest.TestCase):
             self.assertEqual((outcome, context.dataset.InstitutionName, context.dataset.StationName),
                              (Outcome.CONTINUE, "H\u00f4pital Sainte-Th\u00e9r\u00e8se", "Station \u00e9t\u00e9"))
             warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
-            self.assertEqual(warnings, [f'{path}:1: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), '
-                                        'and written back so'] if first else [])
+            self.assertEqual(warnings, [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")']
+                             if first else [])
+
+    def test_eachLineIsDecodedOnItsOwn(self):
+        """A UTF-8 call file with one line saved as "ANSI", here a comment,
+        sets its UTF-8 values as written, with a warning naming that line
+        (the whole file was read as cp1252: 'åŒ»é™¢ HÃ´pital' stored);
+        lines ending in CR alone are lines, as before (they were one line:
+        'unexpected ... after the string')."""
+        with open(os.path.join(self.workdir, "mixed.cq"), "wb") as f:
+            f.write(b'# r\xe9vis\xe9 le 1er mai\nset 0008,1030 to "\xe5\x8c\xbb\xe9\x99\xa2 H\xc3\xb4pital"\n')
+        with open(os.path.join(self.workdir, "cr.cq"), "wb") as f:
+            f.write(b'set 0008,0080 to "A"\rset 0008,1010 to "B"\r')
+        path = os.path.abspath(os.path.join(self.workdir, "mixed.cq"))
+        with capturedLogs() as events:
+            outcome, _, context = run("call mixed.cq; call cr.cq", workdir=self.workdir,
+                                      commands=registry(dataset.setCommand))
+        self.assertEqual((outcome, context.dataset.StudyDescription, context.dataset.InstitutionName,
+                          context.dataset.StationName), (Outcome.CONTINUE, "\u533b\u9662 H\u00f4pital", "A", "B"))
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+                         [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")'])
 
     def test_absolutePath(self):
         self.called("mark b\n")

@@ -359,7 +359,17 @@ class AliasFileTests(unittest.TestCase):
             self.assertEqual(expand("%QX0010,0010 %QX0010,0010", context),
                              "M\u00fcller-Meier^Anna M\u00fcller-Meier^Anna")
         self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
-                         [f'{path}:2: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), and written back so'])
+                         [f'{path}:2: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")'])
+
+    def test_eachLineIsDecodedOnItsOwn(self):
+        """Lines ending in CR alone are lines, as before (the file was one
+        line, so 'Müller^Anna' was stored unmapped), and each is decoded
+        on its own: a UTF-8 line after an ANSI one maps as written."""
+        context = makeContext(item(PatientName="M\u00fcller^Anna"), configuration=self.configuration)
+        with open(os.path.join(self.folder, "aliasfileQX.txt"), "wb") as f:
+            f.write(b"Doe^John\tD\xd6E\rM\xc3\xbcller^Anna\tM\xc3\xbcller-Schmidt^Anna\r")
+        with capturedLogs():
+            self.assertEqual(expand("%QX0010,0010", context), "M\u00fcller-Schmidt^Anna")
 
 
 class DateFormatTests(unittest.TestCase):

@@ -288,8 +288,28 @@ class ScriptedPageTests(WebTestCase):
             self.assertEqual((ansi.text, utf8.text), ("<p>Bienvenue \u00e0 l'h\u00f4pital</p>\n",
                                                       "<p>\u533b\u9662 \u00e0 l'h\u00f4pital</p>\n"))
             self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
-                             [f'{path}:1: not UTF-8: the file is read as Windows\' cp1252 ("ANSI"), and written '
-                              'back so'] if first else [])
+                             [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")']
+                             if first else [])
+
+    @defer.inlineCallbacks
+    def test_eachLineOfTheSourceIsDecodedOnItsOwn(self):
+        """A UTF-8 source with a comment line saved as "ANSI" shows its
+        UTF-8 letters (the whole file was read as cp1252: 'hÃ´pital'),
+        with a warning naming that line; lines ending in CR alone are
+        lines, as before (the source was one line)."""
+        path = os.path.join(self.running.workdir, "mix.cq")
+        with open(path, "wb") as f:
+            f.write(b"# r\xe9vis\xe9\n" + "<p>Bienvenue \u00e0 l'h\u00f4pital \u533b\u9662</p>\n".encode())
+        with open(os.path.join(self.running.workdir, "cr.cq"), "wb") as f:
+            f.write(b"<p>one</p>\r# a comment\r<p>two</p>\r")
+        resource = self.resourceWith("[mix]\nsource = mix.cq\n[cr]\nsource = cr.cq\n")
+        with capturedLogs() as events:
+            mixed = yield get(resource, mode="mix")
+            cr = yield get(resource, mode="cr")
+        self.assertEqual((mixed.text, cr.text), ("<p>Bienvenue \u00e0 l'h\u00f4pital \u533b\u9662</p>\n",
+                                                 "<p>one</p>\n<p>two</p>\n"))
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
+                         [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")'])
 
     @defer.inlineCallbacks
     def test_anyAndDefaultPages(self):

@@ -11,6 +11,7 @@ line by line (``readTextLines``): one ANSI line, even a comment, does not
 turn the UTF-8 letters of the others into mojibake."""
 
 import codecs
+import itertools
 import os
 import tempfile
 
@@ -63,8 +64,9 @@ def readConfigText(path):
         return data.decode(ANSI, LATIN1_FALLBACK), ANSI
 
 
-def readTextLines(path):
-    """The lines of a text file pacs only reads, without their ending (CR,
+def readTextLines(path, limit=None):
+    """The lines (the first ``limit`` ones: the rest of the file is not
+    read) of a text file pacs only reads, without their ending (CR,
     LF or CRLF: Python's universal newlines), each decoded on its own:
     UTF-8 (a byte order mark, Windows Notepad's, dropped), or, for a line
     that is not valid UTF-8 (saved as "ANSI" on Windows), cp1252, with a
@@ -75,7 +77,7 @@ def readTextLines(path):
     try:
         # Latin-1 gives each byte back as one character, so each line's bytes are found again below.
         with open(path, encoding="latin-1", newline=None) as f:
-            raw = [line.rstrip("\n").encode("latin-1") for line in f]
+            raw = [line.rstrip("\n").encode("latin-1") for line in itertools.islice(f, limit)]
     except OSError as e:
         raise ConfigError(path, None, f"cannot read: {e.strerror or e}") from e
     if raw and raw[0].startswith(codecs.BOM_UTF8):

@@ -108,7 +108,7 @@ class ScriptedPages:
         if source:
             path = os.path.join(self.folder, source)
             try:
-                return readTextLines(path)[:MAX_LINES]
+                return readTextLines(path, MAX_LINES)
             except ConfigError as e:
                 self.log.warn("web page [{section}]: {error}; using its lineN keys", section=section, error=str(e))
         lines = []

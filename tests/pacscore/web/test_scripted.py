@@ -12,7 +12,7 @@ from pacscore.control.data import AddImageFile
 from pacscore.control.queries import Query2
 from pacscore.control.registry import CommandRegistry
 from pacscore.testing.corpus import makeDataset
-from pacscore.web.scripted import ScriptedPages
+from pacscore.web.scripted import MAX_LINES, ScriptedPages
 from pacscore.web.site import DgateResource
 from tests.pacscore.web.pages import WebTestCase, dgate, get
 
@@ -310,6 +310,21 @@ class ScriptedPageTests(WebTestCase):
                                                  "<p>one</p>\n<p>two</p>\n"))
         self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn],
                          [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")'])
+
+    @defer.inlineCallbacks
+    def test_onlyTheLinesShownAreRead(self):
+        """A source is read up to its MAX_LINES-th line, as before: a line
+        after it saved as "ANSI" matters not (the whole file was read, on
+        every request, and that line made the page show 'PremiÃ¨re' and
+        logged a warning naming a line never shown)."""
+        with open(os.path.join(self.running.workdir, "big.cq"), "wb") as f:
+            f.write("<p>Premi\u00e8re ligne, \u533b\u9662</p>\n".encode() + b"x\n" * (MAX_LINES - 1) + b"\xe9\n")
+        resource = self.resourceWith("[big]\nsource = big.cq\n")
+        with capturedLogs() as events:
+            page = yield get(resource, mode="big")
+        self.assertEqual(page.text.split("\n")[:2], ["<p>Premi\u00e8re ligne, \u533b\u9662</p>", "x"])
+        self.assertEqual(page.text.count("\n"), MAX_LINES)
+        self.assertEqual([formatEvent(e) for e in events if e["log_level"] == LogLevel.warn], [])
 
     @defer.inlineCallbacks
     def test_anyAndDefaultPages(self):

@@ -27,8 +27,10 @@
                        Number
 ``%QXgggg,eeee``       the element's value mapped through the ``old<TAB>new``
                        lines of aliasfileQX.txt in the configuration folder
-                       (unchanged when not listed; each line of the file
-                       in UTF-8 or else cp1252: ``readTextLines``)
+                       (unchanged when not listed, or when the file is
+                       missing or cannot be read: a warning an hour for
+                       the latter; each line of the file in UTF-8 or else
+                       cp1252: ``readTextLines``)
 =====================  =====================================================
 
 The letter is read regardless of case, as Conquest reads it (``%v0010,0020``,
@@ -68,11 +70,13 @@ from pacscore.converters.elements import (TAG_PATTERN, findPath, findReference, 
                                            textOf)
 from pacscore.converters.uidmap import uidMapOf
 from pacscore.db.worklistitems import WorklistItems
+from pacscore.firstwarned import FirstWarned
 
 MODALITY, STATION_NAME, SOP_INSTANCE_UID, PATIENT_ID = 0x00080060, 0x00081010, 0x00080018, 0x00100020
 ACCESSION_NUMBER = 0x00080050
 DATE_FORMAT = "%Y%m%d %H:%M:%S"
 ALIAS_FILES = ("aliasfileQX.txt", "aliasfileqX.txt")
+ALIAS_WARNING_PERIOD = 3600  # seconds: how often an alias file that cannot be read is warned of
 SEQUENCE, TOO_LONG, MAX_BINARY = "(sequence)", "(too long)", 255  # as Conquest's SearchDICOMObject reads them
 QUERY_LEVELS = {"P": "patient", "S": "study", "E": "series"}
 LITERALS = {"n": "\n", "t": "\t", "%": "%", "^": "^", "~": "~", "[": "["}
@@ -83,6 +87,7 @@ _TAG = re.compile(TAG_PATTERN)
 _SUBSTRING = re.compile(r"\[([0-9]*),([0-9]+)\]")
 
 log = Logger()
+aliasWarnings = FirstWarned(ALIAS_WARNING_PERIOD)  # of alias files that cannot be read, by path (_alias)
 
 
 def expand(text, context):
@@ -299,9 +304,10 @@ def _alias(value, context):
         try:
             lines = readTextLines(path)
         except ConfigError as e:
-            if isinstance(e.__cause__, FileNotFoundError):
-                continue
-            raise
+            if not isinstance(e.__cause__, FileNotFoundError):
+                aliasWarnings.report(log, path, "%QX: {error}; the value is left unchanged",
+                                     "further ones of this file are logged at debug level for an hour", error=str(e))
+            continue
         for line in lines:
             old, tab, new = line.partition("\t")
             if tab and old == value:

@@ -371,6 +371,22 @@ class AliasFileTests(unittest.TestCase):
         with capturedLogs():
             self.assertEqual(expand("%QX0010,0010", context), "M\u00fcller-Schmidt^Anna")
 
+    def test_aFileThatCannotBeReadIsOneLine(self):
+        """An alias file that cannot be read (here a folder) leaves the
+        value unchanged, as a missing one does, with one warning and then
+        debug lines (each object's statement failed with a traceback)."""
+        context = makeContext(item(PatientName="Doe^John"), configuration=self.configuration)
+        path = os.path.join(self.folder, "aliasfileQX.txt")
+        os.mkdir(path)
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.assertEqual(expand("X%QX0010,0010", context), "XDoe^John")
+        self.assertEqual([(e["log_level"], formatEvent(e)) for e in events],
+                         [(LogLevel.warn, f"%QX: {path}: cannot read: Is a directory; the value is left unchanged "
+                                          "(further ones of this file are logged at debug level for an hour)")]
+                         + [(LogLevel.debug, f"%QX: {path}: cannot read: Is a directory; the value is left "
+                                             "unchanged")] * 2)
+
 
 class DateFormatTests(unittest.TestCase):
 

@@ -54,7 +54,9 @@ class TextOrLatin1Tests(unittest.TestCase):
                 (["", "ISO 2022 IR 87"], b"Yamada=\x1b$B;3ED\x1b(B^Tarou", True),
                 (["", "ISO 2022 IR 100", "ISO 2022 IR 87"], b"\x1b-AM\xfcller=\x1b$B;3ED\x1b(B\xfc", True),
                 (["ISO 2022 IR 100", "ISO 2022 IR 87"], b"M\xfcller=\x1b$B;3ED\x1b(B\xfc", True),
-                (["ISO_IR 100"], b"M\xfcller", True)]:
+                (["ISO_IR 100"], b"M\xfcller", True),
+                (["", "ISO 2022 IR 149"], b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7", True),
+                (["", "ISO 2022 IR 149"], b"\xc8\xab^\xb1\xe6", False)]:
             encodings = convert_encodings(terms)
             self.assertEqual(textFits(raw, encodings, asciiDefault=True), fits, (terms, raw))
             self.assertTrue(textFits(raw, encodings), (terms, raw))  # as pydicom reads them, as before

@@ -1002,6 +1002,25 @@ class ObjectStoreTests(unittest.TestCase):
                                    "level for an hour)")
 
     @defer.inlineCallbacks
+    def test_validISO2022TextIsNotLogged(self):
+        """Valid ISO 2022 text (PS3.5 H, I.1 and I.2: Japanese with escape
+        sequences in each component, half-width katakana in G1, Korean
+        designated to G1 by ``ESC $ ) C``) is indexed with its letters and
+        logs no line, though ASCII is its default repertoire."""
+        for uid, peer, charset, name, indexed in [
+                ("1.2.3.4.5.40", "JAPANESE", ["", "ISO 2022 IR 87"],
+                 b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+                 "Yamada^Tarou=\u5c71\u7530^\u592a\u90ce=\u3084\u307e\u3060^\u305f\u308d\u3046"),
+                ("1.2.3.4.5.41", "KATAKANA", ["ISO 2022 IR 13", "ISO 2022 IR 87"],
+                 b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J",
+                 "\uff94\uff8f\uff80\uff9e^\uff80\uff9b\uff73=\u5c71\u7530^\u592a\u90ce"),
+                ("1.2.3.4.5.42", "KOREAN", ["", "ISO 2022 IR 149"],
+                 b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf",
+                 "Hong^Gildong=\u6d2a^\u5409\u6d1e=\ud64d^\uae38\ub3d9")]:
+            names, lines = yield self.storeName(uid, name, charset, peer)
+            self.assertEqual((names, lines), ([indexed], []), peer)
+
+    @defer.inlineCallbacks
     def test_textReadAsLatin1WarnedOfOncePerPeerAnHour(self):
         """A modality that sends every object with 8-bit text and no
         Specific Character Set had a warning for each (1000 lines for a

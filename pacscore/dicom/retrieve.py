@@ -47,8 +47,8 @@ from pacscore.codecs.filetranscode import NotStreamed, streams
 from pacscore.codecs.jpeglossy import DEFAULT_QUALITY
 from pacscore.codecs.nkipixels import withPlainPixels
 from pacscore.codecs.syntaxes import (
-    IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, UNCOMPRESSED, UNCOMPRESSED_CODE, canDecode, canEncode, codeOf, proposals,
-    qualityOf)
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, NATIVE, NATIVE_CODES, UNCOMPRESSED, UNCOMPRESSED_CODE,
+    canDecode, canEncode, codeOf, proposals, qualityOf)
 from pacscore.codecs.transcode import TranscodeError, transcode
 from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable, associateNode
@@ -207,25 +207,41 @@ def contextsFor(located, compression):
 
     Per SOP class: one context with the uncompressed syntaxes in our order
     (the fall-back), then a context of its own for each compressed syntax
-    worth proposing and, unless the code is ``un`` (any uncompressed
-    syntax), for the uncompressed syntax an object is to go in first
-    (``ui``'s implicit VR, ``ub``'s big endian, the deflated or big-endian
-    syntax it is stored in under ``as``): the peer picks one syntax per
-    context by its own preference, so a syntax offered with others is
-    lost.  At most 128: the uncompressed ones first when some must go."""
-    alone = codeOf(compression) != UNCOMPRESSED_CODE
-    own, uncompressed = {}, {}
+    worth proposing and for the uncompressed syntax an object is to go in
+    first when the shared context may not get it (``ui``'s implicit VR,
+    ``ul``'s explicit and ``ub``'s big endian, the deflated, big-endian or
+    implicit VR syntax it is stored in under ``as``; none under ``un``,
+    any uncompressed syntax): the peer picks one syntax per context by its
+    own preference, so a syntax offered with others is lost.  At most 128:
+    when some must be dropped, the own uncompressed contexts (which have
+    the shared one to fall back on) are dropped first, then the compressed
+    ones."""
+    code = codeOf(compression)
+    shared, compressed, uncompressed = {}, {}, {}
     for stored in located:
         if isinstance(stored, Missing):
             continue
         for n, syntax in enumerate(proposals(stored.transferSyntax, compression)):
-            if syntax in NATIVE:
-                uncompressed.setdefault(stored.sopClassUID, {}).setdefault(syntax, None)
-            if syntax not in NATIVE or (n == 0 and alone):
-                own.setdefault((stored.sopClassUID, syntax), None)
-    contexts = [(sopClass, list(syntaxes)) for sopClass, syntaxes in uncompressed.items()]
-    contexts += [(sopClass, [syntax]) for sopClass, syntax in own]
+            if syntax not in NATIVE:
+                compressed.setdefault((stored.sopClassUID, syntax), None)
+                continue
+            shared.setdefault(stored.sopClassUID, {}).setdefault(syntax, None)
+            if n == 0 and _alone(syntax, code):
+                uncompressed.setdefault((stored.sopClassUID, syntax), None)
+    contexts = [(sopClass, list(syntaxes)) for sopClass, syntaxes in shared.items()]
+    contexts += [(sopClass, [syntax]) for sopClass, syntax in compressed]
+    contexts += [(sopClass, [syntax]) for sopClass, syntax in uncompressed]
     return contexts[:MAX_CONTEXTS]
+
+
+def _alone(syntax, code):
+    """Whether the uncompressed ``syntax`` an object is to go in first under
+    the compression ``code`` needs a context of its own: a code naming it
+    does, and so does any but explicit VR little endian (which the shared
+    context offers first) unless the code is ``un``."""
+    if code in NATIVE_CODES:
+        return True
+    return code != UNCOMPRESSED_CODE and syntax != EXPLICIT_VR_LITTLE_ENDIAN
 
 
 class RetrieveService:

@@ -94,8 +94,7 @@ class ContextsTests(unittest.TestCase):
     def test_compressedSyntaxesGetContextsOfTheirOwn(self):
         located = [stored(EXPLICIT), stored(J2K_LOSSLESS), stored(IMPLICIT, MR), Missing("1.2.4", "gone")]
         self.assertEqual(contextsFor(located, "as"), [
-            (CT, [EXPLICIT, IMPLICIT]), (MR, [IMPLICIT, EXPLICIT]), (CT, [EXPLICIT]), (CT, [J2K_LOSSLESS]),
-            (MR, [IMPLICIT])])
+            (CT, [EXPLICIT, IMPLICIT]), (MR, [IMPLICIT, EXPLICIT]), (CT, [J2K_LOSSLESS]), (MR, [IMPLICIT])])
 
     def test_theUncompressedSyntaxACodeAsksForGetsAContextOfItsOwn(self):
         """The peer picks one syntax per context (DCMTK and Orthanc: explicit
@@ -107,7 +106,15 @@ class ContextsTests(unittest.TestCase):
         self.assertEqual(contextsFor([stored(EXPLICIT), stored(BIG_ENDIAN)], "ui"), [
             (CT, [IMPLICIT, EXPLICIT]), (CT, [IMPLICIT])])
         self.assertEqual(contextsFor([stored(DEFLATED), stored(EXPLICIT)], "as"), [
-            (CT, [DEFLATED, EXPLICIT, IMPLICIT]), (CT, [DEFLATED]), (CT, [EXPLICIT])])
+            (CT, [DEFLATED, EXPLICIT, IMPLICIT]), (CT, [DEFLATED])])
+
+    def test_explicitVRLittleEndianGoesAloneOnlyWhenTheCodeNamesIt(self):
+        """The shared context offers explicit VR little endian first: under
+        ``as`` an object stored in it gets no context of its own, under
+        ``ul`` it does."""
+        self.assertEqual(contextsFor([stored(EXPLICIT)], "as"), [(CT, [EXPLICIT, IMPLICIT])])
+        self.assertEqual(contextsFor([stored(IMPLICIT)], "ul"), [
+            (CT, [EXPLICIT, IMPLICIT]), (CT, [EXPLICIT])])
 
     def test_uncompressedCodeProposesNoCompressedSyntax(self):
         self.assertEqual(contextsFor([stored(J2K_LOSSLESS)], "un"), [(CT, [EXPLICIT, IMPLICIT])])
@@ -119,6 +126,18 @@ class ContextsTests(unittest.TestCase):
         contexts = contextsFor(located, "as")
         self.assertEqual(len(contexts), 128)
         self.assertEqual(contexts[:100], [(f"1.2.3.{n}", [EXPLICIT, IMPLICIT]) for n in range(100)])
+
+    def test_atMost128DropsTheOwnUncompressedContextsFirst(self):
+        """Objects of 60 SOP classes stored in implicit VR and of 10 stored as
+        MPEG2 (which pacs cannot decode, so it goes as it is or not at all)
+        need 140 contexts: the implicit VR ones of their own go, the shared
+        and MPEG2 ones stay."""
+        located = [stored(IMPLICIT, f"1.2.3.{n}") for n in range(60)] + \
+                  [stored(MPEG2, f"1.2.4.{n}") for n in range(10)]
+        contexts = contextsFor(located, "as")
+        self.assertEqual(len(contexts), 128)
+        self.assertEqual(contexts[70:80], [(f"1.2.4.{n}", [MPEG2]) for n in range(10)])
+        self.assertEqual(contexts[80:], [(f"1.2.3.{n}", [IMPLICIT]) for n in range(48)])
 
 
 class ChoicesTests(unittest.TestCase):

@@ -1,6 +1,7 @@
 """Base classes of the built-in converter commands, and the rules for the
 file names they take, ``LUA_FILE`` (a Lua file's name, ``x.lua`` or
-``x.lua(text)``) and ``luaScriptOf`` (a ``process`` line naming a Lua file).
+``x.lua(text)``), ``QUOTED_LUA_FILE`` (one in double quotes after ``lua:``)
+and ``luaScriptOf`` (a ``process`` line naming a Lua file).
 
 A command is a plugin object providing ``IConverterCommand`` (see
 ``pacscore.interfaces``); these bases give the common defaults: both
@@ -22,6 +23,9 @@ STORED_FILE_LETTERS = frozenset("fp")  # %f, %p: the server's own file name, who
 # a statement, or what follows lua:, that names a Lua file (no space, quote, '=', parenthesis or brace
 # in its name: as Lua code it would be a syntax error), and the text it is given, x.lua(text)
 LUA_FILE = re.compile(r'(?P<path>[^\s;{}()"=]+\.lua)(?:\((?P<text>.*)\))?', re.IGNORECASE | re.DOTALL)
+# what follows lua: that names a Lua file in double quotes, "x.lua" or "x.lua"(text): any name without '"'
+# (a string literal is no Lua statement, nor can it be called)
+QUOTED_LUA_FILE = re.compile(r'"(?P<path>[^"]+\.lua)"(?:\((?P<text>.*)\))?', re.IGNORECASE | re.DOTALL)
 
 
 @implementer(IPlugin, IConverterCommand)

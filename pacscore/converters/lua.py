@@ -118,7 +118,7 @@ from zope.interface import implementer
 
 from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import isSecret, publicItems
-from pacscore.converters.command import LUA_FILE
+from pacscore.converters.command import LUA_FILE, QUOTED_LUA_FILE
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
 from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
 from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
@@ -1429,12 +1429,14 @@ class LuaColonCommand(_LuaCommandBase):
     all, is Lua code (``lua:Data.PatientID='X'; Data.PatientName='Y'``).
     pacs's own ``lua:path``, a script file, is taken when the rest of
     the line is only a file name ending in ``.lua``, no spaces, quotes,
-    ``=``, parentheses or braces in it (``LUA_FILE``; as Lua code that is
-    a syntax error); ``lua:path(text)`` (and a statement that is just
-    such a file name, ``path`` or ``path(text)``, as Conquest runs them)
-    sets the global ``command_line`` to the %-expanded text.  Run by a
-    sandboxed script's ``script()``, the file is one its ``dofile`` may
-    run (``luaFilePath``)."""
+    ``=``, parentheses or braces in it (``LUA_FILE``), or such a name in
+    double quotes, which may hold any of them but '"' (``QUOTED_LUA_FILE``;
+    as Lua code either is a syntax error, but for a call t.lua(x));
+    ``lua:path(text)`` (and a statement that is just such a file name,
+    ``path`` or ``path(text)``, as Conquest runs them) sets the global
+    ``command_line`` to the %-expanded text.  Run by a sandboxed script's
+    ``script()``, the file is one its ``dofile`` may run
+    (``luaFilePath``)."""
 
     name = "lua:"
 
@@ -1443,10 +1445,18 @@ class LuaColonCommand(_LuaCommandBase):
         if not text:
             raise ConverterSyntaxError(f"{where}: lua: wants Lua code or a script file, "
                                        f"e.g. lua:Data.PatientID='X' or lua:script.lua")
-        match = LUA_FILE.fullmatch(text)
+        match = LUA_FILE.fullmatch(text) or QUOTED_LUA_FILE.fullmatch(text)
         if match is None:
             return self.inline(text, where)
-        return LuaArguments(match.group("path"), where.registry, where.kind, match.group("text"), file=True)
+        return self.file(match.group("path"), match.group("text"), where)
+
+    @staticmethod
+    def file(path, text, where):
+        """The LuaArguments running the Lua file ``path`` with the text
+        ``text`` (None for none) on the line at ``where``: a name already
+        known to be a file (``process with x.lua text``) is not parsed
+        again as ``lua:``, where it could be taken for code."""
+        return LuaArguments(path, where.registry, where.kind, text, file=True)
 
 
 def runProcessScript(services, name, commandLine):

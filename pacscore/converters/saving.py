@@ -140,7 +140,7 @@ class ProcessWithCommand(TextCommand):
         luaFile = None if luaScript is None else where.registry.commands.get("lua:")
         if luaFile is None:
             return text
-        return luaFile, luaFile.parse("{}({})".format(*luaScript), where)
+        return luaFile, luaFile.file(*luaScript, where)
 
     def run(self, arguments, context):
         if isinstance(arguments, tuple):

@@ -1173,6 +1173,32 @@ class FileTests(unittest.TestCase):
         runLine("lua:scripts/tag.lua(%i)", context)
         self.assertEqual(context.dataset.StudyDescription, "123")
 
+    def test_quotedFileNameAfterLuaColon(self):
+        """``lua:"x.lua"`` runs the file (a lone string is no Lua code), its
+        name holding what an unquoted one may not, with ``(text)`` too."""
+        os.makedirs(os.path.join(self.folder, "my scripts"))
+        with open(os.path.join(self.folder, "my scripts", "a=b.lua"), "w") as f:
+            f.write("Data.StudyDescription = 'quoted ' .. (command_line or 'none')")
+        for line, description in (('lua:"my scripts/a=b.lua"', "quoted none"),
+                                  ('lua: "my scripts/a=b.lua"(%i) ', "quoted 123")):
+            outcome, context, messages = runLine(line, makeContext(configDir=self.folder))
+            self.assertEqual((outcome, messages, context.dataset.StudyDescription),
+                             (Outcome.CONTINUE, [], description), line)
+
+    def test_processWithTakesItsFirstWordAsTheFile(self):
+        """``process with NAME.lua text`` runs the file NAME.lua with
+        command_line the text, whatever NAME holds ('=', braces): it is not
+        parsed again as ``lua:``, which would take it for Lua code."""
+        for name in ("my=x.lua", "{site}.lua"):
+            with open(os.path.join(self.folder, name), "w") as f:
+                f.write(f"Data.StudyDescription = '{name} ' .. command_line")
+            for text in ("a", "a b"):
+                context = makeContext(configDir=self.folder)
+                outcome, _, messages = runLine(f"process with {name} {text}", context,
+                                               luaRegistry(pacs_commands_dataset.processWithCommand))
+                self.assertEqual((outcome, messages, context.dataset.StudyDescription),
+                                 (Outcome.CONTINUE, [], f"{name} {text}"), (name, text))
+
     def test_otherWordsAreNoLuaFile(self):
         for line in ("scripts/tag.luax", "tag.lua x", "tag.lua(x) y"):
             with self.assertRaises(ConverterSyntaxError, msg=line) as raised:

@@ -1325,14 +1325,16 @@ def _outcomeOf(value, fate):
 class LuaArguments(NamedTuple):
     """What the Lua commands' ``parse`` gives: the code (or, when ``file``,
     the file name), the registry and kind of the line, for ``script()``,
-    and the text given in ``x.lua(text)`` (still to be %-expanded; None
-    without)."""
+    the text given in ``x.lua(text)`` (still to be %-expanded; None
+    without), and whether statements follow it on its line (which a
+    failure skips)."""
 
     code: str
     registry: object
     kind: str
     commandLine: str = None
     file: bool = False
+    followed: bool = False
 
 
 class LuaFailure(Exception):
@@ -1367,7 +1369,7 @@ class _LuaCommandBase:
             LuaRuntime.forThread().compile(source)
         except LuaScriptError as e:
             raise ConverterSyntaxError(f"{where}: {e}") from None
-        return LuaArguments(source, where.registry, where.kind)
+        return LuaArguments(source, where.registry, where.kind, followed=where.followed)
 
     def execute(self, arguments, context, commandLine=None, printer=None):
         """Run the script on ``context`` (``command_line`` the text
@@ -1387,14 +1389,14 @@ class _LuaCommandBase:
         except (LuaScriptError, LuaApiError, LuaAccessDenied, LuaFileRefused, LuaAdminError) as e:
             raise LuaFailure(str(e)) from e
 
-    def run(self, arguments, context, inLine=True):
+    def run(self, arguments, context):
         """The Outcome of the script on ``context``; a failure is logged
         and gives STOP: unlike Conquest, which goes on with the line, the
         rest of it is skipped (its forward would send what the script
-        failed to change), which the log line says unless not ``inLine``
-        (a ``[lua]`` event's script, which no line holds)."""
+        failed to change), which the log line says when statements follow
+        the script on its line (``arguments.followed``)."""
         commandLine = None if arguments.commandLine is None else context.expand(arguments.commandLine)
-        skipped = "; the rest of the line is skipped" if inLine else ""
+        skipped = "; the rest of the line is skipped" if arguments.followed else ""
         try:
             outcome = self.execute(arguments, context, commandLine)
             if outcome is Outcome.DEFER and context.isImport:
@@ -1456,7 +1458,7 @@ class LuaColonCommand(_LuaCommandBase):
         ``text`` (None for none) on the line at ``where``: a name already
         known to be a file (``process with x.lua text``) is not parsed
         again as ``lua:``, where it could be taken for code."""
-        return LuaArguments(path, where.registry, where.kind, text, file=True)
+        return LuaArguments(path, where.registry, where.kind, text, file=True, followed=where.followed)
 
 
 def runProcessScript(services, name, commandLine):

@@ -155,8 +155,7 @@ class LuaEvents(service.MultiService):
         context = ConverterContext("import", None, callingAE, calledAE, services=self.converterServices,
                                    converterName=f"[lua] {event}",
                                    command=None if command is None else asDataset(command), session=session)
-        outcome = LuaInlineCommand().run(LuaArguments(self.scripts[event], self.registry, "import"), context,
-                                         inLine=False)
+        outcome = LuaInlineCommand().run(LuaArguments(self.scripts[event], self.registry, "import"), context)
         return outcome, context
 
     def _checkCommand(self, callingAE, calledAE, command, session):

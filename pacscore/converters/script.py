@@ -29,6 +29,7 @@ refused: logged, and the line ends with STOP.
 
 import re
 import reprlib
+import string
 from dataclasses import dataclass
 
 from twisted.internet.defer import maybeDeferred
@@ -48,14 +49,16 @@ class Location(str):
     """Where a statement is, for messages: ``"<key>, column N"``.  Passed to
     ``IConverterCommand.parse`` as ``where``; commands that parse converter
     lines of their own (``call``) also find the ``registry`` and ``kind``
-    of this line on it."""
+    of this line on it, and a command whose failure ends the line, whether
+    anything follows it there (``followed``: not only blanks, ';' and '}')."""
 
-    def __new__(cls, key, column, registry, kind):
+    def __new__(cls, key, column, registry, kind, followed=False):
         location = super().__new__(cls, f"{key}, column {column}")
         location.key = key
         location.column = column
         location.registry = registry
         location.kind = kind
+        location.followed = followed
         return location
 
 
@@ -249,7 +252,8 @@ class _Parser:
         """The Statement of ``command`` at ``start`` with its ``parse`` of
         ``arguments``; any exception but ConverterSyntaxError (a plugin's
         bug) is reported as a syntax error naming the command's plugin."""
-        where = Location(self.key, start + 1, self.registry, self.kind)
+        where = Location(self.key, start + 1, self.registry, self.kind,
+                         bool(self.text[self.pos:].strip(string.whitespace + ";}")))
         try:
             return Statement(command, command.parse(arguments, where), start + 1)
         except ConverterSyntaxError:

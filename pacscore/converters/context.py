@@ -79,7 +79,8 @@ class ConverterContext:
     log = Logger()
 
     def __init__(self, kind, dataset, callingAE="", calledAE="", filename=None, services=None,
-                 converterName="", variables=None, moveDestination=None, command=None, session=None):
+                 converterName="", variables=None, moveDestination=None, command=None, session=None,
+                 fetchedFrom=""):
         if kind not in KINDS:
             raise ValueError(f"unknown converter kind {kind!r}")
         self.kind = kind
@@ -90,6 +91,7 @@ class ConverterContext:
         self.filename = filename            # absolute path of the stored object (export converters)
         self.command = command              # the DIMSE command set, Lua's Command ([lua] command, clienterror)
         self.session = session              # kept for the association's life (see the module docstring), or None
+        self.fetchedFrom = fetchedFrom      # the archive a virtual server fetched the object from: no forward to it
         self.services = services or ConverterServices()
         self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...
         self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}

@@ -74,7 +74,7 @@ class ImportConverters:
         for rule in rules:
             context = ConverterContext("import", dataset, incoming.callingAE, incoming.calledAE,
                                        services=services, converterName=rule.key, variables=variables,
-                                       session=incoming.session)
+                                       session=incoming.session, fetchedFrom=incoming.fetchedFrom)
             outcome = rule.script.run(context)
             changed = changed or context.changed
             device = context.storageDevice or device

@@ -1131,7 +1131,8 @@ class LuaApi(AdminFunctions):
         if isinstance(rule, _DatasetHandle) and not _isData(rule):
             context = ConverterContext(self.context.kind, rule.dataset, self.context.callingAE,
                                        self.context.calledAE, services=self.context.services,
-                                       converterName=self.context.converterName, session=self.context.session)
+                                       converterName=self.context.converterName, session=self.context.session,
+                                       fetchedFrom=self.context.fetchedFrom)
             context.stored = False  # forward sends x as it is, not a stored object with its UIDs
             outcome = self._runRule(objectRule, context)
             rule.context.changed = rule.context.changed or context.changed

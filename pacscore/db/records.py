@@ -107,7 +107,9 @@ class ImageRecord:
     ``relink``: whether it may move the study or series row that holds
     only its own SOP instance to another patient or study (a corrected
     object); not a copy whose new UIDs the UID map made for the first
-    patient it was copied to.
+    patient it was copied to.  ``fetchedFrom``: the AE title of the
+    archive a virtual server fetched it from, which its export converter
+    lines forward nothing to (``IncomingObject.fetchedFrom``).
     """
 
     attrs: dict[int, str]
@@ -118,6 +120,7 @@ class ImageRecord:
     converters: bool = True
     actions: tuple = ()
     relink: bool = True
+    fetchedFrom: str = ""
 
     def __post_init__(self):
         unpadded = {tag: "\\".join(unpaddedValues(value, dictionaryVR(tag))) for tag, value in self.attrs.items()

@@ -6,10 +6,16 @@ actions (``preretrieve``, ``get ... from AE`` lines) register the C-MOVE
 they send here (``begin``/``end``); the C-STORE sub-operations it causes
 carry Move Originator AE Title (0000,1030) = our AE title and Move
 Originator Message ID (0000,1031) = that C-MOVE's Message ID
-(``brings``), and are stored without the converters.  The Message IDs
-come from 0x8000-0xFFFF, unique among those under way, so a C-MOVE that
-a user started (``dgate --movepatient``: 1, 2 ... on an association of
-its own), whose objects are processed as any, is not taken for one.
+(``brings``), and are stored without the converters.  A virtual
+server's C-MOVEs (``pacscore.dicom.virtual``) register too, with the AE
+title of the archive they fetch from (``begin(source)``): what they bring
+is data arriving here, which the import and export converters see, but a
+``forward`` to that archive (``fetchedFrom``) would send each object
+straight back, and is not queued (``pacscore.export.commands``).  The
+Message IDs come from 0x8000-0xFFFF, unique among those under way, so a
+C-MOVE that a user started (``dgate --movepatient``: 1, 2 ... on an
+association of its own), whose objects are processed as any, is not
+taken for one.
 """
 
 from pacscore.dicom import commands
@@ -23,24 +29,39 @@ class OwnRetrieves:
 
     def __init__(self, aeTitle):
         self.aeTitle = aeTitle
-        self._underWay = set()
+        self._underWay = {}  # Message ID: the AE title a virtual server fetches from, None for a get
         self._last = LAST_ID
 
-    def begin(self):
+    def begin(self, source=None):
         """The Message ID for a C-MOVE about to be sent; ``end`` it once
-        its final response came (or it failed)."""
+        its final response came (or it failed).  ``source``: the AE title
+        of the archive a virtual server's C-MOVE fetches from; None for a
+        get, whose objects skip the converters."""
         for _ in range(LAST_ID - FIRST_ID + 1):
             self._last = FIRST_ID if self._last >= LAST_ID else self._last + 1
             if self._last not in self._underWay:
                 break
-        self._underWay.add(self._last)
+        self._underWay[self._last] = source
         return self._last
 
     def end(self, messageID):
-        self._underWay.discard(messageID)
+        self._underWay.pop(messageID, None)
 
     def brings(self, command):
-        """Whether a C-STORE-RQ ``command`` is a sub-operation of one of them."""
+        """Whether a C-STORE-RQ ``command`` is a sub-operation of a get's
+        C-MOVE (stored without the converters)."""
+        messageID = self._messageID(command)
+        return messageID in self._underWay and self._underWay[messageID] is None
+
+    def fetchedFrom(self, command):
+        """The AE title of the archive a virtual server fetches from when a
+        C-STORE-RQ ``command`` is a sub-operation of its C-MOVE, else None."""
+        return self._underWay.get(self._messageID(command))
+
+    def _messageID(self, command):
+        """The Move Originator Message ID of ``command`` when we are its
+        Move Originator AE Title, else None."""
         originator = command.get(commands.MOVE_ORIGINATOR_AE)
-        return (isinstance(originator, str) and originator.strip().upper() == self.aeTitle.strip().upper()
-                and command.get(commands.MOVE_ORIGINATOR_MESSAGE_ID) in self._underWay)
+        if isinstance(originator, str) and originator.strip().upper() == self.aeTitle.strip().upper():
+            return command.get(commands.MOVE_ORIGINATOR_MESSAGE_ID)
+        return None

@@ -28,7 +28,8 @@ class StorageService:
     IncomingCompression) says, or the ``~xx`` of the called AE title.
     The sub-operations of a retrieve the archive started itself
     (``ownRetrieves``, an ``OwnRetrieves``: ``preretrieve``) are stored
-    without the import and export converters.
+    without the import and export converters; those of a virtual server's
+    fetch with them, knowing the archive they came from (``fetchedFrom``).
     """
 
     log = Logger()
@@ -43,7 +44,7 @@ class StorageService:
         self.ownRetrieves = ownRetrieves
 
     def _incoming(self, protocol, contextId, command):
-        association = protocol.association
+        association, own = protocol.association, self.ownRetrieves
         return IncomingObject(
             sopClassUID=command.get(commands.AFFECTED_SOP_CLASS_UID, ""),
             sopInstanceUID=command.get(commands.AFFECTED_SOP_INSTANCE_UID, ""),
@@ -51,7 +52,8 @@ class StorageService:
             callingAE=association.callingAE,
             calledAE=association.calledAE,
             compression=association.compression or self.incomingCompression, session=protocol.session,
-            converters=self.ownRetrieves is None or not self.ownRetrieves.brings(command))
+            converters=own is None or not own.brings(command),
+            fetchedFrom=(None if own is None else own.fetchedFrom(command)) or "")
 
     def datasetSink(self, protocol, contextId, command):
         return self.objectStore.spool(self._incoming(protocol, contextId, command), protocol.transport)

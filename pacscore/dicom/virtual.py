@@ -24,10 +24,11 @@ for, left here for good with ``CacheVirtualData = 0``.  They are stored
 and indexed like any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over; by default they stay,
 so the archive works as a DICOM cache.  The C-MOVEs are registered in the
-archive's ``OwnRetrieves`` (``pacscore.dicom.ownretrieves``), as the export
-queue's ``get`` actions are: what they bring is a copy of another archive's
-data, stored without the import and export converters (a ``forward to``
-that archive would send every fetched object straight back).
+archive's ``OwnRetrieves`` (``pacscore.dicom.ownretrieves``) with the AE
+title of the archive they fetch from: what they bring goes through the
+import and export converters as any object received (Conquest's manual
+leaves only ``preretrieve`` data out of them), but a ``forward`` to that
+archive is not queued (it would send every fetched object straight back).
 
 A query or retrieve may name the archives it goes to: Conquest's control
 element (9999,0802) in its identifier, set by the ``virtualserver N`` and
@@ -227,7 +228,7 @@ class VirtualServers:
         self.heldOff = HoldOff(reactor, failHoldOff)  # AE titles of the archives that failed (FailHoldOff)
         self.endpointFor = endpointFor  # (host, port) -> client endpoint; None: TCP
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
-        # the archive's OwnRetrieves: our C-MOVEs register in it, so what they bring skips the converters
+        # the archive's OwnRetrieves: our C-MOVEs register in it, so that what they bring is not forwarded back
         self.ownRetrieves = ownRetrieves
 
     @classmethod
@@ -491,7 +492,7 @@ class VirtualServers:
         progress = None if onPending is None else lambda command: onPending(len(fetching))
         try:
             for identifier in self._moves(server, findClass, missing, whole):
-                await self._move(protocol, moveClass, identifier, progress)
+                await self._move(protocol, moveClass, identifier, progress, server.ae)
         except defer.CancelledError:
             raise
         except Exception as e:
@@ -521,9 +522,9 @@ class VirtualServers:
                     identifier.SOPInstanceUID = chunk
                 yield identifier
 
-    async def _move(self, protocol, moveClass, identifier, onPending):
+    async def _move(self, protocol, moveClass, identifier, onPending, source):
         own = self.ownRetrieves
-        messageID = None if own is None else own.begin()
+        messageID = None if own is None else own.begin(source)
         try:
             command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
                                                                               onPending, messageID))

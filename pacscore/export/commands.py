@@ -160,6 +160,16 @@ def queueOf(context):
     return queue
 
 
+def _destination(context, action, request):
+    """The AE (or host:port) a forward or get ``request`` names, expanded
+    now; ValueError when it expands to nothing."""
+    destination = context.expand(_keptZones(request.destination)).strip()
+    if not destination:
+        raise ValueError(f"{action} {'from' if action == 'get' else 'to'} {request.destination!r}: "
+                         f"the AE is empty, nothing queued")
+    return destination
+
+
 def enqueue(context, action, request, filters=None):
     """Queue ``action`` for ``request`` with its values expanded now.  A
     forward or get whose AE expands to nothing (``to %V0008,0080`` of an
@@ -176,12 +186,7 @@ def enqueue(context, action, request, filters=None):
         if not _NUMBER.match(after):
             raise ValueError(f"'after' needs seconds, got {after!r}")
         notBefore = queue.clock() + int(after)
-    destination = ""
-    if action in REMOTE_ACTIONS:
-        destination = context.expand(_keptZones(request.destination)).strip()
-        if not destination:
-            raise ValueError(f"{action} {'from' if action == 'get' else 'to'} {request.destination!r}: "
-                             f"the AE is empty, nothing queued")
+    destination = _destination(context, action, request) if action in REMOTE_ACTIONS else ""
     target, objectPath = _storedTarget(context)
     if action == "forward" and request.level == "IMAGE" and _sendsItsCopy(context):
         objectPath = queue.spool(wholeObject(context))
@@ -196,8 +201,12 @@ def enqueue(context, action, request, filters=None):
 
 class ForwardCommand(Command):
     """``forward ... to AE``; ``prefix`` makes ``forward to`` and
-    ``forward compressed as`` the same statement with their first words."""
+    ``forward compressed as`` the same statement with their first words.
+    An object a virtual server fetched is not forwarded to the archive it
+    came from (``context.fetchedFrom``): it holds it, and a cache in front
+    of it (``forward to`` it as a backup) would send each one back."""
 
+    log = Logger()
     options = ("compressed", "after", *FILTERS)
 
     def __init__(self, name="forward", scope="IE", prefix=""):
@@ -214,6 +223,12 @@ class ForwardCommand(Command):
         return request
 
     def run(self, arguments, context):
+        source = context.fetchedFrom
+        if source and (destination := _destination(context, "forward", arguments)).upper() == source.upper():
+            self.log.info("{converter}: {entity} forward of {uid} to {destination} not queued: a virtual server "
+                          "fetched it from there", converter=context.converterName, entity=arguments.level.lower(),
+                          uid=targetOf(context.dataset).sopInstanceUID, destination=destination)
+            return Outcome.CONTINUE
         return enqueue(context, "forward", arguments)
 
 

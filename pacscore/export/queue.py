@@ -105,6 +105,7 @@ class ExportJob(NamedTuple):
     callingAE: str
     calledAE: str
     attempts: int
+    fetchedFrom: str = ""  # the archive a virtual server fetched the object from (ImageRecord.fetchedFrom)
 
 
 class Action(NamedTuple):
@@ -178,6 +179,7 @@ def buildTables(metadata):
         Column("Attempts", Integer, nullable=False, default=0),
         Column("State", String(8), nullable=False, default=PENDING),
         Column("LastError", String(255), nullable=False, default=""),
+        Column("FetchedFrom", String(16), nullable=False, default=""),
         Index("ix_PacsExportJobs_due", "State", "NextAttempt"), **MYSQL_TABLE)
     forwards = Table(
         "PacsForwards", metadata,
@@ -287,7 +289,7 @@ class ExportQueue:
             if record.deviceName in self.mirrored:
                 converters.append(MIRROR_COPY)
             rows += [_jobRow(converter, record.attrs.get(SOP_INSTANCE_UID, ""), record.deviceName,
-                             record.objectFile, now, callingAE, calledAE, modality, station)
+                             record.objectFile, now, callingAE, calledAE, modality, station, record.fetchedFrom)
                      for converter in converters]
         if rows:
             connection.execute(self.jobs.insert(), rows)
@@ -316,7 +318,7 @@ class ExportQueue:
         converters (lines) in ``skip``."""
         jobs = self.jobs
         query = (select(jobs.c.id, jobs.c.Converter, jobs.c.SOPInstanceUID, jobs.c.DeviceName,
-                        jobs.c.ObjectFile, jobs.c.CallingAE, jobs.c.CalledAE, jobs.c.Attempts)
+                        jobs.c.ObjectFile, jobs.c.CallingAE, jobs.c.CalledAE, jobs.c.Attempts, jobs.c.FetchedFrom)
                  .where(jobs.c.State == PENDING, jobs.c.NextAttempt <= now)
                  .order_by(jobs.c.NextAttempt, jobs.c.id).limit(limit))
         if skip:
@@ -608,12 +610,12 @@ def laneOf(action):
 
 
 def _jobRow(converter, sopInstanceUID, deviceName, objectFile, now, callingAE="", calledAE="", modality="",
-            station=""):
+            station="", fetchedFrom=""):
     """A new ``PacsExportJobs`` row."""
     return {"Converter": converter, "SOPInstanceUID": sopInstanceUID, "DeviceName": deviceName,
             "ObjectFile": objectFile, "CallingAE": callingAE[:16], "CalledAE": calledAE[:16],
             "Modality": modality[:16], "StationName": station[:16], "Created": now, "NextAttempt": now,
-            "Attempts": 0, "State": PENDING, "LastError": ""}
+            "Attempts": 0, "State": PENDING, "LastError": "", "FetchedFrom": fetchedFrom[:16]}
 
 
 def _fitted(table, row):

@@ -558,7 +558,7 @@ class ExportService(service.Service):
         services = copy.copy(self.services)
         services.exportQueue = buffer
         context = ConverterContext("export", dataset, job.callingAE, job.calledAE, filename=os.path.abspath(path),
-                                   services=services, converterName=job.converter)
+                                   services=services, converterName=job.converter, fetchedFrom=job.fetchedFrom)
         context.storageDevice = job.deviceName  # Lua's Data.Storage
         try:
             outcome = rule.script.run(context)

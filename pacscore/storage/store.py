@@ -155,7 +155,9 @@ class IncomingObject:
     whether it may move the study or series that holds only its own SOP
     instance to another patient or study (``ImageRecord.relink``: not for
     copies given new UIDs); ``session``: that of the association it came on
-    (``pacscore.converters.context``), or None."""
+    (``pacscore.converters.context``), or None; ``fetchedFrom``: the AE
+    title of the archive a virtual server fetched it from (a ``forward``
+    to it is not queued, ``pacscore.dicom.ownretrieves``), else ""."""
 
     sopClassUID: str
     sopInstanceUID: str
@@ -167,6 +169,7 @@ class IncomingObject:
     amended: bool = True
     relink: bool = True
     session: dict | None = field(default=None, compare=False, repr=False)
+    fetchedFrom: str = ""
 
 
 class ObjectStore:
@@ -601,7 +604,7 @@ class ObjectStore:
             if early is not None:  # not used: the object was refused
                 early.drop()
         return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
-                           tuple(actions), incoming.relink), device, overwrote, notes
+                           tuple(actions), incoming.relink, incoming.fetchedFrom), device, overwrote, notes
 
     @staticmethod
     def _refill(device):

@@ -1,5 +1,5 @@
 """Our own retrieves (pacscore.dicom.ownretrieves): the Message IDs of the
-export queue's C-MOVEs, and, end to end between two archives, that what
+export queue's and the virtual servers' C-MOVEs, and, end to end between two archives, that what
 such a get brings in skips the import and export converters while a
 user's move into the archive does not."""
 
@@ -38,6 +38,19 @@ class MessageIDTests(unittest.TestCase):
         self.assertFalse(retrieves.brings({commands.COMMAND_FIELD: commands.C_STORE_RQ}))
         retrieves.end(first)
         self.assertFalse(retrieves.brings(subOperation("PACS", first)))
+
+    def test_aVirtualServersMoveNamesItsSourceAndKeepsTheConverters(self):
+        """A virtual server's C-MOVE registers the archive it fetches from:
+        its objects are not a get's (the converters see them), and are
+        known as fetched from there until it ends."""
+        retrieves = OwnRetrieves("PACS")
+        get, fetch = retrieves.begin(), retrieves.begin("ORTHANC")
+        self.assertEqual([retrieves.brings(subOperation("PACS", n)) for n in (get, fetch)], [True, False])
+        self.assertEqual([retrieves.fetchedFrom(subOperation("PACS", n)) for n in (get, fetch)], [None, "ORTHANC"])
+        self.assertIsNone(retrieves.fetchedFrom(subOperation("OTHER", fetch)))
+        self.assertIsNone(retrieves.fetchedFrom({commands.COMMAND_FIELD: commands.C_STORE_RQ}))
+        retrieves.end(fetch)
+        self.assertIsNone(retrieves.fetchedFrom(subOperation("PACS", fetch)))
 
     def test_idsUnderWayAreNotGivenAgain(self):
         retrieves = OwnRetrieves("PACS")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pydicom
 
 from pydicom.dataset import Dataset
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
@@ -531,8 +531,9 @@ class VirtualServerTests(unittest.TestCase):
 
 
 class FetchedObjectTests(unittest.TestCase):
-    """FRONT (import converter, and ``forward to BACK`` for every object)
-    stands in front of BACK, which holds a study FRONT does not."""
+    """FRONT (an import converter, and export converters forwarding every
+    object back to BACK, in two forms, and to THIRD) stands in front of
+    BACK, which holds a study FRONT does not."""
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -540,27 +541,38 @@ class FetchedObjectTests(unittest.TestCase):
         self.corpus = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
                                      seriesPerStudy=1, imagesPerSeries=3)
         yield self.back.store(self.corpus)
-        self.front = RunningArchive(self, ae="FRONT", listen=True,
-                                    ini={**CONVERTERS, "ExportConverter0": "forward to BACK",
-                                         "VirtualServerFor0": "BACK"})
+        self.front = RunningArchive(self, ae="FRONT", listen=True, ini={
+            **CONVERTERS, "ExportConverter0": "forward to BACK; forward study compressed as j2 to back; "
+                                              "forward to THIRD", "VirtualServerFor0": "BACK"})
         self.front.know(self.back)
         self.back.know(self.front)
 
     @defer.inlineCallbacks
-    def test_fetchedObjectsSkipTheConverters(self):
-        """What a retrieve fetches from the archive behind is a copy of its
-        data, as an own ``get``'s is: stored without the import and export
-        converters, so ``forward to BACK`` does not send it straight back."""
+    def test_fetchedObjectsGoThroughTheConvertersButNotBackToTheirArchive(self):
+        """What a retrieve fetches from the archive behind is data arriving
+        here, as Conquest has it (only preretrieve data skips the
+        converters): the import converter changes it and the export
+        converters run on it, but a forward to the archive it came from is
+        not queued (it would go straight back), with a line saying so; the
+        forward to THIRD is."""
         archive = self.front.archive
         image = self.corpus[0]
         fetched = yield defer.ensureDeferred(archive.virtualServers.fetch(STUDY_ROOT_MOVE,
                                                                           study(image.studyUID, image.patientID)))
         self.assertEqual((len(fetched.arrived), fetched.lost), (3, []))
         descriptions = {pydicom.dcmread(path).get("StudyDescription") for path in self.front.files()}
-        self.assertEqual(descriptions, {"Synthetic study"})
+        self.assertEqual(descriptions, {"CONVERTED"})
+        self.assertEqual(archive.ownRetrieves._underWay, {})  # its C-MOVE ended
         jobs = yield archive.index.runQuery(lambda connection: archive.exportQueue.dueJobs(1e12, 100))
-        self.assertEqual(jobs, [])
-        self.assertEqual(archive.ownRetrieves._underWay, set())  # its C-MOVE ended
+        self.assertEqual([job.fetchedFrom for job in jobs], ["BACK"] * 3)
+        runner = archive.exportService()  # not started: its jobs are run here
+        with capturedLogs() as events:
+            outcomes = yield defer.gatherResults([threads.deferToThread(runner._job, job) for job in jobs])
+        self.assertEqual([row["Destination"] for outcome in outcomes for row in outcome.actions], ["THIRD"] * 3)
+        skipped = sorted(formatEvent(event) for event in events if "not queued" in event.get("log_format", ""))
+        self.assertEqual(skipped, sorted(
+            f"ExportConverter0: {level} forward of {uid} to {destination} not queued: a virtual server fetched "
+            "it from there" for uid in fetched.arrived for level, destination in (("image", "BACK"), ("study", "back"))))
 
 
 class Answering:

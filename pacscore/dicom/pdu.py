@@ -146,6 +146,12 @@ class PDUFramer:
         return len(self._buffer)
 
     @property
+    def pendingType(self):
+        """The type of the PDU whose first ``pendingBytes`` arrived; None
+        before its first byte did."""
+        return self._buffer[0] if self._buffer else None
+
+    @property
     def pendingLength(self):
         """The length (header included) of the PDU whose first
         ``pendingBytes`` arrived, once its header did; else None."""

@@ -726,12 +726,14 @@ class DicomServerProtocol(DicomProtocol):
     def _logCutRequest(self, reason):
         """The connection ended in the middle of the first PDU, which should
         have been an A-ASSOCIATE-RQ (a request cut short by an MTU problem or
-        a proxy, a scanner of the port): an info line (one without a byte,
-        a port check, is none)."""
+        a proxy, a scanner of the port): an info line naming the PDU's type
+        when it is another (one without a byte, a port check, is none; one
+        ARTIM closed is its warning alone)."""
         framer = self._framer
-        total = framer.pendingLength
-        self.log.info("{peer}: connection lost before a whole A-ASSOCIATE-RQ arrived: {reason}; {received}{of} bytes "
-                      "came", peer=self.peerName(), reason=reason.getErrorMessage().rstrip("."),
+        total, pduType = framer.pendingLength, framer.pendingType
+        self.log.info("{peer}: connection lost before a whole {what} arrived: {reason}; {received}{of} bytes came",
+                      peer=self.peerName(), reason=reason.getErrorMessage().rstrip("."),
+                      what="A-ASSOCIATE-RQ" if pduType == pdu.A_ASSOCIATE_RQ else f"first PDU (type 0x{pduType:02x})",
                       received=framer.pendingBytes, of=f" of its {total}" if total is not None else "")
 
     def abort(self, reason=pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_SERVICE_PROVIDER, closeNow=False):
@@ -863,6 +865,7 @@ class DicomServerProtocol(DicomProtocol):
             self.log.warn("{peer}: no {what} within {timeout} s (ARTIM), closing", peer=self.peerName(),
                           what="completed TLS handshake" if self.handshaking else "A-ASSOCIATE-RQ",
                           timeout=self.factory.artimTimeout)
+            self.state = AWAITING_CLOSE  # closed here, said so: no line of a connection lost (_logCutRequest)
         super()._artimExpired()
 
 

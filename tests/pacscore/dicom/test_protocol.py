@@ -11,7 +11,7 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation)
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -774,6 +774,25 @@ class ProtocolTests(ServerTestCase):
         with capturedLogs() as events:
             self.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(events, [])
+
+    def test_aCutFirstPDUOfAnotherTypeOrOneARTIMClosedIsNoCutAssociateRequest(self):
+        """A first PDU of another type cut short is named by its type, not
+        called an A-ASSOCIATE-RQ; a connection ARTIM closed is its warning
+        alone: pacs closed it, the peer lost nothing."""
+        self.protocol.dataReceived(pdu.encodeAbort(0, 0)[:8])
+        with capturedLogs() as events:
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([formatEvent(event) for event in events], [
+            "127.0.0.1:40000: connection lost before a whole first PDU (type 0x07) arrived: Connection was closed "
+            "cleanly; 8 of its 10 bytes came"])
+        self.protocol, self.transport = self.connect()
+        self.protocol.dataReceived(associateRQ([(VERIFICATION, [IMPLICIT])])[:38])
+        with capturedLogs() as events:
+            self.clock.advance(30)
+            self.assertTrue(self.transport.disconnecting)
+            self.protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual([formatEvent(event) for event in events], [
+            "127.0.0.1:40000: no A-ASSOCIATE-RQ within 30 s (ARTIM), closing"])
 
     def test_unsupportedOperation(self):
         self.associate()

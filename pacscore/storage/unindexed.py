@@ -25,6 +25,18 @@ from pacscore.storage.devices import fsyncDirectory, removeFile
 JOURNAL = ".pacs-unindexed"
 
 
+def readList(path):
+    """``[(SOP Instance UID, name)]`` the list at ``path`` holds; OSError or
+    UnicodeDecodeError when it cannot be read.  Its lines end in "\\n" alone
+    (``str.splitlines`` would also end them at a NEL, U+0085, or a U+2028,
+    which a name keeps: a patient name read as Latin-1); neither a name
+    (stores leave control characters out of names) nor a UID (digits and
+    dots) holds a "\\n" or a "\\t"."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        lines = f.read().split("\n")
+    return [(uid, name) for uid, _, name in (line.partition("\t") for line in lines) if uid and name]
+
+
 class UnindexedCopies:
     """The ``.pacs-unindexed`` files of the devices ``devicesByName``."""
 
@@ -44,17 +56,15 @@ class UnindexedCopies:
         for deviceName, device in sorted(self.devicesByName.items()):
             path = os.path.join(device.path, JOURNAL)
             try:
-                with open(path, encoding="utf-8") as f:
-                    lines = f.read().splitlines()
+                listed = readList(path)
             except FileNotFoundError:
                 continue
             except (OSError, UnicodeDecodeError) as e:
                 self.log.warn("{path} cannot be read ({error}): the copies the index failed on that it lists "
                               "stay on disk until a regen", path=path, error=e)
                 continue
-            for line in lines:
-                uid, _, name = line.partition("\t")
-                if uid and name and os.path.lexists(device.absolute(name)):
+            for uid, name in listed:
+                if os.path.lexists(device.absolute(name)):
                     copies.setdefault(uid, []).append((deviceName, name))
         if copies:
             self.log.info("{count} file(s) stored before the restart that the index failed on (their senders "

@@ -10,19 +10,32 @@ device holding such copies lists them in a hidden file of its own,
 ``.pacs-unindexed`` (regen passes it over): one ``SOP Instance UID<TAB>name``
 line per copy, the file rewritten whole (temporary file, fsync, rename,
 fsync of the folder) in the I/O pool each time its copies change, before
-the refusal is answered, and removed once it lists none.  At start-up
+the refusal is answered, and removed once it lists none.  A list that
+start-up did not read (unreadable, its device not mounted then) is set
+aside as ``.pacs-unindexed.unread-N`` rather than rewritten over, and read
+with the others at the next start-up.  At start-up
 ``ObjectStore.settleUnindexed`` removes those of objects whose indexed file
 is intact.
 """
 
+import glob
+import itertools
 import os
 import threading
 
 from twisted.logger import Logger
 
-from pacscore.storage.devices import fsyncDirectory, removeFile
+from pacscore.storage.devices import fsyncDirectory, identityOf, removeFile
 
 JOURNAL = ".pacs-unindexed"
+UNREAD = ".unread-"  # JOURNAL + UNREAD + a number: a list set aside, not read when it was to be rewritten
+
+
+def listPaths(device):
+    """The paths of the lists of ``device``: its ``.pacs-unindexed``, then
+    those set aside (``UnindexedCopies._setAside``)."""
+    path = os.path.join(device.path, JOURNAL)
+    return [path] + sorted(glob.glob(glob.escape(path + UNREAD) + "*"))
 
 
 def readList(path):
@@ -46,26 +59,36 @@ class UnindexedCopies:
         self.devicesByName = devicesByName
         self._lock = threading.Lock()
         self._saved = {}  # device name: the version its file holds
+        self._known = {}  # device name: the fileIdentity of the list read or written last (none: None)
+        self._merged = {}  # device name: its lists set aside that load read, removed once its list is written
 
     def load(self):
         """``{SOP Instance UID: [(device name, name)]}`` of the copies the
         files list that are still there (in the calling thread, at
-        start-up); logged.  A file that cannot be read is logged and passed
-        over: its copies stay for regen, as before."""
+        start-up), those set aside included (``_setAside``); logged.  A
+        file that cannot be read is logged and passed over: its copies stay
+        for regen, and it is set aside when its device's list is next
+        written."""
         copies = {}
         for deviceName, device in sorted(self.devicesByName.items()):
-            path = os.path.join(device.path, JOURNAL)
-            try:
-                listed = readList(path)
-            except FileNotFoundError:
-                continue
-            except (OSError, UnicodeDecodeError) as e:
-                self.log.warn("{path} cannot be read ({error}): the copies the index failed on that it lists "
-                              "stay on disk until a regen", path=path, error=e)
-                continue
-            for uid, name in listed:
-                if os.path.lexists(device.absolute(name)):
-                    copies.setdefault(uid, []).append((deviceName, name))
+            main = os.path.join(device.path, JOURNAL)
+            for path in listPaths(device):
+                try:
+                    identity = identityOf(path)
+                    listed = readList(path)
+                except FileNotFoundError:
+                    continue
+                except (OSError, UnicodeDecodeError) as e:
+                    self.log.warn("{path} cannot be read ({error}): the copies the index failed on that it lists "
+                                  "stay on disk until a regen", path=path, error=e)
+                    continue
+                if path == main:
+                    self._known[deviceName] = identity
+                else:
+                    self._merged.setdefault(deviceName, []).append(path)
+                for uid, name in listed:
+                    if os.path.lexists(device.absolute(name)) and (deviceName, name) not in copies.get(uid, ()):
+                        copies.setdefault(uid, []).append((deviceName, name))
         if copies:
             self.log.info("{count} file(s) stored before the restart that the index failed on (their senders "
                           "were told so) are remembered: a later store of their SOP instance removes them",
@@ -74,12 +97,16 @@ class UnindexedCopies:
 
     def save(self, deviceName, copies, version):
         """In the I/O pool: make the file of ``deviceName`` list ``copies``
-        (``[(uid, name)]``), unless a later ``version`` of it was saved."""
+        (``[(uid, name)]``), unless a later ``version`` of it was saved.
+        A file there that is not the one read at start-up or written since
+        is set aside first (``_setAside``); the lists set aside that load
+        read are removed once it is written."""
         device = self.devicesByName[deviceName]
         path = os.path.join(device.path, JOURNAL)
         with self._lock:
             if self._saved.get(deviceName, -1) >= version:
                 return
+            self._setAside(deviceName, path)
             if not copies:
                 removeFile(path)
             else:
@@ -90,4 +117,22 @@ class UnindexedCopies:
                     os.fsync(f.fileno())
                 os.replace(temporary, path)
             fsyncDirectory(device.path)
+            self._known[deviceName] = identityOf(path)
             self._saved[deviceName] = version
+            for aside in self._merged.pop(deviceName, ()):
+                removeFile(aside)
+
+    def _setAside(self, deviceName, path):
+        """Rename ``path``, the list of ``deviceName`` about to be rewritten,
+        to a free ``.pacs-unindexed.unread-N`` when it is not the one load
+        read or ``save`` wrote since (it could not be read, or its device
+        was not there at start-up), logged: rewritten from what is known,
+        it would lose the copies it lists.  The next start-up reads it."""
+        if identityOf(path) == self._known.get(deviceName):
+            return
+        aside = next(candidate for candidate in (f"{path}{UNREAD}{number}" for number in itertools.count(1))
+                     if not os.path.lexists(candidate))
+        os.rename(path, aside)
+        self.log.warn("{path} is not the list read at start-up (it could not be read, or its device was not there "
+                      "then): set aside as {aside}, not overwritten; the copies the index failed on that it lists "
+                      "stay on disk, remembered again at the next start-up", path=path, aside=aside)

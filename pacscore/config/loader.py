@@ -177,7 +177,11 @@ class Configuration:
         """``[("MAG0", "/abs/path"), ...]`` from MAGDevices and MAGDeviceN.
 
         With MAGDevices absent, every MAGDeviceN present, in order of N;
-        with neither, Conquest's ``./data/``.
+        with neither, Conquest's ``./data/``.  Two that share a folder (or
+        one inside the other, a link to it) are refused, as a mirror in a
+        MAG device is: each would take the other's files for its own (a
+        regen indexing them twice, a copy the index failed on removed as
+        another device's though it is the one indexed).
         """
         devices = self._devices("MAG")
         if devices is None:
@@ -185,6 +189,12 @@ class Configuration:
         if not devices:
             raise ConfigError(self.iniPath, self.ini.lineOf("MAGDevices"),
                               "no MAG device to store images on (MAGDevices / MAGDevice0)")
+        for number, (name, path) in enumerate(devices):
+            for otherName, otherPath in devices[:number]:
+                if _overlap(path, otherPath):
+                    raise ConfigError(self.iniPath, self.ini.lineOf(f"MAGDevice{name[3:]}"),
+                                      f"{name} ({path}) and {otherName} ({otherPath}) overlap: each MAG device "
+                                      f"must be a folder of its own")
         return devices
 
     @property
@@ -434,6 +444,7 @@ def _resolvedFile(part, workdir):
 
 
 def _overlap(first, second):
-    """Whether one of two absolute folders is, or lies inside, the other."""
-    first, second = os.path.join(first, ""), os.path.join(second, "")
+    """Whether one of two absolute folders is, or lies inside, the other
+    (through links too)."""
+    first, second = (os.path.join(os.path.realpath(folder), "") for folder in (first, second))
     return first.startswith(second) or second.startswith(first)

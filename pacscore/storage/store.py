@@ -429,7 +429,7 @@ class ObjectStore:
             return self._saveUnindexed(changed)
 
         def remove(indexed):
-            return defer.gatherResults([self._removeUnindexed(uid, copy, indexed) for copy in earlier])
+            return defer.gatherResults([self._removeUnindexed(uid, copy, indexed, current) for copy in earlier])
 
         def keep(failure):
             self._unindexed.setdefault(uid, []).extend(earlier)
@@ -471,7 +471,8 @@ class ObjectStore:
         files the index failed on before the restart (``.pacs-unindexed``)
         against the index.  Of a SOP instance whose image row names an
         intact file (``fileError`` None), the one listed that the row names
-        is indexed since (no longer listed), the others are removed: their
+        (under another device's name too: ``_isFile``) is indexed since (no
+        longer listed), the others are removed: their
         senders were told they failed, and a regen would index the newest
         in place of the indexed copy.  Those of a SOP instance no row names,
         or whose indexed file is not intact, stay, for a later store of it
@@ -486,7 +487,8 @@ class ObjectStore:
             if current is None or fileError(*current) is not None:
                 continue
             changed.update(deviceName for deviceName, _ in files)
-            kept = [copy for copy in files if copy != current and not self._removeSettled(uid, copy, current)]
+            kept = [copy for copy in files
+                    if not self._isFile(copy, current) and not self._removeSettled(uid, copy, current)]
             if kept:
                 self._unindexed[uid] = kept
             else:
@@ -513,18 +515,39 @@ class ObjectStore:
                       name=current[1])
         return True
 
-    def _removeUnindexed(self, uid, copy, indexed):
+    def _removeUnindexed(self, uid, copy, indexed, current):
         """Remove ``copy``, ``(device name, name)`` of a file a store of
         ``uid`` left unindexed, unless ``indexed`` (``Index.indexedFiles``)
-        names it.  A Deferred."""
+        names it or it is ``current``, the file just stored and indexed
+        (under another device's name).  A Deferred."""
         path = self.devicesByName[copy[0]].absolute(copy[1])
-        if tuple(indexed.get(uid, ())) == copy:
-            self.log.info("kept {path}: a copy of {uid} the index failed on, indexed since", path=path, uid=uid)
-            return defer.succeed(None)
-        return self.workers.deferToWorker(removeFile, path).addCallbacks(
-            lambda _: self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since",
-                                    path=path, uid=uid),
-            lambda f: self.log.failure("could not remove {path}", f, path=path))
+
+        def remove():
+            if self._isFile(copy, current) or self._isFile(copy, indexed.get(uid)):
+                return False
+            removeFile(path)
+            return True
+
+        def removed(gone):
+            if gone:
+                self.log.info("removed {path}: a copy of {uid} the index failed on, stored again since", path=path,
+                              uid=uid)
+            else:
+                self.log.info("kept {path}: a copy of {uid} the index failed on, indexed since", path=path, uid=uid)
+        return self.workers.deferToWorker(remove).addCallbacks(
+            removed, lambda f: self.log.failure("could not remove {path}", f, path=path))
+
+    def _isFile(self, copy, location):
+        """Whether ``copy``, ``(device name, name)``, is the file
+        ``location`` (the same, ``Replaced``, or None) names: the same name,
+        or one of two devices whose folders meet (a link) naming one file
+        (blocking: in the I/O pool, or at start-up)."""
+        if location is None:
+            return False
+        location = tuple(location)
+        device = self.devicesByName.get(location[0])
+        return copy == location or device is not None and os.path.realpath(
+            self.devicesByName[copy[0]].absolute(copy[1])) == os.path.realpath(device.absolute(location[1]))
 
     def _writeFile(self, incoming, spool):
         """In the I/O pool: check, amend, name and write one object; its

@@ -59,7 +59,7 @@ class UnindexedCopies:
         self.devicesByName = devicesByName
         self._lock = threading.Lock()
         self._saved = {}  # device name: the version its file holds
-        self._known = {}  # device name: the fileIdentity of the list read or written last (none: None)
+        self._known = {}  # real path of a list: the fileIdentity of the one read or written last (none: None)
         self._merged = {}  # device name: its lists set aside that load read, removed once its list is written
 
     def load(self):
@@ -83,7 +83,7 @@ class UnindexedCopies:
                                   "stay on disk until a regen", path=path, error=e)
                     continue
                 if path == main:
-                    self._known[deviceName] = identity
+                    self._known[os.path.realpath(path)] = identity
                 else:
                     self._merged.setdefault(deviceName, []).append(path)
                 for uid, name in listed:
@@ -106,7 +106,7 @@ class UnindexedCopies:
         with self._lock:
             if self._saved.get(deviceName, -1) >= version:
                 return
-            self._setAside(deviceName, path)
+            self._setAside(path)
             if not copies:
                 removeFile(path)
             else:
@@ -117,18 +117,18 @@ class UnindexedCopies:
                     os.fsync(f.fileno())
                 os.replace(temporary, path)
             fsyncDirectory(device.path)
-            self._known[deviceName] = identityOf(path)
+            self._known[os.path.realpath(path)] = identityOf(path)
             self._saved[deviceName] = version
             for aside in self._merged.pop(deviceName, ()):
                 removeFile(aside)
 
-    def _setAside(self, deviceName, path):
-        """Rename ``path``, the list of ``deviceName`` about to be rewritten,
+    def _setAside(self, path):
+        """Rename ``path``, the list of a device about to be rewritten,
         to a free ``.pacs-unindexed.unread-N`` when it is not the one load
         read or ``save`` wrote since (it could not be read, or its device
         was not there at start-up), logged: rewritten from what is known,
         it would lose the copies it lists.  The next start-up reads it."""
-        if identityOf(path) == self._known.get(deviceName):
+        if identityOf(path) == self._known.get(os.path.realpath(path)):
             return
         aside = next(candidate for candidate in (f"{path}{UNREAD}{number}" for number in itertools.count(1))
                      if not os.path.lexists(candidate))

@@ -1348,6 +1348,45 @@ class ObjectStoreTests(unittest.TestCase):
                          {other: [("MAG0", refused[other])], damaged: [("MAG0", refused[damaged])]})
 
     @defer.inlineCallbacks
+    def test_theIndexedFileListedUnderTwoDevicesOfOneFolderIsNeverRemoved(self):
+        """Copies the index failed on that are indexed since (their commits
+        went through), on a device whose folder another device's leads to
+        (a link: the list read under both names), are the files the index
+        names under either name: a resend stored in place of one keeps it
+        ('kept ...: indexed since'), the start-up takes the other off the
+        list at the next start-up; neither is removed as another copy."""
+        resent, settled = CT_SMALL_UID, "1.2.826.0.1.3680043.2.1143.99.1"
+        datasets = {resent: datasetBytes("CT_small.dcm"), settled: ctWith(SOPInstanceUID=settled)}
+        self.moveToItsOwnDevice()
+        storeFromThread = self.index.storeFromThread
+        self.index.storeFromThread = lambda record, onResult: storeFromThread(
+            record, lambda ok, value: onResult(False, Failure(OSError(errno.ENOSPC, "database or disk is full"))))
+        for uid, data in datasets.items():  # committed, reported failed
+            yield self.assertFailure(self.store.store(*self.receive(data, uid)), OSError)
+            yield self.store.storesEnded()
+        self.index.storeFromThread = storeFromThread
+        files = self.storedFiles()
+        link = os.path.abspath(self.mktemp())
+        os.symlink(self.device.path, link)
+        self.store = ObjectStore(self.device, FileNamer("4"), self.index, self.indexedTags, self.workers, "1.2.3.4",
+                                 "TEST", devices=[self.device, MagDevice("MAG1", link)])  # restarted
+        self.assertEqual(sorted(self.store._unindexed[resent] + self.store._unindexed[settled]),
+                         sorted((device, name) for name in files for device in ("MAG0", "MAG1")))
+        with capturedLogs() as events:
+            _, relative = yield self.store.store(*self.receive(datasets[resent], resent))
+            yield self.store.storesEnded()
+        self.assertIn(relative, files)
+        self.assertEqual([formatEvent(e) for e in events if "the index failed on" in formatEvent(e)],
+                         [f"kept {link}/{relative}: a copy of {resent} the index failed on, indexed since"])
+        self.store = ObjectStore(self.device, FileNamer("4"), self.index, self.indexedTags, self.workers, "1.2.3.4",
+                                 "TEST", devices=[self.device, MagDevice("MAG1", link)])  # restarted
+        with capturedLogs() as events:
+            self.store.settleUnindexed(ObjectReader([self.device]).fileError)
+        self.assertEqual(self.storedFiles(), files)
+        self.assertEqual([formatEvent(e) for e in events if "removed" in formatEvent(e)], [])
+        self.assertEqual(self.store.unindexedCopies.load(), {})
+
+    @defer.inlineCallbacks
     def test_aFileIndexedSinceIsNotRemovedByAResend(self):
         """The file of an attempt the index reported failed, but that a row
         names (its commit went through, or regen or --addimagefile indexed

@@ -8,7 +8,10 @@ without the Part-10 header) that reads to its end and upserts them in
 batches, the files of a folder oldest first: a patient, study or series
 row ends with the values of the object stored last, as it does live.
 When two files hold the same SOP instance, on one device or two, the
-newest one is indexed; the other stays on disk, counted and logged as a
+newest one is indexed, but for one a store left after its index write
+failed (its sender told so, the file listed in its device's
+``.pacs-unindexed``), which never takes the place of one not listed,
+whatever their times; the other stays on disk, counted and logged as a
 duplicate (a regen deletes nothing: the copy it would drop may be the one
 that reads, or the one a store acknowledged last under a clock gone
 wrong), but for an older copy of one a store wrote while the regen runs:
@@ -50,6 +53,7 @@ from pacscore.storage.part10 import TRANSFER_SYNTAX_UID, readFile
 from pacscore.storage.placing import numberedNames, placeFile
 from pacscore.storage.regularfiles import SkippedFiles, hidden, isRegularFile, openRegularFile
 from pacscore.storage.store import SOP_INSTANCE_UID
+from pacscore.storage.unindexed import JOURNAL, listedCopies
 
 DATASET_EXTENSIONS = (".v2", ".dcm")  # read whatever their header: a raw data set, or a file that fails
 # What fails one file's entry, not the regen: a value the index refuses (checkRecord), or that its database
@@ -130,12 +134,16 @@ def iterObjectFiles(device, folder=None, skip=frozenset()):
 
 def _oldestFirst(folder, names):
     """``names`` of ``folder`` by modification time, then name."""
-    def key(name):
-        try:
-            return os.stat(os.path.join(folder, name), follow_symlinks=False).st_mtime, name
-        except OSError:
-            return 0, name
-    return sorted(names, key=key)
+    return sorted(names, key=lambda name: _walkKey(os.path.join(folder, name)))
+
+
+def _walkKey(path):
+    """Where the file at ``path`` comes among those of its folder: its modification time, then name."""
+    name = os.path.basename(path)
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime, name
+    except OSError:
+        return 0, name
 
 
 def fileSignature(path):
@@ -150,7 +158,7 @@ def fileSignature(path):
 GONE, OLDER, STALE, ENTERED = "gone", "older", "stale", "entered"  # what became of a regenerated file (enterBatch)
 
 
-def enterBatch(connection, index, entries, devices, written=None):
+def enterBatch(connection, index, entries, devices, written=None, listed=frozenset()):
     """In one transaction (the index writer's, in order with the stores):
     index the regenerated ``entries``, ``(record, path, signature)``, where
     ``signature`` is the file's when it was read.  One result per entry:
@@ -158,7 +166,8 @@ def enterBatch(connection, index, entries, devices, written=None):
     - ``(GONE, None)``: its file is gone or another one since (a store
       replaced it): the store's row stays;
     - ``(OLDER, path)``: the SOP instance's indexed file (on one of
-      ``devices``, name -> ``MagDevice``) is newer: its row stays, the
+      ``devices``, name -> ``MagDevice``) goes first (``_rank``: not in
+      ``listed`` when the entry's file is, else newer): its row stays, the
       entry's file is a duplicate;
     - ``(STALE, path)``: the indexed file is one a store wrote during the
       regen, the entry's not (``written``: their ``(device name, name)``;
@@ -183,7 +192,8 @@ def enterBatch(connection, index, entries, devices, written=None):
                 record.deviceName, record.objectFile) not in written:  # whatever the files' times
             results.append((STALE, path))
             continue
-        if other is not None and other[1][3] > signature[3]:  # by modification time
+        if other is not None and _rank(indexed[uid], other[1], listed) > _rank(
+                (record.deviceName, record.objectFile), signature, listed):
             results.append((OLDER, path))
             continue
         records.append(record)
@@ -192,6 +202,15 @@ def enterBatch(connection, index, entries, devices, written=None):
     index.upsertImages(connection, records)
     index.forgetCache()
     return results
+
+
+def _rank(location, signature, listed):
+    """How the file ``location`` (``(device name, name)``) of ``signature``
+    ranks among the copies of its SOP instance, the first indexed: one not
+    ``listed`` (a store acknowledged it) before one that is (its store was
+    refused, the index having failed on it), then the newest (by
+    modification time)."""
+    return tuple(location) not in listed, signature[3]
 
 
 def _file(devices, location):
@@ -276,6 +295,8 @@ class Regenerator:
         self.indexed = self.failed = self.duplicates = 0
         self._walked = []  # the folders regenerate walked in turn, the last one being walked
         self._moved = set()  # the paths over-long names were moved to (the walk may meet them again)
+        self._listed = None  # (device name, name) of the copies the index failed on (listedCopies), once read
+        self._listedPaths = set()  # their paths
 
     def regenerate(self, devices, folder=None):
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
@@ -375,8 +396,11 @@ class Regenerator:
     def _flush(self, batch):
         if not batch:
             return
+        if self._listed is None:  # in the regen's thread, not when built
+            self._listed = listedCopies(self.devices.values(), self.report)
+            self._listedPaths = {self.devices[name].absolute(file) for name, file in self._listed}
         try:
-            results = self.write(enterBatch, self.index, list(batch), self.devices, self.written)
+            results = self.write(enterBatch, self.index, list(batch), self.devices, self.written, self._listed)
         except REFUSED_ENTRY:
             results = [self._enterOne(entry) for entry in batch]
         for (record, path, signature), (outcome, duplicate) in zip(batch, results):
@@ -400,7 +424,7 @@ class Regenerator:
 
     def _enterOne(self, entry):
         try:
-            return self.write(enterBatch, self.index, [entry], self.devices, self.written)[0]
+            return self.write(enterBatch, self.index, [entry], self.devices, self.written, self._listed)[0]
         except REFUSED_ENTRY as e:
             self.failed += 1
             self.report(f"[Regen] {entry[1]} -FAILED: {databaseMessage(e)}")
@@ -410,24 +434,33 @@ class Regenerator:
         if outcome == GONE:
             self.report(f"[Regen] {path}: replaced by a new copy since it was read; the new copy's row stays")
             return
+        if outcome == ENTERED and duplicate is not None:
+            if self._walkedBefore(duplicate, path):
+                self.indexed -= 1  # the copy it replaced, counted when entered
+            elif self._place(duplicate) is not None:
+                duplicate = None  # indexed before the regen, met later by the walk: a duplicate then
         if duplicate is not None:
             self.duplicates += 1
-            newer = path if outcome == ENTERED else "indexed copy"
-            self.report(f"[Regen] {duplicate}: same SOP instance as the newer {newer}, not indexed (kept on disk)")
+            if duplicate in self._listedPaths:
+                other = path if outcome == ENTERED else "the indexed copy"
+                self.report(f"[Regen] {duplicate}: same SOP instance as {other}, and a copy the index failed on "
+                            f"(listed in {JOURNAL}: its sender was told so), not indexed (kept on disk)")
+            else:
+                newer = path if outcome == ENTERED else "indexed copy"
+                self.report(f"[Regen] {duplicate}: same SOP instance as the newer {newer}, not indexed (kept on disk)")
         if outcome == ENTERED:
-            if duplicate is not None and self._walkedBefore(duplicate, path):
-                self.indexed -= 1  # the copy it replaced, counted when entered
             self.indexed += 1
             if self.indexed % self.progressEvery == 0:
                 self.report(f"[Regen] {self.indexed} files indexed")
 
-    def _walkedBefore(self, older, path):
-        """Whether ``regenerate`` met the file ``older``, a copy modified no
-        later than ``path``, before ``path``: the walk takes its folders in
-        turn, in each a folder's files (oldest first) before its subfolders,
-        these by name."""
-        places = [self._place(file) for file in (older, path)]
-        return None not in places and places[0] <= places[1]
+    def _walkedBefore(self, other, path):
+        """Whether ``regenerate`` met the file ``other`` before ``path``: the
+        walk takes its folders in turn, in each a folder's files (oldest
+        first: ``_walkKey``; ``other`` may be the newer, a listed copy)
+        before its subfolders, these by name."""
+        places = [self._place(file) for file in (other, path)]
+        return None not in places and (places[0] < places[1] or places[0] == places[1]
+                                       and _walkKey(other) <= _walkKey(path))
 
     def _place(self, path):
         """Where the walk meets the folder of ``path``: ``(which folder of

@@ -7,9 +7,11 @@ forgot them: the next store of the instance left them, and a ``dgate -r``
 could index such a refused copy (newer) in place of the acknowledged one.
 The database, which could hold them, is the part that failed, so each
 device holding such copies lists them in a hidden file of its own,
-``.pacs-unindexed`` (regen passes it over): one ``SOP Instance UID<TAB>name``
-line per copy, the file rewritten whole (temporary file, fsync, rename,
-fsync of the folder) in the I/O pool each time its copies change, before
+``.pacs-unindexed`` (regen takes it for no object, and indexes a copy it
+lists only when no copy not listed is there: ``listedCopies``): one
+``SOP Instance UID<TAB>name`` line per copy, the file rewritten whole
+(temporary file, fsync, rename, fsync of the folder) in the I/O pool each
+time its copies change, before
 the refusal is answered, and removed once it lists none.  A list that
 start-up did not read (unreadable, its device not mounted then) is set
 aside as ``.pacs-unindexed.unread-N`` rather than rewritten over, and read
@@ -48,6 +50,24 @@ def readList(path):
     with open(path, encoding="utf-8", newline="\n") as f:
         lines = f.read().split("\n")
     return [(uid, name) for uid, _, name in (line.partition("\t") for line in lines) if uid and name]
+
+
+def listedCopies(devices, report):
+    """``{(device name, name)}`` of the copies the lists of ``devices``
+    name (those set aside too), for regen to index another copy of their
+    SOP instances in their place; a list that cannot be read is told of to
+    ``report`` (a line)."""
+    listed = set()
+    for device in devices:
+        for path in listPaths(device):
+            try:
+                listed.update((device.name, name) for _, name in readList(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as e:
+                report(f"[Regen] {path} cannot be read ({e}): the copies the index failed on that it lists are "
+                       f"indexed like the others, the newest copy of a SOP instance")
+    return listed
 
 
 class UnindexedCopies:

@@ -470,6 +470,44 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
         self.assertEqual(self.location(), [("MAG1", "D/x.dcm")])
 
+    def list(self, device, *names):
+        """List ``names`` in ``device``'s .pacs-unindexed: copies a store
+        left after the index failed on them (their senders told so)."""
+        os.makedirs(device.path, exist_ok=True)
+        with open(os.path.join(device.path, ".pacs-unindexed"), "w", encoding="utf-8") as f:
+            f.writelines(f"1.2.3.1.1\t{name}\n" for name in names)
+
+    def test_aCopyTheIndexFailedOnNeverReplacesAnAcknowledgedOne(self):
+        """The copy a store left after its index write failed (answered
+        0x0110, listed in .pacs-unindexed), newer, is not indexed in place
+        of the one a store acknowledged, met before or after it, on one
+        device or two; the only copy of an object is indexed though listed."""
+        acknowledged = self.write(self.devices[0], "PAT1/a.dcm", 1000)
+        refused = self.write(self.devices[0], "PAT1/b.dcm", 2000)
+        self.list(self.devices[0], "PAT1/b.dcm")
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/a.dcm")])
+        self.assertIn(f"[Regen] {refused}: same SOP instance as the indexed copy, and a copy the index failed on "
+                      f"(listed in .pacs-unindexed: its sender was told so), not indexed (kept on disk)", self.lines)
+        os.makedirs(self.devices[1].path)
+        os.rename(acknowledged, os.path.join(self.devices[1].path, "a.dcm"))  # met after the listed copy
+        acknowledged = os.path.join(self.devices[1].path, "a.dcm")
+        del self.lines[:]
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG1", "a.dcm")])
+        self.assertIn(f"[Regen] {refused}: same SOP instance as {acknowledged}, and a copy the index failed on "
+                      f"(listed in .pacs-unindexed: its sender was told so), not indexed (kept on disk)", self.lines)
+        os.unlink(acknowledged)
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 0), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/b.dcm")])
+        self.write(self.devices[0], "PAT1/a.dcm", 1000)  # back, older: met before the listed copy indexed
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
+        self.assertEqual(self.location(), [("MAG0", "PAT1/a.dcm")])
+
     def test_anOlderCopyOfAnObjectStoredDuringTheRegenIsRemoved(self):
         """A store of the same SOP instance after the regen dropped the
         tables replaces no row, so it leaves the old file: the regen removes

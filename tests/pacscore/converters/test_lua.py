@@ -70,6 +70,18 @@ class RecordingForward:
         return Outcome.CONTINUE
 
 
+class FetchedFromForward(RecordingForward):
+    """A stand-in 'forward': records the archive each object was fetched from."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def run(self, arguments, context):
+        self.sources.append(context.fetchedFrom)
+        return super().run(arguments, context)
+
+
 def luaRegistry(*extra):
     """The flow commands, ``mark``, the Lua commands and newuids."""
     return registry(pacs_commands_lua.lua, pacs_commands_lua.luaColon,
@@ -611,6 +623,22 @@ class GlobalsTests(unittest.TestCase):
         outcome, _, _ = runLua("forward('PEER1'); forward('PEER2')", commands=luaRegistry(forward))
         self.assertEqual(outcome, Outcome.CONTINUE)
         self.assertEqual(forward.destinations, ["image to PEER1", "image to PEER2"])
+
+    def test_anObjectMadeFromAFetchedOneIsNotFromItsArchive(self):
+        """A converter run on an object a virtual server fetched from BACK
+        keeps a forward of that object (Data, and a copy with its SOP
+        Instance UID) from going back to BACK, but not one of an object
+        the script made (newdicomobject()), which BACK never held: that
+        one was dropped as 'fetched from there' (diff review d4)."""
+        forward = FetchedFromForward()
+        context = makeContext()
+        context.fetchedFrom = "BACK"
+        outcome, _, messages = runLua(
+            "local x = newdicomobject(); x.SOPInstanceUID = '1.2.3.4.5'; x:Script('forward to BACK'); "
+            "local y = newdicomobject(); y.SOPInstanceUID = Data.SOPInstanceUID; y:Script('forward to BACK'); "
+            "Data:Script('forward to BACK')", context, commands=luaRegistry(forward))
+        self.assertEqual(outcome, Outcome.CONTINUE, messages)
+        self.assertEqual(forward.sources, ["", "BACK", "BACK"])
 
     def test_forwardRefusesWhatIsNoAETitle(self):
         for destination in ("A; destroy", "[fe80::1%eth0;destroy]:104"):

@@ -512,6 +512,7 @@ def _window(request):
 
 
 def _pictureKind(accepted):
+    """The kind of picture the Accept header ``accepted`` takes first; None when it takes none."""
     for media in accepted:
         if media.name in PICTURES:
             return PICTURES[media.name]
@@ -519,7 +520,7 @@ def _pictureKind(accepted):
             kind = next((name for name in PICTURES if not accepted.refuses(name, taken=media)), None)
             if kind is not None:
                 return PICTURES[kind]
-    raise WebError(406, f"pacs renders pictures as {', '.join(PICTURES)}")
+    return None
 
 
 def _viewport(request):
@@ -548,6 +549,8 @@ def _viewport(request):
 
 async def _rendered(archive, request, path, frame, size):
     kind = _pictureKind(multipart.accepted(request))
+    if kind is None:
+        raise WebError(406, f"pacs renders pictures as {', '.join(PICTURES)}")
     width, height, source = _viewport(request)
     center, window, function = _window(request)
     quality = _numbers(request, "quality", 1)[0] if _argument(request, "quality") else None
@@ -582,11 +585,18 @@ async def _renderedInstance(archive, request, path, sop):
     """The rendered form of the instance ``sop``: the document it encapsulates
     when the Accept header takes its type (a PDF, as Orthanc answers it;
     PS3.18 8.7.4 gives such objects the text types and application/pdf:
-    a text/plain document asked for as text/plain too), else its picture."""
-    if multipart.preferredType(request, DOCUMENTS + TEXTS) is not None:
+    a text/plain document asked for as text/plain too), else its picture;
+    a document asked for as neither is a 406 naming its type."""
+    picture = _pictureKind(multipart.accepted(request))
+    if picture is None or multipart.preferredType(request, DOCUMENTS + TEXTS) is not None:
         held = await onFile(archive, path, contents)
-        if held.document and multipart.preferredType(request, [mediaType(held.document)[0]]) is not None:
-            return documentAnswer(await onFile(archive, path, documentOf), sop)
+        if held.document:
+            kind = mediaType(held.document)[0]
+            if multipart.preferredType(request, [kind]) is not None:
+                return documentAnswer(await onFile(archive, path, documentOf), sop)
+            if picture is None:
+                raise WebError(406, f"this instance holds a document of type {kind}, not a picture: "
+                                    f"ask for it as {kind} (or */*)")
     return await _rendered(archive, request, path, 0, 0)
 
 

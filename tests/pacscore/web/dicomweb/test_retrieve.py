@@ -1070,6 +1070,28 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(picture.code, 422)
 
     @defer.inlineCallbacks
+    def test_aDocumentAskedForAsAnotherTypeIsRefusedNamingItsOwn(self):
+        """An Encapsulated Document asked for as a type it is not, and as
+        no picture (a text/plain one as text/html, text/rtf or a PDF), is a
+        406 naming its type and how to ask for it, not one about pictures."""
+        study = "1.2.826.0.1.3680043.8.498.74"
+        dataset = encapsulatedPDF("TXT2", study, f"{study}.1", f"{study}.1.1")
+        dataset.MIMETypeOfEncapsulatedDocument = "text/plain; charset=utf-8"
+        dataset.EncapsulatedDocument = b"Findings: none.\n"
+        yield self.stored(dataset, "text.dcm")
+        rendered = f"/studies/{study}/series/{study}.1/instances/{study}.1.1/rendered"
+        for accept in ("text/html", "text/rtf", "application/pdf", "text/*;q=0, text/html", "image/png;q=0"):
+            refused = yield self.fetch(rendered, accept=accept)
+            self.assertEqual((refused.code, refused.body.count(b"this instance holds a document of type text/plain, "
+                                                               b"not a picture: ask for it as text/plain (or */*)")),
+                             (406, 1), accept)
+        pdf = encapsulatedPDF("TXT2", study, f"{study}.2", f"{study}.2.1")
+        yield self.stored(pdf, "report.dcm")
+        refused = yield self.fetch(f"/studies/{study}/series/{study}.2/instances/{study}.2.1/rendered",
+                                   accept="text/plain")
+        self.assertEqual((refused.code, refused.body.count(b"holds a document of type application/pdf")), (406, 1))
+
+    @defer.inlineCallbacks
     def test_thumbnailOfFirstObjectShown(self):
         """A study's thumbnail is its first object that can be shown: an
         object without pixels (an SR, an RT Plan) ahead of it is skipped; a

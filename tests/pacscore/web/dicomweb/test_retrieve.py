@@ -1090,6 +1090,12 @@ class RetrieveTests(DicomWebTestCase):
         refused = yield self.fetch(f"/studies/{study}/series/{study}.2/instances/{study}.2.1/rendered",
                                    accept="text/plain")
         self.assertEqual((refused.code, refused.body.count(b"holds a document of type application/pdf")), (406, 1))
+        yield self.stored(makeDataset("TXT2", "Text^Two", study, f"{study}.3", f"{study}.3.1", 1, 1), "image.dcm")
+        for accept in ("application/dicom", "image/png;q=0", "*/*;q=0", "text/plain"):
+            refused = yield self.fetch(f"/studies/{study}/series/{study}.3/instances/{study}.3.1/rendered",
+                                       accept=accept)
+            self.assertEqual((refused.code, refused.body.count(b"pacs renders pictures as image/jpeg")), (406, 1),
+                             accept)
 
     @defer.inlineCallbacks
     def test_thumbnailOfFirstObjectShown(self):

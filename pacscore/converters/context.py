@@ -80,7 +80,7 @@ class ConverterContext:
 
     def __init__(self, kind, dataset, callingAE="", calledAE="", filename=None, services=None,
                  converterName="", variables=None, moveDestination=None, command=None, session=None,
-                 fetchedFrom=""):
+                 fetchedFrom="", fetchedObject=None):
         if kind not in KINDS:
             raise ValueError(f"unknown converter kind {kind!r}")
         self.kind = kind
@@ -92,6 +92,7 @@ class ConverterContext:
         self.command = command              # the DIMSE command set, Lua's Command ([lua] command, clienterror)
         self.session = session              # kept for the association's life (see the module docstring), or None
         self.fetchedFrom = fetchedFrom      # the archive a virtual server fetched the object from: no forward to it
+        self.fetchedObject = fetchedObject  # for an object a Lua script made (x:Script): the fetched one it was made from
         self.services = services or ConverterServices()
         self.converterName = converterName  # "ImportConverter0", "ExportConverter2", "QueryConverter0" ...
         self.variables = variables if variables is not None else {"x": "", "y": "", "z": ""}

@@ -1124,15 +1124,6 @@ class LuaApi(AdminFunctions):
             raise LuaApiError(f"forward: {ae!r} is not an AE title nor host:port")
         return self.script("forward image to " + ae)
 
-    def _fetchedFromOf(self, dataset):
-        """The archive a virtual server fetched ``dataset`` from: Data's
-        for a copy of Data (its SOP Instance UID), none for another object
-        (``newdicomobject()``), which that archive never held."""
-        data = self.context.dataset
-        if data is None or dataset.get("SOPInstanceUID") != data.get("SOPInstanceUID"):
-            return ""
-        return self.context.fetchedFrom
-
     def script(self, rule, objectRule=None):
         """Conquest's ``script(rule)``: run a converter line on the context;
         ``script(x, rule)`` (``x:Script(rule)``): on the object x, whose
@@ -1141,7 +1132,8 @@ class LuaApi(AdminFunctions):
             context = ConverterContext(self.context.kind, rule.dataset, self.context.callingAE,
                                        self.context.calledAE, services=self.context.services,
                                        converterName=self.context.converterName, session=self.context.session,
-                                       fetchedFrom=self._fetchedFromOf(rule.dataset))
+                                       fetchedFrom=self.context.fetchedFrom,
+                                       fetchedObject=self.context.fetchedObject or self.context.dataset)
             context.stored = False  # forward sends x as it is, not a stored object with its UIDs
             outcome = self._runRule(objectRule, context)
             rule.context.changed = rule.context.changed or context.changed

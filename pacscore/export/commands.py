@@ -224,12 +224,24 @@ class ForwardCommand(Command):
 
     def run(self, arguments, context):
         source = context.fetchedFrom
-        if source and (destination := _destination(context, "forward", arguments)).upper() == source.upper():
+        if (source and (destination := _destination(context, "forward", arguments)).upper() == source.upper()
+                and _holdsFetched(context, arguments.level)):
             self.log.info("{converter}: {entity} forward of {uid} to {destination} not queued: a virtual server "
                           "fetched it from there", converter=context.converterName, entity=arguments.level.lower(),
                           uid=targetOf(context.dataset).sopInstanceUID, destination=destination)
             return Outcome.CONTINUE
         return enqueue(context, "forward", arguments)
+
+
+def _holdsFetched(context, level):
+    """Whether the entity at ``level`` of the object a converter runs on
+    holds the object a virtual server fetched: always for that object; for
+    one a Lua script made from it (``x:Script``), when they share their
+    UID at that level (an image forward of a new report goes, a study
+    forward of its study would send the fetched objects back)."""
+    if context.fetchedObject is None:
+        return True
+    return targetOf(context.dataset).uid(level) == targetOf(context.fetchedObject).uid(level)
 
 
 class GetCommand(Command):

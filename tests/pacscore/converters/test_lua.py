@@ -40,7 +40,8 @@ from pacscore.db.index import Index
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.interfaces import IConverterCommand
 from pacscore.workers import WorkerPool
-from plugins import pacs_commands_dataset, pacs_commands_lua
+from pacscore.export import commands as exportcommands
+from plugins import pacs_commands_dataset, pacs_commands_forward, pacs_commands_lua
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.converters.lines import registry
 from tests.pacscore.db.test_index import makeRecord
@@ -68,18 +69,6 @@ class RecordingForward:
     def run(self, arguments, context):
         self.destinations.append(arguments)
         return Outcome.CONTINUE
-
-
-class FetchedFromForward(RecordingForward):
-    """A stand-in 'forward': records the archive each object was fetched from."""
-
-    def __init__(self):
-        super().__init__()
-        self.sources = []
-
-    def run(self, arguments, context):
-        self.sources.append(context.fetchedFrom)
-        return super().run(arguments, context)
 
 
 def luaRegistry(*extra):
@@ -627,18 +616,30 @@ class GlobalsTests(unittest.TestCase):
     def test_anObjectMadeFromAFetchedOneIsNotFromItsArchive(self):
         """A converter run on an object a virtual server fetched from BACK
         keeps a forward of that object (Data, and a copy with its SOP
-        Instance UID) from going back to BACK, but not one of an object
-        the script made (newdicomobject()), which BACK never held: that
-        one was dropped as 'fetched from there' (diff review d4)."""
-        forward = FetchedFromForward()
+        Instance UID) from going back to BACK, and one of the study of an
+        object the script made in that study (it would send the fetched
+        objects back), but not an image forward of an object the script
+        made (newdicomobject()), which BACK never held: that one was dropped
+        as 'fetched from there' (diff reviews d4, d7)."""
+        queued = []
+        self.patch(exportcommands, "enqueue",
+                   lambda context, action, request: queued.append((request.level, context.dataset.SOPInstanceUID))
+                   or Outcome.CONTINUE)
         context = makeContext()
         context.fetchedFrom = "BACK"
+        fetched = context.dataset.SOPInstanceUID = "1.2.3.1.1"
+        context.dataset.StudyInstanceUID = "1.2.3"
         outcome, _, messages = runLua(
-            "local x = newdicomobject(); x.SOPInstanceUID = '1.2.3.4.5'; x:Script('forward to BACK'); "
-            "local y = newdicomobject(); y.SOPInstanceUID = Data.SOPInstanceUID; y:Script('forward to BACK'); "
-            "Data:Script('forward to BACK')", context, commands=luaRegistry(forward))
+            "local x = newdicomobject(); x.SOPInstanceUID = '1.2.3.4.5'; x.StudyInstanceUID = Data.StudyInstanceUID; "
+            "x:Script('forward image to BACK'); x:Script('forward study to BACK'); "
+            "local y = newdicomobject(); y.SOPInstanceUID = Data.SOPInstanceUID; y:Script('forward image to BACK'); "
+            "local z = newdicomobject(); z.SOPInstanceUID = '1.2.3.4.6'; z.StudyInstanceUID = '1.2.3.9'; "
+            "z:Script('forward study to BACK'); Data:Script('forward image to BACK'); "
+            "Data:Script('forward image to THIRD')", context,
+            commands=luaRegistry(pacs_commands_forward.forwardCommand))
         self.assertEqual(outcome, Outcome.CONTINUE, messages)
-        self.assertEqual(forward.sources, ["", "BACK", "BACK"])
+        self.assertEqual(queued, [("IMAGE", "1.2.3.4.5"), ("STUDY", "1.2.3.4.6"), ("IMAGE", fetched)])
+        self.assertEqual(sum("not queued: a virtual server fetched it from there" in m for m in messages), 3, messages)
 
     def test_forwardRefusesWhatIsNoAETitle(self):
         for destination in ("A; destroy", "[fe80::1%eth0;destroy]:104"):

@@ -173,7 +173,8 @@ def enterBatch(connection, index, entries, devices, written=None, listed=frozens
       regen, the entry's not (``written``: their ``(device name, name)``;
       None: none counts), whatever their modification times (a copy left
       by a clock that ran ahead is no newer): that store replaced it,
-      which its row would have had removed;
+      which its row would have had removed; never when the indexed file
+      is ``listed`` (that store was refused: its row a late commit);
     - ``(ENTERED, None or path)``: indexed, and the older file the row
       named before, if it is still there, a duplicate.
 
@@ -188,7 +189,8 @@ def enterBatch(connection, index, entries, devices, written=None, listed=frozens
         other = _file(devices, indexed.get(uid))
         if other is not None and other[1] in (None, signature):  # none, or this very file
             other = None
-        if other is not None and written is not None and indexed[uid] in written and (
+        stored = other is not None and written is not None and indexed[uid] in written  # by a store not refused
+        if stored and tuple(indexed[uid]) not in listed and (
                 record.deviceName, record.objectFile) not in written:  # whatever the files' times
             results.append((STALE, path))
             continue

@@ -385,6 +385,8 @@ class ObjectStore:
                 self._warnOfText(incoming, notes)  # of an object stored and indexed only
                 stored.callback((relative, device.name, value))
                 return
+            for written in self._recordings:  # only a copy acknowledged makes the others older (regen's STALE)
+                written.discard((device.name, relative))
             if value.check(NotReentered) and overwrote:  # the copy it overwrote is gone: it stays, for the regen
                 stored.errback(Rebuilding(value.getErrorMessage()))
                 return
@@ -1055,7 +1057,8 @@ class ObjectStore:
     def recordingWrites(self):
         """While in it (a regen runs): a set of the ``(device name, name)``
         of every file a store has written since it was entered, which grows
-        as stores go on (from the workers' threads) and is dropped after."""
+        as stores go on (from the workers' threads) and is dropped after;
+        the file of a store refused (its index write failed) leaves it."""
         written = set()
         self._recordings += (written,)
         try:

@@ -508,6 +508,30 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
         self.assertEqual(self.location(), [("MAG0", "PAT1/a.dcm")])
 
+    def test_aCopyRefusedDuringTheRegenNeverRemovesTheAcknowledgedOne(self):
+        """A store refused during the regen (0x0110, its copy listed in
+        .pacs-unindexed) whose row its index writer committed late, and
+        whose file the store recorded as written: the acknowledged copy,
+        met later on another device, is indexed and kept, not removed as
+        an older copy of an object stored again; the refused one stays."""
+        self.write(self.devices[0], "A/f.dcm", 1000, sop="1.2.3.1.9")
+        acknowledged = self.write(self.devices[1], "1CT1/ack.dcm", 1000)
+        written = set()
+
+        def refusedStore():
+            written.add(("MAG0", "PAT1/refused.dcm"))
+            self.store("PAT1/refused.dcm", time.time())
+            self.list(self.devices[0], "PAT1/refused.dcm")
+        stores = [refusedStore]
+        self.storeDuring(lambda: stores and stores.pop()())
+        removed = []
+        regenerator = Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append,
+                                  removeReplaced=removed.append, written=written).regenerate(self.devices)
+        self.assertEqual(removed, [], self.lines)
+        self.assertTrue(os.path.exists(acknowledged))
+        self.assertEqual(sorted(self.location()), [("MAG0", "A/f.dcm"), ("MAG1", "1CT1/ack.dcm")])
+        self.assertEqual(regenerator.duplicates, 1, self.lines)
+
     def test_anOlderCopyOfAnObjectStoredDuringTheRegenIsRemoved(self):
         """A store of the same SOP instance after the regen dropped the
         tables replaces no row, so it leaves the old file: the regen removes

@@ -1260,6 +1260,26 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertEqual(self.storedFiles(), [relative])
 
     @defer.inlineCallbacks
+    def test_aRefusedStoreLeavesTheRecordOfWrites(self):
+        """During a regen the files stores write are recorded, for it to
+        remove the older copies they make no row replace: the file of a
+        store refused (its index write failed, 0x0110) is not, so that it
+        never has the copy acknowledged before removed; one stored is."""
+        data = datasetBytes("CT_small.dcm")
+        self.moveToItsOwnDevice()
+        storeFromThread = self.index.storeFromThread
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(
+            onResult, False, Failure(OSError(errno.ENOSPC, "database or disk is full")))
+        with self.store.recordingWrites() as written:
+            yield self.assertFailure(self.store.store(*self.receive(data, CT_SMALL_UID)), OSError)
+            yield self.drainWorkers()
+            self.assertEqual(len(self.storedFiles()), 1)
+            self.assertEqual(written, set())
+            self.index.storeFromThread = storeFromThread
+            deviceName, relative = yield self.store.store(*self.receive(data, CT_SMALL_UID))
+            self.assertEqual(written, {(deviceName, relative)})
+
+    @defer.inlineCallbacks
     def test_resendsWhileTheIndexDatabaseIsDownLeaveOneCopy(self):
         """Resends while the index database is down (the store and the
         question whether an earlier copy is indexed since both fail) keep

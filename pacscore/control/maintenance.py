@@ -87,7 +87,8 @@ def regeneratorOf(archive, reactor, marked, report):
             written = stack.enter_context(store.recordingWrites())
         yield Regenerator(archive.index, archive.configuration.layout.indexedTags(), archive.devices,
                           report=report, skip=archive.databaseFiles, write=writerWrites(archive.index, reactor),
-                          removeReplaced=store.removeReplaced, written=written, mirrors=archive.mirrors)
+                          removeReplaced=store.removeReplaced, written=written, mirrors=archive.mirrors,
+                          listedNow=store.isListed)
 
 
 async def runRegenerator(archive, regenerator, work, marked=()):

@@ -253,6 +253,20 @@ def _removeEmptyFolders(folder, root):
         folder = os.path.dirname(folder)
 
 
+class _Listed:
+    """The copies the index failed on, ``(device name, name)``: those the
+    lists named when read (``listedCopies``), and those ``now(location)``
+    (a running server's store: ``ObjectStore.isListed``) lists when asked,
+    in each batch: a store refused during the regen."""
+
+    def __init__(self, read, now=None):
+        self.read = read
+        self.now = now
+
+    def __contains__(self, location):
+        return location in self.read or self.now is not None and self.now(tuple(location))
+
+
 def writeDirectly(index):
     """``write(fn, *args)`` for an index no server is running (``dgate -r``):
     ``fn(connection, *args)`` in a transaction of its own."""
@@ -278,12 +292,16 @@ class Regenerator:
     (``STALE``), whose files are in ``written`` (``(device name, name)``,
     ``ObjectStore.recordingWrites``); without ``written`` nothing is removed.
     ``mirrors``: the ``Mirrors`` of the devices, whose copies of files
-    moved to a name that fits are moved with them.
+    moved to a name that fits are moved with them.  ``listedNow(location)``:
+    in a server, whether its store lists ``(device name, name)`` as a copy
+    the index failed on at the time asked (``ObjectStore.isListed``), for
+    the stores refused after the lists were read (``_Listed``).
     """
 
     def __init__(self, index, tags, devices, report=print, batchSize=500, progressEvery=1000, skip=frozenset(),
-                 write=None, removeReplaced=None, written=None, mirrors=None):
+                 write=None, removeReplaced=None, written=None, mirrors=None, listedNow=None):
         self.index = index
+        self.listedNow = listedNow
         self.mirrors = mirrors or Mirrors()
         self.removeReplaced = removeReplaced
         self.written = written
@@ -297,8 +315,7 @@ class Regenerator:
         self.indexed = self.failed = self.duplicates = 0
         self._walked = []  # the folders regenerate walked in turn, the last one being walked
         self._moved = set()  # the paths over-long names were moved to (the walk may meet them again)
-        self._listed = None  # (device name, name) of the copies the index failed on (listedCopies), once read
-        self._listedPaths = set()  # their paths
+        self._listed = None  # the copies the index failed on (_Listed), once the lists are read
 
     def regenerate(self, devices, folder=None):
         """Every file of ``devices`` (or of their ``folder``, absolute)."""
@@ -399,8 +416,7 @@ class Regenerator:
         if not batch:
             return
         if self._listed is None:  # in the regen's thread, not when built
-            self._listed = listedCopies(self.devices.values(), self.report)
-            self._listedPaths = {self.devices[name].absolute(file) for name, file in self._listed}
+            self._listed = _Listed(listedCopies(self.devices.values(), self.report), self.listedNow)
         try:
             results = self.write(enterBatch, self.index, list(batch), self.devices, self.written, self._listed)
         except REFUSED_ENTRY:
@@ -443,7 +459,7 @@ class Regenerator:
                 duplicate = None  # indexed before the regen, met later by the walk: a duplicate then
         if duplicate is not None:
             self.duplicates += 1
-            if duplicate in self._listedPaths:
+            if self._location(duplicate) in self._listed:
                 other = path if outcome == ENTERED else "the indexed copy"
                 self.report(f"[Regen] {duplicate}: same SOP instance as {other}, and a copy the index failed on "
                             f"(listed in {JOURNAL}: its sender was told so), not indexed (kept on disk)")
@@ -454,6 +470,14 @@ class Regenerator:
             self.indexed += 1
             if self.indexed % self.progressEvery == 0:
                 self.report(f"[Regen] {self.indexed} files indexed")
+
+    def _location(self, path):
+        """``(device name, name)`` of the file at ``path`` on one of the devices; None if on none."""
+        for name, device in self.devices.items():
+            relative = os.path.relpath(path, device.path)
+            if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+                return name, relative.replace(os.sep, "/")
+        return None
 
     def _walkedBefore(self, other, path):
         """Whether ``regenerate`` met the file ``other`` before ``path``: the

@@ -422,10 +422,12 @@ class ObjectStore:
         the index cannot say (the database down), they all stay, still
         known, for a later store of ``uid`` to remove.  What is known is
         saved on the devices (``_saveUnindexed``) before the Deferred fires."""
-        known = self._unindexed.pop(uid, [])
+        known = self._unindexed.get(uid, [])
         earlier = [copy for copy in known if copy != current]
         if unindexed:
-            self._unindexed[uid] = [current]
+            self._unindexed[uid] = [current]  # in one step: a regen asks isListed from its thread
+        else:
+            self._unindexed.pop(uid, None)
         changed = {deviceName for deviceName, _ in known + ([current] if unindexed else [])}
         if not earlier:
             return self._saveUnindexed(changed)
@@ -462,6 +464,14 @@ class ObjectStore:
                     "forgets them, they stay until a regen", device=deviceName, journal=JOURNAL,
                     error=f.getErrorMessage())))
         return defer.gatherResults(saves)
+
+    def isListed(self, location):
+        """Whether ``location``, ``(device name, name)``, is a file a store
+        left after the index failed on it (``_unindexed``), now; from any
+        thread (a regen's batch, in the index writer's): the dict's values
+        are taken in one step (the GIL held), and the reactor gives a SOP
+        instance its new list in one step (``_replaceUnindexed``)."""
+        return any(location in files for files in list(self._unindexed.values()))
 
     def _unindexedOn(self, deviceName):
         """``[(SOP Instance UID, name)]`` of the files of ``deviceName`` in ``_unindexed``, sorted."""

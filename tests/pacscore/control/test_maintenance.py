@@ -544,6 +544,26 @@ class StoresDuringRegenTests(unittest.TestCase):
                       self.running.progress)
 
     @defer.inlineCallbacks
+    def test_aCopyRefusedDuringTheRegenIsNotIndexed(self):
+        """A store refused during the regen (its copy, newer, listed by the
+        store only once the regen has read the lists): the regen asks the
+        store, and indexes the acknowledged copy, not the refused one."""
+        store = self.running.archive.objectStore
+        refused = self.copyOf(self.images[0], "ZZZ/x.dcm", time.time(), "REFUSED")
+
+        def refuse(path):
+            store._unindexed[self.images[0].sopUID] = [("MAG0", "ZZZ/x.dcm")]  # as _replaceUnindexed does
+            return defer.succeed(None)
+        self.patch(maintenance, "Regenerator", functools.partial(Regenerator, batchSize=1))
+        self.storeOnRead(2, refuse)
+        output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "2 file(s) indexed, 0 failed, 1 duplicate SOP instance(s)")
+        self.assertIn(f"[Regen] {refused}: same SOP instance as the indexed copy, and a copy the index failed on "
+                      f"(listed in .pacs-unindexed: its sender was told so), not indexed (kept on disk)",
+                      self.running.progress)
+        self.assertTrue(os.path.exists(refused))
+
+    @defer.inlineCallbacks
     def test_regendirAndRegenfileRemoveNothing(self):
         """They clear no table, so a store during them finds the rows:
         an older copy they are asked to enter stays, on MAG0 and the mirror,

@@ -532,6 +532,27 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual(sorted(self.location()), [("MAG0", "A/f.dcm"), ("MAG1", "1CT1/ack.dcm")])
         self.assertEqual(regenerator.duplicates, 1, self.lines)
 
+    def test_aCopyRefusedAfterTheListsWereReadNeverReplacesTheAcknowledgedOne(self):
+        """A store refused on a running server after the regen read the
+        lists (its newer copy on disk, no row): the regen asks the store
+        at each batch (``listedNow``), so the acknowledged copy is indexed,
+        the refused one kept on disk as a duplicate that was listed."""
+        self.write(self.devices[0], "A/f.dcm", 1000, sop="1.2.3.1.9")
+        self.write(self.devices[0], "PAT1/a.dcm", 1000)
+        listedNow = set()
+
+        def refusedStore():
+            refused.append(self.write(self.devices[0], "PAT1/b.dcm", time.time()))
+            listedNow.add(("MAG0", "PAT1/b.dcm"))
+        refused, stores = [], [refusedStore]
+        self.storeDuring(lambda: stores and stores.pop()())
+        regenerator = Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append,
+                                  batchSize=1, listedNow=listedNow.__contains__).regenerate(self.devices)
+        self.assertEqual((regenerator.indexed, regenerator.duplicates), (2, 1), self.lines)
+        self.assertEqual(sorted(self.location()), [("MAG0", "A/f.dcm"), ("MAG0", "PAT1/a.dcm")])
+        self.assertIn(f"[Regen] {refused[0]}: same SOP instance as the indexed copy, and a copy the index failed on "
+                      f"(listed in .pacs-unindexed: its sender was told so), not indexed (kept on disk)", self.lines)
+
     def test_anOlderCopyOfAnObjectStoredDuringTheRegenIsRemoved(self):
         """A store of the same SOP instance after the regen dropped the
         tables replaces no row, so it leaves the old file: the regen removes

@@ -1280,6 +1280,26 @@ class ObjectStoreTests(unittest.TestCase):
             self.assertEqual(written, {(deviceName, relative)})
 
     @defer.inlineCallbacks
+    def test_aRegenAsksWhichCopiesAreListedNow(self):
+        """``isListed``, which a regen on the running server asks at each
+        batch: the copy of a store refused (its index write failed) is
+        listed until a store of its SOP instance is acknowledged."""
+        data = datasetBytes("CT_small.dcm")
+        self.moveToItsOwnDevice()
+        storeFromThread = self.index.storeFromThread
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(
+            onResult, False, Failure(OSError(errno.ENOSPC, "database or disk is full")))
+        yield self.assertFailure(self.store.store(*self.receive(data, CT_SMALL_UID)), OSError)
+        yield self.drainWorkers()
+        [refused] = [location for files in self.store._unindexed.values() for location in files]
+        self.assertTrue(self.store.isListed(refused))
+        self.index.storeFromThread = storeFromThread
+        stored = yield self.store.store(*self.receive(data, CT_SMALL_UID))
+        yield self.drainWorkers()
+        self.assertFalse(self.store.isListed(refused))
+        self.assertFalse(self.store.isListed(tuple(stored)))
+
+    @defer.inlineCallbacks
     def test_resendsWhileTheIndexDatabaseIsDownLeaveOneCopy(self):
         """Resends while the index database is down (the store and the
         question whether an earlier copy is indexed since both fail) keep

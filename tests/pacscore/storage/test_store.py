@@ -1398,6 +1398,7 @@ class ObjectStoreTests(unittest.TestCase):
         resent, settled = CT_SMALL_UID, "1.2.826.0.1.3680043.2.1143.99.1"
         datasets = {resent: datasetBytes("CT_small.dcm"), settled: ctWith(SOPInstanceUID=settled)}
         self.moveToItsOwnDevice()
+        namer = self.store.namer = FileNamer("%studyuid\\%sopuid.dcm")  # a resend takes the same name in any second
         storeFromThread = self.index.storeFromThread
         self.index.storeFromThread = lambda record, onResult: storeFromThread(
             record, lambda ok, value: onResult(False, Failure(OSError(errno.ENOSPC, "database or disk is full"))))
@@ -1408,7 +1409,7 @@ class ObjectStoreTests(unittest.TestCase):
         files = self.storedFiles()
         link = os.path.abspath(self.mktemp())
         os.symlink(self.device.path, link)
-        self.store = ObjectStore(self.device, FileNamer("4"), self.index, self.indexedTags, self.workers, "1.2.3.4",
+        self.store = ObjectStore(self.device, namer, self.index, self.indexedTags, self.workers, "1.2.3.4",
                                  "TEST", devices=[self.device, MagDevice("MAG1", link)])  # restarted
         self.assertEqual(sorted(self.store._unindexed[resent] + self.store._unindexed[settled]),
                          sorted((device, name) for name in files for device in ("MAG0", "MAG1")))
@@ -1418,7 +1419,7 @@ class ObjectStoreTests(unittest.TestCase):
         self.assertIn(relative, files)
         self.assertEqual([formatEvent(e) for e in events if "the index failed on" in formatEvent(e)],
                          [f"kept {link}/{relative}: a copy of {resent} the index failed on, indexed since"])
-        self.store = ObjectStore(self.device, FileNamer("4"), self.index, self.indexedTags, self.workers, "1.2.3.4",
+        self.store = ObjectStore(self.device, namer, self.index, self.indexedTags, self.workers, "1.2.3.4",
                                  "TEST", devices=[self.device, MagDevice("MAG1", link)])  # restarted
         with capturedLogs() as events:
             self.store.settleUnindexed(ObjectReader([self.device]).fileError)

@@ -190,8 +190,9 @@ def enterBatch(connection, index, entries, devices, written=None, listed=frozens
         if other is not None and other[1] in (None, signature):  # none, or this very file
             other = None
         stored = other is not None and written is not None and indexed[uid] in written  # by a store not refused
-        if stored and tuple(indexed[uid]) not in listed and (
-                record.deviceName, record.objectFile) not in written:  # whatever the files' times
+        here = (record.deviceName, record.objectFile)
+        if stored and tuple(indexed[uid]) not in listed and here not in written and (
+                here not in listed):  # whatever the files' times; a copy the index failed on stays (kept on disk)
             results.append((STALE, path))
             continue
         if other is not None and _rank(indexed[uid], other[1], listed) > _rank(
@@ -254,17 +255,22 @@ def _removeEmptyFolders(folder, root):
 
 
 class _Listed:
-    """The copies the index failed on, ``(device name, name)``: those the
-    lists named when read (``listedCopies``), and those ``now(location)``
-    (a running server's store: ``ObjectStore.isListed``) lists when asked,
-    in each batch: a store refused during the regen."""
+    """The copies the index failed on, ``(device name, name)``: on a
+    running server those its store lists when asked (``now(location)``,
+    ``ObjectStore.isListed``), in each batch: a store refused during the
+    regen is one, a copy whose name an acknowledged store took since the
+    lists were read no longer is (the store loaded the same lists at
+    start-up); for ``dgate -r``, those the lists named when read
+    (``listedCopies``)."""
 
     def __init__(self, read, now=None):
         self.read = read
         self.now = now
 
     def __contains__(self, location):
-        return location in self.read or self.now is not None and self.now(tuple(location))
+        if self.now is not None:
+            return self.now(tuple(location))
+        return location in self.read
 
 
 def writeDirectly(index):

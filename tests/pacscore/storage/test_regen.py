@@ -553,6 +553,61 @@ class RegenerationTests(unittest.TestCase):
         self.assertIn(f"[Regen] {refused[0]}: same SOP instance as the indexed copy, and a copy the index failed on "
                       f"(listed in .pacs-unindexed: its sender was told so), not indexed (kept on disk)", self.lines)
 
+    def test_aRefusedCopyAfterAnAcknowledgedOneDuringTheRegenIsKept(self):
+        """During a regen on a running server a store is acknowledged, then
+        a resend of it refused (its copy listed, no row, not among the
+        copies written): the regen kept the refused copy's 'older copy'
+        test to the indexed copy only and removed it, the list still naming
+        it (diff review d8): it is kept on disk, as outside a regen."""
+        self.write(self.devices[0], "A/f.dcm", 1000, sop="1.2.3.1.9")
+        self.write(self.devices[0], "A/g.dcm", 1001, sop="1.2.3.1.8")
+        written, listedNow, refused = set(), set(), []
+
+        def stores():
+            acknowledged = self.write(self.devices[0], "PAT1/ack.dcm", time.time() - 5)
+            with self.index.engine.begin() as connection:
+                self.index.upsertImage(connection, fileRecord(acknowledged, conquestLayout().indexedTags(), "MAG0",
+                                                              "PAT1/ack.dcm"))
+            written.add(("MAG0", "PAT1/ack.dcm"))
+            refused.append(self.write(self.devices[1], "PAT1/refused.dcm", time.time()))
+            listedNow.add(("MAG1", "PAT1/refused.dcm"))
+        calls = []
+        self.storeDuring(lambda: calls.append(1) or (len(calls) == 2 and stores()))
+        removed = []
+        Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append, batchSize=1,
+                    removeReplaced=removed.append, written=written,
+                    listedNow=listedNow.__contains__).regenerate(self.devices)
+        self.assertEqual(removed, [], self.lines)
+        self.assertTrue(os.path.exists(refused[0]))
+        self.assertIn(("MAG0", "PAT1/ack.dcm"), self.location())
+
+    def test_aListedNameAnAcknowledgedStoreTookDuringTheRegenIsItsCopy(self):
+        """A copy listed before a regen on a running server whose name an
+        acknowledged resend took during it (FileNameSyntax by UID) is no
+        longer a copy the index failed on (the store no longer lists it):
+        the regen took the lists it read at its start for the truth and
+        indexed an older duplicate in its place (diff review d8)."""
+        self.write(self.devices[0], "A/f.dcm", 1000, sop="1.2.3.1.9")
+        self.write(self.devices[0], "PAT1/n.dcm", 1500, name="Refused^Content")
+        self.list(self.devices[0], "PAT1/n.dcm")
+        self.write(self.devices[1], "OLD/old.dcm", 1000, name="Old^Content")
+        written, listedNow = set(), {("MAG0", "PAT1/n.dcm")}
+
+        def resend():
+            path = self.write(self.devices[0], "PAT1/n.dcm", time.time(), name="Acked^Content")
+            with self.index.engine.begin() as connection:
+                self.index.upsertImage(connection, fileRecord(path, conquestLayout().indexedTags(), "MAG0",
+                                                              "PAT1/n.dcm"))
+            written.add(("MAG0", "PAT1/n.dcm"))
+            listedNow.discard(("MAG0", "PAT1/n.dcm"))
+        calls = []
+        self.storeDuring(lambda: calls.append(1) or (len(calls) == 2 and resend()))
+        Regenerator(self.index, conquestLayout().indexedTags(), self.devices, report=self.lines.append, batchSize=1,
+                    removeReplaced=lambda replaced: None, written=written,
+                    listedNow=listedNow.__contains__).regenerate(self.devices)
+        self.assertIn(("MAG0", "PAT1/n.dcm"), self.location(), self.lines)
+        self.assertEqual(self.column("patient", "PatientName"), ["Acked^Content"])
+
     def test_anOlderCopyOfAnObjectStoredDuringTheRegenIsRemoved(self):
         """A store of the same SOP instance after the regen dropped the
         tables replaces no row, so it leaves the old file: the regen removes

@@ -177,11 +177,9 @@ class Configuration:
         """``[("MAG0", "/abs/path"), ...]`` from MAGDevices and MAGDeviceN.
 
         With MAGDevices absent, every MAGDeviceN present, in order of N;
-        with neither, Conquest's ``./data/``.  Two that share a folder (or
-        one inside the other, a link to it) are refused, as a mirror in a
-        MAG device is: each would take the other's files for its own (a
-        regen indexing them twice, a copy the index failed on removed as
-        another device's though it is the one indexed).
+        with neither, Conquest's ``./data/``.  Two may be one folder (one a
+        link to the other's, as a move between them may leave): what
+        compares their files does so by real path.
         """
         devices = self._devices("MAG")
         if devices is None:
@@ -189,12 +187,6 @@ class Configuration:
         if not devices:
             raise ConfigError(self.iniPath, self.ini.lineOf("MAGDevices"),
                               "no MAG device to store images on (MAGDevices / MAGDevice0)")
-        for number, (name, path) in enumerate(devices):
-            for otherName, otherPath in devices[:number]:
-                if _overlap(path, otherPath):
-                    raise ConfigError(self.iniPath, self.ini.lineOf(f"MAGDevice{name[3:]}"),
-                                      f"{name} ({path}) and {otherName} ({otherPath}) overlap: each MAG device "
-                                      f"must be a folder of its own")
         return devices
 
     @property

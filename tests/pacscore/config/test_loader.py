@@ -392,22 +392,6 @@ class AccessorTests(unittest.TestCase):
         self.assertIn("/c/dicom.ini:1:", str(error))
         self.assertIn("no MAG device", str(error))
 
-    def test_overlappingMagDevices(self):
-        """Two MAG devices sharing a folder, one inside the other, or one a
-        link to the other's folder, are refused at start-up, naming both
-        (each would take the other's files for its own)."""
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(os.path.join(folder, "data"))
-        os.symlink(os.path.join(folder, "data"), os.path.join(folder, "link"))
-        for second, shown in (("./data/", "/w/data"), ("./data/mag1", "/w/data/mag1"),
-                              (f"{folder}/link", f"{folder}/link")):
-            first = f"{folder}/data" if second.startswith(folder) else "./data/"
-            configuration = self.configuration(f"MAGDevices = 2\nMAGDevice0 = {first}\nMAGDevice1 = {second}\n")
-            error = self.assertRaises(ConfigError, lambda: configuration.magDevices)
-            self.assertIn("/c/dicom.ini:3:", str(error))
-            self.assertIn(f"MAG1 ({shown}) and MAG0 (", str(error))
-            self.assertIn("overlap: each MAG device must be a folder of its own", str(error))
-
     def test_mirrorDevices(self):
         configuration = self.configuration(
             "MAGDevices = 2\nMAGDevice0 = ./data/\nMAGDevice1 = /mnt/archive/\n"

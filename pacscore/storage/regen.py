@@ -195,8 +195,7 @@ def enterBatch(connection, index, entries, devices, written=None, listed=frozens
                 here not in listed):  # whatever the files' times; a copy the index failed on stays (kept on disk)
             results.append((STALE, path))
             continue
-        if other is not None and _rank(indexed[uid], other[1], listed) > _rank(
-                (record.deviceName, record.objectFile), signature, listed):
+        if other is not None and _rank(indexed[uid], other[1], listed) > _rank(here, signature, listed):
             results.append((OLDER, path))
             continue
         records.append(record)

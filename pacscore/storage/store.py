@@ -455,15 +455,18 @@ class ObjectStore:
         if not deviceNames:
             return defer.succeed(None)
         self._unindexedVersion += 1
-        saves = []
-        for deviceName in sorted(deviceNames):
-            saves.append(self.workers.deferToWorker(self.unindexedCopies.save, deviceName,
-                                                    self._unindexedOn(deviceName), self._unindexedVersion).addErrback(
-                lambda f, deviceName=deviceName: self.log.error(
-                    "could not list the files the index failed on in {device}'s {journal} ({error}): a restart "
-                    "forgets them, they stay until a regen", device=deviceName, journal=JOURNAL,
-                    error=f.getErrorMessage())))
-        return defer.gatherResults(saves)
+        return defer.gatherResults([
+            self.workers.deferToWorker(self._saveList, deviceName, self._unindexedOn(deviceName),
+                                       self._unindexedVersion) for deviceName in sorted(deviceNames)])
+
+    def _saveList(self, deviceName, copies, version):
+        """``UnindexedCopies.save`` (blocking), a file that cannot be written logged."""
+        try:
+            self.unindexedCopies.save(deviceName, copies, version)
+        except Exception as e:  # OSError, or a name the file cannot hold: never the store's failure
+            self.log.error("could not list the files the index failed on in {device}'s {journal} ({error}): a "
+                           "restart forgets them, they stay until a regen", device=deviceName, journal=JOURNAL,
+                           error=e)
 
     def isListed(self, location):
         """Whether ``location``, ``(device name, name)``, is a file a store
@@ -505,12 +508,9 @@ class ObjectStore:
                 self._unindexed[uid] = kept
             else:
                 del self._unindexed[uid]
+        self._unindexedVersion += 1
         for deviceName in sorted(changed):
-            try:
-                self.unindexedCopies.save(deviceName, self._unindexedOn(deviceName), self._unindexedVersion)
-            except OSError as e:
-                self.log.error("could not list the files the index failed on in {device}'s {journal} ({error})",
-                               device=deviceName, journal=JOURNAL, error=e)
+            self._saveList(deviceName, self._unindexedOn(deviceName), self._unindexedVersion)
 
     def _removeSettled(self, uid, copy, current):
         """``settleUnindexed``: remove ``copy``, a file of ``uid`` the index

@@ -54,6 +54,15 @@ class ImportConverterTests(unittest.TestCase):
         self.addCleanup(process.wait)
         return process
 
+    def converterServer(self, line, **ini):
+        """A started PacsServer whose one import converter is ``line``, with
+        more dicom.ini ``ini``."""
+        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={"ImportConverters": "1", "ImportConverter0": line,
+                                                                     **ini})
+        server.start()
+        self.addCleanup(server.stop)
+        return server
+
     def luaServer(self, name, script, ini=None, start=True):
         """A PacsServer whose one import converter is ``lua:name``, the file
         holding ``script``, with more dicom.ini ``ini``; started unless not ``start``."""
@@ -124,11 +133,7 @@ class ImportConverterTests(unittest.TestCase):
         """As in Conquest, ``lua:`` takes the rest of the line, semicolons
         and all, as Lua code: both elements are changed in the stored file
         and in the index."""
-        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
-            "ImportConverters": "1",
-            "ImportConverter0": "lua:Data.PatientName='LUA^CHANGED'; Data.PatientID='LUAID'"})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.converterServer("lua:Data.PatientName='LUA^CHANGED'; Data.PatientID='LUAID'")
         _, path = self.image("lua.dcm", "PAT1")
         result = server.store(path)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -258,11 +263,7 @@ class ImportConverterTests(unittest.TestCase):
         program (more than the archive's I/O threads) leave the threads
         free for another sender: its store and a control command are
         answered at once, while the slow ones are stored after."""
-        serverDir = os.path.join(self.workdir, "pacs")
-        server = PacsServer(serverDir, ini={"ImportConverters": "1",
-                                            "ImportConverter0": 'ifequal "%u","SLOWAE"; system sleep 12'})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.converterServer('ifequal "%u","SLOWAE"; system sleep 12')
         slow = [self.storing(server, self.image(f"slow{n}.dcm", f"SLOW{n}")[1], "SLOWAE") for n in range(6)]
         time.sleep(3)  # their converters run
         started = time.monotonic()
@@ -432,10 +433,7 @@ class ImportConverterTests(unittest.TestCase):
     def test_aConverterKeepsTheBytesOfTextItDoesNotTouch(self):
         """An object that says ISO_IR 192 with a Latin-1 name: an ASCII
         change of another attribute stores the name's bytes as they came."""
-        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
-            "ImportConverters": "1", "ImportModality0": "*", "ImportConverter0": 'set 0008,0080 to "Klinik"'})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.converterServer('set 0008,0080 to "Klinik"', ImportModality0="*")
         ds, path = self.image("bad.dcm", "BAD2")
         ds.SpecificCharacterSet = "ISO_IR 192"
         ds["PatientName"].value = b"Ung\xfcltig^Namen"
@@ -450,11 +448,7 @@ class ImportConverterTests(unittest.TestCase):
         object was stored with its name: now cut to the first byte of its
         UTF-8 text, whatever the object's character set, read as Latin-1:
         the name is anonymised."""
-        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
-            "ImportConverters": "1",
-            "ImportConverter0": "lua \"Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'\""})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.converterServer("lua \"Data.PatientName = string.sub(Data.PatientName, 1, 1) .. '^ANON'\"")
         for patientID, charset in (("LAT1", "ISO_IR 100"), ("UTF1", "ISO_IR 192")):
             ds, path = self.image(f"{patientID}.dcm", patientID)
             ds.SpecificCharacterSet, ds.PatientName = charset, "Öztürk^Ümit"
@@ -465,10 +459,7 @@ class ImportConverterTests(unittest.TestCase):
         self.assertNotIn("Lua script failed", server.log())
 
     def test_addedFilesPassTheConvertersOnlyWithImportExportDragAndDrop(self):
-        server = PacsServer(os.path.join(self.workdir, "pacs"), ini={
-            "ImportConverters": "1", "ImportConverter0": 'set 0008,0080 to "converted"'})
-        server.start()
-        self.addCleanup(server.stop)
+        server = self.converterServer('set 0008,0080 to "converted"')
         _, first = self.image("first.dcm", "PAT1")
         _, second = self.image("second.dcm", "PAT2")
         for path, setting in ((first, "0"), (second, "1")):

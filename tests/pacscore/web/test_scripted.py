@@ -117,6 +117,14 @@ class ScriptedPageTests(WebTestCase):
         configuration = loadConfiguration(workdir, workdir)
         return DgateResource(self.running.archive, ScriptedPages(configuration, CommandRegistry()))
 
+    def resourceWithSources(self, **sources):
+        """The resource whose page NAME shows its source NAME.cq, which
+        holds the bytes given for NAME."""
+        for name, data in sources.items():
+            with open(os.path.join(self.running.workdir, f"{name}.cq"), "wb") as f:
+                f.write(data)
+        return self.resourceWith("".join(f"[{name}]\nsource = {name}.cq\n" for name in sources))
+
     @defer.inlineCallbacks
     def test_manualSample(self):
         page = yield get(self.resource, mode="sample")
@@ -276,11 +284,8 @@ class ScriptedPageTests(WebTestCase):
         Windows are) shows its letters, with one warning naming the file and
         line (it showed U+FFFD for each, silently); a UTF-8 one as it is."""
         path = os.path.join(self.running.workdir, "ansi.cq")
-        with open(path, "wb") as f:
-            f.write(b"<p>Bienvenue \xe0 l'h\xf4pital</p>\n")
-        with open(os.path.join(self.running.workdir, "utf8.cq"), "wb") as f:
-            f.write("<p>\u533b\u9662 \u00e0 l'h\u00f4pital</p>\n".encode())
-        resource = self.resourceWith("[ansi]\nsource = ansi.cq\n[utf8]\nsource = utf8.cq\n")
+        resource = self.resourceWithSources(ansi=b"<p>Bienvenue \xe0 l'h\xf4pital</p>\n",
+                                            utf8="<p>\u533b\u9662 \u00e0 l'h\u00f4pital</p>\n".encode())
         for first in (True, False):  # warned of once
             with capturedLogs() as events:
                 ansi = yield get(resource, mode="ansi")
@@ -298,11 +303,9 @@ class ScriptedPageTests(WebTestCase):
         with a warning naming that line; lines ending in CR alone are
         lines, as before (the source was one line)."""
         path = os.path.join(self.running.workdir, "mix.cq")
-        with open(path, "wb") as f:
-            f.write(b"# r\xe9vis\xe9\n" + "<p>Bienvenue \u00e0 l'h\u00f4pital \u533b\u9662</p>\n".encode())
-        with open(os.path.join(self.running.workdir, "cr.cq"), "wb") as f:
-            f.write(b"<p>one</p>\r# a comment\r<p>two</p>\r")
-        resource = self.resourceWith("[mix]\nsource = mix.cq\n[cr]\nsource = cr.cq\n")
+        resource = self.resourceWithSources(
+            mix=b"# r\xe9vis\xe9\n" + "<p>Bienvenue \u00e0 l'h\u00f4pital \u533b\u9662</p>\n".encode(),
+            cr=b"<p>one</p>\r# a comment\r<p>two</p>\r")
         with capturedLogs() as events:
             mixed = yield get(resource, mode="mix")
             cr = yield get(resource, mode="cr")
@@ -317,9 +320,8 @@ class ScriptedPageTests(WebTestCase):
         after it saved as "ANSI" matters not (the whole file was read, on
         every request, and that line made the page show 'PremiÃ¨re' and
         logged a warning naming a line never shown)."""
-        with open(os.path.join(self.running.workdir, "big.cq"), "wb") as f:
-            f.write("<p>Premi\u00e8re ligne, \u533b\u9662</p>\n".encode() + b"x\n" * (MAX_LINES - 1) + b"\xe9\n")
-        resource = self.resourceWith("[big]\nsource = big.cq\n")
+        resource = self.resourceWithSources(
+            big="<p>Premi\u00e8re ligne, \u533b\u9662</p>\n".encode() + b"x\n" * (MAX_LINES - 1) + b"\xe9\n")
         with capturedLogs() as events:
             page = yield get(resource, mode="big")
         self.assertEqual(page.text.split("\n")[:2], ["<p>Premi\u00e8re ligne, \u533b\u9662</p>", "x"])

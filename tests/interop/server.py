@@ -23,14 +23,21 @@ CONFIG_FILES = ("dicom.ini", "acrnema.map", "dgatesop.lst", "dicom.sql")
 # Listening ports come from below Linux's ephemeral range (32768-60999), so
 # that no outgoing connection of a test (which gets an ephemeral port) can
 # hold one between choosing it and the server binding it; a port is never
-# handed out twice in one test process.
-LISTEN_PORTS = range(20000, 32768)
+# handed out twice in one test process, and each pytest-xdist worker takes
+# its own share of them (every Nth), so that two workers never choose the
+# same port before either server binds it (a control port 'Address already
+# in use' failed a run of four workers).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+LISTEN_PORTS = range(20000 + (int(_WORKER[2:]) if _WORKER[2:].isdigit() else 0) % _WORKERS, 32768, _WORKERS)
 _handedOut = set()
 
 
 def freePort():
     """A loopback TCP port nothing listens on, not handed out before."""
     while True:
+        if len(_handedOut) >= len(LISTEN_PORTS):
+            raise RuntimeError(f"every port of {LISTEN_PORTS} was handed out")
         port = random.choice(LISTEN_PORTS)
         if port in _handedOut:
             continue

@@ -74,7 +74,7 @@ from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import SOP_CLASS_UID, SOP_INSTANCE_UID, encodeFileMeta
 from pacscore.storage.placing import MAX_NAME_SUFFIX, placeFile
 from pacscore.storage.spool import EARLY_WRITE, EarlyWrite, Spool
-from pacscore.storage.unindexed import JOURNAL, UnindexedCopies
+from pacscore.storage.unindexed import JOURNAL, CopiesBySOP, UnindexedCopies
 from pacscore.storage.worklistmode import ACCESSION_NUMBER, WorklistRefusal
 from pacscore.workers import standInIfSlow
 
@@ -208,7 +208,7 @@ class ObjectStore:
         self._converting = {}  # SOP Instance UID: the ident of the worker thread running its import converters
         # SOP Instance UID: [(device name, name)] of its files left unindexed, for regen; listed on their devices
         self.unindexedCopies = UnindexedCopies(self.devicesByName)
-        self._unindexed = self.unindexedCopies.load()
+        self._unindexed = CopiesBySOP(self.unindexedCopies.load())
         self._unindexedVersion = 0  # of the lists saved (UnindexedCopies.save)
         self._recordings = ()  # the sets recordingWrites gives out, each growing with the files stores write
         self._textWarnings = FirstWarned(TEXT_WARNING_PERIOD)  # of text read as Latin-1, by peer (_warnOfText)
@@ -425,7 +425,7 @@ class ObjectStore:
         known = self._unindexed.get(uid, [])
         earlier = [copy for copy in known if copy != current]
         if unindexed:
-            self._unindexed[uid] = [current]  # in one step: a regen asks isListed from its thread
+            self._unindexed[uid] = [current]  # whole (CopiesBySOP): a regen asks isListed from its thread
         else:
             self._unindexed.pop(uid, None)
         changed = {deviceName for deviceName, _ in known + ([current] if unindexed else [])}
@@ -436,7 +436,7 @@ class ObjectStore:
             return defer.gatherResults([self._removeUnindexed(uid, copy, indexed, current) for copy in earlier])
 
         def keep(failure):
-            self._unindexed.setdefault(uid, []).extend(earlier)
+            self._unindexed[uid] = self._unindexed.get(uid, []) + earlier
             if not failure.check(*DATABASE_FAILURES):
                 self.log.failure("kept {count} earlier file(s) of {uid}: the index could not be asked about them",
                                  failure, count=len(earlier), uid=uid)
@@ -471,10 +471,9 @@ class ObjectStore:
     def isListed(self, location):
         """Whether ``location``, ``(device name, name)``, is a file a store
         left after the index failed on it (``_unindexed``), now; from any
-        thread (a regen's batch, in the index writer's): the dict's values
-        are taken in one step (the GIL held), and the reactor gives a SOP
-        instance its new list in one step (``_replaceUnindexed``)."""
-        return any(location in files for files in list(self._unindexed.values()))
+        thread (a regen's batch, in the index writer's): one look-up
+        (``CopiesBySOP.listed``)."""
+        return self._unindexed.listed(location)
 
     def _unindexedOn(self, deviceName):
         """``[(SOP Instance UID, name)]`` of the files of ``deviceName`` in ``_unindexed``, sorted."""

@@ -24,6 +24,8 @@ import glob
 import itertools
 import os
 import threading
+from collections import Counter
+from collections.abc import MutableMapping
 
 from twisted.logger import Logger
 
@@ -68,6 +70,53 @@ def listedCopies(devices, report):
                 report(f"[Regen] {path} cannot be read ({e}): the copies the index failed on that it lists are "
                        f"indexed like the others, the newest copy of a SOP instance")
     return listed
+
+
+class CopiesBySOP(MutableMapping):
+    """``{SOP Instance UID: [(device name, name)]}`` of the copies the index
+    failed on (``ObjectStore._unindexed``), with a count of each copy kept
+    in step, so that whether one is listed (``ObjectStore.isListed``, asked
+    per file by a regen's batch) is one look-up, not a scan of every list.
+    Written from one thread (the reactor, or start-up), a SOP instance's
+    list given whole (never changed in place); read from any: a copy moved
+    from one SOP instance's list to another is counted in both while it
+    moves, never in neither."""
+
+    def __init__(self, copies=()):
+        self._copies = {}
+        self._counts = Counter()
+        self.update(copies)
+
+    def __contains__(self, uid):
+        return uid in self._copies
+
+    def __getitem__(self, uid):
+        return self._copies[uid]
+
+    def __setitem__(self, uid, files):
+        self._counts.update(files)  # first: a copy in both lists stays counted
+        earlier = self._copies.get(uid, ())
+        self._copies[uid] = files
+        self._forget(earlier)
+
+    def __delitem__(self, uid):
+        self._forget(self._copies.pop(uid))
+
+    def __iter__(self):
+        return iter(self._copies)
+
+    def __len__(self):
+        return len(self._copies)
+
+    def _forget(self, files):
+        for location in files:
+            self._counts[location] -= 1
+            if not self._counts[location]:
+                del self._counts[location]
+
+    def listed(self, location):
+        """Whether a SOP instance lists ``location``, ``(device name, name)``."""
+        return location in self._counts
 
 
 class UnindexedCopies:

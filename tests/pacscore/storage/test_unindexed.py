@@ -6,7 +6,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.storage.devices import MagDevice
-from pacscore.storage.unindexed import JOURNAL, UnindexedCopies
+from pacscore.storage.unindexed import JOURNAL, CopiesBySOP, UnindexedCopies
 
 
 class UnindexedCopiesTests(unittest.TestCase):
@@ -70,3 +70,21 @@ class UnindexedCopiesTests(unittest.TestCase):
                                             "1.2.5": [("MAG1", "Q/older.dcm")], "1.2.6": [("MAG1", "Q/new.dcm")]})
         restarted.save("MAG0", [("1.2.3", "P/old.dcm"), ("1.2.4", "P/new.dcm")], 1)
         self.assertEqual(sorted(name for name in os.listdir(unreadable.path) if name.startswith(".")), [JOURNAL])
+
+
+class CopiesBySOPTests(unittest.TestCase):
+
+    def test_aCopyIsListedWhileASOPInstanceListsIt(self):
+        """Its count follows the lists given, taken back and dropped: a copy
+        two SOP instances list (a name taken again) stays listed until
+        neither does."""
+        copies = CopiesBySOP({"1.2.3": [("MAG0", "P/a.dcm"), ("MAG0", "P/b.dcm")]})
+        copies["1.2.4"] = [("MAG0", "P/b.dcm")]
+        copies["1.2.3"] = [("MAG0", "P/b.dcm")]
+        self.assertFalse(copies.listed(("MAG0", "P/a.dcm")))
+        self.assertTrue(copies.listed(("MAG0", "P/b.dcm")))
+        del copies["1.2.3"]
+        self.assertTrue(copies.listed(("MAG0", "P/b.dcm")))
+        self.assertEqual(copies.pop("1.2.4"), [("MAG0", "P/b.dcm")])
+        self.assertFalse(copies.listed(("MAG0", "P/b.dcm")))
+        self.assertEqual(dict(copies), {})

@@ -490,12 +490,13 @@ class ObjectStore:
         senders were told they failed, and a regen would index the newest
         in place of the indexed copy.  Those of a SOP instance no row names,
         or whose indexed file is not intact, stay, for a later store of it
-        or a regen."""
-        if not self._unindexed:
-            return
-        with self.index.engine.connect() as connection:
-            indexed = self.index.indexedFiles(connection, sorted(self._unindexed))
-        changed = set()
+        or a regen.  A list a stop left half written is settled first
+        (``UnindexedCopies.settleParts``)."""
+        changed = set(self.unindexedCopies.settleParts())
+        indexed = {}
+        if self._unindexed:
+            with self.index.engine.connect() as connection:
+                indexed = self.index.indexedFiles(connection, sorted(self._unindexed))
         for uid, files in sorted(self._unindexed.items()):
             current = tuple(indexed[uid]) if uid in indexed else None
             if current is None or fileError(*current) is not None:

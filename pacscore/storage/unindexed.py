@@ -17,7 +17,9 @@ start-up did not read (unreadable, its device not mounted then) is set
 aside as ``.pacs-unindexed.unread-N`` rather than rewritten over, and read
 with the others at the next start-up.  At start-up
 ``ObjectStore.settleUnindexed`` removes those of objects whose indexed file
-is intact.
+is intact, and a ``.pacs-unindexed.part`` a kill left between writing it and
+its rename: removed beside a list (the list is in force), read as the list
+and written again as it when there is none (``UnindexedCopies.settleParts``).
 """
 
 import glob
@@ -32,6 +34,7 @@ from twisted.logger import Logger
 from pacscore.storage.devices import fsyncDirectory, identityOf, removeFile
 
 JOURNAL = ".pacs-unindexed"
+PART = ".part"  # JOURNAL + PART: the list being written, renamed to JOURNAL once whole
 UNREAD = ".unread-"  # JOURNAL + UNREAD + a number: a list set aside, not read when it was to be rewritten
 
 
@@ -130,6 +133,7 @@ class UnindexedCopies:
         self._saved = {}  # device name: the version its file holds
         self._known = {}  # real path of a list: the fileIdentity of the one read or written last (none: None)
         self._merged = {}  # device name: its lists set aside that load read, removed once its list is written
+        self._parts = {}  # device name: the JOURNAL + PART a stop left (killed before its rename), for settleParts
 
     def load(self):
         """``{SOP Instance UID: [(device name, name)]}`` of the copies the
@@ -137,11 +141,17 @@ class UnindexedCopies:
         start-up), those set aside included (``_setAside``); logged.  A
         file that cannot be read is logged and passed over: its copies stay
         for regen, and it is set aside when its device's list is next
-        written."""
+        written.  A ``.part`` a stop left (``save`` killed before its
+        rename) is read too when its device has no list (``settleParts``)."""
         copies = {}
         for deviceName, device in sorted(self.devicesByName.items()):
             main = os.path.join(device.path, JOURNAL)
-            for path in listPaths(device):
+            paths = listPaths(device)
+            if os.path.lexists(main + PART):
+                self._parts[deviceName] = main + PART
+                if not os.path.lexists(main):
+                    paths.append(main + PART)
+            for path in paths:
                 try:
                     identity = identityOf(path)
                     listed = readList(path)
@@ -164,6 +174,31 @@ class UnindexedCopies:
                           count=sum(len(files) for files in copies.values()))
         return copies
 
+    def settleParts(self):
+        """At start-up, the ``.pacs-unindexed.part`` files a stop left (the
+        server killed between writing one and renaming it to the list):
+        one beside a list is removed, the list being the one in force (the
+        refusal it was written for was never answered); one with no list
+        beside it (the device's first list, or its list set aside) was
+        read as one by ``load``, whose copies still there are remembered.
+        Each is logged.  The names of the devices whose list is to be
+        written again (``save``: the ``.part`` is then gone)."""
+        rewritten = []
+        for deviceName, part in sorted(self._parts.items()):
+            main = part[:-len(PART)]
+            if os.path.lexists(main):
+                removeFile(part)
+                self.log.warn("{part} was left by a stop while it was being written: removed, {journal} beside it "
+                              "is the list in force", part=part, journal=main)
+                continue
+            self._merged.setdefault(deviceName, []).append(part)
+            rewritten.append(deviceName)
+            self.log.warn("{part} was left by a stop while it was being written, with no {journal} beside it: the "
+                          "copies the index failed on that it names and that are there are remembered, and the list "
+                          "is written again", part=part, journal=main)
+        self._parts.clear()
+        return rewritten
+
     def save(self, deviceName, copies, version):
         """In the I/O pool: make the file of ``deviceName`` list ``copies``
         (``[(uid, name)]``), unless a later ``version`` of it was saved.
@@ -179,7 +214,7 @@ class UnindexedCopies:
             if not copies:
                 removeFile(path)
             else:
-                temporary = path + ".part"
+                temporary = path + PART
                 with open(temporary, "w", encoding="utf-8") as f:
                     f.writelines(f"{uid}\t{name}\n" for uid, name in copies)
                     f.flush()

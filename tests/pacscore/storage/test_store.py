@@ -1410,6 +1410,67 @@ class ObjectStoreTests(unittest.TestCase):
                          {other: [("MAG0", refused[other])], damaged: [("MAG0", refused[damaged])]})
 
     @defer.inlineCallbacks
+    def refusedAndKilled(self):
+        """A store refused (its index write failed: listed in
+        ``.pacs-unindexed``), then the server killed while writing the
+        list again: the list, and a ``.part`` naming one more copy.  The
+        paths of the list and of the ``.part``, and the copy refused."""
+        self.moveToItsOwnDevice()
+        self.index.storeFromThread = lambda record, onResult: reactor.callFromThread(
+            onResult, False, Failure(OSError(errno.ENOSPC, "database or disk is full")))
+        yield self.assertFailure(self.store.store(*self.receive(datasetBytes("CT_small.dcm"), CT_SMALL_UID)),
+                                 OSError)
+        yield self.store.storesEnded()
+        [refused] = self.storedFiles()
+        listed = os.path.join(self.device.path, ".pacs-unindexed")
+        with open(listed) as f:
+            lines = f.read()
+        self.place("P/killed.dcm")
+        with open(listed + ".part", "w") as f:
+            f.write(lines + "1.2.3\tP/killed.dcm\n")
+        return listed, listed + ".part", refused
+
+    def place(self, name):
+        os.makedirs(os.path.dirname(self.device.absolute(name)), exist_ok=True)
+        open(self.device.absolute(name), "wb").close()
+
+    @defer.inlineCallbacks
+    def test_theStartUpRemovesAListHalfWrittenBesideTheList(self):
+        """A ``.part`` a kill -9 left beside the list (between writing it and
+        renaming it over the list) is removed at start-up, with a line: the
+        list is the one in force (the refusal it was written for was never
+        answered)."""
+        listed, part, refused = yield self.refusedAndKilled()
+        self.store = self.storeOn(self.device)  # restarted
+        with capturedLogs() as events:
+            self.store.settleUnindexed(ObjectReader([self.device]).fileError)
+        self.assertFalse(os.path.exists(part))
+        self.assertIn(f"{part} was left by a stop while it was being written: removed, {listed} beside it is the "
+                      f"list in force", [formatEvent(e) for e in events])
+        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)]})
+
+    @defer.inlineCallbacks
+    def test_theStartUpWritesAListHalfWrittenWithNoListBesideItAsTheList(self):
+        """A ``.part`` with no list beside it (the device's first list, or
+        its list set aside, killed before the rename): the copies it names
+        that are there are remembered, and it is written as the list, with
+        a line; the ``.part`` is gone."""
+        listed, part, refused = yield self.refusedAndKilled()
+        os.unlink(listed)
+        with open(part, "a") as f:
+            f.write("1.2.4\tP/gone.dcm\n1.2.5\tP/cut")  # a copy not there, a line cut short
+        self.store = self.storeOn(self.device)  # restarted
+        with capturedLogs() as events:
+            self.store.settleUnindexed(ObjectReader([self.device]).fileError)
+        self.assertFalse(os.path.exists(part))
+        self.assertIn(f"{part} was left by a stop while it was being written, with no {listed} beside it: the "
+                      f"copies the index failed on that it names and that are there are remembered, and the list "
+                      f"is written again", [formatEvent(e) for e in events])
+        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
+        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
+                                                             "1.2.3": [("MAG0", "P/killed.dcm")]})
+
+    @defer.inlineCallbacks
     def test_theIndexedFileListedUnderTwoDevicesOfOneFolderIsNeverRemoved(self):
         """Copies the index failed on that are indexed since (their commits
         went through), on a device whose folder another device's leads to

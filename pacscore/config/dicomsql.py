@@ -98,7 +98,7 @@ class DatabaseLayout:
 
     @classmethod
     def fromFile(cls, path):
-        text, _ = readConfigText(path)
+        text, _ = readConfigText(path, writtenBack=False)
         return cls.fromString(text, path)
 
     @classmethod

@@ -5,7 +5,7 @@ write it back with its comments.
 
 A file pacs writes back (dicom.ini, acrnema.map, ...) is decoded whole in
 one encoding (``readConfigText``), so that it is written back byte for
-byte.  A file pacs only reads (a converter ``call`` file,
+byte; so is dicom.sql, which it never writes.  A file pacs only reads (a converter ``call`` file,
 anonymize_script.cq, aliasfileQX.txt, a scripted page's source) is decoded
 line by line (``readTextLines``): one ANSI line, even a comment, does not
 turn the UTF-8 letters of the others into mojibake."""
@@ -42,11 +42,13 @@ def _latin1Fallback(error):
 codecs.register_error(LATIN1_FALLBACK, _latin1Fallback)
 
 
-def readConfigText(path):
+def readConfigText(path, writtenBack=True):
     """``(text, encoding)`` of a configuration file: UTF-8 (a byte order
     mark, Windows Notepad's, dropped), or, for a file that is not valid
     UTF-8 (saved as "ANSI" on Windows), cp1252, with a warning naming the
-    file and its first line that is not UTF-8.
+    file and its first line that is not UTF-8, and saying that it is
+    written back in cp1252 when ``writtenBack`` (pacs edits it: a
+    ``LineFile``), not for one pacs only reads whole (dicom.sql).
 
     Raises ConfigError (no line) if the file cannot be read.
     """
@@ -60,7 +62,7 @@ def readConfigText(path):
         return data.decode(encoding), encoding
     except UnicodeDecodeError as e:
         _warnOfAnsi(path, data.count(b"\n", 0, e.start) + 1,
-                    "the file is read as Windows' cp1252 (\"ANSI\"), and written back so")
+                    "the file is read as Windows' cp1252 (\"ANSI\")" + (", and written back so" if writtenBack else ""))
         return data.decode(ANSI, LATIN1_FALLBACK), ANSI
 
 

@@ -154,6 +154,18 @@ class ReadTests(unittest.TestCase):
         self.assertEqual(layout.path, path)
         self.assertEqual(len(layout.worklist), 4)
 
+    def test_anAnsiFileIsNotSaidToBeWrittenBack(self):
+        """A dicom.sql saved as "ANSI" (cp1252) is read so, with a warning
+        that does not say it is written back: pacs never writes it."""
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(("/* Caf\xe9 */\n" + LAYOUT).encode("cp1252"))
+        with capturedLogs() as events:
+            layout = DatabaseLayout.fromFile(path)
+        self.assertEqual(len(layout.worklist), 4)
+        self.assertEqual([formatEvent(e) for e in events if "cp1252" in formatEvent(e)],
+                         [f"{path}:1: not UTF-8: the file is read as Windows' cp1252 (\"ANSI\")"])
+
 
 class ErrorTests(unittest.TestCase):
     """Each error is a ConfigError naming the file and the line of the problem."""

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import isSupportedCode
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import LineFile, lineEnding, splitLines
-from pacscore.hostport import unbracketed
+from pacscore.hostport import splitHostPort, unbracketed
 
 COMMENT_MARKERS = ("#", "//", "/*", "*/")
 MAX_AE = 16  # characters of an AE title
@@ -186,6 +186,17 @@ class AcrNemaMap(LineFile):
             node = next((same for same in nodes if same.ae == ae), node)
             return self._withTLS(Node(node.ae, node.host, node.port, node.compression))
         return None
+
+    def address(self, destination):
+        """``(host, port)`` a forward to ``destination`` reaches: those of
+        its entry (``lookup``), or those it is written as (``host:port``,
+        as the forwarder takes one not in this file); the host in lower
+        case, the port a number.  None for neither (or a wildcard port)."""
+        node = self.lookup(destination)
+        address = (node.host, node.port) if node is not None else splitHostPort(destination)
+        if address is None or not address[1].isdigit():
+            return None
+        return address[0].lower(), int(address[1])
 
     def _withTLS(self, node):
         """``node`` with the TLS of the first ``tlsNodes`` key matching its AE."""

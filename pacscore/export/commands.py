@@ -203,8 +203,9 @@ class ForwardCommand(Command):
     """``forward ... to AE``; ``prefix`` makes ``forward to`` and
     ``forward compressed as`` the same statement with their first words.
     An object a virtual server fetched is not forwarded to the archive it
-    came from (``context.fetchedFrom``): it holds it, and a cache in front
-    of it (``forward to`` it as a backup) would send each one back."""
+    came from (``context.fetchedFrom``), named by its AE title or by its
+    address (``_isSource``): it holds it, and a cache in front of it
+    (``forward to`` it as a backup) would send each one back."""
 
     log = Logger()
     options = ("compressed", "after", *FILTERS)
@@ -224,13 +225,27 @@ class ForwardCommand(Command):
 
     def run(self, arguments, context):
         source = context.fetchedFrom
-        if (source and (destination := _destination(context, "forward", arguments)).upper() == source.upper()
+        if (source and _isSource(context, destination := _destination(context, "forward", arguments), source)
                 and _holdsFetched(context, arguments.level)):
             self.log.info("{converter}: {entity} forward of {uid} to {destination} not queued: a virtual server "
-                          "fetched it from there", converter=context.converterName, entity=arguments.level.lower(),
-                          uid=targetOf(context.dataset).sopInstanceUID, destination=destination)
+                          "fetched it from there{aka}", converter=context.converterName,
+                          entity=arguments.level.lower(), uid=targetOf(context.dataset).sopInstanceUID,
+                          destination=destination,
+                          aka="" if destination.upper() == source.upper() else f" ({source}, the same host and port)")
             return Outcome.CONTINUE
         return enqueue(context, "forward", arguments)
+
+
+def _isSource(context, destination, source):
+    """Whether a forward to ``destination`` goes to ``source``, the archive
+    a virtual server fetched the object from: its AE title, or the host
+    and port acrnema.map gives it (``AcrNemaMap.address``), written
+    ``host:port`` or as another entry's AE title."""
+    if destination.upper() == source.upper():
+        return True
+    acrNemaMap = context.services.configuration.acrNemaMap
+    address = acrNemaMap.address(source)
+    return address is not None and acrNemaMap.address(destination) == address
 
 
 def _holdsFetched(context, level):

@@ -91,7 +91,8 @@ def patient():
 
 def makeContext(dataset=None, kind="import", ini="", configDir=None, index=None, uidMap=None,
                 filename=None):
-    configuration = SimpleNamespace(ini=DicomIni.fromString(ini), configDir=configDir, workdir=configDir or os.getcwd())
+    configuration = SimpleNamespace(ini=DicomIni.fromString(ini), configDir=configDir, workdir=configDir or os.getcwd(),
+                                    acrNemaMap=AcrNemaMap.fromString(""))
     services = ConverterServices(index=index, configuration=configuration, uidMap=uidMap)
     return ConverterContext(kind, patient() if dataset is None else dataset, callingAE="SENDER",
                             calledAE="ARCHIVE", filename=filename, services=services,

@@ -5,11 +5,13 @@ and running on a context whose export queue is a real one."""
 import datetime
 import os
 import subprocess
+from types import SimpleNamespace
 
 from pydicom.dataset import Dataset
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.config.acrnema import AcrNemaMap
 from pacscore.converters.context import ConverterContext, ConverterServices, ConverterSyntaxError, Outcome
 from pacscore.converters.registry import CommandRegistry
 from pacscore.converters.script import parseScript
@@ -39,11 +41,13 @@ class CommandTests(unittest.TestCase):
         self.queue = ExportQueue(self.archive.index, collectDelay=600, clock=self.clock)
         self.queue.createTables()
 
-    def run_(self, line, kind="export", exportQueue=None, filename=None):
+    def run_(self, line, kind="export", exportQueue=None, filename=None, fetchedFrom="", acrNemaMap=None):
         script = parseScript(line, "ExportConverter0", self.registry, kind)
+        configuration = None if acrNemaMap is None else SimpleNamespace(acrNemaMap=AcrNemaMap.fromString(acrNemaMap))
         context = ConverterContext(kind, dataset(), "MODALITY", "PACS", filename=filename,
-                                   services=ConverterServices(exportQueue=exportQueue or self.queue),
-                                   converterName="ExportConverter0")
+                                   services=ConverterServices(exportQueue=exportQueue or self.queue,
+                                                              configuration=configuration),
+                                   converterName="ExportConverter0", fetchedFrom=fetchedFrom)
         return script.run(context)
 
     def due(self, later=0):
@@ -59,6 +63,25 @@ class CommandTests(unittest.TestCase):
         [action] = self.due()
         self.assertEqual((action.action, action.destination, action.level, action.target, action.compression),
                          ("forward", "SERVER1", "IMAGE", TARGET, ""))
+
+    def test_aFetchedObjectIsNotForwardedToItsArchiveByAnyName(self):
+        """An object a virtual server fetched from BACK is forwarded back
+        there neither to its AE title nor to its host and port, written
+        ``host:port`` or as another acrnema.map entry (each was queued: the
+        object went straight back), with a line for each; a forward to
+        another port of that host, or to another archive, is queued."""
+        nodes = "BACK 10.0.0.5 104\nBACKUP 10.0.0.5 104 j2\nOTHERPORT 10.0.0.5 105\nTHIRD [FD00::6] 104\n"
+        with capturedLogs() as events:
+            self.run_("forward to back; forward to 10.0.0.5:104; forward study to BACKUP; forward to OTHERPORT; "
+                      "forward to THIRD; forward to [fd00::6]:104", fetchedFrom="BACK", acrNemaMap=nodes)
+        self.assertEqual([action.destination for action in self.due()], ["OTHERPORT", "THIRD", "[fd00::6]:104"])
+        self.assertEqual([formatEvent(event) for event in events if "not queued" in formatEvent(event)], [
+            f"ExportConverter0: {level} forward of 1.2.3.1.1 to {destination} not queued: a virtual server fetched "
+            f"it from there{aka}" for level, destination, aka in (
+                ("image", "back", ""), ("image", "10.0.0.5:104", " (BACK, the same host and port)"),
+                ("study", "BACKUP", " (BACK, the same host and port)"))])
+        self.run_("forward to [fd00::6]:104", fetchedFrom="THIRD", acrNemaMap=nodes)
+        self.assertEqual([action.destination for action in self.due()], ["OTHERPORT", "THIRD", "[fd00::6]:104"])
 
     def test_forwardToAnIPv6AddressWithoutBracketsIsRefused(self):
         """``forward to ::1:104`` names no host and port a forward can reach

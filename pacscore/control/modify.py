@@ -20,7 +20,8 @@ UIDs from the UID map:
   changing it back later makes other new objects, and copies of one file
   for two patients are two objects);
 - ``anonymize:patid,file``: ``anonymize_script.cq`` (converter lines,
-  each in UTF-8 or else cp1252: ``readTextLines``) or else
+  each in UTF-8 or else cp1252: ``readTextLines``; Conquest's comment
+  lines skipped, as ``call`` skips them: ``isComment``) or else
   ``anonymize_script.lua`` of the configuration folder, when there is
   one, then Patient ID and Name ``patid``, the Basic Profile of WADO's
   ``anonymize=yes`` applied to what the script did not set, Patient
@@ -53,6 +54,7 @@ from pacscore.control.data import readObject, storeObject
 from pacscore.control.maintenance import checkDevicePresent, device
 from pacscore.control.stored import exactValue, fileInstances, storedFile, storedName, uidValue
 from pacscore.converters.context import ConverterSyntaxError
+from pacscore.converters.flow import isComment
 from pacscore.converters.script import parseScript
 from pacscore.db.query import PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey
 
@@ -239,7 +241,7 @@ class Anonymize(_FileCommand):
                     lines = readTextLines(path)
                 except ConfigError as e:
                     raise CommandError(str(e)) from e
-                return _parsed(";".join(lines), name, archive)
+                return _parsed(";".join(line for line in lines if not isComment(line)), name, archive)
         return None
 
 

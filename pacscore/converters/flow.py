@@ -99,6 +99,14 @@ class Defer(Command):
         return Outcome.DEFER
 
 
+def isComment(line):
+    """Whether ``line`` of a file of converter lines (``call``'s,
+    anonymize_script.cq) runs nothing: blank, or starting with '#' or ';'
+    (Conquest's comments, which it skips in a ``call`` file; here after
+    blanks too)."""
+    return not line.strip() or line.lstrip().startswith(("#", ";"))
+
+
 class Call(TextCommand):
     """``call file``: run each line of ``file`` (blank lines and lines
     starting with '#' or ';', Conquest's comments, skipped) as a converter line of the same kind, with
@@ -123,8 +131,7 @@ class Call(TextCommand):
             return Outcome.STOP
         try:
             scripts = [parseScript(line, f"{path}, line {number}", registry, kind)
-                       for number, line in enumerate(readTextLines(path), start=1)
-                       if line.strip() and not line.lstrip().startswith(("#", ";"))]
+                       for number, line in enumerate(readTextLines(path), start=1) if not isComment(line)]
         except ConfigError as e:
             self.log.error("{converter}: call {path}: {reason}", converter=context.converterName, path=path,
                            reason=e.message)

@@ -291,6 +291,18 @@ class AnonymizeScriptTests(unittest.TestCase):
                          [f'{path}:1: not UTF-8: the line is read as Windows\' cp1252 ("ANSI")'])
 
 
+    @defer.inlineCallbacks
+    def test_commentLinesAreSkippedAsCallSkipsThem(self):
+        """Lines starting with '#' or ';' (after blanks too) and blank lines
+        are Conquest's comments in a file of converter lines, which it runs
+        with ``call anonymize_script.cq``: skipped, as ``call`` skips them
+        (the command failed: "unknown command" for the first comment)."""
+        stored, indexed = yield self.anonymized(self.images[0], "ANON1", b"# anonymize_script.cq\n\n"
+                                                b"; Conquest's other comment\n  # indented\n"
+                                                b'set 0008,1030 to "STUDY"\n')
+        self.assertEqual((stored.StudyDescription, indexed), ("STUDY",) * 2)
+
+
 class ModifyStudyAndSeriesTests(unittest.TestCase):
     """Conquest's modifystudy:patid,studyuid,script and modifyseries (they
     were 'unknown command'): modifyimage's script on each object."""

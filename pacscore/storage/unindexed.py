@@ -15,11 +15,14 @@ time its copies change, before
 the refusal is answered, and removed once it lists none.  A list that
 start-up did not read (unreadable, its device not mounted then) is set
 aside as ``.pacs-unindexed.unread-N`` rather than rewritten over, and read
-with the others at the next start-up.  At start-up
+with the others at the next start-up.  A ``.pacs-unindexed.part`` a kill
+left between writing it and its rename (a newer list, maybe cut short) is
+read with them, by start-up and by regen, up to its last whole line; at
+start-up it is set aside as such a list too, never removed nor written over
+before the list is written again with its copies
+(``UnindexedCopies.settleParts``).  At start-up
 ``ObjectStore.settleUnindexed`` removes those of objects whose indexed file
-is intact, and a ``.pacs-unindexed.part`` a kill left between writing it and
-its rename: removed beside a list (the list is in force), read as the list
-and written again as it when there is none (``UnindexedCopies.settleParts``).
+is intact.
 """
 
 import glob
@@ -40,9 +43,10 @@ UNREAD = ".unread-"  # JOURNAL + UNREAD + a number: a list set aside, not read w
 
 def listPaths(device):
     """The paths of the lists of ``device``: its ``.pacs-unindexed``, then
-    those set aside (``UnindexedCopies._setAside``)."""
+    those set aside (``UnindexedCopies._setAside``), then the ``.part`` a
+    stop may have left (``UnindexedCopies.settleParts``), there or not."""
     path = os.path.join(device.path, JOURNAL)
-    return [path] + sorted(glob.glob(glob.escape(path + UNREAD) + "*"))
+    return [path] + sorted(glob.glob(glob.escape(path + UNREAD) + "*")) + [path + PART]
 
 
 def readList(path):
@@ -51,9 +55,12 @@ def readList(path):
     (``str.splitlines`` would also end them at a NEL, U+0085, or a U+2028,
     which a name keeps: a patient name read as Latin-1); neither a name
     (stores leave control characters out of names) nor a UID (digits and
-    dots) holds a "\\n" or a "\\t"."""
-    with open(path, encoding="utf-8", newline="\n") as f:
-        lines = f.read().split("\n")
+    dots) holds a "\\n" or a "\\t".  What follows the last "\\n" is a line
+    cut short (a ``.part`` a stop left, cut anywhere, in a character too):
+    passed over."""
+    with open(path, "rb") as f:
+        whole, _, _ = f.read().rpartition(b"\n")
+    lines = whole.decode("utf-8").split("\n")
     return [(uid, name) for uid, _, name in (line.partition("\t") for line in lines) if uid and name]
 
 
@@ -133,7 +140,6 @@ class UnindexedCopies:
         self._saved = {}  # device name: the version its file holds
         self._known = {}  # real path of a list: the fileIdentity of the one read or written last (none: None)
         self._merged = {}  # device name: its lists set aside that load read, removed once its list is written
-        self._parts = {}  # device name: the JOURNAL + PART a stop left (killed before its rename), for settleParts
 
     def load(self):
         """``{SOP Instance UID: [(device name, name)]}`` of the copies the
@@ -142,16 +148,11 @@ class UnindexedCopies:
         file that cannot be read is logged and passed over: its copies stay
         for regen, and it is set aside when its device's list is next
         written.  A ``.part`` a stop left (``save`` killed before its
-        rename) is read too when its device has no list (``settleParts``)."""
+        rename) is read too, with the list beside it (``settleParts``)."""
         copies = {}
         for deviceName, device in sorted(self.devicesByName.items()):
             main = os.path.join(device.path, JOURNAL)
-            paths = listPaths(device)
-            if os.path.lexists(main + PART):
-                self._parts[deviceName] = main + PART
-                if not os.path.lexists(main):
-                    paths.append(main + PART)
-            for path in paths:
+            for path in listPaths(device):
                 try:
                     identity = identityOf(path)
                     listed = readList(path)
@@ -175,28 +176,41 @@ class UnindexedCopies:
         return copies
 
     def settleParts(self):
-        """At start-up, the ``.pacs-unindexed.part`` files a stop left (the
-        server killed between writing one and renaming it to the list):
-        one beside a list is removed, the list being the one in force (the
-        refusal it was written for was never answered); one with no list
-        beside it (the device's first list, or its list set aside) was
-        read as one by ``load``, whose copies still there are remembered.
-        Each is logged.  The names of the devices whose list is to be
-        written again (``save``: the ``.part`` is then gone)."""
+        """At start-up, after ``load``: the ``.pacs-unindexed.part`` a stop
+        left (the server killed between writing one and renaming it over
+        the list: a newer list, which names the copy of the refusal it was
+        written for, never answered, maybe cut short) is set aside as a list
+        start-up read, ``.pacs-unindexed.unread-N`` (``_setAside``), so that
+        writing the list again (``save``, through a ``.part`` of its own)
+        neither removes it nor writes over it before its copies are listed
+        again; logged.  One ``load`` read is removed once the list is
+        written; one it could not read stays, read again at the next
+        start-up and by a regen.  The names of the devices whose list is to
+        be written again (those whose ``.part`` was read)."""
         rewritten = []
-        for deviceName, part in sorted(self._parts.items()):
-            main = part[:-len(PART)]
-            if os.path.lexists(main):
-                removeFile(part)
-                self.log.warn("{part} was left by a stop while it was being written: removed, {journal} beside it "
-                              "is the list in force", part=part, journal=main)
+        for deviceName, device in sorted(self.devicesByName.items()):
+            main = os.path.join(device.path, JOURNAL)
+            part = main + PART
+            if not os.path.lexists(part):
                 continue
-            self._merged.setdefault(deviceName, []).append(part)
+            aside = self._asideName(main)
+            try:
+                os.rename(part, aside)
+            except OSError as e:
+                self.log.error("{part} was left by a stop while it was being written, and cannot be set aside "
+                               "({error}): it stays as it is", part=part, error=e)
+                continue
+            merged = self._merged.get(deviceName, [])
+            if part not in merged:
+                self.log.warn("{part} was left by a stop while it was being written: set aside as {aside}, not "
+                              "read; the copies the index failed on that it names stay on disk, read again at "
+                              "the next start-up and by a regen", part=part, aside=aside)
+                continue
+            merged[merged.index(part)] = aside
             rewritten.append(deviceName)
-            self.log.warn("{part} was left by a stop while it was being written, with no {journal} beside it: the "
-                          "copies the index failed on that it names and that are there are remembered, and the list "
-                          "is written again", part=part, journal=main)
-        self._parts.clear()
+            self.log.warn("{part} was left by a stop while it was being written: set aside as {aside}; the copies "
+                          "the index failed on that it names and that are there are remembered, and {journal} is "
+                          "written again with them", part=part, aside=aside, journal=main)
         return rewritten
 
     def save(self, deviceName, copies, version):
@@ -234,9 +248,14 @@ class UnindexedCopies:
         it would lose the copies it lists.  The next start-up reads it."""
         if identityOf(path) == self._known.get(os.path.realpath(path)):
             return
-        aside = next(candidate for candidate in (f"{path}{UNREAD}{number}" for number in itertools.count(1))
-                     if not os.path.lexists(candidate))
+        aside = self._asideName(path)
         os.rename(path, aside)
         self.log.warn("{path} is not the list read at start-up (it could not be read, or its device was not there "
                       "then): set aside as {aside}, not overwritten; the copies the index failed on that it lists "
                       "stay on disk, remembered again at the next start-up", path=path, aside=aside)
+
+    @staticmethod
+    def _asideName(path):
+        """A free ``.pacs-unindexed.unread-N`` beside ``path``, a device's list."""
+        return next(candidate for candidate in (f"{path}{UNREAD}{number}" for number in itertools.count(1))
+                    if not os.path.lexists(candidate))

@@ -508,6 +508,27 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
         self.assertEqual(self.location(), [("MAG0", "PAT1/a.dcm")])
 
+    def test_aCopyListedInAListAStopLeftHalfWrittenIsNotIndexed(self):
+        """A refused copy named only in the ``.pacs-unindexed.part`` a kill
+        left (the server killed between writing the list and its rename:
+        no list beside it, or one that does not name it yet), read up to
+        its last whole line, is not indexed in place of the acknowledged
+        one by a ``dgate -r`` run before the server starts again."""
+        self.write(self.devices[0], "PAT1/a.dcm", 1000)
+        refused = self.write(self.devices[0], "PAT1/b.dcm", 2000)
+        with open(os.path.join(self.devices[0].path, ".pacs-unindexed.part"), "wb") as f:
+            f.write(b"1.2.3.1.1\tPAT1/b.dcm\n1.2.3.1.2\tPAT1/M\xc3")  # cut in a character
+        for beside in (False, True):
+            if beside:
+                self.list(self.devices[0], "PAT1/older.dcm")
+            del self.lines[:]
+            regenerator = self.regenerate()
+            self.assertEqual((regenerator.indexed, regenerator.duplicates), (1, 1), self.lines)
+            self.assertEqual(self.location(), [("MAG0", "PAT1/a.dcm")])
+            self.assertIn(f"[Regen] {refused}: same SOP instance as the indexed copy, and a copy the index failed on "
+                          f"(listed in .pacs-unindexed: its sender was told so), not indexed (kept on disk)",
+                          self.lines)
+
     def test_aCopyRefusedDuringTheRegenNeverRemovesTheAcknowledgedOne(self):
         """A store refused during the regen (0x0110, its copy listed in
         .pacs-unindexed) whose row its index writer committed late, and

@@ -39,6 +39,7 @@ from pacscore.storage.mirror import Mirrors
 from pacscore.storage.objectfiles import FileWrites
 from pacscore.storage.part10 import readFileMeta
 from pacscore.storage import store as storeModule
+from pacscore.storage import unindexed as unindexedModule
 from pacscore.storage.reader import ObjectReader
 from pacscore.storage.spool import EARLY_WRITE, Spool
 from pacscore.storage.store import (DatasetMismatch, Destroyed, DeviceMissing, DeviceUnwritable, IncomingObject,
@@ -1434,20 +1435,32 @@ class ObjectStoreTests(unittest.TestCase):
         os.makedirs(os.path.dirname(self.device.absolute(name)), exist_ok=True)
         open(self.device.absolute(name), "wb").close()
 
-    @defer.inlineCallbacks
-    def test_theStartUpRemovesAListHalfWrittenBesideTheList(self):
-        """A ``.part`` a kill -9 left beside the list (between writing it and
-        renaming it over the list) is removed at start-up, with a line: the
-        list is the one in force (the refusal it was written for was never
-        answered)."""
-        listed, part, refused = yield self.refusedAndKilled()
-        self.store = self.storeOn(self.device)  # restarted
+    def restartSettled(self):
+        """The store restarted and its start-up's ``settleUnindexed`` run; the lines logged."""
+        self.store = self.storeOn(self.device)
         with capturedLogs() as events:
             self.store.settleUnindexed(ObjectReader([self.device]).fileError)
-        self.assertFalse(os.path.exists(part))
-        self.assertIn(f"{part} was left by a stop while it was being written: removed, {listed} beside it is the "
-                      f"list in force", [formatEvent(e) for e in events])
-        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)]})
+        return [formatEvent(e) for e in events]
+
+    def hiddenFiles(self):
+        return sorted(name for name in os.listdir(self.device.path) if name.startswith(".pacs-unindexed"))
+
+    @defer.inlineCallbacks
+    def test_theStartUpMergesAListHalfWrittenBesideTheListIntoIt(self):
+        """A ``.part`` a kill -9 left beside the list (between writing it and
+        renaming it over the list) is the newer list, naming the copy of the
+        refusal it was written for: at start-up its copies still there are
+        remembered with the list's, written into the list, with a line, and
+        then it is gone (set aside until the list is written)."""
+        listed, part, refused = yield self.refusedAndKilled()
+        lines = self.restartSettled()
+        self.assertIn(f"{part} was left by a stop while it was being written: set aside as {listed}.unread-1; the "
+                      f"copies the index failed on that it names and that are there are remembered, and {listed} is "
+                      f"written again with them", lines)
+        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed"])
+        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
+        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
+                                                             "1.2.3": [("MAG0", "P/killed.dcm")]})
 
     @defer.inlineCallbacks
     def test_theStartUpWritesAListHalfWrittenWithNoListBesideItAsTheList(self):
@@ -1459,16 +1472,77 @@ class ObjectStoreTests(unittest.TestCase):
         os.unlink(listed)
         with open(part, "a") as f:
             f.write("1.2.4\tP/gone.dcm\n1.2.5\tP/cut")  # a copy not there, a line cut short
-        self.store = self.storeOn(self.device)  # restarted
-        with capturedLogs() as events:
-            self.store.settleUnindexed(ObjectReader([self.device]).fileError)
-        self.assertFalse(os.path.exists(part))
-        self.assertIn(f"{part} was left by a stop while it was being written, with no {listed} beside it: the "
-                      f"copies the index failed on that it names and that are there are remembered, and the list "
-                      f"is written again", [formatEvent(e) for e in events])
+        lines = self.restartSettled()
+        self.assertIn(f"{part} was left by a stop while it was being written: set aside as {listed}.unread-1; the "
+                      f"copies the index failed on that it names and that are there are remembered, and {listed} is "
+                      f"written again with them", lines)
+        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed"])
         self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
         self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
                                                              "1.2.3": [("MAG0", "P/killed.dcm")]})
+
+    @defer.inlineCallbacks
+    def test_aListHalfWrittenCutInACharacterIsReadUpToItsLastWholeLine(self):
+        """A ``.part`` a power cut left cut in the middle of a character (a
+        name's "ü") is read up to its last whole line: the copies it names
+        there are remembered and written into the list, not forgotten with
+        the ``.part``."""
+        listed, part, refused = yield self.refusedAndKilled()
+        os.unlink(listed)
+        self.place("P/M\u00fcller.dcm")
+        with open(part, "ab") as f:
+            f.write("1.2.4\tP/M\u00fcller.dcm\n".encode()[:-10])
+        lines = self.restartSettled()
+        self.assertFalse([line for line in lines if "cannot be read" in line], lines)
+        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed"])
+        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
+                                                             "1.2.3": [("MAG0", "P/killed.dcm")]})
+
+    @defer.inlineCallbacks
+    def test_aListHalfWrittenThatCannotBeReadStaysSetAside(self):
+        """A ``.part`` that cannot be read (a line not UTF-8) is set aside
+        at start-up as a list not read, with a line, never removed: read
+        again at the next start-up (and by a regen) once mended."""
+        listed, part, refused = yield self.refusedAndKilled()
+        os.unlink(listed)
+        with open(part, "ab") as f:
+            f.write(b"1.2.4\tP/\xff.dcm\n")
+        lines = self.restartSettled()
+        self.assertIn(f"{part} was left by a stop while it was being written: set aside as {listed}.unread-1, not "
+                      f"read; the copies the index failed on that it names stay on disk, read again at the next "
+                      f"start-up and by a regen", lines)
+        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed.unread-1"])
+        with open(f"{listed}.unread-1", "r+b") as f:
+            f.truncate(os.path.getsize(f"{listed}.unread-1") - len(b"1.2.4\tP/\xff.dcm\n"))  # mended
+        self.restartSettled()
+        self.assertTrue(self.store.isListed(("MAG0", refused)))
+        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
+
+    @defer.inlineCallbacks
+    def test_aListHalfWrittenIsNotItsOwnRewritesTemporaryFile(self):
+        """The list written again at start-up from a ``.part`` with no list
+        beside it goes through a ``.part`` of its own: the one a stop left
+        is set aside first, so a failure (or a second stop) before the
+        rename leaves it whole, read at the next start-up."""
+        listed, part, refused = yield self.refusedAndKilled()
+        os.unlink(listed)
+
+        def openFailingToWrite(path, mode="r", *args, **kwargs):
+            f = open(path, mode, *args, **kwargs)
+            if "w" in mode:
+                f.close()
+                raise OSError(errno.EIO, "Input/output error")
+            return f
+        unindexedModule.open = openFailingToWrite
+        try:
+            lines = self.restartSettled()
+        finally:
+            del unindexedModule.open
+        self.assertIn("could not list the files the index failed on in MAG0's .pacs-unindexed ([Errno 5] "
+                      "Input/output error): a restart forgets them, they stay until a regen", lines)
+        self.restartSettled()
+        self.assertTrue(self.store.isListed(("MAG0", refused)))
+        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
 
     @defer.inlineCallbacks
     def test_theIndexedFileListedUnderTwoDevicesOfOneFolderIsNeverRemoved(self):

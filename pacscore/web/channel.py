@@ -37,7 +37,13 @@ client sending a header line every few seconds (slowloris) is answered
 ``mod_reqtimeout`` does; an idle connection that began no request is
 closed without a word, but for one whose TLS handshake did not complete
 (logged, as DICOM's ARTIM logs it, also when the site's idle timeout,
-TCPIPTimeOut, is the shorter and cuts it first).
+TCPIPTimeOut, is the shorter and cuts it first).  The body read after
+them must then come at ``bodyMinRate`` bytes a second: ``bodyWindow``
+seconds without that much of it (``bodyMinRate`` times ``bodyWindow``) or
+its end is a ``408`` with a log line too (a body sent a byte at a time,
+slowloris moved from the head to the body, "R-U-D-Y"); mod_reqtimeout's
+default, ``body=20,MinRate=500``, checked a window at a time, so that
+an upload fast at first is not given hours to trickle its rest.
 
 After such an answer the connection closes the way Apache's lingering
 close does: the answer is followed by the end of what the server sends
@@ -64,6 +70,8 @@ from pacscore.web.answering import errorPage, reason
 
 SHOWN = 80  # characters of a long request line in the log
 HEAD_TIMEOUT = 30  # seconds for a request line and headers, as Apache's mod_reqtimeout allows at most
+BODY_WINDOW = 20  # seconds in which a body must bring BODY_MIN_RATE bytes a second, or end (mod_reqtimeout's body=20)
+BODY_MIN_RATE = 500  # bytes a second (mod_reqtimeout's MinRate=500)
 LINGER_SECONDS = 10  # a refused request's rest is read and dropped this long at most
 LINGER_BYTES = 512 << 20  # and this much at most
 ANSWER_WAIT = 0.01  # seconds between looks whether a refusal's answer has left the write buffer
@@ -118,12 +126,16 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     log = Logger()
     headTimeout = HEAD_TIMEOUT
+    bodyWindow = BODY_WINDOW
+    bodyMinRate = BODY_MIN_RATE
     lingerSeconds = LINGER_SECONDS
     lingerBytes = LINGER_BYTES
     _refused = False  # answered and closing: what the client still sends is dropped
     _ended = False
     _headCall = None  # the head's deadline, while one is awaited
     _headBegun = False
+    _bodyCall = None  # the end of the body's current window, while its body is read
+    _bodyBytes = 0  # bytes of the body read in that window
     _lingerCall = None  # the abort of a refused connection the client has not closed yet
     _answerCall = None  # the next look whether its answer has left the write buffer (_readAfterAnswer)
     _dropped = 0  # bytes read and dropped after a refusal
@@ -154,6 +166,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
     def connectionLost(self, reason):
         self._ended = True
         self._stopHeadCall()
+        self._stopBodyCall()
         for call in (self._lingerCall, self._answerCall):
             if call is not None and call.active():
                 call.cancel()
@@ -182,6 +195,32 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
             return
         self._warnOfHandshake(self.headTimeout)
         self.loseConnection()
+
+    def _awaitBody(self):
+        """Start the body's next window."""
+        self._bodyBytes = 0
+        self._bodyCall = self.callLater(self.bodyWindow, self._bodyTooSlow)
+
+    def _stopBodyCall(self):
+        if self._bodyCall is not None:
+            if self._bodyCall.active():
+                self._bodyCall.cancel()
+            self._bodyCall = None
+
+    def _bodyTooSlow(self):
+        """The end of a window of the body: on with the next when it
+        brought ``bodyMinRate`` bytes a second, else a 408."""
+        self._bodyCall = None
+        if self._bodyBytes >= self.bodyMinRate * self.bodyWindow:
+            return self._awaitBody()
+        self._refuse(self._path, WebError(
+            408, f"the request body did not come at {self.bodyMinRate} bytes/s "
+                 f"({self._bodyBytes} bytes in the last {self.bodyWindow} s)"))
+
+    def rawDataReceived(self, data):
+        if self._bodyCall is not None:
+            self._bodyBytes += len(data)
+        super().rawDataReceived(data)
 
     def timeoutConnection(self):
         """The site's idle timeout (TCPIPTimeOut), which cuts a connection
@@ -239,6 +278,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
             return False
         if not self._withinLimit(request, uri, limit):
             return False
+        self._awaitBody()
         super().allHeadersReceived()
         return True
 
@@ -254,6 +294,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         return True
 
     def allContentReceived(self):
+        self._stopBodyCall()
         if not self._refused:  # a body refused in the read its end came with is not dispatched
             super().allContentReceived()
 
@@ -348,6 +389,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         with the headers the site gives its answers (``PacsSite.answerHeaders``:
         CORS, framing) for the request or, of a head too long, ``head``,
         log it, and close the connection."""
+        self._stopBodyCall()
         if self._refused:
             return
         self._refused = True

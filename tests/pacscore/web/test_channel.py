@@ -671,6 +671,59 @@ class HeadDeadlineTests(SiteConnections):
         self.assertTrue(transport.disconnecting)
 
 
+class BodyDeadlineTests(SiteConnections):
+    """A body must come at bodyMinRate (500) bytes a second, checked every
+    bodyWindow (20) seconds, or its request gets a 408 (a body sent a byte
+    at a time held a connection for ever: a thousand took all of
+    WebMaxConnections)."""
+
+    ini = {"WebMaxUploadMB": "10", "WebReadOnly": "0"}
+    HEAD = b"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
+
+    def setUp(self):
+        super().setUp()
+        self.clock = task.Clock()
+
+    def test_aTricklingBody(self):
+        channel, transport = self.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(self.HEAD % 100000 + b"x")
+            for _ in range(19):
+                self.clock.advance(1)
+                channel.dataReceived(b"x")
+            self.assertFalse(transport.disconnecting)
+            self.clock.advance(1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value()[:100])
+        self.assertIn(b"the request body did not come at 500 bytes/s (20 bytes in the last 20 s)", transport.value())
+        self.assertTrue(transport.disconnecting)
+        [event] = [event for event in events if event.get("code") == 408]
+        self.assertEqual((event["peer"], event["uri"]), ("192.0.2.7", "/dicom-web/studies"))
+
+    def test_aFastStartGivesNoTimeToTrickle(self):
+        """A window that brought 10 kB does not make up for the next's trickle."""
+        channel, transport = self.connect()
+        channel.dataReceived(self.HEAD % 2000000 + b"x" * 1000000)
+        self.clock.advance(20)
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(b"x" * 9999)
+        self.clock.advance(20)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value()[:100])
+
+    def test_anUploadAtTheRateIsRead(self):
+        """An upload at 600 bytes a second, and one at 100 kB/s, are read
+        whole and answered (STOW-RS refuses a body that is no
+        multipart/related), whatever their length."""
+        for size, piece in ((30000, 600), (6000000, 100000)):
+            channel, transport = self.connect()
+            channel.dataReceived(self.HEAD % size)
+            for _ in range(size // piece):
+                self.clock.advance(1)
+                channel.dataReceived(b"x" * piece)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 415 "), transport.value()[:100])
+            self.assertNotIn(channel._bodyTooSlow, [call.func for call in self.clock.getDelayedCalls()])
+            channel.connectionLost(connectionDone)
+
+
 class ShortIdleTimeoutTests(SiteConnections):
     """TCPIPTimeOut under headTimeout: the site's idle timeout cuts a
     connection first."""

@@ -27,7 +27,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pacscore.closing import closeWithin
+from pacscore.closing import closeWithin, unsent
 from pacscore.debuglog import COMMANDS, memoryInUse, serverLog
 from pacscore.dicom import commands, pdu
 from pacscore.dicom.admission import LimitedFactory
@@ -127,6 +127,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self._nextMessageID = 0
         self._artim = None
         self._writePaused = False
+        self._unsent = None         # unsent(transport) when the idle timer last started after an operation, or looked
         self._writeWaiters = []
         self._outbox = None         # messages waiting for a streamed one to be written (a deque)
 
@@ -202,9 +203,23 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
             # requestor rightly sends nothing meanwhile; the association is not idle
             self.setTimeout(self.timeOut)  # re-armed: the expired call is gone
             return
-        self.log.warn("{peer}: no data for {timeout} s (TCPIPTimeOut), aborting",
-                      peer=self.peerName(), timeout=self.timeOut)
+        if self._takingWhatWeSent():  # it reads a large answer slowly: not idle either
+            self.setTimeout(self.timeOut)
+            return
+        self.log.warn("{peer}: no data for {timeout} s (TCPIPTimeOut){waiting}, aborting",
+                      peer=self.peerName(), timeout=self.timeOut,
+                      waiting=f", and it took none of the {self._unsent} bytes sent to it" if self._unsent else "")
         self.abort(pdu.REASON_NOT_SPECIFIED)
+
+    def _takingWhatWeSent(self):
+        """Whether the peer took some of what was sent to it since the idle
+        timer started after the last operation, or since the last look:
+        bytes of it are still unsent (``pacscore.closing.unsent``: in
+        Twisted's write buffer and the socket's send queue, megabytes of a
+        C-FIND's answer for a slow link) and fewer than then (or then was
+        not looked at)."""
+        before, self._unsent = self._unsent, unsent(self.transport)
+        return bool(self._unsent) and (before is None or self._unsent < before)
 
     # -- IPushProducer: the transport tells when its write buffer is full --
 
@@ -214,8 +229,10 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
     def resumeProducing(self):
         """The transport sent all it was given: the peer is taking what we
         write, so the DIMSE timeouts of our requests count from now (a large
-        data set on a slow link is not cut short for taking long to send)."""
+        data set on a slow link is not cut short for taking long to send),
+        and TCPIPTimeOut too."""
         self._writePaused = False
+        self.resetTimeout()  # nor is the association idle while it does
         for messageID, pending in self._requests.items():
             self._armTimer(messageID, pending)
         self._resumeWriters()
@@ -411,6 +428,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         last has, the idle timeout counts from now."""
         if not self._operations and self._outbox is None:
             self.resetTimeout()
+            self._unsent = unsent(self.transport)
 
     # -- DIMSE: requests we send -------------------------------------------
 

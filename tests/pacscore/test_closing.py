@@ -4,7 +4,7 @@ after its peer last took any of what was written to it."""
 import socket
 
 from twisted.internet import task
-from twisted.test.proto_helpers import StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from pacscore.closing import CLOSE_BOUND, closeWithin, unsent

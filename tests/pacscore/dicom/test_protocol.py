@@ -26,6 +26,7 @@ from pacscore.dicom.sinks import MemorySink
 from pacscore.dicom.storeddata import StoredData
 from pacscore.dicom.verification import EchoService
 from pacscore.testing.mutations import mutated
+from tests.pacscore.test_closing import BufferedTransport
 from tests.pacscore.dicom.requests import (
     CT_STORAGE, EXPLICIT, IMPLICIT, JPEG_LOSSLESS, STUDY_FIND, VERIFICATION, associateRQ, echoRQ,
     message, readMessages, readPDUs)
@@ -68,9 +69,11 @@ class ServerTestCase(unittest.TestCase):
                                           idleTimeout=300, artimTimeout=30)
         self.protocol, self.transport = self.connect()
 
-    def connect(self, peer=IPv4Address("TCP", "127.0.0.1", 40000)):
+    def connect(self, peer=IPv4Address("TCP", "127.0.0.1", 40000), transport=None):
+        """A protocol connected from ``peer`` over ``transport`` (None: a StringTransport)."""
         protocol = self.factory.buildProtocol(peer)
-        transport = StringTransport(peerAddress=peer)
+        transport = StringTransport() if transport is None else transport
+        transport.peerAddr = peer
         transport.setTcpNoDelay = lambda enabled: setattr(transport, "noDelay", enabled)
         protocol.makeConnection(transport)
         return protocol, transport
@@ -621,6 +624,44 @@ class ProtocolTests(ServerTestCase):
         self.clock.pump([300, 150])
         slow.pending[0].callback(None)
         self.assertEqual([t for t, _ in readPDUs(self.written())], [pdu.P_DATA_TF])
+        self.clock.advance(299)
+        self.assertEqual(self.written(), b"")
+        self.clock.advance(1)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+
+    def test_noIdleTimeoutWhileThePeerTakesWhatWasSent(self):
+        """An association whose peer is still taking what was sent to it
+        (a C-FIND's answer of megabytes over a slow link, in Twisted's
+        write buffer and the socket's send queue) is not idle: it was
+        aborted TCPIPTimeOut after the last response was written, the tail
+        of the answer lost.  Once the peer takes nothing for a whole
+        TCPIPTimeOut, it is aborted, with a line saying so."""
+        self.protocol, self.transport = self.connect(transport=BufferedTransport(self))
+        self.associate()
+        self.transport._tempDataLen = 1000000  # the answers before this one, not taken yet
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.written()
+        for left in (600000, 20000):
+            self.clock.advance(299)
+            self.transport._tempDataLen = left
+            self.clock.advance(1)
+            self.assertEqual(self.written(), b"")
+        with capturedLogs() as events:
+            self.clock.advance(300)
+        self.assertAborted(pdu.REASON_NOT_SPECIFIED)
+        self.assertIn("SCU@127.0.0.1:40000: no data for 300 s (TCPIPTimeOut), and it took none of the 20000 bytes sent to "
+                      "it, aborting", [formatEvent(event) for event in events])
+
+    def test_noIdleTimeoutWhileTheWriteBufferDrains(self):
+        """The transport resuming its producer (all it was given is sent)
+        shows the peer taking what was written: the idle timeout counts
+        from then."""
+        self.associate()
+        self.protocol.dataReceived(message(1, echoRQ()))
+        self.written()
+        self.protocol.pauseProducing()
+        self.clock.advance(250)
+        self.protocol.resumeProducing()
         self.clock.advance(299)
         self.assertEqual(self.written(), b"")
         self.clock.advance(1)

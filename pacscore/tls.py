@@ -17,6 +17,11 @@ certificate in ``caCerts`` (PEM, one or more) signed; TLS 1.2 is the oldest
 version spoken.  ``certKey`` defaults to ``privateKey`` (both in one PEM
 file), as with ``ssl:``.  Files are read, and the key checked against the
 certificate, when the endpoint is parsed: a mistake stops start-up.
+Private keys are read by ``privateKeyIn``, which asks for no pass phrase:
+an encrypted key is refused, saying so (OpenSSL, asked for none, prompted
+on the server's terminal and waited, holding start-up or a ``read_ini``
+for good); ``checkSSLKey`` refuses one that Twisted's ``ssl:`` parser
+would load so.
 ``certificatesIn`` reads the PEM certificates of a file (``certificateFiles``
 those an ``ssl:`` or ``mtls:`` description names), ``validityWarnings`` is
 what start-up says of the certificates of a file
@@ -139,6 +144,45 @@ def _read(path, parameter):
         raise ValueError(f"{parameter}={path}: {e.strerror}") from e
 
 
+class EncryptedKey(ValueError):
+    """A private key file pacs cannot read without a pass phrase."""
+
+
+def _noPassPhrase(verify):
+    """OpenSSL's pass phrase callback: pacs has none to give (OpenSSL's
+    own, without one, prompts on the terminal)."""
+    raise EncryptedKey()
+
+
+def privateKeyIn(path, parameter="privateKey"):
+    """The ``KeyPair`` of the PEM private key in the file ``path``, read
+    without asking for a pass phrase; ValueError names ``parameter`` and
+    the file, an EncryptedKey when the key is encrypted."""
+    pem = _read(path, parameter)
+    try:
+        return ssl.KeyPair(crypto.load_privatekey(crypto.FILETYPE_PEM, pem, _noPassPhrase))
+    except EncryptedKey:
+        raise EncryptedKey(f"{parameter}={path}: the private key in {path} is encrypted (pass phrase protected), and "
+                           "pacs takes no pass phrase: write it out without one, readable by the server's account "
+                           f"alone (openssl pkey -in {path} -out KEYFILE)") from None
+    except Exception as e:  # OpenSSL.crypto.Error and friends
+        raise ValueError(f"{parameter}={path}: not a readable PEM private key ({e})") from e
+
+
+def checkSSLKey(keywords):
+    """EncryptedKey when the private key an ``ssl:`` description's
+    ``keywords`` (lower-case names) name (``privateKey``, else Twisted's
+    default) is encrypted: Twisted's parser would ask the terminal for its
+    pass phrase.  A key unreadable for another reason is left for the
+    parser to refuse."""
+    try:
+        privateKeyIn(keywords.get("privatekey") or DEFAULT_KEY_FILE)
+    except EncryptedKey:
+        raise
+    except ValueError:
+        return
+
+
 def certificateFiles(keywords):
     """The files of the certificates an ``ssl:`` or ``mtls:`` description's
     ``keywords`` (lower-case names) name: ``certKey`` (else ``privateKey``,
@@ -164,12 +208,8 @@ def _identity(privateKey, certKey):
     certificate files, ``chain`` the certificates after the first in the
     certificate file (its issuing authorities, sent with it as DCMTK does);
     ValueError names the file at fault."""
-    keyPEM = _read(privateKey, "privateKey")
+    key = privateKeyIn(privateKey)
     certificate, *chain = certificatesIn(certKey or privateKey, "certKey" if certKey else "privateKey")
-    try:
-        key = ssl.KeyPair.load(keyPEM, crypto.FILETYPE_PEM)
-    except Exception as e:
-        raise ValueError(f"privateKey={privateKey}: not a readable PEM private key ({e})") from e
     try:
         private = ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(certificate), key)
     except Exception as e:

@@ -5,7 +5,13 @@ warning of a certificate out of its dates."""
 
 import datetime
 import os
+import pty
+import select
+import signal
+import sys
+import time
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import SSL, crypto
 from twisted.internet import endpoints, protocol, ssl
@@ -19,6 +25,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from pacscore.testing.certificates import Authority
+from pacscore.config.listeners import serverEndpoint
 from pacscore.tls import ClientTLS, securityOf, tlsFailure, validityWarnings
 
 
@@ -78,6 +85,82 @@ class MutualTLSEndpointTests(unittest.TestCase):
             f.write("not a key\n")
         error = self.assertRaises(ValueError, self.parse, self.description(privateKey=garbage))
         self.assertIn(f"privateKey={garbage}: not a readable PEM private key", str(error))
+
+
+def encrypted(key, folder):
+    """A copy of the PEM private key file ``key``, in ``folder``, under the pass phrase "secret"."""
+    with open(key, "rb") as f:
+        plain = serialization.load_pem_private_key(f.read(), None)
+    path = os.path.join(folder, "encrypted.key")
+    with open(path, "wb") as f:
+        f.write(plain.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.BestAvailableEncryption(b"secret")))
+    return path
+
+
+def onATerminal(code, seconds=20):
+    """What the Python ``code`` (in a child whose controlling terminal is a
+    new pseudo-terminal, as ``twistd -n pacs`` in a shell) writes there
+    until it ends, or until it asks for a pass phrase (then it is killed),
+    ``seconds`` at most."""
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    output, deadline = b"", time.monotonic() + seconds
+    try:
+        while b"Enter PEM pass phrase" not in output and time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.1)[0]:
+                try:
+                    data = os.read(terminal, 4096)
+                except OSError:  # the child ended
+                    break
+                if not data:
+                    break
+                output += data
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(terminal)
+    return output.decode(errors="replace")
+
+
+class EncryptedKeyTests(unittest.TestCase):
+    """A private key under a pass phrase is refused, saying it is
+    encrypted, at once: OpenSSL's default prompted for the pass phrase on
+    the server's terminal ('Enter PEM pass phrase:'), holding start-up
+    or a read_ini (its [DICOMTLSNodes]) until someone typed there, and,
+    without a terminal, refused it without saying it was encrypted."""
+
+    def setUp(self):
+        self.authority = Authority(self.mktemp(), "hospital")
+        self.server = self.authority.issue("pacs", server=True)
+        self.key = encrypted(self.server.key, self.authority.folder)
+        self.said = (f"privateKey={self.key}: the private key in {self.key} is encrypted (pass phrase protected), and "
+                     f"pacs takes no pass phrase: write it out without one, readable by the server's account alone "
+                     f"(openssl pkey -in {self.key} -out KEYFILE)")
+
+    def test_refused(self):
+        """An outgoing node's key ([DICOMTLSNodes]), an mtls: or ssl: endpoint's."""
+        tls = f"privateKey={self.key}:certKey={self.server.certificate}"
+        for refused in (lambda: ClientTLS(f"caCerts={self.authority.certificate}:{tls}"),
+                        lambda: serverEndpoint(None, f"mtls:2762:caCerts={self.authority.certificate}:{tls}"),
+                        lambda: serverEndpoint(None, f"ssl:2762:{tls}")):
+            error = self.assertRaises(ValueError, refused)
+            self.assertIn(self.said, str(error))
+
+    def test_noPromptOnTheTerminal(self):
+        tls = f"privateKey={self.key}:certKey={self.server.certificate}"
+        code = ("from pacscore.config.listeners import serverEndpoint\n"
+                "from pacscore.tls import ClientTLS\n"
+                f"for check in (lambda: ClientTLS('caCerts={self.authority.certificate}:{tls}'),"
+                f" lambda: serverEndpoint(None, 'ssl:2762:{tls}')):\n"
+                "    try:\n"
+                "        check()\n"
+                "    except ValueError as e:\n"
+                "        print(e)\n")
+        said = onATerminal(code)
+        self.assertNotIn("Enter PEM pass phrase", said)
+        self.assertEqual(said.count("is encrypted (pass phrase protected)"), 2, said)
 
 
 class DescriptionTests(unittest.TestCase):

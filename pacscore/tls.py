@@ -26,7 +26,8 @@ would load so.
 those an ``ssl:`` or ``mtls:`` description names), ``validityWarnings`` is
 what start-up says of the certificates of a file
 out of (or soon out of) their dates; ``tlsFailure`` says whose certificate was refused, and ``warnOfTLSFailure``
-logs it for the protocols that serve TLS (DICOM, HL7, web).
+logs it for the protocols that serve TLS (DICOM, HL7, web); ``isTLSHandshake`` tells
+their plain ports a TLS client.
 """
 
 import datetime
@@ -142,6 +143,16 @@ def _read(path, parameter):
             return f.read()
     except OSError as e:
         raise ValueError(f"{parameter}={path}: {e.strerror}") from e
+
+
+TLS_HANDSHAKE = b"\x16\x03"  # how a TLS ClientHello starts: a handshake record, version 3.x
+
+
+def isTLSHandshake(head):
+    """Whether ``head``, the first bytes a peer sent, start a TLS handshake
+    (a TLS client on a plain port: a RIS set up for TLS, ``https://`` typed
+    for a plain web port)."""
+    return bytes(head[:2]) == TLS_HANDSHAKE
 
 
 class EncryptedKey(ValueError):

@@ -7,6 +7,8 @@ association PDUs are decoded with pynetdicom's codecs (see negotiation.py).
 
 import struct
 
+from pacscore.tls import isTLSHandshake
+
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
 A_ASSOCIATE_RJ = 0x03
@@ -23,7 +25,6 @@ PDU_NAMES = {
 
 _HEADER = struct.Struct(">BxL")
 _PDV_HEADER = struct.Struct(">LBB")
-_TLS_HANDSHAKE = b"\x16\x03"  # how a TLS ClientHello starts: a handshake record, version 3.x
 
 # A-ABORT reasons when the service provider aborts (PS3.8 9.3.8).
 REASON_NOT_SPECIFIED = 0
@@ -133,7 +134,7 @@ class PDUFramer:
         pduType, length = _HEADER.unpack_from(data, offset)
         if pduType not in PDU_NAMES:
             hint = " (a TLS handshake on the plain DICOM port: the peer uses TLS)" if (
-                bytes(data[offset:offset + 2]) == _TLS_HANDSHAKE) else ""
+                isTLSHandshake(data[offset:offset + 2])) else ""
             raise PDUError(f"unknown PDU type 0x{pduType:02x}{hint}", REASON_UNRECOGNIZED_PDU)
         limit = self._maximumLength(pduType)
         if length > limit:

@@ -8,7 +8,9 @@ Windows senders put after ``0x1C 0x0D``) silently, others with a warning
 counted in ``hl7Errors``; a connection that starts as an HTTP request
 (``POST / HTTP/1.1``: a browser's page posting an MLLP frame as its body, a
 cross-protocol request) is closed as soon as its method, a space and the
-first byte of its target are in, however long its request line, nothing after it applied; a start byte inside a
+first byte of its target are in, however long its request line, nothing after it applied, and so is one
+that starts a TLS handshake (a sender set up for TLS: its ClientHello, a 0x0B in it, held the
+connection as an unfinished frame); a start byte inside a
 frame starts a new one, the unfinished one discarded unanswered (a sender
 that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
@@ -44,7 +46,7 @@ from pacscore.closing import closeWithin, unsent
 from pacscore.dicom.admission import LimitedFactory
 from pacscore.hl7 import message
 from pacscore.hostport import hostPort
-from pacscore.tls import HandshakeListener, warnOfTLSFailure
+from pacscore.tls import HandshakeListener, isTLSHandshake, warnOfTLSFailure
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -250,6 +252,12 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
                 self._state = OUTSIDE
 
     def _discard(self, garbage):
+        if self._head is not None and isTLSHandshake(self._head + garbage):
+            self.factory.count("hl7Errors")
+            self.log.warn("{peer}: a TLS handshake on the plain HL7 port: the peer uses TLS, closing",
+                          peer=self.peerName())
+            self._close()
+            return
         line = self._httpRequestLine(garbage)
         if line is not None:
             self.factory.count("hl7Errors")

@@ -53,6 +53,11 @@ and dropped until the client closes too, ``lingerSeconds`` or
 sends the whole body before it reads (python-requests) thus sees the
 answer, and a connection is not left half-closed, holding its slot.
 
+A connection whose first bytes start a TLS handshake (``https://`` for the
+plain port) is closed at once with a log line saying the peer uses TLS,
+where it waited for the head's timeout and was answered a 408 it could not
+read.
+
 The site counts the connections (``connectionMade``,
 ``connectionLost``) against its limits.  Over TLS, a
 failed handshake is logged with its cause (``pacscore.tls.tlsFailure``)."""
@@ -65,7 +70,7 @@ from twisted.web import http
 
 from pacscore.closing import buffered
 from pacscore.web.answers import WebError
-from pacscore.tls import HandshakeListener, warnOfTLSFailure
+from pacscore.tls import HandshakeListener, isTLSHandshake, warnOfTLSFailure
 from pacscore.web.answering import errorPage, reason
 
 SHOWN = 80  # characters of a long request line in the log
@@ -134,6 +139,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
     _ended = False
     _headCall = None  # the head's deadline, while one is awaited
     _headBegun = False
+    _spoke = False  # the client sent bytes on this connection
     _bodyCall = None  # the end of the body's current window, while its body is read
     _bodyBytes = 0  # bytes of the body read in that window
     _lingerCall = None  # the abort of a refused connection the client has not closed yet
@@ -159,7 +165,13 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         elif self._tooLong is not None:
             self.resetTimeout()
             self._scan(data)
+        elif not self._spoke and isTLSHandshake(data) and not ISSLTransport.providedBy(self.transport):
+            self._refused = True
+            self.log.warn("web: {peer} a TLS handshake on the plain HTTP port: the peer uses TLS (an https:// "
+                          "address for this http:// port?), closing", peer=self._peerHost())
+            self.loseConnection()
         else:
+            self._spoke = self._spoke or bool(data)
             self._headBegun = self._headBegun or (self._headCall is not None and bool(data))
             super().dataReceived(data)
 

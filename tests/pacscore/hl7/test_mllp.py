@@ -196,6 +196,23 @@ class MLLPTests(unittest.TestCase):
                                                    f"closing: b'{line}'"])
             self.assertEqual(self.factory.counters["hl7Errors"], 1 + (len(chunks) > 1))
 
+    def test_aTLSClientIsClosedAtOnce(self):
+        """A sender set up for TLS on the plain port: its ClientHello (a
+        0x0B in it began a frame, which held the connection until the
+        sender gave up, or TCPIPTimeOut) closes the connection at once with
+        a line saying the peer uses TLS, whole and in pieces."""
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\x20" + b"\x0b" * 32
+        for chunks in ([hello], [hello[:2], hello[2:]]):
+            self.connect()
+            for chunk in chunks:
+                self.protocol.dataReceived(chunk)
+            self.assertEqual(self.transport.value(), b"")
+            self.assertTrue(self.transport.disconnecting)
+            self.assertEqual(self.logged("TLS"), ["10.0.0.7:40000: a TLS handshake on the plain HL7 port: the peer "
+                                                  "uses TLS, closing"])
+            self.assertEqual(self.logged("MLLP"), [])
+            self.assertEqual(self.factory.counters["hl7Errors"], 1)
+
     def test_anHTTPRequestWithALongURLIsClosedAtItsStart(self):
         """A request line longer than any head looked at (a 9000-byte path,
         as fetch() sends it; or an absolute URL) is told by its method and

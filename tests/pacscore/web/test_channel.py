@@ -657,6 +657,26 @@ class HeadDeadlineTests(SiteConnections):
         self.assertTrue(transport.disconnecting)
         self.assertEqual([formatEvent(event) for event in events], [])
 
+    def test_aTLSClientOnThePlainPort(self):
+        """https:// for the plain port: closed at once with a line saying
+        the peer uses TLS (it waited headTimeout, then was answered a 408
+        it could not read); the same bytes over TLS are no handshake."""
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40))
+        channel, transport = self.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(hello)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([formatEvent(event) for event in events],
+                         ["web: 192.0.2.7 a TLS handshake on the plain HTTP port: the peer uses TLS (an https:// "
+                          "address for this http:// port?), closing"])
+        channel, transport = self.connect(tls=True)
+        channel.handshakeCompleted()
+        with capturedLogs() as events:
+            channel.dataReceived(hello + b"\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:100])
+        self.assertNotIn("TLS", " ".join(formatEvent(event) for event in events))
+
     def test_deadlineOfEachRequest(self):
         """The deadline stops with the headers and starts again after the answer (keep-alive)."""
         channel, transport = self.connect()

@@ -93,6 +93,8 @@ _WINDOWS_1252 = {byte: character for byte in range(0x80, 0xA0)
 _FROM_WINDOWS_1252 = {ord(character): byte for byte, character in _WINDOWS_1252.items()}
 _C1 = re.compile("[\x80-\x9f]")
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
+_LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
+_HEADERS = (b"MSH", b"FHS", b"BHS", b"BTS", b"FTS")  # start a message, a batch or a file, or end one
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
 _FORMATTING = re.compile(r"H|N|\.(sp|in|ti|sk|ce|fi|nf).*|[CMZ].*")
@@ -342,8 +344,37 @@ def isVersion2(version):
 
 
 def _segmentLines(raw):
-    """The non-blank segments of ``raw``, whatever the line ends."""
-    return [line for line in _SEGMENT_END.split(raw) if line.strip()]
+    """The non-blank segments of ``raw``.
+
+    The line end after a message's header (MSH, or a batch's FHS, BHS)
+    tells how its segments end.  A CR (or CR LF), as HL7 has it: only CR
+    ends them, a lone LF being data (a line break a RIS user typed into a
+    free-text field, OBR-13, NTE-3), unless a header or trailer (MSH, FHS,
+    BHS, BTS, FTS) follows it (a file of messages one a line).  A lone LF
+    (files written on Unix): any line end does.
+    """
+    pieces = _LINE_ENDS.split(raw)  # text, its line end, text, ... text
+    segments, parts, crOnly = [], [], False
+    for index in range(0, len(pieces), 2):
+        text = pieces[index]
+        end = pieces[index + 1] if index + 1 < len(pieces) else b""
+        if not parts:
+            if not text.strip():  # a blank line
+                continue
+            if _startsHeader(text):
+                crOnly = end[:1] == b"\r"
+        parts.append(text)
+        if end == b"\n" and crOnly and not _startsHeader(pieces[index + 2]):
+            parts.append(end)
+            continue
+        segments.append(b"".join(parts).rstrip(b"\n"))
+        parts = []
+    return segments
+
+
+def _startsHeader(text):
+    """Whether ``text`` starts with a header or trailer segment of ``_HEADERS``."""
+    return text[:3] in _HEADERS and not text[3:4].isalnum()
 
 
 def _mshCharset(msh, fieldSeparator, repetition):
@@ -440,7 +471,8 @@ def _headerDelimiters(header):
 def parseMessage(raw):
     """Parse one message (bytes, no MLLP framing); HL7Error when unusable.
 
-    Segments may end in CR, LF or CR LF; a UTF-8 byte order mark before
+    Segments may end in CR, LF or CR LF (a lone LF in a message whose MSH
+    ends in CR is data: ``_segmentLines``); a UTF-8 byte order mark before
     MSH is dropped.  MSH-1 and MSH-2 give the delimiters, MSH-18 the
     character set.  MSH-9 and MSH-10 are required.  A second MSH is an
     error: two messages run together would mix their orders and patients.

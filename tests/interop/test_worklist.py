@@ -59,6 +59,18 @@ def acks(output):
     return re.findall(r"MSA\|(A[AER])\|([^|\r\n]*)", output)
 
 
+def sendFrames(server, *messages):
+    """The messages in MLLP frames over a socket, then shutdown(SHUT_WR) (as
+    ``nc -N`` does); all the server answered before it closed."""
+    with socket.create_connection(("127.0.0.1", server.hl7Port), timeout=30) as connection:
+        connection.sendall(b"".join(frame(message) for message in messages))
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
 def worklistFind(server, keys=(), query=None, sequenceKeys=()):
     """findscu -W: the matches as datasets. ``keys`` and ``sequenceKeys``
     (inside the Scheduled Procedure Step Sequence) are ``-k`` arguments;
@@ -195,15 +207,24 @@ class WorklistTests(unittest.TestCase):
         (an order and its cancel, leaving the other tests' worklist as it was)."""
         new, cancel = (order(number, "ACC1095", "PAT95", "Half^Closed", "", "CT", "20261207100000", "", "",
                              control=control) for number, control in ((95, "NW"), (96, "CA")))
-        with socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=30) as connection:
-            connection.sendall(frame(new) + frame(cancel))
-            connection.shutdown(socket.SHUT_WR)
-            answer = b""
-            while chunk := connection.recv(65536):
-                answer += chunk
+        answer = sendFrames(self.server, new, cancel)
         self.assertEqual(acks(answer.decode()), [("AA", "MSG95"), ("AA", "MSG96")])
         self.assertIn("NW ACC1095: inserted", self.server.log())
         self.assertIn("CA ACC1095: deleted", self.server.log())
+
+    def test_aLineFeedInAFreeTextFieldKeepsTheFieldsAfterIt(self):
+        """A bare LF in OBR-13 (a line break typed into the RIS) of an order
+        whose segments end in CR cut its OBR there: the item had no Modality
+        (OBR-21) and no Requesting Physician (OBR-16), and was acknowledged
+        AA."""
+        new, cancel = (order(number, "ACC1070", "PAT70", "Line^Feed", "", "MR", "20261207120000", "", "",
+                             control=control) for number, control in ((70, "NW"), (71, "CA")))
+        new = new.replace(b"||||1234^House", b"|Claustrophobic.\nPlease sedate.|||1234^House")
+        self.assertEqual(acks(sendFrames(self.server, new).decode()), [("AA", "MSG70")])
+        self.addCleanup(sendFrames, self.server, cancel)
+        [match] = worklistFind(self.server, ["AccessionNumber=ACC1070", "RequestingPhysician"],
+                               sequenceKeys=["Modality"])
+        self.assertEqual((str(match.RequestingPhysician), match[SPS][0].Modality), ("House^Gregory", "MR"))
 
     def test_aChangeKeepsWhatItLeavesOutAndACancelNeedsNoOBR(self):
         """HL7's null values over mllp_send: an XO that sends only the new

@@ -707,6 +707,14 @@ class DefaultLayoutTests(unittest.TestCase):
         self.assertEqual(self.mapping.items(parseMessage(encoded(orm("8859/1"), "8859/1"))),
                          [OrderItem("NW", self.expected, generated=frozenset(self.generated))])
 
+    def test_aLineFeedInAFreeTextFieldLosesNoColumn(self):
+        """A bare LF in OBR-13 of a message whose segments end in CR left the
+        Requesting Physician (OBR-16) and the Modality (OBR-21) empty."""
+        text = orm("8859/1").replace("||||1234^Welby", "|Claustrophobic.\nPlease sedate.|||1234^Welby")
+        self.assertIn("\n", text)
+        self.assertEqual(self.mapping.items(parseMessage(encoded(text, "8859/1"))),
+                         [OrderItem("NW", self.expected, generated=frozenset(self.generated))])
+
     def test_utf8(self):
         self.assertEqual(self.mapping.items(parseMessage(encoded(orm("UNICODE UTF-8"), "UNICODE UTF-8"))),
                          [OrderItem("NW", self.expected, generated=frozenset(self.generated))])

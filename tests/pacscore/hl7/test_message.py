@@ -35,6 +35,26 @@ class ParseTests(unittest.TestCase):
                              separator)
             self.assertEqual(message.value("OBR", 27), "1^once^^20261201103000^^R")
 
+    def test_aLoneLineFeedInAFieldOfACRMessageIsData(self):
+        """A line break a RIS user typed into a free-text field (OBR-13),
+        sent as a bare LF in a message whose segments end in CR (or CR LF),
+        cut the segment there: OBR-16 and OBR-21 were lost, the order
+        accepted without them.  Only CR ends such a message's segments; an
+        LF before a header (a file of messages one a line) still does, and
+        so does any line end of a message whose MSH ends in LF."""
+        note = segment("OBR", {1: "1", 3: "ACC100", 13: "Patient claustrophobic.\nPlease sedate.",
+                               16: "1234^SMITH^ANNA", 21: "CT"})
+        for end in ("\r", "\r\n"):
+            message = parseMessage(encoded(end.join((msh(), PID, note)) + end, "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "OBR"], repr(end))
+            obrSegment = message.segment("OBR")
+            self.assertEqual(obrSegment.value(13), "Patient claustrophobic.\nPlease sedate.")
+            self.assertEqual((obrSegment.value(16), obrSegment.value(21)), ("1234^SMITH^ANNA", "CT"))
+        lines = parseMessage(encoded("\n".join((msh(), PID, orc(), obr())) + "\n", "8859/1"))
+        self.assertEqual([s.id for s in lines.segments], ["MSH", "PID", "ORC", "OBR"])
+        blank = parseMessage(b"MSH|^~\\&|R||||||ORM^O01|M1\r\n\nPID|1|x\n\r\n\rOBR|1\r")
+        self.assertEqual([s.fields for s in blank.segments][1:], [["PID", "1", "x"], ["OBR", "1"]])
+
     def test_conquestNumbering(self):
         message = parseText(PID, segment("ZDS", {1: "1.2.3^RIS^Application^DICOM"}))
         pid = message.segment("PID")
@@ -341,6 +361,16 @@ class SplitTests(unittest.TestCase):
     def test_severalMessages(self):
         data = b"MSH|^~\\&|A|1\nPID|1\n\nMSH|^~\\&|A|2\r\nPV1|1\r\nOBR|1\r\n"
         self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2\rPV1|1\rOBR|1"])
+
+    def test_aLoneLineFeedInAFieldOfACRFileIsData(self):
+        """A file of messages whose segments end in CR LF, a bare LF inside
+        OBR-13: one message, its OBR whole; messages one a line (segments
+        ending in CR, messages in LF) are still apart."""
+        data = b"MSH|^~\\&|A|1\r\nOBR|1||ACC1|||||||||||Claustrophobic.\nSedate.|||1234^SMITH\r\nMSH|^~\\&|A|2\r\n"
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rOBR|1||ACC1|||||||||||Claustrophobic.\nSedate.|||"
+                                               b"1234^SMITH", b"MSH|^~\\&|A|2"])
+        data = b"MSH|^~\\&|A|1\rPID|1\nMSH|^~\\&|A|2\rPID|2\nBTS|2\n"
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2\rPID|2"])
 
     def test_batchFile(self):
         """HL7's batch file layout: FHS, BHS, the messages, BTS, FTS."""

@@ -97,7 +97,9 @@ _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 _HEADERS = (b"MSH", b"FHS", b"BHS", b"BTS", b"FTS")  # start a message, a batch or a file, or end one
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
-_FORMATTING = re.compile(r"H|N|\.(sp|in|ti|sk|ce|fi|nf).*|[CMZ].*")
+_FORMATTING = re.compile(r"H|N|\.(in|ti|sk|fi|nf).*|[CMZ].*")
+_LINE_SKIPS = re.compile(r"\.sp *0*(\d{0,4}).*")  # \.sp <number>\: end the line, skip <number> (1 when absent)
+_MAX_LINE_SKIPS = 10  # the line breaks one \.sp <number>\ gives at most
 MLLP_BYTES = b"\x0b\x1c"
 _VERSION_2 = re.compile(r"2\.[1-9](\.[0-9]+)*")
 OUR_VERSION = "2.5"
@@ -175,7 +177,10 @@ class Delimiters(NamedTuple):
         ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`` give the delimiters, ``\\Xhh..\\`` the
         bytes ``hh..`` in the message's character set (the bytes of
         adjacent ones decoded together: one character may need several), ``\\.br\\`` a line
-        break (CR LF, as DICOM text wants); highlighting, formatting and
+        break (CR LF, as DICOM text wants), and so do ``\\.ce\\`` (end the
+        line, center the next) and ``\\.sp <number>\\`` (end the line, skip
+        <number> lines: that many line breaks, one when absent, at most
+        ``_MAX_LINE_SKIPS``); other highlighting, formatting and
         character set switches are dropped.  Anything else, like a lone
         backslash, is kept as it is.
         """
@@ -229,8 +234,11 @@ class Delimiters(NamedTuple):
                   "R": self.repetition, "E": self.escape}
         if body in simple:
             return simple[body]
-        if body == ".br":
+        if body == ".br" or body.startswith(".ce"):
             return "\r\n"
+        skips = _LINE_SKIPS.fullmatch(body)
+        if skips:
+            return "\r\n" * min(int(skips[1] or 1), _MAX_LINE_SKIPS)
         if _FORMATTING.fullmatch(body):
             return ""
         return None

@@ -119,6 +119,23 @@ class ParseTests(unittest.TestCase):
             self.assertEqual(message.value("NTE", 3), expected, raw)
             self.assertEqual(message.value("NTE", 3, 0), expected, raw)
 
+    def test_formattedTextLineBreaks(self):
+        """HL7 v2.5 2.7.6's ``\\.sp\\`` and ``\\.ce\\`` end the output line
+        as ``\\.br\\`` does (``Claustrophobic.\\.sp\\Sedate before scan``
+        read ``Claustrophobic.Sedate before scan``); ``\\.sp <number>\\`` skips
+        that many lines (at most ten), other formatting is dropped."""
+        cases = [
+            ("Claustrophobic.\\.sp\\Sedate before scan", "Claustrophobic.\r\nSedate before scan"),
+            ("Line one\\.sp2\\Line two", "Line one\r\n\r\nLine two"),
+            ("Line one\\.sp 3\\Line two", "Line one" + "\r\n" * 3 + "Line two"),
+            ("Line one\\.sp 0\\Line two", "Line one\r\nLine two"),
+            ("a\\.sp 99999999999999999999999999\\b", "a" + "\r\n" * 10 + "b"),
+            ("\\.ce\\HEADING\\.sp\\body", "\r\nHEADING\r\nbody"),
+            ("\\.in+4\\indented\\.ti-4\\\\.sk 2\\\\.fi\\\\.nf\\x", "indentedx"),
+        ]
+        for raw, expected in cases:
+            self.assertEqual(parseText(segment("NTE", {3: raw})).value("NTE", 3), expected, raw)
+
     def test_hexEscapesInTheCharset(self):
         """``\\Xhh\\`` bytes are decoded as the message's raw bytes would be:
         without MSH-18 as UTF-8, else Latin-1; adjacent sequences together,

@@ -611,7 +611,9 @@ def _fromMessage(message):
 
 def salvage(raw):
     """A ``Salvaged``: a lenient byte-level reading of the first MSH in
-    ``raw``, bytes that did not parse; never raises."""
+    ``raw``, bytes that did not parse, its fields unescaped with its
+    delimiters (MSH-1, MSH-2) as ``parseMessage`` reads them (``ack``
+    escapes them again); never raises."""
     raw = raw or b""
     start = raw.find(b"MSH")
     msh = _SEGMENT_END.split(raw[start:], 1)[0] if start >= 0 else b""
@@ -630,20 +632,23 @@ def salvage(raw):
         charset = "" if guess == UNDECLARED or ESC in raw else charset
         codec = "utf-8" if charset else None
     codec = codec or UNDECLARED
+    escape, subcomponent = encodingCharacters[2:3] or b"\\", encodingCharacters[3:4] or b"&"
+    reading = Delimiters(*(character.decode(LATIN_1) for character in (
+        fieldSeparator, component, repetition, escape, subcomponent)), codec)
 
     def components(number):
         index = number - 1
         if index >= len(fields):
             return []
         first = fields[index].split(repetition, 1)[0]
-        return [_windows1252(part) if codec == UNDECLARED else part.decode(codec, errors="replace")
+        return [reading.unescape(_windows1252(part) if codec == UNDECLARED else part.decode(codec, errors="replace"))
                 for part in first.split(component)]
 
     def value(number, part=0):
         parts = components(number)
         return parts[part] if part < len(parts) else ""
 
-    return Salvaged(Delimiters(codec=codec), components(3), components(4), value(9, 1).rstrip(" "),
+    return Salvaged(reading, components(3), components(4), value(9, 1).rstrip(" "),
                     value(10), value(11).rstrip(" "), value(12).rstrip(" "), charset)  # blanks: as Message
 
 

@@ -554,6 +554,24 @@ class AckTests(unittest.TestCase):
                          ["LAB", "WARD 3", "ACK^O01^ACK", "2.4", "8859/1"])
         self.assertEqual(reply.value("ERR", 3, 0), "102")
 
+    def test_theSalvagedEchoIsTheFieldSent(self):
+        """The AR of a message that did not parse escaped MSH-10 a second
+        time: an MSH-10 ``ID\\F\\8`` (the control ID ``ID|8``) came back as
+        ``MSA|AR|ID\\E\\F\\E\\8``, which the sender could not match; MSH-3
+        and MSH-4 too.  They are read unescaped, with the message's own
+        delimiters, as in a message that parses."""
+        header = b"MSH|^~\\&|R\\T\\D|H\\S\\1|PACS||2024||ORM^O01|ID\\F\\8|P|2.3||||||8859/1"
+        raw = header + b"\rPID|1||||\x1b(B"
+        self.assertRaises(HL7Error, parseMessage, raw)
+        salvaged = salvage(raw)
+        self.assertEqual((salvaged.sender, salvaged.senderFacility, salvaged.controlId), (["R&D"], ["H^1"], "ID|8"))
+        msh, msa = ack(salvaged, "AR", "bad", 102).split(b"\r")[:2]
+        self.assertEqual(msa.split(b"|")[:3], [b"MSA", b"AR", b"ID\\F\\8"])
+        self.assertEqual(msh.split(b"|")[4:6], [b"R\\T\\D", b"H\\S\\1"])
+        self.assertEqual(msa, ack(parseMessage(header), "AR", "bad", 102).split(b"\r")[1])
+        other = salvage(b"MSH#^~!&#R!T!D#H#PACS##2024##ORM^O01#ID!F!8!E!#P#2.3\rPID#1####\x1b(B")
+        self.assertEqual((other.sender, other.controlId), (["R&D"], "ID#8!"))
+
     def test_salvageOtherSeparator(self):
         reply = self.parseAck(ack(salvage(b"junk\x0bMSH#@~\\&#SRC##X##9##ADT@A01#ID7#P#2.3"), "AR", "x"))
         self.assertEqual(reply.value("MSA", 2), "ID7")

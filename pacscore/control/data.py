@@ -50,7 +50,8 @@ from pacscore.dicom.textbytes import decodeValues
 from pacscore.dicom.uids import isUID
 from pacscore.export.forwarder import ForwardError, Undelivered
 from pacscore.export.queue import Action, Target
-from pacscore.hl7.dropfolder import applyMessages, outcomeLines, readMessages
+from pacscore.hl7.dropfolder import outcomeLines, readMessages
+from pacscore.hl7.intake import applyMessages
 from pacscore.storage.attributes import DatasetError, readAttributes
 from pacscore.storage.devices import fileIdentity, removeIfSame
 from pacscore.storage.part10 import MEDIA_STORAGE_SOP_CLASS_UID, readFileMeta

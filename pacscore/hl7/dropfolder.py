@@ -44,6 +44,7 @@ from typing import NamedTuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from pacscore.hl7.intake import applyMessages
 from pacscore.hl7.message import splitMessages
 
 PROCESSED = "processed"
@@ -246,21 +247,6 @@ class DropFolder:
                           kept=f"; messages 1 to {stop - 1} are not applied again while it is unchanged"
                           if stop > 1 else "")
         self._held[name] = HeldFile(held.identity, stop - 1, reason, refused, tuple(messages[:stop - 1]))
-
-
-@defer.inlineCallbacks
-def applyMessages(intake, messages, again=False):
-    """Apply raw messages in order; fires with their Outcomes, up to the
-    first one that may be applied later (``Outcome.retry``): the messages
-    after it are not applied before it (``again``: see
-    ``WorklistIntake.process``)."""
-    outcomes = []
-    for raw in messages:
-        outcome = yield intake.process(raw, again=again)
-        outcomes.append(outcome)
-        if outcome.retry:
-            break
-    return outcomes
 
 
 def outcomeLines(outcomes, first=1):

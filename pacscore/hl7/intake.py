@@ -1,6 +1,8 @@
 """HL7 orders into the worklist: one raw message in, one ACK out.
 
-Shared by the MLLP listener, the drop folder and ``dgate --loadhl7``.
+Shared by the MLLP listener, the drop folder and ``dgate --loadhl7``
+(``applyMessages`` applies several in order); an MLLP frame holding an HL7
+batch gets an acknowledgment batch, one ACK per message.
 Messages are parsed and mapped in the reactor's thread pool.
 Every message gets an original-mode acknowledgement, also one whose MSH-15
 or MSH-16 asks for enhanced mode (not supported):
@@ -32,7 +34,8 @@ from twisted.logger import Logger
 
 from pacscore.db.errors import IndexTimeout, databaseMessage, isTransient
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
-from pacscore.hl7.message import HL7Error, Message, ack, isVersion2, parseMessage, salvage
+from pacscore.hl7.message import (
+    HL7Error, Message, ack, batchAck, batchHeader, isBatch, isVersion2, parseMessage, readBatch, salvage)
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
 WITHOUT_TRIGGER_EVENT = "ORM"  # HL7 v2.1's MSH-9 holds only the message type: ORM is ORM^O01
@@ -73,8 +76,39 @@ class WorklistIntake:
 
     def handle(self, raw):
         """The MLLP handler: Deferred firing with the ACK bytes, within
-        SQLTimeOut of the database's (an AR when it does not answer)."""
+        SQLTimeOut of the database's (an AR when it does not answer); a
+        frame holding an HL7 batch (``isBatch``) gets an acknowledgment
+        batch (``handleBatch``)."""
+        if isBatch(raw):
+            return self.inThread(readBatch, raw).addCallback(self.handleBatch)
         return self.process(raw, forPeer=True).addCallback(lambda outcome: outcome.ack)
+
+    @defer.inlineCallbacks
+    def handleBatch(self, batch):
+        """The acknowledgment batch (``batchAck``) of ``batch``, a
+        ``Batch`` an MLLP sender waits on: its messages applied in order, as
+        the drop folder applies a file's, up to the first one that may be
+        applied later (``Outcome.retry``); those after it are not applied
+        (AR), for the sender to send them again after it."""
+        messages = [raw for _, batchMessages in batch.batches for raw in batchMessages]
+        outcomes = yield applyMessages(self, messages, forPeer=True)
+        acks = [outcome.ack for outcome in outcomes]
+        controlId = batchHeader(batch.batches[0][0] or batch.fileHeader).value(11) or "?"
+        left = len(messages) - len(outcomes)
+        if left:
+            why = (f"not applied: message {len(outcomes)} of the batch, before it, may be applied later; "
+                   f"send this one again after it")
+            acks += [ack(salvage(raw), "AR", why, APPLICATION_ERROR, application=self.application)
+                     for raw in messages[len(outcomes):]]
+            self._count("hl7Errors")
+            self.log.warn("HL7 batch {controlId}: message {number} may be applied later: the {left} message(s) "
+                          "after it are not applied (AR), for the sender to send them again after it",
+                          controlId=controlId, number=len(outcomes), left=left)
+        codes = Counter(outcome.code for outcome in outcomes) + Counter({"AR": left})
+        self.log.info("HL7 batch {controlId}: {count} message(s) in one MLLP frame, {codes}, answered by an "
+                      "acknowledgment batch", controlId=controlId, count=len(messages),
+                      codes=", ".join(f"{count} {code}" for code, count in sorted(codes.items())) or "none")
+        return batchAck(batch, acks, application=self.application)
 
     def process(self, raw, forPeer=False, again=False):
         """Deferred firing with the ``Outcome`` of one raw message;
@@ -190,3 +224,18 @@ class WorklistIntake:
             self._count("hl7Errors")
             self.log.warn("HL7 {controlId} rejected (AR): {text}", controlId=message.controlId or "?", text=text)
         return outcome
+
+
+@defer.inlineCallbacks
+def applyMessages(intake, messages, again=False, forPeer=False):
+    """Apply raw messages in order through ``intake`` (a WorklistIntake);
+    fires with their Outcomes, up to the first one that may be applied later
+    (``Outcome.retry``): the messages after it are not applied before it
+    (``forPeer``, ``again``: see ``WorklistIntake.process``)."""
+    outcomes = []
+    for raw in messages:
+        outcome = yield intake.process(raw, forPeer=forPeer, again=again)
+        outcomes.append(outcome)
+        if outcome.retry:
+            break
+    return outcomes

@@ -3,10 +3,12 @@
 ``parseMessage`` turns the bytes of one message (no MLLP framing) into a
 ``Message`` whose fields are read with Conquest's numbering (manual 7.8:
 ``PID.5``, ``OBR.4.1``), decoding them in the character set MSH-18 names.
-``splitMessages`` cuts a file holding several messages into single ones,
+``splitMessages`` cuts a file holding several messages into single ones
+(``readBatch``: by the batches of an HL7 batch file, ``isBatch`` telling one),
 ``isHL7`` tells such a file from another by its first bytes.
 ``ack`` builds an original-mode ACK, also for bytes that could not be parsed
-(what ``salvage`` reads of them).
+(what ``salvage`` reads of them), ``batchAck`` the acknowledgment batch of a
+batch.
 ``isVersion2`` tells the MSH-12 versions we read (2.1 to 2.9, with any
 release: 2.3.1, 2.5.1); the others are answered in ours, 2.5.
 """
@@ -516,7 +518,8 @@ def parseMessage(raw):
 
 
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
-_FIRST_SEGMENTS = (b"MSH", b"FHS", b"BHS")
+_BATCH_HEADERS = (b"FHS", b"BHS")
+_FIRST_SEGMENTS = (b"MSH",) + _BATCH_HEADERS
 
 
 def _unframed(data):
@@ -554,19 +557,46 @@ def splitMessages(data):
     MLLP start and end bytes, a UTF-8 byte order mark, blank lines and the
     header and trailer segments of HL7 batch files (FHS, BHS, BTS, FTS) are
     removed; a new message starts at every segment beginning with MSH.
-    Anything before the first MSH is returned as a piece of its own (which
-    ``parseMessage`` then rejects), so nothing is silently lost.
+    Anything before the first MSH (of a batch) is returned as a piece of
+    its own (which ``parseMessage`` then rejects), so nothing is silently
+    lost.
     """
-    data = _unframed(data)
-    messages = []
-    for line in _segmentLines(data):
-        if line[:3] in _BATCH_SEGMENTS:
-            continue
-        if line.startswith(b"MSH") or not messages:
-            messages.append([line])
-        else:
-            messages[-1].append(line)
-    return [b"\r".join(lines) for lines in messages]
+    return [message for _, messages in readBatch(data).batches for message in messages]
+
+
+def isBatch(data):
+    """Whether ``data``, one MLLP frame's bytes, starts an HL7 batch (v2.5
+    2.10.3): its first segment is a file or batch header (FHS, BHS)."""
+    return data.removeprefix(BOM).lstrip()[:3] in _BATCH_HEADERS
+
+
+class Batch(NamedTuple):
+    """An HL7 batch file (v2.5 2.10.3) as ``readBatch`` reads it."""
+
+    fileHeader: bytes  # the FHS segment, b"" when there is none
+    batches: list      # (its BHS segment, b"" when there is none; its raw messages), in order
+
+
+def readBatch(data):
+    """The ``Batch`` of a file or buffer (see ``splitMessages``): a batch
+    starts at each BHS, its trailer (BTS) and the file's (FTS) dropped."""
+    fileHeader, batches = b"", [(b"", [])]
+    for line in _segmentLines(_unframed(data)):
+        kind = line[:3]
+        if kind == b"FHS":
+            fileHeader = fileHeader or line
+        elif kind == b"BHS":
+            if batches[-1] == (b"", []):
+                batches[-1] = (line, [])
+            else:
+                batches.append((line, []))
+        elif kind not in _BATCH_SEGMENTS:
+            messages = batches[-1][1]
+            if kind == b"MSH" or not messages:
+                messages.append([line])
+            else:
+                messages[-1].append(line)
+    return Batch(fileHeader, [(header, [b"\r".join(lines) for lines in messages]) for header, messages in batches])
 
 
 class UniqueNumbers:
@@ -665,29 +695,81 @@ def ack(message, code, text="", errorCode=None, application="PACS", facility="")
     """
     source = message if isinstance(message, Salvaged) else _fromMessage(message)
     ours = Delimiters(codec=source.delimiters.codec)
-
     escaped = ours.escapeText
-
-    def composite(parts):
-        return ours.component.join(escaped(part) for part in parts)
-
     trigger = source.triggerEvent
     version = source.version if isVersion2(source.version) else OUR_VERSION
-    msh = ["MSH", _DEFAULT_ENCODING_CHARACTERS, escaped(application), escaped(facility),
-           composite(source.sender), composite(source.senderFacility),
-           datetime.now().strftime("%Y%m%d%H%M%S"), "",
-           f"ACK^{escaped(trigger)}^ACK" if trigger else "ACK", uniqueNumber(),
-           escaped(source.processingId or "P"), escaped(version),
-           "", "", "", "", "", ours.repetition.join(map(escaped, source.charset.split("~")))]
+    msh = _answerHeader(ours, "MSH", application, facility, source.sender, source.senderFacility) + [
+        f"ACK^{escaped(trigger)}^ACK" if trigger else "ACK", uniqueNumber(),
+        escaped(source.processingId or "P"), escaped(version),
+        "", "", "", "", "", ours.repetition.join(map(escaped, source.charset.split("~")))]
     segments = [msh, ["MSA", code, escaped(source.controlId), escaped(text)]]
     if code in ("AE", "AR"):
         errorCode = 207 if errorCode is None else errorCode
         errorText = escaped(ERROR_TEXTS.get(errorCode, ""))
         segments.append(["ERR", f"^^^{errorCode}&{errorText}&HL70357", "",
                          f"{errorCode}^{errorText}^HL70357", "E", "", "", "", escaped(text)])
+    return _encodeText(_segmentsText(ours, segments), ours.codec)
+
+
+def _answerHeader(ours, segmentId, application, facility, sender, senderFacility):
+    """The fields up to -8 of a header segment of ours (MSH, FHS, BHS)
+    answering one whose -3 and -4 are ``sender`` and ``senderFacility``
+    (components), in our delimiters ``ours``."""
+    escaped = ours.escapeText
+    return [segmentId, _DEFAULT_ENCODING_CHARACTERS, escaped(application), escaped(facility),
+            ours.component.join(map(escaped, sender)), ours.component.join(map(escaped, senderFacility)),
+            datetime.now().strftime("%Y%m%d%H%M%S"), ""]
+
+
+def _segmentsText(ours, segments):
+    """The text of ``segments`` (lists of fields, their trailing empty ones
+    dropped) in our delimiters ``ours``, each ended by CR."""
     lines = []
     for fields in segments:
         while fields[-1] == "":
             fields.pop()
         lines.append(ours.field.join(fields))
-    return _encodeText("\r".join(lines) + "\r", ours.codec)
+    return "\r".join(lines) + "\r"
+
+
+def batchHeader(line):
+    """The ``Segment`` of a batch or file header (BHS, FHS: ``line``, its
+    raw bytes, b"" for none), its text read as without MSH-18 and its
+    delimiters its own (ours when they are not usable), the codec read in
+    its ``delimiters``; never raises."""
+    text, codec = decodeUndeclared(line)
+    delimiters = Delimiters(codec=codec)
+    if len(line) > 3:
+        try:
+            delimiters = Delimiters(*_headerDelimiters(line), codec=codec)
+        except HL7Error:
+            pass
+    return Segment([text[:3], delimiters.field] + text.split(delimiters.field)[1:], delimiters)
+
+
+def batchAck(batch, acks, application="PACS", facility=""):
+    """The acknowledgment batch (bytes) answering ``batch``, a ``Batch``:
+    ``acks``, the ACKs (``ack``) of its messages in order, each batch's in
+    a batch of ours (HL7 v2.5 2.10.3.4, every message acknowledged): BHS,
+    its BHS-12 the BHS-11 (batch control ID) it answers, the ACKs, and BTS,
+    its BTS-1 their count; in a file (FHS, its FHS-12 the FHS-11 it
+    answers, and FTS, its FTS-1 the count of batches) when ``batch`` is
+    one.  Each header is in the character set the sender's was read in
+    (``batchHeader``), so that what it echoes is the bytes sent."""
+    acks = iter(acks)
+
+    def header(line, segmentId):
+        theirs = batchHeader(line)
+        ours = Delimiters(codec=theirs.delimiters.codec)
+        fields = _answerHeader(ours, segmentId, application, facility, theirs.components(3),
+                               theirs.components(4)) + ["", "", uniqueNumber(), ours.escapeText(theirs.value(11))]
+        return _encodeText(_segmentsText(ours, [fields]), ours.codec)
+
+    parts = [header(batch.fileHeader, "FHS")] if batch.fileHeader else []
+    for line, messages in batch.batches:
+        parts.append(header(line, "BHS"))
+        parts.extend(next(acks) for _ in messages)
+        parts.append(f"BTS|{len(messages)}\r".encode("ascii"))
+    if batch.fileHeader:
+        parts.append(f"FTS|{len(batch.batches)}\r".encode("ascii"))
+    return b"".join(parts)

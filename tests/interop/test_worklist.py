@@ -226,6 +226,24 @@ class WorklistTests(unittest.TestCase):
                                sequenceKeys=["Modality"])
         self.assertEqual((str(match.RequestingPhysician), match[SPS][0].Modality), ("House^Gregory", "MR"))
 
+    def test_aBatchInOneFrameIsAppliedAndAnsweredByAnAcknowledgmentBatch(self):
+        """An HL7 batch (FHS, BHS, two orders, BTS, FTS) in one MLLP frame was
+        refused whole ('MSA|AR|MSG60|the message does not start with an MSH
+        segment'), neither order in the worklist, while the drop folder applied
+        the same bytes."""
+        orders = [order(number, f"ACC10{number}", f"PAT{number}", "Batch^Sent", "", "CT", "20261207130000", "", "")
+                  for number in (60, 61)]
+        batch = (b"FHS|^~\\&|RIS|HOSPITAL|||||||F60\rBHS|^~\\&|RIS|HOSPITAL|||||||B60\r" + b"\r".join(orders)
+                 + b"\rBTS|2\rFTS|1\r")
+        answer = sendFrames(self.server, batch)
+        self.addCleanup(sendFrames, self.server, *(order(number + 2, f"ACC10{number}", f"PAT{number}", "Batch^Sent",
+                                                         "", "CT", "20261207130000", "", "", control="CA")
+                                                   for number in (60, 61)))
+        self.assertEqual(answer.count(b"\x0b"), 1)
+        self.assertEqual(acks(answer.decode()), [("AA", "MSG60"), ("AA", "MSG61")])
+        self.assertRegex(answer.decode(), r"^\x0bFHS\|[^\r]*\|F60\rBHS\|[^\r]*\|B60\r(.*\r)*BTS\|2\rFTS\|1\r\x1c\r$")
+        self.assertEqual(accessions(worklistFind(self.server, ["AccessionNumber=ACC106*"])), ["ACC1060", "ACC1061"])
+
     def test_aChangeKeepsWhatItLeavesOutAndACancelNeedsNoOBR(self):
         """HL7's null values over mllp_send: an XO that sends only the new
         start (PID-7, PID-8, OBR-16 empty) keeps the birth date, sex and

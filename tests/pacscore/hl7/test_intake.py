@@ -20,7 +20,7 @@ from pacscore.hl7 import dropfolder
 from pacscore.hl7.dropfolder import FAILED, PROCESSED, DropFolder
 from pacscore.hl7.intake import WorklistIntake
 from pacscore.hl7.mapping import WorklistMapping
-from pacscore.hl7.message import parseMessage
+from pacscore.hl7.message import parseMessage, splitMessages
 from pacscore.testing.mutations import mutated
 from pacscore.testing.orders import orderMessage, writeMessages
 from tests.pacscore.db.test_errors import sqliteError
@@ -69,6 +69,19 @@ class IntakeTestCase(unittest.TestCase):
 
     def process(self, raw):
         return self.successResultOf(self.intake.process(raw))
+
+    def failFor(self, accession):
+        """Make the database fail (locked) for the orders of ``accession``;
+        a function ending that."""
+        apply = self.intake.items.apply
+
+        def applyUnlessLocked(orders, forPeer):
+            if orders[0].values.get("AccessionNumber") == accession:
+                return defer.fail(sqliteError("database is locked", sqlite3.SQLITE_BUSY))
+            return apply(orders, forPeer)
+
+        self.intake.items.apply = applyUnlessLocked
+        return lambda: setattr(self.intake.items, "apply", apply)
 
 
 class WorklistIntakeTests(IntakeTestCase):
@@ -382,6 +395,75 @@ class WorklistIntakeTests(IntakeTestCase):
         self.assertGreater(codes.get("AA", 0), 100, codes)
 
 
+class BatchTests(IntakeTestCase):
+    """An HL7 batch (FHS, BHS, messages, BTS, FTS) in one MLLP frame was
+    refused whole ('MSA|AR|B1|the message does not start with an MSH
+    segment'), its second message never answered, while the drop folder
+    applied the same bytes; its messages are now applied in order and
+    answered by an acknowledgment batch (HL7 v2.5 2.10.3.4)."""
+
+    def batch(self, *messages, fileHeader=True):
+        head = b"FHS|^~\\&|RIS|HOSP|||20240301||||F1\rBHS|^~\\&|RIS|HOSP|||20240301||||B\\F\\7\r"
+        if not fileHeader:
+            head = head.split(b"\r", 1)[1]
+        return head + b"\r".join(messages) + f"\rBTS|{len(messages)}\r".encode() + (b"FTS|1\r" if fileHeader else b"")
+
+    def answer(self, raw):
+        """The segments of the acknowledgment batch ``handle`` answered, and
+        the ``(MSA-1, MSA-2)`` of its ACKs."""
+        answer = self.successResultOf(self.intake.handle(raw))
+        segments = answer.split(b"\r")
+        self.assertEqual(segments[-1], b"")
+        acks = [parseMessage(message).segment("MSA") for message in splitMessages(answer)]
+        return segments[:-1], [(msa.value(1), msa.value(2)) for msa in acks]
+
+    def test_aBatchIsAppliedAndAnsweredByAnAcknowledgmentBatch(self):
+        for fileHeader in (True, False):
+            raw = self.batch(orderMessage("B1", "BACC1", "PAT1", "Doe^John"),
+                             orderMessage("B2", "BACC2", "PAT2", "Roe^Jane"),
+                             orderMessage("B3", "BACC1", "PAT1", "Doe^John", control="CA"), fileHeader=fileHeader)
+            segments, acks = self.answer(raw)
+            self.assertEqual(acks, [("AA", "B1"), ("AA", "B2"), ("AA", "B3")])
+            self.assertEqual(sorted(self.rows()), ["BACC2"])
+            headers = [segment.split(b"|") for segment in segments if segment[:3] in (b"FHS", b"BHS", b"BTS", b"FTS")]
+            expected = [[b"FHS", b"F1"]] if fileHeader else []
+            expected += [[b"BHS", b"B\\F\\7"], [b"BTS", b"3"]] + ([[b"FTS", b"1"]] if fileHeader else [])
+            self.assertEqual([[h[0], h[-1]] for h in headers], expected)
+            self.assertEqual(segments[0][:3], b"FHS" if fileHeader else b"BHS")
+            bhs = next(h for h in headers if h[0] == b"BHS")
+            self.assertEqual((bhs[2], bhs[4], bhs[5], len(bhs)), (b"PACSAE", b"RIS", b"HOSP", 12))
+            self.assertTrue(bhs[10].isdigit())  # BHS-11, ours; BHS-12 the one answered
+            self.assertEqual(segments[-1], b"FTS|1" if fileHeader else b"BTS|3")
+            self.intake.handle(orderMessage("C1", "BACC2", "PAT2", "Roe^Jane", control="CA"))
+
+    def test_eachMessageItsOwnCode(self):
+        raw = self.batch(orderMessage("B1", "BACC1", "PAT1", "Doe^John", control="XO"),
+                         b"MSH|^~\\&|RIS|HOSP|PACS||2024||ADT^A08|B2|P|2.5",
+                         orderMessage("B3", "BACC3", "PAT3", "Poe^Jim"))
+        self.assertEqual(self.answer(raw)[1], [("AE", "B1"), ("AR", "B2"), ("AA", "B3")])
+        self.assertEqual(sorted(self.rows()), ["BACC3"])
+
+    def test_afterAMessageToRetryNoneIsApplied(self):
+        """The database failing on the second message: the third is not
+        applied before it, both answered AR for the sender to send again."""
+        events = []
+        self.intake.log = Logger(observer=events.append)
+        self.failFor("BACC2")
+        raw = self.batch(*(orderMessage(f"B{n}", f"BACC{n}", f"PAT{n}", "Doe^John") for n in (1, 2, 3)))
+        self.assertEqual(self.answer(raw)[1], [("AA", "B1"), ("AR", "B2"), ("AR", "B3")])
+        self.assertEqual(sorted(self.rows()), ["BACC1"])
+        logged = [formatEvent(event) for event in events]
+        self.assertIn("HL7 batch B|7: message 2 may be applied later: the 1 message(s) after it are not applied "
+                      "(AR), for the sender to send them again after it", logged)
+        self.assertIn("HL7 batch B|7: 3 message(s) in one MLLP frame, 1 AA, 2 AR, answered by an acknowledgment "
+                      "batch", logged)
+
+    def test_anEmptyBatch(self):
+        segments, acks = self.answer(b"BHS|^~\\&|RIS\rBTS|0")
+        self.assertEqual((acks, [s[:3] for s in segments]), ([], [b"BHS", b"BTS"]))
+        self.assertEqual(segments[-1], b"BTS|0")
+
+
 class DropFolderTests(IntakeTestCase):
 
     def setUp(self):
@@ -649,19 +731,6 @@ class DropFolderTests(IntakeTestCase):
         """The MSH-10 of the messages of a file of the folder."""
         with open(os.path.join(self.path, *names), "rb") as f:
             return [parseMessage(raw).controlId for raw in dropfolder.readMessages(f)]
-
-    def failFor(self, accession):
-        """Make the database fail (locked) for the orders of ``accession``;
-        a function ending that."""
-        apply = self.intake.items.apply
-
-        def applyUnlessLocked(orders, forPeer):
-            if orders[0].values.get("AccessionNumber") == accession:
-                return defer.fail(sqliteError("database is locked", sqlite3.SQLITE_BUSY))
-            return apply(orders, forPeer)
-
-        self.intake.items.apply = applyUnlessLocked
-        return lambda: setattr(self.intake.items, "apply", apply)
 
     def test_aRetriedFileDoesNotApplyItsAppliedMessagesAgain(self):
         """A file stopped at its second message (the database failing) was

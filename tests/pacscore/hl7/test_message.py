@@ -5,7 +5,7 @@ import re
 from twisted.trial import unittest
 
 from pacscore.hl7.message import (
-    HL7Error, UniqueNumbers, ack, charsetCodec, isHL7, parseMessage, salvage, splitMessages)
+    Batch, HL7Error, UniqueNumbers, ack, charsetCodec, isBatch, isHL7, parseMessage, readBatch, salvage, splitMessages)
 from tests.pacscore.hl7.samples import PID, encoded, msh, obr, orc, orm, segment
 
 
@@ -394,6 +394,20 @@ class SplitTests(unittest.TestCase):
         data = (b"FHS|^~\\&|RIS\r\nBHS|^~\\&|RIS\r\nMSH|^~\\&|A|1\r\nPID|1\r\nMSH|^~\\&|A|2\r\n"
                 b"BTS|2\r\nFTS|1\r\n")
         self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2"])
+
+    def test_batchesOfAFile(self):
+        """``readBatch``: the file header, and each batch's header and
+        messages; segments before a batch's first MSH are a piece of their own."""
+        data = (b"FHS|^~\\&|RIS\r\nBHS|^~\\&|RIS||||||||B1\r\nMSH|^~\\&|A|1\r\nBTS|1\r\n"
+                b"BHS|^~\\&|RIS||||||||B2\r\nPID|0\r\nMSH|^~\\&|A|2\r\nPID|2\r\nBTS|1\r\nFTS|2\r\n")
+        batch = readBatch(data)
+        self.assertEqual(batch, Batch(b"FHS|^~\\&|RIS", [
+            (b"BHS|^~\\&|RIS||||||||B1", [b"MSH|^~\\&|A|1"]),
+            (b"BHS|^~\\&|RIS||||||||B2", [b"PID|0", b"MSH|^~\\&|A|2\rPID|2"])]))
+        self.assertEqual(splitMessages(data), [b"MSH|^~\\&|A|1", b"PID|0", b"MSH|^~\\&|A|2\rPID|2"])
+        self.assertEqual(readBatch(b"MSH|^~\\&|A|1\r"), Batch(b"", [(b"", [b"MSH|^~\\&|A|1"])]))
+        self.assertTrue(isBatch(b"\xef\xbb\xbf\r\nBHS|^~\\&") and isBatch(b"FHS|"))
+        self.assertFalse(isBatch(b"MSH|^~\\&|A|1\rBHS|"))
 
     def test_framingAndBOM(self):
         data = b"\xef\xbb\xbf\x0bMSH|^~\\&|A|1\rPID|1\r\x1c\r\x0bMSH|^~\\&|A|2\r\x1c\r\n"

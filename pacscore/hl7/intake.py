@@ -50,6 +50,22 @@ TABLE_VALUE_NOT_FOUND = 103
 APPLICATION_ERROR = 207
 
 
+ORDERS_NAMED = 10  # of a message's orders, how many its log line names; the others are counted
+
+
+def _actionsText(applied):
+    """What became of the orders ``applied`` (``NW ACC1: inserted, ...``),
+    the first ``ORDERS_NAMED`` named, the others counted by action: one
+    message may hold thousands."""
+    applied = list(applied)
+    text = ", ".join(f"{a.control} {a.accessionNumber}: {a.action}" for a in applied[:ORDERS_NAMED])
+    others = Counter(a.action for a in applied[ORDERS_NAMED:])
+    if others:
+        text += (f" and {sum(others.values())} more orders (" +
+                 ", ".join(f"{count} {action}" for action, count in sorted(others.items())) + ")")
+    return text
+
+
 class Outcome(NamedTuple):
     """What became of one message: its ACK code and text, and the ACK."""
 
@@ -180,7 +196,7 @@ class WorklistIntake:
 
     def _accepted(self, applied, message):
         self._count("hl7Applied")
-        text = ", ".join(f"{a.control} {a.accessionNumber}: {a.action}" for a in applied)
+        text = _actionsText(applied)
         self.log.info("HL7 {kind} {controlId}: {text}", kind=f"{message.messageType}^{message.triggerEvent}",
                       controlId=message.controlId, text=text)
         shared = Counter(a.accessionNumber for a in applied if a.action not in ("deleted", "absent"))

@@ -150,6 +150,22 @@ class WorklistIntakeTests(IntakeTestCase):
             self.process(orderMessage("M3", "ACC3", "PAT3", "One^Step"))
         self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
 
+    def test_aMessageOfThousandsOfOrdersIsLoggedInABoundedLine(self):
+        """One log line named every order of a message: 14,000 ORC/OBR pairs
+        made a line of 282,975 bytes.  It names the first ten and counts the
+        others by what became of them."""
+        orders = [orderMessage("M1", f"ACC{n}", "PAT1", "Many^Orders", control="CA" if n == 12 else "NW")
+                  for n in range(14)]
+        message = orders[0] + b"\r" + b"\r".join(b"\r".join(o.split(b"\r")[3:]) for o in orders[1:])
+        with capturedLogs() as events:
+            outcome = self.process(message)
+        self.assertEqual(outcome.code, "AA")
+        self.assertEqual(len(self.rows()), 13)
+        [line] = [formatEvent(e) for e in events if "HL7 ORM^O01 M1" in formatEvent(e)]
+        self.assertEqual(line, "HL7 ORM^O01 M1: " + ", ".join(f"NW ACC{n}: inserted" for n in range(10))
+                         + " and 4 more orders (1 absent, 3 inserted)")
+        self.assertEqual(outcome.text, line.split(": ", 1)[1])
+
     def test_unknownCharsetWarned(self):
         """An order whose MSH-18 names no character set pacs knows is
         applied, its text read as without MSH-18, with a warning, where it

@@ -195,6 +195,10 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
         if self.handshaking:
             self.log.warn("{peer}: no completed TLS handshake within {timeout} s, closing the HL7 connection",
                           peer=self.peerName(), timeout=self.timeOut)
+        elif self._state != OUTSIDE and self._buffer:
+            self.log.warn("{peer}: no data for {timeout} s in the middle of an MLLP frame, closing the HL7 "
+                          "connection; its {size} bytes are dropped", peer=self.peerName(), timeout=self.timeOut,
+                          size=len(self._buffer))
         else:
             self.log.info("{peer}: no data for {timeout} s, closing the HL7 connection",
                           peer=self.peerName(), timeout=self.timeOut)

@@ -5,7 +5,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, capturedLogs, formatEvent
+from twisted.logger import LogLevel, Logger, capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface import directlyProvides
 
@@ -358,6 +358,20 @@ class MLLPTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.logged("no data"),
                          ["10.0.0.7:40000: no data for 30 s, closing the HL7 connection"])
+
+    def test_anUnfinishedFrameCutByTheIdleTimeoutIsSaidSo(self):
+        """A peer that sent half an order and went silent was cut with only
+        'no data for 30 s' (info), its order dropped without the warning a
+        peer that closes so gets."""
+        self.connect(idleTimeout=30)
+        self.protocol.dataReceived(b"\x0b" + hl7("M1")[:40])
+        self.clock.advance(31)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.logged("no data"),
+                         ["10.0.0.7:40000: no data for 30 s in the middle of an MLLP frame, closing the HL7 "
+                          "connection; its 40 bytes are dropped"])
+        [event] = [e for e in self.events if "no data" in formatEvent(e)]
+        self.assertEqual(event["log_level"], LogLevel.warn)
 
     def test_anUnfinishedTLSHandshakeIsSaidSo(self):
         """Over TLS, the idle timeout cutting a peer whose handshake did

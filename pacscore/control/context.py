@@ -91,12 +91,17 @@ class Format:
         if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
             raise CommandError(f"bad format {self.fmt!r}: widths and precisions are at most {MAX_WIDTH}")
         self.conversions = len(conversions)
+        self.starts = [match.start() for match in conversions]  # where in ``template`` each conversion is
+
+    def tiled(self, values):
+        """``values`` again from the first as often as the conversions take them (``formatted``'s ``repeat``)."""
+        return list(values) * -(-self.conversions // len(values)) if values else list(values)
 
     def apply(self, values, repeat=False):
         """The line of ``values`` (see ``formatted``)."""
         try:
-            if repeat and values:
-                values = values * -(-self.conversions // len(values))
+            if repeat:
+                values = self.tiled(values)
             return self.template % tuple(values[:self.conversions])
         except (TypeError, ValueError, OverflowError) as e:
             raise CommandError(f"bad format {self.fmt!r}: {e}") from e

@@ -6,19 +6,19 @@ Conquest's do) and the
 rows, ``MAX_ANSWER`` bytes at most (``AnswerLines``), go to ``file`` when one is named
 (written in the I/O pool), else to the command's output; output that goes
 into a web page (a scripted page's
-command line) has the values HTML-escaped, as they come from DICOM data,
+command line) has the values made inert in it (``formatRow``), as they come from DICOM data,
 while ``fmt`` is the page author's HTML.  No command writes over the archive's own files (its
 configuration and scripts, its index database, its log and password files, the key files of
 its endpoints and TLS nodes, anything on a MAG or mirror device or in the HL7 drop folder).
 """
 
 import os
-from html import escape
 
 from twisted.internet import defer
 
 from pacscore.control.context import CommandError, Format
 from pacscore.control.endpoint import fields
+from pacscore.web.html import inert, inertValue
 
 MAX_ANSWER = 64 * 1024 * 1024  # bytes (UTF-8) of a command's text output (a listing's, a Lua chunk's print)
 
@@ -38,11 +38,16 @@ def pipeFields(arguments, count):
 def formatRow(form, values, html=False):
     """One output line of ``values`` (strings or numbers), the ``Format``
     ``form`` taking them as often as it asks (``formatted``'s ``repeat``),
-    else tab-separated; with ``html`` the strings HTML-escaped."""
-    if html:
-        values = [escape(value) if isinstance(value, str) else value for value in values]
+    else tab-separated; with ``html`` the strings made inert in the HTML
+    of ``form`` (``pacscore.web.html.inertValue``: percent-encoded in a
+    link's query string, else HTML-escaped for any attribute)."""
     if form:
+        if html:
+            values = [inertValue(value, form.template[:start]) if isinstance(value, str) else value
+                      for value, start in zip(form.tiled(values), form.starts)]
         return form.apply(values, repeat=True)
+    if html:
+        values = [inert(value) if isinstance(value, str) else value for value in values]
     return "\t".join("" if value is None else str(value) for value in values)
 
 

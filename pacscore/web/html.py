@@ -1,10 +1,21 @@
 """HTML for the web pages: a page frame and Conquest's ruled tables, every
-value escaped, and links to the pages as ``dgate?mode=...`` URLs."""
+value escaped, and links to the pages as ``dgate?mode=...`` URLs; values
+made inert for HTML that page authors wrote (``inert``, ``inUrlQuery``)."""
 
+import functools
+import re
 from html import escape
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 SCRIPT = "/cgi-bin/dgate"
+
+# & and every character that ends or opens an attribute value, quoted or not
+# (HTML5: whitespace, quotes, =, <, >, backtick), as a character reference.
+_REFERENCES = {**{ord(c): f"&#{ord(c)};" for c in "\t\n\f\r '=`"},
+               ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;"}
+# The end of a tag's text that is within an href, src or action value, past its "?".
+_IN_URL_QUERY = re.compile(r"""\s(?:href|src|action)\s*=\s*"""
+                           r"""(?:"[^"]*\?[^"]*|'[^']*\?[^']*|[^\s"'>][^\s>]*\?[^\s>]*)\Z""", re.IGNORECASE)
 
 
 class Markup(str):
@@ -14,6 +25,38 @@ class Markup(str):
 def text(value):
     """``value`` as HTML: Markup as it is, anything else escaped."""
     return value if isinstance(value, Markup) else Markup(escape(str(value)))
+
+
+def inert(value):
+    """``value`` as HTML text that a page author's HTML shows as it is
+    wherever it puts it outside a ``<script>`` or an event handler: in
+    text or in an attribute value, quoted or not (Conquest's pages write
+    ``<A HREF=dgate?...=%s>``).  Besides ``& < > " '``, whitespace, ``=``
+    and backtick are character references, which the browser reads back
+    as the characters, so the value can neither end the attribute nor add
+    one."""
+    return str(value).translate(_REFERENCES)
+
+
+@functools.lru_cache(maxsize=256)  # a listing asks it of the same formats for each row
+def inUrlQuery(before):
+    """Whether text written after the HTML ``before`` lands in the query
+    string of a URL: within a tag, in an ``href``, ``src`` or ``action``
+    value past its ``?``."""
+    start = before.rfind("<")
+    tag = before[start:]
+    return start >= 0 and ">" not in tag and _IN_URL_QUERY.search(tag) is not None
+
+
+def queryValue(value):
+    """``value`` percent-encoded for a URL's query string (``inert`` leaves it as it is)."""
+    return quote(str(value), safe=":")
+
+
+def inertValue(value, before):
+    """``value`` (a string) put into HTML after ``before``: ``queryValue`` in a
+    URL's query string, else ``inert``."""
+    return queryValue(value) if inUrlQuery(before) else inert(value)
 
 
 def join(*parts):

@@ -22,14 +22,17 @@ line, in order:
 - a line starting with ``#`` is a comment; one starting with ``--`` is a
   control command (``--display_status:``, ``--query2:...``, see the
   control port), whose output takes its place (its format argument
-  writes HTML, and the values of the rows it lists are HTML-escaped into
-  it, as they come from DICOM data; as on ``showconfig``, dicom.ini's
+  writes HTML, and the values of the rows it lists are made inert in it
+  as the request's are, as they come from DICOM data; as on ``showconfig``, dicom.ini's
   secrets are left out: ``--get_ini:`` lists no ``ControlSecret`` or
   ``Password``, and ``--get_param:`` of one shows its refusal); any other
   line is written out.
 
-Unlike Conquest, values from the request are HTML-escaped in the lines
-written out, and a command line refuses values holding ``|``, ``'``,
+Unlike Conquest, values from the request are made inert in the lines
+written out (``pacscore.web.html.inertValue``: in a link's query string
+percent-encoded, elsewhere HTML-escaped, spaces, ``=`` and backticks too,
+so that a value cannot end an unquoted attribute, as Conquest's pages
+write them, and add one), and a command line refuses values holding ``|``, ``'``,
 ``;``, ``,`` or a line break, so that a request cannot add fields to the
 command.  A ``.lua`` source runs as ``pacscore.web.luapages`` says;
 ``<%= %>`` and ``<?lua ?>`` in other pages are not run.
@@ -47,6 +50,7 @@ from pacscore.config.textfile import readTextLines
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
+from pacscore.web.html import inertValue
 from pacscore.control.inprocess import commandOutput
 from pacscore.web.luapages import renderLua
 
@@ -175,9 +179,11 @@ def _variables(archive, parameters, request, mode):
     return found
 
 
-def _safe(value, isCommand):
+def _safe(value, before, isCommand):
+    """``value`` put into a line after its text ``before``: made inert in
+    HTML (``inertValue``), checked for a command."""
     if not isCommand:
-        return escape(value)
+        return inertValue(value, before)
     if _UNSAFE_IN_COMMANDS.search(value):
         raise WebError(400, f"{value!r} cannot go into a command of this page")
     return value
@@ -188,7 +194,7 @@ def _substituted(line, variables, parameters, ini, section, isCommand):
     def fixed(match):
         name = match.group(1).lower()
         if name in variables:
-            return _safe(variables[name], isCommand)
+            return _safe(variables[name], line[:match.start()], isCommand)
         return match.group(0)
 
     line = _VARIABLE.sub(fixed, line)
@@ -196,5 +202,5 @@ def _substituted(line, variables, parameters, ini, section, isCommand):
         name = match.group(1)
         value = parameters.given.get(name, ini.get(name, None, section))
         if value is not None:
-            return line[:match.start()] + _safe(value, isCommand) + line[match.end():]
+            return line[:match.start()] + _safe(value, line[:match.start()], isCommand) + line[match.end():]
     return line

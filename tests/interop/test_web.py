@@ -88,7 +88,10 @@ class WebInterfaceTests(unittest.TestCase):
             f.write("HTML('Content-type: text/html\\n')\n"
                     "for _, row in ipairs(dbquery('DICOMPatients', 'PatientID')) do HTML('<p>%s</p>', row[1]) end\n")
         with open(os.path.join(cls.server.workdir, "dicom.ini"), "a") as f:
-            f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n\n[list]\nsource = list.lua\n")
+            f.write("\n[sample]\nsource = sample.cq\nvariable = sample 1\n\n[list]\nsource = list.lua\n"
+                    "\n[unquoted]\nline0 = <html><head><title>untouched</title></head><body>\n"
+                    "line1 = <a id=l href=dgate?mode=queryseries&patientidmatch=%patid%>series</a>\n"
+                    "line2 = <img id=i alt=%patid%></body></html>\n")
         startWithSamples(cls)
         cls.base = f"http://127.0.0.1:{cls.server.webPort}"
 
@@ -169,6 +172,18 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertIn("Conquest DICOM server - sample 1", dom)
         self.assertIn("Images received=3", dom)
         self.assertIn("<br>1CT1", dom)
+
+    def test_requestValuesAddNoAttributesToUnquotedOnes(self):
+        """A value put into the unquoted attributes of a scripted page (as
+        Conquest's pages write them) stays the attribute's value: the
+        handler it brings never runs, the link keeps the whole value."""
+        hostile = "x src=none onerror=document.title=document.domain"
+        dom = renderedDOM(f"{self.base}/cgi-bin/dgate?mode=unquoted&" + urllib.parse.urlencode({"patid": hostile}))
+        self.assertIn("<title>untouched</title>", dom)
+        self.assertIn(f'<img id="i" alt="{hostile}">', dom)
+        link = re.search(r'<a id="l" href="([^"]*)">', dom)
+        self.assertEqual(urllib.parse.parse_qs(urllib.parse.urlsplit(unescape(link.group(1))).query)["patientidmatch"],
+                         [hostile])
 
     def test_luaPage(self):
         dom = renderedDOM(self.base + "/cgi-bin/dgate?mode=list")

@@ -2,6 +2,8 @@
 the manual's own sample.cq and [sample2]."""
 
 import os
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, quote, urlsplit
 
 from twisted.internet import defer
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -84,6 +86,27 @@ line0     = from the lines
 """
 
 
+class TagsOf(HTMLParser):
+    """The tags of an HTML text as a browser parses them: ``attributes``
+    [(tag, [(name, value)])], ``text`` the text of the ``a`` elements."""
+
+    def __init__(self, html):
+        super().__init__()
+        self.attributes, self.text, self.inLink = [], [], False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.attributes.append((tag, attrs))
+        self.inLink = tag == "a"
+
+    def handle_endtag(self, tag):
+        self.inLink = False
+
+    def handle_data(self, data):
+        if self.inLink:
+            self.text.append(data)
+
+
 class Hanging:
     """A control command ``hang`` that never answers; counts its cancels."""
 
@@ -129,7 +152,7 @@ class ScriptedPageTests(WebTestCase):
     def test_manualSample(self):
         page = yield get(self.resource, mode="sample")
         self.assertEqual((page.code, page.headers["content-type"]), (200, "text/html; charset=utf-8"))
-        self.assertIn("<H2>Conquest DICOM server - sample 1</H2>", page.text)
+        self.assertIn("<H2>Conquest DICOM server - sample&#32;1</H2>", page.text)
         self.assertIn("DICOM server 'SCRIPTED' (pacs, port", page.text)
         self.assertIn("<br>PAT0000\n<br>PAT0001", page.text)
         self.assertRegex(page.text, r"<br>\S+ <strong>\S+ \d+</strong>")
@@ -141,8 +164,8 @@ class ScriptedPageTests(WebTestCase):
     def test_lines(self):
         page = yield get(self.resource, mode="sample2")
         self.assertEqual(page.text.splitlines(), [
-            "<HEAD><TITLE>Conquest DICOM server - sample 2</TITLE></HEAD>", "<BODY BGCOLOR='CFDFCF'>",
-            "<H2>Conquest DICOM server - sample 2</H2>", "</BODY>"])
+            "<HEAD><TITLE>Conquest DICOM server - sample&#32;2</TITLE></HEAD>", "<BODY BGCOLOR='CFDFCF'>",
+            "<H2>Conquest DICOM server - sample&#32;2</H2>", "</BODY>"])
         self.assertEqual(page.headers["cache-control"], "no-cache")
         missing = yield get(self.resource, mode="missing")
         self.assertEqual(missing.text, "from the lines\n")
@@ -182,6 +205,32 @@ class ScriptedPageTests(WebTestCase):
             self.assertEqual(f.read(), name + "\n")
         output = yield self.running.run(Query2(), "DICOMPatients|PatientID,PatientName|PatientID = 'XSS1'|<br>%s %s")
         self.assertEqual(output, f"<br>XSS1 {name}")
+
+    @defer.inlineCallbacks
+    def test_valuesCannotAddAttributesToUnquotedOnes(self):
+        """Conquest's pages put values in unquoted attributes: a request
+        value or a listed one holding spaces and ``=`` stays one attribute
+        value (the whole value: percent-encoded in a link's query string,
+        as character references elsewhere), adding none."""
+        hostile = "a onfocus=alert(1) x='y'`z"
+        ds = makeDataset(hostile, "Evil^Id", "1.2.826.0.1.3680043.8.498.7", "1.2.826.0.1.3680043.8.498.7.1",
+                         "1.2.826.0.1.3680043.8.498.7.1.1", 1, 1)
+        path = os.path.join(self.running.workdir, "evil.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        resource = self.resourceWith(
+            "[unquoted]\nline0 = <a href=x?p=%patid%>%patid%</a><input value=%patid%><img alt=%query%>\n"
+            "line1 = --query2:DICOMPatients|PatientID,PatientName|PatientName = 'Evil^Id'|"
+            "<A HREF=dgate?mode=querystudies&patientidmatch=%s>%s</A><option value=%0.0s%s>\n")
+        page = yield get(resource, mode="unquoted", patid=hostile, query="b b=c\t\n\x0c\r")
+        tags = TagsOf(page.text)
+        self.assertEqual(tags.attributes, [
+            ("a", [("href", "x?p=" + quote(hostile, safe=":"))]), ("input", [("value", hostile)]),
+            ("img", [("alt", "b b=c\t\n\x0c\r")]),
+            ("a", [("href", "dgate?mode=querystudies&patientidmatch=" + quote(hostile, safe=":"))]),
+            ("option", [("value", "Evil^Id")])])
+        self.assertEqual(tags.text, [hostile, "Evil^Id"])
+        self.assertEqual(parse_qs(urlsplit(tags.attributes[3][1][0][1]).query)["patientidmatch"], [hostile])
 
     @defer.inlineCallbacks
     def test_requestVariables(self):
@@ -338,7 +387,7 @@ class ScriptedPageTests(WebTestCase):
         resource = self.resourceWith("[AnyPage]\nline0 = any %mode%\nexceptions = querypatients,sample\n")
         self.assertEqual((yield get(resource, mode="top")).text, "any top\n")
         self.assertIn("<caption>2 patients</caption>", (yield get(resource, mode="querypatients")).text)
-        self.assertIn("sample 1", (yield get(resource, mode="sample")).text)
+        self.assertIn("sample&#32;1", (yield get(resource, mode="sample")).text)
 
     @defer.inlineCallbacks
     def test_readIniChangesPages(self):

@@ -194,6 +194,15 @@ def destinations(archive):
             if not any(c in node.ae for c in "*?") and node.ae != archive.aeTitle]
 
 
+def pushTargets(archive, source):
+    """The AEs the push page of an object on ``source`` offers, as
+    Conquest's: every one it knows but the source, this archive first (a
+    move from another archive into it), then ``destinations`` (a local
+    source: this archive is the source)."""
+    own = [] if isLocal(archive, source) else [archive.aeTitle]
+    return own + [ae for ae in destinations(archive) if ae != source]
+
+
 def _checkPush(archive):
     if not pushAllowed(archive):
         raise WebError(403, "pushing is turned off (WEBPush = 0)")
@@ -207,7 +216,7 @@ def _moverPage(archive, parameters, what, mode, hidden):
     buttons = [Markup(f"<form action=\"{SCRIPT}?mode={mode}\" method=\"post\">{fields}"
                       f"<input type=\"hidden\" name=\"dest\" value=\"{text(ae)}\">"
                       f"<input type=\"submit\" value=\"Send to {text(ae)}\"></form>")
-               for ae in destinations(archive)]
+               for ae in pushTargets(archive, source)]
     return htmlAnswer(f"push {what} from {source}", Markup("\n".join(buttons)) if buttons else "acrnema.map lists no AE")
 
 

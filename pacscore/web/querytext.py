@@ -11,7 +11,7 @@ that ``IndexQuery`` matches with bound parameters (``= ''`` an empty value
 only, as in SQL: Empty Value Matching; ``= '""'`` two quotation marks);
 anything else is a
 ``QueryTextError``.  The search fields match within the ID or name, in
-any case; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a range ``a-b`` of them.
+any case, their ``%`` and ``_`` read as ``*`` and ``?``; a study date is ``yyyy``, ``yyyymm``, ``yyyymmdd`` or a range ``a-b`` of them.
 """
 
 import re
@@ -139,12 +139,14 @@ def dateMatch(text):
 
 
 def searchKeys(patientID="", patientName="", studyDate=""):
-    """The keys of the search fields (empty ones select everything)."""
+    """The keys of the search fields (empty ones select everything); in the
+    ID and name, Conquest's SQL wildcards ``%`` and ``_`` as well as ``*``
+    and ``?`` (Conquest matches ``like '%<field>%'``)."""
     keys = []
     if patientID.strip():
-        keys.append(QueryKey(PATIENT_ID, "LO", f"*{patientID.strip()}*", foldCase=True))
+        keys.append(QueryKey(PATIENT_ID, "LO", f"*{_likeToWildcards(patientID.strip())}*", foldCase=True))
     if patientName.strip():
-        keys.append(QueryKey(PATIENT_NAME, "PN", f"*{patientName.strip()}*"))
+        keys.append(QueryKey(PATIENT_NAME, "PN", f"*{_likeToWildcards(patientName.strip())}*"))
     if studyDate.strip():
         keys.append(QueryKey(STUDY_DATE, "DA", dateMatch(studyDate)))
     return keys

@@ -76,6 +76,13 @@ class SearchFieldTests(unittest.TestCase):
             QueryKey(STUDY_DATE, "DA", "20240101-20241231")])
         self.assertEqual(searchKeys(), [])
 
+    def test_conquestsSqlWildcardsInSearchFields(self):
+        """Conquest matches like '%<field>%': its users type % and _ in the
+        ID and name fields, which are wildcards here too, as * and ? are."""
+        self.assertEqual(searchKeys("PAT%1_", "O_Br%n"), [
+            QueryKey(PATIENT_ID, "LO", "*PAT*1?*", foldCase=True), QueryKey(0x00100010, "PN", "*O?Br*n*")])
+        self.assertEqual(searchKeys("_"), [QueryKey(PATIENT_ID, "LO", "*?*", foldCase=True)])
+
     def test_dates(self):
         self.assertEqual(dateMatch("202403"), "20240301-20240331")
         self.assertEqual(dateMatch("20240315"), "20240315")

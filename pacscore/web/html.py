@@ -48,9 +48,9 @@ def inUrlQuery(before):
     return start >= 0 and ">" not in tag and _IN_URL_QUERY.search(tag) is not None
 
 
-def queryValue(value):
-    """``value`` percent-encoded for a URL's query string (``inert`` leaves it as it is)."""
-    return quote(str(value), safe=":")
+def queryValue(value, safe=":"):
+    """``value`` percent-encoded for a URL's query string, ``safe`` kept (``inert`` leaves it as it is)."""
+    return quote(str(value), safe=safe)
 
 
 def inertValue(value, before):

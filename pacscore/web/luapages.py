@@ -3,11 +3,14 @@ section whose ``source`` is a ``.lua`` file (relative to dicom.ini) runs it
 with lupa in an I/O pool thread, sandboxed unless ``LuaAllowUnsafe = 1``
 and stopped after ``LuaMaxInstructions`` (as Lua converters are).
 
-The script sees the page's variables as globals (``mode``, ``query_string``,
-``script_name``, ``server_name``, ``port``, ``address``, ``version``,
-``webscriptaddress`` and Conquest's misspelt ``webscriptadress``, the page
-parameters ``query``, ``size``, ``slice``, ``series``, ``study``, ``patid``,
-``seruid``, ``studyuid``, ``sopuid`` ...), ``Global`` (the keys of dicom.ini's
+The script sees the page's variables (``pacscore.web.scripted``) as
+globals (``mode``, ``query_string``, ``script_name``, ``server_name``,
+``port``, ``address``, ``version``, ``webscriptaddress`` and Conquest's
+misspelt ``webscriptadress`` (``WebScriptAddress``, else the script's
+path), ``webcodebase``, ``extra``, ``server``, the page parameters
+``query``, ``size``, ``slice``, ``series``, ``study``, ``patid``,
+``seruid``, ``studyuid``, ``sopuid`` ... and the URL-ready ``series2``,
+``slice2``, ``study2``, ``patid2``), ``Global`` (the keys of dicom.ini's
 main section), and the functions ``CGI(name[, default])`` (a request
 parameter), ``print(...)`` and ``HTML(format, ...)`` (``string.format``)
 writing a line of the page, ``servercommand('command:arguments')`` (what a
@@ -94,9 +97,7 @@ def _run(archive, commands, parameters, variables, path, name):
     runtime = LuaRuntime.forThread()
     unsafe = unsafeAllowed(ini)
     api = _PageApi(archive, commands, parameters, runtime, unsafe)
-    script = variables.get("script_name", "")
-    globals = {**variables, "webscriptaddress": script, "webscriptadress": script,
-               "Global": runtime.globalTable(archive.configuration, unsafe)}
+    globals = {**variables, "Global": runtime.globalTable(archive.configuration, unsafe)}
     functions = {name: getattr(api, name) for name in ("HTML", "CGI", "servercommand", "dbquery", "gpps")}
     runtime.execute(runtime.compileFile(path, name), globals, functions, api.print, None, unsafe,
                     ini.getint("LuaMaxInstructions", DEFAULT_MAX_INSTRUCTIONS))

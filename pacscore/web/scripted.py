@@ -15,7 +15,13 @@ line, in order:
   ``%script_name%``, ``%server_name%``, ``%port%``, ``%address%``,
   ``%version%``, ``%patid%``, ``%studyuid%``, ``%seruid%``, ``%sopuid%``
   (from ``study``/``series``/``slice`` = patid:uid; ``%patid%`` else from a
-  ``patid`` parameter) and every Conquest page
+  ``patid`` parameter), their URL-ready (percent-encoded) ``%series2%``,
+  ``%slice2%``, ``%study2%``, ``%patid2%``, Conquest's ``%webscriptadress%``
+  (dicom.ini's ``WebScriptAddress``, else the script's path),
+  ``%webcodebase%`` (``WebCodeBase``, else the folder above the script's),
+  ``%extra%`` (``port=<TCPPort>&address=127.0.0.1``), ``%server%``
+  (``<webscriptadress>?<extra>``), an empty ``%uploadedfile%`` and
+  ``%path_translated%``, and every Conquest page
   parameter (``%query%``, ``%size%``, ``%slice%`` ...); then the first other
   ``%name%`` that the request has a parameter ``name`` for, or the section a
   key ``name``, becomes its value (others stay, as ``%s%s`` in a format);
@@ -25,10 +31,11 @@ line, in order:
   writes HTML, and the values of the rows it lists are made inert in it
   as the request's are, as they come from DICOM data; as on ``showconfig``, dicom.ini's
   secrets are left out: ``--get_ini:`` lists no ``ControlSecret`` or
-  ``Password``, and ``--get_param:`` of one shows its refusal); any other
-  line is written out.
+  ``Password``, and ``--get_param:`` of one shows its refusal; a command
+  that fails writes why, and logs it); any other line is written out.
 
-Unlike Conquest, values from the request are made inert in the lines
+Unlike Conquest, values from the request (not those pacs makes from
+dicom.ini, nor the URL-ready ones, written as they are) are made inert in the lines
 written out (``pacscore.web.html.inertValue``: in a link's query string
 percent-encoded, elsewhere HTML-escaped, spaces, ``=`` and backticks too,
 so that a value cannot end an unquoted attribute, as Conquest's pages
@@ -50,7 +57,7 @@ from pacscore.config.textfile import readTextLines
 from pacscore.control.context import CommandError
 from pacscore.control.protocol import BadRequest
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
-from pacscore.web.html import inertValue
+from pacscore.web.html import inertValue, queryValue
 from pacscore.control.inprocess import commandOutput
 from pacscore.web.luapages import renderLua
 
@@ -62,6 +69,10 @@ PAGE_PARAMETERS = ("query", "size", "dsize", "compress", "iconsize", "graphic", 
                    "dest", "series", "slice", "study", "key", "patientidmatch", "patientnamematch",
                    "studydatematch", "startdatematch")
 VERSION = "pacs"
+# Variables written as they are: made by pacs from dicom.ini, or URL-ready
+# (percent-encoded: inert anywhere, a <script>'s strings too).
+AS_THEY_ARE = frozenset({"webscriptadress", "webscriptaddress", "webcodebase", "extra", "server", "port", "address",
+                         "version", "uploadedfile", "path_translated", "series2", "slice2", "study2", "patid2"})
 
 
 class ScriptedPages:
@@ -135,7 +146,7 @@ class ScriptedPages:
 
     async def render(self, archive, parameters, request, section, mode):
         """The Answer of the page of ``section`` for ``mode``."""
-        variables = _variables(archive, parameters, request, mode)
+        variables = _variables(archive, parameters, request, mode, self.ini)
         source = self._source(section, mode)
         if source.lower().endswith(".lua"):
             header = self.ini.get("header", "", section).replace("\\", "\n")
@@ -149,13 +160,16 @@ class ScriptedPages:
                 continue
             isCommand = line.startswith("--")
             line = _substituted(line, variables, parameters, self.ini, section, isCommand)
-            output.append(await self._run(archive, line) if isCommand else line)
+            output.append(await self._run(archive, line, section) if isCommand else line)
         return Answer(("\n".join(output) + "\n").encode("utf-8"), contentType, headers)
 
-    async def _run(self, archive, line):
+    async def _run(self, archive, line, section):
+        """The output of the command ``line`` of ``section``'s page; when it
+        fails, a paragraph saying why, and a log line."""
         try:
             return await commandOutput(archive, self.commands, line, html=True, secretsHiddenFrom="web pages")
         except (BadRequest, CommandError) as e:
+            self.log.warn("web page [{section}]: {error}", section=section, error=str(e))
             return f"<p>{escape(str(e))}</p>"
 
 
@@ -164,24 +178,41 @@ def _uidParts(text):
     return patientID, uid
 
 
-def _variables(archive, parameters, request, mode):
-    """The request's fixed variables (see the module docstring), unescaped."""
+def _variables(archive, parameters, request, mode, ini):
+    """The request's fixed variables (see the module docstring), unescaped
+    but for those of ``AS_THEY_ARE``."""
     found = {name: parameters.get(name) for name in PAGE_PARAMETERS}
     patientIDs = [parameters.get("patid")]
     for name, parameter in (("studyuid", "study"), ("seruid", "series"), ("sopuid", "slice")):
         patientID, found[name] = _uidParts(parameters.get(parameter))
         patientIDs.insert(0, patientID)
     found["patid"] = next((patientID for patientID in patientIDs if patientID), "")
+    found.update({f"{name}2": queryValue(found[name]) for name in ("series", "slice", "study", "patid")})
     host = request.getRequestHostname().decode("utf-8", "replace")
+    scriptName = request.path.decode("utf-8", "replace")
+    address = ini.get("WebScriptAddress", "").strip() or queryValue(scriptName, "/")
+    extra = f"port={archive.tcpPort}&address=127.0.0.1"
     found.update(mode=mode, query_string=request.uri.decode("utf-8", "replace").partition("?")[2],
-                 script_name=request.path.decode("utf-8", "replace"), server_name=host,
-                 port=str(archive.tcpPort), address="127.0.0.1", version=VERSION)
+                 script_name=scriptName, server_name=host, port=str(archive.tcpPort), address="127.0.0.1",
+                 version=VERSION, webscriptadress=address, webscriptaddress=address,
+                 webcodebase=ini.get("WebCodeBase", "").strip() or _codeBase(address),
+                 extra=extra, server=f"{address}?{extra}", uploadedfile="", path_translated="")
     return found
 
 
-def _safe(value, before, isCommand):
-    """``value`` put into a line after its text ``before``: made inert in
-    HTML (``inertValue``), checked for a command."""
+def _codeBase(address):
+    """Conquest's WebCodeBase for the script ``address``: the folder above
+    the script's, with its slash (``http://host/cgi-bin/dgate``: ``http://host/``)."""
+    folder = address.rpartition("/")[0]
+    return folder[:folder.rfind("/") + 1]
+
+
+def _safe(name, value, before, isCommand):
+    """``value`` of the variable ``name`` put into a line after its text
+    ``before``: made inert in HTML (``inertValue``), checked for a
+    command; one of ``AS_THEY_ARE`` as it is."""
+    if name in AS_THEY_ARE:
+        return value
     if not isCommand:
         return inertValue(value, before)
     if _UNSAFE_IN_COMMANDS.search(value):
@@ -194,7 +225,7 @@ def _substituted(line, variables, parameters, ini, section, isCommand):
     def fixed(match):
         name = match.group(1).lower()
         if name in variables:
-            return _safe(variables[name], line[:match.start()], isCommand)
+            return _safe(name, variables[name], line[:match.start()], isCommand)
         return match.group(0)
 
     line = _VARIABLE.sub(fixed, line)
@@ -202,5 +233,5 @@ def _substituted(line, variables, parameters, ini, section, isCommand):
         name = match.group(1)
         value = parameters.given.get(name, ini.get(name, None, section))
         if value is not None:
-            return line[:match.start()] + _safe(value, line[:match.start()], isCommand) + line[match.end():]
+            return line[:match.start()] + _safe(None, value, line[:match.start()], isCommand) + line[match.end():]
     return line

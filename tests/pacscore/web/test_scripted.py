@@ -233,6 +233,62 @@ class ScriptedPageTests(WebTestCase):
         self.assertEqual(parse_qs(urlsplit(tags.attributes[3][1][0][1]).query)["patientidmatch"], [hostile])
 
     @defer.inlineCallbacks
+    def test_conquestsViewerVariables(self):
+        """The variables Conquest's viewer pages build their URLs of
+        (imagejaviewer.cq, launchWeasis.cq, the [flexviewer] sample): all
+        filled in, from WebScriptAddress when dicom.ini has it, the
+        --imagelister line making one slice URL per image."""
+        image = self.corpus[0]
+        series = f"{image.patientID}:{image.seriesUID}"
+        lines = ("[viewer]\nline0 = <select name=slice>\n"
+                 "line1 = --imagelister:local|%patid%|%seruid%|:<option value=%s:%s>slice %s</option>\n"
+                 "line2 = </select><script>var slice = '%webscriptadress%?%extra%&mode=dicom&slice=';\n"
+                 "line3 = var stack = '%server%&mode=imagelisturls&series=%series2%&patid=%patid2%';</script>\n"
+                 "line4 = <applet codebase=%webcodebase%viewer><param name=imgURL0 value=\n"
+                 "line5 = --imagelister:local|%patid%|%seruid%|:%webscriptadress%?%extra%&mode=dicom&slice=%s:%s"
+                 "&compress=un*\n"
+                 "line6 = ></applet>%uploadedfile%%path_translated%\n")
+        page = yield get(self.resourceWith(lines), mode="viewer", series=series)
+        port = self.running.archive.tcpPort
+        self.assertEqual(page.text.splitlines(), [
+            "<select name=slice>", f"<option value={image.patientID}:{image.sopUID}>slice 0</option>",
+            f"</select><script>var slice = '/cgi-bin/dgate?port={port}&address=127.0.0.1&mode=dicom&slice=';",
+            f"var stack = '/cgi-bin/dgate?port={port}&address=127.0.0.1&mode=imagelisturls&series={series}"
+            f"&patid={image.patientID}';</script>",
+            "<applet codebase=/viewer><param name=imgURL0 value=",
+            f"/cgi-bin/dgate?port={port}&address=127.0.0.1&mode=dicom&slice={image.patientID}:{image.sopUID}"
+            "&compress=un", "></applet>"])
+        spaced = yield get(self.resourceWith("[sscscp]\nWebScriptAddress = http://pacs.example/cgi-bin/dgate.exe\n"
+                                             "[spaced]\nline0 = %webscriptadress% %webcodebase% %server%\n"
+                                             "line1 = %series2% %patid2% %patid%\n"),
+                           mode="spaced", series="A B&C:1.2")
+        self.assertEqual(spaced.text.splitlines(), [
+            f"http://pacs.example/cgi-bin/dgate.exe http://pacs.example/ "
+            f"http://pacs.example/cgi-bin/dgate.exe?port={port}&address=127.0.0.1",
+            "A%20B%26C:1.2 A%20B%26C A&#32;B&amp;C"])
+
+    @defer.inlineCallbacks
+    def test_luaPageVariablesHonourWebScriptAddress(self):
+        with open(os.path.join(self.running.workdir, "vars.lua"), "w") as f:
+            f.write("print('at ' .. webscriptaddress .. ' ' .. webscriptadress .. ' ' .. extra .. ' ' .. webcodebase"
+                    " .. ' ' .. series2)\n")
+        resource = self.resourceWith("[sscscp]\nWebScriptAddress = http://pacs.example/cgi-bin/dgate.exe\n"
+                                     "[luavars]\nsource = vars.lua\n")
+        page = yield get(resource, mode="luavars", series="A B:1.2")
+        self.assertEqual(page.text, "at http://pacs.example/cgi-bin/dgate.exe http://pacs.example/cgi-bin/dgate.exe "
+                                    f"port={self.running.archive.tcpPort}&address=127.0.0.1 http://pacs.example/ "
+                                    "A%20B:1.2\n")
+
+    @defer.inlineCallbacks
+    def test_failingCommandIsLogged(self):
+        resource = self.resourceWith("[failing]\nline0 = --imagelister:local|||:%nosuch%&slice=%s*\n")
+        with capturedLogs() as events:
+            page = yield get(resource, mode="failing")
+        self.assertIn("<p>--imagelister failed: bad format", page.text)
+        self.assertIn("web page [failing]: --imagelister failed: bad format ':%nosuch%&slice=%s*'",
+                      [formatEvent(event) for event in events if event["log_level"] == LogLevel.warn][0])
+
+    @defer.inlineCallbacks
     def test_requestVariables(self):
         resource = self.resourceWith("[vars]\nline0 = mode=%mode% series=%seruid% patient=%patid% "
                                      "size=%size% graphic=%graphic%\n")

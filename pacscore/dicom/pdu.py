@@ -55,15 +55,19 @@ class PDUFramer:
     """Splits received bytes into whole PDUs.
 
     The PDUs that arrive whole within one received ``bytes`` are handed out
-    as views of it, without a copy; only a PDU split across receives is
-    gathered in a buffer. ``maximumLength(pduType)`` bounds what a length
-    field may announce: a larger one is an error before any byte of it is
-    buffered.  After a header it refuses (``desynchronised``) the stream
-    cannot be framed any more: what comes next is discarded unread.
+    as views of it, without a copy.  A PDU split across receives (a 256 KB
+    P-DATA-TF comes in 64 KB receives) keeps views of the pieces received,
+    joined once when its last arrives (one copy; one piece: none).
+    ``maximumLength(pduType)`` bounds what a length field may announce: a
+    larger one is an error before any byte of it is kept.  After a header
+    it refuses (``desynchronised``) the stream cannot be framed any more:
+    what comes next is discarded unread.
     """
 
     def __init__(self, maximumLength):
-        self._buffer = bytearray()
+        self._head = bytearray()  # the header bytes (up to 6) of a PDU begun in an earlier receive
+        self._parts = []          # views of the bytes of its body received so far
+        self._have = 0            # how many those are
         self._maximumLength = maximumLength
         self.desynchronised = False
 
@@ -78,20 +82,19 @@ class PDUFramer:
             return
         if not isinstance(data, bytes):
             data = bytes(data)
-        if self._buffer and self._holdsWholePDU():  # left there by an iteration stopped early
-            data = bytes(self._buffer) + data
-            self._buffer.clear()
+        if self._head and self._holdsWholePDU():  # left there by an iteration stopped early
+            data = b"".join((self._head, *self._parts, data))
+            self._clearPending()
         view = memoryview(data)
         offset = 0
         try:
-            if self._buffer:
+            if self._head:
                 offset = self._topUp(view)
                 if offset is None:
                     offset = len(data)
                     return
-                pduType, body = self._buffer[0], bytes(self._buffer[6:])
-                self._buffer.clear()
-                yield pduType, memoryview(body) if pduType == P_DATA_TF else body
+                pduType, body = self._takePending()
+                yield pduType, body
             end = len(data)
             while end - offset >= 6:
                 pduType, length = self._header(data, offset)
@@ -102,33 +105,64 @@ class PDUFramer:
                 yield pduType, body if pduType == P_DATA_TF else bytes(body)
         except PDUError:
             self.desynchronised = True
-            self._buffer.clear()
+            self._clearPending()
             offset = len(data)
             raise
         finally:
-            self._buffer += view[offset:]
+            self._keep(view[offset:])
+
+    def _keep(self, rest):
+        """Keep ``rest``, the start of a PDU (or more, when an iteration
+        stopped early), for the next receive."""
+        if not rest:
+            return
+        taken = 6 - len(self._head)
+        self._head += rest[:taken]
+        if len(rest) > taken:
+            self._parts.append(rest[taken:])
+            self._have += len(rest) - taken
+
+    def _clearPending(self):
+        self._head.clear()
+        self._parts = []
+        self._have = 0
 
     def _holdsWholePDU(self):
-        buffer = self._buffer
-        return len(buffer) >= 6 and len(buffer) >= 6 + _HEADER.unpack_from(buffer, 0)[1]
+        return len(self._head) == 6 and self._have >= _HEADER.unpack_from(self._head, 0)[1]
 
     def _topUp(self, view):
-        """Move bytes of ``view`` into the buffer until it holds a whole PDU;
+        """Take bytes of ``view`` for the PDU begun earlier until it is whole;
         how many it took, or None when ``view`` had too few (all are taken)."""
-        buffer = self._buffer
+        head = self._head
         taken = 0
-        if len(buffer) < 6:
-            taken = min(6 - len(buffer), len(view))
-            buffer += view[:taken]
-            if len(buffer) < 6:
+        if len(head) < 6:
+            taken = min(6 - len(head), len(view))
+            head += view[:taken]
+            if len(head) < 6:
                 return None
-        _, length = self._header(buffer, 0)
-        needed = 6 + length - len(buffer)
+        _, length = self._header(head, 0)
+        needed = length - self._have
         if len(view) - taken < needed:
-            buffer += view[taken:]
+            if len(view) > taken:
+                self._parts.append(view[taken:])
+                self._have += len(view) - taken
             return None
-        buffer += view[taken:taken + needed]
+        if needed:
+            self._parts.append(view[taken:taken + needed])
         return taken + needed
+
+    def _takePending(self):
+        """The PDU begun earlier, now whole: ``(pduType, body)`` as ``feed``
+        gives them."""
+        pduType, parts = self._head[0], self._parts
+        if pduType == P_DATA_TF and len(parts) == 1:
+            body = parts[0]  # a view of received bytes
+        else:
+            body = b"".join(parts)
+            if pduType == P_DATA_TF:
+                body = memoryview(body)
+        self._clearPending()
+        return pduType, body
 
     def _header(self, data, offset):
         pduType, length = _HEADER.unpack_from(data, offset)
@@ -144,21 +178,21 @@ class PDUFramer:
     @property
     def pendingBytes(self):
         """How many received bytes do not yet make a whole PDU."""
-        return len(self._buffer)
+        return len(self._head) + self._have
 
     @property
     def pendingType(self):
         """The type of the PDU whose first ``pendingBytes`` arrived; None
         before its first byte did."""
-        return self._buffer[0] if self._buffer else None
+        return self._head[0] if self._head else None
 
     @property
     def pendingLength(self):
         """The length (header included) of the PDU whose first
         ``pendingBytes`` arrived, once its header did; else None."""
-        if len(self._buffer) < 6:
+        if len(self._head) < 6:
             return None
-        return 6 + _HEADER.unpack_from(self._buffer, 0)[1]
+        return 6 + _HEADER.unpack_from(self._head, 0)[1]
 
 
 def iterPDVs(body):

@@ -52,15 +52,35 @@ class PDUFramerTests(unittest.TestCase):
         self.assertEqual([type(body) for body in others], [bytes, bytes])
 
     def test_splitPDataIsGathered(self):
-        """A P-DATA-TF split across receives comes out once whole, as a view
-        of bytes of its own (the framer's buffer is reused)."""
+        """A P-DATA-TF split across receives comes out once whole, as a
+        read-only view of bytes of its own, its pieces joined once."""
         data, expected = stream()
         framer = pdu.PDUFramer(lambda pduType: LIMIT)
         self.assertEqual(collect(framer, data[:100]), expected[:1])
         self.assertEqual(framer.pendingBytes, 100 - 10)
-        pduType, body = next(framer.feed(data[100:]))
+        self.assertEqual((framer.pendingType, framer.pendingLength), (pdu.P_DATA_TF, 6 + len(expected[1][1])))
+        self.assertEqual(collect(framer, data[100:300]), [])
+        self.assertEqual(framer.pendingBytes, 300 - 10)
+        pduType, body = next(framer.feed(data[300:]))
         self.assertEqual((pduType, bytes(body)), expected[1])
         self.assertIsInstance(body.obj, bytes)
+        self.assertTrue(body.readonly)
+
+    def test_bodyInOneReceiveIsAViewOfIt(self):
+        """A P-DATA-TF whose header came alone (or with part of it) and
+        whose body came in one later receive is a view of that receive,
+        not a copy; other PDUs so split are bytes."""
+        data, expected = stream()
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        self.assertEqual(collect(framer, data[:10 + 3]), expected[:1])
+        rest = data[13:10 + 6 + len(expected[1][1])]
+        pduType, body = next(framer.feed(rest))
+        self.assertEqual((pduType, bytes(body)), expected[1])
+        self.assertIs(body.obj, rest)
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        release = pdu.encodeSimplePDU(pdu.A_RELEASE_RQ)
+        self.assertEqual(list(framer.feed(release[:6])), [])
+        self.assertEqual(list(framer.feed(release[6:])), [(pdu.A_RELEASE_RQ, release[6:])])
 
     def test_bytearrayReceived(self):
         """Bytes that may change later (a bytearray) are copied first."""

@@ -19,7 +19,7 @@ and of the end.  The requestor is ``pacscore.dicom.client.DicomClientProtocol``.
 
 from collections import deque
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -48,6 +48,8 @@ AWAITING_CLOSE = "Sta13"
 ASSOCIATION_PDU_LIMIT = 1 << 20
 STREAMED_DATASET = 1 << 20  # data sets larger than this are written as the transport drains
 WRITE_BATCH = 256 << 10     # bytes of PDUs handed to the transport at a time when streaming
+READ_SIZE = 1 << 16    # bytes read from the socket at a time, Twisted's
+READ_LIMIT = 1 << 20   # bytes of a large PDU begun read at a time beyond it (_sizeReads)
 COMMAND_LIMIT = 1 << 16  # bytes of a DIMSE command set (they are tens to hundreds)
 
 PENDING_STATUSES = (0xFF00, 0xFF01)
@@ -115,6 +117,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
     tlsFailure = None  # what went wrong in TLS, when that ended the connection
 
     def __init__(self):
+        self._sizedReads = False  # whether the transport's read size is ours to set (_sizeReads)
         self.state = None
         self.association = None
         self.session = {}           # kept for the association's life by the services it calls (a Lua state)
@@ -138,6 +141,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self.transport.registerProducer(self, True)
         self.peer = self.transport.getPeer()
         self._framer = pdu.PDUFramer(self._maximumLength)
+        self._sizedReads = isinstance(self.transport, tcp.Connection)  # not TLS: it reads for itself
         self.factory.associationOpened(self)
 
     def connectionLost(self, reason):
@@ -182,6 +186,8 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
                         return
                     continue
                 self._pduReceived(pduType, body)
+            if self._sizedReads:
+                self._sizeReads()
         except pdu.PDUError as e:
             self.log.warn("{peer}: malformed PDU, aborting: {error}", peer=self.peerName(), error=e)
             self.abort(e.reason)
@@ -192,6 +198,16 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
                 self.transport.loseConnection()
         except Exception:
             self._internalError(Failure())
+
+    def _sizeReads(self):
+        """Read the rest of a large PDU begun (a 256 KB P-DATA-TF) in one
+        receive where the socket has it, and the next PDU's start with it,
+        rather than 64 KB (Twisted's read size) at a time: each read is a
+        pass of the reactor."""
+        framer = self._framer
+        length = framer.pendingLength
+        missing = 0 if length is None else length - framer.pendingBytes
+        self.transport.bufferSize = READ_SIZE + min(missing, READ_LIMIT)
 
     def _internalError(self, failure):
         self.log.failure("{peer}: internal error while handling a PDU, aborting", failure, peer=self.peerName())

@@ -313,6 +313,21 @@ class ProtocolTests(ServerTestCase):
         pduType, body = self.associate(applicationContext="1.2.3")
         self.assertRejected(body, 1, 1, 2)
 
+    def test_largePDUReadAtOnce(self):
+        """Over TCP (not TLS), the rest of a large PDU begun is read in one
+        receive where the socket has it, the next PDU's start with it;
+        64 KB at a time (Twisted's) once no PDU is begun."""
+        self.protocol._sizedReads = True
+        self.transport.bufferSize = 1 << 16
+        self.protocol.dataReceived(associateRQ([(VERIFICATION, [IMPLICIT])]))
+        self.assertEqual(self.transport.bufferSize, 1 << 16)
+        echo = message(1, echoRQ())
+        self.protocol.dataReceived(echo[:20])
+        self.assertEqual(self.transport.bufferSize, (1 << 16) + len(echo) - 20)
+        self.protocol.dataReceived(echo[20:])
+        self.assertEqual(self.transport.bufferSize, 1 << 16)
+        self.assertEqual(len(readPDUs(self.written())), 2)  # the A-ASSOCIATE-AC and the C-ECHO-RSP
+
     def test_fragmentsToPeerMaximum(self):
         self.associate(maxLength=1024)
         self.written()

@@ -46,8 +46,9 @@ sandboxed, a command that runs a program or writes a file it is told to,
 compression; nothing past the last), ``dictionary(group, element)`` (the
 tag's name; ``dictionary(name)`` its group and element),
 ``dbquery(table, fields, where, order)`` (a read-only SELECT on an index
-table, rows as tables of strings), ``genuid()``, ``changeuid(uid)`` and
-``changeuidback(uid)`` (the UIDMODS pairs, as ``newuids`` keeps them) and
+table, rows as tables of strings), ``genuid()``, ``changeuid(uid[, to[,
+stage[, type]]])`` and ``changeuidback(new[, stage[, type]])`` (the UIDMODS
+pairs, as ``newuids`` keeps them; ``to`` any text, as Conquest's) and
 ``crc(text)`` (%A's checksum), ``servercommand('name:arguments')`` (a
 control command's output, nil when empty, or nil and the reason; see
 ``servercommands``; sandboxed, only read-only commands, no secret shown),
@@ -1080,6 +1081,11 @@ def iniValue(ini, section, key, default, unsafe):
     return value if unsafe else redacted(value)
 
 
+def _text(value):
+    """A script's optional text argument: '' for nil."""
+    return "" if value is None else str(value)
+
+
 def _datasetOf(value, name):
     """The data set of an object a script gives a function."""
     if not isinstance(value, _DatasetHandle):
@@ -1184,22 +1190,29 @@ class LuaApi(AdminFunctions):
         """A new UID (under UIDPrefix)."""
         return uidMapOf(self.context.services).newUID()
 
-    def changeuid(self, uid=None, to=None):
-        """The new UID standing for ``uid`` (made and kept in UIDMODS the
-        first time); ``changeuid(uid, to)``: ``to`` is, unless ``uid`` was
-        given another before (Conquest's ChangeUIDTo), an error when ``to``
-        is no UID or stands for another original; nil for nil, as in
-        Conquest."""
+    def changeuid(self, uid=None, to=None, stage=None, modType=None):
+        """Conquest's ``changeuid(uid[, to[, stage[, type]]])``: the new UID
+        standing for ``uid`` (for the target ``stage``, when given: another
+        stage gets another), made and kept in UIDMODS the first time, or
+        ``to``, any text (a pseudonym too, which other originals may have
+        as well), unless ``uid`` was given another before (Conquest's
+        ChangeUIDTo), recorded with the type ``type``; an error when ``to``
+        is empty or too long; nil for nil, as in Conquest."""
         if uid is None:
             return None
         try:
-            return uidMapOf(self.context.services).newFor(str(uid), given=None if to is None else str(to))
+            return uidMapOf(self.context.services).newFor(str(uid), _text(modType), _text(stage),
+                                                          None if to is None else str(to))
         except ValueError as e:
             raise LuaApiError(f"changeuid: {e}") from None
 
-    def changeuidback(self, uid=None):
-        """The original UID ``uid`` replaced, or nil (also for nil)."""
-        return None if uid is None else uidMapOf(self.context.services).oldFor(str(uid))
+    def changeuidback(self, uid=None, stage=None, modType=None):
+        """Conquest's ``changeuidback(new[, stage[, type]])``: the original
+        UID ``new`` replaced (for ``stage``, recorded with ``type``, when
+        given), the first recorded when it stands for several; nil when
+        none (also for nil)."""
+        return None if uid is None else uidMapOf(self.context.services).oldFor(str(uid), _text(stage),
+                                                                               _text(modType))
 
     def crc(self, text=_NOTHING):
         """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal;

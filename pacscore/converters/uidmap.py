@@ -14,6 +14,10 @@ an object is attached to, as Conquest's ChangeUID takes one) are kept in
 ``PacsUIDStages``, keyed by the original UID and the stage: one original
 copied to two patients gives two copies, each with UIDs of its own, where
 the same UIDs would make the second take the place of the first.
+A Lua script's ``changeuid(old, to, stage, type)`` records any text as
+Conquest's ChangeUIDTo does (its anonymizer keeps reversible pseudonyms of
+names and IDs so), one value may then stand for several originals, and
+``oldFor`` gives the first recorded, as Conquest's ChangeUIDBack.
 
 Synchronous and thread-safe: converter commands call it from worker threads.
 """
@@ -21,7 +25,7 @@ Synchronous and thread-safe: converter commands call it from worker threads.
 import threading
 import time
 
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import generate_uid
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
@@ -32,14 +36,15 @@ TABLE_NAME = "UIDMODS"
 MERGES_TABLE_NAME = "PacsUIDMerges"
 STAGES_TABLE_NAME = "PacsUIDStages"
 MERGE_TYPES = ("MergeStudy", "MergeSeries")
+VALUE_LENGTH = 64  # characters of OldUID, Stage and NewUID
 
 
 def _pairsTable(name, metadata, staged=False):
     keys = ("OldUID", "Stage") if staged else ("OldUID",)
     return Table(name, metadata,
-                 Column("MODTime", Integer), Column("OldUID", String(64)),
-                 *([Column("Stage", String(64))] if staged else []),
-                 Column("MODType", String(32)), Column("NewUID", String(64)),
+                 Column("MODTime", Integer), Column("OldUID", String(VALUE_LENGTH)),
+                 *([Column("Stage", String(VALUE_LENGTH))] if staged else []),
+                 Column("MODType", String(32)), Column("NewUID", String(VALUE_LENGTH)),
                  Index(f"ux_{name}_{'_'.join(keys)}", *keys, unique=True),
                  Index(f"ix_{name}_NewUID", "NewUID"), **MYSQL_TABLE)
 
@@ -66,7 +71,10 @@ def uidStagesTable(metadata):
 class _Pairs:
     """Old UID -> new UID pairs of one table, cached both ways (the
     caller holds the map's lock).  An old UID is a key: the UID, or in a
-    table with a ``Stage`` column ``(UID, stage)``."""
+    table with a ``Stage`` column ``(UID, stage)``.  Without an engine the
+    pairs live in the caches only, each new UID with every old key (and
+    type) recorded with it, in the order recorded; with one, the reverse
+    cache holds what the table gave (``original``)."""
 
     maxCached = 100000
 
@@ -75,43 +83,54 @@ class _Pairs:
         self.table = table
         self.clock = clock
         self._newByOld = {}
-        self._oldByNew = {}
+        self._oldByNew = {}  # new UID -> [(old key, type)]; with an engine (new, stage, type) -> old UID
 
     def _oldKey(self, old):
         """Column name -> value of the old key ``old``."""
         return dict(zip(("OldUID", "Stage"), old)) if "Stage" in self.table.c else {"OldUID": old}
 
-    def known(self, key, byNew=False):
-        """The UID recorded with ``key`` (an old key, or with ``byNew`` a
-        new UID: then the original UID), or None."""
-        columns = self.table.c
-        if byNew:
-            paired = self._oldByNew.get(key)
-            if paired is None:
-                paired = self.stored({"NewUID": key}, columns.OldUID)
-                if paired is not None:
-                    self._oldByNew[key] = paired
-            return paired
+    def known(self, key):
+        """The new UID recorded with the old key ``key``, or None."""
         paired = self._newByOld.get(key)
         if paired is None:
-            paired = self.stored(self._oldKey(key), columns.NewUID)
+            paired = self.stored(self._oldKey(key), self.table.c.NewUID)
             if paired is not None:
                 self.remember(key, paired)
         return paired
 
-    def stored(self, where, valueColumn):
-        """``valueColumn`` of a row whose columns have the values ``where``."""
+    def original(self, new, stage="", modType=""):
+        """The original UID first recorded with the new UID ``new`` (for the
+        target ``stage`` and with the type ``modType``, when given; a stage
+        only in a table with a ``Stage`` column), or None."""
+        if self.engine is None:
+            return next((old[0] if isinstance(old, tuple) else old for old, recordedType in self._oldByNew.get(new, ())
+                         if (not stage or old[1] == stage) and (not modType or recordedType == modType)), None)
+        cacheKey = (new, stage, modType)
+        old = self._oldByNew.get(cacheKey)
+        if old is None:
+            where = {"NewUID": new, **({"Stage": stage} if stage else {}), **({"MODType": modType} if modType else {})}
+            old = self.stored(where, self.table.c.OldUID, first=True)
+            if old is not None:
+                self._oldByNew[cacheKey] = old
+        return old
+
+    def stored(self, where, valueColumn, first=False):
+        """``valueColumn`` of a row whose columns have the values ``where``
+        (``first``: of the earliest recorded)."""
         if self.engine is None:
             return None
         columns = self.table.c
+        query = select(valueColumn).where(*(columns[name] == value for name, value in where.items()))
+        if first:
+            query = query.order_by(columns.MODTime)
         with self.engine.connect() as connection:
-            return connection.execute(select(valueColumn).where(
-                *(columns[name] == value for name, value in where.items())).limit(1)).scalar()
+            return connection.execute(query.limit(1)).scalar()
 
     def insert(self, old, new, modType):
         """Insert the pair; the UID recorded for ``old`` (another process's
         when it recorded ``old`` meanwhile)."""
         if self.engine is None:
+            self._oldByNew.setdefault(new, []).append((old, modType[:32]))
             return new
         try:
             with self.engine.begin() as connection:
@@ -128,7 +147,6 @@ class _Pairs:
             self._newByOld.clear()
             self._oldByNew.clear()
         self._newByOld[old] = new
-        self._oldByNew[new] = old[0] if isinstance(old, tuple) else old
 
 
 class UIDMap:
@@ -196,20 +214,15 @@ class UIDMap:
     def newFor(self, old, modType="", stage="", given=None):
         """The new UID standing for ``old`` (made for the target ``stage``,
         when given: another stage gets another), made (or ``given``, as
-        Conquest's ChangeUIDTo) and recorded (with ``modType``, e.g. the
-        element's keyword) the first time.  ValueError when ``given`` is to
-        be recorded but is no valid UID, or already stands for another
-        original (``oldFor`` would have two answers)."""
+        Conquest's ChangeUIDTo: any text, a pseudonym too, which may stand
+        for other originals as well) and recorded (with ``modType``, e.g.
+        the element's keyword) the first time.  ValueError when ``given``
+        is to be recorded but is empty or longer than the table holds."""
         pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
             new = pairs.known(key)
-            if new is None and given is not None:
-                if not UID(given).is_valid:
-                    raise ValueError(f"{given!r} is not a UID (digits and dots, no leading zeros, "
-                                     "at most 64 characters)")
-                other = self._uids.known(given, byNew=True) or self._stages.known(given, byNew=True)
-                if other is not None:
-                    raise ValueError(f"{given} already stands for {other}")
+            if new is None and given is not None and not 0 < len(given) <= VALUE_LENGTH:
+                raise ValueError(f"{given!r} cannot be recorded: 1 to {VALUE_LENGTH} characters are wanted")
             if new is None:
                 new = pairs.insert(key, given or self.newUID(), modType)
                 pairs.remember(key, new)
@@ -222,10 +235,14 @@ class UIDMap:
         with self._lock:
             return pairs.known(key)
 
-    def oldFor(self, new):
-        """The original UID ``new`` replaced, or None when it replaced none."""
+    def oldFor(self, new, stage="", modType=""):
+        """The original UID ``new`` replaced (for the target ``stage`` and
+        recorded with ``modType``, when given), or None when it replaced
+        none; the first recorded of several (Conquest's ChangeUIDBack)."""
         with self._lock:
-            return self._uids.known(new, byNew=True) or self._stages.known(new, byNew=True)
+            if stage:
+                return self._stages.original(new, stage, modType)
+            return self._uids.original(new, modType=modType) or self._stages.original(new, modType=modType)
 
     def merge(self, old, new, modType):
         """Record that the study or series ``old`` was merged into ``new``

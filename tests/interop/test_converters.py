@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 from twisted.trial import unittest
 
 from pacscore.config.loader import defaultConfigDir
+from pacscore.converters.variables import checksum
 from pacscore.testing.corpus import makeDataset
 from tests.interop.peers import StorescpServer
 from tests.interop.server import PacsServer, dcmtk, dcmtkEnvironment, dcmtkTool, waitFor
@@ -128,6 +129,52 @@ class ImportConverterTests(unittest.TestCase):
         self.assertEqual(stored[0].StudyInstanceUID, stored[1].StudyInstanceUID)
         self.assertEqual(stored[0].PatientID, stored[1].PatientID)
         self.assertEqual({ds.SOPInstanceUID for ds in stored} & {o.SOPInstanceUID for o, _ in originals}, set())
+
+    CONQUEST_REVERSIBLE = (
+        "-- the reversible pseudonyms of Conquest's lua/anonymize_script.lua (1.11), its calls unchanged\n"
+        "local stage = ''\n"
+        "local function CRC32(val) return crc(tostring(val)) end\n"
+        "script('newuids')\n"
+        "local oldID = Data.PatientID\n"
+        "local pre = CRC32(Data.PatientID)..'.'..CRC32(Data.PatientBirthDate or '')\n"
+        "local pne = 'PAT'..CRC32(Data.PatientID)\n"
+        "if Data.PatientName~='' then Data.PatientName = changeuid(Data.PatientName, pne, stage, 'PatientName') end\n"
+        "if Data.PatientID~='' then Data.PatientID = changeuid(Data.PatientID, pre, stage, 'PatientID') end\n"
+        "if Data.PatientBirthDate and Data.PatientBirthDate~='' then\n"
+        "  local org = Data.PatientBirthDate\n"
+        "  Data.PatientBirthDate = ''\n"
+        "  changeuid(oldID..'.bd.'..org, pre..'.bd.'..Data.PatientBirthDate, stage, 'PatientBirthDate')\n"
+        "end\n"
+        "for key, val in ipairs({'InstitutionName', 'ReferringPhysicianName'}) do Data[val] = '' end\n"
+        "Data.OtherPatientIDs = nil\n")
+
+    def test_conquestsReversibleAnonymizer(self):
+        """Conquest's anonymizer keeps reversible pseudonyms with
+        changeuid(from, to, stage, type), to 'PAT' and a checksum: the
+        objects are stored under them (two spellings of the patient's name
+        get the one pseudonym), and changeuidback gives the originals back."""
+        server = self.luaServer("anonymize_script.lua", self.CONQUEST_REVERSIBLE)
+        studyUID = generate_uid()
+        first, firstPath = self.image("a.dcm", "PID123", studyUID, "Doe^John")
+        first.PatientBirthDate = "19600512"
+        first.save_as(firstPath, enforce_file_format=True)
+        _, secondPath = self.image("b.dcm", "PID123", studyUID, "Doe^J")
+        for path in (firstPath, secondPath):
+            result = server.store(path)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertNotIn("Lua script failed", server.log())
+        pne, pre = "PAT" + checksum("PID123"), f"{checksum('PID123')}.{checksum('19600512')}"
+        stored = self.stored(server)
+        self.assertEqual(sorted((str(ds.PatientName), ds.PatientID) for ds in stored), [(pne, pre), (pne, pre)])
+        for ds in stored:
+            values = {str(ds.get(keyword, "")) for keyword in IDENTIFYING}
+            self.assertFalse(values & {"PID123", "Doe^John", "Doe^J", "19600512", "General Hospital"}, values)
+            self.assertNotEqual(ds.StudyInstanceUID, studyUID)
+        with sqlite3.connect(server.database) as db:
+            self.assertEqual(db.execute("SELECT PatientID, PatientName FROM DICOMPatients").fetchall(), [(pre, pne)])
+        backs = [server.dgate(f"--changeuidback:{value}") for value in (pne, pre, f"{pre}.bd.")]
+        self.assertEqual([back.stdout.strip() for back in backs], ["Doe^John", "PID123", "PID123.bd.19600512"],
+                         [back.stderr for back in backs])
 
     def test_luaColonLineIsCode(self):
         """As in Conquest, ``lua:`` takes the rest of the line, semicolons

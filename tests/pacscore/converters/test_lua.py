@@ -540,20 +540,27 @@ class GlobalsTests(unittest.TestCase):
             f"{KEY}: false\ta group and an element number are wanted, not nil, nil",
             f"{KEY}: false\tlua:1: a sequence is indexed by item number (from 0) or element name, not a table"])
 
-    def test_changeuidToWantsAUIDOfItsOwn(self):
-        """changeuid(uid, to) fails for a to that is no UID (nothing
-        recorded) or that stands for another original, so changeuidback
-        keeps one answer."""
+    def test_changeuidAsConquestsAnonymizerCallsIt(self):
+        """changeuid(from, to, stage, type), as Conquest's anonymize_script.lua
+        calls it: any text for to (a pseudonym), one to for several originals
+        (two spellings of one patient's name), the stage giving each target
+        its own values, changeuidback(new, stage, type) the first original
+        recorded; an empty to is an error, nothing recorded."""
         context = makeContext(uidMap=UIDMap(prefix="1.2.826.0.1.3680043.9.7"))
         outcome, _, messages = runLua(
-            "print(changeuid('1.2.3.1', '1.2.3.99')); print(pcall(changeuid, '1.2.3.2', '1.2.3.99')); "
-            "print(pcall(changeuid, '1.2.3.5', 'not a uid')); print(pcall(changeuid, '1.2.3.5', '1.02.3')); "
-            "print(changeuidback('1.2.3.99'), changeuidback('not a uid'))", context)
+            "print(changeuid('DOE^JOHN', 'PAT2345723590', '', 'PatientName'), "
+            "changeuid('DOE^J', 'PAT2345723590', '', 'PatientName'), changeuid('PID123', '2345723590.1234'), "
+            "changeuidback('PAT2345723590'), changeuidback('2345723590.1234')); "
+            "local a, b = changeuid('1.2.777', nil, 'stageA'), changeuid('1.2.777', nil, 'stageB'); "
+            "print(a ~= b, a == changeuid('1.2.777', nil, 'stageA'), changeuidback(a, 'stageA'), "
+            "changeuidback(a, 'stageB'), changeuid('PID123', 'PATX', 'stageA', 'PatientID'), "
+            "changeuidback('PATX', 'stageA', 'PatientID'), changeuidback('PATX', 'stageA', 'PatientName')); "
+            "print(pcall(changeuid, '1.2.3.5', '')); print(changeuidback('1.2.3.5'))", context)
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [
-            f"{KEY}: 1.2.3.99", f"{KEY}: false\tchangeuid: 1.2.3.99 already stands for 1.2.3.1",
-            f"{KEY}: false\tchangeuid: 'not a uid' is not a UID (digits and dots, no leading zeros, at most 64 characters)",
-            f"{KEY}: false\tchangeuid: '1.02.3' is not a UID (digits and dots, no leading zeros, at most 64 characters)",
-            f"{KEY}: 1.2.3.1\tnil"]))
+            f"{KEY}: PAT2345723590\tPAT2345723590\t2345723590.1234\tDOE^JOHN\tPID123",
+            f"{KEY}: true\ttrue\t1.2.777\tnil\tPATX\tPID123\tnil",
+            f"{KEY}: false\tchangeuid: '' cannot be recorded: 1 to 64 characters are wanted",
+            f"{KEY}: nil"]))
 
     def test_conquestConfigurationItems(self):
         """Global holds Conquest's BaseDir (the working folder, with its

@@ -35,7 +35,9 @@ is, for the ``[lua]`` command and clienterror scripts), ``Global``
 and ``RootConfig``, and dicom.ini's main section, its secrets left out when
 sandboxed; names in any case: ``Global.basedir``) and the functions
 ``print`` (to the server log), ``debuglog`` (likewise, to the debug log),
-``forward(ae)``, ``script(rule)`` (runs a converter rule on the same
+``forward(ae)``, ``reject()`` and ``destroy()`` (as returning
+``'reject'`` or ``'destroy'``, unless the script returns another outcome),
+``script(rule)`` (runs a converter rule on the same
 object and returns its outcome's name; ``script(x, rule)`` and
 ``x:Script(rule)`` on the object x, whose destroy is no fate of Data's, and
 whose image forward sends x as it is in an export converter and is
@@ -988,7 +990,7 @@ class LuaRuntime:
         if context.command is not None:
             globals["Command"] = self._wrapDataset(_DatasetHandle(context, context.command))
         functions = {name: getattr(api, name) for name in
-                     ("forward", "script", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
+                     ("forward", "script", "reject", "destroy", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
                       "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
                       "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal", "gpps")}
         outer, self._api = self._api, api  # script('lua ...') runs one within another
@@ -1152,6 +1154,16 @@ class LuaApi(AdminFunctions):
         if outcome in _FATE_OUTCOMES:
             self.fate = outcome
         return outcome.value
+
+    def reject(self):
+        """Conquest's ``reject()``: the object (the ``command`` script's
+        request) is refused, as a script returning ``'reject'`` refuses it,
+        unless it returns another outcome; the script goes on."""
+        self.fate = Outcome.REJECT
+
+    def destroy(self):
+        """Conquest's ``destroy()``: as ``reject()``, for ``'destroy'``."""
+        self.fate = Outcome.DESTROY
 
     def _runRule(self, rule, context):
         """Run ``rule`` on ``context``, sandboxed (no command that

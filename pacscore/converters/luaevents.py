@@ -10,8 +10,8 @@
   C-FIND ..., C-CANCEL too; not the responses to our own requests), before
   it is served, with ``Command`` its command set as well: what the script
   changes there (``Command.Priority = 1``) is the request served, and a
-  script returning ``'reject'`` or ``'destroy'`` refuses it (Conquest's
-  calls ``reject()`` or ``destroy()``): it gets no answer and the
+  script returning ``'reject'`` or ``'destroy'``, or calling ``reject()``
+  or ``destroy()`` as Conquest's do, refuses it: it gets no answer and the
   association is aborted (Conquest closes it with a release request of its
   own), without an ``endassociation`` run, as in Conquest.  The requests of
   an association wait for the script one after the other, in the order

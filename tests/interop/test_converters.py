@@ -107,6 +107,25 @@ class ImportConverterTests(unittest.TestCase):
         self.assertIn("rejected by ImportConverter0", log)
         self.assertIn(f"destroying {destroyedDataset.SOPInstanceUID} from MODALITY", log)
 
+    def test_luaRejectCalledAsConquestsDeanonymizerDoes(self):
+        """Conquest's deanonymize_script.lua refuses an object it cannot
+        restore by calling reject(): the sender gets a failure status and
+        the object is neither on disk nor in the index."""
+        server = self.converterServer(
+            'lua:if (Data.PatientID or "") ~= "KNOWN" then print("** patient "..Data.PatientID.." was not '
+            'anonymized on this system **"); reject(); return end')
+        _, path = self.image("rej.dcm", "REJ1")
+        refused = server.store(path, extra=("-v",))
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("Status: 0x110", refused.stderr)
+        self.assertEqual(self.stored(server), [])
+        with sqlite3.connect(server.database) as db:
+            self.assertEqual(db.execute("SELECT COUNT(*) FROM DICOMImages").fetchall(), [(0,)])
+        log = server.log()
+        self.assertIn("ImportConverter0: ** patient REJ1 was not anonymized on this system **", log)
+        self.assertIn("rejected by ImportConverter0", log)
+        self.assertNotIn("Lua script failed", log)
+
     def test_luaAnonymizer(self):
         serverDir = os.path.join(self.workdir, "pacs")
         os.makedirs(serverDir)

@@ -817,6 +817,21 @@ class OutcomeTests(unittest.TestCase):
             self.assertEqual(runLua(code)[0], outcome, code)
         self.assertEqual(runLua("return 'defer'", makeContext(kind="export"))[0], Outcome.DEFER)
 
+    def test_rejectAndDestroyCalled(self):
+        """Conquest's scripts call reject() or destroy() ('reject on
+        error': print(...); reject(); return): the outcome is that of
+        returning 'reject' or 'destroy', the script going on after the call,
+        unless it returns another."""
+        outcome, _, messages = runLua(
+            "if Data.PatientID ~= 'KNOWN' then print('** patient '..Data.PatientID..' was not anonymized on this "
+            "system **'); reject(); return end; Data.PatientName = 'X'")
+        self.assertEqual((outcome, messages), (Outcome.REJECT, [
+            f"{KEY}: ** patient 123 was not anonymized on this system **"]))
+        outcome, context, _ = runLua("destroy(); Data.StudyDescription = 'after'")
+        self.assertEqual((outcome, context.dataset.StudyDescription), (Outcome.DESTROY, "after"))
+        self.assertEqual(runLua("reject(); return 'stop'")[0], Outcome.STOP)
+        self.assertEqual(runLua("reject(); destroy()")[0], Outcome.DESTROY)
+
     def test_deferOutsideExportConverters(self):
         """'defer' (an export converter's retry) stops an import line, with a
         log line saying so, not silently."""

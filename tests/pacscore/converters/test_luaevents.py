@@ -137,8 +137,10 @@ class LuaEventsTests(unittest.TestCase):
         self.assertEqual(commands.decodeCommand(commands.encodeCommand(checked)), checked)
 
     def test_commandRefused(self):
-        for refusal in ("reject", "destroy"):
-            events = self.events(f"command = if Command.MoveDestination == 'VIEWER' then return '{refusal}' end\n")
+        """Returning 'reject' or 'destroy', or calling reject() or destroy()
+        as Conquest's scripts do, refuses the request."""
+        for refusal in ("return 'reject'", "return 'destroy'", "reject()", "destroy()"):
+            events = self.events(f"command = if Command.MoveDestination == 'VIEWER' then {refusal} end\n")
             self.assertIsNone(self.check(events, self.move())[0])
             command = {**self.move(), commands.MOVE_DESTINATION: "OTHER"}
             self.assertIs(self.check(events, command)[0], command)

@@ -8,8 +8,9 @@ services, and what the line decided: destroy or reject the object, defer
 the export, the preferred storage device and compression.  The ``[lua]``
 command and clienterror scripts also see the DIMSE command set as
 ``command`` (a pydicom Dataset; None elsewhere).  ``session`` is a dict
-kept for the life of the association the object came on (its scripts' Lua
-state, ``LuaRuntime.forContext``), None without one.
+kept for the life of the association the object came on, or the query or
+retrieve was asked on (its scripts' Lua state, ``LuaRuntime.forContext``),
+None without one.
 
 Commands run in a worker thread (see ``IConverterCommand.run``).
 """

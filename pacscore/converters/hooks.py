@@ -19,7 +19,10 @@ the data sets of queries and retrieves instead of incoming images.
   sent or forwarded with that code, as ``RetrieveResultConverter0`` runs
   (``pacscore.converters.compressing``).
 
-Every hook runs in a worker or reader thread, like every converter line.
+Every hook runs in a worker or reader thread, like every converter line;
+the hooks of a DICOM association run with its ``session``, so their Lua
+shares the association's Lua state (the functions its ``[lua] association``
+script defined), as in Conquest.
 """
 
 from pacscore.converters.context import ConverterContext, Outcome
@@ -46,24 +49,25 @@ class DatasetHook:
         self.kind = kind
         self.services = services
 
-    def run(self, dataset, callingAE, calledAE, moveDestination=None):
+    def run(self, dataset, callingAE, calledAE, moveDestination=None, session=None):
         """Run the line on ``dataset`` (changed in place): ``(outcome, changed)``;
-        ``moveDestination``: where a retrieve sends, ``%s`` in the line."""
+        ``moveDestination``: where a retrieve sends, ``%s`` in the line;
+        ``session``: that of the association asking, or None."""
         context = ConverterContext(self.kind, dataset, callingAE, calledAE, services=self.services,
-                                   converterName=self.script.key, moveDestination=moveDestination)
+                                   converterName=self.script.key, moveDestination=moveDestination, session=session)
         return self.script.run(context), context.changed
 
-    def applyToBytes(self, data, transferSyntax, callingAE, calledAE, moveDestination=None):
+    def applyToBytes(self, data, transferSyntax, callingAE, calledAE, moveDestination=None, session=None):
         """For identifiers: ``(outcome, data)``, the data re-encoded when the
         line changed it. Raises IdentifierError for undecodable data."""
         dataset = decodePeerDataset(data, transferSyntax)
-        outcome, changed = self.run(dataset, callingAE, calledAE, moveDestination)
+        outcome, changed = self.run(dataset, callingAE, calledAE, moveDestination, session)
         return outcome, encodeDataset(dataset, transferSyntax) if changed else data
 
-    def applyToObject(self, data, transferSyntax, callingAE, calledAE, moveDestination=None):
+    def applyToObject(self, data, transferSyntax, callingAE, calledAE, moveDestination=None, session=None):
         """For stored objects: ``(outcome, data)`` (see the module docstring)."""
         header = decodeDataset(data, transferSyntax, stopBeforePixels=True)
-        outcome, changed = self.run(header, callingAE, calledAE, moveDestination)
+        outcome, changed = self.run(header, callingAE, calledAE, moveDestination, session)
         if not changed or outcome in LEFT_OUT:
             return outcome, data
         whole = decodeDataset(data, transferSyntax)

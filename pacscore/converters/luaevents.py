@@ -34,7 +34,7 @@ error is logged.  The ``startup``, ``nightly`` and ``background`` runs each
 start with fresh globals (where Conquest's share one Lua state); the
 ``association``, ``command``, ``clienterror`` and ``endassociation``
 scripts of an association run, as in Conquest, in its Lua state, which its
-import converters' Lua share (``LuaRuntime.forContext``): their globals
+import, query and retrieve converters' Lua share (``LuaRuntime.forContext``): their globals
 last from its ``association`` script to its ``endassociation`` one.
 
 Conquest's other ``[lua]`` keys (``printserver``, ``ExportConverter``,

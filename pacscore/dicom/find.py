@@ -274,7 +274,7 @@ async def convertIdentifier(hook, reactor, protocol, dataset, transferSyntax, mo
     if data is not None:
         await dumpDatasets(reactor, protocol.peerName(), "query identifier", [data], transferSyntax, IDENTIFIERS)
     return await convertRequest(hook, reactor, data, transferSyntax, association.callingAE, association.calledAE,
-                                moveDestination)
+                                moveDestination, protocol.session)
 
 
 def dumpDatasets(reactor, peer, what, encoded, transferSyntax, level):
@@ -318,9 +318,11 @@ def readIdentifier(data, transferSyntax, levels, columnVRs=None, matching=True, 
     return identifier, request, mask, malformedValues(identifier) if named else []
 
 
-async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None):
+async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledAE, moveDestination=None,
+                         session=None):
     """Identifier bytes after a request converter line (``hook``; run in
-    the reactor's thread pool), or DESTROYED when the line said
+    the reactor's thread pool, with the ``session`` of the association
+    asking, if any), or DESTROYED when the line said
     ``destroy``. Raises RequestRejected for ``reject`` and BadIdentifier
     for data the line cannot decode."""
     if hook is None or data is None:
@@ -328,7 +330,7 @@ async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledA
     try:
         outcome, data = await threads.deferToThreadPool(
             reactor, reactor.getThreadPool(), hook.applyToBytes, data, transferSyntax, callingAE, calledAE,
-            moveDestination)
+            moveDestination, session)
     except IdentifierError as e:
         raise BadIdentifier(str(e), UNABLE_TO_PROCESS) from e
     if outcome is Outcome.REJECT:
@@ -339,16 +341,16 @@ async def convertRequest(hook, reactor, data, transferSyntax, callingAE, calledA
 def resultFilter(hook, protocol):
     """For the encoders: ``keep(dataset)`` running a result converter line
     (``hook``, e.g. QueryResultConverter0) on each answer to the
-    association of ``protocol``; see ``resultFilterFor``."""
+    association of ``protocol`` (in its Lua state); see ``resultFilterFor``."""
     if hook is None:
         return None
-    return resultFilterFor(hook, protocol.association.callingAE, protocol.association.calledAE)
+    return resultFilterFor(hook, protocol.association.callingAE, protocol.association.calledAE, protocol.session)
 
 
-def resultFilterFor(hook, callingAE, calledAE):
+def resultFilterFor(hook, callingAE, calledAE, session=None):
     """``keep(dataset)`` running a result converter line (``hook``) on each
-    answer, False when the line said ``destroy`` or ``reject``; None
-    without a hook."""
+    answer (with the ``session`` of the association asking, if any), False
+    when the line said ``destroy`` or ``reject``; None without a hook."""
     if hook is None:
         return None
-    return lambda dataset: hook.run(dataset, callingAE, calledAE)[0] not in LEFT_OUT
+    return lambda dataset: hook.run(dataset, callingAE, calledAE, session=session)[0] not in LEFT_OUT

@@ -521,7 +521,7 @@ class RetrieveService:
                 if self.resultHook is not None:
                     data = withPlainPixels(data, stored.transferSyntax)
                     outcome, data = self.resultHook.applyToObject(data, stored.transferSyntax, association.callingAE,
-                                                                  association.calledAE, destination)
+                                                                  association.calledAE, destination, protocol.session)
                     if outcome in LEFT_OUT:
                         return stored, None
                 if scripts is not None:

@@ -604,6 +604,40 @@ class QueryRetrieveConverterTests(unittest.TestCase):
         self.assertEqual(pydicom.dcmread(arrived).InstitutionName, f"sent by {server.ae} to MOVEDEST")
 
 
+    def test_resultConvertersCallTheAssociationsLuaFunctions(self):
+        """As in Conquest, the query and retrieve converters of an
+        association run in its Lua state: Conquest's association.lua
+        removePrivateInfo(), defined by the [lua] association script, blanks
+        the names of findscu's answers and of the objects getscu gets."""
+        workdir = tempfile.mkdtemp(prefix="pacs-qrconverters-")
+        server = PacsServer(os.path.join(workdir, "pacs"), ini={
+            "QueryResultConverter0": "lua:removePrivateInfo()", "RetrieveResultConverter0": "lua:removePrivateInfo()"})
+        server.setIni("lua", association=(
+            "function removePrivateInfo(filter) if filter then if (filter() or 1)==0 then return end end; "
+            "if Data.PatientName then Data.PatientName = '' end; "
+            "if Data.PatientAddress then Data.PatientAddress = '' end end"))
+        server.start()
+        self.addCleanup(server.stop)
+        ds = makeDataset("PID123", "Doe^John", generate_uid(), generate_uid(), generate_uid(), 1, 1, rows=8, columns=8)
+        ds.PatientAddress = "Secret street 1"
+        path = os.path.join(workdir, "private.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        self.assertEqual(server.store(path).returncode, 0)
+        out = tempfile.mkdtemp(dir=workdir)
+        found = dcmtk("findscu", "-S", "-X", "-od", out, "-aec", server.ae, "-k", "QueryRetrieveLevel=STUDY",
+                      "-k", "PatientID=PID123", "-k", "PatientName", "-k", "StudyInstanceUID", "127.0.0.1", server.port)
+        self.assertEqual(found.returncode, 0, found.stderr)
+        [match] = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
+        self.assertEqual((match.PatientID, str(match.PatientName)), ("PID123", ""))
+        out = tempfile.mkdtemp(dir=workdir)
+        got = dcmtk("getscu", "-P", "-aec", server.ae, "-od", out, "-k", "QueryRetrieveLevel=PATIENT",
+                    "-k", "PatientID=PID123", "127.0.0.1", server.port)
+        self.assertEqual(got.returncode, 0, got.stderr)
+        [retrieved] = [pydicom.dcmread(os.path.join(out, name)) for name in os.listdir(out)]
+        self.assertEqual((str(retrieved.PatientName), retrieved.PatientAddress), ("", ""))
+        self.assertNotIn("Lua script failed", server.log())
+
+
 class LuaEventTests(unittest.TestCase):
     """dicom.ini's [lua] event scripts in one running server, driven by DCMTK's tools."""
 

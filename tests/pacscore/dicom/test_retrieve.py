@@ -553,6 +553,7 @@ class Requestor:
 
     state = ESTABLISHED
     association = SimpleNamespace(callingAE="MOVER", calledAE="PACS", compression=None)
+    session = None  # DicomServerProtocol's, for its Lua state
 
     def isCancelled(self, command):
         return False
@@ -1042,7 +1043,7 @@ class RequestorGoneTests(unittest.TestCase):
 class RenamingHook:
     """A RetrieveResultConverter0 that gives each object a new SOP Instance UID."""
 
-    def applyToObject(self, data, syntax, callingAE, calledAE, destination):
+    def applyToObject(self, data, syntax, callingAE, calledAE, destination, session=None):
         dataset = decodeDataset(data, syntax)
         dataset.SOPInstanceUID = "9." + dataset.SOPInstanceUID
         return Outcome.CONTINUE, encodeDataset(dataset, syntax)

@@ -51,7 +51,8 @@ tag's name; ``dictionary(name)`` its group and element),
 table, rows as tables of strings), ``genuid()``, ``changeuid(uid[, to[,
 stage[, type]]])`` and ``changeuidback(new[, stage[, type]])`` (the UIDMODS
 pairs, as ``newuids`` keeps them; ``to`` any text, as Conquest's) and
-``crc(text)`` (%A's checksum), ``servercommand('name:arguments')`` (a
+``crc(text)`` (%A's checksum), ``tickcount()`` and ``sleep(ms)`` (at most
+MAX_SLEEP, in a worker thread), ``servercommand('name:arguments')`` (a
 control command's output, nil when empty, or nil and the reason; see
 ``servercommands``; sandboxed, only read-only commands, no secret shown),
 ``dicomquery(ae, level, query)`` (the matches of a C-FIND as an array of objects; empty, and the reason, when it failed) and
@@ -59,7 +60,9 @@ control command's output, nil when empty, or nil and the reason; see
 for: true, or nil and the reason; see ``dicomrequests``).  Objects of its own: ``newdicomobject()``
 (or ``DicomObject:new()``: an empty object used as Data is, changing
 nothing stored) and ``newdicomarray()`` (``DicomObject:newarray()``: an
-empty sequence, for ``SetVR``); ``x:Read(path)`` (``readdicom(x, path)``,
+empty sequence, for ``SetVR`` or ``Data.Seq = a``, which set copies of its
+items; ``a:Add(x)`` appends a copy of x), ``x:Copy()`` (a deep copy of x, a
+new object); ``x:Read(path)`` (``readdicom(x, path)``,
 ``readdicom(path)`` for Data: 1, or nil and the reason when the file is
 missing or unreadable; Data takes no compressed object) and
 ``x:Write(path)`` (``writedicom``: a Part-10 file; Data of an export
@@ -104,6 +107,7 @@ import inspect
 import os
 import re
 import threading
+import time
 from typing import NamedTuple
 
 import lupa.lua54 as lupa
@@ -117,6 +121,7 @@ from pydicom.sequence import Sequence
 from sqlalchemy import select, text
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from pacscore.config.ini import MAIN_SECTION
@@ -140,7 +145,7 @@ from pacscore.dicom.textbytes import encodingsOf
 from pacscore.hostport import splitHostPort
 from pacscore.interfaces import IConverterCommand
 from pacscore.storage.attributes import PIXEL_DATA
-from pacscore.workers import standInWhileWaiting
+from pacscore.workers import standInIfSlow, standInWhileWaiting
 
 DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 STORAGE = "Storage"  # Data.Storage: the device, not an element
@@ -156,12 +161,13 @@ _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
 _DS_LENGTH = 16  # characters a Decimal String holds
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 _NOTHING = object()  # an argument a script did not give (crc())
+MAX_SLEEP = 60_000  # milliseconds one sleep(ms) may last
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex).
 _SETUP = r"""
 local getElement, setElement, sequenceItem, sequenceLength, kindOf, getVR, setVR, readInto, writeFrom, dumpTo,
-      scriptOn, pixels, freeObject = ...
+      scriptOn, pixels, freeObject, copyObject, addItem = ...
 local load, pcall, error, tostring, pairs, setmetatable, type = load, pcall, error, tostring, pairs, setmetatable, type
 local pack, unpack, concat, select = table.pack, table.unpack, table.concat, select
 local byte, utf8len = string.byte, utf8.len
@@ -204,6 +210,7 @@ getVR, setVR = guard(getVR, 3), guard(setVR, 3)
 -- tail called: level 2 is the script
 readInto, writeFrom, dumpTo, scriptOn = guard(readInto, 2), guard(writeFrom, 2), guard(dumpTo, 2), guard(scriptOn, 2)
 pixels, freeObject = guard(pixels, 2), guard(freeObject, 2)
+copyObject, addItem = guard(copyObject, 2), guard(addItem, 2)
 
 -- GetVR's value as Conquest gives it: a table of its bytes from index 0
 local function byteTable(value)
@@ -219,10 +226,12 @@ end
 
 -- Data.Seq[N] is item N (from 0), Data.Seq[#Data.Seq] a new item appended;
 -- Data.Seq.Name is item 0's element, as in Conquest (set: item 0 is made
--- when the sequence is empty)
+-- when the sequence is empty); Seq:Add(x) appends a copy of the object x
+local function add(self, object) return addItem(self, object) end
 wrapSequence = function(handle)
   local proxy = setmetatable({}, {
     __index = function(_, index)
+      if index == "Add" then return add end
       local item = sequenceItem(handle, index, false)
       if item == nil or type(index) ~= "string" then return item end
       return (getElement(item, index))  -- no tail call: errors name the script's line
@@ -250,6 +259,7 @@ local methods = {
   Dump = function(self, path) return dumpTo(self, path) end,
   Script = function(self, rule) return scriptOn(self, rule) end,
   free = function(self) return freeObject(self) end,
+  Copy = function(self) return copyObject(self) end,
 }
 -- Conquest's pixel functions (luapixels): x:GetPixel(...) and getpixel([x,] ...), x Data when not given
 local PIXELS = {GetPixel = "getpixel", SetPixel = "setpixel", GetRow = "getrow", SetRow = "setrow",
@@ -584,7 +594,13 @@ def _getElement(handle, key):
     when known."""
     if key == STORAGE and _isData(handle):
         return handle.context.storageDevice
-    element = _element(handle, _tagOf(key))
+    try:
+        tag = _tagOf(key)
+    except LuaApiError:
+        if isinstance(key, str) and key.isidentifier():  # x:Name() reads Name first
+            raise LuaApiError(f"no method or DICOM attribute {key!r}") from None
+        raise
+    element = _element(handle, tag)
     if element is None:
         return None
     if element.VR == "SQ":
@@ -616,9 +632,14 @@ def _setElement(handle, key, value):
         dataset.add_new(tag, "SQ", [])
         handle.context.changed = True
         return
+    if isinstance(value, _SequenceHandle):
+        if vrOf(tag, dataset) != "SQ":
+            raise LuaApiError(f"{key} is no sequence: a sequence (newdicomarray()) is set only to one")
+        _setSequence(handle, tag, value)
+        return
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         kind = lupa.lua_type(value) or type(value).__name__
-        raise LuaApiError(f"cannot set {key} to a {kind}: give a string or a number")
+        raise LuaApiError(f"cannot set {key} to a {kind}: give a string, a number or a sequence")
     vr = vrOf(tag, dataset)
     if vr in _BINARY_VRS or vr == "SQ":
         raise LuaApiError(f"{key} has VR {vr}: Lua sets only text and numbers")
@@ -717,9 +738,9 @@ def _setVR(handle, group, element, value):
     dataset = handle.dataset
     vr = vrOf(tag, dataset)
     if isinstance(value, _SequenceHandle):
-        LuaRuntime.running().charge(ITEM_SIZE * len(value.sequence))
-        dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in value.sequence])
-    elif vr == "SQ":
+        _setSequence(handle, tag, value)
+        return
+    if vr == "SQ":
         raise LuaApiError(f"({tag >> 16:04x},{tag & 0xFFFF:04x}) is a sequence: SetVR wants a sequence for it")
     elif isinstance(value, str) and vr in TEXT_VRS:
         LuaRuntime.running().charge(len(value))
@@ -733,6 +754,41 @@ def _setVR(handle, group, element, value):
         kind = lupa.lua_type(value) or type(value).__name__
         raise LuaApiError(f"SetVR wants a string, a table of bytes or a sequence, not a {kind}")
     _assigned(handle, tag)
+
+
+def _setSequence(handle, tag, sequence):
+    """The sequence ``tag`` of the handle's data set gets copies of the
+    items of ``sequence`` (a ``_SequenceHandle``)."""
+    LuaRuntime.running().charge(ITEM_SIZE * len(sequence.sequence))
+    handle.dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in sequence.sequence])
+    _assigned(handle, tag)
+
+
+def _copyObject(handle):
+    """Conquest's ``x:Copy()``: a new object, a deep copy of x (Data of an
+    export converter: the whole stored object), changing nothing of x's."""
+    if not isinstance(handle, _DatasetHandle):
+        raise LuaApiError("Copy wants a DICOM object")
+    dataset = handle.dataset
+    if _isData(handle):
+        try:
+            dataset = wholeObject(handle.context)
+        except (OSError, InvalidDicomError) as e:
+            raise LuaApiError(f"Copy: {e}") from None
+    pixels = dataset.get(PIXEL_DATA)
+    LuaRuntime.running().charge(ITEM_SIZE + (len(pixels.value or b"") if pixels is not None else 0))
+    objectContext = _ObjectContext(handle.context.services, copy.deepcopy(dataset), handle.context.converterName)
+    return _DatasetHandle(objectContext, objectContext.dataset)
+
+
+def _addItem(handle, item):
+    """Conquest's ``array:Add(x)``: a copy of the object x appended to the
+    sequence."""
+    if not isinstance(handle, _SequenceHandle) or not isinstance(item, _DatasetHandle):
+        raise LuaApiError("Add wants a sequence (newdicomarray()) and a DICOM object: array:Add(x)")
+    LuaRuntime.running().charge(ITEM_SIZE)
+    handle.sequence.append(copy.deepcopy(item.dataset))
+    handle.context.changed = True
 
 
 def _encapsulated(dataset):
@@ -845,7 +901,7 @@ class LuaRuntime:
         (self._compile, self._prepare, self._beginRun, self._sethook, self._endRun, self._wrapDataset,
          self._caselessIndex) = self.lua.execute(
             _SETUP, _getElement, _setElement, _sequenceItem, _sequenceLength, _kindOf, _getVR, _setVR, _readInto,
-            _writeFrom, _dumpTo, _scriptOn, _pixels, _free)
+            _writeFrom, _dumpTo, _scriptOn, _pixels, _free, _copyObject, _addItem)
         self._setmetatable = self.lua.globals().setmetatable
         self._setupvalue = self.lua.globals().debug.setupvalue  # Lua's C function: no instruction counted
         self._gethook = self.lua.globals().debug.gethook
@@ -990,9 +1046,10 @@ class LuaRuntime:
         if context.command is not None:
             globals["Command"] = self._wrapDataset(_DatasetHandle(context, context.command))
         functions = {name: getattr(api, name) for name in
-                     ("forward", "script", "reject", "destroy", "dbquery", "genuid", "changeuid", "changeuidback", "crc",
-                      "newdicomobject", "newdicomarray", "servercommand", "dicomquery", "dicommove", "get_amap",
-                      "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef", "heapinfo", "setglobal", "gpps")}
+                     ("forward", "script", "reject", "destroy", "dbquery", "genuid", "changeuid", "changeuidback",
+                      "crc", "tickcount", "sleep", "newdicomobject", "newdicomarray", "servercommand", "dicomquery",
+                      "dicommove", "get_amap", "dictionary", "luasource", "sql", "dicomdelete", "get_sqldef",
+                      "heapinfo", "setglobal", "gpps")}
         outer, self._api = self._api, api  # script('lua ...') runs one within another
         outerRuntime, self._perThread.running = getattr(self._perThread, "running", None), self
         try:
@@ -1225,6 +1282,23 @@ class LuaApi(AdminFunctions):
         none (also for nil)."""
         return None if uid is None else uidMapOf(self.context.services).oldFor(str(uid), _text(stage),
                                                                                _text(modType))
+
+    def tickcount(self):
+        """Conquest's ``tickcount()``: milliseconds from an arbitrary start
+        (a monotonic clock), to time what a script does."""
+        return int(time.monotonic() * 1000)
+
+    def sleep(self, milliseconds):
+        """Conquest's ``sleep(ms)``: the script waits (in its worker, with a
+        stand-in for its pool when it lasts); at most MAX_SLEEP, and never
+        in the reactor's thread."""
+        if not isinstance(milliseconds, (int, float)) or isinstance(milliseconds, bool) \
+                or not 0 <= milliseconds <= MAX_SLEEP:
+            raise LuaApiError(f"sleep: 0 to {MAX_SLEEP} milliseconds are wanted, not {_shown(milliseconds)}")
+        if isInIOThread():
+            raise LuaApiError("sleep: a script run by the server's main thread does not sleep")
+        with standInIfSlow():
+            time.sleep(milliseconds / 1000)
 
     def crc(self, text=_NOTHING):
         """Conquest's checksum of ``text`` (%A): its CRC32, unsigned decimal;

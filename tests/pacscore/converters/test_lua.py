@@ -19,6 +19,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs
+from twisted.python import threadable
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -288,11 +289,11 @@ class DataTests(unittest.TestCase):
             ("local a = 1\nData.Nonsense = 1", "lua:2: unknown DICOM attribute 'Nonsense'"),
             ("local s = Data.ReferencedSeriesSequence[1.5]",
              "lua:1: a sequence is indexed by item number (from 0) or element name, not 1.5"),
-            ("local s = Data.ReferencedSeriesSequence.x", "lua:1: unknown DICOM attribute 'x'"),
+            ("local s = Data.ReferencedSeriesSequence.x", "lua:1: no method or DICOM attribute 'x'"),
             ("Data.ReferencedSeriesSequence[0] = 1",
              "lua:1: sequence items cannot be replaced, set their elements"),
-            ("Data.PatientName = {1}", "lua:1: cannot set PatientName to a table: give a string or "
-                                      "a number"),
+            ("Data.PatientName = {1}", "lua:1: cannot set PatientName to a table: give a string, "
+                                      "a number or a sequence"),
             ("Data.PixelData = 'x'", "lua:1: PixelData has VR OB: Lua sets only text and numbers"),
         ]
         for code, message in cases:
@@ -817,6 +818,24 @@ class OutcomeTests(unittest.TestCase):
             self.assertEqual(runLua(code)[0], outcome, code)
         self.assertEqual(runLua("return 'defer'", makeContext(kind="export"))[0], Outcome.DEFER)
 
+    def test_tickcountAndSleep(self):
+        """Conquest's tickcount() (milliseconds) and sleep(ms), in a worker
+        thread; in the reactor's thread, or for more than a minute, sleep
+        is refused."""
+        self.patch(threadable, "ioThread", threadable.getThreadID())  # this thread is the reactor's
+        ran = []
+        worker = threading.Thread(target=lambda: ran.append(runLua(
+            "local t = tickcount(); sleep(50); print(math.type(t), tickcount() - t >= 50)")))
+        worker.start()
+        worker.join()
+        self.assertEqual([(outcome, messages) for outcome, _, messages in ran],
+                         [(Outcome.CONTINUE, [f"{KEY}: integer\ttrue"])])
+        outcome, _, messages = runLua("print(pcall(sleep, 1)); print(pcall(sleep, 60001)); print(pcall(sleep, 'x'))")
+        self.assertEqual(messages, [
+            f"{KEY}: false\tsleep: a script run by the server's main thread does not sleep",
+            f"{KEY}: false\tsleep: 0 to 60000 milliseconds are wanted, not 60001",
+            f"{KEY}: false\tsleep: 0 to 60000 milliseconds are wanted, not 'x'"])
+
     def test_rejectAndDestroyCalled(self):
         """Conquest's scripts call reject() or destroy() ('reject on
         error': print(...); reject(); return): the outcome is that of
@@ -1320,6 +1339,55 @@ class ObjectTests(unittest.TestCase):
         self.assertEqual([item.ReferencedSOPInstanceUID for item in dataset.ReferencedImageSequence],
                          ["1.2.1", "1.2.2"])
         self.assertEqual(len(dataset.ReferencedSeriesSequence), 0)
+
+    def test_arrayAssignedAndAddedTo(self):
+        """Conquest's r = DicomObject:newarray(); r:Add(x) (a copy of x
+        appended) and Data.Seq = r (copies of its items), as SetVR does; a
+        sequence set to an element that is none is an error."""
+        outcome, context, messages = runLua(
+            "local a, x = DicomObject:newarray(), newdicomobject(); x.ReferencedSOPInstanceUID = '1.2.1'; "
+            "a:Add(x); x.ReferencedSOPInstanceUID = '1.2.2'; a:Add(x); Data.ReferencedImageSequence = a; "
+            "a[0].ReferencedSOPInstanceUID = '1.2.9'; print(#a, #Data.ReferencedImageSequence); "
+            "print(pcall(function() Data.PatientName = a end)); print(pcall(function() a:Add(a) end))")
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [
+            f"{KEY}: 2\t2", f"{KEY}: false\tlua:1: PatientName is no sequence: a sequence (newdicomarray()) is set "
+                            "only to one",
+            f"{KEY}: false\tlua:1: Add wants a sequence (newdicomarray()) and a DICOM object: array:Add(x)"]))
+        self.assertEqual([item.ReferencedSOPInstanceUID for item in context.dataset.ReferencedImageSequence],
+                         ["1.2.1", "1.2.2"])
+        self.assertTrue(context.changed)
+
+    def test_copy(self):
+        """Conquest's x:Copy(): a deep copy, whose changes (of its
+        sequences' items too) leave the original as it was; an export
+        converter's Data is copied whole, pixels included."""
+        dataset = patient()
+        dataset.ReferencedImageSequence = [Dataset()]
+        dataset.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.1"
+        outcome, context, messages = runLua(
+            "local x = Data:Copy(); x.PatientName = 'COPY'; x.ReferencedImageSequence[0].ReferencedSOPInstanceUID "
+            "= '1.2.9'; local y = x:Copy(); y.PatientName = 'COPY2'; "
+            "print(Data.PatientName, x.PatientName, y.PatientName, y.ReferencedImageSequence[0].ReferencedSOPInstanceUID)",
+            makeContext(dataset))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: DOE^JOHN\tCOPY\tCOPY2\t1.2.9"]))
+        self.assertFalse(context.changed)
+        self.assertEqual(context.dataset.ReferencedImageSequence[0].ReferencedSOPInstanceUID, "1.2.1")
+        stored = os.path.join(self.workdir, "stored.dcm")
+        withPixels = patient()
+        withPixels.add_new(0x7FE00010, "OW", b"\x01\x02" * 4)
+        self.writeFile("stored.dcm", withPixels)
+        os.rename(os.path.join(self.files, "stored.dcm"), stored)
+        context = makeContext(Dataset(), kind="export", ini="LuaFileFolder = luafiles\n", configDir=self.workdir,
+                              filename=stored)
+        outcome, _, messages = runLua("local x = Data:Copy(); print(x.PatientName, #x.PixelData)", context)
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: DOE^JOHN\t8"]))
+
+    def test_anUnknownMethod(self):
+        """x:AddImage() (a Conquest method pacs has not) says there is no
+        such method (or attribute), not only that it is no DICOM attribute."""
+        outcome, _, messages = runLua("Data:AddImage()")
+        self.assertEqual((outcome, messages), (Outcome.STOP, [
+            f"{KEY}: Lua script failed: lua:1: no method or DICOM attribute 'AddImage'"]))
 
     def test_writeData(self):
         outcome, _, messages = runLua(

@@ -143,6 +143,9 @@ class PacsServer:
             if "control port listening on" in self.log()[logStart:]:
                 return self
             time.sleep(0.05)
+        self.process.kill()  # not left behind serving, its test having failed
+        self.process.wait()
+        self.process.stdout.close()
         raise AssertionError(f"pacs did not start within {timeout} s:\n{self.log()}")
 
     def log(self):

@@ -46,6 +46,8 @@ this one does not is moved here from the first to list it; those it
 failed to send are asked after, in turn, of the others that listed them
 (``_askAgain``).  An archive that cannot be reached, or fails a request,
 is logged and left out: clients get what the others and this one hold.
+The index failing while the requestor waits (``_instancesOf``: bounded by
+``SQLTimeOut``) is no failure of an archive: it fails the retrieve (A701).
 The objects it listed that did not arrive (a C-MOVE that failed partway)
 and no other sent are ``lost``: the retrieve counts them as failed
 sub-operations; those that did arrive are deleted again as any fetched
@@ -74,6 +76,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
+from pacscore.db.errors import DATABASE_FAILURES
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
 from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
@@ -432,10 +435,12 @@ class VirtualServers:
         return [RemoteImage(*(known.get(UNIQUE_KEYS[at], "") for at in ("PATIENT",) + LEVELS)) for known in found]
 
     async def _fetchOn(self, server, findClass, moveClass, fetching, onPending, choose):
-        """``_fetchFrom``; nothing when the archive fails (``_failed``)."""
+        """``_fetchFrom``; nothing when the archive fails (``_failed``).
+        The index failing (down, or no answer within ``SQLTimeOut``) is no
+        failure of the archive: it fails the retrieve."""
         try:
             return await self._fetchFrom(server, findClass, moveClass, fetching, onPending, choose)
-        except defer.CancelledError:
+        except (defer.CancelledError, *DATABASE_FAILURES):
             raise
         except Exception as e:
             self._failed(server, e, "its objects are left out of the retrieve")
@@ -542,14 +547,17 @@ class VirtualServers:
         fetched data is kept (CacheVirtualData)."""
         if self.cache or not fetched:
             return
-        count = (await self.actions.removeInstances(await self._instancesOf(fetched))).removed
+        instances = await self.index.runQuery(self.query.instancesByUID, fetched)  # the requestor was answered
+        count = (await self.actions.removeInstances(instances)).removed
         self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                       count=count)
 
     async def _instancesOf(self, uids):
         """The index's ``Instance``s of the SOP Instance UIDs ``uids``
-        (``IndexQuery.instancesByUID``)."""
-        return await self.index.runQuery(self.query.instancesByUID, uids)
+        (``IndexQuery.instancesByUID``), for a requestor waiting: failed
+        with ``IndexTimeout`` once the database gave nothing for
+        ``SQLTimeOut`` (``queryForPeer``), as the retrieve's own query."""
+        return await self.index.queryForPeer(self.query.instancesByUID, uids)
 
 
 def _withPatientID(identifier, rule):
@@ -603,10 +611,14 @@ def _given(images):
 
 async def _together(work):
     """The results of the coroutines ``work``, run at once, in their
-    order; cancelled, every one of them is."""
+    order; cancelled, every one of them is, and so are the others when
+    one fails (the index failing a retrieve: nothing more is fetched)."""
+    running = [defer.ensureDeferred(coroutine) for coroutine in work]
     try:
-        return await defer.gatherResults([defer.ensureDeferred(coroutine) for coroutine in work], consumeErrors=True)
+        return await defer.gatherResults(running, consumeErrors=True)
     except defer.FirstError as e:
+        for other in running:
+            other.cancel()
         e.subFailure.raiseException()
 
 

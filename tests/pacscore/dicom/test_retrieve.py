@@ -4,6 +4,7 @@ syntax to send an object in, which status ends the retrieve."""
 import builtins
 import os
 import socket
+import threading
 from collections import Counter
 from types import SimpleNamespace
 
@@ -30,7 +31,7 @@ from pacscore.dicom import storeddata
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData
 from pacscore.storage import reader as readerModule
 from pacscore.storage.part10 import encodeFileMeta
-from pacscore.dicom.virtual import Fetched
+from pacscore.dicom.virtual import Fetched, RemoteImage
 from pacscore.testing.corpus import generateCorpus
 from pacscore.db.query import Instance
 from pacscore.storage.devices import MagDevice
@@ -1277,3 +1278,34 @@ class IndexOutageTests(unittest.TestCase):
     def test_hungDatabase(self):
         """A database that does not answer within SQLTimeOut likewise."""
         self.assertIn("the index database did not answer within 0.2 s", (yield self.moveAndGet(hung=True)))
+
+    @defer.inlineCallbacks
+    def test_hungDatabaseWhileAVirtualServerFetches(self):
+        """Through a virtual server, the database not answering while the
+        retrieve looks up which of the objects the archive lists are here:
+        A701 once SQLTimeOut passed, with one log line, as without one
+        (not the requestor waiting for as long as the database hangs)."""
+        running = RunningArchive(self, listen=True, ini={"VirtualServerFor0": "BACK"})
+        running.know(running)  # the C-MOVE destination: itself
+        servers = running.archive.virtualServers
+
+        async def remoteImages(protocol, findClass, level, keys):
+            return [RemoteImage("P1", "1.2.3", "1.2.3.1", "1.2.3.1.1")]
+
+        async def associate(server, contexts):
+            return SimpleNamespace(release=lambda: defer.succeed(None))
+        servers._remoteImages, servers._associate = remoteImages, associate
+        answer = threading.Event()
+        self.addCleanup(answer.set)
+        index = running.archive.index
+        index.readTimeout = 0.2
+        index._withConnection = lambda fn, args, kw: answer.wait(10)
+        started = reactor.seconds()
+        with capturedLogs() as events:
+            command, _ = yield moveStudyToItself(self, running, "1.2.3")
+        self.assertLess(reactor.seconds() - started, 5)  # the database answers after 10 s
+        self.assertEqual(command[commands.STATUS], UNABLE_TO_CALCULATE_MATCHES)
+        self.assertIn("the index database did not answer within 0.2 s", command[commands.ERROR_COMMENT])
+        self.assertEqual([formatEvent(e).split(": ")[1:3] for e in events if e["log_level"].name == "error"],
+                         [["C-MOVE failed", "the index database"]])
+        self.assertEqual([e for e in events if "log_failure" in e], [])

@@ -23,6 +23,7 @@ from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.protocol import AssociationLost
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
+from pacscore.db.errors import IndexTimeout
 from pacscore.dicom.virtual import (
     SERVER_MASK, Fetched, KodakPatientIDs, RemoteImage, VirtualServer, VirtualServers, _rootClasses, serversFrom,
     takeServerMask)
@@ -529,6 +530,29 @@ class VirtualServerTests(unittest.TestCase):
         self.successResultOf(defer.ensureDeferred(servers.release(fetched.arrived)))
         self.assertEqual(index.removed, ["1.1.0", "1.1.1"])
 
+    def test_aHungIndexFailsTheFetchAfterSQLTimeOut(self):
+        """The index not answering while a retrieve's requestor waits
+        (which listed objects are here, which of those asked for arrived):
+        the fetch fails with IndexTimeout once SQLTimeOut passed
+        (``queryForPeer``), the other archives' fetches stopped, none held
+        off nor logged as failed; it does not wait for as long as the
+        database hangs (``runQuery``)."""
+        for failing in range(2):
+            index = FetchingArchive()
+            answers = [defer.succeed([])] * failing + [defer.fail(IndexTimeout(15))]
+            index.runQuery = lambda fn, uids: defer.Deferred()
+            index.queryForPeer = lambda fn, uids: answers.pop(0)
+            servers = VirtualServers([VirtualServer("A", number=0), VirtualServer("B", number=1)], None, "FRONT",
+                                     Clock(), index, index.query, index, cache=False)
+            listing = {"A": defer.succeed([RemoteImage("P1", "1", "1.1", "1.1.1")]), "B": defer.Deferred()}
+            answeredBy(servers, listing, [], lambda ae, uids: defer.succeed(({commands.STATUS: 0}, None)))
+            with capturedLogs() as events:
+                fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
+                self.failureResultOf(fetching, IndexTimeout)
+            self.assertEqual(events, [], failing)
+            self.assertEqual((servers.heldOff.remaining("A"), servers.heldOff.remaining("B")), (0, 0))
+            self.assertTrue(listing["B"].called)  # B's fetch was stopped (cancelled)
+
 
 class FetchedObjectTests(unittest.TestCase):
     """FRONT (an import converter, and export converters forwarding every
@@ -633,6 +657,8 @@ class FetchingArchive:
 
     def runQuery(self, fn, uids):
         return defer.succeed([SimpleNamespace(sopInstanceUID=uid) for uid in uids if uid in self.here])
+
+    queryForPeer = runQuery
 
     def removeInstances(self, instances):
         self.removed += [instance.sopInstanceUID for instance in instances]

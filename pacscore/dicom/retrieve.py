@@ -317,9 +317,11 @@ class RetrieveService:
                 fetch = await self._fetch(protocol, command, sopClass, identifier, mask, respond)
                 if fetch is None:
                     return
-                fetched += fetch.arrived
+                fetched += fetch.held
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level, selecting)
+            found = {instance.sopInstanceUID for instance in instances}
+            lost = [uid for uid in lost if uid not in found]  # stored after the fetch looked: sent, not failed
             located = await self._locate(instances)
         except (BadIdentifier, Refused) as e:
             detail = getattr(e, "detail", "")

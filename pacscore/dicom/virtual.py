@@ -50,8 +50,9 @@ The index failing while the requestor waits (``_instancesOf``: bounded by
 ``SQLTimeOut``) is no failure of an archive: it fails the retrieve (A701).
 The objects it listed that did not arrive (a C-MOVE that failed partway)
 and no other sent are ``lost``: the retrieve counts them as failed
-sub-operations; those that did arrive are deleted again as any fetched
-(``CacheVirtualData = 0``).  One that could not be reached, or whose
+sub-operations, but for those its own query finds (stored after the
+fetch looked); every object asked for is deleted again as any fetched
+(``CacheVirtualData = 0``, ``Fetched.held``).  One that could not be reached, or whose
 association failed (a timeout, an abort), is held off for
 ``FailHoldOff`` seconds (60), as the export queue holds a destination
 off: the requests of that time leave it out at once, logged, instead of
@@ -76,7 +77,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
-from pacscore.db.errors import DATABASE_FAILURES
+from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
 from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
@@ -115,10 +116,14 @@ class VirtualServerError(Exception):
 
 class Fetched(NamedTuple):
     """What a fetch brought here: the SOP Instance UIDs of the objects that
-    arrived (``release`` them) and of those listed that did not."""
+    arrived when it looked, of those listed that had not (one still being
+    stored may come after: the retrieve counts as failed those its own
+    query does not find), and of those to ``release`` once the retrieve is
+    over: every one asked for, arrived or not."""
 
     arrived: list
     lost: list
+    held: tuple = ()
 
 
 class RemoteImage(NamedTuple):
@@ -375,16 +380,20 @@ class VirtualServers:
         for keyword in UNIQUE_KEYS.values():
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
-        fetching = []  # the SOP Instance UIDs of the objects asked for, to release if cancelled
+        fetching = []  # the SOP Instance UIDs of the objects asked for, to release
         asked = self._asked(mask, callingAE, "retrieve")
         try:
             results = await _together([self._fetchOn(server, findClass, moveClass, fetching, onPending,
                                                      self._listed(findClass, level, keys, fetching))
                                        for server in asked])
-            return await self._askAgain(asked, results, findClass, moveClass, fetching, onPending)
+            fetched = await self._askAgain(asked, results, findClass, moveClass, fetching, onPending)
         except defer.CancelledError:
             await self.release(fetching)
             raise
+        except DATABASE_FAILURES:
+            defer.ensureDeferred(self.release(fetching))  # the requestor is answered (A701) without waiting
+            raise
+        return fetched._replace(held=tuple(fetching))
 
     async def _askAgain(self, asked, results, findClass, moveClass, fetching, onPending):
         """The ``Fetched`` of a retrieve whose archives ``asked`` fetched
@@ -543,12 +552,19 @@ class VirtualServers:
                                      f"({failed} sub-operations failed)")
 
     async def release(self, fetched):
-        """A retrieve is over: delete the objects it fetched unless the
-        fetched data is kept (CacheVirtualData)."""
+        """A retrieve is over: delete the objects it fetched (``Fetched.held``:
+        the SOP Instance UIDs asked for, those that arrived late too) unless
+        the fetched data is kept (CacheVirtualData).  The index failing,
+        they stay, with a warning."""
         if self.cache or not fetched:
             return
-        instances = await self.index.runQuery(self.query.instancesByUID, fetched)  # the requestor was answered
-        count = (await self.actions.removeInstances(instances)).removed
+        try:
+            instances = await self.index.runQuery(self.query.instancesByUID, list(fetched))  # none waits on it
+            count = (await self.actions.removeInstances(instances)).removed
+        except DATABASE_FAILURES as e:
+            self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
+                          "the index database: {error}", count=len(fetched), error=databaseMessage(e))
+            return
         self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                       count=count)
 

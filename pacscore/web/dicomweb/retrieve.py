@@ -84,8 +84,9 @@ async def storedInstances(archive, target):
     fetched = []
     if not found and archive.virtualServers is not None:
         identifier.QueryRetrieveLevel = level
-        fetched = (await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier)).arrived
-        if fetched:
+        fetch = await archive.virtualServers.fetch(STUDY_ROOT_MOVE, identifier)
+        fetched = list(fetch.held)
+        if fetch.arrived:
             found = await archive.index.runQuery(archive.objectReader.instancePaths, archive.query, level, keys)
     if not found:
         await released(archive, fetched)

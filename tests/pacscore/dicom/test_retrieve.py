@@ -1157,6 +1157,25 @@ class VirtualLossTests(unittest.TestCase):
                                                    commands.FAILED_SUBOPERATIONS)], [SUBOPERATIONS_FAILED, 1, 1])
         self.assertEqual(decodeDataset(failed, IMPLICIT).FailedSOPInstanceUIDList, "1.2.3.9")
 
+    @defer.inlineCallbacks
+    def test_anObjectStoredAfterTheFetchLookedIsSentNotFailed(self):
+        """An object the fetch found missing (its C-STORE still being
+        stored when it looked) that the retrieve's own query finds is sent,
+        not also counted failed: one sub-operation, Success."""
+        running = RunningArchive(self, listen=True, ini={"VirtualServerFor0": "BACK"})
+        running.know(running)  # the C-MOVE destination: itself
+        [image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                 seriesPerStudy=1, imagesPerSeries=1)
+        yield running.store([image])
+
+        async def fetch(sopClass, identifier, mask=None, callingAE=None, onPending=None):
+            return Fetched([], [image.sopUID])
+        running.archive.virtualServers.fetch = fetch
+        command, failed = yield moveStudyToItself(self, running, image.studyUID)
+        self.assertEqual([command[tag] for tag in (commands.STATUS, commands.COMPLETED_SUBOPERATIONS,
+                                                   commands.FAILED_SUBOPERATIONS)], [SUCCESS, 1, 0])
+        self.assertIsNone(failed)
+
 
 class VirtualFetchTests(unittest.TestCase):
     """While the virtual servers fetch a C-MOVE's objects its requestor

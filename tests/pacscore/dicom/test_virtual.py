@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pydicom
 
+from sqlalchemy.exc import OperationalError
+
 from pydicom.dataset import Dataset
 from twisted.internet import defer, threads
 from twisted.internet.task import Clock
@@ -366,7 +368,8 @@ class VirtualServerTests(unittest.TestCase):
         moved = movedBy(servers, images, index)
         fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
         self.assertEqual(moved, [("IMAGE", "1.1", ["1.1.1", "1.1.2"]), ("SERIES", "1.2", None)])
-        self.assertEqual(fetched, Fetched(["1.1.1", "1.1.2", "1.2.0", "1.2.1", "1.2.2"], []))
+        uids = ("1.1.1", "1.1.2", "1.2.0", "1.2.1", "1.2.2")
+        self.assertEqual(fetched, Fetched(list(uids), [], uids))
 
     def answering(self, answers):
         """Virtual servers whose C-FINDs get ``answers(request)``; the requests asked."""
@@ -445,7 +448,8 @@ class VirtualServerTests(unittest.TestCase):
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)]
         listing["B"].callback(images[2:])
         listing["A"].callback(images[1:3])
-        self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.1", "1.1.2", "1.1.3"], []))
+        self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.1", "1.1.2", "1.1.3"], [],
+                                                                 ("1.1.2", "1.1.3", "1.1.1")))
         self.assertEqual(moved, [("B", ["1.1.2", "1.1.3"]), ("A", ["1.1.1"])])
 
     def test_whatOneFailedToSendIsAskedOfTheOthersThatListedIt(self):
@@ -475,7 +479,8 @@ class VirtualServerTests(unittest.TestCase):
             listing["A"].callback(images[:4])
             listing["B"].callback(images[1:])
             listing["C"].callback(images[2:3])
-            self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.0", "1.1.2"], ["1.1.1", "1.1.3", "1.1.4"]))
+            self.assertEqual(self.successResultOf(fetching), Fetched(["1.1.0", "1.1.2"], ["1.1.1", "1.1.3", "1.1.4"],
+                                                                     tuple(uids)))
         self.assertEqual(moved, [("A", uids[:4]), ("B", uids[4:]), ("C", uids[2:3])])
         self.assertEqual([formatEvent(e) for e in events], [
             "virtual server A: 1 of 4 object(s) fetched, the others are left out of the retrieve unless another "
@@ -503,7 +508,7 @@ class VirtualServerTests(unittest.TestCase):
             fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"), mask=1)))
             self.successResultOf(defer.ensureDeferred(servers.release(fetched.arrived)))
         uids = [image.sopInstanceUID for image in images]
-        self.assertEqual(fetched, Fetched(uids[:67], uids[67:]))
+        self.assertEqual(fetched, Fetched(uids[:67], uids[67:], tuple(uids)))
         self.assertEqual(archive.removed, uids[:67])
         self.assertEqual([formatEvent(e) for e in events], [
             "virtual server B: 67 of 70 object(s) fetched, the others are left out of the retrieve unless another "
@@ -552,6 +557,50 @@ class VirtualServerTests(unittest.TestCase):
             self.assertEqual(events, [], failing)
             self.assertEqual((servers.heldOff.remaining("A"), servers.heldOff.remaining("B")), (0, 0))
             self.assertTrue(listing["B"].called)  # B's fetch was stopped (cancelled)
+
+    def test_anObjectStoredAfterTheFetchLookedIsReleased(self):
+        """CacheVirtualData = 0, an object whose C-STORE was still being
+        stored when the fetch looked at what arrived (the archive's
+        association ended with it): lost for the fetch, but held, and
+        deleted by ``release`` with the others once it is here."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False)
+        images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
+        moved = movedBy(servers, images, index)
+        late = []
+        index.queryForPeer = lambda fn, uids: FetchingArchive.runQuery(index, fn, [uid for uid in uids
+                                                                                  if uid not in late])
+        late.append("1.1.2")
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        self.assertEqual(len(moved), 1)
+        self.assertEqual(fetched, Fetched(["1.1.0", "1.1.1"], ["1.1.2"], ("1.1.0", "1.1.1", "1.1.2")))
+        self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+        self.assertEqual(index.removed, ["1.1.0", "1.1.1", "1.1.2"])
+
+    def test_whatArrivedIsReleasedWhenTheIndexFailsTheFetch(self):
+        """CacheVirtualData = 0, the index failing (a database restarted)
+        once the objects were moved here: the fetch fails, and the objects
+        asked for are deleted all the same (not left here for good); the
+        index failing again there, a warning says they stay."""
+        for answering in (True, False):
+            index = FetchingArchive()
+            servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                     cache=False)
+            images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)]
+            movedBy(servers, images, index)
+            answers = [defer.succeed([]), defer.fail(OperationalError("SELECT", {}, Exception("connection failed")))]
+            index.queryForPeer = lambda fn, uids: answers.pop(0)
+            if not answering:
+                index.runQuery = lambda fn, uids: defer.fail(OperationalError("SELECT", {}, Exception("down")))
+            with capturedLogs() as events:
+                self.failureResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))),
+                                     OperationalError)
+            self.assertEqual(index.removed, ["1.1.0", "1.1.1"] if answering else [])
+            self.assertEqual([formatEvent(e) for e in events], [
+                "2 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)" if answering else
+                "2 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): the index "
+                "database: down"])
 
 
 class FetchedObjectTests(unittest.TestCase):

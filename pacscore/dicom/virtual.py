@@ -22,7 +22,9 @@ pacs fetches only what it lacks.  Nor is a series moved whole for a
 retrieve naming SOP Instance UIDs: it would bring objects never asked
 for, left here for good with ``CacheVirtualData = 0``.  They are stored
 and indexed like any object received, then sent with ours.  With ``CacheVirtualData = 0``
-they are deleted again once the retrieve is over; by default they stay,
+they are deleted again once the retrieve is over, unless another retrieve
+under way holds them (``_hold``: it fetched them too, or its archive
+listed them while here); by default they stay,
 so the archive works as a DICOM cache.  The C-MOVEs are registered in the
 archive's ``OwnRetrieves`` (``pacscore.dicom.ownretrieves``) with the AE
 title of the archive they fetch from: what they bring goes through the
@@ -68,6 +70,7 @@ use.
 """
 
 import copy
+from collections import Counter
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
@@ -238,6 +241,7 @@ class VirtualServers:
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
         # the archive's OwnRetrieves: our C-MOVEs register in it, so that what they bring is not forwarded back
         self.ownRetrieves = ownRetrieves
+        self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
 
     @classmethod
     def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions, ownRetrieves=None):
@@ -381,19 +385,20 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         fetching = []  # the SOP Instance UIDs of the objects asked for, to release
+        adopted = []  # those here that another retrieve under way fetched, to release too
         asked = self._asked(mask, callingAE, "retrieve")
         try:
             results = await _together([self._fetchOn(server, findClass, moveClass, fetching, onPending,
-                                                     self._listed(findClass, level, keys, fetching))
+                                                     self._listed(findClass, level, keys, fetching, adopted))
                                        for server in asked])
             fetched = await self._askAgain(asked, results, findClass, moveClass, fetching, onPending)
         except defer.CancelledError:
-            await self.release(fetching)
+            await self.release(fetching + adopted)
             raise
         except DATABASE_FAILURES:
-            defer.ensureDeferred(self.release(fetching))  # the requestor is answered (A701) without waiting
+            defer.ensureDeferred(self.release(fetching + adopted))  # the requestor is answered (A701) at once
             raise
-        return fetched._replace(held=tuple(fetching))
+        return fetched._replace(held=tuple(fetching + adopted))
 
     async def _askAgain(self, asked, results, findClass, moveClass, fetching, onPending):
         """The ``Fetched`` of a retrieve whose archives ``asked`` fetched
@@ -477,7 +482,7 @@ class VirtualServers:
             self.log.info("virtual server {ae}: {count} object(s) fetched", ae=server.ae, count=len(uids))
         return fetched, others
 
-    def _listed(self, findClass, level, keys, fetching):
+    def _listed(self, findClass, level, keys, fetching, adopted):
         """A ``choose`` of ``_fetchFrom`` for the first pass of a retrieve:
         ``(missing, others, whole)``, the ``RemoteImage``s of the retrieve
         the archive holds and this one does not, those that no other archive
@@ -485,7 +490,9 @@ class VirtualServers:
         others; ``whole``, the series (``RemoteImage[:3]``) that may be moved
         whole (``_allMissing``): none when the retrieve names SOP Instance
         UIDs, which select part of a series (a series C-MOVE would bring the
-        rest, never asked for, which ``release`` would not delete)."""
+        rest, never asked for, which ``release`` would not delete).  Those
+        it asks for and those here that another retrieve under way fetched
+        (added to ``adopted``) are held (``_hold``)."""
         async def choose(protocol):
             images = {image.sopInstanceUID: image
                       for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
@@ -493,6 +500,9 @@ class VirtualServers:
             taken = set(fetching)
             missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
             fetching.extend(image.sopInstanceUID for image in missing)
+            adopting = [uid for uid in images if uid in known and uid in self._holders and uid not in adopted]
+            adopted.extend(adopting)
+            self._hold([image.sopInstanceUID for image in missing] + adopting)
             others = [image for uid, image in images.items() if uid not in known and uid in taken]
             return missing, others, frozenset() if selective else _allMissing(images.values(), missing)
         selective = _named(keys.get(UNIQUE_KEYS["IMAGE"]))  # its SOP Instance UIDs: part of a series
@@ -551,19 +561,36 @@ class VirtualServers:
             raise VirtualServerError(f"C-MOVE to {self.aeTitle} ended with status 0x{status:04X} "
                                      f"({failed} sub-operations failed)")
 
+    def _hold(self, uids):
+        """One more retrieve under way holds the objects ``uids`` (with
+        CacheVirtualData = 0): ``release`` deletes an object once none does."""
+        if not self.cache:
+            self._holders.update(uids)
+
     async def release(self, fetched):
-        """A retrieve is over: delete the objects it fetched (``Fetched.held``:
-        the SOP Instance UIDs asked for, those that arrived late too) unless
-        the fetched data is kept (CacheVirtualData).  The index failing,
-        they stay, with a warning."""
+        """A retrieve is over: delete the objects it held (``Fetched.held``:
+        the SOP Instance UIDs asked for, those that arrived late too, and
+        those another retrieve fetched) that no other retrieve under way
+        holds, unless the fetched data is kept (CacheVirtualData).  The index
+        failing, they stay, with a warning."""
         if self.cache or not fetched:
             return
+        fetched = list(dict.fromkeys(fetched))
+        self._holders.subtract(fetched)
+        free = [uid for uid in fetched if self._holders[uid] <= 0]
+        for uid in free:
+            del self._holders[uid]
+        if len(free) < len(fetched):
+            self.log.info("{count} object(s) fetched from virtual servers kept while another retrieve sends them "
+                          "(CacheVirtualData = 0): it deletes them", count=len(fetched) - len(free))
+        if not free:
+            return
         try:
-            instances = await self.index.runQuery(self.query.instancesByUID, list(fetched))  # none waits on it
+            instances = await self.index.runQuery(self.query.instancesByUID, free)  # none waits on it
             count = (await self.actions.removeInstances(instances)).removed
         except DATABASE_FAILURES as e:
             self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
-                          "the index database: {error}", count=len(fetched), error=databaseMessage(e))
+                          "the index database: {error}", count=len(free), error=databaseMessage(e))
             return
         self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                       count=count)

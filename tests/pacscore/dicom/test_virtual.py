@@ -602,6 +602,33 @@ class VirtualServerTests(unittest.TestCase):
                 "2 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): the index "
                 "database: down"])
 
+    def test_anObjectAnotherRetrieveSendsIsNotDeleted(self):
+        """CacheVirtualData = 0, two retrieves of one object under way: the
+        first fetches it, the second finds it here, fetched by the first,
+        and holds it too; the first over, it is kept (a line says so), and
+        deleted once the second is over.  An object here that no retrieve
+        under way fetched is not held."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False)
+        moved = movedBy(servers, [RemoteImage("P1", "1", "1.1", "1.1.1"), RemoteImage("P1", "1", "1.1", "1.1.2")],
+                        index)
+        index.here.append("1.1.2")  # here before
+        first, second = [self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+                         for _ in range(2)]
+        self.assertEqual((len(moved), first.held, second.held), (1, ("1.1.1",), ("1.1.1",)))
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(servers.release(first.held)))
+            self.assertEqual(index.removed, [])
+            self.successResultOf(defer.ensureDeferred(servers.release(second.held)))
+        self.assertEqual(index.removed, ["1.1.1"])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "1 object(s) fetched from virtual servers kept while another retrieve sends them (CacheVirtualData = 0): "
+            "it deletes them",
+            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+        third = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        self.assertEqual(third.held, ())  # 1.1.1 is still in the stand-in index, but no retrieve holds it
+
 
 class FetchedObjectTests(unittest.TestCase):
     """FRONT (an import converter, and export converters forwarding every
@@ -729,7 +756,8 @@ def movedBy(servers, images, index):
 
     class Archive:
         def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
-            uids = list(identifier.SOPInstanceUID) if "SOPInstanceUID" in identifier else None
+            uids = identifier.get("SOPInstanceUID")
+            uids = [uids] if isinstance(uids, str) else None if uids is None else list(uids)
             moved.append((identifier.QueryRetrieveLevel, identifier.SeriesInstanceUID, uids))
             index.here += [image.sopInstanceUID for image in images
                            if image.seriesInstanceUID == identifier.SeriesInstanceUID

@@ -41,6 +41,11 @@ class IndexTimeout(Exception):
                          f"the index database did not answer within {seconds:g} s (SQLTimeOut)")
 
 
+class IndexStopped(RuntimeError):
+    """The index takes no request: not started yet, or stopping (pacs
+    stopping: its writer takes no more writes)."""
+
+
 class ValueTooLarge(Exception):
     """A value larger than the index database's server takes in one
     statement (MySQL's max_allowed_packet: it drops the connection on it)."""

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from pacscore.db.completeness import IndexCompleteness
-from pacscore.db.errors import DATABASE_FAILURES, IndexTimeout, databaseMessage
+from pacscore.db.errors import DATABASE_FAILURES, IndexStopped, IndexTimeout, databaseMessage
 from pacscore.db.peerqueries import PeerQuery
 from pacscore.db.pending import PendingFiles
 from pacscore.db.pendingdeletes import PendingDeletes
@@ -384,7 +384,7 @@ class Index:
         """Deferred of ``fn(connection, *args, **kw)`` run in a reader thread,
         however long it takes; all but one of the reader threads at a time."""
         if self._readers is None:
-            return defer.fail(RuntimeError("the index is not started"))
+            return defer.fail(IndexStopped("the index is not started"))
         return self._unhurried.run(threads.deferToThreadPool, self.reactor, self._readers, self._withConnection,
                                    fn, args, kw)
 
@@ -394,7 +394,7 @@ class Index:
         gave it nothing for ``readTimeout`` seconds from its submission,
         stopped when cancelled (see ``pacscore.db.peerqueries``)."""
         if self._readers is None:
-            return defer.fail(RuntimeError("the index is not started"))
+            return defer.fail(IndexStopped("the index is not started"))
         return PeerQuery(self.reactor, self.readTimeout).submit(self._readers, self._withConnection, fn, args, kw)
 
     def forgetCache(self):

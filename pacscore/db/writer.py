@@ -36,7 +36,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pacscore.db.errors import IndexTimeout
+from pacscore.db.errors import IndexStopped, IndexTimeout
 from pacscore.db.peerqueries import Abandoned
 
 _STOP = object()
@@ -282,7 +282,7 @@ class GroupCommitWriter:
         """Thread-safe ``submit``: ``onResult(ok, value)`` is called in the
         reactor thread once committed (``value`` a Failure when not ok)."""
         if self._stopping:
-            failure = Failure(RuntimeError(f"{self.name} is stopping"))
+            failure = Failure(IndexStopped(f"{self.name} is stopping"))
             self.reactor.callFromThread(onResult, False, failure)
             return
         deadline = self.reactor.seconds() + self.timeout if timed and self.timeout is not None else None

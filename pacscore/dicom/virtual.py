@@ -80,7 +80,7 @@ from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.dicom import commands
-from pacscore.db.errors import DATABASE_FAILURES, databaseMessage
+from pacscore.db.errors import DATABASE_FAILURES, IndexStopped, databaseMessage
 from pacscore.db.query import COMPUTED_COUNTS, COMPUTED_LISTS
 from pacscore.dicom.client import NodeUnreachable, associateNode
 from pacscore.dicom.negotiation import PLAIN_TITLES, TitleStyle
@@ -572,7 +572,8 @@ class VirtualServers:
         the SOP Instance UIDs asked for, those that arrived late too, and
         those another retrieve fetched) that no other retrieve under way
         holds, unless the fetched data is kept (CacheVirtualData).  The index
-        failing, they stay, with a warning."""
+        failing, or stopping (pacs stopping), they stay, with a warning: no
+        record of them is kept for the next start to delete them."""
         if self.cache or not fetched:
             return
         fetched = list(dict.fromkeys(fetched))
@@ -588,9 +589,10 @@ class VirtualServers:
         try:
             instances = await self.index.runQuery(self.query.instancesByUID, free)  # none waits on it
             count = (await self.actions.removeInstances(instances)).removed
-        except DATABASE_FAILURES as e:
+        except (IndexStopped, *DATABASE_FAILURES) as e:
             self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
-                          "the index database: {error}", count=len(free), error=databaseMessage(e))
+                          "{error}", count=len(free), error=e if isinstance(e, IndexStopped) else
+                          f"the index database: {databaseMessage(e)}")
             return
         self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                       count=count)

@@ -675,6 +675,32 @@ class FetchedObjectTests(unittest.TestCase):
             "it from there" for uid in fetched.arrived for level, destination in (("image", "BACK"), ("study", "back"))))
 
 
+class StoppingTests(unittest.TestCase):
+    """pacs stopping (SIGTERM) while a retrieve through a virtual server
+    ends, with CacheVirtualData = 0."""
+
+    @defer.inlineCallbacks
+    def test_aReleaseWhilePacsStopsIsOneWarning(self):
+        """The index writer stopping, then the whole index stopped: the
+        fetched objects cannot be deleted, which one warning says (not a
+        traceback logged as critical by the retrieve)."""
+        running = RunningArchive(self, ini={"VirtualServerFor0": "BACK", "CacheVirtualData": "0"})
+        [image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                 seriesPerStudy=1, imagesPerSeries=1)
+        yield running.store([image])
+        servers = running.archive.virtualServers
+        yield running.archive.index._writer.stop()  # as the stop of pacs does first
+        with capturedLogs() as events:
+            yield defer.ensureDeferred(servers.release([image.sopUID]))
+            yield running.stop()
+            yield defer.ensureDeferred(servers.release([image.sopUID]))
+        self.assertEqual([formatEvent(e) for e in events if "virtual" in formatEvent(e)], [
+            "1 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): pacs-db-writer is "
+            "stopping",
+            "1 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): the index is not "
+            "started"])
+
+
 class Answering:
     """An archive that answers each C-FIND with ``status`` and, on success,
     one match."""

@@ -34,6 +34,11 @@ class ScriptRefused(Exception):
     """A converter script run by a command destroyed or rejected the object."""
 
 
+class ScriptFailed(ScriptRefused):
+    """A converter script run by a modify command failed (a Lua error):
+    the object is not stored, as if the script had rejected it."""
+
+
 # The UIDs by which sequence items reference other objects, series and studies.
 REFERENCES = frozenset(("ReferencedSOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"))
 
@@ -139,10 +144,14 @@ def anonymized(uidMap, patientID, script=None, services=None):
 
 def scripted(script, services):
     """``modifyimage``: the converter ``script``; the change returns whether
-    it changed anything."""
+    it changed anything.  ScriptFailed when a Lua script of it failed: what
+    it changed before is not stored, the command fails."""
 
     def change(dataset):
-        return runScript(script, dataset, services, "modifyimage").changed
+        context = runScript(script, dataset, services, "modifyimage")
+        if context.failure:
+            raise ScriptFailed(f"Lua script failed: {context.failure}")
+        return context.changed
     return change
 
 

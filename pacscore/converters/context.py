@@ -100,6 +100,7 @@ class ConverterContext:
         self.changed = False                # the data set was modified (import: re-encode before storing)
         self.assigned = set()               # tags of the top-level elements the script set (dgate --anonymize keeps them)
         self.rejectReason = ""              # set with Outcome.REJECT
+        self.failure = ""                   # why a Lua script failed (it gave Outcome.STOP): the modify commands fail
         self.storageDevice = None           # 'storage MAG1'; export converters: the device the object is on
         self.compression = None             # 'compression j2'
         self.testMode = ""                  # 'testmode .1'

@@ -1491,8 +1491,9 @@ class _LuaCommandBase:
             raise LuaFailure(str(e)) from e
 
     def run(self, arguments, context):
-        """The Outcome of the script on ``context``; a failure is logged
-        and gives STOP: unlike Conquest, which goes on with the line, the
+        """The Outcome of the script on ``context``; a failure is logged,
+        said in ``context.failure`` (a modify command fails on it) and
+        gives STOP: unlike Conquest, which goes on with the line, the
         rest of it is skipped (its forward would send what the script
         failed to change), which the log line says when statements follow
         the script on its line (``arguments.followed``)."""
@@ -1506,9 +1507,11 @@ class _LuaCommandBase:
                 return Outcome.STOP
             return outcome
         except LuaFailure as e:
+            context.failure = str(e)
             self.log.error("{converter}: Lua script failed: {luaError}{skipped}", converter=context.converterName,
-                           luaError=str(e), skipped=skipped)
-        except Exception:
+                           luaError=context.failure, skipped=skipped)
+        except Exception as e:
+            context.failure = repr(e)
             self.log.failure("{converter}: Lua script failed{skipped}", converter=context.converterName,
                              skipped=skipped)
         return Outcome.STOP

@@ -377,3 +377,57 @@ class ModifyStudyAndSeriesTests(unittest.TestCase):
                                                   f",{self.images[0].seriesUID},set 0010,0020 to \"P2\""),
                                  CommandError)
         self.assertEqual((yield self.running.count("patient")), 1)
+
+
+class ModifyLuaFailureTests(unittest.TestCase):
+    """modifyimage, modifyseries and modifystudy with a Lua script that
+    fails while it runs: the command fails, nothing stored or removed."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self)
+        self.archive = self.running.archive
+        self.images = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
+                                     seriesPerStudy=1, imagesPerSeries=2)
+        yield self.running.store(self.images)
+
+    @defer.inlineCallbacks
+    def stored(self):
+        """{SOP Instance UID: (file, Patient Name in it)} of the indexed objects."""
+        instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        return {i.sopInstanceUID: (i.objectFile, str(pydicom.dcmread(
+            self.archive.objectReader.magPath("MAG0", i.objectFile)).PatientName)) for i in instances}
+
+    @defer.inlineCallbacks
+    def test_modifyimageFailsAndStoresNothing(self):
+        """A script failing at once, or after it changed the Patient Name:
+        a CommandError naming the Lua error (it answered 'nothing
+        changed', and 'changed' storing the half-changed object in place
+        of the original), the stored files and index as they were."""
+        before = yield self.stored()
+        sop = self.images[0].sopUID
+        for script, message in (("error('boom')", "lua:1: boom"),
+                                ("Data.PatientName='X'; error('after change')", "lua:1: after change")):
+            error = yield self.assertFailure(
+                self.running.run(commands.modifyImage, f"MAG0:{before[sop][0]},lua:{script}"), CommandError)
+            path = self.archive.objectReader.magPath("MAG0", before[sop][0])
+            self.assertEqual(str(error), f"{path}: Lua script failed: {message}; nothing was changed")
+            self.assertEqual((yield self.stored()), before)
+        self.assertEqual(sorted(self.running.files()), sorted(
+            self.archive.objectReader.magPath("MAG0", objectFile) for objectFile, _ in before.values()))
+
+    @defer.inlineCallbacks
+    def test_modifyseriesStopsAtTheFirstFailure(self):
+        """modifyseries whose script fails on each object stops at the
+        first, in README's form (it answered '0 object(s) ... changed, 2
+        unchanged')."""
+        before = yield self.stored()
+        series = self.images[0].seriesUID
+        instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        error = yield self.assertFailure(self.running.run(commands.modifySeries, f",{series},lua:error('boom')"),
+                                         CommandError)
+        self.assertRegex(str(error), rf"^0 of 2 object\(s\) of series {series} changed, 0 unchanged, then object "
+                                     rf"({'|'.join(i.sopInstanceUID for i in instances)}) failed: "
+                                     rf".*: Lua script failed: lua:1: boom; nothing was changed; "
+                                     rf"the 1 after it not done$")
+        self.assertEqual((yield self.stored()), before)

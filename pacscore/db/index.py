@@ -316,8 +316,8 @@ class Index:
         checkKeys(self._levels, attrs)
 
     def checkLinks(self, record):
-        """``InconsistentLink`` if storing ``record`` would move a study or
-        series row that it may not (``Upserter.checkLinks``): synchronous,
+        """``InconsistentLink`` if storing ``record`` would move a study,
+        series or image row that it may not (``Upserter.checkLinks``): synchronous,
         read in the calling thread, for a store about to overwrite a file;
         ``NotReentered`` while ``rebuilding`` if it would be refused so."""
         with self.engine.connect() as connection:

@@ -15,14 +15,18 @@ the study's modalities, below).
   image moved to another series, or its series or study to another study
   or patient (a corrected Patient ID), the series, study and patient rows
   left empty are deleted.
-- A study row names one patient, a series row one study: an object whose
-  study (series) row names another patient (study) is refused, as
-  Conquest's UpdateOrAddToTable refuses it ("Refused to enter inconsistent
-  link ..."; ``InconsistentLink``), nothing of it written, unless that row
-  holds no image but the object's own SOP instance (a corrected object
-  sent again: the row moves) and the record may move rows at all (not a
-  copy made with new UIDs: ``ImageRecord.relink``).  A patient row is
-  deleted only once no study, series or image row names it.
+- A study row names one patient, a series row one study, an image row one
+  series: an object whose study (series) row names another patient
+  (study), or whose SOP instance is indexed under another series, is
+  refused, as Conquest's UpdateOrAddToTable refuses it ("Refused to enter
+  inconsistent link ..."; ``InconsistentLink``), nothing of it written,
+  unless that study or series row holds no image but the object's own SOP
+  instance, or the series the image row leaves none (a corrected object
+  sent again: the row moves), and the record may move rows at all (not a
+  copy made with new UIDs: ``ImageRecord.relink``): an unrelated object
+  that happens to have the SOP Instance UID of one image of a series does
+  not replace it.  A patient row is deleted only once no study, series or
+  image row names it.
 - A series, study or patient row that a delete leaves with images takes
   the values of the one stored last (the newest qTimeStamp, then the
   greatest file name), as if it were stored again
@@ -105,7 +109,8 @@ class ImageRecord:
     ``actions``: the ``PacsForwards`` rows its import converter lines
     queued, written in its index transaction (``ExportQueue.enqueueJobs``).
     ``relink``: whether it may move the study or series row that holds
-    only its own SOP instance to another patient or study (a corrected
+    only its own SOP instance to another patient or study, its image row
+    out of the series it alone is in (a corrected
     object); not a copy whose new UIDs the UID map made for the first
     patient it was copied to.  ``fetchedFrom``: the AE title of the
     archive a virtual server fetched it from, which its export converter
@@ -423,7 +428,7 @@ class Upserter:
         One result per record: ``Replaced`` of the previous file of its
         SOPInstanceUID, or None.  ``ValueError`` (before writing anything)
         if any record has no UIDs or file location; ``InconsistentLink``
-        (a ValueError) if one would move a study or series row it may not,
+        (a ValueError) if one would move a study, series or image row it may not,
         after some rows were written: the caller rolls the transaction back.
         """
         for record in records:
@@ -432,7 +437,13 @@ class Upserter:
         now = int(time.time())
         rows, left = [], set()  # left: (level index, key) of rows a child left
         batched = {}  # (level index, key) -> the SOP instances of this batch going under that study or series
+        locations = self._locations(connection, [record.attrs.get(self._image.keyTag) for record in records])
+        series = {key: location[2] for key, location in locations.items()}  # SOP instance -> its series so far
         for record in records:
+            sopInstanceUID = record.attrs.get(self._image.keyTag)
+            self._checkLink(connection, 3, sopInstanceUID, self._imageLink(series.get(sopInstanceUID)), record,
+                            batched)
+            series[sopInstanceUID] = record.attrs.get(self._image.fields[-1].source)
             for index, level in enumerate(self._parents):
                 self._upsertParent(connection, index, level, record, now, left, batched, entered)
             for index in (1, 2):
@@ -441,7 +452,7 @@ class Upserter:
             rows.append({**self._image.values(record.attrs),
                          "DeviceName": record.deviceName, "ObjectFile": record.objectFile,
                          "AccessTime": now, "qTimeStamp": now})
-        results = self._writeImages(connection, rows, left)
+        results = self._writeImages(connection, rows, left, locations)
         for index, key in sorted(left, reverse=True):  # series before studies before patients
             self._deleteIfEmpty(connection, index, key)
         return results
@@ -472,10 +483,13 @@ class Upserter:
         self._remember(cacheKey, seen, {**known, **changes})
 
     def checkLinks(self, connection, record, entered=False):
-        """``InconsistentLink`` if ``record`` would move a study or series
-        row that it may not (see ``_checkLink``); with ``entered``,
+        """``InconsistentLink`` if ``record`` would move a study, series or
+        image row that it may not (see ``_checkLink``); with ``entered``,
         ``NotReentered`` if its study or series row is not there yet (see
         the rules above)."""
+        sopInstanceUID = record.attrs.get(self._image.keyTag)
+        location = self._locations(connection, [sopInstanceUID]).get(sopInstanceUID)
+        self._checkLink(connection, 3, sopInstanceUID, self._imageLink(location and location[2]), record, {})
         for index in (1, 2):
             level = self._parents[index]
             key = record.attrs.get(level.keyTag)
@@ -484,22 +498,31 @@ class Upserter:
                 raise NotReentered(level.table.name, level.keyName, key)
             self._checkLink(connection, index, key, known, record, {})
 
+    def _imageLink(self, series):
+        """The ``known`` row of ``_checkLink`` of an image indexed under
+        ``series`` (None: not indexed): its link column alone."""
+        return None if series is None else {self._links[3].name: series}
+
     def _checkLink(self, connection, index, key, known, record, batched):
-        """``InconsistentLink`` if ``record`` links the study (``index`` 1)
-        or series (2) row ``key``, ``known`` (None: there is none), to
-        another patient or study than the row does, unless the row may
-        move: ``record.relink``, and the row holds no image but the
-        record's own SOP instance, in the database or earlier in this
-        batch (``batched``).  A row's link that differs only by the spaces
-        that pad it (indexed before they were dropped) is the same: the row
-        takes the record's."""
-        level, attrs = self._parents[index], record.attrs
+        """``InconsistentLink`` if ``record`` links the study (``index`` 1),
+        series (2) or image (3) row ``key``, ``known`` (None: there is
+        none), to another patient, study or series than the row does
+        (Conquest's UpdateOrAddToTable checks the link of every table but
+        the patients'), unless the row may move: ``record.relink``, and the
+        study or series row holds no image but the record's own SOP
+        instance, the series an image row leaves none, in the database or
+        earlier in this batch (``batched``): only the last image of a
+        series moves, as it moves its series and study.  A row's link that
+        differs only by the spaces that pad it (indexed before they were
+        dropped) is the same: the row takes the record's."""
+        level, attrs = self._levels[index], record.attrs
         link, new = self._links[index].name, attrs.get(level.fields[-1].source)
         if known is None or not known[link] or not new or new == known[link].strip(" "):  # padded: written before
             return
         sopInstanceUID = attrs.get(self._image.keyTag)
-        if (record.relink and not batched.get((index, key), set()) - {sopInstanceUID} and connection.execute(
-                self._otherImages[index], {"b_key": key, "b_sop": sopInstanceUID}).first() is None):
+        holder, holderKey = (index, key) if index < 3 else (2, known[link])  # the row that must hold no other image
+        if (record.relink and not batched.get((holder, holderKey), set()) - {sopInstanceUID} and connection.execute(
+                self._otherImages[holder], {"b_key": holderKey, "b_sop": sopInstanceUID}).first() is None):
             return
         raise InconsistentLink(level.table.name, level.keyName, key, link, known[link], new)
 
@@ -537,9 +560,11 @@ class Upserter:
             self._cache.clear()
         self._cache[cacheKey] = (seen, known)
 
-    def _writeImages(self, connection, rows, left):
+    def _writeImages(self, connection, rows, left, locations):
+        """INSERT or UPDATE the image ``rows``, of the SOP instances indexed
+        at ``locations`` (``_locations``) before this batch."""
         keyName, seriesName = self._image.keyName, self._links[3].name
-        locations = self._locations(connection, [row[keyName] for row in rows])
+        locations = dict(locations)
         inserts, updates, results = [], [], []
         for row in rows:
             key = row[keyName]

@@ -8,8 +8,10 @@ without the Part-10 header) that reads to its end and upserts them in
 batches, the files of a folder oldest first: a patient, study or series
 row ends with the values of the object stored last, as it does live.
 When two files hold the same SOP instance, on one device or two, the
-newest one is indexed, but for one a store left after its index write
-failed (its sender told so, the file listed in its device's
+newest one is indexed (of two in series that each hold other images,
+between which the index refuses to move the image, ``Upserter``: the one
+found first, the other a duplicate or failing), but for one a store left
+after its index write failed (its sender told so, the file listed in its device's
 ``.pacs-unindexed``), which never takes the place of one not listed,
 whatever their times; the other stays on disk, counted and logged as a
 duplicate (a regen deletes nothing: the copy it would drop may be the one

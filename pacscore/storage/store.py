@@ -13,7 +13,8 @@ its file meta), or whose data set has a key longer than its index column
 (``Index.checkKeys``: cut, it would be another object's, patient's, study's
 or series'), is refused before anything is written; its data set is dropped
 as it arrives.  One the index refuses (``InconsistentLink``: its study is
-another patient's, its series another study's; ``NotReentered``: a regen
+another patient's, its series another study's, its SOP instance indexed
+in another series; ``NotReentered``: a regen
 re-enters the files and its study or series has no row yet) is not left on
 disk, but for one refused ``NotReentered`` that overwrote a copy of its SOP
 instance under the same name: that copy is gone, it stays for the regen.

@@ -280,6 +280,34 @@ class CorpusTests(ServerTestCase):
         self.assertEqual(list(storedFiles(self.server.dataDir)), [image.sopUID])
 
 
+    def test_anotherPatientsObjectWithTheSameSOPInstanceRefused(self):
+        """An object of another patient, study and series with the SOP
+        Instance UID of an image of a stored series that has others is
+        refused as Conquest refuses it (it replaced that image, whose file
+        was deleted: 'removed ...: replaced by a new copy of the same SOP
+        instance'); both patients' objects stay, indexed and on disk."""
+        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=2)
+        self.assertEqual(self.server.store(*(i.path for i in images)).returncode, 0)
+        victim = images[0]
+        ds = pydicom.dcmread(images[2].path)
+        ds.PatientID, ds.PatientName = "COLLIDE", "OTHER^PATIENT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = victim.sopUID
+        path = self.mktemp() + ".dcm"
+        ds.save_as(path)
+        result = self.server.store(path, extra=("-v",))
+        self.assertIn("Status: 0x110", result.stderr)  # StorageFailedErrorCode, as a study's or series' refusal
+        self.assertIn("Refused to enter inconsistent link SeriesInstanceUID into DICOMImages: SOPInstanceUID = "
+                      f"'{victim.sopUID}', Old = '{victim.seriesUID}', Refused = '{ds.SeriesInstanceUID}'",
+                      self.server.log())
+        self.assertEqual(sorted((r["SOPInstanceUID"], r["ImagePat"]) for r in rows(self.server.database, "DICOMImages")),
+                         sorted((i.sopUID, i.patientID) for i in images))
+        self.assertEqual(column(self.server.database, "DICOMPatients", "PatientID"), ["PAT0000", "PAT0001"])
+        stored = storedFiles(self.server.dataDir)
+        self.assertEqual(sorted(stored), sorted(i.sopUID for i in images))
+        self.assertEqual(pydicom.dcmread(stored[victim.sopUID]).PatientID, victim.patientID)
+
+
 class CleanStopTests(ServerTestCase):
 
     def test_theIndexFileAloneHoldsEveryRowAfterACleanStop(self):

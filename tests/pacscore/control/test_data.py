@@ -87,6 +87,27 @@ class StoredCorpusTests(unittest.TestCase):
         self.assertEqual((yield self.running.count("image")), 8)
 
     @defer.inlineCallbacks
+    def test_addimagefileOfAnotherPatientsSOPInstanceRefused(self):
+        """A file of another patient, study and series with the SOP
+        Instance UID of an image of a stored series that has others is
+        refused in Conquest's words (it replaced that image, deleting its
+        file); the stored object and both patients' rows stay."""
+        victim = self.images[0]
+        ds = pydicom.dcmread(self.images[4].path)
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "COLLIDE", generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = victim.sopUID
+        path = os.path.abspath(self.mktemp()) + ".dcm"
+        ds.save_as(path)
+        before = sorted((yield self.imageRows()))
+        files = self.running.files()
+        error = yield self.assertFailure(self.running.run(commands.addImageFile, path), CommandError)
+        self.assertIn("Refused to enter inconsistent link SeriesInstanceUID into DICOMImages: SOPInstanceUID = "
+                      f"'{victim.sopUID}', Old = '{victim.seriesUID}', Refused = '{ds.SeriesInstanceUID}'", str(error))
+        self.assertEqual(sorted((yield self.imageRows())), before)
+        self.assertEqual(self.running.files(), files)
+        self.assertEqual((yield self.running.count("patient")), 2)
+
+    @defer.inlineCallbacks
     def test_aCommaInTheFileName(self):
         """DIR/DOE,JOHN.dcm is one file, with or without a patient ID after
         it, to addimagefile (it said 'cannot read DIR/DOE: No such file or

@@ -431,3 +431,28 @@ class ModifyLuaFailureTests(unittest.TestCase):
                                      rf".*: Lua script failed: lua:1: boom; nothing was changed; "
                                      rf"the 1 after it not done$")
         self.assertEqual((yield self.stored()), before)
+
+
+class ModifyImageLinkTests(unittest.TestCase):
+    """modifyimage whose change would move another series' image."""
+
+    setUp = ModifyLuaFailureTests.setUp
+    stored = ModifyLuaFailureTests.stored
+
+    @defer.inlineCallbacks
+    def test_modifyimageToTheSOPInstanceOfAnotherSeriesRefused(self):
+        """modifyimage giving an object the SOP Instance UID of an image of
+        another series that has others is refused (it replaced that image,
+        deleting its file, and answered 'changed'); both stay."""
+        others = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=1)[1:]
+        yield self.running.store(others)
+        before = yield self.stored()
+        victim = self.images[0]
+        [instance] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
+                                                       [QueryKey(SOP_INSTANCE_UID, "UI", others[0].sopUID)])
+        error = yield self.assertFailure(self.running.run(
+            commands.modifyImage, f'MAG0:{instance.objectFile},set 0008,0018 to "{victim.sopUID}"'), CommandError)
+        self.assertIn("Refused to enter inconsistent link SeriesInstanceUID into DICOMImages: SOPInstanceUID = "
+                      f"'{victim.sopUID}', Old = '{victim.seriesUID}', Refused = '{others[0].seriesUID}'", str(error))
+        self.assertEqual((yield self.stored()), before)

@@ -408,6 +408,46 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(self.row("series")["StudyInstanceUID"], "1.2.3")
         self.assertEqual([r["StudyInstanceUID"] for r in self.rows("study")], ["1.2.3"])
 
+    def test_anImageOfAnotherSeriesRefused(self):
+        """An object of another patient, study and series with the SOP
+        Instance UID of an image of a series that has others is refused in
+        Conquest's words, nothing written (it replaced that image: its
+        file deleted, another patient's object in its place); its series'
+        last image may move (a corrected object sent again), and an
+        image of this batch keeps the series."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="PATA"))
+        self.upsert(makeRecord("1.2.3.1.2", patient="PATA"))
+        error = self.assertRaises(InconsistentLink, self.upsert,
+                                  makeRecord("1.2.3.1.1", series="9.1", study="9", patient="PATB"))
+        self.assertEqual(str(error), "Refused to enter inconsistent link SeriesInstanceUID into DICOMImages: "
+                         "SOPInstanceUID = '1.2.3.1.1', Old = '1.2.3.1', Refused = '9.1'")
+        self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["PATA"])
+        self.assertEqual([r["StudyInstanceUID"] for r in self.rows("study")], ["1.2.3"])
+        self.assertEqual([(r["SOPInstanceUID"], r["SeriesInstanceUID"], r["ImagePat"]) for r in self.rows("image")],
+                         [("1.2.3.1.1", "1.2.3.1", "PATA"), ("1.2.3.1.2", "1.2.3.1", "PATA")])
+        self.assertRaises(InconsistentLink, self.index.checkLinks,  # before a store writes over its file
+                          makeRecord("1.2.3.1.1", series="9.1", study="9", patient="PATB"))
+        self.upsert(makeRecord("1.2.3.1.1", series="1.2.3.1", patient="PATA", ROWS="256"))  # resent: replaced
+        self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.1.1")["Rows"], "256")
+        self.upsert(makeRecord("1.2.3.8.1", series="1.2.3.8", patient="PATA"))
+        self.upsert(makeRecord("1.2.3.8.1", series="1.2.3.9", patient="PATA"))  # the series' last image: it moves
+        self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.8.1")["SeriesInstanceUID"], "1.2.3.9")
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.1", "1.2.3.9"])
+        self.assertRaises(InconsistentLink, self.index.storeMany,
+                          [makeRecord("1.2.3.9.2", series="1.2.3.9", patient="PATA"),
+                           makeRecord("1.2.3.8.1", series="1.2.3.7", patient="PATA")])
+        self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.8.1")["SeriesInstanceUID"], "1.2.3.9")
+
+    def test_aCopyNeverMovesItsImage(self):
+        """A copy (``relink`` False) whose SOP instance is indexed under
+        another series is refused even where it is that series' only
+        image."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        record = makeRecord("1.2.3.1.1", series="1.2.3.2")
+        record.relink = False
+        self.assertRaises(InconsistentLink, self.upsert, record)
+        self.assertEqual(self.row("image")["SeriesInstanceUID"], "1.2.3.1")
+
     def test_aCopyNeverMovesItsStudy(self):
         """A copy whose new UIDs are those of a copy made for another
         patient (``relink`` False) is refused even where it is the study's

@@ -151,8 +151,12 @@ TLS_HANDSHAKE = b"\x16\x03"  # how a TLS ClientHello starts: a handshake record,
 def isTLSHandshake(head):
     """Whether ``head``, the first bytes a peer sent, start a TLS handshake
     (a TLS client on a plain port: a RIS set up for TLS, ``https://`` typed
-    for a plain web port)."""
-    return bytes(head[:2]) == TLS_HANDSHAKE
+    for a plain web port); None while too few are in to tell (none, or
+    0x16 alone: a ClientHello's first TCP segment may hold one byte)."""
+    head = bytes(head[:2])
+    if len(head) < len(TLS_HANDSHAKE) and TLS_HANDSHAKE.startswith(head):
+        return None
+    return head == TLS_HANDSHAKE
 
 
 class EncryptedKey(ValueError):

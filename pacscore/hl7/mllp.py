@@ -94,6 +94,7 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
         self._garbage = 0          # bytes of the current run outside a frame
         self._garbageLogged = False  # the current run had bytes other than blanks, logged
         self._head = b""           # the bytes before the first frame while whether they start an HTTP request is unknown; then None
+        self._held = b""           # a first byte 0x16, unread until the next tells whether a TLS handshake starts
         self._queue = deque()      # complete messages waiting for the handler
         self._busy = False         # the handler is working on a message
         self._draining = False     # _processQueue is on the stack
@@ -216,6 +217,8 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
             self._close()
 
     def _feed(self, data):
+        if self._head is not None:
+            data = self._tlsStart(data)
         position = 0
         while position < len(data):
             if self._refused is not None or self.transport.disconnecting:
@@ -255,13 +258,25 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
                                   peer=self.peerName(), byte=data[position])
                 self._state = OUTSIDE
 
-    def _discard(self, garbage):
-        if self._head is not None and isTLSHandshake(self._head + garbage):
+    def _tlsStart(self, data):
+        """``data``, received before the first frame, after the byte held
+        from before it; none when the connection starts a TLS handshake
+        (closing it) or they are one byte, 0x16 (held: the next tells)."""
+        data, self._held = self._held + data, b""
+        tls = isTLSHandshake(self._head + data[:2])
+        if tls is None:
+            self._held = data
+            return b""
+        if tls:
+            self._head = None
             self.factory.count("hl7Errors")
             self.log.warn("{peer}: a TLS handshake on the plain HL7 port: the peer uses TLS, closing",
                           peer=self.peerName())
             self._close()
-            return
+            return b""
+        return data
+
+    def _discard(self, garbage):
         line = self._httpRequestLine(garbage)
         if line is not None:
             self.factory.count("hl7Errors")

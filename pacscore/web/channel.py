@@ -139,7 +139,8 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
     _ended = False
     _headCall = None  # the head's deadline, while one is awaited
     _headBegun = False
-    _spoke = False  # the client sent bytes on this connection
+    _spoke = False  # the client's first bytes on the plain port were read: they start no TLS handshake
+    _held = b""  # its first byte, 0x16, unread until the next tells whether a TLS handshake starts
     _bodyCall = None  # the end of the body's current window, while its body is read
     _bodyBytes = 0  # bytes of the body read in that window
     _lingerCall = None  # the abort of a refused connection the client has not closed yet
@@ -165,15 +166,28 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         elif self._tooLong is not None:
             self.resetTimeout()
             self._scan(data)
-        elif not self._spoke and isTLSHandshake(data) and not ISSLTransport.providedBy(self.transport):
+        elif not self._spoke and not ISSLTransport.providedBy(self.transport):
+            self._firstBytes(data)
+        else:
+            self._headBegun = self._headBegun or (self._headCall is not None and bool(data))
+            super().dataReceived(data)
+
+    def _firstBytes(self, data):
+        """The first bytes on the plain port, after the byte held from
+        before them: read, unless they start a TLS handshake (closed) or are
+        one byte, 0x16 (held: the next tells)."""
+        data, self._held = self._held + data, b""
+        tls = isTLSHandshake(data)
+        if tls is None:
+            self._held = data
+        elif tls:
             self._refused = True
             self.log.warn("web: {peer} a TLS handshake on the plain HTTP port: the peer uses TLS (an https:// "
                           "address for this http:// port?), closing", peer=self._peerHost())
             self.loseConnection()
         else:
-            self._spoke = self._spoke or bool(data)
-            self._headBegun = self._headBegun or (self._headCall is not None and bool(data))
-            super().dataReceived(data)
+            self._spoke = True
+            self.dataReceived(data)
 
     def connectionLost(self, reason):
         self._ended = True

@@ -130,9 +130,13 @@ class PDUFramerTests(unittest.TestCase):
 
     def test_tlsHandshakeOnThePlainPort(self):
         """A TLS ClientHello is an unknown PDU, aborted as any other, with a
-        hint of what the peer does."""
-        with self.assertRaises(pdu.PDUError) as raised:
-            collect(pdu.PDUFramer(lambda pduType: LIMIT), b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
-        self.assertEqual(raised.exception.reason, pdu.REASON_UNRECOGNIZED_PDU)
-        self.assertEqual(str(raised.exception), "unknown PDU type 0x16 (a TLS handshake on the plain DICOM port: "
-                                                "the peer uses TLS)")
+        hint of what the peer does, whole and with its first byte alone."""
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+        for chunks in ([hello], [hello[:1], hello[1:]]):
+            framer = pdu.PDUFramer(lambda pduType: LIMIT)
+            with self.assertRaises(pdu.PDUError) as raised:
+                for chunk in chunks:
+                    collect(framer, chunk)
+            self.assertEqual(raised.exception.reason, pdu.REASON_UNRECOGNIZED_PDU)
+            self.assertEqual(str(raised.exception), "unknown PDU type 0x16 (a TLS handshake on the plain DICOM port: "
+                                                    "the peer uses TLS)")

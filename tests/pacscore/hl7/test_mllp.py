@@ -200,9 +200,11 @@ class MLLPTests(unittest.TestCase):
         """A sender set up for TLS on the plain port: its ClientHello (a
         0x0B in it began a frame, which held the connection until the
         sender gave up, or TCPIPTimeOut) closes the connection at once with
-        a line saying the peer uses TLS, whole and in pieces."""
+        a line saying the peer uses TLS, whole and in pieces (its first byte
+        alone, 0x16, was discarded and the rest, unchecked, held as a frame);
+        a 0x16 that starts no handshake is discarded as any other byte."""
         hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)) + b"\x20" + b"\x0b" * 32
-        for chunks in ([hello], [hello[:2], hello[2:]]):
+        for chunks in ([hello], [hello[:2], hello[2:]], [hello[:1], hello[1:]], [hello[:1], b"", hello[1:]]):
             self.connect()
             for chunk in chunks:
                 self.protocol.dataReceived(chunk)
@@ -212,6 +214,11 @@ class MLLPTests(unittest.TestCase):
                                                   "uses TLS, closing"])
             self.assertEqual(self.logged("MLLP"), [])
             self.assertEqual(self.factory.counters["hl7Errors"], 1)
+        self.connect()
+        for chunk in (b"\x16", b"\x17" + frame(hl7("M1"))):
+            self.protocol.dataReceived(chunk)
+        self.assertEqual(self.acks(), [("AA", "M1")])
+        self.assertEqual(self.logged("MLLP"), ["10.0.0.7:40000: discarding bytes outside an MLLP frame: b'\\x16\\x17'"])
 
     def test_anHTTPRequestWithALongURLIsClosedAtItsStart(self):
         """A request line longer than any head looked at (a 9000-byte path,

@@ -660,16 +660,19 @@ class HeadDeadlineTests(SiteConnections):
     def test_aTLSClientOnThePlainPort(self):
         """https:// for the plain port: closed at once with a line saying
         the peer uses TLS (it waited headTimeout, then was answered a 408
-        it could not read); the same bytes over TLS are no handshake."""
+        it could not read), whole and in pieces (its first byte alone, 0x16,
+        left the rest unchecked); the same bytes over TLS are no handshake."""
         hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40))
-        channel, transport = self.connect()
-        with capturedLogs() as events:
-            channel.dataReceived(hello)
-        self.assertEqual(transport.value(), b"")
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual([formatEvent(event) for event in events],
-                         ["web: 192.0.2.7 a TLS handshake on the plain HTTP port: the peer uses TLS (an https:// "
-                          "address for this http:// port?), closing"])
+        for chunks in ([hello], [hello[:1], hello[1:]], [hello[:1], b"", hello[1:]]):
+            channel, transport = self.connect()
+            with capturedLogs() as events:
+                for chunk in chunks:
+                    channel.dataReceived(chunk)
+            self.assertEqual(transport.value(), b"")
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual([formatEvent(event) for event in events],
+                             ["web: 192.0.2.7 a TLS handshake on the plain HTTP port: the peer uses TLS (an https:// "
+                              "address for this http:// port?), closing"])
         channel, transport = self.connect(tls=True)
         channel.handshakeCompleted()
         with capturedLogs() as events:

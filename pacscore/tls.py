@@ -45,6 +45,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")  # PKCS#8, encrypted or not, RSA, EC ...
 DEFAULT_KEY_FILE = "server.pem"   # Twisted's ssl: default privateKey
 
 INVALID_PURPOSE = 26  # X509_V_ERR_INVALID_PURPOSE
@@ -173,7 +174,11 @@ def privateKeyIn(path, parameter="privateKey"):
     """The ``KeyPair`` of the PEM private key in the file ``path``, read
     without asking for a pass phrase; ValueError names ``parameter`` and
     the file, an EncryptedKey when the key is encrypted."""
-    pem = _read(path, parameter)
+    return _keyPair(_read(path, parameter), path, parameter)
+
+
+def _keyPair(pem, path, parameter):
+    """``privateKeyIn`` of the bytes ``pem``, read from ``path``."""
     try:
         return ssl.KeyPair(crypto.load_privatekey(crypto.FILETYPE_PEM, pem, _noPassPhrase))
     except EncryptedKey:
@@ -184,16 +189,34 @@ def privateKeyIn(path, parameter="privateKey"):
         raise ValueError(f"{parameter}={path}: not a readable PEM private key ({e})") from e
 
 
-def checkSSLKey(keywords):
-    """EncryptedKey when the private key an ``ssl:`` description's
-    ``keywords`` (lower-case names) name (``privateKey``, else Twisted's
-    default) is encrypted: Twisted's parser would ask the terminal for its
-    pass phrase.  A key unreadable for another reason is left for the
-    parser to refuse."""
+def checkSSLKey(positional, keywords):
+    """EncryptedKey when the private key Twisted's ``ssl:`` parser would load
+    for a description's ``positional`` fields and ``keywords`` (lower-case
+    names) is encrypted: the parser would ask the terminal for its pass
+    phrase.  Its choice mirrored (``endpoints._parseSSL``): ``privateKey``
+    and ``certKey`` may be the fields after the port, ``privateKey``
+    defaults to Twisted's default, ``certKey`` to ``privateKey``, and the
+    key loaded is the first in certKey's bytes followed by privateKey's
+    (a key in the certificate file comes first).  A key unreadable for
+    another reason is left for the parser to refuse."""
+    named = dict(zip(("port", "privatekey", "certkey"), positional), **keywords)
+    privateKey = named.get("privatekey") or DEFAULT_KEY_FILE
+    certKey = named.get("certkey") or privateKey
     try:
-        privateKeyIn(keywords.get("privatekey") or DEFAULT_KEY_FILE)
-    except EncryptedKey:
-        raise
+        certPEM, keyPEM = _read(certKey, "certKey"), _read(privateKey, "privateKey")
+    except ValueError:
+        return
+    inCertKey = _PRIVATE_KEY.search(certPEM) is not None  # the key loaded is the certificate file's
+    path = certKey if inCertKey else privateKey
+    parameter = "certKey" if inCertKey and named.get("certkey") else "privateKey"
+    try:
+        _keyPair(certPEM + b"\n" + keyPEM, path, parameter)
+    except EncryptedKey as e:
+        if not inCertKey:
+            raise
+        raise EncryptedKey(f"{e}; ssl: reads the key in the certificate file ({certKey}) first, so keep the "
+                           f"certificate apart (openssl x509 -in {certKey} -out CERTFILE): "
+                           "privateKey=KEYFILE:certKey=CERTFILE") from None
     except ValueError:
         return
 

@@ -25,7 +25,7 @@ def serverEndpoint(reactor, description):
     kind, positional, keywords = fields(description)
     try:
         if kind == "ssl":
-            checkSSLKey(keywords)
+            checkSSLKey(positional, keywords)
         endpoint = endpoints.serverFromString(reactor, description)
     except Exception as e:  # strports parsers raise TypeError, ValueError, KeyError ...
         raise ValueError(f"{description!r} is not a usable endpoint ({e})") from e

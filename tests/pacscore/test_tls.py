@@ -162,6 +162,40 @@ class EncryptedKeyTests(unittest.TestCase):
         self.assertNotIn("Enter PEM pass phrase", said)
         self.assertEqual(said.count("is encrypted (pass phrase protected)"), 2, said)
 
+    def test_sslKeyWhereTwistedReadsIt(self):
+        """ssl: takes privateKey and certKey as the fields after the port
+        too, and loads the first key of the certificate file followed by
+        privateKey's: an encrypted key given so, or in the certificate file
+        before a plain privateKey, is refused too, naming the file it is
+        in, without a prompt (the check read privateKey= alone, else
+        server.pem); plain keys given so still load."""
+        combined, plain = (os.path.join(self.authority.folder, name) for name in ("combined.pem", "plain.pem"))
+        for path, keyFile in ((combined, self.key), (plain, self.server.key)):
+            with open(self.server.certificate, "rb") as certificate, open(keyFile, "rb") as key, \
+                    open(path, "wb") as f:
+                f.write(certificate.read() + key.read())
+        split = (f"the certificate file ({combined}) first, so keep the certificate apart (openssl x509 -in "
+                 f"{combined} -out CERTFILE): privateKey=KEYFILE:certKey=CERTFILE")
+        refused = {f"ssl:2762:{self.key}:{self.server.certificate}": self.said,
+                   f"ssl:2762:privateKey={self.server.key}:certKey={combined}":
+                       f"certKey={combined}: the private key in {combined} is encrypted",
+                   f"ssl:2762:{self.server.key}:{combined}": f"certKey={combined}: the private key in {combined} is",
+                   f"ssl:2762:{combined}": f"privateKey={combined}: the private key in {combined} is encrypted"}
+        code = ("from pacscore.config.listeners import serverEndpoint\n"
+                f"for description in {list(refused)!r}:\n"
+                "    try:\n"
+                "        serverEndpoint(None, description)\n"
+                "    except ValueError as e:\n"
+                "        print(e)\n")
+        said = onATerminal(code)
+        self.assertNotIn("Enter PEM pass phrase", said)
+        for description, message in refused.items():
+            self.assertIn(message, said, description)
+        self.assertEqual(said.count(split), 3, said)
+        serverEndpoint(None, f"ssl:2762:{self.server.key}:{self.server.certificate}")
+        serverEndpoint(None, f"ssl:2762:privateKey={self.server.key}:certKey={plain}")
+        serverEndpoint(None, f"ssl:2762:{plain}")
+
 
 class DescriptionTests(unittest.TestCase):
 

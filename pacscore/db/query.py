@@ -102,7 +102,7 @@ from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, perio
 from pacscore.dicom.uids import isUID
 
 __all__ = ["EMPTY_VALUE", "LEVELS", "UNSPLIT_VRS", "IndexQuery", "Instance", "QueryKey", "columnNamed",
-           "hasValuesToMatch", "numberKey", "unpaddedValues", "valuesOf", "withEmptyValueMatching"]
+           "hasValuesToMatch", "asksForMatch", "numberKey", "unpaddedValues", "valuesOf", "withEmptyValueMatching"]
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
@@ -666,6 +666,13 @@ def hasValuesToMatch(key):
     return key.itemValues if key.vr == "SQ" else valuesOf(key) is not None
 
 
+def asksForMatch(key):
+    """Whether a key has values to match (``hasValuesToMatch``) and is no
+    Private Creator, which names a block of private keys rather than asks
+    for a match (PS3.5 7.8.1)."""
+    return hasValuesToMatch(key) and not Tag(key.tag).is_private_creator
+
+
 def withEmptyValueMatching(keys):
     """``keys`` of a request asking for Empty Value Matching: those of two
     quotation marks (``EMPTY_VALUE``) match the empty values only."""
@@ -1163,7 +1170,7 @@ class IndexQuery:
         level, keys = levelIndex(level), list(keys)
         statement = _Statement(self, connection, level, level, keys)
         return [key.tag for key in keys
-                if hasValuesToMatch(key) and not Tag(key.tag).is_private_creator and not statement.addKey(key)]
+                if asksForMatch(key) and not statement.addKey(key)]
 
     def instancesByUID(self, connection, uids):
         """The images whose SOP Instance UID is one of ``uids``, each

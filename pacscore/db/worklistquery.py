@@ -12,12 +12,12 @@ wildcards, DA/TM ranges, UID lists, case-insensitive person names and
 (0040,0003) match independently of each other: combined date-time matching
 needs the extended negotiation of PS3.4 C.2.2.2.5, which is not offered.
 Keys whose tag has no column impose no condition: ``unmatchedKeys`` names
-those with values, so that the matches are answered 0xFF01.
+those with values (Private Creators aside), so that the matches are answered 0xFF01.
 """
 
 from sqlalchemy import select
 
-from pacscore.db.query import hasValuesToMatch, matchCondition
+from pacscore.db.query import asksForMatch, matchCondition
 from pacscore.db.sqlfunctions import byteOrder
 
 __all__ = ["WorklistQuery"]
@@ -75,5 +75,6 @@ class WorklistQuery:
 
     def unmatchedKeys(self, keys):
         """The tags of ``keys`` with values to match that no column matches:
-        no column has their tag (a sequence key has none)."""
-        return [key.tag for key in keys if key.tag not in self.byTag and hasValuesToMatch(key)]
+        no column has their tag (a sequence key has none); not Private
+        Creators, which ask for no match (``asksForMatch``)."""
+        return [key.tag for key in keys if key.tag not in self.byTag and asksForMatch(key)]

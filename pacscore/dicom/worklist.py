@@ -20,6 +20,8 @@ does not know; a value the VR cannot hold is answered empty):
 - keys without a column or a value are returned empty; those with a value
   but no column to match make the matches 0xFF01, as in the Q/R C-FIND
   (PS3.4 K.4.1.1);
+- a Private Creator is no match key: it is returned with the request's
+  value, in LO, as in C-FIND, naming its block (PS3.5 7.8.1);
 - a sequence of more than one item refuses the request with 0xA900, as
   wlmscpfs does (PS3.4 C.2.2.2.6: a sequence key holds one item).
 
@@ -34,6 +36,7 @@ out through the C-FIND response loop of ``pacscore.dicom.find``.
 from typing import NamedTuple
 
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -56,6 +59,7 @@ class Returned(NamedTuple):
     tag: int
     vr: str
     item: tuple | None = None  # a sequence: the Returned of its one item; None for zero items
+    value: str | None = None   # the answer's text, when not the row's (a Private Creator's: the request's)
 
 
 class WorklistRequest(NamedTuple):
@@ -173,6 +177,11 @@ class WorklistFindService:
         returned = []
         for key in datasetKeys(dataset):
             vr = answerVR(key.tag, key.vr)
+            if Tag(key.tag).is_private_creator:
+                # It names its block in the answers as in the request (PS3.5 7.8.1), as in C-FIND.
+                keys.append(key)
+                returned.append(Returned(key.tag, "LO", value=key.value))
+                continue
             if vr != "SQ":
                 keys.append(key)
                 returned.append(Returned(key.tag, vr))
@@ -211,7 +220,7 @@ def _build(returned, row, texts):
         if entry.vr == "SQ":
             dataset.add_new(entry.tag, "SQ", [] if entry.item is None else [_build(entry.item, row, texts)])
             continue
-        text = row.get(entry.tag, "")
+        text = row.get(entry.tag, "") if entry.value is None else entry.value
         if entry.vr in TEXT_VRS:
             texts.append(text)
         dataset.add(answerElement(entry.tag, entry.vr, text))

@@ -193,6 +193,14 @@ class WorklistQueryTests(unittest.TestCase):
         self.assertMatches([K(OTHER_PATIENT_IDS, "LO", "X"), K(PROTOCOL_CODES, "SQ"),
                             K(0x00400100, "SQ"), K(MODALITY, "CS", "US")], ["ACC4"])
 
+    def test_privateCreatorsAreNoMatchKeys(self):
+        """A Private Creator names its block of private keys rather than asks
+        for a match (as in the Q/R C-FIND): not unmatched; a valued element
+        of its block is."""
+        keys = [K(ACCESSION, "SH", "ACC3"), K(0x00090010, "LO", "GEMS_XX"), K(0x00091001, "UN"),
+                K(0x00091002, "UN", "X")]
+        self.assertEqual(self.query.unmatchedKeys(keys), [0x00091002])
+
     def test_oneStatementWithBoundParameters(self):
         statements = []
 

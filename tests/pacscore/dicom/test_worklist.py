@@ -161,6 +161,23 @@ class WorklistServiceTests(unittest.TestCase):
         self.find(identifier(AccessionNumber="", OtherPatientIDs="", step={"Modality": "CT"}))
         self.assertNotIn("0xFF01", "\n".join(self.logged()))
 
+    def test_privateCreatorsAnsweredAsRequested(self):
+        """A Private Creator, at the top level or in the SPS item, is no match
+        key (Pending FF00, as in the Q/R C-FIND): the answer carries it with
+        the request's value, in LO, so the elements of its block have their
+        creator (PS3.5 7.8.1)."""
+        request = identifier(AccessionNumber="ACC3", step={"Modality": ""})
+        request.add_new(0x00090010, "LO", "GEMS_XX")
+        request.add_new(0x00091001, "UN", b"")
+        request.ScheduledProcedureStepSequence[0].add_new(0x00410010, "LO", "ACME 1.0")
+        status, [match], _ = self.find(request, EXPLICIT)
+        self.assertEqual(status, 0)
+        self.assertEqual((match[0x00090010].VR, match[0x00090010].value), ("LO", "GEMS_XX"))
+        self.assertFalse(match[0x00091001].value)
+        [item] = match.ScheduledProcedureStepSequence
+        self.assertEqual((item[0x00410010].VR, item[0x00410010].value, item.Modality), ("LO", "ACME 1.0", "CT"))
+        self.assertNotIn("0xFF01", "\n".join(self.logged()))
+
     def test_aSequenceOfTwoItemsRefused(self):
         """A sequence key holds one item (PS3.4 C.2.2.2.6): an SPS of a CT
         and an MR item, or of two empty ones, is refused with A900 and a

@@ -25,6 +25,7 @@ PDU_NAMES = {
 
 _HEADER = struct.Struct(">BxL")
 _PDV_HEADER = struct.Struct(">LBB")
+SMALL_PIECE = 4096  # pieces of a PDU split across receives copied together below this size (PDUFramer)
 
 # A-ABORT reasons when the service provider aborts (PS3.8 9.3.8).
 REASON_NOT_SPECIFIED = 0
@@ -57,7 +58,9 @@ class PDUFramer:
     The PDUs that arrive whole within one received ``bytes`` are handed out
     as views of it, without a copy.  A PDU split across receives (a 256 KB
     P-DATA-TF comes in 64 KB receives) keeps views of the pieces received,
-    joined once when its last arrives (one copy; one piece: none).
+    joined once when its last arrives (one copy; one piece: none); pieces
+    under ``SMALL_PIECE`` bytes are copied together instead, so a peer
+    trickling a PDU a byte at a time costs its bytes, not a view per byte.
     ``maximumLength(pduType)`` bounds what a length field may announce: a
     larger one is an error before any byte of it is kept.  After a header
     it refuses (``desynchronised``) the stream cannot be framed any more:
@@ -66,7 +69,7 @@ class PDUFramer:
 
     def __init__(self, maximumLength):
         self._head = bytearray()  # the header bytes (up to 6) of a PDU begun in an earlier receive
-        self._parts = []          # views of the bytes of its body received so far
+        self._parts = []          # the bytes of its body received so far: views, small pieces copied together
         self._have = 0            # how many those are
         self._maximumLength = maximumLength
         self.desynchronised = False
@@ -119,8 +122,17 @@ class PDUFramer:
         taken = 6 - len(self._head)
         self._head += rest[:taken]
         if len(rest) > taken:
-            self._parts.append(rest[taken:])
-            self._have += len(rest) - taken
+            self._addPart(rest[taken:])
+
+    def _addPart(self, piece):
+        parts = self._parts
+        if len(piece) >= SMALL_PIECE:
+            parts.append(piece)
+        elif parts and isinstance(parts[-1], bytearray):
+            parts[-1] += piece
+        else:
+            parts.append(bytearray(piece))
+        self._have += len(piece)
 
     def _clearPending(self):
         self._head.clear()
@@ -144,18 +156,17 @@ class PDUFramer:
         needed = length - self._have
         if len(view) - taken < needed:
             if len(view) > taken:
-                self._parts.append(view[taken:])
-                self._have += len(view) - taken
+                self._addPart(view[taken:])
             return None
         if needed:
-            self._parts.append(view[taken:taken + needed])
+            self._parts.append(view[taken:taken + needed])  # the last piece: a view, the body's only one if it came whole
         return taken + needed
 
     def _takePending(self):
         """The PDU begun earlier, now whole: ``(pduType, body)`` as ``feed``
         gives them."""
         pduType, parts = self._head[0], self._parts
-        if pduType == P_DATA_TF and len(parts) == 1:
+        if pduType == P_DATA_TF and len(parts) == 1 and isinstance(parts[0], memoryview):
             body = parts[0]  # a view of received bytes
         else:
             body = b"".join(parts)

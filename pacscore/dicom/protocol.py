@@ -203,7 +203,10 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         """Read the rest of a large PDU begun (a 256 KB P-DATA-TF) in one
         receive where the socket has it, and the next PDU's start with it,
         rather than 64 KB (Twisted's read size) at a time: each read is a
-        pass of the reactor."""
+        pass of the reactor.  Twisted also pauses a producer writing to the
+        transport beyond ``bufferSize`` bytes unsent: while such a PDU is
+        begun that is up to about 1 MB (what this side sends meanwhile is
+        DIMSE responses, a few hundred bytes each)."""
         framer = self._framer
         length = framer.pendingLength
         missing = 0 if length is None else length - framer.pendingBytes

@@ -82,6 +82,28 @@ class PDUFramerTests(unittest.TestCase):
         self.assertEqual(list(framer.feed(release[:6])), [])
         self.assertEqual(list(framer.feed(release[6:])), [(pdu.A_RELEASE_RQ, release[6:])])
 
+    def test_aPDUTrickledCostsItsBytes(self):
+        """A PDU received a byte at a time (a peer trickling its
+        A-ASSOCIATE-RQ, which only ARTIM bounds) is kept as its bytes, not
+        as a view per receive holding each received object (about 300
+        bytes a byte: 320 MB for a 1 MB PDU); large pieces stay views."""
+        body = bytes(range(256)) * 64
+        raw = pdu.encodePData(1, 0, body)
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        for i in range(len(raw) - 1):
+            self.assertEqual(list(framer.feed(raw[i:i + 1])), [])
+        self.assertEqual(len(framer._parts), 1)
+        self.assertEqual(framer.pendingBytes, len(raw) - 1)
+        pduType, got = next(framer.feed(raw[-1:]))
+        self.assertEqual((pduType, bytes(got)), (pdu.P_DATA_TF, raw[6:]))
+        framer = pdu.PDUFramer(lambda pduType: LIMIT)
+        pieces = [raw[:10], raw[10:10 + pdu.SMALL_PIECE], raw[10 + pdu.SMALL_PIECE:]]
+        self.assertEqual(list(framer.feed(pieces[0])), [])
+        self.assertEqual(list(framer.feed(pieces[1])), [])
+        self.assertIs(framer._parts[-1].obj, pieces[1])
+        pduType, got = next(framer.feed(pieces[2]))
+        self.assertEqual(bytes(got), raw[6:])
+
     def test_bytearrayReceived(self):
         """Bytes that may change later (a bytearray) are copied first."""
         data, expected = stream()

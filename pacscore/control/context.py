@@ -92,17 +92,29 @@ class Format:
             raise CommandError(f"bad format {self.fmt!r}: widths and precisions are at most {MAX_WIDTH}")
         self.conversions = len(conversions)
         self.starts = [match.start() for match in conversions]  # where in ``template`` each conversion is
+        self._ends = [match.end() for match in conversions]
 
     def tiled(self, values):
         """``values`` again from the first as often as the conversions take them (``formatted``'s ``repeat``)."""
         return list(values) * -(-self.conversions // len(values)) if values else list(values)
 
-    def apply(self, values, repeat=False):
-        """The line of ``values`` (see ``formatted``)."""
+    def apply(self, values, repeat=False, made=None):
+        """The line of ``values`` (see ``formatted``); with ``made``, each
+        conversion's text, its width and precision applied to the value,
+        goes in as ``made(text, value, start)`` (``start``: where in
+        ``template`` the conversion is)."""
         try:
             if repeat:
                 values = self.tiled(values)
-            return self.template % tuple(values[:self.conversions])
+            if made is None:
+                return self.template % tuple(values[:self.conversions])
+            if len(values) < self.conversions:
+                raise TypeError("not enough arguments for format string")
+            pieces, end = [], 0
+            for value, start, stop in zip(values, self.starts, self._ends):
+                pieces += [self.template[end:start] % (), made(self.template[start:stop] % (value,), value, start)]
+                end = stop
+            return "".join(pieces) + self.template[end:] % ()
         except (TypeError, ValueError, OverflowError) as e:
             raise CommandError(f"bad format {self.fmt!r}: {e}") from e
 

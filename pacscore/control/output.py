@@ -38,17 +38,22 @@ def pipeFields(arguments, count):
 def formatRow(form, values, html=False):
     """One output line of ``values`` (strings or numbers), the ``Format``
     ``form`` taking them as often as it asks (``formatted``'s ``repeat``),
-    else tab-separated; with ``html`` the strings made inert in the HTML
-    of ``form`` (``pacscore.web.html.inertValue``: percent-encoded in a
+    else tab-separated; with ``html`` the strings, formatted (their width
+    and precision applied to the value itself), made inert in the HTML of
+    ``form`` (``pacscore.web.html.inertValue``: percent-encoded in a
     link's query string, else HTML-escaped for any attribute)."""
     if form:
-        if html:
-            values = [inertValue(value, form.template[:start]) if isinstance(value, str) else value
-                      for value, start in zip(form.tiled(values), form.starts)]
-        return form.apply(values, repeat=True)
+        return form.apply(values, repeat=True, made=_inertIn(form) if html else None)
     if html:
         values = [inert(value) if isinstance(value, str) else value for value in values]
     return "\t".join("" if value is None else str(value) for value in values)
+
+
+def _inertIn(form):
+    """``Format.apply``'s ``made`` for a web page: a string's text made inert where it goes in ``form``."""
+    def made(text, value, start):
+        return inertValue(text, form.template[:start]) if isinstance(value, str) else text
+    return made
 
 
 def outputPath(context, text):

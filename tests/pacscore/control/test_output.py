@@ -1,6 +1,7 @@
 """Tests for pacscore.control.output: commands that write a file never
 write over the archive's own files; commands that read one never open the
-index database's (closing it would drop SQLite's locks in the server)."""
+index database's (closing it would drop SQLite's locks in the server); a
+listing's rows in a web page are formatted, then made inert."""
 
 import os
 
@@ -8,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from pacscore.control import output
-from pacscore.control.context import CommandError
+from pacscore.control.context import CommandError, Format
 from pacscore.control.data import AddImageFile, DumpHeader, LoadHL7
 from pacscore.control.maintenance import RegenFile
 from pacscore.control.queries import Query
@@ -19,6 +20,21 @@ from pacscore.testing.corpus import generateCorpus
 from tests.interop.server import PacsServer
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.web.htpasswd import writeUsers
+
+
+class FormatRowTests(unittest.TestCase):
+
+    def test_widthsAndPrecisionsCountTheValueNotItsEscapes(self):
+        """In a web page a conversion's width and precision apply to the
+        listed value, then the formatted text is made inert: ``%.3s`` of
+        ``A B&C`` shows ``A B``, not the start of a character reference."""
+        row = output.formatRow(Format("<b>%.3s</b>[%-5s]<a href=x?p=%.3s>%%</a>"), ["A B&C", "x", "a b c"], html=True)
+        self.assertEqual(row, "<b>A&#32;B</b>[x&#32;&#32;&#32;&#32;]<a href=x?p=a%20b>%</a>")
+
+    def test_tooFewValuesIsABadFormat(self):
+        with self.assertRaises(CommandError) as caught:
+            Format("%s %s").apply(["x"], made=lambda text, value, start: text)
+        self.assertIn("bad format", str(caught.exception))
 
 
 class OwnFilesTests(unittest.TestCase):

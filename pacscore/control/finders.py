@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import UNCOMPRESSED
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError, Format
-from pacscore.control.output import deliverRows, pipeFields
+from pacscore.control.output import UrlReady, deliverRows, pipeFields
 from pacscore.control.stored import exactValue, isLocal, storedName, uidValue
 from pacscore.db.query import (
     PATIENT_ID, SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID, QueryKey, exactKey,
@@ -321,6 +321,11 @@ class _Lister(_Listing):
                            lastFmt=Format(body[:-1], fmt) if starred and self.dropsLastStar else None)
 
 
+def _urlReady(patientID):
+    """The patient ID as Conquest's imagelister writes it, its spaces ``%20`` (``UrlReady``)."""
+    return UrlReady(patientID.replace(" ", "%20"), patientID)
+
+
 def _prefix(fmt, prefixes):
     """The first character of ``fmt`` when it is one of ``prefixes``, else ''."""
     return fmt[0] if fmt and fmt[0] in prefixes else ""
@@ -396,7 +401,7 @@ class ImageLister(_Lister):
                         if kept is None or match.get(SOP_INSTANCE_UID, "") in kept]
             if prefix == "$":
                 return [[atoi(match.get(FRAMES[0], ""))] for _, match in numbered]
-            return [[match.get(PATIENT_ID, "").replace(" ", "%20"), match.get(SOP_INSTANCE_UID, ""), str(n), str(n + 1)]
+            return [[_urlReady(match.get(PATIENT_ID, "")), match.get(SOP_INSTANCE_UID, ""), str(n), str(n + 1)]
                     for n, match in numbered]
         if not isinstance(source, LocalIndex):
             raise CommandError("another archive's images have no files here: list them with a format starting "

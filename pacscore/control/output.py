@@ -7,7 +7,9 @@ rows, ``MAX_ANSWER`` bytes at most (``AnswerLines``), go to ``file`` when one is
 (written in the I/O pool), else to the command's output; output that goes
 into a web page (a scripted page's
 command line) has the values made inert in it (``formatRow``), as they come from DICOM data,
-while ``fmt`` is the page author's HTML.  No command writes over the archive's own files (its
+while ``fmt`` is the page author's HTML (a ``UrlReady`` value, written URL-ready by the
+command, is made inert from its raw value, not encoded twice).  No command writes over the
+archive's own files (its
 configuration and scripts, its index database, its log and password files, the key files of
 its endpoints and TLS nodes, anything on a MAG or mirror device or in the HL7 drop folder).
 """
@@ -41,12 +43,27 @@ def formatRow(form, values, html=False):
     else tab-separated; with ``html`` the strings, formatted (their width
     and precision applied to the value itself), made inert in the HTML of
     ``form`` (``pacscore.web.html.inertValue``: percent-encoded in a
-    link's query string, else HTML-escaped for any attribute)."""
+    link's query string, else HTML-escaped for any attribute), a
+    ``UrlReady`` value's ``raw`` one in its place (made URL-ready again
+    where it lands in a URL, once)."""
+    if html:
+        values = [value.raw if isinstance(value, UrlReady) else value for value in values]
     if form:
         return form.apply(values, repeat=True, made=_inertIn(form) if html else None)
     if html:
         values = [inert(value) if isinstance(value, str) else value for value in values]
     return "\t".join("" if value is None else str(value) for value in values)
+
+
+class UrlReady(str):
+    """A listed value as Conquest's lister writes it, made ready for a URL
+    by the command (a patient ID, its spaces ``%20``); ``raw``: the value
+    itself, which a web page makes inert where it lands (``formatRow``)."""
+
+    def __new__(cls, text, raw):
+        value = super().__new__(cls, text)
+        value.raw = raw
+        return value
 
 
 def _inertIn(form):

@@ -233,6 +233,28 @@ class ScriptedPageTests(WebTestCase):
         self.assertEqual(parse_qs(urlsplit(tags.attributes[3][1][0][1]).query)["patientidmatch"], [hostile])
 
     @defer.inlineCallbacks
+    def storedAs(self, patientID, n=8):
+        """The series UID and SOP Instance UID of an image stored with ``patientID``."""
+        root = f"1.2.826.0.1.3680043.8.498.{n}"
+        ds = makeDataset(patientID, "Spaced^Id", root, f"{root}.1", f"{root}.1.1", 1, 1)
+        path = os.path.join(self.running.workdir, f"stored{n}.dcm")
+        ds.save_as(path, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), path)
+        return f"{root}.1", f"{root}.1.1"
+
+    @defer.inlineCallbacks
+    def test_imageListerLinksOfAPatientIDWithASpace(self):
+        """The imagelister's ':' rows write the patient ID URL-ready (its
+        spaces %20, as Conquest's): in a link it is encoded once, not
+        again (a %2520 would name another patient)."""
+        series, sop = yield self.storedAs("A B")
+        page = yield get(self.resourceWith(
+            "[ilist]\nline0 = --imagelister:local|%patid%|%seruid%|:<a href=dgate?mode=slicepage&slice=%s:%s>img</a>*\n"),
+            mode="ilist", series=f"A B:{series}")
+        self.assertEqual(page.text, f"<a href=dgate?mode=slicepage&slice=A%20B:{sop}>img</a>\n")
+        self.assertEqual(parse_qs(urlsplit(TagsOf(page.text).attributes[0][1][0][1]).query)["slice"], [f"A B:{sop}"])
+
+    @defer.inlineCallbacks
     def test_conquestsViewerVariables(self):
         """The variables Conquest's viewer pages build their URLs of
         (imagejaviewer.cq, launchWeasis.cq, the [flexviewer] sample): all

@@ -41,7 +41,9 @@ percent-encoded, elsewhere HTML-escaped, spaces, ``=`` and backticks too,
 so that a value cannot end an unquoted attribute, as Conquest's pages
 write them, and add one), and a command line refuses values holding ``|``, ``'``,
 ``;``, ``,`` or a line break, so that a request cannot add fields to the
-command.  A ``.lua`` source runs as ``pacscore.web.luapages`` says;
+command; in the command's ``fmt`` (the field so named in its usage: the
+page's HTML, a printf-style format) they are made inert too, their ``%``
+doubled.  A ``.lua`` source runs as ``pacscore.web.luapages`` says;
 ``<%= %>`` and ``<?lua ?>`` in other pages are not run.
 """
 
@@ -55,7 +57,7 @@ from twisted.logger import Logger
 from pacscore.config.errors import ConfigError
 from pacscore.config.textfile import readTextLines
 from pacscore.control.context import CommandError
-from pacscore.control.protocol import BadRequest
+from pacscore.control.protocol import BadRequest, parseCommand
 from pacscore.web.answers import HTML, Answer, WebError, utf8ContentType
 from pacscore.web.html import inertValue, queryValue
 from pacscore.control.inprocess import commandOutput
@@ -64,6 +66,7 @@ from pacscore.web.luapages import renderLua
 MAX_LINES = 10000
 _VARIABLE = re.compile(r"%([A-Za-z0-9_]+)%")
 _UNSAFE_IN_COMMANDS = re.compile(r"[|';,\r\n]")
+_USAGE = re.compile(r"--[^:\s]*:(\S*)")  # a command's usage: its fields
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PAGE_PARAMETERS = ("query", "size", "dsize", "compress", "iconsize", "graphic", "viewer", "lw", "db", "source",
                    "dest", "series", "slice", "study", "key", "patientidmatch", "patientnamematch",
@@ -159,7 +162,8 @@ class ScriptedPages:
             if line.startswith("#"):
                 continue
             isCommand = line.startswith("--")
-            line = _substituted(line, variables, parameters, self.ini, section, isCommand)
+            command = _CommandLine(line, self.commands) if isCommand else None
+            line = _substituted(line, variables, parameters, self.ini, section, command)
             output.append(await self._run(archive, line, section) if isCommand else line)
         return Answer(("\n".join(output) + "\n").encode("utf-8"), contentType, headers)
 
@@ -207,25 +211,58 @@ def _codeBase(address):
     return folder[:folder.rfind("/") + 1]
 
 
-def _safe(name, value, before, isCommand):
+class _CommandLine:
+    """A page's command line, as far as its variables go: where its
+    command (of ``commands``) takes its ``fmt`` (the field so named in its
+    usage), whose text is the page's HTML and a printf-style format."""
+
+    def __init__(self, line, commands):
+        self.fields = None
+        try:
+            name = parseCommand(line)[0]
+        except BadRequest:
+            return
+        usage = _USAGE.match(getattr(commands.lookup(name), "usage", ""))
+        names = usage.group(1) if usage else ""
+        self.separator = "|" if "|" in names else ","
+        if "fmt" in names.split(self.separator):
+            self.fields = names.split(self.separator)
+            self.start = line.find(":") + 1 or len(line)
+
+    def formatBefore(self, before):
+        """The text of the ``fmt`` field in ``before`` (the line up to a
+        variable) when the variable lands in that field, else None."""
+        if self.fields is None or len(before) < self.start:
+            return None
+        given = before[self.start:].split(self.separator)
+        field = self.fields.index("fmt")
+        last = len(self.fields) - 1
+        if min(len(given) - 1, last) != field:
+            return None
+        return self.separator.join(given[field:])
+
+
+def _safe(name, value, before, command):
     """``value`` of the variable ``name`` put into a line after its text
-    ``before``: made inert in HTML (``inertValue``), checked for a
-    command; one of ``AS_THEY_ARE`` as it is."""
-    if name in AS_THEY_ARE:
-        return value
-    if not isCommand:
-        return inertValue(value, before)
-    if _UNSAFE_IN_COMMANDS.search(value):
+    ``before``: made inert in HTML (``inertValue``), one of ``AS_THEY_ARE``
+    as it is; in a command line (``command``, a ``_CommandLine``), checked,
+    and in its format also made inert, its ``%`` doubled (no conversion)."""
+    if command is None:
+        return value if name in AS_THEY_ARE else inertValue(value, before)
+    if name not in AS_THEY_ARE and _UNSAFE_IN_COMMANDS.search(value):
         raise WebError(400, f"{value!r} cannot go into a command of this page")
-    return value
+    html = command.formatBefore(before)
+    if html is None or name in AS_THEY_ARE:
+        return value
+    return inertValue(value, html).replace("%", "%%")
 
 
-def _substituted(line, variables, parameters, ini, section, isCommand):
+def _substituted(line, variables, parameters, ini, section, command):
     """``line`` with the fixed variables, then the first other known %name%, put in."""
     def fixed(match):
         name = match.group(1).lower()
         if name in variables:
-            return _safe(name, variables[name], line[:match.start()], isCommand)
+            return _safe(name, variables[name], line[:match.start()], command)
         return match.group(0)
 
     line = _VARIABLE.sub(fixed, line)
@@ -233,5 +270,5 @@ def _substituted(line, variables, parameters, ini, section, isCommand):
         name = match.group(1)
         value = parameters.given.get(name, ini.get(name, None, section))
         if value is not None:
-            return line[:match.start()] + _safe(None, value, line[:match.start()], isCommand) + line[match.end():]
+            return line[:match.start()] + _safe(None, value, line[:match.start()], command) + line[match.end():]
     return line

@@ -233,6 +233,23 @@ class ScriptedPageTests(WebTestCase):
         self.assertEqual(parse_qs(urlsplit(tags.attributes[3][1][0][1]).query)["patientidmatch"], [hostile])
 
     @defer.inlineCallbacks
+    def test_requestValuesInACommandsFormatAddNoAttributes(self):
+        """A request value that lands in a command line's format (the
+        page's HTML) is made inert there as in any other line, and its
+        ``%`` is no conversion; in the command's other fields it goes in as
+        it is (the series are found by the study's UID)."""
+        image = self.corpus[0]
+        hostile = "x autofocus onfocus=document.title=1 x<img src=x onerror=y>%41%s"
+        resource = self.resourceWith(
+            "[cmdfmt]\nline0 = --query2:DICOMSeries|SeriesInst|StudyInsta = '%studyuid%'|"
+            "<A HREF=dgate?mode=queryimages&series=%patid%:%s>images of %patid%</A>|\n")
+        page = yield get(resource, mode="cmdfmt", study=f"{hostile}:{image.studyUID}")
+        tags = TagsOf(page.text)
+        self.assertEqual(tags.attributes, [
+            ("a", [("href", f"dgate?mode=queryimages&series={quote(hostile, safe=':')}:{image.seriesUID}")])])
+        self.assertEqual(tags.text, [f"images of {hostile}"])
+
+    @defer.inlineCallbacks
     def storedAs(self, patientID, n=8):
         """The series UID and SOP Instance UID of an image stored with ``patientID``."""
         root = f"1.2.826.0.1.3680043.8.498.{n}"

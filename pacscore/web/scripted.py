@@ -17,7 +17,8 @@ line, in order:
   (from ``study``/``series``/``slice`` = patid:uid; ``%patid%`` else from a
   ``patid`` parameter), their URL-ready (percent-encoded) ``%series2%``,
   ``%slice2%``, ``%study2%``, ``%patid2%``, Conquest's ``%webscriptadress%``
-  (dicom.ini's ``WebScriptAddress``, else the script's path),
+  (dicom.ini's ``WebScriptAddress``, else the script's path, without the
+  path after it: Conquest's SCRIPT_NAME),
   ``%webcodebase%`` (``WebCodeBase``, else the folder above the script's),
   ``%extra%`` (``port=<TCPPort>&address=127.0.0.1``), ``%server%``
   (``<webscriptadress>?<extra>``), an empty ``%uploadedfile%`` and
@@ -43,7 +44,7 @@ write them, and add one), and a command line refuses values holding ``|``, ``'``
 ``;``, ``,`` or a line break, so that a request cannot add fields to the
 command; in the command's ``fmt`` (the field so named in its usage: the
 page's HTML, a printf-style format) they are made inert too, their ``%``
-doubled.  A ``.lua`` source runs as ``pacscore.web.luapages`` says;
+doubled, as the ``%`` of URL-ready ones.  A ``.lua`` source runs as ``pacscore.web.luapages`` says;
 ``<%= %>`` and ``<?lua ?>`` in other pages are not run.
 """
 
@@ -193,7 +194,7 @@ def _variables(archive, parameters, request, mode, ini):
     found["patid"] = next((patientID for patientID in patientIDs if patientID), "")
     found.update({f"{name}2": queryValue(found[name]) for name in ("series", "slice", "study", "patid")})
     host = request.getRequestHostname().decode("utf-8", "replace")
-    scriptName = request.path.decode("utf-8", "replace")
+    scriptName = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.prepath)
     address = ini.get("WebScriptAddress", "").strip() or queryValue(scriptName, "/")
     extra = f"port={archive.tcpPort}&address=127.0.0.1"
     found.update(mode=mode, query_string=request.uri.decode("utf-8", "replace").partition("?")[2],
@@ -246,15 +247,16 @@ def _safe(name, value, before, command):
     """``value`` of the variable ``name`` put into a line after its text
     ``before``: made inert in HTML (``inertValue``), one of ``AS_THEY_ARE``
     as it is; in a command line (``command``, a ``_CommandLine``), checked,
-    and in its format also made inert, its ``%`` doubled (no conversion)."""
+    and in its format also made inert, its ``%`` (one of ``AS_THEY_ARE``'s
+    too) doubled (no conversion)."""
     if command is None:
         return value if name in AS_THEY_ARE else inertValue(value, before)
     if name not in AS_THEY_ARE and _UNSAFE_IN_COMMANDS.search(value):
         raise WebError(400, f"{value!r} cannot go into a command of this page")
     html = command.formatBefore(before)
-    if html is None or name in AS_THEY_ARE:
+    if html is None:
         return value
-    return inertValue(value, html).replace("%", "%%")
+    return (value if name in AS_THEY_ARE else inertValue(value, html)).replace("%", "%%")
 
 
 def _substituted(line, variables, parameters, ini, section, command):

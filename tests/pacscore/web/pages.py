@@ -130,6 +130,7 @@ def getQuery(resource, query):
     request.method = b"GET"
     request.uri = b"/cgi-bin/dgate?" + query
     request.path = b"/cgi-bin/dgate"
+    request.prepath = [b"cgi-bin", b"dgate"]
     request.args = queryArgs(request.uri)
     finished = request.notifyFinish()
     resource.render(request)
@@ -191,6 +192,7 @@ def getRequest(parameters):
     request.method = b"GET"
     request.uri = b"/cgi-bin/dgate?" + urlencode(parameters).encode()
     request.path = b"/cgi-bin/dgate"
+    request.prepath = [b"cgi-bin", b"dgate"]
     request.args = {name.encode(): [value.encode()] for name, value in parameters.items()}
     return request
 

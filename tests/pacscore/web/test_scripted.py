@@ -16,7 +16,7 @@ from pacscore.control.registry import CommandRegistry
 from pacscore.testing.corpus import makeDataset
 from pacscore.web.scripted import MAX_LINES, ScriptedPages
 from pacscore.web.site import DgateResource
-from tests.pacscore.web.pages import WebTestCase, dgate, get
+from tests.pacscore.web.pages import WebTestCase, answered, dgate, get, getRequest
 
 # appendix 5 of Conquest's manual
 SAMPLE_CQ = """<HEAD><TITLE>Conquest DICOM server - %variable%</TITLE></HEAD>
@@ -248,6 +248,23 @@ class ScriptedPageTests(WebTestCase):
         self.assertEqual(tags.attributes, [
             ("a", [("href", f"dgate?mode=queryimages&series={quote(hostile, safe=':')}:{image.seriesUID}")])])
         self.assertEqual(tags.text, [f"images of {hostile}"])
+
+    @defer.inlineCallbacks
+    def test_urlReadyVariablesInACommandsFormat(self):
+        """%patid2% and %webscriptadress% in a command line's format (the
+        [flexviewer] sample's image URLs) go in as they are, their ``%``
+        no conversion, the address the script's, without the path after it."""
+        series, sop = yield self.storedAs("A B&C+1")
+        resource = self.resourceWith(
+            "[flex]\nline0 = --imagelister:local|%patid%|%seruid%|:<a href=%webscriptadress%?%extra%&mode=dicom"
+            "&patid=%patid2%&slice=%s:%s>img</a>*\n")
+        request = getRequest({"mode": "flex", "series": f"A B&C+1:{series}"})
+        request.uri = request.path = b"/cgi-bin/dgate/x%20y"
+        request.postpath = [b"x y"]
+        page = yield answered(resource, request)
+        port = self.running.archive.tcpPort
+        self.assertEqual(page.text, f"<a href=/cgi-bin/dgate?port={port}&address=127.0.0.1&mode=dicom"
+                                    f"&patid=A%20B%26C%2B1&slice=A%20B%26C%2B1:{sop}>img</a>\n")
 
     @defer.inlineCallbacks
     def storedAs(self, patientID, n=8):

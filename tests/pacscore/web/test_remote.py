@@ -217,6 +217,17 @@ class RemoteTests(unittest.TestCase):
         self.assertEqual((yield third.count("image")), 2)
 
     @defer.inlineCallbacks
+    def test_pushPageOfASourceTypedInAnotherCase(self):
+        """The finder's push links carry the AE as it was typed, which
+        acrnema.map finds in any case: the push page leaves that source
+        out all the same (THERE, not asked to move the study to itself;
+        HERE, this archive, not offered to itself)."""
+        study = f"{self.corpus[0].patientID}:{self.corpus[0].studyUID}"
+        for source, offered in (("there", ["HERE", "CONQUESTSRV1"]), ("here", ["CONQUESTSRV1", "THERE"])):
+            mover = yield get(self.resource, mode="studymover", source=source, study=study)
+            self.assertEqual(sorted(re.findall(r'value="Send to ([^"]*)"', mover.text)), sorted(offered))
+
+    @defer.inlineCallbacks
     def test_pushOff(self):
         self.here.configuration.ini.set("WEBPush", "0")
         studies = yield get(self.resource, mode="studyfinder", dest="THERE")

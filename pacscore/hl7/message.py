@@ -97,6 +97,7 @@ _C1 = re.compile("[\x80-\x9f]")
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 _HEADERS = (b"MSH", b"FHS", b"BHS", b"BTS", b"FTS")  # start a message, a batch or a file, or end one
+_SEGMENT_ID = re.compile(rb"[A-Z][A-Z0-9]{2}")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
 _FORMATTING = re.compile(r"H|N|\.(in|ti|sk|fi|nf).*|[CMZ].*")
@@ -357,14 +358,17 @@ def _segmentLines(raw):
     """The non-blank segments of ``raw``.
 
     The line end after a message's header (MSH, or a batch's FHS, BHS)
-    tells how its segments end.  A CR (or CR LF), as HL7 has it: only CR
-    ends them, a lone LF being data (a line break a RIS user typed into a
-    free-text field, OBR-13, NTE-3), unless a header or trailer (MSH, FHS,
-    BHS, BTS, FTS) follows it (a file of messages one a line).  A lone LF
-    (files written on Unix): any line end does.
+    tells how its segments end.  A CR (or CR LF), as HL7 has it: CR ends
+    them, and a lone LF only where what follows it starts a segment (a
+    header or trailer: MSH, FHS, BHS, BTS, FTS, as in a file of messages
+    one a line; or a segment ID, an upper-case letter and two upper-case
+    letters or digits, then the header's field separator: ``PID|``, as
+    in a message whose other segments end in LF); elsewhere it is data (a
+    line break a RIS user typed into a free-text field, OBR-13, NTE-3).
+    A lone LF (files written on Unix): any line end does.
     """
     pieces = _LINE_ENDS.split(raw)  # text, its line end, text, ... text
-    segments, parts, crOnly = [], [], False
+    segments, parts, crOnly, separator = [], [], False, b"|"
     for index in range(0, len(pieces), 2):
         text = pieces[index]
         end = pieces[index + 1] if index + 1 < len(pieces) else b""
@@ -372,9 +376,9 @@ def _segmentLines(raw):
             if not text.strip():  # a blank line
                 continue
             if _startsHeader(text):
-                crOnly = end[:1] == b"\r"
+                crOnly, separator = end[:1] == b"\r", text[3:4]
         parts.append(text)
-        if end == b"\n" and crOnly and not _startsHeader(pieces[index + 2]):
+        if end == b"\n" and crOnly and not _startsSegment(pieces[index + 2], separator):
             parts.append(end)
             continue
         segments.append(b"".join(parts).rstrip(b"\n"))
@@ -385,6 +389,13 @@ def _segmentLines(raw):
 def _startsHeader(text):
     """Whether ``text`` starts with a header or trailer segment of ``_HEADERS``."""
     return text[:3] in _HEADERS and not text[3:4].isalnum()
+
+
+def _startsSegment(text, separator):
+    """Whether ``text`` starts a segment: a header or trailer
+    (``_startsHeader``), or a segment ID followed by ``separator``, the
+    field separator of the header before it (``PID|``)."""
+    return _startsHeader(text) or (_SEGMENT_ID.fullmatch(text[:3]) is not None and text[3:4] == separator)
 
 
 def _mshCharset(msh, fieldSeparator, repetition):
@@ -482,9 +493,9 @@ def parseMessage(raw):
     """Parse one message (bytes, no MLLP framing); HL7Error when unusable.
 
     Segments may end in CR, LF or CR LF (a lone LF in a message whose MSH
-    ends in CR is data: ``_segmentLines``); a UTF-8 byte order mark before
-    MSH is dropped.  MSH-1 and MSH-2 give the delimiters, MSH-18 the
-    character set.  MSH-9 and MSH-10 are required.  A second MSH is an
+    ends in CR is data unless a segment starts after it: ``_segmentLines``);
+    a UTF-8 byte order mark before MSH is dropped.  MSH-1 and MSH-2 give
+    the delimiters, MSH-18 the character set.  MSH-9 and MSH-10 are required.  A second MSH is an
     error: two messages run together would mix their orders and patients.
     """
     lines = _segmentLines(raw.removeprefix(BOM))

@@ -55,6 +55,30 @@ class ParseTests(unittest.TestCase):
         blank = parseMessage(b"MSH|^~\\&|R||||||ORM^O01|M1\r\n\nPID|1|x\n\r\n\rOBR|1\r")
         self.assertEqual([s.fields for s in blank.segments][1:], [["PID", "1", "x"], ["OBR", "1"]])
 
+    def test_aMessageWhoseMSHEndsInCRAndItsOtherSegmentsInLF(self):
+        """An order whose MSH ended in CR (or CR LF) and its other segments
+        in LF lost them ('HL7 MIX1 not applied (AE): ORM^O01 without ORC or
+        OBR segment': PID held ORC and OBR as text), and a segment after an
+        LF-ended one was folded into its last field: read as before again,
+        a lone LF ending a segment where a segment ID and the message's
+        field separator follow it (``PID|``, ``NTE|``, ``ZDS#``), and
+        staying data in a field elsewhere."""
+        segments = (PID, orc(), obr(), "NTE|1||see\nbelow", "ZDS|1.2.3")
+        for first in ("\r", "\r\n"):
+            message = parseMessage(encoded(msh() + first + "\n".join(segments) + "\n", "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "ORC", "OBR", "NTE", "ZDS"],
+                             repr(first))
+            self.assertEqual(message.value("OBR", 16), "1234^Welby^Marcus^^^Dr")
+            self.assertEqual(message.value("NTE", 3), "see\nbelow")
+            self.assertEqual(message.value("ZDS", 1), "1.2.3")
+        oneLater = "\r".join((msh(), PID, orc(), obr())) + "\nNTE|1||note\r"
+        self.assertEqual([s.id for s in parseMessage(encoded(oneLater, "8859/1")).segments],
+                         ["MSH", "PID", "ORC", "OBR", "NTE"])
+        other = parseMessage(b"MSH#^~\\&#R######ORM^O01#M1\rPID#1\nOBR#1##A1\nNTE|1 is text\r")
+        self.assertEqual([s.fields for s in other.segments][1:], [["PID", "1"], ["OBR", "1", "", "A1\nNTE|1 is text"]])
+        self.assertEqual(splitMessages(b"BHS|^~\\&\rMSH|^~\\&|A|1\rPID|1\nMSH|^~\\&|A|2\rPID|2\nOBR|2\nBTS|2\n"),
+                         [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2\rPID|2\rOBR|2"])
+
     def test_conquestNumbering(self):
         message = parseText(PID, segment("ZDS", {1: "1.2.3^RIS^Application^DICOM"}))
         pid = message.segment("PID")

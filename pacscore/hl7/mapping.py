@@ -32,14 +32,15 @@ never cut into a value of their own.
 
 Values are made fit for their DICOM VR: outside LT, ST and UT a backslash
 (the value delimiter) becomes ``/``, control characters (an escaped line
-break) a space and leading spaces go, trailing spaces go everywhere (PS3.5
-6.2: they are not part of the value, so ``SPC1 `` is accession number
-``SPC1``); Patient's Sex keeps M, F and O (HL7's A and N are O, U and
-anything else empty); a timestamp that is no whole one of a real date
-and time (``00000000``, ``202403011099``, ``20240301T1030``:
-``timestamps.localDateAndTime``) leaves its date and its time empty, with
-one log line; so does a valid one without a day (``1980``, ``198001``: HL7's
-reduced precision, which no DICOM date holds), its log line saying so.
+break; a run of them, ``\\.sp 3\\``, is one) a space and leading spaces
+go, trailing spaces go everywhere (PS3.5 6.2: they are not part of the
+value, so ``SPC1 `` is accession number ``SPC1``); Patient's Sex keeps M,
+F and O (HL7's A and N are O, U and anything else empty); a timestamp that
+is no whole one of a real date and time (``00000000``, ``202403011099``,
+``20240301T1030``: ``timestamps.localDateAndTime``) leaves its date and
+its time empty, with one log line; so does a valid one without a day
+(``1980``, ``198001``: HL7's reduced precision, which no DICOM date
+holds), its log line saying so.
 
 HL7's null values: a field the message leaves empty (or a segment it
 lacks) changes nothing, so a change order (XO) keeps what the column holds;
@@ -70,7 +71,7 @@ _SOURCE = re.compile(r"([A-Z][A-Z0-9]{2})\.([1-9][0-9]*)(?:\.([0-9]+|DATE|TIME))
 _NOTHING = ("", "---")
 _GENERATED = ("*AN", "*UI")
 ALTERNATIVES = "|"  # between the sources of a column, the first sent one giving its value
-_CONTROL = re.compile(r"\r\n|[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_CONTROL = re.compile(r"(?:\r\n)+|[\x00-\x1f\x7f-\x9f]")  # line breaks (a run of them: \.sp 3\), C0, DEL and C1
 _PN_DELIMITERS = re.compile(r"[\^=]")
 TEXT_VRS = frozenset({"LT", "ST", "UT"})   # the VRs that may hold a backslash and line breaks
 # HL7 table 0001 (administrative sex) -> DICOM Patient's Sex (M, F, O); anything else is empty.

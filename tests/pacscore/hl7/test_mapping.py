@@ -540,6 +540,18 @@ class ConversionTests(unittest.TestCase):
         comments = column("Comments", "OBR.4.1", tag=PROC_COMMENTS, length=0)
         self.assertEqual(mapOne(comments, obr(service=service)), "CT\\MR\r\naxial\r\nleft\tright")
 
+    def test_skippedLinesAreOneSpaceOutsideText(self):
+        """``\\.sp 9\\`` (end the line, skip nine) gave nine spaces in a column
+        that is not LT, ST or UT: OBR-4 ``CT1^CT HEAD\\.sp 9\\WITH CONTRAST``
+        was stored in a 16-character ReqProcDescription as ``CT HEAD``, its
+        rest pushed out.  A run of line breaks is one space there, as README
+        says; LT, ST and UT keep them all."""
+        service = "CT1^CT HEAD\\.sp 9\\WITH CONTRAST"
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1", length=16), obr(service=service)), "CT HEAD WITH CON")
+        self.assertEqual(mapOne(column("Desc", "OBR.4.1"), obr(service="CT1^A\\.br\\\\.sp 2\\B\\.ce\\C")), "A B C")
+        comments = column("Comments", "OBR.4.1", tag=PROC_COMMENTS, length=0)
+        self.assertEqual(mapOne(comments, obr(service=service)), "CT HEAD" + "\r\n" * 9 + "WITH CONTRAST")
+
     def test_c1ControlCharactersToo(self):
         """The C1 control characters (U+0080 to U+009F: UTF-8 text made of
         Latin-1 read Windows-1252, a \\X81\\) were kept in names and

@@ -630,4 +630,5 @@ class Archive:
         return MLLPFactory(self.hl7Intake.handle, maxMessageSize=self.hl7MaxMessageSize,
                            idleTimeout=self.idleTimeout, clock=self.reactor, counters=self.counters,
                            application=self.aeTitle, limits=MLLPFactory.limitsFromIni(ini),
-                           maxBuffered=ini.getint("HL7MaxBufferedMB", DEFAULT_BUFFERED_MB) << 20)
+                           maxBuffered=ini.getint("HL7MaxBufferedMB", DEFAULT_BUFFERED_MB) << 20,
+                           inThread=self.inReactorPool)

@@ -8,7 +8,7 @@
 ``isHL7`` tells such a file from another by its first bytes.
 ``ack`` builds an original-mode ACK, also for bytes that could not be parsed
 (what ``salvage`` reads of them), ``batchAck`` the acknowledgment batch of a
-batch.
+batch, ``refusal`` the answer to a frame refused whole.
 ``isVersion2`` tells the MSH-12 versions we read (2.1 to 2.9, with any
 release: 2.3.1, 2.5.1); the others are answered in ours, 2.5.
 """
@@ -784,3 +784,19 @@ def batchAck(batch, acks, application="PACS", facility=""):
     if batch.fileHeader:
         parts.append(f"FTS|{len(batch.batches)}\r".encode("ascii"))
     return b"".join(parts)
+
+
+def refusal(raw, text, errorCode=207, application="PACS"):
+    """The answer (bytes) to ``raw``, an MLLP frame's bytes (or its first
+    ones) refused whole for ``text``: the AR of its first MSH
+    (``salvage``), or, when it holds an HL7 batch (``isBatch``), an
+    acknowledgment batch (``batchAck``) answering each message
+    ``readBatch`` finds in it AR."""
+    def rejected(piece):
+        return ack(salvage(piece), "AR", text, errorCode, application=application)
+
+    if not isBatch(raw):
+        return rejected(raw)
+    batch = readBatch(raw)
+    return batchAck(batch, [rejected(piece) for _, pieces in batch.batches for piece in pieces],
+                    application=application)

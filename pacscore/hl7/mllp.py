@@ -16,7 +16,9 @@ that gave up on a message and sent the next must not have the two run
 together: the second would take the first one's patient); an oversized
 frame gets an AR and the connection is closed, and so does a frame that
 would take the bytes of all connections' unfinished frames past the factory's
-``maxBuffered``; nothing a peer sends raises out of
+``maxBuffered`` (a frame holding an HL7 batch gets an acknowledgment batch,
+each message whose MSH is in the frame's first ``SALVAGE_BYTES`` AR, as
+for a handler failure every message of it); nothing a peer sends raises out of
 ``dataReceived``.  A peer that half-closes after sending (``nc -N``, a
 ``shutdown(SHUT_WR)``) still gets the ACKs of its messages; the connection
 closes once they are written.  The protocol is its transport's streaming
@@ -58,13 +60,25 @@ HEAD_BYTES = 80  # of a connection's first bytes, what is logged of an HTTP requ
 OUTSIDE, INSIDE, AFTER_END = "outside", "inside", "after end"
 
 PAUSE_QUEUE_LENGTH = 16   # messages waiting for the handler before we stop reading
-SALVAGE_BYTES = 65536     # what a refused frame keeps to answer it (its MSH)
+SALVAGE_BYTES = 65536     # what a refused frame keeps to answer it (its MSH; a batch's MSHs)
 DEFAULT_BUFFERED_MB = 64  # HL7MaxBufferedMB
 
 
 def frame(data):
     """``data`` in an MLLP block."""
     return START_BLOCK + data + END_BLOCK + b"\r"
+
+
+def _frameStart(buffer, chunk):
+    """What a refused frame keeps to answer it: its first ``SALVAGE_BYTES``
+    (``buffer``, the bytes held, then ``chunk``), cut after their last
+    segment end when the frame is longer, so that no message is answered
+    with a control ID cut short."""
+    start = bytes(buffer[:SALVAGE_BYTES]) + chunk[:max(0, SALVAGE_BYTES - len(buffer))]
+    if len(buffer) + len(chunk) > len(start):
+        end = max(start.rfind(b"\r"), start.rfind(b"\n"))
+        start = start[:end] if end > 0 else start
+    return start
 
 
 def httpRequestStarts(head):
@@ -96,7 +110,7 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
         self._head = b""           # the bytes before the first frame while whether they start an HTTP request is unknown; then None
         self._held = b""           # a first byte 0x16, unread until the next tells whether a TLS handshake starts
         self._queue = deque()      # complete messages waiting for the handler
-        self._busy = False         # the handler is working on a message
+        self._busy = False         # the handler is working on a message, or a refused frame's answer is made
         self._draining = False     # _processQueue is on the stack
         self._readPaused = False
         self._writePaused = False  # the transport's write buffer is full
@@ -324,7 +338,7 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
             self.factory.buffered += len(chunk)
             return True
         self.factory.count("hl7Errors")
-        self._refused = (bytes(self._buffer[:SALVAGE_BYTES]) + chunk[:SALVAGE_BYTES], why)
+        self._refused = (_frameStart(self._buffer, chunk), why)
         self._takeBuffer()
         self._processQueue()
         return False
@@ -386,8 +400,13 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
     def _handlerFailed(self, failure, raw):
         self.factory.count("hl7Errors")
         self.log.failure("{peer}: the HL7 handler failed, answering AR", failure, peer=self.peerName())
-        return message.ack(message.salvage(raw), "AR", "internal error while handling the message", 207,
-                           application=self.factory.application)
+        return self._refusal(raw, "internal error while handling the message")
+
+    def _refusal(self, raw, why):
+        """Deferred firing with the answer to a frame refused whole
+        (``message.refusal``: for a batch, every message AR), made in
+        the factory's ``inThread``."""
+        return self.factory.inThread(message.refusal, raw, why, 207, self.factory.application)
 
     def _answer(self, ackBytes):
         if self.connected:
@@ -402,10 +421,16 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
         self._processQueue()
 
     def _rejectRefused(self):
-        start, why = self._refused
-        self.transport.write(frame(message.ack(message.salvage(start), "AR", why, 207,
-                                               application=self.factory.application)))
-        self._refused = None
+        """Answer the refused frame (``_refused``, kept so that nothing
+        more is read) and close."""
+        self._busy = True
+        d = self._refusal(*self._refused)
+        d.addCallback(self._answer)
+        d.addErrback(self._answerFailed)
+        d.addBoth(self._refusalAnswered)
+
+    def _refusalAnswered(self, _):
+        self._busy = False
         self._close()
 
 
@@ -421,7 +446,9 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
     (handler failures, oversized frames, runs of bytes outside frames) and
     ``hl7Connections``; pass the archive's counters to share them.
     ``application`` (the AE title) is MSH-3 of the ACKs the listener
-    makes itself (an oversized message, a handler failure).
+    makes itself (an oversized message, a handler failure: for a frame
+    holding an HL7 batch, an acknowledgment batch, every message AR), in
+    ``inThread`` (a thread pool's Deferred-returning call; None: at once).
     """
 
     protocol = MLLPProtocol
@@ -433,10 +460,12 @@ class MLLPFactory(LimitedFactory, protocol.Factory):
     log = Logger()
 
     def __init__(self, handler, maxMessageSize=1 << 20, idleTimeout=300, clock=None, counters=None,
-                 application="PACS", limits=None, maxBuffered=DEFAULT_BUFFERED_MB << 20):
+                 application="PACS", limits=None, maxBuffered=DEFAULT_BUFFERED_MB << 20, inThread=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
+        # inThread(f, *args) -> Deferred: where the answer to a refused frame is made (a thread pool; None: at once)
+        self.inThread = inThread or defer.maybeDeferred
         self.application = application
         self.maxMessageSize = maxMessageSize if maxMessageSize > 0 else math.inf
         self.maxBuffered = max(maxBuffered, maxMessageSize) if maxBuffered > 0 else math.inf

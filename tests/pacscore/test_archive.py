@@ -30,6 +30,7 @@ from tests.interop.server import PacsServer, freePort
 from tests.pacscore.codecs.test_syntaxes import withoutJpegLS
 from tests.pacscore.control.running import RunningArchive
 from tests.pacscore.db.test_index import makeConquestDatabase
+from tests.pacscore.web.test_channel import until
 
 
 class UnencodableCodeTests(unittest.TestCase):
@@ -93,9 +94,11 @@ class MagDeviceFolderTests(unittest.TestCase):
 
 class HL7ListenerTests(unittest.TestCase):
 
+    @defer.inlineCallbacks
     def test_listenerAcksNameTheAETitle(self):
         """The AR the MLLP listener makes itself (a message over
-        HL7MaxMessageSize) names the AE title as sending application."""
+        HL7MaxMessageSize; in the reactor's thread pool) names the AE title
+        as sending application."""
         server = PacsServer(self.mktemp(), ae="RADPACS", ini={"HL7MaxMessageSize": "200"})
         archive = Archive(loadConfiguration(server.workdir, server.workdir), reactor)
         self.addCleanup(archive.engine.dispose)
@@ -104,6 +107,7 @@ class HL7ListenerTests(unittest.TestCase):
         protocol.makeConnection(transport)
         self.addCleanup(protocol.connectionLost, connectionDone)
         protocol.dataReceived(b"\x0bMSH|^~\\&|RIS|H|PACS|R|20261201||ORM^O01|BIG|P|2.3\rNTE|1||" + b"x" * 300)
+        yield until(lambda: transport.disconnecting)
         self.assertTrue(transport.disconnecting)
         reject = parseMessage(transport.value().strip(b"\x0b\x1c\r"))
         self.assertEqual((reject.value("MSA", 1), reject.value("MSA", 2), reject.value("MSH", 3)),

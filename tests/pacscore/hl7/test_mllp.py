@@ -11,8 +11,8 @@ from zope.interface import directlyProvides
 
 from pacscore.closing import CLOSE_BOUND
 from pacscore.dicom.admission import AssociationLimits
-from pacscore.hl7.message import ack, parseMessage
-from pacscore.hl7.mllp import MLLPFactory, frame
+from pacscore.hl7.message import ack, parseMessage, splitMessages
+from pacscore.hl7.mllp import SALVAGE_BYTES, MLLPFactory, frame
 from tests.pacscore.dicom.test_admission import Held, connectFrom
 
 
@@ -430,6 +430,49 @@ class MLLPTests(unittest.TestCase):
         self.assertEqual(reject.value("ERR", 3, 0), "207")
         self.assertEqual(len(self.failures(RuntimeError)), 1)
         self.assertEqual(self.factory.counters["hl7Errors"], 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_aBatchRefusedByTheListenerIsAnsweredByAnAcknowledgmentBatch(self):
+        """A frame holding an HL7 batch that the listener refuses itself (too
+        large, the handler failing) was answered by one ACK naming its first
+        message ('MSA|AR|G1|message larger than ...', no BHS, nothing for G2),
+        so a sender matching ACKs by control ID waited for G2 for ever: it
+        gets an acknowledgment batch, every message AR, as an applied batch's."""
+        batch = b"BHS|^~\\&|RIS|H|||||||BIG1\r" + hl7("G1") + b"\r" + hl7("G2") + b"\rNTE|1||"
+
+        def answered():
+            answer = self.transport.value()
+            self.assertTrue(answer.startswith(b"\x0b") and answer.endswith(b"\x1c\r"), answer)
+            segments = answer[1:-2].split(b"\r")
+            self.assertEqual(segments[-1], b"")
+            self.assertEqual((segments[0][:4], segments[0].split(b"|")[-1], segments[-2]), (b"BHS|", b"BIG1", b"BTS|2"))
+            acks = [parseMessage(raw).segment("MSA") for raw in splitMessages(answer)]
+            return [(msa.value(1), msa.value(2), msa.value(3)) for msa in acks]
+
+        made = []  # the answer is made in the factory's inThread (a thread pool), nothing more read meanwhile
+
+        def later(f, *args):
+            made.append(defer.Deferred().addCallback(lambda _: f(*args)))
+            return made[-1]
+
+        self.connect(maxMessageSize=SALVAGE_BYTES + 100, application="PACSAE", inThread=later)
+        cut = b"x" * (SALVAGE_BYTES - len(batch) - 20) + b"\r" + hl7("G3")  # G3's MSH not whole in what is kept
+        self.protocol.dataReceived(b"\x0b" + batch + cut + b"\rNTE|1||" + b"x" * 200)
+        self.protocol.dataReceived(b"\x1c\r" + frame(hl7("M3")))
+        self.assertEqual((self.transport.value(), self.transport.disconnecting, self.handler.received, len(made)),
+                         (b"", False, [], 1))
+        made[0].callback(None)
+        tooLarge = f"message larger than {SALVAGE_BYTES + 100} bytes"
+        self.assertEqual(answered(), [("AR", "G1", tooLarge), ("AR", "G2", tooLarge)])
+        self.assertTrue(self.transport.disconnecting)
+
+        def failing(raw):
+            raise RuntimeError("a bug")
+
+        self.connect(failing)
+        self.protocol.dataReceived(frame(batch + b"note\rBTS|2"))
+        self.assertEqual(answered(), [("AR", "G1", "internal error while handling the message"),
+                                      ("AR", "G2", "internal error while handling the message")])
         self.assertFalse(self.transport.disconnecting)
 
     def test_handlerErrbackOnUnparsableBytes(self):

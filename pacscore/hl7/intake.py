@@ -36,6 +36,7 @@ from pacscore.db.errors import IndexTimeout, databaseMessage, isTransient
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
 from pacscore.hl7.message import (
     HL7Error, Message, ack, batchAck, batchHeader, isBatch, isVersion2, parseMessage, readBatch, salvage)
+from pacscore.logvalues import shown
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
 WITHOUT_TRIGGER_EVENT = "ORM"  # HL7 v2.1's MSH-9 holds only the message type: ORM is ORM^O01
@@ -105,11 +106,18 @@ class WorklistIntake:
         ``Batch`` an MLLP sender waits on: its messages applied in order, as
         the drop folder applies a file's, up to the first one that may be
         applied later (``Outcome.retry``); those after it are not applied
-        (AR), for the sender to send them again after it."""
-        messages = [raw for _, batchMessages in batch.batches for raw in batchMessages]
+        (AR), for the sender to send them again after it.  Segments before
+        a batch's first MSH are in no message: refused with a log line, not
+        applied nor acknowledged as a message (``batchAck``)."""
+        messages = batch.messages()
+        controlId = batchHeader(batch.batches[0][0] or batch.fileHeader).value(11) or "?"
+        for stray in batch.strays():
+            self._count("hl7Errors")
+            self.log.warn("HL7 batch {controlId}: segments before the first MSH of a batch, in no message, refused "
+                          "(not acknowledged nor counted as one: BTS-2 says so): {segments}",
+                          controlId=controlId, segments=shown(stray))
         outcomes = yield applyMessages(self, messages, forPeer=True)
         acks = [outcome.ack for outcome in outcomes]
-        controlId = batchHeader(batch.batches[0][0] or batch.fileHeader).value(11) or "?"
         left = len(messages) - len(outcomes)
         if left:
             why = (f"not applied: message {len(outcomes)} of the batch, before it, may be applied later; "

@@ -587,6 +587,29 @@ class Batch(NamedTuple):
     fileHeader: bytes  # the FHS segment, b"" when there is none
     batches: list      # (its BHS segment, b"" when there is none; its raw messages), in order
 
+    def messages(self):
+        """Its messages in order, without the segments before a batch's
+        first MSH (``strays``)."""
+        return [piece for _, pieces in self.batches for piece in pieces if isMessage(piece)]
+
+    def strays(self):
+        """The segments before a batch's first MSH, which are in no message
+        (one piece a batch, its segments joined by CR)."""
+        return [piece for _, pieces in self.batches for piece in pieces if not isMessage(piece)]
+
+
+def isMessage(piece):
+    """Whether ``piece``, one of ``readBatch``'s, is a message, not the
+    segments before a batch's first MSH."""
+    return piece[:3] == b"MSH"
+
+
+def _strayComment(pieces):
+    """BTS-2 (batch comment) of a batch whose ``pieces`` hold segments
+    before its first MSH: how many, refused; "" when they hold none."""
+    segments = sum(piece.count(b"\r") + 1 for piece in pieces if not isMessage(piece))
+    return f"{segments} segment(s) before the first MSH refused: in no message" if segments else ""
+
 
 def readBatch(data):
     """The ``Batch`` of a file or buffer (see ``splitMessages``): a batch
@@ -760,10 +783,13 @@ def batchHeader(line):
 
 def batchAck(batch, acks, application="PACS", facility=""):
     """The acknowledgment batch (bytes) answering ``batch``, a ``Batch``:
-    ``acks``, the ACKs (``ack``) of its messages in order, each batch's in
-    a batch of ours (HL7 v2.5 2.10.3.4, every message acknowledged): BHS,
-    its BHS-12 the BHS-11 (batch control ID) it answers, the ACKs, and BTS,
-    its BTS-1 their count; in a file (FHS, its FHS-12 the FHS-11 it
+    ``acks``, the ACKs (``ack``) of its messages in order
+    (``Batch.messages``), each batch's in a batch of ours (HL7 v2.5
+    2.10.3.4, every message acknowledged): BHS, its BHS-12 the BHS-11
+    (batch control ID) it answers, the ACKs, and BTS, its BTS-1 their count
+    (segments before the batch's first MSH, no message, are neither
+    acknowledged nor counted: BTS-2, the batch comment, says they are
+    refused); in a file (FHS, its FHS-12 the FHS-11 it
     answers, and FTS, its FTS-1 the count of batches) when ``batch`` is
     one.  Each header is in the character set the sender's was read in
     (``batchHeader``), so that what it echoes is the bytes sent."""
@@ -777,10 +803,11 @@ def batchAck(batch, acks, application="PACS", facility=""):
         return _encodeText(_segmentsText(ours, [fields]), ours.codec)
 
     parts = [header(batch.fileHeader, "FHS")] if batch.fileHeader else []
-    for line, messages in batch.batches:
+    for line, pieces in batch.batches:
+        messages = sum(map(isMessage, pieces))
         parts.append(header(line, "BHS"))
-        parts.extend(next(acks) for _ in messages)
-        parts.append(f"BTS|{len(messages)}\r".encode("ascii"))
+        parts.extend(next(acks) for _ in range(messages))
+        parts.append(_segmentsText(Delimiters(), [["BTS", str(messages), _strayComment(pieces)]]).encode("ascii"))
     if batch.fileHeader:
         parts.append(f"FTS|{len(batch.batches)}\r".encode("ascii"))
     return b"".join(parts)
@@ -798,5 +825,4 @@ def refusal(raw, text, errorCode=207, application="PACS"):
     if not isBatch(raw):
         return rejected(raw)
     batch = readBatch(raw)
-    return batchAck(batch, [rejected(piece) for _, pieces in batch.batches for piece in pieces],
-                    application=application)
+    return batchAck(batch, [rejected(piece) for piece in batch.messages()], application=application)

@@ -480,6 +480,27 @@ class BatchTests(IntakeTestCase):
         self.assertEqual(segments[-1], b"BTS|0")
 
 
+    def test_segmentsBeforeTheFirstMSHAreNoMessage(self):
+        """Segments before a batch's first MSH were acknowledged and counted
+        as a message: 'PID|junk', then order M12 in BHS BX12 with BTS|1, got
+        an ACK 'MSA|AR||the message does not start with an MSH segment' and
+        BTS|2, logged as '2 message(s) in one MLLP frame', the sender having
+        sent one.  They are refused with a log line, and BTS-2, the batch
+        comment, says so; BTS-1 counts the messages."""
+        events = []
+        self.intake.log = Logger(observer=events.append)
+        raw = b"BHS|^~\\&|RIS||||||||BX12\rPID|junk\rNTE|1\r" + orderMessage("M12", "BACC12", "PAT12", "Doe^John")
+        segments, acks = self.answer(raw + b"\rBTS|1\r")
+        self.assertEqual(acks, [("AA", "M12")])
+        self.assertEqual(segments[-1], b"BTS|1|2 segment(s) before the first MSH refused: in no message")
+        self.assertEqual(sorted(self.rows()), ["BACC12"])
+        logged = [formatEvent(event) for event in events]
+        self.assertIn("HL7 batch BX12: segments before the first MSH of a batch, in no message, refused (not "
+                      "acknowledged nor counted as one: BTS-2 says so): b'PID|junk\\rNTE|1'", logged)
+        self.assertIn("HL7 batch BX12: 1 message(s) in one MLLP frame, 1 AA, answered by an acknowledgment batch",
+                      logged)
+        self.assertEqual(self.intake.counters["hl7Errors"], 1)
+
 class DropFolderTests(IntakeTestCase):
 
     def setUp(self):

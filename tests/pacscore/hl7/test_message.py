@@ -5,7 +5,8 @@ import re
 from twisted.trial import unittest
 
 from pacscore.hl7.message import (
-    Batch, HL7Error, UniqueNumbers, ack, charsetCodec, isBatch, isHL7, parseMessage, readBatch, salvage, splitMessages)
+    Batch, HL7Error, UniqueNumbers, ack, charsetCodec, isBatch, isHL7, parseMessage, readBatch, refusal, salvage,
+    splitMessages)
 from tests.pacscore.hl7.samples import PID, encoded, msh, obr, orc, orm, segment
 
 
@@ -629,6 +630,25 @@ class AckTests(unittest.TestCase):
             reply = self.parseAck(ack(salvage(raw), "AR", "unreadable"))
             self.assertEqual(reply.value("MSA", 1), "AR", raw)
 
+
+    def test_aRefusedBatchIsAnsweredByAnAcknowledgmentBatch(self):
+        """``refusal``: a frame refused whole, its every message AR, in an
+        acknowledgment batch when it holds a batch (segments before the
+        first MSH neither acknowledged nor counted, but said in BTS-2), else
+        in the ACK of its first MSH."""
+        batch = b"FHS|^~\\&|||||||||F1\rBHS|^~\\&|||||||||B1\rZDS|x\rMSH|^~\\&|A||||||ORM^O01|M1\rPID|1\r"
+        answer = refusal(batch + b"MSH|^~\\&|A||||||ORM^O01|M2", "too large", 207, "PACSAE")
+        segments = answer.split(b"\r")
+        self.assertEqual([s.split(b"|")[0] for s in segments], [b"FHS", b"BHS", b"MSH", b"MSA", b"ERR", b"MSH", b"MSA",
+                                                                 b"ERR", b"BTS", b"FTS", b""])
+        self.assertEqual((segments[0].split(b"|")[-1], segments[1].split(b"|")[-1]), (b"F1", b"B1"))
+        self.assertEqual([(m.value("MSH", 3), m.value("MSA", 1), m.value("MSA", 2), m.value("MSA", 3))
+                          for m in map(parseMessage, splitMessages(answer))],
+                         [("PACSAE", "AR", "M1", "too large"), ("PACSAE", "AR", "M2", "too large")])
+        self.assertEqual(segments[-3:], [b"BTS|2|1 segment(s) before the first MSH refused: in no message",
+                                         b"FTS|1", b""])
+        single = self.parseAck(refusal(b"MSH|^~\\&|A||||||ORM^O01|M3\rPID|1", "too large"))
+        self.assertEqual((single.value("MSA", 1), single.value("MSA", 2)), ("AR", "M3"))
 
 class UniqueNumberTests(unittest.TestCase):
 

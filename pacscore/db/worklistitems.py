@@ -58,6 +58,7 @@ from sqlalchemy import delete, func, insert, inspect, or_, select, update
 from twisted.logger import Logger
 
 from pacscore.db.peerqueries import Abandoned
+from pacscore.logvalues import named
 
 INSERT_CONTROLS = frozenset(("NW",))
 UPDATE_CONTROLS = frozenset(("XO",))
@@ -182,8 +183,9 @@ class WorklistItems:
         failed): rolled back, not committed."""
         applied = [self._applyOne(connection, order) for order in orders]
         if failed is not None and failed.is_set():
-            raise Abandoned(f"HL7 order(s) {', '.join(order.values.get(self.accessionColumn, '') for order in orders)} "
-                            f"answered as failed (SQLTimeOut) before the database applied them")
+            accessionNumbers = named((order.values.get(self.accessionColumn, "") for order in orders), "orders")
+            raise Abandoned(f"HL7 order(s) {accessionNumbers} answered as failed (SQLTimeOut) before the database "
+                            f"applied them")
         return applied
 
     def _applyOne(self, connection, order):

@@ -36,7 +36,7 @@ from pacscore.db.errors import IndexTimeout, databaseMessage, isTransient
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
 from pacscore.hl7.message import (
     HL7Error, Message, ack, batchAck, batchHeader, isBatch, isVersion2, parseMessage, readBatch, salvage)
-from pacscore.logvalues import shown
+from pacscore.logvalues import named, shown
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
 WITHOUT_TRIGGER_EVENT = "ORM"  # HL7 v2.1's MSH-9 holds only the message type: ORM is ORM^O01
@@ -51,20 +51,12 @@ TABLE_VALUE_NOT_FOUND = 103
 APPLICATION_ERROR = 207
 
 
-ORDERS_NAMED = 10  # of a message's orders, how many its log line names; the others are counted
-
-
 def _actionsText(applied):
     """What became of the orders ``applied`` (``NW ACC1: inserted, ...``),
-    the first ``ORDERS_NAMED`` named, the others counted by action: one
+    the first ones named, the others counted by action (``named``): one
     message may hold thousands."""
-    applied = list(applied)
-    text = ", ".join(f"{a.control} {a.accessionNumber}: {a.action}" for a in applied[:ORDERS_NAMED])
-    others = Counter(a.action for a in applied[ORDERS_NAMED:])
-    if others:
-        text += (f" and {sum(others.values())} more orders (" +
-                 ", ".join(f"{count} {action}" for action, count in sorted(others.items())) + ")")
-    return text
+    return named((f"{a.control} {a.accessionNumber}: {a.action}" for a in applied), "orders",
+                 kinds=[a.action for a in applied])
 
 
 class Outcome(NamedTuple):

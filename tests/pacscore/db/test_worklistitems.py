@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from pacscore.config.dicomsql import DatabaseLayout
 from pacscore.db.index import Index
+from pacscore.db.peerqueries import Abandoned
 from pacscore.db.worklistitems import OrderRefused, WorklistItems
 from pacscore.hl7.mapping import OrderItem
 from tests.pacscore.db.test_schema import TABLE_NAMES, sqliteEngine
@@ -169,6 +170,23 @@ class WorklistItemsTests(unittest.TestCase):
         with capturedLogs() as events:
             self.items.check()
         self.assertNotIn("trimmed", "\n".join(formatEvent(e) for e in events))
+
+    def test_anAbandonedWriteNamesItsOrdersInABoundedText(self):
+        """A message of 3,000 orders answered as failed (SQLTimeOut) before
+        the database applied them was logged in one line of 29,084 bytes
+        ('a write was abandoned (HL7 order(s) HACC0, HACC1, ...'): its
+        text names the first ten and counts the others, as the line of an
+        applied message does; nothing of it is committed."""
+        def answeredAsFailed(function, orders, failed):
+            failed.set()
+            return runNow(self.index)(function, orders, failed)
+
+        self.items.writeForPeer = answeredAsFailed
+        orders = [order("NW", f"HACC{n}", PatientName="MANY^ORDERS") for n in range(3000)]
+        abandoned = self.failureResultOf(self.items.apply(orders, forPeer=True), Abandoned)
+        self.assertEqual(abandoned.getErrorMessage(), "HL7 order(s) " + ", ".join(f"HACC{n}" for n in range(10))
+                         + " and 2990 more orders answered as failed (SQLTimeOut) before the database applied them")
+        self.assertEqual(self.rows(), [])
 
     def test_throughTheIndexWriter(self):
         items = WorklistItems(self.index)

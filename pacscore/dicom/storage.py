@@ -29,7 +29,8 @@ class StorageService:
     The sub-operations of a retrieve the archive started itself
     (``ownRetrieves``, an ``OwnRetrieves``: ``preretrieve``) are stored
     without the import and export converters; those of a virtual server's
-    fetch with them, knowing the archive they came from (``fetchedFrom``).
+    fetch with them, knowing the archive they came from (``fetchedFrom``),
+    the fetch told of each one stored (``OwnRetrieves.storing``).
     """
 
     log = Logger()
@@ -68,22 +69,26 @@ class StorageService:
                 dataset.discard()
             refuse(protocol, contextId, command, contextClass, f"a {incoming.sopClassUID} object on this context")
             return defer.succeed(None)
-        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set")
+        onStored = None if self.ownRetrieves is None else self.ownRetrieves.storing(command)
+        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set", onStored)
         stored.addCallback(self._respond, protocol, contextId, command)
         return stored
 
-    def storeIncoming(self, incoming, dataset, missing):
+    def storeIncoming(self, incoming, dataset, missing, onStored=None):
         """Store ``incoming`` from its spool ``dataset`` (None: there is
         none, ``missing`` says why). Fires with ``(status, comment)``, a
-        failure counted and logged."""
+        failure counted and logged; ``onStored(uid)`` hears of the object
+        once it is stored."""
         if dataset is None:
             stored = defer.fail(InvalidDataset(missing))
         else:
             stored = timed(self.objectStore.store(incoming, dataset), self.counters, "storeTime")
-        stored.addCallbacks(self._success, self._failure, errbackArgs=(incoming,))
+        stored.addCallbacks(self._success, self._failure, callbackArgs=(incoming, onStored), errbackArgs=(incoming,))
         return stored.addCallback(self._counted, incoming)
 
-    def _success(self, relative):
+    def _success(self, relative, incoming, onStored):
+        if onStored is not None:
+            onStored(incoming.sopInstanceUID)
         self.counters["imagesReceived"] = self.counters.get("imagesReceived", 0) + 1
         return SUCCESS, None
 

@@ -53,8 +53,9 @@ The index failing while the requestor waits (``_instancesOf``: bounded by
 The objects it listed that did not arrive (a C-MOVE that failed partway)
 and no other sent are ``lost``: the retrieve counts them as failed
 sub-operations, but for those its own query finds (stored after the
-fetch looked); every object asked for is deleted again as any fetched
-(``CacheVirtualData = 0``, ``Fetched.held``).  One that could not be reached, or whose
+fetch looked); every object asked for is held (``Fetched.held``), and
+deleted again (``CacheVirtualData = 0``) if one of our C-MOVEs stored it
+(``_stored``), not a modality meanwhile.  One that could not be reached, or whose
 association failed (a timeout, an abort), is held off for
 ``FailHoldOff`` seconds (60), as the export queue holds a destination
 off: the requests of that time leave it out at once, logged, instead of
@@ -122,7 +123,8 @@ class Fetched(NamedTuple):
     arrived when it looked, of those listed that had not (one still being
     stored may come after: the retrieve counts as failed those its own
     query does not find), and of those to ``release`` once the retrieve is
-    over: every one asked for, arrived or not."""
+    over: every one asked for, arrived or not (it deletes those our C-MOVEs
+    stored)."""
 
     arrived: list
     lost: list
@@ -242,6 +244,7 @@ class VirtualServers:
         # the archive's OwnRetrieves: our C-MOVEs register in it, so that what they bring is not forwarded back
         self.ownRetrieves = ownRetrieves
         self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
+        self._brought = set()  # the SOP Instance UIDs held that our C-MOVEs stored here: those release deletes
 
     @classmethod
     def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions, ownRetrieves=None):
@@ -548,7 +551,7 @@ class VirtualServers:
 
     async def _move(self, protocol, moveClass, identifier, onPending, source):
         own = self.ownRetrieves
-        messageID = None if own is None else own.begin(source)
+        messageID = None if own is None else own.begin(source, None if self.cache else self._stored)
         try:
             command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
                                                                               onPending, messageID))
@@ -561,6 +564,12 @@ class VirtualServers:
             raise VirtualServerError(f"C-MOVE to {self.aeTitle} ended with status 0x{status:04X} "
                                      f"({failed} sub-operations failed)")
 
+    def _stored(self, uid):
+        """One of our C-MOVEs stored the object ``uid`` here (``OwnRetrieves.storing``):
+        ``release`` deletes it if a retrieve holds it (CacheVirtualData = 0)."""
+        if uid in self._holders:
+            self._brought.add(uid)
+
     def _hold(self, uids):
         """One more retrieve under way holds the objects ``uids`` (with
         CacheVirtualData = 0): ``release`` deletes an object once none does."""
@@ -569,9 +578,11 @@ class VirtualServers:
 
     async def release(self, fetched):
         """A retrieve is over: delete the objects it held (``Fetched.held``:
-        the SOP Instance UIDs asked for, those that arrived late too, and
-        those another retrieve fetched) that no other retrieve under way
-        holds, unless the fetched data is kept (CacheVirtualData).  The index
+        the SOP Instance UIDs asked for, and those another retrieve fetched)
+        that no other retrieve under way holds and one of our C-MOVEs
+        stored here (``_stored``: those that arrived late too), unless the
+        fetched data is kept (CacheVirtualData).  One asked for that came
+        by other means (a modality sent it meanwhile) stays.  The index
         failing, or stopping (pacs stopping), they stay, with a warning: no
         record of them is kept for the next start to delete them."""
         if self.cache or not fetched:
@@ -586,16 +597,24 @@ class VirtualServers:
                           "(CacheVirtualData = 0): it deletes them", count=len(fetched) - len(free))
         if not free:
             return
+        brought = {uid for uid in free if uid in self._brought}
+        self._brought.difference_update(free)
         try:
             instances = await self.index.runQuery(self.query.instancesByUID, free)  # none waits on it
-            count = (await self.actions.removeInstances(instances)).removed
+            ours = [instance for instance in instances if instance.sopInstanceUID in brought]
+            count = (await self.actions.removeInstances(ours)).removed if ours else 0
         except (IndexStopped, *DATABASE_FAILURES) as e:
-            self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
-                          "{error}", count=len(free), error=e if isinstance(e, IndexStopped) else
-                          f"the index database: {databaseMessage(e)}")
+            if brought:
+                self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
+                              "{error}", count=len(brought), error=e if isinstance(e, IndexStopped) else
+                              f"the index database: {databaseMessage(e)}")
             return
-        self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
-                      count=count)
+        if len(ours) < len(instances):
+            self.log.info("{count} object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they "
+                          "were stored here by other means, not by their C-MOVEs", count=len(instances) - len(ours))
+        if ours:
+            self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
+                          count=count)
 
     async def _instancesOf(self, uids):
         """The index's ``Instance``s of the SOP Instance UIDs ``uids``

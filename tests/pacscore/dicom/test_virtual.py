@@ -22,6 +22,7 @@ from pacscore.dicom import commands
 from pacscore.dicom.client import NodeUnreachable
 from pacscore.dicom import virtual
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
+from pacscore.dicom.ownretrieves import OwnRetrieves
 from pacscore.dicom.protocol import AssociationLost
 from pacscore.dicom.models import (
     PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE)
@@ -229,11 +230,12 @@ class VirtualServerTests(unittest.TestCase):
         busy = BusyArchive()
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
         servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), archive, archive.query, archive,
-                                 cache=False)
+                                 cache=False,
+                                 ownRetrieves=archive.own)
         pending = []
 
         def move(sopClass, identifier, destination, onPending=None, messageID=None):
-            archive.here += identifier.SOPInstanceUID[:2]
+            archive.storedBy(messageID, identifier.SOPInstanceUID[:2])
             onPending({})
             return defer.Deferred()
         busy.move = move
@@ -440,7 +442,7 @@ class VirtualServerTests(unittest.TestCase):
         listing = {"A": defer.Deferred(), "B": defer.Deferred()}
         moved = []
 
-        def answer(ae, uids):
+        def answer(ae, uids, messageID):
             index.here += uids
             return defer.succeed(({commands.STATUS: 0}, None))
         answeredBy(servers, listing, moved, answer)
@@ -463,7 +465,7 @@ class VirtualServerTests(unittest.TestCase):
         listing = {ae: defer.Deferred() for ae in "ABC"}
         moved = []
 
-        def answer(ae, uids):
+        def answer(ae, uids, messageID):
             if ae == "A":
                 index.here += uids[:1]
                 return defer.succeed(({commands.STATUS: 0xC000, commands.FAILED_SUBOPERATIONS: 3}, None))
@@ -495,7 +497,8 @@ class VirtualServerTests(unittest.TestCase):
         67 here are fetched (``release`` deletes them), the 3 others lost."""
         archive = FetchingArchive()
         servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), archive, archive.query, archive,
-                                 cache=False)
+                                 cache=False,
+                                 ownRetrieves=archive.own)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(70)]
 
         async def remoteImages(protocol, findClass, level, keys):
@@ -523,7 +526,8 @@ class VirtualServerTests(unittest.TestCase):
         for good), and released."""
         index = FetchingArchive()
         servers = VirtualServers([VirtualServer("B", 1)], None, "FRONT", Clock(), index, index.query, index,
-                                 cache=False)
+                                 cache=False,
+                                 ownRetrieves=index.own)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)]
         moved = movedBy(servers, images, index)
         identifier = study("1")
@@ -548,9 +552,10 @@ class VirtualServerTests(unittest.TestCase):
             index.runQuery = lambda fn, uids: defer.Deferred()
             index.queryForPeer = lambda fn, uids: answers.pop(0)
             servers = VirtualServers([VirtualServer("A", number=0), VirtualServer("B", number=1)], None, "FRONT",
-                                     Clock(), index, index.query, index, cache=False)
+                                     Clock(), index, index.query, index, cache=False,
+                                     ownRetrieves=index.own)
             listing = {"A": defer.succeed([RemoteImage("P1", "1", "1.1", "1.1.1")]), "B": defer.Deferred()}
-            answeredBy(servers, listing, [], lambda ae, uids: defer.succeed(({commands.STATUS: 0}, None)))
+            answeredBy(servers, listing, [], lambda ae, uids, messageID: defer.succeed(({commands.STATUS: 0}, None)))
             with capturedLogs() as events:
                 fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
                 self.failureResultOf(fetching, IndexTimeout)
@@ -565,7 +570,8 @@ class VirtualServerTests(unittest.TestCase):
         deleted by ``release`` with the others once it is here."""
         index = FetchingArchive()
         servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
-                                 cache=False)
+                                 cache=False,
+                                 ownRetrieves=index.own)
         images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
         moved = movedBy(servers, images, index)
         late = []
@@ -586,7 +592,8 @@ class VirtualServerTests(unittest.TestCase):
         for answering in (True, False):
             index = FetchingArchive()
             servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
-                                     cache=False)
+                                     cache=False,
+                                     ownRetrieves=index.own)
             images = [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)]
             movedBy(servers, images, index)
             answers = [defer.succeed([]), defer.fail(OperationalError("SELECT", {}, Exception("connection failed")))]
@@ -602,6 +609,31 @@ class VirtualServerTests(unittest.TestCase):
                 "2 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): the index "
                 "database: down"])
 
+    def test_anObjectAModalityStoredMeanwhileIsNotDeleted(self):
+        """CacheVirtualData = 0, an archive lists 2 objects, its C-MOVE
+        sends one and fails the other, which a modality stores here while
+        the retrieve is under way: release deletes the one our C-MOVE
+        stored, never the modality's (a line says it stays)."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False, ownRetrieves=index.own)
+
+        def answer(ae, uids, messageID):
+            index.storedBy(messageID, uids[:1])
+            return defer.succeed(({commands.STATUS: 0xA702, commands.FAILED_SUBOPERATIONS: 1}, None))
+        listing = {"B": defer.succeed([RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)])}
+        answeredBy(servers, listing, [], answer)
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        self.assertEqual(fetched, Fetched(["1.1.0"], ["1.1.1"], ("1.1.0", "1.1.1")))
+        index.here.append("1.1.1")  # a modality's C-STORE, not one of our C-MOVE's
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+        self.assertEqual(index.removed, ["1.1.0"])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "1 object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they were stored here by other "
+            "means, not by their C-MOVEs",
+            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+
     def test_anObjectAnotherRetrieveSendsIsNotDeleted(self):
         """CacheVirtualData = 0, two retrieves of one object under way: the
         first fetches it, the second finds it here, fetched by the first,
@@ -610,7 +642,8 @@ class VirtualServerTests(unittest.TestCase):
         under way fetched is not held."""
         index = FetchingArchive()
         servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
-                                 cache=False)
+                                 cache=False,
+                                 ownRetrieves=index.own)
         moved = movedBy(servers, [RemoteImage("P1", "1", "1.1", "1.1.1"), RemoteImage("P1", "1", "1.1", "1.1.2")],
                         index)
         index.here.append("1.1.2")  # here before
@@ -691,8 +724,12 @@ class StoppingTests(unittest.TestCase):
         servers = running.archive.virtualServers
         yield running.archive.index._writer.stop()  # as the stop of pacs does first
         with capturedLogs() as events:
+            servers._hold([image.sopUID])  # as a fetch whose C-MOVE stored it
+            servers._stored(image.sopUID)
             yield defer.ensureDeferred(servers.release([image.sopUID]))
             yield running.stop()
+            servers._hold([image.sopUID])
+            servers._stored(image.sopUID)
             yield defer.ensureDeferred(servers.release([image.sopUID]))
         self.assertEqual([formatEvent(e) for e in events if "virtual" in formatEvent(e)], [
             "1 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): pacs-db-writer is "
@@ -744,14 +781,25 @@ class FetchingArchive:
 
     def __init__(self):
         self.here, self.moves, self.removed = [], 0, []
+        self.own = OwnRetrieves("FRONT")  # the fetch's C-MOVEs register here (ownRetrieves)
+
+    def storedBy(self, messageID, uids):
+        """The C-STOREs of our C-MOVE ``messageID`` stored ``uids`` here
+        (``StorageService`` tells the fetch of each)."""
+        self.here += uids
+        onStored = self.own.storing({commands.MOVE_ORIGINATOR_AE: "FRONT",
+                                     commands.MOVE_ORIGINATOR_MESSAGE_ID: messageID})
+        if onStored is not None:
+            for uid in uids:
+                onStored(uid)
 
     def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
         self.moves += 1
         uids = list(identifier.SOPInstanceUID)
         if self.moves == 1:
-            self.here += uids
+            self.storedBy(messageID, uids)
             return defer.succeed(({commands.STATUS: 0}, None))
-        self.here += uids[:3]
+        self.storedBy(messageID, uids[:3])
         return defer.succeed(({commands.STATUS: 0xA801, commands.FAILED_SUBOPERATIONS: len(uids) - 3}, None))
 
     def release(self):
@@ -785,9 +833,9 @@ def movedBy(servers, images, index):
             uids = identifier.get("SOPInstanceUID")
             uids = [uids] if isinstance(uids, str) else None if uids is None else list(uids)
             moved.append((identifier.QueryRetrieveLevel, identifier.SeriesInstanceUID, uids))
-            index.here += [image.sopInstanceUID for image in images
-                           if image.seriesInstanceUID == identifier.SeriesInstanceUID
-                           and (uids is None or image.sopInstanceUID in uids)]
+            index.storedBy(messageID, [image.sopInstanceUID for image in images
+                                       if image.seriesInstanceUID == identifier.SeriesInstanceUID
+                                       and (uids is None or image.sopInstanceUID in uids)])
             return defer.succeed(({commands.STATUS: 0}, None))
 
         def release(self):
@@ -805,7 +853,7 @@ def movedBy(servers, images, index):
 def answeredBy(servers, listing, moved, answer):
     """``servers`` ask their archives through stand-ins: an archive's
     listing is ``listing[ae]`` (a Deferred), its C-MOVEs are recorded in
-    ``moved`` as (ae, uids) and answered by ``answer(ae, uids)``."""
+    ``moved`` as (ae, uids) and answered by ``answer(ae, uids, messageID)``."""
     class Archive:
         def __init__(self, ae):
             self.ae = ae
@@ -814,7 +862,7 @@ def answeredBy(servers, listing, moved, answer):
             uids = identifier.SOPInstanceUID
             uids = [uids] if isinstance(uids, str) else list(uids)
             moved.append((self.ae, uids))
-            return answer(self.ae, uids)
+            return answer(self.ae, uids, messageID)
 
         def release(self):
             return defer.succeed(None)

@@ -495,7 +495,9 @@ class VirtualServers:
         UIDs, which select part of a series (a series C-MOVE would bring the
         rest, never asked for, which ``release`` would not delete).  Those
         it asks for and those here that another retrieve under way fetched
-        (added to ``adopted``) are held (``_hold``)."""
+        (added to ``adopted``) are held (``_hold``), each once per retrieve:
+        one another archive of this retrieve asked for (in ``fetching``,
+        here since) is not held again."""
         async def choose(protocol):
             images = {image.sopInstanceUID: image
                       for image in await self._remoteImages(protocol, findClass, level, keys) if image.sopInstanceUID}
@@ -503,7 +505,8 @@ class VirtualServers:
             taken = set(fetching)
             missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
             fetching.extend(image.sopInstanceUID for image in missing)
-            adopting = [uid for uid in images if uid in known and uid in self._holders and uid not in adopted]
+            adopting = [uid for uid in images if uid in known and uid in self._holders
+                        and uid not in taken and uid not in adopted]  # held once per retrieve
             adopted.extend(adopting)
             self._hold([image.sopInstanceUID for image in missing] + adopting)
             others = [image for uid, image in images.items() if uid not in known and uid in taken]

@@ -454,6 +454,33 @@ class VirtualServerTests(unittest.TestCase):
                                                                  ("1.1.2", "1.1.3", "1.1.1")))
         self.assertEqual(moved, [("B", ["1.1.2", "1.1.3"]), ("A", ["1.1.1"])])
 
+    def test_anObjectTwoArchivesListIsHeldOnceWithoutCaching(self):
+        """CacheVirtualData = 0, an object two archives list: the first
+        lists it and moves it here before the second's listing comes, which
+        finds it here, held by this same retrieve: it is held once (not
+        taken for one another retrieve holds), and release deletes it."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("A", number=0), VirtualServer("B", number=1)], None, "FRONT",
+                                 Clock(), index, index.query, index, cache=False, ownRetrieves=index.own)
+        listing = {"A": defer.Deferred(), "B": defer.Deferred()}
+        moved = []
+
+        def answer(ae, uids, messageID):
+            index.storedBy(messageID, uids)
+            return defer.succeed(({commands.STATUS: 0}, None))
+        answeredBy(servers, listing, moved, answer)
+        fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
+        image = RemoteImage("P1", "1", "1.1", "1.1.1")
+        listing["A"].callback([image])
+        listing["B"].callback([image])
+        fetched = self.successResultOf(fetching)
+        self.assertEqual((fetched, moved), (Fetched(["1.1.1"], [], ("1.1.1",)), [("A", ["1.1.1"])]))
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+        self.assertEqual((index.removed, dict(servers._holders)), (["1.1.1"], {}))
+        self.assertEqual([formatEvent(e) for e in events], [
+            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+
     def test_whatOneFailedToSendIsAskedOfTheOthersThatListedIt(self):
         """The objects the archive that listed them first failed to send
         (a failure status, a timeout, an abort) are asked, after, of the

@@ -503,14 +503,18 @@ class Archive:
         (SQLite then checkpoints its write-ahead log into the database file
         and removes it); returns a Deferred.  The stores under way end
         first, with the index and the I/O pool still running: the copies
-        they replace are removed (in the pool) once they are committed."""
+        they replace are removed (in the pool) once they are committed; so
+        do the deletes of what the retrieves under way fetched from virtual
+        servers (CacheVirtualData = 0), which their abort releases."""
         self.commitments.stop()
         if self.mppsForwarder is not None:
             self.mppsForwarder.stop()
         deadline = self.reactor.seconds() + self.quitGracePeriod  # one grace period for the stores and the pools
         d = defer.gatherResults([self._storesEnded(),
                                  self.luaChunks.stop(self.quitGracePeriod)]
-                                + ([self.moves.stop()] if self.moves is not None else []))
+                                + ([self.moves.stop()] if self.moves is not None else [])
+                                + ([self.virtualServers.stop(self.quitGracePeriod)]
+                                   if self.virtualServers is not None else []))
         # what else was queued runs, in what is left of it
         d.addCallback(lambda _: self.workers.stop(max(deadline - self.reactor.seconds(), 0)))
         d.addCallback(lambda _: self.inReactorPool(codecprocesses.PROCESSES.shutdown,

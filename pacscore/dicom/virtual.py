@@ -24,7 +24,8 @@ for, left here for good with ``CacheVirtualData = 0``.  They are stored
 and indexed like any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over, unless another retrieve
 under way holds them (``_hold``: it fetched them too, or its archive
-listed them while here); by default they stay,
+listed them while here); pacs stopping waits for those deletes (``stop``,
+at most ``QuitGracePeriod``); by default they stay,
 so the archive works as a DICOM cache.  The C-MOVEs are registered in the
 archive's ``OwnRetrieves`` (``pacscore.dicom.ownretrieves``) with the AE
 title of the archive they fetch from: what they bring goes through the
@@ -245,6 +246,8 @@ class VirtualServers:
         self.ownRetrieves = ownRetrieves
         self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
         self._brought = set()  # the SOP Instance UIDs held that our C-MOVEs stored here: those release deletes
+        self._releasing = 0  # releases under way
+        self._idle = []  # Deferreds of stop, fired once nothing is held nor being released
 
     @classmethod
     def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions, ownRetrieves=None):
@@ -579,7 +582,38 @@ class VirtualServers:
         if not self.cache:
             self._holders.update(uids)
 
+    def stop(self, timeout):
+        """pacs stopping, its associations aborted (the retrieves under way
+        end and release what they hold): fires once nothing fetched is held
+        nor being released (CacheVirtualData = 0), the deletes done while
+        the index still runs; after ``timeout`` seconds (QuitGracePeriod)
+        the stop goes on, and a warning says how many stay."""
+        if not self._holders and not self._releasing:
+            return defer.succeed(None)
+        idle = defer.Deferred()
+        self._idle.append(idle)
+
+        def late(failure):
+            failure.trap(defer.TimeoutError)
+            self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
+                          "pacs stopped after {grace} s (QuitGracePeriod) with retrieves holding them under way",
+                          count=len(self._holders), grace=timeout)
+        return idle.addTimeout(timeout, self.reactor).addErrback(late)
+
     async def release(self, fetched):
+        """``_release``, which ``stop`` waits for."""
+        self._releasing += 1
+        try:
+            await self._release(fetched)
+        finally:
+            self._releasing -= 1
+            if not self._holders and not self._releasing:
+                idle, self._idle = self._idle, []
+                for waiting in idle:
+                    if not waiting.called:
+                        waiting.callback(None)
+
+    async def _release(self, fetched):
         """A retrieve is over: delete the objects it held (``Fetched.held``:
         the SOP Instance UIDs asked for, and those another retrieve fetched)
         that no other retrieve under way holds and one of our C-MOVEs

@@ -26,7 +26,7 @@ from twisted.trial import unittest
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column
 from tests.interop.peers import DcmqrscpServer, OrthancServer, StorescpServer
-from tests.interop.server import PacsServer, dcmtk
+from tests.interop.server import PacsServer, dcmtk, waitFor
 from tests.interop.test_find import findscu
 from tests.interop.test_retrieve import getObjects, getSeries, movescu
 from tests.interop.test_web import httpGet
@@ -150,6 +150,27 @@ class VirtualServerTests(unittest.TestCase):
         self.assertIn("6 object(s) fetched from virtual servers deleted", self.front.log())
         self.assertFalse({i.sopUID for i in self.byPatient[self.there]}
                          & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
+    def test_aStopWhileARetrieveSendsDeletesWhatItFetched(self):
+        """CacheVirtualData = 0, SIGTERM while a C-MOVE sends the 6 objects
+        FRONT fetched to a slow destination: the stop aborts the retrieve
+        and waits for its release, which deletes them (not left here with
+        no line, the reactor stopped under it)."""
+        viewer = StorescpServer(os.path.join(self.workdir, "slow"), aet=DESTINATION, options=("--sleep-during", "1"))
+        self.front.addNode(DESTINATION, viewer.port)
+        viewer.start()
+        self.addCleanup(viewer.stop)
+        self.startFront(CacheVirtualData="0")
+        fetched = {i.sopUID for i in self.byPatient[self.there]}
+        retrieve = threading.Thread(target=movescu, args=(self.front, DESTINATION, "STUDY",
+                                                          {"StudyInstanceUID": self.byPatient[self.there][0].studyUID}))
+        retrieve.start()
+        self.addCleanup(retrieve.join)
+        waitFor(lambda: "virtual server BACKEND: 6 object(s) fetched" in self.front.log(), 30, "the fetch")
+        self.front.stop()
+        self.assertIn("stopping: aborting", self.front.log())
+        self.assertIn("6 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)", self.front.log())
+        self.assertFalse(fetched & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
 
     def test_wholeSeriesMovesLeaveWhatIsHereAsItIs(self):
         """VirtualPerSeries0 = 1, FRONT holding a locally corrected copy

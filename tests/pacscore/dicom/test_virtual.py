@@ -765,6 +765,33 @@ class StoppingTests(unittest.TestCase):
             "started"])
 
 
+    def test_theStopWaitsForTheReleasesThenWarns(self):
+        """pacs stopping waits for the retrieves holding fetched objects to
+        release them (their abort ends them), at most QuitGracePeriod: one
+        released meanwhile deletes its objects; one still holding them then
+        leaves them, with a warning."""
+        for releasing in (True, False):
+            index, clock = FetchingArchive(), Clock()
+            servers = VirtualServers([VirtualServer("B")], None, "FRONT", clock, index, index.query, index,
+                                     cache=False, ownRetrieves=index.own)
+            movedBy(servers, [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)], index)
+            fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+            with capturedLogs() as events:
+                stopped = servers.stop(30)
+                clock.advance(29)
+                self.assertNoResult(stopped)
+                if releasing:
+                    self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+                else:
+                    clock.advance(1)
+                self.successResultOf(stopped)
+            self.assertEqual(index.removed, ["1.1.0", "1.1.1"] if releasing else [])
+            self.assertEqual([formatEvent(e) for e in events], [
+                "2 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)" if releasing else
+                "2 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): pacs stopped after "
+                "30 s (QuitGracePeriod) with retrieves holding them under way"])
+
+
 class Answering:
     """An archive that answers each C-FIND with ``status`` and, on success,
     one match."""

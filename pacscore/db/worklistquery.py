@@ -3,10 +3,8 @@
 ``WorklistQuery.find`` answers with one SELECT on the dicom.sql *WorkList*
 table, every request value a bound parameter.  Keys map to columns by TAG:
 the keys of the identifier's top level and those of its Scheduled Procedure
-Step Sequence item (and of the items of the sequences dicom.sql marks) come
-flattened, as the table holds one scheduled procedure step per row (its
-sequence markers are descriptive only); ``pacscore.dicom.worklist`` leaves
-out those of other sequences' items.
+Step Sequence item come flattened, as the table holds one scheduled
+procedure step per row (its sequence markers are descriptive only).
 
 Each key matches as in the Q/R C-FIND (``pacscore.db.query.matchCondition``:
 wildcards, DA/TM ranges, UID lists, case-insensitive person names and

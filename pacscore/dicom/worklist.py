@@ -4,27 +4,22 @@ A worklist identifier has no Query/Retrieve Level (one sent is ignored);
 its Scheduled Procedure Step Sequence item holds keys like any others.  The
 dicom.sql *WorkList* table stores one scheduled step per row and may mark
 the columns of a sequence's item between ``DT_STARTSEQUENCE`` and
-``DT_ENDSEQUENCE`` lines tagged with the sequence: the worklist holds the
-items of those and of the Scheduled Procedure Step Sequence (marked or
-not), and of the sequences they name in their own items.  As in Conquest (manual
+``DT_ENDSEQUENCE`` lines tagged with the sequence.  As in Conquest (manual
 7.8: the markers are descriptive only), an answer mimics the request's
 organisation: it holds exactly the requested attributes, nested as
 requested, each valued by tag from the row wherever dicom.sql puts its
 column and in the data dictionary's VR (that of the request for tags it
 does not know; a value the VR cannot hold is answered empty):
 
-- a key inside the item of a sequence the worklist holds matches like a
-  top-level one (``pacscore.db.worklistquery``; ``""`` asks for Empty
-  Value Matching, as in C-FIND) and is returned in the one item of that
-  sequence; one inside the item of another sequence (the Other Patient
-  IDs Sequence's Patient ID is no worklist Patient ID) is matched by no
-  column, and returned empty;
+- a key inside the item of any sequence matches like a top-level
+  one (``pacscore.db.worklistquery``; ``""`` asks for Empty Value
+  Matching, as in C-FIND) and is returned in the one item of that sequence;
 - a sequence the markers name, requested with no item or an empty one,
   gets an item with every column dicom.sql places in it; any other is
   then returned empty (zero items);
 - keys without a column or a value are returned empty; those with a value
-  but no column to match (or in a sequence the worklist does not hold)
-  make the matches 0xFF01, as in the Q/R C-FIND (PS3.4 K.4.1.1);
+  but no column to match make the matches 0xFF01, as in the Q/R C-FIND
+  (PS3.4 K.4.1.1);
 - a Private Creator is no match key: it is returned with the request's
   value, in LO, as in C-FIND, naming its block (PS3.5 7.8.1);
 - a sequence of more than one item refuses the request with 0xA900, as
@@ -45,7 +40,7 @@ from pydicom.tag import Tag
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pacscore.db.query import asksForMatch, withEmptyValueMatching
+from pacscore.db.query import withEmptyValueMatching
 from pacscore.debuglog import COMMANDS
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.find import (DESTROYED, SUCCESS, answerFind, convertIdentifier, dumpDatasets, resultFilter,
@@ -56,7 +51,6 @@ from pacscore.dicom.identifiers import (
 from pacscore.dicom.timing import timed
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-SCHEDULED_PROCEDURE_STEP_SEQUENCE = 0x00400100
 
 
 class Returned(NamedTuple):
@@ -65,17 +59,15 @@ class Returned(NamedTuple):
     tag: int
     vr: str
     item: tuple | None = None  # a sequence: the Returned of its one item; None for zero items
-    value: str | None = None   # the answer's text, when not the row's (a Private Creator's: the request's;
-                               # "" in a sequence the worklist does not hold)
+    value: str | None = None   # the answer's text, when not the row's (a Private Creator's: the request's)
 
 
 class WorklistRequest(NamedTuple):
     """What a worklist identifier asks."""
 
-    keys: list            # QueryKey of every non-sequence attribute, held items' flattened in
+    keys: list            # QueryKey of every non-sequence attribute, items' flattened in
     returned: tuple       # Returned, as nested in the request
     characterSet: str     # the request's (0008,0005), "" when absent
-    unheld: tuple         # tags of the keys asking a match in items of sequences the worklist does not hold
 
 
 def _vrOf(column):
@@ -149,8 +141,7 @@ class WorklistFindService:
         matches = timed(self.index.queryForPeer(self._matches, request, syntax, keep), self.counters,
                         "worklistQueryTime").addCallback(self._dumped, protocol.peerName(), syntax)
         await answerFind(protocol, contextId, command, matches,
-                         self.clock, self.log, "Modality Worklist C-FIND",
-                         self.query.unmatchedKeys(request.keys) + list(request.unheld))
+                         self.clock, self.log, "Modality Worklist C-FIND", self.query.unmatchedKeys(request.keys))
 
     def _dumped(self, matches, peer, syntax):
         d = dumpDatasets(self.clock, peer, "worklist query result", matches, syntax, COMMANDS)
@@ -169,42 +160,38 @@ class WorklistFindService:
         whose values taken as they are ``logMalformed`` names once the
         request is read without a refusal); raises ``BadIdentifier``."""
         dataset = decodeIdentifier(data, transferSyntax)
-        keys, unheld = [], []
-        returned = self._readItem(dataset, keys, unheld)
+        keys = []
+        returned = self._readItem(dataset, keys)
         keys = withEmptyValueMatching(keys)
-        checkKeys(keys + unheld)
+        checkKeys(keys)
         if peer is not None:
             logMalformed(malformedValues(dataset), peer)
-        return WorklistRequest(keys, returned, characterSetOf(dataset),
-                               tuple(key.tag for key in unheld if asksForMatch(key)))
+        return WorklistRequest(keys, returned, characterSetOf(dataset))
 
-    def _readItem(self, dataset, keys, unheld, held=True):
+    def _readItem(self, dataset, keys):
         """The ``Returned`` of a data set's attributes; adds their keys to
-        ``keys`` (when the worklist ``held`` the data set), those of the
-        item of a sequence it holds flattened in, and to ``unheld`` those
-        of another's.  Raises ``BadIdentifier`` (A900, as wlmscpfs
-        answers) for a sequence of more than one item: a sequence key holds
-        a single item (PS3.4 C.2.2.2.6), and CT and MR in two would be
-        taken for either."""
+        ``keys``, those of a sequence's item flattened in.  Raises
+        ``BadIdentifier`` (A900, as wlmscpfs answers) for a sequence of
+        more than one item: a sequence key holds a single item (PS3.4
+        C.2.2.2.6), and CT and MR in two would be taken for either."""
         returned = []
         for key in datasetKeys(dataset):
             vr = answerVR(key.tag, key.vr)
             if Tag(key.tag).is_private_creator:
                 # It names its block in the answers as in the request (PS3.5 7.8.1), as in C-FIND.
-                (keys if held else unheld).append(key)
+                keys.append(key)
                 returned.append(Returned(key.tag, "LO", value=key.value))
                 continue
             if vr != "SQ":
-                (keys if held else unheld).append(key)
-                returned.append(Returned(key.tag, vr, value=None if held else ""))
+                keys.append(key)
+                returned.append(Returned(key.tag, vr))
                 continue
             items = dataset[key.tag].value if key.vr == "SQ" else ()
             if len(items) > 1:
                 raise BadIdentifier(f"{tagName(key.tag)} has {len(items)} items, a sequence key holds one "
                                     f"(PS3.4 C.2.2.2.6)", IDENTIFIER_DOES_NOT_MATCH)
-            holds = held and (key.tag == SCHEDULED_PROCEDURE_STEP_SEQUENCE or key.tag in self.sequences)
-            item = self._readItem(items[0], keys, unheld, holds) if items else ()
-            if not item and holds and key.tag in self.sequences:
+            item = self._readItem(items[0], keys) if items else ()
+            if not item and key.tag in self.sequences:
                 item = self._wholeItem(key.tag)
             returned.append(Returned(key.tag, "SQ", item or None))
         return tuple(returned)

@@ -180,6 +180,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         tls = isTLSHandshake(data)
         if tls is None:
             self._held = data
+            self._headBegun = self._headCall is not None  # a byte came: its head's deadline answers 408
         elif tls:
             self._refused = True
             self.log.warn("web: {peer} a TLS handshake on the plain HTTP port: the peer uses TLS (an https:// "

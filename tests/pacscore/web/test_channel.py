@@ -657,6 +657,18 @@ class HeadDeadlineTests(SiteConnections):
         self.assertTrue(transport.disconnecting)
         self.assertEqual([formatEvent(event) for event in events], [])
 
+    def test_aLoneFirstByteThatMayStartAHandshake(self):
+        """A first byte 0x16 alone, held until the next tells whether a TLS
+        handshake begins, is a request begun: silence after it is answered
+        408 at the deadline with its line, as any head begun."""
+        channel, transport = self.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(b"\x16")
+            self.clock.advance(30)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "), transport.value()[:100])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len([event for event in events if event.get("code") == 408]), 1)
+
     def test_aTLSClientOnThePlainPort(self):
         """https:// for the plain port: closed at once with a line saying
         the peer uses TLS (it waited headTimeout, then was answered a 408

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from pacscore.db.errors import IndexTimeout, databaseMessage, isTransient
 from pacscore.db.worklistitems import ORDER_CONTROLS, OrderRefused
 from pacscore.hl7.message import (
-    HL7Error, Message, ack, batchAck, batchHeader, isBatch, isVersion2, parseMessage, readBatch, salvage)
+    HL7Error, Message, ack, batchAck, isBatch, isVersion2, parseMessage, readBatch, salvage)
 from pacscore.logvalues import named, shown
 
 ORDER_MESSAGES = {"ORM": "O01", "OMG": "O19", "OMI": "O23"}
@@ -102,12 +102,12 @@ class WorklistIntake:
         a batch's first MSH are in no message: refused with a log line, not
         applied nor acknowledged as a message (``batchAck``)."""
         messages = batch.messages()
-        controlId = batchHeader(batch.batches[0][0] or batch.fileHeader).value(11) or "?"
-        for stray in batch.strays():
+        controlId = batch.controlId(batch.batches[0][0])
+        for header, stray in batch.strays():
             self._count("hl7Errors")
             self.log.warn("HL7 batch {controlId}: segments before the first MSH of a batch, in no message, refused "
                           "(not acknowledged nor counted as one: BTS-2 says so): {segments}",
-                          controlId=controlId, segments=shown(stray))
+                          controlId=batch.controlId(header), segments=shown(stray))
         outcomes = yield applyMessages(self, messages, forPeer=True)
         acks = [outcome.ack for outcome in outcomes]
         left = len(messages) - len(outcomes)

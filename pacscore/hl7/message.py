@@ -593,9 +593,16 @@ class Batch(NamedTuple):
         return [piece for _, pieces in self.batches for piece in pieces if isMessage(piece)]
 
     def strays(self):
-        """The segments before a batch's first MSH, which are in no message
-        (one piece a batch, its segments joined by CR)."""
-        return [piece for _, pieces in self.batches for piece in pieces if not isMessage(piece)]
+        """The segments before a batch's first MSH, which are in no message:
+        ``(its batch's BHS, b"" when there is none; the segments joined by
+        CR)``, one a batch."""
+        return [(header, piece) for header, pieces in self.batches for piece in pieces if not isMessage(piece)]
+
+    def controlId(self, header):
+        """The batch control ID of a batch whose BHS is ``header`` (b"" for
+        none): its BHS-11, else the file's FHS-11, "?" when neither has
+        one."""
+        return batchHeader(header or self.fileHeader).value(11) or "?"
 
 
 def isMessage(piece):

@@ -501,6 +501,30 @@ class BatchTests(IntakeTestCase):
                       logged)
         self.assertEqual(self.intake.counters["hl7Errors"], 1)
 
+    def test_segmentsBeforeTheFirstMSHAreLoggedUnderTheirOwnBatch(self):
+        """A file's second batch BX13 holding 'ZZZ|x' before its first MSH
+        logged it as 'HL7 batch BX12: segments before the first MSH ...',
+        the first batch's control ID: each batch's are logged under its own
+        BHS-11 (the file's FHS-11 for a batch with no BHS)."""
+        events = []
+        self.intake.log = Logger(observer=events.append)
+        raw = (b"FHS|^~\\&|RIS||||||||F1\rBHS|^~\\&|RIS||||||||BX12\r"
+               + orderMessage("M13", "BACC13", "PAT13", "Doe^John") + b"\rBTS|1\rBHS|^~\\&|RIS||||||||BX13\rZZZ|x\r"
+               + orderMessage("M14", "BACC14", "PAT14", "Roe^Jane") + b"\rBTS|1\rFTS|2\r")
+        segments, acks = self.answer(raw)
+        self.assertEqual(acks, [("AA", "M13"), ("AA", "M14")])
+        self.assertEqual([segment for segment in segments if segment[:3] == b"BTS"],
+                         [b"BTS|1", b"BTS|1|1 segment(s) before the first MSH refused: in no message"])
+        strays = [formatEvent(event) for event in events if "before the first MSH" in formatEvent(event)]
+        self.assertEqual(strays, ["HL7 batch BX13: segments before the first MSH of a batch, in no message, refused "
+                                  "(not acknowledged nor counted as one: BTS-2 says so): b'ZZZ|x'"])
+        events.clear()
+        self.answer(b"FHS|^~\\&|RIS||||||||F2\rZZZ|y\r" + orderMessage("M15", "BACC15", "PAT15", "Poe^Jim")
+                    + b"\rFTS|1\r")
+        self.assertIn("HL7 batch F2: segments before the first MSH of a batch, in no message, refused (not "
+                      "acknowledged nor counted as one: BTS-2 says so): b'ZZZ|y'", [formatEvent(e) for e in events])
+
+
 class DropFolderTests(IntakeTestCase):
 
     def setUp(self):

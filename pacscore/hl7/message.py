@@ -363,8 +363,9 @@ def _segmentLines(raw):
     header or trailer: MSH, FHS, BHS, BTS, FTS, as in a file of messages
     one a line; or a segment ID, an upper-case letter and two upper-case
     letters or digits, then the header's field separator: ``PID|``, as
-    in a message whose other segments end in LF); elsewhere it is data (a
-    line break a RIS user typed into a free-text field, OBR-13, NTE-3).
+    in a message whose other segments end in LF, or alone on its line, a
+    segment with no fields: ``NTE``); elsewhere it is data (a line break
+    a RIS user typed into a free-text field, OBR-13, NTE-3).
     A lone LF (files written on Unix): any line end does.
     """
     pieces = _LINE_ENDS.split(raw)  # text, its line end, text, ... text
@@ -392,10 +393,12 @@ def _startsHeader(text):
 
 
 def _startsSegment(text, separator):
-    """Whether ``text`` starts a segment: a header or trailer
+    """Whether ``text``, a line, starts a segment: a header or trailer
     (``_startsHeader``), or a segment ID followed by ``separator``, the
-    field separator of the header before it (``PID|``)."""
-    return _startsHeader(text) or (_SEGMENT_ID.fullmatch(text[:3]) is not None and text[3:4] == separator)
+    field separator of the header before it (``PID|``), or alone on the
+    line (``NTE``, spaces after it ignored)."""
+    return _startsHeader(text) or (_SEGMENT_ID.fullmatch(text[:3]) is not None
+                                   and (text[3:4] == separator or not text[3:].strip()))
 
 
 def _mshCharset(msh, fieldSeparator, repetition):

@@ -62,8 +62,9 @@ class ParseTests(unittest.TestCase):
         OBR segment': PID held ORC and OBR as text), and a segment after an
         LF-ended one was folded into its last field: read as before again,
         a lone LF ending a segment where a segment ID and the message's
-        field separator follow it (``PID|``, ``NTE|``, ``ZDS#``), and
-        staying data in a field elsewhere."""
+        field separator follow it (``PID|``, ``NTE|``, ``ZDS#``) or a
+        segment ID alone on its line (``NTE``: it was folded into PID-5,
+        'Müller^Hans^^^Dr\\nNTE'), and staying data in a field elsewhere."""
         segments = (PID, orc(), obr(), "NTE|1||see\nbelow", "ZDS|1.2.3")
         for first in ("\r", "\r\n"):
             message = parseMessage(encoded(msh() + first + "\n".join(segments) + "\n", "8859/1"))
@@ -72,6 +73,10 @@ class ParseTests(unittest.TestCase):
             self.assertEqual(message.value("OBR", 16), "1234^Welby^Marcus^^^Dr")
             self.assertEqual(message.value("NTE", 3), "see\nbelow")
             self.assertEqual(message.value("ZDS", 1), "1.2.3")
+        for empty in ("NTE", "ZDS  "):  # no fields, alone on its line (spaces after it kept, as CR-ended): was in PID-5
+            message = parseMessage(encoded(msh() + "\r" + "\n".join((PID, empty, orc(), obr())) + "\n", "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", empty, "ORC", "OBR"], empty)
+            self.assertEqual(message.value("PID", 5), "Müller^Hans^^^Dr")
         oneLater = "\r".join((msh(), PID, orc(), obr())) + "\nNTE|1||note\r"
         self.assertEqual([s.id for s in parseMessage(encoded(oneLater, "8859/1")).segments],
                          ["MSH", "PID", "ORC", "OBR", "NTE"])

@@ -430,8 +430,12 @@ class MLLPProtocol(HandshakeListener, protocol.Protocol, policies.TimeoutMixin):
         d.addBoth(self._refusalAnswered)
 
     def _refusalAnswered(self, _):
+        """Close, unless the connection was lost while the answer was made
+        (``connectionLost`` has cleared up: closing again would arm a cut
+        nobody cancels)."""
         self._busy = False
-        self._close()
+        if self.connected:
+            self._close()
 
 
 class MLLPFactory(LimitedFactory, protocol.Factory):

@@ -475,6 +475,27 @@ class MLLPTests(unittest.TestCase):
                                       ("AR", "G2", "internal error while handling the message")])
         self.assertFalse(self.transport.disconnecting)
 
+    def test_aRefusalAnsweredAfterTheConnectionIsLostClosesNothing(self):
+        """The peer gone while the refusal of its too large frame was made
+        in the thread pool, the answer closed the lost transport again and
+        armed a cut nobody cancelled (a DelayedCall holding the protocol
+        CLOSE_BOUND s, then aborting a closed transport): nothing is written
+        nor closed, and no call is left."""
+        made = []
+
+        def later(f, *args):
+            made.append(defer.Deferred().addCallback(lambda _: f(*args)))
+            return made[-1]
+
+        self.connect(maxMessageSize=1000, inThread=later)
+        self.protocol.dataReceived(b"\x0b" + hl7("BIG1") + b"\rNTE|1||" + b"x" * 2000)
+        self.assertEqual(len(made), 1)
+        self.protocol.connectionLost(connectionDone)
+        calls = self.clock.getDelayedCalls()  # setUp's connection's idle timer
+        made[0].callback(None)
+        self.assertEqual((self.transport.value(), self.transport.disconnecting, self.clock.getDelayedCalls()),
+                         (b"", False, calls))
+
     def test_handlerErrbackOnUnparsableBytes(self):
         self.connect(lambda raw: defer.fail(ValueError("nope")))
         self.protocol.dataReceived(frame(b"\xff\xfegarbage"))

@@ -133,7 +133,7 @@ def anonymized(uidMap, patientID, script=None, services=None):
             if not str(dataset.get(keyword, "") or "").strip():
                 raise DatasetError(f"no {keyword}")
         kept = {tag for tag in assigned if tag in dataset and dataset[tag].VR not in ("SQ", "UI")}
-        applyProfile(dataset, lambda uid, keyword: uid if uid in made else uidMap.newFor(uid, keyword), kept)
+        applyProfile(dataset, lambda uid, keyword: uid if uid in made else uidMap.uidFor(uid, keyword), kept)
         assign(dataset, PATIENT_ID, patientID, where="anonymize")
         assign(dataset, PATIENT_NAME, patientID, where="anonymize")
         dataset.PatientIdentityRemoved = "YES"

@@ -78,7 +78,7 @@ def basicProfile(uidMap):
             raise DatasetError("it has burned-in annotation (0028,0301 YES), which the "
                                "Basic Profile does not release")
         patientID = str(dataset.get("PatientID", "") or "").strip()
-        applyProfile(dataset, lambda uid, keyword: uidMap.newFor(uid, keyword, STAGE))
+        applyProfile(dataset, lambda uid, keyword: uidMap.uidFor(uid, keyword, STAGE))
         pseudonym = uidMap.newFor(patientID, "PatientID", STAGE) if patientID else ""
         dataset.PatientID = dataset.PatientName = pseudonym
         dataset.PatientIdentityRemoved = "YES"

@@ -99,7 +99,7 @@ def _uidElements(dataset, exceptions):
 def _newUID(uid, uidMap, exceptions, keyword):
     if not uid or uid.startswith(STANDARD_PREFIX) or uid in exceptions.uids:
         return uid
-    return uidMap.newFor(uid, keyword)
+    return uidMap.uidFor(uid, keyword)
 
 
 class NewUIDsCommand(Command):

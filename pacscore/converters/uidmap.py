@@ -18,6 +18,10 @@ A Lua script's ``changeuid(old, to, stage, type)`` records any text as
 Conquest's ChangeUIDTo does (its anonymizer keeps reversible pseudonyms of
 names and IDs so), one value may then stand for several originals, and
 ``oldFor`` gives the first recorded, as Conquest's ChangeUIDBack.
+What replaces a UID element (``uidFor``: ``newuids``, %E, the anonymizers)
+is always a UID of its own: a recorded text, or a UID recorded first for
+another original, is passed over for a UID made for this original alone,
+kept in the stages table under a stage of its own (``OWN_STAGE``).
 
 Synchronous and thread-safe: converter commands call it from worker threads.
 """
@@ -25,7 +29,7 @@ Synchronous and thread-safe: converter commands call it from worker threads.
 import threading
 import time
 
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from twisted.logger import Logger
@@ -37,6 +41,7 @@ MERGES_TABLE_NAME = "PacsUIDMerges"
 STAGES_TABLE_NAME = "PacsUIDStages"
 MERGE_TYPES = ("MergeStudy", "MergeSeries")
 VALUE_LENGTH = 64  # characters of OldUID, Stage and NewUID
+OWN_STAGE = "\x1fuid"  # before the stage of a UID made because the recorded value was no UID of the original's own
 
 
 def _pairsTable(name, metadata, staged=False):
@@ -122,7 +127,7 @@ class _Pairs:
         columns = self.table.c
         query = select(valueColumn).where(*(columns[name] == value for name, value in where.items()))
         if first:
-            query = query.order_by(columns.MODTime)
+            query = query.order_by(columns.MODTime, columns.OldUID)
         with self.engine.connect() as connection:
             return connection.execute(query.limit(1)).scalar()
 
@@ -217,16 +222,32 @@ class UIDMap:
         Conquest's ChangeUIDTo: any text, a pseudonym too, which may stand
         for other originals as well) and recorded (with ``modType``, e.g.
         the element's keyword) the first time.  ValueError when ``given``
-        is to be recorded but is empty or longer than the table holds."""
+        is to be recorded but is empty or longer than the table holds, or
+        for a stage beginning with ``OWN_STAGE``'s."""
         pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
             new = pairs.known(key)
-            if new is None and given is not None and not 0 < len(given) <= VALUE_LENGTH:
-                raise ValueError(f"{given!r} cannot be recorded: 1 to {VALUE_LENGTH} characters are wanted")
+            if new is None and given is not None:
+                if not 0 < len(given) <= VALUE_LENGTH:
+                    raise ValueError(f"{given!r} cannot be recorded: 1 to {VALUE_LENGTH} characters are wanted")
+                if stage.startswith(OWN_STAGE):
+                    raise ValueError(f"the stage {stage!r} is kept for UIDs the archive makes")
             if new is None:
                 new = pairs.insert(key, given or self.newUID(), modType)
                 pairs.remember(key, new)
             return new
+
+    def uidFor(self, old, modType="", stage=""):
+        """The UID replacing the UID ``old`` in an element (``newFor``'s),
+        unless what was recorded for ``old`` is no valid UID (a pseudonym a
+        script gave with ``changeuid``) or was recorded first for another
+        original: then one made for ``old`` alone (no two originals get
+        one UID), kept under ``OWN_STAGE`` followed by ``stage``."""
+        new = self.newFor(old, modType, stage)
+        pairs = self._stages if stage else self._uids
+        with self._lock:
+            own = UID(new).is_valid and pairs.original(new, stage) == old
+        return new if own else self.newFor(old, modType, OWN_STAGE + stage)
 
     def lookup(self, old, stage=""):
         """The new UID recorded for ``old`` (made for ``stage``, when

@@ -206,7 +206,7 @@ def _transform(letter, value, context):
         return value
     uidMap = uidMapOf(context.services)
     if letter == "E":
-        return "\\".join(uidMap.newFor(v) for v in value.split("\\"))
+        return "\\".join(uidMap.uidFor(v) for v in value.split("\\"))
     return "\\".join(uidMap.oldFor(v) or v for v in value.split("\\"))
 
 

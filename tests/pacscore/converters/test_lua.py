@@ -15,7 +15,7 @@ import lupa.lua54 as lupa
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.sequence import Sequence
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import UID, ImplicitVRLittleEndian
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs
@@ -562,6 +562,25 @@ class GlobalsTests(unittest.TestCase):
             f"{KEY}: true\ttrue\t1.2.777\tnil\tPATX\tPID123\tnil",
             f"{KEY}: false\tchangeuid: '' cannot be recorded: 1 to 64 characters are wanted",
             f"{KEY}: nil"]))
+
+    def test_newuidsAfterChangeuidGivesEachInstanceAUIDOfItsOwn(self):
+        """A text changeuid recorded for a UID is no UID for newuids: two
+        instances each given 'PAT.SAME', then newuids, come out with two
+        valid UIDs of their own (not 'PAT.SAME' twice, the second stored in
+        the place of the first), the same for the same original again."""
+        uidMap = UIDMap(prefix="1.2.826.0.1.3680043.9.7")
+        made = []
+        for sop in ("1.2.3.100", "1.2.3.101", "1.2.3.100"):
+            dataset = Dataset()
+            dataset.SOPInstanceUID = sop
+            outcome, _, messages = runLua(f"changeuid('{sop}', 'PAT.SAME'); script('newuids'); "
+                                          "print(Data.SOPInstanceUID, changeuid(Data.SOPInstanceUID) ~= nil)",
+                                          makeContext(dataset, uidMap=uidMap))
+            self.assertEqual(outcome, Outcome.CONTINUE, messages)
+            made.append(dataset.SOPInstanceUID)
+        self.assertTrue(all(UID(uid).is_valid and uid.startswith("1.2.826.0.1.3680043.9.7.") for uid in made), made)
+        self.assertNotEqual(made[0], made[1])
+        self.assertEqual(made[0], made[2])
 
     def test_conquestConfigurationItems(self):
         """Global holds Conquest's BaseDir (the working folder, with its

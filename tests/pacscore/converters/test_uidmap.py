@@ -7,7 +7,7 @@ from sqlalchemy import MetaData, inspect, select
 from twisted.trial import unittest
 
 from pacscore.converters.context import ConverterServices
-from pacscore.converters.uidmap import TABLE_NAME, UIDMap, memoryUIDMap, uidMapOf, uidStagesTable
+from pacscore.converters.uidmap import OWN_STAGE, TABLE_NAME, UIDMap, memoryUIDMap, uidMapOf, uidStagesTable
 from tests.pacscore.db.test_schema import sqliteEngine
 
 
@@ -122,6 +122,30 @@ class UIDMapTests(unittest.TestCase):
                               uidMap.oldFor("PAT1", "trialA"), uidMap.oldFor("PAT1", modType="PatientSex")],
                              ["DOE^JOHN", "PID1", "DOE^JOHN", "PID1", None, "DOE^JOHN", None, None])
         self.assertEqual(UIDMap(self.engine).oldFor("PAT1"), "DOE^JOHN")
+
+    def test_uidForPassesOverValuesThatAreNoUIDOfTheOriginalsOwn(self):
+        """What replaces a UID element (uidFor: newuids, %E) is a valid UID
+        no other original has: a text changeuid recorded ('PAT.SAME' for two
+        instances) or a UID recorded first for another original gives way to
+        one made for this original alone, the same each time and after a
+        restart; a UID recorded for the original alone is taken; stage by
+        stage too; the stage kept for those UIDs is refused to changeuid."""
+        for uidMap in (self.uidMap, UIDMap()):
+            uidMap.newFor("1.2.3.100", given="PAT.SAME")
+            uidMap.newFor("1.2.3.101", given="PAT.SAME")
+            uidMap.newFor("1.2.3.102", given="1.2.3.999")
+            uidMap.newFor("1.2.3.103", given="1.2.3.999")
+            uidMap.newFor("1.2.3.104", stage="trialA", given="TEXT")
+            made = [uidMap.uidFor(uid, "SOPInstanceUID") for uid in ("1.2.3.100", "1.2.3.101", "1.2.3.103")]
+            made.append(uidMap.uidFor("1.2.3.104", stage="trialA"))
+            self.assertTrue(all(UID(uid).is_valid for uid in made), made)
+            self.assertEqual(len(set(made) | {"1.2.3.999"}), 5, made)
+            self.assertEqual(uidMap.uidFor("1.2.3.102"), "1.2.3.999")
+            self.assertEqual([uidMap.uidFor(uid) for uid in ("1.2.3.100", "1.2.3.101", "1.2.3.103")], made[:3])
+            self.assertEqual((uidMap.newFor("1.2.3.100"), uidMap.lookup("1.2.3.104", "trialA")), ("PAT.SAME", "TEXT"))
+            with self.assertRaisesRegex(ValueError, "is kept for UIDs the archive makes"):
+                uidMap.newFor("1.2.3.105", stage=OWN_STAGE, given="1.2.3.5")
+        self.assertEqual(UIDMap(self.engine).uidFor("1.2.3.101"), self.uidMap.uidFor("1.2.3.101"))
 
     def test_survivesRestart(self):
         """A new map on the same database (an existing table) knows the pairs."""

@@ -26,6 +26,7 @@ kept in the stages table under a stage of its own (``OWN_STAGE``).
 Synchronous and thread-safe: converter commands call it from worker threads.
 """
 
+import hashlib
 import threading
 import time
 
@@ -41,7 +42,7 @@ MERGES_TABLE_NAME = "PacsUIDMerges"
 STAGES_TABLE_NAME = "PacsUIDStages"
 MERGE_TYPES = ("MergeStudy", "MergeSeries")
 VALUE_LENGTH = 64  # characters of OldUID, Stage and NewUID
-OWN_STAGE = "\x1fuid"  # before the stage of a UID made because the recorded value was no UID of the original's own
+OWN_STAGE = "\x1fuid"  # before the digest of the stage of a UID made because the recorded value was none of its own
 
 
 def _pairsTable(name, metadata, staged=False):
@@ -223,7 +224,11 @@ class UIDMap:
         for other originals as well) and recorded (with ``modType``, e.g.
         the element's keyword) the first time.  ValueError when ``given``
         is to be recorded but is empty or longer than the table holds, or
-        for a stage beginning with ``OWN_STAGE``'s."""
+        for a stage beginning with ``OWN_STAGE``'s; for an ``old`` or a
+        ``stage`` longer than the table holds, the same on every database."""
+        if len(old) > VALUE_LENGTH or len(stage) > VALUE_LENGTH:
+            raise ValueError(f"{old!r} (stage {stage!r}) cannot be recorded: at most {VALUE_LENGTH} characters"
+                             " of original and of stage are kept")
         pairs, key = (self._stages, (old, stage)) if stage else (self._uids, old)
         with self._lock:
             new = pairs.known(key)
@@ -242,12 +247,13 @@ class UIDMap:
         unless what was recorded for ``old`` is no valid UID (a pseudonym a
         script gave with ``changeuid``) or was recorded first for another
         original: then one made for ``old`` alone (no two originals get
-        one UID), kept under ``OWN_STAGE`` followed by ``stage``."""
+        one UID), kept under ``OWN_STAGE`` followed by a digest of ``stage``
+        (which fits the column whatever the stage's length)."""
         new = self.newFor(old, modType, stage)
         pairs = self._stages if stage else self._uids
         with self._lock:
             own = UID(new).is_valid and pairs.original(new, stage) == old
-        return new if own else self.newFor(old, modType, OWN_STAGE + stage)
+        return new if own else self.newFor(old, modType, OWN_STAGE + hashlib.sha1(stage.encode()).hexdigest())
 
     def lookup(self, old, stage=""):
         """The new UID recorded for ``old`` (made for ``stage``, when

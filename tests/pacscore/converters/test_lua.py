@@ -556,12 +556,15 @@ class GlobalsTests(unittest.TestCase):
             "print(a ~= b, a == changeuid('1.2.777', nil, 'stageA'), changeuidback(a, 'stageA'), "
             "changeuidback(a, 'stageB'), changeuid('PID123', 'PATX', 'stageA', 'PatientID'), "
             "changeuidback('PATX', 'stageA', 'PatientID'), changeuidback('PATX', 'stageA', 'PatientName')); "
-            "print(pcall(changeuid, '1.2.3.5', '')); print(changeuidback('1.2.3.5'))", context)
+            "print(pcall(changeuid, '1.2.3.5', '')); print(changeuidback('1.2.3.5')); "
+            "print(pcall(changeuid, string.rep('9', 58)..'.bd.'..'ORG', 'PAT9'))", context)
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [
             f"{KEY}: PAT2345723590\tPAT2345723590\t2345723590.1234\tDOE^JOHN\tPID123",
             f"{KEY}: true\ttrue\t1.2.777\tnil\tPATX\tPID123\tnil",
             f"{KEY}: false\tchangeuid: '' cannot be recorded: 1 to 64 characters are wanted",
-            f"{KEY}: nil"]))
+            f"{KEY}: nil",
+            f"{KEY}: false\tchangeuid: '{'9' * 58}.bd.ORG' (stage '') cannot be recorded: at most 64 characters "
+            "of original and of stage are kept"]))
 
     def test_newuidsAfterChangeuidGivesEachInstanceAUIDOfItsOwn(self):
         """A text changeuid recorded for a UID is no UID for newuids: two

@@ -147,6 +147,23 @@ class UIDMapTests(unittest.TestCase):
                 uidMap.newFor("1.2.3.105", stage=OWN_STAGE, given="1.2.3.5")
         self.assertEqual(UIDMap(self.engine).uidFor("1.2.3.101"), self.uidMap.uidFor("1.2.3.101"))
 
+    def test_originalsAndStagesLongerThanTheTableHolds(self):
+        """An original past OldUID's 64 characters (Conquest's anonymizer's
+        oldID..'.bd.'..org of a long Patient ID) or a stage past 64 is a
+        ValueError saying so, on every database (SQLite would keep it,
+        PostgreSQL and MariaDB answer a raw DataError), nothing recorded; 64
+        are kept, and a UID of its own is made for a stage of 64."""
+        for uidMap in (self.uidMap, UIDMap()):
+            for old, stage in (("P" * 60 + ".bd.ORG", ""), ("1.2.3.7", "s" * 65), ("1.2.3.8" * 10, "s")):
+                with self.assertRaisesRegex(ValueError, "cannot be recorded: at most 64 characters of original "
+                                                        "and of stage are kept"):
+                    uidMap.newFor(old, "PatientID", stage, given="PAT1")
+                with self.assertRaises(ValueError):
+                    uidMap.uidFor(old, stage=stage)
+            self.assertEqual(uidMap.newFor("P" * 64, stage="s" * 64, given="PAT1"), "PAT1")
+            self.assertTrue(UID(uidMap.uidFor("P" * 64, stage="s" * 64)).is_valid)
+        self.assertEqual(len(self.rows()), 0)
+
     def test_survivesRestart(self):
         """A new map on the same database (an existing table) knows the pairs."""
         new = self.uidMap.newFor("1.2.3")

@@ -128,7 +128,7 @@ from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.secrets import isSecret, publicItems
 from pacscore.converters.command import LUA_FILE, QUOTED_LUA_FILE
 from pacscore.converters.context import ConverterContext, ConverterSyntaxError, Outcome
-from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf
+from pacscore.converters.elements import FIRST_PIXEL_TAG, assign, metaRefusal, textOf, vrOf, walkElements
 from pacscore.converters.luaadmin import AdminFunctions, LuaAdminError
 from pacscore.converters.luafiles import (LuaFileRefused, luaChunk, luaFilePath, readLuaFile, readLuaSource,
                                          unsafeAllowed, writeLuaFile, writeLuaText)
@@ -151,6 +151,7 @@ DEFAULT_MAX_INSTRUCTIONS = 10_000_000
 STORAGE = "Storage"  # Data.Storage: the device, not an element
 MAX_MEMORY = 256 << 20  # bytes one thread's Lua state may hold: string.rep('x', 2^30) fails, the server lives
 ITEM_SIZE = 1024  # what a sequence item a script adds counts towards MAX_MEMORY (LuaRuntime.charge)
+ELEMENT_SIZE = 512  # what each element of a copied object or item counts, beside its value (_copiedSize)
 MAX_CHUNKS = 256  # inline chunks a thread keeps compiled, the least recently used dropped (as _parsedScript)
 
 _TRACEBACK = re.compile(r"(?:^|\n)stack traceback:")
@@ -756,10 +757,25 @@ def _setVR(handle, group, element, value):
     _assigned(handle, tag)
 
 
+def _copiedSize(dataset):
+    """What a deep copy of ``dataset`` adds, as charged towards MAX_MEMORY:
+    ITEM_SIZE for it and each item nested in it, ELEMENT_SIZE and the
+    length of the value for each element, but not bytes values (pixel
+    data: the copy shares them)."""
+    size = ITEM_SIZE
+    for _, element in walkElements(dataset):
+        value = element.value
+        if element.VR == "SQ":
+            size += ELEMENT_SIZE + ITEM_SIZE * len(value or ())
+        else:
+            size += ELEMENT_SIZE + (0 if isinstance(value, bytes) else len(str(value)))
+    return size
+
+
 def _setSequence(handle, tag, sequence):
     """The sequence ``tag`` of the handle's data set gets copies of the
     items of ``sequence`` (a ``_SequenceHandle``)."""
-    LuaRuntime.running().charge(ITEM_SIZE * len(sequence.sequence))
+    LuaRuntime.running().charge(sum(_copiedSize(item) for item in sequence.sequence))
     handle.dataset.add_new(tag, "SQ", [copy.deepcopy(item) for item in sequence.sequence])
     _assigned(handle, tag)
 
@@ -775,8 +791,7 @@ def _copyObject(handle):
             dataset = wholeObject(handle.context)
         except (OSError, InvalidDicomError) as e:
             raise LuaApiError(f"Copy: {e}") from None
-    pixels = dataset.get(PIXEL_DATA)
-    LuaRuntime.running().charge(ITEM_SIZE + (len(pixels.value or b"") if pixels is not None else 0))
+    LuaRuntime.running().charge(_copiedSize(dataset))
     objectContext = _ObjectContext(handle.context.services, copy.deepcopy(dataset), handle.context.converterName)
     return _DatasetHandle(objectContext, objectContext.dataset)
 
@@ -786,7 +801,7 @@ def _addItem(handle, item):
     sequence."""
     if not isinstance(handle, _SequenceHandle) or not isinstance(item, _DatasetHandle):
         raise LuaApiError("Add wants a sequence (newdicomarray()) and a DICOM object: array:Add(x)")
-    LuaRuntime.running().charge(ITEM_SIZE)
+    LuaRuntime.running().charge(_copiedSize(item.dataset))
     handle.sequence.append(copy.deepcopy(item.dataset))
     handle.context.changed = True
 

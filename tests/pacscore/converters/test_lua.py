@@ -1404,6 +1404,29 @@ class ObjectTests(unittest.TestCase):
         outcome, _, messages = runLua("local x = Data:Copy(); print(x.PatientName, #x.PixelData)", context)
         self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: DOE^JOHN\t8"]))
 
+    def test_copiesAreChargedWhatTheyCopy(self):
+        """a:Add(x), Data.Seq = a and x:Copy() count what the copy holds
+        towards the 256 MB of values a run may make (an item, its elements
+        and their values): a loop doubling Data (Add it, set the array back)
+        with 1 MB of text is stopped with the limit's error after a few
+        passes, where a flat 1 KB an item let it grow without end; pixel
+        bytes the copy shares are not counted: 20 copies of an object with
+        20 MB of pixels are made."""
+        dataset = patient()
+        dataset.add_new(0x00204000, "LT", "x" * (1 << 20))
+        outcome, context, messages = runLua(
+            "local b = newdicomarray(); for i=1,10 do b:Add(Data); Data.ReferencedImageSequence = b; "
+            "print(i) end", makeContext(dataset))
+        self.assertEqual(outcome, Outcome.STOP)
+        self.assertEqual(messages[-1], f"{KEY}: Lua script failed: lua:1: script stopped: what it put into DICOM "
+                                       "objects (or a page) passed 256 MB")
+        self.assertLess(len(messages), 10)
+        dataset = patient()
+        dataset.add_new(0x7FE00010, "OW", b"\x00" * (20 << 20))
+        outcome, context, messages = runLua(
+            "local n = 0; for i=1,20 do n = n + #Data:Copy().PixelData end; print(n)", makeContext(dataset))
+        self.assertEqual((outcome, messages), (Outcome.CONTINUE, [f"{KEY}: {20 * (20 << 20)}"]))
+
     def test_anUnknownMethod(self):
         """x:AddImage() (a Conquest method pacs has not) says there is no
         such method (or attribute), not only that it is no DICOM attribute."""

@@ -52,7 +52,7 @@ table, rows as tables of strings), ``genuid()``, ``changeuid(uid[, to[,
 stage[, type]]])`` and ``changeuidback(new[, stage[, type]])`` (the UIDMODS
 pairs, as ``newuids`` keeps them; ``to`` any text, as Conquest's) and
 ``crc(text)`` (%A's checksum), ``tickcount()`` and ``sleep(ms)`` (at most
-MAX_SLEEP, in a worker thread), ``servercommand('name:arguments')`` (a
+MAX_SLEEP in all per run, in a worker thread), ``servercommand('name:arguments')`` (a
 control command's output, nil when empty, or nil and the reason; see
 ``servercommands``; sandboxed, only read-only commands, no secret shown),
 ``dicomquery(ae, level, query)`` (the matches of a C-FIND as an array of objects; empty, and the reason, when it failed) and
@@ -162,7 +162,7 @@ _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "IS"})
 _DS_LENGTH = 16  # characters a Decimal String holds
 _FATE_OUTCOMES = (Outcome.DESTROY, Outcome.REJECT, Outcome.DEFER)
 _NOTHING = object()  # an argument a script did not give (crc())
-MAX_SLEEP = 60_000  # milliseconds one sleep(ms) may last
+MAX_SLEEP = 60_000  # milliseconds the sleep(ms) calls of one run may last in all
 
 # Run once in each Lua state: builds the sandboxes and the Data proxies.
 # Receives the Python accessors; returns (compile, prepare, beginRun, sethook, endRun, wrapDataset, caselessIndex).
@@ -923,6 +923,7 @@ class LuaRuntime:
         self._collectGarbage = self.lua.globals().collectgarbage
         self._api = None  # the LuaApi of the script running (run()), for x:Script
         self._given = 0  # bytes the outermost run put into Python objects (charge)
+        self._slept = 0  # milliseconds the outermost run slept (sleep)
         self._kept = self.lua.table() if persistent else None  # the environments that last (prepare)
         self._turn = threading.RLock()  # a run within a run (script('lua ...')) is in the same thread
         self._sources = {}  # source text -> compiled chunk, the most recently used last
@@ -1073,6 +1074,15 @@ class LuaRuntime:
         finally:
             self._api, self._perThread.running = outer, outerRuntime
 
+    def sleep(self, milliseconds):
+        """Count ``milliseconds`` the script running is to sleep towards the
+        MAX_SLEEP of its run (a script it runs through ``script('lua ...')``
+        included): LuaApiError past it, nothing counted."""
+        if self._slept + milliseconds > MAX_SLEEP:
+            raise LuaApiError(f"sleep: a run sleeps at most {MAX_SLEEP} milliseconds in all: {self._slept:g} "
+                              f"slept, {milliseconds:g} more refused")
+        self._slept += milliseconds
+
     def charge(self, size):
         """Count ``size`` bytes the script running puts into a Python object
         (a DICOM object's value or item, a page's output) towards a second
@@ -1094,7 +1104,7 @@ class LuaRuntime:
                                       debugPrinter, self._kept)
         outermost = self._beginRun(maxInstructions)  # else run by a script through script('lua ...')
         if outermost:
-            self._given = 0
+            self._given = self._slept = 0
         try:
             result = chunk()
         finally:
@@ -1305,13 +1315,14 @@ class LuaApi(AdminFunctions):
 
     def sleep(self, milliseconds):
         """Conquest's ``sleep(ms)``: the script waits (in its worker, with a
-        stand-in for its pool when it lasts); at most MAX_SLEEP, and never
-        in the reactor's thread."""
+        stand-in for its pool when it lasts); at most MAX_SLEEP, all the
+        calls of a run together, and never in the reactor's thread."""
         if not isinstance(milliseconds, (int, float)) or isinstance(milliseconds, bool) \
                 or not 0 <= milliseconds <= MAX_SLEEP:
             raise LuaApiError(f"sleep: 0 to {MAX_SLEEP} milliseconds are wanted, not {_shown(milliseconds)}")
         if isInIOThread():
             raise LuaApiError("sleep: a script run by the server's main thread does not sleep")
+        LuaRuntime.running().sleep(milliseconds)
         with standInIfSlow():
             time.sleep(milliseconds / 1000)
 

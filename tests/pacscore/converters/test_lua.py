@@ -858,6 +858,25 @@ class OutcomeTests(unittest.TestCase):
             f"{KEY}: false\tsleep: 0 to 60000 milliseconds are wanted, not 60001",
             f"{KEY}: false\tsleep: 0 to 60000 milliseconds are wanted, not 'x'"])
 
+    def test_sleepsOfARunLastAMinuteInAll(self):
+        """MAX_SLEEP (a minute) is what all the sleep(ms) calls of one run
+        may last together, a script it runs through script('lua ...')
+        included, not each: a loop of sleeps is stopped with an error
+        saying so; the next run has its own."""
+        self.patch(lua, "MAX_SLEEP", 100)
+        ran = []
+        code = ("sleep(40); script('lua \"sleep(40)\"'); print(pcall(sleep, 30)); sleep(20); "
+                "for i = 1, 1000 do sleep(60) end")
+        worker = threading.Thread(target=lambda: ran.extend((runLua(code), runLua("sleep(60); print('again')"))))
+        worker.start()
+        worker.join()
+        self.assertEqual([(outcome, messages) for outcome, _, messages in ran], [
+            (Outcome.STOP, [f"{KEY}: false\tsleep: a run sleeps at most 100 milliseconds in all: 80 slept, 30 more "
+                            "refused",
+                            f"{KEY}: Lua script failed: lua:1: sleep: a run sleeps at most 100 milliseconds in all: "
+                            "100 slept, 60 more refused"]),
+            (Outcome.CONTINUE, [f"{KEY}: again"])])
+
     def test_rejectAndDestroyCalled(self):
         """Conquest's scripts call reject() or destroy() ('reject on
         error': print(...); reject(); return): the outcome is that of

@@ -1142,12 +1142,19 @@ class VirtualLossTests(unittest.TestCase):
     B000, not Success, and names them in the Failed SOP Instance UID List."""
 
     @defer.inlineCallbacks
-    def test_moveEndsWithFailuresForTheLostObjects(self):
+    def archiveWithOneImage(self):
+        """A running archive with a virtual server, its own C-MOVE
+        destination, holding one image: ``(running, image)``."""
         running = RunningArchive(self, listen=True, ini={"VirtualServerFor0": "BACK"})
         running.know(running)  # the C-MOVE destination: itself
         [image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
                                  seriesPerStudy=1, imagesPerSeries=1)
         yield running.store([image])
+        return running, image
+
+    @defer.inlineCallbacks
+    def test_moveEndsWithFailuresForTheLostObjects(self):
+        running, image = yield self.archiveWithOneImage()
 
         async def fetch(sopClass, identifier, mask=None, callingAE=None, onPending=None):
             return Fetched([], ["1.2.3.9"])
@@ -1162,11 +1169,7 @@ class VirtualLossTests(unittest.TestCase):
         """An object the fetch found missing (its C-STORE still being
         stored when it looked) that the retrieve's own query finds is sent,
         not also counted failed: one sub-operation, Success."""
-        running = RunningArchive(self, listen=True, ini={"VirtualServerFor0": "BACK"})
-        running.know(running)  # the C-MOVE destination: itself
-        [image] = generateCorpus(os.path.abspath(self.mktemp()), patients=1, studiesPerPatient=1,
-                                 seriesPerStudy=1, imagesPerSeries=1)
-        yield running.store([image])
+        running, image = yield self.archiveWithOneImage()
 
         async def fetch(sopClass, identifier, mask=None, callingAE=None, onPending=None):
             return Fetched([], [image.sopUID])

@@ -1445,6 +1445,17 @@ class ObjectStoreTests(unittest.TestCase):
     def hiddenFiles(self):
         return sorted(name for name in os.listdir(self.device.path) if name.startswith(".pacs-unindexed"))
 
+    def assertPartWrittenAsTheList(self, lines, listed, part, refused):
+        """The start-up said it set ``part`` aside and wrote ``listed`` again
+        with its copies (``refused``, and the one ``refusedAndKilled`` adds)."""
+        self.assertIn(f"{part} was left by a stop while it was being written: set aside as {listed}.unread-1; the "
+                      f"copies the index failed on that it names and that are there are remembered, and {listed} is "
+                      f"written again with them", lines)
+        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed"])
+        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
+        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
+                                                             "1.2.3": [("MAG0", "P/killed.dcm")]})
+
     @defer.inlineCallbacks
     def test_theStartUpMergesAListHalfWrittenBesideTheListIntoIt(self):
         """A ``.part`` a kill -9 left beside the list (between writing it and
@@ -1454,13 +1465,7 @@ class ObjectStoreTests(unittest.TestCase):
         then it is gone (set aside until the list is written)."""
         listed, part, refused = yield self.refusedAndKilled()
         lines = self.restartSettled()
-        self.assertIn(f"{part} was left by a stop while it was being written: set aside as {listed}.unread-1; the "
-                      f"copies the index failed on that it names and that are there are remembered, and {listed} is "
-                      f"written again with them", lines)
-        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed"])
-        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
-        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
-                                                             "1.2.3": [("MAG0", "P/killed.dcm")]})
+        self.assertPartWrittenAsTheList(lines, listed, part, refused)
 
     @defer.inlineCallbacks
     def test_theStartUpWritesAListHalfWrittenWithNoListBesideItAsTheList(self):
@@ -1473,13 +1478,7 @@ class ObjectStoreTests(unittest.TestCase):
         with open(part, "a") as f:
             f.write("1.2.4\tP/gone.dcm\n1.2.5\tP/cut")  # a copy not there, a line cut short
         lines = self.restartSettled()
-        self.assertIn(f"{part} was left by a stop while it was being written: set aside as {listed}.unread-1; the "
-                      f"copies the index failed on that it names and that are there are remembered, and {listed} is "
-                      f"written again with them", lines)
-        self.assertEqual(self.hiddenFiles(), [".pacs-unindexed"])
-        self.assertTrue(self.store.isListed(("MAG0", "P/killed.dcm")))
-        self.assertEqual(self.store.unindexedCopies.load(), {CT_SMALL_UID: [("MAG0", refused)],
-                                                             "1.2.3": [("MAG0", "P/killed.dcm")]})
+        self.assertPartWrittenAsTheList(lines, listed, part, refused)
 
     @defer.inlineCallbacks
     def test_aListHalfWrittenCutInACharacterIsReadUpToItsLastWholeLine(self):

@@ -275,7 +275,14 @@ class RetrieveService:
     async def _retrieve(self, protocol, contextId, command, dataset):
         self.userLog.info("{callingAE}: {operation}", operation=self.operation,
                           callingAE=protocol.association.callingAE)
-        fetched = []  # what the virtual servers moved here for this retrieve
+        if self.virtual is None:
+            await self._serve(protocol, contextId, command, dataset, [])
+        else:
+            await self.virtual.retrieving(self._serveReleasing(protocol, contextId, command, dataset))
+
+    async def _serveReleasing(self, protocol, contextId, command, dataset):
+        """``_serve``, then release what the virtual servers moved here for it."""
+        fetched = []
         try:
             await self._serve(protocol, contextId, command, dataset, fetched)
         finally:

@@ -24,8 +24,9 @@ for, left here for good with ``CacheVirtualData = 0``.  They are stored
 and indexed like any object received, then sent with ours.  With ``CacheVirtualData = 0``
 they are deleted again once the retrieve is over, unless another retrieve
 under way holds them (``_hold``: it fetched them too, or its archive
-listed them while here); pacs stopping waits for those deletes (``stop``,
-at most ``QuitGracePeriod``); by default they stay,
+listed them while here); pacs stopping waits for the deletes of the DICOM
+retrieves it aborts (``stop``, at most ``QuitGracePeriod``), not for a web
+answer under way (WADO-RS), whose objects stay; by default they stay,
 so the archive works as a DICOM cache.  The C-MOVEs are registered in the
 archive's ``OwnRetrieves`` (``pacscore.dicom.ownretrieves``) with the AE
 title of the archive they fetch from: what they bring goes through the
@@ -247,7 +248,8 @@ class VirtualServers:
         self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
         self._brought = set()  # the SOP Instance UIDs held that our C-MOVEs stored here: those release deletes
         self._releasing = 0  # releases under way
-        self._idle = []  # Deferreds of stop, fired once nothing is held nor being released
+        self._retrieves = 0  # DICOM retrieves under way (``retrieving``): pacs stopping aborts them
+        self._idle = []  # Deferreds of stop, fired once no DICOM retrieve runs nor release
 
     @classmethod
     def fromConfiguration(cls, configuration, aeTitle, reactor, index, query, actions, ownRetrieves=None):
@@ -582,23 +584,46 @@ class VirtualServers:
         if not self.cache:
             self._holders.update(uids)
 
+    async def retrieving(self, work):
+        """``await work``: a DICOM retrieve (C-MOVE, C-GET), which releases
+        what it holds as it ends, and which pacs stopping ends (its
+        association aborted): ``stop`` waits for it."""
+        self._retrieves += 1
+        try:
+            return await work
+        finally:
+            self._retrieves -= 1
+            self._idleIfDone()
+
     def stop(self, timeout):
-        """pacs stopping, its associations aborted (the retrieves under way
-        end and release what they hold): fires once nothing fetched is held
-        nor being released (CacheVirtualData = 0), the deletes done while
-        the index still runs; after ``timeout`` seconds (QuitGracePeriod)
-        the stop goes on, and a warning says how many stay."""
-        if not self._holders and not self._releasing:
-            return defer.succeed(None)
-        idle = defer.Deferred()
-        self._idle.append(idle)
+        """pacs stopping, its associations aborted (the DICOM retrieves under
+        way end and release what they hold): fires once no DICOM retrieve
+        runs (``retrieving``) nor release (CacheVirtualData = 0), the deletes
+        done while the index still runs; after ``timeout`` seconds
+        (QuitGracePeriod) the stop goes on, and a warning says how many
+        stay.  The web answers under way (WADO-RS) are not ended by the
+        stop: it does not wait for them, and what they hold stays, with a
+        warning."""
+        if self._retrieves or self._releasing:
+            idle = defer.Deferred()
+            self._idle.append(idle)
+        else:
+            idle = defer.succeed(None)
 
         def late(failure):
             failure.trap(defer.TimeoutError)
             self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
                           "pacs stopped after {grace} s (QuitGracePeriod) with retrieves holding them under way",
                           count=len(self._holders), grace=timeout)
-        return idle.addTimeout(timeout, self.reactor).addErrback(late)
+
+        def held(_):
+            if self._holders:
+                self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
+                              "pacs stopped with web answers (WADO-RS) holding them under way",
+                              count=len(self._holders))
+        if idle.called:
+            return idle.addCallback(held)
+        return idle.addTimeout(timeout, self.reactor).addCallbacks(held, late)
 
     async def release(self, fetched):
         """``_release``, which ``stop`` waits for."""
@@ -607,11 +632,15 @@ class VirtualServers:
             await self._release(fetched)
         finally:
             self._releasing -= 1
-            if not self._holders and not self._releasing:
-                idle, self._idle = self._idle, []
-                for waiting in idle:
-                    if not waiting.called:
-                        waiting.callback(None)
+            self._idleIfDone()
+
+    def _idleIfDone(self):
+        """Fire the Deferreds of ``stop`` once no DICOM retrieve runs nor release."""
+        if not self._retrieves and not self._releasing:
+            idle, self._idle = self._idle, []
+            for waiting in idle:
+                if not waiting.called:
+                    waiting.callback(None)
 
     async def _release(self, fetched):
         """A retrieve is over: delete the objects it held (``Fetched.held``:

@@ -766,8 +766,8 @@ class StoppingTests(unittest.TestCase):
 
 
     def test_theStopWaitsForTheReleasesThenWarns(self):
-        """pacs stopping waits for the retrieves holding fetched objects to
-        release them (their abort ends them), at most QuitGracePeriod: one
+        """pacs stopping waits for the DICOM retrieves holding fetched objects
+        to release them (their abort ends them), at most QuitGracePeriod: one
         released meanwhile deletes its objects; one still holding them then
         leaves them, with a warning."""
         for releasing in (True, False):
@@ -775,13 +775,21 @@ class StoppingTests(unittest.TestCase):
             servers = VirtualServers([VirtualServer("B")], None, "FRONT", clock, index, index.query, index,
                                      cache=False, ownRetrieves=index.own)
             movedBy(servers, [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)], index)
-            fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+            aborted = defer.Deferred()
+
+            async def retrieve():
+                fetched = await servers.fetch(STUDY_ROOT_MOVE, study("1"))
+                try:
+                    await aborted
+                finally:
+                    await servers.release(fetched.held)
+            retrieved = defer.ensureDeferred(servers.retrieving(retrieve()))
             with capturedLogs() as events:
                 stopped = servers.stop(30)
                 clock.advance(29)
                 self.assertNoResult(stopped)
                 if releasing:
-                    self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+                    aborted.callback(None)
                 else:
                     clock.advance(1)
                 self.successResultOf(stopped)
@@ -790,6 +798,26 @@ class StoppingTests(unittest.TestCase):
                 "2 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)" if releasing else
                 "2 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): pacs stopped after "
                 "30 s (QuitGracePeriod) with retrieves holding them under way"])
+            if not releasing:
+                aborted.callback(None)
+            self.successResultOf(retrieved)
+
+    def test_theStopDoesNotWaitForAWebAnswer(self):
+        """A WADO-RS answer holding fetched objects (a client that does not
+        read it) is not ended by pacs stopping: the stop does not wait for
+        it (nor for a hold never released), and a warning says what stays."""
+        index, clock = FetchingArchive(), Clock()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", clock, index, index.query, index,
+                                 cache=False, ownRetrieves=index.own)
+        movedBy(servers, [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)], index)
+        self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))  # as WADO-RS
+        with capturedLogs() as events:
+            self.successResultOf(servers.stop(30))
+        self.assertEqual(index.removed, [])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "2 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): pacs stopped with web "
+            "answers (WADO-RS) holding them under way"])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
 
 class Answering:

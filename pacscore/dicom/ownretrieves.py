@@ -12,8 +12,8 @@ title of the archive they fetch from (``begin(source)``): what they bring
 is data arriving here, which the import and export converters see, but a
 ``forward`` to that archive (``fetchedFrom``) would send each object
 straight back, and is not queued (``pacscore.export.commands``); each
-object one of them stored is told to the fetch (``storing``), which
-deletes only those with ``CacheVirtualData = 0``.  The
+object one of them stores is told to the fetch as its C-STORE comes
+(``storing``), which deletes only those with ``CacheVirtualData = 0``.  The
 Message IDs come from 0x8000-0xFFFF, unique among those under way, so a
 C-MOVE that a user started (``dgate --movepatient``: 1, 2 ... on an
 association of its own), whose objects are processed as any, is not
@@ -32,34 +32,35 @@ class OwnRetrieves:
     def __init__(self, aeTitle):
         self.aeTitle = aeTitle
         self._underWay = {}  # Message ID: the AE title a virtual server fetches from, None for a get
-        self._onStored = {}  # Message ID of a virtual server's C-MOVE: told each SOP Instance UID it stored
+        self._onStoring = {}  # Message ID of a virtual server's C-MOVE: told each SOP Instance UID it stores
         self._last = LAST_ID
 
-    def begin(self, source=None, onStored=None):
+    def begin(self, source=None, onStoring=None):
         """The Message ID for a C-MOVE about to be sent; ``end`` it once
         its final response came (or it failed).  ``source``: the AE title
         of the archive a virtual server's C-MOVE fetches from; None for a
-        get, whose objects skip the converters.  ``onStored(uid)``, if
-        given, hears of each object its C-STOREs stored (``storing``)."""
+        get, whose objects skip the converters.  ``onStoring(uid)``, if
+        given, hears of each object its C-STOREs store (``storing``)."""
         for _ in range(LAST_ID - FIRST_ID + 1):
             self._last = FIRST_ID if self._last >= LAST_ID else self._last + 1
             if self._last not in self._underWay:
                 break
         self._underWay[self._last] = source
-        if onStored is not None:
-            self._onStored[self._last] = onStored
+        if onStoring is not None:
+            self._onStoring[self._last] = onStoring
         return self._last
 
     def end(self, messageID):
         self._underWay.pop(messageID, None)
-        self._onStored.pop(messageID, None)
+        self._onStoring.pop(messageID, None)
 
     def storing(self, command):
-        """The ``onStored`` of the C-MOVE a C-STORE-RQ ``command`` is a
-        sub-operation of, else None: taken as the C-STORE comes, and called
-        with its SOP Instance UID once it is stored (which may be after
-        that C-MOVE ended)."""
-        return self._onStored.get(self._messageID(command))
+        """The ``onStoring`` of the C-MOVE a C-STORE-RQ ``command`` is a
+        sub-operation of, else None: called with its SOP Instance UID as
+        the C-STORE comes, it returns None or ``ended(stored)``, called once
+        the store ended (which may be after that C-MOVE ended), ``stored``
+        whether the object was stored."""
+        return self._onStoring.get(self._messageID(command))
 
     def brings(self, command):
         """Whether a C-STORE-RQ ``command`` is a sub-operation of a get's

@@ -5,6 +5,7 @@ dataset)``; it also provides the data set sink (a spool on the MAG device).
 """
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from pacscore.dicom import commands
@@ -69,26 +70,27 @@ class StorageService:
                 dataset.discard()
             refuse(protocol, contextId, command, contextClass, f"a {incoming.sopClassUID} object on this context")
             return defer.succeed(None)
-        onStored = None if self.ownRetrieves is None else self.ownRetrieves.storing(command)
-        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set", onStored)
+        onStoring = None if self.ownRetrieves is None else self.ownRetrieves.storing(command)
+        ended = None if onStoring is None else onStoring(incoming.sopInstanceUID)  # as it comes: not after its commit
+        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set", ended)
         stored.addCallback(self._respond, protocol, contextId, command)
         return stored
 
-    def storeIncoming(self, incoming, dataset, missing, onStored=None):
+    def storeIncoming(self, incoming, dataset, missing, ended=None):
         """Store ``incoming`` from its spool ``dataset`` (None: there is
         none, ``missing`` says why). Fires with ``(status, comment)``, a
-        failure counted and logged; ``onStored(uid)`` hears of the object
-        once it is stored."""
+        failure counted and logged; ``ended(stored)`` hears of the end of
+        the store, ``stored`` whether the object was stored."""
         if dataset is None:
             stored = defer.fail(InvalidDataset(missing))
         else:
             stored = timed(self.objectStore.store(incoming, dataset), self.counters, "storeTime")
-        stored.addCallbacks(self._success, self._failure, callbackArgs=(incoming, onStored), errbackArgs=(incoming,))
+        if ended is not None:
+            stored.addBoth(_told, ended)
+        stored.addCallbacks(self._success, self._failure, errbackArgs=(incoming,))
         return stored.addCallback(self._counted, incoming)
 
-    def _success(self, relative, incoming, onStored):
-        if onStored is not None:
-            onStored(incoming.sopInstanceUID)
+    def _success(self, relative):
         self.counters["imagesReceived"] = self.counters.get("imagesReceived", 0) + 1
         return SUCCESS, None
 
@@ -127,3 +129,9 @@ class StorageService:
             self.userLog.info("{callingAE}: C-STORE", operation="C-STORE", callingAE=protocol.association.callingAE)
         extra = None if status == SUCCESS else {commands.ERROR_COMMENT: comment[:64]}
         protocol.sendMessage(contextId, commands.response(command, commands.C_STORE_RSP, status, extra))
+
+
+def _told(result, ended):
+    """``ended(stored)`` told whether the store ``result`` stored the object."""
+    ended(not isinstance(result, Failure))
+    return result

@@ -57,7 +57,7 @@ and no other sent are ``lost``: the retrieve counts them as failed
 sub-operations, but for those its own query finds (stored after the
 fetch looked); every object asked for is held (``Fetched.held``), and
 deleted again (``CacheVirtualData = 0``) if one of our C-MOVEs stored it
-(``_stored``), not a modality meanwhile.  One that could not be reached, or whose
+(``_storing``), not a modality meanwhile.  One that could not be reached, or whose
 association failed (a timeout, an abort), is held off for
 ``FailHoldOff`` seconds (60), as the export queue holds a destination
 off: the requests of that time leave it out at once, logged, instead of
@@ -247,6 +247,8 @@ class VirtualServers:
         self.ownRetrieves = ownRetrieves
         self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
         self._brought = set()  # the SOP Instance UIDs held that our C-MOVEs stored here: those release deletes
+        self._arriving = Counter()  # SOP Instance UID held -> C-STOREs of our C-MOVEs storing it under way
+        self._late = set()  # those released while stored: deleted once their store ends (``_storing``)
         self._releasing = 0  # releases under way
         self._retrieves = 0  # DICOM retrieves under way (``retrieving``): pacs stopping aborts them
         self._idle = []  # Deferreds of stop, fired once no DICOM retrieve runs nor release
@@ -559,7 +561,7 @@ class VirtualServers:
 
     async def _move(self, protocol, moveClass, identifier, onPending, source):
         own = self.ownRetrieves
-        messageID = None if own is None else own.begin(source, None if self.cache else self._stored)
+        messageID = None if own is None else own.begin(source, None if self.cache else self._storing)
         try:
             command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
                                                                               onPending, messageID))
@@ -572,11 +574,30 @@ class VirtualServers:
             raise VirtualServerError(f"C-MOVE to {self.aeTitle} ended with status 0x{status:04X} "
                                      f"({failed} sub-operations failed)")
 
-    def _stored(self, uid):
-        """One of our C-MOVEs stored the object ``uid`` here (``OwnRetrieves.storing``):
-        ``release`` deletes it if a retrieve holds it (CacheVirtualData = 0)."""
-        if uid in self._holders:
-            self._brought.add(uid)
+    def _storing(self, uid):
+        """A C-STORE of one of our C-MOVEs comes to store the object ``uid``
+        here (``OwnRetrieves.storing``): ``release`` deletes it if a retrieve
+        holds it (CacheVirtualData = 0), once stored; one released while its
+        store is under way is deleted as that store ends.  Returns what
+        hears of that end (``ended(stored)``), None for an object not held."""
+        if uid not in self._holders:
+            return None
+        self._arriving[uid] += 1
+
+        def ended(stored):
+            self._arriving[uid] -= 1
+            if self._arriving[uid] > 0:
+                return
+            del self._arriving[uid]
+            late = uid in self._late
+            self._late.discard(uid)
+            if not stored:
+                return
+            if uid in self._holders:
+                self._brought.add(uid)
+            elif late:
+                defer.ensureDeferred(self._waitedFor(self._delete([uid], {uid})))
+        return ended
 
     def _hold(self, uids):
         """One more retrieve under way holds the objects ``uids`` (with
@@ -627,9 +648,13 @@ class VirtualServers:
 
     async def release(self, fetched):
         """``_release``, which ``stop`` waits for."""
+        await self._waitedFor(self._release(fetched))
+
+    async def _waitedFor(self, deleting):
+        """``await deleting`` (a release, a delete), which ``stop`` waits for."""
         self._releasing += 1
         try:
-            await self._release(fetched)
+            await deleting
         finally:
             self._releasing -= 1
             self._idleIfDone()
@@ -646,11 +671,10 @@ class VirtualServers:
         """A retrieve is over: delete the objects it held (``Fetched.held``:
         the SOP Instance UIDs asked for, and those another retrieve fetched)
         that no other retrieve under way holds and one of our C-MOVEs
-        stored here (``_stored``: those that arrived late too), unless the
-        fetched data is kept (CacheVirtualData).  One asked for that came
-        by other means (a modality sent it meanwhile) stays.  The index
-        failing, or stopping (pacs stopping), they stay, with a warning: no
-        record of them is kept for the next start to delete them."""
+        stored here (``_storing``: those that arrived late too; one still
+        being stored is deleted as its store ends), unless the fetched data
+        is kept (CacheVirtualData).  One asked for that came by other means
+        (a modality sent it meanwhile) stays."""
         if self.cache or not fetched:
             return
         fetched = list(dict.fromkeys(fetched))
@@ -661,10 +685,19 @@ class VirtualServers:
         if len(free) < len(fetched):
             self.log.info("{count} object(s) fetched from virtual servers kept while another retrieve sends them "
                           "(CacheVirtualData = 0): it deletes them", count=len(fetched) - len(free))
-        if not free:
-            return
+        storing = {uid for uid in free if uid in self._arriving}
+        self._late.update(storing)
         brought = {uid for uid in free if uid in self._brought}
         self._brought.difference_update(free)
+        free = [uid for uid in free if uid not in storing]
+        if free:
+            await self._delete(free, brought)
+
+    async def _delete(self, free, brought):
+        """Delete those of the objects ``free`` here that our C-MOVEs
+        stored (``brought``); a line says how many others stay.  The index
+        failing, or stopping (pacs stopping), they stay, with a warning: no
+        record of them is kept for the next start to delete them."""
         try:
             instances = await self.index.runQuery(self.query.instancesByUID, free)  # none waits on it
             ours = [instance for instance in instances if instance.sopInstanceUID in brought]

@@ -4,6 +4,7 @@ two archives, how the fetched objects are stored.  The network side is
 tested against real archives in tests/interop/test_virtual.py."""
 
 import os
+from collections import Counter
 from types import SimpleNamespace
 
 import pydicom
@@ -661,6 +662,38 @@ class VirtualServerTests(unittest.TestCase):
             "means, not by their C-MOVEs",
             "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
 
+    def test_anObjectOurCMoveStoresAsTheRetrieveIsReleasedIsDeleted(self):
+        """CacheVirtualData = 0, the retrieve cancelled (C-CANCEL) while two
+        C-STOREs of its C-MOVE are under way: the release runs once one is
+        committed to the index but not yet over, the other not yet
+        committed.  Neither is taken for a modality's: each is deleted as
+        its store ends; one whose store failed is not looked for."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False, ownRetrieves=index.own)
+        stores = []
+
+        def answer(ae, uids, messageID):
+            index.storedBy(messageID, uids[:1])
+            stores.extend(index.storing(messageID, uids[1:]))
+            return defer.succeed(({commands.STATUS: 0}, None))
+        listing = {"B": defer.succeed([RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)])}
+        answeredBy(servers, listing, [], answer)
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        index.here.remove("1.1.2")  # not committed yet
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+            self.assertEqual(index.removed, ["1.1.0"])
+            stores[0](True)  # 1.1.1's store over
+            index.here.append("1.1.2")
+            stores[1](True)
+            stores[2](False)  # 1.1.3's store failed
+        self.assertEqual(index.removed, ["1.1.0", "1.1.1", "1.1.2"])
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"] * 3)
+        self.assertEqual((servers._holders, servers._brought, servers._arriving, servers._late),
+                         (Counter(), set(), Counter(), set()))
+
     def test_anObjectAnotherRetrieveSendsIsNotDeleted(self):
         """CacheVirtualData = 0, two retrieves of one object under way: the
         first fetches it, the second finds it here, fetched by the first,
@@ -752,11 +785,11 @@ class StoppingTests(unittest.TestCase):
         yield running.archive.index._writer.stop()  # as the stop of pacs does first
         with capturedLogs() as events:
             servers._hold([image.sopUID])  # as a fetch whose C-MOVE stored it
-            servers._stored(image.sopUID)
+            servers._storing(image.sopUID)(True)
             yield defer.ensureDeferred(servers.release([image.sopUID]))
             yield running.stop()
             servers._hold([image.sopUID])
-            servers._stored(image.sopUID)
+            servers._storing(image.sopUID)(True)
             yield defer.ensureDeferred(servers.release([image.sopUID]))
         self.assertEqual([formatEvent(e) for e in events if "virtual" in formatEvent(e)], [
             "1 object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): pacs-db-writer is "
@@ -868,12 +901,18 @@ class FetchingArchive:
     def storedBy(self, messageID, uids):
         """The C-STOREs of our C-MOVE ``messageID`` stored ``uids`` here
         (``StorageService`` tells the fetch of each)."""
+        for ended in self.storing(messageID, uids):
+            ended(True)
+
+    def storing(self, messageID, uids):
+        """The C-STOREs of our C-MOVE ``messageID`` came with ``uids`` and
+        committed them to the index: the ``ended(stored)`` of each, which
+        ``StorageService`` calls once its store is over."""
+        onStoring = self.own.storing({commands.MOVE_ORIGINATOR_AE: "FRONT",
+                                      commands.MOVE_ORIGINATOR_MESSAGE_ID: messageID})
+        enders = [] if onStoring is None else [onStoring(uid) or (lambda stored: None) for uid in uids]
         self.here += uids
-        onStored = self.own.storing({commands.MOVE_ORIGINATOR_AE: "FRONT",
-                                     commands.MOVE_ORIGINATOR_MESSAGE_ID: messageID})
-        if onStored is not None:
-            for uid in uids:
-                onStored(uid)
+        return enders
 
     def move(self, sopClass, identifier, destination, onPending=None, messageID=None):
         self.moves += 1

@@ -1,7 +1,6 @@
 """HTML for the web pages: a page frame and Conquest's ruled tables, every
 value escaped, and links to the pages as ``dgate?mode=...`` URLs; values
-made inert for HTML that page authors wrote, by where they land
-(``inertValue``: in a link's query string, a ``<script>``, a tag, text)."""
+made inert for HTML that page authors wrote (``inert``, ``inUrlQuery``)."""
 
 import functools
 import re
@@ -14,9 +13,6 @@ SCRIPT = "/cgi-bin/dgate"
 # (HTML5: whitespace, quotes, =, <, >, backtick), as a character reference.
 _REFERENCES = {**{ord(c): f"&#{ord(c)};" for c in "\t\n\f\r '=`"},
                ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;"}
-# In a <script>: what could end a JavaScript string or the element, as \uXXXX.
-_IN_SCRIPT = {ord(c): f"\\u{ord(c):04x}" for c in "\\\"'`<>&/\r\n\u2028\u2029"}
-_SCRIPTS = re.compile(r"<(/?)script\b[^>]*(>?)", re.IGNORECASE)
 # The end of a tag's text that is within an href, src or action value, past its "?".
 _IN_URL_QUERY = re.compile(r"""\s(?:href|src|action)\s*=\s*"""
                            r"""(?:"[^"]*\?[^"]*|'[^']*\?[^']*|[^\s"'>][^\s>]*\?[^\s>]*)\Z""", re.IGNORECASE)
@@ -52,21 +48,6 @@ def inUrlQuery(before):
     return start >= 0 and ">" not in tag and _IN_URL_QUERY.search(tag) is not None
 
 
-@functools.lru_cache(maxsize=256)
-def inScript(before):
-    """Whether text written after the HTML ``before`` lands in the content
-    of a ``<script>`` element that ``before`` opens (and does not close)."""
-    tags = list(_SCRIPTS.finditer(before))
-    return bool(tags) and not tags[-1].group(1) and bool(tags[-1].group(2))
-
-
-def inText(before):
-    """Whether text written after the HTML ``before`` lands in text, not
-    in a tag: ``before`` has a ``>`` after its last ``<`` (with neither,
-    as a line that goes on with a tag of the line before, it may be one)."""
-    return before.rfind(">") > before.rfind("<")
-
-
 def queryValue(value, safe=":"):
     """``value`` percent-encoded for a URL's query string, ``safe`` kept (``inert`` leaves it as it is)."""
     return quote(str(value), safe=safe)
@@ -74,18 +55,8 @@ def queryValue(value, safe=":"):
 
 def inertValue(value, before):
     """``value`` (a string) put into HTML after ``before``: ``queryValue`` in a
-    URL's query string; in a ``<script>``'s content as a JavaScript
-    string's text (``\\uXXXX`` for quotes, ``\\``, ``< > & /``, line
-    breaks: the browser decodes no character reference there); in text
-    ``& < > " '`` escaped (spaces and ``=`` are harmless there); else, in
-    a tag or where pacs cannot tell, ``inert``."""
-    if inUrlQuery(before):
-        return queryValue(value)
-    if inScript(before):
-        return str(value).translate(_IN_SCRIPT)
-    if inText(before):
-        return escape(str(value))
-    return inert(value)
+    URL's query string, else ``inert``."""
+    return queryValue(value) if inUrlQuery(before) else inert(value)
 
 
 def join(*parts):

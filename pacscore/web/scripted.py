@@ -36,10 +36,9 @@ line, in order:
   that fails writes why, and logs it); any other line is written out.
 
 Unlike Conquest, values from the request (not those pacs makes from
-dicom.ini, nor the URL-ready ones, nor the section's keys, written as they are) are made
-inert in the lines written out (``pacscore.web.html.inertValue``: in a link's query string
-percent-encoded, in a ``<script>`` the line opens JavaScript-string-escaped, in text
-HTML-escaped, elsewhere, in a tag, HTML-escaped, spaces, ``=`` and backticks too,
+dicom.ini, nor the URL-ready ones, written as they are) are made inert in the lines
+written out (``pacscore.web.html.inertValue``: in a link's query string
+percent-encoded, elsewhere HTML-escaped, spaces, ``=`` and backticks too,
 so that a value cannot end an unquoted attribute, as Conquest's pages
 write them, and add one), and a command line refuses values holding ``|``, ``'``,
 ``;``, ``,`` or a line break, so that a request cannot add fields to the
@@ -271,10 +270,7 @@ def _substituted(line, variables, parameters, ini, section, command):
     line = _VARIABLE.sub(fixed, line)
     for match in _VARIABLE.finditer(line):
         name = match.group(1)
-        if name in parameters.given:
-            value = _safe(None, parameters.given[name], line[:match.start()], command)
-        else:  # the page author's own, as the page's lines
-            value = ini.get(name, None, section)
+        value = parameters.given.get(name, ini.get(name, None, section))
         if value is not None:
-            return line[:match.start()] + value + line[match.end():]
+            return line[:match.start()] + _safe(None, value, line[:match.start()], command) + line[match.end():]
     return line

@@ -29,7 +29,7 @@ class FormatRowTests(unittest.TestCase):
         listed value, then the formatted text is made inert: ``%.3s`` of
         ``A B&C`` shows ``A B``, not the start of a character reference."""
         row = output.formatRow(Format("<b>%.3s</b>[%-5s]<a href=x?p=%.3s>%%</a>"), ["A B&C", "x", "a b c"], html=True)
-        self.assertEqual(row, "<b>A B</b>[x    ]<a href=x?p=a%20b>%</a>")
+        self.assertEqual(row, "<b>A&#32;B</b>[x&#32;&#32;&#32;&#32;]<a href=x?p=a%20b>%</a>")
 
     def test_tooFewValuesIsABadFormat(self):
         with self.assertRaises(CommandError) as caught:

@@ -152,7 +152,7 @@ class ScriptedPageTests(WebTestCase):
     def test_manualSample(self):
         page = yield get(self.resource, mode="sample")
         self.assertEqual((page.code, page.headers["content-type"]), (200, "text/html; charset=utf-8"))
-        self.assertIn("<H2>Conquest DICOM server - sample 1</H2>", page.text)
+        self.assertIn("<H2>Conquest DICOM server - sample&#32;1</H2>", page.text)
         self.assertIn("DICOM server 'SCRIPTED' (pacs, port", page.text)
         self.assertIn("<br>PAT0000\n<br>PAT0001", page.text)
         self.assertRegex(page.text, r"<br>\S+ <strong>\S+ \d+</strong>")
@@ -164,8 +164,8 @@ class ScriptedPageTests(WebTestCase):
     def test_lines(self):
         page = yield get(self.resource, mode="sample2")
         self.assertEqual(page.text.splitlines(), [
-            "<HEAD><TITLE>Conquest DICOM server - sample 2</TITLE></HEAD>", "<BODY BGCOLOR='CFDFCF'>",
-            "<H2>Conquest DICOM server - sample 2</H2>", "</BODY>"])
+            "<HEAD><TITLE>Conquest DICOM server - sample&#32;2</TITLE></HEAD>", "<BODY BGCOLOR='CFDFCF'>",
+            "<H2>Conquest DICOM server - sample&#32;2</H2>", "</BODY>"])
         self.assertEqual(page.headers["cache-control"], "no-cache")
         missing = yield get(self.resource, mode="missing")
         self.assertEqual(missing.text, "from the lines\n")
@@ -267,21 +267,19 @@ class ScriptedPageTests(WebTestCase):
                                     f"&patid=A%20B%26C%2B1&slice=A%20B%26C%2B1:{sop}>img</a>\n")
 
     @defer.inlineCallbacks
-    def test_valuesEscapedForWhereTheyLand(self):
-        """In a <script> a value is escaped for a JavaScript string (no
-        character reference, which the browser would not decode there),
-        in text only ``& < > " '``, in a tag spaces and ``=`` too; the
-        section's own keys are written as they are."""
-        yield self.storedAs("A B&C+1")
+    def test_sectionKeysInACommandsFormatAreNoConversion(self):
+        """A section's own key in a command line's format has its ``%``
+        doubled, as every value there: ``width = 100%`` and a URL with a
+        ``%20`` are written as they are, not read as conversions."""
+        image = self.corpus[0]
         page = yield get(self.resourceWith(
-            "[js]\ntitle = My Archive\n"
-            "line0 = <script>var p=\"%patid%\"; var t=\"%title%\";</script><b title=%patid%>%patid%</b>\n"
-            "line1 = --query2:DICOMPatients|PatientID|PatientID = 'A B&C+1'|<script>ids.push(\"%s\")</script>%s|\n"),
-            mode="js", patid='A B="c"</script>')
+            "[sk]\nbase = http://viewer.example/a%20b/view\nwidth = 100%\n"
+            f"line0 = --query2:DICOMPatients|PatientID|PatientID = '{image.patientID}'|<a href=%base%?p=%s>view</a>\n"
+            f"line1 = --query2:DICOMPatients|PatientID|PatientID = '{image.patientID}'|<td width=%width%>%s</td>\n"),
+            mode="sk")
         self.assertEqual(page.text.splitlines(), [
-            '<script>var p="A B=\\u0022c\\u0022\\u003c\\u002fscript\\u003e"; var t="My Archive";</script>'
-            '<b title=A&#32;B&#61;&quot;c&quot;&lt;/script&gt;>A B=&quot;c&quot;&lt;/script&gt;</b>',
-            '<script>ids.push("A B\\u0026C+1")</script>A B&amp;C+1'])
+            f"<a href=http://viewer.example/a%20b/view?p={image.patientID}>view</a>",
+            f"<td width=100%>{image.patientID}</td>"])
 
     @defer.inlineCallbacks
     def storedAs(self, patientID, n=8):
@@ -516,7 +514,7 @@ class ScriptedPageTests(WebTestCase):
         resource = self.resourceWith("[AnyPage]\nline0 = any %mode%\nexceptions = querypatients,sample\n")
         self.assertEqual((yield get(resource, mode="top")).text, "any top\n")
         self.assertIn("<caption>2 patients</caption>", (yield get(resource, mode="querypatients")).text)
-        self.assertIn("sample 1", (yield get(resource, mode="sample")).text)
+        self.assertIn("sample&#32;1", (yield get(resource, mode="sample")).text)
 
     @defer.inlineCallbacks
     def test_readIniChangesPages(self):

@@ -100,9 +100,10 @@ class Format:
 
     def apply(self, values, repeat=False, made=None):
         """The line of ``values`` (see ``formatted``); with ``made``, each
-        conversion's text, its width and precision applied to the value,
-        goes in as ``made(text, value, start)`` (``start``: where in
-        ``template`` the conversion is)."""
+        conversion goes in as ``made(conversion, value, start)``, which
+        applies the ``conversion`` (its text, ``%-12.7s``, width and
+        precision counting the value) to ``value`` or to what it stands for
+        (``start``: where in ``template`` the conversion is)."""
         try:
             if repeat:
                 values = self.tiled(values)
@@ -112,7 +113,7 @@ class Format:
                 raise TypeError("not enough arguments for format string")
             pieces, end = [], 0
             for value, start, stop in zip(values, self.starts, self._ends):
-                pieces += [self.template[end:start] % (), made(self.template[start:stop] % (value,), value, start)]
+                pieces += [self.template[end:start] % (), made(self.template[start:stop], value, start)]
                 end = stop
             return "".join(pieces) + self.template[end:] % ()
         except (TypeError, ValueError, OverflowError) as e:

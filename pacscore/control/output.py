@@ -7,8 +7,9 @@ rows, ``MAX_ANSWER`` bytes at most (``AnswerLines``), go to ``file`` when one is
 (written in the I/O pool), else to the command's output; output that goes
 into a web page (a scripted page's
 command line) has the values made inert in it (``formatRow``), as they come from DICOM data,
-while ``fmt`` is the page author's HTML (a ``UrlReady`` value, written URL-ready by the
-command, is made inert from its raw value, not encoded twice).  No command writes over the
+while ``fmt`` is the page author's HTML (a ``UrlReady`` value, which the command writes for a URL,
+is percent-encoded once from its raw value wherever it lands, in a link or in Conquest's
+applet ``<param value=`` lines alike).  No command writes over the
 archive's own files (its
 configuration and scripts, its index database, its log and password files, the key files of
 its endpoints and TLS nodes, anything on a MAG or mirror device or in the HL7 drop folder).
@@ -20,7 +21,7 @@ from twisted.internet import defer
 
 from pacscore.control.context import CommandError, Format
 from pacscore.control.endpoint import fields
-from pacscore.web.html import inert, inertValue
+from pacscore.web.html import inertValue, queryValue
 
 MAX_ANSWER = 64 * 1024 * 1024  # bytes (UTF-8) of a command's text output (a listing's, a Lua chunk's print)
 
@@ -43,15 +44,13 @@ def formatRow(form, values, html=False):
     else tab-separated; with ``html`` the strings, formatted (their width
     and precision applied to the value itself), made inert in the HTML of
     ``form`` (``pacscore.web.html.inertValue``: percent-encoded in a
-    link's query string, else HTML-escaped for any attribute), a
-    ``UrlReady`` value's ``raw`` one in its place (made URL-ready again
-    where it lands in a URL, once)."""
-    if html:
-        values = [value.raw if isinstance(value, UrlReady) else value for value in values]
+    link's query string, else HTML-escaped for any attribute); a
+    ``UrlReady`` value, meant for a URL wherever it lands, its ``raw`` one
+    percent-encoded once (``queryValue``, inert too)."""
     if form:
         return form.apply(values, repeat=True, made=_inertIn(form) if html else None)
     if html:
-        values = [inert(value) if isinstance(value, str) else value for value in values]
+        values = [_madeInert(value, "%s", "") if isinstance(value, str) else value for value in values]
     return "\t".join("" if value is None else str(value) for value in values)
 
 
@@ -67,10 +66,18 @@ class UrlReady(str):
 
 
 def _inertIn(form):
-    """``Format.apply``'s ``made`` for a web page: a string's text made inert where it goes in ``form``."""
-    def made(text, value, start):
-        return inertValue(text, form.template[:start]) if isinstance(value, str) else text
-    return made
+    """``Format.apply``'s ``made`` for a web page: ``_madeInert`` where the conversion goes in ``form``."""
+    return lambda conversion, value, start: _madeInert(value, conversion, form.template[:start])
+
+
+def _madeInert(value, conversion, before):
+    """``conversion`` applied to ``value`` and made inert after the HTML
+    ``before``: a string by ``inertValue``, a ``UrlReady`` value's ``raw``
+    one by ``queryValue`` wherever it lands (it is meant for a URL, as
+    the command writes it, in a link or not); a number as it is."""
+    if isinstance(value, UrlReady):
+        return queryValue(conversion % (value.raw,))
+    return inertValue(conversion % (value,), before) if isinstance(value, str) else conversion % (value,)
 
 
 def outputPath(context, text):

@@ -33,7 +33,7 @@ class FormatRowTests(unittest.TestCase):
 
     def test_tooFewValuesIsABadFormat(self):
         with self.assertRaises(CommandError) as caught:
-            Format("%s %s").apply(["x"], made=lambda text, value, start: text)
+            Format("%s %s").apply(["x"], made=lambda conversion, value, start: conversion % (value,))
         self.assertIn("bad format", str(caught.exception))
 
 

@@ -337,6 +337,15 @@ class ScriptedPageTests(WebTestCase):
             f"http://pacs.example/cgi-bin/dgate.exe http://pacs.example/ "
             f"http://pacs.example/cgi-bin/dgate.exe?port={port}&address=127.0.0.1",
             "A%20B%26C:1.2 A%20B%26C A&#32;B&amp;C"])
+        series, sop = yield self.storedAs("A B&C+1")
+        applet = yield get(self.resourceWith(
+            "[applet]\nline0 = <applet code=x><param name=imgURL0 value=\n"
+            "line1 = --imagelister:local|%patid%|%seruid%|:dgate?mode=dicom&slice=%s:%s&compress=un*\n"
+            "line2 = --imagelister:local|%patid%|%seruid%|:<option value=%-9.5s>\n"),
+            mode="applet", series=f"A B&C+1:{series}")
+        self.assertEqual(applet.text.splitlines(), [
+            "<applet code=x><param name=imgURL0 value=", f"dgate?mode=dicom&slice=A%20B%26C%2B1:{sop}&compress=un",
+            "<option value=A%20B%26C%20%20%20%20>"])
 
     @defer.inlineCallbacks
     def test_luaPageVariablesHonourWebScriptAddress(self):

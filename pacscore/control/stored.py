@@ -31,11 +31,12 @@ _OBJECT_REFERENCE = re.compile(r"^([^|?*:]*)[|?*:]([0-9.]+)$")
 
 
 def isLocal(archive, ae):
-    """True when ``ae`` names this archive."""
+    """True when ``ae`` names this archive (its AE title in any case, as
+    acrnema.map looks AEs up)."""
     ae = ae.strip()
     if ae.lower() == "local":
         return not any(node.ae.lower() == "local" for node in archive.configuration.acrNemaMap.nodes)
-    return ae in ("", LOCAL) or ae == archive.aeTitle
+    return ae in ("", LOCAL) or ae.lower() == archive.aeTitle.lower()
 
 
 def storedName(deviceName, objectFile):

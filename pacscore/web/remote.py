@@ -199,10 +199,11 @@ def pushTargets(archive, source):
     Conquest's: every one it knows but the source, this archive first (a
     move from another archive into it), then ``destinations`` (a local
     source: this archive is the source); AEs compared case-insensitively,
-    as acrnema.map looks them up (``source`` as the finder's link carries it)."""
+    as acrnema.map looks them up and ``isLocal`` and the move take them
+    (``source`` as the finder's link carries it)."""
     node = archive.configuration.acrNemaMap.lookup(source)
     named = (node.ae if node is not None else source).strip().lower()
-    own = [] if isLocal(archive, source) or named == archive.aeTitle.lower() else [archive.aeTitle]
+    own = [] if isLocal(archive, source) else [archive.aeTitle]
     return own + [ae for ae in destinations(archive) if ae.lower() != named]
 
 

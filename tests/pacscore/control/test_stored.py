@@ -46,7 +46,7 @@ class IsLocalTests(unittest.TestCase):
     def test_conquestNamesOfThisArchive(self):
         acrNemaMap = AcrNemaMap.fromString("V* 127.0.0.1 104 un\n")
         archive = SimpleNamespace(aeTitle="CONQUESTSRV1", configuration=SimpleNamespace(acrNemaMap=acrNemaMap))
-        for server in ("", " ", "(local)", "local", "LOCAL", " Local ", "CONQUESTSRV1"):
+        for server in ("", " ", "(local)", "local", "LOCAL", " Local ", "CONQUESTSRV1", "conquestSrv1"):
             self.assertTrue(isLocal(archive, server), server)
         for server in ("OTHER", "localhost", "(LOCAL)x"):
             self.assertFalse(isLocal(archive, server), server)

@@ -228,6 +228,23 @@ class RemoteTests(unittest.TestCase):
             self.assertEqual(sorted(re.findall(r'value="Send to ([^"]*)"', mover.text)), sorted(offered))
 
     @defer.inlineCallbacks
+    def test_thePushesOfferedForASourceTypedInAnotherCaseWork(self):
+        """The moves the push page offers take the source in any case, as
+        the page does: from ``there`` a C-MOVE THERE carries out, from
+        ``here``, this archive, C-STOREs from here (not an unknown AE)."""
+        image = self.corpus[0]
+        moved = yield post(self.resource, mode="movestudy", source="there", dest="HERE",
+                           study=f"{image.patientID}:{image.studyUID}")
+        self.assertIn("4 object(s) moved from there to HERE", moved.text)
+        mover = yield get(self.resource, mode="seriesmover", source="here",
+                          series=f"{image.patientID}:{image.seriesUID}", studyuid=image.studyUID)
+        self.assertIn('value="Send to THERE"', mover.text)
+        sent = yield post(self.resource, mode="moveseries", source="here", dest="THERE",
+                          series=f"{image.patientID}:{image.seriesUID}", studyuid=image.studyUID)
+        self.assertEqual(sent.code, 200, sent.text)
+        self.assertIn("2 object(s) sent to THERE", sent.text)
+
+    @defer.inlineCallbacks
     def test_pushOff(self):
         self.here.configuration.ini.set("WEBPush", "0")
         studies = yield get(self.resource, mode="studyfinder", dest="THERE")

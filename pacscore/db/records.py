@@ -21,8 +21,10 @@ the study's modalities, below).
   refused, as Conquest's UpdateOrAddToTable refuses it ("Refused to enter
   inconsistent link ..."; ``InconsistentLink``), nothing of it written,
   unless that study or series row holds no image but the object's own SOP
-  instance, or the series the image row leaves none (a corrected object
-  sent again: the row moves), and the record may move rows at all (not a
+  instance, or the series the image row leaves none and is of the
+  object's study and patient (a corrected object sent again: the row
+  moves; an image never moves to another study or patient with its SOP
+  Instance UID, even alone in its series), and the record may move rows at all (not a
   copy made with new UIDs: ``ImageRecord.relink``): an unrelated object
   that happens to have the SOP Instance UID of one image of a series does
   not replace it.  A patient row is deleted only once no study, series or
@@ -410,6 +412,9 @@ class Upserter:
             2: select(self._image.key).where((self._links[3] == bindparam("b_key")) & other).limit(1),
             1: select(self._image.key).where(self._links[3].in_(select(series).where(
                 self._links[2] == bindparam("b_key"))) & other).limit(1)}
+        # the study of the series b_key and that study's patient
+        self._seriesStudy = select(self._links[2], self._links[1]).select_from(levels[2].table.outerjoin(
+            levels[1].table, self._links[2] == levels[1].key)).where(series == bindparam("b_key"))
         self._rebuildModalities = _modalitiesRebuild(levels[1], levels[2])
         self._modalitiesMissing = _modalitiesMissing(levels[1], levels[2])
         self._lastStored = {index: _lastStoredImage(levels, index) for index in (0, 1, 2)}
@@ -512,19 +517,32 @@ class Upserter:
         study or series row holds no image but the record's own SOP
         instance, the series an image row leaves none, in the database or
         earlier in this batch (``batched``): only the last image of a
-        series moves, as it moves its series and study.  A row's link that
-        differs only by the spaces that pad it (indexed before they were
-        dropped) is the same: the row takes the record's."""
+        series moves, as it moves its series and study, and only to another
+        series of its study and patient (``_withinItsStudy``).  A row's
+        link that differs only by the spaces that pad it (indexed before
+        they were dropped) is the same: the row takes the record's."""
         level, attrs = self._levels[index], record.attrs
         link, new = self._links[index].name, attrs.get(level.fields[-1].source)
         if known is None or not known[link] or not new or new == known[link].strip(" "):  # padded: written before
             return
         sopInstanceUID = attrs.get(self._image.keyTag)
         holder, holderKey = (index, key) if index < 3 else (2, known[link])  # the row that must hold no other image
-        if (record.relink and not batched.get((holder, holderKey), set()) - {sopInstanceUID} and connection.execute(
-                self._otherImages[holder], {"b_key": holderKey, "b_sop": sopInstanceUID}).first() is None):
+        if (record.relink and (index < 3 or self._withinItsStudy(connection, holderKey, attrs))
+                and not batched.get((holder, holderKey), set()) - {sopInstanceUID} and connection.execute(
+                    self._otherImages[holder], {"b_key": holderKey, "b_sop": sopInstanceUID}).first() is None):
             return
         raise InconsistentLink(level.table.name, level.keyName, key, link, known[link], new)
+
+    def _withinItsStudy(self, connection, series, attrs):
+        """Whether the series row ``series`` (the one an image row would
+        leave) is of the study and patient that ``attrs`` names: an image
+        moves to another series of its study only; one of another study or
+        patient with its SOP Instance UID is an unrelated object (a
+        colliding UID), not a corrected one, even where the image is alone
+        in its series (a CR view, an SR, a PDF)."""
+        row = connection.execute(self._seriesStudy, {"b_key": series}).first()
+        return row is not None and [(value or "").strip(" ") for value in row] == [
+            attrs.get(self._parents[1].keyTag, ""), attrs.get(self._parents[0].keyTag, "")]
 
     def _forgetVanished(self, connection, records):
         """Drop the cached parent rows of ``records`` that the database no

@@ -286,10 +286,23 @@ class CorpusTests(ServerTestCase):
         refused as Conquest refuses it (it replaced that image, whose file
         was deleted: 'removed ...: replaced by a new copy of the same SOP
         instance'); both patients' objects stay, indexed and on disk."""
-        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1, imagesPerSeries=2)
+        self.assertCollisionRefused(imagesPerSeries=2)
+
+    def test_anotherPatientsObjectWithTheSOPInstanceOfASeriesOnlyImageRefused(self):
+        """Likewise where the stored image is alone in its series (a CR
+        view, an SR, a PDF): the other patient's object did not move it,
+        it replaced it ('... deleted: its last image moved elsewhere')."""
+        self.assertCollisionRefused(imagesPerSeries=1)
+
+    def assertCollisionRefused(self, imagesPerSeries):
+        """Store two patients of one series of ``imagesPerSeries`` images
+        each, then an object of another patient, study and series with the
+        SOP Instance UID of the first image: refused, both patients kept."""
+        images = generateCorpus(self.mktemp(), patients=2, studiesPerPatient=1, seriesPerStudy=1,
+                                imagesPerSeries=imagesPerSeries)
         self.assertEqual(self.server.store(*(i.path for i in images)).returncode, 0)
         victim = images[0]
-        ds = pydicom.dcmread(images[2].path)
+        ds = pydicom.dcmread(images[-1].path)
         ds.PatientID, ds.PatientName = "COLLIDE", "OTHER^PATIENT"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = victim.sopUID

@@ -358,21 +358,21 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(len(self.rows("image")), 1)
 
     def test_imageMovedLeavesNoEmptyParents(self):
-        """The same SOPInstanceUID again under another Patient ID (a
-        corrected object): the series, study and patient it left empty go;
-        a parent that still has other children stays."""
+        """The same SOPInstanceUID again under another series of its study
+        (a corrected object): the series it left empty goes; a parent that
+        still has other children stays; a corrected Patient ID (the UIDs
+        kept) moves the study and its patient left empty goes."""
         self.upsert(makeRecord("1.2.3.1.1"))
         self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2"))
-        self.upsert(makeRecord("1.2.3.1.1", series="9.1", study="9", patient="PAT2"))
-        self.assertEqual([r["SeriesInstanceUID"] for r in self.rows("series")], ["1.2.3.2", "9.1"])
-        self.assertEqual(sorted(r["StudyInstanceUID"] for r in self.rows("study")), ["1.2.3", "9"])
-        self.upsert(makeRecord("1.2.3.2.1", series="9.2", study="9", patient="PAT2"))
-        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["9.1", "9.2"])
-        self.assertEqual([r["StudyInstanceUID"] for r in self.rows("study")], ["9"])
-        self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["PAT2"])
-        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2"))  # back: the cache must not hide the deleted rows
+        self.upsert(makeRecord("1.2.3.1.1", series="1.2.3.9"))
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.2", "1.2.3.9"])
+        self.assertEqual([r["StudyInstanceUID"] for r in self.rows("study")], ["1.2.3"])
+        self.upsert(makeRecord("9.1.1", series="9.1", study="9"))
+        self.upsert(makeRecord("9.1.1", series="9.1", study="9", patient="PAT2"))
         self.assertEqual(sorted(r["PatientID"] for r in self.rows("patient")), ["PAT1", "PAT2"])
-        self.assertEqual(self.row("series", SeriesInstanceUID="1.2.3.2")["SeriesPat"], "PAT1")
+        self.upsert(makeRecord("1.2.3.1.1", series="1.2.3.1"))  # back: the cache must not hide the deleted rows
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.1", "1.2.3.2", "9.1"])
+        self.assertEqual(self.row("series", SeriesInstanceUID="1.2.3.1")["SeriesPat"], "PAT1")
 
     def test_studyMovedLeavesNoEmptyPatient(self):
         """Only the Patient ID corrected, the UIDs kept: the study row now
@@ -437,6 +437,29 @@ class UpsertTests(IndexTestCase):
                           [makeRecord("1.2.3.9.2", series="1.2.3.9", patient="PATA"),
                            makeRecord("1.2.3.8.1", series="1.2.3.7", patient="PATA")])
         self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.8.1")["SeriesInstanceUID"], "1.2.3.9")
+
+    def test_theOnlyImageOfASeriesMovesWithinItsStudyOnly(self):
+        """An object with the SOP Instance UID of an image alone in its
+        series (a CR view, an SR, a PDF) is refused when it is of another
+        study or patient, nothing written (it replaced that image, another
+        patient's object in its place); a corrected one of the same study
+        and patient moves it to another series."""
+        self.upsert(makeRecord("1.2.3.1.1", patient="PATA"))
+        self.upsert(makeRecord("1.2.3.2.1", series="1.2.3.2", patient="PATA"))
+        for other in (makeRecord("1.2.3.1.1", series="9.1", study="9", patient="PATB"),
+                      makeRecord("1.2.3.1.1", series="9.1", study="9", patient="PATA"),
+                      makeRecord("1.2.3.1.1", series="1.2.3.9", patient="PATB")):
+            error = self.assertRaises(InconsistentLink, self.upsert, other)
+            self.assertIn("SeriesInstanceUID into DICOMImages: SOPInstanceUID = '1.2.3.1.1', Old = '1.2.3.1'",
+                          str(error))
+            self.assertRaises(InconsistentLink, self.index.checkLinks, other)
+        self.assertEqual([(r["SOPInstanceUID"], r["SeriesInstanceUID"], r["ImagePat"]) for r in self.rows("image")],
+                         [("1.2.3.1.1", "1.2.3.1", "PATA"), ("1.2.3.2.1", "1.2.3.2", "PATA")])
+        self.assertEqual([r["PatientID"] for r in self.rows("patient")], ["PATA"])
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.1", "1.2.3.2"])
+        self.upsert(makeRecord("1.2.3.1.1", series="1.2.3.9", patient="PATA"))  # corrected: it moves
+        self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.1.1")["SeriesInstanceUID"], "1.2.3.9")
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.2", "1.2.3.9"])
 
     def test_aCopyNeverMovesItsImage(self):
         """A copy (``relink`` False) whose SOP instance is indexed under

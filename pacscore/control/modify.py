@@ -77,11 +77,15 @@ class ObjectGone(CommandError):
     file of it: it was deleted (or stored again and deleted) meanwhile."""
 
 
-async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
+async def rewrite(archive, instance, change, callingAE, keep=False, copy=False, fresh=False):
     """Store ``change`` of the stored object ``instance`` (see the module
     docstring; ``copy``: it gives new UIDs, see ``storeObject``); the new
     file as ``storedName`` gives it, or None when the change changed
-    nothing.  The rewrites of one SOP instance run one at a time: each
+    nothing.  ``fresh``: a SOP Instance UID the change gives (a script's)
+    must be that of no stored object, which it would replace, the two
+    objects made one: one that is is refused, nothing changed (a UID the
+    UID map gives, a copy's or a merge's, is that of an earlier copy of
+    the same original, which it replaces).  The rewrites of one SOP instance run one at a time: each
     starts from the row the index has for it then, so ObjectGone is raised
     when another rewrite gave it new UIDs (or a delete removed it)
     meanwhile.  When the file of ``instance`` is gone, the object was
@@ -94,10 +98,10 @@ async def rewrite(archive, instance, change, callingAE, keep=False, copy=False):
     changed copy is stored (a delete), the copy is removed again and
     ObjectGone raised: an object never ends up in two places."""
     return await archive.objectChanges.run(instance.sopInstanceUID, _rewrite, archive, instance, change,
-                                           callingAE, keep, copy)
+                                           callingAE, keep, copy, fresh)
 
 
-async def _rewrite(archive, instance, change, callingAE, keep, copy):
+async def _rewrite(archive, instance, change, callingAE, keep, copy, fresh):
     """``rewrite``, the rewrites of the SOP instance before it done."""
     now = await _row(archive, instance)
     if now is None:
@@ -106,6 +110,11 @@ async def _rewrite(archive, instance, change, callingAE, keep, copy):
     if not changed:
         return None
     old = storedName(instance.deviceName, instance.objectFile)
+    if fresh and incoming.sopInstanceUID != instance.sopInstanceUID:
+        indexed = await _rows(archive, incoming.sopInstanceUID)
+        if indexed:
+            raise CommandError(f"{old}: SOP Instance UID {incoming.sopInstanceUID} is that of the stored object "
+                               f"{storedName(indexed[0].deviceName, indexed[0].objectFile)}; nothing was changed")
     device, relative = await storeObject(archive, incoming, data, old, copy)
     if not keep and incoming.sopInstanceUID != instance.sopInstanceUID:
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
@@ -173,18 +182,20 @@ class _FileCommand(AsyncControlCommand):
     """A change of one stored file: ``split(arguments)`` gives the file and
     the other argument, ``change(other, archive, instance)`` the change;
     ``keep`` the original; ``newUIDs``: the change gives it new UIDs from
-    the UID map (a copy, ``storeObject``)."""
+    the UID map (a copy, ``storeObject``); ``freshUIDs``: a SOP Instance
+    UID it gives must be no stored object's (``rewrite``'s ``fresh``)."""
 
     log = Logger()
     keep = False
     newUIDs = False
+    freshUIDs = False
 
     async def execute(self, arguments, context):
         archive = context.archive
         text, other = self.split(arguments)
         instance = await storedInstance(archive, text)
         change = await self.change(other, archive, instance)
-        stored = await rewrite(archive, instance, change, self.name[:16], self.keep, self.newUIDs)
+        stored = await rewrite(archive, instance, change, self.name[:16], self.keep, self.newUIDs, self.freshUIDs)
         old = storedName(instance.deviceName, instance.objectFile)
         if stored is None:
             return f"{old}: nothing changed"
@@ -248,6 +259,7 @@ class Anonymize(_FileCommand):
 class ModifyImage(_FileCommand):
     name = "modifyimage"
     usage = "--modifyimage:file,script  Change items in file (converter script)"
+    freshUIDs = True
 
     def split(self, arguments):
         text, script = fields(arguments, 2)
@@ -283,15 +295,17 @@ def _parsed(text, name, archive):
 
 
 class _Batch(AsyncControlCommand):
-    """A change of many stored objects, which skips one deleted meanwhile."""
+    """A change of many stored objects, which skips one deleted meanwhile;
+    ``freshUIDs`` as ``_FileCommand``'s."""
 
     log = Logger()
+    freshUIDs = False
 
     async def _rewrite(self, context, instance, change):
         """Rewrite one object: its new file's name (None: nothing changed),
         or False (logged) when it was deleted meanwhile."""
         try:
-            return await rewrite(context.archive, instance, change, self.name[:16])
+            return await rewrite(context.archive, instance, change, self.name[:16], fresh=self.freshUIDs)
         except ObjectGone as e:
             self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
             return False
@@ -301,6 +315,8 @@ class _ModifyAll(_Batch):
     """``modifystudy`` / ``modifyseries``: ``patid,uid,script``, modifyimage's
     script applied to each object of the study or series (``tag``),
     with its checks, one object at a time."""
+
+    freshUIDs = True
 
     async def execute(self, arguments, context):
         archive = context.archive

@@ -440,19 +440,21 @@ class ModifyImageLinkTests(unittest.TestCase):
     stored = ModifyLuaFailureTests.stored
 
     @defer.inlineCallbacks
-    def test_modifyimageToTheSOPInstanceOfAnotherSeriesRefused(self):
-        """modifyimage giving an object the SOP Instance UID of an image of
-        another series that has others is refused (it replaced that image,
-        deleting its file, and answered 'changed'); both stay."""
+    def test_modifyimageToTheSOPInstanceOfAStoredObjectRefused(self):
+        """modifyimage giving an object the SOP Instance UID of another
+        stored object, of another patient's series or of its own, is
+        refused, nothing changed (it replaced that object, deleting its
+        file, and answered 'changed': the two objects became one)."""
         others = generateCorpus(os.path.abspath(self.mktemp()), patients=2, studiesPerPatient=1, seriesPerStudy=1,
                                 imagesPerSeries=1)[1:]
         yield self.running.store(others)
         before = yield self.stored()
-        victim = self.images[0]
-        [instance] = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE",
-                                                       [QueryKey(SOP_INSTANCE_UID, "UI", others[0].sopUID)])
-        error = yield self.assertFailure(self.running.run(
-            commands.modifyImage, f'MAG0:{instance.objectFile},set 0008,0018 to "{victim.sopUID}"'), CommandError)
-        self.assertIn("Refused to enter inconsistent link SeriesInstanceUID into DICOMImages: SOPInstanceUID = "
-                      f"'{victim.sopUID}', Old = '{victim.seriesUID}', Refused = '{others[0].seriesUID}'", str(error))
-        self.assertEqual((yield self.stored()), before)
+        for victim, changed in (self.images, (self.images[0], others[0])):
+            error = yield self.assertFailure(self.running.run(
+                commands.modifyImage, f'MAG0:{before[changed.sopUID][0]},set 0008,0018 to "{victim.sopUID}"'),
+                CommandError)
+            self.assertIn(f"SOP Instance UID {victim.sopUID} is that of the stored object "
+                          f"MAG0:{before[victim.sopUID][0]}; nothing was changed", str(error))
+            self.assertEqual((yield self.stored()), before)
+        self.assertEqual(sorted(self.running.files()), sorted(
+            self.archive.objectReader.magPath("MAG0", objectFile) for objectFile, _ in before.values()))

@@ -39,6 +39,7 @@ UIDs from the UID map:
   ``mergeseriesfile:file`` can bring in one object of B stored later.
 """
 
+import dataclasses
 import os
 
 from twisted.internet import task
@@ -77,15 +78,19 @@ class ObjectGone(CommandError):
     file of it: it was deleted (or stored again and deleted) meanwhile."""
 
 
-async def rewrite(archive, instance, change, callingAE, keep=False, copy=False, fresh=False):
+async def rewrite(archive, instance, change, callingAE, keep=False, copy=False, edit=False):
     """Store ``change`` of the stored object ``instance`` (see the module
     docstring; ``copy``: it gives new UIDs, see ``storeObject``); the new
     file as ``storedName`` gives it, or None when the change changed
-    nothing.  ``fresh``: a SOP Instance UID the change gives (a script's)
-    must be that of no stored object, which it would replace, the two
-    objects made one: one that is is refused, nothing changed (a UID the
-    UID map gives, a copy's or a merge's, is that of an earlier copy of
-    the same original, which it replaces).  The rewrites of one SOP instance run one at a time: each
+    nothing.  ``edit``: the change is a script's (modifyimage,
+    modifystudy, modifyseries): a SOP Instance UID it gives must be that
+    of no stored object, which it would replace, the two objects made
+    one: one that is is refused, nothing changed (a UID the UID map gives,
+    a copy's or a merge's, is that of an earlier copy of the same
+    original, which it replaces); the object keeping its own is
+    ``IncomingObject.rewritten``: it may leave a series that has other
+    images for another of its study (a series split, or given a new UID
+    object by object).  The rewrites of one SOP instance run one at a time: each
     starts from the row the index has for it then, so ObjectGone is raised
     when another rewrite gave it new UIDs (or a delete removed it)
     meanwhile.  When the file of ``instance`` is gone, the object was
@@ -98,10 +103,10 @@ async def rewrite(archive, instance, change, callingAE, keep=False, copy=False, 
     changed copy is stored (a delete), the copy is removed again and
     ObjectGone raised: an object never ends up in two places."""
     return await archive.objectChanges.run(instance.sopInstanceUID, _rewrite, archive, instance, change,
-                                           callingAE, keep, copy, fresh)
+                                           callingAE, keep, copy, edit)
 
 
-async def _rewrite(archive, instance, change, callingAE, keep, copy, fresh):
+async def _rewrite(archive, instance, change, callingAE, keep, copy, edit):
     """``rewrite``, the rewrites of the SOP instance before it done."""
     now = await _row(archive, instance)
     if now is None:
@@ -110,11 +115,13 @@ async def _rewrite(archive, instance, change, callingAE, keep, copy, fresh):
     if not changed:
         return None
     old = storedName(instance.deviceName, instance.objectFile)
-    if fresh and incoming.sopInstanceUID != instance.sopInstanceUID:
+    if edit and incoming.sopInstanceUID != instance.sopInstanceUID:
         indexed = await _rows(archive, incoming.sopInstanceUID)
         if indexed:
             raise CommandError(f"{old}: SOP Instance UID {incoming.sopInstanceUID} is that of the stored object "
                                f"{storedName(indexed[0].deviceName, indexed[0].objectFile)}; nothing was changed")
+    elif edit:
+        incoming = dataclasses.replace(incoming, rewritten=True)
     device, relative = await storeObject(archive, incoming, data, old, copy)
     if not keep and incoming.sopInstanceUID != instance.sopInstanceUID:
         sameFile = (device, relative) == (instance.deviceName, instance.objectFile)
@@ -182,20 +189,20 @@ class _FileCommand(AsyncControlCommand):
     """A change of one stored file: ``split(arguments)`` gives the file and
     the other argument, ``change(other, archive, instance)`` the change;
     ``keep`` the original; ``newUIDs``: the change gives it new UIDs from
-    the UID map (a copy, ``storeObject``); ``freshUIDs``: a SOP Instance
-    UID it gives must be no stored object's (``rewrite``'s ``fresh``)."""
+    the UID map (a copy, ``storeObject``); ``edits``: the change is a
+    script's (``rewrite``'s ``edit``)."""
 
     log = Logger()
     keep = False
     newUIDs = False
-    freshUIDs = False
+    edits = False
 
     async def execute(self, arguments, context):
         archive = context.archive
         text, other = self.split(arguments)
         instance = await storedInstance(archive, text)
         change = await self.change(other, archive, instance)
-        stored = await rewrite(archive, instance, change, self.name[:16], self.keep, self.newUIDs, self.freshUIDs)
+        stored = await rewrite(archive, instance, change, self.name[:16], self.keep, self.newUIDs, self.edits)
         old = storedName(instance.deviceName, instance.objectFile)
         if stored is None:
             return f"{old}: nothing changed"
@@ -259,7 +266,7 @@ class Anonymize(_FileCommand):
 class ModifyImage(_FileCommand):
     name = "modifyimage"
     usage = "--modifyimage:file,script  Change items in file (converter script)"
-    freshUIDs = True
+    edits = True
 
     def split(self, arguments):
         text, script = fields(arguments, 2)
@@ -296,16 +303,16 @@ def _parsed(text, name, archive):
 
 class _Batch(AsyncControlCommand):
     """A change of many stored objects, which skips one deleted meanwhile;
-    ``freshUIDs`` as ``_FileCommand``'s."""
+    ``edits`` as ``_FileCommand``'s."""
 
     log = Logger()
-    freshUIDs = False
+    edits = False
 
     async def _rewrite(self, context, instance, change):
         """Rewrite one object: its new file's name (None: nothing changed),
         or False (logged) when it was deleted meanwhile."""
         try:
-            return await rewrite(context.archive, instance, change, self.name[:16], fresh=self.freshUIDs)
+            return await rewrite(context.archive, instance, change, self.name[:16], edit=self.edits)
         except ObjectGone as e:
             self.log.info("{peer}: {command}: {error}: skipped", peer=context.peer, command=self.name, error=e)
             return False
@@ -316,7 +323,7 @@ class _ModifyAll(_Batch):
     script applied to each object of the study or series (``tag``),
     with its checks, one object at a time."""
 
-    freshUIDs = True
+    edits = True
 
     async def execute(self, arguments, context):
         archive = context.archive

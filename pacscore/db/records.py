@@ -24,7 +24,9 @@ the study's modalities, below).
   instance, or the series the image row leaves none and is of the
   object's study and patient (a corrected object sent again: the row
   moves; an image never moves to another study or patient with its SOP
-  Instance UID, even alone in its series), and the record may move rows at all (not a
+  Instance UID, even alone in its series; a command's rewrite of it,
+  ``ImageRecord.rewritten``, moves it though the series has others), and
+  the record may move rows at all (not a
   copy made with new UIDs: ``ImageRecord.relink``): an unrelated object
   that happens to have the SOP Instance UID of one image of a series does
   not replace it.  A patient row is deleted only once no study, series or
@@ -117,6 +119,10 @@ class ImageRecord:
     patient it was copied to.  ``fetchedFrom``: the AE title of the
     archive a virtual server fetched it from, which its export converter
     lines forward nothing to (``IncomingObject.fetchedFrom``).
+    ``rewritten``: a stored object that a control command's script
+    changed, its own image row: it may leave a series that has other
+    images for another series of its study (``modifyimage`` splitting a
+    series, ``modifyseries`` giving one a new UID object by object).
     """
 
     attrs: dict[int, str]
@@ -128,6 +134,7 @@ class ImageRecord:
     actions: tuple = ()
     relink: bool = True
     fetchedFrom: str = ""
+    rewritten: bool = False
 
     def __post_init__(self):
         unpadded = {tag: "\\".join(unpaddedValues(value, dictionaryVR(tag))) for tag, value in self.attrs.items()
@@ -517,8 +524,9 @@ class Upserter:
         study or series row holds no image but the record's own SOP
         instance, the series an image row leaves none, in the database or
         earlier in this batch (``batched``): only the last image of a
-        series moves, as it moves its series and study, and only to another
-        series of its study and patient (``_withinItsStudy``).  A row's
+        series moves, as it moves its series and study, or one a command
+        rewrote (``record.rewritten``), and only to another series of its
+        study and patient (``_withinItsStudy``).  A row's
         link that differs only by the spaces that pad it (indexed before
         they were dropped) is the same: the row takes the record's."""
         level, attrs = self._levels[index], record.attrs
@@ -527,9 +535,10 @@ class Upserter:
             return
         sopInstanceUID = attrs.get(self._image.keyTag)
         holder, holderKey = (index, key) if index < 3 else (2, known[link])  # the row that must hold no other image
-        if (record.relink and (index < 3 or self._withinItsStudy(connection, holderKey, attrs))
-                and not batched.get((holder, holderKey), set()) - {sopInstanceUID} and connection.execute(
-                    self._otherImages[holder], {"b_key": holderKey, "b_sop": sopInstanceUID}).first() is None):
+        if (record.relink and (index < 3 or self._withinItsStudy(connection, holderKey, attrs)) and (
+                index == 3 and record.rewritten or not batched.get((holder, holderKey), set()) - {sopInstanceUID}
+                and connection.execute(self._otherImages[holder],
+                                       {"b_key": holderKey, "b_sop": sopInstanceUID}).first() is None)):
             return
         raise InconsistentLink(level.table.name, level.keyName, key, link, known[link], new)
 

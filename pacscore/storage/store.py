@@ -155,7 +155,10 @@ class IncomingObject:
     FixPhilips/FixKodak change it (not for rewritten objects); ``relink``:
     whether it may move the study or series that holds only its own SOP
     instance to another patient or study (``ImageRecord.relink``: not for
-    copies given new UIDs); ``session``: that of the association it came on
+    copies given new UIDs); ``rewritten``: a stored object a control
+    command's script changed, keeping its SOP Instance UID: its image row
+    may leave a series that has other images for another of its study
+    (``ImageRecord.rewritten``); ``session``: that of the association it came on
     (``pacscore.converters.context``), or None; ``fetchedFrom``: the AE
     title of the archive a virtual server fetched it from (a ``forward``
     to it is not queued, ``pacscore.dicom.ownretrieves``), else ""."""
@@ -169,6 +172,7 @@ class IncomingObject:
     converters: bool = True
     amended: bool = True
     relink: bool = True
+    rewritten: bool = False
     session: dict | None = field(default=None, compare=False, repr=False)
     fetchedFrom: str = ""
 
@@ -628,7 +632,8 @@ class ObjectStore:
             self._checkPresent(device)
             overwrote = os.path.lexists(device.absolute(relative))
             if overwrote:
-                self._checkLinks(ImageRecord(attrs, device.name, relative, relink=incoming.relink))
+                self._checkLinks(ImageRecord(attrs, device.name, relative, relink=incoming.relink,
+                                              rewritten=incoming.rewritten))
             relative = self._place(temporary, device, relative, attrs[SOP_INSTANCE_UID])
             for written in self._recordings:
                 written.add((device.name, relative))
@@ -639,8 +644,9 @@ class ObjectStore:
         finally:
             if early is not None:  # not used: the object was refused
                 early.drop()
-        return ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
-                           tuple(actions), incoming.relink, incoming.fetchedFrom), device, overwrote, notes
+        record = ImageRecord(attrs, device.name, relative, incoming.callingAE, incoming.calledAE, incoming.converters,
+                             tuple(actions), incoming.relink, incoming.fetchedFrom, incoming.rewritten)
+        return record, device, overwrote, notes
 
     @staticmethod
     def _refill(device):

@@ -458,3 +458,28 @@ class ModifyImageLinkTests(unittest.TestCase):
             self.assertEqual((yield self.stored()), before)
         self.assertEqual(sorted(self.running.files()), sorted(
             self.archive.objectReader.magPath("MAG0", objectFile) for objectFile, _ in before.values()))
+
+    @defer.inlineCallbacks
+    def test_modifyseriesGivesASeriesANewUID(self):
+        """modifyseries setting 0020,000e moves every image of the series
+        to the new one, object by object (the first was refused, as its
+        series had others: '0 of 2 object(s) ... changed'), the old series
+        row gone with its last image; modifyimage splits one image off
+        into a series of its own."""
+        series = self.images[0].seriesUID
+        answer = yield self.running.run(commands.modifySeries, f',{series},set 0020,000e to "1.2.3.78"')
+        self.assertEqual(answer, f"2 object(s) of series {series} changed, 0 unchanged")
+        instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        self.assertEqual(sorted((i.sopInstanceUID, i.seriesInstanceUID) for i in instances),
+                         sorted((image.sopUID, "1.2.3.78") for image in self.images))
+        table = self.archive.index.tables.series
+        rows = yield self.archive.index.runQuery(
+            lambda connection: connection.execute(select(table.c.SeriesInstanceUID)).scalars().all())
+        self.assertEqual(rows, ["1.2.3.78"])
+        instance = next(i for i in instances if i.sopInstanceUID == self.images[1].sopUID)
+        yield self.running.run(commands.modifyImage, f'MAG0:{instance.objectFile},set 0020,000e to "1.2.3.79"')
+        instances = yield self.archive.index.runQuery(self.archive.query.instances, "IMAGE", [])
+        self.assertEqual(sorted((i.sopInstanceUID, i.seriesInstanceUID) for i in instances),
+                         sorted([(self.images[0].sopUID, "1.2.3.78"), (self.images[1].sopUID, "1.2.3.79")]))
+        self.assertEqual(sorted(pydicom.dcmread(path).SeriesInstanceUID for path in self.running.files()),
+                         ["1.2.3.78", "1.2.3.79"])

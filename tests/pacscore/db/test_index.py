@@ -461,6 +461,24 @@ class UpsertTests(IndexTestCase):
         self.assertEqual(self.row("image", SOPInstanceUID="1.2.3.1.1")["SeriesInstanceUID"], "1.2.3.9")
         self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.2", "1.2.3.9"])
 
+    def test_aRewrittenImageLeavesASeriesOfOthersWithinItsStudy(self):
+        """An image a command rewrote (``rewritten``: modifyimage splitting
+        a series, modifyseries giving one a new UID) moves to another
+        series of its study though its series has other images; not to
+        another study's."""
+        self.upsert(makeRecord("1.2.3.1.1"))
+        self.upsert(makeRecord("1.2.3.1.2"))
+        record = makeRecord("1.2.3.1.1", series="9.1", study="9")
+        record.rewritten = True
+        self.assertRaises(InconsistentLink, self.upsert, record)
+        record = makeRecord("1.2.3.1.1", series="1.2.3.9")
+        record.rewritten = True
+        self.index.checkLinks(record)
+        self.upsert(record)
+        self.assertEqual([(r["SOPInstanceUID"], r["SeriesInstanceUID"]) for r in self.rows("image")],
+                         [("1.2.3.1.1", "1.2.3.9"), ("1.2.3.1.2", "1.2.3.1")])
+        self.assertEqual(sorted(r["SeriesInstanceUID"] for r in self.rows("series")), ["1.2.3.1", "1.2.3.9"])
+
     def test_aCopyNeverMovesItsImage(self):
         """A copy (``relink`` False) whose SOP instance is indexed under
         another series is refused even where it is that series' only

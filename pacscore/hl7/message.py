@@ -364,12 +364,15 @@ def _segmentLines(raw):
     one a line; or a segment ID, an upper-case letter and two upper-case
     letters or digits, then the header's field separator: ``PID|``, as
     in a message whose other segments end in LF, or alone on its line, a
-    segment with no fields: ``NTE``); elsewhere it is data (a line break
-    a RIS user typed into a free-text field, OBR-13, NTE-3).
+    segment with no fields: ``NTE``, where the line after it starts a
+    segment too or the message ends there, ``_segmentStarts``); elsewhere
+    it is data (a line break a RIS user typed into a free-text field,
+    OBR-13, NTE-3, a line ``CVA`` of it too).
     A lone LF (files written on Unix): any line end does.
     """
     pieces = _LINE_ENDS.split(raw)  # text, its line end, text, ... text
-    segments, parts, crOnly, separator = [], [], False, b"|"
+    starts = _segmentStarts(pieces)
+    segments, parts, crOnly = [], [], False
     for index in range(0, len(pieces), 2):
         text = pieces[index]
         end = pieces[index + 1] if index + 1 < len(pieces) else b""
@@ -377,9 +380,9 @@ def _segmentLines(raw):
             if not text.strip():  # a blank line
                 continue
             if _startsHeader(text):
-                crOnly, separator = end[:1] == b"\r", text[3:4]
+                crOnly = end[:1] == b"\r"
         parts.append(text)
-        if end == b"\n" and crOnly and not _startsSegment(pieces[index + 2], separator):
+        if end == b"\n" and crOnly and not starts[index // 2 + 1]:
             parts.append(end)
             continue
         segments.append(b"".join(parts).rstrip(b"\n"))
@@ -392,13 +395,30 @@ def _startsHeader(text):
     return text[:3] in _HEADERS and not text[3:4].isalnum()
 
 
-def _startsSegment(text, separator):
-    """Whether ``text``, a line, starts a segment: a header or trailer
-    (``_startsHeader``), or a segment ID followed by ``separator``, the
-    field separator of the header before it (``PID|``), or alone on the
-    line (``NTE``, spaces after it ignored)."""
-    return _startsHeader(text) or (_SEGMENT_ID.fullmatch(text[:3]) is not None
-                                   and (text[3:4] == separator or not text[3:].strip()))
+def _segmentStarts(pieces):
+    """Whether each line of ``pieces`` (text, its line end, text, ...
+    text) would start a segment after a lone LF: a header or trailer
+    (``_startsHeader``), a segment ID followed by the field separator of
+    the header before it (``PID|``), or a segment ID alone on its line
+    (``NTE``, spaces after it ignored) where, past blank lines, a lone LF
+    leads to a line that starts a segment or the message ends; one before
+    a CR, or before free text, is text (``History:`` LF ``CVA`` LF
+    ``R/O bleed``).  Read from the last line back, in one pass."""
+    lines = pieces[::2]
+    separators, separator = [], b"|"
+    for text in lines:
+        if _startsHeader(text):
+            separator = text[3:4]
+        separators.append(separator)
+    starts, follows = [False] * len(lines), [True] * len(lines)  # after the last line the message ends
+    for line in reversed(range(len(lines))):
+        text, after = lines[line], line + 1
+        if after < len(lines):
+            follows[line] = pieces[2 * line + 1] == b"\n" and (
+                starts[after] if lines[after].strip() else follows[after])
+        starts[line] = _startsHeader(text) or (_SEGMENT_ID.fullmatch(text[:3]) is not None and (
+            text[3:4] == separators[line] or (not text[3:].strip() and follows[line])))
+    return starts
 
 
 def _mshCharset(msh, fieldSeparator, repetition):

@@ -85,6 +85,30 @@ class ParseTests(unittest.TestCase):
         self.assertEqual(splitMessages(b"BHS|^~\\&\rMSH|^~\\&|A|1\rPID|1\nMSH|^~\\&|A|2\rPID|2\nOBR|2\nBTS|2\n"),
                          [b"MSH|^~\\&|A|1\rPID|1", b"MSH|^~\\&|A|2\rPID|2\rOBR|2"])
 
+    def test_aFreeTextLineOfThreeCapitalsStaysText(self):
+        """A line of three capitals or digits a RIS user typed into a
+        free-text field of a message whose segments end in CR (OBR-13
+        'History:' LF 'CVA' LF 'R/O bleed') was taken for a segment with no
+        fields: OBR-13 was cut to 'History:' and 'CVA\\nR/O bleed' became a
+        segment.  A segment ID alone on its line starts a segment only where
+        the line after it starts one too or the message ends there; before
+        free text, a CR or a blank line and a CR it is text."""
+        history = segment("OBR", {1: "1", 3: "ACC100", 13: "History:\nCVA\nR/O bleed", 16: "1234^SMITH^ANNA"})
+        allergies = segment("OBR", {1: "2", 3: "ACC101", 13: "Allergies:\nNKA"})  # its last field
+        note = segment("NTE", {1: "1", 3: "Prior:\nMRI  \n\nCT"})
+        for end in ("\r", "\r\n"):
+            raw = end.join((msh(), PID, history, allergies + "\n", note, "NTE|2||Done:\nMRI\n")) + end
+            message = parseMessage(encoded(raw, "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "OBR", "OBR", "NTE", "NTE"], repr(end))
+            self.assertEqual(message.value("OBR", 13), "History:\nCVA\nR/O bleed")
+            self.assertEqual(message.value("OBR", 16), "1234^SMITH^ANNA")
+            self.assertEqual(message.value(message.segment("OBR", 1), 13), "Allergies:\nNKA")
+            self.assertEqual(message.value("NTE", 3), "Prior:\nMRI  \n\nCT")
+            self.assertEqual(message.value(message.segment("NTE", 1), 3), "Done:\nMRI")
+        fieldless = parseMessage(encoded(msh() + "\r" + "\n".join((PID, "NTE", "ZDS", "", orc(), "ZDS")), "8859/1"))
+        self.assertEqual([s.id for s in fieldless.segments], ["MSH", "PID", "NTE", "ZDS", "ORC", "ZDS"])
+        self.assertEqual(fieldless.value("PID", 5), "Müller^Hans^^^Dr")
+
     def test_conquestNumbering(self):
         message = parseText(PID, segment("ZDS", {1: "1.2.3^RIS^Application^DICOM"}))
         pid = message.segment("PID")

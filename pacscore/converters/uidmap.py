@@ -45,6 +45,13 @@ VALUE_LENGTH = 64  # characters of OldUID, Stage and NewUID
 OWN_STAGE = "\x1fuid"  # before the digest of the stage of a UID made because the recorded value was none of its own
 
 
+def _ownKey(text):
+    """``OWN_STAGE`` followed by the digest of ``text``: a key that fits the
+    columns whatever ``text``'s length and that no original or stage given
+    to ``newFor`` has."""
+    return OWN_STAGE + hashlib.sha1(text.encode()).hexdigest()
+
+
 def _pairsTable(name, metadata, staged=False):
     keys = ("OldUID", "Stage") if staged else ("OldUID",)
     return Table(name, metadata,
@@ -248,12 +255,17 @@ class UIDMap:
         script gave with ``changeuid``) or was recorded first for another
         original: then one made for ``old`` alone (no two originals get
         one UID), kept under ``OWN_STAGE`` followed by a digest of ``stage``
-        (which fits the column whatever the stage's length)."""
+        (which fits the column whatever the stage's length).  An ``old``
+        longer than the OldUID column (a reference in a sequence item may
+        be) is mapped too, kept under that stage as ``OWN_STAGE`` followed
+        by its digest; ``oldFor`` cannot give such an original back."""
+        if len(old) > VALUE_LENGTH:
+            return self.newFor(_ownKey(old), modType, _ownKey(stage))
         new = self.newFor(old, modType, stage)
         pairs = self._stages if stage else self._uids
         with self._lock:
             own = UID(new).is_valid and pairs.original(new, stage) == old
-        return new if own else self.newFor(old, modType, OWN_STAGE + hashlib.sha1(stage.encode()).hexdigest())
+        return new if own else self.newFor(old, modType, _ownKey(stage))
 
     def lookup(self, old, stage=""):
         """The new UID recorded for ``old`` (made for ``stage``, when
@@ -265,11 +277,14 @@ class UIDMap:
     def oldFor(self, new, stage="", modType=""):
         """The original UID ``new`` replaced (for the target ``stage`` and
         recorded with ``modType``, when given), or None when it replaced
-        none; the first recorded of several (Conquest's ChangeUIDBack)."""
+        none; the first recorded of several (Conquest's ChangeUIDBack).
+        An original kept as a digest (``uidFor``'s over-long ones) gives None."""
         with self._lock:
             if stage:
-                return self._stages.original(new, stage, modType)
-            return self._uids.original(new, modType=modType) or self._stages.original(new, modType=modType)
+                old = self._stages.original(new, stage, modType)
+            else:
+                old = self._uids.original(new, modType=modType) or self._stages.original(new, modType=modType)
+        return None if old is None or old.startswith(OWN_STAGE) else old
 
     def merge(self, old, new, modType):
         """Record that the study or series ``old`` was merged into ``new``

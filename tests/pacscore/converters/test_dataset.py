@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import select
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
@@ -532,6 +532,27 @@ class NewUIDsTests(unittest.TestCase):
                          .ReferencedSOPClassUID, CT_IMAGE_STORAGE)
         self.assertEqual(dataset.file_meta.MediaStorageSOPInstanceUID, dataset.SOPInstanceUID)
         self.assertEqual(dataset.PatientID, "01234567")
+
+    def test_anOriginalLongerThanTheTableHolds(self):
+        """A UID longer than UIDMODS' OldUID column (76 characters in a
+        reference of a sequence item) is replaced like any other, in memory
+        and on a database, the same each time and after a restart."""
+        long = "1.2.3." + "1" * 70
+        for uidMap in (self.uidMap, UIDMap()):
+            made = []
+            for _ in range(2):
+                dataset = referencingDataset()
+                dataset.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID = long
+                context = makeContext(dataset, uidMap=uidMap)
+                self.assertEqual(run(commands.newUIDsCommand, "", context), Outcome.CONTINUE)
+                made.append(context.dataset.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+                            .ReferencedSOPInstanceUID)
+                self.assertEqual(uidMap.oldFor(context.dataset.SOPInstanceUID), "1.2.3.1.1")
+            self.assertEqual(made[0], made[1])
+            self.assertTrue(UID(made[0]).is_valid, made)
+            self.assertIsNone(uidMap.oldFor(made[0]))
+            if uidMap is self.uidMap:
+                self.assertEqual(UIDMap(self.engine).uidFor(long), made[0])
 
     def test_sameAcrossObjects(self):
         first = self.newuids(referencingDataset("1.2.3.1.1")).dataset

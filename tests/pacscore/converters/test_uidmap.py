@@ -152,16 +152,23 @@ class UIDMapTests(unittest.TestCase):
         oldID..'.bd.'..org of a long Patient ID) or a stage past 64 is a
         ValueError saying so, on every database (SQLite would keep it,
         PostgreSQL and MariaDB answer a raw DataError), nothing recorded; 64
-        are kept, and a UID of its own is made for a stage of 64."""
+        are kept, and a UID of its own is made for a stage of 64.  uidFor
+        (newuids) still maps an original past 64, in every stage."""
         for uidMap in (self.uidMap, UIDMap()):
             for old, stage in (("P" * 60 + ".bd.ORG", ""), ("1.2.3.7", "s" * 65), ("1.2.3.8" * 10, "s")):
                 with self.assertRaisesRegex(ValueError, "cannot be recorded: at most 64 characters of original "
                                                         "and of stage are kept"):
                     uidMap.newFor(old, "PatientID", stage, given="PAT1")
-                with self.assertRaises(ValueError):
-                    uidMap.uidFor(old, stage=stage)
+            with self.assertRaises(ValueError):
+                uidMap.uidFor("1.2.3.7", stage="s" * 65)
             self.assertEqual(uidMap.newFor("P" * 64, stage="s" * 64, given="PAT1"), "PAT1")
             self.assertTrue(UID(uidMap.uidFor("P" * 64, stage="s" * 64)).is_valid)
+            long = "1.2.3.8" * 10
+            made = {uidMap.uidFor(long), uidMap.uidFor(long, stage="s"), uidMap.uidFor(long, stage="t")}
+            self.assertEqual(len(made), 3)
+            self.assertTrue(all(UID(uid).is_valid for uid in made), made)
+            self.assertIn(uidMap.uidFor(long, stage="s"), made)
+            self.assertEqual([uidMap.oldFor(uid) for uid in made], [None] * 3)
         self.assertEqual(len(self.rows()), 0)
 
     def test_survivesRestart(self):

@@ -4,7 +4,9 @@
 New UIDs start with dicom.ini's ``UIDPrefix`` (else pydicom's ``2.25.``).
 ``changeuid`` and ``changeuidback`` use the archive's UID map, the one the
 anonymizing converters use (``newuids``, %E, %R): the pairs are kept in
-the UIDMODS table, so the same UID always gives the same new one.
+the UIDMODS table, so the same UID always gives the same new one, and
+``changeuid`` answers the UID ``newuids`` puts in place of the original
+(``uidFor``), not a text a Lua script recorded for it.
 """
 
 from pacscore.control.arguments import ControlCommand
@@ -50,7 +52,7 @@ class ChangeUid(ControlCommand):
             failure.trap(ValueError)
             raise _badPrefix(failure.value, uidMap)
 
-        return archive.workers.deferToWorker(uidMap.newFor, uid, "changeuid").addErrback(failed)
+        return archive.workers.deferToWorker(uidMap.uidFor, uid, "changeuid").addErrback(failed)
 
 
 class ChangeUidBack(ControlCommand):

@@ -1291,7 +1291,9 @@ class LuaApi(AdminFunctions):
         ``to``, any text (a pseudonym too, which other originals may have
         as well), unless ``uid`` was given another before (Conquest's
         ChangeUIDTo), recorded with the type ``type``; an error when ``to``
-        is empty or too long; nil for nil, as in Conquest."""
+        is empty or too long; nil for nil, as in Conquest.  ``changeuid(uid)``
+        gives what was recorded, a pseudonym too, which is then not the UID
+        ``newuids`` writes for ``uid`` (``UIDMap.uidFor``)."""
         if uid is None:
             return None
         try:

@@ -39,6 +39,18 @@ class UidCommandTests(unittest.TestCase):
         self.assertIn((original, new), [tuple(row) for row in rows])
 
     @defer.inlineCallbacks
+    def test_changeuidAnswersTheUIDNewuidsWrites(self):
+        """After a Lua script recorded a text for an original (changeuid(uid,
+        'PATSTUDY')), --changeuid answers the valid UID newuids writes in its
+        place, and --changeuidback of it the original."""
+        uidMap = self.archive.converterServices.uidMap
+        uidMap.newFor("1.2.3.77", given="PATSTUDY")
+        new = yield self.running.run(commands.changeUid, "1.2.3.77")
+        self.assertEqual(new, uidMap.uidFor("1.2.3.77", "StudyInstanceUID"))
+        self.assertTrue(new.startswith(PREFIX + "."))
+        self.assertEqual((yield self.running.run(commands.changeUidBack, new)), "1.2.3.77")
+
+    @defer.inlineCallbacks
     def test_changeuidbackOfUnknownUID(self):
         error = yield self.assertFailure(self.running.run(commands.changeUidBack, "9.9.9"), CommandError)
         self.assertIn("9.9.9", str(error))

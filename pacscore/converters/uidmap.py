@@ -278,10 +278,12 @@ class UIDMap:
         """The original UID ``new`` replaced (for the target ``stage`` and
         recorded with ``modType``, when given), or None when it replaced
         none; the first recorded of several (Conquest's ChangeUIDBack).
+        With a stage, ``uidFor``'s own UIDs for that stage are found too.
         An original kept as a digest (``uidFor``'s over-long ones) gives None."""
         with self._lock:
             if stage:
-                old = self._stages.original(new, stage, modType)
+                old = (self._stages.original(new, stage, modType)
+                       or self._stages.original(new, _ownKey(stage), modType))
             else:
                 old = self._uids.original(new, modType=modType) or self._stages.original(new, modType=modType)
         return None if old is None or old.startswith(OWN_STAGE) else old

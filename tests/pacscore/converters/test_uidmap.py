@@ -147,6 +147,17 @@ class UIDMapTests(unittest.TestCase):
                 uidMap.newFor("1.2.3.105", stage=OWN_STAGE, given="1.2.3.5")
         self.assertEqual(UIDMap(self.engine).uidFor("1.2.3.101"), self.uidMap.uidFor("1.2.3.101"))
 
+    def test_changeuidbackOfAStageFindsTheUIDsUidForMadeForIt(self):
+        """A UID uidFor made for a stage (a text was recorded for the
+        original there) leads back to the original with that stage, as
+        without one, and not with another stage; after a restart too."""
+        for uidMap in (self.uidMap, UIDMap()):
+            uidMap.newFor("1.2.3.78", stage="ST", given="PSEUDO")
+            made = uidMap.uidFor("1.2.3.78", stage="ST")
+            self.assertEqual([uidMap.oldFor(made, "ST"), uidMap.oldFor(made), uidMap.oldFor(made, "OTHER")],
+                             ["1.2.3.78", "1.2.3.78", None])
+        self.assertEqual(UIDMap(self.engine).oldFor(self.uidMap.uidFor("1.2.3.78", stage="ST"), "ST"), "1.2.3.78")
+
     def test_originalsAndStagesLongerThanTheTableHolds(self):
         """An original past OldUID's 64 characters (Conquest's anonymizer's
         oldID..'.bd.'..org of a long Patient ID) or a stage past 64 is a

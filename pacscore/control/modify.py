@@ -117,7 +117,7 @@ async def _rewrite(archive, instance, change, callingAE, keep, copy, edit):
     old = storedName(instance.deviceName, instance.objectFile)
     if edit and incoming.sopInstanceUID != instance.sopInstanceUID:
         indexed = await _rows(archive, incoming.sopInstanceUID)
-        if indexed:
+        if indexed and not await _copyOf(archive, incoming.sopInstanceUID, instance.sopInstanceUID):
             raise CommandError(f"{old}: SOP Instance UID {incoming.sopInstanceUID} is that of the stored object "
                                f"{storedName(indexed[0].deviceName, indexed[0].objectFile)}; nothing was changed")
     elif edit:
@@ -131,6 +131,14 @@ async def _rewrite(archive, instance, change, callingAE, keep, copy, edit):
             await archive.localActions.removeInstances(copies)
             raise ObjectGone(f"{old} was deleted or stored again while being changed: its changed copy is removed")
     return storedName(device, relative)
+
+
+async def _copyOf(archive, new, old):
+    """Whether the UID map made ``new`` for ``old``: the object indexed
+    under ``new`` is an earlier copy of ``old`` (a script's ``newuids`` run
+    again after the modality sent ``old`` again), which the rewrite
+    replaces."""
+    return await archive.workers.deferToWorker(archive.converterServices.uidMap.oldFor, new) == old
 
 
 async def _readStored(archive, instance, change, callingAE):

@@ -460,6 +460,20 @@ class ModifyImageLinkTests(unittest.TestCase):
             self.archive.objectReader.magPath("MAG0", objectFile) for objectFile, _ in before.values()))
 
     @defer.inlineCallbacks
+    def test_newuidsRunAgainReplacesItsEarlierCopies(self):
+        """A modifystudy with newuids run again after the modality sent the
+        originals again replaces the copies the first run made (their SOP
+        Instance UIDs are the map's for those originals), as before the
+        refusal of an indexed SOP Instance UID: two rows, not four."""
+        study = self.images[0].studyUID
+        yield self.running.run(commands.modifyStudy, f",{study},newuids")
+        copies = sorted((yield self.stored()))
+        yield self.running.store(self.images)
+        answer = yield self.running.run(commands.modifyStudy, f",{study},newuids")
+        self.assertEqual(answer, f"2 object(s) of study {study} changed, 0 unchanged")
+        self.assertEqual(sorted((yield self.stored())), copies)
+
+    @defer.inlineCallbacks
     def test_modifyseriesGivesASeriesANewUID(self):
         """modifyseries setting 0020,000e moves every image of the series
         to the new one, object by object (the first was refused, as its

@@ -258,8 +258,12 @@ class UIDMap:
         (which fits the column whatever the stage's length).  An ``old``
         longer than the OldUID column (a reference in a sequence item may
         be) is mapped too, kept under that stage as ``OWN_STAGE`` followed
-        by its digest; ``oldFor`` cannot give such an original back."""
+        by its digest (unless an earlier version recorded it whole: that
+        UID stays its); ``oldFor`` cannot give such an original back."""
         if len(old) > VALUE_LENGTH:
+            earlier = self.lookup(old, stage)  # kept whole by an earlier version (SQLite holds longer text)
+            if earlier is not None and UID(earlier).is_valid:
+                return earlier
             return self.newFor(_ownKey(old), modType, _ownKey(stage))
         new = self.newFor(old, modType, stage)
         pairs = self._stages if stage else self._uids

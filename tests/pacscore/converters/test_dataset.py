@@ -554,6 +554,14 @@ class NewUIDsTests(unittest.TestCase):
             if uidMap is self.uidMap:
                 self.assertEqual(UIDMap(self.engine).uidFor(long), made[0])
 
+    def test_anOriginalLongerThanTheTableHoldsRecordedWholeBefore(self):
+        """A long UID an earlier version recorded whole (SQLite keeps text
+        longer than its column) keeps the UID recorded for it: objects
+        anonymised before and after an upgrade still reference one another."""
+        long = "1.2.3." + "1" * 70
+        self.uidMap._uids.insert(long, "1.2.3.999.4242", "")  # as 2149d21's newFor recorded it
+        self.assertEqual(UIDMap(self.engine).uidFor(long), "1.2.3.999.4242")
+
     def test_sameAcrossObjects(self):
         first = self.newuids(referencingDataset("1.2.3.1.1")).dataset
         second = self.newuids(referencingDataset("1.2.3.1.2")).dataset

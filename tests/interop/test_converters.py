@@ -191,9 +191,10 @@ class ImportConverterTests(unittest.TestCase):
             self.assertNotEqual(ds.StudyInstanceUID, studyUID)
         with sqlite3.connect(server.database) as db:
             self.assertEqual(db.execute("SELECT PatientID, PatientName FROM DICOMPatients").fetchall(), [(pre, pne)])
-        backs = [server.dgate(f"--changeuidback:{value}") for value in (pne, pre, f"{pre}.bd.")]
-        self.assertEqual([back.stdout.strip() for back in backs], ["Doe^John", "PID123", "PID123.bd.19600512"],
-                         [back.stderr for back in backs])
+        backs = [server.dgate(f"--changeuidback:{value}").stdout.strip() for value in (pne, pre, f"{pre}.bd.")]
+        # both names were given the pseudonym within one second: either is the first recorded
+        self.assertIn(backs[0], ("Doe^John", "Doe^J"))
+        self.assertEqual(backs[1:], ["PID123", "PID123.bd.19600512"])
 
     def test_luaColonLineIsCode(self):
         """As in Conquest, ``lua:`` takes the rest of the line, semicolons

@@ -196,7 +196,8 @@ class TLSTests(unittest.TestCase):
         held = anyServer.wrap_socket(socket.create_connection(("127.0.0.1", self.server.hl7Port), timeout=10))
         self.addCleanup(held.close)
         held.sendall(b"\x0bMSH|^~\\&|RIS|H|PACS|H|2026||ORM^O01|HELD|P|2.5\rNTE|" + b"x" * 900000)
-        waitFor(lambda: "no data for 2 s, closing the HL7 connection" in self.server.log(), timeout=20,
+        waitFor(lambda: "no data for 2 s in the middle of an MLLP frame, closing the HL7 connection" in self.server.log(),
+                timeout=20,
                 message="the idle timeout")
         waitFor(lambda: "HL7 connection closed" in self.server.log(), timeout=4 + CLOSE_BOUND,
                 message="the held connection cut")

@@ -96,7 +96,8 @@ _FROM_WINDOWS_1252 = {ord(character): byte for byte, character in _WINDOWS_1252.
 _C1 = re.compile("[\x80-\x9f]")
 _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
-_HEADERS = (b"MSH", b"FHS", b"BHS", b"BTS", b"FTS")  # start a message, a batch or a file, or end one
+_BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
+_HEADERS = (b"MSH",) + _BATCH_SEGMENTS  # start a message, a batch or a file, or end one
 _SEGMENT_ID = re.compile(rb"[A-Z][A-Z0-9]{2}")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
@@ -551,7 +552,6 @@ def parseMessage(raw):
     return message
 
 
-_BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 _BATCH_HEADERS = (b"FHS", b"BHS")
 _FIRST_SEGMENTS = (b"MSH",) + _BATCH_HEADERS
 

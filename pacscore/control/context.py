@@ -91,12 +91,7 @@ class Format:
         if any(int(number) > MAX_WIDTH for match in conversions for number in match.groups() if number):
             raise CommandError(f"bad format {self.fmt!r}: widths and precisions are at most {MAX_WIDTH}")
         self.conversions = len(conversions)
-        self.starts = [match.start() for match in conversions]  # where in ``template`` each conversion is
-        self._ends = [match.end() for match in conversions]
-
-    def tiled(self, values):
-        """``values`` again from the first as often as the conversions take them (``formatted``'s ``repeat``)."""
-        return list(values) * -(-self.conversions // len(values)) if values else list(values)
+        self._spans = [match.span() for match in conversions]  # where in ``template`` each conversion is
 
     def apply(self, values, repeat=False, made=None):
         """The line of ``values`` (see ``formatted``); with ``made``, each
@@ -105,14 +100,14 @@ class Format:
         precision counting the value) to ``value`` or to what it stands for
         (``start``: where in ``template`` the conversion is)."""
         try:
-            if repeat:
-                values = self.tiled(values)
+            if repeat and values:
+                values = list(values) * -(-self.conversions // len(values))
             if made is None:
                 return self.template % tuple(values[:self.conversions])
             if len(values) < self.conversions:
                 raise TypeError("not enough arguments for format string")
             pieces, end = [], 0
-            for value, start, stop in zip(values, self.starts, self._ends):
+            for value, (start, stop) in zip(values, self._spans):
                 pieces += [self.template[end:start] % (), made(self.template[start:stop], value, start)]
                 end = stop
             return "".join(pieces) + self.template[end:] % ()

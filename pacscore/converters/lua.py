@@ -1334,7 +1334,7 @@ class LuaApi(AdminFunctions):
         anonymiser), and ``crc()`` is nil."""
         if text is _NOTHING:
             return None
-        return checksum("" if text is None else str(text))
+        return checksum(_text(text))
 
     def luasource(self, name):
         """The bytes of the Lua file ``name``, for ``dofile`` (``luaChunk``)."""

@@ -218,7 +218,7 @@ class _CommandLine:
     usage), whose text is the page's HTML and a printf-style format."""
 
     def __init__(self, line, commands):
-        self.fields = None
+        self.field = None  # the index of the fmt field, when the command has one
         try:
             name = parseCommand(line)[0]
         except BadRequest:
@@ -226,21 +226,20 @@ class _CommandLine:
         usage = _USAGE.match(getattr(commands.lookup(name), "usage", ""))
         names = usage.group(1) if usage else ""
         self.separator = "|" if "|" in names else ","
-        if "fmt" in names.split(self.separator):
-            self.fields = names.split(self.separator)
+        fields = names.split(self.separator)
+        if "fmt" in fields:
+            self.field, self.last = fields.index("fmt"), len(fields) - 1
             self.start = line.find(":") + 1 or len(line)
 
     def formatBefore(self, before):
         """The text of the ``fmt`` field in ``before`` (the line up to a
         variable) when the variable lands in that field, else None."""
-        if self.fields is None or len(before) < self.start:
+        if self.field is None or len(before) < self.start:
             return None
         given = before[self.start:].split(self.separator)
-        field = self.fields.index("fmt")
-        last = len(self.fields) - 1
-        if min(len(given) - 1, last) != field:
+        if min(len(given) - 1, self.last) != self.field:
             return None
-        return self.separator.join(given[field:])
+        return self.separator.join(given[self.field:])
 
 
 def _safe(name, value, before, command):

@@ -127,6 +127,12 @@ def _originOf(line):
     return found.group(1).strip() if found else None
 
 
+def _cancel(call):
+    """Cancel ``call`` (an IDelayedCall, or None) if it is still due."""
+    if call is not None and call.active():
+        call.cancel()
+
+
 class PacsChannel(HandshakeListener, http.HTTPChannel):
 
     log = Logger()
@@ -195,8 +201,7 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         self._stopHeadCall()
         self._stopBodyCall()
         for call in (self._lingerCall, self._answerCall):
-            if call is not None and call.active():
-                call.cancel()
+            _cancel(call)
         warnOfTLSFailure(self.log, f"web: {self._peerHost()} ", reason, self.transport)
         self.site.connectionClosed(self)
         super().connectionLost(reason)
@@ -207,10 +212,8 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         self._headCall = self.callLater(self.headTimeout, self._headTooSlow)
 
     def _stopHeadCall(self):
-        if self._headCall is not None:
-            if self._headCall.active():
-                self._headCall.cancel()
-            self._headCall = None
+        _cancel(self._headCall)
+        self._headCall = None
 
     def _headTooSlow(self):
         self._headCall = None
@@ -229,10 +232,8 @@ class PacsChannel(HandshakeListener, http.HTTPChannel):
         self._bodyCall = self.callLater(self.bodyWindow, self._bodyTooSlow)
 
     def _stopBodyCall(self):
-        if self._bodyCall is not None:
-            if self._bodyCall.active():
-                self._bodyCall.cancel()
-            self._bodyCall = None
+        _cancel(self._bodyCall)
+        self._bodyCall = None
 
     def _bodyTooSlow(self):
         """The end of a window of the body: on with the next when it

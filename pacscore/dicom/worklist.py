@@ -176,12 +176,12 @@ class WorklistFindService:
         C.2.2.2.6), and CT and MR in two would be taken for either."""
         returned = []
         for key in datasetKeys(dataset):
-            vr = answerVR(key.tag, key.vr)
             if Tag(key.tag).is_private_creator:
                 # It names its block in the answers as in the request (PS3.5 7.8.1), as in C-FIND.
                 keys.append(key)
                 returned.append(Returned(key.tag, "LO", value=key.value))
                 continue
+            vr = answerVR(key.tag, key.vr)
             if vr != "SQ":
                 keys.append(key)
                 returned.append(Returned(key.tag, vr))

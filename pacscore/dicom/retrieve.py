@@ -327,8 +327,9 @@ class RetrieveService:
                 fetched += fetch.held
                 lost = fetch.lost
             instances = await self.index.queryForPeer(self.query.instances, request.level, selecting)
-            found = {instance.sopInstanceUID for instance in instances}
-            lost = [uid for uid in lost if uid not in found]  # stored after the fetch looked: sent, not failed
+            if lost:  # those stored after the fetch looked are sent, not failed
+                found = {instance.sopInstanceUID for instance in instances}
+                lost = [uid for uid in lost if uid not in found]
             located = await self._locate(instances)
         except (BadIdentifier, Refused) as e:
             detail = getattr(e, "detail", "")

@@ -511,11 +511,12 @@ class VirtualServers:
             known = {instance.sopInstanceUID for instance in await self._instancesOf(list(images))}
             taken = set(fetching)
             missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
-            fetching.extend(image.sopInstanceUID for image in missing)
+            asking = [image.sopInstanceUID for image in missing]
+            fetching.extend(asking)
             adopting = [uid for uid in images if uid in known and uid in self._holders
                         and uid not in taken and uid not in adopted]  # held once per retrieve
             adopted.extend(adopting)
-            self._hold([image.sopInstanceUID for image in missing] + adopting)
+            self._hold(asking + adopting)
             others = [image for uid, image in images.items() if uid not in known and uid in taken]
             return missing, others, frozenset() if selective else _allMissing(images.values(), missing)
         selective = _named(keys.get(UNIQUE_KEYS["IMAGE"]))  # its SOP Instance UIDs: part of a series

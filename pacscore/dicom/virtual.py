@@ -626,12 +626,6 @@ class VirtualServers:
         stay.  The web answers under way (WADO-RS) are not ended by the
         stop: it does not wait for them, and what they hold stays, with a
         warning."""
-        if self._retrieves or self._releasing:
-            idle = defer.Deferred()
-            self._idle.append(idle)
-        else:
-            idle = defer.succeed(None)
-
         def late(failure):
             failure.trap(defer.TimeoutError)
             self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
@@ -643,8 +637,10 @@ class VirtualServers:
                 self.log.warn("{count} object(s) fetched from virtual servers are not deleted (CacheVirtualData = 0): "
                               "pacs stopped with web answers (WADO-RS) holding them under way",
                               count=len(self._holders))
-        if idle.called:
-            return idle.addCallback(held)
+        if not (self._retrieves or self._releasing):
+            return defer.succeed(None).addCallback(held)
+        idle = defer.Deferred()
+        self._idle.append(idle)
         return idle.addTimeout(timeout, self.reactor).addCallbacks(held, late)
 
     async def release(self, fetched):

@@ -20,6 +20,8 @@ import time
 from datetime import datetime
 from typing import NamedTuple
 
+from pacscore.hl7.segmentids import isSegmentId
+
 ERROR_TEXTS = {
     0: "Message accepted",
     100: "Segment sequence error",
@@ -98,7 +100,6 @@ _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 _HEADERS = (b"MSH",) + _BATCH_SEGMENTS  # start a message, a batch or a file, or end one
-_SEGMENT_ID = re.compile(rb"[A-Z][A-Z0-9]{2}")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
 _FORMATTING = re.compile(r"H|N|\.(in|ti|sk|fi|nf).*|[CMZ].*")
@@ -362,13 +363,14 @@ def _segmentLines(raw):
     tells how its segments end.  A CR (or CR LF), as HL7 has it: CR ends
     them, and a lone LF only where what follows it starts a segment (a
     header or trailer: MSH, FHS, BHS, BTS, FTS, as in a file of messages
-    one a line; or a segment ID, an upper-case letter and two upper-case
-    letters or digits, then the header's field separator: ``PID|``, as
+    one a line; or a segment ID of HL7 v2 or a Z-segment's
+    (``isSegmentId``), then the header's field separator: ``PID|``, as
     in a message whose other segments end in LF, or alone on its line, a
     segment with no fields: ``NTE``, where the line after it starts a
     segment too or the message ends there, ``_segmentStarts``); elsewhere
     it is data (a line break a RIS user typed into a free-text field,
-    OBR-13, NTE-3, a line ``CVA`` of it too).
+    OBR-13, NTE-3, a line ``CVA`` of it too, or ``NKA|none`` starting with
+    three other capitals and the field separator).
     A lone LF (files written on Unix): any line end does.
     """
     pieces = _LINE_ENDS.split(raw)  # text, its line end, text, ... text
@@ -399,7 +401,8 @@ def _startsHeader(text):
 def _segmentStarts(pieces):
     """Whether each line of ``pieces`` (text, its line end, text, ...
     text) would start a segment after a lone LF: a header or trailer
-    (``_startsHeader``), a segment ID followed by the field separator of
+    (``_startsHeader``), a segment ID (``isSegmentId``: not ``NKA|``,
+    ``CVA``, even last in the message) followed by the field separator of
     the header before it (``PID|``), or a segment ID alone on its line
     (``NTE``, spaces after it ignored) where, past blank lines, a lone LF
     leads to a line that starts a segment or the message ends; one before
@@ -417,7 +420,7 @@ def _segmentStarts(pieces):
         if after < len(lines):
             follows[line] = pieces[2 * line + 1] == b"\n" and (
                 starts[after] if lines[after].strip() else follows[after])
-        starts[line] = _startsHeader(text) or (_SEGMENT_ID.fullmatch(text[:3]) is not None and (
+        starts[line] = _startsHeader(text) or (isSegmentId(text[:3]) and (
             text[3:4] == separators[line] or (not text[3:].strip() and follows[line])))
     return starts
 

@@ -109,6 +109,25 @@ class ParseTests(unittest.TestCase):
         self.assertEqual([s.id for s in fieldless.segments], ["MSH", "PID", "NTE", "ZDS", "ORC", "ZDS"])
         self.assertEqual(fieldless.value("PID", 5), "Müller^Hans^^^Dr")
 
+    def test_threeCapitalsThatAreNoSegmentIdStayText(self):
+        """A last line of three capitals a RIS user typed into a free-text
+        field of a message whose segments end in CR, the field separator
+        after it (OBR-13 'Allergies:' LF 'NKA', then '|'), was taken for a
+        segment 'NKA|...': OBR-13 was cut to 'Allergies:' and OBR-16 and
+        OBR-21 were lost; a line 'CVA' last in a message with no final CR
+        was a segment too.  Only an HL7 v2 segment ID or a Z-segment's
+        starts a segment after a lone LF; ``NTE|`` and ``ZDS|`` still do."""
+        allergies = segment("OBR", {1: "1", 3: "ACC100", 13: "Allergies:\nNKA", 16: "1234^SMITH^ANNA", 21: "CT"})
+        history = segment("OBR", {1: "2", 3: "ACC101", 13: "History:\nCVA"})
+        for end in ("\r", "\r\n"):
+            message = parseMessage(encoded(end.join((msh(), PID, allergies, history)), "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "OBR", "OBR"], repr(end))
+            self.assertEqual(message.value("OBR", 13), "Allergies:\nNKA")
+            self.assertEqual((message.value("OBR", 16), message.value("OBR", 21)), ("1234^SMITH^ANNA", "CT"))
+            self.assertEqual(message.value(message.segment("OBR", 1), 13), "History:\nCVA")
+        notes = parseMessage(encoded(msh() + "\r" + "\n".join((PID, obr(), "NTE|1||note", "ZDS|1.2.3")), "8859/1"))
+        self.assertEqual([s.id for s in notes.segments], ["MSH", "PID", "OBR", "NTE", "ZDS"])
+
     def test_conquestNumbering(self):
         message = parseText(PID, segment("ZDS", {1: "1.2.3^RIS^Application^DICOM"}))
         pid = message.segment("PID")

@@ -3,7 +3,8 @@
 Shared by the MLLP listener, the drop folder and ``dgate --loadhl7``
 (``applyMessages`` applies several in order); an MLLP frame holding an HL7
 batch gets an acknowledgment batch, one ACK per message.
-Messages are parsed and mapped in the reactor's thread pool.
+Messages are parsed and mapped, and acknowledgment batches built, in the
+reactor's thread pool.
 Every message gets an original-mode acknowledgement, also one whose MSH-15
 or MSH-16 asks for enhanced mode (not supported):
 
@@ -109,13 +110,8 @@ class WorklistIntake:
                           "(not acknowledged nor counted as one: BTS-2 says so): {segments}",
                           controlId=batch.controlId(header), segments=shown(stray))
         outcomes = yield applyMessages(self, messages, forPeer=True)
-        acks = [outcome.ack for outcome in outcomes]
         left = len(messages) - len(outcomes)
         if left:
-            why = (f"not applied: message {len(outcomes)} of the batch, before it, may be applied later; "
-                   f"send this one again after it")
-            acks += [ack(salvage(raw), "AR", why, APPLICATION_ERROR, application=self.application)
-                     for raw in messages[len(outcomes):]]
             self._count("hl7Errors")
             self.log.warn("HL7 batch {controlId}: message {number} may be applied later: the {left} message(s) "
                           "after it are not applied (AR), for the sender to send them again after it",
@@ -124,7 +120,17 @@ class WorklistIntake:
         self.log.info("HL7 batch {controlId}: {count} message(s) in one MLLP frame, {codes}, answered by an "
                       "acknowledgment batch", controlId=controlId, count=len(messages),
                       codes=", ".join(f"{count} {code}" for code, count in sorted(codes.items())) or "none")
-        return batchAck(batch, acks, application=self.application)
+        return (yield self.inThread(self._batchAck, batch, [outcome.ack for outcome in outcomes]))
+
+    def _batchAck(self, batch, acks):
+        """In ``inThread``: the acknowledgment batch (``batchAck``) of
+        ``batch``, its first messages answered ``acks``, those after them
+        not applied (one before them may be applied later) AR."""
+        why = (f"not applied: message {len(acks)} of the batch, before it, may be applied later; "
+               f"send this one again after it")
+        unapplied = [ack(salvage(raw), "AR", why, APPLICATION_ERROR, application=self.application)
+                     for raw in batch.messages()[len(acks):]]
+        return batchAck(batch, acks + unapplied, application=self.application)
 
     def process(self, raw, forPeer=False, again=False):
         """Deferred firing with the ``Outcome`` of one raw message;

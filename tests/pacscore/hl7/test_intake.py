@@ -474,6 +474,32 @@ class BatchTests(IntakeTestCase):
         self.assertIn("HL7 batch B|7: 3 message(s) in one MLLP frame, 1 AA, 2 AR, answered by an acknowledgment "
                       "batch", logged)
 
+    def test_theAcknowledgmentBatchIsBuiltInTheRunnerGiven(self):
+        """The acknowledgment batch of an MLLP batch (the ARs of the
+        messages not applied, all its ACKs joined) was built on the reactor
+        thread, blocking it for a batch of thousands of messages: it is
+        built in ``inThread``, as the messages are parsed, and the answer
+        waits for it."""
+        calls = []
+
+        def inThread(f, *args):
+            calls.append((f, args, defer.Deferred()))
+            return calls[-1][2]
+        self.intake.inThread = inThread
+        self.failFor("BACC2")
+        answering = self.intake.handle(self.batch(*(orderMessage(f"B{n}", f"BACC{n}", f"PAT{n}", "Doe^John")
+                                                    for n in (1, 2, 3))))
+        results = []
+        while calls:
+            f, args, running = calls.pop(0)
+            self.assertNoResult(answering)
+            results.append(f(*args))
+            running.callback(results[-1])
+        answer = self.successResultOf(answering)
+        self.assertIs(answer, results[-1])
+        acks = [parseMessage(message).segment("MSA") for message in splitMessages(answer)]
+        self.assertEqual([(msa.value(1), msa.value(2)) for msa in acks], [("AA", "B1"), ("AR", "B2"), ("AR", "B3")])
+
     def test_anEmptyBatch(self):
         segments, acks = self.answer(b"BHS|^~\\&|RIS\rBTS|0")
         self.assertEqual((acks, [s[:3] for s in segments]), ([], [b"BHS", b"BTS"]))

@@ -194,15 +194,30 @@ def _variables(archive, parameters, request, mode, ini):
     found["patid"] = next((patientID for patientID in patientIDs if patientID), "")
     found.update({f"{name}2": queryValue(found[name]) for name in ("series", "slice", "study", "patid")})
     host = request.getRequestHostname().decode("utf-8", "replace")
-    scriptName = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.prepath)
-    address = ini.get("WebScriptAddress", "").strip() or queryValue(scriptName, "/")
-    extra = f"port={archive.tcpPort}&address=127.0.0.1"
+    scriptName = _scriptName(request)
+    address, extra = scriptAddress(ini, request), extraParameters(archive)
     found.update(mode=mode, query_string=request.uri.decode("utf-8", "replace").partition("?")[2],
                  script_name=scriptName, server_name=host, port=str(archive.tcpPort), address="127.0.0.1",
                  version=VERSION, webscriptadress=address, webscriptaddress=address,
                  webcodebase=ini.get("WebCodeBase", "").strip() or _codeBase(address),
                  extra=extra, server=f"{address}?{extra}", uploadedfile="", path_translated="")
     return found
+
+
+def _scriptName(request):
+    return "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.prepath)
+
+
+def scriptAddress(ini, request):
+    """Conquest's WebScriptAddress: dicom.ini's, else the path of the
+    script ``request`` asked for (Conquest's SCRIPT_NAME), percent-encoded."""
+    return ini.get("WebScriptAddress", "").strip() or queryValue(_scriptName(request), "/")
+
+
+def extraParameters(archive):
+    """Conquest's ``extra``: the parameters its pages' URLs carry (the
+    server's port and address)."""
+    return f"port={archive.tcpPort}&address=127.0.0.1"
 
 
 def _codeBase(address):

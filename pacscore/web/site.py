@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.web import server, util
 
 from pacscore.dicom.admission import LimitedFactory
-from pacscore.web import browse, documents, downloads, edits, images, procedures, remote, wado, worklist
+from pacscore.web import browse, documents, downloads, edits, imagelists, images, procedures, remote, wado, worklist
 from pacscore.web.answering import RETRY_AFTER, AnsweringResource, Folder
 from pacscore.web.answers import Parameters, WebError, queryArgs
 from pacscore.web.channel import PacsChannel
@@ -55,7 +55,8 @@ from pacscore.web.sharing import AllowedOrigins, asksForWado, isShared, prefligh
 MODES = {**browse.MODES, **images.MODES, **documents.MODES, **remote.MODES, **downloads.MODES, **edits.MODES,
          **worklist.MODES, **procedures.MODES}
 # these also get the request (its method, whether its client is still there)
-REQUEST_MODES = {**images.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES, **worklist.REQUEST_MODES}
+REQUEST_MODES = {**images.REQUEST_MODES, **imagelists.REQUEST_MODES, **remote.REQUEST_MODES, **edits.REQUEST_MODES,
+                 **worklist.REQUEST_MODES}
 DEFAULTS_SECTION = "webdefaults"
 TOP = SCRIPT.encode() + b"?mode=top"
 DICOMWEB = b"dicom-web"

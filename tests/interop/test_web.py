@@ -236,6 +236,26 @@ class WebInterfaceTests(unittest.TestCase):
         self.assertEqual(received.SOPInstanceUID, ybr.SOPInstanceUID)
         self.assertEqual(received.PixelData, pydicom.dcmread(FRAMES).PixelData)
 
+    def test_imageListsOfASeries(self):
+        """Conquest's ImageJ viewer pages load a series' images from
+        mode=imagelisturls ('there is no page 'imagelisturls'', 404): one
+        URL a line, each fetching its image's DICOM file; imagelisthttp
+        lists the files under WebMAG0Address (by default http://<host>/mag0)."""
+        ct = pydicom.dcmread(CT, stop_before_pixels=True)
+        series = urllib.parse.quote(f"{ct.PatientID}:{ct.SeriesInstanceUID}")
+        status, headers, body = self.fetch(f"/cgi-bin/dgate?mode=imagelisturls&series={series}")
+        self.assertEqual((status, headers["Content-Type"]), (200, "text/plain; charset=utf-8"))
+        [url] = body.decode().splitlines()
+        self.assertTrue(url.endswith("&dsize=0&compress=un&dum=.dcm"), url)
+        status, headers, dicom = self.fetch(url)
+        self.assertEqual((status, headers["Content-Type"]), (200, "application/dicom"))
+        self.assertEqual(pydicom.dcmread(io.BytesIO(dicom)).SOPInstanceUID, ct.SOPInstanceUID)
+        status, _, body = self.fetch(f"/cgi-bin/dgate?mode=imagelisthttp&series={series}")
+        [fileURL] = body.decode().splitlines()
+        self.assertTrue(fileURL.startswith("http://127.0.0.1/mag0/"), fileURL)
+        stored = os.path.join(self.server.dataDir, *fileURL.removeprefix("http://127.0.0.1/mag0/").split("/"))
+        self.assertEqual(pydicom.dcmread(stored, stop_before_pixels=True).SOPInstanceUID, ct.SOPInstanceUID)
+
     def test_badRequestsKeepItServing(self):
         status, _, body = self.fetch("/cgi-bin/dgate?mode=querypatients&query=1%3D1")
         self.assertEqual(status, 400)

@@ -299,8 +299,8 @@ class MakeSpace(AsyncControlCommand):
             context.progress(line)
             self.log.info("{peer}: makespace: {line}", peer=context.peer, line=line)
 
-        free = await keeper.makeSpace(megabytes * MEGABYTE, report)
-        device = keeper.device.name
+        free = await keeper.makeSpace(megabytes * MEGABYTE, report, anywhere=True)  # Conquest's -ff: LargestFreeMAG
+        device = keeper.where(True)
         if free < megabytes * MEGABYTE:
             raise CommandError(f"only {free // MEGABYTE} MB free on {device} after deleting {len(lines)} patient(s)")
         return "\n".join(lines + [f"{free // MEGABYTE} MB free on {device}"])

@@ -4,7 +4,12 @@ Which patients go first is Conquest's ``LRUSort``: by default (or
 ``AccessTime``) the oldest ``AccessTime`` of the patient table (set when a
 patient is entered: the first entered go first, as in Conquest); with
 ``StudyDate`` the patients whose last study is oldest; with ``PatientBir``
-the oldest patients (birth date).  Ties go by AccessTime.  A patient with
+the oldest patients (birth date).  Ties go by AccessTime.  Free space is
+counted on MAG0 or, when objects spill over to other MAG devices, as the
+most one of them has (Conquest's LargestFreeMAG); by AccessTime, patients
+with objects on any of those are deleted (those moved to MAG1 too, as
+Conquest's PanicKillOff walks its whole patient table); by the other
+sorts, and for a move, only those with objects on MAG0.  A patient with
 an object stored (its image row's AccessTime, in whole seconds) after the
 second the clean-up began in, or the check that started it, and not later
 than the seconds it has run (on the monotonic clock) or the wall clock
@@ -147,11 +152,13 @@ class SpaceKeeper:
 
     async def makeSpace(self, wanted, report=lambda line: None, moveTo=None, keepGoing=lambda: True, since=None,
                         sparing=None, anywhere=False):
-        """Delete patients (or, with ``moveTo``, move their objects on the
-        device to that MAG device) until ``wanted`` bytes are free on the
-        device (with ``anywhere``: on it or one of ``spillover``, as
-        Conquest's LargestFreeMAG), calling ``report`` with a line for each;
-        fires with the free bytes (fewer than wanted when there was nobody
+        """Delete patients with objects where free space is counted (the
+        device, with ``anywhere`` it or one of ``spillover``; by StudyDate or
+        PatientBir the device: ``_chosenFrom``) or, with ``moveTo``, move
+        the objects of those on the device to that MAG device, until
+        ``wanted`` bytes are free there (with ``anywhere`` the most one of
+        them has, as Conquest's LargestFreeMAG), calling ``report`` with a
+        line for each; fires with the free bytes (fewer than wanted when there was nobody
         left, or when ``keepGoing()`` turned false: it is asked before each
         patient).  Patients with an object stored since ``since`` (a
         ``CleanUpStart``, default: now), and the patient ``sparing`` (whose
@@ -160,6 +167,7 @@ class SpaceKeeper:
         free = await self.workers.deferToWorker(self.freeBytes, anywhere)
         if free >= wanted:
             return free
+        chosenFrom = self._chosenFrom(moveTo, anywhere)
         for patientID in await self.index.runQuery(patientsInDeletionOrder, self.query, self.sortTag):
             if free >= wanted or not keepGoing():
                 break
@@ -168,10 +176,8 @@ class SpaceKeeper:
                               patientID=patientID)
                 continue
             instances = await self.index.runQuery(self.query.instances, "IMAGE", [exactKey(PATIENT_ID, patientID)])
-            here = [(i.sopInstanceUID, i.deviceName, i.objectFile) for i in instances
-                    if i.deviceName == self.device.name]
-            if not here:
-                continue  # as Conquest's list of the oldest patients on the device: freeing nothing here
+            if not any(i.deviceName in chosenFrom for i in instances):
+                continue  # freeing nothing on the devices it is chosen from
             if patientID == sparing or await self.index.runQuery(storedSince, self.query, patientID, since.second,
                                                                  since.lastRecent()):
                 continue  # recently used; read after its instances, so none of them is newer
@@ -179,10 +185,25 @@ class SpaceKeeper:
                 removal = await self.actions.removeInstances(instances)
                 report(f"deleted patient {patientID}: {removal.removed} object(s)")
             else:
+                here = [(i.sopInstanceUID, i.deviceName, i.objectFile) for i in instances
+                        if i.deviceName == self.device.name]
                 count = await self.mover.move(here, moveTo)
                 report(f"moved patient {patientID}: {count} object(s) to {moveTo}")
             free = await self.workers.deferToWorker(self.freeBytes, anywhere)
         return free
+
+    def _chosenFrom(self, moveTo, anywhere):
+        """The names of the devices a patient with objects on is chosen:
+        the device to move (Conquest's nightly move) or by StudyDate or
+        PatientBir (its MakeListOfOldestPatientsOnDevice of MAG0); else
+        those whose free space is counted (``freeBytes``), as Conquest's
+        PanicKillOff with ``LRUSort`` empty walks the whole patient table
+        until LargestFreeMAG has room: the first entered go first, also when
+        moved to a device objects spill over to, and a patient whose
+        deletion frees nothing where it is counted is never deleted."""
+        if moveTo is not None or self.sortTag is not None or not anywhere:
+            return {self.device.name}
+        return {device.name for device in (self.device, *self.spillover)}
 
     def freeBytes(self, anywhere=False, skip=None):
         """In a worker: the free bytes of the device, or with ``anywhere``
@@ -200,7 +221,7 @@ class SpaceKeeper:
                 pass
         return free
 
-    def _where(self, anywhere):
+    def where(self, anywhere):
         """The devices ``freeBytes`` looks at, for the log."""
         return " or ".join(device.name for device in (self.device,) + (self.spillover if anywhere else ()))
 
@@ -235,10 +256,11 @@ class SpaceKeeper:
             self._cleaned(free, threshold)
 
     async def cleanIfBelow(self, threshold, reason, keepGoing=lambda: True):
-        """Start a clean-up when less than ``threshold`` bytes are free, and
-        wait for it."""
-        if await self.workers.deferToWorker(self.freeSpace, self.device.path) < threshold:
-            await self.clean(threshold, reason, keepGoing)
+        """Start a clean-up when less than ``threshold`` bytes are free on
+        the device and on each of ``spillover`` (as Conquest's
+        LargestFreeMAG), and wait for it."""
+        if await self.workers.deferToWorker(self.freeBytes, True) < threshold:
+            await self.clean(threshold, reason, keepGoing, anywhere=True)
 
     def clean(self, threshold, reason, keepGoing=lambda: True, since=None, sparing=None, low=None, anywhere=False,
               quiet=False):
@@ -259,7 +281,7 @@ class SpaceKeeper:
             report = lambda line: self.log.info("{reason}: {line}", reason=reason, line=line)
             self.cleaning = defer.ensureDeferred(self.makeSpace(wanted, report, keepGoing=keepGoing, since=since,
                                                                   sparing=sparing, anywhere=anywhere))
-            self.cleaning.addCallback(self._cleaned, wanted, self._where(anywhere), quiet)
+            self.cleaning.addCallback(self._cleaned, wanted, self.where(anywhere), quiet)
             self.cleaning.addErrback(lambda failure: self.log.failure("{reason} clean-up failed", failure,
                                                                       reason=reason))
             self.cleaning.addBoth(self._idle)

@@ -14,6 +14,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.config.errors import ConfigError
+from pacscore.control.maintenance import MakeSpace
 from pacscore.storage import space
 from pacscore.storage.space import MEGABYTE, RETRY, STUDY_DATE, Nightly, patientsInDeletionOrder, lruSortTag
 from pacscore.testing.corpus import generateCorpus
@@ -276,6 +277,101 @@ class SpilloverThresholdTests(unittest.TestCase):
         single = RunningArchive(self, ini={"MAGDevices": "2", "MAGDevice1": "./data1/",
                                            "MAGDeviceFullThreshHold": "0"})
         self.assertEqual(single.archive.spaceKeeper.spillover, ())
+
+
+class AcrossDevicesTests(unittest.TestCase):
+    """MAG0 spilling over to MAG1 (MAGDeviceFullThreshHold), both of 12 MB,
+    one MB per stored file; the oldest patient, PAT0002, moved to MAG1 (as
+    NightlyMoveTarget does).  With LRUSort empty it still goes first, as
+    Conquest's PanicKillOff walks the whole patient table until one of the
+    devices has room (LargestFreeMAG); by another LRUSort, or to move, only
+    patients with objects on MAG0 are chosen, as its
+    MakeListOfOldestPatientsOnDevice; without spillover, only MAG0's room
+    counts, which deleting PAT0002 would not give."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.running = RunningArchive(self, ini={"MAGDevices": "2", "MAGDevice1": "./data1/"})
+        yield self.running.storeAgedPatients(os.path.abspath(self.mktemp()))
+        self.keeper = self.running.archive.spaceKeeper
+        self.mag0, self.mag1 = self.running.archive.devices
+        self.size = {self.mag0.path: 12, self.mag1.path: 12}
+        self.keeper.freeSpace = lambda path: (self.size[path] - self.filesOn(path)) * MEGABYTE
+        yield defer.ensureDeferred(self.keeper.makeSpace(4 * MEGABYTE, moveTo="MAG1"))
+        self.assertEqual((self.filesOn(self.mag0.path), self.filesOn(self.mag1.path)), (8, 4))
+
+    @staticmethod
+    def filesOn(path):
+        count = 0
+        for folder, subfolders, names in os.walk(path):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "dbase"]
+            count += len(names)
+        return count
+
+    def patientsLeft(self):
+        patient = self.running.archive.index.tables.patient
+        return self.running.archive.index.runQuery(
+            lambda connection: connection.execute(select(patient.c.PatientID).order_by(patient.c.PatientID))
+            .scalars().all())
+
+    @defer.inlineCallbacks
+    def makeSpace(self, megabytes, **keywords):
+        """The report lines of a makeSpace, and the patients left."""
+        lines = []
+        yield defer.ensureDeferred(self.keeper.makeSpace(megabytes * MEGABYTE, lines.append, **keywords))
+        return lines, (yield self.patientsLeft())
+
+    @defer.inlineCallbacks
+    def test_theFirstEnteredGoFirstWhereverTheyAre(self):
+        """MAGDeviceThreshold (4 MB free on MAG0, 8 on MAG1): deleting
+        PAT0002 frees 12 MB on MAG1, enough."""
+        lines, left = yield self.makeSpace(9, anywhere=True)
+        self.assertEqual(lines, ["deleted patient PAT0002: 4 object(s)"])
+        self.assertEqual(left, ["PAT0000", "PAT0001"])
+
+    @defer.inlineCallbacks
+    def test_makespaceCountsTheDevicesObjectsSpillOverTo(self):
+        """Conquest's -ff: PAT0002 goes, then 12 MB are free on MAG1."""
+        output = yield self.running.run(MakeSpace(), "10")
+        self.assertEqual(output.split("\n"), ["deleted patient PAT0002: 4 object(s)", "12 MB free on MAG0 or MAG1"])
+
+    @defer.inlineCallbacks
+    def test_nightlyCleanCountsTheDevicesObjectsSpillOverTo(self):
+        """NightlyCleanThreshold = 5 with 4 MB free on MAG0 but 8 on MAG1,
+        where objects go: nobody is deleted; at 9 (14 MB wanted, more than
+        a device holds), PAT0002 goes first."""
+        yield defer.ensureDeferred(self.keeper.cleanIfBelow(5 * MEGABYTE, "NightlyCleanThreshold"))
+        self.assertEqual((yield self.patientsLeft()), ["PAT0000", "PAT0001", "PAT0002"])
+        with capturedLogs() as events:
+            yield defer.ensureDeferred(self.keeper.cleanIfBelow(9 * MEGABYTE, "NightlyCleanThreshold"))
+        self.assertEqual([formatEvent(e) for e in events if "deleted patient" in formatEvent(e)],
+                         [f"NightlyCleanThreshold: deleted patient {p}: 4 object(s)"
+                          for p in ("PAT0002", "PAT0001", "PAT0000")])
+
+    @defer.inlineCallbacks
+    def test_withoutSpilloverOnlyPatientsOnMag0(self):
+        """MAGDeviceFullThreshHold = 0: PAT0002 would free nothing where
+        objects go; PAT0001 goes."""
+        self.keeper.spillover = ()
+        lines, left = yield self.makeSpace(8, anywhere=True)
+        self.assertEqual(lines, ["deleted patient PAT0001: 4 object(s)"])
+        self.assertEqual(left, ["PAT0000", "PAT0002"])
+
+    @defer.inlineCallbacks
+    def test_byStudyDateOnlyPatientsOnMag0(self):
+        """PAT0002's study is the oldest, but it is on MAG1: PAT0001 goes."""
+        yield self.running.redate("PAT0002", "20190101")
+        self.keeper.sortTag = STUDY_DATE
+        lines, left = yield self.makeSpace(9, anywhere=True)
+        self.assertEqual(lines, ["deleted patient PAT0001: 4 object(s)", "deleted patient PAT0000: 4 object(s)"])
+        self.assertEqual(left, ["PAT0002"])
+
+    @defer.inlineCallbacks
+    def test_aMoveTakesOnlyPatientsOnMag0(self):
+        lines, left = yield self.makeSpace(12, moveTo="MAG1")
+        self.assertEqual(lines, ["moved patient PAT0001: 4 object(s) to MAG1",
+                                 "moved patient PAT0000: 4 object(s) to MAG1"])
+        self.assertEqual(left, ["PAT0000", "PAT0001", "PAT0002"])
 
 
 class LRUSortTests(unittest.TestCase):

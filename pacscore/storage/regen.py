@@ -1,8 +1,10 @@
 """Rebuild the index from the files on the MAG devices (``dgate -r``).
 
-Walks every device (skipping hidden folders such as ``.pacs-tmp``, the
-files set aside while being rewritten or moved, and whatever is not a
-regular file: a FIFO would block it), reads the index attributes
+Walks every device (skipping hidden folders such as ``.pacs-tmp``, folders
+named ``INCOMING``, ``PRINTER_FILES`` or ``BIN`` in any case, at any depth,
+as Conquest's RegenDir does (print jobs, objects not yet stored: each with
+a line), the files set aside while being rewritten or moved, and whatever
+is not a regular file: a FIFO would block it), reads the index attributes
 of each DICOM file (Part-10, or a raw data set: a ``.v2``, or a ``.dcm``
 without the Part-10 header) that reads to its end and upserts them in
 batches, the files of a folder oldest first: a patient, study or series
@@ -63,6 +65,7 @@ DATASET_EXTENSIONS = (".v2", ".dcm")  # read whatever their header: a raw data s
 REFUSED_ENTRY = (ValueError, DataError)
 _SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move's unfinished copy
 _CONQUEST_NAME = re.compile(r".*\.(dcm|v2)$", re.IGNORECASE)  # a hidden one is Conquest's cut (MaxFileNameLength)
+NOT_REGENERATED = frozenset({"incoming", "printer_files", "bin"})  # folders Conquest's RegenDir skips (stricmp)
 
 
 def _isDicomFile(path):
@@ -110,14 +113,19 @@ def checkDeviceFolders(devices):
             + ", ".join(device.name for device in missing) + " would drop the objects stored there)")
 
 
-def iterObjectFiles(device, folder=None, skip=frozenset()):
+def iterObjectFiles(device, folder=None, skip=frozenset(), notRegenerated=lambda path: None):
     """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
     only those under ``folder`` (an absolute path on the device), and those
     that cannot be looked at (their read fails, naming them).  Files whose
-    real path is in ``skip`` (the index database's) are not opened."""
+    real path is in ``skip`` (the index database's) are not opened.  The
+    folders under it named as ``NOT_REGENERATED`` are not walked, each
+    given to ``notRegenerated``."""
     skip = skip if isinstance(skip, SkippedFiles) else SkippedFiles(skip)
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not hidden(d))
+        for name in [d for d in subfolders if d.lower() in NOT_REGENERATED]:
+            subfolders.remove(name)
+            notRegenerated(os.path.join(folder, name))
         for name in _oldestFirst(folder, files):
             if (hidden(name) and not _CONQUEST_NAME.match(name)) or _SET_ASIDE.match(name):
                 continue  # a hidden .dcm or .v2 is an object Conquest named so; other hidden files are not
@@ -329,10 +337,14 @@ class Regenerator:
         for device in devices:
             self.report(f"Regen device {device.name}: {folder or device.path}")
             self._walked.append(folder or device.path)
-            self.enter(device, iterObjectFiles(device, folder, self.skip))
+            self.enter(device, iterObjectFiles(device, folder, self.skip, self._notRegenerated))
         self.report(f"Regeneration complete: {self.indexed} files indexed, {self.failed} failed, "
                     f"{self.duplicates} duplicate SOP instances")
         return self
+
+    def _notRegenerated(self, path):
+        self.report(f"[Regen] {path}: not indexed, as Conquest's regen skips folders named INCOMING, "
+                    f"PRINTER_FILES or BIN (print jobs, objects not yet stored); regendir of it indexes it")
 
     def enter(self, device, files):
         """Index ``files``, ``(absolute, relative)`` pairs on ``device``."""

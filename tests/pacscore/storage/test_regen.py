@@ -283,6 +283,24 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual(sorted(self.column("image", "ObjectFile")), ["HID1/.498.3.dcm", "HID1/.498.4.V2",
                                                                       "HID1/981234.dcm"])
 
+    def test_conquestsPrinterIncomingAndBinFoldersAreNotIndexed(self):
+        """A Conquest MAG0 holds print jobs in PRINTER_FILES (slices without
+        IDs) and may hold INCOMING and BIN folders, which Conquest's regen
+        skips, in any case and at any depth: so does this one, with a line
+        for each; regendir of one of them indexes it."""
+        for n, name in enumerate(("PAT1/1.dcm", "PRINTER_FILES/p.dcm", "incoming/i.dcm", "Bin/b.dcm",
+                                  "PAT1/bin/b.dcm", "PAT1/binary/b.dcm")):
+            self.write(self.devices[0], name, 1000 + n, sop=f"1.2.3.1.{n}")
+        regenerator = self.regenerate()
+        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
+        self.assertEqual(sorted(self.column("image", "ObjectFile")), ["PAT1/1.dcm", "PAT1/binary/b.dcm"])
+        mag0 = self.devices[0].path
+        self.assertEqual(sorted(line.split(":")[0] for line in self.lines if "not indexed" in line),
+                         [f"[Regen] {os.path.join(mag0, name)}" for name in ("Bin", "PAT1/bin", "PRINTER_FILES",
+                                                                              "incoming")])
+        self.regenerator().regenerate(self.devices[:1], os.path.join(mag0, "PRINTER_FILES"))
+        self.assertIn("PRINTER_FILES/p.dcm", self.column("image", "ObjectFile"))
+
     def test_overlongNameMovedWithItsMirrorCopy(self):
         """A Conquest archive with a mirror has both copies under the long
         name: the MAG copy alone was moved, the mirror copy counted missing

@@ -395,7 +395,7 @@ class VirtualServers:
             value = identifier.get(keyword, "")  # a list of UIDs stays a list
             keys[keyword] = list(value) if isinstance(value, MultiValue) else str(value or "").strip()
         fetching = []  # the SOP Instance UIDs of the objects asked for, to release
-        adopted = []  # those here that another retrieve under way fetched, to release too
+        adopted = {}  # those here that another retrieve under way fetched, to release too (a set, in order)
         asked = self._asked(mask, callingAE, "retrieve")
         try:
             results = await _together([self._fetchOn(server, findClass, moveClass, fetching, onPending,
@@ -403,12 +403,12 @@ class VirtualServers:
                                        for server in asked])
             fetched = await self._askAgain(asked, results, findClass, moveClass, fetching, onPending)
         except defer.CancelledError:
-            await self.release(fetching + adopted)
+            await self.release([*fetching, *adopted])
             raise
         except DATABASE_FAILURES:
-            defer.ensureDeferred(self.release(fetching + adopted))  # the requestor is answered (A701) at once
+            defer.ensureDeferred(self.release([*fetching, *adopted]))  # the requestor is answered (A701) at once
             raise
-        return fetched._replace(held=tuple(fetching + adopted))
+        return fetched._replace(held=(*fetching, *adopted))
 
     async def _askAgain(self, asked, results, findClass, moveClass, fetching, onPending):
         """The ``Fetched`` of a retrieve whose archives ``asked`` fetched
@@ -515,7 +515,7 @@ class VirtualServers:
             fetching.extend(asking)
             adopting = [uid for uid in images if uid in known and uid in self._holders
                         and uid not in taken and uid not in adopted]  # held once per retrieve
-            adopted.extend(adopting)
+            adopted.update(dict.fromkeys(adopting))
             self._hold(asking + adopting)
             others = [image for uid, image in images.items() if uid not in known and uid in taken]
             return missing, others, frozenset() if selective else _allMissing(images.values(), missing)

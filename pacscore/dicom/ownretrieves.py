@@ -13,7 +13,9 @@ is data arriving here, which the import and export converters see, but a
 ``forward`` to that archive (``fetchedFrom``) would send each object
 straight back, and is not queued (``pacscore.export.commands``); each
 object one of them stores is told to the fetch as its C-STORE comes
-(``storing``), which deletes only those with ``CacheVirtualData = 0``.  The
+(``storing``), which deletes only those with ``CacheVirtualData = 0``; so
+is each object any other store brings (a modality's C-STORE, STOW-RS:
+``hearOthers``), which the fetch then leaves here.  The
 Message IDs come from 0x8000-0xFFFF, unique among those under way, so a
 C-MOVE that a user started (``dgate --movepatient``: 1, 2 ... on an
 association of its own), whose objects are processed as any, is not
@@ -33,6 +35,7 @@ class OwnRetrieves:
         self.aeTitle = aeTitle
         self._underWay = {}  # Message ID: the AE title a virtual server fetches from, None for a get
         self._onStoring = {}  # Message ID of a virtual server's C-MOVE: told each SOP Instance UID it stores
+        self._others = None  # told each SOP Instance UID any other store stores (hearOthers)
         self._last = LAST_ID
 
     def begin(self, source=None, onStoring=None):
@@ -54,13 +57,21 @@ class OwnRetrieves:
         self._underWay.pop(messageID, None)
         self._onStoring.pop(messageID, None)
 
-    def storing(self, command):
-        """The ``onStoring`` of the C-MOVE a C-STORE-RQ ``command`` is a
-        sub-operation of, else None: called with its SOP Instance UID as
-        the C-STORE comes, it returns None or ``ended(stored)``, called once
-        the store ended (which may be after that C-MOVE ended), ``stored``
-        whether the object was stored."""
-        return self._onStoring.get(self._messageID(command))
+    def hearOthers(self, onOther):
+        """``onOther(uid)`` hears of each store that is no sub-operation of
+        a C-MOVE registered with an ``onStoring`` (``storing``)."""
+        self._others = onOther
+
+    def storing(self, command, uid):
+        """A store of the object ``uid`` comes (the C-STORE-RQ ``command``;
+        None for one that came otherwise, STOW-RS): told to the ``onStoring``
+        of the C-MOVE it is a sub-operation of, else to ``hearOthers``'s
+        ``onOther``.  What it returns: None or ``ended(stored)``, called
+        once the store ended (which may be after that C-MOVE ended),
+        ``stored`` whether the object was stored."""
+        onStoring = self._onStoring.get(self._messageID(command)) if command is not None else None
+        onStoring = onStoring or self._others
+        return None if onStoring is None else onStoring(uid)
 
     def brings(self, command):
         """Whether a C-STORE-RQ ``command`` is a sub-operation of a get's

@@ -31,7 +31,8 @@ class StorageService:
     (``ownRetrieves``, an ``OwnRetrieves``: ``preretrieve``) are stored
     without the import and export converters; those of a virtual server's
     fetch with them, knowing the archive they came from (``fetchedFrom``),
-    the fetch told of each one stored (``OwnRetrieves.storing``).
+    the fetch told of each one stored (``OwnRetrieves.storing``), and of
+    each any other store brings (a modality's, STOW-RS's).
     """
 
     log = Logger()
@@ -70,17 +71,17 @@ class StorageService:
                 dataset.discard()
             refuse(protocol, contextId, command, contextClass, f"a {incoming.sopClassUID} object on this context")
             return defer.succeed(None)
-        onStoring = None if self.ownRetrieves is None else self.ownRetrieves.storing(command)
-        ended = None if onStoring is None else onStoring(incoming.sopInstanceUID)  # as it comes: not after its commit
-        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set", ended)
+        stored = self.storeIncoming(incoming, dataset, "C-STORE-RQ without a data set", command)
         stored.addCallback(self._respond, protocol, contextId, command)
         return stored
 
-    def storeIncoming(self, incoming, dataset, missing, ended=None):
+    def storeIncoming(self, incoming, dataset, missing, command=None):
         """Store ``incoming`` from its spool ``dataset`` (None: there is
-        none, ``missing`` says why). Fires with ``(status, comment)``, a
-        failure counted and logged; ``ended(stored)`` hears of the end of
-        the store, ``stored`` whether the object was stored."""
+        none, ``missing`` says why), its C-STORE-RQ ``command`` (None:
+        STOW-RS). Fires with ``(status, comment)``, a failure counted and
+        logged.  The ``ownRetrieves`` hear of the store as it comes, not
+        after its commit (``OwnRetrieves.storing``), and of its end."""
+        ended = None if self.ownRetrieves is None else self.ownRetrieves.storing(command, incoming.sopInstanceUID)
         if dataset is None:
             stored = defer.fail(InvalidDataset(missing))
         else:

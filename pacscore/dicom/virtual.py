@@ -57,7 +57,8 @@ and no other sent are ``lost``: the retrieve counts them as failed
 sub-operations, but for those its own query finds (stored after the
 fetch looked); every object asked for is held (``Fetched.held``), and
 deleted again (``CacheVirtualData = 0``) if one of our C-MOVEs stored it
-(``_storing``), not a modality meanwhile.  One that could not be reached, or whose
+(``_storing``), not a modality meanwhile, nor another store since (a
+modality's, STOW-RS: ``_storedElsewhere``).  One that could not be reached, or whose
 association failed (a timeout, an abort), is held off for
 ``FailHoldOff`` seconds (60), as the export queue holds a destination
 off: the requests of that time leave it out at once, logged, instead of
@@ -245,10 +246,14 @@ class VirtualServers:
         self.titleStyle = titleStyle  # PadAEWithZeros, SendUpperCaseAE (negotiation.TitleStyle)
         # the archive's OwnRetrieves: our C-MOVEs register in it, so that what they bring is not forwarded back
         self.ownRetrieves = ownRetrieves
+        if ownRetrieves is not None and not cache:
+            ownRetrieves.hearOthers(self._storedElsewhere)
         self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
         self._brought = set()  # the SOP Instance UIDs held that our C-MOVEs stored here: those release deletes
         self._arriving = Counter()  # SOP Instance UID held -> C-STOREs of our C-MOVEs storing it under way
         self._late = set()  # those released while stored: deleted once their store ends (``_storing``)
+        self._others = Counter()  # SOP Instance UID held -> other stores of it under way (``_storedElsewhere``)
+        self._kept = set()  # those held that another store stored: release leaves them, whoever's copy is last
         self._releasing = 0  # releases under way
         self._retrieves = 0  # DICOM retrieves under way (``retrieving``): pacs stopping aborts them
         self._idle = []  # Deferreds of stop, fired once no DICOM retrieve runs nor release
@@ -594,10 +599,33 @@ class VirtualServers:
             self._late.discard(uid)
             if not stored:
                 return
-            if uid in self._holders:
+            if uid in self._holders and uid not in self._kept:
                 self._brought.add(uid)
             elif late:
                 defer.ensureDeferred(self._waitedFor(self._delete([uid], {uid})))
+        return ended
+
+    def _storedElsewhere(self, uid):
+        """Another store than our C-MOVEs' (a modality's C-STORE, STOW-RS)
+        comes to store the object ``uid`` (``OwnRetrieves.hearOthers``):
+        one a retrieve holds is no longer ours once that store stored it
+        (``_kept``: ``release`` leaves it, whoever's copy is stored last),
+        nor deleted while that store is under way; one of ours released
+        while being stored is no longer deleted as its store ends.  Returns
+        what hears of that end (``ended(stored)``), None for an object not
+        held."""
+        self._late.discard(uid)
+        if uid not in self._holders:
+            return None
+        self._others[uid] += 1
+
+        def ended(stored):
+            self._others[uid] -= 1
+            if self._others[uid] <= 0:
+                del self._others[uid]
+            if stored and uid in self._holders:
+                self._kept.add(uid)
+                self._brought.discard(uid)
         return ended
 
     def _hold(self, uids):
@@ -671,7 +699,8 @@ class VirtualServers:
         stored here (``_storing``: those that arrived late too; one still
         being stored is deleted as its store ends), unless the fetched data
         is kept (CacheVirtualData).  One asked for that came by other means
-        (a modality sent it meanwhile) stays."""
+        (a modality sent it meanwhile, before or after our C-MOVE stored it:
+        ``_storedElsewhere``) stays."""
         if self.cache or not fetched:
             return
         fetched = list(dict.fromkeys(fetched))
@@ -683,9 +712,10 @@ class VirtualServers:
             self.log.info("{count} object(s) fetched from virtual servers kept while another retrieve sends them "
                           "(CacheVirtualData = 0): it deletes them", count=len(fetched) - len(free))
         storing = {uid for uid in free if uid in self._arriving}
-        self._late.update(storing)
-        brought = {uid for uid in free if uid in self._brought}
+        self._late.update(storing - self._kept - self._others.keys())  # another store's copy is not ours to delete
+        brought = {uid for uid in free if uid in self._brought and uid not in self._others}
         self._brought.difference_update(free)
+        self._kept.difference_update(free)
         free = [uid for uid in free if uid not in storing]
         if free:
             await self._delete(free, brought)

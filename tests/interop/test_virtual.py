@@ -24,7 +24,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from twisted.trial import unittest
 
 from pacscore.testing.corpus import generateCorpus, makeDataset
-from tests.interop.index import column
+from tests.interop.index import column, rows
 from tests.interop.peers import DcmqrscpServer, OrthancServer, StorescpServer
 from tests.interop.server import PacsServer, dcmtk, waitFor
 from tests.interop.test_find import findscu
@@ -171,6 +171,33 @@ class VirtualServerTests(unittest.TestCase):
         self.assertIn("stopping: aborting", self.front.log())
         self.assertIn("6 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)", self.front.log())
         self.assertFalse(fetched & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")))
+
+    def test_anObjectAModalitySendsDuringTheHoldStays(self):
+        """CacheVirtualData = 0, a modality (storescu, its own association)
+        sends one of the 6 objects FRONT fetched while the C-MOVE that
+        fetched them still sends them to a slow destination: its copy was
+        acknowledged, so the release leaves it, stored and indexed, and
+        deletes the other 5."""
+        viewer = StorescpServer(os.path.join(self.workdir, "slow"), aet=DESTINATION, options=("--sleep-during", "1"))
+        self.front.addNode(DESTINATION, viewer.port)
+        viewer.start()
+        self.addCleanup(viewer.stop)
+        self.startFront(CacheVirtualData="0")
+        sent, *others = self.byPatient[self.there]
+        retrieve = threading.Thread(target=movescu, args=(self.front, DESTINATION, "STUDY",
+                                                          {"StudyInstanceUID": sent.studyUID}))
+        retrieve.start()
+        self.addCleanup(retrieve.join)
+        waitFor(lambda: "virtual server BACKEND: 6 object(s) fetched" in self.front.log(), 30, "the fetch")
+        result = self.front.store(sent.path, calling="MODALITY")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        retrieve.join()
+        waitFor(lambda: "object(s) fetched from virtual servers deleted" in self.front.log(), 30, "the release")
+        self.assertIn("5 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)", self.front.log())
+        images = {row["SOPInstanceUID"]: row["ObjectFile"] for row in rows(self.front.database, "DICOMImages")}
+        self.assertIn(sent.sopUID, images)
+        self.assertFalse({image.sopUID for image in others} & set(images))
+        self.assertTrue(os.path.isfile(os.path.join(self.front.dataDir, images[sent.sopUID])))
 
     def test_wholeSeriesMovesLeaveWhatIsHereAsItIs(self):
         """VirtualPerSeries0 = 1, FRONT holding a locally corrected copy

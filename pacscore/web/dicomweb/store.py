@@ -62,9 +62,10 @@ _NAMED_BY = {SOP_CLASS_UID: MEDIA_SOP_CLASS, SOP_INSTANCE_UID: MEDIA_SOP_INSTANC
 
 
 def storageOf(archive):
-    """The StorageService that stores parts in ``archive`` as C-STOREs are."""
+    """The StorageService that stores parts in ``archive`` as C-STOREs are
+    (the virtual servers told of each, ``OwnRetrieves.storing``)."""
     return StorageService(archive.objectStore, archive.storageFailedStatus, archive.counters,
-                          archive.incomingCompression)
+                          archive.incomingCompression, ownRetrieves=archive.ownRetrieves)
 
 
 def storagePolicy(archive):

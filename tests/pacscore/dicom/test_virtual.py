@@ -694,6 +694,43 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((servers._holders, servers._brought, servers._arriving, servers._late),
                          (Counter(), set(), Counter(), set()))
 
+    def test_anObjectAnotherStoreStoresAgainIsNotDeleted(self):
+        """CacheVirtualData = 0, our C-MOVE brought 4 objects that a
+        modality (its own association) and STOW-RS send again while the
+        retrieve holds them: release deletes only the one whose other store
+        failed; neither the one stored again (its copy acknowledged), nor the
+        one whose other store is still under way; one of ours released while
+        being stored is not deleted as its store ends when another store
+        came for it, before the release or after."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False, ownRetrieves=index.own)
+        movedBy(servers, [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(4)], index)
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        modality = {commands.MOVE_ORIGINATOR_AE: "", commands.MOVE_ORIGINATOR_MESSAGE_ID: None}
+        index.own.storing(modality, "1.1.0")(True)
+        index.own.storing(None, "1.1.1")(True)  # STOW-RS
+        underWay = index.own.storing(modality, "1.1.2")
+        index.own.storing(modality, "1.1.3")(False)  # refused: 1.1.3 is still ours
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+        underWay(True)
+        self.assertEqual(index.removed, ["1.1.3"])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "3 object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they were stored here by other "
+            "means, not by their C-MOVEs",
+            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
+        self.assertEqual((servers._holders, servers._brought, servers._others, servers._kept),
+                         (Counter(), set(), Counter(), set()))
+        servers._hold(["1.1.4", "1.1.5"])
+        ours = index.storing(index.own.begin("B", servers._storing), ["1.1.4", "1.1.5"])
+        index.own.storing(modality, "1.1.5")(True)  # before the release: 1.1.5 is the modality's
+        self.successResultOf(defer.ensureDeferred(servers.release(["1.1.4", "1.1.5"])))
+        self.assertIsNone(index.own.storing(modality, "1.1.4"))  # after it: held no more, but no longer ours
+        for ended in ours:
+            ended(True)
+        self.assertEqual(index.removed, ["1.1.3"])
+
     def test_anObjectAnotherRetrieveSendsIsNotDeleted(self):
         """CacheVirtualData = 0, two retrieves of one object under way: the
         first fetches it, the second finds it here, fetched by the first,
@@ -908,9 +945,8 @@ class FetchingArchive:
         """The C-STOREs of our C-MOVE ``messageID`` came with ``uids`` and
         committed them to the index: the ``ended(stored)`` of each, which
         ``StorageService`` calls once its store is over."""
-        onStoring = self.own.storing({commands.MOVE_ORIGINATOR_AE: "FRONT",
-                                      commands.MOVE_ORIGINATOR_MESSAGE_ID: messageID})
-        enders = [] if onStoring is None else [onStoring(uid) or (lambda stored: None) for uid in uids]
+        command = {commands.MOVE_ORIGINATOR_AE: "FRONT", commands.MOVE_ORIGINATOR_MESSAGE_ID: messageID}
+        enders = [self.own.storing(command, uid) or (lambda stored: None) for uid in uids]
         self.here += uids
         return enders
 

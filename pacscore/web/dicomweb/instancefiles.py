@@ -195,8 +195,13 @@ def _nativeFrame(dataset, syntax, damaged, index):
     ValueError, never decoded."""
     length = _storedLength(dataset, syntax)
     if length is not None:
-        frame = bytes(dataset.PixelData[index * length:(index + 1) * length])
-        return frame if syntax != EXPLICIT_VR_BIG_ENDIAN else _littleEndian(frame, _wordSize(dataset))
+        start, end = index * length, (index + 1) * length
+        if syntax != EXPLICIT_VR_BIG_ENDIAN:
+            return bytes(dataset.PixelData[start:end])
+        size = _wordSize(dataset)  # the words that hold the frame swapped, then it cut out of them:
+        first = start // size * size  # 8-bit OW frames of an odd length begin or end within one
+        words = _littleEndian(bytes(dataset.PixelData[first:-(-end // size) * size]), size)
+        return words[start - first:end - first]
     if index in damaged:
         raise ValueError(damaged[index])
     frame = _storedLayout(dataset, pixel_array(dataset, index=index, as_rgb=False,

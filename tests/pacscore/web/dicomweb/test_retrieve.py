@@ -1527,6 +1527,29 @@ class DeflatedMetadataTests(unittest.TestCase):
                          (["BOMB"], "OB", [whole.Rows]))
 
 
+class BigEndianFrameTests(unittest.TestCase):
+    """Native frames of an 8-bit Explicit VR Big Endian image stored in OW
+    (16-bit words) whose frames have an odd length, pydicom's
+    SC_rgb_small_odd_big_endian.dcm (3x3 RGB, 27 bytes), were a 422
+    ('buffer size must be a multiple of element size'), in frames/ and
+    bulk/7FE00010; each is the bytes pydicom decodes, a second frame
+    beginning within a word too."""
+
+    def test_eightBitFramesOfAnOddLength(self):
+        single = get_testdata_file("SC_rgb_small_odd_big_endian.dcm")
+        double = pydicom.dcmread(single)
+        first = pixel_array(double).tobytes()
+        little = first + bytes(255 - byte for byte in first)
+        double.NumberOfFrames, double.PixelData = 2, np.frombuffer(little, "u2").byteswap().tobytes()
+        path = self.mktemp()
+        double.save_as(path, enforce_file_format=True)
+        for name, stored, count in ((single, pydicom.dcmread(single), 1), (path, double, 2)):
+            frames = instancefiles.instanceFrames(name, None, lambda syntax: (False, instancefiles.OCTET_STREAM))
+            self.assertEqual([frames.first] + [frames.frame(index) for index in range(1, count)],
+                             [pixel_array(stored, index=index).tobytes() for index in range(count)], name)
+        self.assertEqual(frames.frame(1), little[27:])
+
+
 class StoredAgainTests(DicomWebTestCase):
     """Objects stored again (the same SOP instances, each under a new file
     name, the old file removed after the commit) after a request's index

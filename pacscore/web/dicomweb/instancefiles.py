@@ -5,6 +5,7 @@ file to file into little endian."""
 
 import errno
 import os
+import struct
 from functools import partial
 from typing import NamedTuple
 
@@ -12,7 +13,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
-from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
 from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import Tag
@@ -32,13 +33,14 @@ from pacscore.codecs.transcode import (
     pixelDataHeader, swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, openDataset
 from pacscore.dicom.textbytes import decodeValues, keepUndecodable
-from pacscore.storage.attributes import readAttributes
+from pacscore.storage.attributes import LONG_VRS, readAttributes
 from pacscore.storage.inflatedreads import InflatedReads
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.dicomweb.dicomjson import jsonDataset
 
 PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float and Double Float Pixel Data (Parametric Maps)
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 OCTET_STREAM = "application/octet-stream"
 # PS3.18 table 8.7.3-2: the media type of a frame in a compressed syntax.
@@ -102,61 +104,94 @@ def startConverted(path, wanted, deferToWorker, change=None):
     return fileMetaOf(converted.file, wanted), converted
 
 
-def _read(path, pixels):
-    """The stored file ``path`` read by pydicom, with its Pixel Data or
-    without it (and what follows it); without it, a deflated one is
-    inflated only up to the Pixel Data, ``INFLATED_IN_MEMORY`` bytes at
-    most (``InflatedReads``; a DatasetError past that), not whole as
-    pydicom inflates it: a 1 MB file may inflate to a gigabyte."""
+def _readHead(path):
+    """``(data set, Pixel Data)`` of the stored file ``path`` read by
+    pydicom but for its Pixel Data (7FE0,0010) value, the Float and Double
+    Float Pixel Data (7FE0,0008, 7FE0,0009) of a Parametric Map among the
+    attributes; the Pixel Data ``(VR or None, length)`` where the file
+    holds one, else None.  A deflated file is inflated only up to the
+    Pixel Data, ``INFLATED_IN_MEMORY`` bytes at most
+    (``InflatedReads``; a DatasetError past that), not whole as pydicom
+    inflates it: a 1 MB file may inflate to a gigabyte."""
     with openRegularFile(path) as f:
-        if not pixels:
-            read_preamble(f, True)
-            meta = _read_file_meta_info(f)
-            if meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-                dataset = read_dataset(InflatedReads(f.read, INFLATED_IN_MEMORY), False, True,
-                                       stop_when=_atPixelData)
-                dataset.file_meta = meta
-                return dataset
-            f.seek(0)
-        return pydicom.dcmread(f, stop_before_pixels=not pixels, force=True)
+        read_preamble(f, True)
+        meta = _read_file_meta_info(f)
+        if meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            source = InflatedReads(f.read, INFLATED_IN_MEMORY)
+            dataset = read_dataset(source, False, True, stop_when=_atPixelData)
+            dataset.file_meta = meta
+            return dataset, _pixelDataElement(source, False, True)
+        f.seek(0)
+        dataset = read_partial(f, stop_when=_atPixelData, force=True)
+        implicit, little = dataset.original_encoding
+        return dataset, _pixelDataElement(f, implicit, little)
+
+
+def _pixelDataElement(f, implicit, little):
+    """``(VR or None, length)`` of the Pixel Data element whose header is at
+    the position of ``f``, in the encoding ``implicit`` and ``little``
+    say, ``f`` left at its value; None when no Pixel Data is there."""
+    order = "<" if little else ">"
+    header = f.read(8)
+    if len(header) < 8 or _tag(header, order) != PIXEL_DATA:
+        return None
+    if implicit:
+        return None, struct.unpack(order + "L", header[4:])[0]
+    long = f.read(4) if header[4:6] in LONG_VRS else header[6:]
+    length = struct.unpack(order + ("L" if len(long) == 4 else "H"), long)[0] if len(long) in (2, 4) else 0
+    return header[4:6].decode("latin-1"), length
+
+
+def _tag(header, order):
+    """The tag of the element header ``header`` in the byte ``order`` of struct."""
+    group, element = struct.unpack(order + "HH", header[:4])
+    return group << 16 | element
 
 
 def _readLittleEndian(path):
-    """The stored file ``path`` read without its Pixel Data, its binary
-    values (OW, OL, OF, OD, OV, in sequence items too) little endian when
+    """``_readHead`` of the stored file ``path``, the binary values of its
+    data set (OW, OL, OF, OD, OV, in sequence items too) little endian when
     it is Explicit VR Big Endian (``swapBytes``; one that is no whole
     number of words left as it is): DICOM JSON's InlineBinary and bulk
     data hold them as Explicit VR Little Endian does (PS3.18 8.7.3), as
     the object's frames do (``_nativeFrame``); a value pydicom cannot
     decode kept as UN bytes, as stored (``keepUndecodable``)."""
-    dataset = _read(path, pixels=False)
+    dataset, pixelData = _readHead(path)
     if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN:
         keepUndecodable(dataset)  # a value swapBytes cannot decode is UN bytes, as decodeValues keeps it
         swapBytes(dataset, strict=False)
-    return dataset
+    return dataset, pixelData
 
 
 def instanceMetadata(path, url, onUnfit=None):
     """The DICOM JSON of the stored file ``path`` whose WADO-RS address is
-    ``url``: every attribute but the bulk data (binary values over 1 KB and
-    Pixel Data), which are ``BulkDataURI``s of ``url/bulk/{tag}``; with the
-    Available Transfer Syntax UID it is stored in.  Binary values in
-    sequence items (an icon's pixels) stay inline: ``bulk/{tag}`` names a
-    top-level attribute.  Binary values go little endian (``_readLittleEndian``).
-    NKI compressed pixel data (7FDF,0010) is left out: its frames and Pixel
-    Data go expanded (``instanceFrames``).  Text not valid in its character
-    set is read as Latin-1, logged or given to ``onUnfit``, and a binary
+    ``url``: every attribute (``_readHead``) but the bulk data (binary values
+    over 1 KB, Float and Double Float Pixel Data, and the Pixel Data the file
+    holds, none when it holds none, no value when empty), which are
+    ``BulkDataURI``s of ``url/bulk/{tag}``; with the Available Transfer
+    Syntax UID it is stored in.  Binary values in sequence items (an icon's
+    pixels) stay inline: ``bulk/{tag}`` names a top-level attribute.  Binary
+    values go little endian (``_readLittleEndian``).  NKI compressed pixel
+    data (7FDF,0010) is left out: its frames and Pixel Data go expanded
+    (``instanceFrames``), a Pixel Data ``BulkDataURI``.  Text not valid in
+    its character set is read as Latin-1, logged or given to ``onUnfit``, and a binary
     value pydicom cannot decode is given as UN bytes, logged (``decodeValues``)."""
-    dataset = _readLittleEndian(path)
-    if nkiStream(dataset) is not None:
+    dataset, pixelData = _readLittleEndian(path)
+    nki = nkiStream(dataset) is not None
+    if nki:
         del dataset[NKI_PIXEL_DATA]
     decodeValues(dataset, onUnfit, keepBytes=True)  # text not valid in its character set as Latin-1, as the index reads it
     syntax = _storedSyntax(dataset)
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)
-    if "Rows" in dataset:
+    for tag in FLOAT_PIXEL_DATA:  # bulk data however short, as Pixel Data is
+        if "InlineBinary" in found.get(f"{tag:08X}", ()):
+            found[f"{tag:08X}"] = {"vr": found[f"{tag:08X}"]["vr"], "BulkDataURI": f"{url}/bulk/{tag:08X}"}
+    if pixelData is not None or nki:
         wide = not isCompressed(syntax) and (dataset.get("BitsAllocated") or 8) > 8
-        found[f"{PIXEL_DATA:08X}"] = {"vr": "OW" if wide else "OB", "BulkDataURI": f"{url}/bulk/{PIXEL_DATA:08X}"}
+        found[f"{PIXEL_DATA:08X}"] = {"vr": "OW" if wide else "OB"}
+        if nki or pixelData[1]:  # an empty one has no value (PS3.18 F.2.5), nor frames to send
+            found[f"{PIXEL_DATA:08X}"]["BulkDataURI"] = f"{url}/bulk/{PIXEL_DATA:08X}"
     if syntax:
         found[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [syntax]}
     return dict(sorted(found.items()))
@@ -336,7 +371,8 @@ def _wholeDataset(path):
     """The stored file ``path`` read with its Pixel Data, NKI compressed
     pixel data expanded, its file meta naming the syntax it is stored in
     (``_storedSyntax``), where pydicom's decoders look for it."""
-    dataset = _read(path, pixels=True)
+    with openRegularFile(path) as f:
+        dataset = pydicom.dcmread(f, force=True)
     dataset.file_meta.TransferSyntaxUID = _storedSyntax(dataset)
     _expandedNKI(dataset)
     return dataset
@@ -452,8 +488,7 @@ def bulkValue(path, tag):
     """The bytes of the top-level attribute ``tag`` (not Pixel Data, which
     goes as frames) of the stored file ``path``, as stored, but little
     endian (``_readLittleEndian``)."""
-    dataset = _readLittleEndian(path)
-    element = dataset.get(Tag(tag))
+    element = _readLittleEndian(path)[0].get(Tag(tag))
     if element is None or element.VR == "SQ":
         raise NoSuchAttribute(f"the object has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
     value = element.value

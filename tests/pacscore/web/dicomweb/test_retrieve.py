@@ -1527,6 +1527,55 @@ class DeflatedMetadataTests(unittest.TestCase):
                          (["BOMB"], "OB", [whole.Rows]))
 
 
+class PixelElementsMetadataTests(unittest.TestCase):
+    """WADO-RS metadata names the pixel element an object holds as a
+    BulkDataURI that ``bulk/{tag}`` answers, and no other: a Parametric
+    Map's Float Pixel Data (7FE0,0008) was left out with everything after
+    it, and a made-up Pixel Data BulkDataURI (a 404) given in its place,
+    as to any object with Rows and no Pixel Data."""
+
+    URL = "http://pacs/dicom-web/studies/1/series/2/instances/3"
+
+    def saved(self, dataset, syntax):
+        dataset.file_meta.TransferSyntaxUID = syntax
+        path = self.mktemp()
+        dataset.save_as(path, enforce_file_format=True)
+        return path
+
+    def test_floatPixelDataIsBulkData(self):
+        """Float and Double Float Pixel Data, however short, are a
+        BulkDataURI whose bytes ``bulkValue`` gives, little endian, in
+        each syntax; there is no Pixel Data, and the elements after them
+        are there."""
+        for tag, keyword, vr, kind in ((0x7FE00008, "FloatPixelData", "OF", "f4"),
+                                       (0x7FE00009, "DoubleFloatPixelData", "OD", "f8")):
+            for syntax, order in ((EXPLICIT, "<"), (IMPLICIT, "<"), (syntaxes.EXPLICIT_VR_BIG_ENDIAN, ">")):
+                dataset = makeDataset("PMAP", "", "1.2", "1.2.1", "1.2.1.1", 1, 1, rows=4, columns=4)
+                del dataset.PixelData
+                dataset.BitsAllocated = int(kind[1]) * 8
+                setattr(dataset, keyword, np.arange(16, dtype=order + kind).tobytes())
+                dataset.add_new(0x7FE10010, "LO", "AFTER")
+                path = self.saved(dataset, syntax)
+                found = instanceMetadata(path, self.URL)
+                self.assertEqual((found.get(f"{tag:08X}"), "7FE00010" in found, found["7FE10010"]["Value"]),
+                                 ({"vr": vr, "BulkDataURI": f"{self.URL}/bulk/{tag:08X}"}, False, ["AFTER"]),
+                                 (keyword, syntax))
+                self.assertEqual(instancefiles.bulkValue(path, tag), np.arange(16, dtype="<" + kind).tobytes(),
+                                 (keyword, syntax))
+
+    def test_noPixelDataNoBulkDataURI(self):
+        """An object with Rows and Columns and no Pixel Data has none in its
+        metadata; one with an empty Pixel Data has it without a value."""
+        dataset = makeDataset("NOPIX", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
+        del dataset.PixelData
+        found = instanceMetadata(self.saved(dataset, EXPLICIT), self.URL)
+        self.assertEqual((found["00280010"]["Value"], "7FE00010" in found), ([64], False))
+        dataset.PixelData = b""
+        dataset["PixelData"].VR = "OW"
+        found = instanceMetadata(self.saved(dataset, EXPLICIT), self.URL)
+        self.assertEqual(found["7FE00010"], {"vr": "OW"})
+
+
 class BigEndianFrameTests(unittest.TestCase):
     """Native frames of an 8-bit Explicit VR Big Endian image stored in OW
     (16-bit words) whose frames have an odd length, pydicom's

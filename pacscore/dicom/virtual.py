@@ -57,9 +57,8 @@ and no other sent are ``lost``: the retrieve counts them as failed
 sub-operations, but for those its own query finds (stored after the
 fetch looked); every object asked for is held (``Fetched.held``), and
 deleted again (``CacheVirtualData = 0``) if one of our C-MOVEs stored it
-(``_storing``; one cancelled, until our association with its archive is
-closed: the object it was sending comes after), not a modality meanwhile,
-nor another store since (a modality's, STOW-RS: ``_storedElsewhere``).  One that could not be reached, or whose
+(``_storing``), not a modality meanwhile, nor another store since (a
+modality's, STOW-RS: ``_storedElsewhere``).  One that could not be reached, or whose
 association failed (a timeout, an abort), is held off for
 ``FailHoldOff`` seconds (60), as the export queue holds a destination
 off: the requests of that time leave it out at once, logged, instead of
@@ -485,10 +484,8 @@ class VirtualServers:
         ``RemoteImage``s it listed that another archive was to send."""
         protocol = await self._associate(server, [(findClass, list(UNCOMPRESSED)),
                                                      (moveClass, list(UNCOMPRESSED))])
-        cancelled = []  # the Message IDs of its C-MOVEs cancelled, ended once the association is closed (_move)
-        missing, others, error = await _releasing(
-            protocol, self._bring(protocol, findClass, moveClass, choose, server, fetching, onPending, cancelled),
-            lambda: self._closed(cancelled))
+        missing, others, error = await _releasing(protocol, self._bring(protocol, findClass, moveClass, choose,
+                                                                        server, fetching, onPending))
         uids = [image.sopInstanceUID for image in missing]
         here = {instance.sopInstanceUID for instance in await self._instancesOf(uids)}
         fetched = Fetched([uid for uid in uids if uid in here], [uid for uid in uids if uid not in here])
@@ -530,27 +527,20 @@ class VirtualServers:
         selective = _named(keys.get(UNIQUE_KEYS["IMAGE"]))  # its SOP Instance UIDs: part of a series
         return choose
 
-    async def _bring(self, protocol, findClass, moveClass, choose, server, fetching, onPending, cancelled):
+    async def _bring(self, protocol, findClass, moveClass, choose, server, fetching, onPending):
         """``(missing, others, error)``: the ``RemoteImage``s
         ``choose(protocol)`` gives, moved here, those it leaves to other
-        archives, and the error of the C-MOVE that failed (None); the
-        C-MOVE cancelled, its Message ID added to ``cancelled`` (``_move``)."""
+        archives, and the error of the C-MOVE that failed (None)."""
         missing, others, whole = await choose(protocol)
         progress = None if onPending is None else lambda command: onPending(len(fetching))
         try:
             for identifier in self._moves(server, findClass, missing, whole):
-                await self._move(protocol, moveClass, identifier, progress, server.ae, cancelled)
+                await self._move(protocol, moveClass, identifier, progress, server.ae)
         except defer.CancelledError:
             raise
         except Exception as e:
             return missing, others, e
         return missing, others, None
-
-    def _closed(self, cancelled):
-        """The association of the C-MOVEs ``cancelled`` (their Message IDs,
-        ``_move``) is closed: no more of their C-STOREs come."""
-        for messageID in cancelled:
-            self.ownRetrieves.end(messageID)
 
     def _moves(self, server, findClass, missing, whole):
         """The C-MOVE identifiers that bring ``missing`` here: per series,
@@ -575,23 +565,14 @@ class VirtualServers:
                     identifier.SOPInstanceUID = chunk
                 yield identifier
 
-    async def _move(self, protocol, moveClass, identifier, onPending, source, cancelled):
-        """One C-MOVE here, registered in ``ownRetrieves`` until its final
-        response; cancelled (C-CANCEL), until its association is closed
-        (its Message ID added to ``cancelled``): the archive may still send
-        the object it was sending, which is ours (``_storing``'s late ones)."""
+    async def _move(self, protocol, moveClass, identifier, onPending, source):
         own = self.ownRetrieves
-        messageID = None if own is None else own.begin(
-            source, None if self.cache else lambda uid: self._storing(uid, messageID in cancelled))
+        messageID = None if own is None else own.begin(source, None if self.cache else self._storing)
         try:
             command, _ = await _cancelling(protocol, moveClass, protocol.move(moveClass, identifier, self.aeTitle,
                                                                               onPending, messageID))
-        except defer.CancelledError:
-            if own is not None:
-                cancelled.append(messageID)
-            raise
         finally:
-            if own is not None and messageID not in cancelled:
+            if own is not None:
                 own.end(messageID)
         status = command.get(commands.STATUS)
         if status not in (SUCCESS, WARNING):
@@ -599,18 +580,14 @@ class VirtualServers:
             raise VirtualServerError(f"C-MOVE to {self.aeTitle} ended with status 0x{status:04X} "
                                      f"({failed} sub-operations failed)")
 
-    def _storing(self, uid, late=False):
+    def _storing(self, uid):
         """A C-STORE of one of our C-MOVEs comes to store the object ``uid``
         here (``OwnRetrieves.storing``): ``release`` deletes it if a retrieve
         holds it (CacheVirtualData = 0), once stored; one released while its
-        store is under way is deleted as that store ends, and so is one no
-        retrieve holds any more that a C-MOVE cancelled (``late``: the
-        archive was still sending it) stores.  Returns what hears of that
-        end (``ended(stored)``), None for an object not held."""
+        store is under way is deleted as that store ends.  Returns what
+        hears of that end (``ended(stored)``), None for an object not held."""
         if uid not in self._holders:
-            if not late:
-                return None
-            self._late.add(uid)
+            return None
         self._arriving[uid] += 1
 
         def ended(stored):
@@ -846,27 +823,24 @@ async def _cancelling(protocol, sopClass, request):
         raise
 
 
-async def _releasing(protocol, work, closed=None):
+async def _releasing(protocol, work):
     """What ``work`` (a coroutine using ``protocol``) returns, the
     association released after it; cancelled (C-CANCEL sent), it is
-    released without waiting, so that our requestor is answered at once.
-    ``closed()``, if given, is called once the association is closed."""
+    released without waiting, so that our requestor is answered at once."""
     try:
         result = await work
     except defer.CancelledError:
-        defer.ensureDeferred(_close(protocol, closed))
+        defer.ensureDeferred(_close(protocol))
         raise
     except BaseException:
-        await _close(protocol, closed)
+        await _close(protocol)
         raise
-    await _close(protocol, closed)
+    await _close(protocol)
     return result
 
 
-async def _close(protocol, closed=None):
+async def _close(protocol):
     try:
         await protocol.release()
     except Exception:
         protocol.abortAssociation()
-    if closed is not None:
-        closed()

@@ -18,19 +18,17 @@ import threading
 import time
 
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from twisted.trial import unittest
 
-from pacscore.dicom.models import STUDY_ROOT_MOVE
 from pacscore.testing.corpus import generateCorpus, makeDataset
 from tests.interop.index import column, rows
 from tests.interop.peers import DcmqrscpServer, OrthancServer, StorescpServer
 from tests.interop.server import PacsServer, dcmtk, waitFor
 from tests.interop.test_find import findscu
-from tests.interop.test_retrieve import getObjects, getSeries, moveAssociation, movescu, studyKeys
+from tests.interop.test_retrieve import getObjects, getSeries, movescu
 from tests.interop.test_web import httpGet
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -328,84 +326,6 @@ class VirtualServerTests(unittest.TestCase):
         image = self.byPatient[self.both][0]
         expected = {i.sopUID for i in self.byPatient[self.both] if i.seriesUID == image.seriesUID}
         self.assertEqual(getSeries(self.front, self.workdir, image.studyUID, image.seriesUID), expected)
-
-
-class CancelledFetchTests(unittest.TestCase):
-    """CacheVirtualData = 0, FRONT in front of LAGGING (pynetdicom), whose
-    C-MOVE sends a study's first object, then the second, whose data set
-    it holds back until the client's C-MOVE on FRONT was cancelled (the
-    C-CANCEL came while it sent it): neither stays here."""
-
-    def setUp(self):
-        self.workdir = tempfile.mkdtemp(prefix="pacs-virtual-cancelled-")
-        self.addCleanup(shutil.rmtree, self.workdir, True)
-        self.images = generateCorpus(os.path.join(self.workdir, "corpus"), patients=1, studiesPerPatient=1,
-                                     seriesPerStudy=1, imagesPerSeries=3)
-        self.front = PacsServer(os.path.join(self.workdir, "front"), ae="FRONT")
-        self.sending, self.cancelled, self.late = threading.Event(), threading.Event(), threading.Event()
-        self.commands = 0
-        # pynetdicom gives its own AE title as its C-STOREs' Move Originator (PS3.7: the C-MOVE's requestor's)
-        lagging = AE("FRONT")
-        lagging.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-        lagging.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
-        lagging.add_requested_context(CTImageStorage)
-        server = lagging.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
-            (evt.EVT_C_FIND, self.find), (evt.EVT_C_MOVE, self.move)])
-        self.addCleanup(server.shutdown)
-        self.addCleanup(self.cancelled.set)
-        viewer = StorescpServer(os.path.join(self.workdir, "viewer"), aet=DESTINATION)
-        viewer.start()
-        self.addCleanup(viewer.stop)
-        self.front.addNode("LAGGING", server.server_address[1])
-        self.front.addNode(DESTINATION, viewer.port)
-        self.front.setIni(VirtualServerFor0="LAGGING", CacheVirtualData="0")
-        self.front.start()
-        self.addCleanup(self.front.stop)
-
-    def find(self, event):
-        level = event.identifier.QueryRetrieveLevel
-        for image in self.images if level == "IMAGE" else self.images[:1]:
-            match = Dataset()
-            match.QueryRetrieveLevel = level
-            match.StudyInstanceUID = image.studyUID
-            if level != "STUDY":
-                match.SeriesInstanceUID = image.seriesUID
-            if level == "IMAGE":
-                match.SOPInstanceUID = image.sopUID
-            yield 0xFF00, match
-
-    def move(self, event):
-        yield "127.0.0.1", self.front.port, {"evt_handlers": [(evt.EVT_PDU_SENT, self.sent)]}
-        yield len(self.images)
-        for image in self.images[:2]:
-            yield 0xFF00, pydicom.dcmread(image.path)
-        self.late.set()  # the second stored; pynetdicom, asked to release, sends no more
-        yield 0xFE00, None
-
-    def sent(self, event):
-        """A PDU of the C-STOREs' association: the data set of the second
-        C-STORE is held back until the client's C-MOVE was cancelled."""
-        items = getattr(event.pdu, "presentation_data_value_items", ())
-        if any(item.presentation_data_value[0] & 1 for item in items):  # a command
-            self.commands += 1
-            if self.commands == 2:
-                self.sending.set()
-                self.cancelled.wait(10)
-
-    def test_theObjectTheArchiveWasStillSendingIsDeleted(self):
-        association = moveAssociation(self.front)
-        self.addCleanup(association.release)
-        responses = association.send_c_move(studyKeys(self.images[0].studyUID), DESTINATION, STUDY_ROOT_MOVE,
-                                            msg_id=7)
-        context = association.accepted_contexts[0].context_id
-        threading.Thread(target=lambda: self.sending.wait(20) and association.send_c_cancel(7, context)).start()
-        self.assertEqual([status.Status for status, _ in responses][-1], 0xFE00)
-        self.cancelled.set()
-        self.assertTrue(self.late.wait(20))
-        uids = {image.sopUID for image in self.images}
-        waitFor(lambda: not uids & set(column(self.front.database, "DICOMImages", "SOPInstanceUID")), 10,
-                "the fetched objects deleted")
-        self.assertIn("C-MOVE cancelled while the virtual servers fetched its objects", self.front.log())
 
 
 class HungBackendTests(unittest.TestCase):

@@ -254,48 +254,6 @@ class VirtualServerTests(unittest.TestCase):
         self.assertEqual((busy.cancelled, busy.releasing), ([STUDY_ROOT_MOVE], 1))
         self.assertEqual(archive.removed, ["1.1.0", "1.1.1"])
 
-    def test_whatACancelledMoveWasStillSendingIsDeleted(self):
-        """CacheVirtualData = 0, a fetch cancelled while an archive's C-MOVE
-        sends: the object it was still sending, whose C-STORE comes after
-        the retrieve released what it held (the C-CANCEL ends our C-MOVE at
-        once), is deleted once stored, as the one before it; once the
-        archive's association is closed, that C-MOVE is over: a C-STORE
-        naming it is no longer ours."""
-        archive = FetchingArchive()
-        busy = BusyArchive()
-        closing = defer.Deferred()
-        busy.release = lambda: closing
-        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), archive, archive.query, archive,
-                                 cache=False, ownRetrieves=archive.own)
-        moves = []
-
-        def move(sopClass, identifier, destination, onPending=None, messageID=None):
-            moves.append(messageID)
-            archive.storedBy(messageID, identifier.SOPInstanceUID[:1])
-            return defer.Deferred()
-        busy.move = move
-
-        async def remoteImages(protocol, findClass, level, keys):
-            return [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(3)]
-
-        async def associate(server, contexts):
-            return busy
-        servers._remoteImages, servers._associate = remoteImages, associate
-        fetching = defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1")))
-        fetching.cancel()
-        self.failureResultOf(fetching, defer.CancelledError)
-        self.assertEqual(archive.removed, ["1.1.0"])
-        with capturedLogs() as events:
-            archive.storedBy(moves[0], ["1.1.1"])  # it was sending it
-        self.assertEqual(archive.removed, ["1.1.0", "1.1.1"])
-        self.assertEqual([formatEvent(e) for e in events],
-                         ["1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
-        closing.callback(None)
-        archive.storedBy(moves[0], ["1.1.2"])
-        self.assertEqual(archive.removed, ["1.1.0", "1.1.1"])
-        self.assertEqual((servers._holders, servers._brought, servers._arriving, servers._late),
-                         (Counter(), set(), Counter(), set()))
-
     def test_kodakPatientIDsGoOutAndComeBackTranslated(self):
         class Association:
             def __init__(self):

@@ -17,7 +17,6 @@ from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial,
 from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import as_pixel_options
 from pydicom.tag import Tag
-from twisted.logger import Logger
 
 from pacscore.codecs.syntaxes import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
@@ -34,13 +33,11 @@ from pacscore.codecs.transcode import (
     pixelDataHeader, swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, openDataset
 from pacscore.dicom.textbytes import decodeValues, keepUndecodable
-from pacscore.storage.attributes import LONG_VRS, SEQUENCE_DELIMITER, readAttributes
+from pacscore.storage.attributes import LONG_VRS, readAttributes
 from pacscore.storage.inflatedreads import InflatedReads
 from pacscore.storage.part10 import fileMetaOf, readFileMeta, sendsAsItIs
 from pacscore.storage.regularfiles import openRegularFile
 from pacscore.web.dicomweb.dicomjson import jsonDataset
-
-log = Logger()
 
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float and Double Float Pixel Data (Parametric Maps)
@@ -112,10 +109,8 @@ def _readHead(path):
     pydicom but for its Pixel Data (7FE0,0010) value, the Float and Double
     Float Pixel Data (7FE0,0008, 7FE0,0009) of a Parametric Map among the
     attributes; the Pixel Data ``(VR or None, length)`` where the file
-    holds one, else None.  The elements after the Pixel Data (private
-    groups, Data Set Trailing Padding) are read too, its value stepped
-    over (``_skipValue``), but for a deflated file, which is inflated only
-    up to the Pixel Data, ``INFLATED_IN_MEMORY`` bytes at most
+    holds one, else None.  A deflated file is inflated only up to the
+    Pixel Data, ``INFLATED_IN_MEMORY`` bytes at most
     (``InflatedReads``; a DatasetError past that), not whole as pydicom
     inflates it: a 1 MB file may inflate to a gigabyte."""
     with openRegularFile(path) as f:
@@ -129,25 +124,7 @@ def _readHead(path):
         f.seek(0)
         dataset = read_partial(f, stop_when=_atPixelData, force=True)
         implicit, little = dataset.original_encoding
-        pixelData = _pixelDataElement(f, implicit, little)
-        if pixelData is not None:
-            _skipValue(f, pixelData[1], "<" if little else ">")
-            dataset.update(_elementsAfter(f, implicit, little, path))
-        return dataset, pixelData
-
-
-def _elementsAfter(f, implicit, little, path):
-    """The elements of the stored file ``path`` from the position of ``f``
-    after its Pixel Data, up to one whose tag is not above it (out of
-    order: no element of the data set); none, logged, when they cannot be
-    read (bytes that are no elements, cut short in a header): the rest of
-    the object is as it is."""
-    try:
-        return read_dataset(f, implicit, little, stop_when=lambda tag, vr, length: tag <= PIXEL_DATA)
-    except (struct.error, ValueError) as e:
-        log.warn("WADO-RS: {path}: the elements after its Pixel Data cannot be read, left out: {error}",
-                 path=path, error=e)
-        return {}
+        return dataset, _pixelDataElement(f, implicit, little)
 
 
 def _pixelDataElement(f, implicit, little):
@@ -163,17 +140,6 @@ def _pixelDataElement(f, implicit, little):
     long = f.read(4) if header[4:6] in LONG_VRS else header[6:]
     length = struct.unpack(order + ("L" if len(long) == 4 else "H"), long)[0] if len(long) in (2, 4) else 0
     return header[4:6].decode("latin-1"), length
-
-
-def _skipValue(f, length, order):
-    """``f`` moved past a value of ``length`` from its position: an
-    undefined length one's items stepped over, never read, up to its
-    Sequence Delimitation Item or the end of the file."""
-    if length != _UNDEFINED_LENGTH:
-        f.seek(length, os.SEEK_CUR)
-        return
-    while len(item := f.read(8)) == 8 and _tag(item, order) != SEQUENCE_DELIMITER:
-        f.seek(struct.unpack(order + "L", item[4:])[0], os.SEEK_CUR)
 
 
 def _tag(header, order):

@@ -1576,59 +1576,6 @@ class PixelElementsMetadataTests(unittest.TestCase):
         self.assertEqual(found["7FE00010"], {"vr": "OW"})
 
 
-class AfterPixelDataMetadataTests(unittest.TestCase):
-    """WADO-RS metadata lists the elements stored after the Pixel Data
-    (private groups 7FE1 and above, Data Set Trailing Padding), its value
-    stepped over, as README says every stored attribute is there: they
-    were left out, their ``bulk/{tag}`` a 404 ('the object has no bulk
-    data attribute (7FE1,1010)').  Those of an object stored deflated stay
-    out (``DeflatedMetadataTests``)."""
-
-    URL, saved = PixelElementsMetadataTests.URL, PixelElementsMetadataTests.saved
-
-    def test_elementsAfterThePixelData(self):
-        tail = bytes(range(256)) * 8  # over 1 KB: bulk data
-        for syntax in (EXPLICIT, IMPLICIT, syntaxes.EXPLICIT_VR_BIG_ENDIAN, syntaxes.JPEG_BASELINE):
-            dataset = makeDataset("AFTER", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
-            if syntax == syntaxes.JPEG_BASELINE:  # encapsulated: its fragments stepped over
-                dataset.NumberOfFrames, dataset.PixelData = 2, encapsulate([b"\xff\xd8" + bytes(1001) + b"\xff\xd9"] * 2)
-                dataset["PixelData"].VR = "OB"
-            dataset.add_new(0x7FE10010, "LO", "PACS TEST")
-            dataset.add_new(0x7FE11010, "OB", tail)
-            dataset.add_new(0xFFFCFFFC, "OB", bytes(8))
-            path = self.saved(dataset, syntax)
-            found = instanceMetadata(path, self.URL)
-            self.assertEqual((found["7FE00010"].get("BulkDataURI"), found["7FE10010"], found["7FE11010"],
-                              found["FFFCFFFC"]),
-                             (f"{self.URL}/bulk/7FE00010", {"vr": "LO", "Value": ["PACS TEST"]},
-                              {"vr": "UN" if syntax == IMPLICIT else "OB", "BulkDataURI": f"{self.URL}/bulk/7FE11010"},
-                              {"vr": "OB", "InlineBinary": "AAAAAAAAAAA="}), syntax)
-            self.assertEqual(instancefiles.bulkValue(path, 0x7FE11010), tail, syntax)
-
-    def test_bytesAfterThePixelDataThatAreNoElements(self):
-        """Bytes after the Pixel Data that cannot be read as elements (a
-        header cut short) are left out with a log line naming the file,
-        the rest of the metadata as it is; an element out of order after
-        it (a tag below the Pixel Data's) ends them."""
-        dataset = makeDataset("AFTER", "", "1.2", "1.2.1", "1.2.1.1", 1, 1)
-        path = self.saved(dataset, EXPLICIT)
-        whole = instanceMetadata(path, self.URL)
-        with open(path, "ab") as f:
-            f.write(struct.pack("<HH", 0x7FE1, 0x1010) + b"OB\x00\x00" + b"\x20\x82")
-        with capturedLogs() as events:
-            found = instanceMetadata(path, self.URL)
-        self.assertEqual(found, whole)
-        self.assertEqual([formatEvent(event) for event in events],
-                         [f"WADO-RS: {path}: the elements after its Pixel Data cannot be read, left out: "
-                          "unpack requires a buffer of 4 bytes"])
-        path = self.saved(dataset, EXPLICIT)
-        with open(path, "ab") as f:
-            f.write(struct.pack("<HH", 0x7FE1, 0x0010) + b"LO\x04\x00LAST" + struct.pack("<HH", 0x0010, 0x0020)
-                    + b"LO\x04\x00XXXX")
-        found = instanceMetadata(path, self.URL)
-        self.assertEqual((found["00100020"], found["7FE10010"]["Value"]), (whole["00100020"], ["LAST"]))
-
-
 class BigEndianFrameTests(unittest.TestCase):
     """Native frames of an 8-bit Explicit VR Big Endian image stored in OW
     (16-bit words) whose frames have an odd length, pydicom's

@@ -249,10 +249,10 @@ class VirtualServers:
         if ownRetrieves is not None and not cache:
             ownRetrieves.hearOthers(self._storedElsewhere)
         self._holders = Counter()  # SOP Instance UID fetched here -> retrieves under way holding it (cache off)
-        self._brought = set()  # the SOP Instance UIDs held that our C-MOVEs stored here: those release deletes
+        self._brought = set()  # the SOP Instance UIDs held (or _late) that our C-MOVEs stored here: those deleted
         self._arriving = Counter()  # SOP Instance UID held -> C-STOREs of our C-MOVEs storing it under way
-        self._late = set()  # those released while stored: deleted once their store ends (``_storing``)
-        self._others = Counter()  # SOP Instance UID held -> other stores of it under way (``_storedElsewhere``)
+        self._late = set()  # those released while stored (ours, another store): decided as those end (``_settled``)
+        self._others = Counter()  # SOP Instance UID held (or _late) -> other stores of it under way (_storedElsewhere)
         self._kept = set()  # those held that another store stored: release leaves them, whoever's copy is last
         self._releasing = 0  # releases under way
         self._retrieves = 0  # DICOM retrieves under way (``retrieving``): pacs stopping aborts them
@@ -507,7 +507,8 @@ class VirtualServers:
         UIDs, which select part of a series (a series C-MOVE would bring the
         rest, never asked for, which ``release`` would not delete).  Those
         it asks for and those here that another retrieve under way fetched
-        (added to ``adopted``) are held (``_hold``), each once per retrieve:
+        or released while stores of them were under way (``_late``; added to
+        ``adopted``) are held (``_hold``), each once per retrieve:
         one another archive of this retrieve asked for (in ``fetching``,
         here since) is not held again."""
         async def choose(protocol):
@@ -518,7 +519,7 @@ class VirtualServers:
             missing = [image for uid, image in images.items() if uid not in known and uid not in taken]
             asking = [image.sopInstanceUID for image in missing]
             fetching.extend(asking)
-            adopting = [uid for uid in images if uid in known and uid in self._holders
+            adopting = [uid for uid in images if uid in known and (uid in self._holders or uid in self._late)
                         and uid not in taken and uid not in adopted]  # held once per retrieve
             adopted.update(dict.fromkeys(adopting))
             self._hold(asking + adopting)
@@ -584,8 +585,9 @@ class VirtualServers:
         """A C-STORE of one of our C-MOVEs comes to store the object ``uid``
         here (``OwnRetrieves.storing``): ``release`` deletes it if a retrieve
         holds it (CacheVirtualData = 0), once stored; one released while its
-        store is under way is deleted as that store ends.  Returns what
-        hears of that end (``ended(stored)``), None for an object not held."""
+        store is under way is decided as the stores of it end (``_settled``).
+        Returns what hears of that end (``ended(stored)``), None for an
+        object not held."""
         if uid not in self._holders:
             return None
         self._arriving[uid] += 1
@@ -595,14 +597,9 @@ class VirtualServers:
             if self._arriving[uid] > 0:
                 return
             del self._arriving[uid]
-            late = uid in self._late
-            self._late.discard(uid)
-            if not stored:
-                return
-            if uid in self._holders and uid not in self._kept:
+            if stored and uid not in self._kept and (uid in self._holders or uid in self._late):
                 self._brought.add(uid)
-            elif late:
-                defer.ensureDeferred(self._waitedFor(self._delete([uid], {uid})))
+            self._settled(uid)
         return ended
 
     def _storedElsewhere(self, uid):
@@ -610,12 +607,12 @@ class VirtualServers:
         comes to store the object ``uid`` (``OwnRetrieves.hearOthers``):
         one a retrieve holds is no longer ours once that store stored it
         (``_kept``: ``release`` leaves it, whoever's copy is stored last),
-        nor deleted while that store is under way; one of ours released
-        while being stored is no longer deleted as its store ends.  Returns
-        what hears of that end (``ended(stored)``), None for an object not
-        held."""
-        self._late.discard(uid)
-        if uid not in self._holders:
+        nor deleted while that store is under way; one released meanwhile
+        (``_late``) stays if that store stores it, a line says so, and is
+        deleted as the release would have if it is refused (``_settled``).
+        Returns what hears of that end (``ended(stored)``), None for an
+        object neither held nor released while being stored."""
+        if uid not in self._holders and uid not in self._late:
             return None
         self._others[uid] += 1
 
@@ -623,10 +620,29 @@ class VirtualServers:
             self._others[uid] -= 1
             if self._others[uid] <= 0:
                 del self._others[uid]
-            if stored and uid in self._holders:
-                self._kept.add(uid)
+            if stored:
                 self._brought.discard(uid)
+                if uid in self._holders:
+                    self._kept.add(uid)
+                elif uid in self._late:
+                    self._late.discard(uid)
+                    self._storedHere(1)
+            self._settled(uid)
         return ended
+
+    def _settled(self, uid):
+        """A store of the object ``uid`` ended: one released while stores
+        of it were under way (``_late``) is decided once none is: deleted if
+        one of our C-MOVEs stored it and no other store since (``_brought``),
+        unless a retrieve holds it again (its release decides)."""
+        if uid not in self._late or uid in self._arriving or uid in self._others:
+            return
+        self._late.discard(uid)
+        if uid in self._holders:
+            return
+        if uid in self._brought:
+            self._brought.discard(uid)
+            defer.ensureDeferred(self._waitedFor(self._delete([uid], {uid})))
 
     def _hold(self, uids):
         """One more retrieve under way holds the objects ``uids`` (with
@@ -696,11 +712,12 @@ class VirtualServers:
         """A retrieve is over: delete the objects it held (``Fetched.held``:
         the SOP Instance UIDs asked for, and those another retrieve fetched)
         that no other retrieve under way holds and one of our C-MOVEs
-        stored here (``_storing``: those that arrived late too; one still
-        being stored is deleted as its store ends), unless the fetched data
-        is kept (CacheVirtualData).  One asked for that came by other means
-        (a modality sent it meanwhile, before or after our C-MOVE stored it:
-        ``_storedElsewhere``) stays."""
+        stored here (``_storing``: those that arrived late too), unless the
+        fetched data is kept (CacheVirtualData).  One asked for that came by
+        other means (a modality sent it meanwhile, before or after our C-MOVE
+        stored it: ``_storedElsewhere``) stays; one still being stored (by
+        ours or another store) is decided as those stores end (``_late``,
+        ``_settled``)."""
         if self.cache or not fetched:
             return
         fetched = list(dict.fromkeys(fetched))
@@ -711,12 +728,12 @@ class VirtualServers:
         if len(free) < len(fetched):
             self.log.info("{count} object(s) fetched from virtual servers kept while another retrieve sends them "
                           "(CacheVirtualData = 0): it deletes them", count=len(fetched) - len(free))
-        storing = {uid for uid in free if uid in self._arriving}
-        self._late.update(storing - self._kept - self._others.keys())  # another store's copy is not ours to delete
-        brought = {uid for uid in free if uid in self._brought and uid not in self._others}
-        self._brought.difference_update(free)
+        late = {uid for uid in free if uid in self._arriving or uid in self._others} - self._kept
+        self._late.update(late)  # another store's stored copy (_kept) is not ours to delete
         self._kept.difference_update(free)
-        free = [uid for uid in free if uid not in storing]
+        free = [uid for uid in free if uid not in late]
+        brought = {uid for uid in free if uid in self._brought}
+        self._brought.difference_update(free)
         if free:
             await self._delete(free, brought)
 
@@ -736,11 +753,15 @@ class VirtualServers:
                               f"the index database: {databaseMessage(e)}")
             return
         if len(ours) < len(instances):
-            self.log.info("{count} object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they "
-                          "were stored here by other means, not by their C-MOVEs", count=len(instances) - len(ours))
+            self._storedHere(len(instances) - len(ours))
         if ours:
             self.log.info("{count} object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
                           count=count)
+
+    def _storedHere(self, count):
+        """The line saying ``count`` objects asked for stay, stored here by other means."""
+        self.log.info("{count} object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they "
+                      "were stored here by other means, not by their C-MOVEs", count=count)
 
     async def _instancesOf(self, uids):
         """The index's ``Instance``s of the SOP Instance UIDs ``uids``

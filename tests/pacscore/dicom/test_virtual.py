@@ -699,9 +699,10 @@ class VirtualServerTests(unittest.TestCase):
         modality (its own association) and STOW-RS send again while the
         retrieve holds them: release deletes only the one whose other store
         failed; neither the one stored again (its copy acknowledged), nor the
-        one whose other store is still under way; one of ours released while
-        being stored is not deleted as its store ends when another store
-        came for it, before the release or after."""
+        one whose other store is still under way, which stays once that store
+        stored it; one of ours released while being stored is not deleted as
+        its store ends when another store stored it, before the release or
+        after."""
         index = FetchingArchive()
         servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
                                  cache=False, ownRetrieves=index.own)
@@ -714,22 +715,70 @@ class VirtualServerTests(unittest.TestCase):
         index.own.storing(modality, "1.1.3")(False)  # refused: 1.1.3 is still ours
         with capturedLogs() as events:
             self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
-        underWay(True)
+            underWay(True)
         self.assertEqual(index.removed, ["1.1.3"])
         self.assertEqual([formatEvent(e) for e in events], [
-            "3 object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they were stored here by other "
+            "2 object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they were stored here by other "
             "means, not by their C-MOVEs",
-            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"])
-        self.assertEqual((servers._holders, servers._brought, servers._others, servers._kept),
-                         (Counter(), set(), Counter(), set()))
+            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)",
+            "1 object(s) asked of virtual servers not deleted (CacheVirtualData = 0): they were stored here by other "
+            "means, not by their C-MOVEs"])
+        self.assertEqual((servers._holders, servers._brought, servers._others, servers._kept, servers._late),
+                         (Counter(), set(), Counter(), set(), set()))
         servers._hold(["1.1.4", "1.1.5"])
         ours = index.storing(index.own.begin("B", servers._storing), ["1.1.4", "1.1.5"])
         index.own.storing(modality, "1.1.5")(True)  # before the release: 1.1.5 is the modality's
         self.successResultOf(defer.ensureDeferred(servers.release(["1.1.4", "1.1.5"])))
-        self.assertIsNone(index.own.storing(modality, "1.1.4"))  # after it: held no more, but no longer ours
+        after = index.own.storing(modality, "1.1.4")  # after it, while ours is still being stored
         for ended in ours:
             ended(True)
+        after(True)
         self.assertEqual(index.removed, ["1.1.3"])
+        self.assertEqual((servers._brought, servers._others, servers._late), (set(), Counter(), set()))
+
+    def test_anObjectWhoseOtherStoreIsRefusedAfterTheReleaseIsDeleted(self):
+        """CacheVirtualData = 0: an object our C-MOVE brought whose other
+        store (a modality's) is still under way as the retrieve ends, then
+        refused, is deleted as the release would have (it stayed for good,
+        the release saying it was 'stored here by other means'); so is one
+        of ours released while being stored that a modality's store refused
+        after the release comes for, once both ended; one a second retrieve
+        found here meanwhile is held by it, and deleted as it ends."""
+        index = FetchingArchive()
+        servers = VirtualServers([VirtualServer("B")], None, "FRONT", Clock(), index, index.query, index,
+                                 cache=False, ownRetrieves=index.own)
+        movedBy(servers, [RemoteImage("P1", "1", "1.1", f"1.1.{n}") for n in range(2)], index)
+        fetched = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("1"))))
+        modality = {commands.MOVE_ORIGINATOR_AE: "", commands.MOVE_ORIGINATOR_MESSAGE_ID: None}
+        underWay = index.own.storing(modality, "1.1.0")
+        with capturedLogs() as events:
+            self.successResultOf(defer.ensureDeferred(servers.release(fetched.held)))
+            self.assertEqual(index.removed, ["1.1.1"])
+            underWay(False)  # refused
+        self.assertEqual(index.removed, ["1.1.1", "1.1.0"])
+        self.assertEqual([formatEvent(e) for e in events], [
+            "1 object(s) fetched from virtual servers deleted (CacheVirtualData = 0)"] * 2)
+        servers._hold(["1.1.4"])
+        ours = index.storing(index.own.begin("B", servers._storing), ["1.1.4"])
+        self.successResultOf(defer.ensureDeferred(servers.release(["1.1.4"])))
+        refused = index.own.storing(modality, "1.1.4")  # after the release, while ours is being stored
+        for ended in ours:
+            ended(True)
+        self.assertNotIn("1.1.4", index.removed)  # the modality's store may still store it
+        refused(False)
+        self.assertEqual(index.removed, ["1.1.1", "1.1.0", "1.1.4"])
+        movedBy(servers, [RemoteImage("P1", "2", "2.1", "2.1.0")], index)
+        first = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("2"))))
+        refused = index.own.storing(modality, "2.1.0")
+        self.successResultOf(defer.ensureDeferred(servers.release(first.held)))
+        second = self.successResultOf(defer.ensureDeferred(servers.fetch(STUDY_ROOT_MOVE, study("2"))))
+        self.assertEqual(second.held, ("2.1.0",))  # here, waiting on the modality's store: the second holds it
+        refused(False)
+        self.assertNotIn("2.1.0", index.removed)
+        self.successResultOf(defer.ensureDeferred(servers.release(second.held)))
+        self.assertEqual(index.removed, ["1.1.1", "1.1.0", "1.1.4", "2.1.0"])
+        self.assertEqual((servers._holders, servers._brought, servers._others, servers._kept, servers._late),
+                         (Counter(), set(), Counter(), set(), set()))
 
     def test_anObjectAnotherRetrieveSendsIsNotDeleted(self):
         """CacheVirtualData = 0, two retrieves of one object under way: the

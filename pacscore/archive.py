@@ -191,7 +191,9 @@ class Archive:
         self.converterServices = ConverterServices(
             index=self.index, configuration=configuration, aeTitle=self.aeTitle, reactor=reactor,
             worklistLookup=self.worklistItems.lookup, counters=self.counters, uidMap=uidMap,
-            serverCommands=serverCommands, commands=self.commands, databaseFiles=self.databaseFiles)
+            serverCommands=serverCommands, commands=self.commands, databaseFiles=self.databaseFiles,
+            magDevices=[(device.name, device.path) for device in self.devices],
+            mirrorDevices=[(device.name, device.path) for device in self.mirrors.devices.values()])
         self.luaEvents = LuaEvents.fromConfiguration(configuration, self.converterServices, self.commands,
                                                      self.workers, reactor)
         warnOfIgnoredKeys(self.log, configuration)

@@ -54,12 +54,16 @@ class ConverterServices:
     ``pacscore.converters.servercommands.ServerCommands``), ``commands``
     (the ``CommandRegistry`` converter lines are read with: what Lua's
     ``script(rule)`` runs in ``process ... by x.lua``), ``databaseFiles``
-    (the real paths of the index database's files, which ``rm`` leaves alone).
+    (the real paths of the index database's files, which ``rm`` leaves alone),
+    ``magDevices`` and ``mirrorDevices`` (``(name, path)`` of the MAG and
+    mirror devices the archive runs with: ``put_param:MAGDevice0`` edits
+    the configuration's ini, but the archive keeps its devices until it
+    restarts).
     """
 
     def __init__(self, index=None, configuration=None, aeTitle="", reactor=None, worklistLookup=None,
                  exportQueue=None, uidMap=None, counters=None, serverCommands=None, wallClock=time.time,
-                 commands=None, databaseFiles=frozenset()):
+                 commands=None, databaseFiles=frozenset(), magDevices=(), mirrorDevices=()):
         self.index = index
         self.configuration = configuration
         self.aeTitle = aeTitle
@@ -72,6 +76,8 @@ class ConverterServices:
         self.serverCommands = serverCommands
         self.commands = commands
         self.databaseFiles = databaseFiles
+        self.magDevices = magDevices
+        self.mirrorDevices = mirrorDevices
 
 
 class ConverterContext:

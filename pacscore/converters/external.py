@@ -148,13 +148,11 @@ class RemoveFile(FileCommand):
     option = "-f"  # what the command does anyway
 
     def refusal(self, path, services):
-        configuration = services.configuration
-        if configuration is not None:
-            for device, folder in configuration.magDevices + configuration.mirrorDevices:
-                if inFolders(path, {os.path.realpath(folder)}):
-                    return (f"it is in {device} ({folder}), the archive's storage: removing a stored object's "
-                            f"file loses it while the index still lists it (the archive's delete commands, "
-                            f"such as dgate --deleteimagefile, remove both)")
+        for device, folder in [*services.magDevices, *services.mirrorDevices]:  # those in use, not the ini's
+            if inFolders(path, {os.path.realpath(folder)}):
+                return (f"it is in {device} ({folder}), the archive's storage: removing a stored object's "
+                        f"file loses it while the index still lists it (the archive's delete commands, "
+                        f"such as dgate --deleteimagefile, remove both)")
         if isOneOf(path, services.databaseFiles):
             return "it is a file of the archive's index database"
         return None

@@ -233,15 +233,15 @@ def _reference(text, position, context):
 def _storedObject(sopInstanceUID, context):
     """The stored object with this SOP Instance UID (a pydicom Dataset
     without pixel data), or None."""
-    index, configuration = context.services.index, context.services.configuration
-    if not sopInstanceUID or index is None or configuration is None:
+    index = context.services.index
+    if not sopInstanceUID or index is None:
         return None
     image = index.tables.image
     key = image.c[index.layout.image[0].name]
     with index.engine.connect() as connection:
         row = connection.execute(select(image.c.DeviceName, image.c.ObjectFile)
                                  .where(key == sopInstanceUID).limit(1)).first()
-    root = row and dict(configuration.magDevices).get(row.DeviceName)
+    root = row and dict(context.services.magDevices).get(row.DeviceName)  # those in use, not the ini's
     if not root:
         return None
     path = os.path.join(root, *row.ObjectFile.split("/"))

@@ -52,7 +52,7 @@ def context(kind="import", workdir=None, wallClock=time.time, variables=None):
     """A context on ``patientDataset()``; ``workdir`` gives it a
     configuration whose working folder it is; ``wallClock`` tells the time
     of day."""
-    configuration = SimpleNamespace(workdir=os.path.abspath(workdir), magDevices=[], mirrorDevices=[]) if workdir else None
+    configuration = SimpleNamespace(workdir=os.path.abspath(workdir)) if workdir else None
     return ConverterContext(kind, patientDataset(), callingAE="SENDER", calledAE="ARCHIVE",
                             services=ConverterServices(configuration=configuration, wallClock=wallClock),
                             converterName=KEYS[kind],

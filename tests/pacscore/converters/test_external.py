@@ -164,8 +164,8 @@ class ExternalTests(unittest.TestCase):
                 pass
         os.symlink(os.path.join(self.workdir, "data"), os.path.join(self.workdir, "link"))
         lineContext = context("export", workdir=self.workdir)
-        lineContext.services.configuration.magDevices = [("MAG0", os.path.join(self.workdir, "data", ""))]
-        lineContext.services.configuration.mirrorDevices = [("MIRROR0", os.path.join(self.workdir, "mirror"))]
+        lineContext.services.magDevices = [("MAG0", os.path.join(self.workdir, "data", ""))]
+        lineContext.services.mirrorDevices = [("MIRROR0", os.path.join(self.workdir, "mirror"))]
         lineContext.services.databaseFiles = {os.path.join(self.workdir, "dbase", f"conquest.db3{suffix}")
                                               for suffix in ("", "-wal")}
         lineContext.filename = os.path.join(self.workdir, "data", "1CT1", "1.dcm")
@@ -183,6 +183,27 @@ class ExternalTests(unittest.TestCase):
         self.assertIn(" refused: it is in MAG0 (", messages[0])
         self.assertIn(" refused: it is in MIRROR0 (", messages[2])
         self.assertTrue(messages[3].endswith(" refused: it is a file of the archive's index database; the line goes on"))
+
+    def test_rmGuardsTheDevicesInUse(self):
+        """After ``put_param:MAGDevice0,./newdata/`` (a restart key: the
+        configuration's ini names the new folder, the archive still stores
+        in the old one) ``rm %f`` of a stored object is refused all the
+        same (it removed the only file of an acknowledged object)."""
+        stored = os.path.join(self.workdir, "data", "P4", "1.dcm")
+        os.makedirs(os.path.dirname(stored))
+        with open(stored, "w"):
+            pass
+        lineContext = context("export", workdir=self.workdir)
+        lineContext.services.configuration.magDevices = [("MAG0", os.path.join(self.workdir, "newdata"))]
+        lineContext.services.configuration.mirrorDevices = []
+        lineContext.services.magDevices = [("MAG0", os.path.join(self.workdir, "data"))]
+        lineContext.filename = stored
+        script = parseScript("rm %f", "ExportConverter0", registry(), "export")
+        with capturedLogs() as events:
+            self.assertEqual(script.run(lineContext), Outcome.CONTINUE)
+        self.assertTrue(os.path.exists(stored))
+        [message] = [formatEvent(e) for e in events]
+        self.assertIn(" refused: it is in MAG0 (", message)
 
     def test_shellFormsOfMkdirAndRmArePrograms(self):
         """A ``mkdir``/``rm`` statement with a shell option, a pattern or

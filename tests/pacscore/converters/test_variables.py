@@ -210,7 +210,8 @@ class IndexVariablesTests(unittest.TestCase):
         self.index = Index(self.engine, conquestLayout(), TABLE_NAMES)
         self.index.createTables()
         self.magFolder = os.path.abspath(self.mktemp())
-        self.configuration = SimpleNamespace(magDevices=[("MAG0", self.magFolder)],
+        # the ini names another MAG0 (put_param:MAGDevice0 since the start): the device in use is read
+        self.configuration = SimpleNamespace(magDevices=[("MAG0", os.path.join(self.magFolder, "next"))],
                                              configDir=self.magFolder)
         self.index.storeMany([
             makeRecord("1.2.3.1.1", patient="PAT001", STUDY_DESCRIPTION="HEAD"),
@@ -222,6 +223,7 @@ class IndexVariablesTests(unittest.TestCase):
     def context(self, dataset=None, **services):
         services.setdefault("index", self.index)
         services.setdefault("configuration", self.configuration)
+        services.setdefault("magDevices", [("MAG0", self.magFolder)])
         return makeContext(dataset, **services)
 
     def test_patientStudySeries(self):
@@ -306,9 +308,8 @@ class IndexVariablesTests(unittest.TestCase):
         """Indexed but not on disk (or no MAG device of that name): empty."""
         self.assertEqual(expand("[%V(/300c,0060/0008,1155)3006,0002]", self.context()), "[]")
         self.storeObject("PAT001/rtstruct.dcm", item(StructureSetLabel="BODY"))
-        otherDevices = SimpleNamespace(magDevices=[("MAG1", self.magFolder)], configDir=self.magFolder)
         self.assertEqual(expand("[%V(/300c,0060/0008,1155)3006,0002]",
-                                self.context(configuration=otherDevices)), "[]")
+                                self.context(magDevices=[("MAG1", self.magFolder)])), "[]")
         self.assertEqual(expand("[%V(/300c,0060/0008,1155)3006,0002]", makeContext()), "[]")
 
 

@@ -24,6 +24,7 @@ from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredica
     Logger, formatEventAsClassicLogText, globalLogPublisher
 
 from pacscore.errormail import eventText
+from pacscore.regularfiles import openRegularFile
 
 TROUBLE_LEVEL = LogLevel.warn
 
@@ -35,8 +36,10 @@ operation: events with ``operation`` (``C-STORE`` ...) and ``callingAE``."""
 def openLogFile(path):
     """``path`` opened to append log lines to, as ``FileObservation``
     writes them: unbuffered, so that a line that cannot be written is
-    dropped rather than kept to go out with a later one."""
-    return open(path, "ab", buffering=0)
+    dropped rather than kept to go out with a later one; NotARegularFile
+    (an OSError) for a pipe, socket or device, whose writes could block
+    the reactor's thread, which logs."""
+    return openRegularFile(path, "ab", buffering=0)
 
 
 class FileObservation:

@@ -37,6 +37,7 @@ from pacscore.control.output import outputPath
 from pacscore.control.stored import objectFile, storedName
 from pacscore.converters.saving import writePart10
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, encodeDataset
+from pacscore.regularfiles import openRegularFile
 from pacscore.storage.attributes import DatasetError
 
 
@@ -45,7 +46,7 @@ def _write(path, dataset, syntax, data):
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    writePart10(dataset, path, syntax, data)
+    writePart10(dataset, path, syntax, data, opener=openRegularFile)
 
 
 def frameCount(dataset):

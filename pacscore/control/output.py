@@ -21,6 +21,7 @@ from twisted.internet import defer
 
 from pacscore.control.context import CommandError, Format
 from pacscore.control.endpoint import fields
+from pacscore.regularfiles import openRegularFile
 from pacscore.web.html import inertValue, queryValue
 
 MAX_ANSWER = 64 * 1024 * 1024  # bytes (UTF-8) of a command's text output (a listing's, a Lua chunk's print)
@@ -277,5 +278,5 @@ def _write(path, lines):
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    with openRegularFile(path, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in lines)

@@ -38,6 +38,7 @@ from pacscore.control.data import readFile
 from pacscore.control.output import outputPath
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
 from pacscore.dicom.negotiation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+from pacscore.regularfiles import openRegularFile
 from pacscore.storage.part10 import encodeFileMeta
 
 DEFAULT_SIZE = 256
@@ -99,7 +100,7 @@ class PictureConversion(FileConversion):
 
 
 def _writeFile(path, content):
-    with open(path, "wb") as f:
+    with openRegularFile(path, "wb") as f:
         f.write(content)
 
 

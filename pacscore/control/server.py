@@ -7,10 +7,11 @@ from pacscore.control import status
 from pacscore.control.arguments import ControlCommand
 from pacscore.control.context import CommandError
 from pacscore.control.output import outputPath
+from pacscore.regularfiles import openRegularFile
 
 
 def _writeText(path, text):
-    with open(path, "w", encoding="utf-8") as f:
+    with openRegularFile(path, "w", encoding="utf-8") as f:
         f.write(text + "\n")
 
 

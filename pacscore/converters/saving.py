@@ -45,15 +45,16 @@ def transferSyntaxOf(dataset):
     return (meta.get("TransferSyntaxUID") if meta is not None else None) or ExplicitVRLittleEndian
 
 
-def writePart10(dataset, path, syntax=None, body=None):
+def writePart10(dataset, path, syntax=None, body=None, opener=open):
     """Write ``dataset`` to ``path`` as a Part-10 file: in ``syntax`` (by
-    default its file meta's), ``body`` its bytes when already encoded."""
+    default its file meta's), ``body`` its bytes when already encoded;
+    ``opener`` opens the file (as ``open``)."""
     syntax = syntax or transferSyntaxOf(dataset)
     header = encodeFileMeta(str(dataset.get("SOPClassUID", "")), str(dataset.get("SOPInstanceUID", "")),
                             syntax, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
     if body is None:
         body = encodeDataset(dataset, syntax)
-    with open(path, "wb") as f:
+    with opener(path, "wb") as f:
         f.write(header)
         f.write(body)
 

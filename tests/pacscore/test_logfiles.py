@@ -80,19 +80,33 @@ class LogFileTests(unittest.TestCase):
                          [f"cannot write the TroubleLog file {path}: No such file or directory; it is not written"])
         self.assertIsNone(logFile.observation)
 
+    def test_pipeIsLoggedAndSkipped(self):
+        """A TroubleLog that is a FIFO is not written (its open waited for a
+        reader at start-up, its writes for the reader on the reactor's thread)."""
+        path = os.path.abspath(self.mktemp())
+        os.mkfifo(path)
+        logFile = LogFile("TroubleLog", path, self.publisher, troubleLine)
+        with capturedLogs() as events:
+            logFile.startService()
+        logFile.stopService()
+        [message] = [formatEvent(e) for e in events]
+        self.assertTrue(message.startswith(f"cannot write the TroubleLog file {path}: not a regular file"), message)
+        self.assertIsNone(logFile.observation)
+
     def test_fullDiskWarnsOnceAndStopsQuietly(self):
-        """A trouble log on a full disk (/dev/full) drops its lines with one
+        """A log file on a full disk (/dev/full, opened as a file on one
+        would be: LogFile refuses a device) drops its lines with one
         warning, which it observes itself without writing it or warning
         again, and raises no error: no critical event for the error mail."""
         if not os.path.exists("/dev/full"):
             raise unittest.SkipTest("no /dev/full")
-        logFile = LogFile("TroubleLog", "/dev/full", globalLogPublisher, troubleLine)
         log = Logger(namespace="pacscore.storage")
         with capturedLogs() as events:
-            logFile.startService()
+            observation = FileObservation(globalLogPublisher, open("/dev/full", "ab", buffering=0),
+                                          formatEvent=troubleLine)
             for n in range(3):
                 log.warn("store {n} refused", n=n)
-            logFile.stopService()
+            observation.end()
         self.assertCountEqual([(e["log_level"], formatEvent(e)) for e in events if e["log_level"] >= LogLevel.warn],
                               [(LogLevel.warn, "store 0 refused"),
                                (LogLevel.warn, "cannot write the log file /dev/full: [Errno 28] No space left on "

@@ -128,6 +128,20 @@ class OwnFilesTests(unittest.TestCase):
         yield running.run(DisplayStatus(), key)
 
     @defer.inlineCallbacks
+    def test_pipesRefused(self):
+        """An output file that is a FIFO is refused at once (its open waited
+        for a reader, holding an I/O worker: four stopped every store)."""
+        fifo = os.path.join(self.running.configuration.workdir, "fifo")
+        os.mkfifo(fifo)
+        error = yield self.assertFailure(self.running.run(DisplayStatus(), "fifo"), CommandError)
+        self.assertIn(f"cannot write {fifo}: not a regular file", str(error))
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        error = yield self.assertFailure(self.running.run(Query(), "DICOMPatients|PatientID||%s|fifo"), CommandError)
+        self.assertIn(f"cannot write {fifo}: not a regular file", str(error))
+        self.assertEqual(os.read(reader, 10), b"")
+
+    @defer.inlineCallbacks
     def test_otherFilesWritten(self):
         yield self.running.run(DisplayStatus(), "status.txt")
         with open(os.path.join(self.running.configuration.workdir, "status.txt")) as f:

@@ -72,6 +72,20 @@ class LoggingCommandTests(unittest.TestCase):
         self.assertIn("info one", Path(os.path.join(workdir, "second.log")).read_text())
 
     @defer.inlineCallbacks
+    def test_pipeRefused(self):
+        """``log_on:`` of a FIFO is refused at once, reader or not: a reader
+        that stalls made the reactor's log writes block (the whole server
+        hung), and with no reader the open held an I/O worker for good."""
+        fifo = os.path.join(self.archive.configuration.workdir, "fifo")
+        os.mkfifo(fifo)
+        error = yield self.assertFailure(self.running.run(self.logOn, "fifo"), CommandError)
+        self.assertIn(f"cannot write {fifo}: not a regular file (a pipe", str(error))
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        yield self.assertFailure(self.running.run(self.debugLogOn, fifo), CommandError)
+        self.assertIsNone(self.serverLog.path)
+
+    @defer.inlineCallbacks
     def test_refusals(self):
         yield self.assertFailure(self.running.run(self.logOn, "1111"), CommandError)
         yield self.assertFailure(self.running.run(self.logOn, "no/such/folder/x.log"), CommandError)

@@ -359,6 +359,22 @@ def _placeholder(value, folders):
     return variables[0].group()
 
 
+NAMED_FILES = {
+    "kFactorFile": ("dicom.sql", DatabaseLayout.fromFile),
+    "ACRNemaMap": ("acrnema.map", AcrNemaMap.fromFile),
+    "SOPClassList": ("dgatesop.lst", SopList.fromFile),
+}
+"""The files dicom.ini names that the server reads at start-up: by key, the
+default name and what reads the file (ConfigError for one it cannot use)."""
+
+
+def readNamedFile(ini, iniPath, key, folders):
+    """The file dicom.ini names under ``key`` (one of ``NAMED_FILES``), read;
+    ConfigError when it is not found in ``folders`` or cannot be used."""
+    default, read = NAMED_FILES[key]
+    return read(_findFile(ini, iniPath, key, default, folders))
+
+
 def _findFile(ini, iniPath, key, default, folders):
     """The absolute path of the file dicom.ini names under ``key``."""
     value = ini.get(key, "") or default
@@ -390,16 +406,16 @@ def loadConfiguration(configPath=None, workdir=None):
     configDir = os.path.dirname(iniPath)
     ini = DicomIni.fromFile(iniPath)
     folders = [configDir, workdir]
-    layout = DatabaseLayout.fromFile(_findFile(ini, iniPath, "kFactorFile", "dicom.sql", folders))
+    layout = readNamedFile(ini, iniPath, "kFactorFile", folders)
     maxFieldLength = ini.getint("MaxFieldLength", 0)
     if maxFieldLength > 0:
         layout = layout.capped(maxFieldLength)
-    acrNemaMap = AcrNemaMap.fromFile(_findFile(ini, iniPath, "ACRNemaMap", "acrnema.map", folders))
+    acrNemaMap = readNamedFile(ini, iniPath, "ACRNemaMap", folders)
     acrNemaMap.tlsNodes = tlsNodes(ini, iniPath, workdir)
     configuration = Configuration(
         ini=ini,
         acrNemaMap=acrNemaMap,
-        sopList=SopList.fromFile(_findFile(ini, iniPath, "SOPClassList", "dgatesop.lst", folders)),
+        sopList=readNamedFile(ini, iniPath, "SOPClassList", folders),
         layout=layout,
         configDir=configDir,
         workdir=workdir,

@@ -6,8 +6,9 @@ which would otherwise fail each use) and the least value some of them
 take (``MINIMUMS``), UIDPrefix, the MAG and mirror
 devices, LRUSort, NightlyMoveTarget, ForwardAssociationLevel, StorageFailedErrorCode, the
 endpoints to listen on (``pacscore.config.listeners``: parsed, their port
-in range), the WebUsers file and WebAllowOrigins.  ``loadConfiguration``
-makes them at start-up.
+in range), the WebUsers file, WebAllowOrigins and the files named by
+kFactorFile, ACRNemaMap and SOPClassList (found and read).
+``loadConfiguration`` makes them at start-up.
 """
 
 from pacscore.config.errors import ConfigError
@@ -57,6 +58,9 @@ def checkSettings(configuration):
                     "forwardAssociationLevel", "storageFailedErrorCode"):  # each raises ConfigError for a bad value
         getattr(configuration, setting)
     checkEndpoints(configuration)
+    from pacscore.config.loader import NAMED_FILES, readNamedFile  # the loader uses this module
+    for key in NAMED_FILES:
+        readNamedFile(ini, configuration.iniPath, key, [configuration.configDir, configuration.workdir])
     # the WebUsers file unless WebEndpoint turns the web pages off (a standby's copy of dicom.ini may name a
     # file it lacks): off, none or empty; an absent WebEndpoint is the default endpoint, which is on
     web = configuration.ini.get("WebEndpoint")

@@ -1,6 +1,7 @@
 """Tests for pacscore.config.settings: start-up refuses a dicom.ini value
 the server cannot use, read at start or at each use."""
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -9,8 +10,9 @@ from twisted.trial import unittest
 
 import pacscore
 from pacscore.config.errors import ConfigError
+from pacscore.config.ini import DicomIni
 from pacscore.config.loader import loadConfiguration
-from pacscore.config.settings import INTEGER_KEYS
+from pacscore.config.settings import INTEGER_KEYS, checkSettings
 from tests.pacscore.config.test_loader import AMAP, SOPS, SQL, writeFile
 
 NOT_INTEGERS = {"MailPort"}  # a number or a service name (pacscore.errormail)
@@ -85,6 +87,21 @@ class CheckSettingsTests(unittest.TestCase):
         for value in ("0", "-5"):
             self.assertIsNone(self.load(f"SQLTimeOut = {value}\n").sqlTimeout)
         self.assertEqual(self.load("SQLTimeOut = 7\n").sqlTimeout, 7)
+
+    def test_filesNamedAreFoundAndRead(self):
+        """The kFactorFile, ACRNemaMap and SOPClassList dicom.ini names (a
+        put_param's or read_ini's) are checked as start-up reads them:
+        found, and usable."""
+        configuration = self.load("")
+        writeFile(self.folder, "broken.map", "/* never closed\n")
+        for key, value, message in (("ACRNemaMap", "acrnema.mpa", "ACRNemaMap = acrnema.mpa: no such file"),
+                                    ("kFactorFile", "missing.sql", "kFactorFile = missing.sql: no such file"),
+                                    ("SOPClassList", "missing.lst", "SOPClassList = missing.lst: no such file"),
+                                    ("ACRNemaMap", "broken.map", "broken.map:1: comment '/*' is never closed")):
+            ini = DicomIni.fromString(configuration.ini.toString(), configuration.iniPath)
+            ini.set(key, value)
+            error = self.assertRaises(ConfigError, checkSettings, dataclasses.replace(configuration, ini=ini))
+            self.assertIn(message, str(error))
 
     def test_goodValuesLoad(self):
         configuration = self.load("LuaMaxInstructions = 5000\nImportExportDragAndDrop = 1\n")

@@ -332,7 +332,11 @@ class DicomIniCommandTests(unittest.TestCase):
                                   ("WebAllowOrigins,foo", "WebAllowOrigins: 'foo' is not an origin"),
                                   ("ForwardAssociationLevel,FOO", "ForwardAssociationLevel must be one of GLOBAL"),
                                   ("LuaCommandTimeout,-5", "LuaCommandTimeout must be at least 1, not -5"),
-                                  ("StorageFailedErrorCode,0", "StorageFailedErrorCode = 0: not a Failure status")):
+                                  ("StorageFailedErrorCode,0", "StorageFailedErrorCode = 0: not a Failure status"),
+                                  # a typo in a file's name, accepted, stopped the next start
+                                  ("ACRNemaMap,acrnema.mpa", "ACRNemaMap = acrnema.mpa: no such file"),
+                                  ("kFactorFile,missing.sql", "kFactorFile = missing.sql: no such file"),
+                                  ("SOPClassList,missing.lst", "SOPClassList = missing.lst: no such file")):
             error = yield self.assertFailure(self.running.run(commands.putParam, arguments), CommandError)
             self.assertIn(f"{arguments.split(',')[0]} not changed: the server would not start with it", str(error))
             self.assertIn(reason, str(error))
@@ -353,7 +357,7 @@ class DicomIniCommandTests(unittest.TestCase):
         lines, before = self.ini.toString(), Path(self.path).read_bytes()
         for key, value in (("UIDPrefix", "1.2.826.0.1.3680043.2.135.730956.43877812.999999999999999999999999"),
                            ("LuaMaxInstructions", "10,000,000"), ("LRUSort", "Foo"),
-                           ("HL7Endpoint", "tcp:99999")):
+                           ("HL7Endpoint", "tcp:99999"), ("ACRNemaMap", "acrnema.mpa")):
             Path(self.path).write_bytes(before)
             onDisk = DicomIni.fromFile(self.path)
             onDisk.set(key, value)

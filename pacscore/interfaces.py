@@ -131,3 +131,5 @@ class IControlCommand(Interface):
     #     configuration, the server's state) and reads no file its caller
     #     names: the only ones sandboxed Lua scripts may run (with their
     #     context's 'sandboxed' set: no output file, no secret).
+    #   loggedArguments(arguments): the arguments as the server log shows
+    #     them (absent: as they are), for a command given a secret.

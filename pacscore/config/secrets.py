@@ -17,6 +17,12 @@ def isSecret(key):
     return _SECRET_KEY.search(key) is not None
 
 
+def publicValue(key, value):
+    """``value`` of dicom.ini's ``key`` as one who may not see secrets sees
+    it: ``***`` for a secret key's, a URL's password hidden."""
+    return "***" if isSecret(key) else redacted(value)
+
+
 def publicItems(items):
     """``[(key, value), ...]`` without the secret keys, passwords in URLs hidden."""
     return [(key, redacted(value)) for key, value in items if not isSecret(key)]

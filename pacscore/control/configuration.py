@@ -48,7 +48,7 @@ from twisted.internet import defer
 from pacscore.config.errors import ConfigError
 from pacscore.config.ini import MAIN_SECTION
 from pacscore.config.loader import TLS_NODES, tlsNodes
-from pacscore.config.secrets import isSecret, publicItems
+from pacscore.config.secrets import isSecret, publicItems, publicValue
 from pacscore.config.settings import checkSettings
 from pacscore.control.arguments import ControlCommand, fields, number
 from pacscore.control.configfiles import reload, saveEdit, snapshot
@@ -277,6 +277,13 @@ class PutParam(ControlCommand):
             raise CommandError(f"usage: {self.usage}")
         checkUTF8(key, value)
         return _inTurn(context.archive, _applyAndSave, key, lambda ini: ini.set(key, value))
+
+    def loggedArguments(self, arguments):
+        """``arguments`` with the value hidden as ``get_ini`` hides it from
+        those who may not see secrets: the server log is read more widely
+        than dicom.ini (``ControlSecret``, the SQL server's ``Password``)."""
+        key, value = fields(arguments, 2)
+        return f"{key},{publicValue(key, value)}" if value else arguments
 
 
 class DeleteParam(ControlCommand):

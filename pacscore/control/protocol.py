@@ -275,7 +275,9 @@ class ControlFactory(LimitedFactory, protocol.Factory):
         if command is None:
             self.log.info("control: {peer}: unknown command --{command}", peer=peer, command=name)
             return connection.finish(f"{UNKNOWN_COMMAND}--{name}")
-        self.log.info("control: {peer}: --{command}:{arguments}", peer=peer, command=name, arguments=arguments)
+        logged = getattr(command, "loggedArguments", None)  # a secret put_param sets is not logged
+        self.log.info("control: {peer}: --{command}:{arguments}", peer=peer, command=name,
+                      arguments=arguments if logged is None else logged(arguments))
         context = ControlContext(self.archive, self.reactor, progress=connection.progress, peer=peer,
                                  quit=self.quit)
         d = defer.maybeDeferred(command.run, arguments, context)

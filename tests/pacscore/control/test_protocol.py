@@ -19,6 +19,7 @@ from zope.interface import implementer
 from pacscore.closing import CLOSE_BOUND
 from pacscore.control.client import (ANSWER_TIMEOUT, ClientFailed, ControlClientProtocol, DicomPortAnswered, NoAnswer,
                                      Reply, controlPortHint)
+from pacscore.control.configuration import PutParam
 from pacscore.control.context import CommandError
 from pacscore.control.deletes import DeletePatient
 from pacscore.control.protocol import (KEEPALIVE_INTERVAL, MAX_OUTPUT_LINE, STALLED_READER_BOUND, BadRequest,
@@ -206,6 +207,27 @@ class ServerTests(unittest.TestCase):
             transport = self.request("COMMAND --nosuch:1")
         self.assertEqual(self.answer(transport), ["ERROR unknown command --nosuch"])
         self.assertIn("unknown command --nosuch", "\n".join(formatEvent(e) for e in events))
+
+    def test_secretsPutAreNotLogged(self):
+        """``--put_param:ControlSecret,x`` was logged with x in clear (the
+        server log is read more widely than dicom.ini); a secret key's value
+        is logged as ``***``, a URL's password hidden, others as sent."""
+
+        class PutParamDone(PutParam):
+            def run(self, arguments, context):
+                return ""
+
+        factory = ControlFactory(object(), self.clock, commands=CommandRegistry([PutParamDone()]))
+        logged = []
+        for line in ("--put_param:ControlSecret,Sup3rS3cret", "--put_param: Password ,dbpass123",
+                     "--put_param:SQLServer,postgresql://pacs:dbpass123@db/pacs", "--put_param:MyACRNema,NEW"):
+            with capturedLogs() as events:
+                self.assertEqual(self.answer(self.request(f"COMMAND {line}", factory=factory)), ["OK"])
+            logged += [formatEvent(e) for e in events]
+        self.assertEqual(logged, ["control: 10.1.2.3:40000: --put_param:ControlSecret,***",
+                                  "control: 10.1.2.3:40000: --put_param:Password,***",
+                                  "control: 10.1.2.3:40000: --put_param:SQLServer,postgresql://pacs:***@db/pacs",
+                                  "control: 10.1.2.3:40000: --put_param:MyACRNema,NEW"])
 
     def test_badRequest(self):
         transport = self.request("HELLO there")

@@ -110,7 +110,9 @@ def writeFileAtomically(path, text, encoding=UTF8):
     and a rename; ConfigError (no line) for text ``encoding`` cannot hold.
 
     Readers never see a half-written file.  A symbolic link is followed;
-    an existing file keeps its mode, a new one gets mode 0644.
+    an existing file keeps its mode, and its owner and group as far as the
+    process may give them (``_keepOwner``: dicom.ini readable by a group
+    of operators stays so); a new one gets mode 0644.
     """
     try:
         data = text.encode(encoding, LATIN1_FALLBACK)
@@ -118,7 +120,7 @@ def writeFileAtomically(path, text, encoding=UTF8):
         raise ConfigError(path, None, f"{e.object[e.start:e.end]!r} cannot be written in the file's "
                                       f"encoding, {encoding}") from e
     path = os.path.realpath(path)
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
+    status = os.stat(path) if os.path.exists(path) else None
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
@@ -126,12 +128,36 @@ def writeFileAtomically(path, text, encoding=UTF8):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        if status is not None:
+            _keepOwner(path, tmp, status)
+        os.chmod(tmp, status.st_mode & 0o7777 if status is not None else 0o644)  # after chown, which clears set-id bits
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _keepOwner(path, tmp, status):
+    """Give ``tmp``, about to replace ``path``, the owner and group of
+    ``status`` (``path``'s): both when the process may (root), else the
+    group when it is one of the process's; a warning when it gets another
+    owner or group all the same (who may read the file changes)."""
+    made = os.stat(tmp)
+    wanted = (status.st_uid, status.st_gid)
+    if (made.st_uid, made.st_gid) == wanted:
+        return
+    for uid in (status.st_uid, -1):
+        try:
+            os.chown(tmp, uid, status.st_gid)
+            break
+        except PermissionError:
+            continue
+    made = os.stat(tmp)
+    if (made.st_uid, made.st_gid) != wanted:
+        log.warn("{path}: written with owner {uid} and group {gid}, not its owner {oldUid} and group {oldGid}: "
+                 "the server may not give them", path=path, uid=made.st_uid, gid=made.st_gid,
+                 oldUid=status.st_uid, oldGid=status.st_gid)
 
 
 def lineEnding(text):

@@ -146,7 +146,10 @@ class Archive:
                            timeout=configuration.sqlTimeout, fileWatch=self._fileWatch(),
                            schemaTransaction=getattr(self.driver, "schemaTransaction", None))
         self.namer = FileNamer(configuration.fileNameSyntax, configuration.maxFileNameLength)
+        # TCPIPTimeOut and LossyQuality in use until a restart (put_param edits dicom.ini in memory, not these):
+        # every service reads them here, those made at start and those that read them at each use alike
         self.idleTimeout = configuration.tcpipTimeout
+        self.lossyQuality = configuration.lossyQuality
         self.artimTimeout = configuration.artimTimeout
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")
@@ -233,7 +236,7 @@ class Archive:
         self.moveMarks = MoveMarks(self.index, time.time)
         self.deviceMover = DeviceMover(self.devices, self.index, self.objectReader, self.workers, self.moveMarks,
                                        compression=archiveCompression,
-                                       lossyQuality=configuration.lossyQuality)
+                                       lossyQuality=self.lossyQuality)
         choice = DeviceChoice.fromIni(self.devices, ini)
         self.spaceKeeper = SpaceKeeper(self.devices[0], self.index, self.query, self.localActions, self.workers,
                                        sortTag=configuration.lruSortTag, mover=self.deviceMover,
@@ -248,7 +251,7 @@ class Archive:
             importers=self._importConverters(self.converterRules.importRules), devices=self.devices,
             mirrors=self.mirrors,
             fileWrites=FileWrites(ini.getint("DirectWriteSize", DEFAULT_DIRECT_SIZE)),
-            spaceCheck=self.thresholdClean.checkFromThread, lossyQuality=configuration.lossyQuality,
+            spaceCheck=self.thresholdClean.checkFromThread, lossyQuality=self.lossyQuality,
             compressionScripts=self.compressionScripts, choice=choice)
         self.hl7Intake = WorklistIntake(self.worklistMapping, self.worklistItems,
                                         application=self.aeTitle, counters=self.counters,
@@ -585,7 +588,7 @@ class Archive:
         retrieveSettings = (self.index, self.query, self.objectReader, self.workers, self.aeTitle, self.reactor)
         virtual = self.virtualServers
         retrieveHooks = {"requestHook": hooks("RetrieveConverter0"), "resultHook": hooks("RetrieveResultConverter0"),
-                         "virtual": virtual, "lossyQuality": self.configuration.lossyQuality,
+                         "virtual": virtual, "lossyQuality": self.lossyQuality,
                          "compressionScripts": self.compressionScripts, "prefetcher": self.prefetcher}
         worklist = WorklistFindService(
             self.index, self.worklistQuery, self.configuration.layout.worklist, self.worklistReturnsIsoIr100,

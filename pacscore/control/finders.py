@@ -155,7 +155,7 @@ class RemoteArchive:
         contexts = [(PATIENT_ROOT_FIND, list(UNCOMPRESSED)), (STUDY_ROOT_FIND, list(UNCOMPRESSED))]
         try:
             protocol = await associate(archive.reactor, node.host, int(node.port), archive.aeTitle, node.ae,
-                                       contexts, dimseTimeout=archive.configuration.tcpipTimeout,
+                                       contexts, dimseTimeout=archive.idleTimeout,
                                        titleStyle=archive.titleStyle, endpoint=nodeEndpoint(archive.reactor, node))
         except Exception as e:
             raise CommandError(f"cannot associate with {node.ae} at {hostPort(node.host, node.port)}: {e}") from e

@@ -165,7 +165,7 @@ class ConvertToDicom(FileConversion):
         source, size, code, frame = fields(arguments, 4)
         archive, code = context.archive, code.strip() or "un"
         d = self.convert(archive, source, sentFile, number(size, "size") if size.strip() else 0, code,
-                         number(frame, "frame") if frame.strip() else None, archive.configuration.lossyQuality)
+                         number(frame, "frame") if frame.strip() else None, archive.lossyQuality)
         return d.addCallback(self._made, source, code)
 
     def _made(self, made, source, code):

@@ -36,7 +36,7 @@ class DicomRequests:
             raise DicomRequestError(f"{ae!r} is not in acrnema.map")
         try:
             return await associateNode(archive.reactor, node, archive.aeTitle, [(sopClass, list(UNCOMPRESSED))],
-                                       dimseTimeout=archive.configuration.tcpipTimeout,
+                                       dimseTimeout=archive.idleTimeout,
                                        titleStyle=archive.titleStyle)
         except NodeUnreachable as e:
             raise DicomRequestError(str(e)) from None

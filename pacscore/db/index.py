@@ -85,6 +85,7 @@ class Index:
         self.layout = layout
         self.reactor = reactor
         self.metadata = MetaData()
+        self.tableNames = dict(tableNames)  # level -> name, StudyTableName ... as the tables were built
         self.tables = buildTables(layout, tableNames, self.metadata)
         self._levels = buildLevels(self.tables, layout, allowTruncate, engine.dialect)
         if onTablesBuilt is not None:

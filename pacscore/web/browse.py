@@ -52,7 +52,7 @@ DEFAULT_VIEWER = "serversideviewer"  # as the manual's dicom.ini
 
 def _selection(archive, parameters):
     """The keys of the request's ``query`` text and search fields."""
-    columns = ColumnNames(archive.configuration.layout, archive.configuration.tableNames)
+    columns = ColumnNames(archive.configuration.layout, archive.index.tableNames)
     try:
         return parseQueryText(columns, parameters.get("query")) + searchKeys(
             parameters.get("patientidmatch"), parameters.get("patientnamematch"), parameters.get("studydatematch"))
@@ -301,7 +301,7 @@ async def showSops(archive, parameters):
 
 async def showDb(archive, parameters):
     configuration = archive.configuration
-    parts = [table(f"{configuration.tableNames[level]} ({level})", ("Group", "Element", "Column", "Length", "SQL type",
+    parts = [table(f"{archive.index.tableNames[level]} ({level})", ("Group", "Element", "Column", "Length", "SQL type",
                                                                    "DICOM type", "HL7"),
                    [[f"0x{c.group:04x}", f"0x{c.element:04x}", c.name, c.length, c.sqlType, c.dicomType, c.hl7 or ""]
                     for c in columns])

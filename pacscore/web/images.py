@@ -135,7 +135,7 @@ async def dicom(archive, parameters):
     if streamed is not None:
         return StreamAnswer(streamed[1], DICOM, headers)
     # downsized or recompressed: made whole in memory
-    data, refusal = await onFile(archive, path, sentFile, size, code, None, archive.configuration.lossyQuality)
+    data, refusal = await onFile(archive, path, sentFile, size, code, None, archive.lossyQuality)
     if refusal is not None:
         log.info("web: {slice} cannot be compressed as {code} ({error}); sent as stored",
                  slice=parameters.get("slice"), code=code, error=refusal)

@@ -51,7 +51,7 @@ async def objectStream(archive, path, wanted, code, change=None, quality=None):
         converted = await onFile(archive, path, startConverted, wanted, archive.workers.deferToWorker, change)
         if converted is not None:
             return wanted, FileChunks(_convertedChunks(*converted), converted[1])
-    syntax, data = await onFile(archive, path, _partObject, code, quality or archive.configuration.lossyQuality,
+    syntax, data = await onFile(archive, path, _partObject, code, quality or archive.lossyQuality,
                                 change)
     if wanted in (AS_STORED, syntax):
         return syntax, _fileChunks(path, data)

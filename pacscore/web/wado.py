@@ -161,7 +161,7 @@ def _dicomQuality(archive, parameters, syntax):
     which PS3.18 allows with application/dicom only for a lossy syntax."""
     if parameters.get("imageQuality").strip() and not isLossy(syntax):
         raise WebError(400, f"imageQuality is only for pictures or a lossy transferSyntax, not {syntax}")
-    return parameters.number("imageQuality", archive.configuration.lossyQuality, low=1, high=100)
+    return parameters.number("imageQuality", archive.lossyQuality, low=1, high=100)
 
 
 async def answer(archive, parameters, request):

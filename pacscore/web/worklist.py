@@ -67,7 +67,7 @@ def _selection(archive, parameters):
     """The keys of the request's ``query`` text and search fields."""
     configuration = archive.configuration
     try:
-        keys = parseQueryText(ColumnNames(configuration.layout, configuration.tableNames, worklist=True),
+        keys = parseQueryText(ColumnNames(configuration.layout, archive.index.tableNames, worklist=True),
                               parameters.get("query"))
         keys += searchKeys(parameters.get("patientidmatch"), parameters.get("patientnamematch"))
         if parameters.get("startdatematch").strip():

@@ -10,6 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from pacscore.control import finders
 from pacscore.control.client import sendCommand
 from pacscore.control.context import CommandError
 from pacscore.control.data import AddImageFile
@@ -137,6 +138,25 @@ class DatabaseCommandTests(unittest.TestCase):
                                  (finder.name, text))
                 self.assertEqual(sorted(set((yield asking.run(finder, f"LISTED|{text}|%s|")).split("\n"))),
                                  expected, (finder.name, text))
+
+    @defer.inlineCallbacks
+    def test_remoteFindersWaitTheTCPIPTimeOutInUse(self):
+        """After put_param:TCPIPTimeOut,2 (answered 'takes effect when the
+        server restarts') the remote finders gave up on a node after 2 s
+        while the server's associations kept the start value."""
+        asking = RunningArchive(self, ae="ASKING")
+        asking.know(self.running)
+        asking.archive.configuration.ini.set("TCPIPTimeOut", "2")  # what put_param does in memory
+        timeouts = []
+
+        def associate(*arguments, dimseTimeout, **options):
+            timeouts.append(dimseTimeout)
+            return realAssociate(*arguments, dimseTimeout=dimseTimeout, **options)
+        realAssociate = finders.associate
+        self.patch(finders, "associate", associate)
+        self.assertEqual((yield asking.run(commands.patientFinder, "LISTED|0002|%s|")), "PAT0002")
+        self.assertEqual(timeouts, [asking.archive.idleTimeout])
+        self.assertNotEqual(asking.archive.idleTimeout, 2)
 
     @defer.inlineCallbacks
     def test_findersDrillDownAsConquestsPagesDo(self):

@@ -54,6 +54,17 @@ class BrowseTests(WebTestCase):
         self.assertIn("<option>(local)</option><option>CONQUESTSRV1</option></select>", page.text)
 
     @defer.inlineCallbacks
+    def test_tableNamesAreThoseOfTheIndexUntilARestart(self):
+        """After put_param:StudyTableName,MyStudies (answered 'takes effect
+        when the server restarts'), a query text naming DICOMStudies, the
+        table the index still has, was refused: 'DICOMStudies is not a table
+        of the index (dicompatients, mystudies, ...)'."""
+        self.running.archive.configuration.ini.set("StudyTableName", "MyStudies")  # what put_param does in memory
+        studies = yield get(self.resource, mode="querystudies", query="DICOMStudies.PatientID = 'PAT0000'")
+        self.assertEqual(studies.code, 200)
+        self.assertIn("<caption>1 studies where DICOMStudies.PatientID", studies.text)
+
+    @defer.inlineCallbacks
     def test_downTheLinks(self):
         """Patients -> studies -> series -> images -> one slice, by the pages' own links."""
         patients = yield get(self.resource, mode="querypatients")
@@ -512,6 +523,18 @@ class WadoTests(unittest.TestCase):
         narrow = yield self.wado(contentType="image/png", windowCenter="40", windowWidth="40")
         spread = [np.asarray(Image.open(io.BytesIO(a.body))).std() for a in (wide, narrow)]
         self.assertLess(spread[0], spread[1])
+
+    @defer.inlineCallbacks
+    def test_lossyQualityIsTheOneInUseUntilARestart(self):
+        """After put_param:LossyQuality,5 (answered 'takes effect when the
+        server restarts') WADO-URI objects asked for in a JPEG syntax were coded at quality 5 while
+        C-MOVE's and the forwards' JPEGs kept the quality the server started with."""
+        lossy = {"contentType": "application/dicom", "transferSyntax": "1.2.840.10008.1.2.4.51"}
+        before = yield self.wado(**lossy)
+        self.running.archive.configuration.ini.set("LossyQuality", "5")  # what put_param does in memory
+        after = yield self.wado(**lossy)
+        self.assertEqual((after.code, len(after.body)), (200, len(before.body)))
+        self.assertEqual(after.body, before.body)
 
     @defer.inlineCallbacks
     def test_typeChosenForTheObject(self):

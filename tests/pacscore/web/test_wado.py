@@ -28,7 +28,7 @@ class AnonymizedTests(WebTestCase):
                               "contentType": "application/dicom", "anonymize": "yes"})
         found = yield answered(self.resource, request)
         archive = self.running.archive
-        expected = dicomFile(stored, 0, "un", None, archive.configuration.lossyQuality,
+        expected = dicomFile(stored, 0, "un", None, archive.lossyQuality,
                              basicProfile(archive.converterServices.uidMap))
         self.assertGreater(len(expected), STREAMED_OBJECT)
         self.assertEqual((found.code, found.headers["content-type"]), (200, "application/dicom"))

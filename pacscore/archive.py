@@ -23,6 +23,7 @@ from pacscore.config.errors import ConfigError
 from pacscore.config.unsupported import warnOfIgnoredKeys
 from pacscore.control.inprocess import commandOutput
 from pacscore.control.maintenance import InterruptedRegen
+from pacscore.control.output import settingFiles
 from pacscore.control.registry import CommandRegistry as ControlCommands
 from pacscore.control.shutdown import quitGracePeriod
 from pacscore.converters.compressing import CompressionScripts
@@ -150,6 +151,7 @@ class Archive:
         # every service reads them here, those made at start and those that read them at each use alike
         self.idleTimeout = configuration.tcpipTimeout
         self.lossyQuality = configuration.lossyQuality
+        self.settingFiles = settingFiles(configuration)  # the log files and WebUsers file in use until a restart
         self.artimTimeout = configuration.artimTimeout
         self.storageFailedStatus = configuration.storageFailedErrorCode
         self.incomingCompression = self._compressionCode(configuration.ini, "IncomingCompression")

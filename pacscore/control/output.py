@@ -146,17 +146,26 @@ def ownFolders(archive):
     return {os.path.realpath(folder) for folder in folders}
 
 
+def settingFiles(configuration):
+    """The log files (TroubleLog, UserLog) and the WebUsers file (when set)
+    ``configuration``'s dicom.ini names."""
+    files = [configuration.pathSetting("TroubleLog", "PacsTrouble.log"),
+             configuration.pathSetting("UserLog", "PacsUser.log")]
+    if configuration.ini.get("WebUsers", "").strip():
+        files.append(configuration.pathSetting("WebUsers"))
+    return files
+
+
 def _ownFiles(archive):
     """The real paths of the configuration files and scripts, the index
-    database's, the log files, the WebUsers file, the key files of the
-    endpoints (dicom.ini's and those serving) and of [DICOMTLSNodes]."""
+    database's, the log files and the WebUsers file (those in use, which
+    the archive started with, and those dicom.ini now names), the key
+    files of the endpoints (dicom.ini's and those serving) and of
+    [DICOMTLSNodes]."""
     configuration = archive.configuration
     ini = configuration.ini
     files = [configuration.iniPath, configuration.acrNemaMap.path, configuration.sopList.path,
-             configuration.layout.path, configuration.pathSetting("TroubleLog", "PacsTrouble.log"),
-             configuration.pathSetting("UserLog", "PacsUser.log")]
-    if ini.get("WebUsers", "").strip():
-        files.append(configuration.pathSetting("WebUsers"))
+             configuration.layout.path, *archive.settingFiles, *settingFiles(configuration)]
     for description in [ini.get(key, "") for key in _ENDPOINT_KEYS] + archive.endpoints:
         files += _keyFiles(configuration, description)
     for node in configuration.acrNemaMap.tlsNodes.values():

@@ -99,6 +99,12 @@ class OwnFilesTests(unittest.TestCase):
             self.assertIn("is one of the archive's own files", str(error))
         error = yield self.assertFailure(running.run(LogOn(), "PacsTrouble.log"), CommandError)
         self.assertIn("is one of the archive's own files", str(error))
+        # after put_param:TroubleLog,... and the like (restart keys) the files in use are still the archive's
+        for key in ("TroubleLog", "UserLog", "WebUsers"):
+            running.configuration.ini.set(key, f"next-{key}")
+        for path in ("webusers", "PacsTrouble.log", "PacsUser.log", "next-TroubleLog", "next-WebUsers"):
+            error = yield self.assertFailure(running.run(DisplayStatus(), path), CommandError)
+            self.assertIn("is one of the archive's own files", str(error))
         running.configuration.configDir = os.path.join(workdir, "conf")
         error = yield self.assertFailure(running.run(DisplayStatus(), "conf/status.txt"), CommandError)
         self.assertIn("is one of the archive's own files", str(error))

@@ -599,7 +599,7 @@ class Archive:
         find = FindService(self.index, self.query, self.aeTitle, self.reactor, self.counters,
                            requestHook=hooks("QueryConverter0"), resultHook=hooks("QueryResultConverter0"),
                            virtual=virtual, prefetcher=self.prefetcher)
-        mpps = MppsService(self.procedureSteps, self.reactor, self.converterServices.uidMap.prefix, self.counters,
+        mpps = MppsService(self.procedureSteps, self.reactor, self.converterServices.uidMap.newUID, self.counters,
                            worklist=self.worklistItems, forwarder=self.mppsForwarder)
         self.moves = MoveService(*retrieveSettings, self.configuration.acrNemaMap, self.counters,
                                  dimseTimeout=self.idleTimeout, artimTimeout=self.artimTimeout,

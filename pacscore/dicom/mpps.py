@@ -280,12 +280,12 @@ class MppsService:
 
     log = Logger()
 
-    def __init__(self, steps, reactor, uidPrefix=None, counters=None, worklist=None, forwarder=None):
+    def __init__(self, steps, reactor, newUID=generate_uid, counters=None, worklist=None, forwarder=None):
         self.steps = steps
         self.reactor = reactor  # its thread pool decodes the data sets
         self.worklist = worklist  # WorklistItems
         self.forwarder = forwarder  # MppsForwarder
-        self.uidPrefix = uidPrefix
+        self.newUID = newUID  # the UID of a step whose N-CREATE gives none (under UIDPrefix as it is then)
         self.counters = counters if counters is not None else {}
 
     def handle(self, protocol, contextId, command, dataset):
@@ -294,7 +294,7 @@ class MppsService:
         return defer.ensureDeferred(work(protocol, contextId, command, dataset))
 
     async def _create(self, protocol, contextId, command, dataset):
-        uid = command.get(commands.AFFECTED_SOP_INSTANCE_UID) or generate_uid(self.uidPrefix)
+        uid = command.get(commands.AFFECTED_SOP_INSTANCE_UID) or self.newUID()
         callingAE = protocol.association.callingAE
         try:
             if not isUID(uid):

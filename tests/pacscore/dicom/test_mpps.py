@@ -12,7 +12,9 @@ from pacscore.dicom.commands import PROCESSING_FAILURE
 from pacscore.dicom.datasets import encodeDataset
 from pacscore.dicom.mpps import MppsService, StepTable
 from tests.pacscore.dicom.requests import IMPLICIT, recordDecodes
-from tests.pacscore.export.fixtures import smallPacketIndex
+from pacscore.converters.uidmap import UIDMap
+from tests.pacscore.db.test_schema import sqliteEngine
+from tests.pacscore.export.fixtures import SyncIndex, smallPacketIndex
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 
@@ -30,6 +32,39 @@ class DecodeTests(unittest.TestCase):
         decoded = yield defer.ensureDeferred(service._decode(protocol, 1,
                                                              SimpleNamespace(data=encodeDataset(step, IMPLICIT))))
         self.assertEqual((decoded.PatientID, decodes), ("9.9.424242", [False]))
+
+
+class CreateTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_aStepWithoutUIDGetsOneUnderUIDPrefixAsItIsNow(self):
+        """put_param:UIDPrefix is live, but the service kept the prefix it
+        started with for the steps whose N-CREATE gives no UID."""
+        steps = StepTable(SyncIndex(SimpleNamespace(engine=sqliteEngine(self), tables=None, layout=None,
+                                                    deletes=None, quoteNames=None)), lambda: 1000.0)
+        steps.createTables()
+        uidMap = UIDMap(prefix="1.2.3")
+        service = MppsService(steps, reactor, uidMap.newUID)
+        uidMap.prefix = "1.2.826.0.1.3680043.2.135.99"  # what put_param:UIDPrefix does
+        step = Dataset()
+        step.PerformedProcedureStepStatus = "IN PROGRESS"
+        step.PerformedProcedureStepID = "1"
+        step.PerformedStationAETitle = "MODALITY"
+        step.PerformedProcedureStepStartDate = "20260101"
+        step.PerformedProcedureStepStartTime = "120000"
+        step.Modality = "CT"
+        scheduled = Dataset()
+        scheduled.StudyInstanceUID = "1.2.3"
+        step.ScheduledStepAttributesSequence = [scheduled]
+        sent = []
+        protocol = SimpleNamespace(association=SimpleNamespace(contexts={1: (MPPS, IMPLICIT)}, callingAE="MODALITY"),
+                                   peerName=lambda: "MODALITY@127.0.0.1",
+                                   sendMessage=lambda contextId, command: sent.append(command))
+        command = {commands.COMMAND_FIELD: commands.N_CREATE_RQ, commands.MESSAGE_ID: 1}
+        yield service.handle(protocol, 1, command, SimpleNamespace(data=encodeDataset(step, IMPLICIT)))
+        [response] = sent
+        self.assertEqual(response[commands.STATUS], 0)
+        self.assertTrue(response[commands.AFFECTED_SOP_INSTANCE_UID].startswith("1.2.826.0.1.3680043.2.135.99."))
 
 
 class TooLargeTests(unittest.TestCase):

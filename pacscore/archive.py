@@ -460,9 +460,10 @@ class Archive:
             self._prepareFolders([device])
 
     def _warnOfUnindexedFiles(self):
-        """An empty index beside MAG devices holding DICOM files was lost or
-        never built (a deleted or truncated database, a switch to a new
-        database server, an archive moved in): say how to rebuild it, and
+        """An empty index beside MAG devices holding DICOM files (but for
+        those of ``PRINTER_FILES`` folders, which a regen leaves out) was
+        lost or never built (a deleted or truncated database, a switch to a
+        new database server, an archive moved in): say how to rebuild it, and
         what finds nothing until then.  Nothing waits for it (no mark
         would tell a later start): the work a regen holds back is that of
         a regen pending or under way (``IndexCompleteness``)."""

@@ -105,8 +105,16 @@ async def runRegenerator(archive, regenerator, work, marked=()):
 
 def summary(regenerator):
     """The counts of a finished ``Regenerator``, as one line."""
+    leftOut = f", {regenerator.leftOut} left out (PRINTER_FILES)" if regenerator.leftOut else ""
     return (f"{regenerator.indexed} file(s) indexed, {regenerator.failed} failed, "
-            f"{regenerator.duplicates} duplicate SOP instance(s)")
+            f"{regenerator.duplicates} duplicate SOP instance(s){leftOut}")
+
+
+def warnOfLeftOut(log, regenerator, what):
+    """Warn in ``log`` of each folder ``regenerator`` left out (a
+    ``PRINTER_FILES``, its files counted), ``what`` naming the regen."""
+    for line in regenerator.warnings:
+        log.warn("{what}: {line}", what=what, line=line)
 
 
 class InterruptedRegen:
@@ -138,8 +146,10 @@ class InterruptedRegen:
     async def _regenerate(self):
         devices = [device for device in self.archive.devices if device.name in self.deviceNames]
         with regeneratorOf(self.archive, self.reactor, self.deviceNames, self._report) as regenerator:
-            return await runRegenerator(self.archive, regenerator, lambda regenerator: regenerator.regenerate(devices),
-                                        self.deviceNames)
+            await runRegenerator(self.archive, regenerator, lambda regenerator: regenerator.regenerate(devices),
+                                 self.deviceNames)
+        warnOfLeftOut(self.log, regenerator, "regen")
+        return regenerator
 
     def _report(self, line):
         """A progress line, from the worker's thread."""
@@ -194,6 +204,7 @@ class _Regen(AsyncControlCommand):
                                      "is complete", peer=context.peer, command=self.name, arguments=arguments,
                                      devices=", ".join(marked))
                 raise
+        warnOfLeftOut(self.log, regenerator, f"{context.peer}: {self.name}:{arguments}")
         counts = summary(regenerator)
         self.log.info("{peer}: {command}:{arguments}: {summary}", peer=context.peer, command=self.name,
                       arguments=arguments, summary=counts)

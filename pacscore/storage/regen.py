@@ -1,12 +1,12 @@
 """Rebuild the index from the files on the MAG devices (``dgate -r``).
 
 Walks every device (skipping hidden folders such as ``.pacs-tmp``, folders
-named ``INCOMING``, ``PRINTER_FILES`` or ``BIN`` in any case, at any depth,
-as Conquest's RegenDir does (print jobs, objects not yet stored: each with
-a line), the files set aside while being rewritten or moved, and whatever
-is not a regular file: a FIFO would block it), reads the index attributes
-of each DICOM file (Part-10, or a raw data set: a ``.v2``, or a ``.dcm``
-without the Part-10 header) that reads to its end and upserts them in
+named ``PRINTER_FILES`` in any case, at any depth, as Conquest's RegenDir
+does (a Conquest print server's jobs, slices without IDs: each with a
+warning counting its files), the files set aside while being rewritten or
+moved, and whatever is not a regular file: a FIFO would block it), reads
+the index attributes of each DICOM file (Part-10, or a raw data set: a
+``.v2``, or a ``.dcm`` without the Part-10 header) that reads to its end and upserts them in
 batches, the files of a folder oldest first: a patient, study or series
 row ends with the values of the object stored last, as it does live.
 When two files hold the same SOP instance, on one device or two, the
@@ -40,6 +40,7 @@ entered, and the newer of two files is found as they are then.
 """
 
 import dataclasses
+import functools
 import os
 import re
 
@@ -65,7 +66,9 @@ DATASET_EXTENSIONS = (".v2", ".dcm")  # read whatever their header: a raw data s
 REFUSED_ENTRY = (ValueError, DataError)
 _SET_ASIDE = re.compile(r".*(\.pacs-tmp|\.moved-\d+)$")  # a rewrite's or a move's unfinished copy
 _CONQUEST_NAME = re.compile(r".*\.(dcm|v2)$", re.IGNORECASE)  # a hidden one is Conquest's cut (MaxFileNameLength)
-NOT_REGENERATED = frozenset({"incoming", "printer_files", "bin"})  # folders Conquest's RegenDir skips (stricmp)
+# Conquest's print server's folder (slices without IDs), which its RegenDir skips (stricmp); INCOMING and BIN, which
+# it skips too, are indexed: a FileNameSyntax writes a patient's objects in a folder named as its Patient ID
+PRINT_JOBS = "printer_files"
 
 
 def _isDicomFile(path):
@@ -113,19 +116,19 @@ def checkDeviceFolders(devices):
             + ", ".join(device.name for device in missing) + " would drop the objects stored there)")
 
 
-def iterObjectFiles(device, folder=None, skip=frozenset(), notRegenerated=lambda path: None):
+def iterObjectFiles(device, folder=None, skip=frozenset(), leftOut=lambda path: None):
     """Yield ``(absolute, relative)`` for every DICOM file on ``device``, or
     only those under ``folder`` (an absolute path on the device), and those
     that cannot be looked at (their read fails, naming them).  Files whose
     real path is in ``skip`` (the index database's) are not opened.  The
-    folders under it named as ``NOT_REGENERATED`` are not walked, each
-    given to ``notRegenerated``."""
+    folders under it named ``PRINTER_FILES`` (``PRINT_JOBS``) are not
+    walked, each given to ``leftOut``."""
     skip = skip if isinstance(skip, SkippedFiles) else SkippedFiles(skip)
     for folder, subfolders, files in os.walk(folder or device.path):
         subfolders[:] = sorted(d for d in subfolders if not hidden(d))
-        for name in [d for d in subfolders if d.lower() in NOT_REGENERATED]:
+        for name in [d for d in subfolders if d.lower() == PRINT_JOBS]:
             subfolders.remove(name)
-            notRegenerated(os.path.join(folder, name))
+            leftOut(os.path.join(folder, name))
         for name in _oldestFirst(folder, files):
             if (hidden(name) and not _CONQUEST_NAME.match(name)) or _SET_ASIDE.match(name):
                 continue  # a hidden .dcm or .v2 is an object Conquest named so; other hidden files are not
@@ -297,7 +300,9 @@ class Regenerator:
     ``devices``: every configured MAG device, where the indexed copy of a
     SOP instance met again may lie (compared, whichever devices are
     walked).  ``report(line)`` receives progress lines; counts end up in
-    ``indexed``, ``failed`` and ``duplicates``.  ``skip``: the real paths
+    ``indexed``, ``failed``, ``duplicates`` and ``leftOut`` (the DICOM
+    files of the ``PRINTER_FILES`` folders not walked, each such folder's
+    line in ``warnings`` too).  ``skip``: the real paths
     of the index database's files, never opened (see ``databaseFiles``).
     ``write(fn, *args)``: ``fn(connection, *args)`` committed, by default
     directly (``writeDirectly``), in a server by its index writer.
@@ -327,7 +332,8 @@ class Regenerator:
         self.report = report
         self.batchSize = batchSize
         self.progressEvery = progressEvery
-        self.indexed = self.failed = self.duplicates = 0
+        self.indexed = self.failed = self.duplicates = self.leftOut = 0
+        self.warnings = []  # the lines of the folders left out (PRINTER_FILES), for a server's log
         self._walked = []  # the folders regenerate walked in turn, the last one being walked
         self._moved = set()  # the paths over-long names were moved to (the walk may meet them again)
         self._listed = None  # the copies the index failed on (_Listed), once the lists are read
@@ -337,14 +343,27 @@ class Regenerator:
         for device in devices:
             self.report(f"Regen device {device.name}: {folder or device.path}")
             self._walked.append(folder or device.path)
-            self.enter(device, iterObjectFiles(device, folder, self.skip, self._notRegenerated))
+            self.enter(device, iterObjectFiles(device, folder, self.skip, functools.partial(self._leaveOut, device)))
+        leftOut = f", {self.leftOut} left out (PRINTER_FILES)" if self.leftOut else ""
         self.report(f"Regeneration complete: {self.indexed} files indexed, {self.failed} failed, "
-                    f"{self.duplicates} duplicate SOP instances")
+                    f"{self.duplicates} duplicate SOP instances{leftOut}")
         return self
 
-    def _notRegenerated(self, path):
-        self.report(f"[Regen] {path}: not indexed, as Conquest's regen skips folders named INCOMING, "
-                    f"PRINTER_FILES or BIN (print jobs, objects not yet stored); regendir of it indexes it")
+    def _leaveOut(self, device, path):
+        """The folder ``path`` on ``device``, a ``PRINTER_FILES``, is not
+        indexed: its DICOM files (those of the ``PRINTER_FILES`` under it
+        too) are counted in ``leftOut`` and a warning naming the regendir
+        that indexes them is reported and kept in ``warnings``."""
+        count, folders = 0, [path]
+        while folders:
+            count += sum(1 for _ in iterObjectFiles(device, folders.pop(), self.skip, folders.append))
+        self.leftOut += count
+        relative = os.path.relpath(path, device.path).replace(os.sep, "/")
+        warning = (f"[Regen] {path}: {count} DICOM file(s) not indexed: a folder named PRINTER_FILES holds a Conquest "
+                   f"print server's jobs (slices without IDs), which regen skips as Conquest's does; if they are "
+                   f"objects to index, run 'dgate --regendir:{device.name},{relative}'")
+        self.warnings.append(warning)
+        self.report(warning)
 
     def enter(self, device, files):
         """Index ``files``, ``(absolute, relative)`` pairs on ``device``."""

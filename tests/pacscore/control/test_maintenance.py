@@ -8,6 +8,7 @@ import shutil
 import time
 
 import pydicom
+from pydicom.uid import generate_uid
 
 from sqlalchemy import select
 from twisted.internet import defer, reactor, task, threads
@@ -21,7 +22,7 @@ from pacscore.export.queue import Target
 from pacscore.storage import regen
 from pacscore.storage.regen import Regenerator
 from pacscore.storage.space import MEGABYTE
-from pacscore.testing.corpus import generateCorpus
+from pacscore.testing.corpus import PREFIX, CorpusImage, generateCorpus, makeDataset
 from pacscore.testing.orders import orderMessage, writeMessages
 from plugins import pacs_control_data as data
 from plugins import pacs_control_maintenance as commands
@@ -104,6 +105,44 @@ class MaintenanceTests(unittest.TestCase):
         self.assertEqual((yield self.counts()), [3, 3, 6, 12])
         self.assertEqual(self.running.progress[0], f"Regen device MAG0: {self.running.archive.devices[0].path}")
         self.assertTrue(self.running.progress[-1].startswith("Regeneration complete: 12 files indexed"))
+
+    @defer.inlineCallbacks
+    def test_patientsInFoldersNamedBinAndIncomingAreFoundAfterARegen(self):
+        """Patient IDs 'bin' and 'Incoming' are stored in folders so named
+        (FileNameSyntax 4), which the regen skipped as Conquest's does:
+        the two patients were gone after it, with a line on the dgate
+        output alone saying these held print jobs.  They are indexed; only
+        a PRINTER_FILES folder is left out, with a warning in the server
+        log and the output counting its files, and in the closing line."""
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        stored = []
+        for n, patientID in enumerate(("bin", "Incoming")):
+            image = CorpusImage(os.path.join(folder, f"{patientID}.dcm"), patientID, generate_uid(PREFIX),
+                                generate_uid(PREFIX), generate_uid(PREFIX))
+            makeDataset(image.patientID, "Folder^Named", image.studyUID, image.seriesUID, image.sopUID, 1, 1,
+                        seed=n).save_as(image.path, enforce_file_format=True)
+            stored.append(image)
+        yield self.running.store(stored)
+        mag0 = self.running.archive.devices[0].path
+        self.assertEqual(sorted(os.path.relpath(path, mag0).split(os.sep)[0] for path in self.running.files()
+                                if "PAT" not in path), ["Incoming", "bin"])
+        printJobs = os.path.join(mag0, "PRINTER_FILES")
+        os.makedirs(printJobs)
+        shutil.copy(self.images[0].path, os.path.join(printJobs, "slice.dcm"))
+        with capturedLogs() as events:
+            output = yield self.running.run(commands.regen)
+        self.assertEqual(output, "14 file(s) indexed, 0 failed, 0 duplicate SOP instance(s), 1 left out "
+                                 "(PRINTER_FILES)")
+        patients = yield self.running.archive.index.runQuery(lambda connection: connection.execute(
+            select(self.running.archive.index.tables.patient.c.PatientID)).scalars().all())
+        self.assertEqual(sorted(patients), ["Incoming", "PAT0000", "PAT0001", "PAT0002", "bin"])
+        warning = (f"[Regen] {printJobs}: 1 DICOM file(s) not indexed: a folder named PRINTER_FILES holds a "
+                   f"Conquest print server's jobs (slices without IDs), which regen skips as Conquest's does; if "
+                   f"they are objects to index, run 'dgate --regendir:MAG0,PRINTER_FILES'")
+        self.assertIn(warning, self.running.progress)
+        self.assertIn((LogLevel.warn, f"test: regen:: {warning}"),
+                      [(event["log_level"], formatEvent(event)) for event in events])
 
     @defer.inlineCallbacks
     def test_anEmptyIndexBesideStoredFilesIsOnlyWarnedOf(self):

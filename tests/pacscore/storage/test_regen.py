@@ -283,21 +283,32 @@ class RegenerationTests(unittest.TestCase):
         self.assertEqual(sorted(self.column("image", "ObjectFile")), ["HID1/.498.3.dcm", "HID1/.498.4.V2",
                                                                       "HID1/981234.dcm"])
 
-    def test_conquestsPrinterIncomingAndBinFoldersAreNotIndexed(self):
+    def test_conquestsPrinterFilesFoldersAreNotIndexed(self):
         """A Conquest MAG0 holds print jobs in PRINTER_FILES (slices without
-        IDs) and may hold INCOMING and BIN folders, which Conquest's regen
-        skips, in any case and at any depth: so does this one, with a line
-        for each; regendir of one of them indexes it."""
-        for n, name in enumerate(("PAT1/1.dcm", "PRINTER_FILES/p.dcm", "incoming/i.dcm", "Bin/b.dcm",
-                                  "PAT1/bin/b.dcm", "PAT1/binary/b.dcm")):
+        IDs), which Conquest's regen skips, in any case and at any depth: so
+        does this one, with a warning counting each one's files (those of a
+        PRINTER_FILES under it too) and naming the regendir that indexes
+        it, and the closing line counts them.  INCOMING and BIN, which
+        Conquest's regen skips too, were left out with a line saying they
+        held print jobs: they are the folders of the Patient IDs 'Incoming'
+        and 'bin' (FileNameSyntax 4), indexed."""
+        for n, name in enumerate(("PAT1/1.dcm", "PRINTER_FILES/p.dcm", "PRINTER_FILES/Printer_Files/q.dcm",
+                                  "PRINTER_FILES/r.dcm", "incoming/i.dcm", "Bin/b.dcm", "PAT1/printer_files/b.dcm",
+                                  "PAT1/binary/b.dcm")):
             self.write(self.devices[0], name, 1000 + n, sop=f"1.2.3.1.{n}")
         regenerator = self.regenerate()
-        self.assertEqual((regenerator.indexed, regenerator.failed), (2, 0), self.lines)
-        self.assertEqual(sorted(self.column("image", "ObjectFile")), ["PAT1/1.dcm", "PAT1/binary/b.dcm"])
+        self.assertEqual((regenerator.indexed, regenerator.failed, regenerator.leftOut), (4, 0, 4), self.lines)
+        self.assertEqual(sorted(self.column("image", "ObjectFile")),
+                         ["Bin/b.dcm", "PAT1/1.dcm", "PAT1/binary/b.dcm", "incoming/i.dcm"])
         mag0 = self.devices[0].path
-        self.assertEqual(sorted(line.split(":")[0] for line in self.lines if "not indexed" in line),
-                         [f"[Regen] {os.path.join(mag0, name)}" for name in ("Bin", "PAT1/bin", "PRINTER_FILES",
-                                                                              "incoming")])
+        self.assertEqual(sorted(line for line in self.lines if "not indexed" in line), [
+            f"[Regen] {os.path.join(mag0, folder)}: {count} DICOM file(s) not indexed: a folder named PRINTER_FILES "
+            f"holds a Conquest print server's jobs (slices without IDs), which regen skips as Conquest's does; if "
+            f"they are objects to index, run 'dgate --regendir:MAG0,{folder}'"
+            for folder, count in (("PAT1/printer_files", 1), ("PRINTER_FILES", 3))])
+        self.assertEqual(sorted(regenerator.warnings), sorted(line for line in self.lines if "not indexed" in line))
+        self.assertEqual(self.lines[-1], "Regeneration complete: 4 files indexed, 0 failed, 0 duplicate SOP "
+                                         "instances, 4 left out (PRINTER_FILES)")
         self.regenerator().regenerate(self.devices[:1], os.path.join(mag0, "PRINTER_FILES"))
         self.assertIn("PRINTER_FILES/p.dcm", self.column("image", "ObjectFile"))
 

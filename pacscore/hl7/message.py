@@ -100,6 +100,7 @@ _SEGMENT_END = re.compile(rb"\r\n|\r|\n")
 _LINE_ENDS = re.compile(rb"(\r\n|\r|\n)")
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 _HEADERS = (b"MSH",) + _BATCH_SEGMENTS  # start a message, a batch or a file, or end one
+_SEGMENT_ID = re.compile(rb"[A-Z][A-Z0-9]{2}")  # any three capitals: a segment ID where segments end in LF
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DEFAULT_ENCODING_CHARACTERS = "^~\\&"
 _FORMATTING = re.compile(r"H|N|\.(in|ti|sk|fi|nf).*|[CMZ].*")
@@ -363,14 +364,15 @@ def _segmentLines(raw):
     tells how its segments end.  A CR (or CR LF), as HL7 has it: CR ends
     them, and a lone LF only where what follows it starts a segment (a
     header or trailer: MSH, FHS, BHS, BTS, FTS, as in a file of messages
-    one a line; or a segment ID of HL7 v2 or a Z-segment's
-    (``isSegmentId``), then the header's field separator: ``PID|``, as
-    in a message whose other segments end in LF, or alone on its line, a
-    segment with no fields: ``NTE``, where the line after it starts a
-    segment too or the message ends there, ``_segmentStarts``); elsewhere
-    it is data (a line break a RIS user typed into a free-text field,
-    OBR-13, NTE-3, a line ``CVA`` of it too, or ``NKA|none`` starting with
-    three other capitals and the field separator).
+    one a line; or a segment ID, then the header's field separator:
+    ``PID|``, or alone on its line, a segment with no fields: ``NTE``,
+    where the line after it starts a segment too or the message ends
+    there, ``_segmentStarts``); elsewhere it is data (a line break a RIS
+    user typed into a free-text field, OBR-13, NTE-3, a line ``CVA`` of it
+    too).  A segment ID is one of the order messages pacs reads or a
+    Z-segment's (``isSegmentId``: ``NKA|none``, ``LOC|`` stay text) where
+    a CR ends a segment after the header, and any three capitals or
+    digits where none does (its MSH in CR, its other segments in LF).
     A lone LF (files written on Unix): any line end does.
     """
     pieces = _LINE_ENDS.split(raw)  # text, its line end, text, ... text
@@ -401,26 +403,31 @@ def _startsHeader(text):
 def _segmentStarts(pieces):
     """Whether each line of ``pieces`` (text, its line end, text, ...
     text) would start a segment after a lone LF: a header or trailer
-    (``_startsHeader``), a segment ID (``isSegmentId``: not ``NKA|``,
-    ``CVA``, even last in the message) followed by the field separator of
-    the header before it (``PID|``), or a segment ID alone on its line
+    (``_startsHeader``), a segment ID (in a message with a CR after its
+    header ``isSegmentId``: not ``NKA|``, ``LOC|``, ``CVA``, even last in
+    the message; in one whose segments after the header all end in LF,
+    any three capitals or digits, ``_SEGMENT_ID``) followed by the field
+    separator of the header before it (``PID|``), or a segment ID alone on its line
     (``NTE``, spaces after it ignored) where, past blank lines, a lone LF
     leads to a line that starts a segment or the message ends; one before
     a CR, or before free text, is text (``History:`` LF ``CVA`` LF
     ``R/O bleed``).  Read from the last line back, in one pass."""
     lines = pieces[::2]
-    separators, separator = [], b"|"
-    for text in lines:
+    separators, headers, separator, header = [], [], b"|", None
+    for line, text in enumerate(lines):
         if _startsHeader(text):
-            separator = text[3:4]
+            separator, header = text[3:4], line
         separators.append(separator)
+        headers.append(header)
+    crEnded = {headers[line] for line, end in enumerate(pieces[1::2]) if headers[line] != line and b"\r" in end}
     starts, follows = [False] * len(lines), [True] * len(lines)  # after the last line the message ends
     for line in reversed(range(len(lines))):
         text, after = lines[line], line + 1
         if after < len(lines):
             follows[line] = pieces[2 * line + 1] == b"\n" and (
                 starts[after] if lines[after].strip() else follows[after])
-        starts[line] = _startsHeader(text) or (isSegmentId(text[:3]) and (
+        segmentId = isSegmentId(text[:3]) if headers[line] in crEnded else _SEGMENT_ID.fullmatch(text[:3])
+        starts[line] = _startsHeader(text) or (bool(segmentId) and (
             text[3:4] == separators[line] or (not text[3:].strip() and follows[line])))
     return starts
 

@@ -128,6 +128,42 @@ class ParseTests(unittest.TestCase):
         notes = parseMessage(encoded(msh() + "\r" + "\n".join((PID, obr(), "NTE|1||note", "ZDS|1.2.3")), "8859/1"))
         self.assertEqual([s.id for s in notes.segments], ["MSH", "PID", "OBR", "NTE", "ZDS"])
 
+    def test_segmentIdsOfOtherMessagesStayText(self):
+        """A last line of a free-text field that is a clinical abbreviation
+        and also a segment ID of some HL7 v2 message (OBR-13 'Fall, head
+        injury' LF 'LOC', loss of consciousness, then '|': LOC is a
+        location master file segment; PAC, premature atrial contraction;
+        ABS, abscess) was still taken for a segment of a message whose
+        segments end in CR: OBR-13 cut, OBR-16 and OBR-21 lost, the order
+        answered AA.  Only the segment IDs of the order messages pacs reads
+        (and Z-segments') start a segment after a lone LF there."""
+        for word in ("LOC", "PAC", "ABS", "EVN", "MRG"):
+            history = segment("OBR", {1: "1", 3: "ACC100", 13: f"Fall, head injury\n{word}",
+                                      16: "1234^SMITH^ANNA", 21: "CT"})
+            message = parseMessage(encoded("\r".join((msh(), PID, orc(), history)) + "\r", "8859/1"))
+            self.assertEqual([s.id for s in message.segments], ["MSH", "PID", "ORC", "OBR"], word)
+            self.assertEqual(message.value("OBR", 13), f"Fall, head injury\n{word}")
+            self.assertEqual((message.value("OBR", 16), message.value("OBR", 21)), ("1234^SMITH^ANNA", "CT"))
+        for first in ("TQ1|1", "ZDS|1.2.3", "IPC|1.2.3"):  # of OMI^O23, a site's own: still a segment
+            later = "\r".join((msh(), PID, orc(), obr())) + f"\n{first}\r"
+            self.assertEqual([s.id for s in parseMessage(encoded(later, "8859/1")).segments],
+                             ["MSH", "PID", "ORC", "OBR", first[:3]])
+
+    def test_anyIdStartsASegmentWhereTheSegmentsAfterTheMSHEndInLF(self):
+        """A message whose MSH ends in CR and its other segments in LF: a
+        segment ID not in the list of the order messages' (IMM, a sender's
+        own, or EVN of an ADT) was folded into the segment before it (NTE-3
+        'b\nIMM|1') since a lone LF started a segment only before a listed
+        ID.  With no CR after its MSH, any three capitals and the field
+        separator (or alone on the line before a segment) start a segment
+        again, as before; free text after an LF stays text."""
+        segments = (PID, "PV1||O", orc(), obr(), "OBX|1|TX|||a", "NTE|1||b\nsee below", "IMM|1", "EVN|A01",
+                    "OBR|2|A2||MR^Knee")
+        message = parseMessage(encoded(msh() + "\r" + "\n".join(segments) + "\n", "8859/1"))
+        self.assertEqual([s.id for s in message.segments],
+                         ["MSH", "PID", "PV1", "ORC", "OBR", "OBX", "NTE", "IMM", "EVN", "OBR"])
+        self.assertEqual(message.value("NTE", 3), "b\nsee below")
+
     def test_conquestNumbering(self):
         message = parseText(PID, segment("ZDS", {1: "1.2.3^RIS^Application^DICOM"}))
         pid = message.segment("PID")

@@ -14,7 +14,8 @@ answers the C-STORE or C-FIND that waits on it.
 
 pacs talks UTF-8 to the server (``client_encoding``), whatever the
 database's encoding: a Conquest site's SQL_ASCII database passes its bytes
-through, and one in LATIN1 (WIN1252 ...) holds the characters of its
+through, and is read as it is, the Latin-1 bytes Conquest wrote too (see
+pacscore.db.sqlascii); one in LATIN1 (WIN1252 ...) holds the characters of its
 encoding only, which start-up warns of (see pacscore.db.repertoire); one
 in an encoding Python has no codec for (EUC_TW) is taken to
 hold ASCII only.
@@ -62,7 +63,15 @@ class PostgreSQLDriver(DatabaseServerDriver):
         engine = super().createEngine(description, configuration)
         event.listen(engine, "first_connect",
                      lambda dbapiConnection, record: self.firstConnected(engine, dbapiConnection))
+        event.listen(engine, "connect", lambda dbapiConnection, record: self.readsAsItIs(dbapiConnection))
         return engine
+
+    def readsAsItIs(self, dbapiConnection):
+        """Have a new connection to a SQL_ASCII database read its text as
+        it is (``readConquestBytes``)."""
+        if dbapiConnection.info.parameter_status("server_encoding") == "SQL_ASCII":
+            from pacscore.db.sqlascii import readConquestBytes  # psycopg, an extra: imported here
+            readConquestBytes(dbapiConnection)
 
     def firstConnected(self, engine, dbapiConnection):
         """Record the encoding of the database, and warn when it cannot hold
@@ -70,7 +79,14 @@ class PostgreSQLDriver(DatabaseServerDriver):
         warn when not."""
         self.checkCollation(engine, dbapiConnection)
         encoding = dbapiConnection.info.parameter_status("server_encoding")
-        if encoding in ("UTF8", "SQL_ASCII"):
+        if encoding == "SQL_ASCII":
+            self.log.warn("The index database {database} is in the SQL_ASCII encoding, which keeps the bytes it "
+                          "is sent: text Conquest wrote in an object's own bytes (UTF8ToDB = 0) rather than UTF-8 "
+                          "is read as Latin-1, and keys with letters beyond ASCII do not find it (dgate -r "
+                          "rewrites it in UTF-8; a database made with ENCODING 'UTF8' is spared that)",
+                          database=engine.url.database)
+            return
+        if encoding == "UTF8":
             return
         from psycopg import NotSupportedError  # an extra: imported here
         from psycopg._encodings import pg2pyenc  # psycopg's own table of PostgreSQL's names

@@ -351,6 +351,35 @@ class DatabaseEncodingTests(unittest.TestCase):
         self.assertEqual(self.namesFound(index, "ΓΙΆΝΝΗΣ*"), ["ΓΙΆΝΝΗΣ^Σ"])  # lower() of the C locale: ASCII
         self.assertEqual(self.namesFound(index, "𠮷田*"), ["𠮷田^太郎"])
 
+    def test_sqlAsciiReadsConquestsLatin1Bytes(self):
+        """A SQL_ASCII database holding what Conquest wrote (UTF8ToDB = 0):
+        the Latin-1 bytes of an ISO_IR 100 name.  pacs, reading in UTF-8,
+        failed every query whose rows held one ('invalid byte sequence for
+        encoding "UTF8": 0xfc'), a C-FIND of all studies too, and every new
+        object of that patient.  They are read as Latin-1, with a warning at
+        the start."""
+        with capturedLogs() as events:
+            index = self.index("SQL_ASCII")
+            self.storeNames(index, "Müller^Raw", "DOE^JOHN")
+        with index.engine.begin() as connection:
+            for table in ("DICOMPatients", "DICOMStudies"):
+                connection.exec_driver_sql(f'UPDATE "{table}" SET "PatientName" = E\'M\\xfcller^Raw\' '
+                                           "WHERE \"PatientID\" = 'PAT1'")
+        query = IndexQuery(index.tables, index.layout)
+        with index.engine.connect() as connection:
+            self.assertEqual(connection.exec_driver_sql('SELECT "PatientName"::bytea FROM "DICOMPatients" '
+                                                        "WHERE \"PatientID\" = 'PAT1'").scalar(), b"M\xfcller^Raw")
+            studies = query.find(connection, "STUDY", [test_query.K(test_query.PATIENT_NAME, "PN", "")])
+        self.assertEqual(sorted(study[test_query.PATIENT_NAME] for study in studies), ["DOE^JOHN", "Müller^Raw"])
+        self.assertEqual(self.namesFound(index, "M*"), ["Müller^Raw"])
+        index.storeMany([test_index.makeRecord("1.2.3.1.9", series="1.2.3.1", study="1.2.1", patient="PAT1",
+                                               PATIENT_NAME="Müller^Raw")])
+        with index.engine.connect() as connection:
+            self.assertEqual(len(query.find(connection, "IMAGE", [test_query.K(test_index.PATIENT_ID, "LO", "PAT1")])),
+                             2)
+        logged = "\n".join(formatEvent(event) for event in events)
+        self.assertIn(f"The index database {index.engine.url.database} is in the SQL_ASCII encoding", logged)
+
     def test_latin1HoldsWhatItCan(self):
         with capturedLogs() as events:
             index = self.index("LATIN1")

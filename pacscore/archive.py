@@ -174,7 +174,8 @@ class Archive:
             # the worklist's Study Instance UIDs start with UIDPrefix, as genuid's do
             self.worklistMapping = WorklistMapping(worklistColumns, newUID=uidMap.newUID,
                                                    table=configuration.tableNames["worklist"],
-                                                   allowTruncate=configuration.allowTruncate)
+                                                   allowTruncate=configuration.allowTruncate,
+                                                   dialect=self.engine.dialect)
         except ValueError as e:
             raise ConfigError(configuration.layout.path, None, f"*WorkList* HL7 mapping: {e}") from e
         self.worklistItems = WorklistItems(self.index)

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from pacscore.db.repertoire import setEncoding
+from pacscore.db.repertoire import setCountsBytes, setEncoding
 from pacscore.db.sqlfunctions import setSortsByCodePoint
 from pacscore.db.servers import KEEPALIVE_PROBES, DatabaseServerDriver, keepaliveInterval
 from pacscore.interfaces import IDatabaseDriver
@@ -75,11 +75,13 @@ class PostgreSQLDriver(DatabaseServerDriver):
 
     def firstConnected(self, engine, dbapiConnection):
         """Record the encoding of the database, and warn when it cannot hold
-        every character; record whether it sorts text by code point, and
+        every character (SQL_ASCII: that it counts bytes, and keeps
+        Conquest's); record whether it sorts text by code point, and
         warn when not."""
         self.checkCollation(engine, dbapiConnection)
         encoding = dbapiConnection.info.parameter_status("server_encoding")
         if encoding == "SQL_ASCII":
+            setCountsBytes(engine.dialect)  # its VARCHAR(n) holds n bytes
             self.log.warn("The index database {database} is in the SQL_ASCII encoding, which keeps the bytes it "
                           "is sent: text Conquest wrote in an object's own bytes (UTF8ToDB = 0) rather than UTF-8 "
                           "is read as Latin-1, and keys with letters beyond ASCII do not find it (dgate -r "

@@ -96,7 +96,7 @@ from twisted.logger import Logger
 from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
-from pacscore.db.repertoire import HeldText, holds
+from pacscore.db.repertoire import HeldText, fitted, holds
 from pacscore.db.sqlfunctions import byteOrder, distinctValues, numericValue, textLength
 from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
@@ -507,10 +507,11 @@ def _listText(value):
     return "\\".join(sorted({part for part in (value or "").split(",") if part}))
 
 
-def cutToColumn(value, length):
-    """``value`` cut to a column of ``length`` characters, as the index
-    stores it: a space the cut leaves at the end is no part of the value."""
-    return value[:length].rstrip(" ")
+def cutToColumn(value, length, dialect=None):
+    """``value`` cut to a column of ``length`` characters (as the database
+    of ``dialect`` counts them: ``repertoire.fitted``), as the index stores
+    it: a space the cut leaves at the end is no part of the value."""
+    return fitted(dialect, value, length).rstrip(" ")
 
 
 def cutAtNul(value):

@@ -91,7 +91,7 @@ from pacscore.db.sqlfunctions import distinctValues
 from pacscore.db.direct import DirectKeyList, DirectStatement
 from pacscore.db.filepaths import storedPath
 from pacscore.db.query import MODALITIES_IN_STUDY, MODALITY, cutAtNul, cutToColumn, unpaddedValues
-from pacscore.db.repertoire import encodingOf, held, holds
+from pacscore.db.repertoire import encodingOf, held, holds, storedLength
 from pacscore.db.schema import LEVELS
 from pacscore.dicom.datetimes import normalised
 from pacscore.firstwarned import FirstWarned
@@ -295,7 +295,8 @@ class Level:
             if not holds(self.dialect, value):
                 self.truncations.reportUnheld(self.log, name, value, encodingOf(self.dialect))
                 value = held(self.dialect, value)
-            values[name] = value if len(value) <= length else self._truncated(name, length, value)
+            values[name] = value if storedLength(self.dialect, value) <= length else self._truncated(name, length,
+                                                                                                     value)
         return values
 
     def row(self, connection, key, lock=False):
@@ -331,13 +332,14 @@ class Level:
         if self.modalities is not None:
             name, length = self.modalities.name, self.modalities.length
             merged = mergedModalities(known[name], values[name])
-            values = {**values, name: merged if len(merged) <= length else self._truncated(name, length, merged)}
+            values = {**values, name: merged if storedLength(self.dialect, merged) <= length
+                      else self._truncated(name, length, merged)}
         return {name: value for name, value in values.items() if value and value != known[name]}
 
     def _truncated(self, name, length, value):
         """``value`` cut to the column ``name``'s ``length``, logged."""
         self.truncations.report(self.log, name, length, value)
-        return cutToColumn(value, length)
+        return cutToColumn(value, length, self.dialect)
 
 
 def _dateTimeVR(column):
@@ -364,7 +366,7 @@ def checkKeys(levels, attrs):
     for level in levels:
         for field in level.keyFields:
             value = attrs.get(field.source, "")
-            if len(value) > field.length:
+            if storedLength(level.dialect, value) > field.length:
                 raise ValueError(f"{level.table.name}.{field.name} {shown(value)} is longer than its "
                                  f"{field.length} characters")
             if "\0" in value:

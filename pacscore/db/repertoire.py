@@ -11,12 +11,19 @@ SQL_ASCII, SQLite, MySQL's utf8mb4 tables) means every character.
 (a file name: ``_``) for each character that cannot, and ``HeldText`` binds a value that cannot
 as NULL (which nothing equals or is LIKE: such a key matches nothing, as no
 stored value holds it).
+
+A PostgreSQL database in SQL_ASCII (a Conquest site's) holds every
+character, but as bytes: its ``VARCHAR(n)`` holds n bytes, n UTF-8 bytes
+of pacs's text.  The driver records it on the dialect (``setCountsBytes``);
+``storedLength`` gives the length of a text as the database counts it, and
+``fitted`` cuts a text to a length so counted, at a character's boundary.
 """
 
 from sqlalchemy import String
 from sqlalchemy.types import TypeDecorator
 
 _ENCODING = "pacs_text_encoding"  # attribute of a dialect: the Python codec of its database, else absent
+_COUNTS_BYTES = "pacs_counts_bytes"  # attribute of a dialect: True when its database counts text in UTF-8 bytes
 
 
 def setEncoding(dialect, encoding):
@@ -27,6 +34,31 @@ def setEncoding(dialect, encoding):
 def encodingOf(dialect):
     """The Python codec of the database of ``dialect``, None when it holds every character."""
     return getattr(dialect, _ENCODING, None)
+
+
+def setCountsBytes(dialect):
+    """Record that the database of ``dialect`` counts text in UTF-8 bytes."""
+    setattr(dialect, _COUNTS_BYTES, True)
+
+
+def countsBytes(dialect):
+    """Whether the database of ``dialect`` counts text in UTF-8 bytes (SQL_ASCII)."""
+    return getattr(dialect, _COUNTS_BYTES, False)
+
+
+def storedLength(dialect, text):
+    """The length of ``text`` as the database of ``dialect`` counts it."""
+    return len(text.encode("utf-8")) if countsBytes(dialect) and not text.isascii() else len(text)
+
+
+def fitted(dialect, text, length):
+    """``text`` cut to ``length`` as the database of ``dialect`` counts it,
+    never in the middle of a character."""
+    if storedLength(dialect, text) <= length:
+        return text
+    if not countsBytes(dialect):
+        return text[:length]
+    return text.encode("utf-8")[:length].decode("utf-8", "ignore")  # ignore: the part of a character cut
 
 
 def holds(dialect, text):

@@ -56,6 +56,7 @@ from pydicom.uid import generate_uid
 from twisted.logger import Logger
 
 from pacscore.db.records import Truncations, dictionaryVR
+from pacscore.db.repertoire import fitted, storedLength
 from pacscore.dicom.datetimes import isTime
 from pacscore.db.worklistitems import STATUS_CONTROL, OrderRefused
 from pacscore.hl7.message import uniqueNumber
@@ -205,29 +206,30 @@ class _Column:
             value = "=".join(group.rstrip("^") for group in value.split("="))
         return value
 
-    def fitting(self, values):
+    def fitting(self, values, dialect=None):
         """The first of the valid ``values`` (a DT_MSTR column's, one a
-        repetition) that fit the column whole when joined by ``\\``, never
-        part of one; at least the first, which ``cut`` cuts when it does not
-        fit alone."""
-        kept, length = values[:1], len(values[0]) if values else 0
+        repetition) that fit the column whole (its length as the database
+        of ``dialect`` counts it) when joined by ``\\``, never part of one;
+        at least the first, which ``cut`` cuts when it does not fit alone."""
+        kept, length = values[:1], storedLength(dialect, values[0]) if values else 0
         for value in values[1:]:
-            length += 1 + len(value)
+            length += 1 + storedLength(dialect, value)
             if self.length and length > self.length:
                 break
             kept.append(value)
         return kept
 
-    def cut(self, value):
+    def cut(self, value, dialect=None):
         """``(value, length)``: a valid ``value`` cut to fit - a PN's groups
-        to 64 characters each (PS3.5 6.2), then to the column's length -
-        and the length it was cut to (None: it fits)."""
+        to 64 characters each (PS3.5 6.2), then to the column's length (as
+        the database of ``dialect`` counts it) - and the length it was cut
+        to (None: it fits)."""
         length = None
         if self.isPersonName and any(len(group) > PN_GROUP_LENGTH for group in value.split("=")):
             value = "=".join(group[:PN_GROUP_LENGTH].rstrip("^") for group in value.split("="))
             length = PN_GROUP_LENGTH
-        if self.length and len(value) > self.length:  # a space the cut leaves at the end is no part of it
-            value = value[:self.length].rstrip("^= " if self.isPersonName else " ")
+        if self.length and storedLength(dialect, value) > self.length:  # a space the cut leaves is no part of it
+            value = fitted(dialect, value, self.length).rstrip("^= " if self.isPersonName else " ")
             length = self.length
         return value, length
 
@@ -304,13 +306,15 @@ class WorklistMapping:
     ``newAccessionNumber`` and ``newUID`` make the values of ``*AN`` and
     ``*UI`` columns (by default 16 unique digits and ``generate_uid()``).
     A value cut to its column is logged as the index logs its cuts
-    (``table``: the WorkList table's name; ``allowTruncate``: AllowTruncate).
+    (``table``: the WorkList table's name; ``allowTruncate``: AllowTruncate),
+    its length as the database of ``dialect`` counts it (pacscore.db.repertoire).
     """
 
     log = Logger()
 
     def __init__(self, columns, newAccessionNumber=None, newUID=None, table="DICOMWorkList",
-                 allowTruncate=frozenset()):
+                 allowTruncate=frozenset(), dialect=None):
+        self.dialect = dialect
         self.newAccessionNumber = newAccessionNumber or uniqueNumber
         self.newUID = newUID or generate_uid
         self.truncations = Truncations(table, allowTruncate)  # values cut to fit: logged as the index's
@@ -408,7 +412,7 @@ class WorklistMapping:
         repetitions = segment.repetitions(source.field) if column.isMulti else 1
         values = [value for repetition in range(repetitions)
                   if (value := self._repetitionValue(column, source, segment, repetition, invalid, parsed))]
-        kept = column.fitting(values)
+        kept = column.fitting(values, self.dialect)
         if len(kept) < len(values):
             self.log.warn("HL7 {id}: {table}.{column} holds {length} characters: the values {dropped} of "
                           "{segment}.{field} dropped, {kept} kept", id=message.controlId,
@@ -416,10 +420,11 @@ class WorklistMapping:
                           dropped=", ".join(map(shown, values[len(kept):])), segment=source.segment,
                           field=source.field, kept=", ".join(map(shown, kept)))
         value = "\\".join(kept)
-        if column.name == self.accessionColumn and column.length and len(value) > column.length:
+        if (column.name == self.accessionColumn and column.length
+                and storedLength(self.dialect, value) > column.length):
             raise OrderRefused(f"accession number {shown(value)} is longer than the {column.length} characters of "
                                f"{column.name} in dicom.sql: cut, it could name another order")
-        cut, length = column.cut(value)
+        cut, length = column.cut(value, self.dialect)
         if length is not None:
             self.truncations.report(self.log, column.name, length, value)
         return cut

@@ -25,7 +25,7 @@ from pacscore.db.writer import IndexTimeout
 from pacscore.storage.durability import FileSystemFlush
 from plugins.pacs_postgresql import postgresqlDriver
 from tests.dbservers import postgresServer
-from tests.pacscore.db import test_index, test_query
+from tests.pacscore.db import test_index, test_query, test_worklistitems
 from tests.pacscore.db.onserver import casesOn
 from tests.pacscore.db.test_schema import TABLE_NAMES, conquestLayout
 from tests.pacscore.export import test_queue
@@ -312,6 +312,9 @@ class CodePointDatabaseTests(Plans, test_query.ArchiveTestCase):
                 "SELECT datcollate FROM pg_database WHERE datname = current_database()").scalar(), "C.UTF-8")
 
 
+ACCESSION_NUMBER = 0x00080050
+
+
 class DatabaseEncodingTests(unittest.TestCase):
     """A Conquest site's database in SQL_ASCII or LATIN1 (Conquest sends
     Latin-1 bytes, which a UTF8 one refuses): on SQL_ASCII psycopg read
@@ -379,6 +382,33 @@ class DatabaseEncodingTests(unittest.TestCase):
                              2)
         logged = "\n".join(formatEvent(event) for event in events)
         self.assertIn(f"The index database {index.engine.url.database} is in the SQL_ASCII encoding", logged)
+
+    def test_sqlAsciiColumnsHoldBytes(self):
+        """A SQL_ASCII database's VARCHAR(n) holds n bytes, pacs cut values
+        to n characters: a StudyDescription of 40 Cyrillic letters (80 bytes
+        in UTF-8, 'value too long for type character varying(64)') and an
+        AccessionNumber of 16 Ä failed the store, an order whose
+        ReqProcDescription was cut to 16 Cyrillic characters was answered
+        AR.  They are cut to the column's bytes, at a character's boundary."""
+        index = self.index("SQL_ASCII")
+        record = test_index.makeRecord("1.2.3.1.1", STUDY_DESCRIPTION="Компьютерная томография органов грудной")
+        record.attrs[ACCESSION_NUMBER] = "Ä" * 16
+        index.storeMany([record])
+        query = IndexQuery(index.tables, index.layout)
+        with index.engine.connect() as connection:
+            studies = query.find(connection, "STUDY", [test_query.K(test_index.STUDY_DESCRIPTION, "LO", "Комп*"),
+                                                       test_query.K(ACCESSION_NUMBER, "SH", "ÄÄ*")])
+        self.assertEqual([(study[test_index.STUDY_DESCRIPTION], study[ACCESSION_NUMBER]) for study in studies],
+                         [("Компьютерная томография органов г", "Ä" * 8)])  # 63 and 16 bytes
+        layout = test_query.shippedLayout()
+        mapping = WorklistMapping(layout.worklist, dialect=index.engine.dialect)
+        intake = WorklistIntake(mapping, WorklistItems(index, runWrite=test_worklistitems.runNow(index)))
+        outcome = self.successResultOf(intake.process(orderMessage(
+            "M1", "ACC1", "PAT1", "Doe^John", procedure=("КТ1", "КТ грудной клетки"))))
+        self.assertEqual((outcome.code, outcome.text), ("AA", "NW ACC1: inserted"))
+        with index.engine.connect() as connection:
+            self.assertEqual(connection.execute(select(index.tables.worklist.c.ReqProcDescription)).scalar(),
+                             "КТ грудн")
 
     def test_latin1HoldsWhatItCan(self):
         with capturedLogs() as events:

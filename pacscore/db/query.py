@@ -40,7 +40,9 @@ Matching per key, by the request's VR:
   C.2.2.2.5.3), the limit and offset counting the rows so matched, read
   from the cursor up to the page's last (``_matchedPage``); a DT key
   of a level below (QIDO-RS's EXISTS) compares as text;
-- any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped)
+- any other VR: ``*``/``?`` wildcards (SQL LIKE, ``%``/``_``/``\\`` escaped;
+  on a database that counts bytes, SQL_ASCII, whose LIKE's ``_`` is one
+  byte, a regular expression whose ``?`` is one character: ``likeRegex``)
   or equality; PN case-insensitively (``lower()`` on both sides) and
   without the trailing empty components of each component group and the
   trailing empty groups, which PS3.5 6.2 lets a name leave out (the key's
@@ -96,7 +98,7 @@ from twisted.logger import Logger
 from pacscore.db.casefold import INTO_ASCII, caseFolded
 from pacscore.db.peerqueries import checkAbandoned
 from pacscore.db.personnames import CUT_SLACK, personName, storedPersonName
-from pacscore.db.repertoire import HeldText, fitted, holds
+from pacscore.db.repertoire import HeldText, countsBytes, fitted, holds
 from pacscore.db.sqlfunctions import byteOrder, distinctValues, numericValue, textLength
 from pacscore.dicom.datetimes import CHECKS, dateTimeMatching, normalised, period, rangeEnds, withoutZeroFraction
 from pacscore.dicom.uids import isUID
@@ -152,6 +154,10 @@ _FOLDED_FROM = {letter: character for character, letter in INTO_ASCII.items()}  
 _MOST_INDEXED_STARTS = 8  # values of a DT_ISTR key given ranges on SQLite: those of more (a list of
 # accession numbers) cost SQLite more to check on every row than they save
 _SEPARATOR = "\\\\"  # a literal backslash in a LIKE pattern escaped by "\"
+# a regular expression's one character in a SQL_ASCII database (one byte each): one of ASCII
+# (no NUL), else a lead byte and the continuation bytes of UTF-8 after it, none for a byte of
+# Latin-1 Conquest wrote (M\xfcller)
+_ONE_CHARACTER = r"(?:[\x01-\x7f]|[\xc0-\xff][\x80-\xbf]*)"
 # OR as an operator SQLAlchemy does not flatten into one chain; OR's precedence,
 # so that its operands that are ORs keep their parentheses.
 _OR = custom_op("OR", precedence=2, return_type=Boolean)
@@ -228,6 +234,48 @@ def escapeLike(text):
 def likePattern(value):
     """A DICOM wildcard value (``*``, ``?``) as a LIKE pattern."""
     return escapeLike(value).replace("*", "%").replace("?", "_")
+
+
+def likeRegex(pattern):
+    """The LIKE ``pattern`` (escape character ``\\``) as an anchored
+    regular expression of PostgreSQL for a database that counts bytes
+    (SQL_ASCII), whose ``_`` matches one byte: ``_`` one character, of
+    UTF-8 or, alone, a byte Conquest wrote (``_ONE_CHARACTER``)."""
+    parts, characters = [], iter(pattern)
+    for character in characters:
+        if character == _ESCAPE:
+            character = next(characters, _ESCAPE)
+        elif character in "%_":
+            parts.append(".*" if character == "%" else _ONE_CHARACTER)
+            continue
+        parts.append("\\" + character if character.isascii() and not character.isalnum() else character)
+    return "^" + "".join(parts) + "$"
+
+
+class HeldPattern(HeldText):
+    """A LIKE pattern bound as ``HeldText``, as ``likeRegex`` where the
+    database counts bytes (``_Like``)."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        value = super().process_bind_param(value, dialect)
+        return likeRegex(value) if value is not None and countsBytes(dialect) else value
+
+
+class _Like(FunctionElement):
+    """Its text LIKE its ``HeldPattern``; a regular expression match where
+    the database counts bytes, whose LIKE would match a byte for a ``?``."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(_Like)
+def _likeSQL(element, compiler, **kw):
+    text, pattern = element.clauses
+    matched = text.regexp_match(pattern) if countsBytes(compiler.dialect) else text.like(pattern, escape=_ESCAPE)
+    return compiler.process(matched, **kw)
 
 
 def _hasWildcards(value):
@@ -968,19 +1016,20 @@ def _compare(target, value, isMulti, fold=None):
     ``isMulti`` any of its ``\\``-separated values; ``fold``: an SQL function
     the value and patterns go through, else they go as the database can
     hold them (``_held``)."""
-    fold = fold or _held
+    def like(pattern):
+        held = literal(pattern, HeldPattern())
+        return _Like(target, fold(held) if fold else held)
+
     if _hasWildcards(value):
         pattern = likePattern(value)
-        whole = target.like(fold(pattern), escape=_ESCAPE)
+        whole = like(pattern)
     else:
         pattern = escapeLike(value)
-        whole = target == fold(value)
+        whole = target == (fold or _held)(value)
     if not isMulti:
         return whole
-    return or_(whole,
-               target.like(fold(pattern + _SEPARATOR + "%"), escape=_ESCAPE),
-               target.like(fold("%" + _SEPARATOR + pattern), escape=_ESCAPE),
-               target.like(fold("%" + _SEPARATOR + pattern + _SEPARATOR + "%"), escape=_ESCAPE))
+    return or_(whole, like(pattern + _SEPARATOR + "%"), like("%" + _SEPARATOR + pattern),
+               like("%" + _SEPARATOR + pattern + _SEPARATOR + "%"))
 
 
 def columnNamed(columns, name):

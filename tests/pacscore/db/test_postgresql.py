@@ -410,6 +410,29 @@ class DatabaseEncodingTests(unittest.TestCase):
             self.assertEqual(connection.execute(select(index.tables.worklist.c.ReqProcDescription)).scalar(),
                              "КТ грудн")
 
+    def test_sqlAsciiQuestionMarkMatchesOneCharacter(self):
+        """On SQL_ASCII LIKE's _ matches one byte, so a ? of a key matched
+        one byte: M?ller* found no Müller, smile?^face no Smile😀^Face, K?pf
+        no study described Köpf.  A ? matches one character there, of
+        UTF-8 or a byte of Latin-1 Conquest wrote."""
+        index = self.index("SQL_ASCII")
+        self.storeNames(index, "Müller^Hans", "Mueller^Hans", "Moller^Hans", "Smile😀^Face", "Müller^Raw")
+        index.storeMany([test_index.makeRecord("1.2.3.9.1", series="1.2.3.9", study="1.2.9", patient="PAT9",
+                                               STUDY_DESCRIPTION="Köpf")])
+        with index.engine.begin() as connection:
+            connection.exec_driver_sql('UPDATE "DICOMPatients" SET "PatientName" = E\'M\\xfcller^Raw\' '
+                                       "WHERE \"PatientID\" = 'PAT5'")
+        self.assertEqual(self.namesFound(index, "M?ller*"), ["Moller^Hans", "Müller^Hans", "Müller^Raw"])
+        self.assertEqual(self.namesFound(index, "m??ller^hans"), ["Mueller^Hans"])
+        self.assertEqual(self.namesFound(index, "smile?^face"), ["Smile😀^Face"])
+        self.assertEqual(self.namesFound(index, "smile??^face"), [])
+        query = IndexQuery(index.tables, index.layout)
+        with index.engine.connect() as connection:
+            found = {value: [study[test_index.STUDY_DESCRIPTION] for study in query.find(
+                connection, "STUDY", [test_query.K(test_index.STUDY_DESCRIPTION, "LO", value)])]
+                for value in ("K?pf", "K??pf", "K?p.", "?.?*")}
+        self.assertEqual(found, {"K?pf": ["Köpf"], "K??pf": [], "K?p.": [], "?.?*": []})
+
     def test_latin1HoldsWhatItCan(self):
         with capturedLogs() as events:
             index = self.index("LATIN1")

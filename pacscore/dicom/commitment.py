@@ -402,15 +402,22 @@ class CommitmentService:
         or once it is ``maximumAge`` seconds old, else try once more
         ``retryDelay`` seconds later.  First, the index complete
         (``IndexCompleteness``)."""
-        completeness = self.completeness
-        if not completeness.complete:
-            self.log.warn("storage commitment {transaction} from {ae}: checked and reported once the index is "
-                          "rebuilt ({why})", transaction=transaction, ae=requestor, why=completeness.why())
-            await completeness.whenComplete()
-        outcome = None
-        if requesting is not None:
-            outcome = await self._outcome(transaction, requestor, references)
-        if await self._reportOnItsAssociation(requesting, transaction, requestor, outcome) or \
+        # the requestor may wait on its association for the report: not idle meanwhile (TCPIPTimeOut)
+        release = requesting[0].holdOpen() if requesting is not None else None
+        try:
+            completeness = self.completeness
+            if not completeness.complete:
+                self.log.warn("storage commitment {transaction} from {ae}: checked and reported once the index is "
+                              "rebuilt ({why})", transaction=transaction, ae=requestor, why=completeness.why())
+                await completeness.whenComplete()
+            outcome = None
+            if requesting is not None:
+                outcome = await self._outcome(transaction, requestor, references)
+            onItsAssociation = await self._reportOnItsAssociation(requesting, transaction, requestor, outcome)
+        finally:
+            if release is not None:
+                release()
+        if onItsAssociation or \
                 await self._reportOnNewAssociation(requestor, transaction, references, outcome, attempts):
             await self.index.runWrite(self.pending.remove, transaction, requestor, received)
         elif self.pending.clock() - received >= self.maximumAge:

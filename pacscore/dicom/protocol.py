@@ -133,6 +133,7 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self._unsent = None         # unsent(transport) when the idle timer last started after an operation, or looked
         self._writeWaiters = []
         self._outbox = None         # messages waiting for a streamed one to be written (a deque)
+        self._holds = 0             # reports owed on the association (holdOpen): it is not idle meanwhile
 
     # -- transport events --------------------------------------------------
 
@@ -217,9 +218,10 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         self.abort(pdu.REASON_NOT_SPECIFIED)
 
     def timeoutConnection(self):
-        if self._operations or self._outbox is not None:
-            # serving a request (a C-MOVE sending for an hour, a slow C-FIND): the
-            # requestor rightly sends nothing meanwhile; the association is not idle
+        if self._operations or self._outbox is not None or self._holds:
+            # serving a request (a C-MOVE sending for an hour, a slow C-FIND), or owing
+            # it a report (a storage commitment checked): the requestor rightly sends
+            # nothing meanwhile; the association is not idle
             self.setTimeout(self.timeOut)  # re-armed: the expired call is gone
             return
         if self._takingWhatWeSent():  # it reads a large answer slowly: not idle either
@@ -670,6 +672,23 @@ class DicomProtocol(HandshakeListener, Protocol, TimeoutMixin):
         if moveOriginator is not None:
             command[commands.MOVE_ORIGINATOR_AE], command[commands.MOVE_ORIGINATOR_MESSAGE_ID] = moveOriginator
         return self.request(contextId, command, dataset).addCallback(lambda response: response[0])
+
+    def holdOpen(self):
+        """Count the association as busy for its idle timeout (TCPIPTimeOut)
+        until the function returned is called: a report owed on it, which
+        the peer waits for without sending anything.  It does not hold up
+        a release the peer asks for (``busy`` leaves it out)."""
+        self._holds += 1
+        held = [True]
+
+        def release():
+            if held:  # once, however often called
+                held.clear()
+                self._holds -= 1
+                if not self._holds:
+                    self.resetTimeout()  # idle from now, a whole TCPIPTimeOut
+
+        return release
 
     @property
     def busy(self):

@@ -10,11 +10,13 @@ from types import SimpleNamespace
 
 from sqlalchemy import create_engine
 from twisted.internet import defer, reactor, task, threads
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
-from pacscore.dicom import client, commands, commitment
+from pacscore.dicom import client, commands, commitment, pdu
 from pacscore.db.completeness import IndexCompleteness
 from pacscore.db.query import IndexQuery, Instance
 from pacscore.dicom.commitment import (
@@ -23,11 +25,12 @@ from pacscore.dicom.commitment import (
     commitmentOutcome, readCommitmentRequest, storedInstances)
 from pacscore.dicom.client import NodeUnreachable
 from pacscore.dicom.datasets import decodeDataset, encodeDataset
-from pacscore.dicom.protocol import AssociationLost, DIMSETimeout, NoStatus
+from pacscore.dicom.negotiation import AcceptorPolicy
+from pacscore.dicom.protocol import AssociationLost, DicomServerFactory, DIMSETimeout, NoStatus
 from pacscore.storage.devices import MagDevice
 from pacscore.storage.mirror import Mirrors
 from pacscore.storage.reader import ObjectReader
-from tests.pacscore.dicom.requests import commitmentRequest, recordDecodes
+from tests.pacscore.dicom.requests import associateRQ, commitmentRequest, message, readMessages, readPDUs, recordDecodes
 from tests.pacscore.export.fixtures import SyncIndex, smallPacketIndex
 from tests.pacscore.storage.test_mirror import dicomBytes
 
@@ -189,7 +192,7 @@ class ReportTests(unittest.TestCase):
                                     workers, "PACS", {}, reactor)
         sent = []
         protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease: sent.append(data) or
-                                   defer.succeed(({commands.STATUS: 0}, None)))
+                                   defer.succeed(({commands.STATUS: 0}, None)), holdOpen=lambda: lambda: None)
         yield service._spawn("1.2.3", "SCU", [(CT, "1.2.3.4")], 1000.0, (protocol, 1, EXPLICIT_VR_LITTLE_ENDIAN))
         self.assertEqual((len(sent), inReactor), (1, []))
 
@@ -315,7 +318,7 @@ class IncompleteIndexTests(unittest.TestCase):
         service = CommitmentService(pending, SimpleNamespace(instancesByUID=lambda connection, uids: lookedUp.append(
             uids) or []), None, workers, "PACS", {}, reactor, completeness=completeness)
         protocol = SimpleNamespace(request=lambda contextId, command, data, yieldsToRelease: sent.append(data) or
-                                   defer.succeed(({commands.STATUS: 0}, None)))
+                                   defer.succeed(({commands.STATUS: 0}, None)), holdOpen=lambda: lambda: None)
         with capturedLogs() as events:
             reporting = service._spawn("1.2.3", "SCU", [(CT, "1.2.3.4")], 1000.0,
                                        (protocol, 1, EXPLICIT_VR_LITTLE_ENDIAN))
@@ -385,6 +388,9 @@ class Requesting:
 
     def sendMessage(self, contextId, command):
         self.responses.append(command[commands.STATUS])
+
+    def holdOpen(self):
+        return lambda: None
 
     def request(self, contextId, command, data, yieldsToRelease):
         if not self.open:
@@ -625,3 +631,58 @@ class RefusedReportTests(ReportingCase):
         requesting = self.request(["1.1"], Requesting(open=True, status=0x0110))
         self.assertEqual((requesting.reports, self.modality.reports), ([(1, "1.2.3", ["1.1"], [])],) * 2)
         self.assertEqual(self.owed(), [])
+
+
+class OwedReportTests(ReportingCase):
+    """A modality waiting on its association for the report (PS3.4 J.3.3)
+    sends nothing meanwhile: that association was aborted as idle after
+    TCPIPTimeOut ("no data for 300 s (TCPIPTimeOut), aborting") while
+    pacs still checked the objects (a regen under way, a large study
+    read to its end), and the report went on a new association, or, for
+    a requestor not in acrnema.map, nowhere.  A report owed on it keeps
+    it open; a release the modality asks for still goes through at once."""
+
+    def setUp(self):
+        super().setUp()
+        self.service.completeness = IndexCompleteness()
+        self.service.completeness.mayMiss(["MAG0"], "its regen is under way")
+        policy = AcceptorPolicy(aeTitles=["PACS"], abstractSyntaxes={STORAGE_COMMITMENT: True},
+                                transferSyntaxes={EXPLICIT_VR_LITTLE_ENDIAN}, maxPDULength=32768)
+        factory = DicomServerFactory(policy, {}, {}, self.clock, idleTimeout=300, artimTimeout=30)
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = StringTransport()
+        self.transport.setTcpNoDelay = lambda enabled: None
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(associateRQ([(STORAGE_COMMITMENT, [EXPLICIT_VR_LITTLE_ENDIAN])], calling="CT1"))
+        self.transport.clear()
+
+    def requested(self):
+        """The N-ACTION of 1.1 on the association, answered: the PDUs written."""
+        self.successResultOf(defer.ensureDeferred(self.service._accept(
+            self.protocol, 1, {**actionCommand(), commands.COMMAND_FIELD: commands.N_ACTION_RQ,
+                               commands.MESSAGE_ID: 1}, EXPLICIT_VR_LITTLE_ENDIAN, "1.2.3", [(CT, "1.1")])))
+        [(_, response, _)] = readMessages(self.transport.value())
+        self.assertEqual(response[commands.STATUS], 0)
+        self.transport.clear()
+
+    def test_notIdleWhileItsReportIsOwed(self):
+        self.requested()
+        self.clock.advance(900)  # three TCPIPTimeOuts checking
+        self.assertEqual((self.transport.value(), self.transport.disconnecting), (b"", False))
+        self.service.completeness.reentered(["MAG0"])
+        [(contextId, report, data)] = readMessages(self.transport.value())
+        self.assertEqual((contextId, report[commands.COMMAND_FIELD]), (1, commands.N_EVENT_REPORT_RQ))
+        self.assertEqual(reportOf(report, data), (1, "1.2.3", ["1.1"], []))
+        self.transport.clear()
+        response = commands.response(report, commands.N_EVENT_REPORT_RSP, 0)
+        self.protocol.dataReceived(message(1, response))
+        self.assertEqual((self.modality.attempts, self.owed()), (0, []))
+        self.clock.advance(299)  # then idle: a whole TCPIPTimeOut from the report's end
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(1)
+        self.assertEqual([pduType for pduType, _ in readPDUs(self.transport.value())], [pdu.A_ABORT])
+
+    def test_aReleaseIsNotHeldUp(self):
+        self.requested()
+        self.protocol.dataReceived(pdu.encodeSimplePDU(pdu.A_RELEASE_RQ))
+        self.assertEqual([pduType for pduType, _ in readPDUs(self.transport.value())], [pdu.A_RELEASE_RP])

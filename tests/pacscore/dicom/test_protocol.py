@@ -858,6 +858,21 @@ class ProtocolTests(ServerTestCase):
         [(_, rsp, _)] = readMessages(self.written())
         self.assertEqual((rsp[commands.COMMAND_FIELD], rsp[commands.STATUS]), (commands.C_FIND_RSP, 0x0211))
 
+    def test_unsupportedNormalizedOperationsNamed(self):
+        """An N-GET or N-DELETE (no service of pacs takes them) is answered
+        0x0211 with a warning naming it: the line read '0x110 is not
+        supported here'."""
+        self.associate()
+        for messageId, (field, name) in enumerate(((0x0110, "N-GET-RQ"), (0x0150, "N-DELETE-RQ")), 3):
+            request = {commands.COMMAND_FIELD: field, commands.MESSAGE_ID: messageId,
+                       commands.REQUESTED_SOP_CLASS_UID: VERIFICATION, commands.REQUESTED_SOP_INSTANCE_UID: "1.2.3"}
+            with capturedLogs() as events:
+                self.protocol.dataReceived(message(1, request))
+            [(_, rsp, _)] = readMessages(self.written())
+            self.assertEqual((rsp[commands.COMMAND_FIELD], rsp[commands.STATUS]), (field | 0x8000, 0x0211))
+            self.assertEqual([formatEvent(event) for event in events],
+                             [f"SCU@127.0.0.1:40000: {name} is not supported here"])
+
     def test_serviceErrorAnswersFailure(self):
         class Broken:
             def handle(self, protocol, contextId, command, dataset):

@@ -28,7 +28,10 @@ writer: a message is applied whole or not at all.
 When dicom.sql gives the worklist a Scheduled Procedure Step Status
 (0040,0020) column, a new item is SCHEDULED (unless its order says
 otherwise) and ``markPerformed`` sets it from the modality's MPPS
-(``pacscore.dicom.mpps``), so a worklist query can leave out started items;
+(``pacscore.dicom.mpps``), so a worklist query can leave out started items
+(``notTheirs`` names the items a step names by accession number whose
+Scheduled Procedure Step ID, Study Instance UID, Requested Procedure ID or
+Patient ID is another's: those are not marked);
 given ``changeable``, a test of an item's current status, it marks only the
 items it is true of and leaves the others as they are (``Marked.kept``).
 A NW re-sent for a DISCONTINUED item (the RIS ordering it again) makes it
@@ -71,6 +74,10 @@ DELETE_STATUSES = frozenset(("CA", "DC"))  # order statuses (ORC-5) of an SC tha
 
 ACCESSION_NUMBER = 0x00080050
 STEP_STATUS = 0x00400020
+PATIENT_ID = 0x00100020
+# what names a worklist item besides its accession number, as a performed step's scheduled step gives it
+IDENTIFYING = {0x00400009: "Scheduled Procedure Step ID", 0x0020000D: "Study Instance UID",
+               0x00401001: "Requested Procedure ID", PATIENT_ID: "Patient ID"}
 SCHEDULED, STARTED, COMPLETED, DISCONTINUED = "SCHEDULED", "STARTED", "COMPLETED", "DISCONTINUED"
 STEP_STATUSES = {"IP": STARTED, "CM": COMPLETED}  # order status (ORC-5) of an SC -> the step status it sets
 FINISHED = frozenset((COMPLETED, DISCONTINUED))  # step statuses an SC never moves an item off
@@ -118,6 +125,8 @@ class WorklistItems:
         self.tagOf = {c.name: c.tag for c in dicomColumns}
         self.accessionColumn = self._columnOf(dicomColumns, ACCESSION_NUMBER)
         self.configuredStatusColumn = self._columnOf(dicomColumns, STEP_STATUS)  # dicom.sql's
+        self.identifyingColumns = {tag: self._columnOf(dicomColumns, tag) for tag in IDENTIFYING
+                                   if self._columnOf(dicomColumns, tag) is not None}
         self.statusColumn = self.configuredStatusColumn  # the one in use: None while the table lacks it
 
     def check(self):
@@ -251,6 +260,28 @@ class WorklistItems:
             connection.execute(update(self.table).where(key.in_(changed)).values({self.statusColumn: status}))
         return Marked(changed, {accession: current for accession, current in sorted(found.items())
                                 if accession not in changed})
+
+    def notTheirs(self, connection, identities):
+        """In the writer: ``{accession number: why}`` of the items that
+        ``identities`` (``{accession number: {tag: value}}``, the scheduled
+        steps a performed step names) name by their accession number but
+        that are not theirs: an ``IDENTIFYING`` value (Patient ID ...)
+        both have differs (none without a status column: nothing is
+        marked)."""
+        if self.statusColumn is None or self.accessionColumn is None or not identities:
+            return {}
+        tags = list(self.identifyingColumns)
+        key = self.table.c[self.accessionColumn]
+        rows = connection.execute(select(key, *(self.table.c[self.identifyingColumns[tag]] for tag in tags))
+                                  .where(key.in_(sorted(identities)))).all()
+        foreign = {}
+        for accession, *values in rows:
+            given = identities[accession]
+            differing = [f"{IDENTIFYING[tag]} {value.strip()}, not {given[tag]}" for tag, value in zip(tags, values)
+                         if value and value.strip() and given.get(tag) and value.strip() != given[tag]]
+            if differing:
+                foreign[accession] = ", ".join(differing)
+        return foreign
 
     def lookup(self, accessionNumber):
         """In the calling thread: ``{tag: value}`` of the non-empty columns of

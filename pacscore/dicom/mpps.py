@@ -25,7 +25,10 @@ Specific Character Set does not replace the step's (F.7.2.2.3): both are
 decoded and the step kept in UTF-8.
 
 In the same transaction, the worklist items of the step's scheduled steps
-(by the Accession Numbers of its Scheduled Step Attributes Sequence) get
+(by the Accession Numbers of its Scheduled Step Attributes Sequence, but
+never one whose Scheduled Procedure Step ID, Study Instance UID, Requested
+Procedure ID or Patient ID differs from the step's where both have one:
+such an item is another's, left as it is with a warning) get
 the Scheduled Procedure Step Status its status means - STARTED, COMPLETED
 or DISCONTINUED, as dcm4chee sets them - when dicom.sql gives the worklist
 a (0040,0020) column (``WorklistItems.markPerformed``); an item another step
@@ -44,6 +47,7 @@ queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
 which get it once it was answered.
 """
 
+from pydicom.datadict import keyword_for_tag as keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import Column, Double, Index, String, Table, select
@@ -53,7 +57,7 @@ from twisted.logger import Logger
 from pacscore.codecs.syntaxes import EXPLICIT_VR_LITTLE_ENDIAN
 from pacscore.db.errors import ValueTooLarge
 from pacscore.db.schema import LARGE_BINARY, MYSQL_TABLE, OwnTable, checkFits
-from pacscore.db.worklistitems import SCHEDULED, STARTED, Marked
+from pacscore.db.worklistitems import IDENTIFYING, PATIENT_ID, SCHEDULED, STARTED, Marked
 from pacscore.db.worklistitems import COMPLETED as ITEM_COMPLETED
 from pacscore.db.worklistitems import DISCONTINUED as ITEM_DISCONTINUED
 from pacscore.dicom import commands
@@ -169,8 +173,23 @@ def shownValues(dataset):
 
 def scheduledAccessions(dataset):
     """The Accession Numbers of the scheduled steps a step performs."""
-    items = dataset.get("ScheduledStepAttributesSequence", None) or []
-    return sorted({_text(item, "AccessionNumber") for item in items} - {""})
+    return sorted(scheduledSteps(dataset))
+
+
+def scheduledSteps(dataset):
+    """``{accession number: {tag: value}}`` of the scheduled steps a step
+    performs: what names their worklist items besides it (``IDENTIFYING``:
+    the step's Patient ID, each item's Scheduled Procedure Step ID, Study
+    Instance UID and Requested Procedure ID), empty values left out."""
+    patient = _text(dataset, "PatientID")
+    steps = {}
+    for item in dataset.get("ScheduledStepAttributesSequence", None) or []:
+        accession = _text(item, "AccessionNumber")
+        if accession:
+            values = {tag: _text(item, keyword(tag)) for tag in IDENTIFYING if tag != PATIENT_ID}
+            values[PATIENT_ID] = patient
+            steps.setdefault(accession, {tag: value for tag, value in values.items() if value})
+    return steps
 
 
 def _isStarted(itemStatus):
@@ -358,8 +377,10 @@ class MppsService:
         return status, self._mark(connection, uid, dataset, status)
 
     def _mark(self, connection, uid, dataset, status):
-        """In the writer: ``(Marked, status)``, the worklist items the step
-        ``uid`` marked and kept, and their new status.  Put back to
+        """In the writer: ``(Marked, status, foreign)``, the worklist items
+        the step ``uid`` marked and kept, their new status, and
+        ``{accession number: why}`` of those it names by accession number
+        that are another's (``WorklistItems.notTheirs``): left as they are.  Put back to
         SCHEDULED (a wrong entry selected) are only the items still STARTED
         that no other step IN PROGRESS performs: one another step
         completed, discontinued or is performing keeps its status; made
@@ -367,17 +388,24 @@ class MppsService:
         SWF: a scheduled step is discontinued when none of its performed
         steps goes on); a COMPLETED item keeps it whatever the step."""
         if self.worklist is None:
-            return Marked([], {}), None
+            return Marked([], {}), None, {}
         itemStatus = scheduledStepStatus(dataset, status)
-        accessions = scheduledAccessions(dataset)
+        steps = scheduledSteps(dataset)
+        foreign = self.worklist.notTheirs(connection, steps)
+        accessions = sorted(set(steps) - set(foreign))
         if itemStatus not in (SCHEDULED, ITEM_DISCONTINUED):
-            return self.worklist.markPerformed(connection, accessions, itemStatus, _isNotCompleted), itemStatus
+            marked = self.worklist.markPerformed(connection, accessions, itemStatus, _isNotCompleted)
+            return marked, itemStatus, foreign
         performed = self.steps.accessionsInProgress(connection, uid).intersection(accessions)
         changeable = _isStarted if itemStatus == SCHEDULED else _isNotCompleted
-        return self.worklist.markPerformed(connection, accessions, itemStatus, changeable, keep=performed), itemStatus
+        return (self.worklist.markPerformed(connection, accessions, itemStatus, changeable, keep=performed),
+                itemStatus, foreign)
 
     def _logMarked(self, uid, marked):
-        (changed, kept), status = marked
+        (changed, kept), status, foreign = marked
+        for accession, why in foreign.items():
+            self.log.warn("MPPS {uid}: worklist item {accession} is not the one its scheduled step names ({why}): "
+                          "left as it is", uid=uid, accession=accession, why=why)
         if changed:
             self.log.info("MPPS {uid}: worklist item(s) {accessions} now {status}", uid=uid,
                           accessions=", ".join(changed), status=status)

@@ -227,6 +227,19 @@ class WorklistStatusTests(ModalityTestCase):
         return {str(m.AccessionNumber): m.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus
                 for m in matches}
 
+    def scheduled(self, accession):
+        """``inProgress(accession)`` naming the worklist item as a modality
+        does, with what findscu -W gives of it: its Patient ID, Study
+        Instance UID and Scheduled Procedure Step ID."""
+        [item] = worklistFind(self.server, [f"AccessionNumber={accession}", "PatientID", "StudyInstanceUID"],
+                              sequenceKeys=["ScheduledProcedureStepID"])
+        step = inProgress(accession)
+        step.PatientID = item.PatientID
+        scheduled = step.ScheduledStepAttributesSequence[0]
+        scheduled.StudyInstanceUID = item.StudyInstanceUID
+        scheduled.ScheduledProcedureStepID = item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID
+        return step
+
     def test_mppsMarksTheWorklistItem(self):
         path = os.path.join(self.server.workdir, "orders.hl7")
         writeMessages(path, [orderMessage("MSG1", "ACC-MPPS-1", "PATMPPS", "Mpps^Test", modality="CT"),
@@ -234,8 +247,13 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1"), ("AA", "MSG2")])
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "SCHEDULED"})
         uid = generate_uid()
-        self.assertEqual(self.create(inProgress(), uid).Status, 0x0000)
+        self.assertEqual(self.create(self.scheduled("ACC-MPPS-1"), uid).Status, 0x0000)
+        mistyped = generate_uid()  # PATMPPS's step naming the accession of PATMPPS2's item: not marked
+        self.assertEqual(self.create(inProgress("ACC-MPPS-2"), mistyped).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "STARTED", "ACC-MPPS-2": "SCHEDULED"})
+        [line] = [line for line in self.server.log().splitlines() if f"MPPS {mistyped}: worklist item" in line]
+        self.assertIn("worklist item ACC-MPPS-2 is not the one its scheduled step names (", line)
+        self.assertTrue(line.endswith("Patient ID PATMPPS2, not PATMPPS): left as it is"), line)
         self.assertEqual(self.statuses("SCHEDULED"), {"ACC-MPPS-2": "SCHEDULED"})
         self.assertEqual(self.set(completed(), uid).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "COMPLETED", "ACC-MPPS-2": "SCHEDULED"})
@@ -253,7 +271,7 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1")])
         first, wrong = generate_uid(), generate_uid()
         for uid in (first, wrong):
-            self.assertEqual(self.create(inProgress("ACC-MPPS-1"), uid).Status, 0x0000)
+            self.assertEqual(self.create(self.scheduled("ACC-MPPS-1"), uid).Status, 0x0000)
         self.assertEqual(self.set(wrongEntry(), wrong).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "STARTED"})
         self.assertIn(f"MPPS {wrong}: worklist item(s) ACC-MPPS-1 (STARTED) keep their status", self.server.log())
@@ -270,7 +288,7 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1")])
         stopped, going = generate_uid(), generate_uid()
         for uid in (stopped, going):
-            self.assertEqual(self.create(inProgress("ACC-MPPS-1"), uid).Status, 0x0000)
+            self.assertEqual(self.create(self.scheduled("ACC-MPPS-1"), uid).Status, 0x0000)
         self.assertEqual(self.set(discontinued(("110513", "Discontinued for unspecified reason")), stopped).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "STARTED"})
         self.assertIn(f"MPPS {stopped}: worklist item(s) ACC-MPPS-1 (STARTED) keep their status, not made "
@@ -290,7 +308,7 @@ class WorklistStatusTests(ModalityTestCase):
         for accession, reason in (("ACC-MPPS-1", ("110514", "Incorrect worklist entry selected")),
                                   ("ACC-MPPS-2", ("110502", "Patient refused to continue procedure"))):
             uid = generate_uid()
-            self.assertEqual(self.create(inProgress(accession), uid).Status, 0x0000)
+            self.assertEqual(self.create(self.scheduled(accession), uid).Status, 0x0000)
             self.assertEqual(self.set(discontinued(reason), uid).Status, 0x0000)
         self.assertEqual(self.statuses(), {"ACC-MPPS-1": "SCHEDULED", "ACC-MPPS-2": "DISCONTINUED"})
         self.assertIn("worklist item(s) ACC-MPPS-1 now SCHEDULED", self.server.log())
@@ -310,10 +328,10 @@ class WorklistStatusTests(ModalityTestCase):
                              orderMessage("MSG2", "ACC-WRONG", "PATMPPS", "Mpps^Test", modality="CT")])
         self.assertEqual(acks(self.server.sendHL7(path)), [("AA", "MSG1"), ("AA", "MSG2")])
         both, right = generate_uid(), generate_uid()
-        step = inProgress("ACC-DONE")
-        step.ScheduledStepAttributesSequence += inProgress("ACC-WRONG").ScheduledStepAttributesSequence
+        step = self.scheduled("ACC-DONE")
+        step.ScheduledStepAttributesSequence += self.scheduled("ACC-WRONG").ScheduledStepAttributesSequence
         self.assertEqual(self.create(step, both).Status, 0x0000)
-        self.assertEqual(self.create(inProgress("ACC-DONE"), right).Status, 0x0000)
+        self.assertEqual(self.create(self.scheduled("ACC-DONE"), right).Status, 0x0000)
         self.assertEqual(self.set(completed(), right).Status, 0x0000)
         changes = wrongEntry()
         self.assertEqual(self.set(changes, both).Status, 0x0000)
@@ -322,7 +340,7 @@ class WorklistStatusTests(ModalityTestCase):
         self.assertIn(f"MPPS {both}: worklist item(s) ACC-WRONG now SCHEDULED", log)
         self.assertIn(f"MPPS {both}: worklist item(s) ACC-DONE (COMPLETED) keep their status, not made SCHEDULED", log)
         again = generate_uid()  # a third step picks the completed item by mistake: it stays COMPLETED
-        self.assertEqual(self.create(inProgress("ACC-DONE"), again).Status, 0x0000)
+        self.assertEqual(self.create(self.scheduled("ACC-DONE"), again).Status, 0x0000)
         self.assertEqual(self.statuses()["ACC-DONE"], "COMPLETED")
         self.assertEqual(self.set(changes, again).Status, 0x0000)
         self.assertEqual(self.statuses()["ACC-DONE"], "COMPLETED")

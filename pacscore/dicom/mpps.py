@@ -11,7 +11,9 @@ writer before the answer.  The standard's rules answer the rest: a create
 without an attribute table F.7.2-1 requires of it (type 1: the step's ID,
 station, start, status, modality, the scheduled steps with their Study
 Instance UIDs) is 0x0120, with one empty 0x0121, named in the Error
-Comment (as dcm4chee refuses them); a create
+Comment (as dcm4chee refuses them); a create or set with a value
+longer than its VR's 16-bit length takes in Explicit VR (over 64 KB,
+which pydicom would keep as UN) is 0x0106, naming it; a create
 not IN PROGRESS is 0x0106 (the status is a CS: upper case only), a second
 create of an instance 0x0111, an instance UID that is none 0x0117, a set of
 an unknown one 0x0112, a set after COMPLETED or DISCONTINUED 0x0110 (Error
@@ -47,8 +49,13 @@ queued for the AEs of ``ForwardMPPSTo`` (``pacscore.dicom.mppsforward``),
 which get it once it was answered.
 """
 
+from pydicom.charset import convert_encodings
 from pydicom.datadict import keyword_for_tag as keyword
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.multival import MultiValue
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.uid import generate_uid
 from sqlalchemy import Column, Double, Index, String, Table, select
 from twisted.internet import defer, threads
@@ -66,6 +73,7 @@ from pacscore.dicom.commands import (
     MISSING_ATTRIBUTE_VALUE, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE)
 from pacscore.converters.elements import ensureUnicode
 from pacscore.dicom.datasets import IdentifierError, decodeDataset, decodePeerDataset, encodeDataset
+from pacscore.dicom.identifiers import tagName
 from pacscore.dicom.uids import isUID
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -148,6 +156,40 @@ def checkRequired(dataset):
             tags = sorted(set(tags))
             names = ", ".join(REQUIRED_ON_CREATE.get(tag, "Study Instance UID") for tag in tags)
             raise StepRefused(f"N-CREATE {what} {names}", status)
+
+
+def checkEncodable(dataset):
+    """StepRefused (0x0106, naming them) when values of ``dataset`` are
+    longer than their VR's 16-bit length takes in Explicit VR, in which
+    the step is kept (in its character set, or UTF-8 once set): pydicom
+    would keep them as UN, with only its warning."""
+    charsets = (convert_encodings(dataset.get("SpecificCharacterSet") or "ISO_IR 6"), ["utf_8"])
+    tooLong = sorted({element.tag for element in dataset.iterall()
+                      if any(_valueLength(element, encodings) > 0xFFFF for encodings in charsets)})
+    if tooLong:
+        raise StepRefused(f"value too long for its VR (over 64 KB): {', '.join(map(tagName, tooLong))}",
+                          INVALID_ATTRIBUTE_VALUE)
+
+
+def _decodeChecked(data, syntax):
+    dataset = decodePeerDataset(data, syntax)
+    checkEncodable(dataset)
+    return dataset
+
+
+def _valueLength(element, encodings):
+    """The encoded length of ``element``'s value, 0 for a VR whose length
+    is 32-bit in Explicit VR (a sequence's items are elements of their own)
+    and for one too short to reach 64 KB (at most 8 bytes a character)."""
+    if element.VR in EXPLICIT_VR_LENGTH_32 or element.is_empty:
+        return 0
+    values = element.value if isinstance(element.value, (list, MultiValue)) else [element.value]
+    if sum(len(str(value)) + 1 for value in values) * 8 <= 0xFFFF:
+        return 0
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, True  # a 32-bit length: no UN
+    write_data_element(encoded, element, encodings)
+    return len(encoded.getvalue()) - 8  # its tag and length
 
 
 def checkFinal(dataset, status):
@@ -416,12 +458,13 @@ class MppsService:
                           kept=", ".join(f"{accession} ({current or 'no status'})" for accession, current in kept.items()))
 
     async def _decode(self, protocol, contextId, dataset):
-        """The Dataset of an N-CREATE or N-SET, decoded in a worker (a big
-        one takes seconds)."""
+        """The Dataset of an N-CREATE or N-SET, decoded and its values'
+        lengths checked (``checkEncodable``) in a worker (a big one takes
+        seconds)."""
         if dataset is None:
             raise StepRefused("no data set", MISSING_ATTRIBUTE)
         try:
-            return await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), decodePeerDataset,
+            return await threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _decodeChecked,
                                                    bytes(dataset.data), protocol.association.contexts[contextId][1])
         except IdentifierError as e:
             raise StepRefused(str(e), PROCESSING_FAILURE) from e

@@ -179,3 +179,51 @@ class WorklistMarkingTests(unittest.TestCase):
             "not 9.9): left as it is",
             "MPPS 1.2.3.9: worklist item WL4 is not the one its scheduled step names (Scheduled Procedure Step ID "
             "SPS4, not OTHER): left as it is"])
+
+
+class OverlongValueTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_aValueTooLongForItsVRIsRefused(self):
+        """A text over 64 KB in a VR of a 16-bit length (an ST of 70,000
+        characters) was answered Success and the step kept with it as UN,
+        with only pydicom's warning: an N-CREATE or N-SET with one is
+        refused 0x0106 naming it, with a warning line, and not applied."""
+        steps = StepTable(SyncIndex(SimpleNamespace(engine=sqliteEngine(self), tables=None, layout=None, deletes=None,
+                                                    quoteNames=None)), lambda: 1000.0)
+        steps.createTables()
+        service = MppsService(steps, reactor)
+        sent = []
+        protocol = SimpleNamespace(association=SimpleNamespace(contexts={1: (MPPS, IMPLICIT)}, callingAE="CT1"),
+                                   peerName=lambda: "CT1@127.0.0.1",
+                                   sendMessage=lambda contextId, command: sent.append(command))
+        step = Dataset()
+        step.PerformedProcedureStepStatus = "IN PROGRESS"
+        step.PerformedProcedureStepID = "1"
+        step.PerformedStationAETitle = "CT1"
+        step.PerformedProcedureStepStartDate = "20261208"
+        step.PerformedProcedureStepStartTime = "120000"
+        step.Modality = "CT"
+        scheduled = Dataset()
+        scheduled.StudyInstanceUID = "1.2.3"
+        step.ScheduledStepAttributesSequence = [scheduled]
+        step.PerformedProcedureStepDescription = "x" * 60000  # LO: too long, but fits a 16-bit length
+        create = {commands.COMMAND_FIELD: commands.N_CREATE_RQ, commands.AFFECTED_SOP_INSTANCE_UID: "1.2.3.4",
+                  commands.MESSAGE_ID: 1}
+        yield service.handle(protocol, 1, create, SimpleNamespace(data=encodeDataset(step, IMPLICIT)))
+        changes = Dataset()
+        changes.CommentsOnThePerformedProcedureStep = "y" * 70000  # ST
+        set_ = {commands.COMMAND_FIELD: commands.N_SET_RQ, commands.REQUESTED_SOP_INSTANCE_UID: "1.2.3.4",
+                commands.MESSAGE_ID: 2}
+        step.CommentsOnThePerformedProcedureStep = "y" * 70000
+        create[commands.AFFECTED_SOP_INSTANCE_UID] = "1.2.3.5"
+        with capturedLogs() as events:
+            yield service.handle(protocol, 1, set_, SimpleNamespace(data=encodeDataset(changes, IMPLICIT)))
+            yield service.handle(protocol, 1, create, SimpleNamespace(data=encodeDataset(step, IMPLICIT)))
+        self.assertEqual([response[commands.STATUS] for response in sent], [0, 0x0106, 0x0106])
+        self.assertEqual(sent[1][commands.ERROR_COMMENT], "value too long for its VR (over 64 KB): (0040,0280)")
+        self.assertEqual([formatEvent(event) for event in events], [
+            f"CT1@127.0.0.1: MPPS {uid} refused (0x0106): value too long for its VR (over 64 KB): (0040,0280)"
+            for uid in ("1.2.3.4", "1.2.3.5")])
+        [kept] = yield steps.index.runQuery(steps.steps, 10)
+        self.assertEqual(kept["SOPInstanceUID"], "1.2.3.4")

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_partial, read_preamble
@@ -29,8 +30,8 @@ from pacscore.codecs.fragmentplaces import framePlaces
 from pacscore.codecs.nkipixels import NKI_PIXEL_DATA, decompressDecoded, nkiStream
 from pacscore.codecs.pixeldescription import checkPixelDescription
 from pacscore.codecs.transcode import (
-    _UNDEFINED_LENGTH, INFLATED_IN_MEMORY, TranscodeError, _atPixelData, checkFrameSize, codedPrecision,
-    pixelDataHeader, swapBytes)
+    _UNDEFINED_LENGTH, INFLATED_IN_MEMORY, WORD_SIZES, TranscodeError, _atPixelData, checkFrameSize,
+    codedPrecision, pixelDataHeader, swapBytes)
 from pacscore.dicom.storeddata import STREAMED_OBJECT, StoredData, openDataset
 from pacscore.dicom.textbytes import decodeValues, keepUndecodable
 from pacscore.storage.attributes import LONG_VRS, readAttributes
@@ -41,6 +42,7 @@ from pacscore.web.dicomweb.dicomjson import jsonDataset
 
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # Float and Double Float Pixel Data (Parametric Maps)
+PIXEL_ELEMENTS = (*FLOAT_PIXEL_DATA, PIXEL_DATA)
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 OCTET_STREAM = "application/octet-stream"
 # PS3.18 table 8.7.3-2: the media type of a frame in a compressed syntax.
@@ -104,13 +106,15 @@ def startConverted(path, wanted, deferToWorker, change=None):
     return fileMetaOf(converted.file, wanted), converted
 
 
-def _readHead(path):
-    """``(data set, Pixel Data)`` of the stored file ``path`` read by
-    pydicom but for its Pixel Data (7FE0,0010) value, the Float and Double
-    Float Pixel Data (7FE0,0008, 7FE0,0009) of a Parametric Map among the
-    attributes; the Pixel Data ``(VR or None, length)`` where the file
-    holds one, else None.  A deflated file is inflated only up to the
-    Pixel Data, ``INFLATED_IN_MEMORY`` bytes at most
+def _readHead(path, keep=None):
+    """``(data set, pixel elements)`` of the stored file ``path`` read by
+    pydicom up to its first pixel element, Float, Double Float Pixel Data
+    (7FE0,0008, 7FE0,0009: a Parametric Map's) or Pixel Data (7FE0,0010);
+    the pixel elements ``_pixelElements`` finds there, their values never
+    read but that of ``keep`` (a tag; ``_PixelElement.value``): a 100 MB
+    Parametric Map's metadata does not read its 100 MB.  Nothing after
+    them is read.  A deflated file is inflated only up to the last pixel
+    element's header, ``INFLATED_IN_MEMORY`` bytes at most
     (``InflatedReads``; a DatasetError past that), not whole as pydicom
     inflates it: a 1 MB file may inflate to a gigabyte."""
     with openRegularFile(path) as f:
@@ -118,28 +122,62 @@ def _readHead(path):
         meta = _read_file_meta_info(f)
         if meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             source = InflatedReads(f.read, INFLATED_IN_MEMORY)
-            dataset = read_dataset(source, False, True, stop_when=_atPixelData)
+            dataset = read_dataset(source, False, True, stop_when=_atPixelElement)
             dataset.file_meta = meta
-            return dataset, _pixelDataElement(source, False, True)
+            return dataset, _pixelElements(source, False, True, keep)
         f.seek(0)
-        dataset = read_partial(f, stop_when=_atPixelData, force=True)
+        dataset = read_partial(f, stop_when=_atPixelElement, force=True)
         implicit, little = dataset.original_encoding
-        return dataset, _pixelDataElement(f, implicit, little)
+        return dataset, _pixelElements(f, implicit, little, keep)
 
 
-def _pixelDataElement(f, implicit, little):
-    """``(VR or None, length)`` of the Pixel Data element whose header is at
-    the position of ``f``, in the encoding ``implicit`` and ``little``
-    say, ``f`` left at its value; None when no Pixel Data is there."""
-    order = "<" if little else ">"
-    header = f.read(8)
-    if len(header) < 8 or _tag(header, order) != PIXEL_DATA:
-        return None
-    if implicit:
-        return None, struct.unpack(order + "L", header[4:])[0]
-    long = f.read(4) if header[4:6] in LONG_VRS else header[6:]
-    length = struct.unpack(order + ("L" if len(long) == 4 else "H"), long)[0] if len(long) in (2, 4) else 0
-    return header[4:6].decode("latin-1"), length
+def _atPixelElement(tag, vr, length):
+    return tag in PIXEL_ELEMENTS
+
+
+class _PixelElement(NamedTuple):
+    """A pixel element of a stored file (``_pixelElements``)."""
+
+    vr: str  # as stored; in implicit VR its dictionary's (OF, OD; OB for Pixel Data, which is not used)
+    length: int  # of its value; 0xFFFFFFFF: undefined (encapsulated)
+    value: bytes = None  # read only when asked for
+
+
+def _pixelElements(f, implicit, little, keep=None):
+    """``{tag: _PixelElement}`` of the pixel elements (``PIXEL_ELEMENTS``)
+    whose headers follow one another in tag order from the position of
+    ``f``, in the encoding ``implicit`` and ``little`` say; the value of
+    ``keep`` read, the others stepped over (``_stepOver``; Pixel Data,
+    the last, never); ``f`` left after the last header read."""
+    found, order = {}, "<" if little else ">"
+    while True:
+        header = f.read(8)
+        tag = _tag(header, order) if len(header) == 8 else None
+        if tag not in PIXEL_ELEMENTS or tag <= max(found, default=0):  # none, or out of order
+            return found
+        if implicit:
+            vr, length = dictionary_VR(tag).split(" ")[0], struct.unpack(order + "L", header[4:])[0]
+        else:
+            long = f.read(4) if header[4:6] in LONG_VRS else header[6:]
+            vr = header[4:6].decode("latin-1")
+            length = struct.unpack(order + ("L" if len(long) == 4 else "H"), long)[0] if len(long) in (2, 4) else 0
+        value = f.read(length) if tag == keep and length != _UNDEFINED_LENGTH else None
+        found[tag] = _PixelElement(vr, length, value)
+        if tag == PIXEL_DATA or length == _UNDEFINED_LENGTH:
+            return found
+        if value is None:
+            _stepOver(f, length)
+
+
+def _stepOver(f, length):
+    """``f`` moved ``length`` bytes on a megabyte at a time, each read
+    there (none): an ``InflatedReads`` inflates them so, never holding
+    more than a megabyte of them."""
+    while length > 0:
+        step = min(length, 1 << 20)
+        f.seek(step, 1)
+        f.read(0)
+        length -= step
 
 
 def _tag(header, order):
@@ -156,18 +194,19 @@ def _readLittleEndian(path):
     data hold them as Explicit VR Little Endian does (PS3.18 8.7.3), as
     the object's frames do (``_nativeFrame``); a value pydicom cannot
     decode kept as UN bytes, as stored (``keepUndecodable``)."""
-    dataset, pixelData = _readHead(path)
+    dataset, pixels = _readHead(path)
     if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN:
         keepUndecodable(dataset)  # a value swapBytes cannot decode is UN bytes, as decodeValues keeps it
         swapBytes(dataset, strict=False)
-    return dataset, pixelData
+    return dataset, pixels
 
 
 def instanceMetadata(path, url, onUnfit=None):
     """The DICOM JSON of the stored file ``path`` whose WADO-RS address is
-    ``url``: every attribute (``_readHead``) but the bulk data (binary values
-    over 1 KB, Float and Double Float Pixel Data, and the Pixel Data the file
-    holds, none when it holds none, no value when empty), which are
+    ``url``: every attribute before its pixel elements (``_readHead``) but
+    the bulk data (binary values over 1 KB, and the Float and Double Float
+    Pixel Data and Pixel Data the file holds, none when it holds none, no
+    value when empty, never read), which are
     ``BulkDataURI``s of ``url/bulk/{tag}``; with the Available Transfer
     Syntax UID it is stored in.  Binary values in sequence items (an icon's
     pixels) stay inline: ``bulk/{tag}`` names a top-level attribute.  Binary
@@ -176,7 +215,7 @@ def instanceMetadata(path, url, onUnfit=None):
     (``instanceFrames``), a Pixel Data ``BulkDataURI``.  Text not valid in
     its character set is read as Latin-1, logged or given to ``onUnfit``, and a binary
     value pydicom cannot decode is given as UN bytes, logged (``decodeValues``)."""
-    dataset, pixelData = _readLittleEndian(path)
+    dataset, pixels = _readLittleEndian(path)
     nki = nkiStream(dataset) is not None
     if nki:
         del dataset[NKI_PIXEL_DATA]
@@ -185,12 +224,14 @@ def instanceMetadata(path, url, onUnfit=None):
     found = jsonDataset(dataset, lambda element: f"{url}/bulk/{int(element.tag):08X}"
                         if dataset.get(element.tag) is element else None)
     for tag in FLOAT_PIXEL_DATA:  # bulk data however short, as Pixel Data is
-        if "InlineBinary" in found.get(f"{tag:08X}", ()):
-            found[f"{tag:08X}"] = {"vr": found[f"{tag:08X}"]["vr"], "BulkDataURI": f"{url}/bulk/{tag:08X}"}
-    if pixelData is not None or nki:
+        if tag in pixels:
+            found[f"{tag:08X}"] = {"vr": pixels[tag].vr}
+            if pixels[tag].length not in (0, _UNDEFINED_LENGTH):  # an OF or OD cannot be undefined
+                found[f"{tag:08X}"]["BulkDataURI"] = f"{url}/bulk/{tag:08X}"
+    if PIXEL_DATA in pixels or nki:
         wide = not isCompressed(syntax) and (dataset.get("BitsAllocated") or 8) > 8
         found[f"{PIXEL_DATA:08X}"] = {"vr": "OW" if wide else "OB"}
-        if nki or pixelData[1]:  # an empty one has no value (PS3.18 F.2.5), nor frames to send
+        if nki or pixels[PIXEL_DATA].length:  # an empty one has no value (PS3.18 F.2.5), nor frames to send
             found[f"{PIXEL_DATA:08X}"]["BulkDataURI"] = f"{url}/bulk/{PIXEL_DATA:08X}"
     if syntax:
         found[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [syntax]}
@@ -487,7 +528,10 @@ def frameSyntax(asStored, syntax):
 def bulkValue(path, tag):
     """The bytes of the top-level attribute ``tag`` (not Pixel Data, which
     goes as frames) of the stored file ``path``, as stored, but little
-    endian (``_readLittleEndian``)."""
+    endian (``_readLittleEndian``); Float and Double Float Pixel Data
+    (``_floatPixels``) read alone."""
+    if tag in FLOAT_PIXEL_DATA:
+        return _floatPixels(path, tag)
     element = _readLittleEndian(path)[0].get(Tag(tag))
     if element is None or element.VR == "SQ":
         raise NoSuchAttribute(f"the object has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
@@ -495,3 +539,21 @@ def bulkValue(path, tag):
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     return str(value).encode("utf-8")
+
+
+def _floatPixels(path, tag):
+    """The value of the Float or Double Float Pixel Data ``tag`` of the
+    stored file ``path``, little endian (its words swapped in Explicit VR
+    Big Endian, as ``swapBytes`` does); NoSuchAttribute when the file has
+    none with a value, ValueError when it ends within it."""
+    dataset, pixels = _readHead(path, keep=tag)
+    element = pixels.get(tag)
+    if element is None or element.value is None:
+        raise NoSuchAttribute(f"the object has no bulk data attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+    if len(element.value) < element.length:
+        raise ValueError(f"the stored file ends within its ({tag >> 16:04X},{tag & 0xFFFF:04X}), "
+                         f"{len(element.value)} of its {element.length} bytes")
+    size = WORD_SIZES.get(element.vr, 1)
+    if _storedSyntax(dataset) == EXPLICIT_VR_BIG_ENDIAN and len(element.value) % size == 0:
+        return _littleEndian(element.value, size)
+    return element.value

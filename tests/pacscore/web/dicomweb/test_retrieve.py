@@ -1482,6 +1482,17 @@ def writeDeflatedBomb(path, zeros, before):
         f.write(out.getvalue() + data + (b"\x00" if len(data) % 2 else b""))
 
 
+def memoryPeak(fn, *args):
+    """``(what fn(*args) returned, the peak of the memory it took in MB)``."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        found = fn(*args)
+        return found, tracemalloc.get_traced_memory()[1] >> 20
+    finally:
+        tracemalloc.stop()
+
+
 class DeflatedMetadataTests(unittest.TestCase):
     """WADO-RS metadata of an object stored deflated inflated all of it,
     the bulk data after its Pixel Data too: a 0.5 MB C-STORE holding a
@@ -1489,20 +1500,10 @@ class DeflatedMetadataTests(unittest.TestCase):
     request; it inflates only up to the Pixel Data, and no more than the
     128 MB a conversion in memory holds."""
 
-    def peak(self, fn, *args):
-        """``(what fn(*args) returned, the peak of the memory it took in MB)``."""
-        gc.collect()
-        tracemalloc.start()
-        try:
-            found = fn(*args)
-            return found, tracemalloc.get_traced_memory()[1] >> 20
-        finally:
-            tracemalloc.stop()
-
     def test_bulkDataAfterThePixelDataIsNotInflated(self):
         path = self.mktemp()
         writeDeflatedBomb(path, 256, before=False)
-        found, peak = self.peak(instanceMetadata, path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+        found, peak = memoryPeak(instanceMetadata, path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
         self.assertEqual((found["00080018"]["Value"], found["7FE00010"]["vr"], found["00083002"]["Value"],
                           "7FF11010" in found),
                          (["1.2.1.1"], "OW", [syntaxes.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN], False))
@@ -1514,7 +1515,7 @@ class DeflatedMetadataTests(unittest.TestCase):
         path = self.mktemp()
         writeDeflatedBomb(path, 160, before=True)
         with self.assertRaisesRegex(DatasetError, "^the deflated data set is read past 128 MB"):
-            self.peak(instanceMetadata, path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
+            memoryPeak(instanceMetadata, path, "http://pacs/dicom-web/studies/1/series/2/instances/3")
 
     def test_aSmallOneReadsAsBefore(self):
         """The metadata of a deflated object read a window at a time is the
@@ -1546,7 +1547,7 @@ class PixelElementsMetadataTests(unittest.TestCase):
         """Float and Double Float Pixel Data, however short, are a
         BulkDataURI whose bytes ``bulkValue`` gives, little endian, in
         each syntax; there is no Pixel Data, and the elements after them
-        are there."""
+        are left out, as those after a Pixel Data are."""
         for tag, keyword, vr, kind in ((0x7FE00008, "FloatPixelData", "OF", "f4"),
                                        (0x7FE00009, "DoubleFloatPixelData", "OD", "f8")):
             for syntax, order in ((EXPLICIT, "<"), (IMPLICIT, "<"), (syntaxes.EXPLICIT_VR_BIG_ENDIAN, ">")):
@@ -1557,11 +1558,35 @@ class PixelElementsMetadataTests(unittest.TestCase):
                 dataset.add_new(0x7FE10010, "LO", "AFTER")
                 path = self.saved(dataset, syntax)
                 found = instanceMetadata(path, self.URL)
-                self.assertEqual((found.get(f"{tag:08X}"), "7FE00010" in found, found["7FE10010"]["Value"]),
-                                 ({"vr": vr, "BulkDataURI": f"{self.URL}/bulk/{tag:08X}"}, False, ["AFTER"]),
+                self.assertEqual((found.get(f"{tag:08X}"), "7FE00010" in found, "7FE10010" in found),
+                                 ({"vr": vr, "BulkDataURI": f"{self.URL}/bulk/{tag:08X}"}, False, False),
                                  (keyword, syntax))
                 self.assertEqual(instancefiles.bulkValue(path, tag), np.arange(16, dtype="<" + kind).tobytes(),
                                  (keyword, syntax))
+
+    def test_floatPixelDataIsNotRead(self):
+        """The metadata of a Parametric Map does not read its Float Pixel
+        Data, which it gives as a BulkDataURI: a 100 MB one took 100 MB
+        more for each request (12 MB here, in each syntax, deflated too);
+        its bulk/ gives the bytes, and a Double Float Pixel Data and Pixel
+        Data after it are found past it."""
+        values = np.arange(3 << 20, dtype="<f4") % 251  # deflated in a moment
+        for syntax in (EXPLICIT, IMPLICIT, syntaxes.EXPLICIT_VR_BIG_ENDIAN,
+                       syntaxes.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN):
+            dataset = makeDataset("PMAP", "", "1.2", "1.2.1", "1.2.1.1", 1, 1, rows=4, columns=4)
+            dataset.BitsAllocated = 32
+            order = ">" if syntax == syntaxes.EXPLICIT_VR_BIG_ENDIAN else "<"
+            dataset.FloatPixelData = values.astype(order + "f4").tobytes()
+            dataset.DoubleFloatPixelData = np.arange(4, dtype=order + "f8").tobytes()
+            path = self.saved(dataset, syntax)
+            found, peak = memoryPeak(instanceMetadata, path, self.URL)
+            self.assertEqual(([found.get(f"{tag:08X}", {}).get("BulkDataURI") for tag in (0x7FE00008, 0x7FE00009)],
+                              found["7FE00010"]["BulkDataURI"]),
+                             ([f"{self.URL}/bulk/7FE00008", f"{self.URL}/bulk/7FE00009"], f"{self.URL}/bulk/7FE00010"),
+                             syntax)
+            self.assertLess(peak, 4, syntax)
+            self.assertEqual((instancefiles.bulkValue(path, 0x7FE00008), instancefiles.bulkValue(path, 0x7FE00009)),
+                             (values.tobytes(), np.arange(4, dtype="<f8").tobytes()), syntax)
 
     def test_noPixelDataNoBulkDataURI(self):
         """An object with Rows and Columns and no Pixel Data has none in its

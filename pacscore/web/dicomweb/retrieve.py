@@ -370,16 +370,16 @@ def frameNumbers(text):
     return numbers
 
 
-def _frameChoice(accepted, syntax):
+def _frameChoice(accepted, syntax, what="these frames"):
     """``(as stored, media type)`` of frames stored in ``syntax`` as the
     Accept header asks, what a q=0 range refuses left out; WebError 406
-    when pacs cannot send what it asks."""
+    when pacs cannot send what it asks, naming ``what`` it would send."""
     stored = FRAME_TYPES.get(syntax)
     for media in accepted:
         for asStored, kind in _frameOffers(media, stored, syntax):
             if not _refuses(accepted, kind, frameSyntax(asStored, syntax), media):
                 return asStored, kind
-    raise WebError(406, f"pacs sends these frames as application/octet-stream (native, or transfer-syntax=* as "
+    raise WebError(406, f"pacs sends {what} as application/octet-stream (native, or transfer-syntax=* as "
                         f"stored){f' or {stored}' if stored else ''}")
 
 
@@ -453,6 +453,8 @@ async def retrieveBulk(archive, request, target, base):
 async def _bulk(archive, request, path, tag):
     if tag == PIXEL_DATA:
         return await _frameParts(archive, request, path, None)
+    # the Accept frames stored native take: a 406 where bulk/7FE00010 of such an object is one
+    _frameChoice(multipart.accepted(request), EXPLICIT_VR_LITTLE_ENDIAN, "bulk data")
     try:
         value = await onFile(archive, path, bulkValue, tag)
     except NoSuchAttribute as e:

@@ -258,6 +258,33 @@ class RetrieveTests(DicomWebTestCase):
         self.assertEqual(missing.code, 404)
 
     @defer.inlineCallbacks
+    def test_bulkDataTakesTheAcceptPixelDataTakes(self):
+        """bulk/{tag} of an attribute that is not the Pixel Data (a private
+        OB, a Parametric Map's Float Pixel Data) was sent as
+        application/octet-stream whatever Accept asked for (image/jpeg,
+        application/dicom+json, big endian): 200 where bulk/7FE00010 of the
+        same object is a 406; it answers as bulk/7FE00010 does."""
+        ds = makeDataset("BULKACCEPT", "Bulk^Accept", "1.2.826.0.1.3680043.8.498.11",
+                         "1.2.826.0.1.3680043.8.498.11.1", "1.2.826.0.1.3680043.8.498.11.1.1", 1, 1)
+        ds.add_new(0x00290010, "LO", "PACS TESTS")
+        ds.add_new(0x00291010, "OB", bytes(range(256)) * 8)
+        stored = os.path.join(self.running.workdir, "bulkaccept.dcm")
+        ds.save_as(stored, enforce_file_format=True)
+        yield self.running.run(AddImageFile(), stored)
+        path = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        for accept, code in ((f'multipart/related; type="image/jpeg"; transfer-syntax={JPEG_LOSSLESS}', 406),
+                             ("application/dicom+json", 406),
+                             (OCTETS + f"; transfer-syntax={syntaxes.EXPLICIT_VR_BIG_ENDIAN}", 406),
+                             (OCTETS, 200), (OCTETS + f"; transfer-syntax={EXPLICIT}", 200), ("*/*", 200)):
+            pixels = yield self.fetch(path + "/bulk/7FE00010", accept=accept)
+            private = yield self.fetch(path + "/bulk/00291010", accept=accept)
+            self.assertEqual((pixels.code, private.code), (code, code), accept)
+            if code == 200:
+                self.assertEqual(private.parts(), [("application/octet-stream", bytes(range(256)) * 8)], accept)
+            else:
+                self.assertIn(b"pacs sends bulk data as application/octet-stream", private.body, accept)
+
+    @defer.inlineCallbacks
     def test_metadataInDicomXML(self):
         """Asked for multipart/related; type="application/dicom+xml"
         (PS3.18 8.7.3), the metadata of each object is a part of DICOM XML
